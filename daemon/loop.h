@@ -1,0 +1,73 @@
+/* loop.h: kernel loop devices: allocate and configure, inspect through sysfs, detach. Never logs. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "macro.h"
+
+typedef struct LoopConfig {
+        uint64_t offset;      /* bytes into the backing file */
+        uint64_t size_limit;  /* bytes, 0 = to the end of the file */
+        uint32_t sector_size; /* 512, 1024, 2048 or 4096; already resolved (never 0 here) */
+        bool read_only;
+        bool partition_scan;
+        bool autoclear;
+        bool direct_io;
+} LoopConfig;
+
+/* What the kernel says about one bound loop device. */
+typedef struct LoopInfo {
+        unsigned number; /* N of /dev/loopN */
+        dev_t devnum;
+        uint64_t diskseq;   /* 0 if the kernel has none */
+        char *backing_file; /* as sysfs reports it (may end in " (deleted)"); never NULL */
+        dev_t backing_dev;
+        uint64_t backing_inode;
+        uint64_t offset;
+        uint64_t size_limit;
+        uint64_t size; /* of the device, bytes */
+        uint32_t sector_size;
+        bool read_only;
+        bool autoclear;
+        bool partscan;
+        bool direct_io;
+} LoopInfo;
+
+LoopInfo *loop_info_free(LoopInfo *info);
+DEFINE_TRIVIAL_CLEANUP_FUNC(LoopInfo *, loop_info_free);
+void loop_info_array_free(LoopInfo **infos, size_t n);
+
+/* Binds backing_fd to a free loop device with LOOP_CONFIGURE (offset, size limit, flags and block size in
+ * one call), retrying with a bounded, jittered backoff when another process binds the number first.
+ * Before binding, deletes partitions a free device still carries from an earlier user. Afterwards it
+ * verifies what the kernel applied (sector size, size, read-only) and, with partition_scan, makes
+ * sure the partitions exist as /dev/loopNpM: the kernel's own scan when it created any, otherwise the
+ * table read with libblkid and added with BLKPG. On any failure after binding it detaches again, so
+ * nothing is left bound.
+ * Returns 0 and the bound device's info, or:
+ *   -ENOSPC   the kernel could give no free loop device (or every retry was taken by others),
+ *   -EINVAL   the kernel refused the configuration (e.g. unaligned offset for the sector size),
+ *   -EROFS    read-write was asked but the kernel made the device read-only,
+ *   other -errno from the kernel. */
+int loop_attach(int backing_fd, const LoopConfig *config, LoopInfo **ret);
+
+/* Reads a bound device's info from sysfs (and LOOP_GET_STATUS64 where sysfs is silent).
+ * -ENXIO if loopN exists but is not bound, -ENODEV if there is no such device. */
+int loop_get_info(unsigned number, LoopInfo **ret);
+
+/* Every bound loop device, sorted by number. */
+int loop_list(LoopInfo ***ret, size_t *ret_n);
+
+/* Parses "loopN" or "/dev/loopN" (nothing else: no partitions, no "..", no other directories). */
+int loop_parse_name(const char *s, unsigned *ret_number);
+
+/* Deletes the device's partitions (BLKPG), then LOOP_CLR_FD. If expected_diskseq is non-zero and the
+ * device now has another diskseq (the number was recycled), returns -ESTALE and touches nothing.
+ * -EBUSY when a partition or the device is still in use (mounted, held open): the partitions that could
+ * be deleted are, but the device stays bound. -ENXIO if not bound. */
+int loop_detach(unsigned number, uint64_t expected_diskseq);
+
+/* Ensures the partitions of a bound device exist, as loop_attach() does (exported for re-scans). */
+int loop_sync_partitions(int devfd, unsigned number);

@@ -1,0 +1,5 @@
+/* placeholder until the manager lands */
+int main(void)
+{
+        return 0;
+}

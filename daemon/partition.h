@@ -1,0 +1,35 @@
+/* partition.h: partition tables read with libblkid, mapped to the kernel's BLKPG partitions. Never logs. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+typedef struct PartitionSpec {
+        unsigned number; /* 1..; logical DOS partitions from 5 */
+        uint64_t start;  /* bytes */
+        uint64_t length; /* bytes; 1-2 sectors for a DOS extended partition, as the kernel does */
+} PartitionSpec;
+
+/* Reads the partition table on devfd (a loop device whose logical sector size is sector_size) and returns
+ * what BLKPG should add: starts and lengths in bytes, partitions past the end of the device dropped or
+ * truncated, misaligned ones dropped. No table: 0 and an empty list. */
+int partition_plan(int devfd, uint32_t sector_size, uint64_t device_size, PartitionSpec **ret, size_t *ret_n);
+
+/* Adds the planned partitions with BLKPG_ADD_PARTITION. EBUSY for an identical existing partition is
+ * success; a partition that overlaps another or that the kernel refuses is skipped. Returns how many
+ * exist afterwards. */
+int partition_add_all(int devfd, const PartitionSpec *specs, size_t n);
+
+/* The kernel's partitions of loopN as sysfs lists them (number, start and size in bytes, devnum). */
+typedef struct KernelPartition {
+        unsigned number;
+        uint64_t start;
+        uint64_t size;
+        dev_t devnum;
+} KernelPartition;
+int partition_list_kernel(unsigned loop_number, KernelPartition **ret, size_t *ret_n);
+
+/* Deletes every partition of loopN with BLKPG_DEL_PARTITION (ENXIO: already gone). -EBUSY if any is in use;
+ * the others are deleted anyway. */
+int partition_remove_all(int devfd, unsigned loop_number);

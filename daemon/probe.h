@@ -1,0 +1,32 @@
+/* probe.h: what is on a loop device: its partitions and filesystems, with libblkid. Never logs. */
+#pragma once
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "macro.h"
+
+/* One entry of ListPartitions. Strings are never NULL ("" when unknown). */
+typedef struct PartitionInfo {
+        char *node; /* /dev/loopNpM, or /dev/loopN for number 0 (a filesystem on the whole device) */
+        unsigned number;
+        dev_t devnum;
+        uint64_t offset; /* bytes from the start of the loop device */
+        uint64_t size;   /* bytes */
+        char *part_type; /* GPT type GUID, or "0x83" style for MBR */
+        char *part_name;
+        char *fstype; /* e.g. "ext4", "vfat", "swap"; "" when none was found */
+        char *label;  /* as stored on disk: attacker-controlled, never sanitised here */
+        char *uuid;
+        char *mount_point; /* filled in by the caller from the mount table; "" here */
+} PartitionInfo;
+
+void partition_info_clear(PartitionInfo *p);
+void partition_info_array_free(PartitionInfo *p, size_t n);
+
+/* Lists what loopN carries: number 0 if the whole device holds a filesystem (plain filesystem image,
+ * hybrid ISO), then every kernel partition with its table entry's type and name and its filesystem. */
+int probe_loop_device(unsigned loop_number, PartitionInfo **ret, size_t *ret_n);
+
+/* Probes one block device node's filesystem (type, label, uuid). Missing values are "". */
+int probe_filesystem(const char *node, char **ret_fstype, char **ret_label, char **ret_uuid);

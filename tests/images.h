@@ -1,0 +1,46 @@
+/* images.h: test images made with real tools (sfdisk, mkfs.*, xorriso, qemu-img), independent oracles
+ * (sfdisk --json, blkid -p, losetup, findmnt), and the privilege gate of the privileged suites. */
+#pragma once
+
+#include <glib.h>
+#include <json-glib/json-glib.h>
+#include <stdint.h>
+
+/* TRUE when the suite can touch the kernel (root and /dev/loop-control). Otherwise it skips the test,
+ * or fails it when CI=true: CI is root with loop devices, so a skip there hides a broken suite. */
+gboolean test_require_privileges(void);
+
+/* A fresh directory under /tmp for one test; test_tmpdir_remove() deletes it and all it holds. */
+char *test_tmpdir_new(void);
+void test_tmpdir_remove(const char *dir);
+
+/* Runs a shell command line built with printf-style arguments. test_sh() asserts exit status 0 and
+ * returns stdout (never NULL); test_sh_status() returns the exit status and sets *ret_out (may be NULL). */
+char *test_sh(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+int test_sh_status(char **ret_out, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+
+/* Creates a sparse file of size bytes. */
+void image_create(const char *path, uint64_t size);
+/* Writes a partition table with sfdisk from a script; sector_size 0 = 512. */
+void image_sfdisk(const char *path, const char *script, unsigned sector_size);
+/* Makes a filesystem of fstype ("ext4", "xfs", "btrfs", "vfat", "swap", ...) with label (may be NULL) and
+ * writes it into path at offset (bytes), size bytes long, keeping the image sparse. Returns the UUID blkid
+ * reads from the new filesystem (free with g_free). */
+char *image_mkfs_at(const char *path, uint64_t offset, uint64_t size, const char *fstype, const char *label);
+/* A hybrid ISO (xorriso): an iso9660 filesystem on the whole image plus an MBR with an EFI (vfat)
+ * partition, as distribution boot media are. volid is the ISO's label. */
+void image_make_hybrid_iso(const char *path, const char *volid);
+
+/* Oracles. sfdisk --json of an image, sector size as given (0 = 512): the "partitiontable" object. */
+JsonNode *oracle_sfdisk_json(const char *path, unsigned sector_size);
+/* blkid -p -o export of a node or file at an offset: KEY=VALUE pairs in a hash table (TYPE, LABEL, UUID...). */
+GHashTable *oracle_blkid(const char *path, uint64_t offset);
+
+/* Loop devices whose backing file lies under dir, as `losetup -l` lists them (their names, "/dev/loopN").
+ * The suites assert this is empty at the end of every test. */
+GPtrArray *oracle_loops_backed_by(const char *dir);
+/* /dev/loopNp* nodes that exist for /dev/loopN. */
+GPtrArray *oracle_partition_nodes(const char *device);
+/* Emergency cleanup for a test's teardown: detaches every loop device backed by a file under dir (and
+ * unmounts whatever of them is mounted). Never fails the test; logs what it had to clean. */
+void test_cleanup_loops_under(const char *dir);
