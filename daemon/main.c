@@ -1,5 +1,147 @@
-/* placeholder until the manager lands */
-int main(void)
+/* main.c: loopd's command line, signals and event loop. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "format.h"
+#include "log.h"
+#include "manager.h"
+
+static void help(void)
 {
+        printf("Usage: loopd [OPTIONS]\n\n"
+               "Owns loop devices on the system bus (" "org.loopd1" ") and lets unprivileged users attach and\n"
+               "mount disk images, as polkit allows.\n\n"
+               "  -h --help                      Show this help\n"
+               "     --version                  Show the version\n"
+               "     --state-dir DIR            Where device ownership is recorded (default /run/loopd)\n"
+               "     --media-dir DIR            Where mount points are made (default /run/media)\n"
+               "     --max-devices-per-user N   Devices one user may have attached at once (default 32)\n"
+               "     --partition-timeout SECS   How long Attach waits for udev (default 30)\n"
+               "     --debug                    Log debug messages\n");
+}
+
+static int parse_argv(Manager *m, int argc, char *argv[])
+{
+        enum {
+                ARG_VERSION = 0x100,
+                ARG_STATE_DIR,
+                ARG_MEDIA_DIR,
+                ARG_MAX_DEVICES,
+                ARG_PARTITION_TIMEOUT,
+                ARG_DEBUG,
+        };
+        static const struct option options[] = {
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, ARG_VERSION },
+                { "state-dir", required_argument, NULL, ARG_STATE_DIR },
+                { "media-dir", required_argument, NULL, ARG_MEDIA_DIR },
+                { "max-devices-per-user", required_argument, NULL, ARG_MAX_DEVICES },
+                { "partition-timeout", required_argument, NULL, ARG_PARTITION_TIMEOUT },
+                { "debug", no_argument, NULL, ARG_DEBUG },
+                {}
+        };
+        uint64_t value;
+        int c;
+
+        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
+                switch (c) {
+                case 'h':
+                        help();
+                        return 0;
+                case ARG_VERSION:
+                        printf("loopd " PACKAGE_VERSION "\n");
+                        return 0;
+                case ARG_STATE_DIR:
+                case ARG_MEDIA_DIR: {
+                        char **dest = c == ARG_STATE_DIR ? &m->state_dir : &m->media_dir;
+                        if (optarg[0] != '/') {
+                                fprintf(stderr, "loopd: %s must be an absolute path: %s\n",
+                                        c == ARG_STATE_DIR ? "--state-dir" : "--media-dir", optarg);
+                                return -EINVAL;
+                        }
+                        free(*dest);
+                        *dest = strdup(optarg);
+                        if (!*dest)
+                                return -ENOMEM;
+                        break;
+                }
+                case ARG_MAX_DEVICES:
+                        if (parse_size(optarg, &value) < 0 || value > 100000) {
+                                fprintf(stderr, "loopd: invalid --max-devices-per-user: %s\n", optarg);
+                                return -EINVAL;
+                        }
+                        m->max_devices_per_user = (unsigned)value;
+                        break;
+                case ARG_PARTITION_TIMEOUT:
+                        if (parse_size(optarg, &value) < 0 || value == 0 || value > 3600) {
+                                fprintf(stderr, "loopd: invalid --partition-timeout: %s\n", optarg);
+                                return -EINVAL;
+                        }
+                        m->partition_timeout_usec = value * 1000000ULL;
+                        break;
+                case ARG_DEBUG:
+                        log_set_max_level(LOG_DEBUG);
+                        break;
+                case '?':
+                        return -EINVAL;
+                default:
+                        abort();
+                }
+
+        if (optind < argc) {
+                fprintf(stderr, "loopd: unexpected argument: %s\n", argv[optind]);
+                return -EINVAL;
+        }
+        return 1;
+}
+
+static int run(int argc, char *argv[])
+{
+        _cleanup_(manager_freep) Manager *m = NULL;
+        sigset_t mask;
+        int r;
+
+        r = manager_new(&m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up: %m");
+
+        r = parse_argv(m, argc, argv);
+        if (r <= 0)
+                return r;
+
+        if (geteuid() != 0)
+                log_warning("Not running as root: attaching and mounting will fail");
+
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGCHLD);
+        if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+                return log_error_errno(errno, "Failed to block signals: %m");
+        r = sd_event_add_signal(m->event, NULL, SIGTERM, NULL, NULL);
+        if (r >= 0)
+                r = sd_event_add_signal(m->event, NULL, SIGINT, NULL, NULL);
+        if (r < 0)
+                return log_error_errno(r, "Failed to handle signals: %m");
+
+        r = manager_start(m);
+        if (r < 0)
+                return r;
+
+        log_info("Serving org.loopd1 (state in %s, mounts under %s)", m->state_dir, m->media_dir);
+        r = sd_event_loop(m->event);
+        if (r < 0)
+                return log_error_errno(r, "Event loop failed: %m");
+        log_info("Exiting");
         return 0;
+}
+
+int main(int argc, char *argv[])
+{
+        int r = run(argc, argv);
+        return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -1,1 +1,595 @@
-/* placeholder */
+/* manager-dbus.c: the org.loopd1.Manager interface: argument checks, authorization, replies. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+#include "auth.h"
+#include "bus-options.h"
+#include "image.h"
+#include "log.h"
+#include "loop.h"
+#include "loopd-bus.h"
+#include "manager.h"
+#include "mount.h"
+#include "partition.h"
+#include "probe.h"
+#include "watcher.h"
+
+/* Maps a failed operation to the contract's error names; what says what was being done. */
+static int reply_errno(sd_bus_error *error, int r, const char *what)
+{
+        const char *name;
+
+        switch (-r) {
+        case EBUSY:
+                name = LOOPD_ERROR_BUSY;
+                break;
+        case ENXIO:
+        case ENODEV:
+        case ENOENT:
+        case ESTALE:
+                name = LOOPD_ERROR_NOT_FOUND;
+                break;
+        case EMEDIUMTYPE:
+                name = LOOPD_ERROR_UNSUPPORTED_FORMAT;
+                break;
+        case ETIMEDOUT:
+                name = LOOPD_ERROR_TIMEOUT;
+                break;
+        case EINVAL:
+        case EROFS:
+        case EFBIG:
+        case EOVERFLOW:
+                name = LOOPD_ERROR_INVALID_ARGUMENT;
+                break;
+        default:
+                name = LOOPD_ERROR_FAILED;
+        }
+        return sd_bus_error_setf(error, name, "%s: %s", what, strerror(-r));
+}
+
+static int bus_parse_loop_name(const char *s, unsigned *ret, sd_bus_error *error)
+{
+        if (isempty(s))
+                return sd_bus_error_set(error, LOOPD_ERROR_INVALID_ARGUMENT, "device: must not be empty");
+        if (strlen(s) > 64 || loop_parse_name(s, ret) < 0)
+                return sd_bus_error_setf(error, LOOPD_ERROR_NOT_MANAGED,
+                        "device: '%.64s' is not a loop device (expected /dev/loopN or loopN)", s);
+        return 0;
+}
+
+static int bus_get_loop(unsigned number, LoopInfo **ret, sd_bus_error *error)
+{
+        int r = loop_get_info(number, ret);
+        if (r == -ENXIO || r == -ENODEV || r == -ENOENT)
+                return sd_bus_error_setf(error, LOOPD_ERROR_NOT_FOUND, "loop%u is not attached", number);
+        if (r < 0)
+                return reply_errno(error, r, "Failed to read the loop device's state");
+        return 0;
+}
+
+/* ---- Attach ---- */
+
+typedef struct AttachRequest {
+        uint64_t offset;
+        uint64_t size_limit;
+        uint32_t sector_size;
+        bool read_only;
+        bool read_only_set;
+        bool partition_scan;
+        bool autoclear;
+        bool direct_io;
+} AttachRequest;
+
+/* The image must be a regular file the caller opened for reading: not a path, a directory, a device, a
+ * pipe or a socket, and not an O_PATH or write-only fd. Read-only follows the fd's access mode. */
+static int check_backing_fd(int fd, AttachRequest *req, struct stat *ret_st, sd_bus_error *error)
+{
+        int flags = fcntl(fd, F_GETFL);
+
+        if (flags < 0)
+                return sd_bus_error_setf(error, LOOPD_ERROR_INVALID_ARGUMENT, "image: not a valid fd: %m");
+        if (flags & O_PATH)
+                return sd_bus_error_set(error, LOOPD_ERROR_INVALID_ARGUMENT,
+                        "image: an O_PATH fd cannot be read; open the image for reading");
+        if (fstat(fd, ret_st) < 0)
+                return sd_bus_error_setf(error, LOOPD_ERROR_INVALID_ARGUMENT, "image: cannot stat the fd: %m");
+        if (!S_ISREG(ret_st->st_mode))
+                return sd_bus_error_setf(error, LOOPD_ERROR_INVALID_ARGUMENT,
+                        "image: must be a regular file, not a %s",
+                        S_ISDIR(ret_st->st_mode)    ? "directory"
+                        : S_ISBLK(ret_st->st_mode)  ? "block device"
+                        : S_ISCHR(ret_st->st_mode)  ? "character device"
+                        : S_ISFIFO(ret_st->st_mode) ? "pipe"
+                        : S_ISSOCK(ret_st->st_mode) ? "socket"
+                                                    : "special file");
+
+        switch (flags & O_ACCMODE) {
+        case O_RDONLY:
+                if (req->read_only_set && !req->read_only)
+                        return sd_bus_error_set(error, LOOPD_ERROR_INVALID_ARGUMENT,
+                                "read-only: false was asked, but the image was opened read-only");
+                req->read_only = true;
+                break;
+        case O_RDWR:
+                break;
+        default:
+                return sd_bus_error_set(error, LOOPD_ERROR_INVALID_ARGUMENT,
+                        "image: a write-only fd cannot back a loop device; open it for reading");
+        }
+        return 0;
+}
+
+static int check_attach_numbers(const AttachRequest *req, uint64_t file_size, sd_bus_error *error)
+{
+        if (req->sector_size != 0 && req->sector_size != 512 && req->sector_size != 1024 &&
+                req->sector_size != 2048 && req->sector_size != 4096)
+                return sd_bus_error_setf(error, LOOPD_ERROR_INVALID_ARGUMENT,
+                        "sector-size: %" PRIu32 " is not one of 512, 1024, 2048, 4096 (or 0 to detect)",
+                        req->sector_size);
+        if (req->offset % 512 != 0)
+                return sd_bus_error_setf(error, LOOPD_ERROR_INVALID_ARGUMENT,
+                        "offset: %" PRIu64 " is not a multiple of 512 bytes", req->offset);
+        if (req->offset >= file_size)
+                return sd_bus_error_setf(error, LOOPD_ERROR_INVALID_ARGUMENT,
+                        "offset: %" PRIu64 " is at or beyond the end of the image (%" PRIu64 " bytes)", req->offset,
+                        file_size);
+        if (req->size_limit > file_size - req->offset)
+                return sd_bus_error_setf(error, LOOPD_ERROR_INVALID_ARGUMENT,
+                        "size-limit: offset %" PRIu64 " + size-limit %" PRIu64
+                        " runs past the end of the image (%" PRIu64 " bytes)",
+                        req->offset, req->size_limit, file_size);
+        return 0;
+}
+
+typedef struct PendingAttach {
+        sd_bus_message *message;
+        unsigned number;
+        uint64_t diskseq;
+} PendingAttach;
+
+static int reply_attached(sd_bus_message *message, unsigned number)
+{
+        _cleanup_free_ char *device = NULL, *path = device_object_path(number);
+
+        if (!path || asprintf(&device, "/dev/loop%u", number) < 0)
+                return -ENOMEM;
+        return sd_bus_reply_method_return(message, "so", device, path);
+}
+
+static void attach_on_udev_done(Manager *m, int result, void *userdata)
+{
+        PendingAttach *p = userdata;
+        int r;
+
+        if (result >= 0)
+                r = reply_attached(p->message, p->number);
+        else {
+                log_warning("udev did not process loop%u's partitions in time, detaching it again", p->number);
+                (void)loop_detach(p->number, p->diskseq);
+                manager_forget_device(m, p->number);
+                r = sd_bus_reply_method_errorf(p->message, LOOPD_ERROR_TIMEOUT,
+                        "udev did not process loop%u and its partitions in time; the attach was rolled back",
+                        p->number);
+        }
+        if (r < 0)
+                log_debug_errno(r, "Failed to reply to Attach: %m");
+        sd_bus_message_unref(p->message);
+        free(p);
+}
+
+/* With udevd running, a client expects the partitions' udev state (by-* links, properties) once Attach
+ * returns: wait for udev's events on the disk and its partitions, bounded; roll back on timeout. */
+static int attach_wait_for_udev(Manager *m, sd_bus_message *message, const LoopInfo *info)
+{
+        _cleanup_free_ KernelPartition *parts = NULL;
+        _cleanup_free_ dev_t *devnums = NULL;
+        PendingAttach *p;
+        size_t n = 0;
+        int r;
+
+        r = partition_list_kernel(info->number, &parts, &n);
+        if (r < 0)
+                return r;
+        devnums = calloc(n + 1, sizeof(dev_t));
+        p = calloc(1, sizeof(PendingAttach));
+        if (!devnums || !p) {
+                free(p);
+                return -ENOMEM;
+        }
+        devnums[0] = info->devnum;
+        for (size_t i = 0; i < n; i++)
+                devnums[i + 1] = parts[i].devnum;
+
+        p->message = sd_bus_message_ref(message);
+        p->number = info->number;
+        p->diskseq = info->diskseq;
+        r = watcher_wait_devices(m->watcher, devnums, n + 1, info->diskseq, m->partition_timeout_usec,
+                attach_on_udev_done, p, NULL);
+        if (r < 0) {
+                sd_bus_message_unref(p->message);
+                free(p);
+                return r;
+        }
+        return 0;
+}
+
+static int method_attach(sd_bus_message *message, void *userdata, sd_bus_error *error)
+{
+        Manager *m = userdata;
+        AttachRequest req = { .partition_scan = true };
+        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+        _cleanup_free_ char *backing = NULL, *fd_path = NULL;
+        const OptionSpec specs[] = {
+                { "read-only", OPTION_BOOLEAN, &req.read_only, &req.read_only_set },
+                { "offset", OPTION_UINT64, &req.offset },
+                { "size-limit", OPTION_UINT64, &req.size_limit },
+                { "sector-size", OPTION_UINT32, &req.sector_size },
+                { "partition-scan", OPTION_BOOLEAN, &req.partition_scan },
+                { "autoclear", OPTION_BOOLEAN, &req.autoclear },
+                { "direct-io", OPTION_BOOLEAN, &req.direct_io },
+                {}
+        };
+        ImageProbe probe;
+        struct stat st;
+        uid_t uid;
+        int fd, r;
+
+        r = sd_bus_message_read(message, "h", &fd);
+        if (r < 0)
+                return r;
+        r = bus_read_options(message, specs, error);
+        if (r < 0)
+                return r;
+        r = check_backing_fd(fd, &req, &st, error);
+        if (r < 0)
+                return r;
+        r = check_attach_numbers(&req, (uint64_t)st.st_size, error);
+        if (r < 0)
+                return r;
+
+        if (asprintf(&fd_path, "/proc/self/fd/%d", fd) < 0)
+                return -ENOMEM;
+        backing = realpath(fd_path, NULL);
+        const char *details[] = { "backing_file", backing ?: "", "read_only", req.read_only ? "true" : "false",
+                NULL };
+        r = auth_check(m->auth, message, LOOPD_ACTION_ATTACH, details, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+
+        r = auth_sender_uid(message, &uid);
+        if (r < 0)
+                return reply_errno(error, r, "Failed to identify the caller");
+        if (uid != 0 && manager_count_devices_of(m, uid) >= m->max_devices_per_user)
+                return sd_bus_error_setf(error, LOOPD_ERROR_LIMIT_EXCEEDED,
+                        "uid %u already has %u loop devices attached, the most allowed", (unsigned)uid,
+                        m->max_devices_per_user);
+
+        r = image_probe(fd, req.offset, req.size_limit, &probe);
+        if (r == -ENOTUNIQ)
+                return sd_bus_error_set(error, LOOPD_ERROR_INVALID_ARGUMENT,
+                        "sector-size: the image's partition table fits more than one sector size; pass "
+                        "sector-size explicitly");
+        if (r < 0)
+                return reply_errno(error, r, "Failed to read the image");
+        if (probe.format)
+                return sd_bus_error_setf(error, LOOPD_ERROR_UNSUPPORTED_FORMAT,
+                        "The image is in %s format, not a raw disk image; convert it first (qemu-img convert "
+                        "-O raw)",
+                        probe.format);
+
+        LoopConfig config = {
+                .offset = req.offset,
+                .size_limit = req.size_limit,
+                .sector_size = req.sector_size ?: probe.sector_size,
+                .read_only = req.read_only,
+                .partition_scan = req.partition_scan,
+                .autoclear = req.autoclear,
+                .direct_io = req.direct_io,
+        };
+        r = loop_attach(fd, &config, &info);
+        if (r == -ENOSPC)
+                return sd_bus_error_set(error, LOOPD_ERROR_NO_FREE_DEVICE, "The kernel has no free loop device");
+        if (r < 0)
+                return reply_errno(error, r, "Failed to attach the image");
+
+        ManagedDevice record = {
+                .number = info->number,
+                .diskseq = info->diskseq,
+                .owner = uid,
+                .backing_dev = st.st_dev,
+                .backing_inode = st.st_ino,
+                .offset = req.offset,
+        };
+        r = manager_add_device(m, &record);
+        if (r < 0) {
+                (void)loop_detach(info->number, info->diskseq);
+                return reply_errno(error, r, "Failed to record the device");
+        }
+        log_info("Attached %s to loop%u for uid %u%s", backing ?: "an image", info->number, (unsigned)uid,
+                config.read_only ? " (read-only)" : "");
+
+        if (req.partition_scan && watcher_udev_running(m->watcher)) {
+                r = attach_wait_for_udev(m, message, info);
+                if (r >= 0)
+                        return 1;
+                log_warning_errno(r, "Cannot wait for udev on loop%u, replying without: %m", info->number);
+        }
+        return reply_attached(message, info->number);
+}
+
+/* ---- Detach ---- */
+
+/* Every mount point of the device and of its partitions. */
+static int collect_mounts(const LoopInfo *info, char ***ret, size_t *ret_n)
+{
+        _cleanup_free_ KernelPartition *parts = NULL;
+        char **all = NULL;
+        size_t n_parts = 0, n = 0;
+        int r;
+
+        r = partition_list_kernel(info->number, &parts, &n_parts);
+        if (r < 0)
+                return r;
+
+        for (size_t i = 0; i <= n_parts; i++) {
+                char **targets = NULL, node[64];
+                dev_t devnum = i == 0 ? info->devnum : parts[i - 1].devnum;
+
+                if (i == 0)
+                        snprintf(node, sizeof(node), "/dev/loop%u", info->number);
+                else
+                        snprintf(node, sizeof(node), "/dev/loop%up%u", info->number, parts[i - 1].number);
+                r = mount_find_targets(devnum, node, &targets);
+                if (r < 0)
+                        goto fail;
+                for (char **t = targets; t && *t; t++) {
+                        char **grown = realloc(all, (n + 2) * sizeof(char *));
+                        if (!grown) {
+                                for (char **u = t; *u; u++)
+                                        free(*u);
+                                free(targets);
+                                r = -ENOMEM;
+                                goto fail;
+                        }
+                        all = grown;
+                        all[n++] = *t;
+                        all[n] = NULL;
+                }
+                free(targets);
+        }
+        *ret = all;
+        *ret_n = n;
+        return 0;
+fail:
+        for (size_t i = 0; i < n; i++)
+                free(all[i]);
+        free(all);
+        return r;
+}
+
+static void strv_free_n(char **v, size_t n)
+{
+        for (size_t i = 0; i < n; i++)
+                free(v[i]);
+        free(v);
+}
+
+static int method_detach(sd_bus_message *message, void *userdata, sd_bus_error *error)
+{
+        Manager *m = userdata;
+        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+        const char *device;
+        bool unmount = false;
+        const OptionSpec specs[] = {
+                { "unmount", OPTION_BOOLEAN, &unmount },
+                {}
+        };
+        char **mounts = NULL;
+        size_t n_mounts = 0;
+        unsigned number;
+        uid_t uid;
+        int r;
+
+        r = sd_bus_message_read(message, "s", &device);
+        if (r < 0)
+                return r;
+        r = bus_read_options(message, specs, error);
+        if (r < 0)
+                return r;
+        r = bus_parse_loop_name(device, &number, error);
+        if (r < 0)
+                return r;
+        r = bus_get_loop(number, &info, error);
+        if (r < 0)
+                return r;
+
+        r = auth_sender_uid(message, &uid);
+        if (r < 0)
+                return reply_errno(error, r, "Failed to identify the caller");
+        ManagedDevice *d = manager_find_device(m, number, info->diskseq);
+        const char *action = d && d->owner == uid ? LOOPD_ACTION_ATTACH : LOOPD_ACTION_MANAGE_OTHERS;
+        char devname[32];
+        snprintf(devname, sizeof(devname), "/dev/loop%u", number);
+        const char *details[] = { "device", devname, "backing_file", info->backing_file, NULL };
+        r = auth_check(m->auth, message, action, details, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+
+        r = collect_mounts(info, &mounts, &n_mounts);
+        if (r < 0)
+                return reply_errno(error, r, "Failed to read the mount table");
+        if (n_mounts > 0 && !unmount) {
+                _cleanup_free_ char *list = NULL;
+                size_t len = 0;
+                FILE *f = open_memstream(&list, &len);
+                if (!f) {
+                        strv_free_n(mounts, n_mounts);
+                        return -ENOMEM;
+                }
+                for (size_t i = 0; i < n_mounts; i++)
+                        fprintf(f, "%s%s", i ? ", " : "", mounts[i]);
+                fclose(f);
+                strv_free_n(mounts, n_mounts);
+                return sd_bus_error_setf(error, LOOPD_ERROR_BUSY, "loop%u is mounted on %s (unmount first, or pass unmount: true)",
+                        number, strempty(list));
+        }
+        for (size_t i = 0; i < n_mounts; i++) {
+                r = unmount_filesystem(mounts[i]);
+                if (r < 0) {
+                        r = sd_bus_error_setf(error, r == -EBUSY ? LOOPD_ERROR_BUSY : LOOPD_ERROR_FAILED,
+                                "Failed to unmount %s: %s", mounts[i], strerror(-r));
+                        strv_free_n(mounts, n_mounts);
+                        return r;
+                }
+                (void)mount_point_remove(mounts[i]);
+        }
+        strv_free_n(mounts, n_mounts);
+
+        r = loop_detach(number, info->diskseq);
+        if (r == -EBUSY)
+                return sd_bus_error_setf(error, LOOPD_ERROR_BUSY,
+                        "loop%u is in use by another process; it was not detached", number);
+        if (r < 0)
+                return reply_errno(error, r, "Failed to detach");
+
+        manager_forget_device(m, number);
+        log_info("Detached loop%u", number);
+        return sd_bus_reply_method_return(message, NULL);
+}
+
+/* ---- ListDevices, ListPartitions ---- */
+
+static int method_list_devices(sd_bus_message *message, void *userdata, sd_bus_error *error)
+{
+        Manager *m = userdata;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        LoopInfo **infos = NULL;
+        size_t n = 0;
+        int r;
+
+        r = loop_list(&infos, &n);
+        if (r < 0)
+                return reply_errno(error, r, "Failed to list loop devices");
+
+        r = sd_bus_message_new_method_return(message, &reply);
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'a', LOOPD_DEVICE_STRUCT);
+        for (size_t i = 0; r >= 0 && i < n; i++) {
+                const LoopInfo *info = infos[i];
+                ManagedDevice *d = manager_find_device(m, info->number, info->diskseq);
+                _cleanup_free_ char *path = device_object_path(info->number);
+                char devname[32];
+
+                if (!path) {
+                        r = -ENOMEM;
+                        break;
+                }
+                snprintf(devname, sizeof(devname), "/dev/loop%u", info->number);
+                r = sd_bus_message_append(reply, LOOPD_DEVICE_STRUCT, devname, path, info->backing_file,
+                        info->offset, info->size_limit, info->sector_size, info->read_only, info->autoclear,
+                        d != NULL, d ? (uint32_t)d->owner : 0u);
+        }
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        loop_info_array_free(infos, n);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+/* Appends the device's partitions (the contract's struct array) to a message; shared with the Device
+ * object's Partitions property. */
+int bus_append_partitions(sd_bus_message *reply, unsigned number)
+{
+        PartitionInfo *parts = NULL;
+        size_t n = 0;
+        int r;
+
+        r = probe_loop_device(number, &parts, &n);
+        if (r < 0)
+                return r;
+
+        r = sd_bus_message_open_container(reply, 'a', LOOPD_PARTITION_STRUCT);
+        for (size_t i = 0; r >= 0 && i < n; i++) {
+                PartitionInfo *p = &parts[i];
+                char **targets = NULL;
+
+                if (mount_find_targets(p->devnum, p->node, &targets) >= 0 && targets && targets[0]) {
+                        free(p->mount_point);
+                        p->mount_point = TAKE_PTR(targets[0]);
+                }
+                for (char **t = targets; t && *t; t++)
+                        free(*t);
+                free(targets);
+
+                r = sd_bus_message_append(reply, LOOPD_PARTITION_STRUCT, p->node, p->number, p->offset, p->size,
+                        p->part_type, p->part_name, p->fstype, p->label, p->uuid, strempty(p->mount_point));
+        }
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        partition_info_array_free(parts, n);
+        return r;
+}
+
+static int method_list_partitions(sd_bus_message *message, void *userdata, sd_bus_error *error)
+{
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+        const char *device;
+        unsigned number;
+        int r;
+
+        r = sd_bus_message_read(message, "s", &device);
+        if (r < 0)
+                return r;
+        r = bus_parse_loop_name(device, &number, error);
+        if (r < 0)
+                return r;
+        r = bus_get_loop(number, &info, error);
+        if (r < 0)
+                return r;
+
+        r = sd_bus_message_new_method_return(message, &reply);
+        if (r < 0)
+                return r;
+        r = bus_append_partitions(reply, number);
+        if (r < 0)
+                return reply_errno(error, r, "Failed to read the partitions");
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+static const sd_bus_vtable manager_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_METHOD_WITH_ARGS("Attach", SD_BUS_ARGS("h", image, "a{sv}", options),
+                SD_BUS_RESULT("s", device, "o", object), method_attach, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Detach", SD_BUS_ARGS("s", device, "a{sv}", options), SD_BUS_NO_RESULT,
+                method_detach, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ListDevices", SD_BUS_NO_ARGS, SD_BUS_RESULT("a" LOOPD_DEVICE_STRUCT, devices),
+                method_list_devices, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ListPartitions", SD_BUS_ARGS("s", device),
+                SD_BUS_RESULT("a" LOOPD_PARTITION_STRUCT, partitions), method_list_partitions,
+                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_SIGNAL_WITH_ARGS("DeviceAttached", SD_BUS_ARGS("s", device, "o", object), 0),
+        SD_BUS_SIGNAL_WITH_ARGS("DeviceDetached", SD_BUS_ARGS("s", device, "o", object), 0),
+        SD_BUS_SIGNAL_WITH_ARGS("PartitionAdded", SD_BUS_ARGS("s", device, "s", partition), 0),
+        SD_BUS_SIGNAL_WITH_ARGS("PartitionRemoved", SD_BUS_ARGS("s", device, "s", partition), 0),
+        SD_BUS_SIGNAL_WITH_ARGS("Mounted", SD_BUS_ARGS("s", node, "s", mount_point), 0),
+        SD_BUS_SIGNAL_WITH_ARGS("Unmounted", SD_BUS_ARGS("s", node, "s", mount_point), 0),
+        SD_BUS_VTABLE_END
+};
+
+int manager_dbus_register(Manager *m)
+{
+        int r;
+
+        r = sd_bus_add_object_vtable(m->bus, NULL, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, manager_vtable, m);
+        if (r < 0)
+                return r;
+        return sd_bus_add_object_manager(m->bus, NULL, LOOPD_MANAGER_PATH);
+}

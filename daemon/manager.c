@@ -1,1 +1,179 @@
-/* placeholder */
+/* manager.c: the daemon's context: event loop, bus, watcher, and the devices loopd set up. */
+#include "manager.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth.h"
+#include "log.h"
+#include "loop.h"
+#include "loopd-bus.h"
+#include "state.h"
+#include "watcher.h"
+
+int manager_new(Manager **ret)
+{
+        _cleanup_(manager_freep) Manager *m = NULL;
+        int r;
+
+        m = calloc(1, sizeof(Manager));
+        if (!m)
+                return -ENOMEM;
+        m->max_devices_per_user = 32;
+        m->partition_timeout_usec = 30ULL * 1000000ULL;
+        m->state_dir = strdup("/run/loopd");
+        m->media_dir = strdup("/run/media");
+        if (!m->state_dir || !m->media_dir)
+                return -ENOMEM;
+
+        r = sd_event_default(&m->event);
+        if (r < 0)
+                return r;
+
+        *ret = TAKE_PTR(m);
+        return 0;
+}
+
+Manager *manager_free(Manager *m)
+{
+        if (!m)
+                return NULL;
+        while (m->devices) {
+                ManagedDevice *next = m->devices->next;
+                free(m->devices);
+                m->devices = next;
+        }
+        auth_free(m->auth);
+        watcher_free(m->watcher);
+        sd_bus_flush_close_unref(m->bus);
+        sd_event_unref(m->event);
+        free(m->state_dir);
+        free(m->media_dir);
+        free(m);
+        return NULL;
+}
+
+ManagedDevice *manager_find_device(Manager *m, unsigned number, uint64_t diskseq)
+{
+        for (ManagedDevice *d = m->devices; d; d = d->next)
+                if (d->number == number && d->diskseq == diskseq)
+                        return d;
+        return NULL;
+}
+
+int manager_add_device(Manager *m, const ManagedDevice *d)
+{
+        ManagedDevice *copy;
+
+        manager_forget_device(m, d->number);
+        copy = malloc(sizeof(ManagedDevice));
+        if (!copy)
+                return -ENOMEM;
+        *copy = *d;
+        copy->next = m->devices;
+        m->devices = copy;
+
+        int r = state_save_device(m->state_dir, copy);
+        if (r < 0)
+                log_warning_errno(r, "Failed to record loop%u in %s, its owner will not survive a restart: %m",
+                        d->number, m->state_dir);
+        return 0;
+}
+
+void manager_forget_device(Manager *m, unsigned number)
+{
+        for (ManagedDevice **p = &m->devices; *p; p = &(*p)->next)
+                if ((*p)->number == number) {
+                        ManagedDevice *d = *p;
+                        *p = d->next;
+                        free(d);
+                        break;
+                }
+        (void)state_remove_device(m->state_dir, number);
+}
+
+unsigned manager_count_devices_of(Manager *m, uid_t uid)
+{
+        unsigned n = 0;
+
+        for (ManagedDevice *d = m->devices; d; d = d->next) {
+                _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+
+                if (d->owner != uid)
+                        continue;
+                /* Autoclear devices vanish on their own: count only what the kernel still has. */
+                if (loop_get_info(d->number, &info) >= 0 && info->diskseq == d->diskseq)
+                        n++;
+        }
+        return n;
+}
+
+/* Keeps the records whose device the kernel still has as the same incarnation: same diskseq, backing file
+ * and offset. Anything else was detached or re-used while loopd was not running. */
+static void manager_load_state(Manager *m)
+{
+        ManagedDevice *list = NULL;
+        int r;
+
+        r = state_load_devices(m->state_dir, &list);
+        if (r < 0) {
+                log_warning_errno(r, "Failed to read the state in %s, starting without it: %m", m->state_dir);
+                return;
+        }
+
+        while (list) {
+                _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+                ManagedDevice *d = list;
+                list = d->next;
+
+                r = loop_get_info(d->number, &info);
+                if (r >= 0 && info->diskseq == d->diskseq && info->backing_dev == d->backing_dev &&
+                        info->backing_inode == d->backing_inode && info->offset == d->offset) {
+                        d->next = m->devices;
+                        m->devices = d;
+                        log_info("Re-adopted loop%u of uid %u", d->number, (unsigned)d->owner);
+                } else {
+                        log_info("Dropped the record of loop%u: the device was detached or re-used", d->number);
+                        (void)state_remove_device(m->state_dir, d->number);
+                        free(d);
+                }
+        }
+}
+
+int manager_start(Manager *m)
+{
+        int r;
+
+        r = auth_new(m, &m->auth);
+        if (r < 0)
+                return r;
+
+        r = watcher_new(m, &m->watcher);
+        if (r < 0)
+                return log_error_errno(r, "Failed to watch block devices: %m");
+
+        manager_load_state(m);
+
+        r = sd_bus_default_system(&m->bus);
+        if (r < 0)
+                return log_error_errno(r, "Failed to connect to the system bus: %m");
+
+        r = manager_dbus_register(m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to export the manager object: %m");
+        r = device_dbus_register(m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to export the device objects: %m");
+
+        r = sd_bus_attach_event(m->bus, m->event, SD_EVENT_PRIORITY_NORMAL);
+        if (r < 0)
+                return log_error_errno(r, "Failed to attach the bus to the event loop: %m");
+
+        /* The name last: a client that sees it can use everything. */
+        r = sd_bus_request_name(m->bus, LOOPD_BUS_NAME, 0);
+        if (r < 0)
+                return log_error_errno(r, "Failed to acquire the bus name " LOOPD_BUS_NAME ": %m");
+
+        return 0;
+}

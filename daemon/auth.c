@@ -1,0 +1,308 @@
+/* auth.c: may the sender of a method call do this? polkit's CheckAuthorization, asked asynchronously. */
+#include "auth.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "loopd-bus.h"
+
+#define POLKIT_BUS_NAME "org.freedesktop.PolicyKit1"
+#define POLKIT_PATH "/org/freedesktop/PolicyKit1/Authority"
+#define POLKIT_INTERFACE "org.freedesktop.PolicyKit1.Authority"
+#define POLKIT_CHECK_ALLOW_INTERACTION 1u
+
+/* A password prompt may take a while; a non-interactive check should not. */
+#define POLKIT_TIMEOUT_INTERACTIVE_USEC (300ULL * 1000000ULL)
+#define POLKIT_TIMEOUT_USEC (30ULL * 1000000ULL)
+
+typedef struct AuthAnswer {
+        char *action;
+        int result; /* 1 allowed, 0 pending, < 0 denied (error holds why) */
+        sd_bus_error error;
+        struct AuthAnswer *next;
+} AuthAnswer;
+
+/* All polkit questions asked for one method call. The call is dispatched again when an answer arrives. */
+typedef struct AuthQuery {
+        Auth *auth;
+        sd_bus_message *request;
+        sd_bus_message_handler_t handler;
+        void *userdata;
+        sd_bus_slot *slot; /* the CheckAuthorization call in flight, if any */
+        AuthAnswer *answers;
+        struct AuthQuery *next;
+} AuthQuery;
+
+struct Auth {
+        Manager *manager;
+        AuthQuery *queries;
+        sd_bus_message_handler_t current_handler;
+        void *current_userdata;
+};
+
+static void auth_answer_free_all(AuthAnswer *a)
+{
+        while (a) {
+                AuthAnswer *next = a->next;
+                free(a->action);
+                sd_bus_error_free(&a->error);
+                free(a);
+                a = next;
+        }
+}
+
+static void auth_query_free(AuthQuery *q)
+{
+        if (!q)
+                return;
+        for (AuthQuery **p = &q->auth->queries; *p; p = &(*p)->next)
+                if (*p == q) {
+                        *p = q->next;
+                        break;
+                }
+        sd_bus_slot_unref(q->slot);
+        sd_bus_message_unref(q->request);
+        auth_answer_free_all(q->answers);
+        free(q);
+}
+
+int auth_new(Manager *m, Auth **ret)
+{
+        Auth *a = calloc(1, sizeof(Auth));
+        if (!a)
+                return -ENOMEM;
+        a->manager = m;
+        *ret = a;
+        return 0;
+}
+
+Auth *auth_free(Auth *a)
+{
+        if (!a)
+                return NULL;
+        while (a->queries)
+                auth_query_free(a->queries);
+        free(a);
+        return NULL;
+}
+
+int auth_sender_uid(sd_bus_message *message, uid_t *ret)
+{
+        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
+        uint64_t mask = SD_BUS_CREDS_EUID | SD_BUS_CREDS_UID;
+        int r;
+
+        r = sd_bus_query_sender_creds(message, mask, &creds);
+        if (r < 0)
+                return r;
+
+        /* Only what the bus itself vouches for: values read from /proc are racy (the sender may have exec'd
+         * a setuid binary since). */
+        uint64_t augmented = sd_bus_creds_get_augmented_mask(creds);
+        if (!(augmented & SD_BUS_CREDS_EUID) && sd_bus_creds_get_euid(creds, ret) >= 0)
+                return 0;
+        if (!(augmented & SD_BUS_CREDS_UID) && sd_bus_creds_get_uid(creds, ret) >= 0)
+                return 0;
+        return -EPERM;
+}
+
+static AuthQuery *auth_find_query(Auth *a, sd_bus_message *message)
+{
+        for (AuthQuery *q = a->queries; q; q = q->next)
+                if (q->request == message)
+                        return q;
+        return NULL;
+}
+
+static void auth_redispatch(AuthQuery *q)
+{
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *request = sd_bus_message_ref(q->request);
+        int r;
+
+        r = sd_bus_message_rewind(request, true);
+        if (r >= 0)
+                r = q->handler(request, q->userdata, &error);
+        if (r < 0) {
+                if (sd_bus_error_is_set(&error))
+                        (void)sd_bus_reply_method_error(request, &error);
+                else
+                        (void)sd_bus_reply_method_errno(request, r, NULL);
+        }
+
+        /* The handler either finished (replied or will reply from elsewhere) or asked polkit another
+         * question, in which case the query lives on until that answer. */
+        if (!q->slot)
+                auth_query_free(q);
+}
+
+static int auth_on_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error)
+{
+        AuthQuery *q = userdata;
+        AuthAnswer *answer = NULL;
+        const sd_bus_error *e;
+
+        for (AuthAnswer *a = q->answers; a; a = a->next)
+                if (a->result == 0)
+                        answer = a;
+        q->slot = sd_bus_slot_unref(q->slot);
+        if (!answer) {
+                auth_query_free(q);
+                return 0;
+        }
+
+        e = sd_bus_message_get_error(reply);
+        if (e) {
+                /* polkit absent or broken: deny, and say which. */
+                answer->result = -EACCES;
+                if (sd_bus_error_has_names(e, SD_BUS_ERROR_SERVICE_UNKNOWN, SD_BUS_ERROR_NAME_HAS_NO_OWNER))
+                        sd_bus_error_setf(&answer->error, LOOPD_ERROR_NOT_AUTHORIZED,
+                                "Not authorized to %s: polkit is not available", answer->action);
+                else
+                        sd_bus_error_setf(&answer->error, LOOPD_ERROR_NOT_AUTHORIZED,
+                                "Not authorized to %s: polkit failed: %s", answer->action,
+                                e->message ?: e->name);
+        } else {
+                int authorized, challenge, r;
+
+                r = sd_bus_message_enter_container(reply, 'r', "bba{ss}");
+                if (r >= 0)
+                        r = sd_bus_message_read(reply, "bb", &authorized, &challenge);
+                if (r < 0) {
+                        answer->result = -EACCES;
+                        sd_bus_error_setf(&answer->error, LOOPD_ERROR_NOT_AUTHORIZED,
+                                "Not authorized to %s: malformed reply from polkit", answer->action);
+                } else if (authorized)
+                        answer->result = 1;
+                else if (challenge && !sd_bus_message_get_allow_interactive_authorization(q->request)) {
+                        answer->result = -EACCES;
+                        sd_bus_error_setf(&answer->error, SD_BUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED,
+                                "Authentication is required to %s; call again allowing interactive "
+                                "authorization",
+                                answer->action);
+                } else {
+                        answer->result = -EACCES;
+                        sd_bus_error_setf(&answer->error, LOOPD_ERROR_NOT_AUTHORIZED,
+                                "Not authorized to %s", answer->action);
+                }
+        }
+
+        auth_redispatch(q);
+        return 0;
+}
+
+static int auth_ask_polkit(AuthQuery *q, AuthAnswer *answer, const char *const *details)
+{
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL;
+        sd_bus *bus = sd_bus_message_get_bus(q->request);
+        bool interactive = sd_bus_message_get_allow_interactive_authorization(q->request);
+        int r;
+
+        r = sd_bus_message_new_method_call(bus, &call, POLKIT_BUS_NAME, POLKIT_PATH, POLKIT_INTERFACE,
+                "CheckAuthorization");
+        if (r < 0)
+                return r;
+
+        r = sd_bus_message_append(call, "(sa{sv})s", "system-bus-name", 1, "name", "s",
+                sd_bus_message_get_sender(q->request), answer->action);
+        if (r < 0)
+                return r;
+
+        r = sd_bus_message_open_container(call, 'a', "{ss}");
+        if (r < 0)
+                return r;
+        for (const char *const *d = details; d && d[0] && d[1]; d += 2) {
+                r = sd_bus_message_append(call, "{ss}", d[0], d[1]);
+                if (r < 0)
+                        return r;
+        }
+        r = sd_bus_message_close_container(call);
+        if (r < 0)
+                return r;
+
+        r = sd_bus_message_append(call, "us", interactive ? POLKIT_CHECK_ALLOW_INTERACTION : 0u, "");
+        if (r < 0)
+                return r;
+
+        return sd_bus_call_async(bus, &q->slot, call, auth_on_reply, q,
+                interactive ? POLKIT_TIMEOUT_INTERACTIVE_USEC : POLKIT_TIMEOUT_USEC);
+}
+
+/* The handler that dispatched the current message: sd-bus tells us the message, and the vtable entry's
+ * handler is what must run again. */
+static int auth_current_handler(Auth *a, sd_bus_message_handler_t *ret_handler, void **ret_userdata)
+{
+        sd_bus *bus = a->manager->bus;
+        sd_bus_message_handler_t h = sd_bus_get_current_handler(bus);
+        if (!h)
+                return -EINVAL;
+        *ret_handler = h;
+        *ret_userdata = sd_bus_get_current_userdata(bus);
+        return 0;
+}
+
+int auth_check(Auth *a, sd_bus_message *message, const char *action, const char *const *details,
+        sd_bus_error *error)
+{
+        AuthQuery *q;
+        uid_t uid;
+        int r;
+
+        r = auth_sender_uid(message, &uid);
+        if (r < 0)
+                return sd_bus_error_setf(error, LOOPD_ERROR_NOT_AUTHORIZED,
+                        "Not authorized to %s: cannot tell who the caller is", action);
+        if (uid == 0)
+                return 1;
+
+        q = auth_find_query(a, message);
+        if (q) {
+                for (AuthAnswer *ans = q->answers; ans; ans = ans->next) {
+                        if (!streq(ans->action, action))
+                                continue;
+                        if (ans->result > 0)
+                                return 1;
+                        if (ans->result < 0)
+                                return sd_bus_error_copy(error, &ans->error);
+                        return 0;
+                }
+        } else {
+                q = calloc(1, sizeof(AuthQuery));
+                if (!q)
+                        return -ENOMEM;
+                q->auth = a;
+                q->request = sd_bus_message_ref(message);
+                r = auth_current_handler(a, &q->handler, &q->userdata);
+                if (r < 0) {
+                        sd_bus_message_unref(q->request);
+                        free(q);
+                        return r;
+                }
+                q->next = a->queries;
+                a->queries = q;
+        }
+
+        AuthAnswer *answer = calloc(1, sizeof(AuthAnswer));
+        if (!answer)
+                return -ENOMEM;
+        answer->action = strdup(action);
+        if (!answer->action) {
+                free(answer);
+                return -ENOMEM;
+        }
+        answer->next = q->answers;
+        q->answers = answer;
+
+        r = auth_ask_polkit(q, answer, details);
+        if (r < 0) {
+                q->answers = answer->next;
+                answer->next = NULL;
+                auth_answer_free_all(answer);
+                if (!q->answers)
+                        auth_query_free(q);
+                return sd_bus_error_setf(error, LOOPD_ERROR_NOT_AUTHORIZED,
+                        "Not authorized to %s: cannot ask polkit: %s", action, strerror(-r));
+        }
+        return 0;
+}

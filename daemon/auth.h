@@ -1,0 +1,21 @@
+/* auth.h: may the sender of a method call do this? polkit's answer, asked asynchronously. */
+#pragma once
+
+#include <stdbool.h>
+#include <systemd/sd-bus.h>
+
+#include "manager.h"
+
+int auth_new(Manager *m, Auth **ret);
+Auth *auth_free(Auth *a);
+
+/* Checks action for the sender of message. Returns 1 when allowed (root always is); 0 when the question is
+ * now with polkit, in which case the method handler must return 1 at once: when polkit answers, the
+ * message is dispatched to the handler again and this call then returns the answer; < 0 with error set
+ * (NotAuthorized, InteractiveAuthorizationRequired) when denied. details: NULL-terminated key, value list
+ * handed to polkit rules. */
+int auth_check(Auth *a, sd_bus_message *message, const char *action, const char *const *details,
+        sd_bus_error *error);
+
+/* The sender's effective uid (from the bus, never from /proc). */
+int auth_sender_uid(sd_bus_message *message, uid_t *ret);

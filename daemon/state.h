@@ -1,0 +1,11 @@
+/* state.h: the devices loopd set up, persisted in the state dir so that owners survive a restart. */
+#pragma once
+
+#include "manager.h"
+
+/* Writes (atomically: temp file + rename) or removes the record of one device in state_dir/devices/. */
+int state_save_device(const char *state_dir, const ManagedDevice *d);
+int state_remove_device(const char *state_dir, unsigned number);
+
+/* Reads every record. Records that do not parse are skipped (and removed). */
+int state_load_devices(const char *state_dir, ManagedDevice **ret_list);
