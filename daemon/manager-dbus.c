@@ -14,14 +14,16 @@
 #include "log.h"
 #include "loop.h"
 #include "loopd-bus.h"
+#include "manager-dbus.h"
 #include "manager.h"
 #include "mount.h"
 #include "partition.h"
 #include "probe.h"
+#include "strv.h"
 #include "watcher.h"
 
 /* Maps a failed operation to the contract's error names; what says what was being done. */
-static int reply_errno(sd_bus_error *error, int r, const char *what)
+int bus_reply_errno(sd_bus_error *error, int r, const char *what)
 {
         const char *name;
 
@@ -53,7 +55,7 @@ static int reply_errno(sd_bus_error *error, int r, const char *what)
         return sd_bus_error_setf(error, name, "%s: %s", what, strerror(-r));
 }
 
-static int bus_parse_loop_name(const char *s, unsigned *ret, sd_bus_error *error)
+int bus_parse_loop_name(const char *s, unsigned *ret, sd_bus_error *error)
 {
         if (isempty(s))
                 return sd_bus_error_set(error, LOOPD_ERROR_INVALID_ARGUMENT, "device: must not be empty");
@@ -69,7 +71,7 @@ static int bus_get_loop(unsigned number, LoopInfo **ret, sd_bus_error *error)
         if (r == -ENXIO || r == -ENODEV || r == -ENOENT)
                 return sd_bus_error_setf(error, LOOPD_ERROR_NOT_FOUND, "loop%u is not attached", number);
         if (r < 0)
-                return reply_errno(error, r, "Failed to read the loop device's state");
+                return bus_reply_errno(error, r, "Failed to read the loop device's state");
         return 0;
 }
 
@@ -219,12 +221,92 @@ static int attach_wait_for_udev(Manager *m, sd_bus_message *message, const LoopI
         return 0;
 }
 
+/* Attaches the image behind fd for uid as req says and records the owner. The caller has checked fd, the
+ * numbers and polkit. */
+static int attach_image(Manager *m, int fd, const AttachRequest *req, const struct stat *st, uid_t uid,
+        LoopInfo **ret, sd_bus_error *error)
+{
+        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+        ImageProbe probe;
+        int r;
+
+        if (uid != 0 && manager_count_devices_of(m, uid) >= m->max_devices_per_user)
+                return sd_bus_error_setf(error, LOOPD_ERROR_LIMIT_EXCEEDED,
+                        "uid %u already has %u loop devices attached, the most allowed", (unsigned)uid,
+                        m->max_devices_per_user);
+
+        r = image_probe(fd, req->offset, req->size_limit, &probe);
+        if (r == -ENOTUNIQ)
+                return sd_bus_error_set(error, LOOPD_ERROR_INVALID_ARGUMENT,
+                        "sector-size: the image's partition table fits more than one sector size; pass "
+                        "sector-size explicitly");
+        if (r < 0)
+                return bus_reply_errno(error, r, "Failed to read the image");
+        if (probe.format)
+                return sd_bus_error_setf(error, LOOPD_ERROR_UNSUPPORTED_FORMAT,
+                        "The image is in %s format, not a raw disk image; convert it first (qemu-img convert "
+                        "-O raw)",
+                        probe.format);
+
+        LoopConfig config = {
+                .offset = req->offset,
+                .size_limit = req->size_limit,
+                .sector_size = req->sector_size ?: probe.sector_size,
+                .read_only = req->read_only,
+                .partition_scan = req->partition_scan,
+                .autoclear = req->autoclear,
+                .direct_io = req->direct_io,
+        };
+        r = loop_attach(fd, &config, &info);
+        if (r == -ENOSPC)
+                return sd_bus_error_set(error, LOOPD_ERROR_NO_FREE_DEVICE, "The kernel has no free loop device");
+        if (r < 0)
+                return bus_reply_errno(error, r, "Failed to attach the image");
+
+        ManagedDevice record = {
+                .number = info->number,
+                .diskseq = info->diskseq,
+                .owner = uid,
+                .backing_dev = st->st_dev,
+                .backing_inode = st->st_ino,
+                .offset = req->offset,
+        };
+        r = manager_add_device(m, &record);
+        if (r < 0) {
+                (void)loop_detach(info->number, info->diskseq);
+                return bus_reply_errno(error, r, "Failed to record the device");
+        }
+        *ret = TAKE_PTR(info);
+        return 0;
+}
+
+/* Checks the image fd and the numbers of a request, and finds the image's path for logs and polkit. */
+static int attach_prepare(int fd, AttachRequest *req, struct stat *ret_st, char **ret_backing,
+        sd_bus_error *error)
+{
+        char fd_path[64];
+        int r;
+
+        r = check_backing_fd(fd, req, ret_st, error);
+        if (r < 0)
+                return r;
+        r = check_attach_numbers(req, (uint64_t)ret_st->st_size, error);
+        if (r < 0)
+                return r;
+
+        snprintf(fd_path, sizeof(fd_path), "/proc/self/fd/%d", fd);
+        *ret_backing = realpath(fd_path, NULL);
+        if (!*ret_backing && errno == ENOMEM)
+                return -ENOMEM;
+        return 0;
+}
+
 static int method_attach(sd_bus_message *message, void *userdata, sd_bus_error *error)
 {
         Manager *m = userdata;
         AttachRequest req = { .partition_scan = true };
         _cleanup_(loop_info_freep) LoopInfo *info = NULL;
-        _cleanup_free_ char *backing = NULL, *fd_path = NULL;
+        _cleanup_free_ char *backing = NULL;
         const OptionSpec specs[] = {
                 { "read-only", OPTION_BOOLEAN, &req.read_only, &req.read_only_set },
                 { "offset", OPTION_UINT64, &req.offset },
@@ -235,7 +317,6 @@ static int method_attach(sd_bus_message *message, void *userdata, sd_bus_error *
                 { "direct-io", OPTION_BOOLEAN, &req.direct_io },
                 {}
         };
-        ImageProbe probe;
         struct stat st;
         uid_t uid;
         int fd, r;
@@ -246,17 +327,11 @@ static int method_attach(sd_bus_message *message, void *userdata, sd_bus_error *
         r = bus_read_options(message, specs, error);
         if (r < 0)
                 return r;
-        r = check_backing_fd(fd, &req, &st, error);
-        if (r < 0)
-                return r;
-        r = check_attach_numbers(&req, (uint64_t)st.st_size, error);
+        r = attach_prepare(fd, &req, &st, &backing, error);
         if (r < 0)
                 return r;
 
-        if (asprintf(&fd_path, "/proc/self/fd/%d", fd) < 0)
-                return -ENOMEM;
-        backing = realpath(fd_path, NULL);
-        const char *details[] = { "backing_file", backing ?: "", "read_only", req.read_only ? "true" : "false",
+        const char *details[] = { "backing_file", strempty(backing), "read_only", req.read_only ? "true" : "false",
                 NULL };
         r = auth_check(m->auth, message, LOOPD_ACTION_ATTACH, details, error);
         if (r <= 0)
@@ -264,55 +339,12 @@ static int method_attach(sd_bus_message *message, void *userdata, sd_bus_error *
 
         r = auth_sender_uid(message, &uid);
         if (r < 0)
-                return reply_errno(error, r, "Failed to identify the caller");
-        if (uid != 0 && manager_count_devices_of(m, uid) >= m->max_devices_per_user)
-                return sd_bus_error_setf(error, LOOPD_ERROR_LIMIT_EXCEEDED,
-                        "uid %u already has %u loop devices attached, the most allowed", (unsigned)uid,
-                        m->max_devices_per_user);
-
-        r = image_probe(fd, req.offset, req.size_limit, &probe);
-        if (r == -ENOTUNIQ)
-                return sd_bus_error_set(error, LOOPD_ERROR_INVALID_ARGUMENT,
-                        "sector-size: the image's partition table fits more than one sector size; pass "
-                        "sector-size explicitly");
+                return bus_reply_errno(error, r, "Failed to identify the caller");
+        r = attach_image(m, fd, &req, &st, uid, &info, error);
         if (r < 0)
-                return reply_errno(error, r, "Failed to read the image");
-        if (probe.format)
-                return sd_bus_error_setf(error, LOOPD_ERROR_UNSUPPORTED_FORMAT,
-                        "The image is in %s format, not a raw disk image; convert it first (qemu-img convert "
-                        "-O raw)",
-                        probe.format);
-
-        LoopConfig config = {
-                .offset = req.offset,
-                .size_limit = req.size_limit,
-                .sector_size = req.sector_size ?: probe.sector_size,
-                .read_only = req.read_only,
-                .partition_scan = req.partition_scan,
-                .autoclear = req.autoclear,
-                .direct_io = req.direct_io,
-        };
-        r = loop_attach(fd, &config, &info);
-        if (r == -ENOSPC)
-                return sd_bus_error_set(error, LOOPD_ERROR_NO_FREE_DEVICE, "The kernel has no free loop device");
-        if (r < 0)
-                return reply_errno(error, r, "Failed to attach the image");
-
-        ManagedDevice record = {
-                .number = info->number,
-                .diskseq = info->diskseq,
-                .owner = uid,
-                .backing_dev = st.st_dev,
-                .backing_inode = st.st_ino,
-                .offset = req.offset,
-        };
-        r = manager_add_device(m, &record);
-        if (r < 0) {
-                (void)loop_detach(info->number, info->diskseq);
-                return reply_errno(error, r, "Failed to record the device");
-        }
-        log_info("Attached %s to loop%u for uid %u%s", backing ?: "an image", info->number, (unsigned)uid,
-                config.read_only ? " (read-only)" : "");
+                return r;
+        log_info("Attached %s to loop%u for uid %u%s", strempty(backing), info->number, (unsigned)uid,
+                info->read_only ? " (read-only)" : "");
 
         if (req.partition_scan && watcher_udev_running(m->watcher)) {
                 r = attach_wait_for_udev(m, message, info);
@@ -323,62 +355,162 @@ static int method_attach(sd_bus_message *message, void *userdata, sd_bus_error *
         return reply_attached(message, info->number);
 }
 
-/* ---- Detach ---- */
+/* ---- MountImage ---- */
 
-/* Every mount point of the device and of its partitions. */
-static int collect_mounts(const LoopInfo *info, char ***ret, size_t *ret_n)
+typedef struct MountedNode {
+        char *node;
+        char *mount_point;
+} MountedNode;
+
+static void mounted_nodes_free(MountedNode *list, size_t n)
 {
-        _cleanup_free_ KernelPartition *parts = NULL;
-        char **all = NULL;
-        size_t n_parts = 0, n = 0;
-        int r;
+        for (size_t i = 0; i < n; i++) {
+                free(list[i].node);
+                free(list[i].mount_point);
+        }
+        free(list);
+}
 
-        r = partition_list_kernel(info->number, &parts, &n_parts);
+/* Undoes a MountImage that failed half way: unmounts what it mounted and detaches. */
+static void mount_image_roll_back(Manager *m, const LoopInfo *info, MountedNode *mounted, size_t n)
+{
+        for (size_t i = 0; i < n; i++)
+                if (unmount_filesystem(mounted[i].mount_point) >= 0)
+                        manager_remove_mount_point(m, mounted[i].mount_point);
+        (void)loop_detach(info->number, info->diskseq);
+        manager_forget_device(m, info->number);
+}
+
+static bool fstype_mountable(const char *fstype)
+{
+        return !isempty(fstype) && !streq(fstype, "swap") && !streq(fstype, "LVM2_member") &&
+                !streq(fstype, "crypto_LUKS") && !streq(fstype, "linux_raid_member");
+}
+
+static int method_mount_image(sd_bus_message *message, void *userdata, sd_bus_error *error)
+{
+        Manager *m = userdata;
+        AttachRequest req = { .partition_scan = true, .autoclear = false };
+        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error first_error = SD_BUS_ERROR_NULL;
+        _cleanup_free_ char *backing = NULL;
+        bool writable = false, writable_set = false;
+        const OptionSpec specs[] = {
+                { "writable", OPTION_BOOLEAN, &writable, &writable_set },
+                { "sector-size", OPTION_UINT32, &req.sector_size },
+                {}
+        };
+        PartitionInfo *parts = NULL;
+        MountedNode *mounted = NULL;
+        size_t n_parts = 0, n_mounted = 0;
+        struct stat st;
+        uid_t uid;
+        int fd, r;
+
+        r = sd_bus_message_read(message, "h", &fd);
+        if (r < 0)
+                return r;
+        r = bus_read_options(message, specs, error);
+        if (r < 0)
+                return r;
+        /* Read-only unless asked: a double-clicked image should not be changed by looking at it. */
+        req.read_only = !writable;
+        req.read_only_set = writable_set;
+        r = attach_prepare(fd, &req, &st, &backing, error);
         if (r < 0)
                 return r;
 
-        for (size_t i = 0; i <= n_parts; i++) {
-                char **targets = NULL, node[64];
-                dev_t devnum = i == 0 ? info->devnum : parts[i - 1].devnum;
+        /* One polkit round for the whole operation: both actions up front, before anything is touched. */
+        const char *details[] = { "backing_file", strempty(backing), "read_only", req.read_only ? "true" : "false",
+                NULL };
+        r = auth_check(m->auth, message, LOOPD_ACTION_ATTACH, details, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        r = auth_check(m->auth, message, LOOPD_ACTION_MOUNT, details, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
 
-                if (i == 0)
-                        snprintf(node, sizeof(node), "/dev/loop%u", info->number);
-                else
-                        snprintf(node, sizeof(node), "/dev/loop%up%u", info->number, parts[i - 1].number);
-                r = mount_find_targets(devnum, node, &targets);
-                if (r < 0)
-                        goto fail;
-                for (char **t = targets; t && *t; t++) {
-                        char **grown = realloc(all, (n + 2) * sizeof(char *));
-                        if (!grown) {
-                                for (char **u = t; *u; u++)
-                                        free(*u);
-                                free(targets);
-                                r = -ENOMEM;
-                                goto fail;
-                        }
-                        all = grown;
-                        all[n++] = *t;
-                        all[n] = NULL;
-                }
-                free(targets);
+        r = auth_sender_uid(message, &uid);
+        if (r < 0)
+                return bus_reply_errno(error, r, "Failed to identify the caller");
+        r = attach_image(m, fd, &req, &st, uid, &info, error);
+        if (r < 0)
+                return r;
+
+        r = probe_loop_device(info->number, &parts, &n_parts);
+        if (r < 0) {
+                mount_image_roll_back(m, info, NULL, 0);
+                return bus_reply_errno(error, r, "Failed to read what the image holds");
         }
-        *ret = all;
-        *ret_n = n;
-        return 0;
-fail:
-        for (size_t i = 0; i < n; i++)
-                free(all[i]);
-        free(all);
-        return r;
+        mounted = calloc(n_parts ? n_parts : 1, sizeof(MountedNode));
+        if (!mounted) {
+                partition_info_array_free(parts, n_parts);
+                mount_image_roll_back(m, info, NULL, 0);
+                return -ENOMEM;
+        }
+
+        for (size_t i = 0; i < n_parts; i++) {
+                _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+                char *mount_point = NULL;
+
+                if (!fstype_mountable(parts[i].fstype))
+                        continue;
+                r = manager_mount_node(m, uid, parts[i].node, parts[i].devnum, NULL, NULL, req.read_only,
+                        &mount_point, &e);
+                if (r < 0) {
+                        log_info("Skipping %s of the image: %s", parts[i].node, e.message ?: strerror(-r));
+                        if (!sd_bus_error_is_set(&first_error)) {
+                                if (sd_bus_error_is_set(&e))
+                                        sd_bus_error_move(&first_error, &e);
+                                else
+                                        sd_bus_error_set_errno(&first_error, r);
+                        }
+                        continue;
+                }
+                mounted[n_mounted].mount_point = mount_point;
+                mounted[n_mounted].node = strdup(parts[i].node);
+                n_mounted++;
+        }
+        partition_info_array_free(parts, n_parts);
+
+        if (n_mounted == 0) {
+                mount_image_roll_back(m, info, mounted, n_mounted);
+                mounted_nodes_free(mounted, n_mounted);
+                if (sd_bus_error_is_set(&first_error))
+                        return sd_bus_error_copy(error, &first_error);
+                return sd_bus_error_set(error, LOOPD_ERROR_NOTHING_TO_MOUNT,
+                        "The image holds no filesystem that could be mounted; it was detached again");
+        }
+
+        /* The device goes away with its last mount. Set only now: had it been set at attach, the device
+         * would have vanished as soon as loopd closed it, before anything was mounted. */
+        r = loop_set_autoclear(info->number, info->diskseq, true);
+        if (r < 0)
+                log_warning_errno(r, "Failed to set autoclear on loop%u, it will stay after unmount: %m",
+                        info->number);
+
+        r = sd_bus_message_new_method_return(message, &reply);
+        if (r >= 0) {
+                char devname[32];
+                snprintf(devname, sizeof(devname), "/dev/loop%u", info->number);
+                r = sd_bus_message_append(reply, "s", devname);
+        }
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'a', "(ss)");
+        for (size_t i = 0; r >= 0 && i < n_mounted; i++)
+                r = sd_bus_message_append(reply, "(ss)", strempty(mounted[i].node), mounted[i].mount_point);
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        mounted_nodes_free(mounted, n_mounted);
+        if (r < 0)
+                return r;
+        log_info("Opened %s on loop%u for uid %u with %zu mount(s)", strempty(backing), info->number,
+                (unsigned)uid, n_mounted);
+        return sd_bus_send(NULL, reply, NULL);
 }
 
-static void strv_free_n(char **v, size_t n)
-{
-        for (size_t i = 0; i < n; i++)
-                free(v[i]);
-        free(v);
-}
+/* ---- Detach ---- */
 
 static int method_detach(sd_bus_message *message, void *userdata, sd_bus_error *error)
 {
@@ -390,8 +522,7 @@ static int method_detach(sd_bus_message *message, void *userdata, sd_bus_error *
                 { "unmount", OPTION_BOOLEAN, &unmount },
                 {}
         };
-        char **mounts = NULL;
-        size_t n_mounts = 0;
+        _cleanup_strv_free_ char **mounts = NULL;
         unsigned number;
         uid_t uid;
         int r;
@@ -411,7 +542,7 @@ static int method_detach(sd_bus_message *message, void *userdata, sd_bus_error *
 
         r = auth_sender_uid(message, &uid);
         if (r < 0)
-                return reply_errno(error, r, "Failed to identify the caller");
+                return bus_reply_errno(error, r, "Failed to identify the caller");
         ManagedDevice *d = manager_find_device(m, number, info->diskseq);
         const char *action = d && d->owner == uid ? LOOPD_ACTION_ATTACH : LOOPD_ACTION_MANAGE_OTHERS;
         char devname[32];
@@ -421,42 +552,35 @@ static int method_detach(sd_bus_message *message, void *userdata, sd_bus_error *
         if (r <= 0)
                 return r < 0 ? r : 1;
 
-        r = collect_mounts(info, &mounts, &n_mounts);
+        r = manager_device_mounts(m, info, &mounts);
         if (r < 0)
-                return reply_errno(error, r, "Failed to read the mount table");
-        if (n_mounts > 0 && !unmount) {
+                return bus_reply_errno(error, r, "Failed to read the mount table");
+        if (mounts && mounts[0] && !unmount) {
                 _cleanup_free_ char *list = NULL;
                 size_t len = 0;
                 FILE *f = open_memstream(&list, &len);
-                if (!f) {
-                        strv_free_n(mounts, n_mounts);
+                if (!f)
                         return -ENOMEM;
-                }
-                for (size_t i = 0; i < n_mounts; i++)
-                        fprintf(f, "%s%s", i ? ", " : "", mounts[i]);
+                for (char **t = mounts; *t; t++)
+                        fprintf(f, "%s%s", t == mounts ? "" : ", ", *t);
                 fclose(f);
-                strv_free_n(mounts, n_mounts);
-                return sd_bus_error_setf(error, LOOPD_ERROR_BUSY, "loop%u is mounted on %s (unmount first, or pass unmount: true)",
-                        number, strempty(list));
+                return sd_bus_error_setf(error, LOOPD_ERROR_BUSY,
+                        "loop%u is mounted on %s (unmount first, or pass unmount: true)", number, strempty(list));
         }
-        for (size_t i = 0; i < n_mounts; i++) {
-                r = unmount_filesystem(mounts[i]);
-                if (r < 0) {
-                        r = sd_bus_error_setf(error, r == -EBUSY ? LOOPD_ERROR_BUSY : LOOPD_ERROR_FAILED,
-                                "Failed to unmount %s: %s", mounts[i], strerror(-r));
-                        strv_free_n(mounts, n_mounts);
-                        return r;
-                }
-                (void)mount_point_remove(mounts[i]);
+        for (char **t = mounts; t && *t; t++) {
+                r = unmount_filesystem(*t);
+                if (r < 0)
+                        return sd_bus_error_setf(error, r == -EBUSY ? LOOPD_ERROR_BUSY : LOOPD_ERROR_FAILED,
+                                "Failed to unmount %s: %s", *t, strerror(-r));
+                manager_remove_mount_point(m, *t);
         }
-        strv_free_n(mounts, n_mounts);
 
         r = loop_detach(number, info->diskseq);
         if (r == -EBUSY)
                 return sd_bus_error_setf(error, LOOPD_ERROR_BUSY,
                         "loop%u is in use by another process; it was not detached", number);
         if (r < 0)
-                return reply_errno(error, r, "Failed to detach");
+                return bus_reply_errno(error, r, "Failed to detach");
 
         manager_forget_device(m, number);
         log_info("Detached loop%u", number);
@@ -475,7 +599,7 @@ static int method_list_devices(sd_bus_message *message, void *userdata, sd_bus_e
 
         r = loop_list(&infos, &n);
         if (r < 0)
-                return reply_errno(error, r, "Failed to list loop devices");
+                return bus_reply_errno(error, r, "Failed to list loop devices");
 
         r = sd_bus_message_new_method_return(message, &reply);
         if (r >= 0)
@@ -518,15 +642,16 @@ int bus_append_partitions(sd_bus_message *reply, unsigned number)
         r = sd_bus_message_open_container(reply, 'a', LOOPD_PARTITION_STRUCT);
         for (size_t i = 0; r >= 0 && i < n; i++) {
                 PartitionInfo *p = &parts[i];
-                char **targets = NULL;
+                _cleanup_strv_free_ char **targets = NULL;
 
                 if (mount_find_targets(p->devnum, p->node, &targets) >= 0 && targets && targets[0]) {
                         free(p->mount_point);
-                        p->mount_point = TAKE_PTR(targets[0]);
+                        p->mount_point = strdup(targets[0]);
+                        if (!p->mount_point) {
+                                r = -ENOMEM;
+                                break;
+                        }
                 }
-                for (char **t = targets; t && *t; t++)
-                        free(*t);
-                free(targets);
 
                 r = sd_bus_message_append(reply, LOOPD_PARTITION_STRUCT, p->node, p->number, p->offset, p->size,
                         p->part_type, p->part_name, p->fstype, p->label, p->uuid, strempty(p->mount_point));
@@ -560,7 +685,7 @@ static int method_list_partitions(sd_bus_message *message, void *userdata, sd_bu
                 return r;
         r = bus_append_partitions(reply, number);
         if (r < 0)
-                return reply_errno(error, r, "Failed to read the partitions");
+                return bus_reply_errno(error, r, "Failed to read the partitions");
         return sd_bus_send(NULL, reply, NULL);
 }
 
@@ -575,6 +700,12 @@ static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_METHOD_WITH_ARGS("ListPartitions", SD_BUS_ARGS("s", device),
                 SD_BUS_RESULT("a" LOOPD_PARTITION_STRUCT, partitions), method_list_partitions,
                 SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Mount", SD_BUS_ARGS("s", node, "a{sv}", options), SD_BUS_RESULT("s", mount_point),
+                method_mount, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Unmount", SD_BUS_ARGS("s", target, "a{sv}", options), SD_BUS_NO_RESULT,
+                method_unmount, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("MountImage", SD_BUS_ARGS("h", image, "a{sv}", options),
+                SD_BUS_RESULT("s", device, "a(ss)", mounts), method_mount_image, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_SIGNAL_WITH_ARGS("DeviceAttached", SD_BUS_ARGS("s", device, "o", object), 0),
         SD_BUS_SIGNAL_WITH_ARGS("DeviceDetached", SD_BUS_ARGS("s", device, "o", object), 0),
         SD_BUS_SIGNAL_WITH_ARGS("PartitionAdded", SD_BUS_ARGS("s", device, "s", partition), 0),

@@ -3,13 +3,17 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "auth.h"
 #include "log.h"
 #include "loop.h"
 #include "loopd-bus.h"
+#include "mount.h"
+#include "partition.h"
 #include "state.h"
+#include "strv.h"
 #include "watcher.h"
 
 int manager_new(Manager **ret)
@@ -176,4 +180,63 @@ int manager_start(Manager *m)
                 return log_error_errno(r, "Failed to acquire the bus name " LOOPD_BUS_NAME ": %m");
 
         return 0;
+}
+
+int manager_device_mounts(Manager *m, const LoopInfo *info, char ***ret)
+{
+        _cleanup_free_ KernelPartition *parts = NULL;
+        _cleanup_strv_free_ char **all = NULL;
+        size_t n_parts = 0;
+        int r;
+
+        r = partition_list_kernel(info->number, &parts, &n_parts);
+        if (r < 0)
+                return r;
+
+        for (size_t i = 0; i <= n_parts; i++) {
+                _cleanup_strv_free_ char **targets = NULL;
+                dev_t devnum = i == 0 ? info->devnum : parts[i - 1].devnum;
+                char node[64];
+
+                if (i == 0)
+                        snprintf(node, sizeof(node), "/dev/loop%u", info->number);
+                else
+                        snprintf(node, sizeof(node), "/dev/loop%up%u", info->number, parts[i - 1].number);
+                r = mount_find_targets(devnum, node, &targets);
+                if (r < 0)
+                        return r;
+                for (char **t = targets; t && *t; t++) {
+                        r = strv_consume(&all, TAKE_PTR(*t));
+                        if (r < 0)
+                                return r;
+                }
+        }
+        *ret = TAKE_PTR(all);
+        return 0;
+}
+
+void manager_remove_mount_point(Manager *m, const char *path)
+{
+        /* Only directories loopd made (mount_point_remove() refuses anything outside the media dir): never
+         * a mount point someone else chose. */
+        (void)mount_point_remove(m->media_dir, path);
+}
+
+void manager_release_if_autoclear(Manager *m, unsigned number)
+{
+        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+        _cleanup_strv_free_ char **mounts = NULL;
+        int r;
+
+        if (loop_get_info(number, &info) < 0 || !info->autoclear)
+                return;
+        if (manager_device_mounts(m, info, &mounts) < 0 || (mounts && mounts[0]))
+                return;
+
+        /* The kernel clears an autoclear device when its last user closes it; do it here as well, so that
+         * its partitions are deleted before it is unbound and no dead node is left behind. */
+        r = loop_detach(number, info->diskseq);
+        if (r < 0 && r != -ENXIO && r != -ESTALE)
+                log_debug_errno(r, "Failed to detach autoclear loop%u after its last unmount: %m", number);
+        manager_forget_device(m, number);
 }

@@ -51,6 +51,15 @@ int manager_add_device(Manager *m, const ManagedDevice *d);
 void manager_forget_device(Manager *m, unsigned number);
 unsigned manager_count_devices_of(Manager *m, uid_t uid);
 
+typedef struct LoopInfo LoopInfo;
+
+/* Every mount point of the device and of its partitions (NULL-terminated, possibly empty). */
+int manager_device_mounts(Manager *m, const LoopInfo *info, char ***ret);
+/* Removes a mount point directory if loopd made it (it lies in the media dir). */
+void manager_remove_mount_point(Manager *m, const char *path);
+/* After an unmount: an autoclear device with nothing of it mounted any more is detached. */
+void manager_release_if_autoclear(Manager *m, unsigned number);
+
 /* D-Bus face (manager-dbus.c, device-dbus.c). */
 int manager_dbus_register(Manager *m);
 int device_dbus_register(Manager *m);

@@ -1,0 +1,43 @@
+/* strv.h: NULL-terminated string arrays. */
+#pragma once
+
+#include <stdlib.h>
+
+#include "macro.h"
+
+static inline char **strv_free(char **v)
+{
+        for (char **p = v; p && *p; p++)
+                free(*p);
+        free(v);
+        return NULL;
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(char **, strv_free);
+#define _cleanup_strv_free_ _cleanup_(strv_freep)
+
+static inline size_t strv_length(char *const *v)
+{
+        size_t n = 0;
+        while (v && v[n])
+                n++;
+        return n;
+}
+
+/* Appends s (taking ownership) to *v; on failure frees s. */
+static inline int strv_consume(char ***v, char *s)
+{
+        size_t n = strv_length(*v);
+        char **grown;
+
+        if (!s)
+                return -ENOMEM;
+        grown = realloc(*v, (n + 2) * sizeof(char *));
+        if (!grown) {
+                free(s);
+                return -ENOMEM;
+        }
+        grown[n] = s;
+        grown[n + 1] = NULL;
+        *v = grown;
+        return 0;
+}
