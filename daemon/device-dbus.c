@@ -7,6 +7,7 @@
 #include "log.h"
 #include "loop.h"
 #include "loopd-bus.h"
+#include "device-dbus.h"
 #include "manager.h"
 
 char *device_object_path(unsigned number)
@@ -147,4 +148,72 @@ int device_dbus_register(Manager *m)
         if (r < 0)
                 return r;
         return sd_bus_add_node_enumerator(m->bus, NULL, LOOPD_DEVICE_PATH_PREFIX, device_enumerate, m);
+}
+
+static void log_emit_failure(int r, const char *what)
+{
+        if (r < 0)
+                log_debug_errno(r, "Failed to emit %s: %m", what);
+}
+
+void device_dbus_emit_added(Manager *m, unsigned number)
+{
+        _cleanup_free_ char *path = device_object_path(number);
+        char devname[32];
+
+        if (!path || !m->bus)
+                return;
+        snprintf(devname, sizeof(devname), "/dev/loop%u", number);
+        log_emit_failure(sd_bus_emit_object_added(m->bus, path), "InterfacesAdded");
+        log_emit_failure(sd_bus_emit_signal(m->bus, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, "DeviceAttached",
+                                 "so", devname, path),
+                "DeviceAttached");
+}
+
+void device_dbus_emit_removed(Manager *m, unsigned number)
+{
+        _cleanup_free_ char *path = device_object_path(number);
+        char devname[32];
+
+        if (!path || !m->bus)
+                return;
+        snprintf(devname, sizeof(devname), "/dev/loop%u", number);
+        /* The object no longer resolves (the device is unbound), so name the interfaces ourselves. */
+        log_emit_failure(sd_bus_emit_interfaces_removed(m->bus, path, LOOPD_DEVICE_INTERFACE, NULL),
+                "InterfacesRemoved");
+        log_emit_failure(sd_bus_emit_signal(m->bus, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, "DeviceDetached",
+                                 "so", devname, path),
+                "DeviceDetached");
+}
+
+void device_dbus_emit_partition(Manager *m, unsigned number, unsigned partition, bool added)
+{
+        char devname[32], node[48];
+
+        if (!m->bus)
+                return;
+        snprintf(devname, sizeof(devname), "/dev/loop%u", number);
+        snprintf(node, sizeof(node), "/dev/loop%up%u", number, partition);
+        log_emit_failure(sd_bus_emit_signal(m->bus, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE,
+                                 added ? "PartitionAdded" : "PartitionRemoved", "ss", devname, node),
+                "PartitionAdded/Removed");
+}
+
+void device_dbus_emit_mount(Manager *m, const char *node, const char *mount_point, bool mounted)
+{
+        if (!m->bus)
+                return;
+        log_emit_failure(sd_bus_emit_signal(m->bus, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE,
+                                 mounted ? "Mounted" : "Unmounted", "ss", node, mount_point),
+                "Mounted/Unmounted");
+}
+
+void device_dbus_emit_changed(Manager *m, unsigned number, const char *property)
+{
+        _cleanup_free_ char *path = device_object_path(number);
+
+        if (!path || !m->bus)
+                return;
+        log_emit_failure(sd_bus_emit_properties_changed(m->bus, path, LOOPD_DEVICE_INTERFACE, property, NULL),
+                "PropertiesChanged");
 }

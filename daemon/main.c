@@ -4,6 +4,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+
+#include <systemd/sd-event.h>
 
 #include "config.h"
 #include "format.h"
@@ -99,6 +103,21 @@ static int parse_argv(Manager *m, int argc, char *argv[])
         return 1;
 }
 
+/* FUSE helpers daemonize; as a subreaper loopd inherits them and must reap them when they exit after their
+ * unmount. Synchronous children (mount helpers) are waited for where they are started, before the event
+ * loop runs again, so this never takes one of theirs. */
+static int on_sigchld(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
+{
+        for (;;) {
+                int status;
+                pid_t pid = waitpid(-1, &status, WNOHANG);
+                if (pid <= 0)
+                        break;
+                log_debug("Reaped helper process " "%d", (int)pid);
+        }
+        return 0;
+}
+
 static int run(int argc, char *argv[])
 {
         _cleanup_(manager_freep) Manager *m = NULL;
@@ -125,8 +144,13 @@ static int run(int argc, char *argv[])
         r = sd_event_add_signal(m->event, NULL, SIGTERM, NULL, NULL);
         if (r >= 0)
                 r = sd_event_add_signal(m->event, NULL, SIGINT, NULL, NULL);
+        if (r >= 0)
+                r = sd_event_add_signal(m->event, NULL, SIGCHLD, on_sigchld, NULL);
         if (r < 0)
                 return log_error_errno(r, "Failed to handle signals: %m");
+
+        if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
+                log_warning_errno(errno, "Failed to become a subreaper, FUSE helpers will be reaped by init: %m");
 
         r = manager_start(m);
         if (r < 0)
