@@ -50,8 +50,8 @@ static int parse_node_name(const char *s, unsigned *ret_number, unsigned *ret_pa
         return 0;
 }
 
-int bus_parse_loop_node(const char *s, unsigned *ret_number, unsigned *ret_partition, dev_t *ret_devnum,
-        sd_bus_error *error)
+int bus_parse_loop_node(
+        const char *s, unsigned *ret_number, unsigned *ret_partition, dev_t *ret_devnum, sd_bus_error *error)
 {
         unsigned number, partition, maj, min;
         char path[128], buf[32];
@@ -61,7 +61,8 @@ int bus_parse_loop_node(const char *s, unsigned *ret_number, unsigned *ret_parti
                 return sd_bus_error_set(error, LOOPD_ERROR_INVALID_ARGUMENT, "node: must not be empty");
         if (strlen(s) > 64 || parse_node_name(s, &number, &partition) < 0)
                 return sd_bus_error_setf(error, LOOPD_ERROR_NOT_MANAGED,
-                        "node: '%.64s' is not a loop device or loop partition; loopd mounts nothing else", s);
+                        "node: '%.64s' is not a loop device or loop partition; loopd mounts nothing else",
+                        s);
 
         /* The kernel's name for the device, from sysfs: never a path a caller could have planted. */
         if (partition == 0)
@@ -83,18 +84,6 @@ int bus_parse_loop_node(const char *s, unsigned *ret_number, unsigned *ret_parti
         return 0;
 }
 
-/* The file systems loopd will mount: what a desktop user's images carry. */
-static bool fstype_allowed(const char *fstype)
-{
-        static const char *const allowed[] = { "ext2", "ext3", "ext4", "xfs", "btrfs", "vfat", "exfat", "ntfs",
-                "ntfs3", "iso9660", "udf", "squashfs", "erofs", "f2fs", "hfsplus", NULL };
-
-        for (const char *const *a = allowed; *a; a++)
-                if (streq(*a, fstype))
-                        return true;
-        return false;
-}
-
 /* The user's name (the directory under the media dir) and primary group; a uid without a passwd entry
  * gets its number as name and gid = uid. */
 static int user_of(uid_t uid, char **ret_name, gid_t *ret_gid)
@@ -105,7 +94,8 @@ static int user_of(uid_t uid, char **ret_name, gid_t *ret_gid)
         *ret_gid = (gid_t)uid;
         if (getpwuid_r(uid, &pw, buf, sizeof(buf), &result) == 0 && result) {
                 *ret_gid = result->pw_gid;
-                if (!isempty(result->pw_name) && !strchr(result->pw_name, '/') && result->pw_name[0] != '.') {
+                if (!isempty(result->pw_name) && !strchr(result->pw_name, '/') &&
+                        result->pw_name[0] != '.') {
                         *ret_name = strdup(result->pw_name);
                         return *ret_name ? 0 : -ENOMEM;
                 }
@@ -127,8 +117,8 @@ int manager_mount_node(Manager *m, uid_t uid, const char *node, dev_t devnum, co
         if (r < 0)
                 return bus_reply_errno(error, r, "Failed to read the mount table");
         if (targets && targets[0])
-                return sd_bus_error_setf(error, LOOPD_ERROR_ALREADY_MOUNTED, "%s is already mounted on %s", node,
-                        targets[0]);
+                return sd_bus_error_setf(
+                        error, LOOPD_ERROR_ALREADY_MOUNTED, "%s is already mounted on %s", node, targets[0]);
 
         r = probe_filesystem(node, &probed_type, &label, &uuid);
         if (r < 0)
@@ -138,15 +128,11 @@ int manager_mount_node(Manager *m, uid_t uid, const char *node, dev_t devnum, co
         if (isempty(fstype))
                 return sd_bus_error_setf(error, LOOPD_ERROR_UNSUPPORTED_FILESYSTEM,
                         "%s carries no filesystem that could be recognised", node);
-        if (!fstype_allowed(fstype))
-                return sd_bus_error_setf(error, LOOPD_ERROR_UNSUPPORTED_FILESYSTEM,
-                        "%s: '%.32s' is not a filesystem loopd mounts", node, fstype);
-
         bool fuse;
         r = mount_pick_driver(fstype, &fuse);
         if (r < 0)
                 return sd_bus_error_setf(error, LOOPD_ERROR_UNSUPPORTED_FILESYSTEM,
-                        "Neither the kernel nor an installed FUSE driver can mount %s (%s)", node, fstype);
+                        "Neither the kernel nor an installed FUSE driver can mount %s (%.32s)", node, fstype);
 
         gid_t gid;
         r = user_of(uid, &user, &gid);
@@ -155,8 +141,8 @@ int manager_mount_node(Manager *m, uid_t uid, const char *node, dev_t devnum, co
 
         r = mount_options_build(fstype, options, read_only, fuse, uid, gid, node, &final_options, &bad);
         if (r == -EINVAL)
-                return sd_bus_error_setf(error, LOOPD_ERROR_INVALID_ARGUMENT, "options: '%s' is not allowed",
-                        strempty(bad));
+                return sd_bus_error_setf(
+                        error, LOOPD_ERROR_INVALID_ARGUMENT, "options: '%s' is not allowed", strempty(bad));
         if (r < 0)
                 return bus_reply_errno(error, r, "Failed to build the mount options");
 
@@ -175,8 +161,8 @@ int manager_mount_node(Manager *m, uid_t uid, const char *node, dev_t devnum, co
                 if (r == -EPROTONOSUPPORT)
                         return sd_bus_error_setf(error, LOOPD_ERROR_UNSUPPORTED_FILESYSTEM,
                                 "No driver can mount %s (%s)", node, fstype);
-                return sd_bus_error_setf(error, LOOPD_ERROR_FAILED, "Failed to mount %s (%s): %s", node, fstype,
-                        strerror(-r));
+                return sd_bus_error_setf(error, LOOPD_ERROR_FAILED, "Failed to mount %s (%s): %s", node,
+                        fstype, strerror(-r));
         }
 
         log_info("Mounted %s (%s) on %s for uid %u", node, fstype, mount_point, (unsigned)uid);
@@ -185,8 +171,8 @@ int manager_mount_node(Manager *m, uid_t uid, const char *node, dev_t devnum, co
 }
 
 /* Which action uid needs on loopN: its own devices need `own_action`, everything else manage-others. */
-static const char *action_for(Manager *m, unsigned number, uid_t uid, const char *own_action, sd_bus_error *error,
-        int *ret)
+static const char *action_for(
+        Manager *m, unsigned number, uid_t uid, const char *own_action, sd_bus_error *error, int *ret)
 {
         _cleanup_(loop_info_freep) LoopInfo *info = NULL;
         int r = loop_get_info(number, &info);
@@ -205,12 +191,8 @@ int method_mount(sd_bus_message *message, void *userdata, sd_bus_error *error)
         Manager *m = userdata;
         _cleanup_free_ char *fstype = NULL, *options = NULL, *mount_point = NULL;
         bool read_only = false;
-        const OptionSpec specs[] = {
-                { "fstype", OPTION_STRING, &fstype },
-                { "options", OPTION_STRING, &options },
-                { "read-only", OPTION_BOOLEAN, &read_only },
-                {}
-        };
+        const OptionSpec specs[] = { { "fstype", OPTION_STRING, &fstype },
+                { "options", OPTION_STRING, &options }, { "read-only", OPTION_BOOLEAN, &read_only }, {} };
         _cleanup_(loop_info_freep) LoopInfo *info = NULL;
         unsigned number, partition;
         const char *node, *action;
@@ -224,7 +206,7 @@ int method_mount(sd_bus_message *message, void *userdata, sd_bus_error *error)
         r = bus_read_options(message, specs, error);
         if (r < 0)
                 return r;
-        if (fstype && (strlen(fstype) > 32 || strpbrk(fstype, ",/\n") || !fstype_allowed(fstype)))
+        if (fstype && (isempty(fstype) || strlen(fstype) > 32 || strpbrk(fstype, ",/\n")))
                 return sd_bus_error_setf(error, LOOPD_ERROR_INVALID_ARGUMENT,
                         "fstype: '%.32s' is not a filesystem loopd mounts", fstype);
         if (options && (strlen(options) > 4096 || strchr(options, '\n')))
@@ -303,8 +285,8 @@ int method_unmount(sd_bus_message *message, void *userdata, sd_bus_error *error)
 
                 r = mount_find_source(arg, &source, &source_devnum);
                 if (r == -ENOENT)
-                        return sd_bus_error_setf(error, LOOPD_ERROR_NOT_MOUNTED, "%.4096s is not a mount point",
-                                arg);
+                        return sd_bus_error_setf(
+                                error, LOOPD_ERROR_NOT_MOUNTED, "%.4096s is not a mount point", arg);
                 if (r < 0)
                         return bus_reply_errno(error, r, "Failed to read the mount table");
                 r = bus_parse_loop_node(source, &number, &partition, &devnum, error);
@@ -328,8 +310,8 @@ int method_unmount(sd_bus_message *message, void *userdata, sd_bus_error *error)
 
         r = unmount_filesystem(target);
         if (r == -EBUSY)
-                return sd_bus_error_setf(error, LOOPD_ERROR_BUSY, "%s is busy: a process has files open there",
-                        target);
+                return sd_bus_error_setf(
+                        error, LOOPD_ERROR_BUSY, "%s is busy: a process has files open there", target);
         if (r < 0)
                 return bus_reply_errno(error, r, "Failed to unmount");
         manager_remove_mount_point(m, target);

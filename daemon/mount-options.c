@@ -1,1 +1,454 @@
-/* placeholder */
+/* mount-options.c: the mount option allow-list, and the options loopd itself adds for a user's mount. */
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "macro.h"
+#include "mount.h"
+
+#define BAD_MAX_CHARS 64
+#define ITEM_MAX_BYTES 256
+
+typedef enum ValueKind {
+        VALUE_NONE, /* a flag: "noatime" */
+        VALUE_OCTAL, /* umask=0022: 1-4 octal digits */
+        VALUE_DECIMAL, /* codepage=437: 1-10 decimal digits */
+        VALUE_CHARSET, /* iocharset=utf8: [A-Za-z0-9_-], names a kernel NLS module */
+        VALUE_CHOICE, /* shortname=mixed: one of choices */
+        VALUE_SUBVOL, /* subvol=@home: a path inside the filesystem */
+        VALUE_COMPRESS, /* compress=zstd:3 */
+} ValueKind;
+
+typedef struct OptionSpec {
+        const char *name;
+        ValueKind kind;
+        /* Options of one group contradict each other (exec/noexec); NULL: the option is its own group. */
+        const char *group;
+        const char *const *choices;
+} OptionSpec;
+
+/* Which of the generic options a FUSE helper really honours: what it silently drops is refused rather
+ * than promised. */
+enum {
+        GENERIC_LIBFUSE = 1 << 0, /* libfuse's own mount flags: fuseiso, fusefat, fuse2fs, squashfuse */
+        GENERIC_EXFAT = 1 << 1, /* mount.exfat-fuse keeps only ro/rw/noatime */
+        GENERIC_NTFS3G = 1 << 2, /* ntfs-3g's own option parser */
+        GENERIC_ALL_FUSE = GENERIC_LIBFUSE | GENERIC_EXFAT | GENERIC_NTFS3G,
+};
+
+typedef struct GenericOption {
+        OptionSpec spec;
+        unsigned fuse; /* GENERIC_* helpers that honour it */
+} GenericOption;
+
+static const GenericOption generic_options[] = {
+        { { "ro", VALUE_NONE, "rw" }, GENERIC_ALL_FUSE },
+        { { "rw", VALUE_NONE, "rw" }, GENERIC_ALL_FUSE },
+        /* What loopd adds anyway; a client that spells them out is not wrong. */
+        { { "nosuid", VALUE_NONE }, GENERIC_ALL_FUSE },
+        { { "nodev", VALUE_NONE }, GENERIC_ALL_FUSE },
+        { { "noexec", VALUE_NONE, "exec" }, GENERIC_LIBFUSE | GENERIC_NTFS3G },
+        { { "exec", VALUE_NONE, "exec" }, GENERIC_LIBFUSE | GENERIC_NTFS3G },
+        { { "noatime", VALUE_NONE }, GENERIC_ALL_FUSE },
+        { { "relatime", VALUE_NONE }, GENERIC_NTFS3G },
+        { { "nodiratime", VALUE_NONE }, 0 },
+        { { "lazytime", VALUE_NONE }, 0 },
+        { { "sync", VALUE_NONE }, GENERIC_LIBFUSE | GENERIC_NTFS3G },
+        { { "dirsync", VALUE_NONE }, GENERIC_LIBFUSE | GENERIC_NTFS3G },
+        { { "nosymfollow", VALUE_NONE }, 0 },
+};
+
+static const char *const shortname_choices[] = { "lower", "win95", "winnt", "mixed", NULL };
+
+static const OptionSpec no_options[] = { {} };
+static const OptionSpec vfat_options[] = {
+        { "shortname", VALUE_CHOICE, NULL, shortname_choices },
+        { "utf8", VALUE_NONE },
+        { "iocharset", VALUE_CHARSET },
+        { "codepage", VALUE_DECIMAL },
+        { "flush", VALUE_NONE },
+        { "umask", VALUE_OCTAL },
+        { "dmask", VALUE_OCTAL },
+        { "fmask", VALUE_OCTAL },
+        {},
+};
+static const OptionSpec masks_charset_options[] = {
+        { "iocharset", VALUE_CHARSET },
+        { "umask", VALUE_OCTAL },
+        { "dmask", VALUE_OCTAL },
+        { "fmask", VALUE_OCTAL },
+        {},
+};
+static const OptionSpec iso9660_options[] = {
+        { "norock", VALUE_NONE },
+        { "nojoliet", VALUE_NONE },
+        { "utf8", VALUE_NONE },
+        { "iocharset", VALUE_CHARSET },
+        {},
+};
+static const OptionSpec udf_options[] = {
+        { "utf8", VALUE_NONE },
+        { "iocharset", VALUE_CHARSET },
+        { "umask", VALUE_OCTAL },
+        {},
+};
+static const OptionSpec btrfs_options[] = {
+        { "subvol", VALUE_SUBVOL, "subvol" },
+        { "subvolid", VALUE_DECIMAL, "subvol" },
+        { "compress", VALUE_COMPRESS },
+        {},
+};
+static const OptionSpec umask_options[] = { { "umask", VALUE_OCTAL }, {} };
+static const OptionSpec masks_options[] = {
+        { "umask", VALUE_OCTAL },
+        { "dmask", VALUE_OCTAL },
+        { "fmask", VALUE_OCTAL },
+        {},
+};
+
+typedef struct FuseRules {
+        unsigned generic; /* GENERIC_* */
+        const OptionSpec *extra;
+        bool uid_gid; /* takes uid=, gid= (fuseiso and fusefat through libfuse's high-level API) */
+        bool umask; /* takes umask=, so it gets the default */
+        bool fsname; /* takes fsname= (ntfs-3g sets it itself and refuses it) */
+        bool read_only; /* the helper has no safe write support */
+        const char *no_replay; /* added to read-only mounts */
+} FuseRules;
+
+typedef struct FsRules {
+        const char *fstype;
+        const OptionSpec *extra; /* the kernel driver's extras */
+        bool foreign_ownership; /* no POSIX owners on disk: uid=, gid= */
+        bool default_umask; /* umask=0022 unless the caller gave one */
+        bool read_only_fs; /* there is no writing this filesystem */
+        bool errors_remount_ro;
+        const char *no_replay; /* added to read-only mounts: do not replay the journal */
+        FuseRules fuse;
+} FsRules;
+
+static const FsRules fs_rules[] = {
+        { "ext2", no_options, .errors_remount_ro = true,
+                .fuse = { GENERIC_LIBFUSE, no_options, .fsname = true } },
+        { "ext3", no_options, .errors_remount_ro = true, .no_replay = "noload",
+                .fuse = { GENERIC_LIBFUSE, no_options, .fsname = true, .no_replay = "norecovery" } },
+        { "ext4", no_options, .errors_remount_ro = true, .no_replay = "noload",
+                .fuse = { GENERIC_LIBFUSE, no_options, .fsname = true, .no_replay = "norecovery" } },
+        { "xfs", no_options, .no_replay = "norecovery" },
+        { "btrfs", btrfs_options, .no_replay = "rescue=nologreplay" },
+        { "squashfs", no_options, .read_only_fs = true,
+                .fuse = { GENERIC_LIBFUSE, no_options, .fsname = true } },
+        { "erofs", no_options, .read_only_fs = true },
+        { "vfat", vfat_options, .foreign_ownership = true, .default_umask = true,
+                .fuse = { GENERIC_LIBFUSE, umask_options, .uid_gid = true, .umask = true, .fsname = true,
+                        .read_only = true } },
+        { "exfat", masks_charset_options, .foreign_ownership = true, .default_umask = true,
+                .fuse = { GENERIC_EXFAT, masks_options, .uid_gid = true, .umask = true, .fsname = true } },
+        { "ntfs", masks_charset_options, .foreign_ownership = true, .default_umask = true,
+                .fuse = { GENERIC_NTFS3G, masks_options, .uid_gid = true, .umask = true } },
+        { "iso9660", iso9660_options, .foreign_ownership = true, .read_only_fs = true,
+                .fuse = { GENERIC_LIBFUSE, no_options, .uid_gid = true, .fsname = true } },
+        { "udf", udf_options, .foreign_ownership = true },
+};
+
+static const FsRules *fs_rules_find(const char *fstype)
+{
+        for (size_t i = 0; i < ELEMENTSOF(fs_rules); i++)
+                if (streq(fs_rules[i].fstype, fstype))
+                        return &fs_rules[i];
+        return NULL;
+}
+
+/* A printable, bounded copy of an offending item for an error message (D-Bus wants valid UTF-8, a
+ * terminal no escape sequences). */
+static char *bad_item_escape(const char *item, size_t len)
+{
+        size_t n = MIN(len, (size_t)BAD_MAX_CHARS);
+        char *s = malloc(n * 4 + 4), *p = s;
+
+        if (!s)
+                return NULL;
+        for (size_t i = 0; i < n; i++) {
+                unsigned char c = item[i];
+
+                if (c >= 0x20 && c < 0x7f)
+                        *p++ = c;
+                else
+                        p += sprintf(p, "\\x%02x", c);
+        }
+        if (len > n)
+                p = stpcpy(p, "...");
+        *p = '\0';
+        return s;
+}
+
+static bool string_in(const char *s, size_t len, const char *const *choices)
+{
+        for (; *choices; choices++)
+                if (strlen(*choices) == len && strncmp(*choices, s, len) == 0)
+                        return true;
+        return false;
+}
+
+static bool span_all(const char *s, size_t len, const char *accept)
+{
+        return strspn(s, accept) >= len;
+}
+
+static bool value_valid(const OptionSpec *spec, const char *v, size_t len)
+{
+        static const char *const compress_algorithms[] = { "zlib", "lzo", "zstd", "no", NULL };
+
+        switch (spec->kind) {
+        case VALUE_NONE:
+                return false;
+        case VALUE_OCTAL:
+                return len >= 1 && len <= 4 && span_all(v, len, "01234567");
+        case VALUE_DECIMAL:
+                return len >= 1 && len <= 10 && span_all(v, len, "0123456789");
+        case VALUE_CHARSET:
+                return len >= 1 && len <= 32 &&
+                        span_all(v, len, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-");
+        case VALUE_CHOICE:
+                return string_in(v, len, spec->choices);
+        case VALUE_SUBVOL:
+                /* Resolved by btrfs inside the filesystem; control characters, quotes and backslashes
+                 * were already refused for every item. */
+                return len >= 1;
+        case VALUE_COMPRESS: {
+                const char *colon = memchr(v, ':', len);
+                size_t alg = colon ? (size_t)(colon - v) : len;
+
+                if (!string_in(v, alg, compress_algorithms))
+                        return false;
+                return !colon ||
+                        (len - alg - 1 >= 1 && len - alg - 1 <= 2 &&
+                                span_all(colon + 1, len - alg - 1, "0123456789"));
+        }
+        }
+        return false;
+}
+
+static const OptionSpec *spec_find(const OptionSpec *specs, const char *key, size_t len)
+{
+        for (; specs->name; specs++)
+                if (strlen(specs->name) == len && strncmp(specs->name, key, len) == 0)
+                        return specs;
+        return NULL;
+}
+
+static const OptionSpec *option_lookup(const FsRules *rules, bool fuse, const char *key, size_t len)
+{
+        for (size_t i = 0; i < ELEMENTSOF(generic_options); i++) {
+                const GenericOption *g = &generic_options[i];
+
+                if (strlen(g->spec.name) == len && strncmp(g->spec.name, key, len) == 0)
+                        return !fuse || (g->fuse & rules->fuse.generic) ? &g->spec : NULL;
+        }
+        return spec_find(fuse ? rules->fuse.extra : rules->extra, key, len);
+}
+
+typedef struct Accepted {
+        const OptionSpec *spec;
+        const char *item; /* points into the caller's copy */
+} Accepted;
+
+static const char *spec_group(const OptionSpec *spec)
+{
+        return spec->group ?: spec->name;
+}
+
+static bool node_valid_for_fsname(const char *node)
+{
+        if (!node || node[0] != '/')
+                return false;
+        for (const char *p = node; *p; p++)
+                if ((unsigned char)*p <= 0x20 || *p == 0x7f || strchr(",=\\\"'", *p))
+                        return false;
+        return true;
+}
+
+static int append(char **buf, size_t *len, const char *fmt, ...) _printf_(3, 4);
+static int append(char **buf, size_t *len, const char *fmt, ...)
+{
+        va_list ap;
+        char *piece = NULL, *n;
+        int r;
+
+        va_start(ap, fmt);
+        r = vasprintf(&piece, fmt, ap);
+        va_end(ap);
+        if (r < 0)
+                return -ENOMEM;
+
+        n = realloc(*buf, *len + (*len > 0) + r + 1);
+        if (!n) {
+                free(piece);
+                return -ENOMEM;
+        }
+        if (*len > 0)
+                n[(*len)++] = ',';
+        memcpy(n + *len, piece, r + 1);
+        *len += r;
+        *buf = n;
+        free(piece);
+        return 0;
+}
+
+static int fail_bad(char **ret_bad, const char *item, size_t len)
+{
+        if (ret_bad) {
+                char *b = bad_item_escape(item, len);
+                if (!b)
+                        return -ENOMEM;
+                *ret_bad = b;
+        }
+        return -EINVAL;
+}
+
+int mount_options_build(const char *fstype, const char *user_options, bool read_only, bool fuse, uid_t uid,
+        gid_t gid, const char *node, char **ret_options, char **ret_bad)
+{
+        _cleanup_free_ char *copy = NULL, *out = NULL;
+        _cleanup_free_ Accepted *accepted = NULL;
+        size_t n_accepted = 0, out_len = 0;
+        bool want_ro = false, want_rw = false, have_umask = false;
+        const char *rw_item = NULL;
+        const FsRules *rules;
+        const char *no_replay;
+        int r;
+
+        if (!fstype || !ret_options)
+                return -EINVAL;
+        rules = fs_rules_find(fstype);
+        if (!rules || (fuse && rules->fuse.generic == 0))
+                return -EPROTONOSUPPORT;
+        if (fuse && rules->fuse.fsname && !node_valid_for_fsname(node))
+                return fail_bad(ret_bad, "fsname", strlen("fsname"));
+
+        if (!isempty(user_options)) {
+                size_t n_items = 1;
+
+                copy = strdup(user_options);
+                if (!copy)
+                        return -ENOMEM;
+                for (const char *p = copy; *p; p++)
+                        n_items += *p == ',';
+                accepted = calloc(n_items, sizeof(Accepted));
+                if (!accepted)
+                        return -ENOMEM;
+
+                for (char *item = copy, *next; item; item = next) {
+                        const OptionSpec *spec;
+                        const char *eq;
+                        size_t len, key_len;
+                        bool duplicate = false;
+
+                        next = strchr(item, ',');
+                        if (next)
+                                *next++ = '\0';
+                        len = strlen(item);
+
+                        if (len == 0)
+                                return fail_bad(ret_bad, "(empty option)", strlen("(empty option)"));
+                        if (len > ITEM_MAX_BYTES)
+                                return fail_bad(ret_bad, item, len);
+                        /* Control characters end lines in mtab-like files and logs; quotes and backslashes
+                         * are escapes to libmount's and libfuse's option parsers. */
+                        for (const char *p = item; *p; p++)
+                                if ((unsigned char)*p < 0x20 || *p == 0x7f || strchr("\"'\\", *p))
+                                        return fail_bad(ret_bad, item, len);
+
+                        eq = strchr(item, '=');
+                        key_len = eq ? (size_t)(eq - item) : len;
+                        spec = option_lookup(rules, fuse, item, key_len);
+                        if (!spec)
+                                return fail_bad(ret_bad, item, len);
+                        if (spec->kind == VALUE_NONE ? !!eq
+                                                     : !eq || !value_valid(spec, eq + 1, strlen(eq + 1)))
+                                return fail_bad(ret_bad, item, len);
+
+                        /* A repeated item is dropped; two different members of one group contradict. */
+                        for (size_t i = 0; i < n_accepted; i++) {
+                                if (!streq(spec_group(accepted[i].spec), spec_group(spec)))
+                                        continue;
+                                if (!streq(accepted[i].item, item))
+                                        return fail_bad(ret_bad, item, len);
+                                duplicate = true;
+                        }
+                        if (duplicate)
+                                continue;
+                        accepted[n_accepted++] = (Accepted){ spec, item };
+
+                        if (streq(item, "ro"))
+                                want_ro = true;
+                        else if (streq(item, "rw")) {
+                                want_rw = true;
+                                rw_item = item;
+                        } else if (streq(spec->name, "umask"))
+                                have_umask = true;
+                }
+        }
+
+        if (want_ro || rules->read_only_fs || (fuse && rules->fuse.read_only))
+                read_only = true;
+        if (read_only && want_rw)
+                return fail_bad(ret_bad, rw_item, strlen(rw_item));
+
+        /* loopd's own options first; the caller's cannot contradict them (none of them is on the
+         * allow-list), so their order does not matter for safety. */
+        r = append(&out, &out_len, "nosuid,nodev");
+        if (r < 0)
+                return r;
+        if (read_only) {
+                r = append(&out, &out_len, "ro");
+                if (r < 0)
+                        return r;
+                no_replay = fuse ? rules->fuse.no_replay : rules->no_replay;
+                if (no_replay) {
+                        r = append(&out, &out_len, "%s", no_replay);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        if (!fuse && rules->errors_remount_ro) {
+                r = append(&out, &out_len, "errors=remount-ro");
+                if (r < 0)
+                        return r;
+        }
+        if (fuse ? rules->fuse.uid_gid : rules->foreign_ownership) {
+                r = append(&out, &out_len, "uid=%u,gid=%u", (unsigned)uid, (unsigned)gid);
+                if (r < 0)
+                        return r;
+        }
+        if ((fuse ? rules->fuse.umask : rules->default_umask) && !have_umask) {
+                r = append(&out, &out_len, "umask=0022");
+                if (r < 0)
+                        return r;
+        }
+        if (fuse) {
+                r = append(&out, &out_len, "allow_other,default_permissions");
+                if (r < 0)
+                        return r;
+                if (rules->fuse.fsname) {
+                        r = append(&out, &out_len, "fsname=%s", node);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        for (size_t i = 0; i < n_accepted; i++) {
+                const char *item = accepted[i].item;
+
+                if (streq(item, "ro") || streq(item, "rw") || streq(item, "nosuid") || streq(item, "nodev"))
+                        continue;
+                r = append(&out, &out_len, "%s", item);
+                if (r < 0)
+                        return r;
+        }
+
+        *ret_options = TAKE_PTR(out);
+        return 0;
+}

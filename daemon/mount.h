@@ -4,53 +4,103 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
+/* Known filesystems are ext2, ext3, ext4, xfs, btrfs, squashfs, erofs, vfat, exfat, ntfs, iso9660 and
+ * udf. Every function below that takes an fstype refuses any other with -EPROTONOSUPPORT, so a caller's
+ * "fstype" option can never name tmpfs, proc, fuse, overlay, ... */
+
 /* Builds the option string for mounting fstype for the user uid/gid:
  *  - nosuid,nodev always;
- *  - the caller's comma list (may be NULL) checked against the allow-list (ro, rw, noexec, exec, noatime,
- *    relatime, nodiratime, lazytime, sync, dirsync, nosymfollow, plus a few per filesystem); an option
- *    not on it, a value with a newline or control character, uid=/gid= set by the caller: -EINVAL with
- *    *ret_bad naming the offending option;
- *  - uid=/gid= for filesystems without POSIX ownership (vfat, exfat, ntfs, iso9660, udf);
- *  - errors=remount-ro for ext2/3/4;
- *  - read-only mounts of journalled filesystems never replay the journal (ext3/4: noload, xfs:
- *    norecovery, btrfs: rescue=nologreplay);
- *  - fuse: the options a FUSE helper needs (allow_other, fsname=, ...).
- * The result never contains a duplicate or a caller-smuggled option. */
+ *  - the caller's comma list (may be NULL) checked against the allow-list: ro, rw, noexec, exec, noatime,
+ *    relatime, nodiratime, lazytime, sync, dirsync, nosymfollow (and the harmless nosuid, nodev), plus per
+ *    filesystem: vfat shortname=lower|win95|winnt|mixed, utf8, iocharset=, codepage=, flush, umask=,
+ *    dmask=, fmask=; exfat/ntfs iocharset=, umask=, dmask=, fmask=; iso9660 norock, nojoliet, utf8,
+ *    iocharset=; udf utf8, iocharset=, umask=; btrfs subvol=, subvolid=, compress=. Masks are octal,
+ *    iocharset= is [A-Za-z0-9_-], codepage= decimal. A FUSE helper takes only what it really honours
+ *    (see mount-options.c); e.g. fusefat takes no shortname=, exfat-fuse no noexec.
+ *    Refused with -EINVAL and *ret_bad naming the offending item: an option not on the list (suid, dev,
+ *    uid=, gid=, errors=, x-*, ...), an empty item, a value with a control character, quote or backslash,
+ *    a conflict (ro with rw, exec with noexec, two different values for one key), rw on a filesystem that
+ *    is read-only by nature (iso9660, squashfs, erofs, and vfat through fusefat, whose write support is
+ *    experimental), and a node path that cannot be a FUSE fsname= (fuse only);
+ *  - uid=/gid= for filesystems without POSIX ownership (vfat, exfat, ntfs, iso9660, udf), and umask=0022
+ *    for vfat, exfat and ntfs unless the caller gave umask=;
+ *  - errors=remount-ro for ext2/3/4 (a superblock may say errors=panic);
+ *  - read_only, or "ro" among the caller's options, gives "ro" and never replays a journal (ext3/4:
+ *    noload, xfs: norecovery, btrfs: rescue=nologreplay, fuse2fs: norecovery). read_only must also be
+ *    true when the device itself is read-only (BLKROGET), so that no replay is even attempted;
+ *  - fuse: allow_other, default_permissions and fsname=<node> for the helper.
+ * ret_bad may be NULL; it is set only on -EINVAL, to a printable copy of the item (bytes outside ASCII
+ * 0x20-0x7e escaped as \xNN, cut at 64 characters) that can go into an error message. The result never
+ * contains a duplicate. Returns 0, -EINVAL, -EPROTONOSUPPORT (unknown fstype) or -ENOMEM. */
 int mount_options_build(const char *fstype, const char *user_options, bool read_only, bool fuse, uid_t uid,
         gid_t gid, const char *node, char **ret_options, char **ret_bad);
 
-/* Turns an attacker-controlled label (or uuid) into one safe path component: valid UTF-8, no '/', no
- * control characters, no leading '.', at most 64 bytes (cut on a character boundary), never "", "." or
- * "..". Returns -EINVAL if nothing usable is left (the caller tries the next candidate). */
+/* Turns an attacker-controlled label (or uuid) into one safe path component: valid UTF-8 (invalid bytes
+ * become '_'), '/' and control characters (C0, DEL, C1, and the Unicode line separators, bidi and
+ * zero-width format characters) become '_', leading dots and surrounding whitespace are removed, at most
+ * 64 bytes (cut on a character boundary); never "", "." or "..". Returns -EINVAL if nothing usable is
+ * left (the caller tries the next candidate: uuid, then "disk"). */
 int mount_name_sanitize(const char *label, char **ret);
 
-/* Makes media_dir/<user> (root-owned, mode 0750 plus an ACL so that only uid may enter; never following a
- * symlink) and a fresh, unique directory for name under it ("name", "name-1", "name-2", ... decided by
- * mkdir's atomicity, not by a check). Returns the directory's path. */
-int mount_point_create(const char *media_dir, const char *user, uid_t uid, const char *name, char **ret_path);
+/* Makes media_dir (each missing component root-owned 0755), media_dir/<user> and a fresh, unique
+ * directory for name under it: "name", "name-1", "name-2", ... decided by mkdirat()'s EEXIST, not by a
+ * check. Returns the new directory's path (media_dir/user/name-N).
+ * media_dir/<user> is made root-owned, mode 0750, with the POSIX ACL user:<uid>:r-x (written as the
+ * system.posix_acl_access xattr): only root and uid may enter it, nobody but root may write to it. On a
+ * filesystem without ACLs (EOPNOTSUPP) the fallback is root:<gid> 0750, which also lets other members of
+ * gid in: fine with per-user groups, the caller decides if that is acceptable. uid 0 gets root:root 0750.
+ * The path is walked with openat(O_NOFOLLOW|O_DIRECTORY) from "/": a symlink anywhere is -ELOOP or
+ * -ENOTDIR. Every existing component must be owned by root and not writable by others unless sticky
+ * (like /tmp), else -EPERM, because the returned path is later resolved again by mount(2).
+ * -EINVAL: media_dir not absolute or with "." / ".." components, user or name not a plain component. */
+int mount_point_create(
+        const char *media_dir, const char *user, uid_t uid, gid_t gid, const char *name, char **ret_path);
 
-/* Removes a mount point directory made by mount_point_create() (rmdir: only if empty and not mounted). */
-int mount_point_remove(const char *path);
+/* Removes a mount point directory made by mount_point_create(): path must be media_dir/<user>/<name>
+ * (else -EINVAL, so a foreign mount point like /mnt is never touched) and an empty directory that is not
+ * mounted on (-ENOTEMPTY, -EBUSY). Does not follow symlinks. -ENOENT if it is already gone. */
+int mount_point_remove(const char *media_dir, const char *path);
 
-/* Does the running kernel know fstype (/proc/filesystems)? */
+/* Does the running kernel have a block-device driver for fstype: in /proc/filesystems (without "nodev"),
+ * or loadable as module "fs-<type>" according to /lib/modules/<release>/modules.alias? For "ntfs" this is
+ * ntfs3 (or ntfs). */
 bool mount_kernel_has_filesystem(const char *fstype);
 
-/* The FUSE helper for fstype installed on this machine (e.g. "/usr/bin/fuseiso"), or NULL. */
+/* The FUSE helper for fstype installed on this machine (e.g. "/usr/bin/fuseiso"), or NULL. Looked up in
+ * fixed system directories, never in $PATH. */
 const char *mount_fuse_helper(const char *fstype);
 
-/* Mounts node on target: with the kernel driver when there is one, else with the FUSE helper (started so
- * that loopd can reap it). options come from mount_options_build() with the matching fuse flag.
- * -EPROTONOSUPPORT: no kernel or FUSE driver for fstype. Other -errno: the mount failed (errno of
- * mount(2) or of the helper). */
-int mount_filesystem(const char *node, const char *target, const char *fstype, const char *options,
-        bool fuse);
+/* Decides how fstype gets mounted: the kernel driver when there is one (*ret_fuse = false), else the FUSE
+ * helper (*ret_fuse = true). -EPROTONOSUPPORT: neither (or an unknown fstype). */
+int mount_pick_driver(const char *fstype, bool *ret_fuse);
 
-/* Unmounts target (no lazy unmount; -EBUSY when in use). */
+/* Mounts node on target: the kernel driver through libmount (so mount.<type> helpers work) when fuse is
+ * false, the FUSE helper when it is true. options come from mount_options_build() with the same fuse
+ * flag; they must contain nosuid and nodev and no suid or dev (else -EINVAL). The helper runs with a clean
+ * environment, stdin/stdout/stderr on /dev/null, no inherited fds, default signal mask; it daemonizes once
+ * the mount exists and its first process is reaped here (at most 30 s, then it is killed: -ETIMEDOUT), so
+ * the long-running FUSE process becomes a child of the nearest subreaper. This blocks, so a reaper of
+ * the caller's must not waitpid(-1) concurrently.
+ * Afterwards the new mount is read back from mountinfo: without nosuid,nodev it is unmounted again and
+ * the result is -EPERM. Nothing is left mounted on failure.
+ * -EPROTONOSUPPORT: no kernel or FUSE driver for fstype. -ENOTBLK: node is not a block device (libmount
+ * would set up a loop device for a file). -EROFS/-EACCES: the device is read-only and read_only was not
+ * given (there is no silent read-only fallback). -EIO: the helper failed, or exited 0 without mounting.
+ * Other -errno: what mount(2) said. */
+int mount_filesystem(
+        const char *node, const char *target, const char *fstype, const char *options, bool fuse);
+
+/* Unmounts target: umount2() without MNT_DETACH and without following a symlink; -EBUSY when in use,
+ * -EINVAL when target is not a mount point. For a FUSE mount it then waits (at most 10 s) until the
+ * helper that served it has exited, so its last writes have reached the device when this returns. */
 int unmount_filesystem(const char *target);
 
-/* Where is the block device devnum (with node path, for FUSE mounts whose source is the path) mounted?
- * A NULL-terminated list of mount points, possibly empty. */
+/* Where is the block device devnum mounted? Matches kernel mounts by devnum (mountinfo's major:minor, or
+ * the source's st_rdev for btrfs, which reports an anonymous device) and FUSE mounts by source == node
+ * (node may be NULL). A NULL-terminated list of mount points, possibly empty (free with strv_free()). */
 int mount_find_targets(dev_t devnum, const char *node, char ***ret_targets);
 
-/* The source node and devnum of the mount at target (-ENOENT if target is not a mount point). */
+/* The source node, and the devnum of that node (the source's st_rdev when it is a block device, else
+ * mountinfo's major:minor) of the topmost mount at target. -ENOENT if target is not a mount point.
+ * ret_source and ret_devnum may be NULL. */
 int mount_find_source(const char *target, char **ret_source, dev_t *ret_devnum);
