@@ -107,6 +107,11 @@ int auth_sender_uid(sd_bus_message *message, uid_t *ret)
         return -EPERM;
 }
 
+bool auth_busy(Auth *a)
+{
+        return a && a->queries;
+}
+
 static AuthQuery *auth_find_query(Auth *a, sd_bus_message *message)
 {
         for (AuthQuery *q = a->queries; q; q = q->next)
@@ -183,8 +188,8 @@ static int auth_on_reply(sd_bus_message *reply, void *userdata, sd_bus_error *re
                                 answer->action);
                 } else {
                         answer->result = -EACCES;
-                        sd_bus_error_setf(&answer->error, LOOPD_ERROR_NOT_AUTHORIZED,
-                                "Not authorized to %s", answer->action);
+                        sd_bus_error_setf(&answer->error, LOOPD_ERROR_NOT_AUTHORIZED, "Not authorized to %s",
+                                answer->action);
                 }
         }
 
@@ -199,8 +204,8 @@ static int auth_ask_polkit(AuthQuery *q, AuthAnswer *answer, const char *const *
         bool interactive = sd_bus_message_get_allow_interactive_authorization(q->request);
         int r;
 
-        r = sd_bus_message_new_method_call(bus, &call, POLKIT_BUS_NAME, POLKIT_PATH, POLKIT_INTERFACE,
-                "CheckAuthorization");
+        r = sd_bus_message_new_method_call(
+                bus, &call, POLKIT_BUS_NAME, POLKIT_PATH, POLKIT_INTERFACE, "CheckAuthorization");
         if (r < 0)
                 return r;
 

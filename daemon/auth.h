@@ -17,5 +17,8 @@ Auth *auth_free(Auth *a);
 int auth_check(Auth *a, sd_bus_message *message, const char *action, const char *const *details,
         sd_bus_error *error);
 
+/* Is a question with polkit still unanswered? */
+bool auth_busy(Auth *a);
+
 /* The sender's effective uid (from the bus, never from /proc). */
 int auth_sender_uid(sd_bus_message *message, uid_t *ret);

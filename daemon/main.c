@@ -17,7 +17,9 @@
 static void help(void)
 {
         printf("Usage: loopd [OPTIONS]\n\n"
-               "Owns loop devices on the system bus (" "org.loopd1" ") and lets unprivileged users attach and\n"
+               "Owns loop devices on the system bus ("
+               "org.loopd1"
+               ") and lets unprivileged users attach and\n"
                "mount disk images, as polkit allows.\n\n"
                "  -h --help                      Show this help\n"
                "     --version                  Show the version\n"
@@ -25,6 +27,8 @@ static void help(void)
                "     --media-dir DIR            Where mount points are made (default /run/media)\n"
                "     --max-devices-per-user N   Devices one user may have attached at once (default 32)\n"
                "     --partition-timeout SECS   How long Attach waits for udev (default 30)\n"
+               "     --exit-on-idle SECS        Exit after SECS without calls while no device is attached\n"
+               "                                (for bus activation)\n"
                "     --debug                    Log debug messages\n");
 }
 
@@ -37,17 +41,16 @@ static int parse_argv(Manager *m, int argc, char *argv[])
                 ARG_MAX_DEVICES,
                 ARG_PARTITION_TIMEOUT,
                 ARG_DEBUG,
+                ARG_EXIT_ON_IDLE,
         };
-        static const struct option options[] = {
-                { "help", no_argument, NULL, 'h' },
+        static const struct option options[] = { { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
                 { "state-dir", required_argument, NULL, ARG_STATE_DIR },
                 { "media-dir", required_argument, NULL, ARG_MEDIA_DIR },
                 { "max-devices-per-user", required_argument, NULL, ARG_MAX_DEVICES },
                 { "partition-timeout", required_argument, NULL, ARG_PARTITION_TIMEOUT },
                 { "debug", no_argument, NULL, ARG_DEBUG },
-                {}
-        };
+                { "exit-on-idle", required_argument, NULL, ARG_EXIT_ON_IDLE }, {} };
         uint64_t value;
         int c;
 
@@ -87,6 +90,13 @@ static int parse_argv(Manager *m, int argc, char *argv[])
                         }
                         m->partition_timeout_usec = value * 1000000ULL;
                         break;
+                case ARG_EXIT_ON_IDLE:
+                        if (parse_size(optarg, &value) < 0 || value == 0 || value > 86400) {
+                                fprintf(stderr, "loopd: invalid --exit-on-idle: %s\n", optarg);
+                                return -EINVAL;
+                        }
+                        m->exit_on_idle_usec = value * 1000000ULL;
+                        break;
                 case ARG_DEBUG:
                         log_set_max_level(LOG_DEBUG);
                         break;
@@ -113,7 +123,9 @@ static int on_sigchld(sd_event_source *s, const struct signalfd_siginfo *si, voi
                 pid_t pid = waitpid(-1, &status, WNOHANG);
                 if (pid <= 0)
                         break;
-                log_debug("Reaped helper process " "%d", (int)pid);
+                log_debug("Reaped helper process "
+                          "%d",
+                        (int)pid);
         }
         return 0;
 }
@@ -150,7 +162,8 @@ static int run(int argc, char *argv[])
                 return log_error_errno(r, "Failed to handle signals: %m");
 
         if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
-                log_warning_errno(errno, "Failed to become a subreaper, FUSE helpers will be reaped by init: %m");
+                log_warning_errno(
+                        errno, "Failed to become a subreaper, FUSE helpers will be reaped by init: %m");
 
         r = manager_start(m);
         if (r < 0)

@@ -2,8 +2,9 @@
 #include "manager.h"
 
 #include <errno.h>
-#include <stdlib.h>
+#include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "auth.h"
@@ -48,6 +49,7 @@ Manager *manager_free(Manager *m)
                 free(m->devices);
                 m->devices = next;
         }
+        sd_event_source_disable_unref(m->idle_timer);
         auth_free(m->auth);
         watcher_free(m->watcher);
         sd_bus_flush_close_unref(m->bus);
@@ -80,8 +82,9 @@ int manager_add_device(Manager *m, const ManagedDevice *d)
 
         int r = state_save_device(m->state_dir, copy);
         if (r < 0)
-                log_warning_errno(r, "Failed to record loop%u in %s, its owner will not survive a restart: %m",
-                        d->number, m->state_dir);
+                log_warning_errno(r,
+                        "Failed to record loop%u in %s, its owner will not survive a restart: %m", d->number,
+                        m->state_dir);
         return 0;
 }
 
@@ -122,7 +125,8 @@ static void manager_load_state(Manager *m)
 
         r = state_load_devices(m->state_dir, &list);
         if (r < 0) {
-                log_warning_errno(r, "Failed to read the state in %s, starting without it: %m", m->state_dir);
+                log_warning_errno(
+                        r, "Failed to read the state in %s, starting without it: %m", m->state_dir);
                 return;
         }
 
@@ -138,11 +142,66 @@ static void manager_load_state(Manager *m)
                         m->devices = d;
                         log_info("Re-adopted loop%u of uid %u", d->number, (unsigned)d->owner);
                 } else {
-                        log_info("Dropped the record of loop%u: the device was detached or re-used", d->number);
+                        log_info("Dropped the record of loop%u: the device was detached or re-used",
+                                d->number);
                         (void)state_remove_device(m->state_dir, d->number);
                         free(d);
                 }
         }
+}
+
+/* Idle means: no message for the idle time, no device loopd set up still bound, nothing waiting on
+ * polkit or udev. Devices and mounts keep loopd alive, because their owners live only in its memory and
+ * its state dir, and because an autoclear device's last unmount is loopd's to clean up after. */
+static bool manager_is_idle(Manager *m, uint64_t now)
+{
+        if (now < m->last_activity_usec + m->exit_on_idle_usec)
+                return false;
+        if (auth_busy(m->auth) || watcher_busy(m->watcher))
+                return false;
+        for (ManagedDevice *d = m->devices; d; d = d->next) {
+                _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+                if (loop_get_info(d->number, &info) >= 0 && info->diskseq == d->diskseq)
+                        return false;
+        }
+        return true;
+}
+
+static int manager_on_idle_timer(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        Manager *m = userdata;
+        uint64_t now;
+
+        (void)sd_event_now(m->event, CLOCK_MONOTONIC, &now);
+        if (manager_is_idle(m, now)) {
+                log_info("Idle for %" PRIu64 " s with nothing attached, exiting", m->exit_on_idle_usec / 1000000);
+                /* Give the name back first: a call that arrives now starts a new loopd by activation. */
+                (void)sd_bus_release_name(m->bus, LOOPD_BUS_NAME);
+                return sd_event_exit(m->event, 0);
+        }
+        return sd_event_source_set_time(s, MAX(now, m->last_activity_usec) + m->exit_on_idle_usec);
+}
+
+static int manager_on_message(sd_bus_message *message, void *userdata, sd_bus_error *error)
+{
+        Manager *m = userdata;
+
+        (void)sd_event_now(m->event, CLOCK_MONOTONIC, &m->last_activity_usec);
+        return 0;
+}
+
+static int manager_setup_idle_exit(Manager *m)
+{
+        int r;
+
+        if (m->exit_on_idle_usec == 0)
+                return 0;
+        (void)sd_event_now(m->event, CLOCK_MONOTONIC, &m->last_activity_usec);
+        r = sd_bus_add_filter(m->bus, NULL, manager_on_message, m);
+        if (r < 0)
+                return r;
+        return sd_event_add_time_relative(m->event, &m->idle_timer, CLOCK_MONOTONIC, m->exit_on_idle_usec,
+                0, manager_on_idle_timer, m);
 }
 
 int manager_start(Manager *m)
@@ -173,6 +232,10 @@ int manager_start(Manager *m)
         r = sd_bus_attach_event(m->bus, m->event, SD_EVENT_PRIORITY_NORMAL);
         if (r < 0)
                 return log_error_errno(r, "Failed to attach the bus to the event loop: %m");
+
+        r = manager_setup_idle_exit(m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up exiting when idle: %m");
 
         /* The name last: a client that sees it can use everything. */
         r = sd_bus_request_name(m->bus, LOOPD_BUS_NAME, 0);

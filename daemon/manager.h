@@ -34,6 +34,9 @@ typedef struct Manager {
         char *media_dir;
         unsigned max_devices_per_user;
         uint64_t partition_timeout_usec;
+        uint64_t exit_on_idle_usec; /* 0: never */
+        uint64_t last_activity_usec;
+        sd_event_source *idle_timer;
 
         ManagedDevice *devices;
 } Manager;

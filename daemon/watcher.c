@@ -98,8 +98,8 @@ static void watcher_unlink(Watcher *w, Tracked *t)
 static bool partitions_have(const KernelPartition *parts, size_t n, const KernelPartition *p)
 {
         for (size_t i = 0; i < n; i++)
-                if (parts[i].number == p->number && parts[i].devnum == p->devnum && parts[i].start == p->start &&
-                        parts[i].size == p->size)
+                if (parts[i].number == p->number && parts[i].devnum == p->devnum &&
+                        parts[i].start == p->start && parts[i].size == p->size)
                         return true;
         return false;
 }
@@ -249,13 +249,18 @@ static int watcher_open_monitor(Watcher *w)
         r = udev_monitor_enable_receiving(w->monitor);
         if (r < 0)
                 return r;
-        r = sd_event_add_io(w->manager->event, &w->io, udev_monitor_get_fd(w->monitor), EPOLLIN, watcher_on_event,
-                w);
+        r = sd_event_add_io(
+                w->manager->event, &w->io, udev_monitor_get_fd(w->monitor), EPOLLIN, watcher_on_event, w);
         if (r < 0)
                 return r;
         w->source_is_udev = use_udev;
         log_debug("Watching block devices through the %s event source", use_udev ? "udev" : "kernel");
         return 0;
+}
+
+bool watcher_busy(Watcher *w)
+{
+        return w && w->waits;
 }
 
 bool watcher_udev_running(Watcher *w)

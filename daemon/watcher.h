@@ -16,6 +16,9 @@ typedef void (*WatcherWaitCallback)(Manager *m, int result, void *userdata);
 int watcher_new(Manager *m, Watcher **ret);
 Watcher *watcher_free(Watcher *w);
 
+/* Is an Attach waiting for udev? */
+bool watcher_busy(Watcher *w);
+
 /* Is udevd running (its control socket exists)? Switches the monitor to the matching event source ("udev"
  * when it runs: its events come after the rules ran; else the kernel's) when that changed. */
 bool watcher_udev_running(Watcher *w);
