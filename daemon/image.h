@@ -1,10 +1,11 @@
 /* image.h: what an image file is, read from its first and last bytes before it is attached. Never logs. */
 #pragma once
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct ImageProbe {
-        const char *format;   /* NULL for a raw image; else "qcow2", "vmdk", "vdi", "vhd" or "vhdx" */
+        const char *format; /* NULL for a raw image; else "qcow2", "vmdk", "vdi", "vhd" or "vhdx" */
         uint32_t sector_size; /* detected from GPT/MBR; 512 when nothing says otherwise */
 } ImageProbe;
 

@@ -8,11 +8,15 @@
 #include "macro.h"
 
 typedef struct LoopConfig {
-        uint64_t offset;      /* bytes into the backing file */
-        uint64_t size_limit;  /* bytes, 0 = to the end of the file */
+        uint64_t offset; /* bytes into the backing file */
+        uint64_t size_limit; /* bytes, 0 = to the end of the file */
         uint32_t sector_size; /* 512, 1024, 2048 or 4096; already resolved (never 0 here) */
         bool read_only;
         bool partition_scan;
+        /* Not applied by loop_attach(): the kernel clears an autoclear device on its last close, and right
+         * after loop_attach() closes its own fd nobody else holds the device, so it would vanish at once.
+         * Set it with loop_set_autoclear() once something holds the device (a mount), or detach on unmount.
+         */
         bool autoclear;
         bool direct_io;
 } LoopConfig;
@@ -21,7 +25,7 @@ typedef struct LoopConfig {
 typedef struct LoopInfo {
         unsigned number; /* N of /dev/loopN */
         dev_t devnum;
-        uint64_t diskseq;   /* 0 if the kernel has none */
+        uint64_t diskseq; /* 0 if the kernel has none */
         char *backing_file; /* as sysfs reports it (may end in " (deleted)"); never NULL */
         dev_t backing_dev;
         uint64_t backing_inode;
@@ -57,17 +61,28 @@ int loop_attach(int backing_fd, const LoopConfig *config, LoopInfo **ret);
  * -ENXIO if loopN exists but is not bound, -ENODEV if there is no such device. */
 int loop_get_info(unsigned number, LoopInfo **ret);
 
-/* Every bound loop device, sorted by number. */
+/* Every bound loop device, sorted by number. Sysfs only (cheap, and it never opens a device, which would
+ * turn someone else's concurrent LOOP_CLR_FD into a mere autoclear): backing_dev and backing_inode are 0. */
 int loop_list(LoopInfo ***ret, size_t *ret_n);
 
 /* Parses "loopN" or "/dev/loopN" (nothing else: no partitions, no "..", no other directories). */
 int loop_parse_name(const char *s, unsigned *ret_number);
 
-/* Deletes the device's partitions (BLKPG), then LOOP_CLR_FD. If expected_diskseq is non-zero and the
- * device now has another diskseq (the number was recycled), returns -ESTALE and touches nothing.
- * -EBUSY when a partition or the device is still in use (mounted, held open): the partitions that could
- * be deleted are, but the device stays bound. -ENXIO if not bound. */
+/* Deletes the device's partitions (BLKPG), then LOOP_CLR_FD, then removes dead /dev/loopNpM nodes. If
+ * expected_diskseq is non-zero and the device now has another diskseq (the number was recycled), returns
+ * -ESTALE and touches nothing. -EBUSY when the device or a partition is still in use: if any of them is
+ * held exclusively (mounted), nothing is touched; a partition merely held open stays while the others are
+ * deleted, and the device stays bound. When the whole device is held open elsewhere (not mounted), the
+ * kernel turns LOOP_CLR_FD into "autoclear": the device then goes away by itself when the last holder closes
+ * it; loop_detach() waits up to 2 s for that (transient openers such as blkid or udevd) and returns -EBUSY
+ * if it is still bound then. Waits up to 2 s for udevd's lock, too. -ENXIO if not bound, -ENODEV if there is
+ * no such device. */
 int loop_detach(unsigned number, uint64_t expected_diskseq);
+
+/* Sets or clears the kernel's autoclear flag of a bound device (LOOP_SET_STATUS64). With autoclear set the
+ * kernel unbinds the device on its last close: if nothing holds it (nothing mounted), that is immediately.
+ * -ESTALE if expected_diskseq is non-zero and does not match. */
+int loop_set_autoclear(unsigned number, uint64_t expected_diskseq, bool autoclear);
 
 /* Ensures the partitions of a bound device exist, as loop_attach() does (exported for re-scans). */
 int loop_sync_partitions(int devfd, unsigned number);

@@ -1,1 +1,388 @@
-/* placeholder */
+/* partition.c: partition tables read with libblkid and added to, listed from and removed from the kernel. */
+#include <blkid/blkid.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/blkpg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "macro.h"
+#include "partition.h"
+
+/* The kernel's limit on partitions of one disk (DISK_MAX_PARTS). */
+#define PARTITION_MAX 256u
+
+static void blkid_free_probep(blkid_probe *pr)
+{
+        if (*pr)
+                blkid_free_probe(*pr);
+}
+#define _cleanup_blkid_probe_ _cleanup_(blkid_free_probep)
+
+/* The kernel's GPT parser refuses entry arrays larger than it can kmalloc (4 MiB on x86). */
+#define GPT_ENTRIES_MAX_BYTES (UINT64_C(4) << 20)
+
+static int check_gpt_header_at(int fd, uint64_t offset)
+{
+        uint8_t h[92];
+        ssize_t k;
+
+        k = pread(fd, h, sizeof(h), (off_t)offset);
+        if (k < 0)
+                return negative_errno();
+        if ((size_t)k < sizeof(h) || memcmp(h, "EFI PART", 8) != 0)
+                return 0;
+
+        uint64_t n = (uint64_t)h[80] | (uint64_t)h[81] << 8 | (uint64_t)h[82] << 16 | (uint64_t)h[83] << 24;
+        uint64_t esz =
+                (uint64_t)h[84] | (uint64_t)h[85] << 8 | (uint64_t)h[86] << 16 | (uint64_t)h[87] << 24;
+        if (n * esz > GPT_ENTRIES_MAX_BYTES)
+                return -EFBIG;
+        return 0;
+}
+
+int partition_table_check(int fd, uint32_t sector_size, uint64_t size)
+{
+        int r;
+
+        if (fd < 0 || sector_size < 512 || sector_size > 4096)
+                return -EINVAL;
+        if (size < 2 * (uint64_t)sector_size)
+                return 0;
+        /* Primary header in LBA 1, backup in the last LBA (libblkid falls back to it). */
+        r = check_gpt_header_at(fd, sector_size);
+        if (r < 0)
+                return r;
+        return check_gpt_header_at(fd, (size / sector_size - 1) * sector_size);
+}
+
+int partition_plan(int devfd, uint32_t sector_size, uint64_t device_size, PartitionSpec **ret, size_t *ret_n)
+{
+        _cleanup_blkid_probe_ blkid_probe pr = NULL;
+        _cleanup_free_ PartitionSpec *specs = NULL;
+        blkid_partlist list;
+        size_t n = 0;
+        int count, r;
+
+        if (devfd < 0 || !ret || !ret_n)
+                return -EINVAL;
+        if (sector_size < 512 || sector_size > 4096 || (sector_size & (sector_size - 1)) != 0)
+                return -EINVAL;
+
+        r = partition_table_check(devfd, sector_size, device_size);
+        if (r == -EFBIG) {
+                *ret = NULL;
+                *ret_n = 0;
+                return 0; /* a hostile table: nothing to add, as the kernel would add nothing */
+        }
+        if (r < 0)
+                return r;
+
+        pr = blkid_new_probe();
+        if (!pr)
+                return -ENOMEM;
+        errno = 0;
+        if (blkid_probe_set_device(pr, devfd, 0, (blkid_loff_t)device_size) < 0)
+                return negative_errno();
+        /* libblkid asks a block device for its sector size itself; say it explicitly so that the plan
+         * matches what the caller verified, whatever libblkid's heuristics. */
+        if (blkid_probe_set_sectorsize(pr, sector_size) < 0)
+                return -EINVAL;
+        blkid_probe_enable_superblocks(pr, 0);
+        blkid_probe_enable_partitions(pr, 1);
+
+        errno = 0;
+        list = blkid_probe_get_partitions(pr);
+        if (!list) {
+                /* NULL is both "no table" and "error". Only a failed read is worth failing for. */
+                if (errno == EIO || errno == ENOMEM)
+                        return -errno;
+                *ret = NULL;
+                *ret_n = 0;
+                return 0;
+        }
+
+        count = blkid_partlist_numof_partitions(list);
+        if (count < 0)
+                count = 0;
+        specs = calloc(MAX(count, 1), sizeof(PartitionSpec));
+        if (!specs)
+                return -ENOMEM;
+
+        for (int i = 0; i < count; i++) {
+                blkid_partition par = blkid_partlist_get_partition(list, i);
+                blkid_loff_t start512, size512;
+                uint64_t start, length;
+                int partno;
+
+                if (!par)
+                        continue;
+                partno = blkid_partition_get_partno(par);
+                start512 = blkid_partition_get_start(par);
+                size512 = blkid_partition_get_size(par);
+                if (partno <= 0 || (unsigned)partno >= PARTITION_MAX || start512 < 0 || size512 <= 0)
+                        continue;
+                /* libblkid reports 512-byte units whatever the sector size; BLKPG wants bytes. */
+                if ((uint64_t)start512 > UINT64_MAX / 512 || (uint64_t)size512 > UINT64_MAX / 512)
+                        continue;
+                start = (uint64_t)start512 * 512;
+                length = (uint64_t)size512 * 512;
+
+                /* As the kernel does: an extended partition only gets room for a boot loader, so that nobody
+                 * mistakes its whole range for a filesystem. */
+                if (blkid_partition_is_extended(par))
+                        length = MIN(length, (uint64_t)MAX(sector_size, 1024u));
+
+                if (start >= device_size)
+                        continue;
+                if (length > device_size - start)
+                        length = device_size - start;
+                /* The kernel refuses partitions not aligned to the logical block size. */
+                if (start % sector_size != 0)
+                        continue;
+                length -= length % sector_size;
+                if (length == 0)
+                        continue;
+
+                /* Nested tables (BSD labels and the like) may repeat a number; the first wins. */
+                bool dup = false;
+                for (size_t j = 0; j < n; j++)
+                        if (specs[j].number == (unsigned)partno)
+                                dup = true;
+                if (dup)
+                        continue;
+
+                specs[n++] = (PartitionSpec){ .number = (unsigned)partno, .start = start, .length = length };
+        }
+
+        if (n == 0) {
+                *ret = NULL;
+                *ret_n = 0;
+                return 0;
+        }
+        *ret = TAKE_PTR(specs);
+        *ret_n = n;
+        return 0;
+}
+
+static int read_u64_at(int dirfd, const char *path, uint64_t *ret)
+{
+        char buf[64];
+        ssize_t k;
+        char *end;
+        int fd;
+
+        fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return negative_errno();
+        k = read(fd, buf, sizeof(buf) - 1);
+        safe_close(fd);
+        if (k < 0)
+                return negative_errno();
+        buf[k] = '\0';
+        errno = 0;
+        unsigned long long v = strtoull(buf, &end, 10);
+        if (errno != 0 || end == buf || (*end != '\0' && *end != '\n'))
+                return -EINVAL;
+        *ret = v;
+        return 0;
+}
+
+static int read_devnum_at(int dirfd, const char *path, dev_t *ret)
+{
+        char buf[64];
+        unsigned maj, min;
+        ssize_t k;
+        int fd;
+
+        fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return negative_errno();
+        k = read(fd, buf, sizeof(buf) - 1);
+        safe_close(fd);
+        if (k < 0)
+                return negative_errno();
+        buf[k] = '\0';
+        if (sscanf(buf, "%u:%u", &maj, &min) != 2)
+                return -EINVAL;
+        *ret = makedev(maj, min);
+        return 0;
+}
+
+static int compare_kernel_partitions(const void *a, const void *b)
+{
+        const KernelPartition *x = a, *y = b;
+        return x->number < y->number ? -1 : x->number > y->number;
+}
+
+/* Lists the partitions below a disk's sysfs directory (an open O_DIRECTORY fd). */
+static int list_partitions_sysfs(int sysfd, KernelPartition **ret, size_t *ret_n)
+{
+        _cleanup_free_ KernelPartition *parts = NULL;
+        size_t n = 0, allocated = 0;
+        struct dirent *de;
+        DIR *d;
+        int fd;
+
+        fd = openat(sysfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return negative_errno();
+        d = fdopendir(fd);
+        if (!d) {
+                safe_close(fd);
+                return -ENOMEM;
+        }
+
+        while ((de = readdir(d))) {
+                _cleanup_close_ int pfd = -1;
+                KernelPartition p = {};
+                uint64_t number, start, size;
+
+                if (de->d_name[0] == '.')
+                        continue;
+                /* A partition's directory has a "partition" attribute; other subdirectories do not. */
+                pfd = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                if (pfd < 0)
+                        continue;
+                if (read_u64_at(pfd, "partition", &number) < 0 || number == 0 || number >= PARTITION_MAX)
+                        continue;
+                if (read_u64_at(pfd, "start", &start) < 0 || read_u64_at(pfd, "size", &size) < 0)
+                        continue;
+                if (start > UINT64_MAX / 512 || size > UINT64_MAX / 512)
+                        continue;
+                p.number = (unsigned)number;
+                p.start = start * 512; /* sysfs counts 512-byte sectors whatever the logical block size */
+                p.size = size * 512;
+                if (read_devnum_at(pfd, "dev", &p.devnum) < 0)
+                        continue;
+
+                if (n == allocated) {
+                        size_t na = allocated ? allocated * 2 : 8;
+                        KernelPartition *np = reallocarray(parts, na, sizeof(KernelPartition));
+                        if (!np) {
+                                closedir(d);
+                                return -ENOMEM;
+                        }
+                        parts = np;
+                        allocated = na;
+                }
+                parts[n++] = p;
+        }
+        closedir(d);
+
+        if (n > 0)
+                qsort(parts, n, sizeof(KernelPartition), compare_kernel_partitions);
+        *ret = n > 0 ? TAKE_PTR(parts) : NULL;
+        *ret_n = n;
+        return 0;
+}
+
+int partition_list_kernel(unsigned loop_number, KernelPartition **ret, size_t *ret_n)
+{
+        _cleanup_close_ int sysfd = -1;
+        char path[64];
+
+        if (!ret || !ret_n)
+                return -EINVAL;
+        snprintf(path, sizeof(path), "/sys/block/loop%u", loop_number);
+        sysfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (sysfd < 0)
+                return errno == ENOENT ? -ENODEV : negative_errno();
+        return list_partitions_sysfs(sysfd, ret, ret_n);
+}
+
+/* The sysfs directory of the whole disk behind devfd. */
+static int open_sysfs_of_fd(int devfd)
+{
+        struct stat st;
+        char path[96];
+        int fd;
+
+        if (fstat(devfd, &st) < 0)
+                return negative_errno();
+        if (!S_ISBLK(st.st_mode))
+                return -ENOTBLK;
+        snprintf(path, sizeof(path), "/sys/dev/block/%u:%u", major(st.st_rdev), minor(st.st_rdev));
+        fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return negative_errno();
+        return fd;
+}
+
+static int blkpg(int devfd, int op, unsigned number, uint64_t start, uint64_t length)
+{
+        struct blkpg_partition p = {
+                .start = (long long)start,
+                .length = (long long)length,
+                .pno = (int)number,
+        };
+        struct blkpg_ioctl_arg arg = {
+                .op = op,
+                .datalen = sizeof(p),
+                .data = &p,
+        };
+
+        if (ioctl(devfd, BLKPG, &arg) < 0)
+                return negative_errno();
+        return 0;
+}
+
+int partition_add_all(int devfd, const PartitionSpec *specs, size_t n)
+{
+        _cleanup_free_ KernelPartition *parts = NULL;
+        _cleanup_close_ int sysfd = -1;
+        size_t nparts = 0;
+        int r;
+
+        if (devfd < 0 || (!specs && n > 0))
+                return -EINVAL;
+
+        sysfd = open_sysfs_of_fd(devfd);
+        if (sysfd < 0)
+                return sysfd;
+
+        for (size_t i = 0; i < n; i++) {
+                r = blkpg(devfd, BLKPG_ADD_PARTITION, specs[i].number, specs[i].start, specs[i].length);
+                /* EBUSY: this number exists already (fine if it is the same range) or the range overlaps
+                 * another partition (skipped, as is anything else the kernel refuses). */
+                if (r < 0 && r != -EBUSY && r != -EINVAL && r != -ENXIO && r != -EOVERFLOW)
+                        return r;
+        }
+
+        r = list_partitions_sysfs(sysfd, &parts, &nparts);
+        if (r < 0)
+                return r;
+        return (int)MIN(nparts, (size_t)INT32_MAX);
+}
+
+int partition_remove_all(int devfd, unsigned loop_number)
+{
+        _cleanup_free_ KernelPartition *parts = NULL;
+        size_t n = 0;
+        int r, ret = 0;
+
+        if (devfd < 0)
+                return -EINVAL;
+
+        r = partition_list_kernel(loop_number, &parts, &n);
+        if (r < 0)
+                return r;
+
+        for (size_t i = 0; i < n; i++) {
+                r = blkpg(devfd, BLKPG_DEL_PARTITION, parts[i].number, 0, 0);
+                if (r == -ENXIO || r == -ENODEV)
+                        continue; /* gone already */
+                if (r == -EBUSY)
+                        ret = -EBUSY;
+                else if (r < 0 && ret == 0)
+                        ret = r;
+        }
+        return ret;
+}

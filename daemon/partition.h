@@ -7,14 +7,21 @@
 
 typedef struct PartitionSpec {
         unsigned number; /* 1..; logical DOS partitions from 5 */
-        uint64_t start;  /* bytes */
+        uint64_t start; /* bytes */
         uint64_t length; /* bytes; 1-2 sectors for a DOS extended partition, as the kernel does */
 } PartitionSpec;
 
 /* Reads the partition table on devfd (a loop device whose logical sector size is sector_size) and returns
  * what BLKPG should add: starts and lengths in bytes, partitions past the end of the device dropped or
  * truncated, misaligned ones dropped. No table: 0 and an empty list. */
-int partition_plan(int devfd, uint32_t sector_size, uint64_t device_size, PartitionSpec **ret, size_t *ret_n);
+int partition_plan(
+        int devfd, uint32_t sector_size, uint64_t device_size, PartitionSpec **ret, size_t *ret_n);
+
+/* Whether libblkid may read the partition table of fd (a device or image of sector_size, size bytes): a GPT
+ * header (primary or backup) may ask for an entry array of up to 4 GiB, which libblkid would allocate and
+ * read in full before checking it. Returns -EFBIG when one asks for more than the kernel's own parser would
+ * read (4 MiB); partition_plan() then plans nothing, and the table must not be probed. */
+int partition_table_check(int fd, uint32_t sector_size, uint64_t size);
 
 /* Adds the planned partitions with BLKPG_ADD_PARTITION. EBUSY for an identical existing partition is
  * success; a partition that overlaps another or that the kernel refuses is skipped. Returns how many

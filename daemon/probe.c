@@ -1,1 +1,403 @@
-/* placeholder */
+/* probe.c: the partitions and filesystems on a loop device, read with libblkid for ListPartitions. */
+#include <blkid/blkid.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "macro.h"
+#include "partition.h"
+#include "probe.h"
+
+static void blkid_free_probep(blkid_probe *pr)
+{
+        if (*pr)
+                blkid_free_probe(*pr);
+}
+#define _cleanup_blkid_probe_ _cleanup_(blkid_free_probep)
+
+void partition_info_clear(PartitionInfo *p)
+{
+        if (!p)
+                return;
+        free(p->node);
+        free(p->part_type);
+        free(p->part_name);
+        free(p->fstype);
+        free(p->label);
+        free(p->uuid);
+        free(p->mount_point);
+        *p = (PartitionInfo){};
+}
+
+void partition_info_array_free(PartitionInfo *p, size_t n)
+{
+        if (!p)
+                return;
+        for (size_t i = 0; i < n; i++)
+                partition_info_clear(p + i);
+        free(p);
+}
+
+static char *strdup_empty(const char *s)
+{
+        return strdup(s ? s : "");
+}
+
+/* A block device node opened for probing; -ENOTBLK for anything else. */
+static int open_block_node(const char *node)
+{
+        struct stat st;
+        int fd;
+
+        fd = open(node, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+        if (fd < 0)
+                return negative_errno();
+        if (fstat(fd, &st) < 0) {
+                int r = negative_errno();
+                safe_close(fd);
+                return r;
+        }
+        if (!S_ISBLK(st.st_mode)) {
+                safe_close(fd);
+                return -ENOTBLK;
+        }
+        return fd;
+}
+
+/* Superblock probe only: with partition probing on, libblkid refuses to name a filesystem on a disk that
+ * also carries a partition table (a hybrid ISO), which is exactly the case we need. Nothing found, or an
+ * ambivalent result (two signatures): 0 and empty strings. */
+static int probe_superblock_fd(int fd, char **ret_fstype, char **ret_label, char **ret_uuid)
+{
+        _cleanup_blkid_probe_ blkid_probe pr = NULL;
+        _cleanup_free_ char *fstype = NULL, *label = NULL, *uuid = NULL;
+        uint64_t size = 0;
+        const char *v;
+        int r, ss = 0;
+
+        pr = blkid_new_probe();
+        if (!pr)
+                return -ENOMEM;
+        errno = 0;
+        if (blkid_probe_set_device(pr, fd, 0, 0) < 0)
+                return negative_errno();
+        blkid_probe_enable_partitions(pr, 0);
+        blkid_probe_enable_superblocks(pr, 1);
+        blkid_probe_set_superblocks_flags(pr, BLKID_SUBLKS_TYPE | BLKID_SUBLKS_LABEL | BLKID_SUBLKS_UUID);
+
+        /* The zfs and md probers read the partition table of a whole disk (to ignore labels inside a
+         * partition): with a hostile GPT that would be a multi-GiB read. Leave those two out then. */
+        if (ioctl(fd, BLKSSZGET, &ss) >= 0 && ioctl(fd, BLKGETSIZE64, &size) >= 0 &&
+                partition_table_check(fd, (uint32_t)ss, size) == -EFBIG) {
+                static const char *const reads_table[] = { "zfs_member", "linux_raid_member", NULL };
+                if (blkid_probe_filter_superblocks_type(pr, BLKID_FLTR_NOTIN, (char **)reads_table) < 0)
+                        return -ENOMEM;
+        }
+
+        errno = 0;
+        r = blkid_do_safeprobe(pr);
+        if (r == -1 && (errno == EIO || errno == ENOMEM))
+                return -errno;
+
+        if (r == 0) {
+                if (blkid_probe_lookup_value(pr, "TYPE", &v, NULL) == 0)
+                        fstype = strdup(v);
+                if (blkid_probe_lookup_value(pr, "LABEL", &v, NULL) == 0)
+                        label = strdup(v);
+                if (blkid_probe_lookup_value(pr, "UUID", &v, NULL) == 0)
+                        uuid = strdup(v);
+        }
+
+        if (!fstype)
+                fstype = strdup("");
+        if (!label)
+                label = strdup("");
+        if (!uuid)
+                uuid = strdup("");
+        if (!fstype || !label || !uuid)
+                return -ENOMEM;
+
+        *ret_fstype = TAKE_PTR(fstype);
+        *ret_label = TAKE_PTR(label);
+        *ret_uuid = TAKE_PTR(uuid);
+        return 0;
+}
+
+int probe_filesystem(const char *node, char **ret_fstype, char **ret_label, char **ret_uuid)
+{
+        _cleanup_close_ int fd = -1;
+
+        if (!node || !ret_fstype || !ret_label || !ret_uuid)
+                return -EINVAL;
+        fd = open_block_node(node);
+        if (fd < 0)
+                return fd;
+        return probe_superblock_fd(fd, ret_fstype, ret_label, ret_uuid);
+}
+
+/* probe_filesystem() for a partition node that must be the partition sysfs lists (devnum): a node left over
+ * from an earlier device would describe somebody else's data. */
+static int probe_partition_node(
+        const char *node, dev_t devnum, char **ret_fstype, char **ret_label, char **ret_uuid)
+{
+        _cleanup_close_ int fd = -1;
+        struct stat st;
+
+        fd = open_block_node(node);
+        if (fd < 0)
+                return fd;
+        if (fstat(fd, &st) < 0)
+                return negative_errno();
+        if (st.st_rdev != devnum)
+                return -ESTALE;
+        return probe_superblock_fd(fd, ret_fstype, ret_label, ret_uuid);
+}
+
+/* The table's view of one partition: type and name, matched by number (and start, in 512-byte units). */
+typedef struct TableEntry {
+        int partno;
+        uint64_t start;
+        char *type;
+        char *name;
+} TableEntry;
+
+static void table_free(TableEntry *t, size_t n)
+{
+        if (!t)
+                return;
+        for (size_t i = 0; i < n; i++) {
+                free(t[i].type);
+                free(t[i].name);
+        }
+        free(t);
+}
+
+static int read_table(int fd, TableEntry **ret, size_t *ret_n)
+{
+        _cleanup_blkid_probe_ blkid_probe pr = NULL;
+        TableEntry *t = NULL;
+        blkid_partlist list;
+        const char *pttype = NULL;
+        blkid_parttable tab;
+        uint64_t size = 0;
+        int count, ss = 0, r;
+        size_t n = 0;
+
+        *ret = NULL;
+        *ret_n = 0;
+
+        if (ioctl(fd, BLKSSZGET, &ss) < 0 || ioctl(fd, BLKGETSIZE64, &size) < 0)
+                return negative_errno();
+        r = partition_table_check(fd, (uint32_t)ss, size);
+        if (r == -EFBIG)
+                return 0; /* a hostile GPT: no types, no names */
+        if (r < 0)
+                return r;
+
+        pr = blkid_new_probe();
+        if (!pr)
+                return -ENOMEM;
+        errno = 0;
+        if (blkid_probe_set_device(pr, fd, 0, 0) < 0)
+                return negative_errno();
+        blkid_probe_enable_superblocks(pr, 0);
+        blkid_probe_enable_partitions(pr, 1);
+
+        list = blkid_probe_get_partitions(pr);
+        if (!list)
+                return 0;
+        tab = blkid_partlist_get_table(list);
+        if (tab)
+                pttype = blkid_parttable_get_type(tab);
+
+        count = blkid_partlist_numof_partitions(list);
+        if (count <= 0)
+                return 0;
+        t = calloc((size_t)count, sizeof(TableEntry));
+        if (!t)
+                return -ENOMEM;
+
+        for (int i = 0; i < count; i++) {
+                blkid_partition par = blkid_partlist_get_partition(list, i);
+                blkid_parttable ptab;
+                const char *ptype = pttype, *s;
+                char buf[16];
+
+                if (!par)
+                        continue;
+                ptab = blkid_partition_get_table(par);
+                if (ptab && blkid_parttable_get_type(ptab))
+                        ptype = blkid_parttable_get_type(ptab);
+
+                t[n].partno = blkid_partition_get_partno(par);
+                t[n].start = (uint64_t)MAX(blkid_partition_get_start(par), 0);
+
+                s = blkid_partition_get_type_string(par);
+                if (s) {
+                        t[n].type = strdup(s);
+                        if (t[n].type && streq_ptr(ptype, "gpt"))
+                                for (char *c = t[n].type; *c; c++)
+                                        *c = (char)tolower((unsigned char)*c);
+                } else {
+                        snprintf(buf, sizeof(buf), "0x%x", (unsigned)blkid_partition_get_type(par));
+                        t[n].type = strdup(buf);
+                }
+                t[n].name = strdup_empty(blkid_partition_get_name(par));
+                n++;
+                if (!t[n - 1].type || !t[n - 1].name) {
+                        table_free(t, n);
+                        return -ENOMEM;
+                }
+        }
+        *ret = t;
+        *ret_n = n;
+        return 0;
+}
+
+static const TableEntry *table_find(const TableEntry *t, size_t n, const KernelPartition *p)
+{
+        const TableEntry *by_number = NULL;
+
+        for (size_t i = 0; i < n; i++) {
+                if (t[i].partno != (int)p->number)
+                        continue;
+                if (t[i].start * 512 == p->start)
+                        return t + i;
+                if (!by_number)
+                        by_number = t + i;
+        }
+        return by_number;
+}
+
+static int fill_entry(PartitionInfo *e, const char *node, unsigned number, dev_t devnum, uint64_t offset,
+        uint64_t size, const char *type, const char *name, char *fstype, char *label, char *uuid)
+{
+        *e = (PartitionInfo){
+                .node = strdup(node),
+                .number = number,
+                .devnum = devnum,
+                .offset = offset,
+                .size = size,
+                .part_type = strdup_empty(type),
+                .part_name = strdup_empty(name),
+                .fstype = fstype,
+                .label = label,
+                .uuid = uuid,
+                .mount_point = strdup(""),
+        };
+        if (!e->node || !e->part_type || !e->part_name || !e->mount_point) {
+                partition_info_clear(e);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+int probe_loop_device(unsigned loop_number, PartitionInfo **ret, size_t *ret_n)
+{
+        _cleanup_free_ KernelPartition *parts = NULL;
+        _cleanup_close_ int fd = -1;
+        TableEntry *table = NULL;
+        PartitionInfo *list = NULL;
+        size_t nparts = 0, ntable = 0, n = 0;
+        char node[48], path[64];
+        uint64_t size = 0;
+        struct stat st;
+        int r;
+
+        if (!ret || !ret_n)
+                return -EINVAL;
+
+        snprintf(path, sizeof(path), "/sys/block/loop%u/loop", loop_number);
+        if (access(path, F_OK) < 0) {
+                snprintf(path, sizeof(path), "/sys/block/loop%u", loop_number);
+                return access(path, F_OK) < 0 ? -ENODEV : -ENXIO;
+        }
+
+        snprintf(node, sizeof(node), "/dev/loop%u", loop_number);
+        fd = open_block_node(node);
+        if (fd < 0)
+                return fd;
+        if (fstat(fd, &st) < 0)
+                return negative_errno();
+        if (ioctl(fd, BLKGETSIZE64, &size) < 0)
+                size = 0;
+
+        r = partition_list_kernel(loop_number, &parts, &nparts);
+        if (r < 0)
+                return r;
+
+        list = calloc(nparts + 1, sizeof(PartitionInfo));
+        if (!list)
+                return -ENOMEM;
+
+        /* The whole device: listed only when it carries a filesystem itself. */
+        {
+                char *fstype = NULL, *label = NULL, *uuid = NULL;
+
+                r = probe_superblock_fd(fd, &fstype, &label, &uuid);
+                if (r < 0)
+                        goto fail;
+                if (!isempty(fstype)) {
+                        r = fill_entry(&list[n], node, 0, st.st_rdev, 0, size, "", "", fstype, label, uuid);
+                        if (r < 0)
+                                goto fail;
+                        n++;
+                } else {
+                        free(fstype);
+                        free(label);
+                        free(uuid);
+                }
+        }
+
+        if (nparts > 0) {
+                r = read_table(fd, &table, &ntable);
+                if (r < 0)
+                        goto fail;
+        }
+
+        for (size_t i = 0; i < nparts; i++) {
+                const TableEntry *te = table_find(table, ntable, &parts[i]);
+                char *fstype = NULL, *label = NULL, *uuid = NULL;
+                char pnode[64];
+
+                snprintf(pnode, sizeof(pnode), "/dev/loop%up%u", loop_number, parts[i].number);
+                r = probe_partition_node(pnode, parts[i].devnum, &fstype, &label, &uuid);
+                if (r == -ENOMEM)
+                        goto fail;
+                if (r < 0) {
+                        /* The node vanished or cannot be read: list the partition, with what we know. */
+                        fstype = strdup("");
+                        label = strdup("");
+                        uuid = strdup("");
+                        if (!fstype || !label || !uuid) {
+                                free(fstype);
+                                free(label);
+                                free(uuid);
+                                r = -ENOMEM;
+                                goto fail;
+                        }
+                }
+                r = fill_entry(&list[n], pnode, parts[i].number, parts[i].devnum, parts[i].start,
+                        parts[i].size, te ? te->type : "", te ? te->name : "", fstype, label, uuid);
+                if (r < 0)
+                        goto fail;
+                n++;
+        }
+
+        table_free(table, ntable);
+        *ret = list;
+        *ret_n = n;
+        return 0;
+
+fail:
+        table_free(table, ntable);
+        partition_info_array_free(list, n);
+        return r;
+}

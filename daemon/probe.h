@@ -12,11 +12,11 @@ typedef struct PartitionInfo {
         unsigned number;
         dev_t devnum;
         uint64_t offset; /* bytes from the start of the loop device */
-        uint64_t size;   /* bytes */
+        uint64_t size; /* bytes */
         char *part_type; /* GPT type GUID, or "0x83" style for MBR */
         char *part_name;
         char *fstype; /* e.g. "ext4", "vfat", "swap"; "" when none was found */
-        char *label;  /* as stored on disk: attacker-controlled, never sanitised here */
+        char *label; /* as stored on disk: attacker-controlled, never sanitised here */
         char *uuid;
         char *mount_point; /* filled in by the caller from the mount table; "" here */
 } PartitionInfo;
