@@ -84,10 +84,11 @@ int bus_read_options(sd_bus_message *message, const OptionSpec *specs, sd_bus_er
                                 break;
                         }
                 if (!spec)
-                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Unknown option '%s'", key);
+                        return sd_bus_error_setf(
+                                error, SD_BUS_ERROR_INVALID_ARGS, "Unknown option '%s'", key);
                 if (index < 64 && (seen_mask & (UINT64_C(1) << index)))
-                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Option '%s' given twice",
-                                key);
+                        return sd_bus_error_setf(
+                                error, SD_BUS_ERROR_INVALID_ARGS, "Option '%s' given twice", key);
                 if (index < 64)
                         seen_mask |= UINT64_C(1) << index;
 

@@ -4,10 +4,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "device-dbus.h"
 #include "log.h"
 #include "loop.h"
 #include "loopd-bus.h"
-#include "device-dbus.h"
 #include "manager.h"
 
 char *device_object_path(unsigned number)
@@ -29,7 +29,8 @@ static int device_path_number(const char *path, unsigned *ret)
         return loop_parse_name(path + strlen(prefix), ret);
 }
 
-/* Objects exist exactly for the devices the kernel has bound now. The getters take the number from the path. */
+/* Objects exist exactly for the devices the kernel has bound now. The getters take the number from the path.
+ */
 static int device_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found,
         sd_bus_error *error)
 {
@@ -44,7 +45,8 @@ static int device_find(sd_bus *bus, const char *path, const char *interface, voi
         return 1;
 }
 
-static int device_enumerate(sd_bus *bus, const char *path, void *userdata, char ***nodes, sd_bus_error *error)
+static int device_enumerate(
+        sd_bus *bus, const char *path, void *userdata, char ***nodes, sd_bus_error *error)
 {
         LoopInfo **infos = NULL;
         char **list;
@@ -123,8 +125,7 @@ static int device_get_ownership(sd_bus *bus, const char *path, const char *inter
         return sd_bus_message_append(reply, "u", d ? (uint32_t)d->owner : 0u);
 }
 
-static const sd_bus_vtable device_vtable[] = {
-        SD_BUS_VTABLE_START(0),
+static const sd_bus_vtable device_vtable[] = { SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Device", "s", device_get_property, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("BackingFile", "s", device_get_property, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Offset", "t", device_get_property, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
@@ -136,15 +137,14 @@ static const sd_bus_vtable device_vtable[] = {
         SD_BUS_PROPERTY("OwnerUID", "u", device_get_ownership, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Partitions", "a" LOOPD_PARTITION_STRUCT, device_get_property, 0,
                 SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        SD_BUS_VTABLE_END
-};
+        SD_BUS_VTABLE_END };
 
 int device_dbus_register(Manager *m)
 {
         int r;
 
-        r = sd_bus_add_fallback_vtable(m->bus, NULL, LOOPD_DEVICE_PATH_PREFIX, LOOPD_DEVICE_INTERFACE, device_vtable,
-                device_find, m);
+        r = sd_bus_add_fallback_vtable(m->bus, NULL, LOOPD_DEVICE_PATH_PREFIX, LOOPD_DEVICE_INTERFACE,
+                device_vtable, device_find, m);
         if (r < 0)
                 return r;
         return sd_bus_add_node_enumerator(m->bus, NULL, LOOPD_DEVICE_PATH_PREFIX, device_enumerate, m);
@@ -165,8 +165,8 @@ void device_dbus_emit_added(Manager *m, unsigned number)
                 return;
         snprintf(devname, sizeof(devname), "/dev/loop%u", number);
         log_emit_failure(sd_bus_emit_object_added(m->bus, path), "InterfacesAdded");
-        log_emit_failure(sd_bus_emit_signal(m->bus, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, "DeviceAttached",
-                                 "so", devname, path),
+        log_emit_failure(sd_bus_emit_signal(m->bus, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE,
+                                 "DeviceAttached", "so", devname, path),
                 "DeviceAttached");
 }
 
@@ -181,8 +181,8 @@ void device_dbus_emit_removed(Manager *m, unsigned number)
         /* The object no longer resolves (the device is unbound), so name the interfaces ourselves. */
         log_emit_failure(sd_bus_emit_interfaces_removed(m->bus, path, LOOPD_DEVICE_INTERFACE, NULL),
                 "InterfacesRemoved");
-        log_emit_failure(sd_bus_emit_signal(m->bus, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, "DeviceDetached",
-                                 "so", devname, path),
+        log_emit_failure(sd_bus_emit_signal(m->bus, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE,
+                                 "DeviceDetached", "so", devname, path),
                 "DeviceDetached");
 }
 
@@ -214,6 +214,7 @@ void device_dbus_emit_changed(Manager *m, unsigned number, const char *property)
 
         if (!path || !m->bus)
                 return;
-        log_emit_failure(sd_bus_emit_properties_changed(m->bus, path, LOOPD_DEVICE_INTERFACE, property, NULL),
+        log_emit_failure(
+                sd_bus_emit_properties_changed(m->bus, path, LOOPD_DEVICE_INTERFACE, property, NULL),
                 "PropertiesChanged");
 }

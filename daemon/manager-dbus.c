@@ -100,16 +100,17 @@ static int check_backing_fd(int fd, AttachRequest *req, struct stat *ret_st, sd_
                 return sd_bus_error_set(error, LOOPD_ERROR_INVALID_ARGUMENT,
                         "image: an O_PATH fd cannot be read; open the image for reading");
         if (fstat(fd, ret_st) < 0)
-                return sd_bus_error_setf(error, LOOPD_ERROR_INVALID_ARGUMENT, "image: cannot stat the fd: %m");
+                return sd_bus_error_setf(
+                        error, LOOPD_ERROR_INVALID_ARGUMENT, "image: cannot stat the fd: %m");
         if (!S_ISREG(ret_st->st_mode))
                 return sd_bus_error_setf(error, LOOPD_ERROR_INVALID_ARGUMENT,
                         "image: must be a regular file, not a %s",
-                        S_ISDIR(ret_st->st_mode)    ? "directory"
-                        : S_ISBLK(ret_st->st_mode)  ? "block device"
-                        : S_ISCHR(ret_st->st_mode)  ? "character device"
-                        : S_ISFIFO(ret_st->st_mode) ? "pipe"
-                        : S_ISSOCK(ret_st->st_mode) ? "socket"
-                                                    : "special file");
+                        S_ISDIR(ret_st->st_mode)            ? "directory"
+                                : S_ISBLK(ret_st->st_mode)  ? "block device"
+                                : S_ISCHR(ret_st->st_mode)  ? "character device"
+                                : S_ISFIFO(ret_st->st_mode) ? "pipe"
+                                : S_ISSOCK(ret_st->st_mode) ? "socket"
+                                                            : "special file");
 
         switch (flags & O_ACCMODE) {
         case O_RDONLY:
@@ -139,8 +140,8 @@ static int check_attach_numbers(const AttachRequest *req, uint64_t file_size, sd
                         "offset: %" PRIu64 " is not a multiple of 512 bytes", req->offset);
         if (req->offset >= file_size)
                 return sd_bus_error_setf(error, LOOPD_ERROR_INVALID_ARGUMENT,
-                        "offset: %" PRIu64 " is at or beyond the end of the image (%" PRIu64 " bytes)", req->offset,
-                        file_size);
+                        "offset: %" PRIu64 " is at or beyond the end of the image (%" PRIu64 " bytes)",
+                        req->offset, file_size);
         if (req->size_limit > file_size - req->offset)
                 return sd_bus_error_setf(error, LOOPD_ERROR_INVALID_ARGUMENT,
                         "size-limit: offset %" PRIu64 " + size-limit %" PRIu64
@@ -172,7 +173,8 @@ static void attach_on_udev_done(Manager *m, int result, void *userdata)
         if (result >= 0)
                 r = reply_attached(p->message, p->number);
         else {
-                log_warning("udev did not process loop%u's partitions in time, detaching it again", p->number);
+                log_warning(
+                        "udev did not process loop%u's partitions in time, detaching it again", p->number);
                 (void)loop_detach(p->number, p->diskseq);
                 manager_forget_device(m, p->number);
                 r = sd_bus_reply_method_errorf(p->message, LOOPD_ERROR_TIMEOUT,
@@ -259,7 +261,8 @@ static int attach_image(Manager *m, int fd, const AttachRequest *req, const stru
         };
         r = loop_attach(fd, &config, &info);
         if (r == -ENOSPC)
-                return sd_bus_error_set(error, LOOPD_ERROR_NO_FREE_DEVICE, "The kernel has no free loop device");
+                return sd_bus_error_set(
+                        error, LOOPD_ERROR_NO_FREE_DEVICE, "The kernel has no free loop device");
         if (r < 0)
                 return bus_reply_errno(error, r, "Failed to attach the image");
 
@@ -281,8 +284,8 @@ static int attach_image(Manager *m, int fd, const AttachRequest *req, const stru
 }
 
 /* Checks the image fd and the numbers of a request, and finds the image's path for logs and polkit. */
-static int attach_prepare(int fd, AttachRequest *req, struct stat *ret_st, char **ret_backing,
-        sd_bus_error *error)
+static int attach_prepare(
+        int fd, AttachRequest *req, struct stat *ret_st, char **ret_backing, sd_bus_error *error)
 {
         char fd_path[64];
         int r;
@@ -307,16 +310,12 @@ static int method_attach(sd_bus_message *message, void *userdata, sd_bus_error *
         AttachRequest req = { .partition_scan = true };
         _cleanup_(loop_info_freep) LoopInfo *info = NULL;
         _cleanup_free_ char *backing = NULL;
-        const OptionSpec specs[] = {
-                { "read-only", OPTION_BOOLEAN, &req.read_only, &req.read_only_set },
-                { "offset", OPTION_UINT64, &req.offset },
-                { "size-limit", OPTION_UINT64, &req.size_limit },
+        const OptionSpec specs[] = { { "read-only", OPTION_BOOLEAN, &req.read_only, &req.read_only_set },
+                { "offset", OPTION_UINT64, &req.offset }, { "size-limit", OPTION_UINT64, &req.size_limit },
                 { "sector-size", OPTION_UINT32, &req.sector_size },
                 { "partition-scan", OPTION_BOOLEAN, &req.partition_scan },
                 { "autoclear", OPTION_BOOLEAN, &req.autoclear },
-                { "direct-io", OPTION_BOOLEAN, &req.direct_io },
-                {}
-        };
+                { "direct-io", OPTION_BOOLEAN, &req.direct_io }, {} };
         struct stat st;
         uid_t uid;
         int fd, r;
@@ -331,8 +330,8 @@ static int method_attach(sd_bus_message *message, void *userdata, sd_bus_error *
         if (r < 0)
                 return r;
 
-        const char *details[] = { "backing_file", strempty(backing), "read_only", req.read_only ? "true" : "false",
-                NULL };
+        const char *details[] = { "backing_file", strempty(backing), "read_only",
+                req.read_only ? "true" : "false", NULL };
         r = auth_check(m->auth, message, LOOPD_ACTION_ATTACH, details, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
@@ -396,11 +395,8 @@ static int method_mount_image(sd_bus_message *message, void *userdata, sd_bus_er
         _cleanup_(sd_bus_error_free) sd_bus_error first_error = SD_BUS_ERROR_NULL;
         _cleanup_free_ char *backing = NULL;
         bool writable = false, writable_set = false;
-        const OptionSpec specs[] = {
-                { "writable", OPTION_BOOLEAN, &writable, &writable_set },
-                { "sector-size", OPTION_UINT32, &req.sector_size },
-                {}
-        };
+        const OptionSpec specs[] = { { "writable", OPTION_BOOLEAN, &writable, &writable_set },
+                { "sector-size", OPTION_UINT32, &req.sector_size }, {} };
         PartitionInfo *parts = NULL;
         MountedNode *mounted = NULL;
         size_t n_parts = 0, n_mounted = 0;
@@ -422,8 +418,8 @@ static int method_mount_image(sd_bus_message *message, void *userdata, sd_bus_er
                 return r;
 
         /* One polkit round for the whole operation: both actions up front, before anything is touched. */
-        const char *details[] = { "backing_file", strempty(backing), "read_only", req.read_only ? "true" : "false",
-                NULL };
+        const char *details[] = { "backing_file", strempty(backing), "read_only",
+                req.read_only ? "true" : "false", NULL };
         r = auth_check(m->auth, message, LOOPD_ACTION_ATTACH, details, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
@@ -456,8 +452,8 @@ static int method_mount_image(sd_bus_message *message, void *userdata, sd_bus_er
 
                 if (!fstype_mountable(parts[i].fstype))
                         continue;
-                r = manager_mount_node(m, uid, parts[i].node, parts[i].devnum, NULL, NULL, req.read_only,
-                        &mount_point, &e);
+                r = manager_mount_node(
+                        m, uid, parts[i].node, parts[i].devnum, NULL, NULL, req.read_only, &mount_point, &e);
                 if (r < 0) {
                         log_info("Skipping %s of the image: %s", parts[i].node, e.message ?: strerror(-r));
                         if (!sd_bus_error_is_set(&first_error)) {
@@ -518,10 +514,7 @@ static int method_detach(sd_bus_message *message, void *userdata, sd_bus_error *
         _cleanup_(loop_info_freep) LoopInfo *info = NULL;
         const char *device;
         bool unmount = false;
-        const OptionSpec specs[] = {
-                { "unmount", OPTION_BOOLEAN, &unmount },
-                {}
-        };
+        const OptionSpec specs[] = { { "unmount", OPTION_BOOLEAN, &unmount }, {} };
         _cleanup_strv_free_ char **mounts = NULL;
         unsigned number;
         uid_t uid;
@@ -565,7 +558,8 @@ static int method_detach(sd_bus_message *message, void *userdata, sd_bus_error *
                         fprintf(f, "%s%s", t == mounts ? "" : ", ", *t);
                 fclose(f);
                 return sd_bus_error_setf(error, LOOPD_ERROR_BUSY,
-                        "loop%u is mounted on %s (unmount first, or pass unmount: true)", number, strempty(list));
+                        "loop%u is mounted on %s (unmount first, or pass unmount: true)", number,
+                        strempty(list));
         }
         for (char **t = mounts; t && *t; t++) {
                 r = unmount_filesystem(*t);
@@ -653,8 +647,9 @@ int bus_append_partitions(sd_bus_message *reply, unsigned number)
                         }
                 }
 
-                r = sd_bus_message_append(reply, LOOPD_PARTITION_STRUCT, p->node, p->number, p->offset, p->size,
-                        p->part_type, p->part_name, p->fstype, p->label, p->uuid, strempty(p->mount_point));
+                r = sd_bus_message_append(reply, LOOPD_PARTITION_STRUCT, p->node, p->number, p->offset,
+                        p->size, p->part_type, p->part_name, p->fstype, p->label, p->uuid,
+                        strempty(p->mount_point));
         }
         if (r >= 0)
                 r = sd_bus_message_close_container(reply);
@@ -689,19 +684,19 @@ static int method_list_partitions(sd_bus_message *message, void *userdata, sd_bu
         return sd_bus_send(NULL, reply, NULL);
 }
 
-static const sd_bus_vtable manager_vtable[] = {
-        SD_BUS_VTABLE_START(0),
+static const sd_bus_vtable manager_vtable[] = { SD_BUS_VTABLE_START(0),
         SD_BUS_METHOD_WITH_ARGS("Attach", SD_BUS_ARGS("h", image, "a{sv}", options),
                 SD_BUS_RESULT("s", device, "o", object), method_attach, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Detach", SD_BUS_ARGS("s", device, "a{sv}", options), SD_BUS_NO_RESULT,
                 method_detach, SD_BUS_VTABLE_UNPRIVILEGED),
-        SD_BUS_METHOD_WITH_ARGS("ListDevices", SD_BUS_NO_ARGS, SD_BUS_RESULT("a" LOOPD_DEVICE_STRUCT, devices),
-                method_list_devices, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ListDevices", SD_BUS_NO_ARGS,
+                SD_BUS_RESULT("a" LOOPD_DEVICE_STRUCT, devices), method_list_devices,
+                SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("ListPartitions", SD_BUS_ARGS("s", device),
                 SD_BUS_RESULT("a" LOOPD_PARTITION_STRUCT, partitions), method_list_partitions,
                 SD_BUS_VTABLE_UNPRIVILEGED),
-        SD_BUS_METHOD_WITH_ARGS("Mount", SD_BUS_ARGS("s", node, "a{sv}", options), SD_BUS_RESULT("s", mount_point),
-                method_mount, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Mount", SD_BUS_ARGS("s", node, "a{sv}", options),
+                SD_BUS_RESULT("s", mount_point), method_mount, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Unmount", SD_BUS_ARGS("s", target, "a{sv}", options), SD_BUS_NO_RESULT,
                 method_unmount, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("MountImage", SD_BUS_ARGS("h", image, "a{sv}", options),
@@ -712,14 +707,14 @@ static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_SIGNAL_WITH_ARGS("PartitionRemoved", SD_BUS_ARGS("s", device, "s", partition), 0),
         SD_BUS_SIGNAL_WITH_ARGS("Mounted", SD_BUS_ARGS("s", node, "s", mount_point), 0),
         SD_BUS_SIGNAL_WITH_ARGS("Unmounted", SD_BUS_ARGS("s", node, "s", mount_point), 0),
-        SD_BUS_VTABLE_END
-};
+        SD_BUS_VTABLE_END };
 
 int manager_dbus_register(Manager *m)
 {
         int r;
 
-        r = sd_bus_add_object_vtable(m->bus, NULL, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, manager_vtable, m);
+        r = sd_bus_add_object_vtable(
+                m->bus, NULL, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, manager_vtable, m);
         if (r < 0)
                 return r;
         return sd_bus_add_object_manager(m->bus, NULL, LOOPD_MANAGER_PATH);

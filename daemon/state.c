@@ -37,7 +37,8 @@ int state_save_device(const char *state_dir, const ManagedDevice *d)
         r = state_devices_dir(state_dir, &dir);
         if (r < 0)
                 return r;
-        if (asprintf(&path, "%s/loop%u", dir, d->number) < 0 || asprintf(&tmp, "%s/.loop%u.tmp", dir, d->number) < 0)
+        if (asprintf(&path, "%s/loop%u", dir, d->number) < 0 ||
+                asprintf(&tmp, "%s/.loop%u.tmp", dir, d->number) < 0)
                 return -ENOMEM;
 
         fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -52,10 +53,10 @@ int state_save_device(const char *state_dir, const ManagedDevice *d)
         }
 
         fprintf(f,
-                "DISKSEQ=%" PRIu64 "\nOWNER=%u\nBACKING_DEV=%u:%u\nBACKING_INODE=%" PRIu64 "\nOFFSET=%" PRIu64
-                "\n",
-                d->diskseq, (unsigned)d->owner, major(d->backing_dev), minor(d->backing_dev), d->backing_inode,
-                d->offset);
+                "DISKSEQ=%" PRIu64 "\nOWNER=%u\nBACKING_DEV=%u:%u\nBACKING_INODE=%" PRIu64
+                "\nOFFSET=%" PRIu64 "\n",
+                d->diskseq, (unsigned)d->owner, major(d->backing_dev), minor(d->backing_dev),
+                d->backing_inode, d->offset);
         if (fflush(f) != 0 || fsync(fileno(f)) < 0) {
                 r = negative_errno();
                 (void)unlink(tmp);
