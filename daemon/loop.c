@@ -446,6 +446,7 @@ static int sync_partitions(int devfd, unsigned number, uint32_t sector_size, uin
                 r = partition_add_all(devfd, specs, nspecs);
                 if (r < 0)
                         return r;
+                parts = mfree(parts);
                 r = partition_list_kernel(number, &parts, &n);
                 if (r < 0)
                         return r;

@@ -273,6 +273,7 @@ static int attach_image(Manager *m, int fd, const AttachRequest *req, const stru
                 .backing_dev = st->st_dev,
                 .backing_inode = st->st_ino,
                 .offset = req->offset,
+                .autoclear = req->autoclear,
         };
         r = manager_add_device(m, &record);
         if (r < 0) {
@@ -389,7 +390,7 @@ static bool fstype_mountable(const char *fstype)
 static int method_mount_image(sd_bus_message *message, void *userdata, sd_bus_error *error)
 {
         Manager *m = userdata;
-        AttachRequest req = { .partition_scan = true, .autoclear = false };
+        AttachRequest req = { .partition_scan = true };
         _cleanup_(loop_info_freep) LoopInfo *info = NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_(sd_bus_error_free) sd_bus_error first_error = SD_BUS_ERROR_NULL;
@@ -479,12 +480,8 @@ static int method_mount_image(sd_bus_message *message, void *userdata, sd_bus_er
                         "The image holds no filesystem that could be mounted; it was detached again");
         }
 
-        /* The device goes away with its last mount. Set only now: had it been set at attach, the device
-         * would have vanished as soon as loopd closed it, before anything was mounted. */
-        r = loop_set_autoclear(info->number, info->diskseq, true);
-        if (r < 0)
-                log_warning_errno(r, "Failed to set autoclear on loop%u, it will stay after unmount: %m",
-                        info->number);
+        /* The device goes away with its last mount. */
+        manager_arm_autoclear(m, info->number, info->diskseq, true);
 
         r = sd_bus_message_new_method_return(message, &reply);
         if (r >= 0) {
@@ -610,7 +607,8 @@ static int method_list_devices(sd_bus_message *message, void *userdata, sd_bus_e
                 }
                 snprintf(devname, sizeof(devname), "/dev/loop%u", info->number);
                 r = sd_bus_message_append(reply, LOOPD_DEVICE_STRUCT, devname, path, info->backing_file,
-                        info->offset, info->size_limit, info->sector_size, info->read_only, info->autoclear,
+                        info->offset, info->size_limit, info->sector_size, info->read_only,
+                        info->autoclear || (d && d->autoclear),
                         d != NULL, d ? (uint32_t)d->owner : 0u);
         }
         if (r >= 0)

@@ -285,13 +285,35 @@ void manager_remove_mount_point(Manager *m, const char *path)
         (void)mount_point_remove(m->media_dir, path);
 }
 
+void manager_arm_autoclear(Manager *m, unsigned number, uint64_t diskseq, bool force)
+{
+        ManagedDevice *d = manager_find_device(m, number, diskseq);
+        int r;
+
+        if (!force && !(d && d->autoclear))
+                return;
+        if (d && !d->autoclear) {
+                d->autoclear = true;
+                (void)state_save_device(m->state_dir, d);
+        }
+        /* Only now that a mount holds the device: set at attach, the kernel would have cleared it as soon
+         * as loopd closed it. */
+        r = loop_set_autoclear(number, diskseq, true);
+        if (r < 0)
+                log_warning_errno(r, "Failed to set autoclear on loop%u, loopd will detach it after its last "
+                        "unmount instead: %m", number);
+}
+
 void manager_release_if_autoclear(Manager *m, unsigned number)
 {
         _cleanup_(loop_info_freep) LoopInfo *info = NULL;
         _cleanup_strv_free_ char **mounts = NULL;
         int r;
 
-        if (loop_get_info(number, &info) < 0 || !info->autoclear)
+        if (loop_get_info(number, &info) < 0)
+                return;
+        ManagedDevice *d = manager_find_device(m, number, info->diskseq);
+        if (!info->autoclear && !(d && d->autoclear))
                 return;
         if (manager_device_mounts(m, info, &mounts) < 0 || (mounts && mounts[0]))
                 return;

@@ -21,6 +21,7 @@ typedef struct ManagedDevice {
         dev_t backing_dev;
         uint64_t backing_inode;
         uint64_t offset;
+        bool autoclear; /* asked at attach: set in the kernel with the first mount, detach after the last */
         struct ManagedDevice *next;
 } ManagedDevice;
 
@@ -60,6 +61,9 @@ typedef struct LoopInfo LoopInfo;
 int manager_device_mounts(Manager *m, const LoopInfo *info, char ***ret);
 /* Removes a mount point directory if loopd made it (it lies in the media dir). */
 void manager_remove_mount_point(Manager *m, const char *path);
+/* After a mount: a device attached with autoclear (or force) gets the kernel's autoclear flag, so that it
+ * goes away with its last mount even if loopd is not running. */
+void manager_arm_autoclear(Manager *m, unsigned number, uint64_t diskseq, bool force);
 /* After an unmount: an autoclear device with nothing of it mounted any more is detached. */
 void manager_release_if_autoclear(Manager *m, unsigned number);
 

@@ -243,6 +243,7 @@ int method_mount(sd_bus_message *message, void *userdata, sd_bus_error *error)
                 &mount_point, error);
         if (r < 0)
                 return r;
+        manager_arm_autoclear(m, number, info->diskseq, false);
         return sd_bus_reply_method_return(message, "s", mount_point);
 }
 

@@ -54,9 +54,9 @@ int state_save_device(const char *state_dir, const ManagedDevice *d)
 
         fprintf(f,
                 "DISKSEQ=%" PRIu64 "\nOWNER=%u\nBACKING_DEV=%u:%u\nBACKING_INODE=%" PRIu64
-                "\nOFFSET=%" PRIu64 "\n",
+                "\nOFFSET=%" PRIu64 "\nAUTOCLEAR=%d\n",
                 d->diskseq, (unsigned)d->owner, major(d->backing_dev), minor(d->backing_dev),
-                d->backing_inode, d->offset);
+                d->backing_inode, d->offset, d->autoclear);
         if (fflush(f) != 0 || fsync(fileno(f)) < 0) {
                 r = negative_errno();
                 (void)unlink(tmp);
@@ -88,6 +88,7 @@ static int state_parse_device(FILE *f, ManagedDevice *d)
 
         while (fgets(line, sizeof(line), f)) {
                 unsigned maj, min, owner;
+                int autoclear;
                 if (sscanf(line, "DISKSEQ=%" SCNu64, &d->diskseq) == 1)
                         seen |= 1;
                 else if (sscanf(line, "OWNER=%u", &owner) == 1) {
@@ -100,6 +101,8 @@ static int state_parse_device(FILE *f, ManagedDevice *d)
                         seen |= 8;
                 else if (sscanf(line, "OFFSET=%" SCNu64, &d->offset) == 1)
                         seen |= 16;
+                else if (sscanf(line, "AUTOCLEAR=%d", &autoclear) == 1)
+                        d->autoclear = autoclear != 0;
         }
         return seen == 31 ? 0 : -EBADMSG;
 }

@@ -3,6 +3,7 @@
 #include "watcher.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <libmount.h>
 #include <libudev.h>
@@ -398,6 +399,32 @@ static int event_loop_number(struct udev_device *d, unsigned *ret)
         return 0;
 }
 
+/* A kernel without a parser for the device's partition table drops the partitions loopd added with BLKPG
+ * whenever the table is re-read (BLKRRPART: udevd does that after someone closes the disk opened for
+ * writing). After such a change event, a device of loopd's that should have partitions gets them back. */
+static void watcher_restore_partitions(Watcher *w, unsigned number)
+{
+        Tracked *t = watcher_find(w, number);
+        char node[32];
+        int fd, r;
+
+        if (!t || t->n_parts > 0 || !t->info->partscan ||
+                !manager_find_device(w->manager, number, t->info->diskseq))
+                return;
+
+        snprintf(node, sizeof(node), "/dev/loop%u", number);
+        fd = open(node, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+        if (fd < 0)
+                return;
+        r = loop_sync_partitions(fd, number);
+        close(fd);
+        if (r < 0)
+                log_warning_errno(r, "Failed to restore the partitions of loop%u after a table re-read: %m",
+                        number);
+        else if (r > 0)
+                log_info("Restored %d partition(s) of loop%u that a partition table re-read dropped", r, number);
+}
+
 static int watcher_on_event(sd_event_source *s, int fd, uint32_t revents, void *userdata)
 {
         Watcher *w = userdata;
@@ -414,6 +441,8 @@ static int watcher_on_event(sd_event_source *s, int fd, uint32_t revents, void *
                         /* Re-read the device rather than trusting the event alone: partitions come and go
                          * as a group, and the state after the event is what clients need. */
                         watcher_refresh_device(w, number, true);
+                        if (streq(action, "change") && streq_ptr(udev_device_get_devtype(d), "disk"))
+                                watcher_restore_partitions(w, number);
                         watcher_dispatch_waits(w, d, action);
                 }
                 udev_device_unref(d);
