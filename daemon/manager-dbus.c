@@ -570,7 +570,9 @@ static int method_detach(sd_bus_message *message, void *userdata, sd_bus_error *
         if (r == -EBUSY)
                 return sd_bus_error_setf(error, LOOPD_ERROR_BUSY,
                         "loop%u is in use by another process; it was not detached", number);
-        if (r < 0)
+        /* Gone already is what was asked: an autoclear device goes with its last unmount above, and a number
+         * re-used since (-ESTALE) means the device the caller named no longer exists. */
+        if (r < 0 && r != -ENXIO && r != -ENODEV && r != -ESTALE)
                 return bus_reply_errno(error, r, "Failed to detach");
 
         manager_forget_device(m, number);
