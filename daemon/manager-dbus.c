@@ -305,6 +305,31 @@ static int attach_prepare(
         return 0;
 }
 
+/* Reads the (h image, a{sv} options) every image method starts with. */
+static int read_image_request(
+        sd_bus_message *message, const OptionSpec *specs, int *ret_fd, sd_bus_error *error)
+{
+        int r = sd_bus_message_read(message, "h", ret_fd);
+        if (r < 0)
+                return r;
+        return bus_read_options(message, specs, error);
+}
+
+/* Asks polkit for every action (NULL-terminated) before anything is touched. Returns as auth_check(). */
+static int authorize_image(Manager *m, sd_bus_message *message, const AttachRequest *req,
+        const char *backing, const char *const *actions, sd_bus_error *error)
+{
+        const char *details[] = { "backing_file", strempty(backing), "read_only",
+                req->read_only ? "true" : "false", NULL };
+
+        for (const char *const *a = actions; *a; a++) {
+                int r = auth_check(m->auth, message, *a, details, error);
+                if (r <= 0)
+                        return r;
+        }
+        return 1;
+}
+
 static int method_attach(sd_bus_message *message, void *userdata, sd_bus_error *error)
 {
         Manager *m = userdata;
@@ -321,19 +346,14 @@ static int method_attach(sd_bus_message *message, void *userdata, sd_bus_error *
         uid_t uid;
         int fd, r;
 
-        r = sd_bus_message_read(message, "h", &fd);
-        if (r < 0)
-                return r;
-        r = bus_read_options(message, specs, error);
+        r = read_image_request(message, specs, &fd, error);
         if (r < 0)
                 return r;
         r = attach_prepare(fd, &req, &st, &backing, error);
         if (r < 0)
                 return r;
-
-        const char *details[] = { "backing_file", strempty(backing), "read_only",
-                req.read_only ? "true" : "false", NULL };
-        r = auth_check(m->auth, message, LOOPD_ACTION_ATTACH, details, error);
+        r = authorize_image(
+                m, message, &req, backing, (const char *const[]){ LOOPD_ACTION_ATTACH, NULL }, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
 
@@ -405,10 +425,7 @@ static int method_mount_image(sd_bus_message *message, void *userdata, sd_bus_er
         uid_t uid;
         int fd, r;
 
-        r = sd_bus_message_read(message, "h", &fd);
-        if (r < 0)
-                return r;
-        r = bus_read_options(message, specs, error);
+        r = read_image_request(message, specs, &fd, error);
         if (r < 0)
                 return r;
         /* Read-only unless asked: a double-clicked image should not be changed by looking at it. */
@@ -419,12 +436,8 @@ static int method_mount_image(sd_bus_message *message, void *userdata, sd_bus_er
                 return r;
 
         /* One polkit round for the whole operation: both actions up front, before anything is touched. */
-        const char *details[] = { "backing_file", strempty(backing), "read_only",
-                req.read_only ? "true" : "false", NULL };
-        r = auth_check(m->auth, message, LOOPD_ACTION_ATTACH, details, error);
-        if (r <= 0)
-                return r < 0 ? r : 1;
-        r = auth_check(m->auth, message, LOOPD_ACTION_MOUNT, details, error);
+        r = authorize_image(m, message, &req, backing,
+                (const char *const[]){ LOOPD_ACTION_ATTACH, LOOPD_ACTION_MOUNT, NULL }, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
 
@@ -610,8 +623,7 @@ static int method_list_devices(sd_bus_message *message, void *userdata, sd_bus_e
                 snprintf(devname, sizeof(devname), "/dev/loop%u", info->number);
                 r = sd_bus_message_append(reply, LOOPD_DEVICE_STRUCT, devname, path, info->backing_file,
                         info->offset, info->size_limit, info->sector_size, info->read_only,
-                        info->autoclear || (d && d->autoclear),
-                        d != NULL, d ? (uint32_t)d->owner : 0u);
+                        info->autoclear || (d && d->autoclear), d != NULL, d ? (uint32_t)d->owner : 0u);
         }
         if (r >= 0)
                 r = sd_bus_message_close_container(reply);
