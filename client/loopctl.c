@@ -1,5 +1,264 @@
-/* placeholder until the manager lands */
-int main(void)
+/* loopctl.c: the loopd command-line client: parses the command line and runs the command. */
+#include <getopt.h>
+
+#include "config.h"
+#include "format.h"
+#include "log.h"
+#include "loopctl.h"
+
+static const struct option long_options[] = {
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, ARG_VERSION },
+        { "json", no_argument, NULL, ARG_JSON },
+        { "no-ask-password", no_argument, NULL, ARG_NO_ASK_PASSWORD },
+        { "read-only", no_argument, NULL, ARG_READ_ONLY },
+        { "offset", required_argument, NULL, ARG_OFFSET },
+        { "size", required_argument, NULL, ARG_SIZE },
+        { "sector-size", required_argument, NULL, ARG_SECTOR_SIZE },
+        { "no-partscan", no_argument, NULL, ARG_NO_PARTSCAN },
+        { "autoclear", no_argument, NULL, ARG_AUTOCLEAR },
+        { "unmount", no_argument, NULL, ARG_UNMOUNT },
+        { "options", required_argument, NULL, ARG_OPTIONS },
+        { "fstype", required_argument, NULL, ARG_FSTYPE },
+        { "writable", no_argument, NULL, ARG_WRITABLE },
+        {},
+};
+
+typedef struct Verb {
+        const char *name;
+        const char *arg; /* name of its one argument in messages, NULL when it takes none */
+        unsigned options; /* OPT() bits it accepts */
+        bool auth; /* may need polkit to say yes */
+        int (*run)(Context *c);
+} Verb;
+
+static const Verb verbs[] = {
+        { "attach", "IMAGE",
+                OPT(ARG_READ_ONLY) | OPT(ARG_OFFSET) | OPT(ARG_SIZE) | OPT(ARG_SECTOR_SIZE) |
+                        OPT(ARG_NO_PARTSCAN) | OPT(ARG_AUTOCLEAR),
+                true, verb_attach },
+        { "detach", "DEVICE|IMAGE", OPT(ARG_UNMOUNT), true, verb_detach },
+        { "list", NULL, 0, false, verb_list },
+        { "partitions", "DEVICE", 0, false, verb_partitions },
+        { "mount", "NODE", OPT(ARG_READ_ONLY) | OPT(ARG_OPTIONS) | OPT(ARG_FSTYPE), true, verb_mount },
+        { "unmount", "NODE|MOUNTPOINT", 0, true, verb_unmount },
+        { "open", "IMAGE", OPT(ARG_WRITABLE) | OPT(ARG_SECTOR_SIZE), true, verb_open },
+        { "close", "DEVICE|IMAGE", 0, true, verb_close },
+        { "monitor", NULL, 0, false, verb_monitor },
+};
+
+static void help(void)
 {
+        printf("Usage: loopctl [OPTIONS] COMMAND ...\n"
+               "\n"
+               "Attach disk images to loop devices and mount them, through loopd.\n"
+               "\n"
+               "Commands:\n"
+               "  attach [--read-only] [--offset N] [--size N] [--sector-size N]\n"
+               "         [--no-partscan] [--autoclear] IMAGE\n"
+               "                            Attach IMAGE to a free loop device\n"
+               "  detach [--unmount] DEVICE|IMAGE\n"
+               "                            Detach a loop device (--unmount: unmount it first)\n"
+               "  list                      List the loop devices\n"
+               "  partitions DEVICE         List the partitions and filesystems of a device\n"
+               "  mount [--read-only] [--options OPTS] [--fstype TYPE] NODE\n"
+               "                            Mount a loop device or partition\n"
+               "  unmount NODE|MOUNTPOINT   Unmount it again\n"
+               "  open [--writable] [--sector-size N] IMAGE\n"
+               "                            Attach IMAGE and mount everything on it\n"
+               "  close DEVICE|IMAGE        Unmount everything and detach\n"
+               "  monitor                   Print loopd's events until interrupted\n"
+               "\n"
+               "Options:\n"
+               "  --json                    Print JSON for scripts\n"
+               "  --no-ask-password         Do not ask for a password for authorization\n"
+               "  -h --help                 Show this help\n"
+               "  --version                 Show the version\n"
+               "\n"
+               "Sizes are bytes, or take a suffix: K, M, G, T (KiB, MiB, ...: powers of 1024;\n"
+               "KB, MB, ...: powers of 1000). Options may come before or after the command.\n");
+}
+
+static const char *option_name(int val)
+{
+        for (const struct option *o = long_options; o->name; o++)
+                if (o->val == val)
+                        return o->name;
+        return "?";
+}
+
+static int parse_size_arg(int opt, const char *value, uint64_t *ret)
+{
+        int r = parse_size(value, ret);
+
+        if (r == -ERANGE)
+                return log_error(r, "invalid --%s '%s': too large", option_name(opt), value);
+        if (r < 0)
+                return log_error(r,
+                        "invalid --%s '%s': expected bytes, or a number with K, M, G, T, KiB, MB, ...",
+                        option_name(opt), value);
         return 0;
+}
+
+/* Reports an option getopt refused. GNU getopt leaves the offending word at argv[optind - 1] for long
+ * options, and the letter in optopt for short ones. */
+static int unknown_option(char **argv, int opt_index, int opt)
+{
+        const char *word = argv[opt_index - 1];
+        size_t len = strcspn(word, "=");
+
+        if (optopt > 0 && optopt < 0x100 && !startswith(word, "--"))
+                return log_error(-EINVAL, "unknown option '-%c'; see 'loopctl --help'", optopt);
+        if (opt == ':')
+                return log_error(-EINVAL, "option '%s' needs a value", word);
+        const struct option *match = NULL;
+        unsigned n_prefixed = 0;
+
+        /* getopt accepts unambiguous abbreviations; an exact name wins over them. */
+        for (const struct option *o = long_options; o->name && len > 2; o++) {
+                if (strncmp(o->name, word + 2, len - 2) != 0)
+                        continue;
+                if (strlen(o->name) == len - 2) {
+                        match = o;
+                        n_prefixed = 1;
+                        break;
+                }
+                match = o;
+                n_prefixed++;
+        }
+        if (n_prefixed > 1)
+                return log_error(-EINVAL, "ambiguous option '%.*s'; see 'loopctl --help'", (int)len, word);
+        if (match && match->has_arg == no_argument && word[len] == '=')
+                return log_error(-EINVAL, "option '--%s' takes no value", match->name);
+        return log_error(-EINVAL, "unknown option '%.*s'; see 'loopctl --help'", (int)len, word);
+}
+
+/* Returns 1 to run the command, 0 when done (help, version), < 0 on a usage error (already logged). */
+static int parse_args(Context *c, int argc, char **argv, const Verb **ret_verb)
+{
+        const Verb *verb = NULL;
+        const char *positional[3] = {};
+        size_t n_positional = 0;
+        bool show_help = false, show_version = false;
+        uint64_t v;
+        int opt, r;
+
+        /* '-': words that are not options come back in order as 1, so that options may stand before and
+         * after the command (and POSIXLY_CORRECT cannot change that); ':': a missing value is ':'. */
+        opterr = 0;
+        while ((opt = getopt_long(argc, argv, "-:h", long_options, NULL)) != -1) {
+                switch (opt) {
+                case 1:
+                        if (n_positional >= ELEMENTSOF(positional))
+                                return log_error(-EINVAL, "too many arguments: '%s'", optarg);
+                        positional[n_positional++] = optarg;
+                        break;
+                case 'h':
+                        show_help = true;
+                        break;
+                case ARG_VERSION:
+                        show_version = true;
+                        break;
+                case ARG_JSON:
+                        c->json = true;
+                        break;
+                case ARG_NO_ASK_PASSWORD:
+                        c->ask_password = false;
+                        break;
+                case ARG_OFFSET:
+                        r = parse_size_arg(opt, optarg, &c->offset);
+                        if (r < 0)
+                                return r;
+                        break;
+                case ARG_SIZE:
+                        r = parse_size_arg(opt, optarg, &c->size_limit);
+                        if (r < 0)
+                                return r;
+                        break;
+                case ARG_SECTOR_SIZE:
+                        r = parse_size_arg(opt, optarg, &v);
+                        if (r < 0)
+                                return r;
+                        if (v != 0 && v != 512 && v != 1024 && v != 2048 && v != 4096)
+                                return log_error(-EINVAL,
+                                        "invalid --sector-size '%s': expected 512, 1024, 2048 or 4096 (0 to detect)",
+                                        optarg);
+                        c->sector_size = (uint32_t)v;
+                        break;
+                case ARG_OPTIONS:
+                        c->mount_options = optarg;
+                        break;
+                case ARG_FSTYPE:
+                        if (isempty(optarg))
+                                return log_error(-EINVAL, "invalid --fstype '': expected a filesystem type");
+                        c->fstype = optarg;
+                        break;
+                case ':':
+                case '?':
+                        return unknown_option(argv, optind, opt);
+                default:
+                        break;
+                }
+                if (opt >= ARG_READ_ONLY && opt < _ARG_COMMAND_MAX)
+                        c->given |= OPT(opt);
+        }
+        /* After "--", everything is an argument. */
+        for (; optind < argc; optind++) {
+                if (n_positional >= ELEMENTSOF(positional))
+                        return log_error(-EINVAL, "too many arguments: '%s'", argv[optind]);
+                positional[n_positional++] = argv[optind];
+        }
+
+        if (show_help) {
+                help();
+                return 0;
+        }
+        if (show_version) {
+                printf("loopctl %s\n", PACKAGE_VERSION);
+                return 0;
+        }
+
+        if (n_positional == 0)
+                return log_error(-EINVAL, "missing command; see 'loopctl --help'");
+        for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
+                if (streq(positional[0], verbs[i].name))
+                        verb = &verbs[i];
+        if (!verb)
+                return log_error(-EINVAL, "unknown command '%s'; see 'loopctl --help'", positional[0]);
+
+        for (int a = ARG_READ_ONLY; a < _ARG_COMMAND_MAX; a++)
+                if (context_given(c, a) && !(verb->options & OPT(a)))
+                        return log_error(
+                                -EINVAL, "option '--%s' does not apply to '%s'", option_name(a), verb->name);
+
+        if (verb->arg && n_positional < 2)
+                return log_error(-EINVAL, "'%s' needs %s", verb->name, verb->arg);
+        if (n_positional > (verb->arg ? 2u : 1u))
+                return log_error(-EINVAL, "too many arguments for '%s': '%s'", verb->name,
+                        positional[verb->arg ? 2 : 1]);
+        if (verb->arg && isempty(positional[1]))
+                return log_error(-EINVAL, "'%s' needs %s, not an empty string", verb->name, verb->arg);
+        c->arg = verb->arg ? positional[1] : NULL;
+        c->auth = verb->auth;
+        *ret_verb = verb;
+        return 1;
+}
+
+int main(int argc, char **argv)
+{
+        _cleanup_(context_done) Context c = { .ask_password = true };
+        const Verb *verb = NULL;
+        int r;
+
+        r = parse_args(&c, argc, argv, &verb);
+        if (r < 0)
+                return 2;
+        if (r > 0)
+                r = verb->run(&c);
+
+        /* A full disk or a closed pipe must not pass for success. */
+        int e = fflush(stdout) != 0 ? negative_errno() : ferror(stdout) ? -EIO : 0;
+        if (e < 0 && r >= 0)
+                r = log_error_errno(e, "cannot write output");
+        return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -1,46 +1,51 @@
-/* format.c: size parsing and formatting, and a small streaming JSON writer. */
+/* format.c: size parsing and formatting, display escaping, and a small streaming JSON writer. */
 #include "format.h"
 
-#include <ctype.h>
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
+
+static const char size_units[] = "KMGTPE";
 
 int parse_size(const char *s, uint64_t *ret)
 {
-        static const char suffixes[] = "KMGTPE";
         uint64_t value = 0, multiplier = 1;
         const char *p = s;
 
-        if (!s || !isdigit((unsigned char)*s))
+        if (!s || *s < '0' || *s > '9')
                 return -EINVAL;
 
-        for (; isdigit((unsigned char)*p); p++) {
+        for (; *p >= '0' && *p <= '9'; p++) {
                 unsigned digit = (unsigned)(*p - '0');
                 if (value > (UINT64_MAX - digit) / 10)
                         return -ERANGE;
                 value = value * 10 + digit;
         }
 
-        if (*p != '\0') {
-                const char *found = strchr(suffixes, toupper((unsigned char)*p));
-                unsigned base = 1024;
+        if (*p == 'B' || *p == 'b') {
+                /* "512B": plain bytes, the way format_bytes() writes small sizes. */
+                if (p[1] != '\0')
+                        return -EINVAL;
+        } else if (*p != '\0') {
+                const char *found =
+                        *p >= 'a' && *p <= 'z' ? strchr(size_units, *p - 'a' + 'A') : strchr(size_units, *p);
+                unsigned base;
 
-                if (!found || *found == '\0')
+                if (!found)
                         return -EINVAL;
                 p++;
-                if (strcmp(p, "iB") == 0 || *p == '\0')
+                if (*p == '\0' ||
+                        ((p[0] == 'i' || p[0] == 'I') && (p[1] == 'B' || p[1] == 'b') && p[2] == '\0'))
                         base = 1024;
-                else if (strcmp(p, "B") == 0)
+                else if ((p[0] == 'B' || p[0] == 'b') && p[1] == '\0')
                         base = 1000;
                 else
                         return -EINVAL;
 
-                for (long i = 0; i <= found - suffixes; i++) {
-                        if (multiplier > UINT64_MAX / base)
-                                return -ERANGE;
-                        multiplier *= base;
-                }
+                for (long i = 0; i <= found - size_units; i++)
+                        multiplier *= base; /* at most 1024^6 = 2^60: cannot overflow */
         }
 
         if (value != 0 && multiplier > UINT64_MAX / value)
@@ -52,32 +57,110 @@ int parse_size(const char *s, uint64_t *ret)
 
 char *format_bytes(char buf[static FORMAT_BYTES_MAX], uint64_t bytes)
 {
-        static const char units[] = "KMGTPE";
-        uint64_t whole = bytes, rest = 0;
-        int unit = -1;
+        unsigned exp = 0; /* bytes >= 2^exp units */
 
-        while (whole >= 1024 && unit < (int)sizeof(units) - 2) {
-                rest = whole % 1024;
-                whole /= 1024;
-                unit++;
-        }
+        while (exp < 10 * (sizeof(size_units) - 1) && bytes >> (exp + 10) != 0)
+                exp += 10;
 
-        if (unit < 0) {
+        if (exp == 0) {
                 snprintf(buf, FORMAT_BYTES_MAX, "%" PRIu64 "B", bytes);
                 return buf;
         }
 
-        /* One decimal, rounded, dropped when it is zero (lsblk style). */
-        unsigned tenth = (unsigned)((rest * 10 + 512) / 1024);
+        /* The fraction is the whole remainder below the unit, not just the last step's, rounded to the
+         * nearest tenth. rest < 2^60, so rest * 10 + 2^59 fits in 64 bits. */
+        /* whole <= 1024: below the next unit (or at most 15 for E). */
+        uint64_t whole = bytes >> exp, rest = bytes & ((UINT64_C(1) << exp) - 1);
+        uint64_t tenth = (rest * 10 + (UINT64_C(1) << (exp - 1))) >> exp;
+        char unit = size_units[exp / 10 - 1];
+
         if (tenth >= 10) {
                 whole++;
                 tenth = 0;
         }
-        if (tenth == 0 || whole >= 100)
-                snprintf(buf, FORMAT_BYTES_MAX, "%" PRIu64 "%c", whole, units[unit]);
+        if (whole == 1024 && exp < 10 * (sizeof(size_units) - 1)) {
+                /* 1023.95K rounds up to 1M, not to 1024K. */
+                whole = 1;
+                unit = size_units[exp / 10];
+        }
+        if (tenth == 0)
+                snprintf(buf, FORMAT_BYTES_MAX, "%u%c", (unsigned)whole, unit);
         else
-                snprintf(buf, FORMAT_BYTES_MAX, "%" PRIu64 ".%u%c", whole, tenth, units[unit]);
+                snprintf(buf, FORMAT_BYTES_MAX, "%u.%u%c", (unsigned)whole, (unsigned)tenth, unit);
         return buf;
+}
+
+size_t utf8_sequence_length(const char *s)
+{
+        const unsigned char *p = (const unsigned char *)s;
+        unsigned char lo = 0x80, hi = 0xbf;
+        size_t len;
+
+        if (p[0] < 0x80)
+                return 1;
+        if (p[0] >= 0xc2 && p[0] <= 0xdf)
+                len = 2;
+        else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+                len = 3;
+                if (p[0] == 0xe0)
+                        lo = 0xa0; /* overlong */
+                else if (p[0] == 0xed)
+                        hi = 0x9f; /* surrogates */
+        } else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+                len = 4;
+                if (p[0] == 0xf0)
+                        lo = 0x90; /* overlong */
+                else if (p[0] == 0xf4)
+                        hi = 0x8f; /* beyond U+10FFFF */
+        } else
+                return 0;
+
+        if (p[1] < lo || p[1] > hi)
+                return 0;
+        for (size_t i = 2; i < len; i++)
+                if (p[i] < 0x80 || p[i] > 0xbf)
+                        return 0;
+        return len;
+}
+
+char *display_escape(const char *s)
+{
+        const char *p = s ? s : "";
+        char *buf, *q;
+
+        /* Worst case: every byte becomes four. */
+        buf = malloc(strlen(p) * 4 + 1);
+        if (!buf)
+                return NULL;
+
+        for (q = buf; *p;) {
+                unsigned char c = (unsigned char)*p;
+                size_t len = utf8_sequence_length(p);
+                bool c1 = len == 2 && c == 0xc2 && (unsigned char)p[1] < 0xa0; /* U+0080..U+009F */
+
+                if (len == 0 || c1 || c < 0x20 || c == 0x7f) {
+                        size_t n = len == 0 ? 1 : len;
+                        for (size_t i = 0; i < n; i++)
+                                q += sprintf(q, "\\x%02x", (unsigned char)p[i]);
+                        p += n;
+                } else {
+                        memcpy(q, p, len);
+                        q += len;
+                        p += len;
+                }
+        }
+        *q = '\0';
+        return buf;
+}
+
+size_t display_width(const char *s)
+{
+        size_t width = 0;
+
+        for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+                if ((*p & 0xc0) != 0x80)
+                        width++;
+        return width;
 }
 
 void json_init(JsonWriter *w, FILE *f)
@@ -99,20 +182,24 @@ static void json_separate(JsonWriter *w)
 
 static void json_open(JsonWriter *w, char c)
 {
+        assert(w->depth + 1 < JSON_MAX_DEPTH);
+
         json_separate(w);
         fputc(c, w->f);
-        if (w->depth + 1 < JSON_MAX_DEPTH)
-                w->depth++;
+        w->depth++;
         w->first[w->depth] = true;
 }
 
 static void json_close(JsonWriter *w, char c)
 {
+        assert(w->depth > 0);
+
         fputc(c, w->f);
-        if (w->depth > 0)
-                w->depth--;
-        if (w->depth == 0)
+        w->depth--;
+        if (w->depth == 0) {
                 fputc('\n', w->f);
+                w->first[0] = true; /* the next top-level value starts a new line, not a list */
+        }
 }
 
 void json_begin_object(JsonWriter *w)
@@ -138,8 +225,11 @@ void json_end_array(JsonWriter *w)
 static void json_write_escaped(FILE *f, const char *s)
 {
         fputc('"', f);
-        for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-                switch (*p) {
+        for (const char *p = s; *p;) {
+                unsigned char c = (unsigned char)*p;
+                size_t len = utf8_sequence_length(p);
+
+                switch (c) {
                 case '"':
                         fputs("\\\"", f);
                         break;
@@ -156,13 +246,21 @@ static void json_write_escaped(FILE *f, const char *s)
                         fputs("\\r", f);
                         break;
                 default:
-                        /* Control characters and DEL escaped; bytes >= 0x80 pass through (labels are
-                         * sanitised to UTF-8 by the daemon before they reach a client). */
-                        if (*p < 0x20 || *p == 0x7f)
-                                fprintf(f, "\\u%04x", *p);
+                        if (len == 0) {
+                                /* JSON strings are Unicode: a byte that is not UTF-8 (a file name from
+                                 * another locale) cannot be carried, only marked. */
+                                fputs("\\ufffd", f);
+                                p++;
+                                continue;
+                        }
+                        if (c < 0x20 || c == 0x7f)
+                                fprintf(f, "\\u%04x", c);
                         else
-                                fputc(*p, f);
+                                fwrite(p, 1, len, f);
+                        p += len;
+                        continue;
                 }
+                p++;
         }
         fputc('"', f);
 }

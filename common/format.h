@@ -1,17 +1,32 @@
-/* format.h: size parsing and formatting, and a small streaming JSON writer (for loopctl's --json). */
+/* format.h: size parsing and formatting, display escaping, and a small streaming JSON writer (for loopctl).
+ */
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
-/* Parses "4096", "1M", "1MiB" (powers of 1024) and "1MB" (powers of 1000), K/M/G/T/P/E. Rejects
- * signs, spaces, fractions and overflow with -EINVAL / -ERANGE. */
+/* Parses "4096", "4096B", "1M", "1MiB" (powers of 1024) and "1MB" (powers of 1000), K/M/G/T/P/E, the
+ * letters in either case. Rejects empty strings, signs, spaces, fractions and unknown suffixes with
+ * -EINVAL and values that do not fit in 64 bits with -ERANGE. *ret is written only on success. */
 int parse_size(const char *s, uint64_t *ret);
 
 #define FORMAT_BYTES_MAX 16
-/* Formats a byte count the way lsblk does: "512", "1K", "1.5M", "931.5G". Returns buf. */
+/* Formats a byte count the way lsblk does: "0B", "512B", "1K", "1.5M", "931.5G" (powers of 1024, one
+ * decimal rounded to nearest, dropped when it is zero). Returns buf. */
 char *format_bytes(char buf[static FORMAT_BYTES_MAX], uint64_t bytes);
+
+/* Length of the well-formed UTF-8 sequence at s (1 to 4 bytes), or 0 when s does not start one (stray
+ * continuation byte, overlong form, surrogate, beyond U+10FFFF, truncated). */
+size_t utf8_sequence_length(const char *s);
+
+/* A copy of s that is safe to print on a terminal on one line: C0 and C1 control characters, DEL and bytes
+ * that are not well-formed UTF-8 become "\xNN" (one per byte). NULL is treated as "". Returns NULL only when
+ * out of memory. Free with free(). */
+char *display_escape(const char *s);
+/* Columns s takes on a terminal, counting one per code point (s should come from display_escape()). */
+size_t display_width(const char *s);
 
 #define JSON_MAX_DEPTH 16
 
@@ -22,6 +37,8 @@ typedef struct JsonWriter {
         bool after_key;
 } JsonWriter;
 
+/* Writes compact one-line JSON ("{"a": 1, "b": [true]}") and a newline after each top-level value. Strings
+ * are escaped as JSON requires; bytes that are not well-formed UTF-8 are written as U+FFFD. */
 void json_init(JsonWriter *w, FILE *f);
 void json_begin_object(JsonWriter *w);
 void json_end_object(JsonWriter *w);

@@ -29,6 +29,18 @@ static inline bool streq_ptr(const char *a, const char *b)
 #define isempty(s) (!(s) || (s)[0] == '\0')
 #define strempty(s) ((s) ? (s) : "")
 
+static inline bool startswith(const char *s, const char *prefix)
+{
+        return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* a followed by b, or NULL when out of memory. */
+static inline char *strjoin2(const char *a, const char *b)
+{
+        char *s;
+        return asprintf(&s, "%s%s", a, b) < 0 ? NULL : s;
+}
+
 static inline void freep(void *p)
 {
         free(*(void **)p);
@@ -64,26 +76,27 @@ static inline void fclosep(FILE **f)
 }
 #define _cleanup_fclose_ _cleanup_(fclosep)
 
-/* Hands ownership of a pointer or fd to the caller: the variable is reset so that its cleanup does nothing. */
-#define TAKE_PTR(p)                                                                                         \
-        ({                                                                                                  \
-                __typeof__(p) _p_ = (p);                                                                    \
-                (p) = NULL;                                                                                 \
-                _p_;                                                                                        \
+/* Hands ownership of a pointer or fd to the caller: the variable is reset so that its cleanup does nothing.
+ */
+#define TAKE_PTR(p)                      \
+        ({                               \
+                __typeof__(p) _p_ = (p); \
+                (p) = NULL;              \
+                _p_;                     \
         })
-#define TAKE_FD(fd)                                                                                         \
-        ({                                                                                                  \
-                int _fd_ = (fd);                                                                            \
-                (fd) = -1;                                                                                  \
-                _fd_;                                                                                       \
+#define TAKE_FD(fd)              \
+        ({                       \
+                int _fd_ = (fd); \
+                (fd) = -1;       \
+                _fd_;            \
         })
 
 /* Defines foo_freep() for a foo_free() that accepts NULL. */
-#define DEFINE_TRIVIAL_CLEANUP_FUNC(type, func)                                                             \
-        static inline void func##p(type *p)                                                                 \
-        {                                                                                                   \
-                if (*p)                                                                                     \
-                        func(*p);                                                                           \
+#define DEFINE_TRIVIAL_CLEANUP_FUNC(type, func) \
+        static inline void func##p(type *p)     \
+        {                                       \
+                if (*p)                         \
+                        func(*p);               \
         }
 
 /* Returns -errno of the last failed libc call, never 0, so a caller cannot mistake it for success. */

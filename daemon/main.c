@@ -10,7 +10,6 @@
 #include <systemd/sd-event.h>
 
 #include "config.h"
-#include "format.h"
 #include "log.h"
 #include "manager.h"
 
@@ -30,6 +29,21 @@ static void help(void)
                "     --exit-on-idle SECS        Exit after SECS without calls while no device is attached\n"
                "                                (for bus activation)\n"
                "     --debug                    Log debug messages\n");
+}
+
+/* A plain decimal number in [min, max]: no sign, no suffix, no spaces. */
+static int parse_number(const char *s, uint64_t min, uint64_t max, uint64_t *ret)
+{
+        char *end;
+
+        if (!s || *s < '0' || *s > '9')
+                return -EINVAL;
+        errno = 0;
+        unsigned long long v = strtoull(s, &end, 10);
+        if (errno != 0 || *end != '\0' || v < min || v > max)
+                return -EINVAL;
+        *ret = v;
+        return 0;
 }
 
 static int parse_argv(Manager *m, int argc, char *argv[])
@@ -77,21 +91,21 @@ static int parse_argv(Manager *m, int argc, char *argv[])
                         break;
                 }
                 case ARG_MAX_DEVICES:
-                        if (parse_size(optarg, &value) < 0 || value > 100000) {
+                        if (parse_number(optarg, 0, 100000, &value) < 0) {
                                 fprintf(stderr, "loopd: invalid --max-devices-per-user: %s\n", optarg);
                                 return -EINVAL;
                         }
                         m->max_devices_per_user = (unsigned)value;
                         break;
                 case ARG_PARTITION_TIMEOUT:
-                        if (parse_size(optarg, &value) < 0 || value == 0 || value > 3600) {
+                        if (parse_number(optarg, 1, 3600, &value) < 0) {
                                 fprintf(stderr, "loopd: invalid --partition-timeout: %s\n", optarg);
                                 return -EINVAL;
                         }
                         m->partition_timeout_usec = value * 1000000ULL;
                         break;
                 case ARG_EXIT_ON_IDLE:
-                        if (parse_size(optarg, &value) < 0 || value == 0 || value > 86400) {
+                        if (parse_number(optarg, 1, 86400, &value) < 0) {
                                 fprintf(stderr, "loopd: invalid --exit-on-idle: %s\n", optarg);
                                 return -EINVAL;
                         }

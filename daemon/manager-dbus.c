@@ -568,8 +568,8 @@ static int method_detach(sd_bus_message *message, void *userdata, sd_bus_error *
                         fprintf(f, "%s%s", t == mounts ? "" : ", ", *t);
                 fclose(f);
                 return sd_bus_error_setf(error, LOOPD_ERROR_BUSY,
-                        "loop%u is mounted on %s (unmount first, or pass unmount: true)", number,
-                        strempty(list));
+                        "loop%u is mounted on %s; unmount it first (or detach with the unmount option)",
+                        number, strempty(list));
         }
         for (char **t = mounts; t && *t; t++) {
                 r = unmount_filesystem(*t);

@@ -1,0 +1,218 @@
+/* context.c: loopctl's connection to org.loopd1, its calls, and the paths and files users name. */
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include "log.h"
+#include "loopctl.h"
+#include "loopd-bus.h"
+#include "polkit-agent.h"
+
+#define USEC_PER_SEC UINT64_C(1000000)
+/* Attach waits for udev to process the new partitions, which can take a while on a busy machine. */
+#define CALL_TIMEOUT_USEC (60 * USEC_PER_SEC)
+/* A call that may ask for a password must leave time to type it. */
+#define INTERACTIVE_CALL_TIMEOUT_USEC (5 * 60 * USEC_PER_SEC)
+
+void context_done(Context *c)
+{
+        c->agent = polkit_agent_close(c->agent);
+        c->bus = sd_bus_flush_close_unref(c->bus);
+}
+
+bool context_given(const Context *c, int arg)
+{
+        return c->given & OPT(arg);
+}
+
+/* Connects on first use, so that what can fail locally (a missing image) fails before the bus is touched. */
+int context_bus(Context *c)
+{
+        int r;
+
+        if (c->bus)
+                return 0;
+
+        r = sd_bus_open_system(&c->bus);
+        if (r < 0)
+                return log_error_errno(r, "cannot connect to the system bus");
+        r = sd_bus_set_allow_interactive_authorization(c->bus, c->ask_password);
+        if (r < 0)
+                return log_error_errno(r, "cannot set up the bus connection");
+        return 0;
+}
+
+int context_new_call(Context *c, sd_bus_message **ret, const char *member)
+{
+        int r;
+
+        r = context_bus(c);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_new_method_call(
+                c->bus, ret, LOOPD_BUS_NAME, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, member);
+        if (r < 0)
+                return log_error_errno(r, "cannot build the %s call", member);
+        return 0;
+}
+
+int context_can_pass_fds(Context *c, const char *what)
+{
+        int r = sd_bus_can_send(c->bus, 'h');
+
+        if (r < 0)
+                return log_error_errno(r, "cannot connect to the system bus");
+        if (r == 0)
+                return log_error(
+                        -EOPNOTSUPP, "cannot %s %s: the bus connection cannot pass files", what, c->arg);
+        return 0;
+}
+
+int log_build_error(int r, const char *member)
+{
+        return log_error_errno(r, "cannot build the %s call", member);
+}
+
+int log_reply_error(int r, const char *member)
+{
+        return log_error_errno(r, "cannot read loopd's reply to %s", member);
+}
+
+/* Sends m and waits. For a command that polkit may have to ask about, a text agent runs first when a
+ * password can be typed here (root is never asked), and the timeout leaves time to type it. */
+int context_call(Context *c, sd_bus_message *m, sd_bus_error *error, sd_bus_message **ret_reply)
+{
+        bool interactive = c->auth && c->ask_password;
+
+        if (interactive && !c->agent_tried) {
+                c->agent_tried = true;
+                if (isatty(STDIN_FILENO) && geteuid() != 0)
+                        c->agent = polkit_agent_open();
+        }
+
+        return sd_bus_call(c->bus, m, interactive ? INTERACTIVE_CALL_TIMEOUT_USEC : CALL_TIMEOUT_USEC, error,
+                ret_reply);
+}
+
+/* "loopN" or, when partitions are allowed, "loopNpM". */
+bool is_loop_name(const char *s, bool partition)
+{
+        if (strncmp(s, "loop", 4) != 0)
+                return false;
+        s += 4;
+        if (*s < '0' || *s > '9')
+                return false;
+        while (*s >= '0' && *s <= '9')
+                s++;
+        if (partition && *s == 'p') {
+                s++;
+                if (*s < '0' || *s > '9')
+                        return false;
+                while (*s >= '0' && *s <= '9')
+                        s++;
+        }
+        return *s == '\0';
+}
+
+/* The daemon sees paths in its own terms: absolute, symlinks (/dev/disk/by-label/...) resolved. A bare
+ * "loop3p1" means the node in /dev. An absolute path that does not resolve goes as it is: the daemon knows
+ * best whether it names something (an unmount of a mount point whose FUSE server died, say). */
+int resolve_node(const char *what, const char *arg, char **ret)
+{
+        char *p;
+
+        if (is_loop_name(arg, true))
+                p = strjoin2("/dev/", arg);
+        else {
+                p = realpath(arg, NULL);
+                if (!p && arg[0] != '/')
+                        return log_error_errno(-errno, "cannot %s %s", what, arg);
+                if (!p)
+                        p = strdup(arg);
+        }
+        if (!p)
+                return log_error_errno(-ENOMEM, "cannot %s %s", what, arg);
+        *ret = p;
+        return 0;
+}
+
+static const char *file_type_name(mode_t mode)
+{
+        switch (mode & S_IFMT) {
+        case S_IFDIR:
+                return "a directory";
+        case S_IFBLK:
+                return "a block device";
+        case S_IFCHR:
+                return "a character device";
+        case S_IFIFO:
+                return "a FIFO";
+        case S_IFSOCK:
+                return "a socket";
+        default:
+                return "not a regular file";
+        }
+}
+
+/* Opens IMAGE as the calling user, which is the point: the daemon never opens a path for anyone. Only
+ * regular files; a FIFO or a device is refused before open() could block on it or have side effects, and
+ * again after, in case the path changed in between. */
+int open_image(const char *what, const char *path, bool writable, const char *hint, int *ret_fd)
+{
+        _cleanup_close_ int fd = -1;
+        struct stat st;
+        int flags, r;
+
+        if (stat(path, &st) < 0)
+                return log_error_errno(-errno, "cannot %s %s", what, path);
+        if (!S_ISREG(st.st_mode))
+                return log_error(-EBADF, "cannot %s %s: %s, not a regular file", what, path,
+                        file_type_name(st.st_mode));
+
+        fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        if (fd < 0) {
+                r = -errno;
+                if (writable && (r == -EACCES || r == -EPERM || r == -EROFS))
+                        return log_error(r, "cannot open %s for writing: %s (%s)", path, strerror(-r), hint);
+                return log_error_errno(r, "cannot open %s", path);
+        }
+        if (fstat(fd, &st) < 0)
+                return log_error_errno(-errno, "cannot %s %s", what, path);
+        if (!S_ISREG(st.st_mode))
+                return log_error(-EBADF, "cannot %s %s: %s, not a regular file", what, path,
+                        file_type_name(st.st_mode));
+
+        flags = fcntl(fd, F_GETFL);
+        if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0)
+                return log_error_errno(-errno, "cannot %s %s", what, path);
+
+        *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
+int output_open(Output *o)
+{
+        o->f = open_memstream(&o->buf, &o->size);
+        return o->f ? 0 : log_error_errno(-errno, "cannot allocate output");
+}
+
+void output_done(Output *o)
+{
+        if (o->f)
+                fclose(o->f);
+        free(o->buf);
+        *o = (Output){};
+}
+
+int output_emit(Output *o)
+{
+        if (fclose(TAKE_PTR(o->f)) != 0)
+                return log_error_errno(-ENOMEM, "cannot allocate output");
+        fwrite(o->buf, 1, o->size, stdout);
+        return 0;
+}
+
+int output_table_new(Table **ret, size_t n, const char *const *headers)
+{
+        int r = table_new(ret, n, headers);
+        return r < 0 ? log_error_errno(r, "cannot allocate output") : 0;
+}
