@@ -853,9 +853,13 @@ int loop_detach(unsigned number, uint64_t expected_diskseq)
         if (expected_diskseq != 0 && device_diskseq(devfd, number) != expected_diskseq)
                 return -ESTALE;
 
-        r = partition_remove_all(devfd, number);
+        /* A partition that someone merely has open for a moment (udevd's or another watcher's probe) cannot
+         * be deleted until they close it: retry, bounded by the same deadline. Mounts were ruled out above
+         * (the O_EXCL open), so what is still busy then is held open for longer: the device stays bound. */
+        while ((r = partition_remove_all(devfd, number)) == -EBUSY && now_usec() < deadline)
+                sleep_usec(10000);
         if (r < 0 && r != -ENODEV)
-                return r; /* a partition is in use (mounted, held open): the device stays bound */
+                return r;
 
         if (ioctl(devfd, LOOP_CLR_FD) < 0) {
                 r = negative_errno();

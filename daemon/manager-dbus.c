@@ -10,6 +10,7 @@
 
 #include "auth.h"
 #include "bus-options.h"
+#include "format.h"
 #include "image.h"
 #include "log.h"
 #include "loop.h"
@@ -55,13 +56,52 @@ int bus_reply_errno(sd_bus_error *error, int r, const char *what)
         return sd_bus_error_setf(error, name, "%s: %s", what, strerror(-r));
 }
 
+int bus_make_utf8(char **s)
+{
+        const char *p;
+        char *buf, *q;
+
+        for (p = *s; *p;) {
+                size_t len = utf8_sequence_length(p);
+                if (len == 0)
+                        break;
+                p += len;
+        }
+        if (!*p)
+                return 0;
+
+        /* At most three bytes (U+FFFD) for every byte. */
+        buf = malloc(strlen(*s) * 3 + 1);
+        if (!buf)
+                return -ENOMEM;
+        for (p = *s, q = buf; *p;) {
+                size_t len = utf8_sequence_length(p);
+                if (len == 0) {
+                        q = mempcpy(q, "\xef\xbf\xbd", 3);
+                        p++;
+                } else {
+                        q = mempcpy(q, p, len);
+                        p += len;
+                }
+        }
+        *q = '\0';
+        free(*s);
+        *s = buf;
+        return 0;
+}
+
 int bus_parse_loop_name(const char *s, unsigned *ret, sd_bus_error *error)
 {
         if (isempty(s))
                 return sd_bus_error_set(error, LOOPD_ERROR_INVALID_ARGUMENT, "device: must not be empty");
-        if (strlen(s) > 64 || loop_parse_name(s, ret) < 0)
+        /* Not quoted when too long: a cut could split a UTF-8 character, and sd-bus cannot send an error
+         * whose message is not UTF-8 (the caller would wait for its timeout instead). */
+        if (strlen(s) > 64)
+                return sd_bus_error_set(error, LOOPD_ERROR_NOT_MANAGED,
+                        "device: too long for a loop device (expected /dev/loopN or loopN)");
+        if (loop_parse_name(s, ret) < 0)
                 return sd_bus_error_setf(error, LOOPD_ERROR_NOT_MANAGED,
-                        "device: '%.64s' is not a loop device (expected /dev/loopN or loopN)", s);
+                        "device: '%s' is not a loop device (expected /dev/loopN or loopN)", s);
         return 0;
 }
 
@@ -302,6 +342,9 @@ static int attach_prepare(
         *ret_backing = realpath(fd_path, NULL);
         if (!*ret_backing && errno == ENOMEM)
                 return -ENOMEM;
+        /* It goes to polkit's details, which are D-Bus strings. */
+        if (*ret_backing && bus_make_utf8(ret_backing) < 0)
+                return -ENOMEM;
         return 0;
 }
 
@@ -466,6 +509,12 @@ static int method_mount_image(sd_bus_message *message, void *userdata, sd_bus_er
 
                 if (!fstype_mountable(parts[i].fstype))
                         continue;
+                /* A partition at sector 0 of a device that carries this same filesystem as a whole is that
+                 * filesystem again (a hybrid ISO's partition 1 spans the ISO): mount it once, as the
+                 * device. */
+                if (parts[i].number > 0 && parts[i].offset == 0 && parts[0].number == 0 &&
+                        streq(parts[i].fstype, parts[0].fstype) && streq(parts[i].uuid, parts[0].uuid))
+                        continue;
                 r = manager_mount_node(
                         m, uid, parts[i].node, parts[i].devnum, NULL, NULL, req.read_only, &mount_point, &e);
                 if (r < 0) {
@@ -621,6 +670,9 @@ static int method_list_devices(sd_bus_message *message, void *userdata, sd_bus_e
                         break;
                 }
                 snprintf(devname, sizeof(devname), "/dev/loop%u", info->number);
+                r = bus_make_utf8(&infos[i]->backing_file);
+                if (r < 0)
+                        break;
                 r = sd_bus_message_append(reply, LOOPD_DEVICE_STRUCT, devname, path, info->backing_file,
                         info->offset, info->size_limit, info->sector_size, info->read_only,
                         info->autoclear || (d && d->autoclear), d != NULL, d ? (uint32_t)d->owner : 0u);
@@ -659,6 +711,14 @@ int bus_append_partitions(sd_bus_message *reply, unsigned number)
                         }
                 }
 
+                /* Labels, UUIDs and names come from the image: one that is not UTF-8 must not fail the
+                 * reply. */
+                if (bus_make_utf8(&p->part_type) < 0 || bus_make_utf8(&p->part_name) < 0 ||
+                        bus_make_utf8(&p->fstype) < 0 || bus_make_utf8(&p->label) < 0 ||
+                        bus_make_utf8(&p->uuid) < 0 || bus_make_utf8(&p->mount_point) < 0) {
+                        r = -ENOMEM;
+                        break;
+                }
                 r = sd_bus_message_append(reply, LOOPD_PARTITION_STRUCT, p->node, p->number, p->offset,
                         p->size, p->part_type, p->part_name, p->fstype, p->label, p->uuid,
                         strempty(p->mount_point));
