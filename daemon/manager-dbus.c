@@ -277,7 +277,13 @@ static int attach_image(Manager *m, int fd, const AttachRequest *req, const stru
                         "uid %u already has %u loop devices attached, the most allowed", (unsigned)uid,
                         m->max_devices_per_user);
 
+        /* A table that fits more than one sector size is only a problem when the caller left the choice to
+         * us; image_probe() has ruled out the non-raw formats before it says so. */
         r = image_probe(fd, req->offset, req->size_limit, &probe);
+        if (r == -ENOTUNIQ && req->sector_size != 0) {
+                probe = (ImageProbe){ .format = NULL, .sector_size = req->sector_size };
+                r = 0;
+        }
         if (r == -ENOTUNIQ)
                 return sd_bus_error_set(error, LOOPD_ERROR_INVALID_ARGUMENT,
                         "sector-size: the image's partition table fits more than one sector size; pass "

@@ -1,1 +1,173 @@
-/* placeholder */
+/* harness.h: the integration test harness: a private system-like D-Bus, a fake (or the real, or no) polkit
+ * authority, loopd from the build tree, systemd-udevd on request, and the clients (loopctl, raw GDBus). */
+#pragma once
+
+#include <gio/gio.h>
+#include <gio/gunixfdlist.h>
+#include <json-glib/json-glib.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "images.h"
+
+/* Unprivileged system users the harness creates when missing (useradd --system). */
+#define HARNESS_USER_A "loopd-test-a"
+#define HARNESS_USER_B "loopd-test-b"
+
+/* How long the harness waits for a process to get ready, to exit, or for a client to answer. Generous:
+ * everything runs under ASan. */
+#define HARNESS_TIMEOUT_MS 30000
+
+typedef enum HarnessPolkit {
+        HARNESS_POLKIT_FAKE = 0, /* a FakeAuthority owns org.freedesktop.PolicyKit1 (h->authority) */
+        HARNESS_POLKIT_NONE, /* nobody owns it: loopd must deny */
+        HARNESS_POLKIT_REAL, /* /usr/lib/polkit-1/polkitd with the project's policy and polkit_rules */
+} HarnessPolkit;
+
+/* Per-test configuration, passed as the test data of harness_add(); NULL means all defaults. */
+typedef struct HarnessOptions {
+        HarnessPolkit polkit;
+        /* HARNESS_POLKIT_REAL: JavaScript polkitd loads as its only rules file. polkitd runs in a mount
+         * namespace of its own where /usr/share/polkit-1/actions holds just polkit/org.loopd1.policy from
+         * the source tree and /etc/polkit-1/rules.d just this: nothing on the machine is changed. */
+        const char *polkit_rules;
+        /* Start the bus (and the authority) but not loopd; the test calls harness_start_loopd(). */
+        bool no_loopd;
+        /* Extra loopd arguments, NULL-terminated, after --state-dir/--media-dir. */
+        const char *const *loopd_args;
+        /* The test's own data. */
+        gconstpointer data;
+} HarnessOptions;
+
+/* The fake polkit authority: answers CheckAuthorization per action as programmed, in its own thread. */
+typedef struct FakeAuthority FakeAuthority;
+
+typedef enum FakeAuthResult {
+        FAKE_AUTH_DENY = 0, /* (is_authorized=false, is_challenge=false); the default for every action */
+        FAKE_AUTH_ALLOW, /* (true, false) */
+        FAKE_AUTH_CHALLENGE, /* (false, true): "a password is needed", whatever the flags say */
+        /* auth_admin with an agent that types the right password: allowed when the call has the
+         * AllowUserInteraction flag (1), a challenge otherwise. */
+        FAKE_AUTH_INTERACTIVE,
+} FakeAuthResult;
+
+/* One CheckAuthorization the fake authority received. */
+typedef struct FakeAuthCall {
+        char *action_id;
+        char *subject_kind; /* "system-bus-name", "unix-process", ... */
+        char *subject_bus_name; /* the subject's "name" when kind is system-bus-name, else NULL */
+        GHashTable *details; /* a{ss} as received */
+        guint32 flags; /* 1 = AllowUserInteraction */
+        char *cancellation_id;
+        char *sender; /* who asked (loopd's unique name) */
+} FakeAuthCall;
+
+/* Programs the answer for action_id (NULL: for every action without its own rule), given after delay_ms.
+ * While an answer is delayed the authority keeps serving other checks. */
+void fake_authority_set(FakeAuthority *a, const char *action_id, FakeAuthResult result, guint delay_ms);
+/* A copy of the calls received so far, oldest first (elements are FakeAuthCall; the array frees them). */
+GPtrArray *fake_authority_calls(FakeAuthority *a);
+guint fake_authority_n_calls(FakeAuthority *a);
+void fake_authority_clear_calls(FakeAuthority *a);
+/* Blocks until at least n calls were received in total, or timeout_ms passed; returns whether they were. */
+bool fake_authority_wait_calls(FakeAuthority *a, guint n, guint timeout_ms);
+/* Cancellation ids received with CancelCheckAuthorization (a copy; strings). */
+GPtrArray *fake_authority_cancellations(FakeAuthority *a);
+
+typedef struct HarnessPrivate HarnessPrivate;
+
+/* The fixture. Everything is torn down by harness_teardown(), whatever the test did. */
+typedef struct Harness {
+        const HarnessOptions *options; /* never NULL */
+        bool ready; /* setup succeeded; a test body starts with HARNESS_REQUIRE(h) */
+        char *tmpdir; /* the test's directory (test_tmpdir_new), mode 0755 */
+        char *image_dir; /* <tmpdir>/images, mode 0755: make images here */
+        char *state_dir; /* loopd --state-dir */
+        char *media_dir; /* loopd --media-dir */
+        char *bus_address; /* the private bus, "unix:path=..." */
+        GDBusConnection *bus; /* root's connection to it */
+        FakeAuthority *authority; /* HARNESS_POLKIT_FAKE only */
+        bool udev; /* systemd-udevd runs (LOOPD_TEST_UDEV=1) */
+        HarnessPrivate *priv;
+} Harness;
+
+/* g_test_init() plus what every harness-based suite needs: non-fatal g_assert_*() (so a failed check
+ * still reaches the teardown that cleans the kernel up), the test users, GLib's helper threads. */
+void harness_init(int *argc, char ***argv);
+
+void harness_setup(Harness *h, gconstpointer options);
+void harness_teardown(Harness *h, gconstpointer options);
+
+/* Adds a test with the Harness fixture; opts is a const HarnessOptions * or NULL. */
+#define harness_add(path, func, opts)                                                                  \
+        g_test_add((path), Harness, (opts), harness_setup, (void (*)(Harness *, gconstpointer))(func), \
+                harness_teardown)
+
+/* A test body's first line: returns when setup did not succeed (skipped, or already failed). */
+#define HARNESS_REQUIRE(h)       \
+        do {                     \
+                if (!(h)->ready) \
+                        return;  \
+        } while (0)
+
+/* Starts loopd (waits until it owns org.loopd1) / stops it (SIGTERM, bounded wait, SIGKILL) and checks it
+ * exited 0 with no sanitizer report. Both fail the test and return false on any problem. */
+bool harness_start_loopd(Harness *h);
+bool harness_stop_loopd(Harness *h);
+/* Whether loopd is (still) running; fails the test with its log when it died. */
+bool harness_loopd_alive(Harness *h);
+/* loopd's stderr so far. */
+char *harness_loopd_log(Harness *h);
+
+/* The test users. harness_user() creates the user when missing and returns its ids. */
+bool harness_user(const char *name, uid_t *ret_uid, gid_t *ret_gid);
+
+/* A new connection to the private bus, authenticated as user (NULL: root). Owned by the harness (closed in
+ * teardown); do not unref. */
+GDBusConnection *harness_connect_as(Harness *h, const char *user);
+
+/* The result of running a program. */
+typedef struct HarnessRun {
+        int status; /* exit code; 128+N when killed by signal N; -1 when it could not run or timed out */
+        char *out;
+        char *err;
+} HarnessRun;
+
+void harness_run_clear(HarnessRun *r);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(HarnessRun, harness_run_clear)
+
+/* ret must be initialized (HarnessRun r = { 0 }); a used one may be passed again, its old output is freed.
+ * Runs loopctl (LOOPCTL_BINARY) on the private bus as user (NULL: root; else via setpriv --reuid --regid
+ * --clear-groups), stdin /dev/null, bounded by HARNESS_TIMEOUT_MS. Returns ret->status. A sanitizer report
+ * on its stderr fails the test. */
+int harness_loopctl(Harness *h, const char *user, HarnessRun *ret, ...) G_GNUC_NULL_TERMINATED;
+int harness_loopctlv(Harness *h, const char *user, HarnessRun *ret, const char *const *args);
+/* Runs any program the same way (argv[0] a path or a name in PATH), with DBUS_SYSTEM_BUS_ADDRESS set. */
+int harness_spawn_as(Harness *h, const char *user, HarnessRun *ret, const char *const *argv);
+/* Parses run->out as JSON; fails the test (and returns NULL) when it does not parse. */
+JsonNode *harness_run_json(const HarnessRun *run);
+
+/* Raw D-Bus: calls org.loopd1.Manager.<method> on /org/loopd1 (fds may be NULL). flags may carry
+ * G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION. Returns the reply or NULL with error set. */
+GVariant *harness_call(GDBusConnection *c, const char *method, GVariant *params, GUnixFDList *fds,
+        GDBusCallFlags flags, GError **error);
+/* Attach(h, a{sv}) with fd (not consumed) and options (a{sv}, floating or not; NULL: empty). */
+bool harness_attach_fd(
+        GDBusConnection *c, int fd, GVariant *options, char **ret_device, char **ret_object, GError **error);
+/* Opens path with open_flags (O_RDONLY / O_RDWR, O_CLOEXEC added) as the test process and attaches it. */
+bool harness_attach_path(GDBusConnection *c, const char *path, int open_flags, GVariant *options,
+        char **ret_device, GError **error);
+bool harness_detach(GDBusConnection *c, const char *device, GVariant *options, GError **error);
+/* ListDevices()'s a(sosttubbbu) / ListPartitions(device)'s a(suttssssss), or NULL with error set. */
+GVariant *harness_list_devices(GDBusConnection *c, GError **error);
+GVariant *harness_list_partitions(GDBusConnection *c, const char *device, GError **error);
+
+/* Checks that error is the D-Bus error named name and, when needle is not NULL, that its message contains
+ * needle. Fails the test (non-fatally) otherwise; returns whether it matched. */
+#define harness_assert_dbus_error(error, name, needle) \
+        harness_check_dbus_error(__FILE__, __LINE__, (error), (name), (needle))
+bool harness_check_dbus_error(
+        const char *file, int line, const GError *error, const char *name, const char *needle);
+/* Checks that no error was set; prints it otherwise. */
+#define harness_assert_no_error(error) harness_check_no_error(__FILE__, __LINE__, (error))
+bool harness_check_no_error(const char *file, int line, const GError *error);

@@ -39,7 +39,9 @@ gboolean test_require_privileges(void)
 
 char *test_tmpdir_new(void)
 {
-        char *dir = g_strdup("/tmp/loopd-test-XXXXXX");
+        /* Under TMPDIR when set: tools/test gives each run its own, so that what a run leaves behind can be
+         * told from other runs' devices. */
+        char *dir = g_build_filename(g_get_tmp_dir(), "loopd-test-XXXXXX", NULL);
 
         g_assert_nonnull(g_mkdtemp(dir));
         /* Unprivileged test clients (setpriv) must be able to reach the images the test makes here. */
