@@ -312,8 +312,10 @@ void manager_release_if_autoclear(Manager *m, unsigned number)
 
         if (loop_get_info(number, &info) < 0)
                 return;
+        /* Only loopd's own devices: one that another tool set up with autoclear (mount -o loop) is the
+         * kernel's to clear, and never loopd's to detach. */
         ManagedDevice *d = manager_find_device(m, number, info->diskseq);
-        if (!info->autoclear && !(d && d->autoclear))
+        if (!d || (!info->autoclear && !d->autoclear))
                 return;
         if (manager_device_mounts(m, info, &mounts) < 0 || (mounts && mounts[0]))
                 return;
