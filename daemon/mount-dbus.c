@@ -59,10 +59,14 @@ int bus_parse_loop_node(
 
         if (isempty(s))
                 return sd_bus_error_set(error, LOOPD_ERROR_INVALID_ARGUMENT, "node: must not be empty");
-        if (strlen(s) > 64 || parse_node_name(s, &number, &partition) < 0)
+        /* Not quoted when too long: a cut could split a UTF-8 character, and sd-bus cannot send an error
+         * whose message is not UTF-8 (the caller would wait for its timeout instead). */
+        if (strlen(s) > 64)
+                return sd_bus_error_set(error, LOOPD_ERROR_NOT_MANAGED,
+                        "node: too long for a loop device or loop partition; loopd mounts nothing else");
+        if (parse_node_name(s, &number, &partition) < 0)
                 return sd_bus_error_setf(error, LOOPD_ERROR_NOT_MANAGED,
-                        "node: '%.64s' is not a loop device or loop partition; loopd mounts nothing else",
-                        s);
+                        "node: '%s' is not a loop device or loop partition; loopd mounts nothing else", s);
 
         /* The kernel's name for the device, from sysfs: never a path a caller could have planted. */
         if (partition == 0)
@@ -132,7 +136,8 @@ int manager_mount_node(Manager *m, uid_t uid, const char *node, dev_t devnum, co
         r = mount_pick_driver(fstype, &fuse);
         if (r < 0)
                 return sd_bus_error_setf(error, LOOPD_ERROR_UNSUPPORTED_FILESYSTEM,
-                        "Neither the kernel nor an installed FUSE driver can mount %s (%.32s)", node, fstype);
+                        "Neither the kernel nor an installed FUSE driver can mount %s (%.32s)", node,
+                        fstype);
 
         gid_t gid;
         r = user_of(uid, &user, &gid);
@@ -206,9 +211,12 @@ int method_mount(sd_bus_message *message, void *userdata, sd_bus_error *error)
         r = bus_read_options(message, specs, error);
         if (r < 0)
                 return r;
-        if (fstype && (isempty(fstype) || strlen(fstype) > 32 || strpbrk(fstype, ",/\n")))
+        if (fstype && strlen(fstype) > 32) /* not quoted, see bus_parse_loop_node() */
+                return sd_bus_error_set(error, LOOPD_ERROR_INVALID_ARGUMENT,
+                        "fstype: too long for a filesystem loopd mounts");
+        if (fstype && (isempty(fstype) || strpbrk(fstype, ",/\n")))
                 return sd_bus_error_setf(error, LOOPD_ERROR_INVALID_ARGUMENT,
-                        "fstype: '%.32s' is not a filesystem loopd mounts", fstype);
+                        "fstype: '%s' is not a filesystem loopd mounts", fstype);
         if (options && (strlen(options) > 4096 || strchr(options, '\n')))
                 return sd_bus_error_set(error, LOOPD_ERROR_INVALID_ARGUMENT,
                         "options: must be one line of at most 4096 bytes");
@@ -296,6 +304,10 @@ int method_unmount(sd_bus_message *message, void *userdata, sd_bus_error *error)
                 target = strdup(arg);
                 if (!target)
                         return -ENOMEM;
+                /* As the mount table spells it ("/run/media/u/x/" is "/run/media/u/x"): the directory is
+                 * removed below by that name. */
+                for (size_t len = strlen(target); len > 1 && target[len - 1] == '/';)
+                        target[--len] = '\0';
         }
 
         r = auth_sender_uid(message, &uid);

@@ -220,6 +220,21 @@ static struct libmnt_fs *mount_at(struct libmnt_table *tb, const char *target)
         return t ? mnt_table_find_target(tb, t, MNT_ITER_BACKWARD) : NULL;
 }
 
+/* A FUSE mount's source is whatever its server calls itself: any user can make one through fusermount with
+ * fsname=/dev/loopN, in a directory of their own. Such a mount must not pass for the device's (it would make
+ * Mount say AlreadyMounted, Detach say Busy, keep an autoclear device bound, and have loopd unmount it).
+ * fusermount always records the mounting user as user_id=, which nobody can set to 0 but root: the FUSE
+ * mounts loopd's helpers make have user_id=0. */
+static bool fuse_mount_by_root(struct libmnt_fs *fs)
+{
+        const char *options = mnt_fs_get_fs_options(fs);
+        char *value = NULL;
+        size_t len = 0;
+
+        return options && mnt_optstr_get_option(options, "user_id", &value, &len) == 0 && len == 1 &&
+                value[0] == '0';
+}
+
 int mount_find_targets(dev_t devnum, const char *node, char ***ret_targets)
 {
         _cleanup_(mnt_unref_tablep) struct libmnt_table *tb = NULL;
@@ -245,7 +260,7 @@ int mount_find_targets(dev_t devnum, const char *node, char ***ret_targets)
                 if (!target)
                         continue;
                 if (fstype_is_fuse(mnt_fs_get_fstype(fs)))
-                        match = node && streq_ptr(source, node);
+                        match = node && streq_ptr(source, node) && fuse_mount_by_root(fs);
                 else
                         match = devnum != 0 &&
                                 (mnt_fs_get_devno(fs) == devnum || source_rdev(source) == devnum);

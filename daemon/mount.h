@@ -97,7 +97,9 @@ int unmount_filesystem(const char *target);
 
 /* Where is the block device devnum mounted? Matches kernel mounts by devnum (mountinfo's major:minor, or
  * the source's st_rdev for btrfs, which reports an anonymous device) and FUSE mounts by source == node
- * (node may be NULL). A NULL-terminated list of mount points, possibly empty (free with strv_free()). */
+ * (node may be NULL), counting only FUSE mounts made by root (user_id=0): any user can name a FUSE mount of
+ * their own after a loop device. A NULL-terminated list of mount points, possibly empty (free with
+ * strv_free()). */
 int mount_find_targets(dev_t devnum, const char *node, char ***ret_targets);
 
 /* The source node, and the devnum of that node (the source's st_rdev when it is a block device, else
