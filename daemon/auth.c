@@ -163,10 +163,10 @@ static int auth_on_reply(sd_bus_message *reply, void *userdata, sd_bus_error *re
                 answer->result = -EACCES;
                 if (sd_bus_error_has_names(e, SD_BUS_ERROR_SERVICE_UNKNOWN, SD_BUS_ERROR_NAME_HAS_NO_OWNER))
                         sd_bus_error_setf(&answer->error, LOOPD_ERROR_NOT_AUTHORIZED,
-                                "Not authorized to %s: polkit is not available", answer->action);
+                                "Not authorized for %s: polkit is not available", answer->action);
                 else
                         sd_bus_error_setf(&answer->error, LOOPD_ERROR_NOT_AUTHORIZED,
-                                "Not authorized to %s: polkit failed: %s", answer->action,
+                                "Not authorized for %s: polkit failed: %s", answer->action,
                                 e->message ?: e->name);
         } else {
                 int authorized, challenge, r;
@@ -177,19 +177,19 @@ static int auth_on_reply(sd_bus_message *reply, void *userdata, sd_bus_error *re
                 if (r < 0) {
                         answer->result = -EACCES;
                         sd_bus_error_setf(&answer->error, LOOPD_ERROR_NOT_AUTHORIZED,
-                                "Not authorized to %s: malformed reply from polkit", answer->action);
+                                "Not authorized for %s: malformed reply from polkit", answer->action);
                 } else if (authorized)
                         answer->result = 1;
                 else if (challenge && !sd_bus_message_get_allow_interactive_authorization(q->request)) {
                         answer->result = -EACCES;
                         sd_bus_error_setf(&answer->error, SD_BUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED,
-                                "Authentication is required to %s; call again allowing interactive "
-                                "authorization",
+                                "Authentication is required for %s, and the call did not allow "
+                                "interactive authorization",
                                 answer->action);
                 } else {
                         answer->result = -EACCES;
-                        sd_bus_error_setf(&answer->error, LOOPD_ERROR_NOT_AUTHORIZED, "Not authorized to %s",
-                                answer->action);
+                        sd_bus_error_setf(&answer->error, LOOPD_ERROR_NOT_AUTHORIZED,
+                                "Not authorized for %s", answer->action);
                 }
         }
 
@@ -254,10 +254,13 @@ int auth_check(Auth *a, sd_bus_message *message, const char *action, const char 
         uid_t uid;
         int r;
 
+        /* Asked of the bus every time, also when the message is dispatched again with polkit's answer: a
+         * caller that left in the meantime is no longer known to the bus, and nothing is done for it (a
+         * device attached for nobody would count against the user's limit, owned by a dead client). */
         r = auth_sender_uid(message, &uid);
         if (r < 0)
                 return sd_bus_error_setf(error, LOOPD_ERROR_NOT_AUTHORIZED,
-                        "Not authorized to %s: cannot tell who the caller is", action);
+                        "Not authorized for %s: cannot tell who the caller is", action);
         if (uid == 0)
                 return 1;
 
@@ -307,7 +310,7 @@ int auth_check(Auth *a, sd_bus_message *message, const char *action, const char 
                 if (!q->answers)
                         auth_query_free(q);
                 return sd_bus_error_setf(error, LOOPD_ERROR_NOT_AUTHORIZED,
-                        "Not authorized to %s: cannot ask polkit: %s", action, strerror(-r));
+                        "Not authorized for %s: cannot ask polkit: %s", action, strerror(-r));
         }
         return 0;
 }
