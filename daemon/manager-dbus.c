@@ -212,7 +212,13 @@ static void attach_on_udev_done(Manager *m, int result, void *userdata)
 
         if (result >= 0)
                 r = reply_attached(p->message, p->number);
-        else {
+        else if (result == -ECANCELED) {
+                /* loopd is exiting before udev was done: roll back, as on a timeout, but say why. */
+                (void)loop_detach(p->number, p->diskseq);
+                manager_forget_device(m, p->number);
+                r = sd_bus_reply_method_errorf(p->message, LOOPD_ERROR_FAILED,
+                        "loopd is exiting; the attach of loop%u was rolled back", p->number);
+        } else {
                 log_warning(
                         "udev did not process loop%u's partitions in time, detaching it again", p->number);
                 (void)loop_detach(p->number, p->diskseq);

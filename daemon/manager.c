@@ -44,6 +44,9 @@ Manager *manager_free(Manager *m)
 {
         if (!m)
                 return NULL;
+        /* The watcher first: an Attach still waiting for udev is answered (and rolled back) while the bus and
+         * the device records are still there. */
+        m->watcher = watcher_free(m->watcher);
         while (m->devices) {
                 ManagedDevice *next = m->devices->next;
                 free(m->devices);
