@@ -182,7 +182,11 @@ static int manager_on_idle_timer(sd_event_source *s, uint64_t usec, void *userda
                 (void)sd_bus_release_name(m->bus, LOOPD_BUS_NAME);
                 return sd_event_exit(m->event, 0);
         }
-        return sd_event_source_set_time(s, MAX(now, m->last_activity_usec) + m->exit_on_idle_usec);
+        /* A timer source is one-shot: arm it again for when the quiet period would end. */
+        int r = sd_event_source_set_time(s, MAX(now, m->last_activity_usec) + m->exit_on_idle_usec);
+        if (r < 0)
+                return r;
+        return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
 }
 
 static int manager_on_message(sd_bus_message *message, void *userdata, sd_bus_error *error)
