@@ -1,4 +1,5 @@
-/* device-dbus.c: one org.loopd1.Device object per bound loop device, at /org/loopd1/device/loopN. */
+/* device-dbus.c: one org.loopd1.Device object per bound loop device, at /org/loopd1/device/loopN, and the
+ * Manager's signals about them. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,7 +9,12 @@
 #include "log.h"
 #include "loop.h"
 #include "loopd-bus.h"
+#include "manager-dbus.h"
 #include "manager.h"
+#include "mount.h"
+#include "probe.h"
+#include "strv.h"
+#include "watcher.h"
 
 char *device_object_path(unsigned number)
 {
@@ -29,70 +35,136 @@ static int device_path_number(const char *path, unsigned *ret)
         return loop_parse_name(path + strlen(prefix), ret);
 }
 
-/* Objects exist exactly for the devices the kernel has bound now. The getters take the number from the path.
- */
+/* Objects exist exactly for the devices the watcher sees bound (it looks at the kernel again for each
+ * client question, so a device Attach just returned is there). The getters read what the watcher saw, which
+ * is also what its signals announced. */
 static int device_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found,
         sd_bus_error *error)
 {
-        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+        Manager *m = userdata;
         unsigned number;
 
         if (device_path_number(path, &number) < 0)
                 return 0;
-        if (loop_get_info(number, &info) < 0)
+        if (!watcher_get_device(m->watcher, number))
                 return 0;
-        *found = userdata;
+        *found = m;
         return 1;
 }
 
 static int device_enumerate(
         sd_bus *bus, const char *path, void *userdata, char ***nodes, sd_bus_error *error)
 {
-        LoopInfo **infos = NULL;
-        char **list;
+        Manager *m = userdata;
+        _cleanup_free_ unsigned *numbers = NULL;
+        _cleanup_strv_free_ char **list = NULL;
         size_t n = 0;
         int r;
 
-        r = loop_list(&infos, &n);
+        r = watcher_list_devices(m->watcher, &numbers, &n);
         if (r < 0)
                 return r;
         list = calloc(n + 1, sizeof(char *));
-        for (size_t i = 0; list && i < n; i++) {
-                list[i] = device_object_path(infos[i]->number);
-                if (!list[i]) {
-                        for (size_t j = 0; j < i; j++)
-                                free(list[j]);
-                        free(list);
-                        list = NULL;
-                }
-        }
-        loop_info_array_free(infos, n);
         if (!list)
                 return -ENOMEM;
-        *nodes = list;
+        for (size_t i = 0; i < n; i++) {
+                list[i] = device_object_path(numbers[i]);
+                if (!list[i])
+                        return -ENOMEM;
+        }
+        *nodes = TAKE_PTR(list);
         return 0;
+}
+
+/* Labels, UUIDs and names come from the image, mount points from whoever mounted: D-Bus strings must be
+ * UTF-8, and one that is not would fail the whole message. */
+static char *utf8_valid_dup(const char *s)
+{
+        char *copy = strdup(strempty(s));
+
+        if (copy && bus_make_utf8(&copy) < 0)
+                return mfree(copy);
+        return copy;
+}
+
+static int append_partition(sd_bus_message *reply, const PartitionInfo *p, const char *mount_point)
+{
+        const char *fields[] = { p->node, p->part_type, p->part_name, p->fstype, p->label, p->uuid,
+                mount_point };
+        char *valid[ELEMENTSOF(fields)] = {};
+        int r = 0;
+
+        for (size_t i = 0; i < ELEMENTSOF(fields) && r >= 0; i++)
+                if (!(valid[i] = utf8_valid_dup(fields[i])))
+                        r = -ENOMEM;
+        if (r >= 0)
+                r = sd_bus_message_append(reply, LOOPD_PARTITION_STRUCT, valid[0], p->number, p->offset,
+                        p->size, valid[1], valid[2], valid[3], valid[4], valid[5], valid[6]);
+        for (size_t i = 0; i < ELEMENTSOF(valid); i++)
+                free(valid[i]);
+        return r;
+}
+
+static int append_partition_list(sd_bus_message *reply, const PartitionInfo *parts, size_t n)
+{
+        int r;
+
+        r = sd_bus_message_open_container(reply, 'a', LOOPD_PARTITION_STRUCT);
+        for (size_t i = 0; r >= 0 && i < n; i++) {
+                _cleanup_strv_free_ char **targets = NULL;
+
+                (void)mount_find_targets(parts[i].devnum, parts[i].node, &targets);
+                r = append_partition(reply, &parts[i], targets && targets[0] ? targets[0] : "");
+        }
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        return r;
+}
+
+int device_dbus_append_partitions(sd_bus_message *reply, unsigned number, bool strict)
+{
+        PartitionInfo *parts = NULL;
+        size_t n = 0;
+        int r;
+
+        r = probe_loop_device(number, &parts, &n);
+        if (r < 0) {
+                if (strict)
+                        return r;
+                /* One unreadable device must not fail GetManagedObjects for every client. */
+                log_debug_errno(r, "Failed to read the partitions of loop%u, reporting none: %m", number);
+                parts = NULL;
+                n = 0;
+        }
+        r = append_partition_list(reply, parts, n);
+        partition_info_array_free(parts, n);
+        return r;
 }
 
 static int device_get_property(sd_bus *bus, const char *path, const char *interface, const char *property,
         sd_bus_message *reply, void *userdata, sd_bus_error *error)
 {
-        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+        Manager *m = userdata;
+        const LoopInfo *info;
+        ManagedDevice *d;
         unsigned number;
-        int r;
 
         if (device_path_number(path, &number) < 0)
                 return -ENOENT;
-        r = loop_get_info(number, &info);
-        if (r < 0)
+        info = watcher_get_device(m->watcher, number);
+        if (!info)
                 return sd_bus_error_setf(error, LOOPD_ERROR_NOT_FOUND, "loop%u is not attached", number);
+        d = manager_find_device(m, number, info->diskseq);
 
         if (streq(property, "Device")) {
                 char devname[32];
                 snprintf(devname, sizeof(devname), "/dev/loop%u", number);
                 return sd_bus_message_append(reply, "s", devname);
         }
-        if (streq(property, "BackingFile"))
-                return sd_bus_message_append(reply, "s", info->backing_file);
+        if (streq(property, "BackingFile")) {
+                _cleanup_free_ char *valid = utf8_valid_dup(info->backing_file);
+                return valid ? sd_bus_message_append(reply, "s", valid) : -ENOMEM;
+        }
         if (streq(property, "Offset"))
                 return sd_bus_message_append(reply, "t", info->offset);
         if (streq(property, "SizeLimit"))
@@ -101,28 +173,25 @@ static int device_get_property(sd_bus *bus, const char *path, const char *interf
                 return sd_bus_message_append(reply, "u", info->sector_size);
         if (streq(property, "ReadOnly"))
                 return sd_bus_message_append(reply, "b", info->read_only);
+        /* As ListDevices says: the kernel's flag, or autoclear asked at Attach (armed with the first mount).
+         */
         if (streq(property, "Autoclear"))
-                return sd_bus_message_append(reply, "b", info->autoclear);
-        if (streq(property, "Partitions"))
-                return bus_append_partitions(reply, number);
-        return -ENOENT;
-}
-
-static int device_get_ownership(sd_bus *bus, const char *path, const char *interface, const char *property,
-        sd_bus_message *reply, void *userdata, sd_bus_error *error)
-{
-        Manager *m = userdata;
-        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
-        ManagedDevice *d = NULL;
-        unsigned number;
-
-        if (device_path_number(path, &number) < 0)
-                return -ENOENT;
-        if (loop_get_info(number, &info) >= 0)
-                d = manager_find_device(m, number, info->diskseq);
+                return sd_bus_message_append(reply, "b", info->autoclear || (d && d->autoclear));
         if (streq(property, "Managed"))
                 return sd_bus_message_append(reply, "b", d != NULL);
-        return sd_bus_message_append(reply, "u", d ? (uint32_t)d->owner : 0u);
+        if (streq(property, "OwnerUID"))
+                return sd_bus_message_append(reply, "u", d ? (uint32_t)d->owner : 0u);
+        if (streq(property, "Partitions")) {
+                size_t n = 0;
+                const PartitionInfo *announced = watcher_announced_partitions(m->watcher, number, &n);
+
+                /* A change the watcher announces: what it probed when the partitions appeared. A client's
+                 * own question: what is on the device now. */
+                if (announced)
+                        return append_partition_list(reply, announced, n);
+                return device_dbus_append_partitions(reply, number, false);
+        }
+        return -ENOENT;
 }
 
 static const sd_bus_vtable device_vtable[] = { SD_BUS_VTABLE_START(0),
@@ -133,8 +202,8 @@ static const sd_bus_vtable device_vtable[] = { SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("SectorSize", "u", device_get_property, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("ReadOnly", "b", device_get_property, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Autoclear", "b", device_get_property, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        SD_BUS_PROPERTY("Managed", "b", device_get_ownership, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        SD_BUS_PROPERTY("OwnerUID", "u", device_get_ownership, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Managed", "b", device_get_property, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("OwnerUID", "u", device_get_property, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Partitions", "a" LOOPD_PARTITION_STRUCT, device_get_property, 0,
                 SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_VTABLE_END };
@@ -178,9 +247,10 @@ void device_dbus_emit_removed(Manager *m, unsigned number)
         if (!path || !m->bus)
                 return;
         snprintf(devname, sizeof(devname), "/dev/loop%u", number);
-        /* The object no longer resolves (the device is unbound), so name the interfaces ourselves. */
-        log_emit_failure(sd_bus_emit_interfaces_removed(m->bus, path, LOOPD_DEVICE_INTERFACE, NULL),
-                "InterfacesRemoved");
+        /* All the interfaces InterfacesAdded named, the standard ones too (Properties, Introspectable,
+         * Peer): a client such as GDBusObjectManagerClient drops an object only when it has none left. The
+         * watcher calls this while the object still resolves. */
+        log_emit_failure(sd_bus_emit_object_removed(m->bus, path), "InterfacesRemoved");
         log_emit_failure(sd_bus_emit_signal(m->bus, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE,
                                  "DeviceDetached", "so", devname, path),
                 "DeviceDetached");
@@ -201,10 +271,12 @@ void device_dbus_emit_partition(Manager *m, unsigned number, unsigned partition,
 
 void device_dbus_emit_mount(Manager *m, const char *node, const char *mount_point, bool mounted)
 {
-        if (!m->bus)
+        _cleanup_free_ char *valid = utf8_valid_dup(mount_point);
+
+        if (!m->bus || !valid)
                 return;
         log_emit_failure(sd_bus_emit_signal(m->bus, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE,
-                                 mounted ? "Mounted" : "Unmounted", "ss", node, mount_point),
+                                 mounted ? "Mounted" : "Unmounted", "ss", node, valid),
                 "Mounted/Unmounted");
 }
 

@@ -10,6 +10,7 @@
 
 #include "auth.h"
 #include "bus-options.h"
+#include "device-dbus.h"
 #include "format.h"
 #include "image.h"
 #include "log.h"
@@ -415,13 +416,16 @@ static int method_attach(sd_bus_message *message, void *userdata, sd_bus_error *
         r = auth_sender_uid(message, &uid);
         if (r < 0)
                 return bus_reply_errno(error, r, "Failed to identify the caller");
+        /* Before attaching: switching the watcher's event source afterwards would lose the new device's
+         * events, and the wait for udev would run into its timeout. */
+        bool wait_for_udev = req.partition_scan && watcher_udev_running(m->watcher);
         r = attach_image(m, fd, &req, &st, uid, &info, error);
         if (r < 0)
                 return r;
         log_info("Attached %s to loop%u for uid %u%s", strempty(backing), info->number, (unsigned)uid,
                 info->read_only ? " (read-only)" : "");
 
-        if (req.partition_scan && watcher_udev_running(m->watcher)) {
+        if (wait_for_udev) {
                 r = attach_wait_for_udev(m, message, info);
                 if (r >= 0)
                         return 1;
@@ -697,48 +701,12 @@ static int method_list_devices(sd_bus_message *message, void *userdata, sd_bus_e
         return sd_bus_send(NULL, reply, NULL);
 }
 
-/* Appends the device's partitions (the contract's struct array) to a message; shared with the Device
- * object's Partitions property. */
+/* Appends the device's partitions (the contract's struct array) to a message: the Device object's code, so
+ * that both give the same answer and every string is valid UTF-8 (a label is the image author's bytes; sd-bus
+ * refuses to send anything else, which failed the whole reply). */
 int bus_append_partitions(sd_bus_message *reply, unsigned number)
 {
-        PartitionInfo *parts = NULL;
-        size_t n = 0;
-        int r;
-
-        r = probe_loop_device(number, &parts, &n);
-        if (r < 0)
-                return r;
-
-        r = sd_bus_message_open_container(reply, 'a', LOOPD_PARTITION_STRUCT);
-        for (size_t i = 0; r >= 0 && i < n; i++) {
-                PartitionInfo *p = &parts[i];
-                _cleanup_strv_free_ char **targets = NULL;
-
-                if (mount_find_targets(p->devnum, p->node, &targets) >= 0 && targets && targets[0]) {
-                        free(p->mount_point);
-                        p->mount_point = strdup(targets[0]);
-                        if (!p->mount_point) {
-                                r = -ENOMEM;
-                                break;
-                        }
-                }
-
-                /* Labels, UUIDs and names come from the image: one that is not UTF-8 must not fail the
-                 * reply. */
-                if (bus_make_utf8(&p->part_type) < 0 || bus_make_utf8(&p->part_name) < 0 ||
-                        bus_make_utf8(&p->fstype) < 0 || bus_make_utf8(&p->label) < 0 ||
-                        bus_make_utf8(&p->uuid) < 0 || bus_make_utf8(&p->mount_point) < 0) {
-                        r = -ENOMEM;
-                        break;
-                }
-                r = sd_bus_message_append(reply, LOOPD_PARTITION_STRUCT, p->node, p->number, p->offset,
-                        p->size, p->part_type, p->part_name, p->fstype, p->label, p->uuid,
-                        strempty(p->mount_point));
-        }
-        if (r >= 0)
-                r = sd_bus_message_close_container(reply);
-        partition_info_array_free(parts, n);
-        return r;
+        return device_dbus_append_partitions(reply, number, true);
 }
 
 static int method_list_partitions(sd_bus_message *message, void *userdata, sd_bus_error *error)

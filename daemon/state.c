@@ -1,4 +1,5 @@
-/* state.c: the devices loopd set up, one small key=value file each in state_dir/devices/. */
+/* state.c: the devices loopd set up, one small key=value file each in state_dir/devices/, and the mount
+ * points it made, one per line in state_dir/mounts. */
 #include "state.h"
 
 #include <dirent.h>
@@ -10,6 +11,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+
+#include "strv.h"
 
 static int state_devices_dir(const char *state_dir, char **ret)
 {
@@ -28,19 +31,17 @@ static int state_devices_dir(const char *state_dir, char **ret)
         return 0;
 }
 
-int state_save_device(const char *state_dir, const ManagedDevice *d)
+/* Writes dir/name atomically: a temporary file, fsync, rename over the old one, fsync of the directory. A
+ * reader (loopd after a crash) sees the old contents or the new, never a part. */
+static int write_file_atomic(const char *dir, const char *name, const char *contents)
 {
-        _cleanup_free_ char *dir = NULL, *path = NULL, *tmp = NULL;
-        _cleanup_fclose_ FILE *f = NULL;
-        int fd, r;
+        _cleanup_free_ char *path = NULL, *tmp = NULL;
+        _cleanup_close_ int dirfd = -1;
+        FILE *f;
+        int fd, r = 0;
 
-        r = state_devices_dir(state_dir, &dir);
-        if (r < 0)
-                return r;
-        if (asprintf(&path, "%s/loop%u", dir, d->number) < 0 ||
-                asprintf(&tmp, "%s/.loop%u.tmp", dir, d->number) < 0)
+        if (asprintf(&path, "%s/%s", dir, name) < 0 || asprintf(&tmp, "%s/.%s.tmp", dir, name) < 0)
                 return -ENOMEM;
-
         fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (fd < 0)
                 return negative_errno();
@@ -51,23 +52,38 @@ int state_save_device(const char *state_dir, const ManagedDevice *d)
                 (void)unlink(tmp);
                 return r;
         }
-
-        fprintf(f,
-                "DISKSEQ=%" PRIu64 "\nOWNER=%u\nBACKING_DEV=%u:%u\nBACKING_INODE=%" PRIu64
-                "\nOFFSET=%" PRIu64 "\nAUTOCLEAR=%d\n",
-                d->diskseq, (unsigned)d->owner, major(d->backing_dev), minor(d->backing_dev),
-                d->backing_inode, d->offset, d->autoclear);
-        if (fflush(f) != 0 || fsync(fileno(f)) < 0) {
+        if (fputs(contents, f) == EOF || fflush(f) != 0 || fsync(fileno(f)) < 0)
                 r = negative_errno();
+        if (fclose(f) != 0 && r == 0)
+                r = negative_errno();
+        if (r == 0 && rename(tmp, path) < 0)
+                r = negative_errno();
+        if (r < 0) {
                 (void)unlink(tmp);
                 return r;
         }
-        if (rename(tmp, path) < 0) {
-                r = negative_errno();
-                (void)unlink(tmp);
-                return r;
-        }
+        dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dirfd >= 0)
+                (void)fsync(dirfd);
         return 0;
+}
+
+int state_save_device(const char *state_dir, const ManagedDevice *d)
+{
+        _cleanup_free_ char *dir = NULL, *name = NULL, *contents = NULL;
+        int r;
+
+        r = state_devices_dir(state_dir, &dir);
+        if (r < 0)
+                return r;
+        if (asprintf(&name, "loop%u", d->number) < 0 ||
+                asprintf(&contents,
+                        "DISKSEQ=%" PRIu64 "\nOWNER=%u\nBACKING_DEV=%u:%u\nBACKING_INODE=%" PRIu64
+                        "\nOFFSET=%" PRIu64 "\nAUTOCLEAR=%d\n",
+                        d->diskseq, (unsigned)d->owner, major(d->backing_dev), minor(d->backing_dev),
+                        d->backing_inode, d->offset, d->autoclear) < 0)
+                return -ENOMEM;
+        return write_file_atomic(dir, name, contents);
 }
 
 int state_remove_device(const char *state_dir, unsigned number)
@@ -161,5 +177,54 @@ int state_load_devices(const char *state_dir, ManagedDevice **ret_list)
         }
         closedir(d);
         *ret_list = list;
+        return 0;
+}
+
+int state_save_mounts(const char *state_dir, char *const *targets)
+{
+        _cleanup_free_ char *contents = NULL;
+        size_t size = 0;
+        FILE *f;
+
+        if (mkdir(state_dir, 0755) < 0 && errno != EEXIST)
+                return negative_errno();
+        f = open_memstream(&contents, &size);
+        if (!f)
+                return -ENOMEM;
+        for (char *const *t = targets; t && *t; t++)
+                if (!strchr(*t, '\n'))
+                        fprintf(f, "%s\n", *t);
+        if (fclose(f) != 0)
+                return -ENOMEM;
+        return write_file_atomic(state_dir, "mounts", contents ? contents : "");
+}
+
+int state_load_mounts(const char *state_dir, char ***ret)
+{
+        _cleanup_free_ char *path = NULL, *line = NULL;
+        _cleanup_strv_free_ char **list = NULL;
+        _cleanup_fclose_ FILE *f = NULL;
+        size_t size = 0;
+        ssize_t n;
+        int r;
+
+        if (asprintf(&path, "%s/mounts", state_dir) < 0)
+                return -ENOMEM;
+        list = calloc(1, sizeof(char *));
+        if (!list)
+                return -ENOMEM;
+        f = fopen(path, "re");
+        if (!f && errno != ENOENT)
+                return negative_errno();
+        while (f && (n = getline(&line, &size, f)) > 0) {
+                if (line[n - 1] == '\n')
+                        line[n - 1] = '\0';
+                if (line[0] != '/')
+                        continue;
+                r = strv_consume(&list, strdup(line));
+                if (r < 0)
+                        return r;
+        }
+        *ret = TAKE_PTR(list);
         return 0;
 }

@@ -1,4 +1,5 @@
-/* state.h: the devices loopd set up, persisted in the state dir so that owners survive a restart. */
+/* state.h: the devices loopd set up and the mount points it made, persisted in the state dir so that owners
+ * and mounts survive a restart. */
 #pragma once
 
 #include "manager.h"
@@ -9,3 +10,8 @@ int state_remove_device(const char *state_dir, unsigned number);
 
 /* Reads every record. Records that do not parse are skipped (and removed). */
 int state_load_devices(const char *state_dir, ManagedDevice **ret_list);
+
+/* The mount points loopd made that are mounted (absolute paths without newlines), one per line in
+ * state_dir/mounts, written atomically. Loading a missing file gives an empty list. */
+int state_save_mounts(const char *state_dir, char *const *targets);
+int state_load_mounts(const char *state_dir, char ***ret);

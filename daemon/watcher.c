@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -17,6 +18,13 @@
 #include "log.h"
 #include "loop.h"
 #include "partition.h"
+#include "probe.h"
+#include "state.h"
+#include "strv.h"
+
+#define UDEV_RUN_DIR "/run/udev"
+#define UDEV_CONTROL UDEV_RUN_DIR "/control"
+#define LOOP_MAJOR 7 /* the loop driver's block major (linux/major.h) */
 
 struct WatcherWait {
         Watcher *watcher;
@@ -30,11 +38,24 @@ struct WatcherWait {
         struct WatcherWait *next;
 };
 
-/* What the watcher last saw of one bound loop device. */
+/* What the watcher last saw of one bound loop device, and what it last told the bus about it. */
 typedef struct Tracked {
         LoopInfo *info;
         KernelPartition *parts;
         size_t n_parts;
+        /* Published values that do not come from sysfs alone: the kernel's autoclear or the one asked at
+         * Attach, and loopd's ownership record. Unsettled when the device was found before the records
+         * were loaded: the first look then takes them as they are, silently. */
+        bool autoclear;
+        bool managed;
+        uid_t owner;
+        bool settled;
+        /* What is on the device, probed when it or a partition appeared: removals and mounts are announced
+         * from this, without opening the remaining partitions (see watcher_announced_partitions()). */
+        PartitionInfo *probed;
+        size_t n_probed;
+        bool probed_valid;
+        uint64_t seen_usec; /* the event loop iteration of the last look at the kernel for it */
         struct Tracked *next;
 } Tracked;
 
@@ -44,28 +65,47 @@ typedef struct MountEntry {
         char *target;
 } MountEntry;
 
+/* One uevent about a loop device or partition, kept until the table is up to date. */
+typedef struct LoopEvent {
+        dev_t devnum;
+        dev_t disk_devnum;
+        uint64_t diskseq;
+        unsigned number;
+        bool add_or_change;
+        bool disk_change;
+} LoopEvent;
+
 struct Watcher {
         Manager *manager;
         struct udev *udev;
         struct udev_monitor *monitor;
         sd_event_source *io;
         bool source_is_udev;
+        sd_event_source *udev_dir_watch; /* inotify on /run/udev, or on /run until that exists */
+        bool udev_dir_watched;
         WatcherWait *waits;
 
         Tracked *devices;
+        bool syncing; /* comparing the table with the kernel: no nested look */
+        bool announcing; /* telling the bus about changes: Partitions come from the Tracked's probe */
+        uint64_t synced_usec; /* the event loop iteration of the last look at every device */
 
         struct libmnt_monitor *mount_monitor;
         sd_event_source *mount_io;
         MountEntry *mounts;
         size_t n_mounts;
+        /* Loop numbers whose mounts changed since the last mount table event was handled. */
+        unsigned *touched;
+        size_t n_touched;
 };
 
-static int watcher_on_event(sd_event_source *s, int fd, uint32_t revents, void *userdata);
-static int watcher_on_mount_change(sd_event_source *s, int fd, uint32_t revents, void *userdata);
+static void watcher_rescan_mounts(Watcher *w, bool announce, bool only_removals);
 
+/* Is udevd running? Its control socket exists while it does (under systemd the socket is systemd's and stays
+ * for a udevd that is restarted). A "udev" monitor hears nothing at all without udevd. */
 static bool udevd_running(void)
 {
-        return access("/run/udev/control", F_OK) >= 0;
+        return access(UDEV_CONTROL, F_OK) >= 0;
 }
 
 /* ---- the device table ---- */
@@ -76,13 +116,60 @@ static void tracked_free(Tracked *t)
                 return;
         loop_info_free(t->info);
         free(t->parts);
+        partition_info_array_free(t->probed, t->n_probed);
         free(t);
+}
+
+/* Probes what is on the device now (this opens it and its partitions). */
+static void tracked_probe(Tracked *t)
+{
+        PartitionInfo *parts = NULL;
+        size_t n = 0;
+        int r;
+
+        r = probe_loop_device(t->info->number, &parts, &n);
+        if (r < 0) {
+                log_debug_errno(r, "Failed to probe loop%u: %m", t->info->number);
+                parts = NULL;
+                n = 0;
+        }
+        partition_info_array_free(t->probed, t->n_probed);
+        t->probed = parts;
+        t->n_probed = n;
+        t->probed_valid = r >= 0;
+}
+
+/* Partitions went and none came: the last probe, without the partitions the kernel no longer has. */
+static void tracked_forget_partitions(Tracked *t)
+{
+        size_t kept = 0;
+
+        for (size_t i = 0; i < t->n_probed; i++) {
+                PartitionInfo *p = &t->probed[i];
+                bool still = p->number == 0;
+
+                for (size_t j = 0; j < t->n_parts && !still; j++)
+                        still = t->parts[j].number == p->number && t->parts[j].devnum == p->devnum;
+                if (still)
+                        t->probed[kept++] = *p;
+                else
+                        partition_info_clear(p);
+        }
+        t->n_probed = kept;
 }
 
 static Tracked *watcher_find(Watcher *w, unsigned number)
 {
         for (Tracked *t = w->devices; t; t = t->next)
                 if (t->info->number == number)
+                        return t;
+        return NULL;
+}
+
+static Tracked *watcher_find_devnum(Watcher *w, dev_t devnum)
+{
+        for (Tracked *t = w->devices; t; t = t->next)
+                if (t->info->devnum == devnum)
                         return t;
         return NULL;
 }
@@ -101,6 +188,16 @@ static bool partitions_have(const KernelPartition *parts, size_t n, const Kernel
         for (size_t i = 0; i < n; i++)
                 if (parts[i].number == p->number && parts[i].devnum == p->devnum &&
                         parts[i].start == p->start && parts[i].size == p->size)
+                        return true;
+        return false;
+}
+
+/* Does new have a partition that old does not? */
+static bool partitions_added(
+        const KernelPartition *old, size_t n_old, const KernelPartition *new, size_t n_new)
+{
+        for (size_t i = 0; i < n_new; i++)
+                if (!partitions_have(old, n_old, &new[i]))
                         return true;
         return false;
 }
@@ -138,70 +235,80 @@ static void emit_property_changes(Watcher *w, const LoopInfo *old, const LoopInf
                 device_dbus_emit_changed(w->manager, n, "SectorSize");
         if (old->read_only != new->read_only)
                 device_dbus_emit_changed(w->manager, n, "ReadOnly");
-        if (old->autoclear != new->autoclear)
-                device_dbus_emit_changed(w->manager, n, "Autoclear");
 }
 
-static void watcher_device_gone(Watcher *w, Tracked *t)
+/* Takes the published values that come from loopd's records; says which of them changed. */
+static void tracked_take_ownership(Watcher *w, Tracked *t, bool *ret_autoclear, bool *ret_owner)
+{
+        ManagedDevice *d = manager_find_device(w->manager, t->info->number, t->info->diskseq);
+        bool autoclear = t->info->autoclear || (d && d->autoclear), managed = d != NULL;
+        uid_t owner = d ? d->owner : 0;
+
+        *ret_autoclear = t->settled && autoclear != t->autoclear;
+        *ret_owner = t->settled && (managed != t->managed || owner != t->owner);
+        t->autoclear = autoclear;
+        t->managed = managed;
+        t->owner = owner;
+        t->settled = true;
+}
+
+/* The device behind t is no longer bound (or its number now holds another one). */
+static void watcher_device_gone(Watcher *w, Tracked *t, bool announce)
 {
         unsigned number = t->info->number;
+        uint64_t diskseq = t->info->diskseq;
 
-        for (size_t i = 0; i < t->n_parts; i++)
-                device_dbus_emit_partition(w->manager, number, t->parts[i].number, false);
+        /* A device loopd set up was detached by someone else, or by autoclear: its record goes, before
+         * anyone hears of it. Not a record of a newer device on the same number (loopd may have bound it
+         * before this look). */
+        if (manager_find_device(w->manager, number, diskseq))
+                manager_forget_device(w->manager, number);
+
+        if (announce) {
+                /* Its mounts went first (Detach with unmount, umount -d): say so before the device goes.
+                 * Only what went: a new mount may be of a device on the same number not announced yet. */
+                watcher_rescan_mounts(w, true, true);
+                for (size_t i = 0; i < t->n_parts; i++)
+                        device_dbus_emit_partition(w->manager, number, t->parts[i].number, false);
+                /* Still in the table: InterfacesRemoved names every interface the object had. */
+                device_dbus_emit_removed(w->manager, number);
+        }
         watcher_unlink(w, t);
         tracked_free(t);
-        device_dbus_emit_removed(w->manager, number);
         log_debug("loop%u was detached", number);
 }
 
-/* Reads loopN afresh and tells the bus what changed since the last look. */
-static void watcher_refresh_device(Watcher *w, unsigned number, bool announce)
+/* Takes info (a device sysfs lists as bound) into the table and tells the bus what changed. */
+static void watcher_update_device(Watcher *w, LoopInfo *info, bool announce)
 {
-        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
         KernelPartition *parts = NULL;
         size_t n_parts = 0;
+        unsigned number = info->number;
         Tracked *t = watcher_find(w, number);
-        int r;
+        bool autoclear_changed, owner_changed;
 
-        r = loop_get_info(number, &info);
-        if (r < 0) {
-                if (t && announce)
-                        watcher_device_gone(w, t);
-                else if (t) {
-                        watcher_unlink(w, t);
-                        tracked_free(t);
-                }
-                /* A device loopd set up was detached by someone else or by autoclear: its record goes. */
-                for (ManagedDevice *d = w->manager->devices; d; d = d->next)
-                        if (d->number == number) {
-                                manager_forget_device(w->manager, number);
-                                break;
-                        }
-                return;
-        }
-        if (partition_list_kernel(number, &parts, &n_parts) < 0)
+        if (partition_list_kernel(number, &parts, &n_parts) < 0) {
+                parts = NULL;
                 n_parts = 0;
-
-        if (t && t->info->diskseq != info->diskseq) {
-                /* The number was recycled while we were not looking: the old device is gone. */
-                if (announce)
-                        watcher_device_gone(w, t);
-                else {
-                        watcher_unlink(w, t);
-                        tracked_free(t);
-                }
-                t = NULL;
         }
 
         if (!t) {
                 t = calloc(1, sizeof(Tracked));
                 if (!t) {
+                        loop_info_free(info);
                         free(parts);
                         return;
                 }
-                t->info = TAKE_PTR(info);
+                t->info = info;
                 t->parts = parts;
                 t->n_parts = n_parts;
+                tracked_take_ownership(w, t, &autoclear_changed, &owner_changed);
+                /* Found at start, before loopd's records were read: take them at the next look. */
+                t->settled = announce;
+                if (announce)
+                        tracked_probe(t);
+                /* In the table before the bus hears of it: InterfacesAdded reads the properties from here.
+                 */
                 t->next = w->devices;
                 w->devices = t;
                 if (announce) {
@@ -209,22 +316,183 @@ static void watcher_refresh_device(Watcher *w, unsigned number, bool announce)
                         for (size_t i = 0; i < n_parts; i++)
                                 device_dbus_emit_partition(w->manager, number, parts[i].number, true);
                 }
-                log_debug("loop%u is bound to %s", number, t->info->backing_file);
+                log_debug("loop%u is bound to %s", number, info->backing_file);
                 return;
         }
 
-        if (announce) {
-                emit_property_changes(w, t->info, info);
-                emit_partition_changes(w, number, t->parts, t->n_parts, parts, n_parts);
-        }
-        loop_info_free(t->info);
-        t->info = TAKE_PTR(info);
-        free(t->parts);
+        LoopInfo *old_info = t->info;
+        KernelPartition *old_parts = t->parts;
+        size_t n_old_parts = t->n_parts;
+
+        /* The new state first: PropertiesChanged reads the values from the table. */
+        t->info = info;
         t->parts = parts;
         t->n_parts = n_parts;
+        tracked_take_ownership(w, t, &autoclear_changed, &owner_changed);
+        if (announce && partitions_added(old_parts, n_old_parts, parts, n_parts))
+                tracked_probe(t);
+        else if (announce && partitions_added(parts, n_parts, old_parts, n_old_parts))
+                tracked_forget_partitions(t);
+        if (announce) {
+                emit_property_changes(w, old_info, info);
+                if (autoclear_changed)
+                        device_dbus_emit_changed(w->manager, number, "Autoclear");
+                if (owner_changed) {
+                        device_dbus_emit_changed(w->manager, number, "Managed");
+                        device_dbus_emit_changed(w->manager, number, "OwnerUID");
+                }
+                emit_partition_changes(w, number, old_parts, n_old_parts, parts, n_parts);
+        }
+        loop_info_free(old_info);
+        free(old_parts);
+}
+
+static uint64_t watcher_now(Watcher *w)
+{
+        uint64_t now;
+
+        return sd_event_now(w->manager->event, CLOCK_MONOTONIC, &now) >= 0 ? now : 0;
+}
+
+/* Brings the table up to date with the kernel for every device and, with announce, tells the bus what
+ * changed: at start, when the event source changed, and when a client enumerates the objects. Sysfs only,
+ * but it reads every loop device on the machine (there may be hundreds): events look at their device only.
+ */
+static int watcher_sync(Watcher *w, bool announce)
+{
+        LoopInfo **infos = NULL;
+        size_t n = 0;
+        int r;
+
+        if (w->syncing)
+                return 0;
+        r = loop_list(&infos, &n);
+        if (r < 0)
+                return log_debug_errno(r, "Failed to list loop devices: %m");
+        w->syncing = w->announcing = true;
+        w->synced_usec = watcher_now(w);
+
+        /* What went (or was re-bound under the same number: a new diskseq) first, so that a number that
+         * was recycled is removed before it is added again. */
+        for (Tracked *t = w->devices, *next; t; t = next) {
+                bool still = false;
+
+                next = t->next;
+                for (size_t i = 0; i < n && !still; i++)
+                        still = infos[i]->number == t->info->number && infos[i]->diskseq == t->info->diskseq;
+                if (!still)
+                        watcher_device_gone(w, t, announce);
+        }
+        /* Records of loopd's whose device the kernel no longer has (gone before the watcher saw it). */
+        for (ManagedDevice *d = w->manager->devices, *next; d; d = next) {
+                bool still = false;
+
+                next = d->next;
+                for (size_t i = 0; i < n && !still; i++)
+                        still = infos[i]->number == d->number && infos[i]->diskseq == d->diskseq;
+                if (!still)
+                        manager_forget_device(w->manager, d->number);
+        }
+        for (size_t i = 0; i < n; i++)
+                watcher_update_device(w, TAKE_PTR(infos[i]), announce);
+        free(infos);
+
+        w->syncing = w->announcing = false;
+        return 0;
+}
+
+/* The same for one device (loopN was named by an event, or by a client). */
+static void watcher_refresh(Watcher *w, unsigned number, bool announce)
+{
+        LoopInfo *info = NULL;
+        Tracked *t;
+        int r;
+
+        if (w->syncing)
+                return;
+        r = loop_get_info(number, &info);
+        if (r < 0 && r != -ENXIO && r != -ENODEV) {
+                log_debug_errno(r, "Failed to read loop%u, keeping what was known: %m", number);
+                return;
+        }
+        w->syncing = w->announcing = true;
+        t = watcher_find(w, number);
+        if (t && (r < 0 || info->diskseq != t->info->diskseq))
+                watcher_device_gone(w, t, announce);
+        /* A device of loopd's that was detached (or whose number was re-used) before the watcher ever saw
+         * it: its record goes all the same. */
+        for (ManagedDevice *d = w->manager->devices; d; d = d->next)
+                if (d->number == number && (r < 0 || d->diskseq != info->diskseq)) {
+                        manager_forget_device(w->manager, number);
+                        break;
+                }
+        if (r >= 0)
+                watcher_update_device(w, info, announce);
+        t = watcher_find(w, number);
+        if (t)
+                t->seen_usec = watcher_now(w);
+        w->syncing = w->announcing = false;
+}
+
+/* A client's question about loopN is answered from a look at the kernel in the same event loop iteration
+ * (one bus message): a client that asks right after Attach returned must find the device even when the
+ * kernel's event has not been read yet, and GetManagedObjects must not look at every device twice. */
+const LoopInfo *watcher_get_device(Watcher *w, unsigned number)
+{
+        uint64_t now = watcher_now(w);
+        Tracked *t = watcher_find(w, number);
+
+        if (!w->syncing && now != w->synced_usec && !(t && t->seen_usec == now)) {
+                watcher_refresh(w, number, true);
+                t = watcher_find(w, number);
+        }
+        return t ? t->info : NULL;
+}
+
+int watcher_list_devices(Watcher *w, unsigned **ret, size_t *ret_n)
+{
+        unsigned *list;
+        size_t n = 0, i = 0;
+
+        if (!w->syncing && watcher_now(w) != w->synced_usec)
+                (void)watcher_sync(w, true);
+        for (Tracked *t = w->devices; t; t = t->next)
+                n++;
+        list = calloc(n ? n : 1, sizeof(unsigned));
+        if (!list)
+                return -ENOMEM;
+        for (Tracked *t = w->devices; t; t = t->next)
+                list[i++] = t->info->number;
+        *ret = list;
+        *ret_n = n;
+        return 0;
+}
+
+const PartitionInfo *watcher_announced_partitions(Watcher *w, unsigned number, size_t *ret_n)
+{
+        Tracked *t = w->announcing ? watcher_find(w, number) : NULL;
+
+        if (!t || !t->probed_valid)
+                return NULL;
+        *ret_n = t->n_probed;
+        return t->probed;
+}
+
+bool watcher_device_autoclear(Watcher *w, unsigned number)
+{
+        Tracked *t = watcher_find(w, number);
+        ManagedDevice *d;
+
+        if (!t)
+                return false;
+        d = manager_find_device(w->manager, number, t->info->diskseq);
+        return t->info->autoclear || (d && d->autoclear);
 }
 
 /* ---- udev ---- */
+
+static int watcher_on_event(sd_event_source *s, int fd, uint32_t revents, void *userdata);
+static void watcher_wait_finish(WatcherWait *wait, int result);
 
 static void watcher_close_monitor(Watcher *w)
 {
@@ -259,6 +527,72 @@ static int watcher_open_monitor(Watcher *w)
         return 0;
 }
 
+/* Follows udevd coming and going: after a switch, whatever the old source did not report is found by
+ * comparing the table with the kernel. */
+static void watcher_check_source(Watcher *w)
+{
+        int r;
+
+        if (udevd_running() == w->source_is_udev)
+                return;
+        r = watcher_open_monitor(w);
+        if (r < 0) {
+                log_warning_errno(r, "Failed to switch the block device monitor: %m");
+                return;
+        }
+        log_info("udevd %s: following block devices through the %s event source",
+                w->source_is_udev ? "is running" : "is gone", w->source_is_udev ? "udev" : "kernel");
+        (void)watcher_sync(w, true);
+
+        /* Attach calls waiting for udev: there is no udev to wait for any more, and the kernel made the
+         * devices. */
+        while (!w->source_is_udev && w->waits)
+                watcher_wait_finish(w->waits, 0);
+}
+
+static int watcher_watch_udev_dir(Watcher *w);
+
+static int watcher_on_udev_dir(sd_event_source *s, const struct inotify_event *event, void *userdata)
+{
+        Watcher *w = userdata;
+
+        if (!w->udev_dir_watched) {
+                /* Watching /run until udevd creates /run/udev. */
+                if (event->len > 0 && streq(event->name, "udev") && watcher_watch_udev_dir(w) < 0)
+                        log_warning(
+                                "Failed to watch " UDEV_RUN_DIR ", udevd coming or going may go unnoticed");
+                watcher_check_source(w);
+                return 0;
+        }
+        if ((event->mask & (IN_IGNORED | IN_DELETE_SELF)) && watcher_watch_udev_dir(w) < 0)
+                log_warning(
+                        "Failed to watch " UDEV_RUN_DIR " again, udevd coming or going may go unnoticed");
+        if ((event->mask & (IN_IGNORED | IN_DELETE_SELF)) ||
+                (event->len > 0 && streq(event->name, "control")))
+                watcher_check_source(w);
+        return 0;
+}
+
+/* Watches /run/udev for udevd's control socket, or /run for /run/udev until it exists. */
+static int watcher_watch_udev_dir(Watcher *w)
+{
+        int r;
+
+        w->udev_dir_watch = sd_event_source_disable_unref(w->udev_dir_watch);
+        r = sd_event_add_inotify(w->manager->event, &w->udev_dir_watch, UDEV_RUN_DIR,
+                IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE_SELF | IN_ONLYDIR,
+                watcher_on_udev_dir, w);
+        if (r >= 0) {
+                w->udev_dir_watched = true;
+                return 0;
+        }
+        if (r != -ENOENT)
+                return r;
+        w->udev_dir_watched = false;
+        return sd_event_add_inotify(w->manager->event, &w->udev_dir_watch, "/run",
+                IN_CREATE | IN_MOVED_TO | IN_ONLYDIR, watcher_on_udev_dir, w);
+}
+
 bool watcher_busy(Watcher *w)
 {
         return w && w->waits;
@@ -266,14 +600,8 @@ bool watcher_busy(Watcher *w)
 
 bool watcher_udev_running(Watcher *w)
 {
-        bool running = udevd_running();
-
-        if (running != w->source_is_udev) {
-                int r = watcher_open_monitor(w);
-                if (r < 0)
-                        log_warning_errno(r, "Failed to switch the block device monitor: %m");
-        }
-        return running;
+        watcher_check_source(w);
+        return w->source_is_udev;
 }
 
 static void watcher_wait_free(WatcherWait *wait)
@@ -348,32 +676,17 @@ int watcher_wait_devices(Watcher *w, const dev_t *devnums, size_t n, uint64_t di
         return 0;
 }
 
-/* The diskseq of the disk an event is about: its own DISKSEQ, or its parent disk's. */
-static uint64_t event_diskseq(struct udev_device *d)
+static void watcher_dispatch_waits(Watcher *w, const LoopEvent *e)
 {
-        const char *s = udev_device_get_property_value(d, "DISKSEQ");
-        struct udev_device *parent;
-
-        if (!s && (parent = udev_device_get_parent_with_subsystem_devtype(d, "block", "disk")))
-                s = udev_device_get_sysattr_value(parent, "diskseq");
-        return s ? strtoull(s, NULL, 10) : 0;
-}
-
-static void watcher_dispatch_waits(Watcher *w, struct udev_device *d, const char *action)
-{
-        dev_t devnum = udev_device_get_devnum(d);
-        uint64_t diskseq;
-
-        if (!w->waits || (!streq(action, "add") && !streq(action, "change")))
+        if (!e->add_or_change)
                 return;
-        diskseq = event_diskseq(d);
-
         for (WatcherWait *wait = w->waits, *next; wait; wait = next) {
                 bool all = true;
 
                 next = wait->next;
                 for (size_t i = 0; i < wait->n; i++) {
-                        if (wait->devnums[i] == devnum && (diskseq == 0 || diskseq == wait->diskseq))
+                        if (wait->devnums[i] == e->devnum &&
+                                (e->diskseq == 0 || e->diskseq == wait->diskseq))
                                 wait->done[i] = true;
                         all = all && wait->done[i];
                 }
@@ -382,71 +695,114 @@ static void watcher_dispatch_waits(Watcher *w, struct udev_device *d, const char
         }
 }
 
-/* loopN for a loop disk or one of its partitions, by the kernel's name of the disk. */
-static int event_loop_number(struct udev_device *d, unsigned *ret)
+/* Reads what a uevent says about a loop disk or partition: its devnum, its disk's devnum (a partition's
+ * parent device) and the disk's diskseq (the event's DISKSEQ, else the parent's sysfs attribute). Partitions
+ * are matched to their disk by that devnum and diskseq, never by name (the table's device with that devnum;
+ * the disk's kernel name only for a device the table does not have yet). -ENODEV for anything but loop
+ * devices. */
+static int loop_event_read(Watcher *w, struct udev_device *d, const char *action, LoopEvent *ret)
 {
-        const char *devtype = udev_device_get_devtype(d);
+        const char *devtype = udev_device_get_devtype(d),
+                   *seq = udev_device_get_property_value(d, "DISKSEQ");
         struct udev_device *disk = d;
+        Tracked *t;
+        LoopEvent e = {
+                .devnum = udev_device_get_devnum(d),
+                .add_or_change = streq(action, "add") || streq(action, "change"),
+        };
 
-        if (devtype && streq(devtype, "partition")) {
+        if (streq_ptr(devtype, "partition")) {
                 disk = udev_device_get_parent_with_subsystem_devtype(d, "block", "disk");
                 if (!disk)
                         return -ENODEV;
-        }
-        const char *name = udev_device_get_sysname(disk);
-        if (!name || loop_parse_name(name, ret) < 0)
-                return -EINVAL;
+                if (!seq)
+                        seq = udev_device_get_sysattr_value(disk, "diskseq");
+        } else
+                e.disk_change = streq(action, "change");
+        e.disk_devnum = udev_device_get_devnum(disk);
+        e.diskseq = seq ? strtoull(seq, NULL, 10) : 0;
+        if (major(e.disk_devnum) != LOOP_MAJOR)
+                return -ENODEV;
+        t = watcher_find_devnum(w, e.disk_devnum);
+        if (t)
+                e.number = t->info->number;
+        else if (loop_parse_name(udev_device_get_sysname(disk), &e.number) < 0)
+                return -ENODEV;
+        *ret = e;
         return 0;
 }
 
 /* A kernel without a parser for the device's partition table drops the partitions loopd added with BLKPG
  * whenever the table is re-read (BLKRRPART: udevd does that after someone closes the disk opened for
  * writing). After such a change event, a device of loopd's that should have partitions gets them back. */
-static void watcher_restore_partitions(Watcher *w, unsigned number)
+static void watcher_restore_partitions(Watcher *w, const LoopEvent *e)
 {
-        Tracked *t = watcher_find(w, number);
+        Tracked *t = watcher_find_devnum(w, e->disk_devnum);
         char node[32];
         int fd, r;
 
-        if (!t || t->n_parts > 0 || !t->info->partscan ||
-                !manager_find_device(w->manager, number, t->info->diskseq))
+        if (!t || (e->diskseq != 0 && t->info->diskseq != e->diskseq) || t->n_parts > 0 ||
+                !t->info->partscan || !manager_find_device(w->manager, t->info->number, t->info->diskseq))
                 return;
 
-        snprintf(node, sizeof(node), "/dev/loop%u", number);
+        snprintf(node, sizeof(node), "/dev/loop%u", t->info->number);
         fd = open(node, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
         if (fd < 0)
                 return;
-        r = loop_sync_partitions(fd, number);
+        r = loop_sync_partitions(fd, t->info->number);
         close(fd);
         if (r < 0)
                 log_warning_errno(r, "Failed to restore the partitions of loop%u after a table re-read: %m",
-                        number);
+                        t->info->number);
         else if (r > 0)
-                log_info("Restored %d partition(s) of loop%u that a partition table re-read dropped", r, number);
+                log_info("Restored %d partition(s) of loop%u that a partition table re-read dropped", r,
+                        t->info->number);
 }
 
 static int watcher_on_event(sd_event_source *s, int fd, uint32_t revents, void *userdata)
 {
         Watcher *w = userdata;
+        LoopEvent *events = NULL;
+        size_t n = 0;
 
+        /* Read everything queued, then look at the kernel once: partitions come and go as a group, and the
+         * state after the events is what clients need. */
         for (;;) {
                 struct udev_device *d = udev_monitor_receive_device(w->monitor);
                 const char *action;
-                unsigned number;
+                LoopEvent e;
 
                 if (!d)
                         break;
                 action = udev_device_get_action(d);
-                if (action && event_loop_number(d, &number) >= 0) {
-                        /* Re-read the device rather than trusting the event alone: partitions come and go
-                         * as a group, and the state after the event is what clients need. */
-                        watcher_refresh_device(w, number, true);
-                        if (streq(action, "change") && streq_ptr(udev_device_get_devtype(d), "disk"))
-                                watcher_restore_partitions(w, number);
-                        watcher_dispatch_waits(w, d, action);
+                if (action && loop_event_read(w, d, action, &e) >= 0) {
+                        LoopEvent *grown = realloc(events, (n + 1) * sizeof(LoopEvent));
+                        if (grown) {
+                                events = grown;
+                                events[n++] = e;
+                        }
                 }
                 udev_device_unref(d);
         }
+        if (n == 0)
+                return 0;
+
+        /* Each device once, in the order of its first event. */
+        for (size_t i = 0; i < n; i++) {
+                bool seen = false;
+
+                for (size_t j = 0; j < i && !seen; j++)
+                        seen = events[j].number == events[i].number;
+                if (!seen)
+                        watcher_refresh(w, events[i].number, true);
+        }
+        for (size_t i = 0; i < n; i++)
+                if (events[i].disk_change)
+                        watcher_restore_partitions(w, &events[i]);
+        /* Waiting Attach calls are answered last: after the bus heard of their device and partitions. */
+        for (size_t i = 0; i < n; i++)
+                watcher_dispatch_waits(w, &events[i]);
+        free(events);
         return 0;
 }
 
@@ -469,6 +825,22 @@ static bool mount_entries_have(const MountEntry *e, size_t n, const char *node, 
         return false;
 }
 
+/* The loop number of "/dev/loopN" or "/dev/loopNpM"; -EINVAL for anything else. */
+static int loop_number_of_node(const char *node, unsigned *ret)
+{
+        char name[32];
+        size_t len;
+
+        if (strncmp(node, "/dev/loop", 9) != 0)
+                return -EINVAL;
+        len = 9 + strspn(node + 9, "0123456789");
+        if (len == 9 || len - 5 >= sizeof(name) || (node[len] != '\0' && node[len] != 'p'))
+                return -EINVAL;
+        memcpy(name, node + 5, len - 5);
+        name[len - 5] = '\0';
+        return loop_parse_name(name, ret);
+}
+
 /* Mounts whose source is a loop device or partition (FUSE mounts carry it as fsname=). */
 static int read_loop_mounts(MountEntry **ret, size_t *ret_n)
 {
@@ -489,8 +861,9 @@ static int read_loop_mounts(MountEntry **ret, size_t *ret_n)
         while (mnt_table_next_fs(table, iter, &fs) == 0) {
                 const char *source = mnt_fs_get_source(fs), *target = mnt_fs_get_target(fs);
                 MountEntry *grown;
+                unsigned number;
 
-                if (!source || !target || strncmp(source, "/dev/loop", 9) != 0)
+                if (!source || !target || loop_number_of_node(source, &number) < 0)
                         continue;
                 grown = realloc(list, (n + 1) * sizeof(MountEntry));
                 if (!grown) {
@@ -517,23 +890,75 @@ static int read_loop_mounts(MountEntry **ret, size_t *ret_n)
         return 0;
 }
 
-static void loop_number_of_node(const char *node, unsigned *ret)
+static void touched_add(Watcher *w, unsigned number)
 {
-        char name[32];
-        size_t len = strcspn(node + 5, "p");
+        unsigned *grown;
 
-        *ret = UINT32_MAX;
-        if (len >= sizeof(name))
+        for (size_t i = 0; i < w->n_touched; i++)
+                if (w->touched[i] == number)
+                        return;
+        grown = realloc(w->touched, (w->n_touched + 1) * sizeof(unsigned));
+        if (!grown)
                 return;
-        memcpy(name, node + 5, len);
-        name[len] = '\0';
-        (void)loop_parse_name(name, ret);
+        w->touched = grown;
+        w->touched[w->n_touched++] = number;
 }
 
-static void watcher_rescan_mounts(Watcher *w, bool announce)
+/* Mount points in loopd's media dir are loopd's (it makes them, root-owned, and nobody else may write
+ * there). Their list is kept in the state dir, so that a loopd that starts again can remove those that were
+ * unmounted while it was not running. */
+static bool is_own_mount_point(Watcher *w, const char *target)
 {
-        MountEntry *mounts = NULL;
-        size_t n = 0;
+        const char *media = w->manager->media_dir;
+        size_t len = strlen(media);
+
+        return strncmp(target, media, len) == 0 && target[len] == '/';
+}
+
+static void watcher_save_mounts(Watcher *w)
+{
+        _cleanup_strv_free_ char **targets = calloc(1, sizeof(char *));
+        int r = targets ? 0 : -ENOMEM;
+
+        for (size_t i = 0; r >= 0 && i < w->n_mounts; i++)
+                if (is_own_mount_point(w, w->mounts[i].target))
+                        r = strv_consume(&targets, strdup(w->mounts[i].target));
+        if (r >= 0)
+                r = state_save_mounts(w->manager->state_dir, targets);
+        if (r < 0)
+                log_warning_errno(r, "Failed to record the mount points in %s: %m", w->manager->state_dir);
+}
+
+/* At start: the mount points loopd made before that are no longer mounted go. */
+static void watcher_adopt_mounts(Watcher *w)
+{
+        _cleanup_strv_free_ char **recorded = NULL;
+        int r;
+
+        r = state_load_mounts(w->manager->state_dir, &recorded);
+        if (r < 0)
+                log_warning_errno(
+                        r, "Failed to read the recorded mount points in %s: %m", w->manager->state_dir);
+        for (char **t = recorded; t && *t; t++) {
+                bool mounted = false;
+
+                for (size_t i = 0; i < w->n_mounts && !mounted; i++)
+                        mounted = streq(w->mounts[i].target, *t);
+                if (mounted || !is_own_mount_point(w, *t))
+                        continue;
+                log_info("%s was unmounted while loopd was not running, removing the mount point", *t);
+                manager_remove_mount_point(w->manager, *t);
+        }
+        watcher_save_mounts(w);
+}
+
+/* Compares the mount table with the last look and, with announce, says what changed; the loop numbers whose
+ * mounts changed are kept in w->touched for watcher_on_mount_change(). only_removals: new mounts are left
+ * for the next look. */
+static void watcher_rescan_mounts(Watcher *w, bool announce, bool only_removals)
+{
+        MountEntry *mounts = NULL, *old;
+        size_t n = 0, n_old;
         int r;
 
         r = read_loop_mounts(&mounts, &n);
@@ -541,49 +966,110 @@ static void watcher_rescan_mounts(Watcher *w, bool announce)
                 log_warning_errno(r, "Failed to read the mount table: %m");
                 return;
         }
+        if (only_removals) {
+                size_t kept = 0;
+
+                for (size_t i = 0; i < n; i++)
+                        if (mount_entries_have(w->mounts, w->n_mounts, mounts[i].node, mounts[i].target))
+                                mounts[kept++] = mounts[i];
+                        else {
+                                free(mounts[i].node);
+                                free(mounts[i].target);
+                        }
+                n = kept;
+        }
+        /* The new table first: what is done below may look at the mount table again. */
+        old = w->mounts;
+        n_old = w->n_mounts;
+        w->mounts = mounts;
+        w->n_mounts = n;
 
         if (announce) {
-                for (size_t i = 0; i < w->n_mounts; i++) {
-                        MountEntry *e = &w->mounts[i];
+                bool own_changed = false;
+
+                for (size_t i = 0; i < n_old; i++) {
+                        MountEntry *e = &old[i];
                         unsigned number;
 
                         if (mount_entries_have(mounts, n, e->node, e->target))
                                 continue;
-                        device_dbus_emit_mount(w->manager, e->node, e->target, false);
+                        own_changed = own_changed || is_own_mount_point(w, e->target);
                         /* Unmounted behind loopd's back (umount by root): the empty mount point it made goes
-                         * too, and an autoclear device with nothing left mounted. */
+                         * too, before anyone hears of it. Only directories in loopd's media dir. */
                         manager_remove_mount_point(w->manager, e->target);
-                        loop_number_of_node(e->node, &number);
-                        if (number != UINT32_MAX) {
-                                manager_release_if_autoclear(w->manager, number);
-                                device_dbus_emit_changed(w->manager, number, "Partitions");
-                        }
+                        device_dbus_emit_mount(w->manager, e->node, e->target, false);
+                        if (loop_number_of_node(e->node, &number) >= 0)
+                                touched_add(w, number);
                 }
                 for (size_t i = 0; i < n; i++) {
                         unsigned number;
 
-                        if (mount_entries_have(w->mounts, w->n_mounts, mounts[i].node, mounts[i].target))
+                        if (mount_entries_have(old, n_old, mounts[i].node, mounts[i].target))
                                 continue;
+                        own_changed = own_changed || is_own_mount_point(w, mounts[i].target);
                         device_dbus_emit_mount(w->manager, mounts[i].node, mounts[i].target, true);
-                        loop_number_of_node(mounts[i].node, &number);
-                        if (number != UINT32_MAX)
-                                device_dbus_emit_changed(w->manager, number, "Partitions");
+                        if (loop_number_of_node(mounts[i].node, &number) >= 0)
+                                touched_add(w, number);
                 }
+                if (own_changed)
+                        watcher_save_mounts(w);
         }
+        mount_entries_free(old, n_old);
+}
 
-        mount_entries_free(w->mounts, w->n_mounts);
-        w->mounts = mounts;
-        w->n_mounts = n;
+/* Looks at the devices whose mounts differ between the last look and the mount table now. */
+static void watcher_refresh_mounted_devices(Watcher *w)
+{
+        MountEntry *mounts = NULL;
+        size_t n = 0;
+
+        if (read_loop_mounts(&mounts, &n) < 0)
+                return;
+        for (size_t i = 0; i < n + w->n_mounts; i++) {
+                const MountEntry *e = i < n ? &mounts[i] : &w->mounts[i - n];
+                bool same = i < n ? mount_entries_have(w->mounts, w->n_mounts, e->node, e->target)
+                                  : mount_entries_have(mounts, n, e->node, e->target);
+                unsigned number;
+
+                if (!same && loop_number_of_node(e->node, &number) >= 0)
+                        watcher_refresh(w, number, true);
+        }
+        mount_entries_free(mounts, n);
 }
 
 static int watcher_on_mount_change(sd_event_source *s, int fd, uint32_t revents, void *userdata)
 {
         Watcher *w = userdata;
+        unsigned *touched;
+        size_t n;
 
-        /* Drain the monitor, then look at the table once. */
+        /* Drain the monitor, then look once. The devices first: a device that was attached and mounted
+         * before loopd looked (MountImage) is announced before its mount, and one whose last mount went
+         * with it (umount -d) has its Unmounted announced before it goes. */
         while (mnt_monitor_next_change(w->mount_monitor, NULL, NULL) == 0)
                 ;
-        watcher_rescan_mounts(w, true);
+        watcher_refresh_mounted_devices(w);
+        watcher_rescan_mounts(w, true, false);
+        touched = TAKE_PTR(w->touched);
+        n = w->n_touched;
+        w->n_touched = 0;
+
+        /* An autoclear device with nothing left mounted goes (the kernel does that itself once its flag is
+         * set, but loopd also deletes the partitions it added, so that no dead node stays behind). */
+        for (size_t i = 0; i < n; i++)
+                if (watcher_device_autoclear(w, touched[i]))
+                        manager_release_if_autoclear(w->manager, touched[i]);
+
+        /* The devices as they are now (a first mount sets the kernel's autoclear flag; a last unmount may
+         * have detached), then each one still there shows its mount points in Partitions. */
+        for (size_t i = 0; i < n; i++)
+                watcher_refresh(w, touched[i], true);
+        w->announcing = true;
+        for (size_t i = 0; i < n; i++)
+                if (watcher_find(w, touched[i]))
+                        device_dbus_emit_changed(w->manager, touched[i], "Partitions");
+        w->announcing = false;
+        free(touched);
         return 0;
 }
 
@@ -607,8 +1093,6 @@ static int watcher_open_mount_monitor(Watcher *w)
 
 int watcher_new(Manager *m, Watcher **ret)
 {
-        LoopInfo **infos = NULL;
-        size_t n = 0;
         Watcher *w;
         int r;
 
@@ -623,6 +1107,10 @@ int watcher_new(Manager *m, Watcher **ret)
         }
 
         /* Subscribe first, then enumerate: whatever happens in between arrives as an event. */
+        r = watcher_watch_udev_dir(w);
+        if (r < 0)
+                log_warning_errno(
+                        r, "Failed to watch " UDEV_RUN_DIR ", udevd coming or going may go unnoticed: %m");
         r = watcher_open_monitor(w);
         if (r >= 0)
                 r = watcher_open_mount_monitor(w);
@@ -631,13 +1119,11 @@ int watcher_new(Manager *m, Watcher **ret)
                 return r;
         }
 
-        r = loop_list(&infos, &n);
+        r = watcher_sync(w, false);
         if (r < 0)
                 log_warning_errno(r, "Failed to list loop devices: %m");
-        for (size_t i = 0; i < n; i++)
-                watcher_refresh_device(w, infos[i]->number, false);
-        loop_info_array_free(infos, n);
-        watcher_rescan_mounts(w, false);
+        watcher_rescan_mounts(w, false, false);
+        watcher_adopt_mounts(w);
 
         *ret = w;
         return 0;
@@ -647,17 +1133,20 @@ Watcher *watcher_free(Watcher *w)
 {
         if (!w)
                 return NULL;
+        /* Attach calls still waiting for udev are answered (their callbacks roll them back). */
         while (w->waits)
-                watcher_wait_free(w->waits);
+                watcher_wait_finish(w->waits, -ECANCELED);
         while (w->devices) {
                 Tracked *t = w->devices;
                 w->devices = t->next;
                 tracked_free(t);
         }
         watcher_close_monitor(w);
+        sd_event_source_disable_unref(w->udev_dir_watch);
         sd_event_source_disable_unref(w->mount_io);
         mnt_unref_monitor(w->mount_monitor);
         mount_entries_free(w->mounts, w->n_mounts);
+        free(w->touched);
         udev_unref(w->udev);
         free(w);
         return NULL;

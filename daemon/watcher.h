@@ -5,22 +5,39 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "loop.h"
 #include "manager.h"
+#include "probe.h"
 
 typedef struct WatcherWait WatcherWait;
 
-/* result: 0 once udev has processed every device waited for, -ETIMEDOUT when the time ran out. The wait is
- * freed after the callback returns. */
+/* result: 0 once udev has processed every device waited for (or udevd went away: then there is nothing to
+ * wait for), -ETIMEDOUT when the time ran out, -ECANCELED when the watcher is freed first (loopd exits). The
+ * wait is freed before the callback runs. */
 typedef void (*WatcherWaitCallback)(Manager *m, int result, void *userdata);
 
 int watcher_new(Manager *m, Watcher **ret);
 Watcher *watcher_free(Watcher *w);
 
+/* The watcher's view of loopN (NULL when it is not bound), brought up to date with the kernel first, at
+ * most once per event loop iteration; changes found on the way are announced on the bus. */
+const LoopInfo *watcher_get_device(Watcher *w, unsigned number);
+/* The numbers of every bound loop device, after the same update. */
+int watcher_list_devices(Watcher *w, unsigned **ret, size_t *ret_n);
+/* While the watcher tells the bus about a change, what it probed on loopN when the device or its partitions
+ * appeared, minus the partitions gone since (NULL otherwise, or when it has nothing). Announcing a removal
+ * or a mount must not open the remaining partitions: another tool deleting them (partx -d, a detach) would
+ * get EBUSY. Mount points are not in it (filled in from the mount table by the caller). */
+const PartitionInfo *watcher_announced_partitions(Watcher *w, unsigned number, size_t *ret_n);
+/* Does loopN go away with its last unmount: the kernel's autoclear flag, or autoclear asked at Attach? */
+bool watcher_device_autoclear(Watcher *w, unsigned number);
+
 /* Is an Attach waiting for udev? */
 bool watcher_busy(Watcher *w);
 
-/* Is udevd running (its control socket exists)? Switches the monitor to the matching event source ("udev"
- * when it runs: its events come after the rules ran; else the kernel's) when that changed. */
+/* Is udevd running (its control socket exists)? Switches the monitor to the matching event source
+ * ("udev" when it runs: its events come after the rules ran; else the kernel's) when that changed; the
+ * watcher also follows udevd coming and going by itself (inotify on /run/udev). */
 bool watcher_udev_running(Watcher *w);
 
 /* Waits for udev to have processed the devices devnums (an add or change event carrying diskseq, or whose
