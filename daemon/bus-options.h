@@ -7,9 +7,9 @@
 
 typedef enum OptionType {
         OPTION_BOOLEAN, /* "b" into bool */
-        OPTION_UINT32,  /* "u" into uint32_t */
-        OPTION_UINT64,  /* "t" into uint64_t */
-        OPTION_STRING,  /* "s" into char * (owned by the caller afterwards) */
+        OPTION_UINT32, /* "u" into uint32_t */
+        OPTION_UINT64, /* "t" into uint64_t */
+        OPTION_STRING, /* "s" into char * (owned by the caller afterwards) */
 } OptionType;
 
 typedef struct OptionSpec {

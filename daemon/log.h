@@ -13,10 +13,10 @@ int log_get_max_level(void);
  * errno is set to abs(error) for %m. */
 int log_internal(int level, int error, const char *fmt, ...) _printf_(3, 4);
 
-#define log_full_errno(level, error, ...)                                                                   \
-        ({                                                                                                  \
-                int _l = (level), _e = (error);                                                             \
-                _l <= log_get_max_level() ? log_internal(_l, _e, __VA_ARGS__) : -abs(_e);                 \
+#define log_full_errno(level, error, ...)                                                 \
+        ({                                                                                \
+                int _l = (level), _e = (error);                                           \
+                _l <= log_get_max_level() ? log_internal(_l, _e, __VA_ARGS__) : -abs(_e); \
         })
 
 #define log_debug(...) (void)log_full_errno(LOG_DEBUG, 0, __VA_ARGS__)

@@ -702,8 +702,8 @@ static int method_list_devices(sd_bus_message *message, void *userdata, sd_bus_e
 }
 
 /* Appends the device's partitions (the contract's struct array) to a message: the Device object's code, so
- * that both give the same answer and every string is valid UTF-8 (a label is the image author's bytes; sd-bus
- * refuses to send anything else, which failed the whole reply). */
+ * that both give the same answer and every string is valid UTF-8 (a label is the image author's bytes;
+ * sd-bus refuses to send anything else, which failed the whole reply). */
 int bus_append_partitions(sd_bus_message *reply, unsigned number)
 {
         return device_dbus_append_partitions(reply, number, true);

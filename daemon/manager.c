@@ -44,8 +44,8 @@ Manager *manager_free(Manager *m)
 {
         if (!m)
                 return NULL;
-        /* The watcher first: an Attach still waiting for udev is answered (and rolled back) while the bus and
-         * the device records are still there. */
+        /* The watcher first: an Attach still waiting for udev is answered (and rolled back) while the bus
+         * and the device records are still there. */
         m->watcher = watcher_free(m->watcher);
         while (m->devices) {
                 ManagedDevice *next = m->devices->next;
@@ -177,7 +177,8 @@ static int manager_on_idle_timer(sd_event_source *s, uint64_t usec, void *userda
 
         (void)sd_event_now(m->event, CLOCK_MONOTONIC, &now);
         if (manager_is_idle(m, now)) {
-                log_info("Idle for %" PRIu64 " s with nothing attached, exiting", m->exit_on_idle_usec / 1000000);
+                log_info("Idle for %" PRIu64 " s with nothing attached, exiting",
+                        m->exit_on_idle_usec / 1000000);
                 /* Give the name back first: a call that arrives now starts a new loopd by activation. */
                 (void)sd_bus_release_name(m->bus, LOOPD_BUS_NAME);
                 return sd_event_exit(m->event, 0);
@@ -207,8 +208,8 @@ static int manager_setup_idle_exit(Manager *m)
         r = sd_bus_add_filter(m->bus, NULL, manager_on_message, m);
         if (r < 0)
                 return r;
-        return sd_event_add_time_relative(m->event, &m->idle_timer, CLOCK_MONOTONIC, m->exit_on_idle_usec,
-                0, manager_on_idle_timer, m);
+        return sd_event_add_time_relative(m->event, &m->idle_timer, CLOCK_MONOTONIC, m->exit_on_idle_usec, 0,
+                manager_on_idle_timer, m);
 }
 
 int manager_start(Manager *m)
@@ -307,8 +308,10 @@ void manager_arm_autoclear(Manager *m, unsigned number, uint64_t diskseq, bool f
          * as loopd closed it. */
         r = loop_set_autoclear(number, diskseq, true);
         if (r < 0)
-                log_warning_errno(r, "Failed to set autoclear on loop%u, loopd will detach it after its last "
-                        "unmount instead: %m", number);
+                log_warning_errno(r,
+                        "Failed to set autoclear on loop%u, loopd will detach it after its last "
+                        "unmount instead: %m",
+                        number);
 }
 
 void manager_release_if_autoclear(Manager *m, unsigned number)

@@ -33,7 +33,8 @@ void image_make_hybrid_iso(const char *path, const char *volid);
 
 /* Oracles. sfdisk --json of an image, sector size as given (0 = 512): the "partitiontable" object. */
 JsonNode *oracle_sfdisk_json(const char *path, unsigned sector_size);
-/* blkid -p -o export of a node or file at an offset: KEY=VALUE pairs in a hash table (TYPE, LABEL, UUID...). */
+/* blkid -p -o export of a node or file at an offset: KEY=VALUE pairs in a hash table (TYPE, LABEL, UUID...).
+ */
 GHashTable *oracle_blkid(const char *path, uint64_t offset);
 
 /* Loop devices whose backing file lies under dir, as `losetup -l` lists them (their names, "/dev/loopN").
