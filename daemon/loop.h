@@ -64,6 +64,8 @@ int loop_get_info(unsigned number, LoopInfo **ret);
 /* Every bound loop device, sorted by number. Sysfs only (cheap, and it never opens a device, which would
  * turn someone else's concurrent LOOP_CLR_FD into a mere autoclear): backing_dev and backing_inode are 0. */
 int loop_list(LoopInfo ***ret, size_t *ret_n);
+/* The same with only what ListDevices reports: devnum, size, partscan and direct_io stay 0 as well. */
+int loop_list_brief(LoopInfo ***ret, size_t *ret_n);
 
 /* Parses "loopN" or "/dev/loopN" (nothing else: no partitions, no "..", no other directories). */
 int loop_parse_name(const char *s, unsigned *ret_number);

@@ -668,7 +668,7 @@ static int method_list_devices(sd_bus_message *message, void *userdata, sd_bus_e
         size_t n = 0;
         int r;
 
-        r = loop_list(&infos, &n);
+        r = loop_list_brief(&infos, &n);
         if (r < 0)
                 return bus_reply_errno(error, r, "Failed to list loop devices");
 
