@@ -210,10 +210,11 @@ static int read_info_sysfs(int sysfd, unsigned number, LoopInfo **ret)
                 return -ENOMEM;
         info->number = number;
 
-        /* Any attribute vanishing means the device was unbound while we read it. */
+        /* Any attribute vanishing means the device was unbound while we read it: ENOENT when it was gone
+         * before the open, ENODEV (kernfs) when it went between the open and the read. */
         r = read_attr(lfd, "backing_file", buf, sizeof(buf));
         if (r < 0)
-                return r == -ENOENT ? -ENXIO : r;
+                return r == -ENOENT || r == -ENODEV ? -ENXIO : r;
         info->backing_file = strdup(buf);
         if (!info->backing_file)
                 return -ENOMEM;
@@ -234,7 +235,7 @@ static int read_info_sysfs(int sysfd, unsigned number, LoopInfo **ret)
         if (r >= 0)
                 r = read_attr_u64(sysfd, "size", &v);
         if (r < 0)
-                return r == -ENOENT ? -ENXIO : r;
+                return r == -ENOENT || r == -ENODEV ? -ENXIO : r;
         if (v > UINT64_MAX / 512)
                 return -EINVAL;
         info->size = v * 512;

@@ -144,6 +144,23 @@ static int on_sigchld(sd_event_source *s, const struct signalfd_siginfo *si, voi
         return 0;
 }
 
+/* SIGTERM and SIGINT end the event loop, before anything else that is pending: a flood of uevents keeps the
+ * watcher busy, and it must not keep loopd from exiting when asked. */
+static int add_exit_signal(sd_event *e, int sig)
+{
+        sd_event_source *s = NULL;
+        int r;
+
+        r = sd_event_add_signal(e, &s, sig, NULL, NULL);
+        if (r < 0)
+                return r;
+        r = sd_event_source_set_priority(s, SD_EVENT_PRIORITY_IMPORTANT);
+        if (r >= 0)
+                r = sd_event_source_set_floating(s, true);
+        sd_event_source_unref(s);
+        return r;
+}
+
 static int run(int argc, char *argv[])
 {
         _cleanup_(manager_freep) Manager *m = NULL;
@@ -167,9 +184,9 @@ static int run(int argc, char *argv[])
         sigaddset(&mask, SIGCHLD);
         if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
                 return log_error_errno(errno, "Failed to block signals: %m");
-        r = sd_event_add_signal(m->event, NULL, SIGTERM, NULL, NULL);
+        r = add_exit_signal(m->event, SIGTERM);
         if (r >= 0)
-                r = sd_event_add_signal(m->event, NULL, SIGINT, NULL, NULL);
+                r = add_exit_signal(m->event, SIGINT);
         if (r >= 0)
                 r = sd_event_add_signal(m->event, NULL, SIGCHLD, on_sigchld, NULL);
         if (r < 0)

@@ -21,6 +21,7 @@
 #include "mount.h"
 #include "partition.h"
 #include "probe.h"
+#include "state.h"
 #include "strv.h"
 #include "watcher.h"
 
@@ -176,6 +177,10 @@ static int check_attach_numbers(const AttachRequest *req, uint64_t file_size, sd
                 return sd_bus_error_setf(error, LOOPD_ERROR_INVALID_ARGUMENT,
                         "sector-size: %" PRIu32 " is not one of 512, 1024, 2048, 4096 (or 0 to detect)",
                         req->sector_size);
+        /* The kernel sizes a loop device in whole 512-byte sectors: less than one is a device of size 0. */
+        if (file_size < 512)
+                return sd_bus_error_setf(error, LOOPD_ERROR_INVALID_ARGUMENT,
+                        "image: %" PRIu64 " bytes is less than one 512-byte sector", file_size);
         if (req->offset % 512 != 0)
                 return sd_bus_error_setf(error, LOOPD_ERROR_INVALID_ARGUMENT,
                         "offset: %" PRIu64 " is not a multiple of 512 bytes", req->offset);
@@ -188,6 +193,14 @@ static int check_attach_numbers(const AttachRequest *req, uint64_t file_size, sd
                         "size-limit: offset %" PRIu64 " + size-limit %" PRIu64
                         " runs past the end of the image (%" PRIu64 " bytes)",
                         req->offset, req->size_limit, file_size);
+        if (req->size_limit > 0 && req->size_limit < 512)
+                return sd_bus_error_setf(error, LOOPD_ERROR_INVALID_ARGUMENT,
+                        "size-limit: %" PRIu64 " bytes is less than one 512-byte sector", req->size_limit);
+        if (req->size_limit == 0 && file_size - req->offset < 512)
+                return sd_bus_error_setf(error, LOOPD_ERROR_INVALID_ARGUMENT,
+                        "offset: %" PRIu64 " leaves less than one 512-byte sector of the image (%" PRIu64
+                        " bytes)",
+                        req->offset, file_size);
         return 0;
 }
 
@@ -302,6 +315,21 @@ static int attach_image(Manager *m, int fd, const AttachRequest *req, const stru
                         "The image is in %s format, not a raw disk image; convert it first (qemu-img convert "
                         "-O raw)",
                         probe.format);
+
+        /* Noted before the device is bound, removed on return (the record, if any, is written by then): a
+         * loopd killed in between leaves the note, and the next one rolls the attach back. */
+        _cleanup_(state_remove_pendingp) char *pending = NULL;
+        ManagedDevice intent = {
+                .owner = uid,
+                .backing_dev = st->st_dev,
+                .backing_inode = st->st_ino,
+                .offset = req->offset,
+        };
+        r = state_save_pending(m->state_dir, &intent, &pending);
+        if (r < 0)
+                log_warning_errno(r,
+                        "Failed to note the attach in %s, a crash now would leave the device bound: %m",
+                        m->state_dir);
 
         LoopConfig config = {
                 .offset = req->offset,

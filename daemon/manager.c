@@ -119,6 +119,55 @@ unsigned manager_count_devices_of(Manager *m, uid_t uid)
         return n;
 }
 
+/* Attaches a killed loopd left half done: the device was bound (maybe with only some of its partitions) but
+ * never recorded, and its caller never got an answer. They are rolled back as loop_attach() would have
+ * rolled them back had loopd lived: a device nobody was told about, owned by nobody, would otherwise stay
+ * bound until root removed it. A bound device is the one of a note when it has no record and the note's
+ * backing file and offset. */
+static void manager_roll_back_pending(Manager *m)
+{
+        ManagedDevice *pending = NULL;
+        LoopInfo **infos = NULL;
+        size_t n = 0;
+        int r;
+
+        r = state_load_pending(m->state_dir, &pending);
+        if (r < 0)
+                log_warning_errno(r, "Failed to read the attaches in progress in %s: %m", m->state_dir);
+        if (!pending)
+                return;
+        r = loop_list(&infos, &n);
+        if (r < 0)
+                log_warning_errno(r, "Failed to list loop devices: %m");
+
+        while (pending) {
+                ManagedDevice *p = pending;
+                pending = p->next;
+
+                for (size_t i = 0; i < n; i++) {
+                        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+
+                        if (manager_find_device(m, infos[i]->number, infos[i]->diskseq) ||
+                                loop_get_info(infos[i]->number, &info) < 0 ||
+                                info->diskseq != infos[i]->diskseq)
+                                continue;
+                        if (info->backing_dev != p->backing_dev || info->backing_inode != p->backing_inode ||
+                                info->offset != p->offset)
+                                continue;
+                        r = loop_detach(info->number, info->diskseq);
+                        if (r < 0 && r != -ENXIO && r != -ESTALE)
+                                log_warning_errno(r,
+                                        "Failed to roll back loop%u, attached for uid %u when loopd stopped: %m",
+                                        info->number, (unsigned)p->owner);
+                        else
+                                log_info("Rolled back loop%u, attached for uid %u when loopd stopped",
+                                        info->number, (unsigned)p->owner);
+                }
+                free(p);
+        }
+        loop_info_array_free(infos, n);
+}
+
 /* Keeps the records whose device the kernel still has as the same incarnation: same diskseq, backing file
  * and offset. Anything else was detached or re-used while loopd was not running. */
 static void manager_load_state(Manager *m)
@@ -151,6 +200,8 @@ static void manager_load_state(Manager *m)
                         free(d);
                 }
         }
+
+        manager_roll_back_pending(m);
 }
 
 /* Idle means: no message for the idle time, no device loopd set up still bound, nothing waiting on
@@ -237,7 +288,11 @@ int manager_start(Manager *m)
         if (r < 0)
                 return log_error_errno(r, "Failed to export the device objects: %m");
 
-        r = sd_bus_attach_event(m->bus, m->event, SD_EVENT_PRIORITY_NORMAL);
+        /* Callers before the watcher: with hundreds of loop devices and a burst of uevents (another tool
+         * binding and unbinding in a loop), one rescan takes long enough that at equal priority the bus got
+         * a turn only between rescans, and calls timed out. The watcher catches up whenever the bus is
+         * quiet; what clients read is taken from the kernel, not from the watcher's table. */
+        r = sd_bus_attach_event(m->bus, m->event, SD_EVENT_PRIORITY_IMPORTANT);
         if (r < 0)
                 return log_error_errno(r, "Failed to attach the bus to the event loop: %m");
 

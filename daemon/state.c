@@ -228,3 +228,99 @@ int state_load_mounts(const char *state_dir, char ***ret)
         *ret = TAKE_PTR(list);
         return 0;
 }
+
+/* ---- attaches in progress ---- */
+
+int state_save_pending(const char *state_dir, const ManagedDevice *d, char **ret_path)
+{
+        _cleanup_free_ char *dir = NULL, *path = NULL;
+        _cleanup_fclose_ FILE *f = NULL;
+        int fd, r;
+
+        if (mkdir(state_dir, 0755) < 0 && errno != EEXIST)
+                return negative_errno();
+        if (asprintf(&dir, "%s/pending", state_dir) < 0)
+                return -ENOMEM;
+        if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+                return negative_errno();
+        if (asprintf(&path, "%s/attach-%u-%u-%" PRIu64 "-%" PRIu64, dir, major(d->backing_dev),
+                    minor(d->backing_dev), d->backing_inode, d->offset) < 0)
+                return -ENOMEM;
+
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0)
+                return negative_errno();
+        f = fdopen(fd, "w");
+        if (!f) {
+                r = negative_errno();
+                close(fd);
+                (void)unlink(path);
+                return r;
+        }
+        /* The record format, with no device yet. */
+        fprintf(f, "DISKSEQ=0\nOWNER=%u\nBACKING_DEV=%u:%u\nBACKING_INODE=%" PRIu64 "\nOFFSET=%" PRIu64 "\n",
+                (unsigned)d->owner, major(d->backing_dev), minor(d->backing_dev), d->backing_inode,
+                d->offset);
+        if (fflush(f) != 0 || fsync(fileno(f)) < 0) {
+                r = negative_errno();
+                (void)unlink(path);
+                return r;
+        }
+        *ret_path = TAKE_PTR(path);
+        return 0;
+}
+
+char *state_remove_pending(char *path)
+{
+        if (path)
+                (void)unlink(path);
+        free(path);
+        return NULL;
+}
+
+int state_load_pending(const char *state_dir, ManagedDevice **ret_list)
+{
+        _cleanup_free_ char *dir = NULL;
+        ManagedDevice *list = NULL;
+        DIR *d;
+
+        if (asprintf(&dir, "%s/pending", state_dir) < 0)
+                return -ENOMEM;
+        d = opendir(dir);
+        if (!d) {
+                *ret_list = NULL;
+                return errno == ENOENT ? 0 : negative_errno();
+        }
+
+        for (struct dirent *de; (de = readdir(d));) {
+                ManagedDevice dev = { 0 };
+                FILE *f;
+                int fd, r;
+
+                if (strncmp(de->d_name, "attach-", 7) != 0)
+                        continue;
+                fd = openat(dirfd(d), de->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+                (void)unlinkat(dirfd(d), de->d_name, 0);
+                if (fd < 0)
+                        continue;
+                f = fdopen(fd, "r");
+                if (!f) {
+                        close(fd);
+                        continue;
+                }
+                r = state_parse_device(f, &dev);
+                fclose(f);
+                if (r < 0)
+                        continue;
+
+                ManagedDevice *copy = malloc(sizeof(ManagedDevice));
+                if (!copy)
+                        continue;
+                *copy = dev;
+                copy->next = list;
+                list = copy;
+        }
+        closedir(d);
+        *ret_list = list;
+        return 0;
+}

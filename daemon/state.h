@@ -15,3 +15,14 @@ int state_load_devices(const char *state_dir, ManagedDevice **ret_list);
  * state_dir/mounts, written atomically. Loading a missing file gives an empty list. */
 int state_save_mounts(const char *state_dir, char *const *targets);
 int state_load_mounts(const char *state_dir, char ***ret);
+
+/* An Attach in progress, noted in state_dir/pending/ before the device is bound and removed once its record
+ * exists (or the attach failed): a loopd killed in between leaves the note behind, and the next one finds
+ * the half-done attach by it. d's owner, backing_dev, backing_inode and offset are what count. Returns the
+ * note's path for state_remove_pending(). */
+int state_save_pending(const char *state_dir, const ManagedDevice *d, char **ret_path);
+/* Removes the note at path and frees path; NULL is fine. Returns NULL. */
+char *state_remove_pending(char *path);
+DEFINE_TRIVIAL_CLEANUP_FUNC(char *, state_remove_pending);
+/* Reads and removes every note a killed loopd left behind (their diskseq is 0). */
+int state_load_pending(const char *state_dir, ManagedDevice **ret_list);
