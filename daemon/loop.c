@@ -430,9 +430,10 @@ static int list_loops(bool brief, LoopInfo ***ret, size_t *ret_n)
                         r = read_info_sysfs(sysfd, number, &info);
                         safe_close(sysfd);
                 }
-                if (r == -ENXIO || r == -ENOENT) {
+                /* Unbound, or unbound (ENODEV from kernfs) or removed (ENOENT) while we looked. */
+                if (r == -ENXIO || r == -ENOENT || r == -ENODEV) {
                         r = 0;
-                        continue; /* unbound, or unbound while we looked */
+                        continue;
                 }
                 if (r < 0)
                         goto fail;
