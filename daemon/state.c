@@ -286,6 +286,11 @@ int state_load_pending(const char *state_dir, ManagedDevice **ret_list)
 
         if (asprintf(&dir, "%s/pending", state_dir) < 0)
                 return -ENOMEM;
+        /* Made here, at start, so that the first attach changes nothing in the state dir but its notes. */
+        if (mkdir(state_dir, 0755) < 0 && errno != EEXIST)
+                return negative_errno();
+        if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+                return negative_errno();
         d = opendir(dir);
         if (!d) {
                 *ret_list = NULL;
