@@ -21,6 +21,7 @@ static const struct option long_options[] = {
         { "options", required_argument, NULL, ARG_OPTIONS },
         { "fstype", required_argument, NULL, ARG_FSTYPE },
         { "writable", no_argument, NULL, ARG_WRITABLE },
+        { "show", no_argument, NULL, ARG_SHOW },
         {},
 };
 
@@ -42,7 +43,7 @@ static const Verb verbs[] = {
         { "partitions", "DEVICE", 0, false, verb_partitions },
         { "mount", "NODE", OPT(ARG_READ_ONLY) | OPT(ARG_OPTIONS) | OPT(ARG_FSTYPE), true, verb_mount },
         { "unmount", "NODE|MOUNTPOINT", 0, true, verb_unmount },
-        { "open", "IMAGE", OPT(ARG_WRITABLE) | OPT(ARG_SECTOR_SIZE), true, verb_open },
+        { "open", "IMAGE", OPT(ARG_WRITABLE) | OPT(ARG_SECTOR_SIZE) | OPT(ARG_SHOW), true, verb_open },
         { "close", "DEVICE|IMAGE", 0, true, verb_close },
         { "monitor", NULL, 0, false, verb_monitor },
 };
@@ -64,7 +65,7 @@ static void help(void)
                "  mount [--read-only] [--options OPTS] [--fstype TYPE] NODE\n"
                "                            Mount a loop device or partition\n"
                "  unmount NODE|MOUNTPOINT   Unmount it again\n"
-               "  open [--writable] [--sector-size N] IMAGE\n"
+               "  open [--writable] [--sector-size N] [--show] IMAGE\n"
                "                            Attach IMAGE and mount everything on it\n"
                "  close DEVICE|IMAGE        Unmount everything and detach\n"
                "  monitor                   Print loopd's events until interrupted\n"

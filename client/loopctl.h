@@ -23,6 +23,7 @@ enum {
         ARG_OPTIONS,
         ARG_FSTYPE,
         ARG_WRITABLE,
+        ARG_SHOW,
         _ARG_COMMAND_MAX,
         /* common options */
         ARG_JSON,

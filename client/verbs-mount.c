@@ -1,4 +1,7 @@
 /* verbs-mount.c: the filesystem commands: mount, unmount, open (attach and mount all), monitor. */
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "format.h"
 #include "log.h"
 #include "loopctl.h"
@@ -83,6 +86,34 @@ int verb_unmount(Context *c)
         return 0;
 }
 
+/* Opens a folder in the user's file manager: org.freedesktop.FileManager1 on the session bus (what Nautilus,
+ * Dolphin, Nemo and Thunar implement), else xdg-open. Failing to show is not failing to open: a warning. */
+static void show_folder(const char *path)
+{
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_free_ char *uri = NULL;
+        int r;
+
+        uri = strjoin2("file://", path);
+        if (!uri)
+                return;
+        r = sd_bus_open_user(&bus);
+        if (r >= 0)
+                r = sd_bus_call_method(bus, "org.freedesktop.FileManager1", "/org/freedesktop/FileManager1",
+                        "org.freedesktop.FileManager1", "ShowFolders", NULL, NULL, "ass", 1, uri, "");
+        if (r >= 0)
+                return;
+
+        pid_t pid = fork();
+        if (pid == 0) {
+                execlp("xdg-open", "xdg-open", path, (char *)NULL);
+                _exit(127);
+        }
+        int status = 0;
+        if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                fprintf(stderr, "loopctl: cannot show %s: no file manager answered\n", path);
+}
+
 int verb_open(Context *c)
 {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
@@ -90,6 +121,7 @@ int verb_open(Context *c)
         _cleanup_(output_done) Output out = {};
         _cleanup_close_ int fd = -1;
         const char *device, *node, *mount_point;
+        _cleanup_free_ char *first = NULL;
         bool writable = context_given(c, ARG_WRITABLE);
         JsonWriter w;
         int r;
@@ -144,6 +176,8 @@ int verb_open(Context *c)
         }
 
         while ((r = sd_bus_message_read(reply, "(ss)", &node, &mount_point)) > 0) {
+                if (!first && !(first = strdup(mount_point)))
+                        return log_error_errno(-ENOMEM, "cannot open %s", c->arg);
                 if (c->json) {
                         json_begin_object(&w);
                         json_key(&w, "node");
@@ -164,7 +198,10 @@ int verb_open(Context *c)
                 json_end_array(&w);
                 json_end_object(&w);
         }
-        return output_emit(&out);
+        r = output_emit(&out);
+        if (r >= 0 && first && context_given(c, ARG_SHOW))
+                show_folder(first);
+        return r;
 }
 
 int verb_monitor(Context *c)
