@@ -68,6 +68,20 @@ static int write_file_atomic(const char *dir, const char *name, const char *cont
         return 0;
 }
 
+/* A record in the state dir's key=value format. */
+static char *format_record(const ManagedDevice *d)
+{
+        char *contents;
+
+        if (asprintf(&contents,
+                    "DISKSEQ=%" PRIu64 "\nOWNER=%u\nBACKING_DEV=%u:%u\nBACKING_INODE=%" PRIu64
+                    "\nOFFSET=%" PRIu64 "\nAUTOCLEAR=%d\n",
+                    d->diskseq, (unsigned)d->owner, major(d->backing_dev), minor(d->backing_dev),
+                    d->backing_inode, d->offset, d->autoclear) < 0)
+                return NULL;
+        return contents;
+}
+
 int state_save_device(const char *state_dir, const ManagedDevice *d)
 {
         _cleanup_free_ char *dir = NULL, *name = NULL, *contents = NULL;
@@ -76,12 +90,7 @@ int state_save_device(const char *state_dir, const ManagedDevice *d)
         r = state_devices_dir(state_dir, &dir);
         if (r < 0)
                 return r;
-        if (asprintf(&name, "loop%u", d->number) < 0 ||
-                asprintf(&contents,
-                        "DISKSEQ=%" PRIu64 "\nOWNER=%u\nBACKING_DEV=%u:%u\nBACKING_INODE=%" PRIu64
-                        "\nOFFSET=%" PRIu64 "\nAUTOCLEAR=%d\n",
-                        d->diskseq, (unsigned)d->owner, major(d->backing_dev), minor(d->backing_dev),
-                        d->backing_inode, d->offset, d->autoclear) < 0)
+        if (asprintf(&name, "loop%u", d->number) < 0 || !(contents = format_record(d)))
                 return -ENOMEM;
         return write_file_atomic(dir, name, contents);
 }
@@ -233,9 +242,8 @@ int state_load_mounts(const char *state_dir, char ***ret)
 
 int state_save_pending(const char *state_dir, const ManagedDevice *d, char **ret_path)
 {
-        _cleanup_free_ char *dir = NULL, *path = NULL;
-        _cleanup_fclose_ FILE *f = NULL;
-        int fd, r;
+        _cleanup_free_ char *dir = NULL, *name = NULL, *path = NULL, *contents = NULL;
+        int r;
 
         if (mkdir(state_dir, 0755) < 0 && errno != EEXIST)
                 return negative_errno();
@@ -243,29 +251,14 @@ int state_save_pending(const char *state_dir, const ManagedDevice *d, char **ret
                 return -ENOMEM;
         if (mkdir(dir, 0700) < 0 && errno != EEXIST)
                 return negative_errno();
-        if (asprintf(&path, "%s/attach-%u-%u-%" PRIu64 "-%" PRIu64, dir, major(d->backing_dev),
-                    minor(d->backing_dev), d->backing_inode, d->offset) < 0)
+        /* The record format, with no device yet (diskseq 0). */
+        if (asprintf(&name, "attach-%u-%u-%" PRIu64 "-%" PRIu64, major(d->backing_dev),
+                    minor(d->backing_dev), d->backing_inode, d->offset) < 0 ||
+                asprintf(&path, "%s/%s", dir, name) < 0 || !(contents = format_record(d)))
                 return -ENOMEM;
-
-        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-        if (fd < 0)
-                return negative_errno();
-        f = fdopen(fd, "w");
-        if (!f) {
-                r = negative_errno();
-                close(fd);
-                (void)unlink(path);
+        r = write_file_atomic(dir, name, contents);
+        if (r < 0)
                 return r;
-        }
-        /* The record format, with no device yet. */
-        fprintf(f, "DISKSEQ=0\nOWNER=%u\nBACKING_DEV=%u:%u\nBACKING_INODE=%" PRIu64 "\nOFFSET=%" PRIu64 "\n",
-                (unsigned)d->owner, major(d->backing_dev), minor(d->backing_dev), d->backing_inode,
-                d->offset);
-        if (fflush(f) != 0 || fsync(fileno(f)) < 0) {
-                r = negative_errno();
-                (void)unlink(path);
-                return r;
-        }
         *ret_path = TAKE_PTR(path);
         return 0;
 }
