@@ -11,7 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/socket.h>
 #include <sys/sysmacros.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "device-dbus.h"
@@ -101,11 +103,25 @@ struct Watcher {
 
 static void watcher_rescan_mounts(Watcher *w, bool announce, bool only_removals);
 
-/* Is udevd running? Its control socket exists while it does (under systemd the socket is systemd's and stays
- * for a udevd that is restarted). A "udev" monitor hears nothing at all without udevd. */
+/* Is udevd running? Something listens on its control socket while it does: udevd itself, or systemd, which
+ * holds the socket of udevd's socket unit and starts udevd again. A udevd killed with SIGKILL leaves the
+ * socket file behind with nobody listening, and connecting to it is refused. A "udev" monitor hears nothing
+ * at all without udevd. */
 static bool udevd_running(void)
 {
-        return access(UDEV_CONTROL, F_OK) >= 0;
+        union {
+                struct sockaddr sa;
+                struct sockaddr_un un;
+        } address = { .un = { .sun_family = AF_UNIX, .sun_path = UDEV_CONTROL } };
+        _cleanup_close_ int fd = -EBADF;
+
+        fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+                return access(UDEV_CONTROL, F_OK) >= 0;
+        if (connect(fd, &address.sa, sizeof(address.un)) >= 0)
+                return true;
+        /* EAGAIN: a listener with a full backlog is still a listener. */
+        return errno == EAGAIN || errno == EINPROGRESS;
 }
 
 /* ---- the device table ---- */
@@ -636,7 +652,15 @@ static void watcher_wait_finish(WatcherWait *wait, int result)
 
 static int watcher_wait_on_timeout(sd_event_source *s, uint64_t usec, void *userdata)
 {
-        watcher_wait_finish(userdata, -ETIMEDOUT);
+        WatcherWait *wait = userdata;
+        Watcher *w = wait->watcher;
+
+        /* udevd may have died without a trace in /run/udev (SIGKILL): then the kernel's devices are all
+         * there is, and switching the source finishes every wait successfully. */
+        watcher_check_source(w);
+        if (!w->source_is_udev)
+                return 0;
+        watcher_wait_finish(wait, -ETIMEDOUT);
         return 0;
 }
 
