@@ -1076,6 +1076,24 @@ bool harness_start_loopd(Harness *h)
                 g_test_fail_printf("LOOPD_BINARY is not set (run the suite with meson test)");
                 return false;
         }
+        /* LOOPD_TEST_WRAPPER: a command line loopd runs under (tools/valgrind: valgrind --error-exitcode=99
+         * ...); an error it finds makes loopd's exit status non-zero, which fails the test. */
+        g_auto(GStrv) wrapper = NULL;
+        const char *wrapper_line = g_getenv("LOOPD_TEST_WRAPPER");
+        if (wrapper_line && *wrapper_line) {
+                g_autoptr(GError) error = NULL;
+                if (!g_shell_parse_argv(wrapper_line, NULL, &wrapper, &error)) {
+                        g_test_fail_printf("LOOPD_TEST_WRAPPER: %s", error->message);
+                        return false;
+                }
+                char *path = g_find_program_in_path(wrapper[0]);
+                if (path) {
+                        g_free(wrapper[0]);
+                        wrapper[0] = path;
+                }
+                for (char **w = wrapper; *w; w++)
+                        g_ptr_array_add(argv, *w);
+        }
         g_ptr_array_add(argv, (char *)binary);
         g_ptr_array_add(argv, "--state-dir");
         g_ptr_array_add(argv, h->state_dir);
