@@ -48,19 +48,24 @@ static int check_gpt_header_at(int fd, uint64_t offset)
         return 0;
 }
 
-int partition_table_check(int fd, uint32_t sector_size, uint64_t size)
+int partition_table_check_at(int fd, uint64_t base, uint32_t sector_size, uint64_t size)
 {
         int r;
 
-        if (fd < 0 || sector_size < 512 || sector_size > 4096)
+        if (fd < 0 || sector_size < 512 || sector_size > 4096 || base > UINT64_MAX - size)
                 return -EINVAL;
         if (size < 2 * (uint64_t)sector_size)
                 return 0;
         /* Primary header in LBA 1, backup in the last LBA (libblkid falls back to it). */
-        r = check_gpt_header_at(fd, sector_size);
+        r = check_gpt_header_at(fd, base + sector_size);
         if (r < 0)
                 return r;
-        return check_gpt_header_at(fd, (size / sector_size - 1) * sector_size);
+        return check_gpt_header_at(fd, base + (size / sector_size - 1) * sector_size);
+}
+
+int partition_table_check(int fd, uint32_t sector_size, uint64_t size)
+{
+        return partition_table_check_at(fd, 0, sector_size, size);
 }
 
 int partition_plan(int devfd, uint32_t sector_size, uint64_t device_size, PartitionSpec **ret, size_t *ret_n)
@@ -222,6 +227,22 @@ static int compare_kernel_partitions(const void *a, const void *b)
         return x->number < y->number ? -1 : x->number > y->number;
 }
 
+/* "loopNpM": the kernel puts a "p" between a disk name that ends in a digit and the partition number. */
+static bool is_loop_partition_name(const char *name)
+{
+        const char *p = name + strlen("loop");
+        size_t digits;
+
+        if (!startswith(name, "loop"))
+                return false;
+        digits = strspn(p, "0123456789");
+        if (digits == 0 || p[digits] != 'p')
+                return false;
+        p += digits + 1;
+        digits = strspn(p, "0123456789");
+        return digits > 0 && p[digits] == '\0';
+}
+
 /* Lists the partitions below a disk's sysfs directory (an open O_DIRECTORY fd). */
 static int list_partitions_sysfs(int sysfd, KernelPartition **ret, size_t *ret_n)
 {
@@ -245,7 +266,10 @@ static int list_partitions_sysfs(int sysfd, KernelPartition **ret, size_t *ret_n
                 KernelPartition p = {};
                 uint64_t number, start, size;
 
-                if (de->d_name[0] == '.')
+                /* Only loopNpM can be a partition: the other thirty entries are attributes and queue, power,
+                 * holders and the like, not worth an open each (this runs for every uevent). */
+                if ((de->d_type != DT_DIR && de->d_type != DT_UNKNOWN) ||
+                        !is_loop_partition_name(de->d_name))
                         continue;
                 /* A partition's directory has a "partition" attribute; other subdirectories do not. */
                 pfd = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
