@@ -361,6 +361,10 @@ static int attach_image(Manager *m, int fd, const AttachRequest *req, const stru
                 (void)loop_detach(info->number, info->diskseq);
                 return bus_reply_errno(error, r, "Failed to record the device");
         }
+        r = watcher_set_image(m->watcher, info->number, info->diskseq, fd, req->offset);
+        if (r < 0)
+                log_debug_errno(
+                        r, "Failed to keep the image of loop%u for its first probe: %m", info->number);
         *ret = TAKE_PTR(info);
         return 0;
 }
@@ -535,7 +539,7 @@ static int method_mount_image(sd_bus_message *message, void *userdata, sd_bus_er
         if (r < 0)
                 return r;
 
-        r = probe_loop_device(info->number, &parts, &n_parts);
+        r = probe_loop_device_image(info->number, fd, req.offset, &parts, &n_parts);
         if (r < 0) {
                 mount_image_roll_back(m, info, NULL, 0);
                 return bus_reply_errno(error, r, "Failed to read what the image holds");

@@ -71,31 +71,77 @@ static int open_block_node(const char *node)
         return fd;
 }
 
-/* Superblock probe only: with partition probing on, libblkid refuses to name a filesystem on a disk that
- * also carries a partition table (a hybrid ISO), which is exactly the case we need. Nothing found, or an
- * ambivalent result (two signatures): 0 and empty strings. */
-static int probe_superblock_fd(int fd, char **ret_fstype, char **ret_label, char **ret_uuid)
-{
-        _cleanup_blkid_probe_ blkid_probe pr = NULL;
-        _cleanup_free_ char *fstype = NULL, *label = NULL, *uuid = NULL;
-        uint64_t size = 0;
-        const char *v;
-        int r, ss = 0;
+/* Where a probe reads: a block device (its size and sector size asked of the kernel when 0), or the image a
+ * loop device reads, from the device's offset, with the device's size and logical sector size. */
+typedef struct ProbeArea {
+        int fd;
+        uint64_t offset;
+        uint64_t size;
+        uint32_t sector_size;
+} ProbeArea;
 
-        pr = blkid_new_probe();
+/* Fills in what the area leaves to the kernel (a block device's size and sector size). */
+static int probe_area_complete(ProbeArea *a)
+{
+        int ss = 0;
+
+        if (a->size == 0 && ioctl(a->fd, BLKGETSIZE64, &a->size) < 0)
+                return negative_errno();
+        if (a->sector_size == 0) {
+                if (ioctl(a->fd, BLKSSZGET, &ss) < 0)
+                        return negative_errno();
+                a->sector_size = (uint32_t)ss;
+        }
+        return 0;
+}
+
+static int probe_new(const ProbeArea *a, blkid_probe *ret)
+{
+        blkid_probe pr = blkid_new_probe();
+
         if (!pr)
                 return -ENOMEM;
         errno = 0;
-        if (blkid_probe_set_device(pr, fd, 0, 0) < 0)
-                return negative_errno();
+        if (blkid_probe_set_device(pr, a->fd, (blkid_loff_t)a->offset, (blkid_loff_t)a->size) < 0 ||
+                blkid_probe_set_sectorsize(pr, a->sector_size) < 0) {
+                int r = errno > 0 ? -errno : -EINVAL;
+                blkid_free_probe(pr);
+                return r;
+        }
+        *ret = pr;
+        return 0;
+}
+
+/* Superblock probe only: with partition probing on, libblkid refuses to name a filesystem on a disk that
+ * also carries a partition table (a hybrid ISO), which is exactly the case we need. only_types, if given,
+ * limits the probe to those filesystems. Nothing found, or an ambivalent result (two signatures): 0 and
+ * empty strings. */
+static int probe_superblock(const ProbeArea *area, const char *const *only_types, char **ret_fstype,
+        char **ret_label, char **ret_uuid)
+{
+        _cleanup_blkid_probe_ blkid_probe pr = NULL;
+        _cleanup_free_ char *fstype = NULL, *label = NULL, *uuid = NULL;
+        ProbeArea a = *area;
+        const char *v;
+        int r;
+
+        r = probe_area_complete(&a);
+        if (r < 0)
+                return r;
+        r = probe_new(&a, &pr);
+        if (r < 0)
+                return r;
         blkid_probe_enable_partitions(pr, 0);
         blkid_probe_enable_superblocks(pr, 1);
         blkid_probe_set_superblocks_flags(pr, BLKID_SUBLKS_TYPE | BLKID_SUBLKS_LABEL | BLKID_SUBLKS_UUID);
 
-        /* The zfs and md probers read the partition table of a whole disk (to ignore labels inside a
-         * partition): with a hostile GPT that would be a multi-GiB read. Leave those two out then. */
-        if (ioctl(fd, BLKSSZGET, &ss) >= 0 && ioctl(fd, BLKGETSIZE64, &size) >= 0 &&
-                partition_table_check(fd, (uint32_t)ss, size) == -EFBIG) {
+        if (only_types) {
+                if (blkid_probe_filter_superblocks_type(pr, BLKID_FLTR_ONLYIN, (char **)only_types) < 0)
+                        return -ENOMEM;
+        } else if (partition_table_check_at(a.fd, a.offset, a.sector_size, a.size) == -EFBIG) {
+                /* The zfs and md probers read the partition table of a whole disk (to ignore labels inside
+                 * a partition): with a hostile GPT that would be a multi-GiB read. Leave those two out
+                 * then. */
                 static const char *const reads_table[] = { "zfs_member", "linux_raid_member", NULL };
                 if (blkid_probe_filter_superblocks_type(pr, BLKID_FLTR_NOTIN, (char **)reads_table) < 0)
                         return -ENOMEM;
@@ -139,7 +185,7 @@ int probe_filesystem(const char *node, char **ret_fstype, char **ret_label, char
         fd = open_block_node(node);
         if (fd < 0)
                 return fd;
-        return probe_superblock_fd(fd, ret_fstype, ret_label, ret_uuid);
+        return probe_superblock(&(ProbeArea){ .fd = fd }, NULL, ret_fstype, ret_label, ret_uuid);
 }
 
 /* probe_filesystem() for a partition node that must be the partition sysfs lists (devnum): a node left over
@@ -157,7 +203,7 @@ static int probe_partition_node(
                 return negative_errno();
         if (st.st_rdev != devnum)
                 return -ESTALE;
-        return probe_superblock_fd(fd, ret_fstype, ret_label, ret_uuid);
+        return probe_superblock(&(ProbeArea){ .fd = fd }, NULL, ret_fstype, ret_label, ret_uuid);
 }
 
 /* The table's view of one partition: type and name, matched by number (and start, in 512-byte units). */
@@ -179,34 +225,32 @@ static void table_free(TableEntry *t, size_t n)
         free(t);
 }
 
-static int read_table(int fd, TableEntry **ret, size_t *ret_n)
+static int read_table(const ProbeArea *area, TableEntry **ret, size_t *ret_n)
 {
         _cleanup_blkid_probe_ blkid_probe pr = NULL;
         TableEntry *t = NULL;
         blkid_partlist list;
         const char *pttype = NULL;
         blkid_parttable tab;
-        uint64_t size = 0;
-        int count, ss = 0, r;
+        ProbeArea a = *area;
+        int count, r;
         size_t n = 0;
 
         *ret = NULL;
         *ret_n = 0;
 
-        if (ioctl(fd, BLKSSZGET, &ss) < 0 || ioctl(fd, BLKGETSIZE64, &size) < 0)
-                return negative_errno();
-        r = partition_table_check(fd, (uint32_t)ss, size);
+        r = probe_area_complete(&a);
+        if (r < 0)
+                return r;
+        r = partition_table_check_at(a.fd, a.offset, a.sector_size, a.size);
         if (r == -EFBIG)
                 return 0; /* a hostile GPT: no types, no names */
         if (r < 0)
                 return r;
 
-        pr = blkid_new_probe();
-        if (!pr)
-                return -ENOMEM;
-        errno = 0;
-        if (blkid_probe_set_device(pr, fd, 0, 0) < 0)
-                return negative_errno();
+        r = probe_new(&a, &pr);
+        if (r < 0)
+                return r;
         blkid_probe_enable_superblocks(pr, 0);
         blkid_probe_enable_partitions(pr, 1);
 
@@ -299,17 +343,38 @@ static int fill_entry(PartitionInfo *e, const char *node, unsigned number, dev_t
         return 0;
 }
 
-int probe_loop_device(unsigned loop_number, PartitionInfo **ret, size_t *ret_n)
+/* An empty result for a partition whose filesystem could not be read. */
+static int empty_strings(char **a, char **b, char **c)
 {
+        *a = strdup("");
+        *b = strdup("");
+        *c = strdup("");
+        if (*a && *b && *c)
+                return 0;
+        *a = mfree(*a);
+        *b = mfree(*b);
+        *c = mfree(*c);
+        return -ENOMEM;
+}
+
+/* probe_loop_device() and probe_loop_device_image(): image, if given, is what loopN reads (fd and offset);
+ * sizes, partitions and sector size still come from the kernel. */
+static int probe_loop(
+        unsigned loop_number, int image_fd, uint64_t image_offset, PartitionInfo **ret, size_t *ret_n)
+{
+        /* On a disk that also has partitions, only these can cover the whole of it: hybrid images. Any
+         * other signature there is left over from an earlier use of the disk, and the full probe costs
+         * more than all the partitions' together (its probers read all over the device). */
+        static const char *const whole_disk_types[] = { "iso9660", "udf", NULL };
         _cleanup_free_ KernelPartition *parts = NULL;
         _cleanup_close_ int fd = -1;
         TableEntry *table = NULL;
         PartitionInfo *list = NULL;
         size_t nparts = 0, ntable = 0, n = 0;
         char node[48], path[64];
-        uint64_t size = 0;
+        ProbeArea disk = {};
         struct stat st;
-        int r;
+        int r, ss = 0;
 
         if (!ret || !ret_n)
                 return -EINVAL;
@@ -324,10 +389,20 @@ int probe_loop_device(unsigned loop_number, PartitionInfo **ret, size_t *ret_n)
         fd = open_block_node(node);
         if (fd < 0)
                 return fd;
-        if (fstat(fd, &st) < 0)
+        if (fstat(fd, &st) < 0 || ioctl(fd, BLKSSZGET, &ss) < 0)
                 return negative_errno();
-        if (ioctl(fd, BLKGETSIZE64, &size) < 0)
-                size = 0;
+        disk = (ProbeArea){ .fd = fd, .sector_size = (uint32_t)ss };
+        if (ioctl(fd, BLKGETSIZE64, &disk.size) < 0)
+                return negative_errno();
+        if (disk.size == 0) {
+                *ret = NULL;
+                *ret_n = 0;
+                return 0;
+        }
+        if (image_fd >= 0) {
+                disk.fd = image_fd;
+                disk.offset = image_offset;
+        }
 
         r = partition_list_kernel(loop_number, &parts, &nparts);
         if (r < 0)
@@ -341,11 +416,12 @@ int probe_loop_device(unsigned loop_number, PartitionInfo **ret, size_t *ret_n)
         {
                 char *fstype = NULL, *label = NULL, *uuid = NULL;
 
-                r = probe_superblock_fd(fd, &fstype, &label, &uuid);
+                r = probe_superblock(&disk, nparts > 0 ? whole_disk_types : NULL, &fstype, &label, &uuid);
                 if (r < 0)
                         goto fail;
                 if (!isempty(fstype)) {
-                        r = fill_entry(&list[n], node, 0, st.st_rdev, 0, size, "", "", fstype, label, uuid);
+                        r = fill_entry(
+                                &list[n], node, 0, st.st_rdev, 0, disk.size, "", "", fstype, label, uuid);
                         if (r < 0)
                                 goto fail;
                         n++;
@@ -357,7 +433,7 @@ int probe_loop_device(unsigned loop_number, PartitionInfo **ret, size_t *ret_n)
         }
 
         if (nparts > 0) {
-                r = read_table(fd, &table, &ntable);
+                r = read_table(&disk, &table, &ntable);
                 if (r < 0)
                         goto fail;
         }
@@ -368,21 +444,21 @@ int probe_loop_device(unsigned loop_number, PartitionInfo **ret, size_t *ret_n)
                 char pnode[64];
 
                 snprintf(pnode, sizeof(pnode), "/dev/loop%up%u", loop_number, parts[i].number);
-                r = probe_partition_node(pnode, parts[i].devnum, &fstype, &label, &uuid);
+                if (image_fd >= 0 && parts[i].start < disk.size &&
+                        parts[i].size <= disk.size - parts[i].start)
+                        r = probe_superblock(&(ProbeArea){ .fd = image_fd,
+                                                     .offset = image_offset + parts[i].start,
+                                                     .size = parts[i].size,
+                                                     .sector_size = disk.sector_size },
+                                NULL, &fstype, &label, &uuid);
+                else
+                        r = probe_partition_node(pnode, parts[i].devnum, &fstype, &label, &uuid);
                 if (r == -ENOMEM)
                         goto fail;
-                if (r < 0) {
-                        /* The node vanished or cannot be read: list the partition, with what we know. */
-                        fstype = strdup("");
-                        label = strdup("");
-                        uuid = strdup("");
-                        if (!fstype || !label || !uuid) {
-                                free(fstype);
-                                free(label);
-                                free(uuid);
-                                r = -ENOMEM;
-                                goto fail;
-                        }
+                /* The node vanished or cannot be read: list the partition, with what we know. */
+                if (r < 0 && empty_strings(&fstype, &label, &uuid) < 0) {
+                        r = -ENOMEM;
+                        goto fail;
                 }
                 r = fill_entry(&list[n], pnode, parts[i].number, parts[i].devnum, parts[i].start,
                         parts[i].size, te ? te->type : "", te ? te->name : "", fstype, label, uuid);
@@ -400,4 +476,17 @@ fail:
         table_free(table, ntable);
         partition_info_array_free(list, n);
         return r;
+}
+
+int probe_loop_device(unsigned loop_number, PartitionInfo **ret, size_t *ret_n)
+{
+        return probe_loop(loop_number, -EBADF, 0, ret, ret_n);
+}
+
+int probe_loop_device_image(
+        unsigned loop_number, int image_fd, uint64_t image_offset, PartitionInfo **ret, size_t *ret_n)
+{
+        if (image_fd < 0)
+                return -EBADF;
+        return probe_loop(loop_number, image_fd, image_offset, ret, ret_n);
 }

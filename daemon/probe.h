@@ -28,5 +28,13 @@ void partition_info_array_free(PartitionInfo *p, size_t n);
  * hybrid ISO), then every kernel partition with its table entry's type and name and its filesystem. */
 int probe_loop_device(unsigned loop_number, PartitionInfo **ret, size_t *ret_n);
 
+/* The same, reading the contents from image_fd, the file loopN was attached to at image_offset, instead of
+ * through the device: the same bytes, from the file's page cache. Through the device every block read is a
+ * request to the loop worker, and the device's page cache is dropped on every last close, so a probe of a
+ * new device through it costs milliseconds. The caller vouches that loopN is bound to image_fd at
+ * image_offset (same disk sequence number). Sizes, sector size and partitions come from the kernel. */
+int probe_loop_device_image(
+        unsigned loop_number, int image_fd, uint64_t image_offset, PartitionInfo **ret, size_t *ret_n);
+
 /* Probes one block device node's filesystem (type, label, uuid). Missing values are "". */
 int probe_filesystem(const char *node, char **ret_fstype, char **ret_label, char **ret_uuid);

@@ -61,6 +61,16 @@ typedef struct Tracked {
         struct Tracked *next;
 } Tracked;
 
+/* An image Attach has just bound, read for the device's first probe instead of the device itself (see
+ * probe_loop_device_image()): with udevd running, the Attach waits for that probe. */
+typedef struct AttachedImage {
+        unsigned number;
+        uint64_t diskseq;
+        int fd;
+        uint64_t offset;
+        struct AttachedImage *next;
+} AttachedImage;
+
 /* One mount of a loop device or partition. */
 typedef struct MountEntry {
         char *node;
@@ -88,6 +98,7 @@ struct Watcher {
         WatcherWait *waits;
 
         Tracked *devices;
+        AttachedImage *images;
         bool syncing; /* comparing the table with the kernel: no nested look */
         bool announcing; /* telling the bus about changes: Partitions come from the Tracked's probe */
         uint64_t synced_usec; /* the event loop iteration of the last look at every device */
@@ -136,14 +147,62 @@ static void tracked_free(Tracked *t)
         free(t);
 }
 
-/* Probes what is on the device now (this opens it and its partitions). */
-static void tracked_probe(Tracked *t)
+static AttachedImage *attached_image_free(AttachedImage *image)
 {
+        if (image) {
+                safe_close(image->fd);
+                free(image);
+        }
+        return NULL;
+}
+
+/* Unlinks and returns the image noted for loopN, if any. */
+static AttachedImage *watcher_take_image(Watcher *w, unsigned number)
+{
+        for (AttachedImage **p = &w->images; *p; p = &(*p)->next)
+                if ((*p)->number == number) {
+                        AttachedImage *image = *p;
+                        *p = image->next;
+                        return image;
+                }
+        return NULL;
+}
+
+int watcher_set_image(Watcher *w, unsigned number, uint64_t diskseq, int fd, uint64_t offset)
+{
+        AttachedImage *image;
+
+        attached_image_free(watcher_take_image(w, number));
+        image = calloc(1, sizeof(AttachedImage));
+        if (!image)
+                return -ENOMEM;
+        image->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        if (image->fd < 0) {
+                free(image);
+                return negative_errno();
+        }
+        image->number = number;
+        image->diskseq = diskseq;
+        image->offset = offset;
+        image->next = w->images;
+        w->images = image;
+        return 0;
+}
+
+/* Probes what is on the device now: through the image Attach bound to it, the first time, else through the
+ * device (this opens it and its partitions). */
+static void tracked_probe(Watcher *w, Tracked *t)
+{
+        AttachedImage *image = watcher_take_image(w, t->info->number);
         PartitionInfo *parts = NULL;
         size_t n = 0;
         int r;
 
-        r = probe_loop_device(t->info->number, &parts, &n);
+        if (image && image->diskseq == t->info->diskseq)
+                r = probe_loop_device_image(t->info->number, image->fd, image->offset, &parts, &n);
+        else
+                r = probe_loop_device(t->info->number, &parts, &n);
+        attached_image_free(image);
         if (r < 0) {
                 log_debug_errno(r, "Failed to probe loop%u: %m", t->info->number);
                 parts = NULL;
@@ -289,6 +348,13 @@ static void watcher_device_gone(Watcher *w, Tracked *t, bool announce)
                 /* Still in the table: InterfacesRemoved names every interface the object had. */
                 device_dbus_emit_removed(w->manager, number);
         }
+        AttachedImage *image = watcher_take_image(w, number);
+        if (image && image->diskseq != diskseq) {
+                /* A newer device on the same number, not looked at yet: keep its image. */
+                image->next = w->images;
+                w->images = image;
+        } else
+                attached_image_free(image);
         watcher_unlink(w, t);
         tracked_free(t);
         log_debug("loop%u was detached", number);
@@ -322,7 +388,7 @@ static void watcher_update_device(Watcher *w, LoopInfo *info, bool announce)
                 /* Found at start, before loopd's records were read: take them at the next look. */
                 t->settled = announce;
                 if (announce)
-                        tracked_probe(t);
+                        tracked_probe(w, t);
                 /* In the table before the bus hears of it: InterfacesAdded reads the properties from here.
                  */
                 t->next = w->devices;
@@ -346,7 +412,7 @@ static void watcher_update_device(Watcher *w, LoopInfo *info, bool announce)
         t->n_parts = n_parts;
         tracked_take_ownership(w, t, &autoclear_changed, &owner_changed);
         if (announce && partitions_added(old_parts, n_old_parts, parts, n_parts))
-                tracked_probe(t);
+                tracked_probe(w, t);
         else if (announce && partitions_added(parts, n_parts, old_parts, n_old_parts))
                 tracked_forget_partitions(t);
         if (announce) {
@@ -1164,6 +1230,11 @@ Watcher *watcher_free(Watcher *w)
                 Tracked *t = w->devices;
                 w->devices = t->next;
                 tracked_free(t);
+        }
+        while (w->images) {
+                AttachedImage *image = w->images;
+                w->images = image->next;
+                attached_image_free(image);
         }
         watcher_close_monitor(w);
         sd_event_source_disable_unref(w->udev_dir_watch);

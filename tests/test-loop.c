@@ -322,6 +322,36 @@ static void assert_entry_matches_blkid(const PartitionInfo *e)
         g_assert_cmpstr(e->uuid, ==, g_hash_table_lookup(blkid, "UUID") ?: "");
 }
 
+/* probe_loop_device(), checked against probe_loop_device_image() on the image the device was attached to
+ * (what the watcher's first probe of a device loopd attached reads): the two must agree entry by entry. */
+static void probe_ok(const char *img, const LoopInfo *info, PartitionInfo **ret, size_t *ret_n)
+{
+        PartitionInfo *via_image = NULL;
+        size_t n_via_image = 0;
+        int fd = open(img, O_RDONLY | O_CLOEXEC);
+
+        g_assert_cmpint(fd, >=, 0);
+        g_assert_cmpint(probe_loop_device(info->number, ret, ret_n), ==, 0);
+        g_assert_cmpint(
+                probe_loop_device_image(info->number, fd, info->offset, &via_image, &n_via_image), ==, 0);
+        g_assert_cmpuint(n_via_image, ==, *ret_n);
+        for (size_t i = 0; i < n_via_image; i++) {
+                const PartitionInfo *a = &(*ret)[i], *b = &via_image[i];
+                g_assert_cmpstr(a->node, ==, b->node);
+                g_assert_cmpuint(a->number, ==, b->number);
+                g_assert_cmpuint(a->devnum, ==, b->devnum);
+                g_assert_cmpuint(a->offset, ==, b->offset);
+                g_assert_cmpuint(a->size, ==, b->size);
+                g_assert_cmpstr(a->part_type, ==, b->part_type);
+                g_assert_cmpstr(a->part_name, ==, b->part_name);
+                g_assert_cmpstr(a->fstype, ==, b->fstype);
+                g_assert_cmpstr(a->label, ==, b->label);
+                g_assert_cmpstr(a->uuid, ==, b->uuid);
+        }
+        partition_info_array_free(via_image, n_via_image);
+        close(fd);
+}
+
 static JsonObject *sfdisk_partition(JsonNode *table, guint index)
 {
         JsonArray *a = json_object_get_array_member(json_node_get_object(table), "partitions");
@@ -363,7 +393,7 @@ static void test_gpt_ext4_xfs(Fixture *f, gconstpointer data)
         g_assert_cmpuint(info->sector_size, ==, 512);
         assert_partitions_match_sfdisk(info, table, 512, numbers, 2);
 
-        g_assert_cmpint(probe_loop_device(info->number, &list, &n), ==, 0);
+        probe_ok(img, info, &list, &n);
         g_assert_cmpuint(n, ==, 2); /* no filesystem on the whole device */
         for (size_t i = 0; i < n; i++)
                 assert_entry_matches_blkid(&list[i]);
@@ -419,7 +449,7 @@ static void test_mbr_extended_logical(Fixture *f, gconstpointer data)
         g_assert_cmpuint(parts[1].start, ==, json_u64(sfdisk_partition(table, 1), "start") * 512);
         g_assert_cmpuint(parts[1].size, ==, 1024);
 
-        g_assert_cmpint(probe_loop_device(info->number, &list, &n), ==, 0);
+        probe_ok(img, info, &list, &n);
         g_assert_cmpuint(n, ==, 4);
         for (size_t i = 0; i < n; i++)
                 assert_entry_matches_blkid(&list[i]);
@@ -458,7 +488,7 @@ static void test_partitionless_ext4(Fixture *f, gconstpointer data)
         nodes = oracle_partition_nodes(dev);
         g_assert_cmpuint(nodes->len, ==, 0);
 
-        g_assert_cmpint(probe_loop_device(info->number, &list, &n), ==, 0);
+        probe_ok(img, info, &list, &n);
         g_assert_cmpuint(n, ==, 1);
         g_assert_cmpuint(list[0].number, ==, 0);
         g_assert_cmpstr(list[0].node, ==, dev);
@@ -522,7 +552,7 @@ static void test_hybrid_iso(Fixture *f, gconstpointer data)
         dev = device_path(info);
         assert_partitions_match_sfdisk(info, table, 512, numbers, njparts);
 
-        g_assert_cmpint(probe_loop_device(info->number, &list, &n), ==, 0);
+        probe_ok(img, info, &list, &n);
         g_assert_cmpuint(n, ==, njparts + 1);
         g_assert_cmpuint(list[0].number, ==, 0);
         g_assert_cmpstr(list[0].node, ==, dev);
@@ -580,7 +610,7 @@ static void test_gpt_4k_sectors(Fixture *f, gconstpointer data)
         g_free(test_sh("test \"$(blockdev --getss '%s')\" = 4096", dev));
         assert_partitions_match_sfdisk(info, table, 4096, numbers, 2);
 
-        g_assert_cmpint(probe_loop_device(info->number, &list, &n), ==, 0);
+        probe_ok(img, info, &list, &n);
         g_assert_cmpuint(n, ==, 2);
         assert_entry_matches_blkid(&list[0]);
         g_assert_cmpstr(list[0].fstype, ==, "ext4");
@@ -620,7 +650,7 @@ static void test_mbr_phone_4k(Fixture *f, gconstpointer data)
         g_assert_cmpuint(info->sector_size, ==, 4096);
         assert_partitions_match_sfdisk(info, table, 4096, numbers, 2);
 
-        g_assert_cmpint(probe_loop_device(info->number, &list, &n), ==, 0);
+        probe_ok(img, info, &list, &n);
         g_assert_cmpuint(n, ==, 2);
         g_assert_cmpstr(find_entry(list, n, 2)->fstype, ==, "ext4");
         g_assert_cmpstr(find_entry(list, n, 2)->uuid, ==, uuid);
@@ -660,7 +690,7 @@ static void test_offset_sizelimit(Fixture *f, gconstpointer data)
         g_assert_cmpuint(info->size, ==, len);
         g_assert_cmpuint(oracle_getsize64(dev), ==, len);
 
-        g_assert_cmpint(probe_loop_device(info->number, &list, &n), ==, 0);
+        probe_ok(img, info, &list, &n);
         g_assert_cmpuint(n, ==, 1);
         g_assert_cmpuint(list[0].number, ==, 0);
         g_assert_cmpstr(list[0].fstype, ==, "ext4");
@@ -1172,7 +1202,7 @@ static void test_hostile_mbr(Fixture *f, gconstpointer data)
         {
                 PartitionInfo *list = NULL;
                 size_t nl = 0;
-                g_assert_cmpint(probe_loop_device(info->number, &list, &nl), ==, 0);
+                probe_ok(img, info, &list, &nl);
                 g_assert_cmpuint(nl, ==, 2);
                 partition_info_array_free(list, nl);
         }
@@ -1201,7 +1231,7 @@ static void test_hostile_random(Fixture *f, gconstpointer data)
                                 "printf 'EFI PART' | dd of='%s' bs=1 seek=512 conv=notrunc status=none",
                                 img));
                 info = attach_ok(img, (LoopConfig){ .sector_size = 512, .partition_scan = true });
-                g_assert_cmpint(probe_loop_device(info->number, &list, &n), ==, 0);
+                probe_ok(img, info, &list, &n);
                 partition_info_array_free(list, n);
                 detach_ok(f, info);
         }
@@ -1278,7 +1308,7 @@ static void test_hostile_gpt_entry_array(Fixture *f, gconstpointer data)
                 info = attach_ok(img, (LoopConfig){ .sector_size = 512, .partition_scan = true });
                 g_assert_cmpint(partition_list_kernel(info->number, &parts, &n), ==, 0);
                 g_assert_cmpuint(n, ==, 0);
-                g_assert_cmpint(probe_loop_device(info->number, &list, &nl), ==, 0);
+                probe_ok(img, info, &list, &nl);
                 partition_info_array_free(list, nl);
                 elapsed = g_get_monotonic_time() - t0;
                 g_assert_cmpint(getrusage(RUSAGE_SELF, &after), ==, 0);
