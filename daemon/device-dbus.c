@@ -107,13 +107,17 @@ static int append_partition(sd_bus_message *reply, const PartitionInfo *p, const
 
 static int append_partition_list(sd_bus_message *reply, const PartitionInfo *parts, size_t n)
 {
+        _cleanup_(mount_table_unrefp) MountTable *table = NULL;
         int r;
 
+        /* No mount points rather than no answer, when the mount table cannot be read. */
+        (void)mount_table_load(&table);
         r = sd_bus_message_open_container(reply, 'a', LOOPD_PARTITION_STRUCT);
         for (size_t i = 0; r >= 0 && i < n; i++) {
                 _cleanup_strv_free_ char **targets = NULL;
 
-                (void)mount_find_targets(parts[i].devnum, parts[i].node, &targets);
+                if (table)
+                        (void)mount_table_find_targets(table, parts[i].devnum, parts[i].node, &targets);
                 r = append_partition(reply, &parts[i], targets && targets[0] ? targets[0] : "");
         }
         if (r >= 0)

@@ -311,11 +311,15 @@ int manager_start(Manager *m)
 int manager_device_mounts(Manager *m, const LoopInfo *info, char ***ret)
 {
         _cleanup_free_ KernelPartition *parts = NULL;
+        _cleanup_(mount_table_unrefp) MountTable *table = NULL;
         _cleanup_strv_free_ char **all = NULL;
         size_t n_parts = 0;
         int r;
 
         r = partition_list_kernel(info->number, &parts, &n_parts);
+        if (r < 0)
+                return r;
+        r = mount_table_load(&table);
         if (r < 0)
                 return r;
 
@@ -328,7 +332,7 @@ int manager_device_mounts(Manager *m, const LoopInfo *info, char ***ret)
                         snprintf(node, sizeof(node), "/dev/loop%u", info->number);
                 else
                         snprintf(node, sizeof(node), "/dev/loop%up%u", info->number, parts[i - 1].number);
-                r = mount_find_targets(devnum, node, &targets);
+                r = mount_table_find_targets(table, devnum, node, &targets);
                 if (r < 0)
                         return r;
                 for (char **t = targets; t && *t; t++) {

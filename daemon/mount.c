@@ -235,19 +235,26 @@ static bool fuse_mount_by_root(struct libmnt_fs *fs)
                 value[0] == '0';
 }
 
-int mount_find_targets(dev_t devnum, const char *node, char ***ret_targets)
+int mount_table_load(MountTable **ret)
 {
-        _cleanup_(mnt_unref_tablep) struct libmnt_table *tb = NULL;
+        return mountinfo_load(ret);
+}
+
+MountTable *mount_table_unref(MountTable *table)
+{
+        mnt_unref_table(table);
+        return NULL;
+}
+
+int mount_table_find_targets(MountTable *tb, dev_t devnum, const char *node, char ***ret_targets)
+{
         _cleanup_(mnt_free_iterp) struct libmnt_iter *itr = NULL;
         _cleanup_strv_free_ char **targets = NULL;
         struct libmnt_fs *fs;
         int r;
 
-        if (!ret_targets)
+        if (!tb || !ret_targets)
                 return -EINVAL;
-        r = mountinfo_load(&tb);
-        if (r < 0)
-                return r;
         itr = mnt_new_iter(MNT_ITER_FORWARD);
         targets = calloc(1, sizeof(char *));
         if (!itr || !targets)
@@ -274,6 +281,19 @@ int mount_find_targets(dev_t devnum, const char *node, char ***ret_targets)
 
         *ret_targets = TAKE_PTR(targets);
         return 0;
+}
+
+int mount_find_targets(dev_t devnum, const char *node, char ***ret_targets)
+{
+        _cleanup_(mnt_unref_tablep) struct libmnt_table *tb = NULL;
+        int r;
+
+        if (!ret_targets)
+                return -EINVAL;
+        r = mountinfo_load(&tb);
+        if (r < 0)
+                return r;
+        return mount_table_find_targets(tb, devnum, node, ret_targets);
 }
 
 int mount_find_source(const char *target, char **ret_source, dev_t *ret_devnum)

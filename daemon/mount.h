@@ -102,6 +102,17 @@ int unmount_filesystem(const char *target);
  * strv_free()). */
 int mount_find_targets(dev_t devnum, const char *node, char ***ret_targets);
 
+/* The mount table read once for several lookups (a device and its partitions): mountinfo is parsed anew
+ * by every mount_find_targets(). */
+typedef struct libmnt_table MountTable;
+int mount_table_load(MountTable **ret);
+MountTable *mount_table_unref(MountTable *table);
+static inline void mount_table_unrefp(MountTable **table)
+{
+        mount_table_unref(*table);
+}
+int mount_table_find_targets(MountTable *table, dev_t devnum, const char *node, char ***ret_targets);
+
 /* The source node, and the devnum of that node (the source's st_rdev when it is a block device, else
  * mountinfo's major:minor) of the topmost mount at target. -ENOENT if target is not a mount point.
  * ret_source and ret_devnum may be NULL. */
