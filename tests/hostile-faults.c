@@ -256,7 +256,7 @@ static pid_t own_child_named(const char *comm)
         while (dir && (name = g_dir_read_name(dir))) {
                 if (strspn(name, "0123456789") != strlen(name))
                         continue;
-                g_autofree char *stat = read_sysfs("/proc/%s/stat", name);
+                g_autofree char *stat = test_read_sysfs("/proc/%s/stat", name);
                 const char *close_paren = stat ? strrchr(stat, ')') : NULL;
                 const char *open_paren = stat ? strchr(stat, '(') : NULL;
                 int ppid = 0;
@@ -458,7 +458,7 @@ static char *wait_for_partition_of(const char *image, int fd, guint timeout_ms)
                         if (e->len == 0 || !g_str_has_prefix(e->name, "loop") || !strchr(e->name + 4, 'p'))
                                 continue;
                         g_autofree char *disk = g_strndup(e->name, strchr(e->name + 4, 'p') - e->name);
-                        g_autofree char *backing = read_sysfs("/sys/block/%s/loop/backing_file", disk);
+                        g_autofree char *backing = test_read_sysfs("/sys/block/%s/loop/backing_file", disk);
                         if (g_strcmp0(backing, image) == 0)
                                 return g_strconcat("/dev/", disk, NULL);
                 }
@@ -494,7 +494,7 @@ static bool wait_until_stalled(pid_t pid, guint timeout_ms)
         gint64 deadline = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
 
         while (g_get_monotonic_time() < deadline) {
-                g_autofree char *wchan = read_sysfs("/proc/%d/wchan", (int)pid);
+                g_autofree char *wchan = test_read_sysfs("/proc/%d/wchan", (int)pid);
                 if (g_strcmp0(wchan, "wait_for_partner") == 0)
                         return true;
                 g_usleep(10 * 1000);

@@ -212,8 +212,8 @@ static void test_hostile_image(Harness *h, gconstpointer data)
         /* Every kernel partition lies inside the device. */
         for (guint i = 0; i < nodes->len; i++) {
                 const char *node = short_name(nodes->pdata[i]);
-                g_autofree char *start = read_sysfs("/sys/block/%s/%s/start", short_name(device), node);
-                g_autofree char *psize = read_sysfs("/sys/block/%s/%s/size", short_name(device), node);
+                g_autofree char *start = test_read_sysfs("/sys/block/%s/%s/start", short_name(device), node);
+                g_autofree char *psize = test_read_sysfs("/sys/block/%s/%s/size", short_name(device), node);
                 if (start && psize &&
                         (g_ascii_strtoull(start, NULL, 10) + g_ascii_strtoull(psize, NULL, 10)) * 512 > size)
                         g_test_fail_printf("the kernel's %s runs past the end of the device", node);

@@ -19,20 +19,6 @@ char *image_path(Harness *h, const char *name)
         return g_build_filename(h->image_dir, name, NULL);
 }
 
-char *read_sysfs(const char *fmt, ...)
-{
-        g_autofree char *path = NULL;
-        char *contents = NULL;
-        va_list ap;
-
-        va_start(ap, fmt);
-        path = g_strdup_vprintf(fmt, ap);
-        va_end(ap);
-        if (!g_file_get_contents(path, &contents, NULL, NULL))
-                return NULL;
-        return g_strstrip(contents);
-}
-
 /* "/dev/loop7" → "loop7" */
 const char *short_name(const char *device)
 {
@@ -42,12 +28,12 @@ const char *short_name(const char *device)
 /* The file backing device according to sysfs, or NULL when it is not bound. */
 char *backing_of(const char *device)
 {
-        return read_sysfs("/sys/block/%s/loop/backing_file", short_name(device));
+        return test_read_sysfs("/sys/block/%s/loop/backing_file", short_name(device));
 }
 
 guint64 device_size(const char *device)
 {
-        g_autofree char *s = read_sysfs("/sys/block/%s/size", short_name(device));
+        g_autofree char *s = test_read_sysfs("/sys/block/%s/size", short_name(device));
         return s ? g_ascii_strtoull(s, NULL, 10) * 512 : 0;
 }
 
@@ -204,8 +190,8 @@ void check_state_consistent(const char *file, int line, Harness *h)
                         g_test_fail_printf("%s:%d: state record %s has no DISKSEQ", file, line, name);
                         continue;
                 }
-                seq = read_sysfs("/sys/block/%s/diskseq", name);
-                g_autofree char *bound = read_sysfs("/sys/block/%s/loop/backing_file", name);
+                seq = test_read_sysfs("/sys/block/%s/diskseq", name);
+                g_autofree char *bound = test_read_sysfs("/sys/block/%s/loop/backing_file", name);
                 if (!bound)
                         g_test_fail_printf(
                                 "%s:%d: state record %s names a device that is not bound", file, line, name);
@@ -347,7 +333,7 @@ GPtrArray *loops_bound_to(const char *file)
         while (dir && (name = g_dir_read_name(dir))) {
                 if (!g_str_has_prefix(name, "loop"))
                         continue;
-                g_autofree char *backing = read_sysfs("/sys/block/%s/loop/backing_file", name);
+                g_autofree char *backing = test_read_sysfs("/sys/block/%s/loop/backing_file", name);
                 if (backing && g_str_equal(backing, file))
                         g_ptr_array_add(a, g_strconcat("/dev/", name, NULL));
         }
@@ -378,18 +364,6 @@ char *mount_options_of(const char *target)
 
 /* ---------------------------------------------------------------------------------------------------- */
 /* Partition tables written byte by byte (sfdisk refuses to write most hostile ones) */
-
-static uint32_t crc32_ieee(const uint8_t *p, size_t n)
-{
-        uint32_t c = 0xffffffffu;
-
-        for (size_t i = 0; i < n; i++) {
-                c ^= p[i];
-                for (int k = 0; k < 8; k++)
-                        c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1)));
-        }
-        return ~c;
-}
 
 static void put_le32(uint8_t *p, uint32_t v)
 {
@@ -442,7 +416,7 @@ void gpt_write(const char *path, uint64_t disk_sectors, uint64_t file_size, cons
                 for (size_t k = 0; name[k]; k++)
                         e[56 + 2 * k] = (uint8_t)name[k];
         }
-        uint32_t entries_crc = crc32_ieee(entries, n_entries * entry_size);
+        uint32_t entries_crc = test_crc32(entries, n_entries * entry_size);
 
         for (int backup = 0; backup < 2; backup++) {
                 uint64_t my_lba = backup ? disk_sectors - 1 : 1;
@@ -462,7 +436,7 @@ void gpt_write(const char *path, uint64_t disk_sectors, uint64_t file_size, cons
                 put_le32(hdr + 80, n_entries);
                 put_le32(hdr + 84, entry_size);
                 put_le32(hdr + 88, entries_crc);
-                put_le32(hdr + 16, crc32_ieee(hdr, 92));
+                put_le32(hdr + 16, test_crc32(hdr, 92));
                 if ((my_lba + 1) * 512 <= file_size) {
                         pwrite_all(fd, hdr, sizeof(hdr), my_lba * 512);
                         pwrite_all(fd, entries, n_entries * entry_size, entries_lba * 512);

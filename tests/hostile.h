@@ -21,8 +21,6 @@
 
 /* h's image directory / name. */
 char *image_path(Harness *h, const char *name);
-/* The contents of a (sysfs, procfs) file, stripped; NULL when it cannot be read. */
-char *read_sysfs(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 /* "/dev/loop7" → "loop7" */
 const char *short_name(const char *device);
 /* The file backing device according to sysfs, or NULL when it is not bound. */

@@ -109,6 +109,32 @@ static int run_shell(const char *cmd, char **ret_out, char **ret_err)
         return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 }
 
+char *test_read_sysfs(const char *fmt, ...)
+{
+        g_autofree char *path = NULL;
+        char *contents = NULL;
+        va_list ap;
+
+        va_start(ap, fmt);
+        path = g_strdup_vprintf(fmt, ap);
+        va_end(ap);
+        if (!g_file_get_contents(path, &contents, NULL, NULL))
+                return NULL;
+        return g_strstrip(contents);
+}
+
+uint32_t test_crc32(const uint8_t *p, size_t n)
+{
+        uint32_t c = 0xffffffffu;
+
+        for (size_t i = 0; i < n; i++) {
+                c ^= p[i];
+                for (int k = 0; k < 8; k++)
+                        c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1)));
+        }
+        return ~c;
+}
+
 char *test_sh(const char *fmt, ...)
 {
         g_autofree char *cmd = NULL;

@@ -18,6 +18,10 @@ void test_tmpdir_remove(const char *dir);
  * returns stdout (never NULL); test_sh_status() returns the exit status and sets *ret_out (may be NULL). */
 char *test_sh(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 int test_sh_status(char **ret_out, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+/* The contents of a (sysfs, procfs) file whose path is fmt, stripped; NULL when it cannot be read. */
+char *test_read_sysfs(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+/* CRC-32 (IEEE 802.3, as GPT headers and entry arrays use it). */
+uint32_t test_crc32(const uint8_t *p, size_t n);
 
 /* Creates a sparse file of size bytes. */
 void image_create(const char *path, uint64_t size);

@@ -152,21 +152,6 @@ static bool is_extended_type(const char *type)
         return part_type_equal(type, "5") || part_type_equal(type, "f") || part_type_equal(type, "85");
 }
 
-static char *sys_read(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
-static char *sys_read(const char *fmt, ...)
-{
-        g_autofree char *path = NULL;
-        char *contents = NULL;
-        va_list ap;
-
-        va_start(ap, fmt);
-        path = g_strdup_vprintf(fmt, ap);
-        va_end(ap);
-        if (!g_file_get_contents(path, &contents, NULL, NULL))
-                return NULL;
-        return g_strstrip(contents);
-}
-
 static guint64 sys_u64(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 static guint64 sys_u64(const char *fmt, ...)
 {
@@ -176,7 +161,7 @@ static guint64 sys_u64(const char *fmt, ...)
         va_start(ap, fmt);
         path = g_strdup_vprintf(fmt, ap);
         va_end(ap);
-        v = sys_read("%s", path);
+        v = test_read_sysfs("%s", path);
         if (!v) {
                 g_test_fail_printf("cannot read %s", path);
                 return G_MAXUINT64;

@@ -150,9 +150,9 @@ static void test_attach_input(Harness *h, gconstpointer data)
                 harness_assert_no_error(error);
                 if (reply) {
                         g_variant_get_child(reply, 0, "s", &device);
-                        g_autofree char *ro = read_sysfs("/sys/block/%s/ro", short_name(device));
+                        g_autofree char *ro = test_read_sysfs("/sys/block/%s/ro", short_name(device));
                         g_autofree char *ss =
-                                read_sysfs("/sys/block/%s/queue/logical_block_size", short_name(device));
+                                test_read_sysfs("/sys/block/%s/queue/logical_block_size", short_name(device));
                         g_assert_cmpstr(ro, ==, c->read_only ? "1" : "0");
                         g_assert_cmpuint(g_ascii_strtoull(ss ? ss : "0", NULL, 10), ==,
                                 c->sector_size ? c->sector_size : 512);
@@ -551,7 +551,7 @@ static void test_string_input(Harness *h, gconstpointer data)
         }
         /* /dev/loop999 must really not exist for its NotFound. */
         if (strstr(arg, "loop999")) {
-                g_autofree char *bound = read_sysfs("/sys/block/loop999/loop/backing_file");
+                g_autofree char *bound = test_read_sysfs("/sys/block/loop999/loop/backing_file");
                 if (bound) {
                         g_test_skip("someone has loop999 bound");
                         cleanup_device(h, device);

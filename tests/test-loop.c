@@ -1237,18 +1237,6 @@ static void test_hostile_random(Fixture *f, gconstpointer data)
         }
 }
 
-static uint32_t crc32_ieee(const uint8_t *p, size_t n)
-{
-        uint32_t c = 0xffffffffu;
-
-        for (size_t i = 0; i < n; i++) {
-                c ^= p[i];
-                for (int k = 0; k < 8; k++)
-                        c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1)));
-        }
-        return ~c;
-}
-
 /* Rewrites the GPT header at offset to ask for n entries, with a valid header CRC (or breaks its signature).
  */
 static void patch_gpt_header(const char *img, uint64_t offset, uint32_t entries, gboolean break_signature)
@@ -1268,7 +1256,7 @@ static void patch_gpt_header(const char *img, uint64_t offset, uint32_t entries,
         for (int i = 0; i < 4; i++)
                 h[80 + i] = (entries >> (8 * i)) & 0xff;
         memset(h + 16, 0, 4);
-        crc = crc32_ieee(h, hs);
+        crc = test_crc32(h, hs);
         for (int i = 0; i < 4; i++)
                 h[16 + i] = (crc >> (8 * i)) & 0xff;
         g_assert_cmpint(pwrite(fd, h, sizeof(h), (off_t)offset), ==, sizeof(h));
