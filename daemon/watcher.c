@@ -7,6 +7,7 @@
 #include <inttypes.h>
 #include <libmount.h>
 #include <libudev.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -358,6 +359,10 @@ static void watcher_device_gone(Watcher *w, Tracked *t, bool announce)
         watcher_unlink(w, t);
         tracked_free(t);
         log_debug("loop%u was detached", number);
+        /* The last device went: give back what a burst of them took (glibc keeps freed heap otherwise; after
+         * 256 devices that is a third of loopd's private memory). */
+        if (!w->devices)
+                (void)malloc_trim(0);
 }
 
 /* Takes info (a device sysfs lists as bound) into the table and tells the bus what changed. */
@@ -1050,6 +1055,12 @@ static void watcher_rescan_mounts(Watcher *w, bool announce, bool only_removals)
         MountEntry *mounts = NULL, *old;
         size_t n = 0, n_old;
         int r;
+
+        /* Only a bound loop device can be mounted (a mounted one cannot be unbound): with none bound and
+         * none known mounted there is nothing to look for, and a machine without loop devices never pays
+         * for parsing its mount table on every mount or unmount of something else. */
+        if (!w->devices && w->n_mounts == 0)
+                return;
 
         r = read_loop_mounts(&mounts, &n);
         if (r < 0) {
