@@ -215,6 +215,32 @@ bool harness_user(const char *name, uid_t *ret_uid, gid_t *ret_gid)
         return true;
 }
 
+uid_t harness_uid_of(const char *user)
+{
+        uid_t uid = (uid_t)-1;
+
+        g_assert_true(harness_user(user, &uid, NULL));
+        return uid;
+}
+
+gid_t harness_gid_of(const char *user)
+{
+        gid_t gid = (gid_t)-1;
+
+        g_assert_true(harness_user(user, NULL, &gid));
+        return gid;
+}
+
+char *harness_image_path(Harness *h, const char *name)
+{
+        return g_build_filename(h->image_dir, name, NULL);
+}
+
+void harness_allow_all(Harness *h)
+{
+        fake_authority_set(h->authority, NULL, FAKE_AUTH_ALLOW, 0);
+}
+
 /* ---------------------------------------------------------------------------------------------------- */
 /* Waiting for a bus name, event-driven and bounded */
 

@@ -103,6 +103,11 @@ void harness_teardown(Harness *h, gconstpointer options);
         g_test_add((path), Harness, (opts), harness_setup, (void (*)(Harness *, gconstpointer))(func), \
                 harness_teardown)
 
+/* h's image directory / name (free with g_free()). */
+char *harness_image_path(Harness *h, const char *name);
+/* Lets every polkit check through the fake authority: for tests about something else than authorization. */
+void harness_allow_all(Harness *h);
+
 /* A test body's first line: returns when setup did not succeed (skipped, or already failed). */
 #define HARNESS_REQUIRE(h)       \
         do {                     \
@@ -121,6 +126,9 @@ char *harness_loopd_log(Harness *h);
 
 /* The test users. harness_user() creates the user when missing and returns its ids. */
 bool harness_user(const char *name, uid_t *ret_uid, gid_t *ret_gid);
+/* The uid / gid of a test user (asserts that it exists). */
+uid_t harness_uid_of(const char *user);
+gid_t harness_gid_of(const char *user);
 
 /* A new connection to the private bus, authenticated as user (NULL: root). Owned by the harness (closed in
  * teardown); do not unref. */

@@ -23,7 +23,7 @@
 void test_client_killed_mid_call(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        g_autofree char *image = image_path(h, "killed-client.img");
+        g_autofree char *image = harness_image_path(h, "killed-client.img");
         g_autofree char *log = g_build_filename(h->tmpdir, "loopctl.log", NULL);
         g_autofree char *uid = NULL, *gid = NULL;
         g_autoptr(GSubprocess) client = NULL;
@@ -133,7 +133,7 @@ static char *read_line(GDataInputStream *in)
 void test_polkit_vanishes_mid_call(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        g_autofree char *image = image_path(h, "no-polkit.img");
+        g_autofree char *image = harness_image_path(h, "no-polkit.img");
         g_autoptr(GMainContext) context = g_main_context_new();
         g_autoptr(GSubprocess) authority = NULL;
         g_autoptr(GDataInputStream) out = NULL;
@@ -192,7 +192,7 @@ void test_polkit_vanishes_mid_call(Harness *h, gconstpointer data)
 void test_backing_file_deleted(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        g_autofree char *image = image_path(h, "deleted.img");
+        g_autofree char *image = harness_image_path(h, "deleted.img");
         g_autofree char *device = NULL, *mount_point = NULL, *file = NULL;
         g_autoptr(GVariant) reply = NULL;
         g_autoptr(GError) error = NULL;
@@ -325,7 +325,7 @@ void test_udevd_killed_mid_run(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
         enum { CYCLES = 24 };
-        g_autofree char *image = image_path(h, "udev.img");
+        g_autofree char *image = harness_image_path(h, "udev.img");
         guint64 durations[CYCLES] = { 0 };
         bool timed_out[CYCLES] = { false };
         Cycler c = { .h = h,
@@ -511,7 +511,7 @@ void test_loopd_killed_during_attach(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
         const bool stall = h->options->data != NULL;
-        g_autofree char *image = image_path(h, "killed-loopd.img");
+        g_autofree char *image = harness_image_path(h, "killed-loopd.img");
         g_autoptr(GMainContext) context = g_main_context_new();
         g_autoptr(GSubprocess) own = NULL;
         g_autoptr(GError) error = NULL;
@@ -592,7 +592,7 @@ void test_loopd_killed_during_attach(Harness *h, gconstpointer data)
                         seen = true;
                         g_test_message(
                                 "%s is %s, owner %u", dev, managed ? "managed" : "not managed", owner);
-                        if (!managed || owner != (guint32)uid_of(HARNESS_USER_A))
+                        if (!managed || owner != (guint32)harness_uid_of(HARNESS_USER_A))
                                 g_test_fail_printf(
                                         "%s survived the crash but is not A's (managed %d, owner %u): "
                                         "a device nobody but root can detach",
@@ -631,7 +631,7 @@ void test_full_disk_under_sparse_image(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
         g_autofree char *full = mount_small_tmpfs(h);
-        g_autofree char *made = image_path(h, "ext4-made-here.img");
+        g_autofree char *made = harness_image_path(h, "ext4-made-here.img");
         g_autofree char *image = NULL, *raw = NULL, *device = NULL, *raw_device = NULL, *mount_point = NULL;
         g_autofree char *node = NULL, *qmade = NULL, *qimage = NULL;
         g_autoptr(GError) error = NULL;

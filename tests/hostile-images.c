@@ -150,7 +150,7 @@ static void test_hostile_image(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
         const ImageKind *kind = h->options->data;
-        g_autofree char *image = image_path(h, "hostile.img");
+        g_autofree char *image = harness_image_path(h, "hostile.img");
         g_autofree char *device = NULL;
         g_autoptr(GError) error = NULL;
         g_autoptr(GPtrArray) used = g_ptr_array_new_with_free_func(g_free);
@@ -258,7 +258,7 @@ static void test_broken_filesystem(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
         const FsKind *kind = h->options->data;
-        g_autofree char *image = image_path(h, "broken.img");
+        g_autofree char *image = harness_image_path(h, "broken.img");
         g_autofree char *device = NULL;
         g_autoptr(GVariant) reply = NULL;
         g_autoptr(GError) error = NULL;
@@ -312,7 +312,7 @@ static void test_broken_filesystem(Harness *h, gconstpointer data)
 static void test_ext4_errors_panic(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        g_autofree char *image = image_path(h, "panic.img");
+        g_autofree char *image = harness_image_path(h, "panic.img");
         g_autofree char *q = g_shell_quote(image);
         g_autofree char *device = NULL, *mount_point = NULL;
         g_autoptr(GVariant) reply = NULL;

@@ -202,7 +202,7 @@ void test_concurrent_clients_and_losetup(Harness *h, gconstpointer data)
                 /* Half root, half the two test users: owners and the per-user count are in play too. */
                 const char *user = i % 2 == 0 ? NULL : i % 4 == 1 ? HARNESS_USER_A : HARNESS_USER_B;
                 clients[i] = (Client){ .shared = &s,
-                        .image = image_path(h, name),
+                        .image = harness_image_path(h, name),
                         .cycles = cycles,
                         .clean_errors = clean,
                         .connection = harness_connect_as(h, user) };
@@ -214,7 +214,7 @@ void test_concurrent_clients_and_losetup(Harness *h, gconstpointer data)
         }
         for (guint i = 0; i < G_N_ELEMENTS(stealers); i++) {
                 g_autofree char *name = g_strdup_printf("stolen-%u.img", i);
-                g_autofree char *img = image_path(h, name);
+                g_autofree char *img = harness_image_path(h, name);
                 g_autofree char *count = g_strdup_printf("%s/stealer-%u.count", h->tmpdir, i);
                 image_create(img, 4 * MiB);
                 counts[i] = g_strdup(count);
@@ -339,7 +339,7 @@ static gpointer lister_thread(gpointer data)
 void test_devices_churning_while_listing(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        g_autofree char *image = image_path(h, "churn.img");
+        g_autofree char *image = harness_image_path(h, "churn.img");
         g_autofree char *base = g_strdup_printf("%u", 3000 + (unsigned)(getpid() % 1000) * 8);
         g_autofree char *out = NULL;
         g_autoptr(GSubprocess) churn = NULL;
@@ -402,7 +402,7 @@ void test_limit_under_concurrent_calls(Harness *h, gconstpointer data)
         for (guint i = 0; i < N; i++) {
                 guint u = i < PER_USER ? 0 : i < 2 * PER_USER ? 1 : 2;
                 g_autofree char *name = g_strdup_printf("limit-%u.img", i);
-                g_autofree char *image = image_path(h, name);
+                g_autofree char *image = harness_image_path(h, name);
                 image_create(image, 8 * MiB);
                 p[i] = (Pending){ .connection = connections[u][i % 4],
                         .who = users[u] ? users[u] : "root",

@@ -14,11 +14,6 @@
 /* ---------------------------------------------------------------------------------------------------- */
 /* Small helpers */
 
-char *image_path(Harness *h, const char *name)
-{
-        return g_build_filename(h->image_dir, name, NULL);
-}
-
 /* "/dev/loop7" → "loop7" */
 const char *short_name(const char *device)
 {
@@ -49,14 +44,6 @@ char *repeat(char c, gsize n)
         memset(s, c, n);
         s[n] = '\0';
         return s;
-}
-
-/* The uid of a test user. */
-uid_t uid_of(const char *user)
-{
-        uid_t uid = (uid_t)-1;
-        (void)harness_user(user, &uid, NULL);
-        return uid;
 }
 
 /* Detaches device as root with unmount, if it is still bound to something under the test's directory. */

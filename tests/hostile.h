@@ -19,8 +19,6 @@
 
 /* ---- small helpers ---- */
 
-/* h's image directory / name. */
-char *image_path(Harness *h, const char *name);
 /* "/dev/loop7" → "loop7" */
 const char *short_name(const char *device);
 /* The file backing device according to sysfs, or NULL when it is not bound. */
@@ -33,8 +31,6 @@ GVariant *empty_options(void);
 char *repeat(char c, gsize n);
 /* A copy of base with data as its test data, for a table of cases (lives as long as the test program). */
 const HarnessOptions *hostile_options_with(const HarnessOptions *base, gconstpointer data);
-/* The uid of a test user. */
-uid_t uid_of(const char *user);
 /* Detaches device as root with unmount, if it is still bound to something under the test's directory. */
 void cleanup_device(Harness *h, const char *device);
 /* The mount options of the filesystem mounted at target: mountinfo's per-mount and superblock options. */

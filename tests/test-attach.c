@@ -718,18 +718,13 @@ static void attach_verify_detach(Harness *h, const Want *w)
         g_assert_true(harness_loopd_alive(h));
 }
 
-static char *image_path(Harness *h, const char *name)
-{
-        return g_build_filename(h->image_dir, name, NULL);
-}
-
 /* ---------------------------------------------------------------------------------------------------- */
 /* Layouts */
 
 static void test_gpt_ext4_xfs(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        g_autofree char *image = image_path(h, "gpt.img");
+        g_autofree char *image = harness_image_path(h, "gpt.img");
 
         image_create(image, 512 * MiB);
         image_sfdisk(image,
@@ -756,7 +751,7 @@ static void test_gpt_ext4_xfs(Harness *h, gconstpointer data)
 static void test_mbr_extended_logical(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        g_autofree char *image = image_path(h, "laptop.img");
+        g_autofree char *image = harness_image_path(h, "laptop.img");
 
         /* An old laptop disk: NTFS, then an extended partition holding swap and Linux. */
         image_create(image, 256 * MiB);
@@ -784,7 +779,7 @@ static void test_mbr_extended_logical(Harness *h, gconstpointer data)
 static void test_partitionless_ext4(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        g_autofree char *image = image_path(h, "plain.img");
+        g_autofree char *image = harness_image_path(h, "plain.img");
 
         image_create(image, 64 * MiB);
         g_autofree char *uuid = image_mkfs_at(image, 0, 64 * MiB, "ext4", "plain");
@@ -797,7 +792,7 @@ static void test_partitionless_ext4(Harness *h, gconstpointer data)
 static void test_hybrid_iso_efi(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        g_autofree char *image = image_path(h, "hybrid.iso");
+        g_autofree char *image = harness_image_path(h, "hybrid.iso");
 
         image_make_hybrid_iso(image, "LOOPD_LIVE");
         g_autoptr(GHashTable) whole = oracle_blkid(image, 0);
@@ -854,7 +849,7 @@ static void wantfs_free(WantFs *fs)
 static void test_gpt_4k_sectors(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        g_autofree char *image = image_path(h, "gpt4k.img");
+        g_autofree char *image = harness_image_path(h, "gpt4k.img");
         const char *types[] = { "ext4", "ext4", NULL };
         WantFs *fs = make_4k_image(image, 256 * MiB,
                 "label: gpt\nsize=64MiB, type=linux, name=\"first\"\ntype=linux, name=\"second\"\n", types);
@@ -868,7 +863,7 @@ static void test_gpt_4k_sectors(Harness *h, gconstpointer data)
 static void test_mbr_4k_phone(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        g_autofree char *image = image_path(h, "phone.img");
+        g_autofree char *image = harness_image_path(h, "phone.img");
         const char *types[] = { "ext4", "ext4", NULL };
         /* Read with 512-byte sectors this table covers an eighth of the image; with 4096 it ends at its
          * end: the phone image case. */
@@ -884,7 +879,7 @@ static void test_mbr_4k_phone(Harness *h, gconstpointer data)
 static void test_ambiguous_sector_size_refused(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        g_autofree char *image = image_path(h, "ambiguous.img");
+        g_autofree char *image = harness_image_path(h, "ambiguous.img");
         g_autofree char *q = g_shell_quote(image);
         g_autoptr(GError) error = NULL;
         g_autofree char *device = NULL;
@@ -926,7 +921,7 @@ static void test_ambiguous_sector_size_refused(Harness *h, gconstpointer data)
 static void test_no_partition_scan(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        g_autofree char *image = image_path(h, "noscan.img");
+        g_autofree char *image = harness_image_path(h, "noscan.img");
 
         image_create(image, 64 * MiB);
         image_sfdisk(image, "label: gpt\nsize=16MiB, type=linux\ntype=linux\n", 0);
@@ -989,7 +984,7 @@ static void check_offset_device(
 static void test_offset_size_limit(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        g_autofree char *image = image_path(h, "two.img");
+        g_autofree char *image = harness_image_path(h, "two.img");
         g_autofree guint8 *noise = g_malloc(MiB);
         g_autoptr(GRand) rand = g_rand_new();
         int fd;
@@ -1078,7 +1073,7 @@ static void check_read_only_device(Harness *h, const char *device, const char *i
 static void test_read_only(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        g_autofree char *image = image_path(h, "ro.img");
+        g_autofree char *image = harness_image_path(h, "ro.img");
         g_autofree char *before = NULL, *after = NULL;
 
         image_create(image, 64 * MiB);
@@ -1127,7 +1122,7 @@ static void test_read_only(Harness *h, gconstpointer data)
 static void test_rdonly_fd_read_write_refused(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        g_autofree char *image = image_path(h, "rofd.img");
+        g_autofree char *image = harness_image_path(h, "rofd.img");
         g_autoptr(GError) error = NULL;
         g_autofree char *device = NULL;
 
@@ -1143,7 +1138,7 @@ static void test_rdonly_fd_read_write_refused(Harness *h, gconstpointer data)
 static void test_sparse_1tib(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        g_autofree char *image = image_path(h, "huge.img");
+        g_autofree char *image = harness_image_path(h, "huge.img");
         g_autofree char *q = g_shell_quote(image);
         struct stat st;
 
@@ -1170,7 +1165,7 @@ static void test_non_raw_formats_unsupported(Harness *h, gconstpointer data)
 
         for (guint i = 0; i < G_N_ELEMENTS(formats); i++) {
                 g_autofree char *name = g_strdup_printf("disk.%s", formats[i][0]);
-                g_autofree char *image = image_path(h, name);
+                g_autofree char *image = harness_image_path(h, name);
                 g_autofree char *q = g_shell_quote(image);
                 g_autoptr(GError) error = NULL;
                 g_autofree char *device = NULL;
@@ -1187,7 +1182,7 @@ static void test_non_raw_formats_unsupported(Harness *h, gconstpointer data)
         }
 
         /* loopctl says so too, in one line, and exits 1. */
-        g_autofree char *qcow2 = image_path(h, "disk.qcow2");
+        g_autofree char *qcow2 = harness_image_path(h, "disk.qcow2");
         g_auto(HarnessRun) run = { 0 };
         g_assert_cmpint(harness_loopctl(h, NULL, &run, "attach", "--json", qcow2, NULL), ==, 1);
         g_assert_true(g_str_has_prefix(run.err, "loopctl: "));
@@ -1201,7 +1196,7 @@ static void test_non_raw_formats_unsupported(Harness *h, gconstpointer data)
 static void test_detach_by_image(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        g_autofree char *image = image_path(h, "byfile.img");
+        g_autofree char *image = harness_image_path(h, "byfile.img");
 
         image_create(image, 64 * MiB);
         image_sfdisk(image, "label: gpt\ntype=linux\n", 0);
@@ -1219,8 +1214,8 @@ static void test_detach_by_image(Harness *h, gconstpointer data)
 static void test_list_agrees_with_losetup(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        g_autofree char *a = image_path(h, "a.img"), *b = image_path(h, "b.img"),
-                        *c = image_path(h, "c.img");
+        g_autofree char *a = harness_image_path(h, "a.img"), *b = harness_image_path(h, "b.img"),
+                        *c = harness_image_path(h, "c.img");
         g_autofree char *qc = g_shell_quote(c);
         g_autoptr(GError) error = NULL;
 
@@ -1320,7 +1315,7 @@ static void test_list_agrees_with_losetup(Harness *h, gconstpointer data)
 static void test_non_root_not_authorized(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        g_autofree char *image = image_path(h, "user.img");
+        g_autofree char *image = harness_image_path(h, "user.img");
         g_autoptr(GError) error = NULL;
         g_autofree char *device = NULL;
         uid_t uid;
@@ -1369,7 +1364,7 @@ static void test_non_root_not_authorized(Harness *h, gconstpointer data)
 static void test_invalid_options(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        g_autofree char *image = image_path(h, "opts.img");
+        g_autofree char *image = harness_image_path(h, "opts.img");
         /* option dictionary → the key the error must name */
         const struct {
                 const char *options;
@@ -1418,7 +1413,7 @@ static void test_invalid_options(Harness *h, gconstpointer data)
 static void test_non_regular_fd_refused(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        g_autofree char *image = image_path(h, "fd.img");
+        g_autofree char *image = harness_image_path(h, "fd.img");
         int pipefd[2], sv[2], fd;
 
         image_create(image, 16 * MiB);
@@ -1503,7 +1498,7 @@ static bool wait_for_partition_nodes(const char *device, guint n, int timeout_ms
 static void test_partitions_survive_udev_watch(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        g_autofree char *image = image_path(h, "watch.img");
+        g_autofree char *image = harness_image_path(h, "watch.img");
         g_autoptr(GError) error = NULL;
         int fd;
 

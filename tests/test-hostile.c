@@ -50,7 +50,7 @@ typedef struct AttachCase {
 /* Makes the fd a case asks for. *ret_device is set to a loop device the test attached for it. */
 static int make_fd(Harness *h, FdKind kind, int extra[2], char **ret_device)
 {
-        g_autofree char *image = image_path(h, "input.img");
+        g_autofree char *image = harness_image_path(h, "input.img");
         int fd = -1;
 
         switch (kind) {
@@ -59,7 +59,7 @@ static int make_fd(Harness *h, FdKind kind, int extra[2], char **ret_device)
         case FD_IMAGE_RDONLY:
                 return open(image, O_RDONLY | O_CLOEXEC);
         case FD_ROOT_ONLY_RDONLY: {
-                g_autofree char *root_only = image_path(h, "root-only.img");
+                g_autofree char *root_only = harness_image_path(h, "root-only.img");
                 image_create(root_only, 16 * MiB);
                 g_assert_cmpint(chmod(root_only, 0600), ==, 0);
                 return open(root_only, O_RDONLY | O_CLOEXEC);
@@ -80,7 +80,7 @@ static int make_fd(Harness *h, FdKind kind, int extra[2], char **ret_device)
                 return open("/dev/null", O_RDWR | O_CLOEXEC);
         case FD_BLOCK_DEVICE: {
                 g_autoptr(GError) error = NULL;
-                g_autofree char *own = image_path(h, "own-device.img");
+                g_autofree char *own = harness_image_path(h, "own-device.img");
                 image_create(own, 16 * MiB);
                 if (!harness_attach_path(h->bus, own, O_RDWR, NULL, ret_device, &error)) {
                         g_test_fail_printf("attaching the test's own device failed: %s", error->message);
@@ -98,12 +98,12 @@ static int make_fd(Harness *h, FdKind kind, int extra[2], char **ret_device)
                 g_assert_cmpint(ftruncate(fd, 8 * MiB), ==, 0);
                 return fd;
         case FD_EMPTY: {
-                g_autofree char *empty = image_path(h, "empty.img");
+                g_autofree char *empty = harness_image_path(h, "empty.img");
                 image_create(empty, 0);
                 return open(empty, O_RDWR | O_CLOEXEC);
         }
         case FD_511_BYTES: {
-                g_autofree char *small = image_path(h, "511.img");
+                g_autofree char *small = harness_image_path(h, "511.img");
                 image_create(small, 511);
                 return open(small, O_RDWR | O_CLOEXEC);
         }
@@ -115,7 +115,7 @@ static void test_attach_input(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
         const AttachCase *c = h->options->data;
-        g_autofree char *image = image_path(h, "input.img");
+        g_autofree char *image = harness_image_path(h, "input.img");
         g_autofree char *own_device = NULL, *device = NULL;
         g_autoptr(GUnixFDList) fds = g_unix_fd_list_new();
         g_autoptr(GVariant) reply = NULL;
@@ -151,8 +151,8 @@ static void test_attach_input(Harness *h, gconstpointer data)
                 if (reply) {
                         g_variant_get_child(reply, 0, "s", &device);
                         g_autofree char *ro = test_read_sysfs("/sys/block/%s/ro", short_name(device));
-                        g_autofree char *ss =
-                                test_read_sysfs("/sys/block/%s/queue/logical_block_size", short_name(device));
+                        g_autofree char *ss = test_read_sysfs(
+                                "/sys/block/%s/queue/logical_block_size", short_name(device));
                         g_assert_cmpstr(ro, ==, c->read_only ? "1" : "0");
                         g_assert_cmpuint(g_ascii_strtoull(ss ? ss : "0", NULL, 10), ==,
                                 c->sector_size ? c->sector_size : 512);
@@ -392,7 +392,7 @@ static void test_raw_signature(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
         const RawCase *c = h->options->data;
-        g_autofree char *image = image_path(h, "raw.img");
+        g_autofree char *image = harness_image_path(h, "raw.img");
         g_autoptr(GUnixFDList) fds = g_unix_fd_list_new();
         g_autoptr(GVariant) reply = NULL;
         g_autoptr(GError) error = NULL;
@@ -513,7 +513,7 @@ static void test_string_input(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
         const StringCase *c = h->options->data;
-        g_autofree char *image = image_path(h, "strings.img");
+        g_autofree char *image = harness_image_path(h, "strings.img");
         g_autofree char *device = NULL, *arg = NULL;
         g_autoptr(GVariant) reply = NULL;
         g_autoptr(GError) error = NULL;

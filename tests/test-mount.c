@@ -28,37 +28,10 @@
 /* ---------------------------------------------------------------------------------------------------- */
 /* Helpers: images */
 
-static char *image_path(Harness *h, const char *name)
-{
-        return g_build_filename(h->image_dir, name, NULL);
-}
-
-/* Lets everything through polkit: these tests are about mounting, not authorization (test-polkit.c). */
-static void allow_all(Harness *h)
-{
-        fake_authority_set(h->authority, NULL, FAKE_AUTH_ALLOW, 0);
-}
-
-static uid_t uid_of(const char *user)
-{
-        uid_t uid = (uid_t)-1;
-
-        g_assert_true(harness_user(user, &uid, NULL));
-        return uid;
-}
-
-static gid_t gid_of(const char *user)
-{
-        gid_t gid = (gid_t)-1;
-
-        g_assert_true(harness_user(user, NULL, &gid));
-        return gid;
-}
-
 /* Hands the image to user, so that loopctl, which opens it as that user, may open it read-write. */
 static void give_image_to(const char *path, const char *user)
 {
-        g_assert_cmpint(chown(path, uid_of(user), gid_of(user)), ==, 0);
+        g_assert_cmpint(chown(path, harness_uid_of(user), harness_gid_of(user)), ==, 0);
 }
 
 /* Writes into the filesystem at offset of image before loopd ever sees it, with mount(8) on a loop device
@@ -551,10 +524,10 @@ static void test_filesystem_read_back(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
         const FsCase *c = h->options->data;
-        g_autofree char *image = image_path(h, "fs.img"), *device = NULL, *mount_point = NULL;
+        g_autofree char *image = harness_image_path(h, "fs.img"), *device = NULL, *mount_point = NULL;
         g_autofree char *hello = NULL, *got = NULL, *expected = NULL;
 
-        allow_all(h);
+        harness_allow_all(h);
         image_create(image, c->size);
         g_free(image_mkfs_at(image, 0, c->size, c->fstype, "DATA"));
         if (g_str_equal(c->fstype, "squashfs"))
@@ -614,12 +587,12 @@ static const HarnessOptions opts_squashfs = { .data = &fs_squashfs };
 static void test_iso9660_owned_by_caller(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        g_autofree char *image = image_path(h, "disc.iso"),
+        g_autofree char *image = harness_image_path(h, "disc.iso"),
                         *tree = g_build_filename(h->tmpdir, "iso-root", NULL);
         g_autofree char *qimage = g_shell_quote(image), *qtree = g_shell_quote(tree);
         g_autofree char *device = NULL, *mount_point = NULL, *file = NULL, *got = NULL, *owner = NULL;
 
-        allow_all(h);
+        harness_allow_all(h);
         g_free(test_sh("set -e; mkdir -p %s/docs; printf 'from the disc\\n' > %s/docs/readme.txt; "
                        "xorriso -as mkisofs -quiet -o %s -V LOOPD_DISC -J -R %s 2>/dev/null",
                 qtree, qtree, qimage, qtree));
@@ -638,8 +611,8 @@ static void test_iso9660_owned_by_caller(Harness *h, gconstpointer data)
                 g_assert_cmpstr(got, ==, "from the disc\n");
                 const char *argv[] = { "stat", "--format=%u:%g", file, NULL };
                 g_assert_cmpint(run_as(h, HARNESS_USER_A, &owner, argv), ==, 0);
-                g_autofree char *want = g_strdup_printf(
-                        "%u:%u\n", (unsigned)uid_of(HARNESS_USER_A), (unsigned)gid_of(HARNESS_USER_A));
+                g_autofree char *want = g_strdup_printf("%u:%u\n", (unsigned)harness_uid_of(HARNESS_USER_A),
+                        (unsigned)harness_gid_of(HARNESS_USER_A));
                 g_assert_cmpstr(owner, ==, want);
                 g_assert_true(mount_is_read_only(mount_point));
         }
@@ -654,11 +627,11 @@ static void test_iso9660_owned_by_caller(Harness *h, gconstpointer data)
 static void test_vfat_partition_owned_by_caller(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        g_autofree char *image = image_path(h, "stick.img"), *qimage = g_shell_quote(image);
+        g_autofree char *image = harness_image_path(h, "stick.img"), *qimage = g_shell_quote(image);
         g_autofree char *device = NULL, *node = NULL, *mount_point = NULL, *file = NULL, *got = NULL;
         g_autofree char *owner = NULL;
 
-        allow_all(h);
+        harness_allow_all(h);
         image_create(image, 40 * MiB);
         image_sfdisk(image, "label: dos\nstart=2048, size=65536, type=c\n", 0);
         g_free(image_mkfs_at(image, MiB, 32 * MiB, "vfat", "STICK"));
@@ -677,9 +650,9 @@ static void test_vfat_partition_owned_by_caller(Harness *h, gconstpointer data)
                 g_assert_cmpstr(got, ==, "on the stick\n");
                 const char *argv[] = { "stat", "--format=%u:%g", file, mount_point, NULL };
                 g_assert_cmpint(run_as(h, HARNESS_USER_A, &owner, argv), ==, 0);
-                g_autofree char *want = g_strdup_printf("%u:%u\n%u:%u\n", (unsigned)uid_of(HARNESS_USER_A),
-                        (unsigned)gid_of(HARNESS_USER_A), (unsigned)uid_of(HARNESS_USER_A),
-                        (unsigned)gid_of(HARNESS_USER_A));
+                g_autofree char *want = g_strdup_printf("%u:%u\n%u:%u\n",
+                        (unsigned)harness_uid_of(HARNESS_USER_A), (unsigned)harness_gid_of(HARNESS_USER_A),
+                        (unsigned)harness_uid_of(HARNESS_USER_A), (unsigned)harness_gid_of(HARNESS_USER_A));
                 g_assert_cmpstr(owner, ==, want);
         }
 
@@ -703,13 +676,13 @@ static guint trailing_number(const char *s)
 static void test_open_hybrid_iso_mounts_both(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        g_autofree char *image = image_path(h, "live.iso"), *device = NULL, *efi = NULL;
+        g_autofree char *image = harness_image_path(h, "live.iso"), *device = NULL, *efi = NULL;
         g_autoptr(JsonNode) out = NULL, table = NULL;
         const char *iso_mp = NULL, *efi_mp = NULL;
         guint efi_number = 0;
         JsonArray *a, *mounts;
 
-        allow_all(h);
+        harness_allow_all(h);
         image_make_hybrid_iso(image, "LOOPD_LIVE");
         table = oracle_sfdisk_json(image, 0);
         a = json_object_get_array_member(json_node_get_object(table), "partitions");
@@ -775,9 +748,9 @@ static void test_open_hybrid_iso_mounts_both(Harness *h, gconstpointer data)
 /* An ext4 image with /home owned by the test user, handed to the user (so a writable attach works). */
 static char *make_user_ext4(Harness *h, const char *name, const char *label)
 {
-        char *image = image_path(h, name);
+        char *image = harness_image_path(h, name);
         g_autofree char *script = g_strdup_printf("mkdir \"$M/home\"; chown %u:%u \"$M/home\"",
-                (unsigned)uid_of(HARNESS_USER_A), (unsigned)gid_of(HARNESS_USER_A));
+                (unsigned)harness_uid_of(HARNESS_USER_A), (unsigned)harness_gid_of(HARNESS_USER_A));
 
         image_create(image, 32 * MiB);
         g_free(image_mkfs_at(image, 0, 32 * MiB, "ext4", label));
@@ -805,7 +778,7 @@ static void test_read_write_persists_after_reattach(Harness *h, gconstpointer da
         g_autofree char *device = NULL, *mount_point = NULL, *file = NULL, *on_disk = NULL, *got = NULL;
         g_autofree char *device2 = NULL, *mount_point2 = NULL, *file2 = NULL;
 
-        allow_all(h);
+        harness_allow_all(h);
         device = user_attach(h, HARNESS_USER_A, image, true);
         REQUIRE_NONNULL(device);
         mount_point = user_mount(h, HARNESS_USER_A, device, false);
@@ -847,7 +820,7 @@ static void test_read_only_refuses_writes(Harness *h, gconstpointer data)
         g_autofree char *device = NULL, *on_disk = NULL;
         GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
 
-        allow_all(h);
+        harness_allow_all(h);
         REQUIRE_NONNULL(a);
         device = user_attach(h, HARNESS_USER_A, image, true);
         REQUIRE_NONNULL(device);
@@ -903,12 +876,12 @@ static void test_hostile_label(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
         const LabelCase *c = h->options->data;
-        g_autofree char *image = image_path(h, "label.img"), *uuid = NULL, *device = NULL;
+        g_autofree char *image = harness_image_path(h, "label.img"), *uuid = NULL, *device = NULL;
         g_autofree char *mount_point = NULL, *name = NULL;
         g_autoptr(GError) error = NULL;
         GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
 
-        allow_all(h);
+        harness_allow_all(h);
         REQUIRE_NONNULL(a);
         image_create(image, c->size);
         /* mkntfs turns the label into UTF-16 through the locale. */
@@ -1008,7 +981,7 @@ static void test_same_label_twice_distinct(Harness *h, gconstpointer data)
         g_autofree char *dev1 = NULL, *dev2 = NULL, *mp1 = NULL, *mp2 = NULL;
         g_autofree char *f1 = NULL, *f2 = NULL, *got1 = NULL, *got2 = NULL;
 
-        allow_all(h);
+        harness_allow_all(h);
         populate(h, first, 0, "echo first > \"$M/which\"; chmod 0644 \"$M/which\"");
         populate(h, second, 0, "echo second > \"$M/which\"; chmod 0644 \"$M/which\"");
         dev1 = user_attach(h, HARNESS_USER_A, first, false);
@@ -1049,14 +1022,14 @@ static void test_same_label_twice_distinct(Harness *h, gconstpointer data)
 static void test_label_invalid_utf8_listed_as_utf8(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        g_autofree char *image = image_path(h, "latin1.img"), *device = NULL, *object = NULL;
+        g_autofree char *image = harness_image_path(h, "latin1.img"), *device = NULL, *object = NULL;
         g_autofree char *raw = NULL, *mount_point = NULL;
         g_autoptr(GError) error = NULL;
         g_autoptr(GVariant) parts = NULL, property = NULL;
         g_autoptr(JsonNode) out = NULL;
         GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
 
-        allow_all(h);
+        harness_allow_all(h);
         REQUIRE_NONNULL(a);
         image_create(image, 32 * MiB);
         g_free(image_mkfs_at(image, 0, 32 * MiB, "ext4", "caf\xe9 \xff"));
@@ -1115,7 +1088,7 @@ static void test_label_invalid_utf8_listed_as_utf8(Harness *h, gconstpointer dat
 /* An image with an ext4 (p1, the kernel's driver) and a vfat (p2, a FUSE helper here) partition. */
 static char *make_two_partitions(Harness *h, const char *name)
 {
-        char *image = image_path(h, name);
+        char *image = harness_image_path(h, name);
 
         image_create(image, 72 * MiB);
         image_sfdisk(
@@ -1147,7 +1120,7 @@ static void test_option_refused(Harness *h, gconstpointer data)
         g_autofree char *image = make_two_partitions(h, "options.img"), *device = NULL;
         GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
 
-        allow_all(h);
+        harness_allow_all(h);
         REQUIRE_NONNULL(a);
         give_image_to(image, HARNESS_USER_A);
         device = user_attach(h, HARNESS_USER_A, image, true);
@@ -1213,7 +1186,7 @@ static void test_fstype_outside_the_list_refused(Harness *h, gconstpointer data)
         const char *const fstypes[] = { "tmpfs", "proc", "fuse", "fuse.sshfs", "overlay", "ext4,uid=0",
                 "../ext4", "ext4\n", "ext" E_ACUTE_10 E_ACUTE_10, NULL };
 
-        allow_all(h);
+        harness_allow_all(h);
         REQUIRE_NONNULL(a);
         device = user_attach(h, HARNESS_USER_A, image, false);
         REQUIRE_NONNULL(device);
@@ -1266,7 +1239,7 @@ static void test_non_loop_node_not_managed(Harness *h, gconstpointer data)
         g_auto(HarnessRun) run = { 0 };
         const char *e;
 
-        allow_all(h);
+        harness_allow_all(h);
         REQUIRE_NONNULL(a);
         g_ptr_array_add(nodes, g_strdup("/dev/vda1"));
         /* Whatever real disks this machine has. */
@@ -1323,10 +1296,10 @@ static void test_non_loop_node_not_managed(Harness *h, gconstpointer data)
 static void test_setuid_and_device_nodes_inert(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        g_autofree char *image = image_path(h, "suid.img"), *device = NULL, *mount_point = NULL;
+        g_autofree char *image = harness_image_path(h, "suid.img"), *device = NULL, *mount_point = NULL;
         g_autofree char *id = NULL, *null = NULL, *out = NULL, *want = NULL;
 
-        allow_all(h);
+        harness_allow_all(h);
         image_create(image, 32 * MiB);
         g_free(image_mkfs_at(image, 0, 32 * MiB, "ext4", "SUID"));
         populate(h, image, 0,
@@ -1345,7 +1318,7 @@ static void test_setuid_and_device_nodes_inert(Harness *h, gconstpointer data)
         g_assert_true(st.st_mode & S_ISUID); /* the bit is there: nosuid is what makes it inert */
         const char *run_id[] = { id, "-u", NULL };
         g_assert_cmpint(run_as(h, HARNESS_USER_A, &out, run_id), ==, 0);
-        want = g_strdup_printf("%u\n", (unsigned)uid_of(HARNESS_USER_A));
+        want = g_strdup_printf("%u\n", (unsigned)harness_uid_of(HARNESS_USER_A));
         g_assert_cmpstr(out, ==, want);
         const char *open_null[] = { "cat", null, NULL };
         g_assert_cmpint(run_as(h, HARNESS_USER_A, NULL, open_null), !=, 0);
@@ -1362,10 +1335,10 @@ static void test_setuid_and_device_nodes_inert(Harness *h, gconstpointer data)
 static void test_unmount_removes_mount_point(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        g_autofree char *image = image_path(h, "um.img"), *device = NULL;
+        g_autofree char *image = harness_image_path(h, "um.img"), *device = NULL;
         GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
 
-        allow_all(h);
+        harness_allow_all(h);
         REQUIRE_NONNULL(a);
         image_create(image, 32 * MiB);
         g_free(image_mkfs_at(image, 0, 32 * MiB, "ext4", "UM"));
@@ -1401,7 +1374,7 @@ static void test_close_leaves_nothing(Harness *h, gconstpointer data)
         g_autofree char *image = make_two_partitions(h, "close.img"), *device = NULL;
         g_autofree char *p1 = NULL, *p2 = NULL, *mp1 = NULL, *mp2 = NULL;
 
-        allow_all(h);
+        harness_allow_all(h);
         device = user_attach(h, HARNESS_USER_A, image, false);
         REQUIRE_NONNULL(device);
         g_autoptr(GPtrArray) parts = oracle_partition_nodes(device);
@@ -1444,7 +1417,7 @@ static void test_mount_image_autoclear_goes_with_last_unmount(Harness *h, gconst
         g_autoptr(GError) error = NULL;
         const char *mp1, *mp2;
 
-        allow_all(h);
+        harness_allow_all(h);
         REQUIRE_NONNULL(a);
         reply = call_mount_image(a, image, O_RDONLY, NULL, &error);
         harness_assert_no_error(error);
@@ -1497,7 +1470,7 @@ static void test_second_mount_already_mounted(Harness *h, gconstpointer data)
         g_autofree char *image = make_two_partitions(h, "twice.img"), *device = NULL;
         GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
 
-        allow_all(h);
+        harness_allow_all(h);
         REQUIRE_NONNULL(a);
         device = user_attach(h, HARNESS_USER_A, image, false);
         REQUIRE_NONNULL(device);
@@ -1535,7 +1508,7 @@ static void test_unmount_not_mounted(Harness *h, gconstpointer data)
         g_autoptr(GError) error = NULL;
         g_auto(HarnessRun) run = { 0 };
 
-        allow_all(h);
+        harness_allow_all(h);
         REQUIRE_NONNULL(a);
         g_assert_cmpint(g_mkdir(not_a_mount, 0755), ==, 0);
         device = user_attach(h, HARNESS_USER_A, image, false);
@@ -1577,13 +1550,14 @@ static void test_unmount_not_mounted(Harness *h, gconstpointer data)
 static void test_mount_image_nothing_to_mount(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        g_autofree char *zeros = image_path(h, "zeros.img"), *empty = image_path(h, "empty-parts.img");
-        g_autofree char *swap = image_path(h, "swap.img");
+        g_autofree char *zeros = harness_image_path(h, "zeros.img"),
+                        *empty = harness_image_path(h, "empty-parts.img");
+        g_autofree char *swap = harness_image_path(h, "swap.img");
         GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
         const char *const images[] = { zeros, empty, swap, NULL };
         g_auto(HarnessRun) run = { 0 };
 
-        allow_all(h);
+        harness_allow_all(h);
         REQUIRE_NONNULL(a);
         image_create(zeros, 16 * MiB);
         image_create(empty, 16 * MiB);
@@ -1612,12 +1586,13 @@ static void test_mount_image_nothing_to_mount(Harness *h, gconstpointer data)
 static void test_unsupported_filesystem(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        g_autofree char *image = image_path(h, "minix.img"), *qimage = g_shell_quote(image), *device = NULL;
+        g_autofree char *image = harness_image_path(h, "minix.img"), *qimage = g_shell_quote(image),
+                        *device = NULL;
         g_autofree char *filesystems = NULL, *mount_point = NULL;
         GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
         g_autoptr(GError) error = NULL;
 
-        allow_all(h);
+        harness_allow_all(h);
         REQUIRE_NONNULL(a);
         g_assert_true(g_file_get_contents("/proc/filesystems", &filesystems, NULL, NULL));
         if (strstr(filesystems, "\tminix\n")) {
@@ -1652,14 +1627,14 @@ static void test_unsupported_filesystem(Harness *h, gconstpointer data)
 static void test_fuse_helper_exits_with_unmount(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        g_autofree char *image = image_path(h, "helper.iso"),
+        g_autofree char *image = harness_image_path(h, "helper.iso"),
                         *tree = g_build_filename(h->tmpdir, "tree", NULL);
         g_autofree char *qimage = g_shell_quote(image), *qtree = g_shell_quote(tree);
         g_autofree char *device = NULL, *mount_point = NULL;
         GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
         g_autoptr(GError) error = NULL;
 
-        allow_all(h);
+        harness_allow_all(h);
         REQUIRE_NONNULL(a);
         g_free(test_sh(
                 "set -e; mkdir -p %s; echo x > %s/x; xorriso -as mkisofs -quiet -o %s -V HELPER %s 2>/dev/null",
@@ -1697,7 +1672,7 @@ static void test_unmount_busy_while_file_open(Harness *h, gconstpointer data)
         g_autoptr(GError) error = NULL;
         int fd;
 
-        allow_all(h);
+        harness_allow_all(h);
         REQUIRE_NONNULL(a);
         device = user_attach(h, HARNESS_USER_A, image, false);
         REQUIRE_NONNULL(device);
@@ -1787,7 +1762,7 @@ static void test_user_fuse_mount_posing_as_device_ignored(Harness *h, gconstpoin
 {
         HARNESS_REQUIRE(h);
         g_autofree char *image = make_two_partitions(h, "real.img"), *device = NULL, *p1 = NULL, *p2 = NULL;
-        g_autofree char *decoy = image_path(h, "decoy.sqfs"),
+        g_autofree char *decoy = harness_image_path(h, "decoy.sqfs"),
                         *decoy_dir = g_build_filename(h->tmpdir, "decoy", NULL);
         g_autofree char *tree = g_build_filename(h->tmpdir, "decoy-tree", NULL), *fsname = NULL;
         g_autofree char *qdecoy = g_shell_quote(decoy), *qtree = g_shell_quote(tree), *mount_point = NULL;
@@ -1796,14 +1771,15 @@ static void test_user_fuse_mount_posing_as_device_ignored(Harness *h, gconstpoin
         g_autoptr(GVariant) reply = NULL;
         const char *mp1;
 
-        allow_all(h);
+        harness_allow_all(h);
         REQUIRE_NONNULL(a);
         g_free(test_sh(
                 "set -e; mkdir -p %s; echo decoy > %s/decoy; mksquashfs %s %s -quiet -no-progress >/dev/null; "
                 "chmod 0644 %s",
                 qtree, qtree, qtree, qdecoy, qdecoy));
         g_assert_cmpint(g_mkdir(decoy_dir, 0755), ==, 0);
-        g_assert_cmpint(chown(decoy_dir, uid_of(HARNESS_USER_B), gid_of(HARNESS_USER_B)), ==, 0);
+        g_assert_cmpint(
+                chown(decoy_dir, harness_uid_of(HARNESS_USER_B), harness_gid_of(HARNESS_USER_B)), ==, 0);
 
         /* A's device, attached autoclear through MountImage; its vfat partition is a FUSE mount. */
         reply = call_mount_image(a, image, O_RDONLY, NULL, &error);

@@ -390,14 +390,6 @@ static void list_clear(ListedDevice *d)
         g_clear_pointer(&d->backing_file, g_free);
 }
 
-static guint32 uid_of(const char *user)
-{
-        uid_t uid = 0;
-
-        g_assert_true(harness_user(user, &uid, NULL));
-        return (guint32)uid;
-}
-
 /* ---------------------------------------------------------------------------------------------------- */
 /* The fake authority: what loopd asks, and what it does with the answer */
 
@@ -429,7 +421,7 @@ static void test_allowed(Harness *h, gconstpointer data)
         ListedDevice d = list_find(a, device);
         g_assert_true(d.found);
         g_assert_true(d.managed);
-        g_assert_cmpuint(d.owner, ==, uid_of(HARNESS_USER_A));
+        g_assert_cmpuint(d.owner, ==, harness_uid_of(HARNESS_USER_A));
         list_clear(&d);
         state_attached = tree_snapshot(h->state_dir);
         g_assert_cmpstr(state_attached, !=, state_before);
@@ -505,7 +497,7 @@ static void test_denied_changes_nothing(Harness *h, gconstpointer data)
         g_assert_cmpstr(state_still, ==, state_attached);
         ListedDevice d = list_find(h->bus, own);
         g_assert_true(d.managed);
-        g_assert_cmpuint(d.owner, ==, uid_of(HARNESS_USER_A));
+        g_assert_cmpuint(d.owner, ==, harness_uid_of(HARNESS_USER_A));
         list_clear(&d);
 
         g_assert_true(harness_detach(h->bus, own, NULL, &error));
@@ -1382,7 +1374,7 @@ static void test_real_user_attaches_lists_detaches(Harness *h, gconstpointer dat
                                 ==, image);
                         g_assert_true(json_object_get_boolean_member_with_default(o, "managed", FALSE));
                         g_assert_cmpint(json_object_get_int_member_with_default(o, "owner_uid", -1), ==,
-                                uid_of(HARNESS_USER_A));
+                                harness_uid_of(HARNESS_USER_A));
                 }
         }
         g_assert_true(found);

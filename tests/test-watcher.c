@@ -32,32 +32,6 @@
 /* ---------------------------------------------------------------------------------------------------- */
 /* Small helpers */
 
-static char *image_path(Harness *h, const char *name)
-{
-        return g_build_filename(h->image_dir, name, NULL);
-}
-
-static void allow_all(Harness *h)
-{
-        fake_authority_set(h->authority, NULL, FAKE_AUTH_ALLOW, 0);
-}
-
-static uid_t uid_of(const char *user)
-{
-        uid_t uid = (uid_t)-1;
-
-        g_assert_true(harness_user(user, &uid, NULL));
-        return uid;
-}
-
-static gid_t gid_of(const char *user)
-{
-        gid_t gid = (gid_t)-1;
-
-        g_assert_true(harness_user(user, NULL, &gid));
-        return gid;
-}
-
 static char *object_path_of(const char *device)
 {
         return g_strconcat(LOOPD_DEVICE_PATH_PREFIX "/", device + strlen("/dev/"), NULL);
@@ -71,7 +45,7 @@ static GVariant *no_options(void)
 /* A 64 MiB GPT image: p1 (16 MiB at 1 MiB) carries ext4 labelled label, p2 the rest, empty. */
 static char *make_gpt_image(Harness *h, const char *name, const char *label)
 {
-        char *image = image_path(h, name);
+        char *image = harness_image_path(h, name);
 
         image_create(image, 64 * MiB);
         image_sfdisk(image, "label: gpt\nsize=16MiB, type=linux\ntype=linux\n", 0);
@@ -82,7 +56,7 @@ static char *make_gpt_image(Harness *h, const char *name, const char *label)
 /* A 32 MiB image with ext4 on the whole of it. */
 static char *make_ext4_image(Harness *h, const char *name, const char *label)
 {
-        char *image = image_path(h, name);
+        char *image = harness_image_path(h, name);
 
         image_create(image, 32 * MiB);
         g_free(image_mkfs_at(image, 0, 32 * MiB, "ext4", label));
@@ -718,8 +692,8 @@ static Monitor *monitor_start(Harness *h, const char *user)
         g_autoptr(GSubprocessLauncher) launcher = g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE);
         g_autoptr(MatchSpy) spy = match_spy_new(h);
         g_autoptr(GError) error = NULL;
-        g_autofree char *reuid = g_strdup_printf("--reuid=%u", (unsigned)uid_of(user));
-        g_autofree char *regid = g_strdup_printf("--regid=%u", (unsigned)gid_of(user));
+        g_autofree char *reuid = g_strdup_printf("--reuid=%u", (unsigned)harness_uid_of(user));
+        g_autofree char *regid = g_strdup_printf("--regid=%u", (unsigned)harness_gid_of(user));
         const char *loopctl = g_getenv("LOOPCTL_BINARY");
         Monitor *m = g_new0(Monitor, 1);
 
@@ -1024,7 +998,7 @@ static char *state_record_path(Harness *h, const char *device)
 static void test_events_in_order(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        allow_all(h);
+        harness_allow_all(h);
         g_autofree char *image = make_gpt_image(h, "events.img", "WATCHP1");
         GDBusConnection *owner = harness_connect_as(h, HARNESS_USER_A);
         GDBusConnection *other = harness_connect_as(h, HARNESS_USER_B);
@@ -1118,7 +1092,7 @@ static void test_events_in_order(Harness *h, gconstpointer data)
 static void test_losetup_device_appears_unmanaged(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        g_autofree char *image = image_path(h, "outside.img");
+        g_autofree char *image = harness_image_path(h, "outside.img");
         GDBusConnection *user = harness_connect_as(h, HARNESS_USER_B);
         g_autoptr(GError) error = NULL;
         g_autofree char *device = NULL, *path = NULL, *qimage = g_shell_quote(image);
@@ -1342,7 +1316,7 @@ static void check_proxy_properties(GDBusProxy *proxy, const char *device, const 
 static void test_gdbus_object_manager_client(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        allow_all(h);
+        harness_allow_all(h);
         g_autofree char *image = make_gpt_image(h, "om.img", "OMP1");
         GDBusConnection *owner = harness_connect_as(h, HARNESS_USER_A);
         GDBusConnection *other = harness_connect_as(h, HARNESS_USER_B);
@@ -1371,7 +1345,7 @@ static void test_gdbus_object_manager_client(Harness *h, gconstpointer data)
                 g_dbus_object_manager_get_interface(om, path, LOOPD_DEVICE_INTERFACE);
         REQUIRE(iface && G_IS_DBUS_PROXY(iface));
         GDBusProxy *proxy = G_DBUS_PROXY(iface);
-        check_proxy_properties(proxy, device, image, uid_of(HARNESS_USER_A));
+        check_proxy_properties(proxy, device, image, harness_uid_of(HARNESS_USER_A));
         g_autofree char *plus = g_strconcat("+", path, NULL);
         g_assert_true(g_ptr_array_find_with_equal_func(seen, plus, g_str_equal, NULL));
 
@@ -1396,7 +1370,7 @@ static void test_gdbus_object_manager_client(Harness *h, gconstpointer data)
         g_autoptr(GDBusInterface) late_iface =
                 g_dbus_object_manager_get_interface(late, path, LOOPD_DEVICE_INTERFACE);
         REQUIRE(late_iface);
-        check_proxy_properties(G_DBUS_PROXY(late_iface), device, image, uid_of(HARNESS_USER_A));
+        check_proxy_properties(G_DBUS_PROXY(late_iface), device, image, harness_uid_of(HARNESS_USER_A));
         g_autofree char *late_mp = proxy_partition_mount_point(G_DBUS_PROXY(late_iface), 1);
         g_assert_cmpstr(late_mp, ==, mount_point);
 
@@ -1425,7 +1399,7 @@ static void test_gdbus_object_manager_client(Harness *h, gconstpointer data)
 static void test_outside_umount_removes_mount_point(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        allow_all(h);
+        harness_allow_all(h);
         g_autofree char *image = make_ext4_image(h, "umount.img", "OUTSIDE");
         GDBusConnection *owner = harness_connect_as(h, HARNESS_USER_A);
         g_autoptr(GError) error = NULL;
@@ -1470,7 +1444,7 @@ static void test_outside_umount_removes_mount_point(Harness *h, gconstpointer da
 static void test_outside_umount_releases_autoclear_device(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        allow_all(h);
+        harness_allow_all(h);
         g_autofree char *image = make_ext4_image(h, "open.img", "OPENED");
         GDBusConnection *owner = harness_connect_as(h, HARNESS_USER_A);
         g_autoptr(GError) error = NULL;
@@ -1538,8 +1512,8 @@ static void test_outside_umount_releases_autoclear_device(Harness *h, gconstpoin
 static void test_losetup_detach_of_managed_device(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        allow_all(h);
-        g_autofree char *image = image_path(h, "managed.img");
+        harness_allow_all(h);
+        g_autofree char *image = harness_image_path(h, "managed.img");
         GDBusConnection *owner = harness_connect_as(h, HARNESS_USER_A);
         g_autoptr(GError) error = NULL;
         g_autofree char *device = NULL, *record = NULL, *qdevice = NULL;
@@ -1556,7 +1530,7 @@ static void test_losetup_detach_of_managed_device(Harness *h, gconstpointer data
         g_auto(DeviceEntry) before = { 0 };
         list_device(owner, device, &before);
         g_assert_true(before.managed);
-        g_assert_cmpuint(before.owner_uid, ==, uid_of(HARNESS_USER_A));
+        g_assert_cmpuint(before.owner_uid, ==, harness_uid_of(HARNESS_USER_A));
 
         qdevice = g_shell_quote(device);
         g_free(test_sh("losetup --detach %s", qdevice));
@@ -1577,12 +1551,12 @@ static void test_restart_keeps_owners_and_mounts(Harness *h, gconstpointer data)
         g_auto(OwnLoopd) first = { 0 };
         g_autoptr(GError) error = NULL;
         g_autofree char *image_a = make_ext4_image(h, "a.img", "RESTARTA");
-        g_autofree char *image_b = image_path(h, "b.img");
+        g_autofree char *image_b = harness_image_path(h, "b.img");
         g_autofree char *dev_a = NULL, *dev_b = NULL, *mount_point = NULL;
-        uid_t uid_a = uid_of(HARNESS_USER_A), uid_b = uid_of(HARNESS_USER_B);
+        uid_t uid_a = harness_uid_of(HARNESS_USER_A), uid_b = harness_uid_of(HARNESS_USER_B);
 
         image_create(image_b, 16 * MiB);
-        allow_all(h);
+        harness_allow_all(h);
         REQUIRE(own_loopd_start(h, &first));
         {
                 GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
@@ -1674,7 +1648,7 @@ static void test_restart_removes_mount_point_unmounted_while_down(Harness *h, gc
         g_autofree char *image = make_ext4_image(h, "down.img", "WHILEDOWN");
         g_autofree char *device = NULL, *mount_point = NULL, *qmp = NULL;
 
-        allow_all(h);
+        harness_allow_all(h);
         REQUIRE(own_loopd_start(h, &first));
         {
                 GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
@@ -1709,7 +1683,7 @@ static void test_restart_removes_mount_point_unmounted_while_down(Harness *h, gc
         g_auto(DeviceEntry) entry = { 0 };
         list_device(a, device, &entry);
         g_assert_true(entry.found && entry.managed);
-        g_assert_cmpuint(entry.owner_uid, ==, uid_of(HARNESS_USER_A));
+        g_assert_cmpuint(entry.owner_uid, ==, harness_uid_of(HARNESS_USER_A));
         g_assert_true(harness_detach(a, device, NULL, &error));
         harness_assert_no_error(error);
 }
@@ -1721,15 +1695,15 @@ static void test_stale_state_records_dropped(Harness *h, gconstpointer data)
         HARNESS_REQUIRE(h);
         g_auto(OwnLoopd) first = { 0 };
         g_autoptr(GError) error = NULL;
-        g_autofree char *image_x = image_path(h, "x.img"), *image_y = image_path(h, "y.img");
-        g_autofree char *image_z = image_path(h, "z.img");
+        g_autofree char *image_x = harness_image_path(h, "x.img"), *image_y = harness_image_path(h, "y.img");
+        g_autofree char *image_z = harness_image_path(h, "z.img");
         g_autofree char *dev_x = NULL, *dev_y = NULL, *dev_z = NULL, *reused = NULL;
-        uid_t uid_a = uid_of(HARNESS_USER_A);
+        uid_t uid_a = harness_uid_of(HARNESS_USER_A);
 
         image_create(image_x, 8 * MiB);
         image_create(image_y, 8 * MiB);
         image_create(image_z, 8 * MiB);
-        allow_all(h);
+        harness_allow_all(h);
         REQUIRE(own_loopd_start(h, &first));
         {
                 GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
