@@ -175,20 +175,32 @@ int manager_mount_node(Manager *m, uid_t uid, const char *node, dev_t devnum, co
         return 0;
 }
 
-/* Which action uid needs on loopN: its own devices need `own_action`, everything else manage-others. */
-static const char *action_for(
-        Manager *m, unsigned number, uid_t uid, const char *own_action, sd_bus_error *error, int *ret)
+/* Mount's and Unmount's polkit check: the caller's own device (loopd's record of loopN) needs `mount`,
+ * anything else manage-others. Returns 1 to go on, with *ret_uid the caller; 0 when the call was answered
+ * (NotFound) or waits for polkit; < 0 on error. */
+static int authorize_node(Manager *m, sd_bus_message *message, unsigned number, const char *const *details,
+        uid_t *ret_uid, sd_bus_error *error)
 {
         _cleanup_(loop_info_freep) LoopInfo *info = NULL;
-        int r = loop_get_info(number, &info);
+        const char *action = LOOPD_ACTION_MANAGE_OTHERS;
+        ManagedDevice *d;
+        uid_t uid;
+        int r;
 
-        if (r < 0) {
-                *ret = sd_bus_error_setf(error, LOOPD_ERROR_NOT_FOUND, "loop%u is not attached", number);
-                return NULL;
-        }
-        ManagedDevice *d = manager_find_device(m, number, info->diskseq);
-        *ret = 0;
-        return d && d->owner == uid ? own_action : LOOPD_ACTION_MANAGE_OTHERS;
+        r = auth_sender_uid(message, &uid);
+        if (r < 0)
+                return bus_reply_errno(error, r, "Failed to identify the caller");
+        if (loop_get_info(number, &info) < 0)
+                return sd_bus_error_setf(error, LOOPD_ERROR_NOT_FOUND, "loop%u is not attached", number);
+        d = manager_find_device(m, number, info->diskseq);
+        if (d && d->owner == uid)
+                action = LOOPD_ACTION_MOUNT;
+
+        r = auth_check(m->auth, message, action, details, error);
+        if (r <= 0)
+                return r;
+        *ret_uid = uid;
+        return 1;
 }
 
 int method_mount(sd_bus_message *message, void *userdata, sd_bus_error *error)
@@ -200,7 +212,7 @@ int method_mount(sd_bus_message *message, void *userdata, sd_bus_error *error)
                 { "options", OPTION_STRING, &options }, { "read-only", OPTION_BOOLEAN, &read_only }, {} };
         _cleanup_(loop_info_freep) LoopInfo *info = NULL;
         unsigned number, partition;
-        const char *node, *action;
+        const char *node;
         dev_t devnum;
         uid_t uid;
         int r;
@@ -223,16 +235,9 @@ int method_mount(sd_bus_message *message, void *userdata, sd_bus_error *error)
         r = bus_parse_loop_node(node, &number, &partition, &devnum, error);
         if (r < 0)
                 return r;
-        r = auth_sender_uid(message, &uid);
-        if (r < 0)
-                return bus_reply_errno(error, r, "Failed to identify the caller");
-        action = action_for(m, number, uid, LOOPD_ACTION_MOUNT, error, &r);
-        if (!action)
-                return r;
-
         const char *details[] = { "device", node, "fstype", strempty(fstype), "options", strempty(options),
                 "read_only", read_only ? "true" : "false", NULL };
-        r = auth_check(m->auth, message, action, details, error);
+        r = authorize_node(m, message, number, details, &uid, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
 
@@ -262,7 +267,7 @@ int method_unmount(sd_bus_message *message, void *userdata, sd_bus_error *error)
         _cleanup_free_ char *source = NULL, *target = NULL;
         _cleanup_strv_free_ char **targets = NULL;
         unsigned number, partition;
-        const char *arg, *action;
+        const char *arg;
         dev_t devnum;
         uid_t uid;
         int r;
@@ -310,14 +315,8 @@ int method_unmount(sd_bus_message *message, void *userdata, sd_bus_error *error)
                         target[--len] = '\0';
         }
 
-        r = auth_sender_uid(message, &uid);
-        if (r < 0)
-                return bus_reply_errno(error, r, "Failed to identify the caller");
-        action = action_for(m, number, uid, LOOPD_ACTION_MOUNT, error, &r);
-        if (!action)
-                return r;
         const char *details[] = { "device", arg, "mount_point", target, NULL };
-        r = auth_check(m->auth, message, action, details, error);
+        r = authorize_node(m, message, number, details, &uid, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
 
