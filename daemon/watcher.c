@@ -1056,9 +1056,9 @@ static void watcher_rescan_mounts(Watcher *w, bool announce, bool only_removals)
         size_t n = 0, n_old;
         int r;
 
-        /* Only a bound loop device can be mounted (a mounted one cannot be unbound): with none bound and
-         * none known mounted there is nothing to look for, and a machine without loop devices never pays
-         * for parsing its mount table on every mount or unmount of something else. */
+        /* Only a bound loop device can be mounted (a mounted one cannot be unbound): with none in the table
+         * and none known mounted there is nothing to compare. A device mounted before its uevent was read
+         * is in the table by now: watcher_refresh_mounted_devices() looked first. */
         if (!w->devices && w->n_mounts == 0)
                 return;
 
