@@ -1,11 +1,10 @@
-/* watcher.c: follows loop devices, their partitions and their mounts as the kernel and udev report them,
- * and tells the bus (signals, ObjectManager, PropertiesChanged). */
+/* watcher.c: follows loop devices and their partitions as the kernel and udev report them, and tells the
+ * bus (signals, ObjectManager, PropertiesChanged); their mounts are followed in watcher-mounts.c. */
 #include "watcher.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <libmount.h>
 #include <libudev.h>
 #include <malloc.h>
 #include <stdio.h>
@@ -24,96 +23,11 @@
 #include "probe.h"
 #include "state.h"
 #include "strv.h"
+#include "watcher-internal.h"
 
 #define UDEV_RUN_DIR "/run/udev"
 #define UDEV_CONTROL UDEV_RUN_DIR "/control"
 #define LOOP_MAJOR 7 /* the loop driver's block major (linux/major.h) */
-
-struct WatcherWait {
-        Watcher *watcher;
-        dev_t *devnums;
-        bool *done;
-        size_t n;
-        uint64_t diskseq;
-        sd_event_source *timer;
-        WatcherWaitCallback callback;
-        void *userdata;
-        struct WatcherWait *next;
-};
-
-/* What the watcher last saw of one bound loop device, and what it last told the bus about it. */
-typedef struct Tracked {
-        LoopInfo *info;
-        KernelPartition *parts;
-        size_t n_parts;
-        /* Published values that do not come from sysfs alone: the kernel's autoclear or the one asked at
-         * Attach, and loopd's ownership record. Unsettled when the device was found before the records
-         * were loaded: the first look then takes them as they are, silently. */
-        bool autoclear;
-        bool managed;
-        uid_t owner;
-        bool settled;
-        /* What is on the device, probed when it or a partition appeared: removals and mounts are announced
-         * from this, without opening the remaining partitions (see watcher_announced_partitions()). */
-        PartitionInfo *probed;
-        size_t n_probed;
-        bool probed_valid;
-        uint64_t seen_usec; /* the event loop iteration of the last look at the kernel for it */
-        struct Tracked *next;
-} Tracked;
-
-/* An image Attach has just bound, read for the device's first probe instead of the device itself (see
- * probe_loop_device_image()): with udevd running, the Attach waits for that probe. */
-typedef struct AttachedImage {
-        unsigned number;
-        uint64_t diskseq;
-        int fd;
-        uint64_t offset;
-        struct AttachedImage *next;
-} AttachedImage;
-
-/* One mount of a loop device or partition. */
-typedef struct MountEntry {
-        char *node;
-        char *target;
-} MountEntry;
-
-/* One uevent about a loop device or partition, kept until the table is up to date. */
-typedef struct LoopEvent {
-        dev_t devnum;
-        dev_t disk_devnum;
-        uint64_t diskseq;
-        unsigned number;
-        bool add_or_change;
-        bool disk_change;
-} LoopEvent;
-
-struct Watcher {
-        Manager *manager;
-        struct udev *udev;
-        struct udev_monitor *monitor;
-        sd_event_source *io;
-        bool source_is_udev;
-        sd_event_source *udev_dir_watch; /* inotify on /run/udev, or on /run until that exists */
-        bool udev_dir_watched;
-        WatcherWait *waits;
-
-        Tracked *devices;
-        AttachedImage *images;
-        bool syncing; /* comparing the table with the kernel: no nested look */
-        bool announcing; /* telling the bus about changes: Partitions come from the Tracked's probe */
-        uint64_t synced_usec; /* the event loop iteration of the last look at every device */
-
-        struct libmnt_monitor *mount_monitor;
-        sd_event_source *mount_io;
-        MountEntry *mounts;
-        size_t n_mounts;
-        /* Loop numbers whose mounts changed since the last mount table event was handled. */
-        unsigned *touched;
-        size_t n_touched;
-};
-
-static void watcher_rescan_mounts(Watcher *w, bool announce, bool only_removals);
 
 /* Is udevd running? Something listens on its control socket while it does: udevd itself, or systemd, which
  * holds the socket of udevd's socket unit and starts udevd again. A udevd killed with SIGKILL leaves the
@@ -234,7 +148,7 @@ static void tracked_forget_partitions(Tracked *t)
         t->n_probed = kept;
 }
 
-static Tracked *watcher_find(Watcher *w, unsigned number)
+Tracked *watcher_find(Watcher *w, unsigned number)
 {
         for (Tracked *t = w->devices; t; t = t->next)
                 if (t->info->number == number)
@@ -489,7 +403,7 @@ static int watcher_sync(Watcher *w, bool announce)
 }
 
 /* The same for one device (loopN was named by an event, or by a client). */
-static void watcher_refresh(Watcher *w, unsigned number, bool announce)
+void watcher_refresh(Watcher *w, unsigned number, bool announce)
 {
         LoopInfo *info = NULL;
         Tracked *t;
@@ -901,295 +815,6 @@ static int watcher_on_event(sd_event_source *s, int fd, uint32_t revents, void *
         return 0;
 }
 
-/* ---- the mount table ---- */
-
-static void mount_entries_free(MountEntry *e, size_t n)
-{
-        for (size_t i = 0; i < n; i++) {
-                free(e[i].node);
-                free(e[i].target);
-        }
-        free(e);
-}
-
-static bool mount_entries_have(const MountEntry *e, size_t n, const char *node, const char *target)
-{
-        for (size_t i = 0; i < n; i++)
-                if (streq(e[i].node, node) && streq(e[i].target, target))
-                        return true;
-        return false;
-}
-
-/* The loop number of "/dev/loopN" or "/dev/loopNpM"; -EINVAL for anything else. */
-static int loop_number_of_node(const char *node, unsigned *ret)
-{
-        char name[32];
-        size_t len;
-
-        if (strncmp(node, "/dev/loop", 9) != 0)
-                return -EINVAL;
-        len = 9 + strspn(node + 9, "0123456789");
-        if (len == 9 || len - 5 >= sizeof(name) || (node[len] != '\0' && node[len] != 'p'))
-                return -EINVAL;
-        memcpy(name, node + 5, len - 5);
-        name[len - 5] = '\0';
-        return loop_parse_name(name, ret);
-}
-
-/* Mounts whose source is a loop device or partition (FUSE mounts carry it as fsname=). */
-static int read_loop_mounts(MountEntry **ret, size_t *ret_n)
-{
-        struct libmnt_table *table = mnt_new_table_from_file("/proc/self/mountinfo");
-        struct libmnt_iter *iter;
-        struct libmnt_fs *fs;
-        MountEntry *list = NULL;
-        size_t n = 0;
-        int r = 0;
-
-        if (!table)
-                return -ENOMEM;
-        iter = mnt_new_iter(MNT_ITER_FORWARD);
-        if (!iter) {
-                mnt_unref_table(table);
-                return -ENOMEM;
-        }
-        while (mnt_table_next_fs(table, iter, &fs) == 0) {
-                const char *source = mnt_fs_get_source(fs), *target = mnt_fs_get_target(fs);
-                MountEntry *grown;
-                unsigned number;
-
-                if (!source || !target || loop_number_of_node(source, &number) < 0)
-                        continue;
-                grown = realloc(list, (n + 1) * sizeof(MountEntry));
-                if (!grown) {
-                        r = -ENOMEM;
-                        break;
-                }
-                list = grown;
-                list[n].node = strdup(source);
-                list[n].target = strdup(target);
-                n++;
-                if (!list[n - 1].node || !list[n - 1].target) {
-                        r = -ENOMEM;
-                        break;
-                }
-        }
-        mnt_free_iter(iter);
-        mnt_unref_table(table);
-        if (r < 0) {
-                mount_entries_free(list, n);
-                return r;
-        }
-        *ret = list;
-        *ret_n = n;
-        return 0;
-}
-
-static void touched_add(Watcher *w, unsigned number)
-{
-        unsigned *grown;
-
-        for (size_t i = 0; i < w->n_touched; i++)
-                if (w->touched[i] == number)
-                        return;
-        grown = realloc(w->touched, (w->n_touched + 1) * sizeof(unsigned));
-        if (!grown)
-                return;
-        w->touched = grown;
-        w->touched[w->n_touched++] = number;
-}
-
-/* Mount points in loopd's media dir are loopd's (it makes them, root-owned, and nobody else may write
- * there). Their list is kept in the state dir, so that a loopd that starts again can remove those that were
- * unmounted while it was not running. */
-static bool is_own_mount_point(Watcher *w, const char *target)
-{
-        const char *media = w->manager->media_dir;
-        size_t len = strlen(media);
-
-        return strncmp(target, media, len) == 0 && target[len] == '/';
-}
-
-static void watcher_save_mounts(Watcher *w)
-{
-        _cleanup_strv_free_ char **targets = calloc(1, sizeof(char *));
-        int r = targets ? 0 : -ENOMEM;
-
-        for (size_t i = 0; r >= 0 && i < w->n_mounts; i++)
-                if (is_own_mount_point(w, w->mounts[i].target))
-                        r = strv_consume(&targets, strdup(w->mounts[i].target));
-        if (r >= 0)
-                r = state_save_mounts(w->manager->state_dir, targets);
-        if (r < 0)
-                log_warning_errno(r, "Failed to record the mount points in %s: %m", w->manager->state_dir);
-}
-
-/* At start: the mount points loopd made before that are no longer mounted go. */
-static void watcher_adopt_mounts(Watcher *w)
-{
-        _cleanup_strv_free_ char **recorded = NULL;
-        int r;
-
-        r = state_load_mounts(w->manager->state_dir, &recorded);
-        if (r < 0)
-                log_warning_errno(
-                        r, "Failed to read the recorded mount points in %s: %m", w->manager->state_dir);
-        for (char **t = recorded; t && *t; t++) {
-                bool mounted = false;
-
-                for (size_t i = 0; i < w->n_mounts && !mounted; i++)
-                        mounted = streq(w->mounts[i].target, *t);
-                if (mounted || !is_own_mount_point(w, *t))
-                        continue;
-                log_info("%s was unmounted while loopd was not running, removing the mount point", *t);
-                manager_remove_mount_point(w->manager, *t);
-        }
-        watcher_save_mounts(w);
-}
-
-/* Compares the mount table with the last look and, with announce, says what changed; the loop numbers whose
- * mounts changed are kept in w->touched for watcher_on_mount_change(). only_removals: new mounts are left
- * for the next look. */
-static void watcher_rescan_mounts(Watcher *w, bool announce, bool only_removals)
-{
-        MountEntry *mounts = NULL, *old;
-        size_t n = 0, n_old;
-        int r;
-
-        /* Only a bound loop device can be mounted (a mounted one cannot be unbound): with none in the table
-         * and none known mounted there is nothing to compare. A device mounted before its uevent was read
-         * is in the table by now: watcher_refresh_mounted_devices() looked first. */
-        if (!w->devices && w->n_mounts == 0)
-                return;
-
-        r = read_loop_mounts(&mounts, &n);
-        if (r < 0) {
-                log_warning_errno(r, "Failed to read the mount table: %m");
-                return;
-        }
-        if (only_removals) {
-                size_t kept = 0;
-
-                for (size_t i = 0; i < n; i++)
-                        if (mount_entries_have(w->mounts, w->n_mounts, mounts[i].node, mounts[i].target))
-                                mounts[kept++] = mounts[i];
-                        else {
-                                free(mounts[i].node);
-                                free(mounts[i].target);
-                        }
-                n = kept;
-        }
-        /* The new table first: what is done below may look at the mount table again. */
-        old = w->mounts;
-        n_old = w->n_mounts;
-        w->mounts = mounts;
-        w->n_mounts = n;
-
-        if (announce) {
-                bool own_changed = false;
-
-                for (size_t i = 0; i < n_old; i++) {
-                        MountEntry *e = &old[i];
-                        unsigned number;
-
-                        if (mount_entries_have(mounts, n, e->node, e->target))
-                                continue;
-                        own_changed = own_changed || is_own_mount_point(w, e->target);
-                        /* Unmounted behind loopd's back (umount by root): the empty mount point it made goes
-                         * too, before anyone hears of it. Only directories in loopd's media dir. */
-                        manager_remove_mount_point(w->manager, e->target);
-                        device_dbus_emit_mount(w->manager, e->node, e->target, false);
-                        if (loop_number_of_node(e->node, &number) >= 0)
-                                touched_add(w, number);
-                }
-                for (size_t i = 0; i < n; i++) {
-                        unsigned number;
-
-                        if (mount_entries_have(old, n_old, mounts[i].node, mounts[i].target))
-                                continue;
-                        own_changed = own_changed || is_own_mount_point(w, mounts[i].target);
-                        device_dbus_emit_mount(w->manager, mounts[i].node, mounts[i].target, true);
-                        if (loop_number_of_node(mounts[i].node, &number) >= 0)
-                                touched_add(w, number);
-                }
-                if (own_changed)
-                        watcher_save_mounts(w);
-        }
-        mount_entries_free(old, n_old);
-}
-
-/* Looks at the devices whose mounts differ between the last look and the mount table now. */
-static void watcher_refresh_mounted_devices(Watcher *w)
-{
-        MountEntry *mounts = NULL;
-        size_t n = 0;
-
-        if (read_loop_mounts(&mounts, &n) < 0)
-                return;
-        for (size_t i = 0; i < n + w->n_mounts; i++) {
-                const MountEntry *e = i < n ? &mounts[i] : &w->mounts[i - n];
-                bool same = i < n ? mount_entries_have(w->mounts, w->n_mounts, e->node, e->target)
-                                  : mount_entries_have(mounts, n, e->node, e->target);
-                unsigned number;
-
-                if (!same && loop_number_of_node(e->node, &number) >= 0)
-                        watcher_refresh(w, number, true);
-        }
-        mount_entries_free(mounts, n);
-}
-
-static int watcher_on_mount_change(sd_event_source *s, int fd, uint32_t revents, void *userdata)
-{
-        Watcher *w = userdata;
-        unsigned *touched;
-        size_t n;
-
-        /* Drain the monitor, then look once. The devices first: a device that was attached and mounted
-         * before loopd looked (MountImage) is announced before its mount, and one whose last mount went
-         * with it (umount -d) has its Unmounted announced before it goes. */
-        while (mnt_monitor_next_change(w->mount_monitor, NULL, NULL) == 0)
-                ;
-        watcher_refresh_mounted_devices(w);
-        watcher_rescan_mounts(w, true, false);
-        touched = TAKE_PTR(w->touched);
-        n = w->n_touched;
-        w->n_touched = 0;
-
-        /* An autoclear device with nothing left mounted goes (the kernel does that itself once its flag is
-         * set, but loopd also deletes the partitions it added, so that no dead node stays behind). */
-        for (size_t i = 0; i < n; i++)
-                if (watcher_device_autoclear(w, touched[i]))
-                        manager_release_if_autoclear(w->manager, touched[i]);
-
-        /* The devices as they are now (a first mount sets the kernel's autoclear flag; a last unmount may
-         * have detached), then each one still there shows its mount points in Partitions. */
-        for (size_t i = 0; i < n; i++)
-                watcher_refresh(w, touched[i], true);
-        w->announcing = true;
-        for (size_t i = 0; i < n; i++)
-                if (watcher_find(w, touched[i]))
-                        device_dbus_emit_changed(w->manager, touched[i], "Partitions");
-        w->announcing = false;
-        free(touched);
-        return 0;
-}
-
-static int watcher_open_mount_monitor(Watcher *w)
-{
-        int r, fd;
-
-        w->mount_monitor = mnt_new_monitor();
-        if (!w->mount_monitor)
-                return -ENOMEM;
-        r = mnt_monitor_enable_kernel(w->mount_monitor, true);
-        if (r < 0)
-                return r;
-        fd = mnt_monitor_get_fd(w->mount_monitor);
-        if (fd < 0)
-                return fd;
-        return sd_event_add_io(w->manager->event, &w->mount_io, fd, EPOLLIN, watcher_on_mount_change, w);
-}
-
 /* ---- life cycle ---- */
 
 int watcher_new(Manager *m, Watcher **ret)
@@ -1249,10 +874,7 @@ Watcher *watcher_free(Watcher *w)
         }
         watcher_close_monitor(w);
         sd_event_source_disable_unref(w->udev_dir_watch);
-        sd_event_source_disable_unref(w->mount_io);
-        mnt_unref_monitor(w->mount_monitor);
-        mount_entries_free(w->mounts, w->n_mounts);
-        free(w->touched);
+        watcher_close_mounts(w);
         udev_unref(w->udev);
         free(w);
         return NULL;

@@ -1,0 +1,110 @@
+/* watcher-internal.h: what watcher.c (the device table, udev) and watcher-mounts.c (the mount table) share.
+ * Nothing else includes it. */
+#pragma once
+
+#include <libmount.h>
+#include <libudev.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "partition.h"
+#include "watcher.h"
+
+struct WatcherWait {
+        Watcher *watcher;
+        dev_t *devnums;
+        bool *done;
+        size_t n;
+        uint64_t diskseq;
+        sd_event_source *timer;
+        WatcherWaitCallback callback;
+        void *userdata;
+        struct WatcherWait *next;
+};
+
+/* What the watcher last saw of one bound loop device, and what it last told the bus about it. */
+typedef struct Tracked {
+        LoopInfo *info;
+        KernelPartition *parts;
+        size_t n_parts;
+        /* Published values that do not come from sysfs alone: the kernel's autoclear or the one asked at
+         * Attach, and loopd's ownership record. Unsettled when the device was found before the records
+         * were loaded: the first look then takes them as they are, silently. */
+        bool autoclear;
+        bool managed;
+        uid_t owner;
+        bool settled;
+        /* What is on the device, probed when it or a partition appeared: removals and mounts are announced
+         * from this, without opening the remaining partitions (see watcher_announced_partitions()). */
+        PartitionInfo *probed;
+        size_t n_probed;
+        bool probed_valid;
+        uint64_t seen_usec; /* the event loop iteration of the last look at the kernel for it */
+        struct Tracked *next;
+} Tracked;
+
+/* An image Attach has just bound, read for the device's first probe instead of the device itself (see
+ * probe_loop_device_image()): with udevd running, the Attach waits for that probe. */
+typedef struct AttachedImage {
+        unsigned number;
+        uint64_t diskseq;
+        int fd;
+        uint64_t offset;
+        struct AttachedImage *next;
+} AttachedImage;
+
+/* One mount of a loop device or partition. */
+typedef struct MountEntry {
+        char *node;
+        char *target;
+} MountEntry;
+
+/* One uevent about a loop device or partition, kept until the table is up to date. */
+typedef struct LoopEvent {
+        dev_t devnum;
+        dev_t disk_devnum;
+        uint64_t diskseq;
+        unsigned number;
+        bool add_or_change;
+        bool disk_change;
+} LoopEvent;
+
+struct Watcher {
+        Manager *manager;
+        struct udev *udev;
+        struct udev_monitor *monitor;
+        sd_event_source *io;
+        bool source_is_udev;
+        sd_event_source *udev_dir_watch; /* inotify on /run/udev, or on /run until that exists */
+        bool udev_dir_watched;
+        WatcherWait *waits;
+
+        Tracked *devices;
+        AttachedImage *images;
+        bool syncing; /* comparing the table with the kernel: no nested look */
+        bool announcing; /* telling the bus about changes: Partitions come from the Tracked's probe */
+        uint64_t synced_usec; /* the event loop iteration of the last look at every device */
+
+        struct libmnt_monitor *mount_monitor;
+        sd_event_source *mount_io;
+        MountEntry *mounts;
+        size_t n_mounts;
+        /* Loop numbers whose mounts changed since the last mount table event was handled. */
+        unsigned *touched;
+        size_t n_touched;
+};
+
+/* watcher.c */
+Tracked *watcher_find(Watcher *w, unsigned number);
+/* Brings loopN's entry up to date with the kernel and, with announce, tells the bus what changed. */
+void watcher_refresh(Watcher *w, unsigned number, bool announce);
+
+/* watcher-mounts.c */
+int watcher_open_mount_monitor(Watcher *w);
+void watcher_close_mounts(Watcher *w);
+/* Compares the mount table with the last look and, with announce, says what changed. only_removals: new
+ * mounts are left for the next look. */
+void watcher_rescan_mounts(Watcher *w, bool announce, bool only_removals);
+/* At start: the mount points loopd made before that are no longer mounted go. */
+void watcher_adopt_mounts(Watcher *w);
