@@ -391,6 +391,39 @@ int loop_parse_name(const char *s, unsigned *ret_number)
         return 0;
 }
 
+int loop_parse_node(const char *s, unsigned *ret_number, unsigned *ret_partition)
+{
+        unsigned long number, partition = 0;
+        char *end;
+
+        if (!s)
+                return -EINVAL;
+        if (strncmp(s, "/dev/", 5) == 0)
+                s += 5;
+        if (strncmp(s, "loop", 4) != 0)
+                return -EINVAL;
+        s += 4;
+        if (*s < '0' || *s > '9' || (s[0] == '0' && s[1] >= '0' && s[1] <= '9'))
+                return -EINVAL;
+        errno = 0;
+        number = strtoul(s, &end, 10);
+        if (errno != 0 || number > 1048575)
+                return -EINVAL;
+        if (*end == 'p') {
+                s = end + 1;
+                if (*s < '1' || *s > '9')
+                        return -EINVAL;
+                partition = strtoul(s, &end, 10);
+                if (errno != 0 || partition > 65535)
+                        return -EINVAL;
+        }
+        if (*end != '\0')
+                return -EINVAL;
+        *ret_number = (unsigned)number;
+        *ret_partition = (unsigned)partition;
+        return 0;
+}
+
 static int compare_infos(const void *a, const void *b)
 {
         const LoopInfo *x = *(LoopInfo *const *)a, *y = *(LoopInfo *const *)b;

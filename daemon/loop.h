@@ -69,6 +69,9 @@ int loop_list_brief(LoopInfo ***ret, size_t *ret_n);
 
 /* Parses "loopN" or "/dev/loopN" (nothing else: no partitions, no "..", no other directories). */
 int loop_parse_name(const char *s, unsigned *ret_number);
+/* Parses "[/dev/]loopN" or "[/dev/]loopNpM" strictly: digits only, no leading zeros, nothing after;
+ * *ret_partition is 0 for the whole device. */
+int loop_parse_node(const char *s, unsigned *ret_number, unsigned *ret_partition);
 
 /* Deletes the device's partitions (BLKPG), then LOOP_CLR_FD, then removes dead /dev/loopNpM nodes. If
  * expected_diskseq is non-zero and the device now has another diskseq (the number was recycled), returns

@@ -18,38 +18,6 @@
 #include "probe.h"
 #include "strv.h"
 
-/* Parses "[/dev/]loopN[pM]" strictly: digits only, no leading zeros, nothing after. */
-static int parse_node_name(const char *s, unsigned *ret_number, unsigned *ret_partition)
-{
-        unsigned long number, partition = 0;
-        char *end;
-
-        if (strncmp(s, "/dev/", 5) == 0)
-                s += 5;
-        if (strncmp(s, "loop", 4) != 0)
-                return -EINVAL;
-        s += 4;
-        if (*s < '0' || *s > '9' || (s[0] == '0' && s[1] >= '0' && s[1] <= '9'))
-                return -EINVAL;
-        errno = 0;
-        number = strtoul(s, &end, 10);
-        if (errno != 0 || number > 1048575)
-                return -EINVAL;
-        if (*end == 'p') {
-                s = end + 1;
-                if (*s < '1' || *s > '9')
-                        return -EINVAL;
-                partition = strtoul(s, &end, 10);
-                if (errno != 0 || partition > 65535)
-                        return -EINVAL;
-        }
-        if (*end != '\0')
-                return -EINVAL;
-        *ret_number = (unsigned)number;
-        *ret_partition = (unsigned)partition;
-        return 0;
-}
-
 int bus_parse_loop_node(
         const char *s, unsigned *ret_number, unsigned *ret_partition, dev_t *ret_devnum, sd_bus_error *error)
 {
@@ -64,7 +32,7 @@ int bus_parse_loop_node(
         if (strlen(s) > 64)
                 return sd_bus_error_set(error, LOOPD_ERROR_NOT_MANAGED,
                         "node: too long for a loop device or loop partition; loopd mounts nothing else");
-        if (parse_node_name(s, &number, &partition) < 0)
+        if (loop_parse_node(s, &number, &partition) < 0)
                 return sd_bus_error_setf(error, LOOPD_ERROR_NOT_MANAGED,
                         "node: '%s' is not a loop device or loop partition; loopd mounts nothing else", s);
 

@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "loop.h"
 #include "macro.h"
 #include "mount.h"
 #include "strv.h"
@@ -246,6 +247,55 @@ MountTable *mount_table_unref(MountTable *table)
         return NULL;
 }
 
+void loop_mounts_free(LoopMount *mounts, size_t n)
+{
+        for (size_t i = 0; i < n && mounts; i++) {
+                free(mounts[i].node);
+                free(mounts[i].target);
+        }
+        free(mounts);
+}
+
+int mount_table_loop_mounts(MountTable *tb, LoopMount **ret, size_t *ret_n)
+{
+        _cleanup_(mnt_free_iterp) struct libmnt_iter *itr = NULL;
+        LoopMount *list = NULL;
+        struct libmnt_fs *fs;
+        size_t n = 0;
+
+        if (!tb || !ret || !ret_n)
+                return -EINVAL;
+        itr = mnt_new_iter(MNT_ITER_FORWARD);
+        if (!itr)
+                return -ENOMEM;
+        while (mnt_table_next_fs(tb, itr, &fs) == 0) {
+                const char *source = mnt_fs_get_source(fs), *target = mnt_fs_get_target(fs);
+                unsigned number, partition;
+                LoopMount *grown;
+
+                if (!source || !target || !startswith(source, "/dev/") ||
+                        loop_parse_node(source, &number, &partition) < 0)
+                        continue;
+                if (fstype_is_fuse(mnt_fs_get_fstype(fs)) && !fuse_mount_by_root(fs))
+                        continue;
+                grown = reallocarray(list, n + 1, sizeof(LoopMount));
+                if (!grown) {
+                        loop_mounts_free(list, n);
+                        return -ENOMEM;
+                }
+                list = grown;
+                list[n] = (LoopMount){ .node = strdup(source), .target = strdup(target), .number = number };
+                n++;
+                if (!list[n - 1].node || !list[n - 1].target) {
+                        loop_mounts_free(list, n);
+                        return -ENOMEM;
+                }
+        }
+        *ret = list;
+        *ret_n = n;
+        return 0;
+}
+
 int mount_table_find_targets(MountTable *tb, dev_t devnum, const char *node, char ***ret_targets)
 {
         _cleanup_(mnt_free_iterp) struct libmnt_iter *itr = NULL;
@@ -310,7 +360,9 @@ int mount_find_source(const char *target, char **ret_source, dev_t *ret_devnum)
         if (r < 0)
                 return r;
         fs = mount_at(tb, target);
-        if (!fs)
+        /* A user's FUSE mount named after a loop device is not the device's (see fuse_mount_by_root()):
+         * loopd must never unmount it, wherever it is. */
+        if (!fs || (fstype_is_fuse(mnt_fs_get_fstype(fs)) && !fuse_mount_by_root(fs)))
                 return -ENOENT;
 
         source = mnt_fs_get_source(fs);

@@ -113,7 +113,19 @@ static inline void mount_table_unrefp(MountTable **table)
 }
 int mount_table_find_targets(MountTable *table, dev_t devnum, const char *node, char ***ret_targets);
 
+/* One mount of a loop device or partition: its source ("/dev/loopN" or "/dev/loopNpM"), where, and N. */
+typedef struct LoopMount {
+        char *node;
+        char *target;
+        unsigned number;
+} LoopMount;
+void loop_mounts_free(LoopMount *mounts, size_t n);
+/* Every mount in table whose source is a loop device or partition, counted as mount_table_find_targets()
+ * counts them: a FUSE mount only when root made it (any user can name a FUSE mount after a loop device). */
+int mount_table_loop_mounts(MountTable *table, LoopMount **ret, size_t *ret_n);
+
 /* The source node, and the devnum of that node (the source's st_rdev when it is a block device, else
- * mountinfo's major:minor) of the topmost mount at target. -ENOENT if target is not a mount point.
+ * mountinfo's major:minor) of the topmost mount at target. -ENOENT if target is not a mount point, or is a
+ * FUSE mount a user made (mount_table_find_targets() does not count those either).
  * ret_source and ret_devnum may be NULL. */
 int mount_find_source(const char *target, char **ret_source, dev_t *ret_devnum);

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "mount.h"
 #include "partition.h"
 #include "watcher.h"
 
@@ -54,12 +55,6 @@ typedef struct AttachedImage {
         struct AttachedImage *next;
 } AttachedImage;
 
-/* One mount of a loop device or partition. */
-typedef struct MountEntry {
-        char *node;
-        char *target;
-} MountEntry;
-
 /* One uevent about a loop device or partition, kept until the table is up to date. */
 typedef struct LoopEvent {
         dev_t devnum;
@@ -88,7 +83,7 @@ struct Watcher {
 
         struct libmnt_monitor *mount_monitor;
         sd_event_source *mount_io;
-        MountEntry *mounts;
+        LoopMount *mounts;
         size_t n_mounts;
         /* Loop numbers whose mounts changed since the last mount table event was handled. */
         unsigned *touched;
@@ -103,8 +98,8 @@ void watcher_refresh(Watcher *w, unsigned number, bool announce);
 /* watcher-mounts.c */
 int watcher_open_mount_monitor(Watcher *w);
 void watcher_close_mounts(Watcher *w);
-/* Compares the mount table with the last look and, with announce, says what changed. only_removals: new
- * mounts are left for the next look. */
-void watcher_rescan_mounts(Watcher *w, bool announce, bool only_removals);
+/* Compares the mount table (table, or the one now when NULL) with the last look and, with announce, says
+ * what changed. only_removals: new mounts are left for the next look. */
+void watcher_rescan_mounts(Watcher *w, MountTable *table, bool announce, bool only_removals);
 /* At start: the mount points loopd made before that are no longer mounted go. */
 void watcher_adopt_mounts(Watcher *w);

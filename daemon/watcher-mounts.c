@@ -13,86 +13,12 @@
 #include "strv.h"
 #include "watcher-internal.h"
 
-static void mount_entries_free(MountEntry *e, size_t n)
-{
-        for (size_t i = 0; i < n; i++) {
-                free(e[i].node);
-                free(e[i].target);
-        }
-        free(e);
-}
-
-static bool mount_entries_have(const MountEntry *e, size_t n, const char *node, const char *target)
+static bool mount_entries_have(const LoopMount *e, size_t n, const char *node, const char *target)
 {
         for (size_t i = 0; i < n; i++)
                 if (streq(e[i].node, node) && streq(e[i].target, target))
                         return true;
         return false;
-}
-
-/* The loop number of "/dev/loopN" or "/dev/loopNpM"; -EINVAL for anything else. */
-static int loop_number_of_node(const char *node, unsigned *ret)
-{
-        char name[32];
-        size_t len;
-
-        if (strncmp(node, "/dev/loop", 9) != 0)
-                return -EINVAL;
-        len = 9 + strspn(node + 9, "0123456789");
-        if (len == 9 || len - 5 >= sizeof(name) || (node[len] != '\0' && node[len] != 'p'))
-                return -EINVAL;
-        memcpy(name, node + 5, len - 5);
-        name[len - 5] = '\0';
-        return loop_parse_name(name, ret);
-}
-
-/* Mounts whose source is a loop device or partition (FUSE mounts carry it as fsname=). */
-static int read_loop_mounts(MountEntry **ret, size_t *ret_n)
-{
-        struct libmnt_table *table = mnt_new_table_from_file("/proc/self/mountinfo");
-        struct libmnt_iter *iter;
-        struct libmnt_fs *fs;
-        MountEntry *list = NULL;
-        size_t n = 0;
-        int r = 0;
-
-        if (!table)
-                return -ENOMEM;
-        iter = mnt_new_iter(MNT_ITER_FORWARD);
-        if (!iter) {
-                mnt_unref_table(table);
-                return -ENOMEM;
-        }
-        while (mnt_table_next_fs(table, iter, &fs) == 0) {
-                const char *source = mnt_fs_get_source(fs), *target = mnt_fs_get_target(fs);
-                MountEntry *grown;
-                unsigned number;
-
-                if (!source || !target || loop_number_of_node(source, &number) < 0)
-                        continue;
-                grown = realloc(list, (n + 1) * sizeof(MountEntry));
-                if (!grown) {
-                        r = -ENOMEM;
-                        break;
-                }
-                list = grown;
-                list[n].node = strdup(source);
-                list[n].target = strdup(target);
-                n++;
-                if (!list[n - 1].node || !list[n - 1].target) {
-                        r = -ENOMEM;
-                        break;
-                }
-        }
-        mnt_free_iter(iter);
-        mnt_unref_table(table);
-        if (r < 0) {
-                mount_entries_free(list, n);
-                return r;
-        }
-        *ret = list;
-        *ret_n = n;
-        return 0;
 }
 
 static void touched_add(Watcher *w, unsigned number)
@@ -157,12 +83,27 @@ void watcher_adopt_mounts(Watcher *w)
         watcher_save_mounts(w);
 }
 
+/* The loop mounts of table, or of the mount table now when table is NULL. */
+static int read_loop_mounts(MountTable *table, LoopMount **ret, size_t *ret_n)
+{
+        _cleanup_(mount_table_unrefp) MountTable *loaded = NULL;
+        int r;
+
+        if (!table) {
+                r = mount_table_load(&loaded);
+                if (r < 0)
+                        return r;
+                table = loaded;
+        }
+        return mount_table_loop_mounts(table, ret, ret_n);
+}
+
 /* Compares the mount table with the last look and, with announce, says what changed; the loop numbers whose
  * mounts changed are kept in w->touched for watcher_on_mount_change(). only_removals: new mounts are left
  * for the next look. */
-void watcher_rescan_mounts(Watcher *w, bool announce, bool only_removals)
+void watcher_rescan_mounts(Watcher *w, MountTable *table, bool announce, bool only_removals)
 {
-        MountEntry *mounts = NULL, *old;
+        LoopMount *mounts = NULL, *old;
         size_t n = 0, n_old;
         int r;
 
@@ -172,7 +113,7 @@ void watcher_rescan_mounts(Watcher *w, bool announce, bool only_removals)
         if (!w->devices && w->n_mounts == 0)
                 return;
 
-        r = read_loop_mounts(&mounts, &n);
+        r = read_loop_mounts(table, &mounts, &n);
         if (r < 0) {
                 log_warning_errno(r, "Failed to read the mount table: %m");
                 return;
@@ -199,8 +140,7 @@ void watcher_rescan_mounts(Watcher *w, bool announce, bool only_removals)
                 bool own_changed = false;
 
                 for (size_t i = 0; i < n_old; i++) {
-                        MountEntry *e = &old[i];
-                        unsigned number;
+                        LoopMount *e = &old[i];
 
                         if (mount_entries_have(mounts, n, e->node, e->target))
                                 continue;
@@ -209,58 +149,60 @@ void watcher_rescan_mounts(Watcher *w, bool announce, bool only_removals)
                          * too, before anyone hears of it. Only directories in loopd's media dir. */
                         manager_remove_mount_point(w->manager, e->target);
                         device_dbus_emit_mount(w->manager, e->node, e->target, false);
-                        if (loop_number_of_node(e->node, &number) >= 0)
-                                touched_add(w, number);
+                        touched_add(w, e->number);
                 }
                 for (size_t i = 0; i < n; i++) {
-                        unsigned number;
-
                         if (mount_entries_have(old, n_old, mounts[i].node, mounts[i].target))
                                 continue;
                         own_changed = own_changed || is_own_mount_point(w, mounts[i].target);
                         device_dbus_emit_mount(w->manager, mounts[i].node, mounts[i].target, true);
-                        if (loop_number_of_node(mounts[i].node, &number) >= 0)
-                                touched_add(w, number);
+                        touched_add(w, mounts[i].number);
                 }
                 if (own_changed)
                         watcher_save_mounts(w);
         }
-        mount_entries_free(old, n_old);
+        loop_mounts_free(old, n_old);
 }
 
 /* Looks at the devices whose mounts differ between the last look and the mount table now. */
-static void watcher_refresh_mounted_devices(Watcher *w)
+static void watcher_refresh_mounted_devices(Watcher *w, MountTable *table)
 {
-        MountEntry *mounts = NULL;
+        LoopMount *mounts = NULL;
         size_t n = 0;
 
-        if (read_loop_mounts(&mounts, &n) < 0)
+        if (mount_table_loop_mounts(table, &mounts, &n) < 0)
                 return;
         for (size_t i = 0; i < n + w->n_mounts; i++) {
-                const MountEntry *e = i < n ? &mounts[i] : &w->mounts[i - n];
+                const LoopMount *e = i < n ? &mounts[i] : &w->mounts[i - n];
                 bool same = i < n ? mount_entries_have(w->mounts, w->n_mounts, e->node, e->target)
                                   : mount_entries_have(mounts, n, e->node, e->target);
-                unsigned number;
 
-                if (!same && loop_number_of_node(e->node, &number) >= 0)
-                        watcher_refresh(w, number, true);
+                if (!same)
+                        watcher_refresh(w, e->number, true);
         }
-        mount_entries_free(mounts, n);
+        loop_mounts_free(mounts, n);
 }
 
 static int watcher_on_mount_change(sd_event_source *s, int fd, uint32_t revents, void *userdata)
 {
+        _cleanup_(mount_table_unrefp) MountTable *table = NULL;
         Watcher *w = userdata;
         unsigned *touched;
         size_t n;
+        int r;
 
         /* Drain the monitor, then look once. The devices first: a device that was attached and mounted
          * before loopd looked (MountImage) is announced before its mount, and one whose last mount went
          * with it (umount -d) has its Unmounted announced before it goes. */
         while (mnt_monitor_next_change(w->mount_monitor, NULL, NULL) == 0)
                 ;
-        watcher_refresh_mounted_devices(w);
-        watcher_rescan_mounts(w, true, false);
+        r = mount_table_load(&table);
+        if (r < 0) {
+                log_warning_errno(r, "Failed to read the mount table: %m");
+                return 0;
+        }
+        watcher_refresh_mounted_devices(w, table);
+        watcher_rescan_mounts(w, table, true, false);
         touched = TAKE_PTR(w->touched);
         n = w->n_touched;
         w->n_touched = 0;
@@ -305,7 +247,7 @@ void watcher_close_mounts(Watcher *w)
         w->mount_io = sd_event_source_disable_unref(w->mount_io);
         mnt_unref_monitor(w->mount_monitor);
         w->mount_monitor = NULL;
-        mount_entries_free(w->mounts, w->n_mounts);
+        loop_mounts_free(w->mounts, w->n_mounts);
         w->mounts = NULL;
         w->n_mounts = 0;
         w->touched = mfree(w->touched);

@@ -257,7 +257,7 @@ static void watcher_device_gone(Watcher *w, Tracked *t, bool announce)
         if (announce) {
                 /* Its mounts went first (Detach with unmount, umount -d): say so before the device goes.
                  * Only what went: a new mount may be of a device on the same number not announced yet. */
-                watcher_rescan_mounts(w, true, true);
+                watcher_rescan_mounts(w, NULL, true, true);
                 for (size_t i = 0; i < t->n_parts; i++)
                         device_dbus_emit_partition(w->manager, number, t->parts[i].number, false);
                 /* Still in the table: InterfacesRemoved names every interface the object had. */
@@ -848,7 +848,7 @@ int watcher_new(Manager *m, Watcher **ret)
         r = watcher_sync(w, false);
         if (r < 0)
                 log_warning_errno(r, "Failed to list loop devices: %m");
-        watcher_rescan_mounts(w, false, false);
+        watcher_rescan_mounts(w, NULL, false, false);
         watcher_adopt_mounts(w);
 
         *ret = w;

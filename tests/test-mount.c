@@ -1805,6 +1805,13 @@ static void test_user_fuse_mount_posing_as_device_ignored(Harness *h, gconstpoin
         REQUIRE_NONNULL(fake);
         g_assert_cmpstr(json_object_get_string_member(fake, "source"), ==, p2);
 
+        /* Unmount by the decoy's path is not an unmount of A's partition: root never unmounts it. */
+        g_assert_false(call_unmount(a, decoy_dir, &error));
+        harness_assert_dbus_error(error, LOOPD_ERROR_NOT_MOUNTED, NULL);
+        g_clear_error(&error);
+        g_autoptr(JsonObject) fake_still = findmnt_at(decoy_dir);
+        g_assert_nonnull(fake_still);
+
         /* Mount is not AlreadyMounted, and Unmount takes down A's mount, not B's. */
         mount_point = call_mount(a, p2, NULL, &error);
         harness_assert_no_error(error);
@@ -1827,6 +1834,54 @@ static void test_user_fuse_mount_posing_as_device_ignored(Harness *h, gconstpoin
         const char *fusermount[] = { "fusermount3", "-u", decoy_dir, NULL };
         g_assert_cmpint(run_as(h, HARNESS_USER_B, NULL, fusermount), ==, 0);
         check_user_dir_empty(h, HARNESS_USER_A);
+}
+
+/* A user's FUSE decoy named after another user's device, mounted and unmounted again, is not that device's
+ * last unmount: an autoclear device nobody has mounted yet stays attached. */
+static void test_user_fuse_decoy_does_not_release_autoclear(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        g_autofree char *image = make_two_partitions(h, "victim.img"), *device = NULL, *fsname = NULL;
+        g_autofree char *decoy = harness_image_path(h, "decoy.sqfs"),
+                        *decoy_dir = g_build_filename(h->tmpdir, "decoy", NULL);
+        g_autofree char *tree = g_build_filename(h->tmpdir, "decoy-tree", NULL);
+        g_autofree char *qdecoy = g_shell_quote(decoy), *qtree = g_shell_quote(tree);
+        GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
+        g_autoptr(GError) error = NULL;
+
+        harness_allow_all(h);
+        REQUIRE_NONNULL(a);
+        g_free(test_sh(
+                "set -e; mkdir -p %s; echo decoy > %s/decoy; mksquashfs %s %s -quiet -no-progress >/dev/null; "
+                "chmod 0644 %s",
+                qtree, qtree, qtree, qdecoy, qdecoy));
+        g_assert_cmpint(g_mkdir(decoy_dir, 0755), ==, 0);
+        g_assert_cmpint(
+                chown(decoy_dir, harness_uid_of(HARNESS_USER_B), harness_gid_of(HARNESS_USER_B)), ==, 0);
+
+        g_assert_true(harness_attach_path(
+                a, image, O_RDONLY, g_variant_new_parsed("{'autoclear': <true>}"), &device, &error));
+        harness_assert_no_error(error);
+        REQUIRE_NONNULL(device);
+
+        fsname = g_strconcat("fsname=", device, NULL);
+        const char *squashfuse[] = { "squashfuse", "-o", fsname, decoy, decoy_dir, NULL };
+        if (run_as(h, HARNESS_USER_B, NULL, squashfuse) != 0) {
+                g_test_skip("an unprivileged user cannot make a FUSE mount here (fusermount)");
+                g_assert_true(harness_detach(a, device, NULL, NULL));
+                return;
+        }
+        const char *fusermount[] = { "fusermount3", "-u", decoy_dir, NULL };
+        g_assert_cmpint(run_as(h, HARNESS_USER_B, NULL, fusermount), ==, 0);
+
+        /* loopd hears of both mount table changes within milliseconds; releasing would be as quick. */
+        for (int i = 0; i < 40; i++) {
+                g_usleep(50 * 1000);
+                g_assert_true(loop_bound_under(device, h->tmpdir));
+        }
+        g_assert_true(harness_detach(a, device, NULL, &error));
+        harness_assert_no_error(error);
+        check_gone(h, device);
 }
 
 int main(int argc, char **argv)
@@ -1878,6 +1933,8 @@ int main(int argc, char **argv)
         harness_add("/loopd/mount/setuid-and-device-nodes-inert", test_setuid_and_device_nodes_inert, NULL);
 
         harness_add("/loopd/unmount/removes-mount-point", test_unmount_removes_mount_point, NULL);
+        harness_add("/loopd/mount/user-fuse-decoy-does-not-release-autoclear",
+                test_user_fuse_decoy_does_not_release_autoclear, NULL);
         harness_add("/loopd/close/leaves-no-device-or-partition-nodes", test_close_leaves_nothing, NULL);
         harness_add("/loopd/open/autoclear-device-goes-with-last-unmount",
                 test_mount_image_autoclear_goes_with_last_unmount, NULL);
