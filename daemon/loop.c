@@ -581,13 +581,12 @@ static int sync_partitions(int devfd, unsigned number, uint32_t sector_size, uin
         return (int)n;
 }
 
-int loop_sync_partitions(int devfd, unsigned number)
+/* sync_partitions() with the device's own sector size and size. */
+static int sync_partitions_of(int devfd, unsigned number)
 {
         uint64_t size;
         int ss;
 
-        if (devfd < 0)
-                return -EINVAL;
         if (ioctl(devfd, BLKSSZGET, &ss) < 0)
                 return negative_errno();
         if (ioctl(devfd, BLKGETSIZE64, &size) < 0)
@@ -595,6 +594,22 @@ int loop_sync_partitions(int devfd, unsigned number)
         if (ss < 512 || ss > 4096)
                 return -EINVAL;
         return sync_partitions(devfd, number, (uint32_t)ss, size);
+}
+
+int loop_restore_partitions(unsigned number, uint64_t expected_diskseq)
+{
+        _cleanup_close_ int devfd = -EBADF;
+
+        devfd = open_loop_any(number);
+        if (devfd == -ENOENT || devfd == -ENODEV || devfd == -ENXIO)
+                return -ENODEV;
+        if (devfd < 0)
+                return devfd;
+        /* The number may have been detached and bound again since the event: never add partitions from
+         * somebody else's image. */
+        if (device_diskseq(devfd, number) != expected_diskseq)
+                return -ESTALE;
+        return sync_partitions_of(devfd, number);
 }
 
 /* Removes /dev/loopNpM nodes that no longer name a live partition of loopN: devtmpfs leaves behind nodes it
@@ -832,7 +847,7 @@ static int try_attach(
                 goto fail;
 
         if (config->partition_scan) {
-                r = loop_sync_partitions(devfd, number);
+                r = sync_partitions_of(devfd, number);
                 if (r < 0)
                         goto fail;
         }

@@ -89,5 +89,7 @@ int loop_detach(unsigned number, uint64_t expected_diskseq);
  * -ESTALE if expected_diskseq is non-zero and does not match. */
 int loop_set_autoclear(unsigned number, uint64_t expected_diskseq, bool autoclear);
 
-/* Ensures the partitions of a bound device exist, as loop_attach() does (exported for re-scans). */
-int loop_sync_partitions(int devfd, unsigned number);
+/* Adds the partitions of loopN's table again, as loop_attach() did, after someone's BLKRRPART dropped them
+ * (a kernel without partition parsers keeps none). -ESTALE if loopN no longer has expected_diskseq. Returns
+ * how many partitions exist. */
+int loop_restore_partitions(unsigned number, uint64_t expected_diskseq);

@@ -747,19 +747,15 @@ static int loop_event_read(Watcher *w, struct udev_device *d, const char *action
 static void watcher_restore_partitions(Watcher *w, const LoopEvent *e)
 {
         Tracked *t = watcher_find_devnum(w, e->disk_devnum);
-        char node[32];
-        int fd, r;
+        int r;
 
         if (!t || (e->diskseq != 0 && t->info->diskseq != e->diskseq) || t->n_parts > 0 ||
                 !t->info->partscan || !manager_find_device(w->manager, t->info->number, t->info->diskseq))
                 return;
 
-        snprintf(node, sizeof(node), "/dev/loop%u", t->info->number);
-        fd = open(node, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-        if (fd < 0)
-                return;
-        r = loop_sync_partitions(fd, t->info->number);
-        close(fd);
+        r = loop_restore_partitions(t->info->number, t->info->diskseq);
+        if (r == -ENODEV || r == -ESTALE)
+                return; /* gone, or another device by now: its own events follow */
         if (r < 0)
                 log_warning_errno(r, "Failed to restore the partitions of loop%u after a table re-read: %m",
                         t->info->number);
