@@ -17,21 +17,43 @@ int log_get_max_level(void)
         return max_level;
 }
 
+/* Copies s to out (at least 4 * strlen(s) + 1 bytes) with control characters written as \xNN: messages
+ * quote paths, labels and names that callers and images choose, and a newline in one would start a line of
+ * its own, which the journal reads with whatever "<N>" priority prefix it carries. */
+static void escape_controls(const char *s, char *out)
+{
+        static const char hex[] = "0123456789abcdef";
+
+        for (; *s; s++) {
+                unsigned char c = (unsigned char)*s;
+
+                if (c < 0x20 || c == 0x7f) {
+                        *out++ = '\\';
+                        *out++ = 'x';
+                        *out++ = hex[c >> 4];
+                        *out++ = hex[c & 15];
+                } else
+                        *out++ = (char)c;
+        }
+        *out = '\0';
+}
+
 int log_internal(int level, int error, const char *fmt, ...)
 {
+        char message[2048], escaped[4 * sizeof(message)];
         int saved = errno;
         va_list ap;
 
         errno = abs(error);
+        va_start(ap, fmt);
+        (void)vsnprintf(message, sizeof(message), fmt, ap);
+        va_end(ap);
+        escape_controls(message, escaped);
         /* Under systemd the journal reads the priority prefix; on a terminal a name reads better. */
         if (getenv("JOURNAL_STREAM"))
-                fprintf(stderr, "<%d>", level);
+                fprintf(stderr, "<%d>%s\n", level, escaped);
         else
-                fputs("loopd: ", stderr);
-        va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
-        va_end(ap);
-        fputc('\n', stderr);
+                fprintf(stderr, "loopd: %s\n", escaped);
         errno = saved;
         return -abs(error);
 }

@@ -388,6 +388,33 @@ static const char *const raw_case_names[G_N_ELEMENTS(raw_cases)] = {
         "signature/list-devices-with-argument",
 };
 
+/* An image whose name carries a newline and a priority prefix: loopd logs the name, and a line of its own
+ * would reach the journal as a message at that priority. The log keeps it inside one line, escaped. */
+static void test_newline_in_image_name_stays_one_line(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        g_autofree char *image = harness_image_path(h, "evil\n<0>forged by the image name.img");
+        g_autofree char *device = NULL, *log = NULL;
+        g_autoptr(GError) error = NULL;
+        GDBusConnection *user = connect_allowed_user(h);
+
+        if (!user)
+                return;
+        image_create(image, 8 * MiB);
+        g_assert_true(harness_attach_path(user, image, O_RDWR, NULL, &device, &error));
+        harness_assert_no_error(error);
+        if (!device)
+                return;
+        g_assert_true(harness_detach(user, device, NULL, &error));
+        harness_assert_no_error(error);
+
+        log = harness_loopd_log(h);
+        g_assert_nonnull(strstr(log, "evil\\x0a<0>forged by the image name.img"));
+        g_auto(GStrv) lines = g_strsplit(log, "\n", -1);
+        for (char **l = lines; *l; l++)
+                g_assert_false(g_str_has_prefix(*l, "<0>forged"));
+}
+
 static void test_raw_signature(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
@@ -614,6 +641,8 @@ int main(int argc, char **argv)
                 harness_add(path, test_string_input, hostile_options_with(&fake, &string_cases[i]));
         }
         hostile_images_register(&fake);
+        harness_add("/loopd/hostile/log/newline-in-image-name-stays-one-line",
+                test_newline_in_image_name_stays_one_line, &fake);
 
         harness_add("/loopd/hostile/concurrency/8-clients-25-cycles-with-losetup-stealing",
                 test_concurrent_clients_and_losetup, &udev);
