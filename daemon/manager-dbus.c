@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,6 +126,8 @@ typedef struct AttachRequest {
         uint32_t sector_size;
         bool read_only;
         bool read_only_set;
+        /* The option that asked for read-write, for the error: "read-only: false" or "writable: true". */
+        const char *read_write_option;
         bool partition_scan;
         bool autoclear;
         bool direct_io;
@@ -157,8 +160,9 @@ static int check_backing_fd(int fd, AttachRequest *req, struct stat *ret_st, sd_
         switch (flags & O_ACCMODE) {
         case O_RDONLY:
                 if (req->read_only_set && !req->read_only)
-                        return sd_bus_error_set(error, LOOPD_ERROR_INVALID_ARGUMENT,
-                                "read-only: false was asked, but the image was opened read-only");
+                        return sd_bus_error_setf(error, LOOPD_ERROR_INVALID_ARGUMENT,
+                                "%s was asked, but the image was opened read-only",
+                                req->read_write_option ?: "read-only: false");
                 req->read_only = true;
                 break;
         case O_RDWR:
@@ -383,10 +387,17 @@ static int attach_prepare(
         if (r < 0)
                 return r;
 
+        /* The kernel's own name for the file (what sysfs will report as the backing file): readlink, not
+         * realpath, which would walk the name once more, through directories the caller may swap. */
         snprintf(fd_path, sizeof(fd_path), "/proc/self/fd/%d", fd);
-        *ret_backing = realpath(fd_path, NULL);
-        if (!*ret_backing && errno == ENOMEM)
-                return -ENOMEM;
+        char target[PATH_MAX + 1];
+        ssize_t k = readlink(fd_path, target, sizeof(target));
+        if (k > 0 && (size_t)k < sizeof(target)) {
+                *ret_backing = strndup(target, (size_t)k);
+                if (!*ret_backing)
+                        return -ENOMEM;
+        } else
+                *ret_backing = NULL;
         /* It goes to polkit's details, which are D-Bus strings. */
         if (*ret_backing && bus_make_utf8(ret_backing) < 0)
                 return -ENOMEM;
@@ -522,6 +533,7 @@ static int method_mount_image(sd_bus_message *message, void *userdata, sd_bus_er
         /* Read-only unless asked: a double-clicked image should not be changed by looking at it. */
         req.read_only = !writable;
         req.read_only_set = writable_set;
+        req.read_write_option = "writable: true";
         r = attach_prepare(fd, &req, &st, &backing, error);
         if (r < 0)
                 return r;
@@ -647,6 +659,10 @@ static int method_detach(sd_bus_message *message, void *userdata, sd_bus_error *
         const char *action = d && d->owner == uid ? LOOPD_ACTION_ATTACH : LOOPD_ACTION_MANAGE_OTHERS;
         char devname[32];
         snprintf(devname, sizeof(devname), "/dev/loop%u", number);
+        /* polkit's details are D-Bus strings; sysfs has the name's bytes as they are. */
+        r = bus_make_utf8(&info->backing_file);
+        if (r < 0)
+                return r;
         const char *details[] = { "device", devname, "backing_file", info->backing_file, NULL };
         r = auth_check(m->auth, message, action, details, error);
         if (r <= 0)

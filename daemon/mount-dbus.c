@@ -203,8 +203,15 @@ int method_mount(sd_bus_message *message, void *userdata, sd_bus_error *error)
         r = bus_parse_loop_node(node, &number, &partition, &devnum, error);
         if (r < 0)
                 return r;
-        const char *details[] = { "device", node, "fstype", strempty(fstype), "options", strempty(options),
-                "read_only", read_only ? "true" : "false", NULL };
+        /* The kernel's path, whatever the caller's spelling ("loopNpM"): for polkit rules and the mount. */
+        char canonical[64];
+        if (partition)
+                snprintf(canonical, sizeof(canonical), "/dev/loop%up%u", number, partition);
+        else
+                snprintf(canonical, sizeof(canonical), "/dev/loop%u", number);
+
+        const char *details[] = { "device", canonical, "fstype", strempty(fstype), "options",
+                strempty(options), "read_only", read_only ? "true" : "false", NULL };
         r = authorize_node(m, message, number, details, &uid, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
@@ -212,13 +219,6 @@ int method_mount(sd_bus_message *message, void *userdata, sd_bus_error *error)
         r = loop_get_info(number, &info);
         if (r < 0)
                 return sd_bus_error_setf(error, LOOPD_ERROR_NOT_FOUND, "loop%u is not attached", number);
-
-        /* The caller's own node name may be "loopNpM": mount the kernel's path. */
-        char canonical[64];
-        if (partition)
-                snprintf(canonical, sizeof(canonical), "/dev/loop%up%u", number, partition);
-        else
-                snprintf(canonical, sizeof(canonical), "/dev/loop%u", number);
 
         r = manager_mount_node(m, uid, canonical, devnum, fstype, options, read_only || info->read_only,
                 &mount_point, error);
@@ -263,9 +263,7 @@ int method_unmount(sd_bus_message *message, void *userdata, sd_bus_error *error)
                 if (!target)
                         return -ENOMEM;
         } else {
-                dev_t source_devnum;
-
-                r = mount_find_source(arg, &source, &source_devnum);
+                r = mount_find_source(arg, &source, NULL);
                 if (r == -ENOENT)
                         return sd_bus_error_setf(
                                 error, LOOPD_ERROR_NOT_MOUNTED, "%.4096s is not a mount point", arg);
@@ -283,7 +281,7 @@ int method_unmount(sd_bus_message *message, void *userdata, sd_bus_error *error)
                         target[--len] = '\0';
         }
 
-        const char *details[] = { "device", arg, "mount_point", target, NULL };
+        const char *details[] = { "device", source ?: arg, "mount_point", target, NULL };
         r = authorize_node(m, message, number, details, &uid, error);
         if (r <= 0)
                 return r < 0 ? r : 1;

@@ -415,6 +415,34 @@ static void test_newline_in_image_name_stays_one_line(Harness *h, gconstpointer 
                 g_assert_false(g_str_has_prefix(*l, "<0>forged"));
 }
 
+/* An image whose name is not UTF-8: its owner can still detach it (the name goes to polkit, whose details
+ * are D-Bus strings), and ListDevices shows the name repaired. */
+static void test_non_utf8_image_name_detaches(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        g_autofree char *image = harness_image_path(h, "latin1-\xe9t\xe9.img");
+        g_autofree char *device = NULL;
+        g_autoptr(GVariant) devices = NULL;
+        g_autoptr(GError) error = NULL;
+        GDBusConnection *user = connect_allowed_user(h);
+
+        if (!user)
+                return;
+        image_create(image, 8 * MiB);
+        g_assert_true(harness_attach_path(user, image, O_RDWR, NULL, &device, &error));
+        harness_assert_no_error(error);
+        if (!device)
+                return;
+        devices = harness_list_devices(user, &error);
+        harness_assert_no_error(error);
+        g_assert_nonnull(devices);
+        g_assert_true(g_variant_is_normal_form(devices));
+        g_assert_true(harness_detach(user, device, NULL, &error));
+        harness_assert_no_error(error);
+        g_autoptr(GPtrArray) left = loops_bound_to(image);
+        g_assert_cmpuint(left->len, ==, 0);
+}
+
 static void test_raw_signature(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
@@ -641,6 +669,8 @@ int main(int argc, char **argv)
                 harness_add(path, test_string_input, hostile_options_with(&fake, &string_cases[i]));
         }
         hostile_images_register(&fake);
+        harness_add("/loopd/hostile/string/non-utf8-image-name-detaches", test_non_utf8_image_name_detaches,
+                &fake);
         harness_add("/loopd/hostile/log/newline-in-image-name-stays-one-line",
                 test_newline_in_image_name_stays_one_line, &fake);
 
