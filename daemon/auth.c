@@ -37,8 +37,6 @@ typedef struct AuthQuery {
 struct Auth {
         Manager *manager;
         AuthQuery *queries;
-        sd_bus_message_handler_t current_handler;
-        void *current_userdata;
 };
 
 static void auth_answer_free_all(AuthAnswer *a)

@@ -177,10 +177,8 @@ static int device_get_property(sd_bus *bus, const char *path, const char *interf
                 return sd_bus_message_append(reply, "u", info->sector_size);
         if (streq(property, "ReadOnly"))
                 return sd_bus_message_append(reply, "b", info->read_only);
-        /* As ListDevices says: the kernel's flag, or autoclear asked at Attach (armed with the first mount).
-         */
         if (streq(property, "Autoclear"))
-                return sd_bus_message_append(reply, "b", info->autoclear || (d && d->autoclear));
+                return sd_bus_message_append(reply, "b", manager_device_autoclear(m, info));
         if (streq(property, "Managed"))
                 return sd_bus_message_append(reply, "b", d != NULL);
         if (streq(property, "OwnerUID"))

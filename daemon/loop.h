@@ -13,12 +13,10 @@ typedef struct LoopConfig {
         uint32_t sector_size; /* 512, 1024, 2048 or 4096; already resolved (never 0 here) */
         bool read_only;
         bool partition_scan;
-        /* Not applied by loop_attach(): the kernel clears an autoclear device on its last close, and right
-         * after loop_attach() closes its own fd nobody else holds the device, so it would vanish at once.
-         * Set it with loop_set_autoclear() once something holds the device (a mount), or detach on unmount.
-         */
-        bool autoclear;
         bool direct_io;
+        /* No autoclear here: the kernel clears an autoclear device on its last close, and right after
+         * loop_attach() closes its own fd nobody else holds the device, so it would vanish at once. Set it
+         * with loop_set_autoclear() once something holds the device (a mount), or detach on unmount. */
 } LoopConfig;
 
 /* What the kernel says about one bound loop device. */

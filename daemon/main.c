@@ -11,13 +11,13 @@
 
 #include "config.h"
 #include "log.h"
+#include "loopd-bus.h"
 #include "manager.h"
 
 static void help(void)
 {
         printf("Usage: loopd [OPTIONS]\n\n"
-               "Owns loop devices on the system bus ("
-               "org.loopd1"
+               "Owns loop devices on the system bus (" LOOPD_BUS_NAME
                ") and lets unprivileged users attach and\n"
                "mount disk images, as polkit allows.\n\n"
                "  -h --help                      Show this help\n"
@@ -200,7 +200,7 @@ static int run(int argc, char *argv[])
         if (r < 0)
                 return r;
 
-        log_info("Serving org.loopd1 (state in %s, mounts under %s)", m->state_dir, m->media_dir);
+        log_info("Serving " LOOPD_BUS_NAME " (state in %s, mounts under %s)", m->state_dir, m->media_dir);
         r = sd_event_loop(m->event);
         if (r < 0)
                 return log_error_errno(r, "Event loop failed: %m");

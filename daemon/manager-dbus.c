@@ -341,7 +341,6 @@ static int attach_image(Manager *m, int fd, const AttachRequest *req, const stru
                 .sector_size = req->sector_size ?: probe.sector_size,
                 .read_only = req->read_only,
                 .partition_scan = req->partition_scan,
-                .autoclear = req->autoclear,
                 .direct_io = req->direct_io,
         };
         r = loop_attach(fd, &config, &info);
@@ -739,7 +738,7 @@ static int method_list_devices(sd_bus_message *message, void *userdata, sd_bus_e
                         break;
                 r = sd_bus_message_append(reply, LOOPD_DEVICE_STRUCT, devname, path, info->backing_file,
                         info->offset, info->size_limit, info->sector_size, info->read_only,
-                        info->autoclear || (d && d->autoclear), d != NULL, d ? (uint32_t)d->owner : 0u);
+                        manager_device_autoclear(m, info), d != NULL, d ? (uint32_t)d->owner : 0u);
         }
         if (r >= 0)
                 r = sd_bus_message_close_container(reply);

@@ -54,7 +54,6 @@ Manager *manager_free(Manager *m)
         }
         sd_event_source_disable_unref(m->idle_timer);
         auth_free(m->auth);
-        watcher_free(m->watcher);
         sd_bus_flush_close_unref(m->bus);
         sd_event_unref(m->event);
         free(m->state_dir);
@@ -69,6 +68,13 @@ ManagedDevice *manager_find_device(Manager *m, unsigned number, uint64_t diskseq
                 if (d->number == number && d->diskseq == diskseq)
                         return d;
         return NULL;
+}
+
+bool manager_device_autoclear(Manager *m, const LoopInfo *info)
+{
+        ManagedDevice *d = manager_find_device(m, info->number, info->diskseq);
+
+        return info->autoclear || (d && d->autoclear);
 }
 
 int manager_add_device(Manager *m, const ManagedDevice *d)
@@ -384,7 +390,7 @@ void manager_release_if_autoclear(Manager *m, unsigned number)
         /* Only loopd's own devices: one that another tool set up with autoclear (mount -o loop) is the
          * kernel's to clear, and never loopd's to detach. */
         ManagedDevice *d = manager_find_device(m, number, info->diskseq);
-        if (!d || (!info->autoclear && !d->autoclear))
+        if (!d || !manager_device_autoclear(m, info))
                 return;
         if (manager_device_mounts(m, info, &mounts) < 0 || (mounts && mounts[0]))
                 return;

@@ -50,12 +50,15 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Manager *, manager_free);
 int manager_start(Manager *m);
 
 /* The record of loopN if loopd set it up and the kernel still has that incarnation (same diskseq). */
+typedef struct LoopInfo LoopInfo;
+
 ManagedDevice *manager_find_device(Manager *m, unsigned number, uint64_t diskseq);
+/* Does the device go away with its last unmount: the kernel's autoclear flag, or autoclear asked at Attach
+ * (loopd arms it with the first mount)? What ListDevices and the Autoclear property say. */
+bool manager_device_autoclear(Manager *m, const LoopInfo *info);
 int manager_add_device(Manager *m, const ManagedDevice *d);
 void manager_forget_device(Manager *m, unsigned number);
 unsigned manager_count_devices_of(Manager *m, uid_t uid);
-
-typedef struct LoopInfo LoopInfo;
 
 /* Every mount point of the device and of its partitions (NULL-terminated, possibly empty). */
 int manager_device_mounts(Manager *m, const LoopInfo *info, char ***ret);

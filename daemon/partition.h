@@ -26,8 +26,8 @@ int partition_table_check(int fd, uint32_t sector_size, uint64_t size);
 int partition_table_check_at(int fd, uint64_t base, uint32_t sector_size, uint64_t size);
 
 /* Adds the planned partitions with BLKPG_ADD_PARTITION. EBUSY for an identical existing partition is
- * success; a partition that overlaps another or that the kernel refuses is skipped. Returns how many
- * exist afterwards. */
+ * success; a partition that overlaps another or that the kernel refuses is skipped (partition_list_kernel()
+ * says what exists afterwards). */
 int partition_add_all(int devfd, const PartitionSpec *specs, size_t n);
 
 /* The kernel's partitions of loopN as sysfs lists them (number, start and size in bytes, devnum). */

@@ -231,7 +231,7 @@ static void emit_property_changes(Watcher *w, const LoopInfo *old, const LoopInf
 static void tracked_take_ownership(Watcher *w, Tracked *t, bool *ret_autoclear, bool *ret_owner)
 {
         ManagedDevice *d = manager_find_device(w->manager, t->info->number, t->info->diskseq);
-        bool autoclear = t->info->autoclear || (d && d->autoclear), managed = d != NULL;
+        bool autoclear = manager_device_autoclear(w->manager, t->info), managed = d != NULL;
         uid_t owner = d ? d->owner : 0;
 
         *ret_autoclear = t->settled && autoclear != t->autoclear;
@@ -482,12 +482,8 @@ const PartitionInfo *watcher_announced_partitions(Watcher *w, unsigned number, s
 bool watcher_device_autoclear(Watcher *w, unsigned number)
 {
         Tracked *t = watcher_find(w, number);
-        ManagedDevice *d;
 
-        if (!t)
-                return false;
-        d = manager_find_device(w->manager, number, t->info->diskseq);
-        return t->info->autoclear || (d && d->autoclear);
+        return t && manager_device_autoclear(w->manager, t->info);
 }
 
 /* ---- udev ---- */

@@ -799,7 +799,8 @@ static void test_qcow2_detected(Fixture *f, gconstpointer data)
         g_autofree char *info = test_sh("qemu-img info --output=json '%s'", img);
         g_autoptr(JsonNode) info_json = json_from_string(info, NULL);
         g_assert_nonnull(info_json);
-        g_assert_cmpstr(json_object_get_string_member(json_node_get_object(info_json), "format"), ==, "qcow2");
+        g_assert_cmpstr(
+                json_object_get_string_member(json_node_get_object(info_json), "format"), ==, "qcow2");
 
         fd = open(img, O_RDONLY | O_CLOEXEC);
         g_assert_cmpint(image_probe(fd, 0, 0, &probe), ==, 0);
@@ -1118,7 +1119,7 @@ static void test_autoclear(Fixture *f, gconstpointer data)
         REQUIRE_PRIVILEGES(f);
         img = fixture_path(f, "autoclear.img");
         image_create(img, 16 * MIB);
-        info = attach_ok(img, (LoopConfig){ .autoclear = true });
+        info = attach_ok(img, (LoopConfig){ 0 });
         dev = device_path(info);
 
         /* Still there after loop_attach() let go of it. */
