@@ -51,14 +51,18 @@ int context_new_call(Context *c, sd_bus_message **ret, const char *member)
         r = sd_bus_message_new_method_call(
                 c->bus, ret, LOOPD_BUS_NAME, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, member);
         if (r < 0)
-                return log_error_errno(r, "cannot build the %s call", member);
+                return log_build_error(r, member);
         return 0;
 }
 
 int context_can_pass_fds(Context *c, const char *what)
 {
-        int r = sd_bus_can_send(c->bus, 'h');
+        int r;
 
+        r = context_bus(c);
+        if (r < 0)
+                return r;
+        r = sd_bus_can_send(c->bus, 'h');
         if (r < 0)
                 return log_error_errno(r, "cannot connect to the system bus");
         if (r == 0)

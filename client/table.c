@@ -90,7 +90,7 @@ int table_add_row(Table *t, ...)
         return table_append(t, row);
 }
 
-size_t table_rows(const Table *t)
+static size_t table_rows(const Table *t)
 {
         return t->n_cells / t->n_columns - 1;
 }

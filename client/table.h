@@ -16,7 +16,6 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Table *, table_free);
 
 /* Adds a row of exactly n_columns cells (NULL is an empty cell). Cells are escaped for the terminal. */
 int table_add_row(Table *t, ...);
-size_t table_rows(const Table *t);
 /* Prints the header and every row, columns separated by one space, no trailing blanks. Prints nothing
  * when the table has no rows. */
 void table_print(const Table *t, FILE *f);

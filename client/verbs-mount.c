@@ -5,7 +5,6 @@
 #include "format.h"
 #include "log.h"
 #include "loopctl.h"
-#include "loopd-bus.h"
 #include "monitor.h"
 
 int verb_mount(Context *c)
@@ -86,6 +85,30 @@ int verb_unmount(Context *c)
         return 0;
 }
 
+/* "file://" and path with every byte but the unreserved ones and "/" percent-encoded: a mount point is
+ * named after the filesystem's label, which whoever made the image chose ("a#b", "100%", spaces). */
+static char *file_uri(const char *path)
+{
+        static const char hex[] = "0123456789ABCDEF";
+        char *uri = malloc(strlen("file://") + 3 * strlen(path) + 1), *q;
+
+        if (!uri)
+                return NULL;
+        q = stpcpy(uri, "file://");
+        for (const unsigned char *p = (const unsigned char *)path; *p; p++) {
+                if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+                        strchr("-._~/", *p))
+                        *q++ = (char)*p;
+                else {
+                        *q++ = '%';
+                        *q++ = hex[*p >> 4];
+                        *q++ = hex[*p & 15];
+                }
+        }
+        *q = '\0';
+        return uri;
+}
+
 /* Opens a folder in the user's file manager: org.freedesktop.FileManager1 on the session bus (what Nautilus,
  * Dolphin, Nemo and Thunar implement), else xdg-open. Failing to show is not failing to open: a warning. */
 static void show_folder(const char *path)
@@ -94,7 +117,7 @@ static void show_folder(const char *path)
         _cleanup_free_ char *uri = NULL;
         int r;
 
-        uri = strjoin2("file://", path);
+        uri = file_uri(path);
         if (!uri)
                 return;
         r = sd_bus_open_user(&bus);
@@ -111,7 +134,7 @@ static void show_folder(const char *path)
         }
         int status = 0;
         if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
-                fprintf(stderr, "loopctl: cannot show %s: no file manager answered\n", path);
+                (void)log_error(-EIO, "cannot show %s: no file manager answered", path);
 }
 
 int verb_open(Context *c)
