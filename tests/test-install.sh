@@ -222,7 +222,10 @@ for want in NoNewPrivileges=yes 'RestrictAddressFamilies=AF_UNIX AF_NETLINK' Loc
     MemoryDenyWriteExecute=yes SystemCallArchitectures=native KillMode=process; do
     grep -qx "$want" "$unit" || lacking+=" '$want'"
 done
-grep -q '^CapabilityBoundingSet=.*CAP_SYS_ADMIN' "$unit" || lacking+=" 'CapabilityBoundingSet=CAP_SYS_ADMIN'"
+caps=$(sed -n '/^CapabilityBoundingSet=/,/[^\\]$/p' "$unit" | tr -d '\\\n' | sed 's/^CapabilityBoundingSet=//' |
+    tr -s ' ' '\n' | sed '/^$/d' | sort | paste -sd' ')
+[ "$caps" = "CAP_CHOWN CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH CAP_FOWNER CAP_MKNOD CAP_SETGID CAP_SETUID CAP_SYS_ADMIN" ] ||
+    lacking+=" 'CapabilityBoundingSet= exactly the eight capabilities loopd uses (has: $caps)'"
 [ -z "$lacking" ] &&
     pass "the unit's hardening: NoNewPrivileges, CapabilityBoundingSet, RestrictAddressFamilies," \
         "LockPersonality, MemoryDenyWriteExecute, SystemCallArchitectures; KillMode=process" ||
