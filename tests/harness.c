@@ -1443,9 +1443,14 @@ GVariant *harness_call(GDBusConnection *c, const char *method, GVariant *params,
                 error);
 }
 
+GVariant *harness_empty_options(void)
+{
+        return g_variant_new_array(G_VARIANT_TYPE("{sv}"), NULL, 0);
+}
+
 static GVariant *options_or_empty(GVariant *options)
 {
-        return options ? options : g_variant_new_array(G_VARIANT_TYPE("{sv}"), NULL, 0);
+        return options ? options : harness_empty_options();
 }
 
 bool harness_attach_fd(
@@ -1502,6 +1507,28 @@ bool harness_detach(GDBusConnection *c, const char *device, GVariant *options, G
         g_autoptr(GVariant) reply =
                 harness_call(c, "Detach", g_variant_new("(s@a{sv})", device, options_or_empty(options)),
                         NULL, G_DBUS_CALL_FLAGS_NONE, error);
+
+        return reply != NULL;
+}
+
+char *harness_mount(GDBusConnection *c, const char *node, GVariant *options, GError **error)
+{
+        g_autoptr(GVariant) reply =
+                harness_call(c, "Mount", g_variant_new("(s@a{sv})", node, options_or_empty(options)), NULL,
+                        G_DBUS_CALL_FLAGS_NONE, error);
+        const char *mount_point;
+
+        if (!reply)
+                return NULL;
+        g_variant_get(reply, "(&s)", &mount_point);
+        return g_strdup(mount_point);
+}
+
+bool harness_unmount(GDBusConnection *c, const char *target, GError **error)
+{
+        g_autoptr(GVariant) reply =
+                harness_call(c, "Unmount", g_variant_new("(s@a{sv})", target, harness_empty_options()), NULL,
+                        G_DBUS_CALL_FLAGS_NONE, error);
 
         return reply != NULL;
 }

@@ -166,6 +166,11 @@ bool harness_attach_fd(
 bool harness_attach_path(GDBusConnection *c, const char *path, int open_flags, GVariant *options,
         char **ret_device, GError **error);
 bool harness_detach(GDBusConnection *c, const char *device, GVariant *options, GError **error);
+/* Mount(node, options) (NULL options: none): the mount point, or NULL with error set. */
+char *harness_mount(GDBusConnection *c, const char *node, GVariant *options, GError **error);
+bool harness_unmount(GDBusConnection *c, const char *target, GError **error);
+/* An empty a{sv} (floating). */
+GVariant *harness_empty_options(void);
 /* ListDevices()'s a(sosttubbbu) / ListPartitions(device)'s a(suttssssss), or NULL with error set. */
 GVariant *harness_list_devices(GDBusConnection *c, GError **error);
 GVariant *harness_list_partitions(GDBusConnection *c, const char *device, GError **error);

@@ -226,7 +226,7 @@ void test_backing_file_deleted(Harness *h, gconstpointer data)
                 g_assert_cmpuint(g_variant_n_children(parts), ==, 2);
         check_state_consistent(__FILE__, __LINE__, h);
 
-        reply = harness_call(user, "Mount", g_variant_new("(s@a{sv})", node, empty_options()), NULL,
+        reply = harness_call(user, "Mount", g_variant_new("(s@a{sv})", node, harness_empty_options()), NULL,
                 G_DBUS_CALL_FLAGS_NONE, &error);
         harness_assert_no_error(error);
         g_clear_error(&error);
@@ -236,7 +236,7 @@ void test_backing_file_deleted(Harness *h, gconstpointer data)
                 g_assert_true(g_file_set_contents(file, "still works\n", -1, NULL));
                 g_clear_pointer(&reply, g_variant_unref);
                 reply = harness_call(user, "Unmount",
-                        g_variant_new("(s@a{sv})", mount_point, empty_options()), NULL,
+                        g_variant_new("(s@a{sv})", mount_point, harness_empty_options()), NULL,
                         G_DBUS_CALL_FLAGS_NONE, &error);
                 harness_assert_no_error(error);
                 g_clear_error(&error);
@@ -679,7 +679,8 @@ void test_full_disk_under_sparse_image(Harness *h, gconstpointer data)
                 g_autoptr(GVariant) reply = NULL;
                 g_ptr_array_add(used, g_strdup(device));
                 node = g_strconcat(device, "p1", NULL);
-                reply = harness_call(user, "Mount", g_variant_new("(s@a{sv})", node, empty_options()), NULL,
+                reply = harness_call(user, "Mount",
+                        g_variant_new("(s@a{sv})", node, harness_empty_options()), NULL,
                         G_DBUS_CALL_FLAGS_NONE, &error);
                 harness_assert_no_error(error);
                 g_clear_error(&error);
@@ -702,7 +703,7 @@ void test_full_disk_under_sparse_image(Harness *h, gconstpointer data)
                 harness_assert_no_error(error);
                 g_clear_error(&error);
                 reply = harness_call(user, "Unmount",
-                        g_variant_new("(s@a{sv})", mount_point, empty_options()), NULL,
+                        g_variant_new("(s@a{sv})", mount_point, harness_empty_options()), NULL,
                         G_DBUS_CALL_FLAGS_NONE, &error);
                 harness_assert_no_error(error);
                 g_clear_error(&error);

@@ -278,8 +278,8 @@ static void test_broken_filesystem(Harness *h, gconstpointer data)
                 return;
         g_ptr_array_add(used, g_strdup(device));
         world_snapshot(h, &before);
-        reply = harness_call(user, "Mount", g_variant_new("(s@a{sv})", device, empty_options()), NULL,
-                G_DBUS_CALL_FLAGS_NONE, &error);
+        reply = harness_call(user, "Mount", g_variant_new("(s@a{sv})", device, harness_empty_options()),
+                NULL, G_DBUS_CALL_FLAGS_NONE, &error);
         harness_assert_dbus_error(error, LOOPD_ERROR_FAILED, "ext4");
         g_clear_error(&error);
         assert_world_unchanged(h, &before);
@@ -299,7 +299,7 @@ static void test_broken_filesystem(Harness *h, gconstpointer data)
         int fd = open(image, O_RDONLY | O_CLOEXEC);
         g_autoptr(GUnixFDList) fds = g_unix_fd_list_new_from_array(&fd, 1);
         g_clear_pointer(&reply, g_variant_unref);
-        reply = harness_call(user, "MountImage", g_variant_new("(h@a{sv})", 0, empty_options()), fds,
+        reply = harness_call(user, "MountImage", g_variant_new("(h@a{sv})", 0, harness_empty_options()), fds,
                 G_DBUS_CALL_FLAGS_NONE, &error);
         harness_assert_dbus_error(error, LOOPD_ERROR_FAILED, NULL);
         assert_world_unchanged(h, &before);
@@ -350,7 +350,7 @@ static void test_ext4_errors_panic(Harness *h, gconstpointer data)
                 g_assert_null(strstr(options, "errors=panic"));
                 g_clear_pointer(&reply, g_variant_unref);
                 reply = harness_call(user, "Unmount",
-                        g_variant_new("(s@a{sv})", mount_point, empty_options()), NULL,
+                        g_variant_new("(s@a{sv})", mount_point, harness_empty_options()), NULL,
                         G_DBUS_CALL_FLAGS_NONE, &error);
                 harness_assert_no_error(error);
                 g_clear_error(&error);

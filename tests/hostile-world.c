@@ -32,11 +32,6 @@ guint64 device_size(const char *device)
         return s ? g_ascii_strtoull(s, NULL, 10) * 512 : 0;
 }
 
-GVariant *empty_options(void)
-{
-        return g_variant_new_array(G_VARIANT_TYPE("{sv}"), NULL, 0);
-}
-
 /* A string of n copies of c. */
 char *repeat(char c, gsize n)
 {
@@ -469,8 +464,8 @@ void pending_start_attach(Pending *p, const char *image)
         g_assert_cmpint(g_unix_fd_list_append(fds, fd, NULL), ==, 0);
         close(fd);
         g_dbus_connection_call_with_unix_fd_list(p->connection, LOOPD_BUS_NAME, LOOPD_MANAGER_PATH,
-                LOOPD_MANAGER_INTERFACE, "Attach", g_variant_new("(h@a{sv})", 0, empty_options()), NULL,
-                G_DBUS_CALL_FLAGS_NONE, HARNESS_TIMEOUT_MS, fds, NULL, pending_done, p);
+                LOOPD_MANAGER_INTERFACE, "Attach", g_variant_new("(h@a{sv})", 0, harness_empty_options()),
+                NULL, G_DBUS_CALL_FLAGS_NONE, HARNESS_TIMEOUT_MS, fds, NULL, pending_done, p);
 }
 
 static void child_dies_with_parent(gpointer user_data)

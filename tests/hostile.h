@@ -25,8 +25,6 @@ const char *short_name(const char *device);
 char *backing_of(const char *device);
 /* The size of a block device in bytes (sysfs), 0 when unknown. */
 guint64 device_size(const char *device);
-/* An empty a{sv} (floating). */
-GVariant *empty_options(void);
 /* A string of n copies of c. */
 char *repeat(char c, gsize n);
 /* A copy of base with data as its test data, for a table of cases (lives as long as the test program). */

@@ -137,7 +137,7 @@ static void test_attach_input(Harness *h, gconstpointer data)
 
         GVariant *options = c->make_options ? c->make_options()
                 : c->options                ? g_variant_new_parsed(c->options)
-                                            : empty_options();
+                                            : harness_empty_options();
         reply = harness_call(user, c->method,
                 g_variant_new("(h@a{sv})", c->bad_index ? c->bad_index : index, options), fds,
                 G_DBUS_CALL_FLAGS_NONE, &error);
@@ -619,7 +619,8 @@ static void test_string_input(Harness *h, gconstpointer data)
                 reply = harness_call(
                         user, c->method, g_variant_new("(s)", arg), NULL, G_DBUS_CALL_FLAGS_NONE, &error);
         else
-                reply = harness_call(user, c->method, g_variant_new("(s@a{sv})", arg, empty_options()), NULL,
+                reply = harness_call(user, c->method,
+                        g_variant_new("(s@a{sv})", arg, harness_empty_options()), NULL,
                         G_DBUS_CALL_FLAGS_NONE, &error);
         harness_assert_dbus_error(error, c->error, NULL);
         if (error && strlen(error->message) > 8192)

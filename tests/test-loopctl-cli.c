@@ -2,7 +2,6 @@
  * against a mock org.loopd1 on a private dbus-daemon, the calls it makes and what it prints. No loopd. */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <gio/gio.h>
 #include <gio/gunixfdlist.h>
 #include <glib.h>
@@ -15,6 +14,8 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "images.h"
 
 #define UNREACHABLE_BUS "unix:path=/nonexistent/loopctl-test/bus"
 #define NOBODY 65534
@@ -226,36 +227,11 @@ static void assert_error_line(const Run *r, int status, const char *what)
 
 /* ---- a scratch directory ---- */
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-        return remove(path) < 0 ? -1 : 0;
-}
-
-static char *tmpdir_new(void)
-{
-        g_autoptr(GError) error = NULL;
-        char *dir = g_dir_make_tmp("loopctl-test-XXXXXX", &error);
-
-        g_assert_no_error(error);
-        /* The bus socket, the fake agent and images must be reachable by "nobody" too. */
-        g_assert_cmpint(chmod(dir, 0755), ==, 0);
-        return dir;
-}
-
-static void tmpdir_remove(const char *dir)
-{
-        if (dir)
-                g_assert_cmpint(nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS), ==, 0);
-}
-
 static char *make_file(const char *dir, const char *name, gsize size)
 {
         char *path = g_build_filename(dir, name, NULL);
-        int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644);
 
-        g_assert_cmpint(fd, >=, 0);
-        g_assert_cmpint(ftruncate(fd, (off_t)size), ==, 0);
-        close(fd);
+        image_create(path, size);
         return path;
 }
 
@@ -392,7 +368,7 @@ static void mock_setup(Mock *m, gboolean own_name)
         m->calls = g_ptr_array_new_with_free_func((GDestroyNotify)mock_call_free);
         m->devices = g_variant_ref_sink(g_variant_new_parsed("@a(sosttubbbu) []"));
         m->partitions = g_variant_ref_sink(g_variant_new_parsed("@a(suttssssss) []"));
-        m->dir = tmpdir_new();
+        m->dir = test_tmpdir_new();
 
         g_autofree char *daemon_path = g_find_program_in_path("dbus-daemon");
         if (!daemon_path) {
@@ -480,7 +456,7 @@ static void mock_teardown(Mock *m, gconstpointer data)
         g_variant_unref(m->devices);
         g_variant_unref(m->partitions);
         g_free(m->address);
-        tmpdir_remove(m->dir);
+        test_tmpdir_remove(m->dir);
         g_free(m->dir);
 }
 
@@ -725,7 +701,7 @@ static void test_attach_nonexistent_image_fails_before_bus(void)
 
 static void test_attach_refuses_non_regular_files(void)
 {
-        g_autofree char *dir = tmpdir_new();
+        g_autofree char *dir = test_tmpdir_new();
         g_autofree char *fifo = g_build_filename(dir, "fifo", NULL);
 
         g_assert_cmpint(mkfifo(fifo, 0600), ==, 0);
@@ -745,18 +721,18 @@ static void test_attach_refuses_non_regular_files(void)
         g_autoptr(Run) o = run_loopctl(&no_bus, "open", "/dev/zero", NULL);
         assert_error_line(o, 1, "loopctl: cannot open /dev/zero: a character device, not a regular file");
 
-        tmpdir_remove(dir);
+        test_tmpdir_remove(dir);
 }
 
 static void test_attach_unwritable_image_suggests_read_only(void)
 {
-        g_autofree char *dir = tmpdir_new();
+        g_autofree char *dir = test_tmpdir_new();
         g_autofree char *img = make_file(dir, "ro.img", 4096);
         RunOptions o = { .as_nobody = TRUE };
 
         if (geteuid() == 0 && (!nobody_can_reach(loopctl_binary()) || !nobody_can_reach(dir))) {
                 g_test_skip("nobody cannot reach loopctl or the temporary directory here");
-                tmpdir_remove(dir);
+                test_tmpdir_remove(dir);
                 return;
         }
         /* As root the file is root's, 0644: not writable by nobody. */
@@ -772,7 +748,7 @@ static void test_attach_unwritable_image_suggests_read_only(void)
         g_autoptr(Run) ro = run_loopctl(&o, "attach", "--read-only", img, NULL);
         assert_error_line(ro, 1, "loopctl: cannot connect to the system bus: ");
 
-        tmpdir_remove(dir);
+        test_tmpdir_remove(dir);
 }
 
 static void test_bus_unreachable_is_one_line(void)

@@ -66,11 +66,6 @@ static char *raw_label(const char *image, guint64 offset, guint64 length)
 /* ---------------------------------------------------------------------------------------------------- */
 /* Helpers: talking to loopd */
 
-static GVariant *no_options(void)
-{
-        return g_variant_new_array(G_VARIANT_TYPE("{sv}"), NULL, 0);
-}
-
 /* Mount's options: options (a comma list) may be NULL. */
 static GVariant *mount_options(const char *options, gboolean read_only)
 {
@@ -82,28 +77,6 @@ static GVariant *mount_options(const char *options, gboolean read_only)
         if (read_only)
                 g_variant_builder_add(&b, "{sv}", "read-only", g_variant_new_boolean(TRUE));
         return g_variant_builder_end(&b);
-}
-
-/* Mount(node, options) on connection c; the mount point, or NULL with error set. */
-static char *call_mount(GDBusConnection *c, const char *node, GVariant *options, GError **error)
-{
-        g_autoptr(GVariant) reply =
-                harness_call(c, "Mount", g_variant_new("(s@a{sv})", node, options ? options : no_options()),
-                        NULL, G_DBUS_CALL_FLAGS_NONE, error);
-        const char *mount_point;
-
-        if (!reply)
-                return NULL;
-        g_variant_get(reply, "(&s)", &mount_point);
-        return g_strdup(mount_point);
-}
-
-static bool call_unmount(GDBusConnection *c, const char *target, GError **error)
-{
-        g_autoptr(GVariant) reply = harness_call(c, "Unmount",
-                g_variant_new("(s@a{sv})", target, no_options()), NULL, G_DBUS_CALL_FLAGS_NONE, error);
-
-        return reply != NULL;
 }
 
 /* MountImage of path, opened by the test with open_flags; the reply (sa(ss)) or NULL with error set. */
@@ -119,7 +92,7 @@ static GVariant *call_mount_image(
         close(fd);
         g_assert_cmpint(index, >=, 0);
         reply = harness_call(c, "MountImage",
-                g_variant_new("(h@a{sv})", index, options ? options : no_options()), fds,
+                g_variant_new("(h@a{sv})", index, options ? options : harness_empty_options()), fds,
                 G_DBUS_CALL_FLAGS_NONE, error);
         if (reply)
                 g_assert_cmpstr(g_variant_get_type_string(reply), ==, "(sa(ss))");
@@ -827,7 +800,7 @@ static void test_read_only_refuses_writes(Harness *h, gconstpointer data)
 
         for (int round = 0; round < 2; round++) {
                 g_autoptr(GError) error = NULL;
-                g_autofree char *mount_point = call_mount(a, device,
+                g_autofree char *mount_point = harness_mount(a, device,
                         round == 0 ? mount_options(NULL, TRUE) : mount_options("ro,noatime", FALSE), &error);
                 g_autofree char *file = NULL, *err = NULL;
 
@@ -840,7 +813,7 @@ static void test_read_only_refuses_writes(Harness *h, gconstpointer data)
                 if (!strstr(err, "Read-only file system"))
                         g_test_fail_printf(
                                 "writing into %s failed, but not with EROFS: %s", mount_point, err);
-                g_assert_true(call_unmount(a, mount_point, &error));
+                g_assert_true(harness_unmount(a, mount_point, &error));
                 harness_assert_no_error(error);
                 check_unmounted(mount_point);
         }
@@ -908,7 +881,7 @@ static void test_hostile_label(Harness *h, gconstpointer data)
         g_assert_true(harness_attach_path(a, image, O_RDONLY, NULL, &device, &error));
         harness_assert_no_error(error);
         REQUIRE_NONNULL(device);
-        mount_point = call_mount(a, device, NULL, &error);
+        mount_point = harness_mount(a, device, NULL, &error);
         harness_assert_no_error(error);
         REQUIRE_NONNULL(mount_point);
         g_assert_true(check_mount(h, HARNESS_USER_A, device, mount_point, NULL));
@@ -931,7 +904,7 @@ static void test_hostile_label(Harness *h, gconstpointer data)
         g_assert_true(loopd_alive(h));
 
         /* The path loopd returned works as an Unmount target as it is. */
-        g_assert_true(call_unmount(a, mount_point, &error));
+        g_assert_true(harness_unmount(a, mount_point, &error));
         harness_assert_no_error(error);
         check_unmounted(mount_point);
         g_assert_true(harness_detach(a, device, NULL, &error));
@@ -1074,7 +1047,7 @@ static void test_label_invalid_utf8_listed_as_utf8(Harness *h, gconstpointer dat
         g_clear_error(&error);
 
         /* Mounting it works either way; the name is made safe. */
-        mount_point = call_mount(a, device, NULL, &error);
+        mount_point = harness_mount(a, device, NULL, &error);
         harness_assert_no_error(error);
         g_assert_true(check_mount(h, HARNESS_USER_A, device, mount_point, "ext4"));
         user_loopctl_ok(h, HARNESS_USER_A, "close", device);
@@ -1133,13 +1106,13 @@ static void test_option_refused(Harness *h, gconstpointer data)
                 g_auto(HarnessRun) run = { 0 };
 
                 /* Raw D-Bus, with and without read-only. */
-                mount_point = call_mount(a, node, mount_options(c->options, FALSE), &error);
+                mount_point = harness_mount(a, node, mount_options(c->options, FALSE), &error);
                 harness_assert_dbus_error(error, LOOPD_ERROR_INVALID_ARGUMENT, c->needle);
                 g_assert_null(mount_point);
                 check_nothing_mounted(h, node);
                 g_clear_error(&error);
                 g_clear_pointer(&mount_point, g_free);
-                mount_point = call_mount(a, node, mount_options(c->options, TRUE), &error);
+                mount_point = harness_mount(a, node, mount_options(c->options, TRUE), &error);
                 harness_assert_dbus_error(error, LOOPD_ERROR_INVALID_ARGUMENT, c->needle);
                 g_assert_null(mount_point);
                 check_nothing_mounted(h, node);
@@ -1199,7 +1172,7 @@ static void test_fstype_outside_the_list_refused(Harness *h, gconstpointer data)
 
                 g_variant_builder_init(&b, G_VARIANT_TYPE("a{sv}"));
                 g_variant_builder_add(&b, "{sv}", "fstype", g_variant_new_string(*t));
-                mount_point = call_mount(a, node, g_variant_builder_end(&b), &error);
+                mount_point = harness_mount(a, node, g_variant_builder_end(&b), &error);
                 g_assert_null(mount_point);
                 g_assert_nonnull(error);
                 remote = error ? g_dbus_error_get_remote_error(error) : NULL;
@@ -1219,7 +1192,7 @@ static void test_fstype_outside_the_list_refused(Harness *h, gconstpointer data)
 
                 g_variant_builder_init(&b, G_VARIANT_TYPE("a{sv}"));
                 g_variant_builder_add(&b, "{sv}", "fstype", g_variant_new_string(*t));
-                mount_point = call_mount(a, node, g_variant_builder_end(&b), &error);
+                mount_point = harness_mount(a, node, g_variant_builder_end(&b), &error);
                 g_assert_null(mount_point);
                 g_assert_nonnull(error);
                 check_nothing_mounted(h, node);
@@ -1260,7 +1233,7 @@ static void test_non_loop_node_not_managed(Harness *h, gconstpointer data)
         for (guint i = 0; i < nodes->len; i++) {
                 const char *node = nodes->pdata[i];
                 g_autoptr(GError) error = NULL;
-                g_autofree char *mount_point = call_mount(a, node, NULL, &error);
+                g_autofree char *mount_point = harness_mount(a, node, NULL, &error);
 
                 g_test_message("Mount(%s)", node);
                 harness_assert_dbus_error(error, LOOPD_ERROR_NOT_MANAGED, NULL);
@@ -1280,7 +1253,7 @@ static void test_non_loop_node_not_managed(Harness *h, gconstpointer data)
         /* Unmount of the root filesystem's mount point or its disk: not a loop device either. */
         for (const char *const *t = (const char *const[]){ "/", "/dev/vda", NULL }; *t; t++) {
                 g_autoptr(GError) error = NULL;
-                g_assert_false(call_unmount(a, *t, &error));
+                g_assert_false(harness_unmount(a, *t, &error));
                 harness_assert_dbus_error(error, LOOPD_ERROR_NOT_MANAGED, NULL);
         }
         g_autoptr(JsonObject) root = findmnt_at("/");
@@ -1347,7 +1320,7 @@ static void test_unmount_removes_mount_point(Harness *h, gconstpointer data)
 
         for (int round = 0; round < 3; round++) {
                 g_autoptr(GError) error = NULL;
-                g_autofree char *mount_point = call_mount(a, device, NULL, &error);
+                g_autofree char *mount_point = harness_mount(a, device, NULL, &error);
                 g_autofree char *target = NULL;
 
                 harness_assert_no_error(error);
@@ -1357,7 +1330,7 @@ static void test_unmount_removes_mount_point(Harness *h, gconstpointer data)
                         : round == 1 ? g_strdup(mount_point)
                                      : g_strconcat(mount_point, "/", NULL);
                 g_test_message("Unmount(%s)", target);
-                g_assert_true(call_unmount(a, target, &error));
+                g_assert_true(harness_unmount(a, target, &error));
                 harness_assert_no_error(error);
                 check_unmounted(mount_point);
                 check_user_dir_empty(h, HARNESS_USER_A);
@@ -1440,7 +1413,7 @@ static void test_mount_image_autoclear_goes_with_last_unmount(Harness *h, gconst
         g_assert_true(g_file_get_contents(sys_autoclear, &ac, NULL, NULL));
         g_assert_cmpstr(g_strstrip(ac), ==, "1");
 
-        g_assert_true(call_unmount(a, mp1, &error));
+        g_assert_true(harness_unmount(a, mp1, &error));
         harness_assert_no_error(error);
         check_unmounted(mp1);
         /* One mount left: the device stays, with both partitions. */
@@ -1448,7 +1421,7 @@ static void test_mount_image_autoclear_goes_with_last_unmount(Harness *h, gconst
         g_autoptr(GPtrArray) parts = oracle_partition_nodes(device);
         g_assert_cmpuint(parts->len, ==, 2);
 
-        g_assert_true(call_unmount(a, p2, &error));
+        g_assert_true(harness_unmount(a, p2, &error));
         harness_assert_no_error(error);
         check_unmounted(mp2);
         g_assert_false(loop_bound_under(device, h->tmpdir));
@@ -1479,12 +1452,12 @@ static void test_second_mount_already_mounted(Harness *h, gconstpointer data)
         for (guint p = 1; p <= 2; p++) {
                 g_autofree char *node = g_strdup_printf("%sp%u", device, p);
                 g_autoptr(GError) error = NULL;
-                g_autofree char *mount_point = call_mount(a, node, NULL, &error), *again = NULL;
+                g_autofree char *mount_point = harness_mount(a, node, NULL, &error), *again = NULL;
                 g_auto(HarnessRun) run = { 0 };
 
                 harness_assert_no_error(error);
                 REQUIRE_NONNULL(mount_point);
-                again = call_mount(a, node, NULL, &error);
+                again = harness_mount(a, node, NULL, &error);
                 harness_assert_dbus_error(error, LOOPD_ERROR_ALREADY_MOUNTED, mount_point);
                 g_assert_null(again);
                 g_assert_cmpint(harness_loopctl(h, HARNESS_USER_A, &run, "mount", node, NULL), ==, 1);
@@ -1516,27 +1489,27 @@ static void test_unmount_not_mounted(Harness *h, gconstpointer data)
         p1 = g_strconcat(device, "p1", NULL);
 
         /* Never mounted. */
-        g_assert_false(call_unmount(a, p1, &error));
+        g_assert_false(harness_unmount(a, p1, &error));
         harness_assert_dbus_error(error, LOOPD_ERROR_NOT_MOUNTED, NULL);
         g_clear_error(&error);
-        g_assert_false(call_unmount(a, device, &error));
+        g_assert_false(harness_unmount(a, device, &error));
         harness_assert_dbus_error(error, LOOPD_ERROR_NOT_MOUNTED, NULL);
         g_clear_error(&error);
-        g_assert_false(call_unmount(a, not_a_mount, &error));
+        g_assert_false(harness_unmount(a, not_a_mount, &error));
         harness_assert_dbus_error(error, LOOPD_ERROR_NOT_MOUNTED, NULL);
         g_clear_error(&error);
         g_assert_true(g_file_test(not_a_mount, G_FILE_TEST_IS_DIR)); /* not loopd's to remove */
 
         /* Mounted and unmounted: a second Unmount, by node or by the old mount point. */
-        mount_point = call_mount(a, p1, NULL, &error);
+        mount_point = harness_mount(a, p1, NULL, &error);
         harness_assert_no_error(error);
         REQUIRE_NONNULL(mount_point);
-        g_assert_true(call_unmount(a, p1, &error));
+        g_assert_true(harness_unmount(a, p1, &error));
         harness_assert_no_error(error);
-        g_assert_false(call_unmount(a, p1, &error));
+        g_assert_false(harness_unmount(a, p1, &error));
         harness_assert_dbus_error(error, LOOPD_ERROR_NOT_MOUNTED, NULL);
         g_clear_error(&error);
-        g_assert_false(call_unmount(a, mount_point, &error));
+        g_assert_false(harness_unmount(a, mount_point, &error));
         harness_assert_dbus_error(error, LOOPD_ERROR_NOT_MOUNTED, NULL);
         g_clear_error(&error);
         g_assert_cmpint(harness_loopctl(h, HARNESS_USER_A, &run, "unmount", p1, NULL), ==, 1);
@@ -1606,7 +1579,7 @@ static void test_unsupported_filesystem(Harness *h, gconstpointer data)
 
         device = user_attach(h, HARNESS_USER_A, image, false);
         REQUIRE_NONNULL(device);
-        mount_point = call_mount(a, device, NULL, &error);
+        mount_point = harness_mount(a, device, NULL, &error);
         harness_assert_dbus_error(error, LOOPD_ERROR_UNSUPPORTED_FILESYSTEM, "minix");
         g_assert_null(mount_point);
         check_nothing_mounted(h, device);
@@ -1641,14 +1614,14 @@ static void test_fuse_helper_exits_with_unmount(Harness *h, gconstpointer data)
                 qtree, qtree, qimage, qtree));
         device = user_attach(h, HARNESS_USER_A, image, false);
         REQUIRE_NONNULL(device);
-        mount_point = call_mount(a, device, NULL, &error);
+        mount_point = harness_mount(a, device, NULL, &error);
         harness_assert_no_error(error);
         REQUIRE_NONNULL(mount_point);
         g_assert_true(check_mount(h, HARNESS_USER_A, device, mount_point, "fuse"));
         g_autoptr(GPtrArray) serving = holders_of(rdev_of(device), "fuseiso");
         g_assert_cmpuint(serving->len, >=, 1); /* the oracle sees the helper */
 
-        g_assert_true(call_unmount(a, mount_point, &error));
+        g_assert_true(harness_unmount(a, mount_point, &error));
         /* At once, before anything else runs: Unmount returns only once the helper is gone. */
         g_autoptr(GPtrArray) left = holders_of(rdev_of(device), "fuseiso");
         harness_assert_no_error(error);
@@ -1676,14 +1649,14 @@ static void test_unmount_busy_while_file_open(Harness *h, gconstpointer data)
         REQUIRE_NONNULL(a);
         device = user_attach(h, HARNESS_USER_A, image, false);
         REQUIRE_NONNULL(device);
-        mount_point = call_mount(a, device, NULL, &error);
+        mount_point = harness_mount(a, device, NULL, &error);
         harness_assert_no_error(error);
         REQUIRE_NONNULL(mount_point);
         file = g_build_filename(mount_point, "home", NULL);
         fd = open(file, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         g_assert_cmpint(fd, >=, 0);
 
-        g_assert_false(call_unmount(a, mount_point, &error));
+        g_assert_false(harness_unmount(a, mount_point, &error));
         harness_assert_dbus_error(error, LOOPD_ERROR_BUSY, NULL);
         g_clear_error(&error);
         g_assert_true(check_mount(h, HARNESS_USER_A, device, mount_point, "ext4"));
@@ -1693,7 +1666,7 @@ static void test_unmount_busy_while_file_open(Harness *h, gconstpointer data)
         g_assert_true(check_mount(h, HARNESS_USER_A, device, mount_point, "ext4"));
 
         close(fd);
-        g_assert_true(call_unmount(a, mount_point, &error));
+        g_assert_true(harness_unmount(a, mount_point, &error));
         harness_assert_no_error(error);
         check_unmounted(mount_point);
         g_assert_true(harness_detach(a, device, NULL, &error));
@@ -1718,7 +1691,7 @@ static void test_other_user_cannot_enter_or_unmount(Harness *h, gconstpointer da
         populate(h, image, 0, "echo private > \"$M/home/secret\"; chmod 0644 \"$M/home/secret\"");
         device = user_attach(h, HARNESS_USER_A, image, false);
         REQUIRE_NONNULL(device);
-        mount_point = call_mount(a, device, NULL, &error);
+        mount_point = harness_mount(a, device, NULL, &error);
         harness_assert_no_error(error);
         REQUIRE_NONNULL(mount_point);
         g_assert_true(check_mount(h, HARNESS_USER_A, device, mount_point, "ext4"));
@@ -1732,17 +1705,17 @@ static void test_other_user_cannot_enter_or_unmount(Harness *h, gconstpointer da
         const char *ls[] = { "ls", dir, NULL };
         g_assert_cmpint(run_as(h, HARNESS_USER_B, NULL, ls), !=, 0);
 
-        g_assert_false(call_unmount(b, mount_point, &error));
+        g_assert_false(harness_unmount(b, mount_point, &error));
         harness_assert_dbus_error(error, LOOPD_ERROR_NOT_AUTHORIZED, NULL);
         g_clear_error(&error);
-        g_assert_false(call_unmount(b, device, &error));
+        g_assert_false(harness_unmount(b, device, &error));
         harness_assert_dbus_error(error, LOOPD_ERROR_NOT_AUTHORIZED, NULL);
         g_clear_error(&error);
         g_assert_true(check_mount(h, HARNESS_USER_A, device, mount_point, "ext4"));
 
-        g_assert_true(call_unmount(a, mount_point, &error));
+        g_assert_true(harness_unmount(a, mount_point, &error));
         harness_assert_no_error(error);
-        again = call_mount(b, device, NULL, &error);
+        again = harness_mount(b, device, NULL, &error);
         harness_assert_dbus_error(error, LOOPD_ERROR_NOT_AUTHORIZED, NULL);
         g_assert_null(again);
         g_clear_error(&error);
@@ -1790,7 +1763,7 @@ static void test_user_fuse_mount_posing_as_device_ignored(Harness *h, gconstpoin
         p2 = g_strconcat(device, "p2", NULL);
         mp1 = reply_mount_point(reply, p1);
         REQUIRE_NONNULL(mp1);
-        g_assert_true(call_unmount(a, p2, &error));
+        g_assert_true(harness_unmount(a, p2, &error));
         harness_assert_no_error(error);
 
         /* B's decoy, named after A's partition. */
@@ -1806,25 +1779,25 @@ static void test_user_fuse_mount_posing_as_device_ignored(Harness *h, gconstpoin
         g_assert_cmpstr(json_object_get_string_member(fake, "source"), ==, p2);
 
         /* Unmount by the decoy's path is not an unmount of A's partition: root never unmounts it. */
-        g_assert_false(call_unmount(a, decoy_dir, &error));
+        g_assert_false(harness_unmount(a, decoy_dir, &error));
         harness_assert_dbus_error(error, LOOPD_ERROR_NOT_MOUNTED, NULL);
         g_clear_error(&error);
         g_autoptr(JsonObject) fake_still = findmnt_at(decoy_dir);
         g_assert_nonnull(fake_still);
 
         /* Mount is not AlreadyMounted, and Unmount takes down A's mount, not B's. */
-        mount_point = call_mount(a, p2, NULL, &error);
+        mount_point = harness_mount(a, p2, NULL, &error);
         harness_assert_no_error(error);
         REQUIRE_NONNULL(mount_point);
-        g_assert_true(call_unmount(a, p2, &error));
+        g_assert_true(harness_unmount(a, p2, &error));
         harness_assert_no_error(error);
         check_unmounted(mount_point);
-        g_assert_false(call_unmount(a, p2, &error));
+        g_assert_false(harness_unmount(a, p2, &error));
         harness_assert_dbus_error(error, LOOPD_ERROR_NOT_MOUNTED, NULL);
         g_clear_error(&error);
 
         /* The last real mount goes: the autoclear device goes with it, whatever B's decoy says. */
-        g_assert_true(call_unmount(a, mp1, &error));
+        g_assert_true(harness_unmount(a, mp1, &error));
         harness_assert_no_error(error);
         g_assert_false(loop_bound_under(device, h->tmpdir));
 

@@ -119,11 +119,6 @@ static void cleanup_device(Harness *h, const char *image, const char *device)
 /* ---------------------------------------------------------------------------------------------------- */
 /* Raw calls with the interactive flag, and calls that overlap */
 
-static GVariant *empty_options(void)
-{
-        return g_variant_new_array(G_VARIANT_TYPE("{sv}"), NULL, 0);
-}
-
 /* Opens path as the test (root) with open_flags and calls method(h, a{sv}) with that fd. */
 static GVariant *call_with_image(GDBusConnection *c, const char *method, const char *path, int open_flags,
         GVariant *options, GDBusCallFlags flags, GError **error)
@@ -142,7 +137,8 @@ static GVariant *call_with_image(GDBusConnection *c, const char *method, const c
         if (index < 0)
                 return NULL;
         return harness_call(c, method,
-                g_variant_new("(h@a{sv})", index, options ? options : empty_options()), fds, flags, error);
+                g_variant_new("(h@a{sv})", index, options ? options : harness_empty_options()), fds, flags,
+                error);
 }
 
 /* Attach with call flags; returns the device or NULL with error set. */
@@ -159,8 +155,8 @@ static char *attach_as(
 
 static bool detach_as(GDBusConnection *c, const char *device, GDBusCallFlags flags, GError **error)
 {
-        g_autoptr(GVariant) reply = harness_call(
-                c, "Detach", g_variant_new("(s@a{sv})", device, empty_options()), NULL, flags, error);
+        g_autoptr(GVariant) reply = harness_call(c, "Detach",
+                g_variant_new("(s@a{sv})", device, harness_empty_options()), NULL, flags, error);
         return reply != NULL;
 }
 
@@ -210,7 +206,7 @@ static void overlap_start_with_image(
                 return;
         }
         close(fd);
-        overlap_start(o, c, method, g_variant_new("(h@a{sv})", 0, empty_options()), fds);
+        overlap_start(o, c, method, g_variant_new("(h@a{sv})", 0, harness_empty_options()), fds);
 }
 
 static void overlap_start_attach(Overlap *o, GDBusConnection *c, const char *path)
@@ -873,8 +869,8 @@ static void test_mount_others_device_needs_manage_others(Harness *h, gconstpoint
         fake_authority_clear_calls(h->authority);
         {
                 g_autoptr(GVariant) reply =
-                        harness_call(b, "Mount", g_variant_new("(s@a{sv})", device, empty_options()), NULL,
-                                G_DBUS_CALL_FLAGS_NONE, &error);
+                        harness_call(b, "Mount", g_variant_new("(s@a{sv})", device, harness_empty_options()),
+                                NULL, G_DBUS_CALL_FLAGS_NONE, &error);
                 harness_assert_dbus_error(error, LOOPD_ERROR_NOT_AUTHORIZED, NULL);
                 g_clear_error(&error);
                 g_autoptr(GPtrArray) calls = assert_calls(h, b, 0, LOOPD_ACTION_MANAGE_OTHERS, NULL);
@@ -889,8 +885,8 @@ static void test_mount_others_device_needs_manage_others(Harness *h, gconstpoint
         fake_authority_clear_calls(h->authority);
         {
                 g_autoptr(GVariant) reply =
-                        harness_call(a, "Mount", g_variant_new("(s@a{sv})", device, empty_options()), NULL,
-                                G_DBUS_CALL_FLAGS_NONE, &error);
+                        harness_call(a, "Mount", g_variant_new("(s@a{sv})", device, harness_empty_options()),
+                                NULL, G_DBUS_CALL_FLAGS_NONE, &error);
                 harness_assert_no_error(error);
                 g_clear_error(&error);
                 if (reply)
@@ -906,9 +902,9 @@ static void test_mount_others_device_needs_manage_others(Harness *h, gconstpoint
         const char *targets[] = { mount_point, device };
         for (guint i = 0; mount_point && i < G_N_ELEMENTS(targets); i++) {
                 fake_authority_clear_calls(h->authority);
-                g_autoptr(GVariant) reply =
-                        harness_call(b, "Unmount", g_variant_new("(s@a{sv})", targets[i], empty_options()),
-                                NULL, G_DBUS_CALL_FLAGS_NONE, &error);
+                g_autoptr(GVariant) reply = harness_call(b, "Unmount",
+                        g_variant_new("(s@a{sv})", targets[i], harness_empty_options()), NULL,
+                        G_DBUS_CALL_FLAGS_NONE, &error);
                 harness_assert_dbus_error(error, LOOPD_ERROR_NOT_AUTHORIZED, NULL);
                 g_clear_error(&error);
                 g_ptr_array_unref(assert_calls(h, b, 0, LOOPD_ACTION_MANAGE_OTHERS, NULL));
@@ -917,9 +913,9 @@ static void test_mount_others_device_needs_manage_others(Harness *h, gconstpoint
         }
 
         if (mount_point) {
-                g_autoptr(GVariant) reply =
-                        harness_call(a, "Unmount", g_variant_new("(s@a{sv})", mount_point, empty_options()),
-                                NULL, G_DBUS_CALL_FLAGS_NONE, &error);
+                g_autoptr(GVariant) reply = harness_call(a, "Unmount",
+                        g_variant_new("(s@a{sv})", mount_point, harness_empty_options()), NULL,
+                        G_DBUS_CALL_FLAGS_NONE, &error);
                 harness_assert_no_error(error);
                 g_clear_error(&error);
                 g_autofree char *after = mount_point_of(device);
@@ -1126,7 +1122,7 @@ static void test_mount_image_asks_attach_and_mount_up_front(Harness *h, gconstpo
         /* A's own mounts: A unmounts with the mount action; the autoclear device goes with the last one. */
         for (guint i = 0; i < points->len; i++) {
                 g_autoptr(GVariant) r = harness_call(a, "Unmount",
-                        g_variant_new("(s@a{sv})", (char *)points->pdata[i], empty_options()), NULL,
+                        g_variant_new("(s@a{sv})", (char *)points->pdata[i], harness_empty_options()), NULL,
                         G_DBUS_CALL_FLAGS_NONE, &error);
                 harness_assert_no_error(error);
                 g_clear_error(&error);

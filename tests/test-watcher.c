@@ -37,11 +37,6 @@ static char *object_path_of(const char *device)
         return g_strconcat(LOOPD_DEVICE_PATH_PREFIX "/", device + strlen("/dev/"), NULL);
 }
 
-static GVariant *no_options(void)
-{
-        return g_variant_new_array(G_VARIANT_TYPE("{sv}"), NULL, 0);
-}
-
 /* A 64 MiB GPT image: p1 (16 MiB at 1 MiB) carries ext4 labelled label, p2 the rest, empty. */
 static char *make_gpt_image(Harness *h, const char *name, const char *label)
 {
@@ -74,26 +69,6 @@ static char *attach(GDBusConnection *c, const char *image)
                 return NULL;
         }
         return device;
-}
-
-static char *call_mount(GDBusConnection *c, const char *node, GError **error)
-{
-        g_autoptr(GVariant) reply = harness_call(c, "Mount", g_variant_new("(s@a{sv})", node, no_options()),
-                NULL, G_DBUS_CALL_FLAGS_NONE, error);
-        const char *mount_point;
-
-        if (!reply)
-                return NULL;
-        g_variant_get(reply, "(&s)", &mount_point);
-        return g_strdup(mount_point);
-}
-
-static bool call_unmount(GDBusConnection *c, const char *target, GError **error)
-{
-        g_autoptr(GVariant) reply = harness_call(c, "Unmount",
-                g_variant_new("(s@a{sv})", target, no_options()), NULL, G_DBUS_CALL_FLAGS_NONE, error);
-
-        return reply != NULL;
 }
 
 /* The kernel's view, not loopd's: is anything mounted on target? */
@@ -1024,11 +999,11 @@ static void test_events_in_order(Harness *h, gconstpointer data)
         partx_all(device, 2, true);
         wait_event(log, device, "PartitionAdded", NULL, 4, HARNESS_TIMEOUT_MS);
 
-        mount_point = call_mount(owner, p1, &error);
+        mount_point = harness_mount(owner, p1, NULL, &error);
         harness_assert_no_error(error);
         REQUIRE(mount_point);
         wait_event(log, device, "Mounted", mount_point, 1, HARNESS_TIMEOUT_MS);
-        g_assert_true(call_unmount(owner, mount_point, &error));
+        g_assert_true(harness_unmount(owner, mount_point, &error));
         harness_assert_no_error(error);
         wait_event(log, device, "Unmounted", mount_point, 1, HARNESS_TIMEOUT_MS);
 
@@ -1354,7 +1329,7 @@ static void test_gdbus_object_manager_client(Harness *h, gconstpointer data)
         g_assert_null(manager);
 
         /* A mount shows in the cached Partitions through PropertiesChanged. */
-        mount_point = call_mount(owner, p1, &error);
+        mount_point = harness_mount(owner, p1, NULL, &error);
         harness_assert_no_error(error);
         REQUIRE(mount_point);
         MountPointQuery q = { proxy, 1, mount_point };
@@ -1375,7 +1350,7 @@ static void test_gdbus_object_manager_client(Harness *h, gconstpointer data)
         g_assert_cmpstr(late_mp, ==, mount_point);
 
         /* Unmount clears it again. */
-        g_assert_true(call_unmount(owner, mount_point, &error));
+        g_assert_true(harness_unmount(owner, mount_point, &error));
         harness_assert_no_error(error);
         q.want = "";
         if (!wait_until(proxy_mount_point_is, &q, HARNESS_TIMEOUT_MS))
@@ -1409,7 +1384,7 @@ static void test_outside_umount_removes_mount_point(Harness *h, gconstpointer da
         g_autoptr(EventLog) log = event_log_new(owner);
         event_log_scope(log, image);
         REQUIRE((device = attach(owner, image)));
-        mount_point = call_mount(owner, device, &error);
+        mount_point = harness_mount(owner, device, NULL, &error);
         harness_assert_no_error(error);
         REQUIRE(mount_point);
         g_assert_true(g_str_has_prefix(mount_point, h->media_dir));
@@ -1460,7 +1435,7 @@ static void test_outside_umount_releases_autoclear_device(Harness *h, gconstpoin
         g_assert_cmpint(g_unix_fd_list_append(fds, fd, NULL), ==, 0);
         close(fd);
         g_autoptr(GVariant) reply = harness_call(owner, "MountImage",
-                g_variant_new("(h@a{sv})", 0, no_options()), fds, G_DBUS_CALL_FLAGS_NONE, &error);
+                g_variant_new("(h@a{sv})", 0, harness_empty_options()), fds, G_DBUS_CALL_FLAGS_NONE, &error);
         harness_assert_no_error(error);
         REQUIRE(reply);
         g_autoptr(GVariant) mounts = NULL;
@@ -1564,7 +1539,7 @@ static void test_restart_keeps_owners_and_mounts(Harness *h, gconstpointer data)
                 REQUIRE(a && b);
                 REQUIRE((dev_a = attach(a, image_a)));
                 REQUIRE((dev_b = attach(b, image_b)));
-                mount_point = call_mount(a, dev_a, &error);
+                mount_point = harness_mount(a, dev_a, NULL, &error);
                 harness_assert_no_error(error);
                 REQUIRE(mount_point);
         }
@@ -1613,7 +1588,7 @@ static void test_restart_keeps_owners_and_mounts(Harness *h, gconstpointer data)
         g_assert_false(harness_detach(b, dev_a, NULL, &error));
         harness_assert_dbus_error(error, LOOPD_ERROR_NOT_AUTHORIZED, NULL);
         g_clear_error(&error);
-        g_assert_true(call_unmount(a, mount_point, &error));
+        g_assert_true(harness_unmount(a, mount_point, &error));
         harness_assert_no_error(error);
         g_clear_error(&error);
         g_assert_false(is_mount_point(mount_point));
@@ -1655,7 +1630,7 @@ static void test_restart_removes_mount_point_unmounted_while_down(Harness *h, gc
                 REQUIRE(a);
                 g_autoptr(EventLog) log = event_log_new(a);
                 REQUIRE((device = attach(a, image)));
-                mount_point = call_mount(a, device, &error);
+                mount_point = harness_mount(a, device, NULL, &error);
                 harness_assert_no_error(error);
                 REQUIRE(mount_point);
                 /* loopd records its mount points as the mount table shows them: once it announced the mount,
