@@ -75,6 +75,25 @@ static void check_bound(const char *file, int line, const char *image, const cha
                         "%s:%d: %s is bound to [%s], expected to %s", file, line, image, list, device);
 }
 
+/* loopctl --no-ask-password detach device, as user, exits with status (1 with a "loopctl: " line), and
+ * afterwards image is bound to nothing (status 0) or still to device. */
+#define assert_loopctl_detach(h, user, image, device, status) \
+        check_loopctl_detach(__FILE__, __LINE__, (h), (user), (image), (device), (status))
+static void check_loopctl_detach(const char *file, int line, Harness *h, const char *user, const char *image,
+        const char *device, int status)
+{
+        g_auto(HarnessRun) run = { 0 };
+        int got = harness_loopctl(h, user, &run, "--no-ask-password", "detach", device, NULL);
+
+        if (got != status)
+                g_test_fail_printf("%s:%d: loopctl detach %s as %s exited %d, expected %d: %s", file, line,
+                        device, user, got, status, run.err ? run.err : "");
+        else if (status == 1 && !g_str_has_prefix(run.err ? run.err : "", "loopctl: "))
+                g_test_fail_printf("%s:%d: loopctl detach failed without a 'loopctl: ' line: %s", file, line,
+                        run.err ? run.err : "");
+        check_bound(file, line, image, status == 0 ? NULL : device);
+}
+
 /* Where node is mounted (findmnt), or NULL. */
 static char *mount_point_of(const char *node)
 {
@@ -158,6 +177,22 @@ static bool detach_as(GDBusConnection *c, const char *device, GDBusCallFlags fla
         g_autoptr(GVariant) reply = harness_call(c, "Detach",
                 g_variant_new("(s@a{sv})", device, harness_empty_options()), NULL, flags, error);
         return reply != NULL;
+}
+
+/* Detach of device over c with flags is refused with error_name (whose message has needle, unless NULL),
+ * and image is still bound to device. */
+#define assert_detach_refused(c, device, flags, error_name, needle, image) \
+        check_detach_refused(__FILE__, __LINE__, (c), (device), (flags), (error_name), (needle), (image))
+static void check_detach_refused(const char *file, int line, GDBusConnection *c, const char *device,
+        GDBusCallFlags flags, const char *error_name, const char *needle, const char *image)
+{
+        g_autoptr(GError) error = NULL;
+
+        if (detach_as(c, device, flags, &error))
+                g_test_fail_printf("%s:%d: Detach of %s was not refused", file, line, device);
+        else
+                harness_assert_dbus_error(error, error_name, needle);
+        check_bound(file, line, image, device);
 }
 
 /* One call of several that run at the same time; order says which completed when (1 = first). */
@@ -484,11 +519,8 @@ static void test_denied_changes_nothing(Harness *h, gconstpointer data)
         g_autofree char *state_attached = tree_snapshot(h->state_dir);
         fake_authority_set(h->authority, LOOPD_ACTION_ATTACH, FAKE_AUTH_DENY, 0);
         fake_authority_clear_calls(h->authority);
-        g_assert_false(detach_as(a, own, G_DBUS_CALL_FLAGS_NONE, &error));
-        harness_assert_dbus_error(error, LOOPD_ERROR_NOT_AUTHORIZED, NULL);
-        g_clear_error(&error);
+        assert_detach_refused(a, own, G_DBUS_CALL_FLAGS_NONE, LOOPD_ERROR_NOT_AUTHORIZED, NULL, image);
         g_autoptr(GPtrArray) detach_calls = assert_calls(h, a, 0, LOOPD_ACTION_ATTACH, NULL);
-        assert_bound(image, own);
         g_autofree char *state_still = tree_snapshot(h->state_dir);
         g_assert_cmpstr(state_still, ==, state_attached);
         ListedDevice d = list_find(h->bus, own);
@@ -815,22 +847,13 @@ static void test_detach_others_device_needs_manage_others(Harness *h, gconstpoin
 
         /* B may attach its own images, which is not the question here: A's device is A's. */
         fake_authority_clear_calls(h->authority);
-        g_assert_false(detach_as(b, device, G_DBUS_CALL_FLAGS_NONE, &error));
-        harness_assert_dbus_error(error, LOOPD_ERROR_NOT_AUTHORIZED, NULL);
-        g_clear_error(&error);
+        assert_detach_refused(b, device, G_DBUS_CALL_FLAGS_NONE, LOOPD_ERROR_NOT_AUTHORIZED, NULL, image);
         {
                 g_autoptr(GPtrArray) calls = assert_calls(h, b, 0, LOOPD_ACTION_MANAGE_OTHERS, NULL);
                 assert_detail(call_at(calls, 0), "device", device);
                 assert_detail(call_at(calls, 0), "backing_file", image);
         }
-        assert_bound(image, device);
-
-        g_auto(HarnessRun) run = { 0 };
-        g_assert_cmpint(
-                harness_loopctl(h, HARNESS_USER_B, &run, "--no-ask-password", "detach", device, NULL), ==,
-                1);
-        g_assert_true(g_str_has_prefix(run.err, "loopctl: "));
-        assert_bound(image, device);
+        assert_loopctl_detach(h, HARNESS_USER_B, image, device, 1);
 
         /* Granted, B may. */
         fake_authority_set(h->authority, LOOPD_ACTION_MANAGE_OTHERS, FAKE_AUTH_ALLOW, 0);
@@ -949,14 +972,11 @@ static void test_unmanaged_device_needs_manage_others(Harness *h, gconstpointer 
 
         fake_authority_set(h->authority, LOOPD_ACTION_ATTACH, FAKE_AUTH_ALLOW, 0);
         fake_authority_set(h->authority, LOOPD_ACTION_MANAGE_OTHERS, FAKE_AUTH_DENY, 0);
-        g_assert_false(detach_as(a, device, G_DBUS_CALL_FLAGS_NONE, &error));
-        harness_assert_dbus_error(error, LOOPD_ERROR_NOT_AUTHORIZED, NULL);
-        g_clear_error(&error);
+        assert_detach_refused(a, device, G_DBUS_CALL_FLAGS_NONE, LOOPD_ERROR_NOT_AUTHORIZED, NULL, image);
         {
                 g_autoptr(GPtrArray) calls = assert_calls(h, a, 0, LOOPD_ACTION_MANAGE_OTHERS, NULL);
                 assert_detail(call_at(calls, 0), "device", device);
         }
-        assert_bound(image, device);
 
         fake_authority_set(h->authority, LOOPD_ACTION_MANAGE_OTHERS, FAKE_AUTH_ALLOW, 0);
         fake_authority_clear_calls(h->authority);
@@ -1379,11 +1399,7 @@ static void test_real_user_attaches_lists_detaches(Harness *h, gconstpointer dat
         g_assert_cmpint(harness_loopctl(h, HARNESS_USER_A, &run, "--no-ask-password", "--json", "partitions",
                                 device, NULL),
                 ==, 0);
-        harness_run_clear(&run);
-        g_assert_cmpint(
-                harness_loopctl(h, HARNESS_USER_A, &run, "--no-ask-password", "detach", device, NULL), ==,
-                0);
-        assert_bound(image, NULL);
+        assert_loopctl_detach(h, HARNESS_USER_A, image, device, 0);
         cleanup_device(h, image, device);
 }
 
@@ -1393,7 +1409,6 @@ static void test_real_other_user_denied(Harness *h, gconstpointer data)
         g_autofree char *image = image_new(h, "real-a.img", 32 * MiB, HARNESS_USER_A);
         g_autofree char *image_b = image_new(h, "real-b.img", 32 * MiB, HARNESS_USER_B);
         g_auto(HarnessRun) run = { 0 };
-        g_autoptr(GError) error = NULL;
         GDBusConnection *b = harness_connect_as(h, HARNESS_USER_B);
 
         if (!b)
@@ -1404,21 +1419,13 @@ static void test_real_other_user_denied(Harness *h, gconstpointer data)
 
         /* manage-others is auth_admin_keep: a password would do. Without interaction allowed, B is told to
          * allow it; with interaction allowed but no agent to ask, polkit still wants one: a plain no. */
-        g_assert_cmpint(
-                harness_loopctl(h, HARNESS_USER_B, &run, "--no-ask-password", "detach", device, NULL), ==,
-                1);
-        g_assert_true(g_str_has_prefix(run.err, "loopctl: "));
-        assert_bound(image, device);
+        assert_loopctl_detach(h, HARNESS_USER_B, image, device, 1);
 
-        g_assert_false(detach_as(b, device, G_DBUS_CALL_FLAGS_NONE, &error));
-        harness_assert_dbus_error(error, DBUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED, NULL);
-        g_clear_error(&error);
-        assert_bound(image, device);
+        assert_detach_refused(b, device, G_DBUS_CALL_FLAGS_NONE,
+                DBUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED, NULL, image);
 
-        g_assert_false(detach_as(b, device, G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION, &error));
-        harness_assert_dbus_error(error, LOOPD_ERROR_NOT_AUTHORIZED, NULL);
-        g_clear_error(&error);
-        assert_bound(image, device);
+        assert_detach_refused(b, device, G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION,
+                LOOPD_ERROR_NOT_AUTHORIZED, NULL, image);
 
         /* B is not granted attach either (auth_admin). */
         harness_run_clear(&run);
@@ -1428,11 +1435,7 @@ static void test_real_other_user_denied(Harness *h, gconstpointer data)
         g_assert_true(g_str_has_prefix(run.err, "loopctl: "));
         assert_bound(image_b, NULL);
 
-        harness_run_clear(&run);
-        g_assert_cmpint(
-                harness_loopctl(h, HARNESS_USER_A, &run, "--no-ask-password", "detach", device, NULL), ==,
-                0);
-        assert_bound(image, NULL);
+        assert_loopctl_detach(h, HARNESS_USER_A, image, device, 0);
         cleanup_device(h, image, device);
 }
 
@@ -1442,8 +1445,6 @@ static void test_real_own_grant_is_not_manage_others(Harness *h, gconstpointer d
         HARNESS_REQUIRE(h);
         g_autofree char *image = image_new(h, "grant-a.img", 32 * MiB, HARNESS_USER_A);
         g_autofree char *image_b = image_new(h, "grant-b.img", 32 * MiB, HARNESS_USER_B);
-        g_auto(HarnessRun) run = { 0 };
-        g_autoptr(GError) error = NULL;
         GDBusConnection *b = harness_connect_as(h, HARNESS_USER_B);
 
         if (!b)
@@ -1456,28 +1457,15 @@ static void test_real_own_grant_is_not_manage_others(Harness *h, gconstpointer d
         g_autofree char *dev_b = loopctl_attach(h, HARNESS_USER_B, image_b);
         if (dev_b) {
                 assert_bound(image_b, dev_b);
-                g_assert_cmpint(
-                        harness_loopctl(h, HARNESS_USER_B, &run, "--no-ask-password", "detach", dev_b, NULL),
-                        ==, 0);
-                assert_bound(image_b, NULL);
+                assert_loopctl_detach(h, HARNESS_USER_B, image_b, dev_b, 0);
         }
 
         /* A's device needs manage-others, which B is not granted. */
-        g_assert_false(detach_as(b, device, G_DBUS_CALL_FLAGS_NONE, &error));
-        harness_assert_dbus_error(error, DBUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED, "manage-others");
-        g_clear_error(&error);
-        harness_run_clear(&run);
-        g_assert_cmpint(
-                harness_loopctl(h, HARNESS_USER_B, &run, "--no-ask-password", "detach", device, NULL), ==,
-                1);
-        g_assert_true(g_str_has_prefix(run.err, "loopctl: "));
-        assert_bound(image, device);
+        assert_detach_refused(b, device, G_DBUS_CALL_FLAGS_NONE,
+                DBUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED, "manage-others", image);
+        assert_loopctl_detach(h, HARNESS_USER_B, image, device, 1);
 
-        harness_run_clear(&run);
-        g_assert_cmpint(
-                harness_loopctl(h, HARNESS_USER_A, &run, "--no-ask-password", "detach", device, NULL), ==,
-                0);
-        assert_bound(image, NULL);
+        assert_loopctl_detach(h, HARNESS_USER_A, image, device, 0);
         cleanup_device(h, image, device);
         cleanup_device(h, image_b, dev_b);
 }
