@@ -85,7 +85,7 @@ Auth *auth_free(Auth *a)
         return NULL;
 }
 
-int auth_sender_uid(sd_bus_message *message, uid_t *ret)
+static int auth_sender_uid(sd_bus_message *message, uid_t *ret)
 {
         _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
         uint64_t mask = SD_BUS_CREDS_EUID | SD_BUS_CREDS_UID;
@@ -103,6 +103,14 @@ int auth_sender_uid(sd_bus_message *message, uid_t *ret)
         if (!(augmented & SD_BUS_CREDS_UID) && sd_bus_creds_get_uid(creds, ret) >= 0)
                 return 0;
         return -EPERM;
+}
+
+int auth_caller(sd_bus_message *message, uid_t *ret_uid, sd_bus_error *error)
+{
+        if (auth_sender_uid(message, ret_uid) < 0)
+                return sd_bus_error_set(
+                        error, LOOPD_ERROR_NOT_AUTHORIZED, "Not authorized: cannot tell who the caller is");
+        return 0;
 }
 
 bool auth_busy(Auth *a)
@@ -245,20 +253,12 @@ static int auth_current_handler(Auth *a, sd_bus_message_handler_t *ret_handler, 
         return 0;
 }
 
-int auth_check(Auth *a, sd_bus_message *message, const char *action, const char *const *details,
+int auth_check(Auth *a, sd_bus_message *message, uid_t uid, const char *action, const char *const *details,
         sd_bus_error *error)
 {
         AuthQuery *q;
-        uid_t uid;
         int r;
 
-        /* Asked of the bus every time, also when the message is dispatched again with polkit's answer: a
-         * caller that left in the meantime is no longer known to the bus, and nothing is done for it (a
-         * device attached for nobody would count against the user's limit, owned by a dead client). */
-        r = auth_sender_uid(message, &uid);
-        if (r < 0)
-                return sd_bus_error_setf(error, LOOPD_ERROR_NOT_AUTHORIZED,
-                        "Not authorized for %s: cannot tell who the caller is", action);
         if (uid == 0)
                 return 1;
 

@@ -14,11 +14,14 @@ Auth *auth_free(Auth *a);
  * message is dispatched to the handler again and this call then returns the answer; < 0 with error set
  * (NotAuthorized, InteractiveAuthorizationRequired) when denied. details: NULL-terminated key, value list
  * handed to polkit rules. */
-int auth_check(Auth *a, sd_bus_message *message, const char *action, const char *const *details,
+int auth_check(Auth *a, sd_bus_message *message, uid_t uid, const char *action, const char *const *details,
         sd_bus_error *error);
 
 /* Is a question with polkit still unanswered? */
 bool auth_busy(Auth *a);
 
-/* The sender's effective uid (from the bus, never from /proc). */
-int auth_sender_uid(sd_bus_message *message, uid_t *ret);
+/* The sender's effective uid, from the bus (never from /proc), for auth_check(). Asked of the bus at every
+ * dispatch of a call, also when it is dispatched again with polkit's answer: a caller that left in the
+ * meantime is no longer known to the bus, and gets NotAuthorized (nothing is done for a caller that is
+ * gone). One question a dispatch: on dbus-daemon it is a round trip. */
+int auth_caller(sd_bus_message *message, uid_t *ret_uid, sd_bus_error *error);

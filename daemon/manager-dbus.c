@@ -414,14 +414,14 @@ static int read_image_request(
 }
 
 /* Asks polkit for every action (NULL-terminated) before anything is touched. Returns as auth_check(). */
-static int authorize_image(Manager *m, sd_bus_message *message, const AttachRequest *req,
+static int authorize_image(Manager *m, sd_bus_message *message, uid_t uid, const AttachRequest *req,
         const char *backing, const char *const *actions, sd_bus_error *error)
 {
         const char *details[] = { "backing_file", strempty(backing), "read_only",
                 req->read_only ? "true" : "false", NULL };
 
         for (const char *const *a = actions; *a; a++) {
-                int r = auth_check(m->auth, message, *a, details, error);
+                int r = auth_check(m->auth, message, uid, *a, details, error);
                 if (r <= 0)
                         return r;
         }
@@ -450,14 +450,13 @@ static int method_attach(sd_bus_message *message, void *userdata, sd_bus_error *
         r = attach_prepare(fd, &req, &st, &backing, error);
         if (r < 0)
                 return r;
+        r = auth_caller(message, &uid, error);
+        if (r < 0)
+                return r;
         r = authorize_image(
-                m, message, &req, backing, (const char *const[]){ LOOPD_ACTION_ATTACH, NULL }, error);
+                m, message, uid, &req, backing, (const char *const[]){ LOOPD_ACTION_ATTACH, NULL }, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
-
-        r = auth_sender_uid(message, &uid);
-        if (r < 0)
-                return bus_reply_errno(error, r, "Failed to identify the caller");
         /* Before attaching: switching the watcher's event source afterwards would lose the new device's
          * events, and the wait for udev would run into its timeout. */
         bool wait_for_udev = req.partition_scan && watcher_udev_running(m->watcher);
@@ -538,14 +537,13 @@ static int method_mount_image(sd_bus_message *message, void *userdata, sd_bus_er
                 return r;
 
         /* One polkit round for the whole operation: both actions up front, before anything is touched. */
-        r = authorize_image(m, message, &req, backing,
+        r = auth_caller(message, &uid, error);
+        if (r < 0)
+                return r;
+        r = authorize_image(m, message, uid, &req, backing,
                 (const char *const[]){ LOOPD_ACTION_ATTACH, LOOPD_ACTION_MOUNT, NULL }, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
-
-        r = auth_sender_uid(message, &uid);
-        if (r < 0)
-                return bus_reply_errno(error, r, "Failed to identify the caller");
         r = attach_image(m, fd, &req, &st, uid, &info, error);
         if (r < 0)
                 return r;
@@ -651,9 +649,9 @@ static int method_detach(sd_bus_message *message, void *userdata, sd_bus_error *
         if (r < 0)
                 return r;
 
-        r = auth_sender_uid(message, &uid);
+        r = auth_caller(message, &uid, error);
         if (r < 0)
-                return bus_reply_errno(error, r, "Failed to identify the caller");
+                return r;
         ManagedDevice *d = manager_find_device(m, number, info->diskseq);
         const char *action = d && d->owner == uid ? LOOPD_ACTION_ATTACH : LOOPD_ACTION_MANAGE_OTHERS;
         char devname[32];
@@ -663,7 +661,7 @@ static int method_detach(sd_bus_message *message, void *userdata, sd_bus_error *
         if (r < 0)
                 return r;
         const char *details[] = { "device", devname, "backing_file", info->backing_file, NULL };
-        r = auth_check(m->auth, message, action, details, error);
+        r = auth_check(m->auth, message, uid, action, details, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
 

@@ -155,16 +155,16 @@ static int authorize_node(Manager *m, sd_bus_message *message, unsigned number, 
         uid_t uid;
         int r;
 
-        r = auth_sender_uid(message, &uid);
+        r = auth_caller(message, &uid, error);
         if (r < 0)
-                return bus_reply_errno(error, r, "Failed to identify the caller");
+                return r;
         if (loop_get_info(number, &info) < 0)
                 return sd_bus_error_setf(error, LOOPD_ERROR_NOT_FOUND, "loop%u is not attached", number);
         d = manager_find_device(m, number, info->diskseq);
         if (d && d->owner == uid)
                 action = LOOPD_ACTION_MOUNT;
 
-        r = auth_check(m->auth, message, action, details, error);
+        r = auth_check(m->auth, message, uid, action, details, error);
         if (r <= 0)
                 return r;
         *ret_uid = uid;
