@@ -760,36 +760,45 @@ static void watcher_restore_partitions(Watcher *w, const LoopEvent *e)
                         t->info->number);
 }
 
+/* How many uevents one dispatch reads at most. A burst (a script binding and unbinding devices in a loop
+ * makes tens of thousands a second) must not keep the event loop here: what is left is read in the next
+ * dispatch, after the bus and the signals had their turn. */
+#define WATCHER_EVENT_BATCH 256
+
 static int watcher_on_event(sd_event_source *s, int fd, uint32_t revents, void *userdata)
 {
         Watcher *w = userdata;
-        LoopEvent *events = NULL;
+        LoopEvent events[WATCHER_EVENT_BATCH];
+        bool overflow = false;
         size_t n = 0;
 
-        /* Read everything queued, then look at the kernel once: partitions come and go as a group, and the
-         * state after the events is what clients need. */
-        for (;;) {
-                struct udev_device *d = udev_monitor_receive_device(w->monitor);
+        /* Read a batch, then look at the kernel once per device: partitions come and go as a group, and
+         * the state after the events is what clients need. */
+        while (n < WATCHER_EVENT_BATCH) {
+                struct udev_device *d;
                 const char *action;
-                LoopEvent e;
 
-                if (!d)
+                errno = 0;
+                d = udev_monitor_receive_device(w->monitor);
+                if (!d) {
+                        /* The socket's buffer overflowed: events were lost, so only a full look at the
+                         * kernel can tell what changed. */
+                        overflow = errno == ENOBUFS;
                         break;
-                action = udev_device_get_action(d);
-                if (action && loop_event_read(w, d, action, &e) >= 0) {
-                        LoopEvent *grown = realloc(events, (n + 1) * sizeof(LoopEvent));
-                        if (grown) {
-                                events = grown;
-                                events[n++] = e;
-                        }
                 }
+                action = udev_device_get_action(d);
+                if (action && loop_event_read(w, d, action, &events[n]) >= 0)
+                        n++;
                 udev_device_unref(d);
         }
-        if (n == 0)
-                return 0;
+        if (overflow) {
+                log_warning("Missed block device events (the event queue overflowed), looking at every loop "
+                            "device again");
+                (void)watcher_sync(w, true);
+        }
 
         /* Each device once, in the order of its first event. */
-        for (size_t i = 0; i < n; i++) {
+        for (size_t i = 0; i < n && !overflow; i++) {
                 bool seen = false;
 
                 for (size_t j = 0; j < i && !seen; j++)
@@ -803,7 +812,6 @@ static int watcher_on_event(sd_event_source *s, int fd, uint32_t revents, void *
         /* Waiting Attach calls are answered last: after the bus heard of their device and partitions. */
         for (size_t i = 0; i < n; i++)
                 watcher_dispatch_waits(w, &events[i]);
-        free(events);
         return 0;
 }
 

@@ -1139,6 +1139,11 @@ bool harness_start_loopd(Harness *h)
         return true;
 }
 
+GPid harness_loopd_pid(Harness *h)
+{
+        return h->priv ? h->priv->loopd.pid : 0;
+}
+
 char *harness_loopd_log(Harness *h)
 {
         char *contents = NULL;

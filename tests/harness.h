@@ -121,6 +121,8 @@ bool harness_start_loopd(Harness *h);
 bool harness_stop_loopd(Harness *h);
 /* Whether loopd is (still) running; fails the test with its log when it died. */
 bool harness_loopd_alive(Harness *h);
+/* loopd's pid (0 when it is not running): for /proc/PID/fd and the like. */
+GPid harness_loopd_pid(Harness *h);
 /* loopd's stderr so far. */
 char *harness_loopd_log(Harness *h);
 
