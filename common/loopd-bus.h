@@ -26,6 +26,8 @@
 #define LOOPD_ACTION_ATTACH "org.loopd1.attach"
 #define LOOPD_ACTION_MOUNT "org.loopd1.mount"
 #define LOOPD_ACTION_MANAGE_OTHERS "org.loopd1.manage-others"
+/* MountImage's one password prompt when both attach and mount would ask for one. */
+#define LOOPD_ACTION_OPEN_IMAGE "org.loopd1.open-image"
 
 /* D-Bus signatures of the contract's structs. */
 #define LOOPD_DEVICE_STRUCT "(sosttubbbu)"

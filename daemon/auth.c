@@ -2,9 +2,13 @@
 #include "auth.h"
 
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "bus-calls.h"
+#include "log.h"
 #include "loopd-bus.h"
 
 #define POLKIT_BUS_NAME "org.freedesktop.PolicyKit1"
@@ -18,6 +22,8 @@
 
 typedef struct AuthAnswer {
         char *action;
+        bool quiet; /* asked without interaction (AUTH_QUIET) */
+        char cancel_id[48]; /* what CancelCheckAuthorization names it by */
         int result; /* 1 allowed, 0 pending, < 0 denied (error holds why) */
         sd_bus_error error;
         struct AuthAnswer *next;
@@ -30,6 +36,7 @@ typedef struct AuthQuery {
         sd_bus_message_handler_t handler;
         void *userdata;
         sd_bus_slot *slot; /* the CheckAuthorization call in flight, if any */
+        sd_bus_track *caller; /* the sender: when it leaves, the question is withdrawn */
         AuthAnswer *answers;
         struct AuthQuery *next;
 } AuthQuery;
@@ -37,6 +44,7 @@ typedef struct AuthQuery {
 struct Auth {
         Manager *manager;
         AuthQuery *queries;
+        uint64_t n_asked; /* for unique cancellation ids */
 };
 
 static void auth_answer_free_all(AuthAnswer *a)
@@ -60,9 +68,32 @@ static void auth_query_free(AuthQuery *q)
                         break;
                 }
         sd_bus_slot_unref(q->slot);
+        sd_bus_track_unref(q->caller);
+        bus_calls_release(q->auth->manager->calls, q->request);
         sd_bus_message_unref(q->request);
         auth_answer_free_all(q->answers);
         free(q);
+}
+
+/* The caller left while polkit was still deciding (maybe waiting for a password nobody will type): withdraw
+ * the question at polkit, and let go of the call and its file descriptors now, not when polkit times out. */
+static int auth_on_caller_gone(sd_bus_track *track, void *userdata)
+{
+        AuthQuery *q = userdata;
+        sd_bus *bus = sd_bus_message_get_bus(q->request);
+
+        for (AuthAnswer *a = q->answers; a; a = a->next) {
+                if (a->result != 0)
+                        continue;
+                int r = sd_bus_call_method_async(bus, NULL, POLKIT_BUS_NAME, POLKIT_PATH, POLKIT_INTERFACE,
+                        "CancelCheckAuthorization", NULL, NULL, "s", a->cancel_id);
+                if (r < 0)
+                        log_debug_errno(r, "Failed to cancel polkit check %s: %m", a->cancel_id);
+        }
+        log_debug("%s left while polkit decided, dropping its call",
+                sd_bus_message_get_sender(q->request) ?: "A caller");
+        auth_query_free(q);
+        return 0;
 }
 
 int auth_new(Manager *m, Auth **ret)
@@ -186,7 +217,8 @@ static int auth_on_reply(sd_bus_message *reply, void *userdata, sd_bus_error *re
                                 "Not authorized for %s: malformed reply from polkit", answer->action);
                 } else if (authorized)
                         answer->result = 1;
-                else if (challenge && !sd_bus_message_get_allow_interactive_authorization(q->request)) {
+                else if (challenge &&
+                        (answer->quiet || !sd_bus_message_get_allow_interactive_authorization(q->request))) {
                         answer->result = -EACCES;
                         sd_bus_error_setf(&answer->error, SD_BUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED,
                                 "Authentication is required for %s, and the call did not allow "
@@ -207,7 +239,7 @@ static int auth_ask_polkit(AuthQuery *q, AuthAnswer *answer, const char *const *
 {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL;
         sd_bus *bus = sd_bus_message_get_bus(q->request);
-        bool interactive = sd_bus_message_get_allow_interactive_authorization(q->request);
+        bool interactive = sd_bus_message_get_allow_interactive_authorization(q->request) && !answer->quiet;
         int r;
 
         r = sd_bus_message_new_method_call(
@@ -232,7 +264,8 @@ static int auth_ask_polkit(AuthQuery *q, AuthAnswer *answer, const char *const *
         if (r < 0)
                 return r;
 
-        r = sd_bus_message_append(call, "us", interactive ? POLKIT_CHECK_ALLOW_INTERACTION : 0u, "");
+        r = sd_bus_message_append(call, "us",
+                interactive && !answer->quiet ? POLKIT_CHECK_ALLOW_INTERACTION : 0u, answer->cancel_id);
         if (r < 0)
                 return r;
 
@@ -254,8 +287,9 @@ static int auth_current_handler(Auth *a, sd_bus_message_handler_t *ret_handler, 
 }
 
 int auth_check(Auth *a, sd_bus_message *message, uid_t uid, const char *action, const char *const *details,
-        sd_bus_error *error)
+        AuthFlags flags, sd_bus_error *error)
 {
+        bool quiet = flags & AUTH_QUIET;
         AuthQuery *q;
         int r;
 
@@ -265,7 +299,7 @@ int auth_check(Auth *a, sd_bus_message *message, uid_t uid, const char *action, 
         q = auth_find_query(a, message);
         if (q) {
                 for (AuthAnswer *ans = q->answers; ans; ans = ans->next) {
-                        if (!streq(ans->action, action))
+                        if (!streq(ans->action, action) || ans->quiet != quiet)
                                 continue;
                         if (ans->result > 0)
                                 return 1;
@@ -274,19 +308,31 @@ int auth_check(Auth *a, sd_bus_message *message, uid_t uid, const char *action, 
                         return 0;
                 }
         } else {
+                sd_bus_message_handler_t handler;
+                void *userdata;
+
+                r = auth_current_handler(a, &handler, &userdata);
+                if (r < 0)
+                        return r;
+                /* Bounded before polkit hears of it: a flood of calls must not become a flood of questions.
+                 */
+                r = bus_calls_hold(a->manager->calls, message, uid, error);
+                if (r < 0)
+                        return r;
                 q = calloc(1, sizeof(AuthQuery));
-                if (!q)
+                if (!q) {
+                        bus_calls_release(a->manager->calls, message);
                         return -ENOMEM;
+                }
                 q->auth = a;
                 q->request = sd_bus_message_ref(message);
-                r = auth_current_handler(a, &q->handler, &q->userdata);
-                if (r < 0) {
-                        sd_bus_message_unref(q->request);
-                        free(q);
-                        return r;
-                }
+                q->handler = handler;
+                q->userdata = userdata;
                 q->next = a->queries;
                 a->queries = q;
+                r = bus_track_sender(message, auth_on_caller_gone, q, &q->caller);
+                if (r < 0)
+                        log_debug_errno(r, "Failed to follow the caller of a polkit check: %m");
         }
 
         AuthAnswer *answer = calloc(1, sizeof(AuthAnswer));
@@ -297,6 +343,8 @@ int auth_check(Auth *a, sd_bus_message *message, uid_t uid, const char *action, 
                 free(answer);
                 return -ENOMEM;
         }
+        answer->quiet = quiet;
+        snprintf(answer->cancel_id, sizeof(answer->cancel_id), "loopd-%" PRIu64, ++a->n_asked);
         answer->next = q->answers;
         q->answers = answer;
 

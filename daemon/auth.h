@@ -14,8 +14,18 @@ Auth *auth_free(Auth *a);
  * message is dispatched to the handler again and this call then returns the answer; < 0 with error set
  * (NotAuthorized, InteractiveAuthorizationRequired) when denied. details: NULL-terminated key, value list
  * handed to polkit rules. */
+typedef enum AuthFlags {
+        /* Ask without interaction, whatever the call allows: a "password needed" answer is then
+         * InteractiveAuthorizationRequired (see authorize_image(): one prompt for two actions). The answer
+         * is kept apart from an interactive one for the same action. */
+        AUTH_QUIET = 1 << 0,
+} AuthFlags;
+
+/* A call waiting for polkit counts against the caller's bound (bus-calls.h): over it, LimitExceeded. When
+ * the caller leaves the bus before polkit answered, the question is cancelled at polkit and the call is
+ * dropped (its handler never runs again). */
 int auth_check(Auth *a, sd_bus_message *message, uid_t uid, const char *action, const char *const *details,
-        sd_bus_error *error);
+        AuthFlags flags, sd_bus_error *error);
 
 /* Is a question with polkit still unanswered? */
 bool auth_busy(Auth *a);

@@ -172,6 +172,22 @@ static uint64_t device_diskseq(int devfd, unsigned number)
         return seq;
 }
 
+/* open_loop_any() of loopN if it is still the incarnation with expected_diskseq (0: any): -ENODEV when there
+ * is no such device, -ESTALE when the number was bound again since. */
+static int open_loop_checked(unsigned number, uint64_t expected_diskseq)
+{
+        _cleanup_close_ int devfd = -EBADF;
+
+        devfd = open_loop_any(number);
+        if (devfd == -ENOENT || devfd == -ENODEV || devfd == -ENXIO)
+                return -ENODEV;
+        if (devfd < 0)
+                return devfd;
+        if (expected_diskseq != 0 && device_diskseq(devfd, number) != expected_diskseq)
+                return -ESTALE;
+        return TAKE_FD(devfd);
+}
+
 /* ---- LoopInfo ---- */
 
 LoopInfo *loop_info_free(LoopInfo *info)
@@ -313,6 +329,18 @@ static int read_info_sysfs_brief(int blockfd, const char *name, unsigned number,
 
         *ret = TAKE_PTR(info);
         return 0;
+}
+
+int loop_get_info_brief(unsigned number, LoopInfo **ret)
+{
+        _cleanup_close_ int blockfd = -EBADF;
+        char name[32];
+
+        blockfd = open("/sys/block", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (blockfd < 0)
+                return negative_errno();
+        snprintf(name, sizeof(name), "loop%u", number);
+        return read_info_sysfs_brief(blockfd, name, number, ret);
 }
 
 static int open_sysfs_loop(unsigned number)
@@ -600,15 +628,11 @@ int loop_restore_partitions(unsigned number, uint64_t expected_diskseq)
 {
         _cleanup_close_ int devfd = -EBADF;
 
-        devfd = open_loop_any(number);
-        if (devfd == -ENOENT || devfd == -ENODEV || devfd == -ENXIO)
-                return -ENODEV;
-        if (devfd < 0)
-                return devfd;
         /* The number may have been detached and bound again since the event: never add partitions from
          * somebody else's image. */
-        if (device_diskseq(devfd, number) != expected_diskseq)
-                return -ESTALE;
+        devfd = open_loop_checked(number, expected_diskseq);
+        if (devfd < 0)
+                return devfd;
         return sync_partitions_of(devfd, number);
 }
 
@@ -758,8 +782,8 @@ static void rollback(int devfd, unsigned number)
 
 /* Tries to bind loopN. Returns -EAGAIN when someone else got the device first (the caller asks for another),
  * another -errno for a real failure (with nothing left bound), 0 and the device's info on success. */
-static int try_attach(
-        unsigned number, int backing_fd, const LoopConfig *config, uint64_t expected_size, LoopInfo **ret)
+static int try_attach(unsigned number, int backing_fd, const LoopConfig *config, uint64_t expected_size,
+        LoopInfo **ret, int *ret_lock_fd)
 {
         _cleanup_(loop_info_freep) LoopInfo *info = NULL;
         _cleanup_close_ int devfd = -1, cfgfd = -1, sysfd = -1;
@@ -793,14 +817,17 @@ static int try_attach(
                 return r;
         remove_stale_partition_nodes(number);
 
-        /* Let go before binding. LOOP_CONFIGURE sends the disk's "change" uevent (and, with the kernel's own
-         * partition scan, the partitions' "add"); a udevd worker that finds the disk locked requeues the
-         * event and retries only 200 ms later (systemd's EVENT_RETRY_INTERVAL_USEC, plus timer slack),
-         * holding back the partitions' events behind it, so Attach's wait for udev took 200-450 ms instead
-         * of ~20. Nothing here needs the lock any more: LOOP_CONFIGURE fails with EBUSY if someone else
-         * bound the device in between, and udevd only re-reads the partition table after a writable close of
-         * /dev/loopN, which we never do (open_loop_private_rw()). */
-        (void)flock(devfd, LOCK_UN);
+        /* Shared, not exclusive, from here on and for as long as the caller keeps the device (see
+         * loop_attach()). LOOP_CONFIGURE sends the disk's "change" uevent (and, with the kernel's own
+         * partition scan, the partitions' "add"); a udevd worker takes a shared lock itself before it
+         * processes them, so it goes ahead at once (with our exclusive lock it requeued the event and
+         * retried only 200 ms later, holding back the partitions' events behind it). What a shared lock
+         * keeps away is udevd's partition table re-read (BLKRRPART after a writable close of /dev/loopN),
+         * which asks for an exclusive one: on a kernel without partition parsers that re-read drops every
+         * partition added with BLKPG. Someone else binding the device in between makes LOOP_CONFIGURE fail
+         * with EBUSY. */
+        if (flock(devfd, LOCK_SH | LOCK_NB) < 0)
+                return errno == EWOULDBLOCK ? -EAGAIN : negative_errno();
 
         lc.fd = (uint32_t)backing_fd;
         lc.block_size = config->sector_size;
@@ -869,6 +896,8 @@ static int try_attach(
         fill_backing_status(devfd, info);
 
         *ret = TAKE_PTR(info);
+        if (ret_lock_fd)
+                *ret_lock_fd = TAKE_FD(devfd);
         return 0;
 
 fail:
@@ -876,7 +905,7 @@ fail:
         return r == -EAGAIN ? -EIO : r;
 }
 
-int loop_attach(int backing_fd, const LoopConfig *config, LoopInfo **ret)
+int loop_attach(int backing_fd, const LoopConfig *config, LoopInfo **ret, int *ret_lock_fd)
 {
         _cleanup_close_ int ctl = -1;
         uint64_t expected_size;
@@ -902,6 +931,10 @@ int loop_attach(int backing_fd, const LoopConfig *config, LoopInfo **ret)
         ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
         if (ctl < 0)
                 return negative_errno();
+        /* systemd's loop-util takes this lock around LOOP_CTL_GET_FREE and the binding, so that two of its
+         * attachers do not race for one number: honour it too (it is let go with ctl). */
+        if (flock(ctl, LOCK_EX) < 0)
+                return negative_errno();
 
         for (unsigned attempt = 0; attempt < ATTACH_ATTEMPTS; attempt++) {
                 int nr;
@@ -920,7 +953,7 @@ int loop_attach(int backing_fd, const LoopConfig *config, LoopInfo **ret)
                         return -ENOSPC; /* no free device, and the kernel may not create more */
                 }
 
-                r = try_attach((unsigned)nr, backing_fd, config, expected_size, ret);
+                r = try_attach((unsigned)nr, backing_fd, config, expected_size, ret, ret_lock_fd);
                 if (r != -EAGAIN)
                         return r;
         }
@@ -1029,18 +1062,26 @@ int loop_detach(unsigned number, uint64_t expected_diskseq)
         return 0;
 }
 
-int loop_set_autoclear(unsigned number, uint64_t expected_diskseq, bool autoclear)
+int loop_lock(unsigned number, uint64_t expected_diskseq)
 {
-        _cleanup_close_ int devfd = -1;
-        struct loop_info64 li = {};
+        _cleanup_close_ int devfd = -EBADF;
 
-        devfd = open_loop_any(number);
-        if (devfd == -ENOENT || devfd == -ENODEV || devfd == -ENXIO)
-                return -ENODEV;
+        devfd = open_loop_checked(number, expected_diskseq);
         if (devfd < 0)
                 return devfd;
-        if (expected_diskseq != 0 && device_diskseq(devfd, number) != expected_diskseq)
-                return -ESTALE;
+        if (flock(devfd, LOCK_SH | LOCK_NB) < 0)
+                return negative_errno();
+        return TAKE_FD(devfd);
+}
+
+int loop_set_autoclear(unsigned number, uint64_t expected_diskseq, bool autoclear)
+{
+        _cleanup_close_ int devfd = -EBADF;
+        struct loop_info64 li = {};
+
+        devfd = open_loop_checked(number, expected_diskseq);
+        if (devfd < 0)
+                return devfd;
         if (ioctl(devfd, LOOP_GET_STATUS64, &li) < 0)
                 return negative_errno();
         if (!!(li.lo_flags & LO_FLAGS_AUTOCLEAR) == autoclear)

@@ -48,16 +48,28 @@ void loop_info_array_free(LoopInfo **infos, size_t n);
  * sure the partitions exist as /dev/loopNpM: the kernel's own scan when it created any, otherwise the
  * table read with libblkid and added with BLKPG. On any failure after binding it detaches again, so
  * nothing is left bound.
- * Returns 0 and the bound device's info, or:
- *   -ENOSPC   the kernel could give no free loop device (or every retry was taken by others),
- *   -EINVAL   the kernel refused the configuration (e.g. unaligned offset for the sector size),
- *   -EROFS    read-write was asked but the kernel made the device read-only,
- *   other -errno from the kernel. */
-int loop_attach(int backing_fd, const LoopConfig *config, LoopInfo **ret);
+ * /dev/loop-control is locked (flock) for the whole allocation, as systemd's loop-util does. The device
+ * itself stays under a shared flock from before binding on: with ret_lock_fd the caller gets that fd and
+ * keeps the lock for as long as it uses the device (udevd then never re-reads its partition table, which on
+ * a kernel without partition parsers would drop the BLKPG partitions); it must close it before
+ * loop_detach(), and as an open fd of the device it keeps an autoclear device bound until it is closed.
+ * NULL: let go at once. Returns 0 and the bound device's info, or: -ENOSPC   the kernel could give no free
+ * loop device (or every retry was taken by others), -EINVAL   the kernel refused the configuration (e.g.
+ * unaligned offset for the sector size), -EROFS    read-write was asked but the kernel made the device
+ * read-only, other -errno from the kernel. */
+int loop_attach(int backing_fd, const LoopConfig *config, LoopInfo **ret, int *ret_lock_fd);
+
+/* Opens loopN and takes the shared lock loop_attach() hands out (for a device loopd set up before it
+ * restarted): the fd, -ESTALE if loopN no longer has expected_diskseq, -EWOULDBLOCK if someone holds it
+ * exclusively, -ENODEV if there is no such device. */
+int loop_lock(unsigned number, uint64_t expected_diskseq);
 
 /* Reads a bound device's info from sysfs (and LOOP_GET_STATUS64 where sysfs is silent).
  * -ENXIO if loopN exists but is not bound, -ENODEV if there is no such device. */
 int loop_get_info(unsigned number, LoopInfo **ret);
+
+/* Only what ListDevices reports, from sysfs alone (see loop_list_brief()): it never opens the device. */
+int loop_get_info_brief(unsigned number, LoopInfo **ret);
 
 /* Every bound loop device, sorted by number. Sysfs only (cheap, and it never opens a device, which would
  * turn someone else's concurrent LOOP_CLR_FD into a mere autoclear): backing_dev and backing_inode are 0. */

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 #include <systemd/sd-event.h>
@@ -26,6 +27,8 @@ static void help(void)
                "     --media-dir DIR            Where mount points are made (default /run/media)\n"
                "     --max-devices-per-user N   Devices one user may have attached at once (default 32)\n"
                "     --partition-timeout SECS   How long Attach waits for udev (default 30)\n"
+               "     --io-timeout SECS          How long reading a caller's image may take (default 10)\n"
+               "     --max-pending-per-user N   Calls one user may have waiting at once (default 16)\n"
                "     --exit-on-idle SECS        Exit after SECS without calls while no device is attached\n"
                "                                (for bus activation)\n"
                "     --debug                    Log debug messages\n");
@@ -56,6 +59,8 @@ static int parse_argv(Manager *m, int argc, char *argv[])
                 ARG_PARTITION_TIMEOUT,
                 ARG_DEBUG,
                 ARG_EXIT_ON_IDLE,
+                ARG_IO_TIMEOUT,
+                ARG_MAX_PENDING,
         };
         static const struct option options[] = { { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
@@ -64,7 +69,9 @@ static int parse_argv(Manager *m, int argc, char *argv[])
                 { "max-devices-per-user", required_argument, NULL, ARG_MAX_DEVICES },
                 { "partition-timeout", required_argument, NULL, ARG_PARTITION_TIMEOUT },
                 { "debug", no_argument, NULL, ARG_DEBUG },
-                { "exit-on-idle", required_argument, NULL, ARG_EXIT_ON_IDLE }, {} };
+                { "exit-on-idle", required_argument, NULL, ARG_EXIT_ON_IDLE },
+                { "io-timeout", required_argument, NULL, ARG_IO_TIMEOUT },
+                { "max-pending-per-user", required_argument, NULL, ARG_MAX_PENDING }, {} };
         uint64_t value;
         int c;
 
@@ -110,6 +117,20 @@ static int parse_argv(Manager *m, int argc, char *argv[])
                                 return -EINVAL;
                         }
                         m->exit_on_idle_usec = value * 1000000ULL;
+                        break;
+                case ARG_IO_TIMEOUT:
+                        if (parse_number(optarg, 1, 3600, &value) < 0) {
+                                fprintf(stderr, "loopd: invalid --io-timeout: %s\n", optarg);
+                                return -EINVAL;
+                        }
+                        m->io_timeout_usec = value * 1000000ULL;
+                        break;
+                case ARG_MAX_PENDING:
+                        if (parse_number(optarg, 1, 100000, &value) < 0) {
+                                fprintf(stderr, "loopd: invalid --max-pending-per-user: %s\n", optarg);
+                                return -EINVAL;
+                        }
+                        m->max_pending_per_user = (unsigned)value;
                         break;
                 case ARG_DEBUG:
                         log_set_max_level(LOG_DEBUG);
@@ -161,6 +182,19 @@ static int add_exit_signal(sd_event *e, int sig)
         return r;
 }
 
+/* loopd never uses select(), so the soft limit of 1024 file descriptors protects nothing here: every call
+ * waiting for polkit holds its image fd, and running out would refuse everyone. The hard limit bounds it. */
+static void raise_fd_limit(void)
+{
+        struct rlimit rl;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+                return;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+                log_warning_errno(errno, "Failed to raise the file descriptor limit: %m");
+}
+
 static int run(int argc, char *argv[])
 {
         _cleanup_(manager_freep) Manager *m = NULL;
@@ -177,6 +211,7 @@ static int run(int argc, char *argv[])
 
         if (geteuid() != 0)
                 log_warning("Not running as root: attaching and mounting will fail");
+        raise_fd_limit();
 
         sigemptyset(&mask);
         sigaddset(&mask, SIGTERM);

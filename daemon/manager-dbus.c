@@ -10,6 +10,7 @@
 #include <sys/sysmacros.h>
 
 #include "auth.h"
+#include "bus-calls.h"
 #include "bus-options.h"
 #include "device-dbus.h"
 #include "format.h"
@@ -25,6 +26,7 @@
 #include "state.h"
 #include "strv.h"
 #include "watcher.h"
+#include "worker.h"
 
 /* Maps a failed operation to the contract's error names; what says what was being done. */
 int bus_reply_errno(sd_bus_error *error, int r, const char *what)
@@ -209,6 +211,7 @@ static int check_attach_numbers(const AttachRequest *req, uint64_t file_size, sd
 }
 
 typedef struct PendingAttach {
+        Manager *manager;
         sd_bus_message *message;
         unsigned number;
         uint64_t diskseq;
@@ -232,28 +235,28 @@ static void attach_on_udev_done(Manager *m, int result, void *userdata)
                 r = reply_attached(p->message, p->number);
         else if (result == -ECANCELED) {
                 /* loopd is exiting before udev was done: roll back, as on a timeout, but say why. */
-                (void)loop_detach(p->number, p->diskseq);
-                manager_forget_device(m, p->number);
+                (void)manager_detach_device(m, p->number, p->diskseq);
                 r = sd_bus_reply_method_errorf(p->message, LOOPD_ERROR_FAILED,
                         "loopd is exiting; the attach of loop%u was rolled back", p->number);
         } else {
                 log_warning(
                         "udev did not process loop%u's partitions in time, detaching it again", p->number);
-                (void)loop_detach(p->number, p->diskseq);
-                manager_forget_device(m, p->number);
+                (void)manager_detach_device(m, p->number, p->diskseq);
                 r = sd_bus_reply_method_errorf(p->message, LOOPD_ERROR_TIMEOUT,
                         "udev did not process loop%u and its partitions in time; the attach was rolled back",
                         p->number);
         }
         if (r < 0)
                 log_debug_errno(r, "Failed to reply to Attach: %m");
+        bus_calls_release(m->calls, p->message);
         sd_bus_message_unref(p->message);
         free(p);
 }
 
 /* With udevd running, a client expects the partitions' udev state (by-* links, properties) once Attach
- * returns: wait for udev's events on the disk and its partitions, bounded; roll back on timeout. */
-static int attach_wait_for_udev(Manager *m, sd_bus_message *message, const LoopInfo *info)
+ * returns: wait for udev's events on the disk and its partitions, bounded; roll back on timeout. The call
+ * still counts as waiting (it is, already, when this is called). */
+static int attach_wait_for_udev(Manager *m, sd_bus_message *message, uid_t uid, const LoopInfo *info)
 {
         _cleanup_free_ KernelPartition *parts = NULL;
         _cleanup_free_ dev_t *devnums = NULL;
@@ -274,12 +277,19 @@ static int attach_wait_for_udev(Manager *m, sd_bus_message *message, const LoopI
         for (size_t i = 0; i < n; i++)
                 devnums[i + 1] = parts[i].devnum;
 
+        r = bus_calls_hold(m->calls, message, uid, NULL);
+        if (r < 0) {
+                free(p);
+                return r;
+        }
+        p->manager = m;
         p->message = sd_bus_message_ref(message);
         p->number = info->number;
         p->diskseq = info->diskseq;
         r = watcher_wait_devices(m->watcher, devnums, n + 1, info->diskseq, m->partition_timeout_usec,
                 attach_on_udev_done, p, NULL);
         if (r < 0) {
+                bus_calls_release(m->calls, message);
                 sd_bus_message_unref(p->message);
                 free(p);
                 return r;
@@ -288,14 +298,16 @@ static int attach_wait_for_udev(Manager *m, sd_bus_message *message, const LoopI
 }
 
 /* Attaches the image behind fd for uid as req says and records the owner. The caller has checked fd, the
- * numbers and polkit. */
+ * numbers and polkit, and read the image (probe_result and probe: image_probe()'s). */
 static int attach_image(Manager *m, int fd, const AttachRequest *req, const struct stat *st, uid_t uid,
-        LoopInfo **ret, sd_bus_error *error)
+        int probe_result, const ImageProbe *probe, LoopInfo **ret, sd_bus_error *error)
 {
         _cleanup_(loop_info_freep) LoopInfo *info = NULL;
-        ImageProbe probe;
-        int r;
+        uint32_t sector_size;
+        int lock_fd = -EBADF, r;
 
+        /* Counted here, right before the device is bound and recorded (nothing else runs in between): calls
+         * that were reading their images at the same time cannot all slip under the limit. */
         if (uid != 0 && manager_count_devices_of(m, uid) >= m->max_devices_per_user)
                 return sd_bus_error_setf(error, LOOPD_ERROR_LIMIT_EXCEEDED,
                         "uid %u already has %u loop devices attached, the most allowed", (unsigned)uid,
@@ -303,22 +315,18 @@ static int attach_image(Manager *m, int fd, const AttachRequest *req, const stru
 
         /* A table that fits more than one sector size is only a problem when the caller left the choice to
          * us; image_probe() has ruled out the non-raw formats before it says so. */
-        r = image_probe(fd, req->offset, req->size_limit, &probe);
-        if (r == -ENOTUNIQ && req->sector_size != 0) {
-                probe = (ImageProbe){ .format = NULL, .sector_size = req->sector_size };
-                r = 0;
-        }
-        if (r == -ENOTUNIQ)
+        if (probe_result == -ENOTUNIQ && req->sector_size == 0)
                 return sd_bus_error_set(error, LOOPD_ERROR_INVALID_ARGUMENT,
                         "sector-size: the image's partition table fits more than one sector size; pass "
                         "sector-size explicitly");
-        if (r < 0)
-                return bus_reply_errno(error, r, "Failed to read the image");
-        if (probe.format)
+        if (probe_result < 0 && probe_result != -ENOTUNIQ)
+                return bus_reply_errno(error, probe_result, "Failed to read the image");
+        if (probe_result >= 0 && probe->format)
                 return sd_bus_error_setf(error, LOOPD_ERROR_UNSUPPORTED_FORMAT,
                         "The image is in %s format, not a raw disk image; convert it first (qemu-img convert "
                         "-O raw)",
-                        probe.format);
+                        probe->format);
+        sector_size = req->sector_size ?: probe->sector_size;
 
         /* Noted before the device is bound, removed on return (the record, if any, is written by then): a
          * loopd killed in between leaves the note, and the next one rolls the attach back. */
@@ -338,18 +346,21 @@ static int attach_image(Manager *m, int fd, const AttachRequest *req, const stru
         LoopConfig config = {
                 .offset = req->offset,
                 .size_limit = req->size_limit,
-                .sector_size = req->sector_size ?: probe.sector_size,
+                .sector_size = sector_size,
                 .read_only = req->read_only,
                 .partition_scan = req->partition_scan,
                 .direct_io = req->direct_io,
         };
-        r = loop_attach(fd, &config, &info);
+        r = loop_attach(fd, &config, &info, &lock_fd);
         if (r == -ENOSPC)
                 return sd_bus_error_set(
                         error, LOOPD_ERROR_NO_FREE_DEVICE, "The kernel has no free loop device");
         if (r < 0)
                 return bus_reply_errno(error, r, "Failed to attach the image");
 
+        /* The record owns the device's lock and a copy of the image fd, for the watcher's first probe of
+         * the device (it reads the image instead of the device: much cheaper for a new device). Both go
+         * with the record, whoever ends it. */
         ManagedDevice record = {
                 .number = info->number,
                 .diskseq = info->diskseq,
@@ -358,16 +369,15 @@ static int attach_image(Manager *m, int fd, const AttachRequest *req, const stru
                 .backing_inode = st->st_ino,
                 .offset = req->offset,
                 .autoclear = req->autoclear,
+                .lock_fd = lock_fd,
+                .image_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3),
+                .image_offset = req->offset,
         };
         r = manager_add_device(m, &record);
         if (r < 0) {
                 (void)loop_detach(info->number, info->diskseq);
                 return bus_reply_errno(error, r, "Failed to record the device");
         }
-        r = watcher_set_image(m->watcher, info->number, info->diskseq, fd, req->offset);
-        if (r < 0)
-                log_debug_errno(
-                        r, "Failed to keep the image of loop%u for its first probe: %m", info->number);
         *ret = TAKE_PTR(info);
         return 0;
 }
@@ -413,18 +423,181 @@ static int read_image_request(
         return bus_read_options(message, specs, error);
 }
 
-/* Asks polkit for every action (NULL-terminated) before anything is touched. Returns as auth_check(). */
+/* Asks polkit before anything is touched. Returns as auth_check().
+ *
+ * MountImage needs attach and mount, but a user who double-clicked an image must be asked for a password
+ * once: both actions are asked without interaction first; if only one needs a password it is asked again
+ * with interaction, and if both do, the one action that stands for both (org.loopd1.open-image) is. A rule
+ * that says no to either (no password would help) is the answer. */
 static int authorize_image(Manager *m, sd_bus_message *message, uid_t uid, const AttachRequest *req,
-        const char *backing, const char *const *actions, sd_bus_error *error)
+        const char *backing, bool mount_image, sd_bus_error *error)
 {
         const char *details[] = { "backing_file", strempty(backing), "read_only",
                 req->read_only ? "true" : "false", NULL };
+        const char *challenged = NULL;
+        unsigned n_challenged = 0;
+        int r;
 
-        for (const char *const *a = actions; *a; a++) {
-                int r = auth_check(m->auth, message, uid, *a, details, error);
-                if (r <= 0)
+        if (!mount_image)
+                return auth_check(m->auth, message, uid, LOOPD_ACTION_ATTACH, details, 0, error);
+
+        bool interactive = sd_bus_message_get_allow_interactive_authorization(message);
+        for (size_t i = 0; i < 2; i++) {
+                _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+                const char *action = i == 0 ? LOOPD_ACTION_ATTACH : LOOPD_ACTION_MOUNT;
+
+                r = auth_check(m->auth, message, uid, action, details, AUTH_QUIET, &e);
+                if (r == 0)
+                        return 0;
+                if (r > 0)
+                        continue;
+                if (!interactive ||
+                        !sd_bus_error_has_name(&e, SD_BUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED)) {
+                        sd_bus_error_move(error, &e);
                         return r;
+                }
+                challenged = action;
+                n_challenged++;
         }
+        if (n_challenged == 0)
+                return 1;
+        return auth_check(m->auth, message, uid, n_challenged == 1 ? challenged : LOOPD_ACTION_OPEN_IMAGE,
+                details, 0, error);
+}
+
+/* ---- Attach and MountImage: the image is read in a worker ---- */
+
+/* An Attach or MountImage whose image is being read (image_probe() in a worker process, bounded by
+ * --io-timeout): what it needs to go on once the worker answered. */
+struct ImageCall {
+        Manager *manager;
+        sd_bus_message *message;
+        AttachRequest req;
+        struct stat st;
+        uid_t uid;
+        char *backing;
+        int fd; /* the caller's, owned by message */
+        bool mount_image;
+        Worker *worker;
+        sd_bus_track *caller;
+        ImageCall *next;
+};
+
+static ImageCall *image_call_free(ImageCall *c)
+{
+        if (!c)
+                return NULL;
+        for (ImageCall **p = &c->manager->image_calls; *p; p = &(*p)->next)
+                if (*p == c) {
+                        *p = c->next;
+                        break;
+                }
+        worker_cancel(c->worker);
+        sd_bus_track_unref(c->caller);
+        bus_calls_release(c->manager->calls, c->message);
+        sd_bus_message_unref(c->message);
+        free(c->backing);
+        free(c);
+        return NULL;
+}
+
+void manager_dbus_cancel_calls(Manager *m)
+{
+        while (m->image_calls) {
+                ImageCall *c = m->image_calls;
+                (void)sd_bus_reply_method_errorf(
+                        c->message, LOOPD_ERROR_FAILED, "loopd is exiting; nothing was attached");
+                image_call_free(c);
+        }
+}
+
+/* In the worker: the only reads of the caller's image before it is bound. */
+static int image_call_read(void *arg, void *data)
+{
+        ImageCall *c = arg;
+
+        return image_probe(c->fd, c->req.offset, c->req.size_limit, data);
+}
+
+static int image_call_on_caller_gone(sd_bus_track *track, void *userdata)
+{
+        image_call_free(userdata);
+        return 0;
+}
+
+static int attach_finish(ImageCall *c, int probe_result, const ImageProbe *probe, sd_bus_error *error);
+static int mount_image_finish(ImageCall *c, int probe_result, const ImageProbe *probe, sd_bus_error *error);
+
+static void image_call_on_read(int result, const void *data, void *userdata)
+{
+        ImageCall *c = userdata;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        ImageProbe probe = {};
+        int r;
+
+        c->worker = NULL; /* freed by the worker once this returns */
+        if (data)
+                memcpy(&probe, data, sizeof(probe));
+        if (result == -ETIMEDOUT) {
+                log_warning("Reading %s timed out, refusing to attach it", strempty(c->backing));
+                r = sd_bus_error_setf(&error, LOOPD_ERROR_TIMEOUT,
+                        "The image did not answer within %" PRIu64
+                        " s (its filesystem may be hung); nothing was attached",
+                        c->manager->io_timeout_usec / 1000000);
+        } else if (result == -EIO && !data)
+                r = sd_bus_error_set(
+                        &error, LOOPD_ERROR_FAILED, "Failed to read the image: the reader died");
+        else if (c->mount_image)
+                r = mount_image_finish(c, result, &probe, &error);
+        else
+                r = attach_finish(c, result, &probe, &error);
+        if (r < 0) {
+                if (sd_bus_error_is_set(&error))
+                        r = sd_bus_reply_method_error(c->message, &error);
+                else
+                        r = sd_bus_reply_method_errno(c->message, r, NULL);
+                if (r < 0)
+                        log_debug_errno(r, "Failed to reply: %m");
+        }
+        image_call_free(c);
+}
+
+/* Reads the image in a worker and goes on in attach_finish() or mount_image_finish(). The call counts as
+ * waiting until then. */
+static int image_call_start(Manager *m, sd_bus_message *message, int fd, const AttachRequest *req,
+        const struct stat *st, uid_t uid, char **backing, bool mount_image, sd_bus_error *error)
+{
+        ImageCall *c;
+        int r;
+
+        r = bus_calls_hold(m->calls, message, uid, error);
+        if (r < 0)
+                return r;
+        c = calloc(1, sizeof(ImageCall));
+        if (!c) {
+                bus_calls_release(m->calls, message);
+                return -ENOMEM;
+        }
+        c->manager = m;
+        c->message = sd_bus_message_ref(message);
+        c->req = *req;
+        c->st = *st;
+        c->uid = uid;
+        c->backing = TAKE_PTR(*backing);
+        c->fd = fd;
+        c->mount_image = mount_image;
+        c->next = m->image_calls;
+        m->image_calls = c;
+
+        r = worker_start(m->event, fd, image_call_read, c, sizeof(ImageProbe), m->io_timeout_usec,
+                image_call_on_read, c, &c->worker);
+        if (r < 0) {
+                image_call_free(c);
+                return bus_reply_errno(error, r, "Failed to start reading the image");
+        }
+        r = bus_track_sender(message, image_call_on_caller_gone, c, &c->caller);
+        if (r < 0)
+                log_debug_errno(r, "Failed to follow the caller of an attach: %m");
         return 1;
 }
 
@@ -432,7 +605,6 @@ static int method_attach(sd_bus_message *message, void *userdata, sd_bus_error *
 {
         Manager *m = userdata;
         AttachRequest req = { .partition_scan = true };
-        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
         _cleanup_free_ char *backing = NULL;
         const OptionSpec specs[] = { { "read-only", OPTION_BOOLEAN, &req.read_only, &req.read_only_set },
                 { "offset", OPTION_UINT64, &req.offset }, { "size-limit", OPTION_UINT64, &req.size_limit },
@@ -453,26 +625,34 @@ static int method_attach(sd_bus_message *message, void *userdata, sd_bus_error *
         r = auth_caller(message, &uid, error);
         if (r < 0)
                 return r;
-        r = authorize_image(
-                m, message, uid, &req, backing, (const char *const[]){ LOOPD_ACTION_ATTACH, NULL }, error);
+        r = authorize_image(m, message, uid, &req, backing, false, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
+        return image_call_start(m, message, fd, &req, &st, uid, &backing, false, error);
+}
+
+static int attach_finish(ImageCall *c, int probe_result, const ImageProbe *probe, sd_bus_error *error)
+{
+        Manager *m = c->manager;
+        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+        int r;
+
         /* Before attaching: switching the watcher's event source afterwards would lose the new device's
          * events, and the wait for udev would run into its timeout. */
-        bool wait_for_udev = req.partition_scan && watcher_udev_running(m->watcher);
-        r = attach_image(m, fd, &req, &st, uid, &info, error);
+        bool wait_for_udev = c->req.partition_scan && watcher_udev_running(m->watcher);
+        r = attach_image(m, c->fd, &c->req, &c->st, c->uid, probe_result, probe, &info, error);
         if (r < 0)
                 return r;
-        log_info("Attached %s to loop%u for uid %u%s", strempty(backing), info->number, (unsigned)uid,
+        log_info("Attached %s to loop%u for uid %u%s", strempty(c->backing), info->number, (unsigned)c->uid,
                 info->read_only ? " (read-only)" : "");
 
         if (wait_for_udev) {
-                r = attach_wait_for_udev(m, message, info);
+                r = attach_wait_for_udev(m, c->message, c->uid, info);
                 if (r >= 0)
-                        return 1;
+                        return 0;
                 log_warning_errno(r, "Cannot wait for udev on loop%u, replying without: %m", info->number);
         }
-        return reply_attached(message, info->number);
+        return reply_attached(c->message, info->number);
 }
 
 /* ---- MountImage ---- */
@@ -497,8 +677,7 @@ static void mount_image_roll_back(Manager *m, const LoopInfo *info, MountedNode 
         for (size_t i = 0; i < n; i++)
                 if (unmount_filesystem(mounted[i].mount_point) >= 0)
                         manager_remove_mount_point(m, mounted[i].mount_point);
-        (void)loop_detach(info->number, info->diskseq);
-        manager_forget_device(m, info->number);
+        (void)manager_detach_device(m, info->number, info->diskseq);
 }
 
 static bool fstype_mountable(const char *fstype)
@@ -511,16 +690,10 @@ static int method_mount_image(sd_bus_message *message, void *userdata, sd_bus_er
 {
         Manager *m = userdata;
         AttachRequest req = { .partition_scan = true };
-        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        _cleanup_(sd_bus_error_free) sd_bus_error first_error = SD_BUS_ERROR_NULL;
         _cleanup_free_ char *backing = NULL;
         bool writable = false, writable_set = false;
         const OptionSpec specs[] = { { "writable", OPTION_BOOLEAN, &writable, &writable_set },
                 { "sector-size", OPTION_UINT32, &req.sector_size }, {} };
-        PartitionInfo *parts = NULL;
-        MountedNode *mounted = NULL;
-        size_t n_parts = 0, n_mounted = 0;
         struct stat st;
         uid_t uid;
         int fd, r;
@@ -540,11 +713,26 @@ static int method_mount_image(sd_bus_message *message, void *userdata, sd_bus_er
         r = auth_caller(message, &uid, error);
         if (r < 0)
                 return r;
-        r = authorize_image(m, message, uid, &req, backing,
-                (const char *const[]){ LOOPD_ACTION_ATTACH, LOOPD_ACTION_MOUNT, NULL }, error);
+        r = authorize_image(m, message, uid, &req, backing, true, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
-        r = attach_image(m, fd, &req, &st, uid, &info, error);
+        return image_call_start(m, message, fd, &req, &st, uid, &backing, true, error);
+}
+
+static int mount_image_finish(ImageCall *c, int probe_result, const ImageProbe *probe, sd_bus_error *error)
+{
+        Manager *m = c->manager;
+        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error first_error = SD_BUS_ERROR_NULL;
+        const AttachRequest req = c->req;
+        PartitionInfo *parts = NULL;
+        MountedNode *mounted = NULL;
+        size_t n_parts = 0, n_mounted = 0;
+        uid_t uid = c->uid;
+        int fd = c->fd, r;
+
+        r = attach_image(m, fd, &req, &c->st, uid, probe_result, probe, &info, error);
         if (r < 0)
                 return r;
 
@@ -602,7 +790,7 @@ static int method_mount_image(sd_bus_message *message, void *userdata, sd_bus_er
         /* The device goes away with its last mount. */
         manager_arm_autoclear(m, info->number, info->diskseq, true);
 
-        r = sd_bus_message_new_method_return(message, &reply);
+        r = sd_bus_message_new_method_return(c->message, &reply);
         if (r >= 0) {
                 char devname[32];
                 snprintf(devname, sizeof(devname), "/dev/loop%u", info->number);
@@ -617,7 +805,7 @@ static int method_mount_image(sd_bus_message *message, void *userdata, sd_bus_er
         mounted_nodes_free(mounted, n_mounted);
         if (r < 0)
                 return r;
-        log_info("Opened %s on loop%u for uid %u with %zu mount(s)", strempty(backing), info->number,
+        log_info("Opened %s on loop%u for uid %u with %zu mount(s)", strempty(c->backing), info->number,
                 (unsigned)uid, n_mounted);
         return sd_bus_send(NULL, reply, NULL);
 }
@@ -661,7 +849,7 @@ static int method_detach(sd_bus_message *message, void *userdata, sd_bus_error *
         if (r < 0)
                 return r;
         const char *details[] = { "device", devname, "backing_file", info->backing_file, NULL };
-        r = auth_check(m->auth, message, uid, action, details, error);
+        r = auth_check(m->auth, message, uid, action, details, 0, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
 
@@ -689,7 +877,7 @@ static int method_detach(sd_bus_message *message, void *userdata, sd_bus_error *
                 manager_remove_mount_point(m, *t);
         }
 
-        r = loop_detach(number, info->diskseq);
+        r = manager_detach_device(m, number, info->diskseq);
         if (r == -EBUSY)
                 return sd_bus_error_setf(error, LOOPD_ERROR_BUSY,
                         "loop%u is in use by another process; it was not detached", number);
@@ -697,8 +885,6 @@ static int method_detach(sd_bus_message *message, void *userdata, sd_bus_error *
          * re-used since (-ESTALE) means the device the caller named no longer exists. */
         if (r < 0 && r != -ENXIO && r != -ENODEV && r != -ESTALE)
                 return bus_reply_errno(error, r, "Failed to detach");
-
-        manager_forget_device(m, number);
         log_info("Detached loop%u", number);
         return sd_bus_reply_method_return(message, NULL);
 }

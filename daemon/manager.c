@@ -6,8 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 
 #include "auth.h"
+#include "bus-calls.h"
 #include "log.h"
 #include "loop.h"
 #include "loopd-bus.h"
@@ -27,6 +29,8 @@ int manager_new(Manager **ret)
                 return -ENOMEM;
         m->max_devices_per_user = 32;
         m->partition_timeout_usec = 30ULL * 1000000ULL;
+        m->max_pending_per_user = 16;
+        m->io_timeout_usec = 10ULL * 1000000ULL;
         m->state_dir = strdup("/run/loopd");
         m->media_dir = strdup("/run/media");
         if (!m->state_dir || !m->media_dir)
@@ -40,6 +44,21 @@ int manager_new(Manager **ret)
         return 0;
 }
 
+static void managed_device_release(ManagedDevice *d)
+{
+        d->lock_fd = safe_close(d->lock_fd);
+        d->image_fd = safe_close(d->image_fd);
+        d->close_watch = sd_event_source_disable_unref(d->close_watch);
+}
+
+static void managed_device_free(ManagedDevice *d)
+{
+        if (!d)
+                return;
+        managed_device_release(d);
+        free(d);
+}
+
 Manager *manager_free(Manager *m)
 {
         if (!m)
@@ -47,13 +66,15 @@ Manager *manager_free(Manager *m)
         /* The watcher first: an Attach still waiting for udev is answered (and rolled back) while the bus
          * and the device records are still there. */
         m->watcher = watcher_free(m->watcher);
+        manager_dbus_cancel_calls(m);
         while (m->devices) {
                 ManagedDevice *next = m->devices->next;
-                free(m->devices);
+                managed_device_free(m->devices);
                 m->devices = next;
         }
         sd_event_source_disable_unref(m->idle_timer);
         auth_free(m->auth);
+        bus_calls_free(m->calls);
         sd_bus_flush_close_unref(m->bus);
         sd_event_unref(m->event);
         free(m->state_dir);
@@ -77,19 +98,60 @@ bool manager_device_autoclear(Manager *m, const LoopInfo *info)
         return info->autoclear || (d && d->autoclear);
 }
 
+/* Someone closed /dev/loopN. If it was a LOOP_CLR_FD of another tool (losetup -d), the kernel only set the
+ * autoclear flag, because loopd's lock holds the device open: let go of it, so that the device goes now, as
+ * it would have without loopd. Unless loopd armed autoclear itself (it did at the first mount: the device
+ * then goes with its last unmount either way). Only sysfs is read here: opening the node would be a close
+ * event of its own. */
+static int manager_on_device_closed(sd_event_source *s, const struct inotify_event *event, void *userdata)
+{
+        Manager *m = userdata;
+        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+        ManagedDevice *d = NULL;
+
+        for (ManagedDevice *i = m->devices; i && !d; i = i->next)
+                if (i->close_watch == s)
+                        d = i;
+        if (!d || d->autoclear_armed)
+                return 0;
+        if (loop_get_info_brief(d->number, &info) < 0 || info->diskseq != d->diskseq || !info->autoclear)
+                return 0;
+        log_info("loop%u was detached by another program, letting go of it", d->number);
+        managed_device_release(d);
+        return 0;
+}
+
 int manager_add_device(Manager *m, const ManagedDevice *d)
 {
         ManagedDevice *copy;
+        int r;
 
         manager_forget_device(m, d->number);
         copy = malloc(sizeof(ManagedDevice));
-        if (!copy)
+        if (!copy) {
+                safe_close(d->lock_fd);
+                safe_close(d->image_fd);
                 return -ENOMEM;
+        }
         *copy = *d;
+        copy->close_watch = NULL;
         copy->next = m->devices;
         m->devices = copy;
 
-        int r = state_save_device(m->state_dir, copy);
+        if (copy->lock_fd >= 0) {
+                char node[32];
+
+                snprintf(node, sizeof(node), "/dev/loop%u", copy->number);
+                r = sd_event_add_inotify(m->event, &copy->close_watch, node,
+                        IN_CLOSE_WRITE | IN_CLOSE_NOWRITE, manager_on_device_closed, m);
+                if (r < 0)
+                        log_warning_errno(r,
+                                "Failed to watch %s, a losetup -d of it will only take effect when loopd "
+                                "lets go of it: %m",
+                                node);
+        }
+
+        r = state_save_device(m->state_dir, copy);
         if (r < 0)
                 log_warning_errno(r,
                         "Failed to record loop%u in %s, its owner will not survive a restart: %m", d->number,
@@ -103,10 +165,42 @@ void manager_forget_device(Manager *m, unsigned number)
                 if ((*p)->number == number) {
                         ManagedDevice *d = *p;
                         *p = d->next;
-                        free(d);
+                        managed_device_free(d);
                         break;
                 }
         (void)state_remove_device(m->state_dir, number);
+}
+
+int manager_detach_device(Manager *m, unsigned number, uint64_t diskseq)
+{
+        ManagedDevice *d = manager_find_device(m, number, diskseq);
+        int r;
+
+        if (d) {
+                d->lock_fd = safe_close(d->lock_fd);
+                d->image_fd = safe_close(d->image_fd);
+        }
+        r = loop_detach(number, diskseq);
+        if (r == -EBUSY && d) {
+                /* Still bound (in use elsewhere): keep udevd's re-reads away again. */
+                int fd = loop_lock(number, diskseq);
+                if (fd >= 0)
+                        d->lock_fd = fd;
+        }
+        if (r >= 0 || r == -ENXIO || r == -ENODEV || r == -ESTALE)
+                manager_forget_device(m, number);
+        return r;
+}
+
+int manager_take_image(Manager *m, unsigned number, uint64_t diskseq, int *ret_fd, uint64_t *ret_offset)
+{
+        ManagedDevice *d = manager_find_device(m, number, diskseq);
+
+        if (!d || d->image_fd < 0)
+                return -ENOENT;
+        *ret_fd = TAKE_FD(d->image_fd);
+        *ret_offset = d->image_offset;
+        return 0;
 }
 
 unsigned manager_count_devices_of(Manager *m, uid_t uid)
@@ -193,12 +287,25 @@ static void manager_load_state(Manager *m)
                 ManagedDevice *d = list;
                 list = d->next;
 
+                /* Nothing of what a record holds survives a restart. */
+                d->lock_fd = d->image_fd = -EBADF;
+                d->close_watch = NULL;
+                d->autoclear_armed = false;
                 r = loop_get_info(d->number, &info);
                 if (r >= 0 && info->diskseq == d->diskseq && info->backing_dev == d->backing_dev &&
                         info->backing_inode == d->backing_inode && info->offset == d->offset) {
-                        d->next = m->devices;
-                        m->devices = d;
-                        log_info("Re-adopted loop%u of uid %u", d->number, (unsigned)d->owner);
+                        d->autoclear_armed = info->autoclear;
+                        d->lock_fd = loop_lock(d->number, d->diskseq);
+                        if (d->lock_fd < 0)
+                                log_debug_errno(d->lock_fd, "Failed to lock loop%u: %m", d->number);
+                        unsigned number = d->number;
+                        uid_t owner = d->owner;
+                        r = manager_add_device(m, d);
+                        free(d);
+                        if (r < 0)
+                                log_warning_errno(r, "Failed to re-adopt loop%u: %m", number);
+                        else
+                                log_info("Re-adopted loop%u of uid %u", number, (unsigned)owner);
                 } else {
                         log_info("Dropped the record of loop%u: the device was detached or re-used",
                                 d->number);
@@ -217,7 +324,7 @@ static bool manager_is_idle(Manager *m, uint64_t now)
 {
         if (now < m->last_activity_usec + m->exit_on_idle_usec)
                 return false;
-        if (auth_busy(m->auth) || watcher_busy(m->watcher))
+        if (bus_calls_count(m->calls) > 0 || auth_busy(m->auth) || watcher_busy(m->watcher))
                 return false;
         for (ManagedDevice *d = m->devices; d; d = d->next) {
                 _cleanup_(loop_info_freep) LoopInfo *info = NULL;
@@ -273,6 +380,9 @@ int manager_start(Manager *m)
 {
         int r;
 
+        r = bus_calls_new(m->max_pending_per_user, &m->calls);
+        if (r < 0)
+                return r;
         r = auth_new(m, &m->auth);
         if (r < 0)
                 return r;
@@ -372,6 +482,8 @@ void manager_arm_autoclear(Manager *m, unsigned number, uint64_t diskseq, bool f
         /* Only now that a mount holds the device: set at attach, the kernel would have cleared it as soon
          * as loopd closed it. */
         r = loop_set_autoclear(number, diskseq, true);
+        if (r >= 0 && d)
+                d->autoclear_armed = true;
         if (r < 0)
                 log_warning_errno(r,
                         "Failed to set autoclear on loop%u, loopd will detach it after its last "
@@ -395,10 +507,9 @@ void manager_release_if_autoclear(Manager *m, unsigned number)
         if (manager_device_mounts(m, info, &mounts) < 0 || (mounts && mounts[0]))
                 return;
 
-        /* The kernel clears an autoclear device when its last user closes it; do it here as well, so that
-         * its partitions are deleted before it is unbound and no dead node is left behind. */
-        r = loop_detach(number, info->diskseq);
+        /* The kernel clears an autoclear device when its last user closes it (loopd's lock is one); do it
+         * here, so that its partitions are deleted before it is unbound and no dead node is left behind. */
+        r = manager_detach_device(m, number, info->diskseq);
         if (r < 0 && r != -ENXIO && r != -ESTALE)
                 log_debug_errno(r, "Failed to detach autoclear loop%u after its last unmount: %m", number);
-        manager_forget_device(m, number);
 }

@@ -11,6 +11,8 @@
 
 typedef struct Watcher Watcher;
 typedef struct Auth Auth;
+typedef struct BusCalls BusCalls;
+typedef struct ImageCall ImageCall;
 
 /* A loop device loopd set up, and who owns it. Identified by number and diskseq: numbers are recycled,
  * a diskseq never is. */
@@ -22,6 +24,12 @@ typedef struct ManagedDevice {
         uint64_t backing_inode;
         uint64_t offset;
         bool autoclear; /* asked at attach: set in the kernel with the first mount, detach after the last */
+        /* Not persisted; -EBADF when not held. The record owns them, and they go with it. */
+        int lock_fd; /* the device, under a shared flock while loopd keeps it (loop_attach()) */
+        int image_fd; /* the image Attach bound, for the watcher's first probe of the device */
+        uint64_t image_offset;
+        bool autoclear_armed; /* loopd set the kernel's autoclear flag (manager_arm_autoclear()) */
+        sd_event_source *close_watch; /* inotify on /dev/loopN: someone else's LOOP_CLR_FD */
         struct ManagedDevice *next;
 } ManagedDevice;
 
@@ -30,11 +38,15 @@ typedef struct Manager {
         sd_bus *bus;
         Watcher *watcher;
         Auth *auth;
+        BusCalls *calls; /* method calls waiting for polkit, an image or udev, bounded per uid */
+        ImageCall *image_calls; /* Attach and MountImage calls whose image is being read */
 
         char *state_dir;
         char *media_dir;
         unsigned max_devices_per_user;
         uint64_t partition_timeout_usec;
+        unsigned max_pending_per_user;
+        uint64_t io_timeout_usec; /* how long reading a caller's image may take before Timeout */
         uint64_t exit_on_idle_usec; /* 0: never */
         uint64_t last_activity_usec;
         sd_event_source *idle_timer;
@@ -56,8 +68,16 @@ ManagedDevice *manager_find_device(Manager *m, unsigned number, uint64_t diskseq
 /* Does the device go away with its last unmount: the kernel's autoclear flag, or autoclear asked at Attach
  * (loopd arms it with the first mount)? What ListDevices and the Autoclear property say. */
 bool manager_device_autoclear(Manager *m, const LoopInfo *info);
+/* Records d (a copy; it takes d's lock_fd and image_fd, and closes them on failure). */
 int manager_add_device(Manager *m, const ManagedDevice *d);
+/* Drops the record of loopN and what it holds. */
 void manager_forget_device(Manager *m, unsigned number);
+/* loop_detach() of a device loopd may hold locked: lets go of the lock first (it would make the detach a
+ * mere autoclear), and takes it again when the device stays. Forgets the record once the device is gone. */
+int manager_detach_device(Manager *m, unsigned number, uint64_t diskseq);
+/* Hands over the image fd noted for loopN with diskseq (the watcher's first probe reads it instead of the
+ * device): -ENOENT when there is none. */
+int manager_take_image(Manager *m, unsigned number, uint64_t diskseq, int *ret_fd, uint64_t *ret_offset);
 unsigned manager_count_devices_of(Manager *m, uid_t uid);
 
 /* Every mount point of the device and of its partitions (NULL-terminated, possibly empty). */
@@ -73,6 +93,8 @@ void manager_release_if_autoclear(Manager *m, unsigned number);
 /* D-Bus face (manager-dbus.c, device-dbus.c). */
 int manager_dbus_register(Manager *m);
 int device_dbus_register(Manager *m);
+/* Answers the calls still reading their images (loopd is exiting) and lets go of them. */
+void manager_dbus_cancel_calls(Manager *m);
 char *device_object_path(unsigned number);
 /* Appends loopN's partitions as the contract's a(suttssssss), mount points filled in. */
 int bus_append_partitions(sd_bus_message *reply, unsigned number);

@@ -164,7 +164,7 @@ static int authorize_node(Manager *m, sd_bus_message *message, unsigned number, 
         if (d && d->owner == uid)
                 action = LOOPD_ACTION_MOUNT;
 
-        r = auth_check(m->auth, message, uid, action, details, error);
+        r = auth_check(m->auth, message, uid, action, details, 0, error);
         if (r <= 0)
                 return r;
         *ret_uid = uid;

@@ -45,16 +45,6 @@ typedef struct Tracked {
         struct Tracked *next;
 } Tracked;
 
-/* An image Attach has just bound, read for the device's first probe instead of the device itself (see
- * probe_loop_device_image()): with udevd running, the Attach waits for that probe. */
-typedef struct AttachedImage {
-        unsigned number;
-        uint64_t diskseq;
-        int fd;
-        uint64_t offset;
-        struct AttachedImage *next;
-} AttachedImage;
-
 /* One uevent about a loop device or partition, kept until the table is up to date. */
 typedef struct LoopEvent {
         dev_t devnum;
@@ -76,7 +66,6 @@ struct Watcher {
         WatcherWait *waits;
 
         Tracked *devices;
-        AttachedImage *images;
         bool syncing; /* comparing the table with the kernel: no nested look */
         bool announcing; /* telling the bus about changes: Partitions come from the Tracked's probe */
         uint64_t synced_usec; /* the event loop iteration of the last look at every device */

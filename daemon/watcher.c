@@ -62,62 +62,20 @@ static void tracked_free(Tracked *t)
         free(t);
 }
 
-static AttachedImage *attached_image_free(AttachedImage *image)
-{
-        if (image) {
-                safe_close(image->fd);
-                free(image);
-        }
-        return NULL;
-}
-
-/* Unlinks and returns the image noted for loopN, if any. */
-static AttachedImage *watcher_take_image(Watcher *w, unsigned number)
-{
-        for (AttachedImage **p = &w->images; *p; p = &(*p)->next)
-                if ((*p)->number == number) {
-                        AttachedImage *image = *p;
-                        *p = image->next;
-                        return image;
-                }
-        return NULL;
-}
-
-int watcher_set_image(Watcher *w, unsigned number, uint64_t diskseq, int fd, uint64_t offset)
-{
-        AttachedImage *image;
-
-        attached_image_free(watcher_take_image(w, number));
-        image = calloc(1, sizeof(AttachedImage));
-        if (!image)
-                return -ENOMEM;
-        image->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-        if (image->fd < 0) {
-                free(image);
-                return negative_errno();
-        }
-        image->number = number;
-        image->diskseq = diskseq;
-        image->offset = offset;
-        image->next = w->images;
-        w->images = image;
-        return 0;
-}
-
 /* Probes what is on the device now: through the image Attach bound to it, the first time, else through the
  * device (this opens it and its partitions). */
 static void tracked_probe(Watcher *w, Tracked *t)
 {
-        AttachedImage *image = watcher_take_image(w, t->info->number);
         PartitionInfo *parts = NULL;
+        uint64_t offset;
         size_t n = 0;
-        int r;
+        int fd, r;
 
-        if (image && image->diskseq == t->info->diskseq)
-                r = probe_loop_device_image(t->info->number, image->fd, image->offset, &parts, &n);
-        else
+        if (manager_take_image(w->manager, t->info->number, t->info->diskseq, &fd, &offset) >= 0) {
+                r = probe_loop_device_image(t->info->number, fd, offset, &parts, &n);
+                safe_close(fd);
+        } else
                 r = probe_loop_device(t->info->number, &parts, &n);
-        attached_image_free(image);
         if (r < 0) {
                 log_debug_errno(r, "Failed to probe loop%u: %m", t->info->number);
                 parts = NULL;
@@ -263,13 +221,6 @@ static void watcher_device_gone(Watcher *w, Tracked *t, bool announce)
                 /* Still in the table: InterfacesRemoved names every interface the object had. */
                 device_dbus_emit_removed(w->manager, number);
         }
-        AttachedImage *image = watcher_take_image(w, number);
-        if (image && image->diskseq != diskseq) {
-                /* A newer device on the same number, not looked at yet: keep its image. */
-                image->next = w->images;
-                w->images = image;
-        } else
-                attached_image_free(image);
         watcher_unlink(w, t);
         tracked_free(t);
         log_debug("loop%u was detached", number);
@@ -866,11 +817,6 @@ Watcher *watcher_free(Watcher *w)
                 Tracked *t = w->devices;
                 w->devices = t->next;
                 tracked_free(t);
-        }
-        while (w->images) {
-                AttachedImage *image = w->images;
-                w->images = image->next;
-                attached_image_free(image);
         }
         watcher_close_monitor(w);
         sd_event_source_disable_unref(w->udev_dir_watch);

@@ -32,11 +32,6 @@ const PartitionInfo *watcher_announced_partitions(Watcher *w, unsigned number, s
 /* Does loopN go away with its last unmount: the kernel's autoclear flag, or autoclear asked at Attach? */
 bool watcher_device_autoclear(Watcher *w, unsigned number);
 
-/* Notes the image fd (at offset) that loopN with diskseq was just attached to: the watcher's first probe of
- * the device reads it instead of the device (probe_loop_device_image()), which is much cheaper for a new
- * device. fd is duplicated. */
-int watcher_set_image(Watcher *w, unsigned number, uint64_t diskseq, int fd, uint64_t offset);
-
 /* Is an Attach waiting for udev? */
 bool watcher_busy(Watcher *w);
 

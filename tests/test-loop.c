@@ -132,7 +132,7 @@ static int attach_path(const char *path, int open_flags, LoopConfig config, Loop
                 g_assert_null(p.format);
                 config.sector_size = p.sector_size;
         }
-        r = loop_attach(fd, &config, ret);
+        r = loop_attach(fd, &config, ret, NULL);
         close(fd);
         return r;
 }

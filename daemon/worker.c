@@ -1,0 +1,197 @@
+/* worker.c: blocking reads of a caller's file in a child process with a deadline.
+ *
+ * A process, not a thread: a read of a file on a FUSE filesystem whose server took the request and never
+ * answers cannot be interrupted, not even by SIGKILL. A thread stuck there would keep loopd from ever
+ * exiting; a child stuck there is merely left behind (loopd, a subreaper, reaps it once the server answers
+ * or goes away) and holds nothing of loopd's but the caller's file. */
+#include "worker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "log.h"
+
+struct Worker {
+        int pidfd;
+        int pipe_fd;
+        sd_event_source *io;
+        sd_event_source *timer;
+        size_t size;
+        WorkerCallback callback;
+        void *userdata;
+};
+
+/* What the child writes: the function's result, then its data (aligned for any type: the function and the
+ * callback read it in place). */
+typedef struct WorkerHeader {
+        int32_t result;
+        _Alignas(max_align_t) unsigned char data[];
+} WorkerHeader;
+
+static void worker_free(Worker *w)
+{
+        if (!w)
+                return;
+        sd_event_source_disable_unref(w->io);
+        sd_event_source_disable_unref(w->timer);
+        safe_close(w->pipe_fd);
+        safe_close(w->pidfd);
+        free(w);
+}
+
+static void worker_kill(Worker *w)
+{
+        /* By pidfd: the child may be gone and reaped already, and its pid somebody else's. */
+        if (w->pidfd >= 0)
+                (void)syscall(SYS_pidfd_send_signal, w->pidfd, SIGKILL, NULL, 0);
+}
+
+Worker *worker_cancel(Worker *w)
+{
+        if (w) {
+                worker_kill(w);
+                worker_free(w);
+        }
+        return NULL;
+}
+
+static void worker_finish(Worker *w, int result, const void *data)
+{
+        WorkerCallback callback = w->callback;
+        void *userdata = w->userdata;
+
+        callback(result, data, userdata);
+        worker_free(w);
+}
+
+static int worker_on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata)
+{
+        Worker *w = userdata;
+        size_t total = sizeof(WorkerHeader) + w->size;
+        _cleanup_free_ uint8_t *buf = malloc(total);
+        ssize_t k;
+
+        if (!buf) {
+                worker_kill(w);
+                worker_finish(w, -ENOMEM, NULL);
+                return 0;
+        }
+        /* The child writes everything at once (less than PIPE_BUF) and exits: one read gets it all, or
+         * nothing when it died first. */
+        k = read(fd, buf, total);
+        if (k < 0 && (errno == EAGAIN || errno == EINTR))
+                return 0;
+        if (k != (ssize_t)total) {
+                worker_kill(w);
+                worker_finish(w, -EIO, NULL);
+                return 0;
+        }
+        WorkerHeader *header = (WorkerHeader *)buf;
+        worker_finish(w, header->result, header->data);
+        return 0;
+}
+
+static int worker_on_timeout(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        Worker *w = userdata;
+
+        worker_kill(w);
+        worker_finish(w, -ETIMEDOUT, NULL);
+        return 0;
+}
+
+/* Closes every fd of the child but 0-2, keep_fd and out. */
+static void child_close_fds(int keep_fd, int out)
+{
+        int lo = keep_fd < out ? keep_fd : out, hi = keep_fd < out ? out : keep_fd;
+
+        if (lo < 0)
+                lo = hi;
+        if (lo > 3)
+                (void)syscall(SYS_close_range, 3u, (unsigned)lo - 1, 0u);
+        if (hi > lo + 1)
+                (void)syscall(SYS_close_range, (unsigned)lo + 1, (unsigned)hi - 1, 0u);
+        (void)syscall(SYS_close_range, (unsigned)hi + 1, ~0u, 0u);
+}
+
+static _Noreturn void child_run(int keep_fd, int out, WorkerFunction function, void *arg, size_t size)
+{
+        size_t total = sizeof(WorkerHeader) + size;
+        WorkerHeader *header;
+
+        /* Nothing of loopd's (the bus, device locks, other callers' images) may outlive loopd in a child
+         * that is stuck; and the child goes when loopd goes, wherever it can. */
+        child_close_fds(keep_fd, out);
+        (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+        header = calloc(1, total);
+        if (!header)
+                _exit(EXIT_FAILURE);
+        header->result = function(arg, header->data);
+        if (write(out, header, total) != (ssize_t)total)
+                _exit(EXIT_FAILURE);
+        _exit(EXIT_SUCCESS);
+}
+
+int worker_start(sd_event *event, int keep_fd, WorkerFunction function, void *arg, size_t size,
+        uint64_t timeout_usec, WorkerCallback callback, void *userdata, Worker **ret)
+{
+        Worker *w;
+        int fds[2], r;
+        pid_t pid;
+
+        if (sizeof(WorkerHeader) + size > PIPE_BUF)
+                return -EINVAL;
+        w = calloc(1, sizeof(Worker));
+        if (!w)
+                return -ENOMEM;
+        w->pidfd = w->pipe_fd = -EBADF;
+        w->size = size;
+        w->callback = callback;
+        w->userdata = userdata;
+
+        if (pipe2(fds, O_CLOEXEC) < 0) {
+                r = negative_errno();
+                goto fail;
+        }
+        pid = fork();
+        if (pid < 0) {
+                r = negative_errno();
+                safe_close(fds[0]);
+                safe_close(fds[1]);
+                goto fail;
+        }
+        if (pid == 0)
+                child_run(keep_fd, fds[1], function, arg, size);
+
+        safe_close(fds[1]);
+        w->pipe_fd = fds[0];
+        /* Before the event loop runs again, so before the SIGCHLD handler can have reaped it. */
+        w->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+        if (w->pidfd < 0) {
+                r = negative_errno();
+                (void)kill(pid, SIGKILL);
+                goto fail;
+        }
+        r = sd_event_add_io(event, &w->io, w->pipe_fd, EPOLLIN, worker_on_io, w);
+        if (r >= 0)
+                r = sd_event_add_time_relative(
+                        event, &w->timer, CLOCK_MONOTONIC, timeout_usec, 0, worker_on_timeout, w);
+        if (r < 0) {
+                worker_kill(w);
+                goto fail;
+        }
+        *ret = w;
+        return 0;
+
+fail:
+        worker_free(w);
+        return r;
+}

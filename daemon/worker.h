@@ -1,0 +1,27 @@
+/* worker.h: blocking reads of a caller's file in a child process with a deadline, so that an image on a
+ * filesystem that stopped answering (a hung FUSE server, a dead network share) delays only the call that
+ * handed it in, never loopd's event loop. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+#include <systemd/sd-event.h>
+
+#include "macro.h"
+
+typedef struct Worker Worker;
+
+/* Runs in the child: fills data (size bytes, plain values only: no pointers to the heap; pointers to
+ * constant strings survive, the child being a copy of loopd) and returns 0 or -errno. */
+typedef int (*WorkerFunction)(void *arg, void *data);
+/* In loopd, once: result is the function's return value (data then holds what it wrote), -ETIMEDOUT when
+ * the deadline passed first (the child is killed), or -EIO when the child died without an answer. The worker
+ * is freed right after the callback returns. */
+typedef void (*WorkerCallback)(int result, const void *data, void *userdata);
+
+/* Forks a child that keeps only keep_fd of loopd's file descriptors (at the same number), runs
+ * function(arg, data) and sends the result back. */
+int worker_start(sd_event *event, int keep_fd, WorkerFunction function, void *arg, size_t size,
+        uint64_t timeout_usec, WorkerCallback callback, void *userdata, Worker **ret);
+/* Kills the child and frees the worker without calling back. NULL is fine; returns NULL. */
+Worker *worker_cancel(Worker *w);
