@@ -20,7 +20,8 @@
 #include "log.h"
 
 struct Worker {
-        int pidfd;
+        pid_t pid;
+        int pidfd; /* -EBADF where the kernel (or valgrind) has no pidfd_open() */
         int pipe_fd;
         sd_event_source *io;
         sd_event_source *timer;
@@ -49,9 +50,12 @@ static void worker_free(Worker *w)
 
 static void worker_kill(Worker *w)
 {
-        /* By pidfd: the child may be gone and reaped already, and its pid somebody else's. */
+        /* By pidfd: the child may be gone and reaped already, and its pid somebody else's. Without pidfds,
+         * by pid: the SIGCHLD handler reaps the child only once it exited, and its pipe then says so first. */
         if (w->pidfd >= 0)
                 (void)syscall(SYS_pidfd_send_signal, w->pidfd, SIGKILL, NULL, 0);
+        else if (w->pid > 0)
+                (void)kill(w->pid, SIGKILL);
 }
 
 Worker *worker_cancel(Worker *w)
@@ -174,12 +178,10 @@ int worker_start(sd_event *event, int keep_fd, WorkerFunction function, void *ar
         safe_close(fds[1]);
         w->pipe_fd = fds[0];
         /* Before the event loop runs again, so before the SIGCHLD handler can have reaped it. */
+        w->pid = pid;
         w->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-        if (w->pidfd < 0) {
-                r = negative_errno();
-                (void)kill(pid, SIGKILL);
-                goto fail;
-        }
+        if (w->pidfd < 0)
+                w->pidfd = -EBADF;
         r = sd_event_add_io(event, &w->io, w->pipe_fd, EPOLLIN, worker_on_io, w);
         if (r >= 0)
                 r = sd_event_add_time_relative(
