@@ -51,7 +51,8 @@ static void worker_free(Worker *w)
 static void worker_kill(Worker *w)
 {
         /* By pidfd: the child may be gone and reaped already, and its pid somebody else's. Without pidfds,
-         * by pid: the SIGCHLD handler reaps the child only once it exited, and its pipe then says so first. */
+         * by pid: the SIGCHLD handler reaps the child only once it exited, and its pipe then says so first.
+         */
         if (w->pidfd >= 0)
                 (void)syscall(SYS_pidfd_send_signal, w->pidfd, SIGKILL, NULL, 0);
         else if (w->pid > 0)

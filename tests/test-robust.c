@@ -1,8 +1,746 @@
-/* test-robust.c: placeholder, filled in by the work on issue #14. */
+/* test-robust.c: loopd stays sound when images and clients misbehave (issue #14): it keeps no fd of an image
+ * after Detach, a hung image (a FUSE file whose reads never come back) times out without stalling anyone
+ * else, the partitions it adds survive udev's watch rule (it holds a BSD lock on its devices), and
+ * MountImage asks for a password at most once. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <glib/gstdio.h>
+
 #include "harness.h"
+#include "loopd-bus.h"
+
+#define MiB (UINT64_C(1024) * 1024)
+
+/* The action MountImage asks for, interactively and once, when both attach and mount need a password. */
+#define ACTION_OPEN_IMAGE "org.loopd1.open-image"
+
+/* loopd --io-timeout for the hung-image tests, and how much later than that its Timeout may come. */
+#define IO_TIMEOUT_S 2
+#define TIMEOUT_SLACK_MS 5000
+/* What "answered in normal time" means while a hung call is pending: a functional bound (ASan build). */
+#define PROMPT_MS 3000
+/* How long a call made while something may be stalled waits before giving up (> PROMPT_MS, so a slow
+ * answer is told apart from none). */
+#define CALL_BOUND_MS 10000
+/* How long loopd may take to let go of things after its reply. */
+#define SETTLE_MS 5000
+
+#define REQUIRE_NONNULL(x)                                    \
+        do {                                                  \
+                if (!(x)) {                                   \
+                        fail("%s: %s is NULL", G_STRLOC, #x); \
+                        return;                               \
+                }                                             \
+        } while (0)
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Helpers */
+
+/* g_test_fail_printf() keeps only the last message of a test: every failure is also logged. */
+static void fail(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+static void fail(const char *fmt, ...)
+{
+        g_autofree char *msg = NULL;
+        va_list ap;
+
+        va_start(ap, fmt);
+        msg = g_strdup_vprintf(fmt, ap);
+        va_end(ap);
+        g_test_message("FAILED: %s", msg);
+        g_test_fail_printf("%s", msg);
+}
+
+/* Fails (and logs) when error is set. */
+static bool expect_ok(const char *what, const GError *error)
+{
+        if (error)
+                fail("%s: %s", what, error->message);
+        return !error;
+}
+
+/* The open fds of process pid whose target lies under dir ("fd N -> PATH"). */
+static GPtrArray *fds_under(GPid pid, const char *dir)
+{
+        GPtrArray *held = g_ptr_array_new_with_free_func(g_free);
+        g_autofree char *fd_dir = g_strdup_printf("/proc/%d/fd", (int)pid);
+        g_autofree char *prefix = g_strconcat(dir, "/", NULL);
+        g_autoptr(GError) error = NULL;
+        g_autoptr(GDir) d = pid > 0 ? g_dir_open(fd_dir, 0, &error) : NULL;
+        const char *name;
+
+        if (!d) {
+                fail("cannot read %s: %s", fd_dir, error ? error->message : "loopd is not running");
+                return held;
+        }
+        while ((name = g_dir_read_name(d))) {
+                g_autofree char *link = g_build_filename(fd_dir, name, NULL);
+                g_autofree char *target = g_file_read_link(link, NULL);
+
+                if (target && (g_str_has_prefix(target, prefix) || g_str_equal(target, dir)))
+                        g_ptr_array_add(held, g_strdup_printf("fd %s -> %s", name, target));
+        }
+        return held;
+}
+
+/* Mount points (from /proc/self/mountinfo) at or under dir. */
+static GPtrArray *mounts_under(const char *dir)
+{
+        GPtrArray *found = g_ptr_array_new_with_free_func(g_free);
+        g_autofree char *contents = NULL;
+        size_t n = strlen(dir);
+
+        if (!g_file_get_contents("/proc/self/mountinfo", &contents, NULL, NULL)) {
+                fail("cannot read /proc/self/mountinfo");
+                return found;
+        }
+        g_auto(GStrv) lines = g_strsplit(contents, "\n", -1);
+        for (char **l = lines; *l; l++) {
+                g_auto(GStrv) f = g_strsplit(*l, " ", 6);
+                if (g_strv_length(f) >= 5 && strncmp(f[4], dir, n) == 0 &&
+                        (f[4][n] == '\0' || f[4][n] == '/'))
+                        g_ptr_array_add(found, g_strdup(f[4]));
+        }
+        return found;
+}
+
+/* Loop devices bound to files under dir, waiting up to timeout_ms for them to go. */
+static GPtrArray *loops_under_after(const char *dir, guint timeout_ms)
+{
+        gint64 deadline = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+        GPtrArray *left = oracle_loops_backed_by(dir);
+
+        while (left->len > 0 && g_get_monotonic_time() < deadline) {
+                g_usleep(100 * 1000);
+                g_ptr_array_unref(left);
+                left = oracle_loops_backed_by(dir);
+        }
+        return left;
+}
+
+static void fail_listing(const char *what, GPtrArray *items)
+{
+        g_autoptr(GString) s = g_string_new(NULL);
+
+        for (guint i = 0; i < items->len; i++)
+                g_string_append_printf(s, "%s%s", i ? ", " : "", (char *)items->pdata[i]);
+        fail("%s: %s", what, s->str);
+}
+
+/* Manager.method(params) as c, waiting at most CALL_BOUND_MS; *ret_ms is how long it took. */
+static GVariant *call_timed(GDBusConnection *c, const char *method, GVariant *params, GUnixFDList *fds,
+        GDBusCallFlags flags, gint64 *ret_ms, GError **error)
+{
+        gint64 t0 = g_get_monotonic_time();
+        GVariant *reply = g_dbus_connection_call_with_unix_fd_list_sync(c, LOOPD_BUS_NAME,
+                LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, method, params, NULL, flags, CALL_BOUND_MS, fds,
+                NULL, NULL, error);
+
+        *ret_ms = (g_get_monotonic_time() - t0) / 1000;
+        return reply;
+}
+
+/* method(h fd, a{sv} {}) as c: Attach or MountImage of an fd. */
+static GVariant *call_with_fd(GDBusConnection *c, const char *method, int fd, GDBusCallFlags flags,
+        gint timeout_ms, gint64 *ret_ms, GError **error)
+{
+        g_autoptr(GUnixFDList) fds = g_unix_fd_list_new();
+        gint64 t0 = g_get_monotonic_time();
+        GVariant *reply = NULL;
+        int index = g_unix_fd_list_append(fds, fd, error);
+
+        if (index >= 0)
+                reply = g_dbus_connection_call_with_unix_fd_list_sync(c, LOOPD_BUS_NAME, LOOPD_MANAGER_PATH,
+                        LOOPD_MANAGER_INTERFACE, method,
+                        g_variant_new("(h@a{sv})", index, harness_empty_options()), NULL, flags, timeout_ms,
+                        fds, NULL, NULL, error);
+        if (ret_ms)
+                *ret_ms = (g_get_monotonic_time() - t0) / 1000;
+        return reply;
+}
+
+static char *device_of_reply(GVariant *reply)
+{
+        char *device = NULL;
+
+        if (reply)
+                g_variant_get_child(reply, 0, "s", &device);
+        return device;
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* No fd of an image outlives its Detach, whatever the concurrency */
+
+typedef struct Cycler {
+        GDBusConnection *connection;
+        char *image;
+        guint cycles, done;
+        GPtrArray *problems; /* this thread's only: read after the join */
+} Cycler;
+
+static gpointer cycler_thread(gpointer data)
+{
+        Cycler *c = data;
+
+        for (guint i = 0; i < c->cycles; i++) {
+                g_autoptr(GError) error = NULL;
+                g_autofree char *device = NULL;
+
+                if (!harness_attach_path(c->connection, c->image, O_RDWR, NULL, &device, &error)) {
+                        g_ptr_array_add(c->problems,
+                                g_strdup_printf("Attach of %s (cycle %u): %s", c->image, i, error->message));
+                        continue;
+                }
+                if (!harness_detach(c->connection, device, NULL, &error)) {
+                        g_ptr_array_add(c->problems,
+                                g_strdup_printf("Detach of %s (%s, cycle %u): %s", device, c->image, i,
+                                        error->message));
+                        continue;
+                }
+                c->done++;
+        }
+        return NULL;
+}
+
+static void test_no_image_fd_after_concurrent_detach(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        enum { N_CLIENTS = 16, CYCLES = 10 };
+        g_autofree char *mnt = g_build_filename(h->tmpdir, "tmpfs", NULL);
+        Cycler cyclers[N_CLIENTS] = { 0 };
+        GThread *threads[N_CLIENTS] = { NULL };
+        g_autoptr(GPtrArray) held = NULL, loops = NULL;
+        guint done = 0;
+        bool mounted = false;
+
+        harness_allow_all(h);
+        g_assert_cmpint(g_mkdir(mnt, 0755), ==, 0);
+        if (mount("tmpfs", mnt, "tmpfs", MS_NOSUID | MS_NODEV, "size=256m,mode=0755") < 0) {
+                fail("mount -t tmpfs on %s: %s", mnt, g_strerror(errno));
+                return;
+        }
+        mounted = true;
+
+        for (guint i = 0; i < N_CLIENTS; i++) {
+                /* Half root, half a user: both paths through authorization and ownership. */
+                cyclers[i] = (Cycler){ .image = g_strdup_printf("%s/client-%02u.img", mnt, i),
+                        .cycles = CYCLES,
+                        .problems = g_ptr_array_new_with_free_func(g_free),
+                        .connection = harness_connect_as(h, i % 2 == 0 ? NULL : HARNESS_USER_A) };
+                image_create(cyclers[i].image, 8 * MiB);
+                image_sfdisk(cyclers[i].image, "label: gpt\nsize=2MiB, type=linux\ntype=linux\n", 0);
+                if (!cyclers[i].connection) {
+                        fail("client %u cannot connect to the bus", i);
+                        goto out;
+                }
+        }
+
+        gint64 t0 = g_get_monotonic_time();
+        for (guint i = 0; i < N_CLIENTS; i++)
+                threads[i] = g_thread_new("cycler", cycler_thread, &cyclers[i]);
+        for (guint i = 0; i < N_CLIENTS; i++)
+                g_thread_join(threads[i]);
+        for (guint i = 0; i < N_CLIENTS; i++) {
+                for (guint k = 0; k < cyclers[i].problems->len; k++)
+                        fail("%s", (char *)cyclers[i].problems->pdata[k]);
+                done += cyclers[i].done;
+        }
+        g_test_message("%d clients x %d attach+detach cycles in %" G_GINT64_FORMAT " ms, %u completed",
+                N_CLIENTS, CYCLES, (g_get_monotonic_time() - t0) / 1000, done);
+        g_assert_cmpuint(done, ==, N_CLIENTS * CYCLES);
+
+        /* Every Detach has been answered: loopd may take a moment to let go, no more. */
+        gint64 deadline = g_get_monotonic_time() + SETTLE_MS * 1000;
+        held = fds_under(harness_loopd_pid(h), mnt);
+        while (held->len > 0 && g_get_monotonic_time() < deadline) {
+                g_usleep(100 * 1000);
+                g_ptr_array_unref(held);
+                held = fds_under(harness_loopd_pid(h), mnt);
+        }
+        if (held->len > 0)
+                fail_listing("loopd still holds images after every Detach returned", held);
+        loops = oracle_loops_backed_by(mnt);
+        if (loops->len > 0)
+                fail_listing("still bound to an image after every Detach returned", loops);
+        g_assert_true(harness_loopd_alive(h));
+
+        /* What a user sees: the file system holding the images can be unmounted (no "target is busy"). */
+        if (umount2(mnt, 0) < 0)
+                fail("umount %s after all the Detach calls: %s", mnt, g_strerror(errno));
+        else
+                mounted = false;
+
+out:
+        for (guint i = 0; i < N_CLIENTS; i++) {
+                g_free(cyclers[i].image);
+                if (cyclers[i].problems)
+                        g_ptr_array_unref(cyclers[i].problems);
+        }
+        if (mounted) {
+                test_cleanup_loops_under(mnt);
+                if (umount2(mnt, MNT_DETACH) < 0)
+                        g_test_message("cleanup: umount -l %s: %s", mnt, g_strerror(errno));
+        }
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* A hung image (reads never return) times out alone */
+
+/* tests/fuse-hang serving <tmpdir>/hung/disk.img. */
+typedef struct Hang {
+        char *mountpoint;
+        char *file;
+        GSubprocess *server;
+} Hang;
+
+static bool hang_start(Harness *h, Hang *hang)
+{
+        const char *exe = g_getenv("LOOPD_FUSE_HANG");
+        g_autofree char *fallback = NULL;
+        g_autoptr(GError) error = NULL;
+
+        if (!exe)
+                exe = fallback =
+                        g_build_filename(g_getenv("LOOPD_BUILD_ROOT") ? g_getenv("LOOPD_BUILD_ROOT") : ".",
+                                "tests", "fuse-hang", NULL);
+        if (!g_file_test(exe, G_FILE_TEST_IS_EXECUTABLE)) {
+                fail("no FUSE helper at %s (set LOOPD_FUSE_HANG)", exe);
+                return false;
+        }
+        hang->mountpoint = g_build_filename(h->tmpdir, "hung", NULL);
+        hang->file = g_build_filename(hang->mountpoint, "disk.img", NULL);
+        g_assert_cmpint(g_mkdir(hang->mountpoint, 0755), ==, 0);
+        hang->server = g_subprocess_new(
+                G_SUBPROCESS_FLAGS_NONE, &error, exe, "-f", "-o", "allow_other", hang->mountpoint, NULL);
+        if (!hang->server) {
+                fail("cannot start %s: %s", exe, error->message);
+                return false;
+        }
+        /* Mounted once the file shows (the directory is empty before); stat() is answered, never blocks. */
+        for (gint64 deadline = g_get_monotonic_time() + HARNESS_TIMEOUT_MS * 1000;
+                g_get_monotonic_time() < deadline; g_usleep(50 * 1000)) {
+                struct stat st;
+
+                if (stat(hang->file, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == (off_t)(64 * MiB))
+                        return true;
+                if (!g_subprocess_get_identifier(hang->server)) {
+                        fail("%s exited before it mounted %s", exe, hang->mountpoint);
+                        return false;
+                }
+        }
+        fail("%s did not mount %s within %d ms", exe, hang->mountpoint, HARNESS_TIMEOUT_MS);
+        return false;
+}
+
+/* Kills the FUSE server (by its pid; the only way to free whoever reads the file): from then on its reads
+ * fail. */
+static void hang_kill(Hang *hang)
+{
+        if (!hang->server)
+                return;
+        g_subprocess_force_exit(hang->server);
+        (void)g_subprocess_wait(hang->server, NULL, NULL);
+        g_clear_object(&hang->server);
+}
+
+/* After hang_kill(): detaches what is still bound to the file, unmounts it. */
+static void hang_clear(Hang *hang)
+{
+        if (hang->mountpoint) {
+                test_cleanup_loops_under(hang->mountpoint);
+                if (umount2(hang->mountpoint, MNT_DETACH) < 0 && errno != EINVAL)
+                        g_test_message("cleanup: umount -l %s: %s", hang->mountpoint, g_strerror(errno));
+        }
+        g_clear_pointer(&hang->mountpoint, g_free);
+        g_clear_pointer(&hang->file, g_free);
+}
+
+/* A call made from a thread of its own, so that the test can go on while it is pending. */
+typedef struct PendingCall {
+        GDBusConnection *connection;
+        const char *method;
+        int fd;
+        GMutex lock;
+        GCond cond;
+        bool done;
+        gint64 started, elapsed_ms;
+        GVariant *reply;
+        GError *error;
+} PendingCall;
+
+static gpointer pending_call_thread(gpointer data)
+{
+        PendingCall *c = data;
+        GError *error = NULL;
+        gint64 ms;
+        GVariant *reply = call_with_fd(
+                c->connection, c->method, c->fd, G_DBUS_CALL_FLAGS_NONE, HARNESS_TIMEOUT_MS, &ms, &error);
+
+        g_mutex_lock(&c->lock);
+        c->reply = reply;
+        c->error = error;
+        c->elapsed_ms = ms;
+        c->done = true;
+        g_cond_broadcast(&c->cond);
+        g_mutex_unlock(&c->lock);
+        return NULL;
+}
+
+/* Whether the call was answered by deadline (monotonic µs). */
+static bool pending_call_wait(PendingCall *c, gint64 deadline)
+{
+        bool done;
+
+        g_mutex_lock(&c->lock);
+        while (!c->done && g_cond_wait_until(&c->cond, &c->lock, deadline))
+                ;
+        done = c->done;
+        g_mutex_unlock(&c->lock);
+        return done;
+}
+
+/* Attach of a normal image and ListDevices as c: both answered in normal time. */
+static void check_served_promptly(GDBusConnection *c, const char *image, const char *when)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(GVariant) reply = NULL, list = NULL, detached = NULL;
+        g_autofree char *device = NULL;
+        gint64 ms;
+        int fd = open(image, O_RDWR | O_CLOEXEC);
+
+        g_assert_cmpint(fd, >=, 0);
+        reply = call_with_fd(c, "Attach", fd, G_DBUS_CALL_FLAGS_NONE, CALL_BOUND_MS, &ms, &error);
+        close(fd);
+        g_test_message("Attach of %s %s: %" G_GINT64_FORMAT " ms", image, when, ms);
+        expect_ok("Attach of the normal image", error);
+        g_assert_cmpint(ms, <, PROMPT_MS);
+        device = device_of_reply(reply);
+        g_clear_error(&error);
+        if (device) {
+                detached =
+                        call_timed(c, "Detach", g_variant_new("(s@a{sv})", device, harness_empty_options()),
+                                NULL, G_DBUS_CALL_FLAGS_NONE, &ms, &error);
+                g_test_message("Detach of %s %s: %" G_GINT64_FORMAT " ms", device, when, ms);
+                expect_ok("its Detach", error);
+                g_assert_cmpint(ms, <, PROMPT_MS);
+                g_clear_error(&error);
+        }
+        list = call_timed(c, "ListDevices", NULL, NULL, G_DBUS_CALL_FLAGS_NONE, &ms, &error);
+        g_test_message("ListDevices %s: %" G_GINT64_FORMAT " ms", when, ms);
+        expect_ok("ListDevices", error);
+        g_assert_cmpint(ms, <, PROMPT_MS);
+}
+
+/* data (h->options->data): "Attach" or "MountImage", of the hung file. */
+static void test_hung_image_times_out_alone(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        const char *method = h->options->data;
+        g_autofree char *image = harness_image_path(h, "normal.img");
+        GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A),
+                        *b = harness_connect_as(h, HARNESS_USER_B);
+        const gint64 limit_ms = IO_TIMEOUT_S * 1000 + TIMEOUT_SLACK_MS;
+        PendingCall call = { .method = method, .fd = -1, .connection = a };
+        g_autoptr(GPtrArray) left = NULL, mounts = NULL;
+        GThread *thread = NULL;
+        Hang hang = { 0 };
+
+        harness_allow_all(h);
+        REQUIRE_NONNULL(a);
+        REQUIRE_NONNULL(b);
+        image_create(image, 16 * MiB);
+        image_sfdisk(image, "label: gpt\nsize=4MiB, type=linux\ntype=linux\n", 0);
+        g_mutex_init(&call.lock);
+        g_cond_init(&call.cond);
+        if (!hang_start(h, &hang))
+                goto out;
+
+        /* Opening is answered at once; only reads hang. */
+        call.fd = open(hang.file, O_RDONLY | O_CLOEXEC);
+        if (call.fd < 0) {
+                fail("open %s: %s", hang.file, g_strerror(errno));
+                goto out;
+        }
+        call.started = g_get_monotonic_time();
+        thread = g_thread_new("hung-call", pending_call_thread, &call);
+        g_usleep(500 * 1000); /* let it reach loopd and get stuck */
+
+        /* Meanwhile, loopd serves everyone else. */
+        if (pending_call_wait(&call, 0))
+                g_test_message(
+                        "the %s of the hung image was answered before the other calls were made", method);
+        check_served_promptly(b, image, "while the hung one is pending");
+
+        /* The hung call itself: Timeout, within --io-timeout plus slack. */
+        if (!pending_call_wait(&call, call.started + limit_ms * 1000)) {
+                fail("loopd did not answer the %s of the hung image within %" G_GINT64_FORMAT
+                     " ms (--io-timeout %d)",
+                        method, limit_ms, IO_TIMEOUT_S);
+                goto out;
+        }
+        g_test_message("%s of the hung image answered after %" G_GINT64_FORMAT " ms: %s", method,
+                call.elapsed_ms, call.error ? call.error->message : "success");
+        harness_assert_dbus_error(call.error, LOOPD_ERROR_TIMEOUT, NULL);
+        g_assert_cmpint(call.elapsed_ms, <=, limit_ms);
+
+        /* Nothing of it is left (the FUSE server still hangs every read): no device bound to the file, no
+         * mount, and loopd still answers. */
+        left = loops_under_after(hang.mountpoint, SETTLE_MS);
+        if (left->len > 0)
+                fail_listing("still bound to the hung image after its Timeout", left);
+        mounts = mounts_under(h->media_dir);
+        if (mounts->len > 0)
+                fail_listing("mounted after the hung image's Timeout", mounts);
+        g_assert_true(harness_loopd_alive(h));
+        check_served_promptly(b, image, "after the hung one timed out");
+
+out:
+        /* Killing the server fails the reads that hang (loopd's, the loop device's): everything comes
+         * loose, and a call loopd never answered returns. */
+        hang_kill(&hang);
+        if (thread)
+                g_thread_join(thread);
+        if (thread && call.elapsed_ms > limit_ms)
+                g_test_message("the %s of the hung image returned after %" G_GINT64_FORMAT " ms: %s", method,
+                        call.elapsed_ms, call.error ? call.error->message : "success");
+        if (call.reply) {
+                g_autofree char *device = device_of_reply(call.reply);
+                fail("the %s of the hung image succeeded (%s)", method, device ? device : "?");
+                if (device)
+                        (void)harness_detach(
+                                h->bus, device, g_variant_new_parsed("{'unmount': <true>}"), NULL);
+                g_variant_unref(call.reply);
+        }
+        g_clear_error(&call.error);
+        if (call.fd >= 0)
+                close(call.fd);
+        hang_clear(&hang);
+        g_mutex_clear(&call.lock);
+        g_cond_clear(&call.cond);
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Partitions survive udev's watch rule (LOOPD_TEST_UDEV=1) */
+
+/* udev's watch rule turns every close of a whole disk opened for writing into a partition table re-read
+ * (BLKRRPART), unless someone holds a BSD lock on the disk; on a kernel without partition parsers a re-read
+ * drops the partitions loopd added with BLKPG. loopd holds a shared lock on what it attached, so they never
+ * go, not even for a moment. */
+static void test_partitions_survive_writable_closes(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        enum { CLOSES = 50 };
+        g_autofree char *image = harness_image_path(h, "watched.img"), *device = NULL;
+        g_autofree char *p1 = NULL, *p2 = NULL;
+        g_autoptr(GError) error = NULL;
+        guint deleted = 0, created = 0, closes = 0;
+        bool overflow = false;
+        int in;
+
+        /* Without a udevd nothing would re-read the table, and the test would prove nothing. */
+        if (!h->udev) {
+                fail("systemd-udevd is not running (LOOPD_TEST_UDEV=1 starts it)");
+                return;
+        }
+        image_create(image, 64 * MiB);
+        image_sfdisk(image, "label: gpt\nsize=16MiB, type=linux\ntype=linux\n", 0);
+        if (!harness_attach_path(h->bus, image, O_RDWR, NULL, &device, &error)) {
+                expect_ok("Attach", error);
+                return;
+        }
+        p1 = g_strdup_printf("%sp1", device + strlen("/dev/"));
+        p2 = g_strdup_printf("%sp2", device + strlen("/dev/"));
+        g_autoptr(GPtrArray) before = oracle_partition_nodes(device);
+        g_assert_cmpuint(before->len, ==, 2);
+
+        in = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+        g_assert_cmpint(in, >=, 0);
+        if (in >= 0 && inotify_add_watch(in, "/dev", IN_DELETE | IN_CREATE) < 0)
+                fail("inotify_add_watch /dev: %s", g_strerror(errno));
+        for (guint i = 0; i < CLOSES; i++) {
+                int fd = open(device, O_RDWR | O_CLOEXEC);
+
+                if (fd < 0) {
+                        fail("open %s for writing: %s", device, g_strerror(errno));
+                        break;
+                }
+                close(fd);
+                closes++;
+        }
+        /* The test (not loopd) may wait for udev's queue: every re-read has happened after this. */
+        g_free(test_sh("udevadm settle --timeout=60"));
+
+        for (;;) {
+                char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+                ssize_t n = in >= 0 ? read(in, buf, sizeof(buf)) : -1;
+
+                if (n <= 0)
+                        break;
+                for (char *p = buf; p < buf + n;) {
+                        const struct inotify_event *ev = (const struct inotify_event *)p;
+
+                        if (ev->mask & IN_Q_OVERFLOW)
+                                overflow = true;
+                        if (ev->len > 0 && (g_str_equal(ev->name, p1) || g_str_equal(ev->name, p2))) {
+                                if (ev->mask & IN_DELETE)
+                                        deleted++;
+                                if (ev->mask & IN_CREATE)
+                                        created++;
+                        }
+                        p += sizeof(*ev) + ev->len;
+                }
+        }
+        if (in >= 0)
+                close(in);
+        g_test_message(
+                "%u writable closes of %s: its partition nodes were deleted %u times, created %u times",
+                closes, device, deleted, created);
+        g_assert_cmpuint(closes, ==, CLOSES);
+        g_assert_false(overflow);
+        g_assert_cmpuint(deleted, ==, 0);
+        for (guint i = 1; i <= 2; i++) {
+                g_autofree char *node = g_strdup_printf("%sp%u", device, i);
+                struct stat st;
+
+                if (stat(node, &st) < 0 || !S_ISBLK(st.st_mode))
+                        fail("%s is gone after the writable closes", node);
+        }
+        g_autoptr(GVariant) parts = harness_list_partitions(h->bus, device, &error);
+        expect_ok("ListPartitions", error);
+        if (parts)
+                g_assert_cmpuint(g_variant_n_children(parts), ==, 2);
+        g_clear_error(&error);
+
+        (void)harness_detach(h->bus, device, NULL, &error);
+        expect_ok("Detach", error);
+        g_autoptr(GPtrArray) after = oracle_partition_nodes(device);
+        g_assert_cmpuint(after->len, ==, 0);
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* MountImage asks for a password once */
+
+typedef struct PromptCase {
+        FakeAuthResult attach; /* mount is always FAKE_AUTH_INTERACTIVE */
+        const char *prompted_action; /* the one action asked interactively */
+} PromptCase;
+
+static void test_mount_image_prompts_once(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        const PromptCase *pc = h->options->data;
+        g_autofree char *image = harness_image_path(h, "prompt.img"), *device = NULL;
+        GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
+        g_autoptr(GPtrArray) mount_points = g_ptr_array_new_with_free_func(g_free);
+        g_autoptr(GVariant) reply = NULL;
+        g_autoptr(GError) error = NULL;
+        const char *prompted = NULL;
+        guint n_prompts = 0, n_quiet_attach = 0, n_quiet_mount = 0;
+        int fd;
+
+        REQUIRE_NONNULL(a);
+        REQUIRE_NONNULL(h->authority);
+        image_create(image, 64 * MiB);
+        g_free(image_mkfs_at(image, 0, 64 * MiB, "ext4", "PROMPT"));
+        fake_authority_set(h->authority, LOOPD_ACTION_ATTACH, pc->attach, 0);
+        fake_authority_set(h->authority, LOOPD_ACTION_MOUNT, FAKE_AUTH_INTERACTIVE, 0);
+        fake_authority_set(h->authority, ACTION_OPEN_IMAGE, FAKE_AUTH_INTERACTIVE, 0);
+        fake_authority_clear_calls(h->authority);
+
+        fd = open(image, O_RDONLY | O_CLOEXEC);
+        g_assert_cmpint(fd, >=, 0);
+        reply = call_with_fd(a, "MountImage", fd, G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION,
+                HARNESS_TIMEOUT_MS, NULL, &error);
+        close(fd);
+        expect_ok("MountImage", error);
+        if (reply) {
+                g_autoptr(GVariant) mounts = g_variant_get_child_value(reply, 1);
+                GVariantIter it;
+                const char *node, *mp;
+
+                device = device_of_reply(reply);
+                g_variant_iter_init(&it, mounts);
+                while (g_variant_iter_next(&it, "(&s&s)", &node, &mp))
+                        g_ptr_array_add(mount_points, g_strdup(mp));
+                g_assert_cmpuint(mount_points->len, ==, 1);
+        }
+
+        g_autoptr(GPtrArray) calls = fake_authority_calls(h->authority);
+        for (guint i = 0; i < calls->len; i++) {
+                const FakeAuthCall *c = calls->pdata[i];
+
+                g_test_message("CheckAuthorization(%s, flags %u)", c->action_id, c->flags);
+                if (c->flags & 1) {
+                        n_prompts++;
+                        prompted = c->action_id;
+                } else if (g_str_equal(c->action_id, LOOPD_ACTION_ATTACH)) {
+                        n_quiet_attach++;
+                } else if (g_str_equal(c->action_id, LOOPD_ACTION_MOUNT)) {
+                        n_quiet_mount++;
+                }
+        }
+        g_assert_cmpuint(n_prompts, ==, 1);
+        g_assert_cmpstr(prompted, ==, pc->prompted_action);
+        /* Before prompting, loopd asked without interaction what needs a password. */
+        g_assert_cmpuint(n_quiet_attach, >=, 1);
+        if (pc->attach == FAKE_AUTH_INTERACTIVE)
+                g_assert_cmpuint(n_quiet_mount, >=, 1);
+
+        /* Clean up as root (no password): the last Unmount takes the autoclear device with it. */
+        for (guint i = 0; i < mount_points->len; i++) {
+                const char *mp = mount_points->pdata[i];
+
+                g_clear_error(&error);
+                (void)harness_unmount(h->bus, mp, &error);
+                expect_ok("Unmount as root", error);
+        }
+        g_autoptr(GPtrArray) left = loops_under_after(h->tmpdir, SETTLE_MS);
+        if (left->len > 0 && device) {
+                fail("%s is still attached after its last Unmount (autoclear)", device);
+                (void)harness_detach(h->bus, device, g_variant_new_parsed("{'unmount': <true>}"), NULL);
+        }
+        g_autoptr(GPtrArray) mounts = mounts_under(h->media_dir);
+        if (mounts->len > 0)
+                fail_listing("still mounted after Unmount", mounts);
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+
+static const char *const io_timeout_args[] = { "--io-timeout", G_STRINGIFY(IO_TIMEOUT_S), NULL };
+static const HarnessOptions opts_hung_attach = { .loopd_args = io_timeout_args, .data = "Attach" };
+static const HarnessOptions opts_hung_mount_image = { .loopd_args = io_timeout_args, .data = "MountImage" };
+
+static const PromptCase prompt_both = { FAKE_AUTH_INTERACTIVE, ACTION_OPEN_IMAGE };
+static const PromptCase prompt_mount_only = { FAKE_AUTH_ALLOW, LOOPD_ACTION_MOUNT };
+static const HarnessOptions opts_prompt_both = { .data = &prompt_both };
+static const HarnessOptions opts_prompt_mount_only = { .data = &prompt_mount_only };
 
 int main(int argc, char **argv)
 {
         harness_init(&argc, &argv);
+
+        /* 'robust-udev' runs only what needs systemd-udevd; the rest runs once, in 'robust', without it. */
+        if (g_strcmp0(g_getenv("LOOPD_TEST_UDEV"), "1") == 0) {
+                harness_add("/loopd/robust/partitions-survive-50-writable-closes",
+                        test_partitions_survive_writable_closes, NULL);
+                return g_test_run();
+        }
+        harness_add("/loopd/robust/no-image-fd-after-concurrent-detach",
+                test_no_image_fd_after_concurrent_detach, NULL);
+        harness_add("/loopd/robust/hung-image-times-out-alone", test_hung_image_times_out_alone,
+                &opts_hung_attach);
+        harness_add("/loopd/robust/hung-mount-image-times-out-alone", test_hung_image_times_out_alone,
+                &opts_hung_mount_image);
+        harness_add(
+                "/loopd/robust/mount-image-prompts-once", test_mount_image_prompts_once, &opts_prompt_both);
+        harness_add("/loopd/robust/mount-image-prompts-once-for-mount", test_mount_image_prompts_once,
+                &opts_prompt_mount_only);
         return g_test_run();
 }

@@ -1,0 +1,141 @@
+/* fuse-hang.c: a FUSE file system with one regular file, disk.img (64 MiB), that never answers a read: the
+ * robust suite's hung disk image. Lookups, getattr, open, flush and release are answered at once, so
+ * opening and stat()ing the file work; a READ request is simply never replied to, so whoever reads waits
+ * until this process dies (then the kernel fails the read with ENOTCONN). No worker thread is held by an
+ * unanswered read, and the session loop is multi-threaded, so other requests are always served.
+ *
+ * Usage: fuse-hang [-f] [-o allow_other] MOUNTPOINT   (stays in the foreground; stop it with SIGKILL) */
+#define FUSE_USE_VERSION 31
+
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define HANG_NAME "disk.img"
+#define HANG_INO 2
+#define HANG_SIZE (64 * 1024 * 1024)
+
+static int hang_stat(fuse_ino_t ino, struct stat *st)
+{
+        memset(st, 0, sizeof(*st));
+        st->st_ino = ino;
+        st->st_uid = 0;
+        st->st_gid = 0;
+        if (ino == FUSE_ROOT_ID) {
+                st->st_mode = S_IFDIR | 0755;
+                st->st_nlink = 2;
+                return 0;
+        }
+        if (ino == HANG_INO) {
+                st->st_mode = S_IFREG | 0644;
+                st->st_nlink = 1;
+                st->st_size = HANG_SIZE;
+                st->st_blocks = HANG_SIZE / 512;
+                st->st_blksize = 4096;
+                return 0;
+        }
+        return -ENOENT;
+}
+
+static void hang_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+        struct fuse_entry_param e = { .ino = HANG_INO, .attr_timeout = 1.0, .entry_timeout = 1.0 };
+
+        if (parent != FUSE_ROOT_ID || strcmp(name, HANG_NAME) != 0) {
+                fuse_reply_err(req, ENOENT);
+                return;
+        }
+        (void)hang_stat(HANG_INO, &e.attr);
+        fuse_reply_entry(req, &e);
+}
+
+static void hang_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+        struct stat st;
+        int r = hang_stat(ino, &st);
+
+        (void)fi;
+        if (r < 0)
+                fuse_reply_err(req, -r);
+        else
+                fuse_reply_attr(req, &st, 1.0);
+}
+
+static void hang_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+        if (ino != HANG_INO)
+                fuse_reply_err(req, EISDIR);
+        else if ((fi->flags & O_ACCMODE) != O_RDONLY)
+                fuse_reply_err(req, EACCES);
+        else
+                fuse_reply_open(req, fi);
+}
+
+/* The point of it all: the request stays unanswered for as long as this process lives. */
+static void hang_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+        (void)req;
+        (void)ino;
+        (void)size;
+        (void)off;
+        (void)fi;
+}
+
+static void hang_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+        (void)ino;
+        (void)fi;
+        fuse_reply_err(req, 0);
+}
+
+static void hang_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+        (void)ino;
+        (void)fi;
+        fuse_reply_err(req, 0);
+}
+
+static const struct fuse_lowlevel_ops hang_ops = {
+        .lookup = hang_lookup,
+        .getattr = hang_getattr,
+        .open = hang_open,
+        .read = hang_read,
+        .flush = hang_flush,
+        .release = hang_release,
+};
+
+int main(int argc, char **argv)
+{
+        struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+        struct fuse_cmdline_opts opts;
+        struct fuse_session *se;
+        int r = 1;
+
+        if (fuse_parse_cmdline(&args, &opts) != 0)
+                return 1;
+        if (opts.show_help || opts.show_version || !opts.mountpoint) {
+                fprintf(stderr, "usage: %s [-f] [-o allow_other] MOUNTPOINT\n", argv[0]);
+                goto out;
+        }
+        se = fuse_session_new(&args, &hang_ops, sizeof(hang_ops), NULL);
+        if (!se)
+                goto out;
+        if (fuse_set_signal_handlers(se) == 0) {
+                if (fuse_session_mount(se, opts.mountpoint) == 0) {
+                        /* Always in the foreground: the test kills it by pid. */
+                        r = fuse_session_loop_mt(se, 0) == 0 ? 0 : 1;
+                        fuse_session_unmount(se);
+                }
+                fuse_remove_signal_handlers(se);
+        }
+        fuse_session_destroy(se);
+out:
+        free(opts.mountpoint);
+        fuse_opt_free_args(&args);
+        return r;
+}
