@@ -29,21 +29,50 @@ typedef struct AuthAnswer {
         struct AuthAnswer *next;
 } AuthAnswer;
 
-/* All polkit questions asked for one method call. The call is dispatched again when an answer arrives. */
+typedef struct AuthSender AuthSender;
+
+/* What one method call waits for: its caller's uid, then polkit's answers. The call is dispatched again when
+ * an answer arrives. */
 typedef struct AuthQuery {
         Auth *auth;
         sd_bus_message *request;
         sd_bus_message_handler_t handler;
         void *userdata;
+        AuthSender *sender; /* the caller's connection: when it leaves, the call is dropped */
+        AuthSender *lookup; /* waiting for the caller's uid (then == sender) */
         sd_bus_slot *slot; /* the CheckAuthorization call in flight, if any */
-        sd_bus_track *caller; /* the sender: when it leaves, the question is withdrawn */
+        bool held; /* counted in calls (bus_calls_hold()) */
         AuthAnswer *answers;
         struct AuthQuery *next;
 } AuthQuery;
 
+/* A bus connection: its uid, or the question to the bus about it. Unique names are never reused on a bus,
+ * and a connection's credentials never change: what the bus said once holds for its lifetime. */
+struct AuthSender {
+        Auth *auth;
+        char *name;
+        uid_t uid;
+        bool known;
+        sd_bus_slot *slot; /* GetConnectionUnixUser in flight */
+        /* NameOwnerChanged for it: it left the bus. One match a connection, not an sd_bus_track a call:
+         * adding a name to a track asks the bus synchronously whether the name exists, and while loopd waits
+         * for that answer sd-bus reads every call queued for it, each with its fds. */
+        sd_bus_slot *gone_match;
+        unsigned n_waiting;
+        struct AuthSender *next;
+};
+
+/* Known senders kept (the oldest go first; one asked again costs a round trip, not a wrong answer). */
+#define AUTH_SENDERS_MAX 256u
+/* Calls of one sender that may wait for its uid: they are not counted against a uid's bound yet (nobody
+ * knows it), so this bounds what a flood over fresh connections can hold meanwhile. */
+#define AUTH_LOOKUP_WAITING_MAX 4u
+
 struct Auth {
-        Manager *manager;
+        BusCalls *calls;
         AuthQuery *queries;
+        AuthSender *senders; /* newest first */
+        unsigned n_senders;
         uint64_t n_asked; /* for unique cancellation ids */
 };
 
@@ -68,8 +97,10 @@ static void auth_query_free(AuthQuery *q)
                         break;
                 }
         sd_bus_slot_unref(q->slot);
-        sd_bus_track_unref(q->caller);
-        bus_calls_release(q->auth->manager->calls, q->request);
+        if (q->lookup)
+                q->lookup->n_waiting--;
+        if (q->held)
+                bus_calls_release(q->auth->calls, q->request);
         sd_bus_message_unref(q->request);
         auth_answer_free_all(q->answers);
         free(q);
@@ -77,9 +108,8 @@ static void auth_query_free(AuthQuery *q)
 
 /* The caller left while polkit was still deciding (maybe waiting for a password nobody will type): withdraw
  * the question at polkit, and let go of the call and its file descriptors now, not when polkit times out. */
-static int auth_on_caller_gone(sd_bus_track *track, void *userdata)
+static void auth_query_abandon(AuthQuery *q)
 {
-        AuthQuery *q = userdata;
         sd_bus *bus = sd_bus_message_get_bus(q->request);
 
         for (AuthAnswer *a = q->answers; a; a = a->next) {
@@ -90,18 +120,15 @@ static int auth_on_caller_gone(sd_bus_track *track, void *userdata)
                 if (r < 0)
                         log_debug_errno(r, "Failed to cancel polkit check %s: %m", a->cancel_id);
         }
-        log_debug("%s left while polkit decided, dropping its call",
-                sd_bus_message_get_sender(q->request) ?: "A caller");
         auth_query_free(q);
-        return 0;
 }
 
-int auth_new(Manager *m, Auth **ret)
+int auth_new(BusCalls *calls, Auth **ret)
 {
         Auth *a = calloc(1, sizeof(Auth));
         if (!a)
                 return -ENOMEM;
-        a->manager = m;
+        a->calls = calls;
         *ret = a;
         return 0;
 }
@@ -112,35 +139,202 @@ Auth *auth_free(Auth *a)
                 return NULL;
         while (a->queries)
                 auth_query_free(a->queries);
+        while (a->senders) {
+                AuthSender *next = a->senders->next;
+                sd_bus_slot_unref(a->senders->slot);
+                sd_bus_slot_unref(a->senders->gone_match);
+                free(a->senders->name);
+                free(a->senders);
+                a->senders = next;
+        }
         free(a);
         return NULL;
 }
 
-static int auth_sender_uid(sd_bus_message *message, uid_t *ret)
+static void auth_redispatch(AuthQuery *q);
+static int auth_get_query(Auth *a, sd_bus_message *message, AuthQuery **ret);
+
+static void auth_sender_free(Auth *a, AuthSender *s)
 {
-        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
-        uint64_t mask = SD_BUS_CREDS_EUID | SD_BUS_CREDS_UID;
-        int r;
-
-        r = sd_bus_query_sender_creds(message, mask, &creds);
-        if (r < 0)
-                return r;
-
-        /* Only what the bus itself vouches for: values read from /proc are racy (the sender may have exec'd
-         * a setuid binary since). */
-        uint64_t augmented = sd_bus_creds_get_augmented_mask(creds);
-        if (!(augmented & SD_BUS_CREDS_EUID) && sd_bus_creds_get_euid(creds, ret) >= 0)
-                return 0;
-        if (!(augmented & SD_BUS_CREDS_UID) && sd_bus_creds_get_uid(creds, ret) >= 0)
-                return 0;
-        return -EPERM;
+        for (AuthSender **p = &a->senders; *p; p = &(*p)->next)
+                if (*p == s) {
+                        *p = s->next;
+                        a->n_senders--;
+                        break;
+                }
+        sd_bus_slot_unref(s->slot);
+        free(s->name);
+        free(s);
 }
 
-int auth_caller(sd_bus_message *message, uid_t *ret_uid, sd_bus_error *error)
+/* The oldest call waiting for s (the list is newest first): they go on in the order they came. */
+static void auth_sender_forget_oldest(Auth *a)
 {
-        if (auth_sender_uid(message, ret_uid) < 0)
+        AuthSender **last = NULL;
+
+        /* The oldest known one (the list is newest first) that no call of loopd's still refers to. */
+        for (AuthSender **p = &a->senders; *p; p = &(*p)->next) {
+                bool used = false;
+
+                for (AuthQuery *q = a->queries; q && !used; q = q->next)
+                        used = q->sender == *p;
+                if ((*p)->known && !used)
+                        last = p;
+        }
+        if (last)
+                auth_sender_free(a, *last);
+}
+
+/* NameOwnerChanged(name, old, new) for a sender: with no new owner, the connection left the bus. */
+static int auth_on_sender_gone(sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
+{
+        AuthSender *s = userdata;
+        Auth *a = s->auth;
+        const char *name, *old_owner, *new_owner;
+        bool dropped = false;
+
+        if (sd_bus_message_read(m, "sss", &name, &old_owner, &new_owner) < 0 || !isempty(new_owner))
+                return 0;
+        for (AuthQuery *q = a->queries, *next; q; q = next) {
+                next = q->next;
+                if (q->sender != s)
+                        continue;
+                auth_query_abandon(q);
+                dropped = true;
+                /* abandoning may have freed others (it frees only q): start over to be safe */
+                next = a->queries;
+        }
+        if (dropped)
+                log_debug("%s left while its calls waited, dropped them", s->name);
+        auth_sender_free(a, s);
+        return 0;
+}
+
+/* The entry of message's sender, made (and followed: see gone_match) when there is none. */
+static int auth_sender_get(Auth *a, sd_bus_message *message, AuthSender **ret)
+{
+        const char *sender = sd_bus_message_get_sender(message);
+        _cleanup_free_ char *match = NULL;
+        AuthSender *s;
+        int r;
+
+        if (!sender)
+                return -ENXIO;
+        for (s = a->senders; s; s = s->next)
+                if (streq(s->name, sender)) {
+                        *ret = s;
+                        return 0;
+                }
+
+        if (a->n_senders >= AUTH_SENDERS_MAX)
+                auth_sender_forget_oldest(a);
+        s = calloc(1, sizeof(AuthSender));
+        if (!s)
+                return -ENOMEM;
+        s->auth = a;
+        s->name = strdup(sender);
+        if (!s->name ||
+                asprintf(&match,
+                        "type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',"
+                        "interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0='%s'",
+                        sender) < 0) {
+                free(s->name);
+                free(s);
+                return -ENOMEM;
+        }
+        r = sd_bus_add_match_async(
+                sd_bus_message_get_bus(message), &s->gone_match, match, auth_on_sender_gone, NULL, s);
+        if (r < 0) {
+                free(s->name);
+                free(s);
+                return r;
+        }
+        s->next = a->senders;
+        a->senders = s;
+        a->n_senders++;
+        *ret = s;
+        return 0;
+}
+
+static AuthQuery *auth_find_waiting(Auth *a, AuthSender *s)
+{
+        AuthQuery *found = NULL;
+
+        for (AuthQuery *q = a->queries; q; q = q->next)
+                if (q->lookup == s)
+                        found = q;
+        return found;
+}
+
+static int auth_on_sender_uid(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error)
+{
+        AuthSender *s = userdata;
+        Auth *a = s->auth;
+        uint32_t uid;
+        AuthQuery *q;
+
+        s->slot = sd_bus_slot_unref(s->slot);
+        if (!sd_bus_message_is_method_error(reply, NULL) && sd_bus_message_read(reply, "u", &uid) >= 0) {
+                s->uid = uid;
+                s->known = true;
+        }
+        /* Every call that waited for it goes on; when the bus could not say (the caller left already, most
+         * likely), they are refused and the sender is forgotten. Redispatching may change the list: look
+         * again from the start each time. */
+        while ((q = auth_find_waiting(a, s))) {
+                q->lookup = NULL;
+                s->n_waiting--;
+                if (s->known)
+                        auth_redispatch(q);
+                else {
+                        (void)sd_bus_reply_method_errorf(q->request, LOOPD_ERROR_NOT_AUTHORIZED,
+                                "Not authorized: cannot tell who the caller is");
+                        auth_query_free(q);
+                }
+        }
+        if (!s->known)
+                auth_sender_free(a, s);
+        return 0;
+}
+
+int auth_caller(Auth *a, sd_bus_message *message, uid_t *ret_uid, sd_bus_error *error)
+{
+        AuthSender *s;
+        AuthQuery *q;
+        int r;
+
+        r = auth_sender_get(a, message, &s);
+        if (r == -ENXIO)
                 return sd_bus_error_set(
                         error, LOOPD_ERROR_NOT_AUTHORIZED, "Not authorized: cannot tell who the caller is");
+        if (r < 0)
+                return r;
+        if (s->known) {
+                *ret_uid = s->uid;
+                return 1;
+        }
+
+        /* Asked of the bus (the only one that knows), never of /proc (racy): asynchronously, because a
+         * synchronous call makes sd-bus read every message queued for loopd, each with its fds, while it
+         * waits, and stops everyone else. After gone_match: had the caller left before that was in place,
+         * this question fails, and its calls are refused. */
+        if (!s->slot) {
+                r = sd_bus_call_method_async(sd_bus_message_get_bus(message), &s->slot,
+                        "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                        "GetConnectionUnixUser", auth_on_sender_uid, s, "s", s->name);
+                if (r < 0)
+                        return sd_bus_error_setf(error, LOOPD_ERROR_NOT_AUTHORIZED,
+                                "Not authorized: cannot ask the bus who the caller is: %s", strerror(-r));
+        }
+        if (s->n_waiting >= AUTH_LOOKUP_WAITING_MAX)
+                return sd_bus_error_setf(error, LOOPD_ERROR_LIMIT_EXCEEDED,
+                        "%u calls of this connection already wait until loopd knows who is calling; try again",
+                        AUTH_LOOKUP_WAITING_MAX);
+        r = auth_get_query(a, message, &q);
+        if (r < 0)
+                return r;
+        q->lookup = s;
+        s->n_waiting++;
         return 0;
 }
 
@@ -275,14 +469,50 @@ static int auth_ask_polkit(AuthQuery *q, AuthAnswer *answer, const char *const *
 
 /* The handler that dispatched the current message: sd-bus tells us the message, and the vtable entry's
  * handler is what must run again. */
-static int auth_current_handler(Auth *a, sd_bus_message_handler_t *ret_handler, void **ret_userdata)
+static int auth_current_handler(
+        sd_bus_message *message, sd_bus_message_handler_t *ret_handler, void **ret_userdata)
 {
-        sd_bus *bus = a->manager->bus;
+        sd_bus *bus = sd_bus_message_get_bus(message);
         sd_bus_message_handler_t h = sd_bus_get_current_handler(bus);
         if (!h)
                 return -EINVAL;
         *ret_handler = h;
         *ret_userdata = sd_bus_get_current_userdata(bus);
+        return 0;
+}
+
+/* The query of the current dispatch of message, made when there is none: it remembers the handler to run
+ * again, and its sender (whose leaving drops it). */
+static int auth_get_query(Auth *a, sd_bus_message *message, AuthQuery **ret)
+{
+        sd_bus_message_handler_t handler;
+        AuthSender *sender;
+        void *userdata;
+        AuthQuery *q;
+        int r;
+
+        q = auth_find_query(a, message);
+        if (q) {
+                *ret = q;
+                return 0;
+        }
+        r = auth_current_handler(message, &handler, &userdata);
+        if (r < 0)
+                return r;
+        r = auth_sender_get(a, message, &sender);
+        if (r < 0)
+                return r;
+        q = calloc(1, sizeof(AuthQuery));
+        if (!q)
+                return -ENOMEM;
+        q->auth = a;
+        q->sender = sender;
+        q->request = sd_bus_message_ref(message);
+        q->handler = handler;
+        q->userdata = userdata;
+        q->next = a->queries;
+        a->queries = q;
+        *ret = q;
         return 0;
 }
 
@@ -297,43 +527,27 @@ int auth_check(Auth *a, sd_bus_message *message, uid_t uid, const char *action, 
                 return 1;
 
         q = auth_find_query(a, message);
-        if (q) {
-                for (AuthAnswer *ans = q->answers; ans; ans = ans->next) {
-                        if (!streq(ans->action, action) || ans->quiet != quiet)
-                                continue;
-                        if (ans->result > 0)
-                                return 1;
-                        if (ans->result < 0)
-                                return sd_bus_error_copy(error, &ans->error);
-                        return 0;
-                }
-        } else {
-                sd_bus_message_handler_t handler;
-                void *userdata;
-
-                r = auth_current_handler(a, &handler, &userdata);
-                if (r < 0)
-                        return r;
-                /* Bounded before polkit hears of it: a flood of calls must not become a flood of questions.
-                 */
-                r = bus_calls_hold(a->manager->calls, message, uid, error);
-                if (r < 0)
-                        return r;
-                q = calloc(1, sizeof(AuthQuery));
-                if (!q) {
-                        bus_calls_release(a->manager->calls, message);
-                        return -ENOMEM;
-                }
-                q->auth = a;
-                q->request = sd_bus_message_ref(message);
-                q->handler = handler;
-                q->userdata = userdata;
-                q->next = a->queries;
-                a->queries = q;
-                r = bus_track_sender(message, auth_on_caller_gone, q, &q->caller);
-                if (r < 0)
-                        log_debug_errno(r, "Failed to follow the caller of a polkit check: %m");
+        for (AuthAnswer *ans = q ? q->answers : NULL; ans; ans = ans->next) {
+                if (!streq(ans->action, action) || ans->quiet != quiet)
+                        continue;
+                if (ans->result > 0)
+                        return 1;
+                if (ans->result < 0)
+                        return sd_bus_error_copy(error, &ans->error);
+                return 0;
         }
+        /* Bounded before polkit hears of it: a flood of calls must not become a flood of questions. */
+        if (!q || !q->held) {
+                r = bus_calls_hold(a->calls, message, uid, error);
+                if (r < 0)
+                        return r;
+        }
+        r = auth_get_query(a, message, &q);
+        if (r < 0) {
+                bus_calls_release(a->calls, message);
+                return r;
+        }
+        q->held = true;
 
         AuthAnswer *answer = calloc(1, sizeof(AuthAnswer));
         if (!answer)

@@ -4,9 +4,13 @@
 #include <stdbool.h>
 #include <systemd/sd-bus.h>
 
-#include "manager.h"
+#include <sys/types.h>
 
-int auth_new(Manager *m, Auth **ret);
+typedef struct Auth Auth;
+typedef struct BusCalls BusCalls;
+
+/* Calls waiting for polkit count against calls' bound. */
+int auth_new(BusCalls *calls, Auth **ret);
 Auth *auth_free(Auth *a);
 
 /* Checks action for the sender of message. Returns 1 when allowed (root always is); 0 when the question is
@@ -30,8 +34,8 @@ int auth_check(Auth *a, sd_bus_message *message, uid_t uid, const char *action, 
 /* Is a question with polkit still unanswered? */
 bool auth_busy(Auth *a);
 
-/* The sender's effective uid, from the bus (never from /proc), for auth_check(). Asked of the bus at every
- * dispatch of a call, also when it is dispatched again with polkit's answer: a caller that left in the
- * meantime is no longer known to the bus, and gets NotAuthorized (nothing is done for a caller that is
- * gone). One question a dispatch: on dbus-daemon it is a round trip. */
-int auth_caller(sd_bus_message *message, uid_t *ret_uid, sd_bus_error *error);
+/* The caller's uid, from the bus (never from /proc). Returns 1 with *ret_uid; 0 when the bus is being asked
+ * (asynchronously, once per connection: the answer is kept), in which case the method handler must return 1
+ * at once and the message is dispatched to it again with the answer; < 0 with error set (NotAuthorized when
+ * the bus cannot say, LimitExceeded when this connection has too many calls waiting for it already). */
+int auth_caller(Auth *a, sd_bus_message *message, uid_t *ret_uid, sd_bus_error *error);

@@ -1,6 +1,5 @@
 /* bus-calls.c: method calls that are answered later: at most so many of one uid's at once (a user must not
- * pin loopd's file descriptors and memory by queueing calls over many connections while polkit thinks),
- * and the caller's lifetime. */
+ * pin loopd's file descriptors and memory by queueing calls over many connections while polkit thinks). */
 #include "bus-calls.h"
 
 #include <errno.h>
@@ -30,6 +29,11 @@ int bus_calls_new(unsigned max_per_uid, BusCalls **ret)
         c->max_per_uid = max_per_uid;
         *ret = c;
         return 0;
+}
+
+void bus_calls_set_max(BusCalls *c, unsigned max_per_uid)
+{
+        c->max_per_uid = max_per_uid;
 }
 
 BusCalls *bus_calls_free(BusCalls *c)
@@ -97,20 +101,4 @@ void bus_calls_release(BusCalls *c, sd_bus_message *message)
 unsigned bus_calls_count(BusCalls *c)
 {
         return c ? c->n : 0;
-}
-
-int bus_track_sender(
-        sd_bus_message *message, sd_bus_track_handler_t handler, void *userdata, sd_bus_track **ret)
-{
-        _cleanup_(sd_bus_track_unrefp) sd_bus_track *track = NULL;
-        int r;
-
-        r = sd_bus_track_new(sd_bus_message_get_bus(message), &track, handler, userdata);
-        if (r < 0)
-                return r;
-        r = sd_bus_track_add_sender(track, message);
-        if (r < 0)
-                return r;
-        *ret = TAKE_PTR(track);
-        return 0;
 }

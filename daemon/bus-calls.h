@@ -1,5 +1,5 @@
 /* bus-calls.h: method calls that are answered later (they wait for polkit, for the image or for udev): at
- * most so many of one uid's at once, and what tells them that their caller went away. */
+ * most so many of one uid's at once. */
 #pragma once
 
 #include <stdbool.h>
@@ -11,6 +11,7 @@
 typedef struct BusCalls BusCalls;
 
 int bus_calls_new(unsigned max_per_uid, BusCalls **ret);
+void bus_calls_set_max(BusCalls *c, unsigned max_per_uid);
 BusCalls *bus_calls_free(BusCalls *c);
 DEFINE_TRIVIAL_CLEANUP_FUNC(BusCalls *, bus_calls_free);
 
@@ -22,8 +23,3 @@ int bus_calls_hold(BusCalls *c, sd_bus_message *message, uid_t uid, sd_bus_error
 void bus_calls_release(BusCalls *c, sd_bus_message *message);
 /* How many calls wait (all uids). */
 unsigned bus_calls_count(BusCalls *c);
-
-/* Calls handler(userdata) once the sender of message has left the bus (sd_bus_track): a call whose answer
- * nobody waits for any more lets go of what it holds. */
-int bus_track_sender(
-        sd_bus_message *message, sd_bus_track_handler_t handler, void *userdata, sd_bus_track **ret);

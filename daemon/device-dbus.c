@@ -5,25 +5,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bus-util.h"
 #include "device-dbus.h"
 #include "log.h"
 #include "loop.h"
 #include "loopd-bus.h"
-#include "manager-dbus.h"
-#include "manager.h"
 #include "mount.h"
 #include "probe.h"
+#include "registry.h"
 #include "strv.h"
 #include "watcher.h"
-
-char *device_object_path(unsigned number)
-{
-        char *path;
-
-        if (asprintf(&path, LOOPD_DEVICE_PATH_PREFIX "/loop%u", number) < 0)
-                return NULL;
-        return path;
-}
 
 /* The loop number an object path names, or -EINVAL if it names none. */
 static int device_path_number(const char *path, unsigned *ret)
@@ -41,27 +32,27 @@ static int device_path_number(const char *path, unsigned *ret)
 static int device_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found,
         sd_bus_error *error)
 {
-        Manager *m = userdata;
+        Bus *b = userdata;
         unsigned number;
 
         if (device_path_number(path, &number) < 0)
                 return 0;
-        if (!watcher_get_device(m->watcher, number))
+        if (!watcher_get_device(b->manager->watcher, number))
                 return 0;
-        *found = m;
+        *found = b;
         return 1;
 }
 
 static int device_enumerate(
         sd_bus *bus, const char *path, void *userdata, char ***nodes, sd_bus_error *error)
 {
-        Manager *m = userdata;
+        Bus *b = userdata;
         _cleanup_free_ unsigned *numbers = NULL;
         _cleanup_strv_free_ char **list = NULL;
         size_t n = 0;
         int r;
 
-        r = watcher_list_devices(m->watcher, &numbers, &n);
+        r = watcher_list_devices(b->manager->watcher, &numbers, &n);
         if (r < 0)
                 return r;
         list = calloc(n + 1, sizeof(char *));
@@ -148,7 +139,8 @@ int device_dbus_append_partitions(sd_bus_message *reply, unsigned number, bool s
 static int device_get_property(sd_bus *bus, const char *path, const char *interface, const char *property,
         sd_bus_message *reply, void *userdata, sd_bus_error *error)
 {
-        Manager *m = userdata;
+        Bus *b = userdata;
+        Manager *m = b->manager;
         const LoopInfo *info;
         ManagedDevice *d;
         unsigned number;
@@ -158,7 +150,7 @@ static int device_get_property(sd_bus *bus, const char *path, const char *interf
         info = watcher_get_device(m->watcher, number);
         if (!info)
                 return sd_bus_error_setf(error, LOOPD_ERROR_NOT_FOUND, "loop%u is not attached", number);
-        d = manager_find_device(m, number, info->diskseq);
+        d = registry_find_device(m->registry, number, info->diskseq);
 
         if (streq(property, "Device")) {
                 char devname[32];
@@ -178,7 +170,7 @@ static int device_get_property(sd_bus *bus, const char *path, const char *interf
         if (streq(property, "ReadOnly"))
                 return sd_bus_message_append(reply, "b", info->read_only);
         if (streq(property, "Autoclear"))
-                return sd_bus_message_append(reply, "b", manager_device_autoclear(m, info));
+                return sd_bus_message_append(reply, "b", registry_device_autoclear(m->registry, info));
         if (streq(property, "Managed"))
                 return sd_bus_message_append(reply, "b", d != NULL);
         if (streq(property, "OwnerUID"))
@@ -210,15 +202,15 @@ static const sd_bus_vtable device_vtable[] = { SD_BUS_VTABLE_START(0),
                 SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_VTABLE_END };
 
-int device_dbus_register(Manager *m)
+int device_dbus_register(Bus *b)
 {
         int r;
 
-        r = sd_bus_add_fallback_vtable(m->bus, NULL, LOOPD_DEVICE_PATH_PREFIX, LOOPD_DEVICE_INTERFACE,
-                device_vtable, device_find, m);
+        r = sd_bus_add_fallback_vtable(b->bus, NULL, LOOPD_DEVICE_PATH_PREFIX, LOOPD_DEVICE_INTERFACE,
+                device_vtable, device_find, b);
         if (r < 0)
                 return r;
-        return sd_bus_add_node_enumerator(m->bus, NULL, LOOPD_DEVICE_PATH_PREFIX, device_enumerate, m);
+        return sd_bus_add_node_enumerator(b->bus, NULL, LOOPD_DEVICE_PATH_PREFIX, device_enumerate, b);
 }
 
 static void log_emit_failure(int r, const char *what)
@@ -227,68 +219,94 @@ static void log_emit_failure(int r, const char *what)
                 log_debug_errno(r, "Failed to emit %s: %m", what);
 }
 
-void device_dbus_emit_added(Manager *m, unsigned number)
+static void emit_added(sd_bus *bus, unsigned number)
 {
         _cleanup_free_ char *path = device_object_path(number);
         char devname[32];
 
-        if (!path || !m->bus)
+        if (!path || !bus)
                 return;
         snprintf(devname, sizeof(devname), "/dev/loop%u", number);
-        log_emit_failure(sd_bus_emit_object_added(m->bus, path), "InterfacesAdded");
-        log_emit_failure(sd_bus_emit_signal(m->bus, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE,
+        log_emit_failure(sd_bus_emit_object_added(bus, path), "InterfacesAdded");
+        log_emit_failure(sd_bus_emit_signal(bus, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE,
                                  "DeviceAttached", "so", devname, path),
                 "DeviceAttached");
 }
 
-void device_dbus_emit_removed(Manager *m, unsigned number)
+static void emit_removed(sd_bus *bus, unsigned number)
 {
         _cleanup_free_ char *path = device_object_path(number);
         char devname[32];
 
-        if (!path || !m->bus)
+        if (!path || !bus)
                 return;
         snprintf(devname, sizeof(devname), "/dev/loop%u", number);
         /* All the interfaces InterfacesAdded named, the standard ones too (Properties, Introspectable,
          * Peer): a client such as GDBusObjectManagerClient drops an object only when it has none left. The
          * watcher calls this while the object still resolves. */
-        log_emit_failure(sd_bus_emit_object_removed(m->bus, path), "InterfacesRemoved");
-        log_emit_failure(sd_bus_emit_signal(m->bus, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE,
+        log_emit_failure(sd_bus_emit_object_removed(bus, path), "InterfacesRemoved");
+        log_emit_failure(sd_bus_emit_signal(bus, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE,
                                  "DeviceDetached", "so", devname, path),
                 "DeviceDetached");
 }
 
-void device_dbus_emit_partition(Manager *m, unsigned number, unsigned partition, bool added)
+static void emit_partition(sd_bus *bus, unsigned number, unsigned partition, bool added)
 {
         char devname[32], node[48];
 
-        if (!m->bus)
+        if (!bus)
                 return;
         snprintf(devname, sizeof(devname), "/dev/loop%u", number);
         snprintf(node, sizeof(node), "/dev/loop%up%u", number, partition);
-        log_emit_failure(sd_bus_emit_signal(m->bus, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE,
+        log_emit_failure(sd_bus_emit_signal(bus, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE,
                                  added ? "PartitionAdded" : "PartitionRemoved", "ss", devname, node),
                 "PartitionAdded/Removed");
 }
 
-void device_dbus_emit_mount(Manager *m, const char *node, const char *mount_point, bool mounted)
+static void emit_mount(sd_bus *bus, const char *node, const char *mount_point, bool mounted)
 {
         _cleanup_free_ char *valid = utf8_valid_dup(mount_point);
 
-        if (!m->bus || !valid)
+        if (!bus || !valid)
                 return;
-        log_emit_failure(sd_bus_emit_signal(m->bus, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE,
+        log_emit_failure(sd_bus_emit_signal(bus, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE,
                                  mounted ? "Mounted" : "Unmounted", "ss", node, valid),
                 "Mounted/Unmounted");
 }
 
-void device_dbus_emit_changed(Manager *m, unsigned number, const char *property)
+static void emit_changed(sd_bus *bus, unsigned number, const char *property)
 {
         _cleanup_free_ char *path = device_object_path(number);
 
-        if (!path || !m->bus)
+        if (!path || !bus)
                 return;
-        log_emit_failure(
-                sd_bus_emit_properties_changed(m->bus, path, LOOPD_DEVICE_INTERFACE, property, NULL),
+        log_emit_failure(sd_bus_emit_properties_changed(bus, path, LOOPD_DEVICE_INTERFACE, property, NULL),
                 "PropertiesChanged");
+}
+
+void device_dbus_on_change(const Change *c, void *userdata)
+{
+        Bus *b = userdata;
+
+        if (!b->bus) /* the first look at the devices, before the bus is there */
+                return;
+        switch (c->kind) {
+        case CHANGE_DEVICE_ADDED:
+                emit_added(b->bus, c->number);
+                break;
+        case CHANGE_DEVICE_REMOVED:
+                emit_removed(b->bus, c->number);
+                break;
+        case CHANGE_PARTITION_ADDED:
+        case CHANGE_PARTITION_REMOVED:
+                emit_partition(b->bus, c->number, c->partition, c->kind == CHANGE_PARTITION_ADDED);
+                break;
+        case CHANGE_MOUNTED:
+        case CHANGE_UNMOUNTED:
+                emit_mount(b->bus, c->node, c->mount_point, c->kind == CHANGE_MOUNTED);
+                break;
+        case CHANGE_PROPERTY:
+                emit_changed(b->bus, c->number, c->property);
+                break;
+        }
 }

@@ -10,9 +10,11 @@
 
 #include <systemd/sd-event.h>
 
+#include "bus-service.h"
 #include "config.h"
 #include "log.h"
 #include "loopd-bus.h"
+#include "manager-dbus.h"
 #include "manager.h"
 
 static void help(void)
@@ -49,7 +51,7 @@ static int parse_number(const char *s, uint64_t min, uint64_t max, uint64_t *ret
         return 0;
 }
 
-static int parse_argv(Manager *m, int argc, char *argv[])
+static int parse_argv(Manager *m, Bus *b, int argc, char *argv[])
 {
         enum {
                 ARG_VERSION = 0x100,
@@ -116,7 +118,7 @@ static int parse_argv(Manager *m, int argc, char *argv[])
                                 fprintf(stderr, "loopd: invalid --exit-on-idle: %s\n", optarg);
                                 return -EINVAL;
                         }
-                        m->exit_on_idle_usec = value * 1000000ULL;
+                        b->exit_on_idle_usec = value * 1000000ULL;
                         break;
                 case ARG_IO_TIMEOUT:
                         if (parse_number(optarg, 1, 3600, &value) < 0) {
@@ -130,7 +132,7 @@ static int parse_argv(Manager *m, int argc, char *argv[])
                                 fprintf(stderr, "loopd: invalid --max-pending-per-user: %s\n", optarg);
                                 return -EINVAL;
                         }
-                        m->max_pending_per_user = (unsigned)value;
+                        b->max_pending_per_user = (unsigned)value;
                         break;
                 case ARG_DEBUG:
                         log_set_max_level(LOG_DEBUG);
@@ -198,14 +200,18 @@ static void raise_fd_limit(void)
 static int run(int argc, char *argv[])
 {
         _cleanup_(manager_freep) Manager *m = NULL;
+        _cleanup_(bus_freep) Bus *b = NULL;
         sigset_t mask;
         int r;
 
+        /* The engine, and the D-Bus face that hears of its changes. */
         r = manager_new(&m);
+        if (r >= 0)
+                r = bus_new(m, &b);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up: %m");
 
-        r = parse_argv(m, argc, argv);
+        r = parse_argv(m, b, argc, argv);
         if (r <= 0)
                 return r;
 
@@ -234,12 +240,19 @@ static int run(int argc, char *argv[])
         r = manager_start(m);
         if (r < 0)
                 return r;
+        r = bus_start(b);
+        if (r < 0)
+                return r;
 
         log_info("Serving " LOOPD_BUS_NAME " (state in %s, mounts under %s)", m->state_dir, m->media_dir);
         r = sd_event_loop(m->event);
         if (r < 0)
                 return log_error_errno(r, "Event loop failed: %m");
         log_info("Exiting");
+        /* Calls still waiting are answered while the bus is there: those reading their images, then the
+         * Attach calls waiting for udev (stopping the watcher rolls them back). */
+        bus_cancel_calls(b);
+        manager_stop(m);
         return 0;
 }
 

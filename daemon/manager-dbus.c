@@ -1,4 +1,5 @@
-/* manager-dbus.c: the org.loopd1.Manager interface: argument checks, authorization, replies. */
+/* manager-dbus.c: the D-Bus face: the org.loopd1.Manager interface (argument checks, authorization, calls
+ * into the engine, replies) and the face's life on the bus. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -12,7 +13,9 @@
 #include "auth.h"
 #include "bus-calls.h"
 #include "bus-options.h"
+#include "bus-util.h"
 #include "device-dbus.h"
+#include "engine.h"
 #include "format.h"
 #include "image.h"
 #include "log.h"
@@ -23,92 +26,10 @@
 #include "mount.h"
 #include "partition.h"
 #include "probe.h"
-#include "state.h"
+#include "registry.h"
 #include "strv.h"
 #include "watcher.h"
 #include "worker.h"
-
-/* Maps a failed operation to the contract's error names; what says what was being done. */
-int bus_reply_errno(sd_bus_error *error, int r, const char *what)
-{
-        const char *name;
-
-        switch (-r) {
-        case EBUSY:
-                name = LOOPD_ERROR_BUSY;
-                break;
-        case ENXIO:
-        case ENODEV:
-        case ENOENT:
-        case ESTALE:
-                name = LOOPD_ERROR_NOT_FOUND;
-                break;
-        case EMEDIUMTYPE:
-                name = LOOPD_ERROR_UNSUPPORTED_FORMAT;
-                break;
-        case ETIMEDOUT:
-                name = LOOPD_ERROR_TIMEOUT;
-                break;
-        case EINVAL:
-        case EROFS:
-        case EFBIG:
-        case EOVERFLOW:
-                name = LOOPD_ERROR_INVALID_ARGUMENT;
-                break;
-        default:
-                name = LOOPD_ERROR_FAILED;
-        }
-        return sd_bus_error_setf(error, name, "%s: %s", what, strerror(-r));
-}
-
-int bus_make_utf8(char **s)
-{
-        const char *p;
-        char *buf, *q;
-
-        for (p = *s; *p;) {
-                size_t len = utf8_sequence_length(p);
-                if (len == 0)
-                        break;
-                p += len;
-        }
-        if (!*p)
-                return 0;
-
-        /* At most three bytes (U+FFFD) for every byte. */
-        buf = malloc(strlen(*s) * 3 + 1);
-        if (!buf)
-                return -ENOMEM;
-        for (p = *s, q = buf; *p;) {
-                size_t len = utf8_sequence_length(p);
-                if (len == 0) {
-                        q = mempcpy(q, "\xef\xbf\xbd", 3);
-                        p++;
-                } else {
-                        q = mempcpy(q, p, len);
-                        p += len;
-                }
-        }
-        *q = '\0';
-        free(*s);
-        *s = buf;
-        return 0;
-}
-
-int bus_parse_loop_name(const char *s, unsigned *ret, sd_bus_error *error)
-{
-        if (isempty(s))
-                return sd_bus_error_set(error, LOOPD_ERROR_INVALID_ARGUMENT, "device: must not be empty");
-        /* Not quoted when too long: a cut could split a UTF-8 character, and sd-bus cannot send an error
-         * whose message is not UTF-8 (the caller would wait for its timeout instead). */
-        if (strlen(s) > 64)
-                return sd_bus_error_set(error, LOOPD_ERROR_NOT_MANAGED,
-                        "device: too long for a loop device (expected /dev/loopN or loopN)");
-        if (loop_parse_name(s, ret) < 0)
-                return sd_bus_error_setf(error, LOOPD_ERROR_NOT_MANAGED,
-                        "device: '%s' is not a loop device (expected /dev/loopN or loopN)", s);
-        return 0;
-}
 
 static int bus_get_loop(unsigned number, LoopInfo **ret, sd_bus_error *error)
 {
@@ -121,19 +42,6 @@ static int bus_get_loop(unsigned number, LoopInfo **ret, sd_bus_error *error)
 }
 
 /* ---- Attach ---- */
-
-typedef struct AttachRequest {
-        uint64_t offset;
-        uint64_t size_limit;
-        uint32_t sector_size;
-        bool read_only;
-        bool read_only_set;
-        /* The option that asked for read-write, for the error: "read-only: false" or "writable: true". */
-        const char *read_write_option;
-        bool partition_scan;
-        bool autoclear;
-        bool direct_io;
-} AttachRequest;
 
 /* The image must be a regular file the caller opened for reading: not a path, a directory, a device, a
  * pipe or a socket, and not an O_PATH or write-only fd. Read-only follows the fd's access mode. */
@@ -211,7 +119,7 @@ static int check_attach_numbers(const AttachRequest *req, uint64_t file_size, sd
 }
 
 typedef struct PendingAttach {
-        Manager *manager;
+        Bus *bus;
         sd_bus_message *message;
         unsigned number;
         uint64_t diskseq;
@@ -226,29 +134,30 @@ static int reply_attached(sd_bus_message *message, unsigned number)
         return sd_bus_reply_method_return(message, "so", device, path);
 }
 
-static void attach_on_udev_done(Manager *m, int result, void *userdata)
+static void attach_on_udev_done(int result, void *userdata)
 {
         PendingAttach *p = userdata;
+        Manager *m = p->bus->manager;
         int r;
 
         if (result >= 0)
                 r = reply_attached(p->message, p->number);
         else if (result == -ECANCELED) {
                 /* loopd is exiting before udev was done: roll back, as on a timeout, but say why. */
-                (void)manager_detach_device(m, p->number, p->diskseq);
+                (void)registry_detach_device(m->registry, p->number, p->diskseq);
                 r = sd_bus_reply_method_errorf(p->message, LOOPD_ERROR_FAILED,
                         "loopd is exiting; the attach of loop%u was rolled back", p->number);
         } else {
                 log_warning(
                         "udev did not process loop%u's partitions in time, detaching it again", p->number);
-                (void)manager_detach_device(m, p->number, p->diskseq);
+                (void)registry_detach_device(m->registry, p->number, p->diskseq);
                 r = sd_bus_reply_method_errorf(p->message, LOOPD_ERROR_TIMEOUT,
                         "udev did not process loop%u and its partitions in time; the attach was rolled back",
                         p->number);
         }
         if (r < 0)
                 log_debug_errno(r, "Failed to reply to Attach: %m");
-        bus_calls_release(m->calls, p->message);
+        bus_calls_release(p->bus->calls, p->message);
         sd_bus_message_unref(p->message);
         free(p);
 }
@@ -256,8 +165,9 @@ static void attach_on_udev_done(Manager *m, int result, void *userdata)
 /* With udevd running, a client expects the partitions' udev state (by-* links, properties) once Attach
  * returns: wait for udev's events on the disk and its partitions, bounded; roll back on timeout. The call
  * still counts as waiting (it is, already, when this is called). */
-static int attach_wait_for_udev(Manager *m, sd_bus_message *message, uid_t uid, const LoopInfo *info)
+static int attach_wait_for_udev(Bus *b, sd_bus_message *message, uid_t uid, const LoopInfo *info)
 {
+        Manager *m = b->manager;
         _cleanup_free_ KernelPartition *parts = NULL;
         _cleanup_free_ dev_t *devnums = NULL;
         PendingAttach *p;
@@ -277,108 +187,23 @@ static int attach_wait_for_udev(Manager *m, sd_bus_message *message, uid_t uid, 
         for (size_t i = 0; i < n; i++)
                 devnums[i + 1] = parts[i].devnum;
 
-        r = bus_calls_hold(m->calls, message, uid, NULL);
+        r = bus_calls_hold(b->calls, message, uid, NULL);
         if (r < 0) {
                 free(p);
                 return r;
         }
-        p->manager = m;
+        p->bus = b;
         p->message = sd_bus_message_ref(message);
         p->number = info->number;
         p->diskseq = info->diskseq;
         r = watcher_wait_devices(m->watcher, devnums, n + 1, info->diskseq, m->partition_timeout_usec,
                 attach_on_udev_done, p, NULL);
         if (r < 0) {
-                bus_calls_release(m->calls, message);
+                bus_calls_release(b->calls, message);
                 sd_bus_message_unref(p->message);
                 free(p);
                 return r;
         }
-        return 0;
-}
-
-/* Attaches the image behind fd for uid as req says and records the owner. The caller has checked fd, the
- * numbers and polkit, and read the image (probe_result and probe: image_probe()'s). */
-static int attach_image(Manager *m, int fd, const AttachRequest *req, const struct stat *st, uid_t uid,
-        int probe_result, const ImageProbe *probe, LoopInfo **ret, sd_bus_error *error)
-{
-        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
-        uint32_t sector_size;
-        int lock_fd = -EBADF, r;
-
-        /* Counted here, right before the device is bound and recorded (nothing else runs in between): calls
-         * that were reading their images at the same time cannot all slip under the limit. */
-        if (uid != 0 && manager_count_devices_of(m, uid) >= m->max_devices_per_user)
-                return sd_bus_error_setf(error, LOOPD_ERROR_LIMIT_EXCEEDED,
-                        "uid %u already has %u loop devices attached, the most allowed", (unsigned)uid,
-                        m->max_devices_per_user);
-
-        /* A table that fits more than one sector size is only a problem when the caller left the choice to
-         * us; image_probe() has ruled out the non-raw formats before it says so. */
-        if (probe_result == -ENOTUNIQ && req->sector_size == 0)
-                return sd_bus_error_set(error, LOOPD_ERROR_INVALID_ARGUMENT,
-                        "sector-size: the image's partition table fits more than one sector size; pass "
-                        "sector-size explicitly");
-        if (probe_result < 0 && probe_result != -ENOTUNIQ)
-                return bus_reply_errno(error, probe_result, "Failed to read the image");
-        if (probe_result >= 0 && probe->format)
-                return sd_bus_error_setf(error, LOOPD_ERROR_UNSUPPORTED_FORMAT,
-                        "The image is in %s format, not a raw disk image; convert it first (qemu-img convert "
-                        "-O raw)",
-                        probe->format);
-        sector_size = req->sector_size ?: probe->sector_size;
-
-        /* Noted before the device is bound, removed on return (the record, if any, is written by then): a
-         * loopd killed in between leaves the note, and the next one rolls the attach back. */
-        _cleanup_(state_remove_pendingp) char *pending = NULL;
-        ManagedDevice intent = {
-                .owner = uid,
-                .backing_dev = st->st_dev,
-                .backing_inode = st->st_ino,
-                .offset = req->offset,
-        };
-        r = state_save_pending(m->state_dir, &intent, &pending);
-        if (r < 0)
-                log_warning_errno(r,
-                        "Failed to note the attach in %s, a crash now would leave the device bound: %m",
-                        m->state_dir);
-
-        LoopConfig config = {
-                .offset = req->offset,
-                .size_limit = req->size_limit,
-                .sector_size = sector_size,
-                .read_only = req->read_only,
-                .partition_scan = req->partition_scan,
-                .direct_io = req->direct_io,
-        };
-        r = loop_attach(fd, &config, &info, &lock_fd);
-        if (r == -ENOSPC)
-                return sd_bus_error_set(
-                        error, LOOPD_ERROR_NO_FREE_DEVICE, "The kernel has no free loop device");
-        if (r < 0)
-                return bus_reply_errno(error, r, "Failed to attach the image");
-
-        /* The record owns the device's lock and a copy of the image fd, for the watcher's first probe of
-         * the device (it reads the image instead of the device: much cheaper for a new device). Both go
-         * with the record, whoever ends it. */
-        ManagedDevice record = {
-                .number = info->number,
-                .diskseq = info->diskseq,
-                .owner = uid,
-                .backing_dev = st->st_dev,
-                .backing_inode = st->st_ino,
-                .offset = req->offset,
-                .autoclear = req->autoclear,
-                .lock_fd = lock_fd,
-                .image_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3),
-                .image_offset = req->offset,
-        };
-        r = manager_add_device(m, &record);
-        if (r < 0) {
-                (void)loop_detach(info->number, info->diskseq);
-                return bus_reply_errno(error, r, "Failed to record the device");
-        }
-        *ret = TAKE_PTR(info);
         return 0;
 }
 
@@ -429,7 +254,7 @@ static int read_image_request(
  * once: both actions are asked without interaction first; if only one needs a password it is asked again
  * with interaction, and if both do, the one action that stands for both (org.loopd1.open-image) is. A rule
  * that says no to either (no password would help) is the answer. */
-static int authorize_image(Manager *m, sd_bus_message *message, uid_t uid, const AttachRequest *req,
+static int authorize_image(Bus *b, sd_bus_message *message, uid_t uid, const AttachRequest *req,
         const char *backing, bool mount_image, sd_bus_error *error)
 {
         const char *details[] = { "backing_file", strempty(backing), "read_only",
@@ -439,14 +264,14 @@ static int authorize_image(Manager *m, sd_bus_message *message, uid_t uid, const
         int r;
 
         if (!mount_image)
-                return auth_check(m->auth, message, uid, LOOPD_ACTION_ATTACH, details, 0, error);
+                return auth_check(b->auth, message, uid, LOOPD_ACTION_ATTACH, details, 0, error);
 
         bool interactive = sd_bus_message_get_allow_interactive_authorization(message);
         for (size_t i = 0; i < 2; i++) {
                 _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
                 const char *action = i == 0 ? LOOPD_ACTION_ATTACH : LOOPD_ACTION_MOUNT;
 
-                r = auth_check(m->auth, message, uid, action, details, AUTH_QUIET, &e);
+                r = auth_check(b->auth, message, uid, action, details, AUTH_QUIET, &e);
                 if (r == 0)
                         return 0;
                 if (r > 0)
@@ -461,7 +286,7 @@ static int authorize_image(Manager *m, sd_bus_message *message, uid_t uid, const
         }
         if (n_challenged == 0)
                 return 1;
-        return auth_check(m->auth, message, uid, n_challenged == 1 ? challenged : LOOPD_ACTION_OPEN_IMAGE,
+        return auth_check(b->auth, message, uid, n_challenged == 1 ? challenged : LOOPD_ACTION_OPEN_IMAGE,
                 details, 0, error);
 }
 
@@ -470,7 +295,7 @@ static int authorize_image(Manager *m, sd_bus_message *message, uid_t uid, const
 /* An Attach or MountImage whose image is being read (image_probe() in a worker process, bounded by
  * --io-timeout): what it needs to go on once the worker answered. */
 struct ImageCall {
-        Manager *manager;
+        Bus *bus;
         sd_bus_message *message;
         AttachRequest req;
         struct stat st;
@@ -478,8 +303,7 @@ struct ImageCall {
         char *backing;
         int fd; /* the caller's, owned by message */
         bool mount_image;
-        Worker *worker;
-        sd_bus_track *caller;
+        Worker *worker; /* bounded by --io-timeout: a caller that leaves meanwhile does not cut it short */
         ImageCall *next;
 };
 
@@ -487,24 +311,23 @@ static ImageCall *image_call_free(ImageCall *c)
 {
         if (!c)
                 return NULL;
-        for (ImageCall **p = &c->manager->image_calls; *p; p = &(*p)->next)
+        for (ImageCall **p = &c->bus->image_calls; *p; p = &(*p)->next)
                 if (*p == c) {
                         *p = c->next;
                         break;
                 }
         worker_cancel(c->worker);
-        sd_bus_track_unref(c->caller);
-        bus_calls_release(c->manager->calls, c->message);
+        bus_calls_release(c->bus->calls, c->message);
         sd_bus_message_unref(c->message);
         free(c->backing);
         free(c);
         return NULL;
 }
 
-void manager_dbus_cancel_calls(Manager *m)
+void bus_cancel_calls(Bus *b)
 {
-        while (m->image_calls) {
-                ImageCall *c = m->image_calls;
+        while (b->image_calls) {
+                ImageCall *c = b->image_calls;
                 (void)sd_bus_reply_method_errorf(
                         c->message, LOOPD_ERROR_FAILED, "loopd is exiting; nothing was attached");
                 image_call_free(c);
@@ -517,12 +340,6 @@ static int image_call_read(void *arg, void *data)
         ImageCall *c = arg;
 
         return image_probe(c->fd, c->req.offset, c->req.size_limit, data);
-}
-
-static int image_call_on_caller_gone(sd_bus_track *track, void *userdata)
-{
-        image_call_free(userdata);
-        return 0;
 }
 
 static int attach_finish(ImageCall *c, int probe_result, const ImageProbe *probe, sd_bus_error *error);
@@ -543,7 +360,7 @@ static void image_call_on_read(int result, const void *data, void *userdata)
                 r = sd_bus_error_setf(&error, LOOPD_ERROR_TIMEOUT,
                         "The image did not answer within %" PRIu64
                         " s (its filesystem may be hung); nothing was attached",
-                        c->manager->io_timeout_usec / 1000000);
+                        c->bus->manager->io_timeout_usec / 1000000);
         } else if (result == -EIO && !data)
                 r = sd_bus_error_set(
                         &error, LOOPD_ERROR_FAILED, "Failed to read the image: the reader died");
@@ -564,21 +381,22 @@ static void image_call_on_read(int result, const void *data, void *userdata)
 
 /* Reads the image in a worker and goes on in attach_finish() or mount_image_finish(). The call counts as
  * waiting until then. */
-static int image_call_start(Manager *m, sd_bus_message *message, int fd, const AttachRequest *req,
+static int image_call_start(Bus *b, sd_bus_message *message, int fd, const AttachRequest *req,
         const struct stat *st, uid_t uid, char **backing, bool mount_image, sd_bus_error *error)
 {
+        Manager *m = b->manager;
         ImageCall *c;
         int r;
 
-        r = bus_calls_hold(m->calls, message, uid, error);
+        r = bus_calls_hold(b->calls, message, uid, error);
         if (r < 0)
                 return r;
         c = calloc(1, sizeof(ImageCall));
         if (!c) {
-                bus_calls_release(m->calls, message);
+                bus_calls_release(b->calls, message);
                 return -ENOMEM;
         }
-        c->manager = m;
+        c->bus = b;
         c->message = sd_bus_message_ref(message);
         c->req = *req;
         c->st = *st;
@@ -586,8 +404,8 @@ static int image_call_start(Manager *m, sd_bus_message *message, int fd, const A
         c->backing = TAKE_PTR(*backing);
         c->fd = fd;
         c->mount_image = mount_image;
-        c->next = m->image_calls;
-        m->image_calls = c;
+        c->next = b->image_calls;
+        b->image_calls = c;
 
         r = worker_start(m->event, fd, image_call_read, c, sizeof(ImageProbe), m->io_timeout_usec,
                 image_call_on_read, c, &c->worker);
@@ -595,15 +413,12 @@ static int image_call_start(Manager *m, sd_bus_message *message, int fd, const A
                 image_call_free(c);
                 return bus_reply_errno(error, r, "Failed to start reading the image");
         }
-        r = bus_track_sender(message, image_call_on_caller_gone, c, &c->caller);
-        if (r < 0)
-                log_debug_errno(r, "Failed to follow the caller of an attach: %m");
         return 1;
 }
 
 static int method_attach(sd_bus_message *message, void *userdata, sd_bus_error *error)
 {
-        Manager *m = userdata;
+        Bus *b = userdata;
         AttachRequest req = { .partition_scan = true };
         _cleanup_free_ char *backing = NULL;
         const OptionSpec specs[] = { { "read-only", OPTION_BOOLEAN, &req.read_only, &req.read_only_set },
@@ -622,32 +437,33 @@ static int method_attach(sd_bus_message *message, void *userdata, sd_bus_error *
         r = attach_prepare(fd, &req, &st, &backing, error);
         if (r < 0)
                 return r;
-        r = auth_caller(message, &uid, error);
-        if (r < 0)
-                return r;
-        r = authorize_image(m, message, uid, &req, backing, false, error);
+        r = auth_caller(b->auth, message, &uid, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
-        return image_call_start(m, message, fd, &req, &st, uid, &backing, false, error);
+        r = authorize_image(b, message, uid, &req, backing, false, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        return image_call_start(b, message, fd, &req, &st, uid, &backing, false, error);
 }
 
 static int attach_finish(ImageCall *c, int probe_result, const ImageProbe *probe, sd_bus_error *error)
 {
-        Manager *m = c->manager;
+        Manager *m = c->bus->manager;
         _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+        EngineError e = {};
         int r;
 
         /* Before attaching: switching the watcher's event source afterwards would lose the new device's
          * events, and the wait for udev would run into its timeout. */
         bool wait_for_udev = c->req.partition_scan && watcher_udev_running(m->watcher);
-        r = attach_image(m, c->fd, &c->req, &c->st, c->uid, probe_result, probe, &info, error);
+        r = engine_attach(m, c->fd, &c->req, &c->st, c->uid, probe_result, probe, &info, &e);
         if (r < 0)
-                return r;
+                return bus_error_from_engine(error, r, &e);
         log_info("Attached %s to loop%u for uid %u%s", strempty(c->backing), info->number, (unsigned)c->uid,
                 info->read_only ? " (read-only)" : "");
 
         if (wait_for_udev) {
-                r = attach_wait_for_udev(m, c->message, c->uid, info);
+                r = attach_wait_for_udev(c->bus, c->message, c->uid, info);
                 if (r >= 0)
                         return 0;
                 log_warning_errno(r, "Cannot wait for udev on loop%u, replying without: %m", info->number);
@@ -657,38 +473,9 @@ static int attach_finish(ImageCall *c, int probe_result, const ImageProbe *probe
 
 /* ---- MountImage ---- */
 
-typedef struct MountedNode {
-        char *node;
-        char *mount_point;
-} MountedNode;
-
-static void mounted_nodes_free(MountedNode *list, size_t n)
-{
-        for (size_t i = 0; i < n; i++) {
-                free(list[i].node);
-                free(list[i].mount_point);
-        }
-        free(list);
-}
-
-/* Undoes a MountImage that failed half way: unmounts what it mounted and detaches. */
-static void mount_image_roll_back(Manager *m, const LoopInfo *info, MountedNode *mounted, size_t n)
-{
-        for (size_t i = 0; i < n; i++)
-                if (unmount_filesystem(mounted[i].mount_point) >= 0)
-                        manager_remove_mount_point(m, mounted[i].mount_point);
-        (void)manager_detach_device(m, info->number, info->diskseq);
-}
-
-static bool fstype_mountable(const char *fstype)
-{
-        return !isempty(fstype) && !streq(fstype, "swap") && !streq(fstype, "LVM2_member") &&
-                !streq(fstype, "crypto_LUKS") && !streq(fstype, "linux_raid_member");
-}
-
 static int method_mount_image(sd_bus_message *message, void *userdata, sd_bus_error *error)
 {
-        Manager *m = userdata;
+        Bus *b = userdata;
         AttachRequest req = { .partition_scan = true };
         _cleanup_free_ char *backing = NULL;
         bool writable = false, writable_set = false;
@@ -710,85 +497,28 @@ static int method_mount_image(sd_bus_message *message, void *userdata, sd_bus_er
                 return r;
 
         /* One polkit round for the whole operation: both actions up front, before anything is touched. */
-        r = auth_caller(message, &uid, error);
-        if (r < 0)
-                return r;
-        r = authorize_image(m, message, uid, &req, backing, true, error);
+        r = auth_caller(b->auth, message, &uid, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
-        return image_call_start(m, message, fd, &req, &st, uid, &backing, true, error);
+        r = authorize_image(b, message, uid, &req, backing, true, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        return image_call_start(b, message, fd, &req, &st, uid, &backing, true, error);
 }
 
 static int mount_image_finish(ImageCall *c, int probe_result, const ImageProbe *probe, sd_bus_error *error)
 {
-        Manager *m = c->manager;
         _cleanup_(loop_info_freep) LoopInfo *info = NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        _cleanup_(sd_bus_error_free) sd_bus_error first_error = SD_BUS_ERROR_NULL;
-        const AttachRequest req = c->req;
-        PartitionInfo *parts = NULL;
         MountedNode *mounted = NULL;
-        size_t n_parts = 0, n_mounted = 0;
-        uid_t uid = c->uid;
-        int fd = c->fd, r;
+        EngineError e = {};
+        size_t n = 0;
+        int r;
 
-        r = attach_image(m, fd, &req, &c->st, uid, probe_result, probe, &info, error);
+        r = engine_open_image(c->bus->manager, c->fd, &c->req, &c->st, c->uid, probe_result, probe, &info,
+                &mounted, &n, &e);
         if (r < 0)
-                return r;
-
-        r = probe_loop_device_image(info->number, fd, req.offset, &parts, &n_parts);
-        if (r < 0) {
-                mount_image_roll_back(m, info, NULL, 0);
-                return bus_reply_errno(error, r, "Failed to read what the image holds");
-        }
-        mounted = calloc(n_parts ? n_parts : 1, sizeof(MountedNode));
-        if (!mounted) {
-                partition_info_array_free(parts, n_parts);
-                mount_image_roll_back(m, info, NULL, 0);
-                return -ENOMEM;
-        }
-
-        for (size_t i = 0; i < n_parts; i++) {
-                _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
-                char *mount_point = NULL;
-
-                if (!fstype_mountable(parts[i].fstype))
-                        continue;
-                /* A partition at sector 0 of a device that carries this same filesystem as a whole is that
-                 * filesystem again (a hybrid ISO's partition 1 spans the ISO): mount it once, as the
-                 * device. */
-                if (parts[i].number > 0 && parts[i].offset == 0 && parts[0].number == 0 &&
-                        streq(parts[i].fstype, parts[0].fstype) && streq(parts[i].uuid, parts[0].uuid))
-                        continue;
-                r = manager_mount_node(
-                        m, uid, parts[i].node, parts[i].devnum, NULL, NULL, req.read_only, &mount_point, &e);
-                if (r < 0) {
-                        log_info("Skipping %s of the image: %s", parts[i].node, e.message ?: strerror(-r));
-                        if (!sd_bus_error_is_set(&first_error)) {
-                                if (sd_bus_error_is_set(&e))
-                                        sd_bus_error_move(&first_error, &e);
-                                else
-                                        sd_bus_error_set_errno(&first_error, r);
-                        }
-                        continue;
-                }
-                mounted[n_mounted].mount_point = mount_point;
-                mounted[n_mounted].node = strdup(parts[i].node);
-                n_mounted++;
-        }
-        partition_info_array_free(parts, n_parts);
-
-        if (n_mounted == 0) {
-                mount_image_roll_back(m, info, mounted, n_mounted);
-                mounted_nodes_free(mounted, n_mounted);
-                if (sd_bus_error_is_set(&first_error))
-                        return sd_bus_error_copy(error, &first_error);
-                return sd_bus_error_set(error, LOOPD_ERROR_NOTHING_TO_MOUNT,
-                        "The image holds no filesystem that could be mounted; it was detached again");
-        }
-
-        /* The device goes away with its last mount. */
-        manager_arm_autoclear(m, info->number, info->diskseq, true);
+                return bus_error_from_engine(error, r, &e);
 
         r = sd_bus_message_new_method_return(c->message, &reply);
         if (r >= 0) {
@@ -798,15 +528,15 @@ static int mount_image_finish(ImageCall *c, int probe_result, const ImageProbe *
         }
         if (r >= 0)
                 r = sd_bus_message_open_container(reply, 'a', "(ss)");
-        for (size_t i = 0; r >= 0 && i < n_mounted; i++)
+        for (size_t i = 0; r >= 0 && i < n; i++)
                 r = sd_bus_message_append(reply, "(ss)", strempty(mounted[i].node), mounted[i].mount_point);
         if (r >= 0)
                 r = sd_bus_message_close_container(reply);
-        mounted_nodes_free(mounted, n_mounted);
+        mounted_nodes_free(mounted, n);
         if (r < 0)
                 return r;
         log_info("Opened %s on loop%u for uid %u with %zu mount(s)", strempty(c->backing), info->number,
-                (unsigned)uid, n_mounted);
+                (unsigned)c->uid, n);
         return sd_bus_send(NULL, reply, NULL);
 }
 
@@ -814,12 +544,13 @@ static int mount_image_finish(ImageCall *c, int probe_result, const ImageProbe *
 
 static int method_detach(sd_bus_message *message, void *userdata, sd_bus_error *error)
 {
-        Manager *m = userdata;
+        Bus *b = userdata;
+        Manager *m = b->manager;
         _cleanup_(loop_info_freep) LoopInfo *info = NULL;
         const char *device;
         bool unmount = false;
         const OptionSpec specs[] = { { "unmount", OPTION_BOOLEAN, &unmount }, {} };
-        _cleanup_strv_free_ char **mounts = NULL;
+        EngineError e = {};
         unsigned number;
         uid_t uid;
         int r;
@@ -837,10 +568,10 @@ static int method_detach(sd_bus_message *message, void *userdata, sd_bus_error *
         if (r < 0)
                 return r;
 
-        r = auth_caller(message, &uid, error);
-        if (r < 0)
-                return r;
-        ManagedDevice *d = manager_find_device(m, number, info->diskseq);
+        r = auth_caller(b->auth, message, &uid, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        ManagedDevice *d = registry_find_device(m->registry, number, info->diskseq);
         const char *action = d && d->owner == uid ? LOOPD_ACTION_ATTACH : LOOPD_ACTION_MANAGE_OTHERS;
         char devname[32];
         snprintf(devname, sizeof(devname), "/dev/loop%u", number);
@@ -849,43 +580,13 @@ static int method_detach(sd_bus_message *message, void *userdata, sd_bus_error *
         if (r < 0)
                 return r;
         const char *details[] = { "device", devname, "backing_file", info->backing_file, NULL };
-        r = auth_check(m->auth, message, uid, action, details, 0, error);
+        r = auth_check(b->auth, message, uid, action, details, 0, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
 
-        r = manager_device_mounts(m, info, &mounts);
+        r = engine_detach(m, info, unmount, &e);
         if (r < 0)
-                return bus_reply_errno(error, r, "Failed to read the mount table");
-        if (mounts && mounts[0] && !unmount) {
-                _cleanup_free_ char *list = NULL;
-                size_t len = 0;
-                FILE *f = open_memstream(&list, &len);
-                if (!f)
-                        return -ENOMEM;
-                for (char **t = mounts; *t; t++)
-                        fprintf(f, "%s%s", t == mounts ? "" : ", ", *t);
-                fclose(f);
-                return sd_bus_error_setf(error, LOOPD_ERROR_BUSY,
-                        "loop%u is mounted on %s; unmount it first (or detach with the unmount option)",
-                        number, strempty(list));
-        }
-        for (char **t = mounts; t && *t; t++) {
-                r = unmount_filesystem(*t);
-                if (r < 0)
-                        return sd_bus_error_setf(error, r == -EBUSY ? LOOPD_ERROR_BUSY : LOOPD_ERROR_FAILED,
-                                "Failed to unmount %s: %s", *t, strerror(-r));
-                manager_remove_mount_point(m, *t);
-        }
-
-        r = manager_detach_device(m, number, info->diskseq);
-        if (r == -EBUSY)
-                return sd_bus_error_setf(error, LOOPD_ERROR_BUSY,
-                        "loop%u is in use by another process; it was not detached", number);
-        /* Gone already is what was asked: an autoclear device goes with its last unmount above, and a number
-         * re-used since (-ESTALE) means the device the caller named no longer exists. */
-        if (r < 0 && r != -ENXIO && r != -ENODEV && r != -ESTALE)
-                return bus_reply_errno(error, r, "Failed to detach");
-        log_info("Detached loop%u", number);
+                return bus_error_from_engine(error, r, &e);
         return sd_bus_reply_method_return(message, NULL);
 }
 
@@ -893,7 +594,8 @@ static int method_detach(sd_bus_message *message, void *userdata, sd_bus_error *
 
 static int method_list_devices(sd_bus_message *message, void *userdata, sd_bus_error *error)
 {
-        Manager *m = userdata;
+        Bus *b = userdata;
+        Manager *m = b->manager;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         LoopInfo **infos = NULL;
         size_t n = 0;
@@ -908,7 +610,7 @@ static int method_list_devices(sd_bus_message *message, void *userdata, sd_bus_e
                 r = sd_bus_message_open_container(reply, 'a', LOOPD_DEVICE_STRUCT);
         for (size_t i = 0; r >= 0 && i < n; i++) {
                 const LoopInfo *info = infos[i];
-                ManagedDevice *d = manager_find_device(m, info->number, info->diskseq);
+                ManagedDevice *d = registry_find_device(m->registry, info->number, info->diskseq);
                 _cleanup_free_ char *path = device_object_path(info->number);
                 char devname[32];
 
@@ -922,7 +624,8 @@ static int method_list_devices(sd_bus_message *message, void *userdata, sd_bus_e
                         break;
                 r = sd_bus_message_append(reply, LOOPD_DEVICE_STRUCT, devname, path, info->backing_file,
                         info->offset, info->size_limit, info->sector_size, info->read_only,
-                        manager_device_autoclear(m, info), d != NULL, d ? (uint32_t)d->owner : 0u);
+                        registry_device_autoclear(m->registry, info), d != NULL,
+                        d ? (uint32_t)d->owner : 0u);
         }
         if (r >= 0)
                 r = sd_bus_message_close_container(reply);
@@ -930,14 +633,6 @@ static int method_list_devices(sd_bus_message *message, void *userdata, sd_bus_e
         if (r < 0)
                 return r;
         return sd_bus_send(NULL, reply, NULL);
-}
-
-/* Appends the device's partitions (the contract's struct array) to a message: the Device object's code, so
- * that both give the same answer and every string is valid UTF-8 (a label is the image author's bytes;
- * sd-bus refuses to send anything else, which failed the whole reply). */
-int bus_append_partitions(sd_bus_message *reply, unsigned number)
-{
-        return device_dbus_append_partitions(reply, number, true);
 }
 
 static int method_list_partitions(sd_bus_message *message, void *userdata, sd_bus_error *error)
@@ -961,7 +656,9 @@ static int method_list_partitions(sd_bus_message *message, void *userdata, sd_bu
         r = sd_bus_message_new_method_return(message, &reply);
         if (r < 0)
                 return r;
-        r = bus_append_partitions(reply, number);
+        /* The Device object's code, so that both give the same answer and every string is valid UTF-8 (a
+         * label is the image author's bytes; sd-bus refuses to send anything else). */
+        r = device_dbus_append_partitions(reply, number, true);
         if (r < 0)
                 return bus_reply_errno(error, r, "Failed to read the partitions");
         return sd_bus_send(NULL, reply, NULL);
@@ -992,13 +689,13 @@ static const sd_bus_vtable manager_vtable[] = { SD_BUS_VTABLE_START(0),
         SD_BUS_SIGNAL_WITH_ARGS("Unmounted", SD_BUS_ARGS("s", node, "s", mount_point), 0),
         SD_BUS_VTABLE_END };
 
-int manager_dbus_register(Manager *m)
+int manager_dbus_register(Bus *b)
 {
         int r;
 
         r = sd_bus_add_object_vtable(
-                m->bus, NULL, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, manager_vtable, m);
+                b->bus, NULL, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, manager_vtable, b);
         if (r < 0)
                 return r;
-        return sd_bus_add_object_manager(m->bus, NULL, LOOPD_MANAGER_PATH);
+        return sd_bus_add_object_manager(b->bus, NULL, LOOPD_MANAGER_PATH);
 }

@@ -1,31 +1,16 @@
-/* manager-dbus.h: what the D-Bus face's files share: error mapping, name parsing, the mount step. */
+/* manager-dbus.h: the D-Bus face's org.loopd1.Manager interface: it parses, authorizes, calls the engine and
+ * replies. */
 #pragma once
 
 #include <stdbool.h>
-#include <sys/types.h>
+#include <stdint.h>
 #include <systemd/sd-bus.h>
 
+#include "bus-context.h"
+#include "macro.h"
 #include "manager.h"
 
-/* Sets error from a failed operation with the contract's error name for r; what says what failed. */
-int bus_reply_errno(sd_bus_error *error, int r, const char *what);
-
-/* D-Bus strings must be UTF-8, and file names, labels, UUIDs and partition names come from users' files and
- * images: replaces every byte of *s that is not part of well-formed UTF-8 with U+FFFD (reallocating), so
- * that one such string cannot fail a whole reply. -ENOMEM, else 0. */
-int bus_make_utf8(char **s);
-
-/* "loopN" or "/dev/loopN" into N; anything else is NotManaged, "" is InvalidArgument. */
-int bus_parse_loop_name(const char *s, unsigned *ret, sd_bus_error *error);
-
-/* "/dev/loopN" or "/dev/loopNpM" into N and M (0 for the whole device), checked against sysfs: the node
- * must be the kernel's current device of that name. Anything else: NotManaged / NotFound. */
-int bus_parse_loop_node(const char *s, unsigned *ret_number, unsigned *ret_partition, dev_t *ret_devnum,
-        sd_bus_error *error);
-
-/* Mounts one node of loopN for uid under the media dir, as Mount and MountImage do. fstype NULL: probe. */
-int manager_mount_node(Manager *m, uid_t uid, const char *node, dev_t devnum, const char *fstype,
-        const char *options, bool read_only, char **ret_mount_point, sd_bus_error *error);
-
-int method_mount(sd_bus_message *message, void *userdata, sd_bus_error *error);
-int method_unmount(sd_bus_message *message, void *userdata, sd_bus_error *error);
+/* Exports org.loopd1.Manager (and the ObjectManager) on b's bus. */
+int manager_dbus_register(Bus *b);
+/* Answers the calls still reading their images (loopd is exiting) and lets go of them. */
+void bus_cancel_calls(Bus *b);

@@ -2,7 +2,8 @@
  * and mounts survive a restart. */
 #pragma once
 
-#include "manager.h"
+#include "macro.h"
+#include "record.h"
 
 /* Writes (atomically: temp file + rename) or removes the record of one device in state_dir/devices/. */
 int state_save_device(const char *state_dir, const ManagedDevice *d);

@@ -56,7 +56,12 @@ typedef struct LoopEvent {
 } LoopEvent;
 
 struct Watcher {
-        Manager *manager;
+        sd_event *event;
+        Registry *registry;
+        char *state_dir;
+        char *media_dir;
+        ChangeHandler on_change;
+        void *on_change_userdata;
         struct udev *udev;
         struct udev_monitor *monitor;
         sd_event_source *io;
@@ -80,6 +85,9 @@ struct Watcher {
 };
 
 /* watcher.c */
+/* Tells the listener what changed. */
+void watcher_report(Watcher *w, ChangeKind kind, unsigned number, unsigned partition, const char *node,
+        const char *mount_point, const char *property);
 Tracked *watcher_find(Watcher *w, unsigned number);
 /* Brings loopN's entry up to date with the kernel and, with announce, tells the bus what changed. */
 void watcher_refresh(Watcher *w, unsigned number, bool announce);

@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "device-dbus.h"
 #include "log.h"
 #include "loop.h"
 #include "state.h"
@@ -40,7 +39,7 @@ static void touched_add(Watcher *w, unsigned number)
  * unmounted while it was not running. */
 static bool is_own_mount_point(Watcher *w, const char *target)
 {
-        const char *media = w->manager->media_dir;
+        const char *media = w->media_dir;
         size_t len = strlen(media);
 
         return strncmp(target, media, len) == 0 && target[len] == '/';
@@ -55,9 +54,9 @@ static void watcher_save_mounts(Watcher *w)
                 if (is_own_mount_point(w, w->mounts[i].target))
                         r = strv_consume(&targets, strdup(w->mounts[i].target));
         if (r >= 0)
-                r = state_save_mounts(w->manager->state_dir, targets);
+                r = state_save_mounts(w->state_dir, targets);
         if (r < 0)
-                log_warning_errno(r, "Failed to record the mount points in %s: %m", w->manager->state_dir);
+                log_warning_errno(r, "Failed to record the mount points in %s: %m", w->state_dir);
 }
 
 /* At start: the mount points loopd made before that are no longer mounted go. */
@@ -66,10 +65,9 @@ void watcher_adopt_mounts(Watcher *w)
         _cleanup_strv_free_ char **recorded = NULL;
         int r;
 
-        r = state_load_mounts(w->manager->state_dir, &recorded);
+        r = state_load_mounts(w->state_dir, &recorded);
         if (r < 0)
-                log_warning_errno(
-                        r, "Failed to read the recorded mount points in %s: %m", w->manager->state_dir);
+                log_warning_errno(r, "Failed to read the recorded mount points in %s: %m", w->state_dir);
         for (char **t = recorded; t && *t; t++) {
                 bool mounted = false;
 
@@ -78,7 +76,7 @@ void watcher_adopt_mounts(Watcher *w)
                 if (mounted || !is_own_mount_point(w, *t))
                         continue;
                 log_info("%s was unmounted while loopd was not running, removing the mount point", *t);
-                manager_remove_mount_point(w->manager, *t);
+                (void)mount_point_remove(w->media_dir, *t);
         }
         watcher_save_mounts(w);
 }
@@ -147,15 +145,15 @@ void watcher_rescan_mounts(Watcher *w, MountTable *table, bool announce, bool on
                         own_changed = own_changed || is_own_mount_point(w, e->target);
                         /* Unmounted behind loopd's back (umount by root): the empty mount point it made goes
                          * too, before anyone hears of it. Only directories in loopd's media dir. */
-                        manager_remove_mount_point(w->manager, e->target);
-                        device_dbus_emit_mount(w->manager, e->node, e->target, false);
+                        (void)mount_point_remove(w->media_dir, e->target);
+                        watcher_report(w, CHANGE_UNMOUNTED, 0, 0, e->node, e->target, NULL);
                         touched_add(w, e->number);
                 }
                 for (size_t i = 0; i < n; i++) {
                         if (mount_entries_have(old, n_old, mounts[i].node, mounts[i].target))
                                 continue;
                         own_changed = own_changed || is_own_mount_point(w, mounts[i].target);
-                        device_dbus_emit_mount(w->manager, mounts[i].node, mounts[i].target, true);
+                        watcher_report(w, CHANGE_MOUNTED, 0, 0, mounts[i].node, mounts[i].target, NULL);
                         touched_add(w, mounts[i].number);
                 }
                 if (own_changed)
@@ -211,7 +209,7 @@ static int watcher_on_mount_change(sd_event_source *s, int fd, uint32_t revents,
          * set, but loopd also deletes the partitions it added, so that no dead node stays behind). */
         for (size_t i = 0; i < n; i++)
                 if (watcher_device_autoclear(w, touched[i]))
-                        manager_release_if_autoclear(w->manager, touched[i]);
+                        registry_release_if_autoclear(w->registry, touched[i]);
 
         /* The devices as they are now (a first mount sets the kernel's autoclear flag; a last unmount may
          * have detached), then each one still there shows its mount points in Partitions. */
@@ -220,7 +218,7 @@ static int watcher_on_mount_change(sd_event_source *s, int fd, uint32_t revents,
         w->announcing = true;
         for (size_t i = 0; i < n; i++)
                 if (watcher_find(w, touched[i]))
-                        device_dbus_emit_changed(w->manager, touched[i], "Partitions");
+                        watcher_report(w, CHANGE_PROPERTY, touched[i], 0, NULL, NULL, "Partitions");
         w->announcing = false;
         free(touched);
         return 0;
@@ -239,7 +237,7 @@ int watcher_open_mount_monitor(Watcher *w)
         fd = mnt_monitor_get_fd(w->mount_monitor);
         if (fd < 0)
                 return fd;
-        return sd_event_add_io(w->manager->event, &w->mount_io, fd, EPOLLIN, watcher_on_mount_change, w);
+        return sd_event_add_io(w->event, &w->mount_io, fd, EPOLLIN, watcher_on_mount_change, w);
 }
 
 void watcher_close_mounts(Watcher *w)

@@ -16,7 +16,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "device-dbus.h"
 #include "log.h"
 #include "loop.h"
 #include "partition.h"
@@ -50,6 +49,22 @@ static bool udevd_running(void)
         return errno == EAGAIN || errno == EINPROGRESS;
 }
 
+void watcher_report(Watcher *w, ChangeKind kind, unsigned number, unsigned partition, const char *node,
+        const char *mount_point, const char *property)
+{
+        Change c = {
+                .kind = kind,
+                .number = number,
+                .partition = partition,
+                .node = node,
+                .mount_point = mount_point,
+                .property = property,
+        };
+
+        if (w->on_change)
+                w->on_change(&c, w->on_change_userdata);
+}
+
 /* ---- the device table ---- */
 
 static void tracked_free(Tracked *t)
@@ -71,7 +86,7 @@ static void tracked_probe(Watcher *w, Tracked *t)
         size_t n = 0;
         int fd, r;
 
-        if (manager_take_image(w->manager, t->info->number, t->info->diskseq, &fd, &offset) >= 0) {
+        if (registry_take_image(w->registry, t->info->number, t->info->diskseq, &fd, &offset) >= 0) {
                 r = probe_loop_device_image(t->info->number, fd, offset, &parts, &n);
                 safe_close(fd);
         } else
@@ -157,16 +172,16 @@ static void emit_partition_changes(Watcher *w, unsigned number, const KernelPart
 
         for (size_t i = 0; i < n_old; i++)
                 if (!partitions_have(new, n_new, &old[i])) {
-                        device_dbus_emit_partition(w->manager, number, old[i].number, false);
+                        watcher_report(w, CHANGE_PARTITION_REMOVED, number, old[i].number, NULL, NULL, NULL);
                         changed = true;
                 }
         for (size_t i = 0; i < n_new; i++)
                 if (!partitions_have(old, n_old, &new[i])) {
-                        device_dbus_emit_partition(w->manager, number, new[i].number, true);
+                        watcher_report(w, CHANGE_PARTITION_ADDED, number, new[i].number, NULL, NULL, NULL);
                         changed = true;
                 }
         if (changed)
-                device_dbus_emit_changed(w->manager, number, "Partitions");
+                watcher_report(w, CHANGE_PROPERTY, number, 0, NULL, NULL, "Partitions");
 }
 
 static void emit_property_changes(Watcher *w, const LoopInfo *old, const LoopInfo *new)
@@ -174,22 +189,22 @@ static void emit_property_changes(Watcher *w, const LoopInfo *old, const LoopInf
         unsigned n = new->number;
 
         if (!streq(old->backing_file, new->backing_file))
-                device_dbus_emit_changed(w->manager, n, "BackingFile");
+                watcher_report(w, CHANGE_PROPERTY, n, 0, NULL, NULL, "BackingFile");
         if (old->offset != new->offset)
-                device_dbus_emit_changed(w->manager, n, "Offset");
+                watcher_report(w, CHANGE_PROPERTY, n, 0, NULL, NULL, "Offset");
         if (old->size_limit != new->size_limit)
-                device_dbus_emit_changed(w->manager, n, "SizeLimit");
+                watcher_report(w, CHANGE_PROPERTY, n, 0, NULL, NULL, "SizeLimit");
         if (old->sector_size != new->sector_size)
-                device_dbus_emit_changed(w->manager, n, "SectorSize");
+                watcher_report(w, CHANGE_PROPERTY, n, 0, NULL, NULL, "SectorSize");
         if (old->read_only != new->read_only)
-                device_dbus_emit_changed(w->manager, n, "ReadOnly");
+                watcher_report(w, CHANGE_PROPERTY, n, 0, NULL, NULL, "ReadOnly");
 }
 
 /* Takes the published values that come from loopd's records; says which of them changed. */
 static void tracked_take_ownership(Watcher *w, Tracked *t, bool *ret_autoclear, bool *ret_owner)
 {
-        ManagedDevice *d = manager_find_device(w->manager, t->info->number, t->info->diskseq);
-        bool autoclear = manager_device_autoclear(w->manager, t->info), managed = d != NULL;
+        ManagedDevice *d = registry_find_device(w->registry, t->info->number, t->info->diskseq);
+        bool autoclear = registry_device_autoclear(w->registry, t->info), managed = d != NULL;
         uid_t owner = d ? d->owner : 0;
 
         *ret_autoclear = t->settled && autoclear != t->autoclear;
@@ -209,17 +224,18 @@ static void watcher_device_gone(Watcher *w, Tracked *t, bool announce)
         /* A device loopd set up was detached by someone else, or by autoclear: its record goes, before
          * anyone hears of it. Not a record of a newer device on the same number (loopd may have bound it
          * before this look). */
-        if (manager_find_device(w->manager, number, diskseq))
-                manager_forget_device(w->manager, number);
+        if (registry_find_device(w->registry, number, diskseq))
+                registry_forget_device(w->registry, number);
 
         if (announce) {
                 /* Its mounts went first (Detach with unmount, umount -d): say so before the device goes.
                  * Only what went: a new mount may be of a device on the same number not announced yet. */
                 watcher_rescan_mounts(w, NULL, true, true);
                 for (size_t i = 0; i < t->n_parts; i++)
-                        device_dbus_emit_partition(w->manager, number, t->parts[i].number, false);
+                        watcher_report(
+                                w, CHANGE_PARTITION_REMOVED, number, t->parts[i].number, NULL, NULL, NULL);
                 /* Still in the table: InterfacesRemoved names every interface the object had. */
-                device_dbus_emit_removed(w->manager, number);
+                watcher_report(w, CHANGE_DEVICE_REMOVED, number, 0, NULL, NULL, NULL);
         }
         watcher_unlink(w, t);
         tracked_free(t);
@@ -264,9 +280,10 @@ static void watcher_update_device(Watcher *w, LoopInfo *info, bool announce)
                 t->next = w->devices;
                 w->devices = t;
                 if (announce) {
-                        device_dbus_emit_added(w->manager, number);
+                        watcher_report(w, CHANGE_DEVICE_ADDED, number, 0, NULL, NULL, NULL);
                         for (size_t i = 0; i < n_parts; i++)
-                                device_dbus_emit_partition(w->manager, number, parts[i].number, true);
+                                watcher_report(w, CHANGE_PARTITION_ADDED, number, parts[i].number, NULL,
+                                        NULL, NULL);
                 }
                 log_debug("loop%u is bound to %s", number, info->backing_file);
                 return;
@@ -288,10 +305,10 @@ static void watcher_update_device(Watcher *w, LoopInfo *info, bool announce)
         if (announce) {
                 emit_property_changes(w, old_info, info);
                 if (autoclear_changed)
-                        device_dbus_emit_changed(w->manager, number, "Autoclear");
+                        watcher_report(w, CHANGE_PROPERTY, number, 0, NULL, NULL, "Autoclear");
                 if (owner_changed) {
-                        device_dbus_emit_changed(w->manager, number, "Managed");
-                        device_dbus_emit_changed(w->manager, number, "OwnerUID");
+                        watcher_report(w, CHANGE_PROPERTY, number, 0, NULL, NULL, "Managed");
+                        watcher_report(w, CHANGE_PROPERTY, number, 0, NULL, NULL, "OwnerUID");
                 }
                 emit_partition_changes(w, number, old_parts, n_old_parts, parts, n_parts);
         }
@@ -303,7 +320,7 @@ static uint64_t watcher_now(Watcher *w)
 {
         uint64_t now;
 
-        return sd_event_now(w->manager->event, CLOCK_MONOTONIC, &now) >= 0 ? now : 0;
+        return sd_event_now(w->event, CLOCK_MONOTONIC, &now) >= 0 ? now : 0;
 }
 
 /* Brings the table up to date with the kernel for every device and, with announce, tells the bus what
@@ -336,14 +353,14 @@ static int watcher_sync(Watcher *w, bool announce)
                         watcher_device_gone(w, t, announce);
         }
         /* Records of loopd's whose device the kernel no longer has (gone before the watcher saw it). */
-        for (ManagedDevice *d = w->manager->devices, *next; d; d = next) {
+        for (ManagedDevice *d = w->registry->devices, *next; d; d = next) {
                 bool still = false;
 
                 next = d->next;
                 for (size_t i = 0; i < n && !still; i++)
                         still = infos[i]->number == d->number && infos[i]->diskseq == d->diskseq;
                 if (!still)
-                        manager_forget_device(w->manager, d->number);
+                        registry_forget_device(w->registry, d->number);
         }
         for (size_t i = 0; i < n; i++)
                 watcher_update_device(w, TAKE_PTR(infos[i]), announce);
@@ -373,9 +390,9 @@ void watcher_refresh(Watcher *w, unsigned number, bool announce)
                 watcher_device_gone(w, t, announce);
         /* A device of loopd's that was detached (or whose number was re-used) before the watcher ever saw
          * it: its record goes all the same. */
-        for (ManagedDevice *d = w->manager->devices; d; d = d->next)
+        for (ManagedDevice *d = w->registry->devices; d; d = d->next)
                 if (d->number == number && (r < 0 || d->diskseq != info->diskseq)) {
-                        manager_forget_device(w->manager, number);
+                        registry_forget_device(w->registry, number);
                         break;
                 }
         if (r >= 0)
@@ -434,7 +451,7 @@ bool watcher_device_autoclear(Watcher *w, unsigned number)
 {
         Tracked *t = watcher_find(w, number);
 
-        return t && manager_device_autoclear(w->manager, t->info);
+        return t && registry_device_autoclear(w->registry, t->info);
 }
 
 /* ---- udev ---- */
@@ -466,8 +483,7 @@ static int watcher_open_monitor(Watcher *w)
         r = udev_monitor_enable_receiving(w->monitor);
         if (r < 0)
                 return r;
-        r = sd_event_add_io(
-                w->manager->event, &w->io, udev_monitor_get_fd(w->monitor), EPOLLIN, watcher_on_event, w);
+        r = sd_event_add_io(w->event, &w->io, udev_monitor_get_fd(w->monitor), EPOLLIN, watcher_on_event, w);
         if (r < 0)
                 return r;
         w->source_is_udev = use_udev;
@@ -527,7 +543,7 @@ static int watcher_watch_udev_dir(Watcher *w)
         int r;
 
         w->udev_dir_watch = sd_event_source_disable_unref(w->udev_dir_watch);
-        r = sd_event_add_inotify(w->manager->event, &w->udev_dir_watch, UDEV_RUN_DIR,
+        r = sd_event_add_inotify(w->event, &w->udev_dir_watch, UDEV_RUN_DIR,
                 IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE_SELF | IN_ONLYDIR,
                 watcher_on_udev_dir, w);
         if (r >= 0) {
@@ -537,7 +553,7 @@ static int watcher_watch_udev_dir(Watcher *w)
         if (r != -ENOENT)
                 return r;
         w->udev_dir_watched = false;
-        return sd_event_add_inotify(w->manager->event, &w->udev_dir_watch, "/run",
+        return sd_event_add_inotify(w->event, &w->udev_dir_watch, "/run",
                 IN_CREATE | IN_MOVED_TO | IN_ONLYDIR, watcher_on_udev_dir, w);
 }
 
@@ -574,12 +590,11 @@ void watcher_wait_cancel(WatcherWait *wait)
 
 static void watcher_wait_finish(WatcherWait *wait, int result)
 {
-        Manager *m = wait->watcher->manager;
         WatcherWaitCallback callback = wait->callback;
         void *userdata = wait->userdata;
 
         watcher_wait_free(wait);
-        callback(m, result, userdata);
+        callback(result, userdata);
 }
 
 static int watcher_wait_on_timeout(sd_event_source *s, uint64_t usec, void *userdata)
@@ -621,8 +636,8 @@ int watcher_wait_devices(Watcher *w, const dev_t *devnums, size_t n, uint64_t di
         wait->next = w->waits;
         w->waits = wait;
 
-        r = sd_event_add_time_relative(w->manager->event, &wait->timer, CLOCK_MONOTONIC, timeout_usec, 0,
-                watcher_wait_on_timeout, wait);
+        r = sd_event_add_time_relative(
+                w->event, &wait->timer, CLOCK_MONOTONIC, timeout_usec, 0, watcher_wait_on_timeout, wait);
         if (r < 0) {
                 watcher_wait_free(wait);
                 return r;
@@ -697,7 +712,7 @@ static void watcher_restore_partitions(Watcher *w, const LoopEvent *e)
         int r;
 
         if (!t || (e->diskseq != 0 && t->info->diskseq != e->diskseq) || t->n_parts > 0 ||
-                !t->info->partscan || !manager_find_device(w->manager, t->info->number, t->info->diskseq))
+                !t->info->partscan || !registry_find_device(w->registry, t->info->number, t->info->diskseq))
                 return;
 
         r = loop_restore_partitions(t->info->number, t->info->diskseq);
@@ -768,7 +783,7 @@ static int watcher_on_event(sd_event_source *s, int fd, uint32_t revents, void *
 
 /* ---- life cycle ---- */
 
-int watcher_new(Manager *m, Watcher **ret)
+int watcher_new(const WatcherConfig *config, Watcher **ret)
 {
         Watcher *w;
         int r;
@@ -776,10 +791,15 @@ int watcher_new(Manager *m, Watcher **ret)
         w = calloc(1, sizeof(Watcher));
         if (!w)
                 return -ENOMEM;
-        w->manager = m;
+        w->event = sd_event_ref(config->event);
+        w->registry = config->registry;
+        w->on_change = config->on_change;
+        w->on_change_userdata = config->on_change_userdata;
+        w->state_dir = strdup(config->state_dir);
+        w->media_dir = strdup(config->media_dir);
         w->udev = udev_new();
-        if (!w->udev) {
-                free(w);
+        if (!w->udev || !w->state_dir || !w->media_dir) {
+                watcher_free(w);
                 return -ENOMEM;
         }
 
@@ -822,6 +842,9 @@ Watcher *watcher_free(Watcher *w)
         sd_event_source_disable_unref(w->udev_dir_watch);
         watcher_close_mounts(w);
         udev_unref(w->udev);
+        sd_event_unref(w->event);
+        free(w->state_dir);
+        free(w->media_dir);
         free(w);
         return NULL;
 }

@@ -5,18 +5,34 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <systemd/sd-event.h>
+
+#include "changes.h"
 #include "loop.h"
-#include "manager.h"
 #include "probe.h"
+#include "registry.h"
 
 typedef struct WatcherWait WatcherWait;
 
 /* result: 0 once udev has processed every device waited for (or udevd went away: then there is nothing to
  * wait for), -ETIMEDOUT when the time ran out, -ECANCELED when the watcher is freed first (loopd exits). The
  * wait is freed before the callback runs. */
-typedef void (*WatcherWaitCallback)(Manager *m, int result, void *userdata);
+typedef void (*WatcherWaitCallback)(int result, void *userdata);
 
-int watcher_new(Manager *m, Watcher **ret);
+typedef struct Watcher Watcher;
+
+/* What the watcher needs of the engine: its event loop, the registry (owners, whom to release), where state
+ * and mount points live, and whom to tell what changed. */
+typedef struct WatcherConfig {
+        sd_event *event;
+        Registry *registry;
+        const char *state_dir;
+        const char *media_dir;
+        ChangeHandler on_change;
+        void *on_change_userdata;
+} WatcherConfig;
+
+int watcher_new(const WatcherConfig *config, Watcher **ret);
 Watcher *watcher_free(Watcher *w);
 
 /* The watcher's view of loopN (NULL when it is not bound), brought up to date with the kernel first, at

@@ -17,8 +17,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "log.h"
-
 struct Worker {
         pid_t pid;
         int pidfd; /* -EBADF where the kernel (or valgrind) has no pidfd_open() */

@@ -1,0 +1,28 @@
+/* bus-context.h: the D-Bus face's context, shared by its files (manager-dbus.c, mount-dbus.c,
+ * device-dbus.c). The engine's Manager is below it; nothing below includes this. */
+#pragma once
+
+#include <stdint.h>
+#include <systemd/sd-bus.h>
+
+#include "manager.h"
+
+typedef struct Auth Auth;
+typedef struct BusCalls BusCalls;
+typedef struct ImageCall ImageCall;
+
+typedef struct Bus {
+        Manager *manager;
+        sd_bus *bus;
+        Auth *auth;
+        BusCalls *calls; /* method calls waiting for polkit, an image or udev, bounded per uid */
+        ImageCall *image_calls; /* Attach and MountImage calls whose image is being read */
+        unsigned max_pending_per_user;
+        uint64_t exit_on_idle_usec; /* 0: never */
+        uint64_t last_activity_usec;
+        sd_event_source *idle_timer;
+} Bus;
+
+/* The Manager's Mount and Unmount (mount-dbus.c), in manager-dbus.c's vtable. */
+int method_mount(sd_bus_message *message, void *userdata, sd_bus_error *error);
+int method_unmount(sd_bus_message *message, void *userdata, sd_bus_error *error);

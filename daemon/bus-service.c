@@ -1,0 +1,139 @@
+/* bus-service.c: the D-Bus face's life on the system bus: it hears of the engine's changes, connects,
+ * exports the objects, exits when idle, and answers what still waits when loopd stops. */
+#include "bus-service.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+
+#include "auth.h"
+#include "bus-calls.h"
+#include "device-dbus.h"
+#include "log.h"
+#include "loopd-bus.h"
+#include "manager-dbus.h"
+
+int bus_new(Manager *m, Bus **ret)
+{
+        _cleanup_(bus_freep) Bus *b = calloc(1, sizeof(Bus));
+        int r;
+
+        if (!b)
+                return -ENOMEM;
+        b->manager = m;
+        b->max_pending_per_user = 16;
+        r = bus_calls_new(b->max_pending_per_user, &b->calls);
+        if (r < 0)
+                return r;
+        r = auth_new(b->calls, &b->auth);
+        if (r < 0)
+                return r;
+        m->on_change = device_dbus_on_change;
+        m->on_change_userdata = b;
+        *ret = TAKE_PTR(b);
+        return 0;
+}
+
+Bus *bus_free(Bus *b)
+{
+        if (!b)
+                return NULL;
+        bus_cancel_calls(b);
+        sd_event_source_disable_unref(b->idle_timer);
+        auth_free(b->auth);
+        bus_calls_free(b->calls);
+        sd_bus_flush_close_unref(b->bus);
+        if (b->manager && b->manager->on_change_userdata == b)
+                b->manager->on_change = NULL;
+        free(b);
+        return NULL;
+}
+
+/* Idle means: no message for the idle time, nothing waiting (polkit, an image, udev), and nothing of the
+ * engine's to keep: devices and mounts keep loopd alive, because their owners live only in its memory and
+ * its state dir, and because an autoclear device's last unmount is loopd's to clean up after. */
+static bool bus_is_idle(Bus *b, uint64_t now)
+{
+        if (now < b->last_activity_usec + b->exit_on_idle_usec)
+                return false;
+        if (bus_calls_count(b->calls) > 0 || auth_busy(b->auth))
+                return false;
+        return manager_is_idle(b->manager);
+}
+
+static int bus_on_idle_timer(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        Bus *b = userdata;
+        sd_event *event = b->manager->event;
+        uint64_t now;
+
+        (void)sd_event_now(event, CLOCK_MONOTONIC, &now);
+        if (bus_is_idle(b, now)) {
+                log_info("Idle for %" PRIu64 " s with nothing attached, exiting",
+                        b->exit_on_idle_usec / 1000000);
+                /* Give the name back first: a call that arrives now starts a new loopd by activation. */
+                (void)sd_bus_release_name(b->bus, LOOPD_BUS_NAME);
+                return sd_event_exit(event, 0);
+        }
+        /* A timer source is one-shot: arm it again for when the quiet period would end. */
+        int r = sd_event_source_set_time(s, MAX(now, b->last_activity_usec) + b->exit_on_idle_usec);
+        if (r < 0)
+                return r;
+        return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+}
+
+static int bus_on_message(sd_bus_message *message, void *userdata, sd_bus_error *error)
+{
+        Bus *b = userdata;
+
+        (void)sd_event_now(b->manager->event, CLOCK_MONOTONIC, &b->last_activity_usec);
+        return 0;
+}
+
+static int bus_setup_idle_exit(Bus *b)
+{
+        sd_event *event = b->manager->event;
+        int r;
+
+        if (b->exit_on_idle_usec == 0)
+                return 0;
+        (void)sd_event_now(event, CLOCK_MONOTONIC, &b->last_activity_usec);
+        r = sd_bus_add_filter(b->bus, NULL, bus_on_message, b);
+        if (r < 0)
+                return r;
+        return sd_event_add_time_relative(
+                event, &b->idle_timer, CLOCK_MONOTONIC, b->exit_on_idle_usec, 0, bus_on_idle_timer, b);
+}
+
+int bus_start(Bus *b)
+{
+        int r;
+
+        bus_calls_set_max(b->calls, b->max_pending_per_user);
+        r = sd_bus_default_system(&b->bus);
+        if (r < 0)
+                return log_error_errno(r, "Failed to connect to the system bus: %m");
+        r = manager_dbus_register(b);
+        if (r >= 0)
+                r = device_dbus_register(b);
+        if (r < 0)
+                return log_error_errno(r, "Failed to export the objects: %m");
+
+        /* Callers before the watcher: with hundreds of loop devices and a burst of uevents (another tool
+         * binding and unbinding in a loop), one rescan takes long enough that at equal priority the bus got
+         * a turn only between rescans, and calls timed out. The watcher catches up whenever the bus is
+         * quiet; what clients read is taken from the kernel, not from the watcher's table. */
+        r = sd_bus_attach_event(b->bus, b->manager->event, SD_EVENT_PRIORITY_IMPORTANT);
+        if (r < 0)
+                return log_error_errno(r, "Failed to attach the bus to the event loop: %m");
+
+        r = bus_setup_idle_exit(b);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up exiting when idle: %m");
+
+        /* The name last: a client that sees it can use everything. */
+        r = sd_bus_request_name(b->bus, LOOPD_BUS_NAME, 0);
+        if (r < 0)
+                return log_error_errno(r, "Failed to acquire the bus name " LOOPD_BUS_NAME ": %m");
+        return 0;
+}

@@ -1,0 +1,172 @@
+/* bus-util.c: what the D-Bus face's files share: error names, UTF-8 repair, loop names from callers. */
+#include "bus-util.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sysmacros.h>
+
+#include "format.h"
+#include "loop.h"
+#include "loopd-bus.h"
+
+/* Maps a failed operation to the contract's error names; what says what was being done. */
+int bus_reply_errno(sd_bus_error *error, int r, const char *what)
+{
+        const char *name;
+
+        switch (-r) {
+        case EBUSY:
+                name = LOOPD_ERROR_BUSY;
+                break;
+        case ENXIO:
+        case ENODEV:
+        case ENOENT:
+        case ESTALE:
+                name = LOOPD_ERROR_NOT_FOUND;
+                break;
+        case EMEDIUMTYPE:
+                name = LOOPD_ERROR_UNSUPPORTED_FORMAT;
+                break;
+        case ETIMEDOUT:
+                name = LOOPD_ERROR_TIMEOUT;
+                break;
+        case EINVAL:
+        case EROFS:
+        case EFBIG:
+        case EOVERFLOW:
+                name = LOOPD_ERROR_INVALID_ARGUMENT;
+                break;
+        default:
+                name = LOOPD_ERROR_FAILED;
+        }
+        return sd_bus_error_setf(error, name, "%s: %s", what, strerror(-r));
+}
+
+int bus_make_utf8(char **s)
+{
+        const char *p;
+        char *buf, *q;
+
+        for (p = *s; *p;) {
+                size_t len = utf8_sequence_length(p);
+                if (len == 0)
+                        break;
+                p += len;
+        }
+        if (!*p)
+                return 0;
+
+        /* At most three bytes (U+FFFD) for every byte. */
+        buf = malloc(strlen(*s) * 3 + 1);
+        if (!buf)
+                return -ENOMEM;
+        for (p = *s, q = buf; *p;) {
+                size_t len = utf8_sequence_length(p);
+                if (len == 0) {
+                        q = mempcpy(q, "\xef\xbf\xbd", 3);
+                        p++;
+                } else {
+                        q = mempcpy(q, p, len);
+                        p += len;
+                }
+        }
+        *q = '\0';
+        free(*s);
+        *s = buf;
+        return 0;
+}
+
+int bus_parse_loop_name(const char *s, unsigned *ret, sd_bus_error *error)
+{
+        if (isempty(s))
+                return sd_bus_error_set(error, LOOPD_ERROR_INVALID_ARGUMENT, "device: must not be empty");
+        /* Not quoted when too long: a cut could split a UTF-8 character, and sd-bus cannot send an error
+         * whose message is not UTF-8 (the caller would wait for its timeout instead). */
+        if (strlen(s) > 64)
+                return sd_bus_error_set(error, LOOPD_ERROR_NOT_MANAGED,
+                        "device: too long for a loop device (expected /dev/loopN or loopN)");
+        if (loop_parse_name(s, ret) < 0)
+                return sd_bus_error_setf(error, LOOPD_ERROR_NOT_MANAGED,
+                        "device: '%s' is not a loop device (expected /dev/loopN or loopN)", s);
+        return 0;
+}
+
+int bus_parse_loop_node(
+        const char *s, unsigned *ret_number, unsigned *ret_partition, dev_t *ret_devnum, sd_bus_error *error)
+{
+        unsigned number, partition, maj, min;
+        char path[128], buf[32];
+        FILE *f;
+
+        if (isempty(s))
+                return sd_bus_error_set(error, LOOPD_ERROR_INVALID_ARGUMENT, "node: must not be empty");
+        /* Not quoted when too long: a cut could split a UTF-8 character, and sd-bus cannot send an error
+         * whose message is not UTF-8 (the caller would wait for its timeout instead). */
+        if (strlen(s) > 64)
+                return sd_bus_error_set(error, LOOPD_ERROR_NOT_MANAGED,
+                        "node: too long for a loop device or loop partition; loopd mounts nothing else");
+        if (loop_parse_node(s, &number, &partition) < 0)
+                return sd_bus_error_setf(error, LOOPD_ERROR_NOT_MANAGED,
+                        "node: '%s' is not a loop device or loop partition; loopd mounts nothing else", s);
+
+        /* The kernel's name for the device, from sysfs: never a path a caller could have planted. */
+        if (partition == 0)
+                snprintf(path, sizeof(path), "/sys/block/loop%u/dev", number);
+        else
+                snprintf(path, sizeof(path), "/sys/block/loop%u/loop%up%u/dev", number, number, partition);
+        f = fopen(path, "re");
+        if (!f)
+                return sd_bus_error_setf(error, LOOPD_ERROR_NOT_FOUND, "node: %s does not exist", s);
+        if (!fgets(buf, sizeof(buf), f) || sscanf(buf, "%u:%u", &maj, &min) != 2) {
+                fclose(f);
+                return sd_bus_error_setf(error, LOOPD_ERROR_NOT_FOUND, "node: %s does not exist", s);
+        }
+        fclose(f);
+
+        *ret_number = number;
+        *ret_partition = partition;
+        *ret_devnum = makedev(maj, min);
+        return 0;
+}
+
+int bus_error_from_engine(sd_bus_error *error, int r, const EngineError *e)
+{
+        static const char *const names[] = {
+                [ENGINE_FAILED] = LOOPD_ERROR_FAILED,
+                [ENGINE_INVALID_ARGUMENT] = LOOPD_ERROR_INVALID_ARGUMENT,
+                [ENGINE_NOT_FOUND] = LOOPD_ERROR_NOT_FOUND,
+                [ENGINE_NOT_MANAGED] = LOOPD_ERROR_NOT_MANAGED,
+                [ENGINE_BUSY] = LOOPD_ERROR_BUSY,
+                [ENGINE_LIMIT_EXCEEDED] = LOOPD_ERROR_LIMIT_EXCEEDED,
+                [ENGINE_NO_FREE_DEVICE] = LOOPD_ERROR_NO_FREE_DEVICE,
+                [ENGINE_UNSUPPORTED_FORMAT] = LOOPD_ERROR_UNSUPPORTED_FORMAT,
+                [ENGINE_UNSUPPORTED_FILESYSTEM] = LOOPD_ERROR_UNSUPPORTED_FILESYSTEM,
+                [ENGINE_ALREADY_MOUNTED] = LOOPD_ERROR_ALREADY_MOUNTED,
+                [ENGINE_NOT_MOUNTED] = LOOPD_ERROR_NOT_MOUNTED,
+                [ENGINE_NOTHING_TO_MOUNT] = LOOPD_ERROR_NOTHING_TO_MOUNT,
+                [ENGINE_TIMEOUT] = LOOPD_ERROR_TIMEOUT,
+        };
+
+        /* Without a message the engine failed below its own checks (out of memory): sd-bus says what r is.
+         */
+        if (!e->message[0])
+                return r;
+        /* Messages quote callers' and images' bytes: D-Bus needs valid UTF-8. */
+        _cleanup_free_ char *text = strdup(e->message);
+        if (!text || bus_make_utf8(&text) < 0)
+                return -ENOMEM;
+        sd_bus_error_set(
+                error, (unsigned)e->kind < ELEMENTSOF(names) ? names[e->kind] : LOOPD_ERROR_FAILED, text);
+        return r < 0 ? r : -EIO;
+}
+
+char *device_object_path(unsigned number)
+{
+        char *path;
+
+        if (asprintf(&path, LOOPD_DEVICE_PATH_PREFIX "/loop%u", number) < 0)
+                return NULL;
+        return path;
+}

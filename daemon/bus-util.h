@@ -1,0 +1,28 @@
+/* bus-util.h: what the D-Bus face's files share: error names, UTF-8 repair, loop names from callers. */
+#pragma once
+
+#include <sys/types.h>
+#include <systemd/sd-bus.h>
+
+#include "engine.h"
+
+/* Sets error from a failed operation with the contract's error name for r; what says what failed. */
+int bus_reply_errno(sd_bus_error *error, int r, const char *what);
+/* Sets error from what the engine said (its kind is the contract's error name); returns r. */
+int bus_error_from_engine(sd_bus_error *error, int r, const EngineError *e);
+
+/* D-Bus strings must be UTF-8, and file names, labels, UUIDs and partition names come from users' files and
+ * images: replaces every byte of *s that is not part of well-formed UTF-8 with U+FFFD (reallocating), so
+ * that one such string cannot fail a whole reply. -ENOMEM, else 0. */
+int bus_make_utf8(char **s);
+
+/* "loopN" or "/dev/loopN" into N; anything else is NotManaged, "" is InvalidArgument. */
+int bus_parse_loop_name(const char *s, unsigned *ret, sd_bus_error *error);
+
+/* "/dev/loopN" or "/dev/loopNpM" into N and M (0 for the whole device), checked against sysfs: the node
+ * must be the kernel's current device of that name. Anything else: NotManaged / NotFound. */
+int bus_parse_loop_node(const char *s, unsigned *ret_number, unsigned *ret_partition, dev_t *ret_devnum,
+        sd_bus_error *error);
+
+/* /org/loopd1/device/loopN (NULL on ENOMEM). */
+char *device_object_path(unsigned number);

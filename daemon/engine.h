@@ -1,0 +1,89 @@
+/* engine.h: what loopd does for a caller — attach an image, detach, mount a node, unmount, open an image —
+ * as functions of plain values. They know nothing of D-Bus: the face (bus/ files) has parsed, checked and
+ * authorized the call; they return -errno, and an EngineError that says what the caller must be told. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include "image.h"
+#include "loop.h"
+#include "manager.h"
+
+/* The contract's kinds of failure (the face maps them to org.loopd1.Error.*). */
+typedef enum EngineErrorKind {
+        ENGINE_FAILED = 0,
+        ENGINE_INVALID_ARGUMENT,
+        ENGINE_NOT_FOUND,
+        ENGINE_NOT_MANAGED,
+        ENGINE_BUSY,
+        ENGINE_LIMIT_EXCEEDED,
+        ENGINE_NO_FREE_DEVICE,
+        ENGINE_UNSUPPORTED_FORMAT,
+        ENGINE_UNSUPPORTED_FILESYSTEM,
+        ENGINE_ALREADY_MOUNTED,
+        ENGINE_NOT_MOUNTED,
+        ENGINE_NOTHING_TO_MOUNT,
+        ENGINE_TIMEOUT,
+} EngineErrorKind;
+
+typedef struct EngineError {
+        EngineErrorKind kind;
+        char message[512]; /* "" when none was set: the face then says what -errno says */
+} EngineError;
+
+/* Fills e (if not NULL) and returns r (< 0). */
+int engine_error(EngineError *e, int r, EngineErrorKind kind, const char *format, ...)
+        __attribute__((format(printf, 4, 5)));
+/* The kind an errno of the kernel layer means, with "what: strerror" as the message; returns r. */
+int engine_error_errno(EngineError *e, int r, const char *what);
+
+/* What an Attach asks for, checked by the face. */
+typedef struct AttachRequest {
+        uint64_t offset;
+        uint64_t size_limit;
+        uint32_t sector_size; /* 0: what the image says */
+        bool read_only;
+        bool read_only_set;
+        /* The option that asked for read-write, for the error: "read-only: false" or "writable: true". */
+        const char *read_write_option;
+        bool partition_scan;
+        bool autoclear;
+        bool direct_io;
+} AttachRequest;
+
+/* Binds the image behind fd (st its fstat()) for uid as req says and records the owner. probe_result and
+ * probe are image_probe()'s of the image, read beforehand (in a worker). The per-user device limit is
+ * checked here. */
+int engine_attach(Manager *m, int fd, const AttachRequest *req, const struct stat *st, uid_t uid,
+        int probe_result, const ImageProbe *probe, LoopInfo **ret, EngineError *e);
+
+/* Detaches loopN (info: what the kernel says of it now): Busy, naming the mount points, if anything of it is
+ * mounted, unless unmount; then they are unmounted first. A device gone already is success. */
+int engine_detach(Manager *m, const LoopInfo *info, bool unmount, EngineError *e);
+
+/* Mounts node (a loop device or partition, devnum its device number) for uid under the media dir: fstype
+ * NULL or "" probes; options are the caller's (checked against the allow-list here). Returns the mount
+ * point. */
+int engine_mount_node(Manager *m, uid_t uid, const char *node, dev_t devnum, const char *fstype,
+        const char *options, bool read_only, char **ret_mount_point, EngineError *e);
+
+/* Unmounts target (a mount point of loopN's), removes the mount point directory if loopd made it, and
+ * releases an autoclear device that has nothing mounted any more. */
+int engine_unmount(Manager *m, unsigned number, const char *target, EngineError *e);
+
+/* One mount of an opened image. */
+typedef struct MountedNode {
+        char *node;
+        char *mount_point;
+} MountedNode;
+void mounted_nodes_free(MountedNode *list, size_t n);
+
+/* Opens an image: attaches it (as engine_attach(), with autoclear) and mounts every filesystem on it (whole
+ * device and partitions; swap, empty and unknown skipped) for uid. Nothing mountable: detached again,
+ * NothingToMount (or the first mount's error). */
+int engine_open_image(Manager *m, int fd, const AttachRequest *req, const struct stat *st, uid_t uid,
+        int probe_result, const ImageProbe *probe, LoopInfo **ret_info, MountedNode **ret_mounts,
+        size_t *ret_n, EngineError *e);

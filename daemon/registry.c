@@ -1,0 +1,380 @@
+/* registry.c: the devices loopd set up: who owns each, what loopd holds of it (its lock, the image for the
+ * first probe), its persistence in the state dir, and letting it go. */
+#include "registry.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+
+#include "log.h"
+#include "loop.h"
+#include "mount.h"
+#include "partition.h"
+#include "state.h"
+#include "strv.h"
+
+int registry_new(sd_event *event, const char *state_dir, Registry **ret)
+{
+        Registry *reg = calloc(1, sizeof(Registry));
+
+        if (!reg)
+                return -ENOMEM;
+        reg->event = sd_event_ref(event);
+        reg->state_dir = strdup(state_dir);
+        if (!reg->state_dir) {
+                registry_free(reg);
+                return -ENOMEM;
+        }
+        *ret = reg;
+        return 0;
+}
+
+static void managed_device_release(ManagedDevice *d)
+{
+        d->lock_fd = safe_close(d->lock_fd);
+        d->image_fd = safe_close(d->image_fd);
+        d->close_watch = sd_event_source_disable_unref(d->close_watch);
+}
+
+static void managed_device_free(ManagedDevice *d)
+{
+        if (!d)
+                return;
+        managed_device_release(d);
+        free(d);
+}
+
+Registry *registry_free(Registry *reg)
+{
+        if (!reg)
+                return NULL;
+        while (reg->devices) {
+                ManagedDevice *next = reg->devices->next;
+                managed_device_free(reg->devices);
+                reg->devices = next;
+        }
+        sd_event_unref(reg->event);
+        free(reg->state_dir);
+        free(reg);
+        return NULL;
+}
+
+ManagedDevice *registry_find_device(Registry *reg, unsigned number, uint64_t diskseq)
+{
+        for (ManagedDevice *d = reg->devices; d; d = d->next)
+                if (d->number == number && d->diskseq == diskseq)
+                        return d;
+        return NULL;
+}
+
+bool registry_device_autoclear(Registry *reg, const LoopInfo *info)
+{
+        ManagedDevice *d = registry_find_device(reg, info->number, info->diskseq);
+
+        return info->autoclear || (d && d->autoclear);
+}
+
+/* Someone closed /dev/loopN. If it was a LOOP_CLR_FD of another tool (losetup -d), the kernel only set the
+ * autoclear flag, because loopd's lock holds the device open: let go of it, so that the device goes now, as
+ * it would have without loopd. Unless loopd armed autoclear itself (it did at the first mount: the device
+ * then goes with its last unmount either way). Only sysfs is read here: opening the node would be a close
+ * event of its own. */
+static int registry_on_device_closed(sd_event_source *s, const struct inotify_event *event, void *userdata)
+{
+        Registry *reg = userdata;
+        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+        ManagedDevice *d = NULL;
+
+        for (ManagedDevice *i = reg->devices; i && !d; i = i->next)
+                if (i->close_watch == s)
+                        d = i;
+        if (!d || d->autoclear_armed)
+                return 0;
+        if (loop_get_info_brief(d->number, &info) < 0 || info->diskseq != d->diskseq || !info->autoclear)
+                return 0;
+        log_info("loop%u was detached by another program, letting go of it", d->number);
+        managed_device_release(d);
+        return 0;
+}
+
+int registry_add_device(Registry *reg, const ManagedDevice *d)
+{
+        ManagedDevice *copy;
+        int r;
+
+        registry_forget_device(reg, d->number);
+        copy = malloc(sizeof(ManagedDevice));
+        if (!copy) {
+                safe_close(d->lock_fd);
+                safe_close(d->image_fd);
+                return -ENOMEM;
+        }
+        *copy = *d;
+        copy->close_watch = NULL;
+        copy->next = reg->devices;
+        reg->devices = copy;
+
+        if (copy->lock_fd >= 0) {
+                char node[32];
+
+                snprintf(node, sizeof(node), "/dev/loop%u", copy->number);
+                r = sd_event_add_inotify(reg->event, &copy->close_watch, node,
+                        IN_CLOSE_WRITE | IN_CLOSE_NOWRITE, registry_on_device_closed, reg);
+                if (r < 0)
+                        log_warning_errno(r,
+                                "Failed to watch %s, a losetup -d of it will only take effect when loopd "
+                                "lets go of it: %m",
+                                node);
+        }
+
+        r = state_save_device(reg->state_dir, copy);
+        if (r < 0)
+                log_warning_errno(r,
+                        "Failed to record loop%u in %s, its owner will not survive a restart: %m", d->number,
+                        reg->state_dir);
+        return 0;
+}
+
+void registry_forget_device(Registry *reg, unsigned number)
+{
+        for (ManagedDevice **p = &reg->devices; *p; p = &(*p)->next)
+                if ((*p)->number == number) {
+                        ManagedDevice *d = *p;
+                        *p = d->next;
+                        managed_device_free(d);
+                        break;
+                }
+        (void)state_remove_device(reg->state_dir, number);
+}
+
+int registry_detach_device(Registry *reg, unsigned number, uint64_t diskseq)
+{
+        ManagedDevice *d = registry_find_device(reg, number, diskseq);
+        int r;
+
+        if (d) {
+                d->lock_fd = safe_close(d->lock_fd);
+                d->image_fd = safe_close(d->image_fd);
+        }
+        r = loop_detach(number, diskseq);
+        if (r == -EBUSY && d) {
+                /* Still bound (in use elsewhere): keep udevd's re-reads away again. */
+                int fd = loop_lock(number, diskseq);
+                if (fd >= 0)
+                        d->lock_fd = fd;
+        }
+        if (r >= 0 || r == -ENXIO || r == -ENODEV || r == -ESTALE)
+                registry_forget_device(reg, number);
+        return r;
+}
+
+int registry_take_image(Registry *reg, unsigned number, uint64_t diskseq, int *ret_fd, uint64_t *ret_offset)
+{
+        ManagedDevice *d = registry_find_device(reg, number, diskseq);
+
+        if (!d || d->image_fd < 0)
+                return -ENOENT;
+        *ret_fd = TAKE_FD(d->image_fd);
+        *ret_offset = d->image_offset;
+        return 0;
+}
+
+unsigned registry_count_devices_of(Registry *reg, uid_t uid)
+{
+        unsigned n = 0;
+
+        for (ManagedDevice *d = reg->devices; d; d = d->next) {
+                _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+
+                if (d->owner != uid)
+                        continue;
+                /* Autoclear devices vanish on their own: count only what the kernel still has. */
+                if (loop_get_info(d->number, &info) >= 0 && info->diskseq == d->diskseq)
+                        n++;
+        }
+        return n;
+}
+
+/* Attaches a killed loopd left half done: the device was bound (maybe with only some of its partitions) but
+ * never recorded, and its caller never got an answer. They are rolled back as loop_attach() would have
+ * rolled them back had loopd lived: a device nobody was told about, owned by nobody, would otherwise stay
+ * bound until root removed it. A bound device is the one of a note when it has no record and the note's
+ * backing file and offset. */
+static void registry_roll_back_pending(Registry *reg)
+{
+        ManagedDevice *pending = NULL;
+        LoopInfo **infos = NULL;
+        size_t n = 0;
+        int r;
+
+        r = state_load_pending(reg->state_dir, &pending);
+        if (r < 0)
+                log_warning_errno(r, "Failed to read the attaches in progress in %s: %m", reg->state_dir);
+        if (!pending)
+                return;
+        r = loop_list(&infos, &n);
+        if (r < 0)
+                log_warning_errno(r, "Failed to list loop devices: %m");
+
+        while (pending) {
+                ManagedDevice *p = pending;
+                pending = p->next;
+
+                for (size_t i = 0; i < n; i++) {
+                        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+
+                        if (registry_find_device(reg, infos[i]->number, infos[i]->diskseq) ||
+                                loop_get_info(infos[i]->number, &info) < 0 ||
+                                info->diskseq != infos[i]->diskseq)
+                                continue;
+                        if (info->backing_dev != p->backing_dev || info->backing_inode != p->backing_inode ||
+                                info->offset != p->offset)
+                                continue;
+                        r = loop_detach(info->number, info->diskseq);
+                        if (r < 0 && r != -ENXIO && r != -ESTALE)
+                                log_warning_errno(r,
+                                        "Failed to roll back loop%u, attached for uid %u when loopd stopped: %m",
+                                        info->number, (unsigned)p->owner);
+                        else
+                                log_info("Rolled back loop%u, attached for uid %u when loopd stopped",
+                                        info->number, (unsigned)p->owner);
+                }
+                free(p);
+        }
+        loop_info_array_free(infos, n);
+}
+
+/* Keeps the records whose device the kernel still has as the same incarnation: same diskseq, backing file
+ * and offset. Anything else was detached or re-used while loopd was not running. */
+void registry_load(Registry *reg)
+{
+        ManagedDevice *list = NULL;
+        int r;
+
+        r = state_load_devices(reg->state_dir, &list);
+        if (r < 0) {
+                log_warning_errno(
+                        r, "Failed to read the state in %s, starting without it: %m", reg->state_dir);
+                return;
+        }
+
+        while (list) {
+                _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+                ManagedDevice *d = list;
+                list = d->next;
+
+                /* Nothing of what a record holds survives a restart. */
+                d->lock_fd = d->image_fd = -EBADF;
+                d->close_watch = NULL;
+                d->autoclear_armed = false;
+                r = loop_get_info(d->number, &info);
+                if (r >= 0 && info->diskseq == d->diskseq && info->backing_dev == d->backing_dev &&
+                        info->backing_inode == d->backing_inode && info->offset == d->offset) {
+                        d->autoclear_armed = info->autoclear;
+                        d->lock_fd = loop_lock(d->number, d->diskseq);
+                        if (d->lock_fd < 0)
+                                log_debug_errno(d->lock_fd, "Failed to lock loop%u: %m", d->number);
+                        unsigned number = d->number;
+                        uid_t owner = d->owner;
+                        r = registry_add_device(reg, d);
+                        free(d);
+                        if (r < 0)
+                                log_warning_errno(r, "Failed to re-adopt loop%u: %m", number);
+                        else
+                                log_info("Re-adopted loop%u of uid %u", number, (unsigned)owner);
+                } else {
+                        log_info("Dropped the record of loop%u: the device was detached or re-used",
+                                d->number);
+                        (void)state_remove_device(reg->state_dir, d->number);
+                        free(d);
+                }
+        }
+
+        registry_roll_back_pending(reg);
+}
+
+int registry_device_mounts(const LoopInfo *info, char ***ret)
+{
+        _cleanup_free_ KernelPartition *parts = NULL;
+        _cleanup_(mount_table_unrefp) MountTable *table = NULL;
+        _cleanup_strv_free_ char **all = NULL;
+        size_t n_parts = 0;
+        int r;
+
+        r = partition_list_kernel(info->number, &parts, &n_parts);
+        if (r < 0)
+                return r;
+        r = mount_table_load(&table);
+        if (r < 0)
+                return r;
+
+        for (size_t i = 0; i <= n_parts; i++) {
+                _cleanup_strv_free_ char **targets = NULL;
+                dev_t devnum = i == 0 ? info->devnum : parts[i - 1].devnum;
+                char node[64];
+
+                if (i == 0)
+                        snprintf(node, sizeof(node), "/dev/loop%u", info->number);
+                else
+                        snprintf(node, sizeof(node), "/dev/loop%up%u", info->number, parts[i - 1].number);
+                r = mount_table_find_targets(table, devnum, node, &targets);
+                if (r < 0)
+                        return r;
+                for (char **t = targets; t && *t; t++) {
+                        r = strv_consume(&all, TAKE_PTR(*t));
+                        if (r < 0)
+                                return r;
+                }
+        }
+        *ret = TAKE_PTR(all);
+        return 0;
+}
+
+void registry_arm_autoclear(Registry *reg, unsigned number, uint64_t diskseq, bool force)
+{
+        ManagedDevice *d = registry_find_device(reg, number, diskseq);
+        int r;
+
+        if (!force && !(d && d->autoclear))
+                return;
+        if (d && !d->autoclear) {
+                d->autoclear = true;
+                (void)state_save_device(reg->state_dir, d);
+        }
+        /* Only now that a mount holds the device: set at attach, the kernel would have cleared it as soon
+         * as loopd closed it. */
+        r = loop_set_autoclear(number, diskseq, true);
+        if (r >= 0 && d)
+                d->autoclear_armed = true;
+        if (r < 0)
+                log_warning_errno(r,
+                        "Failed to set autoclear on loop%u, loopd will detach it after its last "
+                        "unmount instead: %m",
+                        number);
+}
+
+void registry_release_if_autoclear(Registry *reg, unsigned number)
+{
+        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+        _cleanup_strv_free_ char **mounts = NULL;
+        int r;
+
+        if (loop_get_info(number, &info) < 0)
+                return;
+        /* Only loopd's own devices: one that another tool set up with autoclear (mount -o loop) is the
+         * kernel's to clear, and never loopd's to detach. */
+        ManagedDevice *d = registry_find_device(reg, number, info->diskseq);
+        if (!d || !registry_device_autoclear(reg, info))
+                return;
+        if (registry_device_mounts(info, &mounts) < 0 || (mounts && mounts[0]))
+                return;
+
+        /* The kernel clears an autoclear device when its last user closes it (loopd's lock is one); do it
+         * here, so that its partitions are deleted before it is unbound and no dead node is left behind. */
+        r = registry_detach_device(reg, number, info->diskseq);
+        if (r < 0 && r != -ENXIO && r != -ESTALE)
+                log_debug_errno(r, "Failed to detach autoclear loop%u after its last unmount: %m", number);
+}

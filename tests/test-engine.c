@@ -1,0 +1,317 @@
+/* test-engine.c: the engine's operations (attach, detach, mount, unmount, open an image) driven directly,
+ * without a bus or polkit, against the real kernel: what the D-Bus face calls once it has parsed and
+ * authorized a call. Expected values come from the kernel (sysfs, the mount table), never from loopd. */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "engine.h"
+#include "images.h"
+#include "manager.h"
+#include "registry.h"
+
+#define MiB (UINT64_C(1024) * 1024)
+
+typedef struct Fixture {
+        char *dir;
+        Manager *manager;
+} Fixture;
+
+static void fixture_setup(Fixture *f, gconstpointer data)
+{
+        const unsigned *max_devices = data;
+
+        if (!test_require_privileges())
+                return;
+        f->dir = test_tmpdir_new();
+        g_assert_cmpint(manager_new(&f->manager), ==, 0);
+        g_free(f->manager->state_dir);
+        g_free(f->manager->media_dir);
+        f->manager->state_dir = g_build_filename(f->dir, "state", NULL);
+        f->manager->media_dir = g_build_filename(f->dir, "media", NULL);
+        g_assert_cmpint(mkdir(f->manager->state_dir, 0755), ==, 0);
+        g_assert_cmpint(mkdir(f->manager->media_dir, 0755), ==, 0);
+        if (max_devices)
+                f->manager->max_devices_per_user = *max_devices;
+        g_assert_cmpint(manager_start(f->manager), ==, 0);
+}
+
+static void fixture_teardown(Fixture *f, gconstpointer data)
+{
+        if (!f->dir)
+                return;
+        /* Whatever a failed test left: its mounts and devices go with the directory. */
+        g_autoptr(GPtrArray) left = oracle_loops_backed_by(f->dir);
+        test_cleanup_loops_under(f->dir);
+        manager_free(f->manager);
+        test_tmpdir_remove(f->dir);
+        g_free(f->dir);
+        g_assert_cmpuint(left->len, ==, 0);
+}
+
+#define TEST(path, func, data) g_test_add(path, Fixture, data, fixture_setup, func, fixture_teardown)
+#define REQUIRE(f)              \
+        do {                    \
+                if (!(f)->dir)  \
+                        return; \
+        } while (0)
+
+/* Opens path as a caller would (fd, fstat) and reads it as the face's worker does. */
+typedef struct Image {
+        int fd;
+        struct stat st;
+        ImageProbe probe;
+        int probe_result;
+} Image;
+
+static void image_open(Image *img, const char *path, int flags)
+{
+        img->fd = open(path, flags | O_CLOEXEC);
+        g_assert_cmpint(img->fd, >=, 0);
+        g_assert_cmpint(fstat(img->fd, &img->st), ==, 0);
+        img->probe_result = image_probe(img->fd, 0, 0, &img->probe);
+}
+
+static char *gpt_two_ext4(Fixture *f, const char *name)
+{
+        char *path = g_build_filename(f->dir, name, NULL);
+
+        image_create(path, 64 * MiB);
+        image_sfdisk(path, "label: gpt\nstart=2048, size=30MiB, type=linux\ntype=linux\n", 0);
+        g_free(image_mkfs_at(path, 1 * MiB, 30 * MiB, "ext4", "ENGONE"));
+        g_free(image_mkfs_at(path, 31 * MiB, 32 * MiB, "ext4", "ENGTWO"));
+        return path;
+}
+
+static bool bound_to(unsigned number, const char *path)
+{
+        g_autofree char *backing = test_read_sysfs("/sys/block/loop%u/loop/backing_file", number);
+        return backing && g_str_equal(backing, path);
+}
+
+static char *mount_source(const char *target)
+{
+        g_autofree char *quoted = g_shell_quote(target);
+        g_autofree char *out = NULL;
+
+        if (test_sh_status(&out, "findmnt -n -o SOURCE --mountpoint %s", quoted) != 0)
+                return NULL;
+        return g_strdup(g_strstrip(out));
+}
+
+/* Attach binds the image with its partitions and records the owner; detach unbinds it and forgets him. */
+static void test_attach_detach(Fixture *f, gconstpointer data)
+{
+        REQUIRE(f);
+        g_autofree char *path = gpt_two_ext4(f, "disk.img");
+        g_autoptr(GPtrArray) nodes = NULL;
+        LoopInfo *info = NULL;
+        EngineError e = {};
+        Image img;
+
+        image_open(&img, path, O_RDWR);
+        AttachRequest req = { .partition_scan = true };
+        g_assert_cmpint(engine_attach(f->manager, img.fd, &req, &img.st, 1234, img.probe_result, &img.probe,
+                                &info, &e),
+                ==, 0);
+        close(img.fd);
+        if (!info)
+                return;
+        g_autofree char *device = g_strdup_printf("/dev/loop%u", info->number);
+        g_assert_true(bound_to(info->number, path));
+        nodes = oracle_partition_nodes(device);
+        g_assert_cmpuint(nodes->len, ==, 2);
+        ManagedDevice *d = registry_find_device(f->manager->registry, info->number, info->diskseq);
+        g_assert_nonnull(d);
+        if (d)
+                g_assert_cmpuint(d->owner, ==, 1234);
+        g_assert_cmpuint(registry_count_devices_of(f->manager->registry, 1234), ==, 1);
+
+        g_assert_cmpint(engine_detach(f->manager, info, false, &e), ==, 0);
+        g_assert_false(bound_to(info->number, path));
+        g_assert_null(registry_find_device(f->manager->registry, info->number, info->diskseq));
+        g_autoptr(GPtrArray) after = oracle_partition_nodes(device);
+        g_assert_cmpuint(after->len, ==, 0);
+        loop_info_free(info);
+}
+
+/* The engine says why, in the contract's terms: a qcow2 image, an ambiguous sector size, the limit. */
+static void test_attach_refusals(Fixture *f, gconstpointer data)
+{
+        REQUIRE(f);
+        g_autofree char *raw = g_build_filename(f->dir, "a.img", NULL);
+        g_autofree char *qcow = g_build_filename(f->dir, "vm.qcow2", NULL);
+        g_autofree char *quoted = g_shell_quote(qcow);
+        LoopInfo *info = NULL, *second = NULL;
+        EngineError e = {};
+        Image img, img2, q;
+
+        g_free(test_sh("qemu-img create -q -f qcow2 %s 16M", quoted));
+        image_open(&q, qcow, O_RDONLY);
+        AttachRequest ro = { .read_only = true, .partition_scan = true };
+        g_assert_cmpint(
+                engine_attach(f->manager, q.fd, &ro, &q.st, 1234, q.probe_result, &q.probe, &info, &e), <,
+                0);
+        g_assert_cmpint(e.kind, ==, ENGINE_UNSUPPORTED_FORMAT);
+        g_assert_nonnull(strstr(e.message, "qcow2"));
+        g_assert_null(info);
+        close(q.fd);
+
+        /* max_devices_per_user is 1 in this test (the fixture's data). */
+        image_create(raw, 8 * MiB);
+        image_open(&img, raw, O_RDWR);
+        image_open(&img2, raw, O_RDONLY);
+        AttachRequest req = { .partition_scan = true };
+        g_assert_cmpint(engine_attach(f->manager, img.fd, &req, &img.st, 1234, img.probe_result, &img.probe,
+                                &info, &e),
+                ==, 0);
+        memset(&e, 0, sizeof(e));
+        g_assert_cmpint(engine_attach(f->manager, img2.fd, &ro, &img2.st, 1234, img2.probe_result,
+                                &img2.probe, &second, &e),
+                <, 0);
+        g_assert_cmpint(e.kind, ==, ENGINE_LIMIT_EXCEEDED);
+        g_assert_null(second);
+        /* Root has no limit. */
+        g_assert_cmpint(engine_attach(f->manager, img2.fd, &ro, &img2.st, 0, img2.probe_result, &img2.probe,
+                                &second, &e),
+                ==, 0);
+        close(img.fd);
+        close(img2.fd);
+        if (info)
+                g_assert_cmpint(engine_detach(f->manager, info, false, &e), ==, 0);
+        if (second)
+                g_assert_cmpint(engine_detach(f->manager, second, false, &e), ==, 0);
+        loop_info_free(info);
+        loop_info_free(second);
+}
+
+/* Mount for a user: under the media dir, named after the label; Detach is refused (Busy, naming the mount
+ * point) until the unmount option or an unmount; unmount removes the mount point. */
+static void test_mount_unmount(Fixture *f, gconstpointer data)
+{
+        REQUIRE(f);
+        g_autofree char *path = gpt_two_ext4(f, "disk.img");
+        g_autofree char *mount_point = NULL, *source = NULL;
+        LoopInfo *info = NULL;
+        EngineError e = {};
+        Image img;
+
+        image_open(&img, path, O_RDWR);
+        AttachRequest req = { .partition_scan = true };
+        g_assert_cmpint(
+                engine_attach(f->manager, img.fd, &req, &img.st, 0, img.probe_result, &img.probe, &info, &e),
+                ==, 0);
+        close(img.fd);
+        if (!info)
+                return;
+        g_autofree char *node = g_strdup_printf("/dev/loop%up1", info->number);
+        struct stat st;
+        g_assert_cmpint(stat(node, &st), ==, 0);
+
+        g_assert_cmpint(
+                engine_mount_node(f->manager, 0, node, st.st_rdev, NULL, NULL, false, &mount_point, &e), ==,
+                0);
+        g_assert_nonnull(mount_point);
+        if (!mount_point)
+                goto out;
+        g_assert_true(g_str_has_prefix(mount_point, f->manager->media_dir));
+        g_assert_true(g_str_has_suffix(mount_point, "/ENGONE"));
+        source = mount_source(mount_point);
+        g_assert_cmpstr(source, ==, node);
+
+        /* Mounted twice: AlreadyMounted. */
+        g_autofree char *again = NULL;
+        g_assert_cmpint(
+                engine_mount_node(f->manager, 0, node, st.st_rdev, NULL, NULL, false, &again, &e), <, 0);
+        g_assert_cmpint(e.kind, ==, ENGINE_ALREADY_MOUNTED);
+
+        g_assert_cmpint(engine_detach(f->manager, info, false, &e), ==, -EBUSY);
+        g_assert_cmpint(e.kind, ==, ENGINE_BUSY);
+        g_assert_nonnull(strstr(e.message, mount_point));
+        g_assert_true(bound_to(info->number, path));
+
+        g_assert_cmpint(engine_unmount(f->manager, info->number, mount_point, &e), ==, 0);
+        g_autofree char *gone = mount_source(mount_point);
+        g_assert_null(gone);
+        g_assert_false(g_file_test(mount_point, G_FILE_TEST_EXISTS));
+        /* Not attached with autoclear: the device stays after its last unmount. */
+        g_assert_true(bound_to(info->number, path));
+out:
+        g_assert_cmpint(engine_detach(f->manager, info, true, &e), ==, 0);
+        g_assert_false(bound_to(info->number, path));
+        loop_info_free(info);
+}
+
+/* Opening an image mounts every filesystem on it; the device goes with its last unmount. */
+static void test_open_image(Fixture *f, gconstpointer data)
+{
+        REQUIRE(f);
+        g_autofree char *path = gpt_two_ext4(f, "disk.img");
+        MountedNode *mounts = NULL;
+        LoopInfo *info = NULL;
+        EngineError e = {};
+        size_t n = 0;
+        Image img;
+
+        image_open(&img, path, O_RDONLY);
+        AttachRequest req = { .read_only = true, .partition_scan = true, .autoclear = true };
+        g_assert_cmpint(engine_open_image(f->manager, img.fd, &req, &img.st, 0, img.probe_result, &img.probe,
+                                &info, &mounts, &n, &e),
+                ==, 0);
+        close(img.fd);
+        if (!info)
+                return;
+        g_assert_cmpuint(n, ==, 2);
+        for (size_t i = 0; i < n; i++) {
+                g_autofree char *source = mount_source(mounts[i].mount_point);
+                g_assert_cmpstr(source, ==, mounts[i].node);
+        }
+        unsigned number = info->number;
+        for (size_t i = 0; i < n; i++)
+                g_assert_cmpint(engine_unmount(f->manager, number, mounts[i].mount_point, &e), ==, 0);
+        g_assert_false(bound_to(number, path));
+        g_assert_null(registry_find_device(f->manager->registry, number, info->diskseq));
+        mounted_nodes_free(mounts, n);
+        loop_info_free(info);
+}
+
+/* An image with nothing to mount is detached again: NothingToMount, nothing left. */
+static void test_open_nothing_to_mount(Fixture *f, gconstpointer data)
+{
+        REQUIRE(f);
+        g_autofree char *path = g_build_filename(f->dir, "empty.img", NULL);
+        MountedNode *mounts = NULL;
+        LoopInfo *info = NULL;
+        EngineError e = {};
+        size_t n = 0;
+        Image img;
+
+        image_create(path, 8 * MiB);
+        image_open(&img, path, O_RDONLY);
+        AttachRequest req = { .read_only = true, .partition_scan = true, .autoclear = true };
+        g_assert_cmpint(engine_open_image(f->manager, img.fd, &req, &img.st, 0, img.probe_result, &img.probe,
+                                &info, &mounts, &n, &e),
+                <, 0);
+        close(img.fd);
+        g_assert_cmpint(e.kind, ==, ENGINE_NOTHING_TO_MOUNT);
+        g_assert_null(info);
+        g_autoptr(GPtrArray) left = oracle_loops_backed_by(f->dir);
+        g_assert_cmpuint(left->len, ==, 0);
+}
+
+int main(int argc, char **argv)
+{
+        static const unsigned one_device = 1;
+
+        g_test_init(&argc, &argv, NULL);
+        g_test_set_nonfatal_assertions();
+
+        TEST("/loopd/engine/attach-detach", test_attach_detach, NULL);
+        TEST("/loopd/engine/attach-refusals-say-why", test_attach_refusals, &one_device);
+        TEST("/loopd/engine/mount-unmount-and-busy-detach", test_mount_unmount, NULL);
+        TEST("/loopd/engine/open-image-mounts-everything", test_open_image, NULL);
+        TEST("/loopd/engine/open-image-nothing-to-mount", test_open_nothing_to_mount, NULL);
+        return g_test_run();
+}
