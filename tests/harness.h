@@ -1,5 +1,7 @@
 /* harness.h: the integration test harness: a private system-like D-Bus, a fake (or the real, or no) polkit
- * authority, loopd from the build tree, systemd-udevd on request, and the clients (loopctl, raw GDBus). */
+ * authority, loopd from the build tree, systemd-udevd on request, and the clients (loopctl, raw GDBus).
+ * harness.c holds the fixture, harness-services.c the processes, harness-loopd.c loopd,
+ * harness-authority.c the fake authority and harness-clients.c the clients. */
 #pragma once
 
 #include <gio/gio.h>
@@ -121,10 +123,33 @@ bool harness_start_loopd(Harness *h);
 bool harness_stop_loopd(Harness *h);
 /* Whether loopd is (still) running; fails the test with its log when it died. */
 bool harness_loopd_alive(Harness *h);
+/* tests/fuse-hang (LOOPD_FUSE_HANG, else under LOOPD_BUILD_ROOT) serving <tmpdir>/hung/disk.img, 64 MiB,
+ * whose reads are never answered: a process that reads it waits until the server is killed. */
+typedef struct HarnessHang {
+        char *mountpoint;
+        char *file;
+        GSubprocess *server;
+} HarnessHang;
+
+/* Starts the server and waits until the file shows; fails the test and returns false on any problem. */
+bool harness_hang_start(Harness *h, HarnessHang *hang);
+/* Kills the server (by its pid; the only way to free whoever reads the file): from then on reads fail. */
+void harness_hang_kill(HarnessHang *hang);
+/* Kills the server if it still runs, detaches what is bound to the file, unmounts it. */
+void harness_hang_clear(HarnessHang *hang);
+
 /* loopd's pid (0 when it is not running): for /proc/PID/fd and the like. */
 GPid harness_loopd_pid(Harness *h);
 /* loopd's stderr so far. */
 char *harness_loopd_log(Harness *h);
+/* A second loopd of the test's own, for tests that kill it (the harness's must exit cleanly): same bus,
+ * state and media directories, stdout and stderr appended to log_path, killed when the test process dies.
+ * Returns it once it owns org.loopd1; NULL (and the test failed) when it did not. Only one loopd can own
+ * the name: such tests set HarnessOptions.no_loopd. */
+GSubprocess *harness_start_own_loopd(Harness *h, const char *log_path);
+/* Waits until name has an owner on c (owned) or has none (!owned), at most timeout_ms; returns whether it
+ * did. Does not fail the test. */
+bool harness_wait_for_name(GDBusConnection *c, const char *name, bool owned, guint timeout_ms);
 
 /* The test users. harness_user() creates the user when missing and returns its ids. */
 bool harness_user(const char *name, uid_t *ret_uid, gid_t *ret_gid);
@@ -186,3 +211,17 @@ bool harness_check_dbus_error(
 /* Checks that no error was set; prints it otherwise. */
 #define harness_assert_no_error(error) harness_check_no_error(__FILE__, __LINE__, (error))
 bool harness_check_no_error(const char *file, int line, const GError *error);
+
+/* A root connection that became a monitor of the private bus (BecomeMonitor) and records the method calls
+ * it sees: those that match rules (match rules, NULL-terminated; NULL: every message). */
+typedef struct HarnessBusMonitor HarnessBusMonitor;
+HarnessBusMonitor *harness_bus_monitor_new(Harness *h, const char *const *rules);
+void harness_bus_monitor_free(HarnessBusMonitor *m);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(HarnessBusMonitor, harness_bus_monitor_free)
+/* How many calls of call ("interface.member") m saw, counting every call a client made that already has
+ * its answer: root pings loopd, and the bus routes that ping (and copies it to the monitor) after all of
+ * those; when the monitor has read the ping, it has read them. */
+guint harness_bus_monitor_count(Harness *h, HarnessBusMonitor *m, const char *call);
+/* Waits up to timeout_ms until m saw a call of call whose first argument, a string, contains needle;
+ * returns whether it did. */
+bool harness_bus_monitor_wait(HarnessBusMonitor *m, const char *call, const char *needle, guint timeout_ms);

@@ -57,7 +57,7 @@ void test_client_killed_mid_call(Harness *h, gconstpointer data)
         g_usleep(2000 * 1000);
         g_autoptr(GVariant) list = harness_list_devices(h->bus, &error);
         harness_assert_no_error(error);
-        g_autoptr(GPtrArray) bound = loops_bound_to(image);
+        g_autoptr(GPtrArray) bound = oracle_loops_bound_to(image);
         if (bound->len > 0)
                 g_test_fail_printf("the killed client's image is bound to %s", (char *)bound->pdata[0]);
         assert_world_unchanged(h, &before);
@@ -385,59 +385,6 @@ void setup_with_udev(Harness *h, gconstpointer options)
 
 /* ---- kill -9 of loopd ---- */
 
-typedef struct NameWait {
-        bool appeared, timed_out;
-} NameWait;
-
-static void on_name_appeared(GDBusConnection *c, const char *name, const char *owner, gpointer user_data)
-{
-        ((NameWait *)user_data)->appeared = true;
-}
-
-static bool wait_for_bus_name(GDBusConnection *c, const char *name, guint timeout_ms)
-{
-        g_autoptr(GMainContext) context = g_main_context_new();
-        NameWait w = { 0 };
-        GSource *t;
-        guint watch;
-
-        g_main_context_push_thread_default(context);
-        watch = g_bus_watch_name_on_connection(
-                c, name, G_BUS_NAME_WATCHER_FLAGS_NONE, on_name_appeared, NULL, &w, NULL);
-        t = g_timeout_source_new(timeout_ms);
-        g_source_set_callback(t, flag_timeout, &w.timed_out, NULL);
-        g_source_attach(t, context);
-        while (!w.appeared && !w.timed_out)
-                g_main_context_iteration(context, TRUE);
-        g_bus_unwatch_name(watch);
-        g_source_destroy(t);
-        g_source_unref(t);
-        while (g_main_context_iteration(context, FALSE))
-                ;
-        g_main_context_pop_thread_default(context);
-        return w.appeared;
-}
-
-/* A loopd of the test's own (not the harness's, which must exit cleanly): same bus, state and media dirs. */
-static GSubprocess *start_own_loopd(Harness *h)
-{
-        g_autofree char *log = g_build_filename(h->tmpdir, "own-loopd.log", NULL);
-        g_autoptr(GError) error = NULL;
-        const char *argv[] = { g_getenv("LOOPD_BINARY"), "--state-dir", h->state_dir, "--media-dir",
-                h->media_dir, NULL };
-        GSubprocess *p;
-
-        g_assert_nonnull(argv[0]);
-        p = spawn_with_bus(h, G_SUBPROCESS_FLAGS_NONE, log, argv, &error);
-        g_assert_no_error(error);
-        if (p && !wait_for_bus_name(h->bus, LOOPD_BUS_NAME, HARNESS_TIMEOUT_MS)) {
-                g_test_fail_printf("the test's own loopd did not get on the bus");
-                kill_and_reap(p);
-                g_clear_object(&p);
-        }
-        return p;
-}
-
 /* Waits (inotify on /dev) until a partition node of a device bound to image appears; returns that device. */
 static char *wait_for_partition_of(const char *image, int fd, guint timeout_ms)
 {
@@ -512,6 +459,7 @@ void test_loopd_killed_during_attach(Harness *h, gconstpointer data)
         HARNESS_REQUIRE(h);
         const bool stall = h->options->data != NULL;
         g_autofree char *image = harness_image_path(h, "killed-loopd.img");
+        g_autofree char *own_log = g_build_filename(h->tmpdir, "own-loopd.log", NULL);
         g_autoptr(GMainContext) context = g_main_context_new();
         g_autoptr(GSubprocess) own = NULL;
         g_autoptr(GError) error = NULL;
@@ -530,7 +478,7 @@ void test_loopd_killed_during_attach(Harness *h, gconstpointer data)
                 parts[i] = (GptPart){ 2048 + i * 256, 2048 + i * 256 + 255 };
         gpt_write(image, 32 * MiB / 512, 32 * MiB, parts, G_N_ELEMENTS(parts));
 
-        own = start_own_loopd(h);
+        own = harness_start_own_loopd(h, own_log);
         if (!own)
                 return;
         if (stall)
@@ -544,7 +492,7 @@ void test_loopd_killed_during_attach(Harness *h, gconstpointer data)
         if (stall) {
                 pid_t pid = (pid_t)atoi(g_subprocess_get_identifier(own));
                 g_assert_true(wait_until_stalled(pid, HARNESS_TIMEOUT_MS));
-                g_autoptr(GPtrArray) bound = loops_bound_to(image);
+                g_autoptr(GPtrArray) bound = oracle_loops_bound_to(image);
                 if (bound->len > 0)
                         device = g_strdup(bound->pdata[0]);
         } else
@@ -575,7 +523,7 @@ void test_loopd_killed_during_attach(Harness *h, gconstpointer data)
         g_autoptr(GVariant) list = harness_list_devices(user, &error);
         harness_assert_no_error(error);
         g_clear_error(&error);
-        g_autoptr(GPtrArray) bound = loops_bound_to(image);
+        g_autoptr(GPtrArray) bound = oracle_loops_bound_to(image);
         g_test_message("after the restart %s is %s", image, bound->len ? "still bound" : "not bound");
         if (bound->len > 0 && list) {
                 GVariantIter it;

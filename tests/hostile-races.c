@@ -75,7 +75,7 @@ static gpointer client_thread(gpointer data)
                                 shared_problem(s, "loopd did not answer an Attach of %s within %d ms",
                                         c->image, HARNESS_TIMEOUT_MS);
                                 g_usleep(5 * G_USEC_PER_SEC);
-                                g_autoptr(GPtrArray) late = loops_bound_to(c->image);
+                                g_autoptr(GPtrArray) late = oracle_loops_bound_to(c->image);
                                 for (guint k = 0; k < late->len; k++)
                                         (void)harness_detach(c->connection, late->pdata[k], NULL, NULL);
                                 g_mutex_lock(&s->lock);
@@ -127,7 +127,7 @@ static gpointer client_thread(gpointer data)
 
                 if (!harness_detach(c->connection, device, NULL, &error))
                         shared_problem(s, "Detach of %s (%s): %s", device, c->image, error->message);
-                g_autoptr(GPtrArray) left = loops_bound_to(c->image);
+                g_autoptr(GPtrArray) left = oracle_loops_bound_to(c->image);
                 if (left->len > 0)
                         shared_problem(s, "after Detach of %s, %s is still bound to %s", device,
                                 (char *)left->pdata[0], c->image);

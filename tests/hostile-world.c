@@ -304,34 +304,16 @@ void error_name_is_one_of(const GError *error, const char *const *names)
 /* ---------------------------------------------------------------------------------------------------- */
 /* Who is bound to what */
 
-/* Loop devices the kernel has bound to exactly this file (sysfs, no subprocess: cheap enough to call in a
- * loop from many threads). */
-GPtrArray *loops_bound_to(const char *file)
-{
-        GPtrArray *a = g_ptr_array_new_with_free_func(g_free);
-        g_autoptr(GDir) dir = g_dir_open("/sys/block", 0, NULL);
-        const char *name;
-
-        while (dir && (name = g_dir_read_name(dir))) {
-                if (!g_str_has_prefix(name, "loop"))
-                        continue;
-                g_autofree char *backing = test_read_sysfs("/sys/block/%s/loop/backing_file", name);
-                if (backing && g_str_equal(backing, file))
-                        g_ptr_array_add(a, g_strconcat("/dev/", name, NULL));
-        }
-        return a;
-}
-
 /* Waits (bounded) until nothing is bound to file: a rolled-back device that someone held open at that moment
  * goes away with autoclear when they close it. Returns what is still bound then. */
 GPtrArray *loops_bound_to_after_settling(const char *file)
 {
-        GPtrArray *left = loops_bound_to(file);
+        GPtrArray *left = oracle_loops_bound_to(file);
 
         for (guint i = 0; left->len > 0 && i < 50; i++) {
                 g_usleep(100 * 1000);
                 g_ptr_array_unref(left);
-                left = loops_bound_to(file);
+                left = oracle_loops_bound_to(file);
         }
         return left;
 }

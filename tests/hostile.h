@@ -57,10 +57,8 @@ void check_world(const char *file, int line, Harness *h, const World *before);
 /* After a test: nothing of ours bound, no partition node of a free device we used, nothing mounted. */
 void check_nothing_left(Harness *h, GPtrArray *devices_used);
 
-/* Loop devices the kernel has bound to exactly this file (sysfs, no subprocess). */
-GPtrArray *loops_bound_to(const char *file);
-/* The same after a bounded wait for them to go: a device someone held open when it was detached goes away
- * with autoclear when they close it. */
+/* oracle_loops_bound_to() after a bounded wait for them to go: a device someone held open when it was
+ * detached goes away with autoclear when they close it. */
 GPtrArray *loops_bound_to_after_settling(const char *file);
 
 /* ---- calls ---- */

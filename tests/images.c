@@ -123,6 +123,13 @@ char *test_read_sysfs(const char *fmt, ...)
         return g_strstrip(contents);
 }
 
+gboolean test_options_have(const char *options, const char *item)
+{
+        g_auto(GStrv) items = g_strsplit(options ? options : "", ",", -1);
+
+        return g_strv_contains((const char *const *)items, item);
+}
+
 uint32_t test_crc32(const uint8_t *p, size_t n)
 {
         uint32_t c = 0xffffffffu;
@@ -356,32 +363,46 @@ GHashTable *oracle_blkid(const char *path, uint64_t offset)
         return h;
 }
 
-GPtrArray *oracle_loops_backed_by(const char *dir)
+/* Loop devices whose backing file is path (under: lies under the directory path). The kernel's own account,
+ * not `losetup --json`: one backing file anywhere on the machine whose name is not UTF-8 makes losetup print
+ * invalid JSON, and a parse failure here would read as "nothing is attached" (the teardown's leak check
+ * passes, its cleanup detaches nothing). No subprocess: cheap enough to call in a loop from many threads. */
+static GPtrArray *loops_backed_by(const char *path, gboolean under)
 {
         GPtrArray *a = g_ptr_array_new_with_free_func(g_free);
-        g_autofree char *prefix = g_strconcat(dir, "/", NULL);
+        g_autofree char *prefix = g_strconcat(path, "/", NULL);
         g_autoptr(GDir) sys = g_dir_open("/sys/block", 0, NULL);
         const char *name;
 
-        /* The kernel's own account, not `losetup --json`: one backing file anywhere on the machine whose
-         * name is not UTF-8 makes losetup print invalid JSON, and a parse failure here would read as
-         * "nothing is attached" (the teardown's leak check passes, its cleanup detaches nothing). */
         if (!sys) {
                 g_test_fail_printf("cannot read /sys/block");
                 return a;
         }
         while ((name = g_dir_read_name(sys))) {
-                g_autofree char *path = NULL, *back = NULL;
+                g_autofree char *file = NULL, *back = NULL;
+                gsize len;
 
                 if (!g_str_has_prefix(name, "loop"))
                         continue;
-                path = g_strdup_printf("/sys/block/%s/loop/backing_file", name);
-                if (!g_file_get_contents(path, &back, NULL, NULL))
+                file = g_strdup_printf("/sys/block/%s/loop/backing_file", name);
+                if (!g_file_get_contents(file, &back, &len, NULL))
                         continue; /* not bound */
-                if (g_str_has_prefix(back, prefix))
+                if (len > 0 && back[len - 1] == '\n')
+                        back[len - 1] = '\0';
+                if (under ? g_str_has_prefix(back, prefix) : g_str_equal(back, path))
                         g_ptr_array_add(a, g_strdup_printf("/dev/%s", name));
         }
         return a;
+}
+
+GPtrArray *oracle_loops_backed_by(const char *dir)
+{
+        return loops_backed_by(dir, TRUE);
+}
+
+GPtrArray *oracle_loops_bound_to(const char *file)
+{
+        return loops_backed_by(file, FALSE);
 }
 
 GPtrArray *oracle_partition_nodes(const char *device)

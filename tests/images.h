@@ -20,6 +20,8 @@ char *test_sh(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 int test_sh_status(char **ret_out, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 /* The contents of a (sysfs, procfs) file whose path is fmt, stripped; NULL when it cannot be read. */
 char *test_read_sysfs(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+/* Whether the comma-separated list options (mount options; NULL: none) has item, exactly. */
+gboolean test_options_have(const char *options, const char *item);
 /* CRC-32 (IEEE 802.3, as GPT headers and entry arrays use it). */
 uint32_t test_crc32(const uint8_t *p, size_t n);
 
@@ -44,6 +46,9 @@ GHashTable *oracle_blkid(const char *path, uint64_t offset);
 /* Loop devices whose backing file lies under dir, as `losetup -l` lists them (their names, "/dev/loopN").
  * The suites assert this is empty at the end of every test. */
 GPtrArray *oracle_loops_backed_by(const char *dir);
+/* Loop devices the kernel has bound to exactly this file (sysfs; no subprocess, so cheap enough to call in a
+ * loop from many threads). */
+GPtrArray *oracle_loops_bound_to(const char *file);
 /* /dev/loopNp* nodes that exist for /dev/loopN. */
 GPtrArray *oracle_partition_nodes(const char *device);
 /* Emergency cleanup for a test's teardown: detaches every loop device backed by a file under dir (and

@@ -439,7 +439,7 @@ static void test_non_utf8_image_name_detaches(Harness *h, gconstpointer data)
         g_assert_true(g_variant_is_normal_form(devices));
         g_assert_true(harness_detach(user, device, NULL, &error));
         harness_assert_no_error(error);
-        g_autoptr(GPtrArray) left = loops_bound_to(image);
+        g_autoptr(GPtrArray) left = oracle_loops_bound_to(image);
         g_assert_cmpuint(left->len, ==, 0);
 }
 

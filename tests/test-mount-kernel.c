@@ -125,13 +125,6 @@ static char *findmnt(const char *target, const char *column)
         return g_strstrip(out);
 }
 
-static bool options_have(const char *options, const char *item)
-{
-        g_auto(GStrv) items = g_strsplit(options, ",", -1);
-
-        return g_strv_contains((const char *const *)items, item);
-}
-
 static bool is_mountpoint(const char *path)
 {
         g_autofree char *q = g_shell_quote(path);
@@ -200,12 +193,12 @@ static void assert_safe_mount(const char *target, const char *node, bool fuse)
         g_autofree char *fstype = findmnt(target, "FSTYPE");
 
         g_test_message("%s: %s %s %s", target, source, fstype, options);
-        g_assert_true(options_have(options, "nosuid"));
-        g_assert_true(options_have(options, "nodev"));
+        g_assert_true(test_options_have(options, "nosuid"));
+        g_assert_true(test_options_have(options, "nodev"));
         g_assert_cmpstr(source, ==, node);
         if (fuse) {
                 g_assert_true(g_str_has_prefix(fstype, "fuse"));
-                g_assert_true(options_have(options, "allow_other"));
+                g_assert_true(test_options_have(options, "allow_other"));
         } else
                 g_assert_false(g_str_has_prefix(fstype, "fuse"));
 }
@@ -596,7 +589,7 @@ static void test_kernel_ext4_errors_panic_becomes_remount_ro(Fixture *f, gconstp
                 return;
         /* The kernel shows errors= only when it differs from the superblock's. */
         g_autofree char *options = findmnt(target, "OPTIONS");
-        g_assert_true(options_have(options, "errors=remount-ro"));
+        g_assert_true(test_options_have(options, "errors=remount-ro"));
         unmount_and_remove(f, target);
 }
 
@@ -627,8 +620,8 @@ static void assert_read_only_mount_leaves_image_alone(Fixture *f, const char *fs
         if (!target)
                 return;
         g_autofree char *options = findmnt(target, "OPTIONS");
-        g_assert_true(options_have(options, "ro"));
-        g_assert_true(options_have(options, no_replay));
+        g_assert_true(test_options_have(options, "ro"));
+        g_assert_true(test_options_have(options, no_replay));
         unmount_and_remove(f, target);
 
         /* Without no_replay the kernel replays the journal even for a read-only mount, and the image
@@ -666,7 +659,7 @@ static void test_kernel_xfs_read_back(Fixture *f, gconstpointer data)
         assert_found_in_mount_table(node, target);
         assert_user_reads(target, "hello.txt", "hello from xfs");
         g_autofree char *options = findmnt(target, "OPTIONS");
-        g_assert_true(options_have(options, "noatime"));
+        g_assert_true(test_options_have(options, "noatime"));
         unmount_and_remove(f, target);
 }
 
@@ -696,8 +689,8 @@ static void test_kernel_btrfs_read_back(Fixture *f, gconstpointer data)
         if (!ro_target)
                 return;
         g_autofree char *options = findmnt(ro_target, "OPTIONS");
-        g_assert_true(options_have(options, "ro"));
-        g_assert_true(options_have(options, "rescue=nologreplay"));
+        g_assert_true(test_options_have(options, "ro"));
+        g_assert_true(test_options_have(options, "rescue=nologreplay"));
         assert_user_reads(ro_target, "hello.txt", "hello from btrfs");
         unmount_and_remove(f, ro_target);
 }
@@ -715,7 +708,7 @@ static void test_kernel_squashfs_read_back(Fixture *f, gconstpointer data)
                 return;
         assert_safe_mount(target, node, false);
         g_autofree char *options = findmnt(target, "OPTIONS");
-        g_assert_true(options_have(options, "ro"));
+        g_assert_true(test_options_have(options, "ro"));
         assert_user_reads(target, "hello", "loopd\n");
         unmount_and_remove(f, target);
 }
@@ -794,7 +787,7 @@ static void test_kernel_read_only_device_needs_read_only(Fixture *f, gconstpoint
         if (!target)
                 return;
         g_autofree char *options = findmnt(target, "OPTIONS");
-        g_assert_true(options_have(options, "ro"));
+        g_assert_true(test_options_have(options, "ro"));
         unmount_and_remove(f, target);
 }
 
@@ -839,7 +832,7 @@ static void test_fuse_iso9660_as_user(Fixture *f, gconstpointer data)
         assert_safe_mount(target, node, true);
         assert_found_in_mount_table(node, target);
         g_autofree char *options = findmnt(target, "OPTIONS");
-        g_assert_true(options_have(options, "ro"));
+        g_assert_true(test_options_have(options, "ro"));
 
         g_autofree char *readme = g_build_filename(target, "README.TXT", NULL);
         g_assert_cmpint(stat(readme, &st), ==, 0);
@@ -869,8 +862,8 @@ static void test_fuse_vfat_as_user(Fixture *f, gconstpointer data)
                 return;
         assert_safe_mount(target, node, true);
         g_autofree char *options = findmnt(target, "OPTIONS");
-        g_assert_true(options_have(options, "ro"));
-        g_assert_true(options_have(options, "noexec"));
+        g_assert_true(test_options_have(options, "ro"));
+        g_assert_true(test_options_have(options, "noexec"));
 
         /* fusefat shows the short name. */
         g_autofree char *hello = g_build_filename(target, "HELLO.TXT", NULL);
@@ -907,7 +900,7 @@ static void assert_user_writes_survive_remount(Fixture *f, const char *fstype)
         if (!again)
                 return;
         g_autofree char *options = findmnt(again, "OPTIONS");
-        g_assert_true(options_have(options, "ro"));
+        g_assert_true(test_options_have(options, "ro"));
         assert_user_reads(again, "new.txt", "written by the user");
         g_autofree char *file = g_build_filename(again, "new.txt", NULL);
         g_assert_cmpint(stat(file, &st), ==, 0);

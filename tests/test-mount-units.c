@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "images.h"
 #include "mount.h"
 
 #define UID 1000
@@ -57,13 +58,6 @@ static void assert_rejected(const char *fstype, const char *user, bool fuse, con
         free(bad);
 }
 
-static bool has_item(const char *options, const char *item)
-{
-        g_auto(GStrv) items = g_strsplit(options, ",", -1);
-
-        return g_strv_contains((const char *const *)items, item);
-}
-
 static guint count_items(const char *options, const char *item)
 {
         g_auto(GStrv) items = g_strsplit(options, ",", -1);
@@ -95,8 +89,8 @@ static void test_options_always_nosuid_nodev(void)
         for (size_t i = 0; i < G_N_ELEMENTS(fstypes); i++)
                 for (int ro = 0; ro <= 1; ro++) {
                         g_autofree char *o = build_ok(fstypes[i], NULL, ro, false);
-                        g_assert_true(has_item(o, "nosuid"));
-                        g_assert_true(has_item(o, "nodev"));
+                        g_assert_true(test_options_have(o, "nosuid"));
+                        g_assert_true(test_options_have(o, "nodev"));
                 }
 }
 
@@ -106,10 +100,10 @@ static void test_options_fuse_nosuid_nodev_allow_other(void)
 
         for (size_t i = 0; i < G_N_ELEMENTS(fstypes); i++) {
                 g_autofree char *o = build_ok(fstypes[i], NULL, false, true);
-                g_assert_true(has_item(o, "nosuid"));
-                g_assert_true(has_item(o, "nodev"));
-                g_assert_true(has_item(o, "allow_other"));
-                g_assert_true(has_item(o, "default_permissions"));
+                g_assert_true(test_options_have(o, "nosuid"));
+                g_assert_true(test_options_have(o, "nodev"));
+                g_assert_true(test_options_have(o, "allow_other"));
+                g_assert_true(test_options_have(o, "default_permissions"));
         }
 }
 
@@ -118,7 +112,7 @@ static void test_options_fuse_fsname_names_node(void)
         g_autofree char *iso = build_ok("iso9660", NULL, true, true);
         g_autofree char *ntfs = build_ok("ntfs", NULL, false, true);
 
-        g_assert_true(has_item(iso, "fsname=" NODE));
+        g_assert_true(test_options_have(iso, "fsname=" NODE));
         /* ntfs-3g refuses fsname= and names the mount after the device itself. */
         g_assert_false(has_key(ntfs, "fsname"));
 }
@@ -146,8 +140,8 @@ static void test_options_uid_gid_for_foreign_filesystems(void)
 
         for (size_t i = 0; i < G_N_ELEMENTS(foreign); i++) {
                 g_autofree char *o = build_ok(foreign[i], NULL, false, false);
-                g_assert_true(has_item(o, "uid=1000"));
-                g_assert_true(has_item(o, "gid=1001"));
+                g_assert_true(test_options_have(o, "uid=1000"));
+                g_assert_true(test_options_have(o, "gid=1001"));
         }
         for (size_t i = 0; i < G_N_ELEMENTS(posix); i++) {
                 g_autofree char *o = build_ok(posix[i], NULL, false, false);
@@ -162,8 +156,8 @@ static void test_options_fuse_uid_gid_where_helper_takes_them(void)
 
         for (size_t i = 0; i < G_N_ELEMENTS(with); i++) {
                 g_autofree char *o = build_ok(with[i], NULL, false, true);
-                g_assert_true(has_item(o, "uid=1000"));
-                g_assert_true(has_item(o, "gid=1001"));
+                g_assert_true(test_options_have(o, "uid=1000"));
+                g_assert_true(test_options_have(o, "gid=1001"));
         }
         g_autofree char *sq = build_ok("squashfs", NULL, false, true);
         g_assert_false(has_key(sq, "uid"));
@@ -175,11 +169,11 @@ static void test_options_default_umask_unless_given(void)
         g_autofree char *given = build_ok("vfat", "umask=077", false, false);
         g_autofree char *fmask = build_ok("exfat", "fmask=0133", false, true);
 
-        g_assert_true(has_item(d, "umask=0022"));
-        g_assert_true(has_item(given, "umask=077"));
+        g_assert_true(test_options_have(d, "umask=0022"));
+        g_assert_true(test_options_have(given, "umask=077"));
         g_assert_cmpuint(count_items(given, "umask=0022"), ==, 0);
-        g_assert_true(has_item(fmask, "umask=0022"));
-        g_assert_true(has_item(fmask, "fmask=0133"));
+        g_assert_true(test_options_have(fmask, "umask=0022"));
+        g_assert_true(test_options_have(fmask, "fmask=0133"));
 }
 
 static void test_options_ext_errors_remount_ro(void)
@@ -188,7 +182,7 @@ static void test_options_ext_errors_remount_ro(void)
 
         for (size_t i = 0; i < G_N_ELEMENTS(ext); i++) {
                 g_autofree char *o = build_ok(ext[i], NULL, false, false);
-                g_assert_true(has_item(o, "errors=remount-ro"));
+                g_assert_true(test_options_have(o, "errors=remount-ro"));
         }
         g_autofree char *xfs = build_ok("xfs", NULL, false, false);
         g_assert_false(has_key(xfs, "errors"));
@@ -214,10 +208,10 @@ static void test_options_read_only_no_journal_replay(void)
                 g_autofree char *ro = build_ok(cases[i].fstype, NULL, true, cases[i].fuse);
                 g_autofree char *rw = build_ok(cases[i].fstype, NULL, false, cases[i].fuse);
 
-                g_assert_true(has_item(ro, "ro"));
-                g_assert_true(has_item(ro, cases[i].no_replay));
-                g_assert_false(has_item(rw, "ro"));
-                g_assert_false(has_item(rw, cases[i].no_replay));
+                g_assert_true(test_options_have(ro, "ro"));
+                g_assert_true(test_options_have(ro, cases[i].no_replay));
+                g_assert_false(test_options_have(rw, "ro"));
+                g_assert_false(test_options_have(rw, cases[i].no_replay));
         }
 }
 
@@ -226,7 +220,7 @@ static void test_options_ro_option_also_no_replay(void)
         /* "ro" given as an option, not as the read-only flag, still must not replay. */
         g_autofree char *o = build_ok("ext4", "ro", false, false);
 
-        g_assert_true(has_item(o, "noload"));
+        g_assert_true(test_options_have(o, "noload"));
         g_assert_cmpuint(count_items(o, "ro"), ==, 1);
 }
 
@@ -235,8 +229,8 @@ static void test_options_ext2_read_only_without_noload(void)
         /* ext2 has no journal, and the kernel refuses noload for it. */
         g_autofree char *o = build_ok("ext2", NULL, true, false);
 
-        g_assert_true(has_item(o, "ro"));
-        g_assert_false(has_item(o, "noload"));
+        g_assert_true(test_options_have(o, "ro"));
+        g_assert_false(test_options_have(o, "noload"));
 }
 
 static void test_options_read_only_filesystems_forced_ro(void)
@@ -245,12 +239,12 @@ static void test_options_read_only_filesystems_forced_ro(void)
 
         for (size_t i = 0; i < G_N_ELEMENTS(fstypes); i++) {
                 g_autofree char *o = build_ok(fstypes[i], NULL, false, false);
-                g_assert_true(has_item(o, "ro"));
+                g_assert_true(test_options_have(o, "ro"));
                 assert_rejected(fstypes[i], "rw", false, "rw");
         }
         /* fusefat's write support is experimental: vfat through FUSE is read-only. */
         g_autofree char *fat = build_ok("vfat", NULL, false, true);
-        g_assert_true(has_item(fat, "ro"));
+        g_assert_true(test_options_have(fat, "ro"));
         assert_rejected("vfat", "rw", true, "rw");
 }
 
@@ -264,7 +258,7 @@ static void test_options_accepts_generic(void)
                 "dirsync", "nosymfollow" };
 
         for (size_t i = 0; i < G_N_ELEMENTS(expected); i++)
-                g_assert_true(has_item(o, expected[i]));
+                g_assert_true(test_options_have(o, expected[i]));
         g_assert_cmpuint(count_items(o, "nosuid"), ==, 1);
         g_assert_cmpuint(count_items(o, "nodev"), ==, 1);
 }
@@ -422,8 +416,8 @@ static void test_options_no_duplicates(void)
 
         for (char **i = items; *i; i++)
                 g_assert_cmpuint(count_items(o, *i), ==, 1);
-        g_assert_true(has_item(o, "noatime"));
-        g_assert_true(has_item(o, "ro"));
+        g_assert_true(test_options_have(o, "noatime"));
+        g_assert_true(test_options_have(o, "ro"));
 }
 
 static void test_options_vfat_values(void)
@@ -437,7 +431,7 @@ static void test_options_vfat_values(void)
 
         for (size_t i = 0; i < G_N_ELEMENTS(good); i++) {
                 g_autofree char *o = build_ok("vfat", good[i], false, false);
-                g_assert_true(has_item(o, good[i]));
+                g_assert_true(test_options_have(o, good[i]));
         }
         for (size_t i = 0; i < G_N_ELEMENTS(bad); i++)
                 assert_rejected("vfat", bad[i], false, bad[i]);
@@ -447,8 +441,8 @@ static void test_options_iso9660_values(void)
 {
         g_autofree char *o = build_ok("iso9660", "norock,nojoliet,utf8,iocharset=utf8", false, false);
 
-        g_assert_true(has_item(o, "norock"));
-        g_assert_true(has_item(o, "nojoliet"));
+        g_assert_true(test_options_have(o, "norock"));
+        g_assert_true(test_options_have(o, "nojoliet"));
         assert_rejected("iso9660", "mode=0777", false, "mode=0777");
         assert_rejected("iso9660", "session=1", false, "session=1");
         /* fuseiso has none of the kernel's iso9660 options. */
@@ -460,9 +454,9 @@ static void test_options_btrfs_values(void)
         g_autofree char *o = build_ok("btrfs", "subvol=@home/sub,compress=zstd:3", false, false);
         g_autofree char *id = build_ok("btrfs", "subvolid=256,compress=lzo", false, false);
 
-        g_assert_true(has_item(o, "subvol=@home/sub"));
-        g_assert_true(has_item(o, "compress=zstd:3"));
-        g_assert_true(has_item(id, "subvolid=256"));
+        g_assert_true(test_options_have(o, "subvol=@home/sub"));
+        g_assert_true(test_options_have(o, "compress=zstd:3"));
+        g_assert_true(test_options_have(id, "subvolid=256"));
         assert_rejected("btrfs", "compress=gzip", false, "compress=gzip");
         assert_rejected("btrfs", "compress=zstd:", false, "compress=zstd:");
         assert_rejected("btrfs", "compress=zstd:100", false, "compress=zstd:100");
@@ -485,9 +479,9 @@ static void test_options_fuse_only_what_the_helper_honours(void)
         g_autofree char *ntfs = build_ok("ntfs", "noexec,relatime,umask=077", false, true);
         g_autofree char *exfat = build_ok("exfat", "noatime,dmask=022", false, true);
         g_autofree char *iso = build_ok("iso9660", "noexec,noatime", false, true);
-        g_assert_true(has_item(ntfs, "noexec"));
-        g_assert_true(has_item(exfat, "dmask=022"));
-        g_assert_true(has_item(iso, "noexec"));
+        g_assert_true(test_options_have(ntfs, "noexec"));
+        g_assert_true(test_options_have(exfat, "dmask=022"));
+        g_assert_true(test_options_have(iso, "noexec"));
 }
 
 static void test_options_unknown_fstype(void)

@@ -197,13 +197,6 @@ static JsonObject *findmnt_at(const char *target)
         return json_object_ref(json_array_get_object_element(a, json_array_get_length(a) - 1));
 }
 
-static bool options_have(const char *options, const char *item)
-{
-        g_auto(GStrv) items = g_strsplit(options ? options : "", ",", -1);
-
-        return g_strv_contains((const char *const *)items, item);
-}
-
 /* Every mount target in the system mount table (findmnt --list), with its source and options. */
 static JsonArray *findmnt_all(void)
 {
@@ -245,7 +238,7 @@ static guint check_media_mounts_safe(Harness *h)
                 if (!g_str_has_prefix(target, prefix))
                         continue;
                 n++;
-                if (!options_have(options, "nosuid") || !options_have(options, "nodev"))
+                if (!test_options_have(options, "nosuid") || !test_options_have(options, "nodev"))
                         g_test_fail_printf("%s is mounted without nosuid,nodev: %s", target, options);
         }
         return n;
@@ -343,7 +336,7 @@ static bool check_mount(
                 g_test_fail_printf("findmnt: %s is mounted from %s, expected %s", mount_point, source, node);
         if (fstype_prefix && !g_str_has_prefix(fstype, fstype_prefix))
                 g_test_fail_printf("findmnt: %s is %s, expected %s*", mount_point, fstype, fstype_prefix);
-        if (!options_have(options, "nosuid") || !options_have(options, "nodev"))
+        if (!test_options_have(options, "nosuid") || !test_options_have(options, "nodev"))
                 g_test_fail_printf("findmnt: %s lacks nosuid,nodev: %s", mount_point, options);
 
         targets = targets_of(node);
@@ -357,7 +350,7 @@ static bool mount_is_read_only(const char *mount_point)
 {
         g_autoptr(JsonObject) fs = findmnt_at(mount_point);
 
-        return fs && options_have(json_object_get_string_member_with_default(fs, "options", ""), "ro");
+        return fs && test_options_have(json_object_get_string_member_with_default(fs, "options", ""), "ro");
 }
 
 /* After Unmount: not mounted, and the directory is gone. */
@@ -534,7 +527,7 @@ static void test_filesystem_read_back(Harness *h, gconstpointer data)
                 if (c->no_replay) {
                         g_autoptr(JsonObject) fs = findmnt_at(mount_point);
                         const char *options = fs ? json_object_get_string_member(fs, "options") : "";
-                        if (!options_have(options, c->no_replay))
+                        if (!test_options_have(options, c->no_replay))
                                 g_test_fail_printf("%s: no %s in %s", mount_point, c->no_replay, options);
                 }
         }

@@ -30,39 +30,11 @@ static char *image_new(Harness *h, const char *name, guint64 size, const char *u
         return path;
 }
 
-/* The loop devices backed by exactly this file, from the kernel's own account (sysfs), as "/dev/loopN". Not
- * `losetup --json`: a backing file name that is not UTF-8, anywhere on the machine, makes its output
- * unparsable, which would read as "nothing is bound". */
-static GPtrArray *loops_of_image(const char *image)
-{
-        GPtrArray *a = g_ptr_array_new_with_free_func(g_free);
-        g_autoptr(GDir) dir = g_dir_open("/sys/block", 0, NULL);
-        const char *name;
-
-        if (!dir) {
-                g_test_fail_printf("cannot read /sys/block");
-                return a;
-        }
-        while ((name = g_dir_read_name(dir))) {
-                g_autofree char *path = NULL, *backing = NULL;
-
-                if (!g_str_has_prefix(name, "loop"))
-                        continue;
-                path = g_strdup_printf("/sys/block/%s/loop/backing_file", name);
-                if (!g_file_get_contents(path, &backing, NULL, NULL))
-                        continue; /* not bound */
-                g_strchomp(backing);
-                if (g_str_equal(backing, image))
-                        g_ptr_array_add(a, g_strdup_printf("/dev/%s", name));
-        }
-        return a;
-}
-
 /* Checks that image is bound to exactly device (NULL: to nothing at all). */
 #define assert_bound(image, device) check_bound(__FILE__, __LINE__, (image), (device))
 static void check_bound(const char *file, int line, const char *image, const char *device)
 {
-        g_autoptr(GPtrArray) loops = loops_of_image(image);
+        g_autoptr(GPtrArray) loops = oracle_loops_bound_to(image);
         g_autofree char *list = NULL;
 
         g_ptr_array_add(loops, NULL);
@@ -128,7 +100,7 @@ static void cleanup_device(Harness *h, const char *image, const char *device)
 
         if (!device)
                 return;
-        loops = loops_of_image(image);
+        loops = oracle_loops_bound_to(image);
         if (!g_ptr_array_find_with_equal_func(loops, device, g_str_equal, NULL))
                 return;
         if (!harness_detach(h->bus, device, g_variant_new_parsed("{'unmount': <true>}"), &error))
@@ -773,7 +745,7 @@ static void test_caller_gone_before_answer(Harness *h, gconstpointer data)
 
         /* Nobody is left to own, use or detach a device for A: loopd must not have attached one. */
         assert_bound(image_a, NULL);
-        g_autoptr(GPtrArray) left = loops_of_image(image_a);
+        g_autoptr(GPtrArray) left = oracle_loops_bound_to(image_a);
         for (guint i = 0; i < left->len; i++)
                 cleanup_device(h, image_a, left->pdata[i]);
         if (dev_b) {
@@ -986,7 +958,7 @@ static void test_unmanaged_device_needs_manage_others(Harness *h, gconstpointer 
         g_ptr_array_unref(assert_calls(h, a, 0, LOOPD_ACTION_MANAGE_OTHERS, NULL));
         assert_bound(image, NULL);
 
-        g_autoptr(GPtrArray) left = loops_of_image(image);
+        g_autoptr(GPtrArray) left = oracle_loops_bound_to(image);
         if (left->len > 0)
                 g_free(test_sh("losetup -d %s", device));
 }
@@ -1231,118 +1203,6 @@ static const char rules_grant_a_and_b_attach[] =
         "                return polkit.Result.YES;\n"
         "});\n";
 
-/* Watches the private bus (BecomeMonitor, root only) and records every method call on it: who asked loopd or
- * polkit what, whatever the authority. */
-typedef struct BusMonitor {
-        GDBusConnection *connection;
-        GMutex lock;
-        GCond cond;
-        GPtrArray *calls; /* "interface.member" */
-} BusMonitor;
-
-static GDBusMessage *monitor_filter(
-        GDBusConnection *c, GDBusMessage *message, gboolean incoming, gpointer user_data)
-{
-        BusMonitor *m = user_data;
-
-        /* Calls seen as a monitor are not for us: record them and drop them, or GDBus would answer them
-         * (and the bus disconnects a monitor that sends). Replies and signals pass. */
-        if (!incoming || g_dbus_message_get_message_type(message) != G_DBUS_MESSAGE_TYPE_METHOD_CALL)
-                return message;
-        g_mutex_lock(&m->lock);
-        g_ptr_array_add(m->calls,
-                g_strdup_printf(
-                        "%s.%s", g_dbus_message_get_interface(message), g_dbus_message_get_member(message)));
-        g_cond_broadcast(&m->cond);
-        g_mutex_unlock(&m->lock);
-        g_object_unref(message);
-        return NULL;
-}
-
-static BusMonitor *bus_monitor_new(Harness *h)
-{
-        BusMonitor *m = g_new0(BusMonitor, 1);
-        g_autoptr(GError) error = NULL;
-        g_autoptr(GVariant) reply = NULL;
-
-        g_mutex_init(&m->lock);
-        g_cond_init(&m->cond);
-        m->calls = g_ptr_array_new_with_free_func(g_free);
-        m->connection = g_dbus_connection_new_for_address_sync(h->bus_address,
-                G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT |
-                        G_DBUS_CONNECTION_FLAGS_MESSAGE_BUS_CONNECTION,
-                NULL, NULL, &error);
-        if (!m->connection) {
-                g_test_fail_printf("cannot connect the bus monitor: %s", error->message);
-                return m;
-        }
-        g_dbus_connection_set_exit_on_close(m->connection, FALSE);
-        g_dbus_connection_add_filter(m->connection, monitor_filter, m, NULL);
-        reply = g_dbus_connection_call_sync(m->connection, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-                "org.freedesktop.DBus.Monitoring", "BecomeMonitor", g_variant_new("(asu)", NULL, 0u), NULL,
-                G_DBUS_CALL_FLAGS_NONE, HARNESS_TIMEOUT_MS, NULL, &error);
-        if (!reply)
-                g_test_fail_printf("BecomeMonitor: %s", error->message);
-        return m;
-}
-
-static guint bus_monitor_count_locked(BusMonitor *m, const char *call)
-{
-        guint n = 0;
-
-        for (guint i = 0; i < m->calls->len; i++)
-                if (g_str_equal(m->calls->pdata[i], call))
-                        n++;
-        return n;
-}
-
-/* How many calls of interface.member the monitor saw, counting everything a client that already has its
- * answer sent: root pings loopd, and the bus routes that ping (and copies it to the monitor) after all of
- * those; when the monitor has read the ping, it has read them. */
-static guint bus_monitor_count(Harness *h, BusMonitor *m, const char *call)
-{
-        static const char ping[] = "org.freedesktop.DBus.Peer.Ping";
-        g_autoptr(GVariant) reply = NULL;
-        g_autoptr(GError) error = NULL;
-        gint64 deadline = g_get_monotonic_time() + (gint64)HARNESS_TIMEOUT_MS * 1000;
-        guint pings, n;
-
-        g_mutex_lock(&m->lock);
-        pings = bus_monitor_count_locked(m, ping);
-        g_mutex_unlock(&m->lock);
-        reply = g_dbus_connection_call_sync(h->bus, LOOPD_BUS_NAME, LOOPD_MANAGER_PATH,
-                "org.freedesktop.DBus.Peer", "Ping", NULL, NULL, G_DBUS_CALL_FLAGS_NONE, HARNESS_TIMEOUT_MS,
-                NULL, &error);
-        harness_assert_no_error(error);
-        g_clear_error(&error);
-
-        g_mutex_lock(&m->lock);
-        while (bus_monitor_count_locked(m, ping) == pings)
-                if (!g_cond_wait_until(&m->cond, &m->lock, deadline)) {
-                        g_test_fail_printf(
-                                "the bus monitor did not see root's ping within %d ms", HARNESS_TIMEOUT_MS);
-                        break;
-                }
-        n = bus_monitor_count_locked(m, call);
-        g_mutex_unlock(&m->lock);
-        return n;
-}
-
-static void bus_monitor_free(BusMonitor *m)
-{
-        if (!m)
-                return;
-        if (m->connection) {
-                (void)g_dbus_connection_close_sync(m->connection, NULL, NULL);
-                g_object_unref(m->connection);
-        }
-        g_ptr_array_unref(m->calls);
-        g_mutex_clear(&m->lock);
-        g_cond_clear(&m->cond);
-        g_free(m);
-}
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(BusMonitor, bus_monitor_free)
-
 /* loopctl --json attach as user; returns the device or NULL. */
 static char *loopctl_attach(Harness *h, const char *user, const char *image)
 {
@@ -1475,7 +1335,7 @@ static void test_real_unreadable_image_fails_before_bus(Harness *h, gconstpointe
         HARNESS_REQUIRE(h);
         g_autofree char *secret = image_new(h, "secret.img", 32 * MiB, NULL);
         g_autofree char *readable = image_new(h, "readable.img", 32 * MiB, HARNESS_USER_A);
-        g_autoptr(BusMonitor) monitor = bus_monitor_new(h);
+        g_autoptr(HarnessBusMonitor) monitor = harness_bus_monitor_new(h, NULL);
         g_auto(HarnessRun) run = { 0 };
 
         g_assert_cmpint(chmod(secret, 0600), ==, 0);
@@ -1493,18 +1353,19 @@ static void test_real_unreadable_image_fails_before_bus(Harness *h, gconstpointe
                 g_assert_cmpstr(run.out, ==, "");
         }
         assert_bound(secret, NULL);
-        g_assert_cmpuint(bus_monitor_count(h, monitor, LOOPD_MANAGER_INTERFACE ".Attach"), ==, 0);
-        g_assert_cmpuint(bus_monitor_count(h, monitor, LOOPD_MANAGER_INTERFACE ".MountImage"), ==, 0);
+        g_assert_cmpuint(harness_bus_monitor_count(h, monitor, LOOPD_MANAGER_INTERFACE ".Attach"), ==, 0);
         g_assert_cmpuint(
-                bus_monitor_count(h, monitor, "org.freedesktop.PolicyKit1.Authority.CheckAuthorization"), ==,
-                0);
+                harness_bus_monitor_count(h, monitor, LOOPD_MANAGER_INTERFACE ".MountImage"), ==, 0);
+        g_assert_cmpuint(harness_bus_monitor_count(
+                                 h, monitor, "org.freedesktop.PolicyKit1.Authority.CheckAuthorization"),
+                ==, 0);
 
         /* The monitor does see it when the image is readable. */
         g_autofree char *device = loopctl_attach(h, HARNESS_USER_A, readable);
-        g_assert_cmpuint(bus_monitor_count(h, monitor, LOOPD_MANAGER_INTERFACE ".Attach"), ==, 1);
-        g_assert_cmpuint(
-                bus_monitor_count(h, monitor, "org.freedesktop.PolicyKit1.Authority.CheckAuthorization"), >=,
-                1);
+        g_assert_cmpuint(harness_bus_monitor_count(h, monitor, LOOPD_MANAGER_INTERFACE ".Attach"), ==, 1);
+        g_assert_cmpuint(harness_bus_monitor_count(
+                                 h, monitor, "org.freedesktop.PolicyKit1.Authority.CheckAuthorization"),
+                >=, 1);
         if (device) {
                 harness_run_clear(&run);
                 g_assert_cmpint(harness_loopctl(h, HARNESS_USER_A, &run, "--no-ask-password", "detach",

@@ -293,75 +293,6 @@ out:
 /* ---------------------------------------------------------------------------------------------------- */
 /* A hung image (reads never return) times out alone */
 
-/* tests/fuse-hang serving <tmpdir>/hung/disk.img. */
-typedef struct Hang {
-        char *mountpoint;
-        char *file;
-        GSubprocess *server;
-} Hang;
-
-static bool hang_start(Harness *h, Hang *hang)
-{
-        const char *exe = g_getenv("LOOPD_FUSE_HANG");
-        g_autofree char *fallback = NULL;
-        g_autoptr(GError) error = NULL;
-
-        if (!exe)
-                exe = fallback =
-                        g_build_filename(g_getenv("LOOPD_BUILD_ROOT") ? g_getenv("LOOPD_BUILD_ROOT") : ".",
-                                "tests", "fuse-hang", NULL);
-        if (!g_file_test(exe, G_FILE_TEST_IS_EXECUTABLE)) {
-                fail("no FUSE helper at %s (set LOOPD_FUSE_HANG)", exe);
-                return false;
-        }
-        hang->mountpoint = g_build_filename(h->tmpdir, "hung", NULL);
-        hang->file = g_build_filename(hang->mountpoint, "disk.img", NULL);
-        g_assert_cmpint(g_mkdir(hang->mountpoint, 0755), ==, 0);
-        hang->server = g_subprocess_new(
-                G_SUBPROCESS_FLAGS_NONE, &error, exe, "-f", "-o", "allow_other", hang->mountpoint, NULL);
-        if (!hang->server) {
-                fail("cannot start %s: %s", exe, error->message);
-                return false;
-        }
-        /* Mounted once the file shows (the directory is empty before); stat() is answered, never blocks. */
-        for (gint64 deadline = g_get_monotonic_time() + HARNESS_TIMEOUT_MS * 1000;
-                g_get_monotonic_time() < deadline; g_usleep(50 * 1000)) {
-                struct stat st;
-
-                if (stat(hang->file, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == (off_t)(64 * MiB))
-                        return true;
-                if (!g_subprocess_get_identifier(hang->server)) {
-                        fail("%s exited before it mounted %s", exe, hang->mountpoint);
-                        return false;
-                }
-        }
-        fail("%s did not mount %s within %d ms", exe, hang->mountpoint, HARNESS_TIMEOUT_MS);
-        return false;
-}
-
-/* Kills the FUSE server (by its pid; the only way to free whoever reads the file): from then on its reads
- * fail. */
-static void hang_kill(Hang *hang)
-{
-        if (!hang->server)
-                return;
-        g_subprocess_force_exit(hang->server);
-        (void)g_subprocess_wait(hang->server, NULL, NULL);
-        g_clear_object(&hang->server);
-}
-
-/* After hang_kill(): detaches what is still bound to the file, unmounts it. */
-static void hang_clear(Hang *hang)
-{
-        if (hang->mountpoint) {
-                test_cleanup_loops_under(hang->mountpoint);
-                if (umount2(hang->mountpoint, MNT_DETACH) < 0 && errno != EINVAL)
-                        g_test_message("cleanup: umount -l %s: %s", hang->mountpoint, g_strerror(errno));
-        }
-        g_clear_pointer(&hang->mountpoint, g_free);
-        g_clear_pointer(&hang->file, g_free);
-}
-
 /* A call made from a thread of its own, so that the test can go on while it is pending. */
 typedef struct PendingCall {
         GDBusConnection *connection;
@@ -450,7 +381,7 @@ static void test_hung_image_times_out_alone(Harness *h, gconstpointer data)
         PendingCall call = { .method = method, .fd = -1, .connection = a };
         g_autoptr(GPtrArray) left = NULL, mounts = NULL;
         GThread *thread = NULL;
-        Hang hang = { 0 };
+        HarnessHang hang = { 0 };
 
         harness_allow_all(h);
         REQUIRE_NONNULL(a);
@@ -459,7 +390,7 @@ static void test_hung_image_times_out_alone(Harness *h, gconstpointer data)
         image_sfdisk(image, "label: gpt\nsize=4MiB, type=linux\ntype=linux\n", 0);
         g_mutex_init(&call.lock);
         g_cond_init(&call.cond);
-        if (!hang_start(h, &hang))
+        if (!harness_hang_start(h, &hang))
                 goto out;
 
         /* Opening is answered at once; only reads hang. */
@@ -504,7 +435,7 @@ static void test_hung_image_times_out_alone(Harness *h, gconstpointer data)
 out:
         /* Killing the server fails the reads that hang (loopd's, the loop device's): everything comes
          * loose, and a call loopd never answered returns. */
-        hang_kill(&hang);
+        harness_hang_kill(&hang);
         if (thread)
                 g_thread_join(thread);
         if (thread && call.elapsed_ms > limit_ms)
@@ -521,7 +452,7 @@ out:
         g_clear_error(&call.error);
         if (call.fd >= 0)
                 close(call.fd);
-        hang_clear(&hang);
+        harness_hang_clear(&hang);
         g_mutex_clear(&call.lock);
         g_cond_clear(&call.cond);
 }

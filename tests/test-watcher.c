@@ -7,7 +7,6 @@
 #include <glib/gstdio.h>
 #include <signal.h>
 #include <stdarg.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -536,95 +535,6 @@ static guint count_substrings(const char *haystack, const char *needle)
 /* ---------------------------------------------------------------------------------------------------- */
 /* `loopctl monitor --json` as a child process of the test */
 
-/* A connection that became a bus monitor for AddMatch calls: tells when another client subscribed. */
-typedef struct MatchSpy {
-        GDBusConnection *c;
-        guint filter;
-        GMutex lock;
-        GPtrArray *rules; /* "sender rule" */
-} MatchSpy;
-
-static GDBusMessage *match_spy_filter(
-        GDBusConnection *c, GDBusMessage *message, gboolean incoming, gpointer data)
-{
-        MatchSpy *spy = data;
-
-        if (!incoming || g_dbus_message_get_message_type(message) != G_DBUS_MESSAGE_TYPE_METHOD_CALL)
-                return message;
-        /* A monitored copy: never let GDBus answer it (a monitor that sends anything is disconnected). */
-        GVariant *body = g_dbus_message_get_body(message);
-        if (g_strcmp0(g_dbus_message_get_member(message), "AddMatch") == 0 && body &&
-                g_variant_is_of_type(body, G_VARIANT_TYPE("(s)"))) {
-                const char *rule;
-                g_variant_get(body, "(&s)", &rule);
-                g_mutex_lock(&spy->lock);
-                g_ptr_array_add(
-                        spy->rules, g_strdup_printf("%s %s", g_dbus_message_get_sender(message), rule));
-                g_mutex_unlock(&spy->lock);
-                g_main_context_wakeup(NULL);
-        }
-        g_object_unref(message);
-        return NULL;
-}
-
-static MatchSpy *match_spy_new(Harness *h)
-{
-        MatchSpy *spy = g_new0(MatchSpy, 1);
-        g_autoptr(GError) error = NULL;
-        g_autoptr(GVariant) reply = NULL;
-        const char *rules[] = { "type='method_call',interface='org.freedesktop.DBus',member='AddMatch'",
-                NULL };
-
-        g_mutex_init(&spy->lock);
-        spy->rules = g_ptr_array_new_with_free_func(g_free);
-        spy->c = g_dbus_connection_new_for_address_sync(h->bus_address,
-                G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT |
-                        G_DBUS_CONNECTION_FLAGS_MESSAGE_BUS_CONNECTION,
-                NULL, NULL, &error);
-        harness_assert_no_error(error);
-        if (!spy->c)
-                return spy;
-        g_dbus_connection_set_exit_on_close(spy->c, FALSE);
-        spy->filter = g_dbus_connection_add_filter(spy->c, match_spy_filter, spy, NULL);
-        reply = g_dbus_connection_call_sync(spy->c, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-                "org.freedesktop.DBus.Monitoring", "BecomeMonitor", g_variant_new("(^asu)", rules, 0u), NULL,
-                G_DBUS_CALL_FLAGS_NONE, HARNESS_TIMEOUT_MS, NULL, &error);
-        harness_assert_no_error(error);
-        return spy;
-}
-
-static void match_spy_free(MatchSpy *spy)
-{
-        if (!spy)
-                return;
-        if (spy->c) {
-                g_dbus_connection_remove_filter(spy->c, spy->filter);
-                (void)g_dbus_connection_close_sync(spy->c, NULL, NULL);
-                g_object_unref(spy->c);
-        }
-        g_ptr_array_unref(spy->rules);
-        g_mutex_clear(&spy->lock);
-        g_free(spy);
-}
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(MatchSpy, match_spy_free)
-
-typedef struct SpyQuery {
-        MatchSpy *spy;
-        const char *needle;
-} SpyQuery;
-
-static bool match_spy_saw(gconstpointer data)
-{
-        const SpyQuery *q = data;
-        bool found = false;
-
-        g_mutex_lock(&q->spy->lock);
-        for (guint i = 0; i < q->spy->rules->len && !found; i++)
-                found = strstr(q->spy->rules->pdata[i], q->needle) != NULL;
-        g_mutex_unlock(&q->spy->lock);
-        return found;
-}
-
 typedef struct Monitor {
         GSubprocess *process;
         GDataInputStream *out;
@@ -665,7 +575,10 @@ static void monitor_read_next(Monitor *m)
 static Monitor *monitor_start(Harness *h, const char *user)
 {
         g_autoptr(GSubprocessLauncher) launcher = g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE);
-        g_autoptr(MatchSpy) spy = match_spy_new(h);
+        const char *const add_match[] = {
+                "type='method_call',interface='org.freedesktop.DBus',member='AddMatch'", NULL
+        };
+        g_autoptr(HarnessBusMonitor) spy = harness_bus_monitor_new(h, add_match);
         g_autoptr(GError) error = NULL;
         g_autofree char *reuid = g_strdup_printf("--reuid=%u", (unsigned)harness_uid_of(user));
         g_autofree char *regid = g_strdup_printf("--regid=%u", (unsigned)harness_gid_of(user));
@@ -689,8 +602,8 @@ static Monitor *monitor_start(Harness *h, const char *user)
         m->out = g_data_input_stream_new(g_subprocess_get_stdout_pipe(m->process));
         monitor_read_next(m);
 
-        SpyQuery q = { spy, "member='Unmounted'" };
-        if (!wait_until(match_spy_saw, &q, HARNESS_TIMEOUT_MS))
+        if (!harness_bus_monitor_wait(
+                    spy, "org.freedesktop.DBus.AddMatch", "member='Unmounted'", HARNESS_TIMEOUT_MS))
                 g_test_fail_printf("loopctl monitor did not subscribe within %d ms", HARNESS_TIMEOUT_MS);
         return m;
 }
@@ -852,82 +765,11 @@ typedef struct OwnLoopd {
         char *log_path;
 } OwnLoopd;
 
-static void child_die_with_parent(gpointer data)
-{
-        (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
-}
-
-typedef struct NameState {
-        bool owned;
-        bool seen;
-} NameState;
-
-static void on_name_appeared(GDBusConnection *c, const char *name, const char *owner, gpointer data)
-{
-        NameState *s = data;
-        s->owned = true;
-        s->seen = true;
-}
-
-static void on_name_vanished(GDBusConnection *c, const char *name, gpointer data)
-{
-        NameState *s = data;
-        s->owned = false;
-        s->seen = true;
-}
-
-static bool name_is(gconstpointer data)
-{
-        const NameState *s = data;
-        return s->seen && s->owned;
-}
-
-static bool name_is_not(gconstpointer data)
-{
-        const NameState *s = data;
-        return s->seen && !s->owned;
-}
-
-/* Waits until org.loopd1 is owned (owned = true) or has no owner (false). */
-static bool wait_loopd_name(Harness *h, bool owned)
-{
-        NameState s = { 0 };
-        guint watch = g_bus_watch_name_on_connection(h->bus, LOOPD_BUS_NAME, G_BUS_NAME_WATCHER_FLAGS_NONE,
-                on_name_appeared, on_name_vanished, &s, NULL);
-        bool ok = wait_until(owned ? name_is : name_is_not, &s, HARNESS_TIMEOUT_MS);
-
-        g_bus_unwatch_name(watch);
-        while (g_main_context_iteration(NULL, FALSE))
-                ;
-        if (!ok)
-                g_test_fail_printf("%s did not %s within %d ms", LOOPD_BUS_NAME,
-                        owned ? "appear" : "go away", HARNESS_TIMEOUT_MS);
-        return ok;
-}
-
 static bool own_loopd_start(Harness *h, OwnLoopd *l)
 {
-        g_autoptr(GSubprocessLauncher) launcher =
-                g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDIN_INHERIT);
-        g_autoptr(GError) error = NULL;
-        const char *binary = g_getenv("LOOPD_BINARY");
-        int fd;
-
-        if (!binary) {
-                g_test_fail_printf("LOOPD_BINARY is not set (run the suite with meson test)");
-                return false;
-        }
         l->log_path = g_build_filename(h->tmpdir, "loopd-killed.log", NULL);
-        fd = open(l->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-        g_assert_cmpint(fd, >=, 0);
-        g_subprocess_launcher_take_stdout_fd(launcher, dup(fd));
-        g_subprocess_launcher_take_stderr_fd(launcher, fd);
-        g_subprocess_launcher_setenv(launcher, "DBUS_SYSTEM_BUS_ADDRESS", h->bus_address, TRUE);
-        g_subprocess_launcher_set_child_setup(launcher, child_die_with_parent, NULL, NULL);
-        l->process = g_subprocess_launcher_spawn(
-                launcher, &error, binary, "--state-dir", h->state_dir, "--media-dir", h->media_dir, NULL);
-        harness_assert_no_error(error);
-        return l->process && wait_loopd_name(h, true);
+        l->process = harness_start_own_loopd(h, l->log_path);
+        return l->process != NULL;
 }
 
 /* kill -9, reaped; returns once the bus has seen it go. */
@@ -940,7 +782,10 @@ static bool own_loopd_kill(Harness *h, OwnLoopd *l)
         g_assert_true(g_subprocess_get_if_signaled(l->process));
         g_assert_cmpint(g_subprocess_get_term_sig(l->process), ==, SIGKILL);
         g_clear_object(&l->process);
-        return wait_loopd_name(h, false);
+        if (harness_wait_for_name(h->bus, LOOPD_BUS_NAME, false, HARNESS_TIMEOUT_MS))
+                return true;
+        g_test_fail_printf("%s did not go away within %d ms", LOOPD_BUS_NAME, HARNESS_TIMEOUT_MS);
+        return false;
 }
 
 static void own_loopd_clear(OwnLoopd *l)

@@ -1,0 +1,168 @@
+/* harness-loopd.c: loopd from the build tree, as the fixture runs it (started, watched, stopped, its log),
+ * and a second one of the test's own for tests that kill it. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness-internal.h"
+#include "loopd-bus.h"
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* loopd */
+
+bool harness_start_loopd(Harness *h)
+{
+        HarnessPrivate *p = h->priv;
+        const char *binary = g_getenv("LOOPD_BINARY");
+        g_autoptr(GPtrArray) argv = g_ptr_array_new();
+        g_auto(GStrv) env = harness_environ_with_bus(h->bus_address);
+
+        if (p->loopd.pid != 0) {
+                g_test_fail_printf("loopd is already running");
+                return false;
+        }
+        if (!binary) {
+                g_test_fail_printf("LOOPD_BINARY is not set (run the suite with meson test)");
+                return false;
+        }
+        /* LOOPD_TEST_WRAPPER: a command line loopd runs under (tools/valgrind: valgrind --error-exitcode=99
+         * ...); an error it finds makes loopd's exit status non-zero, which fails the test. */
+        g_auto(GStrv) wrapper = NULL;
+        const char *wrapper_line = g_getenv("LOOPD_TEST_WRAPPER");
+        if (wrapper_line && *wrapper_line) {
+                g_autoptr(GError) error = NULL;
+                if (!g_shell_parse_argv(wrapper_line, NULL, &wrapper, &error)) {
+                        g_test_fail_printf("LOOPD_TEST_WRAPPER: %s", error->message);
+                        return false;
+                }
+                char *path = g_find_program_in_path(wrapper[0]);
+                if (path) {
+                        g_free(wrapper[0]);
+                        wrapper[0] = path;
+                }
+                for (char **w = wrapper; *w; w++)
+                        g_ptr_array_add(argv, *w);
+        }
+        g_ptr_array_add(argv, (char *)binary);
+        g_ptr_array_add(argv, "--state-dir");
+        g_ptr_array_add(argv, h->state_dir);
+        g_ptr_array_add(argv, "--media-dir");
+        g_ptr_array_add(argv, h->media_dir);
+        for (const char *const *a = h->options->loopd_args; a && *a; a++)
+                g_ptr_array_add(argv, (char *)*a);
+        g_ptr_array_add(argv, NULL);
+
+        if (!harness_process_spawn(&p->loopd, (const char *const *)argv->pdata, env, -1))
+                return false;
+        if (!harness_process_wait_for_name(h->bus, LOOPD_BUS_NAME, &p->loopd)) {
+                (void)harness_process_stop(&p->loopd, SIGKILL);
+                harness_print_loopd_log(p);
+                return false;
+        }
+        return true;
+}
+
+GPid harness_loopd_pid(Harness *h)
+{
+        return h->priv ? h->priv->loopd.pid : 0;
+}
+
+char *harness_loopd_log(Harness *h)
+{
+        char *contents = NULL;
+
+        if (!h->priv || !g_file_get_contents(h->priv->loopd.log_path, &contents, NULL, NULL))
+                return g_strdup("");
+        return contents;
+}
+
+bool harness_loopd_alive(Harness *h)
+{
+        HarnessPrivate *p = h->priv;
+
+        if (!p || p->loopd.pid == 0)
+                return false;
+        if (!harness_process_wait(&p->loopd, 0))
+                return true;
+        g_autofree char *how = harness_describe_wait_status(p->loopd.wait_status);
+        g_test_fail_printf("loopd %s while the test ran", how);
+        harness_print_loopd_log(p);
+        return false;
+}
+
+bool harness_stop_loopd(Harness *h)
+{
+        HarnessPrivate *p = h->priv;
+        g_autofree char *how = NULL, *log = NULL;
+        bool clean;
+
+        if (p->loopd.pid == 0)
+                return true;
+        clean = harness_process_stop(&p->loopd, SIGTERM);
+        how = harness_describe_wait_status(p->loopd.wait_status);
+        log = harness_loopd_log(h);
+        if (!clean) {
+                g_test_fail_printf("loopd did not exit within %d ms of SIGTERM", HARNESS_TIMEOUT_MS);
+        } else if (!WIFEXITED(p->loopd.wait_status) || WEXITSTATUS(p->loopd.wait_status) != 0) {
+                g_test_fail_printf("loopd %s on SIGTERM (expected a clean exit 0)", how);
+                clean = false;
+        } else if (harness_text_has_sanitizer_report(log)) {
+                g_test_fail_printf("loopd's log has a sanitizer report");
+                clean = false;
+        }
+        if (!clean)
+                harness_print_loopd_log(p);
+        return clean;
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* A loopd of the test's own */
+
+static void own_loopd_child_setup(gpointer user_data)
+{
+        (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+}
+
+GSubprocess *harness_start_own_loopd(Harness *h, const char *log_path)
+{
+        g_autoptr(GSubprocessLauncher) launcher = g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_NONE);
+        g_autoptr(GError) error = NULL;
+        const char *binary = g_getenv("LOOPD_BINARY");
+        GSubprocess *loopd;
+        int fd;
+
+        if (!binary) {
+                g_test_fail_printf("LOOPD_BINARY is not set (run the suite with meson test)");
+                return NULL;
+        }
+        fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (fd < 0) {
+                g_test_fail_printf("cannot open %s: %s", log_path, g_strerror(errno));
+                return NULL;
+        }
+        g_subprocess_launcher_take_stdout_fd(launcher, dup(fd));
+        g_subprocess_launcher_take_stderr_fd(launcher, fd);
+        g_subprocess_launcher_setenv(launcher, "DBUS_SYSTEM_BUS_ADDRESS", h->bus_address, TRUE);
+        g_subprocess_launcher_unsetenv(launcher, "DBUS_SESSION_BUS_ADDRESS");
+        g_subprocess_launcher_unsetenv(launcher, "NOTIFY_SOCKET");
+        g_subprocess_launcher_set_cwd(launcher, "/");
+        /* A test that crashes takes it along, as the harness's own processes. */
+        g_subprocess_launcher_set_child_setup(launcher, own_loopd_child_setup, NULL, NULL);
+        loopd = g_subprocess_launcher_spawn(
+                launcher, &error, binary, "--state-dir", h->state_dir, "--media-dir", h->media_dir, NULL);
+        if (!loopd) {
+                g_test_fail_printf("cannot start the test's own loopd: %s", error->message);
+                return NULL;
+        }
+        if (!harness_wait_for_name(h->bus, LOOPD_BUS_NAME, true, HARNESS_TIMEOUT_MS)) {
+                g_test_fail_printf("the test's own loopd did not own %s within %d ms", LOOPD_BUS_NAME,
+                        HARNESS_TIMEOUT_MS);
+                g_subprocess_send_signal(loopd, SIGKILL);
+                (void)g_subprocess_wait(loopd, NULL, NULL);
+                g_clear_object(&loopd);
+        }
+        return loopd;
+}
