@@ -7,7 +7,7 @@
 
 #include "fuzz-util.h"
 #include "loop.h"
-#include "manager-dbus.h"
+#include "bus-util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
