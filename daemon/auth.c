@@ -65,13 +65,16 @@ struct AuthSender {
 /* Known senders kept (the oldest go first; one asked again costs a round trip, not a wrong answer). */
 #define AUTH_SENDERS_MAX 256u
 /* Calls of one sender that may wait for its uid: they are not counted against a uid's bound yet (nobody
- * knows it), so this bounds what a flood over fresh connections can hold meanwhile. */
+ * knows it), so this bounds what a flood over fresh connections can hold meanwhile. The bus answers in well
+ * under a millisecond unless it is busy with a flood; a client that pipelines more calls than this on a
+ * connection loopd has not seen yet is told to try again. */
 #define AUTH_LOOKUP_WAITING_MAX 4u
 
 struct Auth {
         BusCalls *calls;
         AuthQuery *queries;
         AuthSender *senders; /* newest first */
+        AuthQuery *redispatching; /* whose handler runs again now (auth_redispatch() frees it after) */
         unsigned n_senders;
         uint64_t n_asked; /* for unique cancellation ids */
 };
@@ -163,11 +166,12 @@ static void auth_sender_free(Auth *a, AuthSender *s)
                         break;
                 }
         sd_bus_slot_unref(s->slot);
+        sd_bus_slot_unref(s->gone_match);
         free(s->name);
         free(s);
 }
 
-/* The oldest call waiting for s (the list is newest first): they go on in the order they came. */
+/* Makes room among the known senders. */
 static void auth_sender_forget_oldest(Auth *a)
 {
         AuthSender **last = NULL;
@@ -256,6 +260,7 @@ static int auth_sender_get(Auth *a, sd_bus_message *message, AuthSender **ret)
         return 0;
 }
 
+/* The oldest call waiting for s's uid (the list is newest first): they go on in the order they came. */
 static AuthQuery *auth_find_waiting(Auth *a, AuthSender *s)
 {
         AuthQuery *found = NULL;
@@ -328,7 +333,8 @@ int auth_caller(Auth *a, sd_bus_message *message, uid_t *ret_uid, sd_bus_error *
         }
         if (s->n_waiting >= AUTH_LOOKUP_WAITING_MAX)
                 return sd_bus_error_setf(error, LOOPD_ERROR_LIMIT_EXCEEDED,
-                        "%u calls of this connection already wait until loopd knows who is calling; try again",
+                        "%u calls of this connection already wait until loopd knows who is calling; try again "
+                        "once they are answered",
                         AUTH_LOOKUP_WAITING_MAX);
         r = auth_get_query(a, message, &q);
         if (r < 0)
@@ -358,8 +364,10 @@ static void auth_redispatch(AuthQuery *q)
         int r;
 
         r = sd_bus_message_rewind(request, true);
+        q->auth->redispatching = q;
         if (r >= 0)
                 r = q->handler(request, q->userdata, &error);
+        q->auth->redispatching = NULL;
         if (r < 0) {
                 if (sd_bus_error_is_set(&error))
                         (void)sd_bus_reply_method_error(request, &error);
@@ -567,7 +575,9 @@ int auth_check(Auth *a, sd_bus_message *message, uid_t uid, const char *action, 
                 q->answers = answer->next;
                 answer->next = NULL;
                 auth_answer_free_all(answer);
-                if (!q->answers)
+                /* Nothing else keeps it: but a query whose handler runs again is auth_redispatch()'s to
+                 * free. */
+                if (!q->answers && !q->lookup && q != a->redispatching)
                         auth_query_free(q);
                 return sd_bus_error_setf(error, LOOPD_ERROR_NOT_AUTHORIZED,
                         "Not authorized for %s: cannot ask polkit: %s", action, strerror(-r));

@@ -43,8 +43,6 @@ Bus *bus_free(Bus *b)
         auth_free(b->auth);
         bus_calls_free(b->calls);
         sd_bus_flush_close_unref(b->bus);
-        if (b->manager && b->manager->on_change_userdata == b)
-                b->manager->on_change = NULL;
         free(b);
         return NULL;
 }

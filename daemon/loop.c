@@ -30,6 +30,7 @@
  * (LOCK_SH) is probing, together; then, separately, for a transient opener (blkid, a lister) to let go
  * after LOOP_CLR_FD. */
 #define DETACH_LOCK_WAIT_USEC (2 * 1000 * 1000)
+#define CONTROL_LOCK_WAIT_USEC (1000 * 1000)
 #define DETACH_RELEASE_WAIT_USEC (2 * 1000 * 1000)
 
 /* ---- small helpers ---- */
@@ -932,9 +933,16 @@ int loop_attach(int backing_fd, const LoopConfig *config, LoopInfo **ret, int *r
         if (ctl < 0)
                 return negative_errno();
         /* systemd's loop-util takes this lock around LOOP_CTL_GET_FREE and the binding, so that two of its
-         * attachers do not race for one number: honour it too (it is let go with ctl). */
-        if (flock(ctl, LOCK_EX) < 0)
-                return negative_errno();
+         * attachers do not race for one number: honour it too (it is let go with ctl). Bounded: whoever
+         * holds it for longer than a second is not setting up a device, and loopd must not wait for it. */
+        for (uint64_t deadline = now_usec() + CONTROL_LOCK_WAIT_USEC, step = 0;
+                flock(ctl, LOCK_EX | LOCK_NB) < 0;) {
+                if (errno != EWOULDBLOCK)
+                        return negative_errno();
+                if (now_usec() >= deadline)
+                        return -EBUSY;
+                backoff_sleep(&step);
+        }
 
         for (unsigned attempt = 0; attempt < ATTACH_ATTEMPTS; attempt++) {
                 int nr;

@@ -199,8 +199,10 @@ static void raise_fd_limit(void)
 
 static int run(int argc, char *argv[])
 {
-        _cleanup_(manager_freep) Manager *m = NULL;
+        /* Freed in the reverse order: the engine first (stopping the watcher answers the Attach calls still
+         * waiting for udev, through the face), then the face. */
         _cleanup_(bus_freep) Bus *b = NULL;
+        _cleanup_(manager_freep) Manager *m = NULL;
         sigset_t mask;
         int r;
 

@@ -166,7 +166,9 @@ int registry_detach_device(Registry *reg, unsigned number, uint64_t diskseq)
                 if (fd >= 0)
                         d->lock_fd = fd;
         }
-        if (r >= 0 || r == -ENXIO || r == -ENODEV || r == -ESTALE)
+        /* Only this incarnation's record: a newer device on the same number (after -ESTALE) keeps its own.
+         */
+        if (d && (r >= 0 || r == -ENXIO || r == -ENODEV || r == -ESTALE))
                 registry_forget_device(reg, number);
         return r;
 }

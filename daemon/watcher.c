@@ -740,7 +740,7 @@ static int watcher_on_event(sd_event_source *s, int fd, uint32_t revents, void *
 
         /* Read a batch, then look at the kernel once per device: partitions come and go as a group, and
          * the state after the events is what clients need. */
-        while (n < WATCHER_EVENT_BATCH) {
+        for (size_t received = 0; received < WATCHER_EVENT_BATCH; received++) {
                 struct udev_device *d;
                 const char *action;
 

@@ -93,6 +93,9 @@ static int worker_on_io(sd_event_source *s, int fd, uint32_t revents, void *user
         if (k < 0 && (errno == EAGAIN || errno == EINTR))
                 return 0;
         if (k != (ssize_t)total) {
+                /* The child closed the pipe: it exited, and the SIGCHLD handler may have reaped it already,
+                 * so its pid may be somebody else's by now. Only a pidfd still names it. */
+                w->pid = 0;
                 worker_kill(w);
                 worker_finish(w, -EIO, NULL);
                 return 0;
@@ -112,28 +115,32 @@ static int worker_on_timeout(sd_event_source *s, uint64_t usec, void *userdata)
 }
 
 /* Closes every fd of the child but 0-2, keep_fd and out. */
-static void child_close_fds(int keep_fd, int out)
+static int child_close_fds(int keep_fd, int out)
 {
-        int lo = keep_fd < out ? keep_fd : out, hi = keep_fd < out ? out : keep_fd;
+        unsigned lo = (unsigned)MIN(keep_fd, out), hi = (unsigned)MAX(keep_fd, out);
 
-        if (lo < 0)
-                lo = hi;
-        if (lo > 3)
-                (void)syscall(SYS_close_range, 3u, (unsigned)lo - 1, 0u);
-        if (hi > lo + 1)
-                (void)syscall(SYS_close_range, (unsigned)lo + 1, (unsigned)hi - 1, 0u);
-        (void)syscall(SYS_close_range, (unsigned)hi + 1, ~0u, 0u);
+        if (lo > 3 && syscall(SYS_close_range, 3u, lo - 1, 0u) < 0)
+                return -errno;
+        if (hi > lo + 1 && syscall(SYS_close_range, lo + 1, hi - 1, 0u) < 0)
+                return -errno;
+        if (syscall(SYS_close_range, hi + 1, ~0u, 0u) < 0)
+                return -errno;
+        return 0;
 }
 
-static _Noreturn void child_run(int keep_fd, int out, WorkerFunction function, void *arg, size_t size)
+static _Noreturn void child_run(
+        pid_t parent, int keep_fd, int out, WorkerFunction function, void *arg, size_t size)
 {
         size_t total = sizeof(WorkerHeader) + size;
         WorkerHeader *header;
 
         /* Nothing of loopd's (the bus, device locks, other callers' images) may outlive loopd in a child
-         * that is stuck; and the child goes when loopd goes, wherever it can. */
-        child_close_fds(keep_fd, out);
-        (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+         * that is stuck: a child that cannot let go of them does not run. And it goes when loopd goes,
+         * wherever it can (loopd may have gone before the prctl). */
+        if (child_close_fds(keep_fd, out) < 0)
+                _exit(EXIT_FAILURE);
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+                _exit(EXIT_FAILURE);
         header = calloc(1, total);
         if (!header)
                 _exit(EXIT_FAILURE);
@@ -164,6 +171,7 @@ int worker_start(sd_event *event, int keep_fd, WorkerFunction function, void *ar
                 r = negative_errno();
                 goto fail;
         }
+        pid_t parent = getpid();
         pid = fork();
         if (pid < 0) {
                 r = negative_errno();
@@ -172,7 +180,7 @@ int worker_start(sd_event *event, int keep_fd, WorkerFunction function, void *ar
                 goto fail;
         }
         if (pid == 0)
-                child_run(keep_fd, fds[1], function, arg, size);
+                child_run(parent, keep_fd, fds[1], function, arg, size);
 
         safe_close(fds[1]);
         w->pipe_fd = fds[0];

@@ -1,6 +1,7 @@
 /* worker.h: blocking reads of a caller's file in a child process with a deadline, so that an image on a
  * filesystem that stopped answering (a hung FUSE server, a dead network share) delays only the call that
- * handed it in, never loopd's event loop. */
+ * handed it in, not loopd's event loop. Only what runs in the worker is protected: see the README's
+ * security model for the reads that still run in loopd. */
 #pragma once
 
 #include <stddef.h>

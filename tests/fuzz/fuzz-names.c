@@ -5,9 +5,9 @@
 #include <errno.h>
 #include <string.h>
 
+#include "bus-util.h"
 #include "fuzz-util.h"
 #include "loop.h"
-#include "bus-util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
