@@ -20,6 +20,10 @@
 #define DEFAULT_BOUND 16
 /* fds loopd may hold beyond one per waiting call: a message being read, a query to the bus, ... */
 #define FD_SLACK 24
+/* Calls of a connection loopd has not seen before that may wait until the bus has said whose it is (loopd
+ * asks once per connection, asynchronously): they cannot count against a uid nobody knows yet, so a flood
+ * over N fresh connections may briefly hold N times this many fds more than the bound. */
+#define LOOKUP_WAITING 4
 /* What "back where it started" allows for. */
 #define FD_SETTLED_SLACK 4
 /* A refusal that did not wait for anyone arrives within this, even under ASan on a loaded machine. */
@@ -371,7 +375,7 @@ typedef struct Reader {
         GDBusConnection *connection;
         GThread *thread;
         gint stop;
-        guint calls, failures;
+        guint calls, failures, bus_refusals;
         gint64 max_us;
 } Reader;
 
@@ -384,8 +388,18 @@ static gpointer reader_thread(gpointer data)
                 gint64 t0 = g_get_monotonic_time();
                 g_autoptr(GVariant) list = harness_list_devices(r->connection, &error);
 
-                r->max_us = MAX(r->max_us, g_get_monotonic_time() - t0);
                 r->calls++;
+                if (!list && g_dbus_error_is_remote_error(error)) {
+                        g_autofree char *name = g_dbus_error_get_remote_error(error);
+                        /* dbus-daemon's own refusal ("destination has a full message queue": its queue to
+                         * loopd holds at most so many fds): the call never reached loopd. */
+                        if (g_strcmp0(name, DBUS_ERROR_LIMITS_EXCEEDED) == 0) {
+                                r->bus_refusals++;
+                                g_usleep(20 * 1000);
+                                continue;
+                        }
+                }
+                r->max_us = MAX(r->max_us, g_get_monotonic_time() - t0);
                 if (!list) {
                         g_test_message("B's ListDevices failed: %s", error->message);
                         r->failures++;
@@ -395,7 +409,9 @@ static gpointer reader_thread(gpointer data)
         return NULL;
 }
 
-/* Stops the reader and checks that every ListDevices was answered, each within 2 s. */
+/* Stops the reader and checks that every ListDevices that reached loopd was answered, each within 2 s.
+ * dbus-daemon itself refuses calls to loopd while its queue to loopd is full of the flood's fds: those are
+ * counted apart (no daemon can answer what the bus does not deliver). */
 static void reader_stop_and_check(Reader *r)
 {
         if (!r->thread)
@@ -403,10 +419,10 @@ static void reader_stop_and_check(Reader *r)
         g_atomic_int_set(&r->stop, 1);
         g_thread_join(g_steal_pointer(&r->thread));
         g_test_message(
-                "B's ListDevices during the flood: %u calls, %u failed, the slowest took %" G_GINT64_FORMAT
-                " ms",
-                r->calls, r->failures, r->max_us / 1000);
-        g_assert_cmpuint(r->calls, >, 0);
+                "B's ListDevices during the flood: %u calls, %u failed, %u refused by dbus-daemon, the "
+                "slowest took %" G_GINT64_FORMAT " ms",
+                r->calls, r->failures, r->bus_refusals, r->max_us / 1000);
+        g_assert_cmpuint(r->calls, >, r->bus_refusals);
         g_assert_cmpuint(r->failures, ==, 0);
         g_assert_cmpint(r->max_us, <, 2 * G_USEC_PER_SEC);
 }
@@ -468,11 +484,18 @@ static void test_pending_calls_bounded_per_user(Harness *h, gconstpointer data)
                 if (i % 25 == 24)
                         flood_run_for(&f, 0);
         }
-        close(fd);
         /* All but the calls loopd keeps (A's bound, B's one) are answered soon; then a moment for
          * stragglers. */
         (void)flood_wait_answered(&f, N_CALLS - bound, 5000, 60000);
         flood_run_for(&f, 500);
+        /* dbus-daemon refuses calls to loopd while its queue to loopd is full of A's fds ("destination has
+         * a full message queue"): not loopd's doing. If it refused B's, B calls again now that the flood has
+         * been delivered. */
+        for (guint tries = 0; tries < 3 && flood_count(&f, "B", OUTCOME_BUS_LIMIT) > tries; tries++) {
+                flood_send(&f, b, "B", "Attach", fd);
+                flood_run_for(&f, 500);
+        }
+        close(fd);
         g_assert_true(flood_until(&f, 5000, n_checks_from(h, b) >= 1));
         reader_stop_and_check(&reader);
         flood_report(&f, "A");
@@ -487,7 +510,7 @@ static void test_pending_calls_bounded_per_user(Harness *h, gconstpointer data)
         g_assert_cmpuint(pending, ==, MIN(bound, reached));
         g_assert_cmpuint(limit, ==, reached - pending);
         g_assert_cmpint(flood_max_latency(&f, "A", OUTCOME_LIMIT), <, QUICK_US);
-        g_assert_cmpuint(f.fd_max, <=, f.fd_start + bound + FD_SLACK);
+        g_assert_cmpuint(f.fd_max, <=, f.fd_start + bound + LOOKUP_WAITING * N_CONNECTIONS + FD_SLACK);
 
         g_autoptr(GPtrArray) a_ids = checks_from(h, (GDBusConnection **)a->pdata, a->len);
         g_autoptr(GPtrArray) b_ids = checks_from(h, &b, 1);
@@ -713,7 +736,7 @@ static void test_slow_real_polkit(Harness *h, gconstpointer data)
                 g_assert_cmpuint(ok, ==, bound);
         else
                 g_test_message("a place became free while the flood was still arriving: %u attached", ok);
-        g_assert_cmpuint(f.fd_max, <=, f.fd_start + bound + FD_SLACK);
+        g_assert_cmpuint(f.fd_max, <=, f.fd_start + bound + LOOKUP_WAITING * N_CONNECTIONS + FD_SLACK);
 
         flood_detach_attached(&f);
         flood_clear(&f);
