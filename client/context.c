@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include "log.h"
+#include "loop-name.h"
 #include "loopctl.h"
 #include "loopd-bus.h"
 #include "polkit-agent.h"
@@ -97,26 +98,6 @@ int context_call(Context *c, sd_bus_message *m, sd_bus_error *error, sd_bus_mess
                 ret_reply);
 }
 
-/* "loopN" or, when partitions are allowed, "loopNpM". */
-bool is_loop_name(const char *s, bool partition)
-{
-        if (strncmp(s, "loop", 4) != 0)
-                return false;
-        s += 4;
-        if (*s < '0' || *s > '9')
-                return false;
-        while (*s >= '0' && *s <= '9')
-                s++;
-        if (partition && *s == 'p') {
-                s++;
-                if (*s < '0' || *s > '9')
-                        return false;
-                while (*s >= '0' && *s <= '9')
-                        s++;
-        }
-        return *s == '\0';
-}
-
 /* The daemon sees paths in its own terms: absolute, symlinks (/dev/disk/by-label/...) resolved. A bare
  * "loop3p1" means the node in /dev. An absolute path that does not resolve goes as it is: the daemon knows
  * best whether it names something (an unmount of a mount point whose FUSE server died, say). */
@@ -124,7 +105,7 @@ int resolve_node(const char *what, const char *arg, char **ret)
 {
         char *p;
 
-        if (is_loop_name(arg, true))
+        if (startswith(arg, "loop") && loop_parse_node(arg, NULL, NULL) >= 0)
                 p = strjoin2("/dev/", arg);
         else {
                 p = realpath(arg, NULL);

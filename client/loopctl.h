@@ -69,8 +69,6 @@ int context_call(Context *c, sd_bus_message *m, sd_bus_error *error, sd_bus_mess
 int log_build_error(int r, const char *member);
 int log_reply_error(int r, const char *member);
 
-/* "loopN" or, when partitions are allowed, "loopNpM". */
-bool is_loop_name(const char *s, bool partition);
 /* A node or mount point as the daemon wants it: absolute, symlinks resolved, "loop3p1" in /dev. */
 int resolve_node(const char *what, const char *arg, char **ret);
 /* Opens IMAGE as the calling user; only regular files. hint follows a permission error. */

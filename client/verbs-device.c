@@ -4,6 +4,7 @@
 
 #include "format.h"
 #include "log.h"
+#include "loop-name.h"
 #include "loopctl.h"
 #include "loopd-bus.h"
 
@@ -355,14 +356,13 @@ static int resolve_device(Context *c, const char *what, char **ret)
 {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_free_ char *path = NULL, *found = NULL;
-        unsigned n_found = 0;
+        unsigned n_found = 0, number;
         DeviceEntry d;
         struct stat st;
         int r;
 
-        if (is_loop_name(c->arg, false) ||
-                (startswith(c->arg, "/dev/") && is_loop_name(c->arg + 5, false))) {
-                *ret = c->arg[0] == '/' ? strdup(c->arg) : strjoin2("/dev/", c->arg);
+        if (loop_parse_name(c->arg, &number) >= 0) {
+                *ret = loop_node_new(number, 0);
                 return *ret ? 0 : log_error_errno(-ENOMEM, "cannot %s %s", what, c->arg);
         }
 

@@ -142,11 +142,10 @@ static int read_attr_devnum(int dirfd, const char *path, dev_t *ret)
 
 static int open_loop_node(unsigned number, int flags)
 {
-        char path[32];
+        char path[LOOP_NODE_MAX];
         int fd;
 
-        snprintf(path, sizeof(path), "/dev/loop%u", number);
-        fd = open(path, flags | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+        fd = open(loop_node_format(path, number, 0), flags | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
         if (fd < 0)
                 return negative_errno();
         return fd;
@@ -397,62 +396,6 @@ int loop_get_info(unsigned number, LoopInfo **ret)
         return 0;
 }
 
-int loop_parse_name(const char *s, unsigned *ret_number)
-{
-        const char *p;
-        uint64_t v;
-
-        if (!s)
-                return -EINVAL;
-        if (strncmp(s, "/dev/", 5) == 0)
-                s += 5;
-        if (strncmp(s, "loop", 4) != 0)
-                return -EINVAL;
-        p = s + 4;
-        if (*p == '\0' || strlen(p) > 7 || strspn(p, "0123456789") != strlen(p))
-                return -EINVAL;
-        if (p[0] == '0' && p[1] != '\0')
-                return -EINVAL; /* no leading zeros: "loop01" is not a kernel name */
-        if (parse_u64(p, &v) < 0 || v >= (UINT64_C(1) << 20))
-                return -EINVAL; /* minors have 20 bits */
-        if (ret_number)
-                *ret_number = (unsigned)v;
-        return 0;
-}
-
-int loop_parse_node(const char *s, unsigned *ret_number, unsigned *ret_partition)
-{
-        unsigned long number, partition = 0;
-        char *end;
-
-        if (!s)
-                return -EINVAL;
-        if (strncmp(s, "/dev/", 5) == 0)
-                s += 5;
-        if (strncmp(s, "loop", 4) != 0)
-                return -EINVAL;
-        s += 4;
-        if (*s < '0' || *s > '9' || (s[0] == '0' && s[1] >= '0' && s[1] <= '9'))
-                return -EINVAL;
-        errno = 0;
-        number = strtoul(s, &end, 10);
-        if (errno != 0 || number > 1048575)
-                return -EINVAL;
-        if (*end == 'p') {
-                s = end + 1;
-                if (*s < '1' || *s > '9')
-                        return -EINVAL;
-                partition = strtoul(s, &end, 10);
-                if (errno != 0 || partition > 65535)
-                        return -EINVAL;
-        }
-        if (*end != '\0')
-                return -EINVAL;
-        *ret_number = (unsigned)number;
-        *ret_partition = (unsigned)partition;
-        return 0;
-}
-
 static int compare_infos(const void *a, const void *b)
 {
         const LoopInfo *x = *(LoopInfo *const *)a, *y = *(LoopInfo *const *)b;
@@ -545,10 +488,10 @@ int loop_list_brief(LoopInfo ***ret, size_t *ret_n)
  * ownership and mode. */
 static int ensure_partition_node(unsigned number, const KernelPartition *p)
 {
-        char path[64], disk[32];
+        char path[LOOP_NODE_MAX], disk[LOOP_NODE_MAX];
         struct stat st, dst;
 
-        snprintf(path, sizeof(path), "/dev/loop%up%u", number, p->number);
+        loop_node_format(path, number, p->number);
         if (lstat(path, &st) >= 0) {
                 if (S_ISBLK(st.st_mode) && st.st_rdev == p->devnum)
                         return 0;
@@ -557,8 +500,7 @@ static int ensure_partition_node(unsigned number, const KernelPartition *p)
         } else if (errno != ENOENT)
                 return negative_errno();
 
-        snprintf(disk, sizeof(disk), "/dev/loop%u", number);
-        if (stat(disk, &dst) < 0)
+        if (stat(loop_node_format(disk, number, 0), &dst) < 0)
                 return negative_errno();
         if (mknod(path, S_IFBLK | (dst.st_mode & 07777), p->devnum) < 0) {
                 if (errno != EEXIST)

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "loop-name.h" /* loop_parse_name(), loop_parse_node(), loop_node_format() */
 #include "macro.h"
 
 typedef struct LoopConfig {
@@ -76,12 +77,6 @@ int loop_get_info_brief(unsigned number, LoopInfo **ret);
 int loop_list(LoopInfo ***ret, size_t *ret_n);
 /* The same with only what ListDevices reports: devnum, size, partscan and direct_io stay 0 as well. */
 int loop_list_brief(LoopInfo ***ret, size_t *ret_n);
-
-/* Parses "loopN" or "/dev/loopN" (nothing else: no partitions, no "..", no other directories). */
-int loop_parse_name(const char *s, unsigned *ret_number);
-/* Parses "[/dev/]loopN" or "[/dev/]loopNpM" strictly: digits only, no leading zeros, nothing after;
- * *ret_partition is 0 for the whole device. */
-int loop_parse_node(const char *s, unsigned *ret_number, unsigned *ret_partition);
 
 /* Deletes the device's partitions (BLKPG), then LOOP_CLR_FD, then removes dead /dev/loopNpM nodes. If
  * expected_diskseq is non-zero and the device now has another diskseq (the number was recycled), returns

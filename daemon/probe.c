@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "loop-name.h"
 #include "macro.h"
 #include "partition.h"
 #include "probe.h"
@@ -371,7 +372,7 @@ static int probe_loop(
         TableEntry *table = NULL;
         PartitionInfo *list = NULL;
         size_t nparts = 0, ntable = 0, n = 0;
-        char node[48], path[64];
+        char node[LOOP_NODE_MAX], path[64];
         ProbeArea disk = {};
         struct stat st;
         int r, ss = 0;
@@ -385,7 +386,7 @@ static int probe_loop(
                 return access(path, F_OK) < 0 ? -ENODEV : -ENXIO;
         }
 
-        snprintf(node, sizeof(node), "/dev/loop%u", loop_number);
+        loop_node_format(node, loop_number, 0);
         fd = open_block_node(node);
         if (fd < 0)
                 return fd;
@@ -441,9 +442,9 @@ static int probe_loop(
         for (size_t i = 0; i < nparts; i++) {
                 const TableEntry *te = table_find(table, ntable, &parts[i]);
                 char *fstype = NULL, *label = NULL, *uuid = NULL;
-                char pnode[64];
+                char pnode[LOOP_NODE_MAX];
 
-                snprintf(pnode, sizeof(pnode), "/dev/loop%up%u", loop_number, parts[i].number);
+                loop_node_format(pnode, loop_number, parts[i].number);
                 if (image_fd >= 0 && parts[i].start < disk.size &&
                         parts[i].size <= disk.size - parts[i].start)
                         r = probe_superblock(&(ProbeArea){ .fd = image_fd,
