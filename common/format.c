@@ -90,39 +90,6 @@ char *format_bytes(char buf[static FORMAT_BYTES_MAX], uint64_t bytes)
         return buf;
 }
 
-size_t utf8_sequence_length(const char *s)
-{
-        const unsigned char *p = (const unsigned char *)s;
-        unsigned char lo = 0x80, hi = 0xbf;
-        size_t len;
-
-        if (p[0] < 0x80)
-                return 1;
-        if (p[0] >= 0xc2 && p[0] <= 0xdf)
-                len = 2;
-        else if (p[0] >= 0xe0 && p[0] <= 0xef) {
-                len = 3;
-                if (p[0] == 0xe0)
-                        lo = 0xa0; /* overlong */
-                else if (p[0] == 0xed)
-                        hi = 0x9f; /* surrogates */
-        } else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
-                len = 4;
-                if (p[0] == 0xf0)
-                        lo = 0x90; /* overlong */
-                else if (p[0] == 0xf4)
-                        hi = 0x8f; /* beyond U+10FFFF */
-        } else
-                return 0;
-
-        if (p[1] < lo || p[1] > hi)
-                return 0;
-        for (size_t i = 2; i < len; i++)
-                if (p[i] < 0x80 || p[i] > 0xbf)
-                        return 0;
-        return len;
-}
-
 char *display_escape(const char *s)
 {
         const char *p = s ? s : "";

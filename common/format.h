@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "utf8.h" /* utf8_sequence_length(), which the escaping below uses */
+
 /* Parses "4096", "4096B", "1M", "1MiB" (powers of 1024) and "1MB" (powers of 1000), K/M/G/T/P/E, the
  * letters in either case. Rejects empty strings, signs, spaces, fractions and unknown suffixes with
  * -EINVAL and values that do not fit in 64 bits with -ERANGE. *ret is written only on success. */
@@ -16,10 +18,6 @@ int parse_size(const char *s, uint64_t *ret);
 /* Formats a byte count the way lsblk does: "0B", "512B", "1K", "1.5M", "931.5G" (powers of 1024, one
  * decimal rounded to nearest, dropped when it is zero). Returns buf. */
 char *format_bytes(char buf[static FORMAT_BYTES_MAX], uint64_t bytes);
-
-/* Length of the well-formed UTF-8 sequence at s (1 to 4 bytes), or 0 when s does not start one (stray
- * continuation byte, overlong form, surrogate, beyond U+10FFFF, truncated). */
-size_t utf8_sequence_length(const char *s);
 
 /* A copy of s that is safe to print on a terminal on one line: C0 and C1 control characters, DEL and bytes
  * that are not well-formed UTF-8 become "\xNN" (one per byte). NULL is treated as "". Returns NULL only when

@@ -10,6 +10,7 @@
 #include "format.h"
 #include "loop.h"
 #include "loopd-bus.h"
+#include "utf8.h"
 
 /* Maps a failed operation to the contract's error names; what says what was being done. */
 int bus_reply_errno(sd_bus_error *error, int r, const char *what)
@@ -42,40 +43,6 @@ int bus_reply_errno(sd_bus_error *error, int r, const char *what)
                 name = LOOPD_ERROR_FAILED;
         }
         return sd_bus_error_setf(error, name, "%s: %s", what, strerror(-r));
-}
-
-int bus_make_utf8(char **s)
-{
-        const char *p;
-        char *buf, *q;
-
-        for (p = *s; *p;) {
-                size_t len = utf8_sequence_length(p);
-                if (len == 0)
-                        break;
-                p += len;
-        }
-        if (!*p)
-                return 0;
-
-        /* At most three bytes (U+FFFD) for every byte. */
-        buf = malloc(strlen(*s) * 3 + 1);
-        if (!buf)
-                return -ENOMEM;
-        for (p = *s, q = buf; *p;) {
-                size_t len = utf8_sequence_length(p);
-                if (len == 0) {
-                        q = mempcpy(q, "\xef\xbf\xbd", 3);
-                        p++;
-                } else {
-                        q = mempcpy(q, p, len);
-                        p += len;
-                }
-        }
-        *q = '\0';
-        free(*s);
-        *s = buf;
-        return 0;
 }
 
 int bus_parse_loop_name(const char *s, unsigned *ret, sd_bus_error *error)
@@ -155,7 +122,7 @@ int bus_error_from_engine(sd_bus_error *error, int r, const EngineError *e)
                 return r;
         /* Messages quote callers' and images' bytes: D-Bus needs valid UTF-8. */
         _cleanup_free_ char *text = strdup(e->message);
-        if (!text || bus_make_utf8(&text) < 0)
+        if (!text || utf8_make_valid(&text) < 0)
                 return -ENOMEM;
         sd_bus_error_set(
                 error, (unsigned)e->kind < ELEMENTSOF(names) ? names[e->kind] : LOOPD_ERROR_FAILED, text);

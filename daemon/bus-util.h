@@ -5,16 +5,18 @@
 #include <systemd/sd-bus.h>
 
 #include "engine.h"
+#include "utf8.h"
 
 /* Sets error from a failed operation with the contract's error name for r; what says what failed. */
 int bus_reply_errno(sd_bus_error *error, int r, const char *what);
 /* Sets error from what the engine said (its kind is the contract's error name); returns r. */
 int bus_error_from_engine(sd_bus_error *error, int r, const EngineError *e);
 
-/* D-Bus strings must be UTF-8, and file names, labels, UUIDs and partition names come from users' files and
- * images: replaces every byte of *s that is not part of well-formed UTF-8 with U+FFFD (reallocating), so
- * that one such string cannot fail a whole reply. -ENOMEM, else 0. */
-int bus_make_utf8(char **s);
+/* The name the face's files call utf8_make_valid() (common/utf8.h) by; it is to go once they call that. */
+static inline int bus_make_utf8(char **s)
+{
+        return utf8_make_valid(s);
+}
 
 /* "loopN" or "/dev/loopN" into N; anything else is NotManaged, "" is InvalidArgument. */
 int bus_parse_loop_name(const char *s, unsigned *ret, sd_bus_error *error);

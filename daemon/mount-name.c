@@ -15,54 +15,10 @@
 
 #include "macro.h"
 #include "mount.h"
+#include "utf8.h"
 
 #define NAME_MAX_BYTES 64
 #define MOUNT_POINT_MAX_TRIES 10000
-
-/* Decodes one strictly valid UTF-8 sequence (no overlongs, surrogates or code points past U+10FFFF).
- * Returns its length and the code point, or 0 if s does not start with a valid sequence. */
-static size_t utf8_decode(const unsigned char *s, uint32_t *ret_cp)
-{
-        unsigned char c = s[0];
-        unsigned char lo = 0x80, hi = 0xbf;
-        size_t len;
-        uint32_t cp;
-
-        if (c < 0x80) {
-                *ret_cp = c;
-                return 1;
-        }
-        if (c >= 0xc2 && c <= 0xdf) {
-                len = 2;
-                cp = c & 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-                len = 3;
-                cp = c & 0x0f;
-                if (c == 0xe0)
-                        lo = 0xa0; /* overlong */
-                else if (c == 0xed)
-                        hi = 0x9f; /* surrogates */
-        } else if (c >= 0xf0 && c <= 0xf4) {
-                len = 4;
-                cp = c & 0x07;
-                if (c == 0xf0)
-                        lo = 0x90; /* overlong */
-                else if (c == 0xf4)
-                        hi = 0x8f; /* past U+10FFFF */
-        } else
-                return 0;
-
-        /* The first continuation byte has the narrowed range; the string's NUL stops us at its end. */
-        if (s[1] < lo || s[1] > hi)
-                return 0;
-        for (size_t i = 1; i < len; i++) {
-                if ((s[i] & 0xc0) != 0x80)
-                        return 0;
-                cp = (cp << 6) | (s[i] & 0x3f);
-        }
-        *ret_cp = cp;
-        return len;
-}
 
 static bool is_unicode_space(uint32_t cp)
 {
@@ -92,7 +48,7 @@ int mount_name_sanitize(const char *label, char **ret)
         if (!buf)
                 return -ENOMEM;
 
-        for (const unsigned char *p = (const unsigned char *)label; *p;) {
+        for (const char *p = label; *p;) {
                 uint32_t cp;
                 size_t len = utf8_decode(p, &cp);
 

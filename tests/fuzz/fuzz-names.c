@@ -1,6 +1,6 @@
 /* fuzz-names.c: the device and node names callers send (Detach, ListPartitions, Mount, Unmount) and the
  * UTF-8 repair of strings from images: loop_parse_name(), bus_parse_loop_name(), bus_parse_loop_node()
- * and bus_make_utf8(). Only "[/dev/]loopN" (and "/dev/loopNpM" for nodes) may ever be accepted, and an
+ * and utf8_make_valid(). Only "[/dev/]loopN" (and "/dev/loopNpM" for nodes) may ever be accepted, and an
  * error message must be sendable (valid UTF-8). Input: the string. */
 #include <errno.h>
 #include <string.h>
@@ -8,6 +8,7 @@
 #include "bus-util.h"
 #include "fuzz-util.h"
 #include "loop.h"
+#include "utf8.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -80,13 +81,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 sd_bus_error_free(&e);
         }
 
-        /* bus_make_utf8() makes anything valid, and leaves valid strings as they are. */
+        /* utf8_make_valid() makes anything valid, and leaves valid strings as they are. */
         char *copy = strdup(s);
-        if (!copy || bus_make_utf8(&copy) < 0)
+        if (!copy || utf8_make_valid(&copy) < 0)
                 abort();
-        fuzz_check(fuzz_utf8_valid(copy, strlen(copy)), "bus_make_utf8() left invalid UTF-8");
+        fuzz_check(fuzz_utf8_valid(copy, strlen(copy)), "utf8_make_valid() left invalid UTF-8");
         if (valid_utf8)
-                fuzz_check(strcmp(copy, s) == 0, "bus_make_utf8() changed a valid string");
+                fuzz_check(strcmp(copy, s) == 0, "utf8_make_valid() changed a valid string");
         free(copy);
         free(s);
         return 0;
