@@ -1,12 +1,14 @@
 /* harness.h: the integration test harness: a private system-like D-Bus, a fake (or the real, or no) polkit
  * authority, loopd from the build tree, systemd-udevd on request, and the clients (loopctl, raw GDBus).
  * harness.c holds the fixture, harness-services.c the processes, harness-loopd.c loopd,
- * harness-authority.c the fake authority and harness-clients.c the clients. */
+ * harness-authority.c the fake authority, harness-clients.c the clients and harness-load.c the clients that
+ * load loopd from threads of their own. */
 #pragma once
 
 #include <gio/gio.h>
 #include <gio/gunixfdlist.h>
 #include <json-glib/json-glib.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <sys/types.h>
 
@@ -225,3 +227,45 @@ guint harness_bus_monitor_count(Harness *h, HarnessBusMonitor *m, const char *ca
 /* Waits up to timeout_ms until m saw a call of call whose first argument, a string, contains needle;
  * returns whether it did. */
 bool harness_bus_monitor_wait(HarnessBusMonitor *m, const char *call, const char *needle, guint timeout_ms);
+
+/* dbus-daemon's own refusal (pending replies per connection, a full queue to the destination): the call
+ * never reached loopd. */
+#define HARNESS_DBUS_ERROR_LIMITS_EXCEEDED "org.freedesktop.DBus.Error.LimitsExceeded"
+
+/* ListDevices over and over on connection, every interval_ms, in a thread of its own, while a test loads
+ * loopd: loopd must keep answering everyone. Set connection and interval_ms, the rest zero. dbus-daemon's
+ * own refusals are counted apart (bus_refusals): no daemon can answer what the bus does not deliver. */
+typedef struct HarnessReader {
+        GDBusConnection *connection;
+        guint interval_ms;
+        GThread *thread;
+        gint stop;
+        guint calls, failures, bus_refusals;
+        gint64 max_us; /* the slowest call that reached loopd */
+} HarnessReader;
+
+void harness_reader_start(HarnessReader *r);
+/* Stops the thread and waits for it (nothing when it was never started); then read the counts. */
+void harness_reader_stop(HarnessReader *r);
+
+/* Attach (read-write) and Detach of image on connection, cycles times: run harness_cycler_thread() in a
+ * thread of its own and read the results after joining it. Set connection, image, cycles, problems (a
+ * GPtrArray of strings) and, if needed, the hooks and data; the rest zero. */
+typedef struct HarnessCycler HarnessCycler;
+struct HarnessCycler {
+        GDBusConnection *connection;
+        char *image; /* not freed by the cycler */
+        guint cycles;
+        /* Attach of cycle i failed with error; NULL: that is a problem. */
+        void (*attach_failed)(HarnessCycler *c, guint i, const GError *error);
+        /* Attach of cycle i returned device after attach_us; called before the Detach. May be NULL. */
+        void (*attached)(HarnessCycler *c, guint i, const char *device, gint64 attach_us);
+        gpointer data;
+        gint started; /* cycles begun (atomic) */
+        guint done; /* cycles whose Attach and Detach both worked */
+        GPtrArray *problems; /* strings; the thread's only until it was joined */
+};
+
+gpointer harness_cycler_thread(gpointer cycler);
+/* Records a problem (from the cycler's thread, or its hooks). */
+void harness_cycler_problem(HarnessCycler *c, const char *fmt, ...) G_GNUC_PRINTF(2, 3);

@@ -271,52 +271,37 @@ static pid_t own_child_named(const char *comm)
         return 0;
 }
 
-typedef struct Cycler {
-        Harness *h;
-        char *image;
-        guint cycles;
-        gint started; /* cycles begun (atomic) */
-        GPtrArray *problems;
+/* What the udevd test's cycler keeps of each cycle. */
+typedef struct UdevCycles {
         GPtrArray *used;
         guint64 *durations_us; /* of each successful Attach */
         bool *timed_out;
-} Cycler;
+} UdevCycles;
 
-static gpointer cycler_thread(gpointer data)
+/* An Attach may time out (and must then roll back) while udevd is gone. */
+static void udev_attach_failed(HarnessCycler *c, guint i, const GError *error)
 {
-        Cycler *c = data;
+        UdevCycles *u = c->data;
+        g_autofree char *remote = g_dbus_error_get_remote_error(error);
+        g_autoptr(GPtrArray) left = loops_bound_to_after_settling(c->image);
 
-        for (guint i = 0; i < c->cycles; i++) {
-                g_autoptr(GError) error = NULL;
-                g_autofree char *device = NULL;
-                gint64 t0 = g_get_monotonic_time();
+        if (g_strcmp0(remote, LOOPD_ERROR_TIMEOUT) != 0)
+                harness_cycler_problem(c, "Attach %u: %s", i, error->message);
+        if (left->len > 0)
+                harness_cycler_problem(c, "Attach %u failed and left %s bound", i, (char *)left->pdata[0]);
+        u->timed_out[i] = true;
+}
 
-                g_atomic_int_inc(&c->started);
-                if (!harness_attach_path(c->h->bus, c->image, O_RDWR, NULL, &device, &error)) {
-                        g_autofree char *remote = g_dbus_error_get_remote_error(error);
-                        g_autoptr(GPtrArray) left = loops_bound_to_after_settling(c->image);
-                        if (g_strcmp0(remote, LOOPD_ERROR_TIMEOUT) != 0)
-                                g_ptr_array_add(
-                                        c->problems, g_strdup_printf("Attach %u: %s", i, error->message));
-                        if (left->len > 0)
-                                g_ptr_array_add(c->problems,
-                                        g_strdup_printf("Attach %u failed and left %s bound", i,
-                                                (char *)left->pdata[0]));
-                        c->timed_out[i] = true;
-                        continue;
-                }
-                c->durations_us[i] = (guint64)(g_get_monotonic_time() - t0);
-                if (!g_ptr_array_find_with_equal_func(c->used, device, g_str_equal, NULL))
-                        g_ptr_array_add(c->used, g_strdup(device));
-                g_autoptr(GPtrArray) nodes = oracle_partition_nodes(device);
-                if (nodes->len != 2)
-                        g_ptr_array_add(c->problems,
-                                g_strdup_printf(
-                                        "Attach %u: %s has %u partition nodes", i, device, nodes->len));
-                if (!harness_detach(c->h->bus, device, NULL, &error))
-                        g_ptr_array_add(c->problems, g_strdup_printf("Detach %u: %s", i, error->message));
-        }
-        return NULL;
+static void udev_attached(HarnessCycler *c, guint i, const char *device, gint64 attach_us)
+{
+        UdevCycles *u = c->data;
+        g_autoptr(GPtrArray) nodes = oracle_partition_nodes(device);
+
+        u->durations_us[i] = (guint64)attach_us;
+        if (!g_ptr_array_find_with_equal_func(u->used, device, g_str_equal, NULL))
+                g_ptr_array_add(u->used, g_strdup(device));
+        if (nodes->len != 2)
+                harness_cycler_problem(c, "Attach %u: %s has %u partition nodes", i, device, nodes->len);
 }
 
 /* udevd is killed -9 while Attach calls come and go: each either works or times out and rolls back, and once
@@ -328,13 +313,16 @@ void test_udevd_killed_mid_run(Harness *h, gconstpointer data)
         g_autofree char *image = harness_image_path(h, "udev.img");
         guint64 durations[CYCLES] = { 0 };
         bool timed_out[CYCLES] = { false };
-        Cycler c = { .h = h,
-                .image = image,
-                .cycles = CYCLES,
-                .problems = g_ptr_array_new_with_free_func(g_free),
-                .used = g_ptr_array_new_with_free_func(g_free),
+        UdevCycles u = { .used = g_ptr_array_new_with_free_func(g_free),
                 .durations_us = durations,
                 .timed_out = timed_out };
+        HarnessCycler c = { .connection = h->bus,
+                .image = image,
+                .cycles = CYCLES,
+                .attach_failed = udev_attach_failed,
+                .attached = udev_attached,
+                .data = &u,
+                .problems = g_ptr_array_new_with_free_func(g_free) };
         pid_t udevd = own_child_named("systemd-udevd");
         gint killed_at;
 
@@ -346,7 +334,7 @@ void test_udevd_killed_mid_run(Harness *h, gconstpointer data)
         image_create(image, 32 * MiB);
         image_sfdisk(image, "label: gpt\nsize=8MiB, type=linux\ntype=linux\n", 0);
 
-        GThread *t = g_thread_new("cycler", cycler_thread, &c);
+        GThread *t = g_thread_new("cycler", harness_cycler_thread, &c);
         while (g_atomic_int_get(&c.started) < 6)
                 g_usleep(10 * 1000);
         killed_at = g_atomic_int_get(&c.started);
@@ -365,9 +353,9 @@ void test_udevd_killed_mid_run(Harness *h, gconstpointer data)
                                 i, durations[i] / 1000);
         }
         g_assert_true(harness_loopd_alive(h));
-        check_nothing_left(h, c.used);
+        check_nothing_left(h, u.used);
         g_ptr_array_unref(c.problems);
-        g_ptr_array_unref(c.used);
+        g_ptr_array_unref(u.used);
 }
 
 void setup_with_udev(Harness *h, gconstpointer options)

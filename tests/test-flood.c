@@ -30,8 +30,6 @@
 #define QUICK_US (5 * G_USEC_PER_SEC)
 /* The fake authority's "never answers": ten minutes, far beyond any test. */
 #define HOLD_MS 600000
-/* dbus-daemon's own refusal (pending replies per connection, a full queue): not loopd's doing. */
-#define DBUS_ERROR_LIMITS_EXCEEDED "org.freedesktop.DBus.Error.LimitsExceeded"
 
 /* g_test_fail_printf() keeps only the last message: say each one in the log too. */
 #define flood_fail(...)                                 \
@@ -132,7 +130,7 @@ static void flood_done(GObject *source, GAsyncResult *result, gpointer user_data
                 g_variant_get_child(reply, 0, "s", &c->device);
         } else if (g_strcmp0(remote, LOOPD_ERROR_LIMIT_EXCEEDED) == 0)
                 c->outcome = OUTCOME_LIMIT;
-        else if (g_strcmp0(remote, DBUS_ERROR_LIMITS_EXCEEDED) == 0)
+        else if (g_strcmp0(remote, HARNESS_DBUS_ERROR_LIMITS_EXCEEDED) == 0)
                 c->outcome = OUTCOME_BUS_LIMIT;
         else if (g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CLOSED))
                 c->outcome = OUTCOME_CLOSED;
@@ -370,54 +368,14 @@ static void assert_nothing_attached(Harness *h)
         }
 }
 
-/* ListDevices over and over from another user, in a thread of its own, while a flood goes on. */
-typedef struct Reader {
-        GDBusConnection *connection;
-        GThread *thread;
-        gint stop;
-        guint calls, failures, bus_refusals;
-        gint64 max_us;
-} Reader;
-
-static gpointer reader_thread(gpointer data)
-{
-        Reader *r = data;
-
-        while (!g_atomic_int_get(&r->stop)) {
-                g_autoptr(GError) error = NULL;
-                gint64 t0 = g_get_monotonic_time();
-                g_autoptr(GVariant) list = harness_list_devices(r->connection, &error);
-
-                r->calls++;
-                if (!list && g_dbus_error_is_remote_error(error)) {
-                        g_autofree char *name = g_dbus_error_get_remote_error(error);
-                        /* dbus-daemon's own refusal ("destination has a full message queue": its queue to
-                         * loopd holds at most so many fds): the call never reached loopd. */
-                        if (g_strcmp0(name, DBUS_ERROR_LIMITS_EXCEEDED) == 0) {
-                                r->bus_refusals++;
-                                g_usleep(20 * 1000);
-                                continue;
-                        }
-                }
-                r->max_us = MAX(r->max_us, g_get_monotonic_time() - t0);
-                if (!list) {
-                        g_test_message("B's ListDevices failed: %s", error->message);
-                        r->failures++;
-                }
-                g_usleep(20 * 1000);
-        }
-        return NULL;
-}
-
 /* Stops the reader and checks that every ListDevices that reached loopd was answered, each within 2 s.
  * dbus-daemon itself refuses calls to loopd while its queue to loopd is full of the flood's fds: those are
  * counted apart (no daemon can answer what the bus does not deliver). */
-static void reader_stop_and_check(Reader *r)
+static void reader_stop_and_check(HarnessReader *r)
 {
         if (!r->thread)
                 return;
-        g_atomic_int_set(&r->stop, 1);
-        g_thread_join(g_steal_pointer(&r->thread));
+        harness_reader_stop(r);
         g_test_message(
                 "B's ListDevices during the flood: %u calls, %u failed, %u refused by dbus-daemon, the "
                 "slowest took %" G_GINT64_FORMAT " ms",
@@ -463,7 +421,7 @@ static void test_pending_calls_bounded_per_user(Harness *h, gconstpointer data)
         const guint bound = DEFAULT_BOUND;
         g_autoptr(GPtrArray) a = g_ptr_array_new();
         GDBusConnection *b = harness_connect_as(h, HARNESS_USER_B);
-        Reader reader = { .connection = harness_connect_as(h, HARNESS_USER_B) };
+        HarnessReader reader = { .connection = harness_connect_as(h, HARNESS_USER_B), .interval_ms = 20 };
         Flood f;
         int fd;
 
@@ -475,7 +433,7 @@ static void test_pending_calls_bounded_per_user(Harness *h, gconstpointer data)
         fake_authority_set(h->authority, NULL, FAKE_AUTH_ALLOW, HOLD_MS);
 
         flood_init(&f, h);
-        reader.thread = g_thread_new("reader", reader_thread, &reader);
+        harness_reader_start(&reader);
         /* 125 calls a connection: under dbus-daemon's 128 pending replies per connection. */
         for (guint i = 0; i < N_CALLS; i++) {
                 flood_send(&f, a->pdata[i % N_CONNECTIONS], "A", "Attach", fd);
@@ -687,7 +645,7 @@ static void test_slow_real_polkit(Harness *h, gconstpointer data)
         enum { N_CONNECTIONS = 8, N_CALLS = 200 };
         const guint bound = SLOW_BOUND;
         g_autoptr(GPtrArray) a = g_ptr_array_new();
-        Reader reader = { .connection = harness_connect_as(h, HARNESS_USER_B) };
+        HarnessReader reader = { .connection = harness_connect_as(h, HARNESS_USER_B), .interval_ms = 20 };
         gint64 last_refusal = 0, first_success = G_MAXINT64;
         Flood f;
         int fd;
@@ -699,7 +657,7 @@ static void test_slow_real_polkit(Harness *h, gconstpointer data)
                 return;
 
         flood_init(&f, h);
-        reader.thread = g_thread_new("reader", reader_thread, &reader);
+        harness_reader_start(&reader);
         for (guint i = 0; i < N_CALLS; i++) {
                 flood_send(&f, a->pdata[i % N_CONNECTIONS], "A", "Attach", fd);
                 if (i % 25 == 24)

@@ -178,43 +178,12 @@ static char *device_of_reply(GVariant *reply)
 /* ---------------------------------------------------------------------------------------------------- */
 /* No fd of an image outlives its Detach, whatever the concurrency */
 
-typedef struct Cycler {
-        GDBusConnection *connection;
-        char *image;
-        guint cycles, done;
-        GPtrArray *problems; /* this thread's only: read after the join */
-} Cycler;
-
-static gpointer cycler_thread(gpointer data)
-{
-        Cycler *c = data;
-
-        for (guint i = 0; i < c->cycles; i++) {
-                g_autoptr(GError) error = NULL;
-                g_autofree char *device = NULL;
-
-                if (!harness_attach_path(c->connection, c->image, O_RDWR, NULL, &device, &error)) {
-                        g_ptr_array_add(c->problems,
-                                g_strdup_printf("Attach of %s (cycle %u): %s", c->image, i, error->message));
-                        continue;
-                }
-                if (!harness_detach(c->connection, device, NULL, &error)) {
-                        g_ptr_array_add(c->problems,
-                                g_strdup_printf("Detach of %s (%s, cycle %u): %s", device, c->image, i,
-                                        error->message));
-                        continue;
-                }
-                c->done++;
-        }
-        return NULL;
-}
-
 static void test_no_image_fd_after_concurrent_detach(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
         enum { N_CLIENTS = 16, CYCLES = 10 };
         g_autofree char *mnt = g_build_filename(h->tmpdir, "tmpfs", NULL);
-        Cycler cyclers[N_CLIENTS] = { 0 };
+        HarnessCycler cyclers[N_CLIENTS] = { 0 };
         GThread *threads[N_CLIENTS] = { NULL };
         g_autoptr(GPtrArray) held = NULL, loops = NULL;
         guint done = 0;
@@ -230,7 +199,7 @@ static void test_no_image_fd_after_concurrent_detach(Harness *h, gconstpointer d
 
         for (guint i = 0; i < N_CLIENTS; i++) {
                 /* Half root, half a user: both paths through authorization and ownership. */
-                cyclers[i] = (Cycler){ .image = g_strdup_printf("%s/client-%02u.img", mnt, i),
+                cyclers[i] = (HarnessCycler){ .image = g_strdup_printf("%s/client-%02u.img", mnt, i),
                         .cycles = CYCLES,
                         .problems = g_ptr_array_new_with_free_func(g_free),
                         .connection = harness_connect_as(h, i % 2 == 0 ? NULL : HARNESS_USER_A) };
@@ -244,7 +213,7 @@ static void test_no_image_fd_after_concurrent_detach(Harness *h, gconstpointer d
 
         gint64 t0 = g_get_monotonic_time();
         for (guint i = 0; i < N_CLIENTS; i++)
-                threads[i] = g_thread_new("cycler", cycler_thread, &cyclers[i]);
+                threads[i] = g_thread_new("cycler", harness_cycler_thread, &cyclers[i]);
         for (guint i = 0; i < N_CLIENTS; i++)
                 g_thread_join(threads[i]);
         for (guint i = 0; i < N_CLIENTS; i++) {
