@@ -395,6 +395,32 @@ static GPtrArray *loops_backed_by(const char *path, gboolean under)
         return a;
 }
 
+JsonObject *oracle_losetup(const char *device)
+{
+        g_autofree char *q = g_shell_quote(device);
+        g_autofree char *out = NULL;
+        g_autoptr(JsonParser) parser = json_parser_new();
+        JsonObject *root;
+        JsonArray *devs;
+
+        if (test_sh_status(&out,
+                    "losetup --list --json --output "
+                    "NAME,BACK-FILE,OFFSET,SIZELIMIT,AUTOCLEAR,RO,LOG-SEC,PARTSCAN,DIO %s 2>/dev/null",
+                    q) != 0 ||
+                !out || !*out || !json_parser_load_from_data(parser, out, -1, NULL))
+                return NULL;
+        root = json_node_get_object(json_parser_get_root(parser));
+        devs = root && json_object_has_member(root, "loopdevices")
+                ? json_object_get_array_member(root, "loopdevices")
+                : NULL;
+        for (guint i = 0; devs && i < json_array_get_length(devs); i++) {
+                JsonObject *o = json_array_get_object_element(devs, i);
+                if (g_strcmp0(json_object_get_string_member_with_default(o, "name", ""), device) == 0)
+                        return json_object_ref(o);
+        }
+        return NULL;
+}
+
 GPtrArray *oracle_loops_backed_by(const char *dir)
 {
         return loops_backed_by(dir, TRUE);

@@ -43,6 +43,10 @@ JsonNode *oracle_sfdisk_json(const char *path, unsigned sector_size);
  */
 GHashTable *oracle_blkid(const char *path, uint64_t offset);
 
+/* losetup --list --json's row for device (NAME, BACK-FILE, OFFSET, SIZELIMIT, AUTOCLEAR, RO, LOG-SEC,
+ * PARTSCAN, DIO; numbers as this losetup prints them), a new reference; NULL when losetup does not list it.
+ */
+JsonObject *oracle_losetup(const char *device);
 /* Loop devices whose backing file lies under dir, as `losetup -l` lists them (their names, "/dev/loopN").
  * The suites assert this is empty at the end of every test. */
 GPtrArray *oracle_loops_backed_by(const char *dir);
