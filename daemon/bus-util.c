@@ -10,6 +10,7 @@
 #include "format.h"
 #include "loop.h"
 #include "loopd-bus.h"
+#include "sysfs.h"
 #include "utf8.h"
 
 /* Maps a failed operation to the contract's error names; what says what was being done. */
@@ -63,9 +64,9 @@ int bus_parse_loop_name(const char *s, unsigned *ret, sd_bus_error *error)
 int bus_parse_loop_node(
         const char *s, unsigned *ret_number, unsigned *ret_partition, dev_t *ret_devnum, sd_bus_error *error)
 {
-        unsigned number, partition, maj, min;
-        char path[128], buf[32];
-        FILE *f;
+        _cleanup_close_ int sysfd = -EBADF;
+        unsigned number, partition;
+        dev_t devnum;
 
         if (isempty(s))
                 return sd_bus_error_set(error, LOOPD_ERROR_INVALID_ARGUMENT, "node: must not be empty");
@@ -79,22 +80,13 @@ int bus_parse_loop_node(
                         "node: '%s' is not a loop device or loop partition; loopd mounts nothing else", s);
 
         /* The kernel's name for the device, from sysfs: never a path a caller could have planted. */
-        if (partition == 0)
-                snprintf(path, sizeof(path), "/sys/block/loop%u/dev", number);
-        else
-                snprintf(path, sizeof(path), "/sys/block/loop%u/loop%up%u/dev", number, number, partition);
-        f = fopen(path, "re");
-        if (!f)
+        sysfd = sysfs_open_loop(number, partition);
+        if (sysfd < 0 || sysfs_read_devnum(sysfd, NULL, "dev", &devnum) < 0)
                 return sd_bus_error_setf(error, LOOPD_ERROR_NOT_FOUND, "node: %s does not exist", s);
-        if (!fgets(buf, sizeof(buf), f) || sscanf(buf, "%u:%u", &maj, &min) != 2) {
-                fclose(f);
-                return sd_bus_error_setf(error, LOOPD_ERROR_NOT_FOUND, "node: %s does not exist", s);
-        }
-        fclose(f);
 
         *ret_number = number;
         *ret_partition = partition;
-        *ret_devnum = makedev(maj, min);
+        *ret_devnum = devnum;
         return 0;
 }
 

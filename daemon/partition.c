@@ -13,8 +13,10 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "loop-name.h"
 #include "macro.h"
 #include "partition.h"
+#include "sysfs.h"
 
 /* The kernel's limit on partitions of one disk (DISK_MAX_PARTS). */
 #define PARTITION_MAX 256u
@@ -177,70 +179,10 @@ int partition_plan(int devfd, uint32_t sector_size, uint64_t device_size, Partit
         return 0;
 }
 
-static int read_u64_at(int dirfd, const char *path, uint64_t *ret)
-{
-        char buf[64];
-        ssize_t k;
-        char *end;
-        int fd;
-
-        fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-                return negative_errno();
-        k = read(fd, buf, sizeof(buf) - 1);
-        safe_close(fd);
-        if (k < 0)
-                return negative_errno();
-        buf[k] = '\0';
-        errno = 0;
-        unsigned long long v = strtoull(buf, &end, 10);
-        if (errno != 0 || end == buf || (*end != '\0' && *end != '\n'))
-                return -EINVAL;
-        *ret = v;
-        return 0;
-}
-
-static int read_devnum_at(int dirfd, const char *path, dev_t *ret)
-{
-        char buf[64];
-        unsigned maj, min;
-        ssize_t k;
-        int fd;
-
-        fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-                return negative_errno();
-        k = read(fd, buf, sizeof(buf) - 1);
-        safe_close(fd);
-        if (k < 0)
-                return negative_errno();
-        buf[k] = '\0';
-        if (sscanf(buf, "%u:%u", &maj, &min) != 2)
-                return -EINVAL;
-        *ret = makedev(maj, min);
-        return 0;
-}
-
 static int compare_kernel_partitions(const void *a, const void *b)
 {
         const KernelPartition *x = a, *y = b;
         return x->number < y->number ? -1 : x->number > y->number;
-}
-
-/* "loopNpM": the kernel puts a "p" between a disk name that ends in a digit and the partition number. */
-static bool is_loop_partition_name(const char *name)
-{
-        const char *p = name + strlen("loop");
-        size_t digits;
-
-        if (!startswith(name, "loop"))
-                return false;
-        digits = strspn(p, "0123456789");
-        if (digits == 0 || p[digits] != 'p')
-                return false;
-        p += digits + 1;
-        digits = strspn(p, "0123456789");
-        return digits > 0 && p[digits] == '\0';
 }
 
 /* Lists the partitions below a disk's sysfs directory (an open O_DIRECTORY fd). */
@@ -265,26 +207,29 @@ static int list_partitions_sysfs(int sysfd, KernelPartition **ret, size_t *ret_n
                 _cleanup_close_ int pfd = -1;
                 KernelPartition p = {};
                 uint64_t number, start, size;
+                unsigned partition;
 
                 /* Only loopNpM can be a partition: the other thirty entries are attributes and queue, power,
                  * holders and the like, not worth an open each (this runs for every uevent). */
                 if ((de->d_type != DT_DIR && de->d_type != DT_UNKNOWN) ||
-                        !is_loop_partition_name(de->d_name))
+                        loop_parse_node(de->d_name, NULL, &partition) < 0 || partition == 0)
                         continue;
                 /* A partition's directory has a "partition" attribute; other subdirectories do not. */
                 pfd = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
                 if (pfd < 0)
                         continue;
-                if (read_u64_at(pfd, "partition", &number) < 0 || number == 0 || number >= PARTITION_MAX)
+                if (sysfs_read_u64(pfd, NULL, "partition", &number) < 0 || number == 0 ||
+                        number >= PARTITION_MAX)
                         continue;
-                if (read_u64_at(pfd, "start", &start) < 0 || read_u64_at(pfd, "size", &size) < 0)
+                if (sysfs_read_u64(pfd, NULL, "start", &start) < 0 ||
+                        sysfs_read_u64(pfd, NULL, "size", &size) < 0)
                         continue;
                 if (start > UINT64_MAX / 512 || size > UINT64_MAX / 512)
                         continue;
                 p.number = (unsigned)number;
                 p.start = start * 512; /* sysfs counts 512-byte sectors whatever the logical block size */
                 p.size = size * 512;
-                if (read_devnum_at(pfd, "dev", &p.devnum) < 0)
+                if (sysfs_read_devnum(pfd, NULL, "dev", &p.devnum) < 0)
                         continue;
 
                 if (n == allocated) {
@@ -310,15 +255,13 @@ static int list_partitions_sysfs(int sysfd, KernelPartition **ret, size_t *ret_n
 
 int partition_list_kernel(unsigned loop_number, KernelPartition **ret, size_t *ret_n)
 {
-        _cleanup_close_ int sysfd = -1;
-        char path[64];
+        _cleanup_close_ int sysfd = -EBADF;
 
         if (!ret || !ret_n)
                 return -EINVAL;
-        snprintf(path, sizeof(path), "/sys/block/loop%u", loop_number);
-        sysfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        sysfd = sysfs_open_loop(loop_number, 0);
         if (sysfd < 0)
-                return errno == ENOENT ? -ENODEV : negative_errno();
+                return sysfd;
         return list_partitions_sysfs(sysfd, ret, ret_n);
 }
 

@@ -15,6 +15,7 @@
 #include "macro.h"
 #include "partition.h"
 #include "probe.h"
+#include "sysfs.h"
 
 static void blkid_free_probep(blkid_probe *pr)
 {
@@ -358,36 +359,25 @@ static int empty_strings(char **a, char **b, char **c)
         return -ENOMEM;
 }
 
-/* probe_loop_device() and probe_loop_device_image(): image, if given, is what loopN reads (fd and offset);
- * sizes, partitions and sector size still come from the kernel. */
-static int probe_loop(
-        unsigned loop_number, int image_fd, uint64_t image_offset, PartitionInfo **ret, size_t *ret_n)
+/* Opens /dev/loopN for probing: *ret_fd, and in *ret_disk what to read (the device, or image_fd at
+ * image_offset, which is what it reads) with the device's size and sector size. -ENODEV when there is no
+ * such device, -ENXIO when it is not bound. */
+static int open_disk(unsigned loop_number, int image_fd, uint64_t image_offset, int *ret_fd,
+        ProbeArea *ret_disk, dev_t *ret_devnum)
 {
-        /* On a disk that also has partitions, only these can cover the whole of it: hybrid images. Any
-         * other signature there is left over from an earlier use of the disk, and the full probe costs
-         * more than all the partitions' together (its probers read all over the device). */
-        static const char *const whole_disk_types[] = { "iso9660", "udf", NULL };
-        _cleanup_free_ KernelPartition *parts = NULL;
-        _cleanup_close_ int fd = -1;
-        TableEntry *table = NULL;
-        PartitionInfo *list = NULL;
-        size_t nparts = 0, ntable = 0, n = 0;
-        char node[LOOP_NODE_MAX], path[64];
-        ProbeArea disk = {};
+        _cleanup_close_ int fd = -EBADF, sysfd = -EBADF;
+        char node[LOOP_NODE_MAX];
+        ProbeArea disk;
         struct stat st;
-        int r, ss = 0;
+        int ss = 0;
 
-        if (!ret || !ret_n)
-                return -EINVAL;
+        sysfd = sysfs_open_loop(loop_number, 0);
+        if (sysfd < 0)
+                return sysfd;
+        if (faccessat(sysfd, "loop", F_OK, 0) < 0)
+                return -ENXIO; /* not bound */
 
-        snprintf(path, sizeof(path), "/sys/block/loop%u/loop", loop_number);
-        if (access(path, F_OK) < 0) {
-                snprintf(path, sizeof(path), "/sys/block/loop%u", loop_number);
-                return access(path, F_OK) < 0 ? -ENODEV : -ENXIO;
-        }
-
-        loop_node_format(node, loop_number, 0);
-        fd = open_block_node(node);
+        fd = open_block_node(loop_node_format(node, loop_number, 0));
         if (fd < 0)
                 return fd;
         if (fstat(fd, &st) < 0 || ioctl(fd, BLKSSZGET, &ss) < 0)
@@ -395,14 +385,89 @@ static int probe_loop(
         disk = (ProbeArea){ .fd = fd, .sector_size = (uint32_t)ss };
         if (ioctl(fd, BLKGETSIZE64, &disk.size) < 0)
                 return negative_errno();
+        if (image_fd >= 0) {
+                disk.fd = image_fd;
+                disk.offset = image_offset;
+        }
+        *ret_disk = disk;
+        *ret_devnum = st.st_rdev;
+        *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
+/* The whole device's entry, when it carries a filesystem itself: 1 and *e filled, or 0. */
+static int probe_whole_disk(
+        const ProbeArea *disk, unsigned loop_number, dev_t devnum, bool has_partitions, PartitionInfo *e)
+{
+        /* On a disk that also has partitions, only these can cover the whole of it: hybrid images. Any
+         * other signature there is left over from an earlier use of the disk, and the full probe costs
+         * more than all the partitions' together (its probers read all over the device). */
+        static const char *const whole_disk_types[] = { "iso9660", "udf", NULL };
+        _cleanup_free_ char *fstype = NULL, *label = NULL, *uuid = NULL;
+        char node[LOOP_NODE_MAX];
+        int r;
+
+        r = probe_superblock(disk, has_partitions ? whole_disk_types : NULL, &fstype, &label, &uuid);
+        if (r < 0)
+                return r;
+        if (isempty(fstype))
+                return 0;
+        r = fill_entry(e, loop_node_format(node, loop_number, 0), 0, devnum, 0, disk->size, "", "",
+                TAKE_PTR(fstype), TAKE_PTR(label), TAKE_PTR(uuid));
+        return r < 0 ? r : 1;
+}
+
+/* The entry of partition part of loopN (te: its table entry, if known). With image_fd its filesystem is read
+ * from the image, otherwise from /dev/loopNpM; a partition whose node cannot be read is listed all the same,
+ * with what is known. */
+static int probe_one_partition(unsigned loop_number, const ProbeArea *disk, int image_fd,
+        uint64_t image_offset, const KernelPartition *part, const TableEntry *te, PartitionInfo *e)
+{
+        char *fstype = NULL, *label = NULL, *uuid = NULL;
+        char pnode[LOOP_NODE_MAX];
+        int r;
+
+        loop_node_format(pnode, loop_number, part->number);
+        if (image_fd >= 0 && part->start < disk->size && part->size <= disk->size - part->start)
+                r = probe_superblock(&(ProbeArea){ .fd = image_fd,
+                                             .offset = image_offset + part->start,
+                                             .size = part->size,
+                                             .sector_size = disk->sector_size },
+                        NULL, &fstype, &label, &uuid);
+        else
+                r = probe_partition_node(pnode, part->devnum, &fstype, &label, &uuid);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0 && empty_strings(&fstype, &label, &uuid) < 0)
+                return -ENOMEM;
+        return fill_entry(e, pnode, part->number, part->devnum, part->start, part->size, te ? te->type : "",
+                te ? te->name : "", fstype, label, uuid);
+}
+
+/* probe_loop_device() and probe_loop_device_image(): image, if given, is what loopN reads (fd and offset);
+ * sizes, partitions and sector size still come from the kernel. */
+static int probe_loop(
+        unsigned loop_number, int image_fd, uint64_t image_offset, PartitionInfo **ret, size_t *ret_n)
+{
+        _cleanup_free_ KernelPartition *parts = NULL;
+        _cleanup_close_ int fd = -EBADF;
+        TableEntry *table = NULL;
+        PartitionInfo *list = NULL;
+        size_t nparts = 0, ntable = 0, n = 0;
+        ProbeArea disk = {};
+        dev_t devnum;
+        int r;
+
+        if (!ret || !ret_n)
+                return -EINVAL;
+
+        r = open_disk(loop_number, image_fd, image_offset, &fd, &disk, &devnum);
+        if (r < 0)
+                return r;
         if (disk.size == 0) {
                 *ret = NULL;
                 *ret_n = 0;
                 return 0;
-        }
-        if (image_fd >= 0) {
-                disk.fd = image_fd;
-                disk.offset = image_offset;
         }
 
         r = partition_list_kernel(loop_number, &parts, &nparts);
@@ -414,55 +479,19 @@ static int probe_loop(
                 return -ENOMEM;
 
         /* The whole device: listed only when it carries a filesystem itself. */
-        {
-                char *fstype = NULL, *label = NULL, *uuid = NULL;
-
-                r = probe_superblock(&disk, nparts > 0 ? whole_disk_types : NULL, &fstype, &label, &uuid);
-                if (r < 0)
-                        goto fail;
-                if (!isempty(fstype)) {
-                        r = fill_entry(
-                                &list[n], node, 0, st.st_rdev, 0, disk.size, "", "", fstype, label, uuid);
-                        if (r < 0)
-                                goto fail;
-                        n++;
-                } else {
-                        free(fstype);
-                        free(label);
-                        free(uuid);
-                }
-        }
+        r = probe_whole_disk(&disk, loop_number, devnum, nparts > 0, &list[n]);
+        if (r < 0)
+                goto fail;
+        n += r;
 
         if (nparts > 0) {
                 r = read_table(&disk, &table, &ntable);
                 if (r < 0)
                         goto fail;
         }
-
         for (size_t i = 0; i < nparts; i++) {
-                const TableEntry *te = table_find(table, ntable, &parts[i]);
-                char *fstype = NULL, *label = NULL, *uuid = NULL;
-                char pnode[LOOP_NODE_MAX];
-
-                loop_node_format(pnode, loop_number, parts[i].number);
-                if (image_fd >= 0 && parts[i].start < disk.size &&
-                        parts[i].size <= disk.size - parts[i].start)
-                        r = probe_superblock(&(ProbeArea){ .fd = image_fd,
-                                                     .offset = image_offset + parts[i].start,
-                                                     .size = parts[i].size,
-                                                     .sector_size = disk.sector_size },
-                                NULL, &fstype, &label, &uuid);
-                else
-                        r = probe_partition_node(pnode, parts[i].devnum, &fstype, &label, &uuid);
-                if (r == -ENOMEM)
-                        goto fail;
-                /* The node vanished or cannot be read: list the partition, with what we know. */
-                if (r < 0 && empty_strings(&fstype, &label, &uuid) < 0) {
-                        r = -ENOMEM;
-                        goto fail;
-                }
-                r = fill_entry(&list[n], pnode, parts[i].number, parts[i].devnum, parts[i].start,
-                        parts[i].size, te ? te->type : "", te ? te->name : "", fstype, label, uuid);
+                r = probe_one_partition(loop_number, &disk, image_fd, image_offset, &parts[i],
+                        table_find(table, ntable, &parts[i]), &list[n]);
                 if (r < 0)
                         goto fail;
                 n++;

@@ -1,0 +1,331 @@
+/* loop-attach.c: binding an image to a free loop device with LOOP_CONFIGURE, under systemd's locks, and
+ * checking what the kernel made of it. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/fs.h>
+#include <linux/loop.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "loop-internal.h"
+#include "macro.h"
+#include "partition.h"
+#include "sysfs.h"
+
+/* How often loop_attach() asks for another free device when others keep taking the one it got. */
+#define ATTACH_ATTEMPTS 64
+/* How long loop_attach() waits for /dev/loop-control's lock. */
+#define CONTROL_LOCK_WAIT_USEC (1000 * 1000)
+
+/* Opens the device behind devfd read-write through a private device node that is unlinked at once.
+ *
+ * Why not /dev/loopN: udevd watches that node with inotify, and when a writable fd of a whole disk is closed
+ * it re-reads the partition table (BLKRRPART) unless the disk is locked at that moment. A kernel without
+ * partition parsers then drops every partition we added with BLKPG, some time after we returned. A private
+ * node of the same device has its own inode, which nobody watches. Falls back to /dev/loopN where device
+ * nodes cannot be made. */
+static int open_loop_private_rw(int devfd, unsigned number)
+{
+        _cleanup_close_ int dirfd = -1;
+        struct stat st, st2;
+        char name[64];
+        int fd;
+
+        if (fstat(devfd, &st) < 0)
+                return negative_errno();
+        if (!S_ISBLK(st.st_mode))
+                return -ENOTBLK;
+
+        dirfd = open("/dev", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dirfd < 0)
+                return negative_errno();
+
+        for (unsigned attempt = 0; attempt < 8; attempt++) {
+                snprintf(name, sizeof(name), ".loopd-%u-%u-%016" PRIx64, major(st.st_rdev),
+                        minor(st.st_rdev), loop_random_u64());
+                if (mknodat(dirfd, name, S_IFBLK | 0600, st.st_rdev) < 0) {
+                        if (errno == EEXIST)
+                                continue;
+                        break; /* no mknod here (EPERM, EROFS, ...): use the public node */
+                }
+                fd = openat(dirfd, name, O_RDWR | O_CLOEXEC | O_NONBLOCK | O_NOCTTY | O_NOFOLLOW);
+                if (fd < 0)
+                        fd = negative_errno();
+                (void)unlinkat(dirfd, name, 0);
+                if (fd < 0)
+                        return fd;
+                if (fstat(fd, &st2) < 0 || !S_ISBLK(st2.st_mode) || st2.st_rdev != st.st_rdev) {
+                        safe_close(fd);
+                        return -EIO;
+                }
+                return fd;
+        }
+
+        fd = loop_open_node(number, O_RDWR);
+        if (fd < 0)
+                return fd;
+        if (fstat(fd, &st2) < 0 || st2.st_rdev != st.st_rdev) {
+                safe_close(fd);
+                return -EIO;
+        }
+        return fd;
+}
+
+static int verify_device(int devfd, const LoopConfig *config, uint64_t expected_size)
+{
+        uint64_t size;
+        int ss, ro;
+
+        if (ioctl(devfd, BLKSSZGET, &ss) < 0)
+                return negative_errno();
+        if ((uint32_t)ss != config->sector_size)
+                return -EINVAL;
+        if (ioctl(devfd, BLKROGET, &ro) < 0)
+                return negative_errno();
+        if (!config->read_only && ro)
+                return -EROFS;
+        if (config->read_only && !ro)
+                return -EIO;
+        if (ioctl(devfd, BLKGETSIZE64, &size) < 0)
+                return negative_errno();
+        if (expected_size != UINT64_MAX && size != expected_size)
+                return -EIO;
+        return 0;
+}
+
+/* What the kernel will make of the backing file: (file size - offset), capped by size_limit, in whole
+ * 512-byte sectors. UINT64_MAX when we cannot know (a block device whose size we could not read). */
+static uint64_t expected_device_size(int backing_fd, const LoopConfig *config)
+{
+        struct stat st;
+        uint64_t total, size;
+
+        if (fstat(backing_fd, &st) < 0)
+                return UINT64_MAX;
+        if (S_ISREG(st.st_mode))
+                total = (uint64_t)st.st_size;
+        else if (!S_ISBLK(st.st_mode) || ioctl(backing_fd, BLKGETSIZE64, &total) < 0)
+                return UINT64_MAX;
+        size = total > config->offset ? total - config->offset : 0;
+        if (config->size_limit > 0 && config->size_limit < size)
+                size = config->size_limit;
+        return size & ~UINT64_C(511);
+}
+
+/* Unbinds a device we bound a moment ago (still holding our fd). */
+static void rollback(int devfd, unsigned number)
+{
+        (void)partition_remove_all(devfd, number);
+        (void)ioctl(devfd, LOOP_CLR_FD);
+}
+
+/* Opens loopN, a number LOOP_CTL_GET_FREE gave, and makes it ours to bind: free, rid of an earlier user's
+ * partitions, and under a shared flock. Returns the fd (read-only, see loop_open_any()), or -EAGAIN when
+ * someone else got the device first (the caller asks for another), or another -errno. */
+static int claim_free_device(unsigned number)
+{
+        _cleanup_close_ int devfd = -EBADF;
+        struct loop_info64 li = {};
+        int r;
+
+        devfd = loop_open_any(number);
+        if (devfd == -ENOENT || devfd == -ENXIO || devfd == -ENODEV)
+                return -EAGAIN; /* removed (LOOP_CTL_REMOVE) under us */
+        if (devfd < 0)
+                return devfd;
+
+        /* udevd and systemd take this lock too: while we hold it nobody probes or configures the device. */
+        if (flock(devfd, LOCK_EX | LOCK_NB) < 0)
+                return errno == EWOULDBLOCK ? -EAGAIN : negative_errno();
+
+        if (ioctl(devfd, LOOP_GET_STATUS64, &li) >= 0)
+                return -EAGAIN; /* bound by someone else since LOOP_CTL_GET_FREE */
+        if (errno != ENXIO)
+                return negative_errno();
+
+        /* A free device can still carry partitions from an earlier user (added with BLKPG, never removed);
+         * BLKPG would later refuse ours with EBUSY. The device is unbound and locked: they are nobody's. */
+        r = partition_remove_all(devfd, number);
+        if (r == -EBUSY)
+                return -EAGAIN; /* someone still holds one of them open: try another device */
+        if (r < 0 && r != -ENODEV)
+                return r;
+        loop_remove_stale_partition_nodes(number);
+
+        /* Shared, not exclusive, from here on and for as long as the caller keeps the device (see
+         * loop_attach()). LOOP_CONFIGURE sends the disk's "change" uevent (and, with the kernel's own
+         * partition scan, the partitions' "add"); a udevd worker takes a shared lock itself before it
+         * processes them, so it goes ahead at once (with our exclusive lock it requeued the event and
+         * retried only 200 ms later, holding back the partitions' events behind it). What a shared lock
+         * keeps away is udevd's partition table re-read (BLKRRPART after a writable close of /dev/loopN),
+         * which asks for an exclusive one: on a kernel without partition parsers that re-read drops every
+         * partition added with BLKPG. Someone else binding the device in between makes LOOP_CONFIGURE fail
+         * with EBUSY. */
+        if (flock(devfd, LOCK_SH | LOCK_NB) < 0)
+                return errno == EWOULDBLOCK ? -EAGAIN : negative_errno();
+        return TAKE_FD(devfd);
+}
+
+/* Binds backing_fd to the claimed device devfd (loopN) with LOOP_CONFIGURE. -EAGAIN when someone else bound
+ * the number first; on any failure nothing is bound (LOOP_CONFIGURE undoes itself). */
+static int configure_device(int devfd, unsigned number, int backing_fd, const LoopConfig *config)
+{
+        _cleanup_close_ int cfgfd = -EBADF;
+        struct loop_config lc = {};
+        char fdpath[32];
+        int r;
+
+        lc.fd = (uint32_t)backing_fd;
+        lc.block_size = config->sector_size;
+        lc.info.lo_offset = config->offset;
+        lc.info.lo_sizelimit = config->size_limit;
+        /* Autoclear is never set here: the device would go away the moment we close it below, since nobody
+         * else holds it yet. See loop_set_autoclear(). */
+        lc.info.lo_flags = (config->read_only ? LO_FLAGS_READ_ONLY : 0) |
+                (config->partition_scan ? LO_FLAGS_PARTSCAN : 0) |
+                (config->direct_io ? LO_FLAGS_DIRECT_IO : 0);
+        snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", backing_fd);
+        if (readlink(fdpath, (char *)lc.info.lo_file_name, sizeof(lc.info.lo_file_name) - 1) < 0)
+                lc.info.lo_file_name[0] = '\0';
+
+        /* LOOP_CONFIGURE makes the device read-only when the loop device itself was opened read-only. */
+        if (!config->read_only) {
+                cfgfd = open_loop_private_rw(devfd, number);
+                if (cfgfd < 0)
+                        return cfgfd;
+        }
+
+        r = ioctl(cfgfd >= 0 ? cfgfd : devfd, LOOP_CONFIGURE, &lc) < 0 ? negative_errno() : 0;
+        if (r == -EINVAL && config->direct_io) {
+                /* The backing filesystem may not do O_DIRECT: bind buffered, as losetup does.
+                 * info->direct_io tells the caller what it got. */
+                lc.info.lo_flags &= ~LO_FLAGS_DIRECT_IO;
+                r = ioctl(cfgfd >= 0 ? cfgfd : devfd, LOOP_CONFIGURE, &lc) < 0 ? negative_errno() : 0;
+        }
+        if (r == -EBUSY || r == -ENXIO || r == -ENODEV)
+                return -EAGAIN; /* the number was taken (or removed) between our check and now */
+        return r;
+}
+
+/* The info of the device we just bound (devfd, loopN), checked to be the incarnation with diskseq. */
+static int read_bound_info(int devfd, unsigned number, uint64_t diskseq, LoopInfo **ret)
+{
+        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+        _cleanup_close_ int sysfd = -EBADF;
+        int r;
+
+        sysfd = sysfs_open_loop(number, 0);
+        if (sysfd < 0)
+                return sysfd;
+        r = loop_read_info_sysfs(sysfd, number, &info);
+        if (r < 0)
+                return r;
+        if (diskseq != 0 && info->diskseq != 0 && info->diskseq != diskseq)
+                return -EIO;
+        if (info->diskseq == 0)
+                info->diskseq = diskseq;
+        loop_fill_backing_status(devfd, info);
+        *ret = TAKE_PTR(info);
+        return 0;
+}
+
+/* Tries to bind loopN. Returns -EAGAIN when someone else got the device first (the caller asks for another),
+ * another -errno for a real failure (with nothing left bound), 0 and the device's info on success. */
+static int try_attach(unsigned number, int backing_fd, const LoopConfig *config, uint64_t expected_size,
+        LoopInfo **ret, int *ret_lock_fd)
+{
+        _cleanup_close_ int devfd = -EBADF;
+        int r;
+
+        devfd = claim_free_device(number);
+        if (devfd < 0)
+                return devfd;
+        r = configure_device(devfd, number, backing_fd, config);
+        if (r < 0)
+                return r;
+
+        /* From here on the device is ours: any failure unbinds it again. */
+        uint64_t diskseq = loop_device_diskseq(devfd, number);
+
+        r = verify_device(devfd, config, expected_size);
+        if (r >= 0 && config->partition_scan)
+                r = loop_sync_partitions(devfd, number);
+        if (r >= 0)
+                r = read_bound_info(devfd, number, diskseq, ret);
+        if (r < 0) {
+                rollback(devfd, number);
+                return r == -EAGAIN ? -EIO : r;
+        }
+
+        if (ret_lock_fd)
+                *ret_lock_fd = TAKE_FD(devfd);
+        return 0;
+}
+
+int loop_attach(int backing_fd, const LoopConfig *config, LoopInfo **ret, int *ret_lock_fd)
+{
+        _cleanup_close_ int ctl = -1;
+        uint64_t expected_size;
+        int flags, r;
+
+        if (backing_fd < 0 || !config || !ret)
+                return -EINVAL;
+        if (config->sector_size != 512 && config->sector_size != 1024 && config->sector_size != 2048 &&
+                config->sector_size != 4096)
+                return -EINVAL;
+
+        flags = fcntl(backing_fd, F_GETFL);
+        if (flags < 0)
+                return negative_errno();
+        if ((flags & O_PATH) || (flags & O_ACCMODE) == O_WRONLY)
+                return -EBADF; /* the kernel must be able to read it */
+        /* Read-only comes from the fd's access mode, not from what the caller claims. */
+        if (!config->read_only && (flags & O_ACCMODE) == O_RDONLY)
+                return -EROFS;
+
+        expected_size = expected_device_size(backing_fd, config);
+
+        ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+        if (ctl < 0)
+                return negative_errno();
+        /* systemd's loop-util takes this lock around LOOP_CTL_GET_FREE and the binding, so that two of its
+         * attachers do not race for one number: honour it too (it is let go with ctl). Bounded: whoever
+         * holds it for longer than a second is not setting up a device, and loopd must not wait for it. */
+        for (uint64_t deadline = loop_now_usec() + CONTROL_LOCK_WAIT_USEC, step = 0;
+                flock(ctl, LOCK_EX | LOCK_NB) < 0;) {
+                if (errno != EWOULDBLOCK)
+                        return negative_errno();
+                if (loop_now_usec() >= deadline)
+                        return -EBUSY;
+                loop_backoff_sleep(&step);
+        }
+
+        for (unsigned attempt = 0; attempt < ATTACH_ATTEMPTS; attempt++) {
+                int nr;
+
+                if (attempt > 0) {
+                        /* Jittered and growing, so that racing attachers spread out: at most ~50 ms a round
+                         * and about 1.5 s in all. */
+                        uint64_t cap = MIN(1000u * (uint64_t)(attempt + 1), 50000u);
+                        loop_sleep_usec(loop_random_u64() % cap + 100);
+                }
+
+                nr = ioctl(ctl, LOOP_CTL_GET_FREE);
+                if (nr < 0) {
+                        if (errno == EINTR || errno == EAGAIN)
+                                continue;
+                        return -ENOSPC; /* no free device, and the kernel may not create more */
+                }
+
+                r = try_attach((unsigned)nr, backing_fd, config, expected_size, ret, ret_lock_fd);
+                if (r != -EAGAIN)
+                        return r;
+        }
+        return -ENOSPC;
+}

@@ -1,0 +1,48 @@
+/* loop-internal.h: what the loop device modules (loop*.c) share: waits, opening a device, its diskseq, its
+ * info from sysfs and its partitions. Not for other modules: they use loop.h. Never logs. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "loop.h"
+
+#ifndef BLKGETDISKSEQ
+#define BLKGETDISKSEQ _IOR(0x12, 128, uint64_t)
+#endif
+
+/* ---- loop-util.c ---- */
+
+void loop_sleep_usec(uint64_t usec);
+/* Sleeps *step_usec, then doubles it up to 10 ms: short waits (a prober letting go, the kernel finishing an
+ * unbind) end within a fraction of a millisecond, long ones do not spin. Start *step_usec at 0. */
+void loop_backoff_sleep(uint64_t *step_usec);
+uint64_t loop_now_usec(void); /* CLOCK_MONOTONIC */
+uint64_t loop_random_u64(void);
+
+/* Opens /dev/loopN with flags (plus O_CLOEXEC, O_NONBLOCK, O_NOCTTY); -errno. */
+int loop_open_node(unsigned number, int flags);
+/* Opens a loop device for our ioctls. Read-only is enough with CAP_SYS_ADMIN (LOOP_CLR_FD, BLKPG,
+ * LOOP_SET_STATUS64), works for read-only devices too, and closing it does not make udevd's inotify watch
+ * synthesize a "change" event as closing a writable fd would. */
+int loop_open_any(unsigned number);
+/* loop_open_any() of loopN if it is still the incarnation with expected_diskseq (0: any): -ENODEV when there
+ * is no such device, -ESTALE when the number was bound again since. */
+int loop_open_checked(unsigned number, uint64_t expected_diskseq);
+/* The device's diskseq (BLKGETDISKSEQ, else sysfs); 0 if the kernel has none. */
+uint64_t loop_device_diskseq(int devfd, unsigned number);
+
+/* ---- loop-info.c ---- */
+
+/* Fills info from /sys/block/loopN, an open directory. -ENXIO if the device is not bound. */
+int loop_read_info_sysfs(int sysfd, unsigned number, LoopInfo **ret);
+/* The backing file's device and inode (LOOP_GET_STATUS64): not in sysfs. */
+void loop_fill_backing_status(int devfd, LoopInfo *info);
+
+/* ---- loop-partitions.c ---- */
+
+/* Makes the partitions of the table on devfd (loopN, bound) exist as /dev/loopNpM: the kernel's own scan
+ * when it created any, otherwise the table read with libblkid and added with BLKPG. Returns how many. */
+int loop_sync_partitions(int devfd, unsigned number);
+/* Removes /dev/loopNpM nodes that no longer name a live partition of loopN. */
+void loop_remove_stale_partition_nodes(unsigned number);

@@ -1,0 +1,152 @@
+/* loop-partitions.c: the partitions of a bound loop device made to exist as /dev/loopNpM (the kernel's scan
+ * or BLKPG), restored after a table re-read dropped them, and dead /dev/loopNpM nodes removed. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "loop-internal.h"
+#include "macro.h"
+#include "partition.h"
+
+/* Makes sure /dev/loopNpM is the block node of partition M. devtmpfs creates it synchronously when the
+ * partition is added, but it never replaces a file that is in the way (a node left over from an earlier
+ * device, or one created by hand): such a node is replaced by a correct one, with the whole device's
+ * ownership and mode. */
+static int ensure_partition_node(unsigned number, const KernelPartition *p)
+{
+        char path[LOOP_NODE_MAX], disk[LOOP_NODE_MAX];
+        struct stat st, dst;
+
+        loop_node_format(path, number, p->number);
+        if (lstat(path, &st) >= 0) {
+                if (S_ISBLK(st.st_mode) && st.st_rdev == p->devnum)
+                        return 0;
+                if (unlink(path) < 0 && errno != ENOENT)
+                        return negative_errno();
+        } else if (errno != ENOENT)
+                return negative_errno();
+
+        if (stat(loop_node_format(disk, number, 0), &dst) < 0)
+                return negative_errno();
+        if (mknod(path, S_IFBLK | (dst.st_mode & 07777), p->devnum) < 0) {
+                if (errno != EEXIST)
+                        return negative_errno();
+                /* devtmpfs won the race; check what it made. */
+                if (lstat(path, &st) < 0)
+                        return negative_errno();
+                return S_ISBLK(st.st_mode) && st.st_rdev == p->devnum ? 0 : -EEXIST;
+        }
+        (void)chown(path, dst.st_uid, dst.st_gid);
+        return 0;
+}
+
+static int sync_partitions(int devfd, unsigned number, uint32_t sector_size, uint64_t size)
+{
+        _cleanup_free_ KernelPartition *parts = NULL;
+        size_t n = 0;
+        int r;
+
+        r = partition_list_kernel(number, &parts, &n);
+        if (r < 0)
+                return r;
+
+        /* The kernel's partition scan runs synchronously inside LOOP_CONFIGURE: if it created any, its
+         * parsers know the table and we keep what they made. Otherwise read the table ourselves. */
+        if (n == 0) {
+                _cleanup_free_ PartitionSpec *specs = NULL;
+                size_t nspecs = 0;
+
+                r = partition_plan(devfd, sector_size, size, &specs, &nspecs);
+                if (r < 0)
+                        return r;
+                if (nspecs == 0)
+                        return 0;
+                r = partition_add_all(devfd, specs, nspecs);
+                if (r < 0)
+                        return r;
+                parts = mfree(parts);
+                r = partition_list_kernel(number, &parts, &n);
+                if (r < 0)
+                        return r;
+        }
+
+        for (size_t i = 0; i < n; i++) {
+                r = ensure_partition_node(number, &parts[i]);
+                if (r < 0)
+                        return r;
+        }
+        return (int)n;
+}
+
+int loop_sync_partitions(int devfd, unsigned number)
+{
+        uint64_t size;
+        int ss;
+
+        if (ioctl(devfd, BLKSSZGET, &ss) < 0)
+                return negative_errno();
+        if (ioctl(devfd, BLKGETSIZE64, &size) < 0)
+                return negative_errno();
+        if (ss < 512 || ss > 4096)
+                return -EINVAL;
+        return sync_partitions(devfd, number, (uint32_t)ss, size);
+}
+
+int loop_restore_partitions(unsigned number, uint64_t expected_diskseq)
+{
+        _cleanup_close_ int devfd = -EBADF;
+
+        /* The number may have been detached and bound again since the event: never add partitions from
+         * somebody else's image. */
+        devfd = loop_open_checked(number, expected_diskseq);
+        if (devfd < 0)
+                return devfd;
+        return loop_sync_partitions(devfd, number);
+}
+
+/* Removes /dev/loopNpM nodes that no longer name a live partition of loopN: devtmpfs leaves behind nodes it
+ * did not create itself, and a dead node gives I/O errors (or, worse, a recycled device number). */
+void loop_remove_stale_partition_nodes(unsigned number)
+{
+        char prefix[32];
+        struct dirent *de;
+        size_t plen;
+        DIR *d;
+
+        plen = (size_t)snprintf(prefix, sizeof(prefix), "loop%up", number);
+        d = opendir("/dev");
+        if (!d)
+                return;
+        while ((de = readdir(d))) {
+                char sys[96], link[256], *base;
+                struct stat st;
+                ssize_t k;
+
+                if (strncmp(de->d_name, prefix, plen) != 0 || de->d_name[plen] == '\0' ||
+                        strspn(de->d_name + plen, "0123456789") != strlen(de->d_name + plen))
+                        continue;
+                if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                        continue;
+                if (S_ISBLK(st.st_mode)) {
+                        snprintf(sys, sizeof(sys), "/sys/dev/block/%u:%u", major(st.st_rdev),
+                                minor(st.st_rdev));
+                        k = readlink(sys, link, sizeof(link) - 1);
+                        /* Alive (a new owner of loopN may already have this partition): keep it. */
+                        if (k > 0) {
+                                link[k] = '\0';
+                                base = strrchr(link, '/');
+                                if (streq(base ? base + 1 : link, de->d_name))
+                                        continue;
+                        }
+                }
+                (void)unlinkat(dirfd(d), de->d_name, 0);
+        }
+        closedir(d);
+}
