@@ -271,31 +271,43 @@ static bool node_valid_for_fsname(const char *node)
         return true;
 }
 
-static int append(char **buf, size_t *len, const char *fmt, ...) _printf_(3, 4);
-static int append(char **buf, size_t *len, const char *fmt, ...)
+/* The options being written: a comma-separated list, and the first error appending met (later appends then
+ * do nothing), so that a sequence of appends needs one check at its end. */
+typedef struct OptionsOut {
+        char *buf;
+        size_t len;
+        int error;
+} OptionsOut;
+
+static void append(OptionsOut *o, const char *fmt, ...) _printf_(2, 3);
+static void append(OptionsOut *o, const char *fmt, ...)
 {
         va_list ap;
         char *piece = NULL, *n;
         int r;
 
+        if (o->error < 0)
+                return;
         va_start(ap, fmt);
         r = vasprintf(&piece, fmt, ap);
         va_end(ap);
-        if (r < 0)
-                return -ENOMEM;
+        if (r < 0) {
+                o->error = -ENOMEM;
+                return;
+        }
 
-        n = realloc(*buf, *len + (*len > 0) + r + 1);
+        n = realloc(o->buf, o->len + (o->len > 0) + r + 1);
         if (!n) {
                 free(piece);
-                return -ENOMEM;
+                o->error = -ENOMEM;
+                return;
         }
-        if (*len > 0)
-                n[(*len)++] = ',';
-        memcpy(n + *len, piece, r + 1);
-        *len += r;
-        *buf = n;
+        if (o->len > 0)
+                n[o->len++] = ',';
+        memcpy(n + o->len, piece, r + 1);
+        o->len += r;
+        o->buf = n;
         free(piece);
-        return 0;
 }
 
 static int fail_bad(char **ret_bad, const char *item, size_t len)
@@ -309,16 +321,131 @@ static int fail_bad(char **ret_bad, const char *item, size_t len)
         return -EINVAL;
 }
 
+/* The caller's options, each checked against the allow-list of rules (FUSE or kernel). */
+typedef struct UserOptions {
+        char *copy; /* the caller's string, cut at its commas: the items point into it */
+        Accepted *accepted;
+        size_t n_accepted;
+        bool want_ro, want_rw, have_umask;
+        const char *rw_item;
+} UserOptions;
+
+static void user_options_done(UserOptions *u)
+{
+        free(u->copy);
+        free(u->accepted);
+}
+
+/* One item of the caller's options: its spec on the allow-list, or NULL when it is refused. */
+static const OptionSpec *item_check(const FsRules *rules, bool fuse, const char *item, size_t len)
+{
+        const OptionSpec *spec;
+        const char *eq;
+
+        if (len > ITEM_MAX_BYTES)
+                return NULL;
+        /* Control characters end lines in mtab-like files and logs; quotes and backslashes are escapes to
+         * libmount's and libfuse's option parsers. */
+        for (const char *p = item; *p; p++)
+                if ((unsigned char)*p < 0x20 || *p == 0x7f || strchr("\"'\\", *p))
+                        return NULL;
+
+        eq = strchr(item, '=');
+        spec = option_lookup(rules, fuse, item, eq ? (size_t)(eq - item) : len);
+        if (!spec)
+                return NULL;
+        if (spec->kind == VALUE_NONE ? !!eq : !eq || !value_valid(spec, eq + 1, strlen(eq + 1)))
+                return NULL;
+        return spec;
+}
+
+/* Reads user_options into u: every item allowed, none contradicting another, repeats dropped. -EINVAL with
+ * *ret_bad the first refused item. */
+static int user_options_parse(
+        const FsRules *rules, bool fuse, const char *user_options, UserOptions *u, char **ret_bad)
+{
+        size_t n_items = 1;
+
+        u->copy = strdup(user_options);
+        if (!u->copy)
+                return -ENOMEM;
+        for (const char *p = u->copy; *p; p++)
+                n_items += *p == ',';
+        u->accepted = calloc(n_items, sizeof(Accepted));
+        if (!u->accepted)
+                return -ENOMEM;
+
+        for (char *item = u->copy, *next; item; item = next) {
+                const OptionSpec *spec;
+                bool duplicate = false;
+                size_t len;
+
+                next = strchr(item, ',');
+                if (next)
+                        *next++ = '\0';
+                len = strlen(item);
+                if (len == 0)
+                        return fail_bad(ret_bad, "(empty option)", strlen("(empty option)"));
+                spec = item_check(rules, fuse, item, len);
+                if (!spec)
+                        return fail_bad(ret_bad, item, len);
+
+                /* A repeated item is dropped; two different members of one group contradict. */
+                for (size_t i = 0; i < u->n_accepted; i++) {
+                        if (!streq(spec_group(u->accepted[i].spec), spec_group(spec)))
+                                continue;
+                        if (!streq(u->accepted[i].item, item))
+                                return fail_bad(ret_bad, item, len);
+                        duplicate = true;
+                }
+                if (duplicate)
+                        continue;
+                u->accepted[u->n_accepted++] = (Accepted){ spec, item };
+
+                if (streq(item, "ro"))
+                        u->want_ro = true;
+                else if (streq(item, "rw")) {
+                        u->want_rw = true;
+                        u->rw_item = item;
+                } else if (streq(spec->name, "umask"))
+                        u->have_umask = true;
+        }
+        return 0;
+}
+
+/* loopd's own options: always nosuid,nodev, and what the filesystem (or its FUSE helper) needs to be safe
+ * for a user. */
+static void append_own_options(OptionsOut *o, const FsRules *rules, bool fuse, bool read_only,
+        bool have_umask, uid_t uid, gid_t gid, const char *node)
+{
+        const char *no_replay = fuse ? rules->fuse.no_replay : rules->no_replay;
+
+        append(o, "nosuid,nodev");
+        if (read_only) {
+                append(o, "ro");
+                if (no_replay)
+                        append(o, "%s", no_replay);
+        }
+        if (!fuse && rules->errors_remount_ro)
+                append(o, "errors=remount-ro");
+        if (fuse ? rules->fuse.uid_gid : rules->foreign_ownership)
+                append(o, "uid=%u,gid=%u", (unsigned)uid, (unsigned)gid);
+        if ((fuse ? rules->fuse.umask : rules->default_umask) && !have_umask)
+                append(o, "umask=0022");
+        if (fuse) {
+                append(o, "allow_other,default_permissions");
+                if (rules->fuse.fsname)
+                        append(o, "fsname=%s", node);
+        }
+}
+
 int mount_options_build(const char *fstype, const char *user_options, bool read_only, bool fuse, uid_t uid,
         gid_t gid, const char *node, char **ret_options, char **ret_bad)
 {
-        _cleanup_free_ char *copy = NULL, *out = NULL;
-        _cleanup_free_ Accepted *accepted = NULL;
-        size_t n_accepted = 0, out_len = 0;
-        bool want_ro = false, want_rw = false, have_umask = false;
-        const char *rw_item = NULL;
+        _cleanup_(user_options_done) UserOptions u = {};
+        _cleanup_free_ char *out_buf = NULL;
+        OptionsOut out = {};
         const FsRules *rules;
-        const char *no_replay;
         int r;
 
         if (!fstype || !ret_options)
@@ -330,125 +457,30 @@ int mount_options_build(const char *fstype, const char *user_options, bool read_
                 return fail_bad(ret_bad, "fsname", strlen("fsname"));
 
         if (!isempty(user_options)) {
-                size_t n_items = 1;
-
-                copy = strdup(user_options);
-                if (!copy)
-                        return -ENOMEM;
-                for (const char *p = copy; *p; p++)
-                        n_items += *p == ',';
-                accepted = calloc(n_items, sizeof(Accepted));
-                if (!accepted)
-                        return -ENOMEM;
-
-                for (char *item = copy, *next; item; item = next) {
-                        const OptionSpec *spec;
-                        const char *eq;
-                        size_t len, key_len;
-                        bool duplicate = false;
-
-                        next = strchr(item, ',');
-                        if (next)
-                                *next++ = '\0';
-                        len = strlen(item);
-
-                        if (len == 0)
-                                return fail_bad(ret_bad, "(empty option)", strlen("(empty option)"));
-                        if (len > ITEM_MAX_BYTES)
-                                return fail_bad(ret_bad, item, len);
-                        /* Control characters end lines in mtab-like files and logs; quotes and backslashes
-                         * are escapes to libmount's and libfuse's option parsers. */
-                        for (const char *p = item; *p; p++)
-                                if ((unsigned char)*p < 0x20 || *p == 0x7f || strchr("\"'\\", *p))
-                                        return fail_bad(ret_bad, item, len);
-
-                        eq = strchr(item, '=');
-                        key_len = eq ? (size_t)(eq - item) : len;
-                        spec = option_lookup(rules, fuse, item, key_len);
-                        if (!spec)
-                                return fail_bad(ret_bad, item, len);
-                        if (spec->kind == VALUE_NONE ? !!eq
-                                                     : !eq || !value_valid(spec, eq + 1, strlen(eq + 1)))
-                                return fail_bad(ret_bad, item, len);
-
-                        /* A repeated item is dropped; two different members of one group contradict. */
-                        for (size_t i = 0; i < n_accepted; i++) {
-                                if (!streq(spec_group(accepted[i].spec), spec_group(spec)))
-                                        continue;
-                                if (!streq(accepted[i].item, item))
-                                        return fail_bad(ret_bad, item, len);
-                                duplicate = true;
-                        }
-                        if (duplicate)
-                                continue;
-                        accepted[n_accepted++] = (Accepted){ spec, item };
-
-                        if (streq(item, "ro"))
-                                want_ro = true;
-                        else if (streq(item, "rw")) {
-                                want_rw = true;
-                                rw_item = item;
-                        } else if (streq(spec->name, "umask"))
-                                have_umask = true;
-                }
+                r = user_options_parse(rules, fuse, user_options, &u, ret_bad);
+                if (r < 0)
+                        return r;
         }
 
-        if (want_ro || rules->read_only_fs || (fuse && rules->fuse.read_only))
+        if (u.want_ro || rules->read_only_fs || (fuse && rules->fuse.read_only))
                 read_only = true;
-        if (read_only && want_rw)
-                return fail_bad(ret_bad, rw_item, strlen(rw_item));
+        if (read_only && u.want_rw)
+                return fail_bad(ret_bad, u.rw_item, strlen(u.rw_item));
 
         /* loopd's own options first; the caller's cannot contradict them (none of them is on the
          * allow-list), so their order does not matter for safety. */
-        r = append(&out, &out_len, "nosuid,nodev");
-        if (r < 0)
-                return r;
-        if (read_only) {
-                r = append(&out, &out_len, "ro");
-                if (r < 0)
-                        return r;
-                no_replay = fuse ? rules->fuse.no_replay : rules->no_replay;
-                if (no_replay) {
-                        r = append(&out, &out_len, "%s", no_replay);
-                        if (r < 0)
-                                return r;
-                }
-        }
-        if (!fuse && rules->errors_remount_ro) {
-                r = append(&out, &out_len, "errors=remount-ro");
-                if (r < 0)
-                        return r;
-        }
-        if (fuse ? rules->fuse.uid_gid : rules->foreign_ownership) {
-                r = append(&out, &out_len, "uid=%u,gid=%u", (unsigned)uid, (unsigned)gid);
-                if (r < 0)
-                        return r;
-        }
-        if ((fuse ? rules->fuse.umask : rules->default_umask) && !have_umask) {
-                r = append(&out, &out_len, "umask=0022");
-                if (r < 0)
-                        return r;
-        }
-        if (fuse) {
-                r = append(&out, &out_len, "allow_other,default_permissions");
-                if (r < 0)
-                        return r;
-                if (rules->fuse.fsname) {
-                        r = append(&out, &out_len, "fsname=%s", node);
-                        if (r < 0)
-                                return r;
-                }
-        }
-        for (size_t i = 0; i < n_accepted; i++) {
-                const char *item = accepted[i].item;
+        append_own_options(&out, rules, fuse, read_only, u.have_umask, uid, gid, node);
+        for (size_t i = 0; i < u.n_accepted; i++) {
+                const char *item = u.accepted[i].item;
 
                 if (streq(item, "ro") || streq(item, "rw") || streq(item, "nosuid") || streq(item, "nodev"))
                         continue;
-                r = append(&out, &out_len, "%s", item);
-                if (r < 0)
-                        return r;
+                append(&out, "%s", item);
         }
+        out_buf = out.buf;
+        if (out.error < 0)
+                return out.error;
 
-        *ret_options = TAKE_PTR(out);
+        *ret_options = TAKE_PTR(out_buf);
         return 0;
 }
