@@ -16,7 +16,6 @@
 #include "loop-internal.h"
 #include "macro.h"
 #include "partition.h"
-#include "sysfs.h"
 
 /* How often loop_attach() asks for another free device when others keep taking the one it got. */
 #define ATTACH_ATTEMPTS 64
@@ -217,13 +216,9 @@ static int configure_device(int devfd, unsigned number, int backing_fd, const Lo
 static int read_bound_info(int devfd, unsigned number, uint64_t diskseq, LoopInfo **ret)
 {
         _cleanup_(loop_info_freep) LoopInfo *info = NULL;
-        _cleanup_close_ int sysfd = -EBADF;
         int r;
 
-        sysfd = sysfs_open_loop(number, 0);
-        if (sysfd < 0)
-                return sysfd;
-        r = loop_read_info_sysfs(sysfd, number, &info);
+        r = loop_read_info_sysfs(number, &info);
         if (r < 0)
                 return r;
         if (diskseq != 0 && info->diskseq != 0 && info->diskseq != diskseq)

@@ -33,7 +33,8 @@ void loop_info_array_free(LoopInfo **infos, size_t n)
         free(infos);
 }
 
-int loop_read_info_sysfs(int sysfd, unsigned number, LoopInfo **ret)
+/* Fills info from /sys/block/loopN, an open directory. -ENXIO if the device is not bound. */
+static int read_info_sysfs(int sysfd, unsigned number, LoopInfo **ret)
 {
         _cleanup_(loop_info_freep) LoopInfo *info = NULL;
         _cleanup_close_ int lfd = -1;
@@ -157,18 +158,25 @@ void loop_fill_backing_status(int devfd, LoopInfo *info)
         info->backing_inode = li.lo_inode;
 }
 
+int loop_read_info_sysfs(unsigned number, LoopInfo **ret)
+{
+        _cleanup_close_ int sysfd = -EBADF;
+
+        sysfd = sysfs_open_loop(number, 0);
+        if (sysfd < 0)
+                return sysfd;
+        return read_info_sysfs(sysfd, number, ret);
+}
+
 int loop_get_info(unsigned number, LoopInfo **ret)
 {
         _cleanup_(loop_info_freep) LoopInfo *info = NULL;
-        _cleanup_close_ int sysfd = -1, devfd = -1;
+        _cleanup_close_ int devfd = -1;
         int r;
 
         if (!ret)
                 return -EINVAL;
-        sysfd = sysfs_open_loop(number, 0);
-        if (sysfd < 0)
-                return sysfd;
-        r = loop_read_info_sysfs(sysfd, number, &info);
+        r = loop_read_info_sysfs(number, &info);
         if (r < 0)
                 return r;
 
@@ -223,7 +231,7 @@ static int list_loops(bool brief, LoopInfo ***ret, size_t *ret_n)
                         sysfd = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
                         if (sysfd < 0)
                                 continue;
-                        r = loop_read_info_sysfs(sysfd, number, &info);
+                        r = read_info_sysfs(sysfd, number, &info);
                         safe_close(sysfd);
                 }
                 /* Unbound, or unbound (ENODEV from kernfs) or removed (ENOENT) while we looked. */

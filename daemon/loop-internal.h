@@ -34,8 +34,9 @@ uint64_t loop_device_diskseq(int devfd, unsigned number);
 
 /* ---- loop-info.c ---- */
 
-/* Fills info from /sys/block/loopN, an open directory. -ENXIO if the device is not bound. */
-int loop_read_info_sysfs(int sysfd, unsigned number, LoopInfo **ret);
+/* loopN's info from /sys/block/loopN alone (backing_dev and backing_inode 0). -ENXIO if the device is not
+ * bound, -ENODEV if there is no such device. */
+int loop_read_info_sysfs(unsigned number, LoopInfo **ret);
 /* The backing file's device and inode (LOOP_GET_STATUS64): not in sysfs. */
 void loop_fill_backing_status(int devfd, LoopInfo *info);
 
