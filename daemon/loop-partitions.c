@@ -115,22 +115,19 @@ int loop_restore_partitions(unsigned number, uint64_t expected_diskseq)
  * did not create itself, and a dead node gives I/O errors (or, worse, a recycled device number). */
 void loop_remove_stale_partition_nodes(unsigned number)
 {
-        char prefix[32];
         struct dirent *de;
-        size_t plen;
         DIR *d;
 
-        plen = (size_t)snprintf(prefix, sizeof(prefix), "loop%up", number);
         d = opendir("/dev");
         if (!d)
                 return;
         while ((de = readdir(d))) {
                 char sys[96], link[256], *base;
+                unsigned n, partition;
                 struct stat st;
                 ssize_t k;
 
-                if (strncmp(de->d_name, prefix, plen) != 0 || de->d_name[plen] == '\0' ||
-                        strspn(de->d_name + plen, "0123456789") != strlen(de->d_name + plen))
+                if (loop_parse_node(de->d_name, &n, &partition) < 0 || n != number || partition == 0)
                         continue;
                 if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
                         continue;
