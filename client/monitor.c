@@ -47,12 +47,9 @@ static int on_event(sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
 
                 json_init(&w, stdout);
                 json_begin_object(&w);
-                json_key(&w, "event");
-                json_string(&w, ev->name);
-                json_key(&w, ev->keys[0]);
-                json_string(&w, a);
-                json_key(&w, ev->keys[1]);
-                json_string(&w, b);
+                json_field_string(&w, "event", ev->name);
+                json_field_string(&w, ev->keys[0], a);
+                json_field_string(&w, ev->keys[1], b);
                 json_end_object(&w);
         } else {
                 _cleanup_free_ char *ea = display_escape(a), *eb = display_escape(b);

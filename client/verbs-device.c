@@ -38,26 +38,16 @@ static int read_partitions(sd_bus_message *reply, JsonWriter *w, Table *t)
                         &part_type, &part_name, &fstype, &label, &uuid, &mount_point)) > 0) {
                 if (w) {
                         json_begin_object(w);
-                        json_key(w, "node");
-                        json_string(w, node);
-                        json_key(w, "number");
-                        json_uint(w, number);
-                        json_key(w, "offset");
-                        json_uint(w, offset);
-                        json_key(w, "size");
-                        json_uint(w, size);
-                        json_key(w, "part_type");
-                        json_string(w, part_type);
-                        json_key(w, "part_name");
-                        json_string(w, part_name);
-                        json_key(w, "fstype");
-                        json_string(w, fstype);
-                        json_key(w, "label");
-                        json_string(w, label);
-                        json_key(w, "uuid");
-                        json_string(w, uuid);
-                        json_key(w, "mount_point");
-                        json_string(w, mount_point);
+                        json_field_string(w, "node", node);
+                        json_field_uint(w, "number", number);
+                        json_field_uint(w, "offset", offset);
+                        json_field_uint(w, "size", size);
+                        json_field_string(w, "part_type", part_type);
+                        json_field_string(w, "part_name", part_name);
+                        json_field_string(w, "fstype", fstype);
+                        json_field_string(w, "label", label);
+                        json_field_string(w, "uuid", uuid);
+                        json_field_string(w, "mount_point", mount_point);
                         json_end_object(w);
                 } else {
                         char nr[12], off[FORMAT_BYTES_MAX], sz[FORMAT_BYTES_MAX];
@@ -166,8 +156,7 @@ int verb_attach(Context *c)
 
                 json_init(&w, out.f);
                 json_begin_object(&w);
-                json_key(&w, "device");
-                json_string(&w, device);
+                json_field_string(&w, "device", device);
                 json_key(&w, "partitions");
                 r = read_partitions(parts, &w, NULL);
                 json_end_object(&w);
@@ -309,24 +298,15 @@ int verb_list(Context *c)
         while ((r = read_device(reply, &d)) > 0) {
                 if (c->json) {
                         json_begin_object(&w);
-                        json_key(&w, "device");
-                        json_string(&w, d.device);
-                        json_key(&w, "backing_file");
-                        json_string(&w, d.backing_file);
-                        json_key(&w, "offset");
-                        json_uint(&w, d.offset);
-                        json_key(&w, "size_limit");
-                        json_uint(&w, d.size_limit);
-                        json_key(&w, "sector_size");
-                        json_uint(&w, d.sector_size);
-                        json_key(&w, "read_only");
-                        json_bool(&w, d.read_only);
-                        json_key(&w, "autoclear");
-                        json_bool(&w, d.autoclear);
-                        json_key(&w, "managed");
-                        json_bool(&w, d.managed);
-                        json_key(&w, "owner_uid");
-                        json_uint(&w, d.owner_uid);
+                        json_field_string(&w, "device", d.device);
+                        json_field_string(&w, "backing_file", d.backing_file);
+                        json_field_uint(&w, "offset", d.offset);
+                        json_field_uint(&w, "size_limit", d.size_limit);
+                        json_field_uint(&w, "sector_size", d.sector_size);
+                        json_field_bool(&w, "read_only", d.read_only);
+                        json_field_bool(&w, "autoclear", d.autoclear);
+                        json_field_bool(&w, "managed", d.managed);
+                        json_field_uint(&w, "owner_uid", d.owner_uid);
                         json_end_object(&w);
                 } else {
                         char limit[FORMAT_BYTES_MAX], offset[FORMAT_BYTES_MAX], sector[12], owner[32];

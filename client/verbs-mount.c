@@ -48,10 +48,8 @@ int verb_mount(Context *c)
 
                 json_init(&w, stdout);
                 json_begin_object(&w);
-                json_key(&w, "node");
-                json_string(&w, node);
-                json_key(&w, "mount_point");
-                json_string(&w, mount_point);
+                json_field_string(&w, "node", node);
+                json_field_string(&w, "mount_point", mount_point);
                 json_end_object(&w);
         } else {
                 _cleanup_free_ char *n = display_escape(node), *p = display_escape(mount_point);
@@ -188,8 +186,7 @@ int verb_open(Context *c)
         if (c->json) {
                 json_init(&w, out.f);
                 json_begin_object(&w);
-                json_key(&w, "device");
-                json_string(&w, device);
+                json_field_string(&w, "device", device);
                 json_key(&w, "mounts");
                 json_begin_array(&w);
         } else {
@@ -203,10 +200,8 @@ int verb_open(Context *c)
                         return log_error_errno(-ENOMEM, "cannot open %s", c->arg);
                 if (c->json) {
                         json_begin_object(&w);
-                        json_key(&w, "node");
-                        json_string(&w, node);
-                        json_key(&w, "mount_point");
-                        json_string(&w, mount_point);
+                        json_field_string(&w, "node", node);
+                        json_field_string(&w, "mount_point", mount_point);
                         json_end_object(&w);
                 } else {
                         _cleanup_free_ char *n = display_escape(node), *p = display_escape(mount_point);

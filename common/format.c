@@ -257,3 +257,21 @@ void json_bool(JsonWriter *w, bool v)
         json_separate(w);
         fputs(v ? "true" : "false", w->f);
 }
+
+void json_field_string(JsonWriter *w, const char *key, const char *s)
+{
+        json_key(w, key);
+        json_string(w, s);
+}
+
+void json_field_uint(JsonWriter *w, const char *key, uint64_t v)
+{
+        json_key(w, key);
+        json_uint(w, v);
+}
+
+void json_field_bool(JsonWriter *w, const char *key, bool v)
+{
+        json_key(w, key);
+        json_bool(w, v);
+}

@@ -46,3 +46,7 @@ void json_key(JsonWriter *w, const char *key);
 void json_string(JsonWriter *w, const char *s); /* NULL is written as "" */
 void json_uint(JsonWriter *w, uint64_t v);
 void json_bool(JsonWriter *w, bool v);
+/* A key and its value: json_key() followed by json_string(), json_uint() or json_bool(). */
+void json_field_string(JsonWriter *w, const char *key, const char *s);
+void json_field_uint(JsonWriter *w, const char *key, uint64_t v);
+void json_field_bool(JsonWriter *w, const char *key, bool v);
