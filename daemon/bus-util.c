@@ -5,9 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/sysmacros.h>
 
-#include "format.h"
 #include "loop.h"
 #include "loopd-bus.h"
 #include "sysfs.h"

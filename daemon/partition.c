@@ -13,6 +13,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "blkid-util.h"
 #include "loop-name.h"
 #include "macro.h"
 #include "partition.h"
@@ -20,13 +21,6 @@
 
 /* The kernel's limit on partitions of one disk (DISK_MAX_PARTS). */
 #define PARTITION_MAX 256u
-
-static void blkid_free_probep(blkid_probe *pr)
-{
-        if (*pr)
-                blkid_free_probe(*pr);
-}
-#define _cleanup_blkid_probe_ _cleanup_(blkid_free_probep)
 
 /* The kernel's GPT parser refuses entry arrays larger than it can kmalloc (4 MiB on x86). */
 #define GPT_ENTRIES_MAX_BYTES (UINT64_C(4) << 20)

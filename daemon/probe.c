@@ -11,18 +11,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "blkid-util.h"
 #include "loop-name.h"
 #include "macro.h"
 #include "partition.h"
 #include "probe.h"
 #include "sysfs.h"
-
-static void blkid_free_probep(blkid_probe *pr)
-{
-        if (*pr)
-                blkid_free_probe(*pr);
-}
-#define _cleanup_blkid_probe_ _cleanup_(blkid_free_probep)
 
 void partition_info_clear(PartitionInfo *p)
 {
