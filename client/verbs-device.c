@@ -70,6 +70,22 @@ static int read_partitions(sd_bus_message *reply, JsonWriter *w, Table *t)
         return 0;
 }
 
+/* The partitions of reply as a JSON array (w) or as a table printed to f. */
+static int output_partitions(sd_bus_message *reply, JsonWriter *w, FILE *f)
+{
+        _cleanup_(table_freep) Table *t = NULL;
+        int r;
+
+        if (w)
+                return read_partitions(reply, w, NULL);
+        r = output_table_new(&t, ELEMENTSOF(partition_headers), partition_headers);
+        if (r >= 0)
+                r = read_partitions(reply, NULL, t);
+        if (r >= 0)
+                table_print(t, f);
+        return r;
+}
+
 /* Logs as "cannot list the partitions of DEVICE<suffix>: why". */
 static int list_partitions(Context *c, const char *device, const char *suffix, sd_bus_message **ret_reply)
 {
@@ -94,7 +110,6 @@ int verb_attach(Context *c)
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL, *parts = NULL;
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(output_done) Output out = {};
-        _cleanup_(table_freep) Table *t = NULL;
         _cleanup_close_ int fd = -1;
         const char *device, *object;
         int r;
@@ -158,17 +173,13 @@ int verb_attach(Context *c)
                 json_begin_object(&w);
                 json_field_string(&w, "device", device);
                 json_key(&w, "partitions");
-                r = read_partitions(parts, &w, NULL);
+                r = output_partitions(parts, &w, out.f);
                 json_end_object(&w);
         } else {
                 _cleanup_free_ char *img = display_escape(c->arg), *dev = display_escape(device);
 
                 fprintf(out.f, "Attached %s as %s.\n", strempty(img), strempty(dev));
-                r = output_table_new(&t, ELEMENTSOF(partition_headers), partition_headers);
-                if (r >= 0)
-                        r = read_partitions(parts, NULL, t);
-                if (r >= 0)
-                        table_print(t, out.f);
+                r = output_partitions(parts, NULL, out.f);
         }
         if (r < 0)
                 return log_error_errno(r,
@@ -181,7 +192,6 @@ int verb_partitions(Context *c)
 {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_(output_done) Output out = {};
-        _cleanup_(table_freep) Table *t = NULL;
         _cleanup_free_ char *device = NULL;
         int r;
 
@@ -199,14 +209,9 @@ int verb_partitions(Context *c)
                 JsonWriter w;
 
                 json_init(&w, out.f);
-                r = read_partitions(reply, &w, NULL);
-        } else {
-                r = output_table_new(&t, ELEMENTSOF(partition_headers), partition_headers);
-                if (r >= 0)
-                        r = read_partitions(reply, NULL, t);
-                if (r >= 0)
-                        table_print(t, out.f);
-        }
+                r = output_partitions(reply, &w, out.f);
+        } else
+                r = output_partitions(reply, NULL, out.f);
         if (r < 0)
                 return log_reply_error(r, "ListPartitions");
         return output_emit(&out);
