@@ -64,6 +64,47 @@ int partition_table_check(int fd, uint32_t sector_size, uint64_t size)
         return partition_table_check_at(fd, 0, sector_size, size);
 }
 
+/* What BLKPG should add for one entry of libblkid's table: 1 and *ret, or 0 when the kernel would not take
+ * it (no number, past the end of the device, misaligned, empty). */
+static int plan_one(blkid_partition par, uint32_t sector_size, uint64_t device_size, PartitionSpec *ret)
+{
+        blkid_loff_t start512, size512;
+        uint64_t start, length;
+        int partno;
+
+        if (!par)
+                return 0;
+        partno = blkid_partition_get_partno(par);
+        start512 = blkid_partition_get_start(par);
+        size512 = blkid_partition_get_size(par);
+        if (partno <= 0 || (unsigned)partno >= PARTITION_MAX || start512 < 0 || size512 <= 0)
+                return 0;
+        /* libblkid reports 512-byte units whatever the sector size; BLKPG wants bytes. */
+        if ((uint64_t)start512 > UINT64_MAX / 512 || (uint64_t)size512 > UINT64_MAX / 512)
+                return 0;
+        start = (uint64_t)start512 * 512;
+        length = (uint64_t)size512 * 512;
+
+        /* As the kernel does: an extended partition only gets room for a boot loader, so that nobody
+         * mistakes its whole range for a filesystem. */
+        if (blkid_partition_is_extended(par))
+                length = MIN(length, (uint64_t)MAX(sector_size, 1024u));
+
+        if (start >= device_size)
+                return 0;
+        if (length > device_size - start)
+                length = device_size - start;
+        /* The kernel refuses partitions not aligned to the logical block size. */
+        if (start % sector_size != 0)
+                return 0;
+        length -= length % sector_size;
+        if (length == 0)
+                return 0;
+
+        *ret = (PartitionSpec){ .number = (unsigned)partno, .start = start, .length = length };
+        return 1;
+}
+
 int partition_plan(int devfd, uint32_t sector_size, uint64_t device_size, PartitionSpec **ret, size_t *ret_n)
 {
         _cleanup_blkid_probe_ blkid_probe pr = NULL;
@@ -118,49 +159,17 @@ int partition_plan(int devfd, uint32_t sector_size, uint64_t device_size, Partit
                 return -ENOMEM;
 
         for (int i = 0; i < count; i++) {
-                blkid_partition par = blkid_partlist_get_partition(list, i);
-                blkid_loff_t start512, size512;
-                uint64_t start, length;
-                int partno;
-
-                if (!par)
-                        continue;
-                partno = blkid_partition_get_partno(par);
-                start512 = blkid_partition_get_start(par);
-                size512 = blkid_partition_get_size(par);
-                if (partno <= 0 || (unsigned)partno >= PARTITION_MAX || start512 < 0 || size512 <= 0)
-                        continue;
-                /* libblkid reports 512-byte units whatever the sector size; BLKPG wants bytes. */
-                if ((uint64_t)start512 > UINT64_MAX / 512 || (uint64_t)size512 > UINT64_MAX / 512)
-                        continue;
-                start = (uint64_t)start512 * 512;
-                length = (uint64_t)size512 * 512;
-
-                /* As the kernel does: an extended partition only gets room for a boot loader, so that nobody
-                 * mistakes its whole range for a filesystem. */
-                if (blkid_partition_is_extended(par))
-                        length = MIN(length, (uint64_t)MAX(sector_size, 1024u));
-
-                if (start >= device_size)
-                        continue;
-                if (length > device_size - start)
-                        length = device_size - start;
-                /* The kernel refuses partitions not aligned to the logical block size. */
-                if (start % sector_size != 0)
-                        continue;
-                length -= length % sector_size;
-                if (length == 0)
-                        continue;
-
-                /* Nested tables (BSD labels and the like) may repeat a number; the first wins. */
+                PartitionSpec spec;
                 bool dup = false;
-                for (size_t j = 0; j < n; j++)
-                        if (specs[j].number == (unsigned)partno)
-                                dup = true;
-                if (dup)
-                        continue;
 
-                specs[n++] = (PartitionSpec){ .number = (unsigned)partno, .start = start, .length = length };
+                if (plan_one(blkid_partlist_get_partition(list, i), sector_size, device_size, &spec) == 0)
+                        continue;
+                /* Nested tables (BSD labels and the like) may repeat a number; the first wins. */
+                for (size_t j = 0; j < n; j++)
+                        if (specs[j].number == spec.number)
+                                dup = true;
+                if (!dup)
+                        specs[n++] = spec;
         }
 
         if (n == 0) {
