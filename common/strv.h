@@ -23,6 +23,14 @@ static inline size_t strv_length(char *const *v)
         return n;
 }
 
+static inline bool strv_contains(char *const *v, const char *s)
+{
+        for (; v && *v; v++)
+                if (streq(*v, s))
+                        return true;
+        return false;
+}
+
 /* Appends s (taking ownership) to *v; on failure frees s. */
 static inline int strv_consume(char ***v, char *s)
 {

@@ -1,0 +1,43 @@
+/* mount-internal.h: what the mount modules share (mount.c: drivers and mounting, mount-table.c: the mount
+ * table, mount-fuse.c: FUSE helper processes). Not for other modules: they use mount.h. Never logs. */
+#pragma once
+
+#include <libmount.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "mount.h"
+
+typedef struct FsDriver {
+        const char *fstype;
+        const char *kernel_names[3]; /* tried in order in /proc/filesystems */
+        const char *helpers[4]; /* FUSE helper binaries, first installed one wins */
+        const char *helper_flag; /* an extra first argument */
+        bool options_first; /* HELPER -o OPTS NODE TARGET, else HELPER NODE TARGET -o OPTS */
+} FsDriver;
+
+/* ---- mount.c ---- */
+
+/* The resolved paths of the installed FUSE helpers, as /proc/PID/exe shows them: a strv, NULL when out of
+ * memory. */
+char **mount_fuse_helper_exes(void);
+
+/* ---- mount-table.c ---- */
+
+/* "fuse", "fuseblk" or "fuse.*". */
+bool mount_fstype_is_fuse(const char *fstype);
+/* The device number of source when it is a block device under /dev, else 0. */
+dev_t mount_source_rdev(const char *source);
+/* The topmost mount at target (trailing slashes ignored) in tb, or NULL. */
+struct libmnt_fs *mount_table_at(MountTable *tb, const char *target);
+
+/* ---- mount-fuse.c ---- */
+
+/* Runs d's FUSE helper to mount node at target with options; 0 once its first process exited with 0. */
+int mount_fuse_run(const FsDriver *d, const char *node, const char *target, const char *options);
+/* pidfds of the FUSE helper processes that have the block device rdev open (at most max): the servers of
+ * FUSE mounts of it. */
+size_t mount_fuse_servers_of(dev_t rdev, int *pidfds, size_t max);
+/* Closes the pidfds, waiting first (bounded) for their processes to exit when wait is true. */
+void mount_fuse_servers_wait(int *pidfds, size_t n, bool wait);

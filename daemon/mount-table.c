@@ -1,0 +1,214 @@
+/* mount-table.c: the mount table (/proc/self/mountinfo through libmount): which mounts are of loop devices,
+ * where a device is mounted, what is mounted at a path. */
+#include <errno.h>
+#include <libmount.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "loop.h"
+#include "macro.h"
+#include "mount-internal.h"
+#include "strv.h"
+
+#define MOUNTINFO "/proc/self/mountinfo"
+
+bool mount_fstype_is_fuse(const char *fstype)
+{
+        return fstype &&
+                (streq(fstype, "fuse") || streq(fstype, "fuseblk") || strncmp(fstype, "fuse.", 5) == 0);
+}
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct libmnt_iter *, mnt_free_iter);
+
+int mount_table_load(MountTable **ret)
+{
+        struct libmnt_table *tb = mnt_new_table_from_file(MOUNTINFO);
+
+        if (!tb)
+                return errno > 0 ? -errno : -EIO;
+        *ret = tb;
+        return 0;
+}
+
+dev_t mount_source_rdev(const char *source)
+{
+        struct stat st;
+
+        if (source && strncmp(source, "/dev/", 5) == 0 && stat(source, &st) == 0 && S_ISBLK(st.st_mode))
+                return st.st_rdev;
+        return 0;
+}
+
+/* Strips trailing slashes, as mountinfo spells targets without them. */
+static char *target_normalize(const char *target)
+{
+        char *t = strdup(target);
+        size_t len;
+
+        if (!t)
+                return NULL;
+        len = strlen(t);
+        while (len > 1 && t[len - 1] == '/')
+                t[--len] = '\0';
+        return t;
+}
+
+struct libmnt_fs *mount_table_at(MountTable *tb, const char *target)
+{
+        _cleanup_free_ char *t = target_normalize(target);
+
+        return t ? mnt_table_find_target(tb, t, MNT_ITER_BACKWARD) : NULL;
+}
+
+/* A FUSE mount's source is whatever its server calls itself: any user can make one through fusermount with
+ * fsname=/dev/loopN, in a directory of their own. Such a mount must not pass for the device's (it would make
+ * Mount say AlreadyMounted, Detach say Busy, keep an autoclear device bound, and have loopd unmount it).
+ * fusermount always records the mounting user as user_id=, which nobody can set to 0 but root: the FUSE
+ * mounts loopd's helpers make have user_id=0. */
+static bool fuse_mount_by_root(struct libmnt_fs *fs)
+{
+        const char *options = mnt_fs_get_fs_options(fs);
+        char *value = NULL;
+        size_t len = 0;
+
+        return options && mnt_optstr_get_option(options, "user_id", &value, &len) == 0 && len == 1 &&
+                value[0] == '0';
+}
+
+MountTable *mount_table_unref(MountTable *table)
+{
+        mnt_unref_table(table);
+        return NULL;
+}
+
+void loop_mounts_free(LoopMount *mounts, size_t n)
+{
+        for (size_t i = 0; i < n && mounts; i++) {
+                free(mounts[i].node);
+                free(mounts[i].target);
+        }
+        free(mounts);
+}
+
+int mount_table_loop_mounts(MountTable *tb, LoopMount **ret, size_t *ret_n)
+{
+        _cleanup_(mnt_free_iterp) struct libmnt_iter *itr = NULL;
+        LoopMount *list = NULL;
+        struct libmnt_fs *fs;
+        size_t n = 0;
+
+        if (!tb || !ret || !ret_n)
+                return -EINVAL;
+        itr = mnt_new_iter(MNT_ITER_FORWARD);
+        if (!itr)
+                return -ENOMEM;
+        while (mnt_table_next_fs(tb, itr, &fs) == 0) {
+                const char *source = mnt_fs_get_source(fs), *target = mnt_fs_get_target(fs);
+                unsigned number, partition;
+                LoopMount *grown;
+
+                if (!source || !target || !startswith(source, "/dev/") ||
+                        loop_parse_node(source, &number, &partition) < 0)
+                        continue;
+                if (mount_fstype_is_fuse(mnt_fs_get_fstype(fs)) && !fuse_mount_by_root(fs))
+                        continue;
+                grown = reallocarray(list, n + 1, sizeof(LoopMount));
+                if (!grown) {
+                        loop_mounts_free(list, n);
+                        return -ENOMEM;
+                }
+                list = grown;
+                list[n] = (LoopMount){ .node = strdup(source), .target = strdup(target), .number = number };
+                n++;
+                if (!list[n - 1].node || !list[n - 1].target) {
+                        loop_mounts_free(list, n);
+                        return -ENOMEM;
+                }
+        }
+        *ret = list;
+        *ret_n = n;
+        return 0;
+}
+
+int mount_table_find_targets(MountTable *tb, dev_t devnum, const char *node, char ***ret_targets)
+{
+        _cleanup_(mnt_free_iterp) struct libmnt_iter *itr = NULL;
+        _cleanup_strv_free_ char **targets = NULL;
+        struct libmnt_fs *fs;
+        int r;
+
+        if (!tb || !ret_targets)
+                return -EINVAL;
+        itr = mnt_new_iter(MNT_ITER_FORWARD);
+        targets = calloc(1, sizeof(char *));
+        if (!itr || !targets)
+                return -ENOMEM;
+
+        while (mnt_table_next_fs(tb, itr, &fs) == 0) {
+                const char *source = mnt_fs_get_source(fs), *target = mnt_fs_get_target(fs);
+                bool match;
+
+                if (!target)
+                        continue;
+                if (mount_fstype_is_fuse(mnt_fs_get_fstype(fs)))
+                        match = node && streq_ptr(source, node) && fuse_mount_by_root(fs);
+                else
+                        match = devnum != 0 &&
+                                (mnt_fs_get_devno(fs) == devnum || mount_source_rdev(source) == devnum);
+                if (!match || strv_contains(targets, target))
+                        continue;
+
+                r = strv_consume(&targets, strdup(target));
+                if (r < 0)
+                        return r;
+        }
+
+        *ret_targets = TAKE_PTR(targets);
+        return 0;
+}
+
+int mount_find_targets(dev_t devnum, const char *node, char ***ret_targets)
+{
+        _cleanup_(mount_table_unrefp) MountTable *tb = NULL;
+        int r;
+
+        if (!ret_targets)
+                return -EINVAL;
+        r = mount_table_load(&tb);
+        if (r < 0)
+                return r;
+        return mount_table_find_targets(tb, devnum, node, ret_targets);
+}
+
+int mount_find_source(const char *target, char **ret_source, dev_t *ret_devnum)
+{
+        _cleanup_(mount_table_unrefp) MountTable *tb = NULL;
+        struct libmnt_fs *fs;
+        const char *source;
+        dev_t devnum;
+        int r;
+
+        if (isempty(target))
+                return -EINVAL;
+        r = mount_table_load(&tb);
+        if (r < 0)
+                return r;
+        fs = mount_table_at(tb, target);
+        /* A user's FUSE mount named after a loop device is not the device's (see fuse_mount_by_root()):
+         * loopd must never unmount it, wherever it is. */
+        if (!fs || (mount_fstype_is_fuse(mnt_fs_get_fstype(fs)) && !fuse_mount_by_root(fs)))
+                return -ENOENT;
+
+        source = mnt_fs_get_source(fs);
+        devnum = mount_source_rdev(source) ?: mnt_fs_get_devno(fs);
+        if (ret_source) {
+                char *s = strdup(strempty(source));
+                if (!s)
+                        return -ENOMEM;
+                *ret_source = s;
+        }
+        if (ret_devnum)
+                *ret_devnum = devnum;
+        return 0;
+}
