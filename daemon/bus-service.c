@@ -80,25 +80,24 @@ static int bus_on_idle_timer(sd_event_source *s, uint64_t usec, void *userdata)
         return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
 }
 
+/* Every incoming message, before it is dispatched: it counts as activity, and a question about the devices
+ * finds the watcher's table up to date. */
 static int bus_on_message(sd_bus_message *message, void *userdata, sd_bus_error *error)
 {
         Bus *b = userdata;
 
         (void)sd_event_now(b->manager->event, CLOCK_MONOTONIC, &b->last_activity_usec);
+        device_dbus_before_dispatch(b, message);
         return 0;
 }
 
 static int bus_setup_idle_exit(Bus *b)
 {
         sd_event *event = b->manager->event;
-        int r;
 
         if (b->exit_on_idle_usec == 0)
                 return 0;
         (void)sd_event_now(event, CLOCK_MONOTONIC, &b->last_activity_usec);
-        r = sd_bus_add_filter(b->bus, NULL, bus_on_message, b);
-        if (r < 0)
-                return r;
         return sd_event_add_time_relative(
                 event, &b->idle_timer, CLOCK_MONOTONIC, b->exit_on_idle_usec, 0, bus_on_idle_timer, b);
 }
@@ -111,7 +110,9 @@ int bus_start(Bus *b)
         r = sd_bus_default_system(&b->bus);
         if (r < 0)
                 return log_error_errno(r, "Failed to connect to the system bus: %m");
-        r = manager_dbus_register(b);
+        r = sd_bus_add_filter(b->bus, NULL, bus_on_message, b);
+        if (r >= 0)
+                r = manager_dbus_register(b);
         if (r >= 0)
                 r = device_dbus_register(b);
         if (r < 0)
@@ -120,7 +121,8 @@ int bus_start(Bus *b)
         /* Callers before the watcher: with hundreds of loop devices and a burst of uevents (another tool
          * binding and unbinding in a loop), one rescan takes long enough that at equal priority the bus got
          * a turn only between rescans, and calls timed out. The watcher catches up whenever the bus is
-         * quiet; what clients read is taken from the kernel, not from the watcher's table. */
+         * quiet, and a client's question brings the part of its table the question is about up to date first
+         * (device_dbus_before_dispatch()). */
         r = sd_bus_attach_event(b->bus, b->manager->event, SD_EVENT_PRIORITY_IMPORTANT);
         if (r < 0)
                 return log_error_errno(r, "Failed to attach the bus to the event loop: %m");

@@ -26,9 +26,9 @@ static int device_path_number(const char *path, unsigned *ret)
         return loop_parse_name(path + strlen(prefix), ret);
 }
 
-/* Objects exist exactly for the devices the watcher sees bound (it looks at the kernel again for each
- * client question, so a device Attach just returned is there). The getters read what the watcher saw, which
- * is also what its signals announced. */
+/* Objects exist exactly for the devices in the watcher's table, and the getters read only that table and the
+ * registry: they never look at the kernel nor report a change. The table is brought up to date before a
+ * client's question is dispatched (device_dbus_before_dispatch()), and before Attach or Detach returns. */
 static int device_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found,
         sd_bus_error *error)
 {
@@ -37,7 +37,7 @@ static int device_find(sd_bus *bus, const char *path, const char *interface, voi
 
         if (device_path_number(path, &number) < 0)
                 return 0;
-        if (!watcher_get_device(b->manager->watcher, number))
+        if (!watcher_device(b->manager->watcher, number))
                 return 0;
         *found = b;
         return 1;
@@ -96,43 +96,15 @@ static int append_partition(sd_bus_message *reply, const PartitionInfo *p, const
         return r;
 }
 
-static int append_partition_list(sd_bus_message *reply, const PartitionInfo *parts, size_t n)
+int device_dbus_append_partitions(sd_bus_message *reply, Watcher *w, const PartitionInfo *parts, size_t n)
 {
-        _cleanup_(mount_table_unrefp) MountTable *table = NULL;
         int r;
 
-        /* No mount points rather than no answer, when the mount table cannot be read. */
-        (void)mount_table_load(&table);
         r = sd_bus_message_open_container(reply, 'a', LOOPD_PARTITION_STRUCT);
-        for (size_t i = 0; r >= 0 && i < n; i++) {
-                _cleanup_strv_free_ char **targets = NULL;
-
-                if (table)
-                        (void)mount_table_find_targets(table, parts[i].devnum, parts[i].node, &targets);
-                r = append_partition(reply, &parts[i], targets && targets[0] ? targets[0] : "");
-        }
+        for (size_t i = 0; r >= 0 && i < n; i++)
+                r = append_partition(reply, &parts[i], watcher_mount_point(w, parts[i].node));
         if (r >= 0)
                 r = sd_bus_message_close_container(reply);
-        return r;
-}
-
-int device_dbus_append_partitions(sd_bus_message *reply, unsigned number, bool strict)
-{
-        PartitionInfo *parts = NULL;
-        size_t n = 0;
-        int r;
-
-        r = probe_loop_device(number, &parts, &n);
-        if (r < 0) {
-                if (strict)
-                        return r;
-                /* One unreadable device must not fail GetManagedObjects for every client. */
-                log_debug_errno(r, "Failed to read the partitions of loop%u, reporting none: %m", number);
-                parts = NULL;
-                n = 0;
-        }
-        r = append_partition_list(reply, parts, n);
-        partition_info_array_free(parts, n);
         return r;
 }
 
@@ -147,14 +119,14 @@ static int device_get_property(sd_bus *bus, const char *path, const char *interf
 
         if (device_path_number(path, &number) < 0)
                 return -ENOENT;
-        info = watcher_get_device(m->watcher, number);
+        info = watcher_device(m->watcher, number);
         if (!info)
                 return sd_bus_error_setf(error, LOOPD_ERROR_NOT_FOUND, "loop%u is not attached", number);
         d = registry_find_device(m->registry, number, info->diskseq);
 
         if (streq(property, "Device")) {
-                char devname[32];
-                snprintf(devname, sizeof(devname), "/dev/loop%u", number);
+                char devname[LOOP_NODE_MAX];
+                loop_node_format(devname, number, 0);
                 return sd_bus_message_append(reply, "s", devname);
         }
         if (streq(property, "BackingFile")) {
@@ -177,13 +149,11 @@ static int device_get_property(sd_bus *bus, const char *path, const char *interf
                 return sd_bus_message_append(reply, "u", d ? (uint32_t)d->owner : 0u);
         if (streq(property, "Partitions")) {
                 size_t n = 0;
-                const PartitionInfo *announced = watcher_announced_partitions(m->watcher, number, &n);
+                const PartitionInfo *parts = watcher_device_partitions(m->watcher, number, &n);
 
-                /* A change the watcher announces: what it probed when the partitions appeared. A client's
-                 * own question: what is on the device now. */
-                if (announced)
-                        return append_partition_list(reply, announced, n);
-                return device_dbus_append_partitions(reply, number, false);
+                /* None rather than an error when the device could not be probed: one unreadable device must
+                 * not fail GetManagedObjects for every client. */
+                return device_dbus_append_partitions(reply, m->watcher, parts, parts ? n : 0);
         }
         return -ENOENT;
 }
@@ -213,6 +183,38 @@ int device_dbus_register(Bus *b)
         return sd_bus_add_node_enumerator(b->bus, NULL, LOOPD_DEVICE_PATH_PREFIX, device_enumerate, b);
 }
 
+/* Is path the device prefix or one of its ancestors ("/", "/org", ...)? */
+static bool path_above_devices(const char *path)
+{
+        size_t len = strlen(path);
+
+        if (streq(path, "/"))
+                return true;
+        return strncmp(LOOPD_DEVICE_PATH_PREFIX, path, len) == 0 &&
+                (LOOPD_DEVICE_PATH_PREFIX[len] == '/' || LOOPD_DEVICE_PATH_PREFIX[len] == 0);
+}
+
+void device_dbus_before_dispatch(Bus *b, sd_bus_message *message)
+{
+        const char *path = sd_bus_message_get_path(message);
+        unsigned number;
+
+        if (!path || !b->manager->watcher || !sd_bus_message_is_method_call(message, NULL, NULL))
+                return;
+        /* A question about one device (Get, GetAll, Introspect): a client that asks right after Attach
+         * returned, or after another tool bound a device whose event loopd has not read yet, gets the
+         * kernel's answer. */
+        if (device_path_number(path, &number) >= 0) {
+                watcher_update_device(b->manager->watcher, number);
+                return;
+        }
+        /* GetManagedObjects, or an introspection that lists the device nodes. */
+        if (path_above_devices(path) &&
+                (sd_bus_message_is_method_call(message, "org.freedesktop.DBus.ObjectManager", NULL) ||
+                        sd_bus_message_is_method_call(message, "org.freedesktop.DBus.Introspectable", NULL)))
+                watcher_update_devices(b->manager->watcher, true);
+}
+
 static void log_emit_failure(int r, const char *what)
 {
         if (r < 0)
@@ -222,11 +224,11 @@ static void log_emit_failure(int r, const char *what)
 static void emit_added(sd_bus *bus, unsigned number)
 {
         _cleanup_free_ char *path = device_object_path(number);
-        char devname[32];
+        char devname[LOOP_NODE_MAX];
 
         if (!path || !bus)
                 return;
-        snprintf(devname, sizeof(devname), "/dev/loop%u", number);
+        loop_node_format(devname, number, 0);
         log_emit_failure(sd_bus_emit_object_added(bus, path), "InterfacesAdded");
         log_emit_failure(sd_bus_emit_signal(bus, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE,
                                  "DeviceAttached", "so", devname, path),
@@ -236,11 +238,11 @@ static void emit_added(sd_bus *bus, unsigned number)
 static void emit_removed(sd_bus *bus, unsigned number)
 {
         _cleanup_free_ char *path = device_object_path(number);
-        char devname[32];
+        char devname[LOOP_NODE_MAX];
 
         if (!path || !bus)
                 return;
-        snprintf(devname, sizeof(devname), "/dev/loop%u", number);
+        loop_node_format(devname, number, 0);
         /* All the interfaces InterfacesAdded named, the standard ones too (Properties, Introspectable,
          * Peer): a client such as GDBusObjectManagerClient drops an object only when it has none left. The
          * watcher calls this while the object still resolves. */
@@ -252,12 +254,12 @@ static void emit_removed(sd_bus *bus, unsigned number)
 
 static void emit_partition(sd_bus *bus, unsigned number, unsigned partition, bool added)
 {
-        char devname[32], node[48];
+        char devname[LOOP_NODE_MAX], node[LOOP_NODE_MAX];
 
         if (!bus)
                 return;
-        snprintf(devname, sizeof(devname), "/dev/loop%u", number);
-        snprintf(node, sizeof(node), "/dev/loop%up%u", number, partition);
+        loop_node_format(devname, number, 0);
+        loop_node_format(node, number, partition);
         log_emit_failure(sd_bus_emit_signal(bus, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE,
                                  added ? "PartitionAdded" : "PartitionRemoved", "ss", devname, node),
                 "PartitionAdded/Removed");

@@ -145,6 +145,10 @@ int engine_attach(Manager *m, int fd, const AttachRequest *req, const struct sta
                 (void)loop_detach(info->number, info->diskseq);
                 return engine_error_errno(e, r, "Failed to record the device");
         }
+        /* In the watcher's table, with its owner, before the caller hears of it: whoever asks next finds
+         * it, and DeviceAttached comes before the reply. */
+        if (m->watcher)
+                watcher_update_device(m->watcher, info->number);
         *ret = TAKE_PTR(info);
         return 0;
 }
@@ -199,6 +203,8 @@ int engine_detach(Manager *m, const LoopInfo *info, bool unmount, EngineError *e
         if (r < 0 && r != -ENXIO && r != -ENODEV && r != -ESTALE)
                 return engine_error_errno(e, r, "Failed to detach");
         log_info("Detached loop%u", number);
+        if (m->watcher)
+                watcher_update_device(m->watcher, number);
         return 0;
 }
 
@@ -287,6 +293,9 @@ int engine_mount_node(Manager *m, uid_t uid, const char *node, dev_t devnum, con
         }
 
         log_info("Mounted %s (%s) on %s for uid %u", node, fstype, mount_point, (unsigned)uid);
+        /* Mounted, and the mount point in Partitions, before the caller hears of it. */
+        if (m->watcher)
+                watcher_update_mounts(m->watcher);
         *ret_mount_point = TAKE_PTR(mount_point);
         return 0;
 }
@@ -304,6 +313,8 @@ int engine_unmount(Manager *m, unsigned number, const char *target, EngineError 
         log_info("Unmounted %s", target);
 
         registry_release_if_autoclear(m->registry, number);
+        if (m->watcher)
+                watcher_update_mounts(m->watcher);
         return 0;
 }
 

@@ -84,11 +84,8 @@ int method_mount(sd_bus_message *message, void *userdata, sd_bus_error *error)
         if (r < 0)
                 return r;
         /* The kernel's path, whatever the caller's spelling ("loopNpM"): for polkit rules and the mount. */
-        char canonical[64];
-        if (partition)
-                snprintf(canonical, sizeof(canonical), "/dev/loop%up%u", number, partition);
-        else
-                snprintf(canonical, sizeof(canonical), "/dev/loop%u", number);
+        char canonical[LOOP_NODE_MAX];
+        loop_node_format(canonical, number, partition);
 
         const char *details[] = { "device", canonical, "fstype", strempty(fstype), "options",
                 strempty(options), "read_only", read_only ? "true" : "false", NULL };

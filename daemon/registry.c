@@ -118,9 +118,9 @@ int registry_add_device(Registry *reg, const ManagedDevice *d)
         reg->devices = copy;
 
         if (copy->lock_fd >= 0) {
-                char node[32];
+                char node[LOOP_NODE_MAX];
 
-                snprintf(node, sizeof(node), "/dev/loop%u", copy->number);
+                loop_node_format(node, copy->number, 0);
                 r = sd_event_add_inotify(reg->event, &copy->close_watch, node,
                         IN_CLOSE_WRITE | IN_CLOSE_NOWRITE, registry_on_device_closed, reg);
                 if (r < 0)
@@ -316,12 +316,9 @@ int registry_device_mounts(const LoopInfo *info, char ***ret)
         for (size_t i = 0; i <= n_parts; i++) {
                 _cleanup_strv_free_ char **targets = NULL;
                 dev_t devnum = i == 0 ? info->devnum : parts[i - 1].devnum;
-                char node[64];
+                char node[LOOP_NODE_MAX];
 
-                if (i == 0)
-                        snprintf(node, sizeof(node), "/dev/loop%u", info->number);
-                else
-                        snprintf(node, sizeof(node), "/dev/loop%up%u", info->number, parts[i - 1].number);
+                loop_node_format(node, info->number, i == 0 ? 0 : parts[i - 1].number);
                 r = mount_table_find_targets(table, devnum, node, &targets);
                 if (r < 0)
                         return r;

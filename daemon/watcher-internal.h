@@ -12,6 +12,8 @@
 #include "partition.h"
 #include "watcher.h"
 
+#define UDEV_RUN_DIR "/run/udev"
+
 struct WatcherWait {
         Watcher *watcher;
         dev_t *devnums;
@@ -24,24 +26,19 @@ struct WatcherWait {
         struct WatcherWait *next;
 };
 
-/* What the watcher last saw of one bound loop device, and what it last told the bus about it. */
+/* What the watcher last saw of one bound loop device. Who owns it and whether loopd set it up are not
+ * kept here: they are the registry's (registry_find_device()), read from there whenever they are needed. */
 typedef struct Tracked {
         LoopInfo *info;
         KernelPartition *parts;
         size_t n_parts;
-        /* Published values that do not come from sysfs alone: the kernel's autoclear or the one asked at
-         * Attach, and loopd's ownership record. Unsettled when the device was found before the records
-         * were loaded: the first look then takes them as they are, silently. */
-        bool autoclear;
-        bool managed;
-        uid_t owner;
-        bool settled;
-        /* What is on the device, probed when it or a partition appeared: removals and mounts are announced
-         * from this, without opening the remaining partitions (see watcher_announced_partitions()). */
+        /* What is on the device, probed when it or a partition appeared, when someone wrote to it, or when
+         * a client asked: removals and mounts are announced from this, without opening the remaining
+         * partitions (see watcher_device_partitions()). */
         PartitionInfo *probed;
         size_t n_probed;
-        bool probed_valid;
-        uint64_t seen_usec; /* the event loop iteration of the last look at the kernel for it */
+        bool probed_valid; /* the last probe succeeded */
+        bool probe_tried; /* a probe was made at all (devices found at start are probed when first asked) */
         struct Tracked *next;
 } Tracked;
 
@@ -53,6 +50,7 @@ typedef struct LoopEvent {
         unsigned number;
         bool add_or_change;
         bool disk_change;
+        bool written; /* udev's change event after someone closed the device written to (SYNTH_UUID) */
 } LoopEvent;
 
 struct Watcher {
@@ -72,8 +70,6 @@ struct Watcher {
 
         Tracked *devices;
         bool syncing; /* comparing the table with the kernel: no nested look */
-        bool announcing; /* telling the bus about changes: Partitions come from the Tracked's probe */
-        uint64_t synced_usec; /* the event loop iteration of the last look at every device */
 
         struct libmnt_monitor *mount_monitor;
         sd_event_source *mount_io;
@@ -89,8 +85,20 @@ struct Watcher {
 void watcher_report(Watcher *w, ChangeKind kind, unsigned number, unsigned partition, const char *node,
         const char *mount_point, const char *property);
 Tracked *watcher_find(Watcher *w, unsigned number);
-/* Brings loopN's entry up to date with the kernel and, with announce, tells the bus what changed. */
+Tracked *watcher_find_devnum(Watcher *w, dev_t devnum);
+/* Brings loopN's entry up to date with the kernel and, with announce, reports what changed. */
 void watcher_refresh(Watcher *w, unsigned number, bool announce);
+/* The same for every device: at start (without announce), after events were lost or the event source
+ * changed. */
+int watcher_sync(Watcher *w, bool announce);
+/* Probes loopN again and reports Partitions when what is on it changed. */
+int watcher_reprobe(Watcher *w, Tracked *t);
+
+/* watcher-udev.c */
+int watcher_open_monitor(Watcher *w);
+void watcher_close_monitor(Watcher *w);
+int watcher_watch_udev_dir(Watcher *w);
+void watcher_cancel_waits(Watcher *w);
 
 /* watcher-mounts.c */
 int watcher_open_mount_monitor(Watcher *w);

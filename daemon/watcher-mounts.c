@@ -181,24 +181,21 @@ static void watcher_refresh_mounted_devices(Watcher *w, MountTable *table)
         loop_mounts_free(mounts, n);
 }
 
-static int watcher_on_mount_change(sd_event_source *s, int fd, uint32_t revents, void *userdata)
+void watcher_update_mounts(Watcher *w)
 {
         _cleanup_(mount_table_unrefp) MountTable *table = NULL;
-        Watcher *w = userdata;
         unsigned *touched;
         size_t n;
         int r;
 
-        /* Drain the monitor, then look once. The devices first: a device that was attached and mounted
-         * before loopd looked (MountImage) is announced before its mount, and one whose last mount went
-         * with it (umount -d) has its Unmounted announced before it goes. */
-        while (mnt_monitor_next_change(w->mount_monitor, NULL, NULL) == 0)
-                ;
         r = mount_table_load(&table);
         if (r < 0) {
                 log_warning_errno(r, "Failed to read the mount table: %m");
-                return 0;
+                return;
         }
+        /* The devices first: a device that was attached and mounted before loopd looked (MountImage) is
+         * announced before its mount, and one whose last mount went with it (umount -d) has its Unmounted
+         * announced before it goes. */
         watcher_refresh_mounted_devices(w, table);
         watcher_rescan_mounts(w, table, true, false);
         touched = TAKE_PTR(w->touched);
@@ -207,20 +204,31 @@ static int watcher_on_mount_change(sd_event_source *s, int fd, uint32_t revents,
 
         /* An autoclear device with nothing left mounted goes (the kernel does that itself once its flag is
          * set, but loopd also deletes the partitions it added, so that no dead node stays behind). */
-        for (size_t i = 0; i < n; i++)
-                if (watcher_device_autoclear(w, touched[i]))
+        for (size_t i = 0; i < n; i++) {
+                Tracked *t = watcher_find(w, touched[i]);
+
+                if (t && registry_device_autoclear(w->registry, t->info))
                         registry_release_if_autoclear(w->registry, touched[i]);
+        }
 
         /* The devices as they are now (a first mount sets the kernel's autoclear flag; a last unmount may
          * have detached), then each one still there shows its mount points in Partitions. */
         for (size_t i = 0; i < n; i++)
                 watcher_refresh(w, touched[i], true);
-        w->announcing = true;
         for (size_t i = 0; i < n; i++)
                 if (watcher_find(w, touched[i]))
                         watcher_report(w, CHANGE_PROPERTY, touched[i], 0, NULL, NULL, "Partitions");
-        w->announcing = false;
         free(touched);
+}
+
+static int watcher_on_mount_change(sd_event_source *s, int fd, uint32_t revents, void *userdata)
+{
+        Watcher *w = userdata;
+
+        /* Drain the monitor, then look once. */
+        while (mnt_monitor_next_change(w->mount_monitor, NULL, NULL) == 0)
+                ;
+        watcher_update_mounts(w);
         return 0;
 }
 

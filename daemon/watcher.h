@@ -35,18 +35,35 @@ typedef struct WatcherConfig {
 int watcher_new(const WatcherConfig *config, Watcher **ret);
 Watcher *watcher_free(Watcher *w);
 
-/* The watcher's view of loopN (NULL when it is not bound), brought up to date with the kernel first, at
- * most once per event loop iteration; changes found on the way are announced on the bus. */
-const LoopInfo *watcher_get_device(Watcher *w, unsigned number);
-/* The numbers of every bound loop device, after the same update. */
+/* Reading the table: what the watcher last saw, never a look at the kernel. */
+
+/* loopN as the watcher last saw it (NULL when it is not bound). */
+const LoopInfo *watcher_device(Watcher *w, unsigned number);
+/* The numbers of every bound loop device in the table. */
 int watcher_list_devices(Watcher *w, unsigned **ret, size_t *ret_n);
-/* While the watcher tells the bus about a change, what it probed on loopN when the device or its partitions
- * appeared, minus the partitions gone since (NULL otherwise, or when it has nothing). Announcing a removal
- * or a mount must not open the remaining partitions: another tool deleting them (partx -d, a detach) would
- * get EBUSY. Mount points are not in it (filled in from the mount table by the caller). */
-const PartitionInfo *watcher_announced_partitions(Watcher *w, unsigned number, size_t *ret_n);
-/* Does loopN go away with its last unmount: the kernel's autoclear flag, or autoclear asked at Attach? */
-bool watcher_device_autoclear(Watcher *w, unsigned number);
+/* What is on loopN, as probed when the device or its partitions appeared, someone wrote to it (udev's
+ * synthesized change event) or a client asked (watcher_probe_device()); minus the partitions gone since.
+ * NULL when the device is not in the table or could not be probed. Mount points are not in it: see
+ * watcher_mount_point(). */
+const PartitionInfo *watcher_device_partitions(Watcher *w, unsigned number, size_t *ret_n);
+/* Where node (e.g. /dev/loop0p1) is mounted, as the watcher last read the mount table (the first mount of
+ * it); NULL when it is not mounted. */
+const char *watcher_mount_point(Watcher *w, const char *node);
+
+/* Bringing the table up to date with the kernel; what changed is reported to the ChangeHandler before
+ * these return. A look already made in this event loop iteration is not made again. */
+
+/* loopN: bound, unbound, its properties and partitions; it is probed if it never was. */
+void watcher_update_device(Watcher *w, unsigned number);
+/* Every loop device. closely: each one read as an event would, and those never probed are probed (for
+ * GetManagedObjects); else compared cheaply with the table (sysfs attributes, no open) and only those that
+ * differ are read (for ListDevices). */
+void watcher_update_devices(Watcher *w, bool closely);
+/* The mount table: Mounted, Unmounted, autoclear devices released after their last unmount. */
+void watcher_update_mounts(Watcher *w);
+/* Probes what is on loopN now (it opens the device and its partitions), keeps it, and reports Partitions
+ * when it changed. -ENXIO when loopN is not bound. */
+int watcher_probe_device(Watcher *w, unsigned number);
 
 /* Is an Attach waiting for udev? */
 bool watcher_busy(Watcher *w);
