@@ -416,34 +416,44 @@ static int image_call_start(Bus *b, sd_bus_message *message, int fd, const Attac
         return 1;
 }
 
+/* The rest of Attach and MountImage once the request is read: the fd and the numbers checked, the caller
+ * looked up and polkit asked (both actions of MountImage in one round, before anything is touched; the call
+ * is dispatched again when they answered), then the image read in a worker. */
+static int image_method_continue(
+        Bus *b, sd_bus_message *message, int fd, AttachRequest *req, bool mount_image, sd_bus_error *error)
+{
+        _cleanup_free_ char *backing = NULL;
+        struct stat st;
+        uid_t uid;
+        int r;
+
+        r = attach_prepare(fd, req, &st, &backing, error);
+        if (r < 0)
+                return r;
+        r = auth_caller(b->auth, message, &uid, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        r = authorize_image(b, message, uid, req, backing, mount_image, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        return image_call_start(b, message, fd, req, &st, uid, &backing, mount_image, error);
+}
+
 static int method_attach(sd_bus_message *message, void *userdata, sd_bus_error *error)
 {
-        Bus *b = userdata;
         AttachRequest req = { .partition_scan = true };
-        _cleanup_free_ char *backing = NULL;
         const OptionSpec specs[] = { { "read-only", OPTION_BOOLEAN, &req.read_only, &req.read_only_set },
                 { "offset", OPTION_UINT64, &req.offset }, { "size-limit", OPTION_UINT64, &req.size_limit },
                 { "sector-size", OPTION_UINT32, &req.sector_size },
                 { "partition-scan", OPTION_BOOLEAN, &req.partition_scan },
                 { "autoclear", OPTION_BOOLEAN, &req.autoclear },
                 { "direct-io", OPTION_BOOLEAN, &req.direct_io }, {} };
-        struct stat st;
-        uid_t uid;
         int fd, r;
 
         r = read_image_request(message, specs, &fd, error);
         if (r < 0)
                 return r;
-        r = attach_prepare(fd, &req, &st, &backing, error);
-        if (r < 0)
-                return r;
-        r = auth_caller(b->auth, message, &uid, error);
-        if (r <= 0)
-                return r < 0 ? r : 1;
-        r = authorize_image(b, message, uid, &req, backing, false, error);
-        if (r <= 0)
-                return r < 0 ? r : 1;
-        return image_call_start(b, message, fd, &req, &st, uid, &backing, false, error);
+        return image_method_continue(userdata, message, fd, &req, false, error);
 }
 
 static int attach_finish(ImageCall *c, int probe_result, const ImageProbe *probe, sd_bus_error *error)
@@ -475,14 +485,10 @@ static int attach_finish(ImageCall *c, int probe_result, const ImageProbe *probe
 
 static int method_mount_image(sd_bus_message *message, void *userdata, sd_bus_error *error)
 {
-        Bus *b = userdata;
         AttachRequest req = { .partition_scan = true };
-        _cleanup_free_ char *backing = NULL;
         bool writable = false, writable_set = false;
         const OptionSpec specs[] = { { "writable", OPTION_BOOLEAN, &writable, &writable_set },
                 { "sector-size", OPTION_UINT32, &req.sector_size }, {} };
-        struct stat st;
-        uid_t uid;
         int fd, r;
 
         r = read_image_request(message, specs, &fd, error);
@@ -492,18 +498,7 @@ static int method_mount_image(sd_bus_message *message, void *userdata, sd_bus_er
         req.read_only = !writable;
         req.read_only_set = writable_set;
         req.read_write_option = "writable: true";
-        r = attach_prepare(fd, &req, &st, &backing, error);
-        if (r < 0)
-                return r;
-
-        /* One polkit round for the whole operation: both actions up front, before anything is touched. */
-        r = auth_caller(b->auth, message, &uid, error);
-        if (r <= 0)
-                return r < 0 ? r : 1;
-        r = authorize_image(b, message, uid, &req, backing, true, error);
-        if (r <= 0)
-                return r < 0 ? r : 1;
-        return image_call_start(b, message, fd, &req, &st, uid, &backing, true, error);
+        return image_method_continue(userdata, message, fd, &req, true, error);
 }
 
 static int mount_image_finish(ImageCall *c, int probe_result, const ImageProbe *probe, sd_bus_error *error)

@@ -292,6 +292,15 @@ static void watcher_take_device(Watcher *w, LoopInfo *info, bool announce)
         free(old_parts);
 }
 
+/* Is that incarnation of loopN among infos? */
+static bool infos_have(LoopInfo *const *infos, size_t n, unsigned number, uint64_t diskseq)
+{
+        for (size_t i = 0; i < n; i++)
+                if (infos[i]->number == number && infos[i]->diskseq == diskseq)
+                        return true;
+        return false;
+}
+
 /* Brings the table up to date with the kernel for every device and, with announce, reports what changed:
  * at start, when the event source changed or events were lost, and when a client enumerates the objects.
  * Sysfs only, but it reads every loop device on the machine (there may be hundreds): events look at their
@@ -312,22 +321,14 @@ int watcher_sync(Watcher *w, bool announce)
         /* What went (or was re-bound under the same number: a new diskseq) first, so that a number that
          * was recycled is removed before it is added again. */
         for (Tracked *t = w->devices, *next; t; t = next) {
-                bool still = false;
-
                 next = t->next;
-                for (size_t i = 0; i < n && !still; i++)
-                        still = infos[i]->number == t->info->number && infos[i]->diskseq == t->info->diskseq;
-                if (!still)
+                if (!infos_have(infos, n, t->info->number, t->info->diskseq))
                         watcher_device_gone(w, t, announce);
         }
         /* Records of loopd's whose device the kernel no longer has (gone before the watcher saw it). */
         for (ManagedDevice *d = w->registry->devices, *next; d; d = next) {
-                bool still = false;
-
                 next = d->next;
-                for (size_t i = 0; i < n && !still; i++)
-                        still = infos[i]->number == d->number && infos[i]->diskseq == d->diskseq;
-                if (!still)
+                if (!infos_have(infos, n, d->number, d->diskseq))
                         registry_forget_device(w->registry, d->number);
         }
         for (size_t i = 0; i < n; i++)
@@ -412,13 +413,9 @@ void watcher_update_devices(Watcher *w, bool closely)
                 return;
         }
         for (Tracked *t = w->devices, *next; t; t = next) {
-                bool still = false;
-
                 /* watcher_refresh() of t's number frees t at most, and puts a new entry at the head. */
                 next = t->next;
-                for (size_t i = 0; i < n && !still; i++)
-                        still = infos[i]->number == t->info->number && infos[i]->diskseq == t->info->diskseq;
-                if (!still)
+                if (!infos_have(infos, n, t->info->number, t->info->diskseq))
                         watcher_refresh(w, t->info->number, true);
         }
         for (size_t i = 0; i < n; i++) {
