@@ -204,15 +204,17 @@ void device_dbus_before_dispatch(Bus *b, sd_bus_message *message)
         /* A question about one device (Get, GetAll, Introspect): a client that asks right after Attach
          * returned, or after another tool bound a device whose event loopd has not read yet, gets the
          * kernel's answer. */
-        if (device_path_number(path, &number) >= 0) {
+        if (device_path_number(path, &number) >= 0)
                 watcher_update_device(b->manager->watcher, number);
-                return;
-        }
         /* GetManagedObjects, or an introspection that lists the device nodes. */
-        if (path_above_devices(path) &&
+        else if (path_above_devices(path) &&
                 (sd_bus_message_is_method_call(message, "org.freedesktop.DBus.ObjectManager", NULL) ||
                         sd_bus_message_is_method_call(message, "org.freedesktop.DBus.Introspectable", NULL)))
                 watcher_update_devices(b->manager->watcher, true);
+        else
+                return;
+        /* Partitions shows mount points: a mount someone made a moment ago is there too. */
+        watcher_update_mounts(b->manager->watcher);
 }
 
 static void log_emit_failure(int r, const char *what)
