@@ -1,8 +1,9 @@
 /* harness.h: the integration test harness: a private system-like D-Bus, a fake (or the real, or no) polkit
  * authority, loopd from the build tree, systemd-udevd on request, and the clients (loopctl, raw GDBus).
  * harness.c holds the fixture, harness-services.c the processes, harness-loopd.c loopd,
- * harness-authority.c the fake authority, harness-clients.c the clients and harness-load.c the clients that
- * load loopd from threads of their own. */
+ * harness-authority.c the fake authority, harness-clients.c the clients, harness-load.c the clients that
+ * load loopd from threads of their own, and harness-scratch.c the scratch fixture of the suites that need no
+ * services. */
 #pragma once
 
 #include <gio/gio.h>
@@ -13,6 +14,31 @@
 #include <sys/types.h>
 
 #include "images.h"
+
+/* The scratch fixture of the kernel-level suites (engine, loop, mount-kernel), which need no services:
+ * the privilege gate and a directory of the test's own under $TMPDIR. Embed a Scratch in the suite's fixture
+ * (or use it as the fixture); a body starts with SCRATCH_REQUIRE(). */
+typedef struct Scratch {
+        bool ready; /* setup succeeded */
+        char *dir; /* test_tmpdir_new(), mode 0755: images, state, media dirs all go here */
+        GPtrArray *left; /* what scratch_clean() found left (descriptions) */
+} Scratch;
+
+/* test_require_privileges() (skips, or fails under CI=true) and the directory; returns s->ready. */
+bool scratch_setup(Scratch *s);
+/* Notes the loop devices backed by files under s->dir and the mounts at or below it, then takes them down.
+ * For a suite that must do so before it frees what would hide a leak (an autoclear device goes when its
+ * last opener closes); scratch_teardown() calls it otherwise. Once per test. */
+void scratch_clean(Scratch *s);
+/* scratch_clean(), removes the directory, and fails the test if anything had been left. Nothing when setup
+ * did not succeed. */
+void scratch_teardown(Scratch *s);
+
+#define SCRATCH_REQUIRE(s)       \
+        do {                     \
+                if (!(s)->ready) \
+                        return;  \
+        } while (0)
 
 /* Unprivileged system users the harness creates when missing (useradd --system). */
 #define HARNESS_USER_A "loopd-test-a"

@@ -49,16 +49,14 @@ char *test_tmpdir_new(void)
         return dir;
 }
 
-/* Unmounts (lazily) whatever is mounted at or below dir, deepest first, so that rm never crosses into a
- * mounted filesystem. */
-static void unmount_below(const char *dir)
+GPtrArray *oracle_mounts_below(const char *dir)
 {
+        GPtrArray *targets = g_ptr_array_new_with_free_func(g_free);
         g_autofree char *contents = NULL;
-        g_autoptr(GPtrArray) targets = g_ptr_array_new_with_free_func(g_free);
         size_t dlen = strlen(dir);
 
         if (!g_file_get_contents("/proc/self/mountinfo", &contents, NULL, NULL))
-                return;
+                return targets;
 
         g_auto(GStrv) lines = g_strsplit(contents, "\n", -1);
         for (char **l = lines; *l; l++) {
@@ -70,6 +68,14 @@ static void unmount_below(const char *dir)
                 if (strncmp(t, dir, dlen) == 0 && (t[dlen] == '\0' || t[dlen] == '/'))
                         g_ptr_array_add(targets, g_strdup(t));
         }
+        return targets;
+}
+
+/* Unmounts (lazily) whatever is mounted at or below dir, deepest first, so that rm never crosses into a
+ * mounted filesystem. */
+static void unmount_below(const char *dir)
+{
+        g_autoptr(GPtrArray) targets = oracle_mounts_below(dir);
 
         for (guint i = targets->len; i > 0; i--) {
                 const char *t = targets->pdata[i - 1];

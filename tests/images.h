@@ -50,6 +50,8 @@ JsonObject *oracle_losetup(const char *device);
 /* Loop devices whose backing file lies under dir, as `losetup -l` lists them (their names, "/dev/loopN").
  * The suites assert this is empty at the end of every test. */
 GPtrArray *oracle_loops_backed_by(const char *dir);
+/* Mount points at or below dir (its own included), in mount order, from /proc/self/mountinfo. */
+GPtrArray *oracle_mounts_below(const char *dir);
 /* Loop devices the kernel has bound to exactly this file (sysfs; no subprocess, so cheap enough to call in a
  * loop from many threads). */
 GPtrArray *oracle_loops_bound_to(const char *file);

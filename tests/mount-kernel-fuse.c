@@ -44,7 +44,7 @@ void test_fuse_vfat_as_user(Fixture *f, gconstpointer data)
         g_free(image_mkfs_at(image, 0, 64 * MB, "vfat", "MYVFAT"));
         qimage = g_shell_quote(image);
         g_free(test_sh("printf 'hello from vfat' > %s/hello.txt && mcopy -i %s %s/hello.txt ::/hello.txt",
-                f->dir, qimage, f->dir));
+                f->scratch.dir, qimage, f->scratch.dir));
         node = attach(f, image, false);
 
         target = mount_for(f, node, "vfat", "noexec", false, 1, "MYVFAT", NULL);

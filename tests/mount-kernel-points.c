@@ -92,7 +92,7 @@ void test_point_unique_names(Fixture *f, gconstpointer data)
         g_assert_cmpint(mount_point_create(f->media, "user", USER_UID, USER_UID, "../x", &bad), ==, -EINVAL);
         g_assert_cmpint(mount_point_create(f->media, "user", USER_UID, USER_UID, "..", &bad), ==, -EINVAL);
         g_assert_cmpint(mount_point_create(f->media, "../user", USER_UID, USER_UID, "x", &bad), ==, -EINVAL);
-        g_autofree char *dotted = g_strconcat(f->dir, "/./media", NULL);
+        g_autofree char *dotted = g_strconcat(f->scratch.dir, "/./media", NULL);
         g_assert_cmpint(mount_point_create(dotted, "user", USER_UID, USER_UID, "x", &bad), ==, -EINVAL);
         g_assert_cmpint(
                 mount_point_create("relative/media", "user", USER_UID, USER_UID, "x", &bad), ==, -EINVAL);

@@ -2,11 +2,13 @@
  * devices. */
 #include "test-loop.h"
 
-/* ---- fixture: one temp dir per test; every test body runs in a subprocess ----
+/* ---- fixture: the scratch fixture; every test body runs in a subprocess ----
  *
  * A failed g_assert aborts the process, so a teardown in the same process would never run and the loop
- * devices of a failed test would stay bound. The parent makes the directory, runs the body in a child
- * (g_test_trap_subprocess), then always detaches whatever is backed by the directory and removes it. */
+ * devices of a failed test would stay bound. The parent sets the scratch fixture up (privileges, the
+ * directory), runs the body in a child (g_test_trap_subprocess) that gets the directory, then always tears
+ * the fixture down: whatever is backed by or mounted under the directory is taken down, and fails the test.
+ */
 
 #define TEST_DIR_ENV "LOOPD_TEST_LOOP_DIR"
 
@@ -14,41 +16,35 @@ typedef void (*TestFunc)(Fixture *f, gconstpointer data);
 
 static void run_isolated_full(TestFunc fn, gconstpointer data)
 {
-        g_autoptr(GPtrArray) left = NULL;
-        g_autofree char *dir = NULL;
+        Scratch s;
 
         if (g_test_subprocess()) {
-                Fixture f = { .dir = g_strdup(g_getenv(TEST_DIR_ENV)) };
+                Fixture f = { .ready = true, .dir = g_strdup(g_getenv(TEST_DIR_ENV)) };
                 g_assert_nonnull(f.dir);
                 fn(&f, data);
                 g_free(f.dir);
                 return;
         }
 
-        if (!test_require_privileges())
+        if (!scratch_setup(&s))
                 return;
-        dir = test_tmpdir_new();
-        g_setenv(TEST_DIR_ENV, dir, TRUE);
+        g_setenv(TEST_DIR_ENV, s.dir, TRUE);
         g_test_trap_subprocess(NULL, 600 * G_USEC_PER_SEC, G_TEST_SUBPROCESS_DEFAULT);
         g_unsetenv(TEST_DIR_ENV);
 
-        /* A passing test leaves nothing bound; a failing one is cleaned up here either way. */
-        left = oracle_loops_backed_by(dir);
-        test_cleanup_loops_under(dir);
         {
-                g_autofree char *skip = g_build_filename(dir, ".skip", NULL);
-                g_autofree char *incomplete = g_build_filename(dir, ".incomplete", NULL);
+                g_autofree char *skip = g_build_filename(s.dir, ".skip", NULL);
+                g_autofree char *incomplete = g_build_filename(s.dir, ".incomplete", NULL);
                 g_autofree char *reason = NULL;
                 if (g_file_get_contents(skip, &reason, NULL, NULL))
                         g_test_skip(reason);
                 else if (g_file_get_contents(incomplete, &reason, NULL, NULL))
                         g_test_incomplete(reason);
         }
-        test_tmpdir_remove(dir);
-        if (g_test_trap_has_passed())
-                g_assert_cmpuint(left->len, ==, 0);
-        else
+        if (!g_test_trap_has_passed())
                 g_test_trap_assert_passed(); /* fails, and logs the child's output */
+        /* A passing child leaves nothing bound or mounted; a failing one is cleaned up here either way. */
+        scratch_teardown(&s);
 }
 
 /* g_test_skip()/g_test_incomplete() of a test body: the child tells the parent through a file. */

@@ -23,7 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "images.h"
+#include "harness.h"
 
 #define MIB (UINT64_C(1) << 20)
 
@@ -31,9 +31,8 @@
 
 #define TIB (UINT64_C(1) << 40)
 
-typedef struct Fixture {
-        char *dir;
-} Fixture;
+/* The scratch fixture itself: the body (in a child) reads f->dir. */
+typedef Scratch Fixture;
 
 #define REQUIRE_PRIVILEGES(f) g_assert_nonnull((f)->dir)
 

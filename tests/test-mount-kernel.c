@@ -6,15 +6,13 @@ static void fixture_setup(Fixture *f, gconstpointer data)
 {
         f->targets = g_ptr_array_new_with_free_func(g_free);
         f->devices = g_ptr_array_new_with_free_func(g_free);
-        if (!test_require_privileges())
-                return;
-        f->dir = test_tmpdir_new();
-        f->media = g_build_filename(f->dir, "media", NULL);
-        f->ready = true;
+        if (scratch_setup(&f->scratch))
+                f->media = g_build_filename(f->scratch.dir, "media", NULL);
 }
 
-/* Takes down whatever the test left, even when it failed halfway: only mounts it made and loop devices
- * backed by its own files. */
+/* Takes down what the test made and leaves to the teardown (the mount points it mounted, the loop devices
+ * it attached), even when it failed halfway; then the scratch teardown fails the test for anything else
+ * still bound or mounted under its directory. */
 static void fixture_teardown(Fixture *f, gconstpointer data)
 {
         for (guint i = 0; i < f->targets->len; i++) {
@@ -30,17 +28,10 @@ static void fixture_teardown(Fixture *f, gconstpointer data)
                 g_autofree char *q = g_shell_quote(f->devices->pdata[i]);
                 (void)test_sh_status(NULL, "losetup --detach %s", q);
         }
-        if (f->dir) {
-                /* Only reports (and cleans) something when the above missed it. */
-                test_cleanup_loops_under(f->dir);
-                g_autoptr(GPtrArray) left = oracle_loops_backed_by(f->dir);
-                g_assert_cmpuint(left->len, ==, 0);
-                test_tmpdir_remove(f->dir);
-        }
+        scratch_teardown(&f->scratch);
         g_ptr_array_unref(f->targets);
         g_ptr_array_unref(f->devices);
         g_free(f->media);
-        g_free(f->dir);
 }
 
 #define TEST(path, func) g_test_add(path, Fixture, NULL, fixture_setup, func, fixture_teardown)
@@ -49,7 +40,7 @@ static void fixture_teardown(Fixture *f, gconstpointer data)
 
 char *path_in(Fixture *f, const char *name)
 {
-        return g_build_filename(f->dir, name, NULL);
+        return g_build_filename(f->scratch.dir, name, NULL);
 }
 
 /* Attaches image (read-only if asked) to a free loop device; teardown detaches it. */

@@ -14,7 +14,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-#include "images.h"
+#include "harness.h"
 #include "mount.h"
 
 #define USER_UID 65534 /* nobody: the user the mounts are for */
@@ -24,18 +24,13 @@
 #define MB (1024 * 1024)
 
 typedef struct Fixture {
-        bool ready;
-        char *dir; /* the test's directory, mode 0755 */
+        Scratch scratch; /* the test's directory (scratch.dir, mode 0755) */
         char *media; /* <dir>/media: the media directory, made by the library */
         GPtrArray *targets; /* mount points the test made; teardown makes sure they are gone */
         GPtrArray *devices; /* loop devices the test attached; teardown detaches them */
 } Fixture;
 
-#define REQUIRE(f)               \
-        do {                     \
-                if (!(f)->ready) \
-                        return;  \
-        } while (0)
+#define REQUIRE(f) SCRATCH_REQUIRE(&(f)->scratch)
 
 /* test-mount-kernel.c */
 char *path_in(Fixture *f, const char *name);
