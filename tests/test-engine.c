@@ -7,56 +7,88 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "changes.h"
 #include "engine.h"
-#include "images.h"
+#include "harness.h"
 #include "manager.h"
 #include "registry.h"
+#include "watcher.h"
 
 #define MiB (UINT64_C(1024) * 1024)
 
+/* One change the engine or the watcher reported to the Manager's on_change, copied. */
+typedef struct Recorded {
+        ChangeKind kind;
+        unsigned number;
+        unsigned partition;
+        char *node;
+        char *mount_point;
+} Recorded;
+
+static void recorded_free(gpointer p)
+{
+        Recorded *r = p;
+
+        g_free(r->node);
+        g_free(r->mount_point);
+        g_free(r);
+}
+
 typedef struct Fixture {
-        char *dir;
+        Scratch scratch;
         Manager *manager;
+        GPtrArray *changes; /* Recorded, oldest first */
 } Fixture;
+
+static void record_change(const Change *change, void *userdata)
+{
+        Fixture *f = userdata;
+        Recorded *r = g_new0(Recorded, 1);
+
+        r->kind = change->kind;
+        r->number = change->number;
+        r->partition = change->partition;
+        r->node = g_strdup(change->node);
+        r->mount_point = g_strdup(change->mount_point);
+        g_ptr_array_add(f->changes, r);
+}
 
 static void fixture_setup(Fixture *f, gconstpointer data)
 {
         const unsigned *max_devices = data;
 
-        if (!test_require_privileges())
+        f->changes = g_ptr_array_new_with_free_func(recorded_free);
+        if (!scratch_setup(&f->scratch))
                 return;
-        f->dir = test_tmpdir_new();
         g_assert_cmpint(manager_new(&f->manager), ==, 0);
         g_free(f->manager->state_dir);
         g_free(f->manager->media_dir);
-        f->manager->state_dir = g_build_filename(f->dir, "state", NULL);
-        f->manager->media_dir = g_build_filename(f->dir, "media", NULL);
+        f->manager->state_dir = g_build_filename(f->scratch.dir, "state", NULL);
+        f->manager->media_dir = g_build_filename(f->scratch.dir, "media", NULL);
         g_assert_cmpint(mkdir(f->manager->state_dir, 0755), ==, 0);
         g_assert_cmpint(mkdir(f->manager->media_dir, 0755), ==, 0);
         if (max_devices)
                 f->manager->max_devices_per_user = *max_devices;
+        f->manager->on_change = record_change;
+        f->manager->on_change_userdata = f;
         g_assert_cmpint(manager_start(f->manager), ==, 0);
+        /* What the watcher found at start (other loop devices of this machine) is not the tests' business.
+         */
+        g_ptr_array_set_size(f->changes, 0);
 }
 
 static void fixture_teardown(Fixture *f, gconstpointer data)
 {
-        if (!f->dir)
-                return;
-        /* Whatever a failed test left: its mounts and devices go with the directory. */
-        g_autoptr(GPtrArray) left = oracle_loops_backed_by(f->dir);
-        test_cleanup_loops_under(f->dir);
+        /* Whatever a failed test left is noted and taken down before the manager lets go of the devices'
+         * locks (an autoclear device would go with them, and its leak unseen). */
+        scratch_clean(&f->scratch);
         manager_free(f->manager);
-        test_tmpdir_remove(f->dir);
-        g_free(f->dir);
-        g_assert_cmpuint(left->len, ==, 0);
+        scratch_teardown(&f->scratch);
+        g_ptr_array_unref(f->changes);
 }
 
 #define TEST(path, func, data) g_test_add(path, Fixture, data, fixture_setup, func, fixture_teardown)
-#define REQUIRE(f)              \
-        do {                    \
-                if (!(f)->dir)  \
-                        return; \
-        } while (0)
+#define REQUIRE(f) SCRATCH_REQUIRE(&(f)->scratch)
 
 /* Opens path as a caller would (fd, fstat) and reads it as the face's worker does. */
 typedef struct Image {
@@ -76,7 +108,7 @@ static void image_open(Image *img, const char *path, int flags)
 
 static char *gpt_two_ext4(Fixture *f, const char *name)
 {
-        char *path = g_build_filename(f->dir, name, NULL);
+        char *path = g_build_filename(f->scratch.dir, name, NULL);
 
         image_create(path, 64 * MiB);
         image_sfdisk(path, "label: gpt\nstart=2048, size=30MiB, type=linux\ntype=linux\n", 0);
@@ -97,6 +129,36 @@ static char *mount_source(const char *target)
         g_autofree char *out = NULL;
 
         if (test_sh_status(&out, "findmnt -n -o SOURCE --mountpoint %s", quoted) != 0)
+                return NULL;
+        return g_strdup(g_strstrip(out));
+}
+
+/* The change of kind reported since the list was last emptied: for number (devices), number and partition
+ * (partitions), or node and mount point (mounts). */
+static const Recorded *find_change(Fixture *f, ChangeKind kind, unsigned number, unsigned partition,
+        const char *node, const char *mount_point)
+{
+        for (guint i = 0; i < f->changes->len; i++) {
+                const Recorded *r = f->changes->pdata[i];
+
+                if (r->kind != kind)
+                        continue;
+                if ((kind == CHANGE_MOUNTED || kind == CHANGE_UNMOUNTED)
+                                ? g_strcmp0(r->node, node) == 0 &&
+                                        g_strcmp0(r->mount_point, mount_point) == 0
+                                : r->number == number && r->partition == partition)
+                        return r;
+        }
+        return NULL;
+}
+
+/* The mount point of node, as findmnt reads the kernel's table (NULL: not mounted). */
+static char *mount_target(const char *node)
+{
+        g_autofree char *quoted = g_shell_quote(node);
+        g_autofree char *out = NULL;
+
+        if (test_sh_status(&out, "findmnt -n --first-only -o TARGET --source %s", quoted) != 0)
                 return NULL;
         return g_strdup(g_strstrip(out));
 }
@@ -141,8 +203,8 @@ static void test_attach_detach(Fixture *f, gconstpointer data)
 static void test_attach_refusals(Fixture *f, gconstpointer data)
 {
         REQUIRE(f);
-        g_autofree char *raw = g_build_filename(f->dir, "a.img", NULL);
-        g_autofree char *qcow = g_build_filename(f->dir, "vm.qcow2", NULL);
+        g_autofree char *raw = g_build_filename(f->scratch.dir, "a.img", NULL);
+        g_autofree char *qcow = g_build_filename(f->scratch.dir, "vm.qcow2", NULL);
         g_autofree char *quoted = g_shell_quote(qcow);
         LoopInfo *info = NULL, *second = NULL;
         EngineError e = {};
@@ -281,7 +343,7 @@ static void test_open_image(Fixture *f, gconstpointer data)
 static void test_open_nothing_to_mount(Fixture *f, gconstpointer data)
 {
         REQUIRE(f);
-        g_autofree char *path = g_build_filename(f->dir, "empty.img", NULL);
+        g_autofree char *path = g_build_filename(f->scratch.dir, "empty.img", NULL);
         MountedNode *mounts = NULL;
         LoopInfo *info = NULL;
         EngineError e = {};
@@ -297,8 +359,120 @@ static void test_open_nothing_to_mount(Fixture *f, gconstpointer data)
         close(img.fd);
         g_assert_cmpint(e.kind, ==, ENGINE_NOTHING_TO_MOUNT);
         g_assert_null(info);
-        g_autoptr(GPtrArray) left = oracle_loops_backed_by(f->dir);
+        g_autoptr(GPtrArray) left = oracle_loops_backed_by(f->scratch.dir);
         g_assert_cmpuint(left->len, ==, 0);
+}
+
+/* Attach and detach bring the watcher's table up to date and report what changed before they return: the
+ * device with its backing file, owner and partitions (fstype and label as mkfs wrote them, as blkid reads
+ * the kernel's nodes), then its removal. No event loop runs in this test: whatever was reported, was
+ * reported before the call returned. */
+static void test_attach_detach_changes(Fixture *f, gconstpointer data)
+{
+        REQUIRE(f);
+        static const char *const labels[] = { "ENGONE", "ENGTWO" };
+        g_autofree char *path = gpt_two_ext4(f, "disk.img");
+        LoopInfo *info = NULL;
+        EngineError e = {};
+        Image img;
+
+        image_open(&img, path, O_RDWR);
+        AttachRequest req = { .partition_scan = true };
+        g_ptr_array_set_size(f->changes, 0);
+        g_assert_cmpint(engine_attach(f->manager, img.fd, &req, &img.st, 1234, img.probe_result, &img.probe,
+                                &info, &e),
+                ==, 0);
+        close(img.fd);
+        if (!info)
+                return;
+        unsigned number = info->number;
+        uint64_t diskseq = info->diskseq;
+        g_assert_true(bound_to(number, path));
+
+        const LoopInfo *seen = watcher_device(f->manager->watcher, number);
+        g_assert_nonnull(seen);
+        if (seen)
+                g_assert_cmpstr(seen->backing_file, ==, path);
+        g_assert_nonnull(find_change(f, CHANGE_DEVICE_ADDED, number, 0, NULL, NULL));
+        for (unsigned p = 1; p <= 2; p++)
+                g_assert_nonnull(find_change(f, CHANGE_PARTITION_ADDED, number, p, NULL, NULL));
+        ManagedDevice *d = registry_find_device(f->manager->registry, number, diskseq);
+        g_assert_nonnull(d);
+        if (d)
+                g_assert_cmpuint(d->owner, ==, 1234);
+
+        size_t n = 0;
+        const PartitionInfo *parts = watcher_device_partitions(f->manager->watcher, number, &n);
+        g_assert_nonnull(parts);
+        g_assert_cmpuint(n, ==, 2);
+        for (size_t i = 0; parts && i < n && i < 2; i++) {
+                g_autofree char *node = g_strdup_printf("/dev/loop%up%zu", number, i + 1);
+                g_autoptr(GHashTable) blkid = oracle_blkid(node, 0);
+
+                g_assert_cmpuint(parts[i].number, ==, i + 1);
+                g_assert_cmpstr(parts[i].node, ==, node);
+                g_assert_cmpstr(parts[i].fstype, ==, "ext4");
+                g_assert_cmpstr(parts[i].label, ==, labels[i]);
+                g_assert_cmpstr(parts[i].fstype, ==, g_hash_table_lookup(blkid, "TYPE"));
+                g_assert_cmpstr(parts[i].label, ==, g_hash_table_lookup(blkid, "LABEL"));
+                g_assert_cmpstr(parts[i].uuid, ==, g_hash_table_lookup(blkid, "UUID"));
+        }
+
+        g_ptr_array_set_size(f->changes, 0);
+        g_assert_cmpint(engine_detach(f->manager, info, false, &e), ==, 0);
+        g_assert_false(bound_to(number, path));
+        g_assert_nonnull(find_change(f, CHANGE_DEVICE_REMOVED, number, 0, NULL, NULL));
+        g_assert_null(watcher_device(f->manager->watcher, number));
+        g_assert_null(registry_find_device(f->manager->registry, number, diskseq));
+        loop_info_free(info);
+}
+
+/* Mount and unmount report Mounted / Unmounted for the node and its mount point before they return, and the
+ * watcher's mount table says what findmnt says. */
+static void test_mount_unmount_changes(Fixture *f, gconstpointer data)
+{
+        REQUIRE(f);
+        g_autofree char *path = gpt_two_ext4(f, "disk.img");
+        g_autofree char *mount_point = NULL;
+        LoopInfo *info = NULL;
+        EngineError e = {};
+        Image img;
+
+        image_open(&img, path, O_RDWR);
+        AttachRequest req = { .partition_scan = true };
+        g_assert_cmpint(
+                engine_attach(f->manager, img.fd, &req, &img.st, 0, img.probe_result, &img.probe, &info, &e),
+                ==, 0);
+        close(img.fd);
+        if (!info)
+                return;
+        g_autofree char *node = g_strdup_printf("/dev/loop%up1", info->number);
+        struct stat st;
+        g_assert_cmpint(stat(node, &st), ==, 0);
+        g_assert_null(watcher_mount_point(f->manager->watcher, node));
+
+        g_ptr_array_set_size(f->changes, 0);
+        g_assert_cmpint(
+                engine_mount_node(f->manager, 0, node, st.st_rdev, NULL, NULL, false, &mount_point, &e), ==,
+                0);
+        g_assert_nonnull(mount_point);
+        if (!mount_point)
+                goto out;
+        g_autofree char *target = mount_target(node);
+        g_assert_cmpstr(target, ==, mount_point);
+        g_assert_nonnull(find_change(f, CHANGE_MOUNTED, 0, 0, node, mount_point));
+        g_assert_cmpstr(watcher_mount_point(f->manager->watcher, node), ==, target);
+
+        g_ptr_array_set_size(f->changes, 0);
+        g_assert_cmpint(engine_unmount(f->manager, info->number, mount_point, &e), ==, 0);
+        g_autofree char *gone = mount_target(node);
+        g_assert_null(gone);
+        g_assert_nonnull(find_change(f, CHANGE_UNMOUNTED, 0, 0, node, mount_point));
+        g_assert_null(watcher_mount_point(f->manager->watcher, node));
+out:
+        g_assert_cmpint(engine_detach(f->manager, info, true, &e), ==, 0);
+        g_assert_false(bound_to(info->number, path));
+        loop_info_free(info);
 }
 
 int main(int argc, char **argv)
@@ -313,5 +487,9 @@ int main(int argc, char **argv)
         TEST("/loopd/engine/mount-unmount-and-busy-detach", test_mount_unmount, NULL);
         TEST("/loopd/engine/open-image-mounts-everything", test_open_image, NULL);
         TEST("/loopd/engine/open-image-nothing-to-mount", test_open_nothing_to_mount, NULL);
+        TEST("/loopd/engine/attach-detach-report-changes-before-returning", test_attach_detach_changes,
+                NULL);
+        TEST("/loopd/engine/mount-unmount-report-changes-before-returning", test_mount_unmount_changes,
+                NULL);
         return g_test_run();
 }
