@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "loop-name.h"
 
 extern char **environ;
 
@@ -155,11 +156,11 @@ unsigned loop_partitions_present(unsigned number, unsigned n)
         unsigned present = 0;
 
         for (unsigned i = 1; i <= n; i++) {
-                char sys[96], node[48];
+                char sys[96], node[LOOP_NODE_MAX];
                 struct stat st;
 
                 snprintf(sys, sizeof(sys), "/sys/block/loop%u/loop%up%u/partition", number, number, i);
-                snprintf(node, sizeof(node), "/dev/loop%up%u", number, i);
+                loop_node_format(node, number, i);
                 if (access(sys, F_OK) == 0 && stat(node, &st) == 0 && S_ISBLK(st.st_mode))
                         present++;
         }

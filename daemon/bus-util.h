@@ -1,22 +1,15 @@
-/* bus-util.h: what the D-Bus face's files share: error names, UTF-8 repair, loop names from callers. */
+/* bus-util.h: what the D-Bus face's files share: error names, loop names from callers. */
 #pragma once
 
 #include <sys/types.h>
 #include <systemd/sd-bus.h>
 
 #include "engine.h"
-#include "utf8.h"
 
 /* Sets error from a failed operation with the contract's error name for r; what says what failed. */
 int bus_reply_errno(sd_bus_error *error, int r, const char *what);
 /* Sets error from what the engine said (its kind is the contract's error name); returns r. */
 int bus_error_from_engine(sd_bus_error *error, int r, const EngineError *e);
-
-/* The name the face's files call utf8_make_valid() (common/utf8.h) by; it is to go once they call that. */
-static inline int bus_make_utf8(char **s)
-{
-        return utf8_make_valid(s);
-}
 
 /* "loopN" or "/dev/loopN" into N; anything else is NotManaged, "" is InvalidArgument. */
 int bus_parse_loop_name(const char *s, unsigned *ret, sd_bus_error *error);

@@ -10,10 +10,10 @@
 #include "log.h"
 #include "loop.h"
 #include "loopd-bus.h"
-#include "mount.h"
 #include "probe.h"
 #include "registry.h"
 #include "strv.h"
+#include "utf8.h"
 #include "watcher.h"
 
 /* The loop number an object path names, or -EINVAL if it names none. */
@@ -73,7 +73,7 @@ static char *utf8_valid_dup(const char *s)
 {
         char *copy = strdup(strempty(s));
 
-        if (copy && bus_make_utf8(&copy) < 0)
+        if (copy && utf8_make_valid(&copy) < 0)
                 return mfree(copy);
         return copy;
 }

@@ -28,6 +28,7 @@
 #include "probe.h"
 #include "registry.h"
 #include "strv.h"
+#include "utf8.h"
 #include "watcher.h"
 #include "worker.h"
 
@@ -233,7 +234,7 @@ static int attach_prepare(
         } else
                 *ret_backing = NULL;
         /* It goes to polkit's details, which are D-Bus strings. */
-        if (*ret_backing && bus_make_utf8(ret_backing) < 0)
+        if (*ret_backing && utf8_make_valid(ret_backing) < 0)
                 return -ENOMEM;
         return 0;
 }
@@ -571,7 +572,7 @@ static int method_detach(sd_bus_message *message, void *userdata, sd_bus_error *
         char devname[LOOP_NODE_MAX];
         loop_node_format(devname, number, 0);
         /* polkit's details are D-Bus strings; sysfs has the name's bytes as they are. */
-        r = bus_make_utf8(&info->backing_file);
+        r = utf8_make_valid(&info->backing_file);
         if (r < 0)
                 return r;
         const char *details[] = { "device", devname, "backing_file", info->backing_file, NULL };
@@ -626,7 +627,7 @@ static int method_list_devices(sd_bus_message *message, void *userdata, sd_bus_e
                         break;
                 }
                 loop_node_format(devname, info->number, 0);
-                r = bus_make_utf8(&backing);
+                r = utf8_make_valid(&backing);
                 if (r < 0)
                         break;
                 r = sd_bus_message_append(reply, LOOPD_DEVICE_STRUCT, devname, path, backing, info->offset,

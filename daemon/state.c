@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
+#include "loop-name.h"
 #include "strv.h"
 
 static int state_devices_dir(const char *state_dir, char **ret)
@@ -149,9 +150,8 @@ int state_load_devices(const char *state_dir, ManagedDevice **ret_list)
         for (struct dirent *de; (de = readdir(d));) {
                 ManagedDevice dev = { 0 };
                 unsigned number;
-                char tail;
 
-                if (sscanf(de->d_name, "loop%u%c", &number, &tail) != 1)
+                if (loop_parse_name(de->d_name, &number) < 0)
                         continue;
                 dev.number = number;
 
