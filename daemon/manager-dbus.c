@@ -32,11 +32,18 @@
 #include "watcher.h"
 #include "worker.h"
 
-static int bus_get_loop(unsigned number, LoopInfo **ret, sd_bus_error *error)
+/* The bound device a caller named ("loopN" or "/dev/loopN"), as the kernel has it now. */
+static int bus_get_loop(const char *device, unsigned *ret_number, LoopInfo **ret, sd_bus_error *error)
 {
-        int r = loop_get_info(number, ret);
+        int r;
+
+        r = bus_parse_loop_name(device, ret_number, error);
+        if (r < 0)
+                return r;
+        r = loop_get_info(*ret_number, ret);
         if (r == -ENXIO || r == -ENODEV || r == -ENOENT)
-                return sd_bus_error_setf(error, LOOPD_ERROR_NOT_FOUND, "loop%u is not attached", number);
+                return sd_bus_error_setf(
+                        error, LOOPD_ERROR_NOT_FOUND, "loop%u is not attached", *ret_number);
         if (r < 0)
                 return bus_reply_errno(error, r, "Failed to read the loop device's state");
         return 0;
@@ -557,10 +564,7 @@ static int method_detach(sd_bus_message *message, void *userdata, sd_bus_error *
         r = bus_read_options(message, specs, error);
         if (r < 0)
                 return r;
-        r = bus_parse_loop_name(device, &number, error);
-        if (r < 0)
-                return r;
-        r = bus_get_loop(number, &info, error);
+        r = bus_get_loop(device, &number, &info, error);
         if (r < 0)
                 return r;
 
@@ -659,10 +663,7 @@ static int method_list_partitions(sd_bus_message *message, void *userdata, sd_bu
         r = sd_bus_message_read(message, "s", &device);
         if (r < 0)
                 return r;
-        r = bus_parse_loop_name(device, &number, error);
-        if (r < 0)
-                return r;
-        r = bus_get_loop(number, &info, error);
+        r = bus_get_loop(device, &number, &info, error);
         if (r < 0)
                 return r;
 
