@@ -123,14 +123,27 @@ static bool bound_to(unsigned number, const char *path)
         return backing && g_str_equal(backing, path);
 }
 
-static char *mount_source(const char *target)
+/* One column of the first mount findmnt finds by option ("--mountpoint", "--source") and value, as it reads
+ * the kernel's table (NULL: none). */
+static char *findmnt_column(const char *column, const char *option, const char *value)
 {
-        g_autofree char *quoted = g_shell_quote(target);
+        g_autofree char *quoted = g_shell_quote(value);
         g_autofree char *out = NULL;
 
-        if (test_sh_status(&out, "findmnt -n -o SOURCE --mountpoint %s", quoted) != 0)
+        if (test_sh_status(&out, "findmnt -n --first-only -o %s %s %s", column, option, quoted) != 0)
                 return NULL;
         return g_strdup(g_strstrip(out));
+}
+
+static char *mount_source(const char *target)
+{
+        return findmnt_column("SOURCE", "--mountpoint", target);
+}
+
+/* The mount point of node (NULL: not mounted). */
+static char *mount_target(const char *node)
+{
+        return findmnt_column("TARGET", "--source", node);
 }
 
 /* The change of kind reported since the list was last emptied: for number (devices), number and partition
@@ -152,15 +165,33 @@ static const Recorded *find_change(Fixture *f, ChangeKind kind, unsigned number,
         return NULL;
 }
 
-/* The mount point of node, as findmnt reads the kernel's table (NULL: not mounted). */
-static char *mount_target(const char *node)
+/* Attaches path (opened read-write, partitions scanned) for uid as the face would, after its worker read the
+ * image; NULL when the engine refused (the test has failed then). */
+static LoopInfo *attach_as(Fixture *f, const char *path, uid_t uid)
 {
-        g_autofree char *quoted = g_shell_quote(node);
-        g_autofree char *out = NULL;
+        AttachRequest req = { .partition_scan = true };
+        LoopInfo *info = NULL;
+        EngineError e = {};
+        Image img;
 
-        if (test_sh_status(&out, "findmnt -n --first-only -o TARGET --source %s", quoted) != 0)
+        image_open(&img, path, O_RDWR);
+        g_assert_cmpint(engine_attach(f->manager, img.fd, &req, &img.st, uid, img.probe_result, &img.probe,
+                                &info, &e),
+                ==, 0);
+        close(img.fd);
+        return info;
+}
+
+/* attach_as() for uid 0, and partition 1's node and its stat. */
+static LoopInfo *attach_with_p1(Fixture *f, const char *path, char **ret_node, struct stat *ret_st)
+{
+        LoopInfo *info = attach_as(f, path, 0);
+
+        if (!info)
                 return NULL;
-        return g_strdup(g_strstrip(out));
+        *ret_node = g_strdup_printf("/dev/loop%up1", info->number);
+        g_assert_cmpint(stat(*ret_node, ret_st), ==, 0);
+        return info;
 }
 
 /* Attach binds the image with its partitions and records the owner; detach unbinds it and forgets him. */
@@ -171,14 +202,8 @@ static void test_attach_detach(Fixture *f, gconstpointer data)
         g_autoptr(GPtrArray) nodes = NULL;
         LoopInfo *info = NULL;
         EngineError e = {};
-        Image img;
 
-        image_open(&img, path, O_RDWR);
-        AttachRequest req = { .partition_scan = true };
-        g_assert_cmpint(engine_attach(f->manager, img.fd, &req, &img.st, 1234, img.probe_result, &img.probe,
-                                &info, &e),
-                ==, 0);
-        close(img.fd);
+        info = attach_as(f, path, 1234);
         if (!info)
                 return;
         g_autofree char *device = g_strdup_printf("/dev/loop%u", info->number);
@@ -258,19 +283,12 @@ static void test_mount_unmount(Fixture *f, gconstpointer data)
         g_autofree char *mount_point = NULL, *source = NULL;
         LoopInfo *info = NULL;
         EngineError e = {};
-        Image img;
 
-        image_open(&img, path, O_RDWR);
-        AttachRequest req = { .partition_scan = true };
-        g_assert_cmpint(
-                engine_attach(f->manager, img.fd, &req, &img.st, 0, img.probe_result, &img.probe, &info, &e),
-                ==, 0);
-        close(img.fd);
+        g_autofree char *node = NULL;
+        struct stat st;
+        info = attach_with_p1(f, path, &node, &st);
         if (!info)
                 return;
-        g_autofree char *node = g_strdup_printf("/dev/loop%up1", info->number);
-        struct stat st;
-        g_assert_cmpint(stat(node, &st), ==, 0);
 
         g_assert_cmpint(
                 engine_mount_node(f->manager, 0, node, st.st_rdev, NULL, NULL, false, &mount_point, &e), ==,
@@ -374,15 +392,9 @@ static void test_attach_detach_changes(Fixture *f, gconstpointer data)
         g_autofree char *path = gpt_two_ext4(f, "disk.img");
         LoopInfo *info = NULL;
         EngineError e = {};
-        Image img;
 
-        image_open(&img, path, O_RDWR);
-        AttachRequest req = { .partition_scan = true };
         g_ptr_array_set_size(f->changes, 0);
-        g_assert_cmpint(engine_attach(f->manager, img.fd, &req, &img.st, 1234, img.probe_result, &img.probe,
-                                &info, &e),
-                ==, 0);
-        close(img.fd);
+        info = attach_as(f, path, 1234);
         if (!info)
                 return;
         unsigned number = info->number;
@@ -436,19 +448,12 @@ static void test_mount_unmount_changes(Fixture *f, gconstpointer data)
         g_autofree char *mount_point = NULL;
         LoopInfo *info = NULL;
         EngineError e = {};
-        Image img;
 
-        image_open(&img, path, O_RDWR);
-        AttachRequest req = { .partition_scan = true };
-        g_assert_cmpint(
-                engine_attach(f->manager, img.fd, &req, &img.st, 0, img.probe_result, &img.probe, &info, &e),
-                ==, 0);
-        close(img.fd);
+        g_autofree char *node = NULL;
+        struct stat st;
+        info = attach_with_p1(f, path, &node, &st);
         if (!info)
                 return;
-        g_autofree char *node = g_strdup_printf("/dev/loop%up1", info->number);
-        struct stat st;
-        g_assert_cmpint(stat(node, &st), ==, 0);
         g_assert_null(watcher_mount_point(f->manager->watcher, node));
 
         g_ptr_array_set_size(f->changes, 0);
