@@ -213,8 +213,11 @@ void device_dbus_before_dispatch(Bus *b, sd_bus_message *message)
                 watcher_update_devices(b->manager->watcher, true);
         else
                 return;
-        /* Partitions shows mount points: a mount someone made a moment ago is there too. */
-        watcher_update_mounts(b->manager->watcher);
+        /* Partitions shows mount points: a mount someone made a moment ago is there too. Only the calls that
+         * read properties need the mount table (not Introspect, Ping). */
+        if (sd_bus_message_is_method_call(message, "org.freedesktop.DBus.Properties", NULL) ||
+                sd_bus_message_is_method_call(message, "org.freedesktop.DBus.ObjectManager", NULL))
+                watcher_update_mounts(b->manager->watcher);
 }
 
 static void log_emit_failure(int r, const char *what)

@@ -667,7 +667,6 @@ static int method_list_partitions(sd_bus_message *message, void *userdata, sd_bu
         if (r < 0)
                 return r;
 
-        watcher_update_device(m->watcher, number);
         watcher_update_mounts(m->watcher);
         r = watcher_probe_device(m->watcher, number);
         if (r == -ENXIO)

@@ -429,8 +429,10 @@ void watcher_update_devices(Watcher *w, bool closely)
 
 int watcher_probe_device(Watcher *w, unsigned number)
 {
-        Tracked *t = watcher_find(w, number);
+        Tracked *t;
 
+        watcher_refresh(w, number, true);
+        t = watcher_find(w, number);
         return t ? watcher_reprobe(w, t) : -ENXIO;
 }
 

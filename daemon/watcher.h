@@ -61,8 +61,9 @@ void watcher_update_device(Watcher *w, unsigned number);
 void watcher_update_devices(Watcher *w, bool closely);
 /* The mount table: Mounted, Unmounted, autoclear devices released after their last unmount. */
 void watcher_update_mounts(Watcher *w);
-/* Probes what is on loopN now (it opens the device and its partitions), keeps it, and reports Partitions
- * when it changed. -ENXIO when loopN is not bound. */
+/* Reads loopN from the kernel as watcher_update_device() does, then probes what is on it now (it opens the
+ * device and its partitions), keeps it, and reports Partitions when it changed. -ENXIO when loopN is not
+ * bound. */
 int watcher_probe_device(Watcher *w, unsigned number);
 
 /* Is an Attach waiting for udev? */
