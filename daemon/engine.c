@@ -5,11 +5,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "mount.h"
@@ -65,7 +67,101 @@ int engine_error_errno(EngineError *e, int r, const char *what)
         return engine_error(e, r, kind, "%s: %s", what, strerror(-r));
 }
 
+/* ---- the same image twice ---- */
+
+/* The kernel's name for the file behind fd (what sysfs says of a device bound to it), or NULL. */
+static char *fd_path(int fd)
+{
+        char link[64], *target;
+        ssize_t k;
+
+        snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+        target = malloc(PATH_MAX);
+        if (!target)
+                return NULL;
+        k = readlink(link, target, PATH_MAX - 1);
+        if (k <= 0) {
+                free(target);
+                return NULL;
+        }
+        target[k] = '\0';
+        return target;
+}
+
+/* Is info's device bound to the file st names? By the kernel's device and inode (LOOP_GET_STATUS64) where
+ * the watcher read them; a device only listed from sysfs (at start) has no inode there, and is compared by
+ * its backing file's path with path (fd_path()). */
+static bool bound_to(const LoopInfo *info, const struct stat *st, const char *path)
+{
+        if (info->backing_inode != 0)
+                return info->backing_dev == st->st_dev && info->backing_inode == st->st_ino;
+        return path && streq(info->backing_file, path);
+}
+
+/* The bytes [offset, offset + size) of a backing file that a binding covers (size 0: to the end). */
+static bool ranges_overlap(uint64_t a, uint64_t a_size, uint64_t b, uint64_t b_size)
+{
+        uint64_t a_end = a_size == 0 || a_size > UINT64_MAX - a ? UINT64_MAX : a + a_size;
+        uint64_t b_end = b_size == 0 || b_size > UINT64_MAX - b ? UINT64_MAX : b + b_size;
+
+        return a < b_end && b < a_end;
+}
+
+/* A read-write device already bound to bytes of the file (fd, st) that req would bind too; NULL if none. */
+static const LoopInfo *find_writer(Manager *m, int fd, const struct stat *st, const AttachRequest *req)
+{
+        _cleanup_free_ unsigned *numbers = NULL;
+        _cleanup_free_ char *path = NULL;
+        size_t n = 0;
+
+        if (!m->watcher || watcher_list_devices(m->watcher, &numbers, &n) < 0)
+                return NULL;
+        path = fd_path(fd);
+        for (size_t i = 0; i < n; i++) {
+                const LoopInfo *info = watcher_device(m->watcher, numbers[i]);
+
+                if (info && !info->read_only && bound_to(info, st, path) &&
+                        ranges_overlap(
+                                req->offset, req->size_limit, info->offset, info->size_limit ?: info->size))
+                        return info;
+        }
+        return NULL;
+}
+
+/* uid's device for the whole image (st) if uid has it open already: the kernel still has that incarnation,
+ * bound from offset 0 to the end. */
+static const LoopInfo *find_opened(Manager *m, const struct stat *st, uid_t uid)
+{
+        if (!m->watcher)
+                return NULL;
+        for (ManagedDevice *d = m->registry->devices; d; d = d->next) {
+                const LoopInfo *info;
+
+                if (d->owner != uid || d->backing_dev != st->st_dev || d->backing_inode != st->st_ino ||
+                        d->offset != 0)
+                        continue;
+                info = watcher_device(m->watcher, d->number);
+                if (info && info->diskseq == d->diskseq && info->offset == 0 && info->size_limit == 0)
+                        return info;
+        }
+        return NULL;
+}
+
 /* ---- attach ---- */
+
+/* loopN marked as loopd's for the udev rule before its first uevent, unmarked if it was not bound after all.
+ * A failure only costs the mark (udisks2 would show the device too): never the attach. */
+static int mark_for_udev(unsigned number, bool claimed, void *userdata)
+{
+        Manager *m = userdata;
+        int r;
+
+        r = state_mark_udev(m->state_dir, number, claimed);
+        if (r < 0)
+                log_debug_errno(r, "Failed to %s loop%u for udev in %s: %m", claimed ? "mark" : "unmark",
+                        number, m->state_dir);
+        return 0;
+}
 
 int engine_attach(Manager *m, int fd, const AttachRequest *req, const struct stat *st, uid_t uid,
         int probe_result, const ImageProbe *probe, LoopInfo **ret, EngineError *e)
@@ -96,6 +192,16 @@ int engine_attach(Manager *m, int fd, const AttachRequest *req, const struct sta
                         probe->format);
         sector_size = req->sector_size ?: probe->sector_size;
 
+        if (!req->read_only && !req->shared) {
+                const LoopInfo *writer = find_writer(m, fd, st, req);
+                if (writer)
+                        return engine_error(e, -EBUSY, ENGINE_BUSY,
+                                "The image is already attached read-write to /dev/loop%u; a second "
+                                "read-write device would corrupt it (attach it read-only, or pass shared: "
+                                "true to do it anyway)",
+                                writer->number);
+        }
+
         /* Noted before the device is bound, removed on return (the record, if any, is written by then): a
          * loopd killed in between leaves the note, and the next one rolls the attach back. */
         _cleanup_(state_remove_pendingp) char *pending = NULL;
@@ -118,6 +224,8 @@ int engine_attach(Manager *m, int fd, const AttachRequest *req, const struct sta
                 .read_only = req->read_only,
                 .partition_scan = req->partition_scan,
                 .direct_io = req->direct_io,
+                .on_number = mark_for_udev,
+                .userdata = m,
         };
         r = loop_attach(fd, &config, &info, &lock_fd);
         if (r == -ENOSPC)
@@ -143,6 +251,7 @@ int engine_attach(Manager *m, int fd, const AttachRequest *req, const struct sta
         r = registry_add_device(m->registry, &record);
         if (r < 0) {
                 (void)loop_detach(info->number, info->diskseq);
+                (void)state_mark_udev(m->state_dir, info->number, false);
                 return engine_error_errno(e, r, "Failed to record the device");
         }
         /* In the watcher's table, with its owner, before the caller hears of it: whoever asks next finds
@@ -344,34 +453,29 @@ static void open_roll_back(Manager *m, const LoopInfo *info, MountedNode *mounte
         (void)registry_detach_device(m->registry, info->number, info->diskseq);
 }
 
-int engine_open_image(Manager *m, int fd, const AttachRequest *req, const struct stat *st, uid_t uid,
-        int probe_result, const ImageProbe *probe, LoopInfo **ret_info, MountedNode **ret_mounts,
-        size_t *ret_n, EngineError *e)
+/* Mounts for uid every filesystem on loopN (info) that the image behind fd holds; with again (the image was
+ * open already), one that is mounted already is listed with its mount point instead. A failed mount is
+ * skipped, the first failure kept in *first_r / first for when nothing gets mounted. */
+static int open_mount_all(Manager *m, const LoopInfo *info, int fd, uint64_t offset, uid_t uid,
+        bool read_only, bool again, MountedNode **ret, size_t *ret_n, int *first_r, EngineError *first,
+        EngineError *e)
 {
-        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
-        EngineError first = {};
         PartitionInfo *parts = NULL;
-        MountedNode *mounted = NULL;
-        size_t n_parts = 0, n_mounted = 0;
-        int first_r = 0, r;
+        MountedNode *mounted;
+        size_t n_parts = 0, n = 0;
+        int r;
 
-        r = engine_attach(m, fd, req, st, uid, probe_result, probe, &info, e);
+        r = probe_loop_device_image(info->number, fd, offset, &parts, &n_parts);
         if (r < 0)
-                return r;
-
-        r = probe_loop_device_image(info->number, fd, req->offset, &parts, &n_parts);
-        if (r < 0) {
-                open_roll_back(m, info, NULL, 0);
                 return engine_error_errno(e, r, "Failed to read what the image holds");
-        }
         mounted = calloc(n_parts ? n_parts : 1, sizeof(MountedNode));
         if (!mounted) {
                 partition_info_array_free(parts, n_parts);
-                open_roll_back(m, info, NULL, 0);
                 return -ENOMEM;
         }
 
         for (size_t i = 0; i < n_parts; i++) {
+                _cleanup_strv_free_ char **targets = NULL;
                 EngineError ne = {};
                 char *mount_point = NULL;
 
@@ -383,26 +487,112 @@ int engine_open_image(Manager *m, int fd, const AttachRequest *req, const struct
                 if (parts[i].number > 0 && parts[i].offset == 0 && parts[0].number == 0 &&
                         streq(parts[i].fstype, parts[0].fstype) && streq(parts[i].uuid, parts[0].uuid))
                         continue;
-                r = engine_mount_node(m, uid, parts[i].node, parts[i].devnum, NULL, NULL, req->read_only,
-                        &mount_point, &ne);
+                if (again && mount_find_targets(parts[i].devnum, parts[i].node, &targets) >= 0 && targets &&
+                        targets[0]) {
+                        mount_point = strdup(targets[0]);
+                        r = mount_point ? 0 : -ENOMEM;
+                } else
+                        r = engine_mount_node(m, uid, parts[i].node, parts[i].devnum, NULL, NULL, read_only,
+                                &mount_point, &ne);
+                if (r == -ENOMEM)
+                        break;
                 if (r < 0) {
                         log_info("Skipping %s of the image: %s", parts[i].node,
                                 ne.message[0] ? ne.message : strerror(-r));
-                        if (first_r == 0) {
-                                first_r = r;
-                                first = ne;
+                        if (*first_r == 0) {
+                                *first_r = r;
+                                *first = ne;
                         }
                         continue;
                 }
-                mounted[n_mounted].mount_point = mount_point;
-                mounted[n_mounted].node = strdup(parts[i].node);
-                n_mounted++;
+                mounted[n].mount_point = mount_point;
+                mounted[n].node = strdup(parts[i].node);
+                n++;
+                if (!mounted[n - 1].node) {
+                        r = -ENOMEM;
+                        break;
+                }
         }
         partition_info_array_free(parts, n_parts);
+        *ret = mounted;
+        *ret_n = n;
+        return r == -ENOMEM ? -ENOMEM : 0;
+}
 
-        if (n_mounted == 0) {
+/* An image uid has open already: its device and mounts come back, what is not mounted gets mounted. */
+static int open_again(Manager *m, const LoopInfo *opened, int fd, const AttachRequest *req, uid_t uid,
+        LoopInfo **ret_info, MountedNode **ret_mounts, size_t *ret_n, EngineError *e)
+{
+        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+        EngineError first = {};
+        MountedNode *mounted = NULL;
+        size_t n = 0;
+        int first_r = 0, r;
+
+        if (!req->read_only && opened->read_only)
+                return engine_error(e, -EBUSY, ENGINE_BUSY,
+                        "The image is already open read-only on /dev/loop%u; close it first to open it "
+                        "writable",
+                        opened->number);
+        r = loop_get_info(opened->number, &info);
+        if (r < 0)
+                return engine_error_errno(e, r, "Failed to read the device the image is open on");
+
+        log_info("The image is open already on loop%u for uid %u: showing its mounts", info->number,
+                (unsigned)uid);
+        r = open_mount_all(m, info, fd, 0, uid, req->read_only || info->read_only, true, &mounted, &n,
+                &first_r, &first, e);
+        if (r < 0) {
+                mounted_nodes_free(mounted, n);
+                return r;
+        }
+        if (n == 0) {
+                mounted_nodes_free(mounted, n);
+                if (first_r < 0) {
+                        if (e)
+                                *e = first;
+                        return first_r;
+                }
+                return engine_error(e, -ENOMEDIUM, ENGINE_NOTHING_TO_MOUNT,
+                        "The image (open on /dev/loop%u) holds no filesystem that could be mounted",
+                        info->number);
+        }
+        /* As at the first open: a device asked with autoclear goes away with its last mount. */
+        registry_arm_autoclear(m->registry, info->number, info->diskseq, false);
+        *ret_info = TAKE_PTR(info);
+        *ret_mounts = mounted;
+        *ret_n = n;
+        return 0;
+}
+
+int engine_open_image(Manager *m, int fd, const AttachRequest *req, const struct stat *st, uid_t uid,
+        int probe_result, const ImageProbe *probe, LoopInfo **ret_info, MountedNode **ret_mounts,
+        size_t *ret_n, EngineError *e)
+{
+        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+        EngineError first = {};
+        MountedNode *mounted = NULL;
+        const LoopInfo *opened;
+        size_t n_mounted = 0;
+        int first_r = 0, r;
+
+        /* A second double-click of the same file, by whatever fd: never a second device, never a second
+         * mount of the same filesystem. */
+        opened = req->offset == 0 && req->size_limit == 0 ? find_opened(m, st, uid) : NULL;
+        if (opened)
+                return open_again(m, opened, fd, req, uid, ret_info, ret_mounts, ret_n, e);
+
+        r = engine_attach(m, fd, req, st, uid, probe_result, probe, &info, e);
+        if (r < 0)
+                return r;
+
+        r = open_mount_all(m, info, fd, req->offset, uid, req->read_only, false, &mounted, &n_mounted,
+                &first_r, &first, e);
+        if (r < 0 || n_mounted == 0) {
                 open_roll_back(m, info, mounted, n_mounted);
                 mounted_nodes_free(mounted, n_mounted);
+                if (r < 0)
+                        return r;
                 if (first_r < 0) {
                         if (e)
                                 *e = first;

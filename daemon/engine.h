@@ -52,11 +52,15 @@ typedef struct AttachRequest {
         bool partition_scan;
         bool autoclear;
         bool direct_io;
+        /* Bind read-write even where another device already writes to the same bytes of the file: two
+         * writers that know nothing of each other, the classic way to corrupt a filesystem. */
+        bool shared;
 } AttachRequest;
 
 /* Binds the image behind fd (st its fstat()) for uid as req says and records the owner. probe_result and
  * probe are image_probe()'s of the image, read beforehand (in a worker). The per-user device limit is
- * checked here. */
+ * checked here. A read-write binding of bytes of the file that another device already writes to (the same
+ * inode, whoever opened it, overlapping ranges) is Busy, naming that device, unless req->shared. */
 int engine_attach(Manager *m, int fd, const AttachRequest *req, const struct stat *st, uid_t uid,
         int probe_result, const ImageProbe *probe, LoopInfo **ret, EngineError *e);
 
@@ -83,7 +87,10 @@ void mounted_nodes_free(MountedNode *list, size_t n);
 
 /* Opens an image: attaches it (as engine_attach(), with autoclear) and mounts every filesystem on it (whole
  * device and partitions; swap, empty and unknown skipped) for uid. Nothing mountable: detached again,
- * NothingToMount (or the first mount's error). */
+ * NothingToMount (or the first mount's error).
+ * An image uid has open already (a device of uid's bound to the same inode, whoever's fd, from offset 0 to
+ * the end) is not attached again: that device comes back, with its mounts, and what of it is not mounted
+ * (any more) is mounted. A read-write open of an image open read-only is Busy. */
 int engine_open_image(Manager *m, int fd, const AttachRequest *req, const struct stat *st, uid_t uid,
         int probe_result, const ImageProbe *probe, LoopInfo **ret_info, MountedNode **ret_mounts,
         size_t *ret_n, EngineError *e);

@@ -241,9 +241,17 @@ static int try_attach(unsigned number, int backing_fd, const LoopConfig *config,
         devfd = claim_free_device(number);
         if (devfd < 0)
                 return devfd;
+        if (config->on_number) {
+                r = config->on_number(number, true, config->userdata);
+                if (r < 0)
+                        return r;
+        }
         r = configure_device(devfd, number, backing_fd, config);
-        if (r < 0)
+        if (r < 0) {
+                if (config->on_number)
+                        (void)config->on_number(number, false, config->userdata);
                 return r;
+        }
 
         /* From here on the device is ours: any failure unbinds it again. */
         uint64_t diskseq = loop_device_diskseq(devfd, number);
@@ -255,6 +263,8 @@ static int try_attach(unsigned number, int backing_fd, const LoopConfig *config,
                 r = read_bound_info(devfd, number, diskseq, ret);
         if (r < 0) {
                 rollback(devfd, number);
+                if (config->on_number)
+                        (void)config->on_number(number, false, config->userdata);
                 return r == -EAGAIN ? -EIO : r;
         }
 

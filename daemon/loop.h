@@ -15,6 +15,12 @@ typedef struct LoopConfig {
         bool read_only;
         bool partition_scan;
         bool direct_io;
+        /* Called with each number right before it is bound (claimed: true), and again (claimed: false) when
+         * that number could not be bound after all or was unbound again; NULL for none. For whatever must
+         * exist before the device's first uevent (loopd's mark for its udev rule). Its failure on claimed is
+         * the attach's. */
+        int (*on_number)(unsigned number, bool claimed, void *userdata);
+        void *userdata;
         /* No autoclear here: the kernel clears an autoclear device on its last close, and right after
          * loop_attach() closes its own fd nobody else holds the device, so it would vanish at once. Set it
          * with loop_set_autoclear() once something holds the device (a mount), or detach on unmount. */

@@ -455,7 +455,8 @@ static int method_attach(sd_bus_message *message, void *userdata, sd_bus_error *
                 { "sector-size", OPTION_UINT32, &req.sector_size },
                 { "partition-scan", OPTION_BOOLEAN, &req.partition_scan },
                 { "autoclear", OPTION_BOOLEAN, &req.autoclear },
-                { "direct-io", OPTION_BOOLEAN, &req.direct_io }, {} };
+                { "direct-io", OPTION_BOOLEAN, &req.direct_io }, { "shared", OPTION_BOOLEAN, &req.shared },
+                {} };
         int fd, r;
 
         r = read_image_request(message, specs, &fd, error);

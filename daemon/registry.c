@@ -100,12 +100,26 @@ static int registry_on_device_closed(sd_event_source *s, const struct inotify_ev
         return 0;
 }
 
+/* Drops the in-memory record of loopN, if any; its state file (and udev mark) stay. */
+static void registry_drop(Registry *reg, unsigned number)
+{
+        for (ManagedDevice **p = &reg->devices; *p; p = &(*p)->next)
+                if ((*p)->number == number) {
+                        ManagedDevice *d = *p;
+                        *p = d->next;
+                        managed_device_free(d);
+                        break;
+                }
+}
+
 int registry_add_device(Registry *reg, const ManagedDevice *d)
 {
         ManagedDevice *copy;
         int r;
 
-        registry_forget_device(reg, d->number);
+        /* An older record of the number is replaced, file and all; the udev mark made for this device stays.
+         */
+        registry_drop(reg, d->number);
         copy = malloc(sizeof(ManagedDevice));
         if (!copy) {
                 safe_close(d->lock_fd);
@@ -140,13 +154,7 @@ int registry_add_device(Registry *reg, const ManagedDevice *d)
 
 void registry_forget_device(Registry *reg, unsigned number)
 {
-        for (ManagedDevice **p = &reg->devices; *p; p = &(*p)->next)
-                if ((*p)->number == number) {
-                        ManagedDevice *d = *p;
-                        *p = d->next;
-                        managed_device_free(d);
-                        break;
-                }
+        registry_drop(reg, number);
         (void)state_remove_device(reg->state_dir, number);
 }
 
@@ -296,6 +304,7 @@ void registry_load(Registry *reg)
         }
 
         registry_roll_back_pending(reg);
+        state_prune_udev_marks(reg->state_dir);
 }
 
 int registry_device_mounts(const LoopInfo *info, char ***ret)

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <unistd.h>
 
 #include "loop-name.h"
 #include "strv.h"
@@ -100,11 +101,57 @@ int state_remove_device(const char *state_dir, unsigned number)
 {
         _cleanup_free_ char *path = NULL;
 
+        (void)state_mark_udev(state_dir, number, false);
         if (asprintf(&path, "%s/devices/loop%u", state_dir, number) < 0)
                 return -ENOMEM;
         if (unlink(path) < 0 && errno != ENOENT)
                 return negative_errno();
         return 0;
+}
+
+int state_mark_udev(const char *state_dir, unsigned number, bool mark)
+{
+        _cleanup_free_ char *dir = NULL, *path = NULL;
+        int fd;
+
+        if (asprintf(&dir, "%s/udev", state_dir) < 0 || asprintf(&path, "%s/loop%u", dir, number) < 0)
+                return -ENOMEM;
+        if (!mark)
+                return unlink(path) < 0 && errno != ENOENT ? negative_errno() : 0;
+        /* Readable by all: udevd runs as root, but the rule is no secret. */
+        if (mkdir(state_dir, 0755) < 0 && errno != EEXIST)
+                return negative_errno();
+        if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+                return negative_errno();
+        fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+        if (fd < 0)
+                return negative_errno();
+        close(fd);
+        return 0;
+}
+
+void state_prune_udev_marks(const char *state_dir)
+{
+        _cleanup_free_ char *dir = NULL;
+        DIR *d;
+
+        if (asprintf(&dir, "%s/udev", state_dir) < 0)
+                return;
+        d = opendir(dir);
+        if (!d)
+                return;
+        for (struct dirent *de; (de = readdir(d));) {
+                _cleanup_free_ char *record = NULL;
+                unsigned number;
+
+                if (loop_parse_name(de->d_name, &number) < 0)
+                        continue;
+                if (asprintf(&record, "%s/devices/loop%u", state_dir, number) < 0)
+                        break;
+                if (access(record, F_OK) < 0 && errno == ENOENT)
+                        (void)unlinkat(dirfd(d), de->d_name, 0);
+        }
+        closedir(d);
 }
 
 static int state_parse_device(FILE *f, ManagedDevice *d)

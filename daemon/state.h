@@ -2,12 +2,21 @@
  * and mounts survive a restart. */
 #pragma once
 
+#include <stdbool.h>
+
 #include "macro.h"
 #include "record.h"
 
 /* Writes (atomically: temp file + rename) or removes the record of one device in state_dir/devices/. */
 int state_save_device(const char *state_dir, const ManagedDevice *d);
 int state_remove_device(const char *state_dir, unsigned number);
+
+/* The mark loopd's udev rule looks for (it sets UDISKS_IGNORE=1 on the device and its partitions, so that
+ * udisks2 does not show them a second time): an empty file state_dir/udev/loopN, made before loopN is bound
+ * and removed with its record (state_remove_device()). */
+int state_mark_udev(const char *state_dir, unsigned number, bool mark);
+/* Removes the marks of devices that have no record (a loopd that died between binding and recording). */
+void state_prune_udev_marks(const char *state_dir);
 
 /* Reads every record. Records that do not parse are skipped (and removed). */
 int state_load_devices(const char *state_dir, ManagedDevice **ret_list);

@@ -260,6 +260,7 @@ int main(int argc, char **argv)
         harness_add("/loopd/attach/non-root-not-authorized", test_non_root_not_authorized, &deny_all);
         harness_add("/loopd/attach/invalid-options", test_invalid_options, NULL);
         harness_add("/loopd/attach/non-regular-fd-refused", test_non_regular_fd_refused, NULL);
+        harness_add("/loopd/attach/udisks-ignores-loopd-devices", test_udisks_ignores_loopd_devices, NULL);
         if (g_strcmp0(g_getenv("LOOPD_TEST_UDEV"), "1") == 0)
                 harness_add("/loopd/attach/partitions-survive-udev-watch",
                         test_partitions_survive_udev_watch, NULL);

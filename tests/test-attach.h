@@ -101,3 +101,6 @@ void test_non_root_not_authorized(Harness *h, gconstpointer data);
 void test_invalid_options(Harness *h, gconstpointer data);
 void test_non_regular_fd_refused(Harness *h, gconstpointer data);
 void test_partitions_survive_udev_watch(Harness *h, gconstpointer data);
+
+/* attach-udisks.c */
+void test_udisks_ignores_loopd_devices(Harness *h, gconstpointer data);

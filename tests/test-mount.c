@@ -518,5 +518,11 @@ int main(int argc, char **argv)
         harness_add("/loopd/mount/user-fuse-mount-posing-as-device-ignored",
                 test_user_fuse_mount_posing_as_device_ignored, NULL);
 
+        harness_add(
+                "/loopd/open/twice-same-device-and-mounts", test_open_twice_same_device_and_mounts, NULL);
+        harness_add(
+                "/loopd/open/again-mounts-what-is-missing", test_open_again_mounts_what_is_missing, NULL);
+        harness_add("/loopd/attach/second-writer-refused", test_attach_second_writer_refused, NULL);
+
         return g_test_run();
 }

@@ -110,3 +110,8 @@ void test_unmount_busy_while_file_open(Harness *h, gconstpointer data);
 void test_other_user_cannot_enter_or_unmount(Harness *h, gconstpointer data);
 void test_user_fuse_mount_posing_as_device_ignored(Harness *h, gconstpointer data);
 void test_user_fuse_decoy_does_not_release_autoclear(Harness *h, gconstpointer data);
+
+/* mount-open-twice.c */
+void test_open_twice_same_device_and_mounts(Harness *h, gconstpointer data);
+void test_open_again_mounts_what_is_missing(Harness *h, gconstpointer data);
+void test_attach_second_writer_refused(Harness *h, gconstpointer data);
