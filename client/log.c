@@ -5,6 +5,9 @@
 
 #include "format.h"
 
+/* The last line written, for a notification to repeat. */
+static char *last_line = NULL;
+
 static int log_line(int r, const char *why, const char *fmt, va_list ap)
 {
         _cleanup_free_ char *what = NULL, *line = NULL, *safe = NULL;
@@ -16,7 +19,14 @@ static int log_line(int r, const char *why, const char *fmt, va_list ap)
         safe = display_escape(line ? line : fmt);
 
         fprintf(stderr, "loopctl: %s\n", safe ? safe : "out of memory");
+        free(last_line);
+        last_line = TAKE_PTR(safe);
         return r < 0 ? r : -EIO;
+}
+
+const char *log_last_line(void)
+{
+        return last_line;
 }
 
 int log_error(int r, const char *fmt, ...)

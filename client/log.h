@@ -13,3 +13,6 @@ _printf_(2, 3) int log_error(int r, const char *fmt, ...);
 _printf_(2, 3) int log_error_errno(int r, const char *fmt, ...);
 /* Appends ": " and the D-Bus error's message (its name when it has none; strerror(-r) when unset). */
 _printf_(3, 4) int log_bus_error(const sd_bus_error *error, int r, const char *fmt, ...);
+/* The last line logged, without "loopctl: " (NULL when none, or when it could not be kept): what a desktop
+ * notification repeats. */
+const char *log_last_line(void);

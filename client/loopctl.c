@@ -2,6 +2,7 @@
 #include <getopt.h>
 
 #include "config.h"
+#include "desktop.h"
 #include "format.h"
 #include "log.h"
 #include "loopctl.h"
@@ -30,6 +31,7 @@ typedef struct Verb {
         const char *arg; /* name of its one argument in messages, NULL when it takes none */
         unsigned options; /* OPT() bits it accepts */
         bool auth; /* may need polkit to say yes */
+        bool desktop; /* run by the desktop entry: without a terminal, a failure is also a notification */
         int (*run)(Context *c);
 } Verb;
 
@@ -37,15 +39,16 @@ static const Verb verbs[] = {
         { "attach", "IMAGE",
                 OPT(ARG_READ_ONLY) | OPT(ARG_OFFSET) | OPT(ARG_SIZE) | OPT(ARG_SECTOR_SIZE) |
                         OPT(ARG_NO_PARTSCAN) | OPT(ARG_AUTOCLEAR),
-                true, verb_attach },
-        { "detach", "DEVICE|IMAGE", OPT(ARG_UNMOUNT), true, verb_detach },
-        { "list", NULL, 0, false, verb_list },
-        { "partitions", "DEVICE", 0, false, verb_partitions },
-        { "mount", "NODE", OPT(ARG_READ_ONLY) | OPT(ARG_OPTIONS) | OPT(ARG_FSTYPE), true, verb_mount },
-        { "unmount", "NODE|MOUNTPOINT", 0, true, verb_unmount },
-        { "open", "IMAGE", OPT(ARG_WRITABLE) | OPT(ARG_SECTOR_SIZE) | OPT(ARG_SHOW), true, verb_open },
-        { "close", "DEVICE|IMAGE", 0, true, verb_close },
-        { "monitor", NULL, 0, false, verb_monitor },
+                true, false, verb_attach },
+        { "detach", "DEVICE|IMAGE", OPT(ARG_UNMOUNT), true, false, verb_detach },
+        { "list", NULL, 0, false, false, verb_list },
+        { "partitions", "DEVICE", 0, false, false, verb_partitions },
+        { "mount", "NODE", OPT(ARG_READ_ONLY) | OPT(ARG_OPTIONS) | OPT(ARG_FSTYPE), true, false,
+                verb_mount },
+        { "unmount", "NODE|MOUNTPOINT", 0, true, false, verb_unmount },
+        { "open", "IMAGE", OPT(ARG_WRITABLE) | OPT(ARG_SECTOR_SIZE) | OPT(ARG_SHOW), true, true, verb_open },
+        { "close", "DEVICE|IMAGE", 0, true, false, verb_close },
+        { "monitor", NULL, 0, false, false, verb_monitor },
 };
 
 static void help(void)
@@ -245,6 +248,23 @@ static int parse_args(Context *c, int argc, char **argv, const Verb **ret_verb)
         return 1;
 }
 
+/* Started from the desktop entry, loopctl has no terminal and nobody reads its stderr: the error line goes
+ * to the session as a notification too, "Cannot open disk.img" over it. Not with --json: a program reads
+ * that output. */
+static void notify_failure(const Context *c, const Verb *verb)
+{
+        _cleanup_free_ char *name = NULL, *summary = NULL;
+        const char *line = log_last_line(), *slash;
+
+        if (!verb->desktop || c->json || !line || !desktop_unattended())
+                return;
+        slash = strrchr(c->arg, '/');
+        name = display_escape(slash && slash[1] ? slash + 1 : c->arg);
+        if (!name || asprintf(&summary, "Cannot %s %s", verb->name, name) < 0)
+                return;
+        desktop_notify_error(summary, line);
+}
+
 int main(int argc, char **argv)
 {
         _cleanup_(context_done) Context c = { .ask_password = true };
@@ -261,5 +281,7 @@ int main(int argc, char **argv)
         int e = fflush(stdout) != 0 ? negative_errno() : ferror(stdout) ? -EIO : 0;
         if (e < 0 && r >= 0)
                 r = log_error_errno(e, "cannot write output");
+        if (r < 0 && verb)
+                notify_failure(&c, verb);
         return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -1,7 +1,7 @@
 /* verbs-mount.c: the filesystem commands: mount, unmount, open (attach and mount all), monitor. */
-#include <sys/wait.h>
 #include <unistd.h>
 
+#include "desktop.h"
 #include "format.h"
 #include "log.h"
 #include "loopctl.h"
@@ -81,58 +81,6 @@ int verb_unmount(Context *c)
         if (r < 0)
                 return log_bus_error(&error, r, "cannot unmount %s", target);
         return 0;
-}
-
-/* "file://" and path with every byte but the unreserved ones and "/" percent-encoded: a mount point is
- * named after the filesystem's label, which whoever made the image chose ("a#b", "100%", spaces). */
-static char *file_uri(const char *path)
-{
-        static const char hex[] = "0123456789ABCDEF";
-        char *uri = malloc(strlen("file://") + 3 * strlen(path) + 1), *q;
-
-        if (!uri)
-                return NULL;
-        q = stpcpy(uri, "file://");
-        for (const unsigned char *p = (const unsigned char *)path; *p; p++) {
-                if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
-                        strchr("-._~/", *p))
-                        *q++ = (char)*p;
-                else {
-                        *q++ = '%';
-                        *q++ = hex[*p >> 4];
-                        *q++ = hex[*p & 15];
-                }
-        }
-        *q = '\0';
-        return uri;
-}
-
-/* Opens a folder in the user's file manager: org.freedesktop.FileManager1 on the session bus (what Nautilus,
- * Dolphin, Nemo and Thunar implement), else xdg-open. Failing to show is not failing to open: a warning. */
-static void show_folder(const char *path)
-{
-        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
-        _cleanup_free_ char *uri = NULL;
-        int r;
-
-        uri = file_uri(path);
-        if (!uri)
-                return;
-        r = sd_bus_open_user(&bus);
-        if (r >= 0)
-                r = sd_bus_call_method(bus, "org.freedesktop.FileManager1", "/org/freedesktop/FileManager1",
-                        "org.freedesktop.FileManager1", "ShowFolders", NULL, NULL, "ass", 1, uri, "");
-        if (r >= 0)
-                return;
-
-        pid_t pid = fork();
-        if (pid == 0) {
-                execlp("xdg-open", "xdg-open", path, (char *)NULL);
-                _exit(127);
-        }
-        int status = 0;
-        if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
-                (void)log_error(-EIO, "cannot show %s: no file manager answered", path);
 }
 
 int verb_open(Context *c)
@@ -218,7 +166,7 @@ int verb_open(Context *c)
         }
         r = output_emit(&out);
         if (r >= 0 && first && context_given(c, ARG_SHOW))
-                show_folder(first);
+                desktop_show_folder(first);
         return r;
 }
 

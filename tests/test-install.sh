@@ -276,8 +276,8 @@ else
     fail "desktop-file-validate complained:"
     show "$work/desktop.log"
 fi
-grep -qx 'Exec=loopctl open %f' "$desktop" && pass "the entry runs 'loopctl open %f'" ||
-    fail "the entry's Exec= is not 'loopctl open %f': $(grep '^Exec=' "$desktop")"
+grep -qx 'Exec=loopctl open --show %f' "$desktop" && pass "the entry runs 'loopctl open --show %f'" ||
+    fail "the entry's Exec= is not 'loopctl open --show %f': $(grep '^Exec=' "$desktop")"
 unclaimed=""
 for type in application/x-raw-disk-image application/x-cd-image application/x-iso9660-image \
     application/vnd.efi.img application/vnd.efi.iso; do
