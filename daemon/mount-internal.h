@@ -1,5 +1,6 @@
 /* mount-internal.h: what the mount modules share (mount.c: drivers and mounting, mount-table.c: the mount
- * table, mount-fuse.c: FUSE helper processes). Not for other modules: they use mount.h. Never logs. */
+ * table and utab, mount-fuse.c: FUSE helper processes). Not for other modules: they use mount.h. Never logs.
+ */
 #pragma once
 
 #include <libmount.h>
@@ -31,6 +32,9 @@ bool mount_fstype_is_fuse(const char *fstype);
 dev_t mount_source_rdev(const char *source);
 /* The topmost mount at target (trailing slashes ignored) in tb, or NULL. */
 struct libmnt_fs *mount_table_at(MountTable *tb, const char *target);
+/* Records node's mount at target in /run/mount/utab with the userspace options (see
+ * mount_userspace_options()), as libmount does for the mounts it makes itself. */
+int mount_utab_add(const char *node, const char *target, const char *userspace_options);
 
 /* ---- mount-fuse.c ---- */
 

@@ -294,6 +294,7 @@ int mount_point_remove(const char *media_dir, const char *path)
         _cleanup_close_ int media_fd = -1, user_fd = -1;
         size_t len;
         char *slash;
+        int r;
 
         if (!path)
                 return -EINVAL;
@@ -318,7 +319,11 @@ int mount_point_remove(const char *media_dir, const char *path)
         user_fd = open_dir_nofollow(media_fd, rest);
         if (user_fd < 0)
                 return user_fd;
-        if (unlinkat(user_fd, slash + 1, AT_REMOVEDIR) < 0)
-                return -errno;
-        return 0;
+        r = unlinkat(user_fd, slash + 1, AT_REMOVEDIR) < 0 ? -errno : 0;
+        if (r < 0 && r != -ENOENT)
+                return r;
+        /* Unmounted, whoever did it and however (root's umount2(), a FUSE server's death): what libmount
+         * kept of the mount goes with the mount point. */
+        (void)mount_utab_forget(path);
+        return r;
 }

@@ -484,3 +484,46 @@ int mount_options_build(const char *fstype, const char *user_options, bool read_
         *ret_options = TAKE_PTR(out_buf);
         return 0;
 }
+
+/* ---- userspace options ---- */
+
+/* GVfs reads x-gvfs-name= with g_uri_unescape_segment() up to the next ','. */
+static bool uri_unreserved(unsigned char c)
+{
+        return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+                c == '.' || c == '_' || c == '~';
+}
+
+int mount_userspace_options(const char *fstype, const char *name, char **ret)
+{
+        _cleanup_free_ char *safe = NULL, *text = NULL;
+        bool optical = fstype && (streq(fstype, "iso9660") || streq(fstype, "udf"));
+        const char *icon = optical ? "media-optical" : "drive-removable-media";
+        size_t len = 0;
+        FILE *f;
+
+        if (!ret)
+                return -EINVAL;
+        /* A label is whatever the image's author wrote: valid UTF-8 without control or invisible
+         * characters first, then nothing that could end the option or the utab line. */
+        if (name && mount_name_sanitize(name, &safe) == -ENOMEM)
+                return -ENOMEM;
+
+        f = open_memstream(&text, &len);
+        if (!f)
+                return -ENOMEM;
+        fputs("uhelper=loopd", f);
+        if (safe) {
+                fputs(",x-gvfs-name=", f);
+                for (const unsigned char *p = (const unsigned char *)safe; *p; p++)
+                        if (uri_unreserved(*p))
+                                fputc(*p, f);
+                        else
+                                fprintf(f, "%%%02X", *p);
+        }
+        fprintf(f, ",x-gvfs-icon=%s,x-gvfs-symbolic-icon=%s-symbolic", icon, icon);
+        if (fclose(f) != 0)
+                return -ENOMEM;
+        *ret = TAKE_PTR(text);
+        return 0;
+}

@@ -1,7 +1,9 @@
 /* mount-table.c: the mount table (/proc/self/mountinfo through libmount): which mounts are of loop devices,
- * where a device is mounted, what is mounted at a path. */
+ * where a device is mounted, what is mounted at a path; and the userspace part of loopd's mounts that
+ * libmount keeps in /run/mount/utab. */
 #include <errno.h>
 #include <libmount.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -211,4 +213,121 @@ int mount_find_source(const char *target, char **ret_source, dev_t *ret_devnum)
         if (ret_devnum)
                 *ret_devnum = devnum;
         return 0;
+}
+
+/* ---- /run/mount/utab ---- */
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct libmnt_update *, mnt_free_update);
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct libmnt_fs *, mnt_unref_fs);
+
+static bool is_octal(char c)
+{
+        return c >= '0' && c <= '7';
+}
+
+/* Does a line of utab name target? libmount writes "SRC=... TARGET=... ROOT=... OPTS=..." with ' ', '\t',
+ * '\n' and '\\' as \ooo (util-linux lib/mangle.c); libmount 2.38 has no public reader of the format
+ * (mnt_table_parse_file() takes it for fstab). */
+static bool utab_line_names(const char *line, const char *target)
+{
+        for (const char *p = line; *p;) {
+                while (*p == ' ')
+                        p++;
+                if (startswith(p, "TARGET=")) {
+                        const char *t = target;
+
+                        for (p += strlen("TARGET="); *p && *p != ' ' && *p != '\n'; t++) {
+                                char c = *p++;
+
+                                if (c == '\\' && is_octal(p[0]) && is_octal(p[1]) && is_octal(p[2])) {
+                                        c = (char)((p[0] - '0') << 6 | (p[1] - '0') << 3 | (p[2] - '0'));
+                                        p += 3;
+                                }
+                                if (*t != c)
+                                        return false;
+                        }
+                        return *t == '\0';
+                }
+                while (*p && *p != ' ')
+                        p++;
+        }
+        return false;
+}
+
+/* How many entries of the utab file name target (0 when there is no such file). */
+static size_t utab_count(const char *filename, const char *target)
+{
+        _cleanup_fclose_ FILE *f = fopen(filename, "re");
+        _cleanup_free_ char *line = NULL;
+        size_t size = 0, n = 0;
+
+        if (!f)
+                return 0;
+        while (getline(&line, &size, f) > 0)
+                if (utab_line_names(line, target))
+                        n++;
+        return n;
+}
+
+int mount_utab_add(const char *node, const char *target, const char *userspace_options)
+{
+        _cleanup_(mnt_free_updatep) struct libmnt_update *upd = mnt_new_update();
+        _cleanup_(mnt_unref_fsp) struct libmnt_fs *fs = mnt_new_fs();
+        int r;
+
+        if (!upd || !fs)
+                return -ENOMEM;
+        r = mnt_fs_set_source(fs, node);
+        if (r >= 0)
+                r = mnt_fs_set_target(fs, target);
+        if (r >= 0)
+                r = mnt_fs_set_options(fs, userspace_options);
+        if (r < 0)
+                return r;
+        /* As libmount's own mount(8) records it (root "/", the userspace options only); 1: no utab to
+         * write, as libmount would skip it for a mount of its own. */
+        r = mnt_update_set_fs(upd, 0, NULL, fs);
+        if (r != 0)
+                return r < 0 ? r : 0;
+        r = mnt_update_table(upd, NULL);
+        if (r < 0)
+                return r > -4096 ? r : -EIO; /* -MNT_ERR_LOCK and the like */
+        return 0;
+}
+
+int mount_utab_forget(const char *target)
+{
+        _cleanup_(mount_table_unrefp) MountTable *tb = NULL;
+        _cleanup_free_ char *t = NULL;
+        int r;
+
+        if (isempty(target) || target[0] != '/')
+                return -EINVAL;
+        t = target_normalize(target);
+        if (!t)
+                return -ENOMEM;
+        /* An entry for a mount that is still there is that mount's. */
+        r = mount_table_load(&tb);
+        if (r < 0)
+                return r;
+        if (mount_table_at(tb, t))
+                return 0;
+
+        /* libmount removes one entry per update (the last one for the target); a stale one may sit below
+         * the newest. Bounded: loopd makes at most one mount per mount point. */
+        for (unsigned i = 0; i < 16; i++) {
+                _cleanup_(mnt_free_updatep) struct libmnt_update *upd = mnt_new_update();
+
+                if (!upd)
+                        return -ENOMEM;
+                r = mnt_update_set_fs(upd, 0, t, NULL);
+                if (r != 0)
+                        return r < 0 ? r : 0; /* 1: there is no utab */
+                if (utab_count(mnt_update_get_filename(upd), t) == 0)
+                        return 0;
+                r = mnt_update_table(upd, NULL);
+                if (r < 0)
+                        return r > -4096 ? r : -EIO;
+        }
+        return -EBUSY;
 }

@@ -175,26 +175,32 @@ static int options_check_safe(const char *options)
         return nosuid && nodev ? 0 : -EINVAL;
 }
 
-static int kernel_mount(const FsDriver *d, const char *node, const char *target, const char *options)
+/* userspace: mount_userspace_options(), which libmount keeps out of mount(2) and writes to utab. */
+static int kernel_mount(
+        const FsDriver *d, const char *node, const char *target, const char *options, const char *userspace)
 {
         _cleanup_(mnt_free_contextp) struct libmnt_context *cxt = NULL;
+        _cleanup_free_ char *all = NULL;
         const char *kname = kernel_fs_name(d);
         int r;
 
         if (!kname)
                 return -EPROTONOSUPPORT;
+        if (asprintf(&all, "%s%s%s", options, userspace ? "," : "", strempty(userspace)) < 0) {
+                all = NULL;
+                return -ENOMEM;
+        }
         cxt = mnt_new_context();
         if (!cxt)
                 return -ENOMEM;
 
-        /* No fstab or mtab merging, no path canonicalization (the paths are ours and exact), no utab
-         * (there are no userspace options), and no silent read-only retry: a read-only device must be
-         * mounted with read_only so that its journal is not replayed. */
+        /* No fstab or mtab merging (the options are exactly these), no path canonicalization (the paths
+         * are ours and exact), and no silent read-only retry: a read-only device must be mounted with
+         * read_only so that its journal is not replayed. utab is written (the userspace options: uhelper=
+         * lets a user's umount(8) hand the unmount to loopd). */
         r = mnt_context_set_optsmode(cxt, MNT_OMODE_IGNORE | MNT_OMODE_NOTAB);
         if (r >= 0)
                 r = mnt_context_disable_canonicalize(cxt, true);
-        if (r >= 0)
-                r = mnt_context_disable_mtab(cxt, true);
         if (r >= 0)
                 r = mnt_context_enable_rwonly_mount(cxt, true);
         if (r >= 0)
@@ -204,7 +210,7 @@ static int kernel_mount(const FsDriver *d, const char *node, const char *target,
         if (r >= 0)
                 r = mnt_context_set_fstype(cxt, kname);
         if (r >= 0)
-                r = mnt_context_set_options(cxt, options);
+                r = mnt_context_set_options(cxt, all);
         if (r < 0)
                 return r;
 
@@ -242,19 +248,27 @@ static int mount_verify(const char *node, const char *target)
         return 0;
 }
 
-/* Takes down what a failed mount attempt may have left at target, if it is node's. */
+/* Takes down what a failed mount attempt may have left at target, if it is node's, and its utab entry. */
 static void mount_undo(const char *node, const char *target)
 {
         _cleanup_free_ char *source = NULL;
 
         if (mount_find_source(target, &source, NULL) >= 0 && streq(source, node))
                 (void)umount2(target, UMOUNT_NOFOLLOW);
+        (void)mount_utab_forget(target);
 }
 
 int mount_filesystem(
         const char *node, const char *target, const char *fstype, const char *options, bool fuse)
 {
+        return mount_filesystem_named(node, target, fstype, options, fuse, NULL);
+}
+
+int mount_filesystem_named(const char *node, const char *target, const char *fstype, const char *options,
+        bool fuse, const char *name)
+{
         const FsDriver *d = driver_find(fstype);
+        _cleanup_free_ char *userspace = NULL;
         struct stat st;
         int r;
 
@@ -271,9 +285,21 @@ int mount_filesystem(
         if (!S_ISBLK(st.st_mode))
                 return -ENOTBLK;
 
-        r = fuse ? mount_fuse_run(d, node, target, options) : kernel_mount(d, node, target, options);
+        r = mount_userspace_options(fstype, name, &userspace);
+        if (r < 0)
+                return r;
+        /* Whatever a mount at target left in utab would be merged into this one. */
+        r = mount_utab_forget(target);
+        if (r < 0)
+                return r;
+
+        /* A FUSE helper mounts without libmount: its utab entry is written here, once the mount is there. */
+        r = fuse ? mount_fuse_run(d, node, target, options)
+                 : kernel_mount(d, node, target, options, userspace);
         if (r >= 0)
                 r = mount_verify(node, target);
+        if (r >= 0 && fuse)
+                r = mount_utab_add(node, target, userspace);
         if (r < 0) {
                 mount_undo(node, target);
                 return r;
@@ -304,5 +330,10 @@ int unmount_filesystem(const char *target)
         if (umount2(target, UMOUNT_NOFOLLOW) < 0)
                 r = -errno;
         mount_fuse_servers_wait(pidfds, n_pidfds, r == 0);
+        /* umount2() is not libmount's umount: the entry it would have dropped goes here. Not a failure of
+         * the unmount when it cannot (the next mount at target, or the removal of the mount point, tries
+         * again). */
+        if (r == 0)
+                (void)mount_utab_forget(target);
         return r;
 }

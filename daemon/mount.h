@@ -58,7 +58,8 @@ int mount_point_create(
 
 /* Removes a mount point directory made by mount_point_create(): path must be media_dir/<user>/<name>
  * (else -EINVAL, so a foreign mount point like /mnt is never touched) and an empty directory that is not
- * mounted on (-ENOTEMPTY, -EBUSY). Does not follow symlinks. -ENOENT if it is already gone. */
+ * mounted on (-ENOTEMPTY, -EBUSY). Does not follow symlinks. -ENOENT if it is already gone. Either way its
+ * /run/mount/utab entries go too (mount_utab_forget()). */
 int mount_point_remove(const char *media_dir, const char *path);
 
 /* Does the running kernel have a block-device driver for fstype: in /proc/filesystems (without "nodev"),
@@ -90,10 +91,36 @@ int mount_pick_driver(const char *fstype, bool *ret_fuse);
 int mount_filesystem(
         const char *node, const char *target, const char *fstype, const char *options, bool fuse);
 
+/* The options a mount of loopd's keeps in userspace, in libmount's /run/mount/utab (never given to the
+ * kernel or a FUSE helper): "uhelper=loopd", so that a user's umount(8) of it runs umount.loopd (libmount
+ * finds no other way for a user to unmount it), then what the desktop calls it: "x-gvfs-name=NAME" (name
+ * sanitized as mount_name_sanitize() does, then every byte outside [A-Za-z0-9._~-] percent-encoded, as
+ * GVfs decodes it: no ',', '=', quote, space or control character remains; left out when name is NULL or
+ * nothing usable is left of it) and "x-gvfs-icon=" / "x-gvfs-symbolic-icon=": media-optical for iso9660
+ * and udf, drive-removable-media otherwise. x-* options are stored in utab by util-linux >= 2.30 (X-* are
+ * not). Returns 0 or -ENOMEM. */
+int mount_userspace_options(const char *fstype, const char *name, char **ret);
+
+/* mount_filesystem() that records the mount in /run/mount/utab with mount_userspace_options(fstype, name)
+ * (name may be NULL): libmount writes the entry for a kernel mount, this function for a FUSE mount (whose
+ * helper mounts without libmount). mount_filesystem() is this with name NULL: every mount carries
+ * uhelper=loopd. A failure to write utab fails the mount (-errno) and unmounts again, as a mount that
+ * users cannot unmount must not be handed out silently. A stale utab entry for target (a mount point
+ * unmounted without libmount) is dropped first. */
+int mount_filesystem_named(const char *node, const char *target, const char *fstype, const char *options,
+        bool fuse, const char *name);
+
 /* Unmounts target: umount2() without MNT_DETACH and without following a symlink; -EBUSY when in use,
  * -EINVAL when target is not a mount point. For a FUSE mount it then waits (at most 10 s) until the
- * helper that served it has exited, so its last writes have reached the device when this returns. */
+ * helper that served it has exited, so its last writes have reached the device when this returns. Once
+ * nothing is mounted at target any more, its /run/mount/utab entries go too (mount_utab_forget()). */
 int unmount_filesystem(const char *target);
+
+/* Drops every /run/mount/utab entry for target, unless something is still mounted there: what a mount
+ * unmounted without libmount (umount2(), a FUSE server's death, `umount -n`) leaves behind, which libmount
+ * would otherwise merge into a later mount of the same source at the same place. mount_point_remove() calls
+ * it for every mount point it removes. 0 also when there was nothing to drop or no utab at all. */
+int mount_utab_forget(const char *target);
 
 /* Where is the block device devnum mounted? Matches kernel mounts by devnum (mountinfo's major:minor, or
  * the source's st_rdev for btrfs, which reports an anonymous device) and FUSE mounts by source == node
