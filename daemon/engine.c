@@ -340,11 +340,45 @@ static int user_of(uid_t uid, char **ret_name, gid_t *ret_gid)
         return 0;
 }
 
+/* What the desktop calls node's mount (x-gvfs-name): the filesystem's label, else the name of the image file
+ * the loop device is bound to (as the watcher last saw it, else as the kernel says); NULL when neither is
+ * usable. The mount layer makes it safe for an option string. */
+static char *display_name_of(Manager *m, const char *node, const char *label)
+{
+        _cleanup_(loop_info_freep) LoopInfo *read = NULL;
+        _cleanup_free_ char *name = NULL;
+        const LoopInfo *info = NULL;
+        const char *base;
+        unsigned number;
+        size_t len;
+
+        if (mount_name_sanitize(label, &name) >= 0)
+                return TAKE_PTR(name);
+        if (loop_parse_node(node, &number, NULL) < 0)
+                return NULL;
+        if (m->watcher)
+                info = watcher_device(m->watcher, number);
+        if (!info && loop_get_info(number, &read) >= 0)
+                info = read;
+        if (!info || isempty(info->backing_file))
+                return NULL;
+        base = strrchr(info->backing_file, '/');
+        name = strdup(base ? base + 1 : info->backing_file);
+        if (!name)
+                return NULL;
+        /* sysfs names a file unlinked since "PATH (deleted)". */
+        len = strlen(name);
+        if (len > strlen(" (deleted)") && streq(name + len - strlen(" (deleted)"), " (deleted)"))
+                name[len - strlen(" (deleted)")] = '\0';
+        return TAKE_PTR(name);
+}
+
 int engine_mount_node(Manager *m, uid_t uid, const char *node, dev_t devnum, const char *fstype,
         const char *options, bool read_only, char **ret_mount_point, EngineError *e)
 {
         _cleanup_free_ char *probed_type = NULL, *label = NULL, *uuid = NULL, *final_options = NULL,
                             *bad = NULL, *user = NULL, *name = NULL, *mount_point = NULL;
+        _cleanup_free_ char *display_name = NULL;
         _cleanup_strv_free_ char **targets = NULL;
         bool fuse;
         gid_t gid;
@@ -391,7 +425,8 @@ int engine_mount_node(Manager *m, uid_t uid, const char *node, dev_t devnum, con
         if (r < 0)
                 return engine_error_errno(e, r, "Failed to create the mount point");
 
-        r = mount_filesystem(node, mount_point, fstype, final_options, fuse);
+        display_name = display_name_of(m, node, label);
+        r = mount_filesystem_named(node, mount_point, fstype, final_options, fuse, display_name);
         if (r < 0) {
                 (void)mount_point_remove(m->media_dir, mount_point);
                 if (r == -EPROTONOSUPPORT)
