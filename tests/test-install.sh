@@ -129,12 +129,14 @@ print(next(o["value"] for o in json.load(sys.stdin) if o["name"] == sys.argv[1])
 prefix=$(option prefix) || die "cannot read the build's options with meson introspect"
 absolute() { case $1 in /*) echo "$1" ;; *) echo "$prefix/$1" ;; esac }
 bindir=$(absolute "$(option bindir)")
+sbindir=$(absolute "$(option sbindir)")
 libexecdir=$(absolute "$(option libexecdir)")
 datadir=$(absolute "$(option datadir)")
 mandir=$(absolute "$(option mandir)")
 
 installed_loopd="$dest$libexecdir/loopd"
 installed_loopctl="$dest$bindir/loopctl"
+installed_umount="$dest$sbindir/umount.loopd"
 unit="$dest$prefix/lib/systemd/system/loopd.service"
 activation="$dest$datadir/dbus-1/system-services/org.loopd1.service"
 bus_policy="$dest$datadir/dbus-1/system.d/org.loopd1.conf"
@@ -144,6 +146,7 @@ desktop="$dest$datadir/applications/loopd-open.desktop"
 completion="$dest$datadir/bash-completion/completions/loopctl"
 man8="$dest$mandir/man8/loopd.8"
 man1="$dest$mandir/man1/loopctl.1"
+man8_umount="$dest$mandir/man8/umount.loopd.8"
 
 # --------------------------------------------------------------------------------------------------------
 say "meson install --destdir into $dest"
@@ -153,7 +156,8 @@ if ! meson install -C "$build" --destdir "$dest" --no-rebuild --quiet >"$work/in
 fi
 
 expected=$(printf '%s\n' "$installed_loopd" "$installed_loopctl" "$unit" "$activation" "$bus_policy" \
-    "$polkit_policy" "$tmpfiles" "$desktop" "$completion" "$man8" "$man1" | sed "s|^$dest||" | sort)
+    "$polkit_policy" "$tmpfiles" "$desktop" "$completion" "$man8" "$man1" \
+    "$installed_umount" "$man8_umount" | sed "s|^$dest||" | sort)
 actual=$(cd "$dest" && find . ! -type d | sed 's|^\.||' | sort)
 if [ "$expected" = "$actual" ]; then
     pass "the install is exactly the $(wc -l <<<"$expected") expected files"
@@ -165,7 +169,7 @@ fi
 modes_ok=true
 for f in $actual; do
     case $f in
-    "${installed_loopd#$dest}" | "${installed_loopctl#$dest}") want=755 ;;
+    "${installed_loopd#$dest}" | "${installed_loopctl#$dest}" | "${installed_umount#$dest}") want=755 ;;
     *) want=644 ;;
     esac
     mode=$(stat -c %a "$dest$f")
@@ -177,7 +181,7 @@ done
 $modes_ok && pass "programs are 0755, everything else 0644, nothing setuid" ||
     fail "installed files have wrong modes"
 
-if grep -rn '@[A-Za-z_]*@' "$unit" "$activation" "$man8" "$man1" >"$work/subst.log"; then
+if grep -rn '@[A-Za-z_]*@' "$unit" "$activation" "$man8" "$man1" "$man8_umount" >"$work/subst.log"; then
     fail "unsubstituted @VARIABLES@ in installed files:"
     show "$work/subst.log"
 else
@@ -292,7 +296,7 @@ done
 say "the man pages"
 loopd_help=$("$installed_loopd" --help) || fail "the installed loopd --help failed"
 loopctl_help=$("$installed_loopctl" --help) || fail "the installed loopctl --help failed"
-for page in "$man8" "$man1"; do
+for page in "$man8" "$man1" "$man8_umount"; do
     name=$(basename "$page")
     if MANWIDTH=80 MANPAGER=cat PAGER=cat man -l --warnings "$page" >"$work/$name.txt" 2>"$work/$name.err" &&
         [ ! -s "$work/$name.err" ] && grep -q '^NAME' "$work/$name.txt"; then
@@ -320,6 +324,29 @@ done
 [ -z "$missing" ] &&
     pass "every option of loopd --help and every option and command of loopctl --help is in the man pages" ||
     fail "undocumented in the man pages:$missing"
+
+# --------------------------------------------------------------------------------------------------------
+say "umount.loopd, the umount(8) helper"
+# libmount runs /sbin/umount.<uhelper> (FS_SEARCH_PATH "/sbin:/sbin/fs.d:/sbin/fs"); /usr/sbin is /sbin on a
+# merged /usr. Only a build for /usr puts it there.
+if [ "$prefix" = /usr ]; then
+    case $sbindir in
+    /sbin | /usr/sbin) pass "umount.loopd is installed to $sbindir, where libmount looks for umount helpers" ;;
+    *) fail "umount.loopd is installed to $sbindir, where libmount does not look (want /sbin or /usr/sbin)" ;;
+    esac
+else
+    say "prefix $prefix: umount.loopd goes to $sbindir, which libmount does not search (a build for /usr does)"
+fi
+umount_out=$("$installed_umount" 2>&1)
+umount_status=$?
+[ "$umount_status" -eq 1 ] && grep -q '^umount.loopd: no target given' <<<"$umount_out" &&
+    pass "the installed umount.loopd without a target says so and exits 1, as umount(8) does for bad usage" ||
+    fail "umount.loopd without a target: exit $umount_status, '$umount_out'"
+umount_out=$(DBUS_SYSTEM_BUS_ADDRESS="unix:path=$work/no-such-bus" "$installed_umount" /run/media/x/y 2>&1)
+umount_status=$?
+[ "$umount_status" -eq 2 ] && grep -q '^umount.loopd: /run/media/x/y: cannot connect to the system bus' <<<"$umount_out" &&
+    pass "umount.loopd without a bus fails in one line, exit 2" ||
+    fail "umount.loopd without a bus: exit $umount_status, '$umount_out'"
 
 # --------------------------------------------------------------------------------------------------------
 say "bash completion"
