@@ -4,54 +4,12 @@
  * libmount keeps in /run/mount/utab; and that nobody closes another user's mount through the helper.
  * Mounts go to the real /run/media/<user> (GIO shows nothing else), and the build's umount.loopd is put at
  * /usr/sbin/umount.loopd (where libmount looks) for each test. The kernel, findmnt, losetup and
- * /run/mount/utab are the oracles, never loopd. */
-#include <errno.h>
-#include <fcntl.h>
-#include <glib/gstdio.h>
-#include <libmount.h>
-#include <limits.h>
-#include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
+ * /run/mount/utab are the oracles, never loopd. This file: the fixture, helpers and oracles, main();
+ * desktop-close.c the ways to close, desktop-names.c what the desktop is told about a mount. */
+#include "test-desktop.h"
 
-#include "harness.h"
-#include "loopd-bus.h"
-#include "mount.h"
-
-#define MiB (UINT64_C(1024) * 1024)
-#define MEDIA "/run/media"
-#define UTAB "/run/mount/utab"
-#define HELPER "/usr/sbin/umount.loopd"
-/* What was at HELPER before the test put its link there; a run killed before its teardown leaves it. */
-#define HELPER_SAVED "/usr/sbin/.umount.loopd.saved-by-loopd-tests"
-/* How long the kernel and loopd may take to let an unmounted autoclear device go. */
-#define SETTLE_MS 10000
-
-#define REQUIRE_NONNULL(x)                                                  \
-        do {                                                                \
-                if (!(x)) {                                                 \
-                        g_test_fail_printf("%s: %s is NULL", G_STRLOC, #x); \
-                        return;                                             \
-                }                                                           \
-        } while (0)
-
-/* Fails the test with a message that stays in the log (g_test_fail_printf() keeps only the last one). */
-#define FAIL(...)                                                         \
-        do {                                                              \
-                g_autofree char *message_ = g_strdup_printf(__VA_ARGS__); \
-                g_test_message("FAIL: %s", message_);                     \
-                g_test_fail_printf("%s", message_);                       \
-        } while (0)
-
-static const char *const run_media_args[] = { "--media-dir", MEDIA, NULL };
-static const HarnessOptions opts_run_media = { .loopd_args = run_media_args };
-
-typedef struct Desktop {
-        Harness h;
-        bool linked; /* HELPER is our link */
-        bool made_media, made_user_dir[2]; /* directories this test created, removed in teardown */
-        GPtrArray *mount_points; /* every mount point the test saw, for the teardown */
-} Desktop;
+const char *const desktop_loopd_args[] = { "--media-dir", MEDIA, NULL };
+const HarnessOptions desktop_options = { .loopd_args = desktop_loopd_args };
 
 static const char *const users[] = { HARNESS_USER_A, HARNESS_USER_B };
 
@@ -123,12 +81,10 @@ static bool helper_install(Desktop *d)
         return true;
 }
 
-static void utab_drop(const char *target);
-
 /* ---------------------------------------------------------------------------------------------------- */
 /* The fixture */
 
-static void desktop_setup(Desktop *d, gconstpointer data)
+void desktop_setup(Desktop *d, gconstpointer data)
 {
         memset(d, 0, sizeof(*d));
         d->mount_points = g_ptr_array_new_with_free_func(g_free);
@@ -142,7 +98,7 @@ static void desktop_setup(Desktop *d, gconstpointer data)
                 d->h.ready = false;
 }
 
-static void desktop_teardown(Desktop *d, gconstpointer data)
+void desktop_teardown(Desktop *d, gconstpointer data)
 {
         /* loopd goes first, and with it everything attached from the test's directory and its mounts. */
         harness_teardown(&d->h, data);
@@ -164,15 +120,10 @@ static void desktop_teardown(Desktop *d, gconstpointer data)
         g_ptr_array_unref(d->mount_points);
 }
 
-#define desktop_add(path, func) \
-        g_test_add((path), Desktop, &opts_run_media, desktop_setup, (func), desktop_teardown)
-
-#define DESKTOP_REQUIRE(d) HARNESS_REQUIRE(&(d)->h)
-
 /* ---------------------------------------------------------------------------------------------------- */
 /* Images and opening them */
 
-static char *make_ext4(Desktop *d, const char *name, const char *label)
+char *make_ext4(Desktop *d, const char *name, const char *label)
 {
         char *path = harness_image_path(&d->h, name);
 
@@ -181,7 +132,7 @@ static char *make_ext4(Desktop *d, const char *name, const char *label)
         return path;
 }
 
-static char *make_vfat(Desktop *d, const char *name, const char *label)
+char *make_vfat(Desktop *d, const char *name, const char *label)
 {
         char *path = harness_image_path(&d->h, name);
 
@@ -192,7 +143,7 @@ static char *make_vfat(Desktop *d, const char *name, const char *label)
 
 /* A plain ISO 9660 image (no partition table): this kernel has no iso9660, so loopd serves it with
  * fuseiso. */
-static char *make_iso(Desktop *d, const char *name, const char *volid)
+char *make_iso(Desktop *d, const char *name, const char *volid)
 {
         char *path = harness_image_path(&d->h, name);
         g_autofree char *root = g_build_filename(d->h.tmpdir, "iso-root", NULL);
@@ -205,20 +156,14 @@ static char *make_iso(Desktop *d, const char *name, const char *volid)
         return path;
 }
 
-typedef struct Opened {
-        char *device;
-        char *mount_point; /* the first (the only one, for these images) */
-} Opened;
-
-static void opened_clear(Opened *o)
+void opened_clear(Opened *o)
 {
         g_clear_pointer(&o->device, g_free);
         g_clear_pointer(&o->mount_point, g_free);
 }
-G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Opened, opened_clear)
 
 /* `loopctl --json open IMAGE` as user: false (and the test failed) when it did not open one mount. */
-static bool open_as(Desktop *d, const char *user, const char *image, Opened *ret)
+bool open_as(Desktop *d, const char *user, const char *image, Opened *ret)
 {
         g_auto(HarnessRun) run = { 0 };
         g_autoptr(JsonNode) out = NULL;
@@ -248,7 +193,7 @@ static bool open_as(Desktop *d, const char *user, const char *image, Opened *ret
 /* Oracles */
 
 /* findmnt's fstype of the mount at target, or NULL when nothing is mounted there. */
-static char *fstype_at(const char *target)
+char *fstype_at(const char *target)
 {
         g_autofree char *q = g_shell_quote(target);
         char *out = NULL;
@@ -260,7 +205,7 @@ static char *fstype_at(const char *target)
         return g_strstrip(out);
 }
 
-static bool mounted_at(const char *target)
+bool mounted_at(const char *target)
 {
         g_autofree char *fstype = fstype_at(target);
         return fstype != NULL;
@@ -281,7 +226,7 @@ static char *utab_field(const char *line, const char *key)
 
 /* The userspace options libmount keeps in /run/mount/utab for target, read from the file itself (NULL: no
  * entry; "" for one without options). The last entry counts, as for libmount. */
-static char *utab_options(const char *target)
+char *utab_options(const char *target)
 {
         g_autofree char *text = NULL;
         g_auto(GStrv) lines = NULL;
@@ -305,7 +250,7 @@ static char *utab_options(const char *target)
 
 /* Removes what a test left in utab for target, with libmount's own update (not loopd's code, which may be
  * what failed). */
-static void utab_drop(const char *target)
+void utab_drop(const char *target)
 {
         for (int i = 0; i < 16; i++) {
                 g_autofree char *left = utab_options(target);
@@ -325,7 +270,7 @@ static void utab_drop(const char *target)
 }
 
 /* The value of option name in a comma list (NULL when it is not there). */
-static char *option_value(const char *options, const char *name)
+char *option_value(const char *options, const char *name)
 {
         char *value = NULL;
         size_t len = 0;
@@ -336,7 +281,7 @@ static char *option_value(const char *options, const char *name)
 }
 
 /* Checks what loopd's mount at target carries in utab: uhelper=loopd, the name and icons for GIO. */
-static void check_utab(const char *target, const char *name, const char *icon)
+void check_utab(const char *target, const char *name, const char *icon)
 {
         g_autofree char *options = utab_options(target);
         g_autofree char *uhelper = option_value(options, "uhelper");
@@ -355,7 +300,7 @@ static void check_utab(const char *target, const char *name, const char *icon)
 }
 
 /* Whether device is a loop device bound to a file under the test's directory (losetup). */
-static bool still_bound(Desktop *d, const char *device)
+bool still_bound(Desktop *d, const char *device)
 {
         g_autoptr(GPtrArray) loops = oracle_loops_backed_by(d->h.tmpdir);
 
@@ -376,7 +321,7 @@ static bool anything_left(Desktop *d, const Opened *o)
 
 /* The image is closed: no mount, no mount point directory, no loop device, no utab entry. The device of an
  * autoclear loop goes when loopd lets go of it, which may take a moment. */
-static void check_closed(Desktop *d, const Opened *o)
+void check_closed(Desktop *d, const Opened *o)
 {
         g_autofree char *utab = NULL;
         gint64 deadline = g_get_monotonic_time() + SETTLE_MS * 1000;
@@ -395,7 +340,7 @@ static void check_closed(Desktop *d, const Opened *o)
 }
 
 /* Nothing of the image changed: still mounted, its directory, its device and its utab entry all there. */
-static void check_untouched(Desktop *d, const Opened *o)
+void check_untouched(Desktop *d, const Opened *o)
 {
         g_autofree char *utab = utab_options(o->mount_point);
 
@@ -408,7 +353,7 @@ static void check_untouched(Desktop *d, const Opened *o)
 /* ---------------------------------------------------------------------------------------------------- */
 /* Running umount and gio as a user */
 
-static int umount_as(Desktop *d, const char *user, HarnessRun *run, const char *option, const char *path)
+int umount_as(Desktop *d, const char *user, HarnessRun *run, const char *option, const char *path)
 {
         const char *argv[] = { "umount", option ? option : path, option ? path : NULL, NULL };
 
@@ -416,7 +361,7 @@ static int umount_as(Desktop *d, const char *user, HarnessRun *run, const char *
 }
 
 /* GIO as user: local VFS only (no GVfs daemons, no session bus), a HOME of the user's own. */
-static int gio_as(Desktop *d, const char *user, HarnessRun *run, const char *const *args)
+int gio_as(Desktop *d, const char *user, HarnessRun *run, const char *const *args)
 {
         g_autofree char *home = g_build_filename(d->h.tmpdir, user, NULL);
         g_autofree char *home_env = g_strconcat("HOME=", home, NULL);
@@ -437,16 +382,7 @@ static int gio_as(Desktop *d, const char *user, HarnessRun *run, const char *con
         return harness_spawn_as(&d->h, user, run, (const char *const *)argv->pdata);
 }
 
-/* One mount as `gio mount -l -i` lists it. */
-typedef struct GioMount {
-        char *name;
-        char *path;
-        char *icons; /* "themed icons:" line, e.g. "[drive-harddisk]  [drive]" */
-        char *symbolic_icons;
-        bool can_unmount, can_eject;
-} GioMount;
-
-static void gio_mount_free(gpointer p)
+void gio_mount_free(gpointer p)
 {
         GioMount *m = p;
 
@@ -459,7 +395,7 @@ static void gio_mount_free(gpointer p)
 
 /* Parses `gio mount -l -i`: "Mount(N): NAME -> URI" followed by indented "key=value" and "themed icons:"
  * lines. */
-static GPtrArray *gio_mounts(Desktop *d, const char *user)
+GPtrArray *gio_mounts(Desktop *d, const char *user)
 {
         const char *const args[] = { "mount", "-l", "-i", NULL };
         g_auto(HarnessRun) run = { 0 };
@@ -499,7 +435,7 @@ static GPtrArray *gio_mounts(Desktop *d, const char *user)
         return list;
 }
 
-static GioMount *gio_mount_at(GPtrArray *list, const char *path)
+GioMount *gio_mount_at(GPtrArray *list, const char *path)
 {
         for (guint i = 0; i < list->len; i++) {
                 GioMount *m = list->pdata[i];
@@ -510,342 +446,26 @@ static GioMount *gio_mount_at(GPtrArray *list, const char *path)
 }
 
 /* The first icon name of a "[a]  [b]" list. */
-static char *first_icon(const char *icons)
+char *first_icon(const char *icons)
 {
         const char *start = icons ? strchr(icons, '[') : NULL, *end = start ? strchr(start, ']') : NULL;
 
         return end ? g_strndup(start + 1, end - start - 1) : NULL;
 }
 
-/* ---------------------------------------------------------------------------------------------------- */
-/* The tests */
-
-/* What loopd records for the desktop never breaks the option string, whatever the label says: exactly
- * uhelper, x-gvfs-name (percent-encoded, valid UTF-8 once decoded, the sanitized label) and the icons. */
-static void test_userspace_options_hostile_names(void)
-{
-        static const struct {
-                const char *name, *fstype, *icon;
-        } cases[] = {
-                { "My Disk", "ext4", "drive-removable-media" },
-                { "a,b=c\"d'e\\f", "vfat", "drive-removable-media" },
-                { "ctl\x01\x1f\x7f\xc2\x85x", "iso9660", "media-optical" },
-                { "\xff\xfe bad \xc3", "udf", "media-optical" },
-                { "\xc3\xbc\xe6\x97\xa5\xe6\x9c\xac %41 ~._-", "exfat", "drive-removable-media" },
-                { "..", "ext4", "drive-removable-media" }, { "", "ext4", "drive-removable-media" },
-                { NULL, "xfs", "drive-removable-media" },
-                { "lots", "ext4", "drive-removable-media" }, /* 300 bytes, below */
-        };
-
-        for (guint i = 0; i < G_N_ELEMENTS(cases); i++) {
-                g_autofree char *long_name = g_strnfill(300, 'x');
-                const char *name =
-                        g_str_equal(cases[i].name ? cases[i].name : "", "lots") ? long_name : cases[i].name;
-                g_autofree char *options = NULL, *sane = NULL, *encoded = NULL, *decoded = NULL;
-                g_autofree char *icon = NULL, *symbolic = NULL, *uhelper = NULL;
-                g_autofree char *want_symbolic = g_strconcat(cases[i].icon, "-symbolic", NULL);
-                char *rest, *opt_name, *value;
-                size_t name_len, value_len;
-                guint n = 0;
-
-                g_assert_cmpint(mount_userspace_options(cases[i].fstype, name, &options), ==, 0);
-                g_autofree char *shown = name ? g_strescape(name, NULL) : g_strdup("(null)");
-
-                g_test_message("%s -> %s", shown, options);
-                /* Only what cannot end an option or a utab field. */
-                for (const char *p = options; *p; p++)
-                        g_assert_true(g_ascii_isalnum(*p) || strchr(",=%-._~", *p));
-                for (rest = options;
-                        mnt_optstr_next_option(&rest, &opt_name, &name_len, &value, &value_len) == 0;)
-                        n++;
-                uhelper = option_value(options, "uhelper");
-                encoded = option_value(options, "x-gvfs-name");
-                icon = option_value(options, "x-gvfs-icon");
-                symbolic = option_value(options, "x-gvfs-symbolic-icon");
-                g_assert_cmpstr(uhelper, ==, "loopd");
-                g_assert_cmpstr(icon, ==, cases[i].icon);
-                g_assert_cmpstr(symbolic, ==, want_symbolic);
-                if (mount_name_sanitize(name, &sane) < 0) {
-                        g_assert_null(encoded);
-                        g_assert_cmpuint(n, ==, 3);
-                        continue;
-                }
-                g_assert_cmpuint(n, ==, 4);
-                REQUIRE_NONNULL(encoded);
-                decoded = g_uri_unescape_string(encoded, NULL);
-                g_assert_cmpstr(decoded, ==, sane);
-                g_assert_true(g_utf8_validate(decoded, -1, NULL));
-                g_assert_cmpuint(strlen(decoded), <=, 64);
-        }
-}
-
-/* `umount PATH` as the user who opened the image: kernel (ext4) and FUSE (fuseiso) mounts alike, plain and
- * lazy (-l reaches umount.loopd, which unmounts plainly). */
-typedef struct UmountCase {
-        const char *kind; /* "ext4" or "iso" */
-        const char *option; /* umount's option, or NULL */
-} UmountCase;
-
-static void test_umount_as_user(Desktop *d, gconstpointer data)
-{
-        const UmountCase *c = d->h.options->data;
-        DESKTOP_REQUIRE(d);
-        bool iso = g_str_equal(c->kind, "iso");
-        g_autofree char *image =
-                iso ? make_iso(d, "desk.iso", "DESK_ISO") : make_ext4(d, "desk.img", "DESK_EXT");
-        g_autofree char *fstype = NULL;
-        g_auto(Opened) o = { 0 };
-        g_auto(HarnessRun) run = { 0 };
-
-        harness_allow_all(&d->h);
-        if (!open_as(d, HARNESS_USER_A, image, &o))
-                return;
-        fstype = fstype_at(o.mount_point);
-        g_test_message("%s is %s", o.mount_point, fstype);
-        if (iso)
-                g_assert_true(g_str_has_prefix(fstype, "fuse"));
-        else
-                g_assert_cmpstr(fstype, ==, "ext4");
-        check_utab(o.mount_point, iso ? "DESK_ISO" : "DESK_EXT",
-                iso ? "media-optical" : "drive-removable-media");
-
-        g_assert_cmpint(umount_as(d, HARNESS_USER_A, &run, c->option, o.mount_point), ==, 0);
-        g_assert_cmpstr(run.err, ==, "");
-        check_closed(d, &o);
-}
-
-static const UmountCase umount_ext4 = { "ext4", NULL };
-static const UmountCase umount_iso = { "iso", NULL };
-static const UmountCase umount_ext4_lazy = { "ext4", "-l" };
-static const HarnessOptions opts_umount_ext4 = { .loopd_args = run_media_args, .data = &umount_ext4 };
-static const HarnessOptions opts_umount_iso = { .loopd_args = run_media_args, .data = &umount_iso };
-static const HarnessOptions opts_umount_ext4_lazy = { .loopd_args = run_media_args,
-        .data = &umount_ext4_lazy };
-
-/* A file manager's Unmount: `gio mount -u PATH` (GIO runs `umount PATH` as the user). */
-static void test_gio_unmount(Desktop *d, gconstpointer data)
-{
-        DESKTOP_REQUIRE(d);
-        g_autofree char *ext4 = make_ext4(d, "gio.img", "DESK_GIO"),
-                        *iso = make_iso(d, "gio.iso", "DESK_GISO");
-        g_auto(Opened) e = { 0 };
-        g_auto(Opened) i = { 0 };
-
-        harness_allow_all(&d->h);
-        if (!open_as(d, HARNESS_USER_A, ext4, &e) || !open_as(d, HARNESS_USER_A, iso, &i))
-                return;
-        for (const Opened *o = &e; o; o = o == &e ? &i : NULL) {
-                const char *const args[] = { "mount", "-u", o->mount_point, NULL };
-                g_auto(HarnessRun) run = { 0 };
-
-                g_assert_cmpint(gio_as(d, HARNESS_USER_A, &run, args), ==, 0);
-                g_assert_cmpstr(run.err, ==, "");
-                check_closed(d, o);
-        }
-}
-
-/* A file manager's Eject: `gio mount -e PATH` where GIO offers it (can_eject; GLib offers it for kernel
- * iso9660 and udf mounts), closing the image; where GIO does not offer it, it refuses and nothing changes
- * (the file manager shows Unmount instead, which test_gio_unmount covers). */
-static void test_gio_eject(Desktop *d, gconstpointer data)
-{
-        DESKTOP_REQUIRE(d);
-        g_autofree char *ext4 = make_ext4(d, "ej.img", "DESK_EJ"),
-                        *iso = make_iso(d, "ej.iso", "DESK_EJISO");
-        g_auto(Opened) e = { 0 };
-        g_auto(Opened) i = { 0 };
-        g_autoptr(GPtrArray) listed = NULL;
-
-        harness_allow_all(&d->h);
-        if (!open_as(d, HARNESS_USER_A, ext4, &e) || !open_as(d, HARNESS_USER_A, iso, &i))
-                return;
-        listed = gio_mounts(d, HARNESS_USER_A);
-        for (const Opened *o = &e; o; o = o == &e ? &i : NULL) {
-                const char *const eject[] = { "mount", "-e", o->mount_point, NULL };
-                const char *const unmount[] = { "mount", "-u", o->mount_point, NULL };
-                GioMount *m = gio_mount_at(listed, o->mount_point);
-                g_auto(HarnessRun) run = { 0 };
-                int status;
-
-                if (!m) {
-                        FAIL("gio mount -l does not list %s", o->mount_point);
-                        continue;
-                }
-                status = gio_as(d, HARNESS_USER_A, &run, eject);
-                if (m->can_eject) {
-                        g_test_message("GIO offers eject for %s", o->mount_point);
-                        g_assert_cmpint(status, ==, 0);
-                        check_closed(d, o);
-                        continue;
-                }
-                g_test_message("GIO offers no eject for %s: %s", o->mount_point, run.err);
-                g_assert_cmpint(status, !=, 0);
-                check_untouched(d, o);
-                g_assert_cmpint(gio_as(d, HARNESS_USER_A, &run, unmount), ==, 0);
-                check_closed(d, o);
-        }
-}
-
-/* `gio mount -l` as the user lists each of loopd's mounts; what it calls them and which icon it shows are
- * GIO's (GLib 2.74: the mount point's name, which loopd makes from the label, and an icon from the
- * filesystem type), and the name and icons loopd means for them are in utab for those that read them. */
-static void test_gio_lists_names_and_icons(Desktop *d, gconstpointer data)
-{
-        DESKTOP_REQUIRE(d);
-        g_autofree char *ext4 = make_ext4(d, "list.img", "DESK_LIST"),
-                        *iso = make_iso(d, "list.iso", "DESK_LISO");
-        g_autofree char *bare = make_vfat(d, "no-label.img", NULL);
-        g_auto(Opened) e = { 0 };
-        g_auto(Opened) i = { 0 };
-        g_auto(Opened) v = { 0 };
-        g_autoptr(GPtrArray) listed = NULL;
-        struct {
-                const Opened *o;
-                const char *name, *icon;
-        } want[] = {
-                { &e, "DESK_LIST", "drive-removable-media" }, { &i, "DESK_LISO", "media-optical" },
-                { &v, "no-label.img", "drive-removable-media" }, /* no label: the image's file name */
-        };
-
-        harness_allow_all(&d->h);
-        if (!open_as(d, HARNESS_USER_A, ext4, &e) || !open_as(d, HARNESS_USER_A, iso, &i) ||
-                !open_as(d, HARNESS_USER_A, bare, &v))
-                return;
-        listed = gio_mounts(d, HARNESS_USER_A);
-        for (guint k = 0; k < G_N_ELEMENTS(want); k++) {
-                const Opened *o = want[k].o;
-                GioMount *m = gio_mount_at(listed, o->mount_point);
-                g_autofree char *fstype = fstype_at(o->mount_point),
-                                *basename = g_path_get_basename(o->mount_point);
-                g_autofree char *icon = NULL, *symbolic = NULL;
-                bool optical = g_strcmp0(fstype, "iso9660") == 0 || g_strcmp0(fstype, "udf") == 0;
-
-                check_utab(o->mount_point, want[k].name, want[k].icon);
-                if (!m) {
-                        FAIL("gio mount -l does not list %s (%s)", o->mount_point, want[k].name);
-                        continue;
-                }
-                icon = first_icon(m->icons);
-                symbolic = first_icon(m->symbolic_icons);
-                g_test_message("GIO: %s is \"%s\", icon %s / %s, can_unmount %d, can_eject %d",
-                        o->mount_point, m->name, icon, symbolic, m->can_unmount, m->can_eject);
-                /* GIO's rules (gunixmounts.c g_unix_mount_guess_name/_icon/_can_eject). */
-                g_assert_cmpstr(m->name, ==, basename);
-                g_assert_cmpstr(icon, ==, optical ? "media-optical" : "drive-harddisk");
-                g_assert_cmpstr(
-                        symbolic, ==, optical ? "media-optical-symbolic" : "drive-harddisk-symbolic");
-                g_assert_true(m->can_unmount);
-                g_assert_true(m->can_eject == optical);
-        }
-        /* With a label the name GIO shows is the label. */
-        g_assert_true(g_str_has_suffix(e.mount_point, "/DESK_LIST"));
-        g_assert_true(g_str_has_suffix(i.mount_point, "/DESK_LISO"));
-
-        for (guint k = 0; k < G_N_ELEMENTS(want); k++) {
-                g_auto(HarnessRun) run = { 0 };
-                g_assert_cmpint(umount_as(d, HARNESS_USER_A, &run, NULL, want[k].o->mount_point), ==, 0);
-                check_closed(d, want[k].o);
-        }
-}
-
-/* A user cannot close another user's image through the helper: umount.loopd, run as libmount runs it,
- * asks loopd, which needs manage-others (auth_admin_keep: without an agent, a challenge is a no); neither
- * the helper nor `umount PATH` changes anything. The owner then can. */
-static void test_other_users_mount_refused(Desktop *d, gconstpointer data)
-{
-        DESKTOP_REQUIRE(d);
-        g_autofree char *image = make_ext4(d, "theirs.img", "DESK_B");
-        g_autoptr(GPtrArray) calls = NULL;
-        g_auto(Opened) o = { 0 };
-        g_auto(HarnessRun) run = { 0 };
-        g_autofree char *prefix = NULL;
-        bool asked_interactively = false;
-
-        harness_allow_all(&d->h);
-        fake_authority_set(d->h.authority, LOOPD_ACTION_MANAGE_OTHERS, FAKE_AUTH_CHALLENGE, 0);
-        if (!open_as(d, HARNESS_USER_B, image, &o))
-                return;
-        fake_authority_clear_calls(d->h.authority);
-
-        const char *const helper[] = { HELPER, o.mount_point, NULL };
-        g_assert_cmpint(harness_spawn_as(&d->h, HARNESS_USER_A, &run, helper), ==, 32);
-        prefix = g_strdup_printf("umount.loopd: %s: ", o.mount_point);
-        g_assert_true(g_str_has_prefix(run.err, prefix));
-        g_assert_cmpuint(strlen(run.err), >, strlen(prefix) + 1);
-        g_assert_true(strchr(run.err, '\n') == run.err + strlen(run.err) - 1); /* one line */
-        check_untouched(d, &o);
-        /* polkit was asked for manage-others, with interaction allowed (an agent could have said yes). */
-        calls = fake_authority_calls(d->h.authority);
-        for (guint i = 0; i < calls->len; i++) {
-                FakeAuthCall *call = calls->pdata[i];
-                if (g_str_equal(call->action_id, LOOPD_ACTION_MANAGE_OTHERS) && call->flags == 1)
-                        asked_interactively = true;
-        }
-        g_assert_true(asked_interactively);
-
-        g_assert_cmpint(umount_as(d, HARNESS_USER_A, &run, NULL, o.mount_point), !=, 0);
-        g_test_message("umount as %s: %s", HARNESS_USER_A, run.err);
-        check_untouched(d, &o);
-
-        g_assert_cmpint(umount_as(d, HARNESS_USER_B, &run, NULL, o.mount_point), ==, 0);
-        check_closed(d, &o);
-}
-
-/* Unmounts after which umount(8) does not drop the utab entry leave none behind either: loopd's own
- * (Unmount and `loopctl close`, which call umount2()), root's `umount -n` (no utab update: loopd's watcher
- * removes the mount point and the entry with it); and root's plain and lazy umount(8), where libmount drops
- * it. The autoclear devices go with their mounts. (After umount.loopd, umount(8) itself drops the entry
- * as well: the other tests cannot tell whose removal it was.) */
-static void test_other_unmounts_leave_no_utab(Desktop *d, gconstpointer data)
-{
-        DESKTOP_REQUIRE(d);
-        static const char *const ways[] = { "loopctl unmount", "loopctl close", "umount -n", "umount",
-                "umount -l" };
-
-        harness_allow_all(&d->h);
-        for (guint k = 0; k < G_N_ELEMENTS(ways); k++) {
-                g_autofree char *name = g_strdup_printf("other-%u.img", k),
-                                *label = g_strdup_printf("DESK_O%u", k);
-                /* FUSE and kernel mounts in turn. */
-                g_autofree char *image = k % 2 ? make_iso(d, name, label) : make_ext4(d, name, label);
-                g_autofree char *utab = NULL;
-                g_auto(HarnessRun) run = { 0 };
-                g_auto(Opened) o = { 0 };
-
-                if (!open_as(d, HARNESS_USER_A, image, &o))
-                        return;
-                utab = utab_options(o.mount_point);
-                g_assert_nonnull(utab);
-                g_test_message("%s of %s", ways[k], o.mount_point);
-                if (g_str_equal(ways[k], "loopctl unmount"))
-                        g_assert_cmpint(
-                                harness_loopctl(&d->h, HARNESS_USER_A, &run, "unmount", o.mount_point, NULL),
-                                ==, 0);
-                else if (g_str_equal(ways[k], "loopctl close"))
-                        g_assert_cmpint(
-                                harness_loopctl(&d->h, HARNESS_USER_A, &run, "close", image, NULL), ==, 0);
-                else
-                        g_assert_cmpint(
-                                umount_as(d, NULL, &run, ways[k][6] ? ways[k] + 7 : NULL, o.mount_point), ==,
-                                0);
-                check_closed(d, &o);
-        }
-}
-
 int main(int argc, char *argv[])
 {
         harness_init(&argc, &argv);
         g_test_add_func("/desktop/userspace-options/hostile-names", test_userspace_options_hostile_names);
-        g_test_add("/desktop/umount/kernel-mount", Desktop, &opts_umount_ext4, desktop_setup,
-                test_umount_as_user, desktop_teardown);
-        g_test_add("/desktop/umount/fuse-mount", Desktop, &opts_umount_iso, desktop_setup,
-                test_umount_as_user, desktop_teardown);
-        g_test_add("/desktop/umount/lazy", Desktop, &opts_umount_ext4_lazy, desktop_setup,
-                test_umount_as_user, desktop_teardown);
-        desktop_add("/desktop/umount/other-users-mount-refused", test_other_users_mount_refused);
-        desktop_add("/desktop/umount/other-unmounts-leave-no-utab", test_other_unmounts_leave_no_utab);
-        desktop_add("/desktop/gio/unmount", test_gio_unmount);
-        desktop_add("/desktop/gio/eject-where-offered", test_gio_eject);
-        desktop_add("/desktop/gio/names-and-icons", test_gio_lists_names_and_icons);
+        desktop_add("/desktop/umount/kernel-mount", test_umount_as_user, &opts_umount_ext4);
+        desktop_add("/desktop/umount/fuse-mount", test_umount_as_user, &opts_umount_iso);
+        desktop_add("/desktop/umount/lazy", test_umount_as_user, &opts_umount_ext4_lazy);
+        desktop_add("/desktop/umount/other-users-mount-refused", test_other_users_mount_refused,
+                &desktop_options);
+        desktop_add("/desktop/umount/other-unmounts-leave-no-utab", test_other_unmounts_leave_no_utab,
+                &desktop_options);
+        desktop_add("/desktop/gio/unmount", test_gio_unmount, &desktop_options);
+        desktop_add("/desktop/gio/eject-where-offered", test_gio_eject, &desktop_options);
+        desktop_add("/desktop/gio/names-and-icons", test_gio_lists_names_and_icons, &desktop_options);
         return g_test_run();
 }
