@@ -97,8 +97,8 @@ static int parse_arguments(int argc, char *argv[], Arguments *args)
         }
         if (!args->target)
                 return fail(EXIT_USAGE, NULL,
-                        "no target given\nUsage: %s TARGET [-flnrv] [-t TYPE]\n"
-                        "Run by umount(8) for mounts made by loopd; asks loopd to unmount TARGET.",
+                        "no target given (usage: %s TARGET [-flnrv] [-t TYPE]; umount(8) runs it for loopd's "
+                        "mounts)",
                         program);
         return 0;
 }
