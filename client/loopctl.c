@@ -23,6 +23,7 @@ static const struct option long_options[] = {
         { "fstype", required_argument, NULL, ARG_FSTYPE },
         { "writable", no_argument, NULL, ARG_WRITABLE },
         { "show", no_argument, NULL, ARG_SHOW },
+        { "shared", no_argument, NULL, ARG_SHARED },
         {},
 };
 
@@ -38,7 +39,7 @@ typedef struct Verb {
 static const Verb verbs[] = {
         { "attach", "IMAGE",
                 OPT(ARG_READ_ONLY) | OPT(ARG_OFFSET) | OPT(ARG_SIZE) | OPT(ARG_SECTOR_SIZE) |
-                        OPT(ARG_NO_PARTSCAN) | OPT(ARG_AUTOCLEAR),
+                        OPT(ARG_NO_PARTSCAN) | OPT(ARG_AUTOCLEAR) | OPT(ARG_SHARED),
                 true, false, verb_attach },
         { "detach", "DEVICE|IMAGE", OPT(ARG_UNMOUNT), true, false, verb_detach },
         { "list", NULL, 0, false, false, verb_list },
@@ -59,7 +60,7 @@ static void help(void)
                "\n"
                "Commands:\n"
                "  attach [--read-only] [--offset N] [--size N] [--sector-size N]\n"
-               "         [--no-partscan] [--autoclear] IMAGE\n"
+               "         [--no-partscan] [--autoclear] [--shared] IMAGE\n"
                "                            Attach IMAGE to a free loop device\n"
                "  detach [--unmount] DEVICE|IMAGE\n"
                "                            Detach a loop device (--unmount: unmount it first)\n"

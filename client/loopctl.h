@@ -24,6 +24,7 @@ enum {
         ARG_FSTYPE,
         ARG_WRITABLE,
         ARG_SHOW,
+        ARG_SHARED,
         _ARG_COMMAND_MAX,
         /* common options */
         ARG_JSON,

@@ -142,6 +142,8 @@ int verb_attach(Context *c)
                 r = sd_bus_message_append(m, "{sv}", "partition-scan", "b", 0);
         if (r >= 0 && context_given(c, ARG_AUTOCLEAR))
                 r = sd_bus_message_append(m, "{sv}", "autoclear", "b", 1);
+        if (r >= 0 && context_given(c, ARG_SHARED))
+                r = sd_bus_message_append(m, "{sv}", "shared", "b", 1);
         if (r >= 0)
                 r = sd_bus_message_close_container(m);
         if (r < 0)

@@ -137,6 +137,11 @@ void state_prune_udev_marks(const char *state_dir)
 
         if (asprintf(&dir, "%s/udev", state_dir) < 0)
                 return;
+        /* Made now rather than with the first mark: the state dir's layout does not change under use. */
+        if (mkdir(state_dir, 0755) < 0 && errno != EEXIST)
+                return;
+        if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+                return;
         d = opendir(dir);
         if (!d)
                 return;

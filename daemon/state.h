@@ -15,7 +15,8 @@ int state_remove_device(const char *state_dir, unsigned number);
  * udisks2 does not show them a second time): an empty file state_dir/udev/loopN, made before loopN is bound
  * and removed with its record (state_remove_device()). */
 int state_mark_udev(const char *state_dir, unsigned number, bool mark);
-/* Removes the marks of devices that have no record (a loopd that died between binding and recording). */
+/* Makes state_dir/udev/ and removes the marks of devices that have no record (a loopd that died between
+ * binding and recording). */
 void state_prune_udev_marks(const char *state_dir);
 
 /* Reads every record. Records that do not parse are skipped (and removed). */

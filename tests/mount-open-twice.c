@@ -153,7 +153,7 @@ void test_open_again_mounts_what_is_missing(Harness *h, gconstpointer data)
 
 /* Attach read-write of an image another device writes to is Busy, naming that device, whoever attached it
  * (here: losetup); read-only is fine, and so is a range of the file the other device does not cover;
- * shared: true asks for the second writer explicitly. */
+ * shared: true (loopctl attach --shared) asks for the second writer explicitly. */
 void test_attach_second_writer_refused(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
@@ -184,23 +184,10 @@ void test_attach_second_writer_refused(Harness *h, gconstpointer data)
         p2 = json_member(second, "device");
         g_assert_nonnull(p2);
 
-        /* shared: true, asked explicitly over D-Bus. */
-        GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
-        REQUIRE_NONNULL(a);
-        g_autoptr(GUnixFDList) fds = g_unix_fd_list_new();
-        int fd = open(image, O_RDWR | O_CLOEXEC);
-        g_assert_cmpint(fd, >=, 0);
-        int index = g_unix_fd_list_append(fds, fd, NULL);
-        close(fd);
-        GVariantBuilder b;
-        g_variant_builder_init(&b, G_VARIANT_TYPE("a{sv}"));
-        g_variant_builder_add(&b, "{sv}", "shared", g_variant_new_boolean(TRUE));
-        g_autoptr(GError) error = NULL;
-        g_autoptr(GVariant) reply = harness_call(
-                a, "Attach", g_variant_new("(ha{sv})", index, &b), fds, G_DBUS_CALL_FLAGS_NONE, &error);
-        harness_assert_no_error(error);
-        REQUIRE_NONNULL(reply);
-        g_variant_get_child(reply, 0, "s", &shared);
+        /* shared: true, asked explicitly (loopctl attach --shared). */
+        g_autoptr(JsonNode) third = loopctl_json(h, HARNESS_USER_A, "attach", "--shared", image, NULL);
+        shared = json_member(third, "device");
+        g_assert_nonnull(shared);
         g_assert_cmpuint(devices_backed_by(image), ==, 4);
 
         for (const char *const *d = (const char *const[]){ ro, p2, shared, NULL }; *d; d++)

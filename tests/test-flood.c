@@ -427,7 +427,8 @@ static void test_pending_calls_bounded_per_user(Harness *h, gconstpointer data)
 
         if (!connect_many(h, HARNESS_USER_A, N_CONNECTIONS, a) || !b || !reader.connection)
                 return;
-        fd = image_new_open(h, "flood.img", O_RDWR);
+        /* Read-only: a second read-write device of one image would be refused as a second writer. */
+        fd = image_new_open(h, "flood.img", O_RDONLY);
         if (fd < 0)
                 return;
         fake_authority_set(h->authority, NULL, FAKE_AUTH_ALLOW, HOLD_MS);
@@ -652,7 +653,8 @@ static void test_slow_real_polkit(Harness *h, gconstpointer data)
 
         if (!connect_many(h, HARNESS_USER_A, N_CONNECTIONS, a) || !reader.connection)
                 return;
-        fd = image_new_open(h, "slow.img", O_RDWR);
+        /* Read-only: a second read-write device of one image would be refused as a second writer. */
+        fd = image_new_open(h, "slow.img", O_RDONLY);
         if (fd < 0)
                 return;
 

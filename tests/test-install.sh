@@ -146,6 +146,8 @@ desktop="$dest$datadir/applications/loopd-open.desktop"
 completion="$dest$datadir/bash-completion/completions/loopctl"
 man8="$dest$mandir/man8/loopd.8"
 man1="$dest$mandir/man1/loopctl.1"
+# The udev rule goes where udev.pc says (its udevdir is absolute, outside any prefix).
+udev_rule="$dest$(pkg-config --variable=udevdir udev 2>/dev/null || echo "$prefix/lib/udev")/rules.d/90-loopd.rules"
 man8_umount="$dest$mandir/man8/umount.loopd.8"
 
 # --------------------------------------------------------------------------------------------------------
@@ -156,7 +158,7 @@ if ! meson install -C "$build" --destdir "$dest" --no-rebuild --quiet >"$work/in
 fi
 
 expected=$(printf '%s\n' "$installed_loopd" "$installed_loopctl" "$unit" "$activation" "$bus_policy" \
-    "$polkit_policy" "$tmpfiles" "$desktop" "$completion" "$man8" "$man1" \
+    "$polkit_policy" "$tmpfiles" "$desktop" "$completion" "$man8" "$man1" "$udev_rule" \
     "$installed_umount" "$man8_umount" | sed "s|^$dest||" | sort)
 actual=$(cd "$dest" && find . ! -type d | sed 's|^\.||' | sort)
 if [ "$expected" = "$actual" ]; then
