@@ -52,18 +52,18 @@ void test_open_twice_same_device_and_mounts(Harness *h, gconstpointer data)
                 const char *path = i == 2 ? alias : image;
                 g_autoptr(GError) error = NULL;
                 g_autoptr(GVariant) reply = open_image(a, path, opens[i], &error);
-                g_autofree char *dev = NULL;
+                g_autofree char *dev = NULL, *q1 = NULL, *q2 = NULL;
 
                 g_test_message("open %u: %s %s", i + 1, path, opens[i] == O_RDWR ? "writable" : "read-only");
                 harness_assert_no_error(error);
                 REQUIRE_NONNULL(reply);
-                g_variant_get_child(reply, 0, "s", &dev);
+                dev = reply_device(reply, &q1, &q2);
                 g_autoptr(GVariant) mounts = g_variant_get_child_value(reply, 1);
                 g_assert_cmpuint(g_variant_n_children(mounts), ==, 2);
                 if (i == 0) {
                         device = g_strdup(dev);
-                        p1 = g_strconcat(device, "p1", NULL);
-                        p2 = g_strconcat(device, "p2", NULL);
+                        p1 = g_strdup(q1);
+                        p2 = g_strdup(q2);
                         mp1 = g_strdup(reply_mount_point(reply, p1));
                         mp2 = g_strdup(reply_mount_point(reply, p2));
                         REQUIRE_NONNULL(mp1);
@@ -110,9 +110,7 @@ void test_open_again_mounts_what_is_missing(Harness *h, gconstpointer data)
         first = open_image(a, image, O_RDONLY, &error);
         harness_assert_no_error(error);
         REQUIRE_NONNULL(first);
-        g_variant_get_child(first, 0, "s", &device);
-        p1 = g_strconcat(device, "p1", NULL);
-        p2 = g_strconcat(device, "p2", NULL);
+        device = reply_device(first, &p1, &p2);
         mp1 = reply_mount_point(first, p1);
         mp2 = reply_mount_point(first, p2);
         REQUIRE_NONNULL(mp1);

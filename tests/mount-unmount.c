@@ -95,9 +95,7 @@ void test_mount_image_autoclear_goes_with_last_unmount(Harness *h, gconstpointer
         reply = call_mount_image(a, image, O_RDONLY, NULL, &error);
         harness_assert_no_error(error);
         REQUIRE_NONNULL(reply);
-        g_variant_get_child(reply, 0, "s", &device);
-        p1 = g_strconcat(device, "p1", NULL);
-        p2 = g_strconcat(device, "p2", NULL);
+        device = reply_device(reply, &p1, &p2);
         mp1 = reply_mount_point(reply, p1);
         mp2 = reply_mount_point(reply, p2);
         g_assert_true(check_mount(h, HARNESS_USER_A, p1, mp1, "ext4"));
@@ -458,9 +456,7 @@ void test_user_fuse_mount_posing_as_device_ignored(Harness *h, gconstpointer dat
         reply = call_mount_image(a, image, O_RDONLY, NULL, &error);
         harness_assert_no_error(error);
         REQUIRE_NONNULL(reply);
-        g_variant_get_child(reply, 0, "s", &device);
-        p1 = g_strconcat(device, "p1", NULL);
-        p2 = g_strconcat(device, "p2", NULL);
+        device = reply_device(reply, &p1, &p2);
         mp1 = reply_mount_point(reply, p1);
         REQUIRE_NONNULL(mp1);
         g_assert_true(harness_unmount(a, p2, &error));

@@ -25,14 +25,6 @@
 /* How long the kernel and loopd may take to let an unmounted autoclear device go. */
 #define SETTLE_MS 10000
 
-#define REQUIRE_NONNULL(x)                                                  \
-        do {                                                                \
-                if (!(x)) {                                                 \
-                        g_test_fail_printf("%s: %s is NULL", G_STRLOC, #x); \
-                        return;                                             \
-                }                                                           \
-        } while (0)
-
 /* Fails the test with a message that stays in the log (g_test_fail_printf() keeps only the last one). */
 #define FAIL(...)                                                         \
         do {                                                              \

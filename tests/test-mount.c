@@ -77,6 +77,16 @@ GVariant *call_mount_image(
         return reply;
 }
 
+char *reply_device(GVariant *reply, char **ret_p1, char **ret_p2)
+{
+        char *device = NULL;
+
+        g_variant_get_child(reply, 0, "s", &device);
+        *ret_p1 = g_strconcat(device, "p1", NULL);
+        *ret_p2 = g_strconcat(device, "p2", NULL);
+        return device;
+}
+
 /* The mount point MountImage's reply gives node, or NULL. */
 const char *reply_mount_point(GVariant *reply, const char *node)
 {

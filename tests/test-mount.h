@@ -17,15 +17,6 @@
 
 #define MiB (UINT64_C(1024) * 1024)
 
-/* A test that cannot go on without x: fails and returns (the teardown cleans up). */
-#define REQUIRE_NONNULL(x)                                                  \
-        do {                                                                \
-                if (!(x)) {                                                 \
-                        g_test_fail_printf("%s: %s is NULL", G_STRLOC, #x); \
-                        return;                                             \
-                }                                                           \
-        } while (0)
-
 /* test-mount.c */
 void give_image_to(const char *path, const char *user);
 void populate(Harness *h, const char *image, guint64 offset, const char *script);
@@ -34,6 +25,8 @@ GVariant *mount_options(const char *options, gboolean read_only);
 GVariant *call_mount_image(
         GDBusConnection *c, const char *path, int open_flags, GVariant *options, GError **error);
 const char *reply_mount_point(GVariant *reply, const char *node);
+/* The device of a MountImage reply, and the nodes of its partitions 1 and 2 (/dev/loopNp1, /dev/loopNp2). */
+char *reply_device(GVariant *reply, char **ret_p1, char **ret_p2);
 JsonNode *loopctl_json(Harness *h, const char *user, ...);
 char *json_member(JsonNode *node, const char *member);
 char *user_attach(Harness *h, const char *user, const char *image, bool writable);
