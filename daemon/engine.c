@@ -5,13 +5,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "log.h"
 #include "mount.h"
@@ -69,33 +67,17 @@ int engine_error_errno(EngineError *e, int r, const char *what)
 
 /* ---- the same image twice ---- */
 
-/* The kernel's name for the file behind fd (what sysfs says of a device bound to it), or NULL. */
-static char *fd_path(int fd)
-{
-        char link[64], *target;
-        ssize_t k;
-
-        snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
-        target = malloc(PATH_MAX);
-        if (!target)
-                return NULL;
-        k = readlink(link, target, PATH_MAX - 1);
-        if (k <= 0) {
-                free(target);
-                return NULL;
-        }
-        target[k] = '\0';
-        return target;
-}
-
-/* Is info's device bound to the file st names? By the kernel's device and inode (LOOP_GET_STATUS64) where
- * the watcher read them; a device only listed from sysfs (at start) has no inode there, and is compared by
- * its backing file's path with path (fd_path()). */
-static bool bound_to(const LoopInfo *info, const struct stat *st, const char *path)
+/* Is info's device bound to the file behind fd (st its fstat())? By the kernel's device and inode
+ * (LOOP_GET_STATUS64) where the watcher read them; a device only listed from sysfs (at start) has no inode
+ * there, and is compared by its backing file's name with fd's (*path, looked up the first time it is
+ * needed). */
+static bool bound_to(const LoopInfo *info, int fd, const struct stat *st, char **path)
 {
         if (info->backing_inode != 0)
                 return info->backing_dev == st->st_dev && info->backing_inode == st->st_ino;
-        return path && streq(info->backing_file, path);
+        if (!*path && loop_backing_name(fd, path) < 0)
+                return false;
+        return streq(info->backing_file, *path);
 }
 
 /* The bytes [offset, offset + size) of a backing file that a binding covers (size 0: to the end). */
@@ -116,11 +98,10 @@ static const LoopInfo *find_writer(Manager *m, int fd, const struct stat *st, co
 
         if (!m->watcher || watcher_list_devices(m->watcher, &numbers, &n) < 0)
                 return NULL;
-        path = fd_path(fd);
         for (size_t i = 0; i < n; i++) {
                 const LoopInfo *info = watcher_device(m->watcher, numbers[i]);
 
-                if (info && !info->read_only && bound_to(info, st, path) &&
+                if (info && !info->read_only && bound_to(info, fd, st, &path) &&
                         ranges_overlap(
                                 req->offset, req->size_limit, info->offset, info->size_limit ?: info->size))
                         return info;
@@ -490,15 +471,16 @@ static void open_roll_back(Manager *m, const LoopInfo *info, MountedNode *mounte
 
 /* Mounts for uid every filesystem on loopN (info) that the image behind fd holds; with again (the image was
  * open already), one that is mounted already is listed with its mount point instead. A failed mount is
- * skipped, the first failure kept in *first_r / first for when nothing gets mounted. */
+ * skipped. Nothing mounted or listed: the first mount's error, else NothingToMount (the caller undoes what
+ * it must). */
 static int open_mount_all(Manager *m, const LoopInfo *info, int fd, uint64_t offset, uid_t uid,
-        bool read_only, bool again, MountedNode **ret, size_t *ret_n, int *first_r, EngineError *first,
-        EngineError *e)
+        bool read_only, bool again, MountedNode **ret, size_t *ret_n, EngineError *e)
 {
         PartitionInfo *parts = NULL;
         MountedNode *mounted;
+        EngineError first = {};
         size_t n_parts = 0, n = 0;
-        int r;
+        int first_r = 0, r;
 
         r = probe_loop_device_image(info->number, fd, offset, &parts, &n_parts);
         if (r < 0)
@@ -534,9 +516,9 @@ static int open_mount_all(Manager *m, const LoopInfo *info, int fd, uint64_t off
                 if (r < 0) {
                         log_info("Skipping %s of the image: %s", parts[i].node,
                                 ne.message[0] ? ne.message : strerror(-r));
-                        if (*first_r == 0) {
-                                *first_r = r;
-                                *first = ne;
+                        if (first_r == 0) {
+                                first_r = r;
+                                first = ne;
                         }
                         continue;
                 }
@@ -551,7 +533,18 @@ static int open_mount_all(Manager *m, const LoopInfo *info, int fd, uint64_t off
         partition_info_array_free(parts, n_parts);
         *ret = mounted;
         *ret_n = n;
-        return r == -ENOMEM ? -ENOMEM : 0;
+        if (r == -ENOMEM)
+                return r;
+        if (n > 0)
+                return 0;
+        if (first_r < 0) {
+                if (e)
+                        *e = first;
+                return first_r;
+        }
+        return engine_error(e, -ENOMEDIUM, ENGINE_NOTHING_TO_MOUNT,
+                "The image holds no filesystem that could be mounted%s",
+                again ? "" : "; it was detached again");
 }
 
 /* An image uid has open already: its device and mounts come back, what is not mounted gets mounted. */
@@ -559,10 +552,9 @@ static int open_again(Manager *m, const LoopInfo *opened, int fd, const AttachRe
         LoopInfo **ret_info, MountedNode **ret_mounts, size_t *ret_n, EngineError *e)
 {
         _cleanup_(loop_info_freep) LoopInfo *info = NULL;
-        EngineError first = {};
         MountedNode *mounted = NULL;
         size_t n = 0;
-        int first_r = 0, r;
+        int r;
 
         if (!req->read_only && opened->read_only)
                 return engine_error(e, -EBUSY, ENGINE_BUSY,
@@ -575,22 +567,10 @@ static int open_again(Manager *m, const LoopInfo *opened, int fd, const AttachRe
 
         log_info("The image is open already on loop%u for uid %u: showing its mounts", info->number,
                 (unsigned)uid);
-        r = open_mount_all(m, info, fd, 0, uid, req->read_only || info->read_only, true, &mounted, &n,
-                &first_r, &first, e);
+        r = open_mount_all(m, info, fd, 0, uid, req->read_only || info->read_only, true, &mounted, &n, e);
         if (r < 0) {
                 mounted_nodes_free(mounted, n);
                 return r;
-        }
-        if (n == 0) {
-                mounted_nodes_free(mounted, n);
-                if (first_r < 0) {
-                        if (e)
-                                *e = first;
-                        return first_r;
-                }
-                return engine_error(e, -ENOMEDIUM, ENGINE_NOTHING_TO_MOUNT,
-                        "The image (open on /dev/loop%u) holds no filesystem that could be mounted",
-                        info->number);
         }
         /* As at the first open: a device asked with autoclear goes away with its last mount. */
         registry_arm_autoclear(m->registry, info->number, info->diskseq, false);
@@ -605,11 +585,10 @@ int engine_open_image(Manager *m, int fd, const AttachRequest *req, const struct
         size_t *ret_n, EngineError *e)
 {
         _cleanup_(loop_info_freep) LoopInfo *info = NULL;
-        EngineError first = {};
         MountedNode *mounted = NULL;
         const LoopInfo *opened;
         size_t n_mounted = 0;
-        int first_r = 0, r;
+        int r;
 
         /* A second double-click of the same file, by whatever fd: never a second device, never a second
          * mount of the same filesystem. */
@@ -621,20 +600,11 @@ int engine_open_image(Manager *m, int fd, const AttachRequest *req, const struct
         if (r < 0)
                 return r;
 
-        r = open_mount_all(m, info, fd, req->offset, uid, req->read_only, false, &mounted, &n_mounted,
-                &first_r, &first, e);
-        if (r < 0 || n_mounted == 0) {
+        r = open_mount_all(m, info, fd, req->offset, uid, req->read_only, false, &mounted, &n_mounted, e);
+        if (r < 0) {
                 open_roll_back(m, info, mounted, n_mounted);
                 mounted_nodes_free(mounted, n_mounted);
-                if (r < 0)
-                        return r;
-                if (first_r < 0) {
-                        if (e)
-                                *e = first;
-                        return first_r;
-                }
-                return engine_error(e, -ENOMEDIUM, ENGINE_NOTHING_TO_MOUNT,
-                        "The image holds no filesystem that could be mounted; it was detached again");
+                return r;
         }
 
         /* The device goes away with its last mount. */

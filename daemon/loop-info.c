@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/loop.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -134,6 +135,21 @@ static int read_info_sysfs_brief(int blockfd, const char *name, unsigned number,
 
         *ret = TAKE_PTR(info);
         return 0;
+}
+
+int loop_backing_name(int fd, char **ret)
+{
+        char link[sizeof("/proc/self/fd/") + 3 * sizeof(int)], target[PATH_MAX + 1];
+        ssize_t k;
+
+        snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+        k = readlink(link, target, sizeof(target));
+        if (k < 0)
+                return negative_errno();
+        if ((size_t)k >= sizeof(target))
+                return -ENAMETOOLONG;
+        *ret = strndup(target, (size_t)k);
+        return *ret ? 0 : -ENOMEM;
 }
 
 int loop_get_info_brief(unsigned number, LoopInfo **ret)

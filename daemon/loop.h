@@ -75,6 +75,10 @@ int loop_lock(unsigned number, uint64_t expected_diskseq);
  * -ENXIO if loopN exists but is not bound, -ENODEV if there is no such device. */
 int loop_get_info(unsigned number, LoopInfo **ret);
 
+/* The kernel's name for the file behind fd, what sysfs reports as the backing file of a device bound to it
+ * (readlink of /proc/self/fd/N: never a walk of the path again). -ENAMETOOLONG, or -errno of readlink. */
+int loop_backing_name(int fd, char **ret);
+
 /* Only what ListDevices reports, from sysfs alone (see loop_list_brief()): it never opens the device. */
 int loop_get_info_brief(unsigned number, LoopInfo **ret);
 

@@ -219,7 +219,6 @@ static int attach_wait_for_udev(Bus *b, sd_bus_message *message, uid_t uid, cons
 static int attach_prepare(
         int fd, AttachRequest *req, struct stat *ret_st, char **ret_backing, sd_bus_error *error)
 {
-        char fd_path[64];
         int r;
 
         r = check_backing_fd(fd, req, ret_st, error);
@@ -231,14 +230,10 @@ static int attach_prepare(
 
         /* The kernel's own name for the file (what sysfs will report as the backing file): readlink, not
          * realpath, which would walk the name once more, through directories the caller may swap. */
-        snprintf(fd_path, sizeof(fd_path), "/proc/self/fd/%d", fd);
-        char target[PATH_MAX + 1];
-        ssize_t k = readlink(fd_path, target, sizeof(target));
-        if (k > 0 && (size_t)k < sizeof(target)) {
-                *ret_backing = strndup(target, (size_t)k);
-                if (!*ret_backing)
-                        return -ENOMEM;
-        } else
+        r = loop_backing_name(fd, ret_backing);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
                 *ret_backing = NULL;
         /* It goes to polkit's details, which are D-Bus strings. */
         if (*ret_backing && utf8_make_valid(ret_backing) < 0)

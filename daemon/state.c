@@ -118,12 +118,16 @@ int state_mark_udev(const char *state_dir, unsigned number, bool mark)
                 return -ENOMEM;
         if (!mark)
                 return unlink(path) < 0 && errno != ENOENT ? negative_errno() : 0;
-        /* Readable by all: udevd runs as root, but the rule is no secret. */
-        if (mkdir(state_dir, 0755) < 0 && errno != EEXIST)
-                return negative_errno();
-        if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-                return negative_errno();
+        /* Readable by all: udevd runs as root, but the rule is no secret. The directory is made at start
+         * (state_prune_udev_marks()); only if someone removed it since is it made here. */
         fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+        if (fd < 0 && errno == ENOENT) {
+                if (mkdir(state_dir, 0755) < 0 && errno != EEXIST)
+                        return negative_errno();
+                if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+                        return negative_errno();
+                fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+        }
         if (fd < 0)
                 return negative_errno();
         close(fd);
