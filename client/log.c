@@ -29,6 +29,11 @@ const char *log_last_line(void)
         return last_line;
 }
 
+void log_forget(void)
+{
+        last_line = mfree(last_line);
+}
+
 int log_error(int r, const char *fmt, ...)
 {
         va_list ap;

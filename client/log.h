@@ -16,3 +16,5 @@ _printf_(3, 4) int log_bus_error(const sd_bus_error *error, int r, const char *f
 /* The last line logged, without "loopctl: " (NULL when none, or when it could not be kept): what a desktop
  * notification repeats. */
 const char *log_last_line(void);
+/* Lets go of it (at exit). */
+void log_forget(void);

@@ -261,8 +261,10 @@ static void notify_failure(const Context *c, const Verb *verb)
                 return;
         slash = strrchr(c->arg, '/');
         name = display_escape(slash && slash[1] ? slash + 1 : c->arg);
-        if (!name || asprintf(&summary, "Cannot %s %s", verb->name, name) < 0)
+        if (!name || asprintf(&summary, "Cannot %s %s", verb->name, name) < 0) {
+                summary = NULL; /* asprintf() leaves it undefined */
                 return;
+        }
         desktop_notify_error(summary, line);
 }
 
@@ -284,5 +286,6 @@ int main(int argc, char **argv)
                 r = log_error_errno(e, "cannot write output");
         if (r < 0 && verb)
                 notify_failure(&c, verb);
+        log_forget();
         return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -128,6 +128,8 @@ int main(int argc, char *argv[])
                 return fail(EXIT_SYSERR, args.target, "cannot connect to the system bus: %s", strerror(-r));
         /* polkit decides as for any other call; the session's agent may ask for a password. */
         r = sd_bus_set_allow_interactive_authorization(bus, true);
+        if (r >= 0)
+                r = sd_bus_set_method_call_timeout(bus, CALL_TIMEOUT_USEC);
         if (r < 0)
                 return fail(EXIT_SYSERR, args.target, "cannot set up the bus connection: %s", strerror(-r));
 
@@ -142,6 +144,9 @@ int main(int argc, char *argv[])
                 if (sd_bus_error_has_names(
                             &error, SD_BUS_ERROR_SERVICE_UNKNOWN, SD_BUS_ERROR_NAME_HAS_NO_OWNER))
                         return fail(EXIT_FAIL, args.target, "loopd is not running: %s", why);
+                /* No answer from loopd at all (a timeout, a broken connection): not its refusal. */
+                if (!sd_bus_error_is_set(&error))
+                        return fail(EXIT_SYSERR, args.target, "%s", why);
                 return fail(EXIT_FAIL, args.target, "%s", why);
         }
         if (args.verbose)
