@@ -1,5 +1,5 @@
-/* image.c: recognises non-raw image formats and the sector size of a raw image from its first and last
- * bytes. */
+/* image.c: recognises virtual-disk formats (and whether their headers refer to other files) and the sector
+ * size of a raw image from its first and last bytes. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fs.h>
@@ -14,7 +14,6 @@
 #include "image.h"
 #include "macro.h"
 
-#define HEAD_SIZE 8192u
 #define TAIL_SIZE 512u
 
 /* How far before the image's end a 4096-byte MBR table may stop and still count as "ending at its end":
@@ -31,6 +30,101 @@ static bool has_bytes_at(const uint8_t *buf, size_t buf_size, size_t offset, con
 static uint32_t le32_at(const uint8_t *p)
 {
         return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint32_t be32_at(const uint8_t *p)
+{
+        return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
+}
+
+static uint64_t be64_at(const uint8_t *p)
+{
+        return (uint64_t)be32_at(p) << 32 | be32_at(p + 4);
+}
+
+static uint64_t le64_at(const uint8_t *p)
+{
+        return (uint64_t)le32_at(p + 4) << 32 | le32_at(p);
+}
+
+/* Whether the n bytes at offset are in buf (a header field loopd needs is missing from a truncated image:
+ * qemu-storage-daemon then refuses it with its own words). */
+static bool have(size_t buf_size, size_t offset, size_t n)
+{
+        return offset <= buf_size && buf_size - offset >= n;
+}
+
+#define QCOW2_INCOMPAT_DATA_FILE (UINT64_C(1) << 2)
+/* Sizes past 2^63 are no disk's: no file offset reaches them. */
+#define VIRTUAL_SIZE_MAX (UINT64_C(1) << 63)
+
+static void judge_qcow2(const uint8_t *head, size_t head_size, ImageProbe *p)
+{
+        if (!have(head_size, 0, 72))
+                return;
+        if (be64_at(head + 8) != 0) {
+                p->verdict = IMAGE_UNSAFE;
+                p->reason = "it is an overlay on a backing file";
+        } else if (be32_at(head + 32) != 0) {
+                p->verdict = IMAGE_UNSUPPORTED;
+                p->reason = "it is encrypted";
+        } else if (be64_at(head + 24) >= VIRTUAL_SIZE_MAX) {
+                p->verdict = IMAGE_UNSUPPORTED;
+                p->reason = "its header claims a disk larger than any file can be";
+        } else if (be32_at(head + 4) >= 3 && have(head_size, 72, 8) &&
+                (be64_at(head + 72) & QCOW2_INCOMPAT_DATA_FILE)) {
+                p->verdict = IMAGE_UNSAFE;
+                p->reason = "its data lives in an external data file";
+        }
+}
+
+/* qemu's vmdk driver: a sparse image whose header says capacity 0 is opened through its embedded
+ * descriptor, whose extents are files; a descriptor file names extent files; a parentFileNameHint in the
+ * embedded descriptor (at 0x200, 10 KiB long) names a parent. */
+static void judge_vmdk(const uint8_t *head, size_t head_size, ImageProbe *p)
+{
+        static const char hint[] = "parentFileNameHint";
+
+        if (!has_bytes_at(head, head_size, 0, "KDMV", 4) && !has_bytes_at(head, head_size, 0, "COWD", 4)) {
+                p->verdict = IMAGE_UNSAFE;
+                p->reason = "it is a descriptor whose data lives in extent files";
+                return;
+        }
+        if (has_bytes_at(head, head_size, 0, "KDMV", 4) && have(head_size, 12, 8) &&
+                le64_at(head + 12) == 0) {
+                p->verdict = IMAGE_UNSAFE;
+                p->reason = "its embedded descriptor names extent files";
+                return;
+        }
+        if (head_size > 0x200 && memmem(head + 0x200, head_size - 0x200, hint, strlen(hint))) {
+                p->verdict = IMAGE_UNSAFE;
+                p->reason = "it is an overlay on a parent image";
+        }
+}
+
+#define VDI_TYPE_DIFF 4u
+#define VHD_TYPE_DIFFERENCING 4u
+
+static void judge_vdi(const uint8_t *head, size_t head_size, ImageProbe *p)
+{
+        if (have(head_size, 0x4c, 4) && le32_at(head + 0x4c) == VDI_TYPE_DIFF) {
+                p->verdict = IMAGE_UNSAFE;
+                p->reason = "it is a differencing image on a parent";
+        }
+}
+
+/* footer: the VHD footer (the copy at the start of a dynamic image, or the one at the end). */
+static void judge_vpc(const uint8_t *footer, size_t footer_size, ImageProbe *p)
+{
+        if (!have(footer_size, 0, 64))
+                return;
+        if (be32_at(footer + 60) == VHD_TYPE_DIFFERENCING) {
+                p->verdict = IMAGE_UNSAFE;
+                p->reason = "it is a differencing disk on a parent";
+        } else if (be64_at(footer + 48) >= VIRTUAL_SIZE_MAX) {
+                p->verdict = IMAGE_UNSUPPORTED;
+                p->reason = "its footer claims a disk larger than any file can be";
+        }
 }
 
 static const char *detect_format(
@@ -50,12 +144,32 @@ static const char *detect_format(
         /* A dynamic VHD starts with a copy of its footer; a fixed one has only the footer, in the last 512
          * bytes (511 for images written by early Virtual PC versions). */
         if (has_bytes_at(head, head_size, 0, "conectix", 8))
-                return "vhd";
+                return "vpc";
         if (tail_size >= 512 && has_bytes_at(tail, tail_size, tail_size - 512, "conectix", 8))
-                return "vhd";
+                return "vpc";
         if (tail_size >= 511 && has_bytes_at(tail, tail_size, tail_size - 511, "conectix", 8))
-                return "vhd";
+                return "vpc";
         return NULL;
+}
+
+static void judge_format(
+        const uint8_t *head, size_t head_size, const uint8_t *tail, size_t tail_size, ImageProbe *p)
+{
+        if (streq(p->format, "qcow2"))
+                judge_qcow2(head, head_size, p);
+        else if (streq(p->format, "vmdk"))
+                judge_vmdk(head, head_size, p);
+        else if (streq(p->format, "vdi"))
+                judge_vdi(head, head_size, p);
+        else if (streq(p->format, "vpc")) {
+                if (has_bytes_at(head, head_size, 0, "conectix", 8))
+                        judge_vpc(head, head_size, p);
+                else if (tail_size >= 512 && has_bytes_at(tail, tail_size, tail_size - 512, "conectix", 8))
+                        judge_vpc(tail + tail_size - 512, 512, p);
+                else if (tail_size >= 511)
+                        judge_vpc(tail + tail_size - 511, 511, p);
+        }
+        /* vhdx: qemu opens no parent (it refuses differencing images itself). */
 }
 
 /* The end of the MBR's primary partitions in sectors, 0 when there is no usable MBR (or a protective one:
@@ -98,6 +212,7 @@ int image_probe_buffer(const uint8_t *head, size_t head_size, const uint8_t *tai
         format = detect_format(head, head_size, tail, tail_size);
         if (format) {
                 *ret = (ImageProbe){ .format = format, .sector_size = 512 };
+                judge_format(head, head_size, tail, tail_size, ret);
                 return 0;
         }
 
@@ -148,7 +263,7 @@ static int pread_full(int fd, void *buf, size_t n, uint64_t offset, size_t *ret_
 
 int image_probe(int fd, uint64_t offset, uint64_t size, ImageProbe *ret)
 {
-        uint8_t head[HEAD_SIZE], tail[TAIL_SIZE];
+        uint8_t head[IMAGE_HEAD_SIZE], tail[TAIL_SIZE];
         size_t head_read = 0, tail_read = 0;
         uint64_t total, image_size;
         struct stat st;

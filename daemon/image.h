@@ -4,9 +4,25 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* How much of the image's start image_probe() reads: a vmdk's embedded descriptor, which qemu reads for a
+ * parent's name, ends by 10.5 KiB. */
+#define IMAGE_HEAD_SIZE 16384u
+
+/* Whether loopd may serve a virtual-disk image through its export. */
+typedef enum ImageVerdict {
+        IMAGE_SERVABLE = 0,
+        IMAGE_UNSAFE, /* it refers to other files: a backing file, a data file, extents, a parent */
+        IMAGE_UNSUPPORTED, /* what loopd cannot serve: an encrypted qcow2, a size no disk has */
+} ImageVerdict;
+
 typedef struct ImageProbe {
-        const char *format; /* NULL for a raw image; else "qcow2", "vmdk", "vdi", "vhd" or "vhdx" */
+        /* NULL for a raw image; else qemu's driver name: "qcow2", "vmdk", "vdi", "vpc" (VHD) or "vhdx". */
+        const char *format;
         uint32_t sector_size; /* detected from GPT/MBR; 512 when nothing says otherwise */
+        /* For a format: whether its header lets loopd serve it, and why not (a constant string: it survives
+         * the copy a worker sends back). qemu-storage-daemon checks the rest when it opens the image. */
+        ImageVerdict verdict;
+        const char *reason;
 } ImageProbe;
 
 /* Reads the image behind fd (starting at offset, size bytes of it; size 0 = to the end) with pread().
@@ -16,7 +32,7 @@ typedef struct ImageProbe {
  * fits (the caller must ask for an explicit one). */
 int image_probe(int fd, uint64_t offset, uint64_t size, ImageProbe *ret);
 
-/* The same decision on a buffer holding the image's first bytes (at least 8 KiB when the image has that
+/* The same decision on a buffer holding the image's first bytes (IMAGE_HEAD_SIZE when the image has that
  * many) and its last 512 bytes; split out so that it can be fuzzed. */
 int image_probe_buffer(const uint8_t *head, size_t head_size, const uint8_t *tail, size_t tail_size,
         uint64_t image_size, ImageProbe *ret);
