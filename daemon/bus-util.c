@@ -104,6 +104,7 @@ int bus_error_from_engine(sd_bus_error *error, int r, const EngineError *e)
                 [ENGINE_NOT_MOUNTED] = LOOPD_ERROR_NOT_MOUNTED,
                 [ENGINE_NOTHING_TO_MOUNT] = LOOPD_ERROR_NOTHING_TO_MOUNT,
                 [ENGINE_TIMEOUT] = LOOPD_ERROR_TIMEOUT,
+                [ENGINE_UNSAFE_IMAGE] = LOOPD_ERROR_UNSAFE_IMAGE,
         };
 
         /* Without a message the engine failed below its own checks (out of memory): sd-bus says what r is.

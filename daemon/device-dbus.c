@@ -130,8 +130,14 @@ static int device_get_property(sd_bus *bus, const char *path, const char *interf
                 return sd_bus_message_append(reply, "s", devname);
         }
         if (streq(property, "BackingFile")) {
-                _cleanup_free_ char *valid = utf8_valid_dup(info->backing_file);
+                /* A virtual disk's image, not the export the kernel binds. */
+                _cleanup_free_ char *valid = utf8_valid_dup(registry_device_image(m->registry, info, NULL));
                 return valid ? sd_bus_message_append(reply, "s", valid) : -ENOMEM;
+        }
+        if (streq(property, "ImageFormat")) {
+                const char *format;
+                (void)registry_device_image(m->registry, info, &format);
+                return sd_bus_message_append(reply, "s", format);
         }
         if (streq(property, "Offset"))
                 return sd_bus_message_append(reply, "t", info->offset);
@@ -161,6 +167,7 @@ static int device_get_property(sd_bus *bus, const char *path, const char *interf
 static const sd_bus_vtable device_vtable[] = { SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Device", "s", device_get_property, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("BackingFile", "s", device_get_property, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ImageFormat", "s", device_get_property, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Offset", "t", device_get_property, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("SizeLimit", "t", device_get_property, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("SectorSize", "u", device_get_property, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),

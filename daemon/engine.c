@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -15,6 +16,9 @@
 #include "mount.h"
 #include "partition.h"
 #include "probe.h"
+#include "vdisk.h"
+
+static int user_of(uid_t uid, char **ret_name, gid_t *ret_gid);
 #include "registry.h"
 #include "state.h"
 #include "strv.h"
@@ -144,10 +148,81 @@ static int mark_for_udev(unsigned number, bool claimed, void *userdata)
         return 0;
 }
 
+int engine_vdisk_start(Manager *m, int fd, const AttachRequest *req, uid_t uid, const ImageProbe *probe,
+        const char *image, Vdisk **ret, EngineError *e)
+{
+        _cleanup_free_ char *user = NULL;
+        gid_t gid;
+        int r;
+
+        if (probe->verdict == IMAGE_UNSAFE)
+                return engine_error(e, -EPERM, ENGINE_UNSAFE_IMAGE,
+                        "The %s image refers to other files (%s); loopd serves only images that hold their "
+                        "whole disk",
+                        probe->format, strempty(probe->reason));
+        if (probe->verdict == IMAGE_UNSUPPORTED)
+                return engine_error(e, -EMEDIUMTYPE, ENGINE_UNSUPPORTED_FORMAT,
+                        "The image is in %s format, but loopd cannot serve it: %s", probe->format,
+                        strempty(probe->reason));
+        if (!vdisk_format_supported(probe->format))
+                return engine_error(e, -EMEDIUMTYPE, ENGINE_UNSUPPORTED_FORMAT,
+                        "The image is in %s format, which loopd cannot serve", probe->format);
+        if (req->offset != 0 || req->size_limit != 0)
+                return engine_error(e, -EINVAL, ENGINE_INVALID_ARGUMENT,
+                        "%s: the image is in %s format; offset and size-limit apply to raw images only",
+                        req->offset != 0 ? "offset" : "size-limit", probe->format);
+        if (uid != 0 && registry_count_devices_of(m->registry, uid) >= m->max_devices_per_user)
+                return engine_error(e, -EDQUOT, ENGINE_LIMIT_EXCEEDED,
+                        "uid %u already has %u loop devices attached, the most allowed", (unsigned)uid,
+                        m->max_devices_per_user);
+
+        /* The process runs as the caller: it reopens the image through /proc/self/fd (qemu-storage-daemon
+         * takes no fd), which the kernel allows only to someone who may open the file. */
+        r = user_of(uid, &user, &gid);
+        if (r < 0)
+                return engine_error_errno(e, r, "Failed to look up the caller");
+        r = vdisk_start(m->event, m->state_dir, m->qsd_path, fd, probe->format, !req->read_only, uid, gid,
+                image, ret);
+        if (r == -ENOENT || r == -EACCES)
+                return engine_error(e, r, ENGINE_UNSUPPORTED_FORMAT,
+                        "The image is in %s format, and serving it needs qemu-storage-daemon (%s): %s",
+                        probe->format, m->qsd_path ?: VDISK_QSD_PATH, strerror(-r));
+        if (r < 0)
+                return engine_error_errno(e, r, "Failed to start serving the image");
+        return 0;
+}
+
+int engine_vdisk_failed(Vdisk *v, int result, uint64_t timeout_usec, EngineError *e)
+{
+        char message[512];
+        const char *format = v->format ? v->format : "virtual-disk";
+        int r;
+
+        if (result == -ETIMEDOUT) {
+                r = engine_error(e, result, ENGINE_TIMEOUT,
+                        "qemu-storage-daemon did not open the %s image within %" PRIu64
+                        " s; nothing was attached",
+                        format, timeout_usec / 1000000);
+                vdisk_stop(v);
+                return r;
+        }
+        vdisk_error(v, message, sizeof(message));
+        if (message[0])
+                r = engine_error(e, result < 0 ? result : -EIO, ENGINE_UNSUPPORTED_FORMAT,
+                        "The %s image cannot be served: %s", format, message);
+        else
+                r = engine_error(e, result < 0 ? result : -EIO, ENGINE_FAILED,
+                        "The %s image cannot be served: %s", format, strerror(result < 0 ? -result : EIO));
+        vdisk_stop(v);
+        return r;
+}
+
 int engine_attach(Manager *m, int fd, const AttachRequest *req, const struct stat *st, uid_t uid,
         int probe_result, const ImageProbe *probe, LoopInfo **ret, EngineError *e)
 {
+        _cleanup_(vdisk_stopp) Vdisk *export = req->export;
         _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+        struct stat bound;
         uint32_t sector_size;
         int lock_fd = -EBADF, r;
 
@@ -168,13 +243,20 @@ int engine_attach(Manager *m, int fd, const AttachRequest *req, const struct sta
                 return engine_error_errno(e, probe_result, "Failed to read the image");
         if (probe_result >= 0 && probe->format)
                 return engine_error(e, -EMEDIUMTYPE, ENGINE_UNSUPPORTED_FORMAT,
-                        "The image is in %s format, not a raw disk image; convert it first (qemu-img convert "
-                        "-O raw)",
+                        "The image is in %s format, not a raw disk image: it is served through its export "
+                        "(or convert it: qemu-img convert -O raw)",
                         probe->format);
         sector_size = req->sector_size ?: probe->sector_size;
 
+        /* What is bound: the image, or a virtual disk's export (the roll-back after a crash looks for it).
+         */
+        if (!export)
+                bound = *st;
+        else if (fstat(fd, &bound) < 0)
+                return engine_error_errno(e, negative_errno(), "Failed to read the export");
+
         if (!req->read_only && !req->shared) {
-                const LoopInfo *writer = find_writer(m, fd, st, req);
+                const LoopInfo *writer = find_writer(m, fd, &bound, req);
                 if (writer)
                         return engine_error(e, -EBUSY, ENGINE_BUSY,
                                 "The image is already attached read-write to /dev/loop%u; a second "
@@ -188,8 +270,8 @@ int engine_attach(Manager *m, int fd, const AttachRequest *req, const struct sta
         _cleanup_(state_remove_pendingp) char *pending = NULL;
         ManagedDevice intent = {
                 .owner = uid,
-                .backing_dev = st->st_dev,
-                .backing_inode = st->st_ino,
+                .backing_dev = bound.st_dev,
+                .backing_inode = bound.st_ino,
                 .offset = req->offset,
         };
         r = state_save_pending(m->state_dir, &intent, &pending);
@@ -228,7 +310,16 @@ int engine_attach(Manager *m, int fd, const AttachRequest *req, const struct sta
                 .lock_fd = lock_fd,
                 .image_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3),
                 .image_offset = req->offset,
+                .vdisk = export,
         };
+        if (export) {
+                r = vdisk_bind(export, info->number, info->diskseq);
+                if (r < 0)
+                        log_warning_errno(r,
+                                "Failed to note loop%u with its export, a restarted loopd will tear it down: %m",
+                                info->number);
+        }
+        export = NULL; /* the record's now, whatever comes of it */
         r = registry_add_device(m->registry, &record);
         if (r < 0) {
                 (void)loop_detach(info->number, info->diskseq);
@@ -593,8 +684,10 @@ int engine_open_image(Manager *m, int fd, const AttachRequest *req, const struct
         /* A second double-click of the same file, by whatever fd: never a second device, never a second
          * mount of the same filesystem. */
         opened = req->offset == 0 && req->size_limit == 0 ? find_opened(m, st, uid) : NULL;
-        if (opened)
+        if (opened) {
+                vdisk_stop(req->export); /* the device has one */
                 return open_again(m, opened, fd, req, uid, ret_info, ret_mounts, ret_n, e);
+        }
 
         r = engine_attach(m, fd, req, st, uid, probe_result, probe, &info, e);
         if (r < 0)

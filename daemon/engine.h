@@ -27,6 +27,7 @@ typedef enum EngineErrorKind {
         ENGINE_NOT_MOUNTED,
         ENGINE_NOTHING_TO_MOUNT,
         ENGINE_TIMEOUT,
+        ENGINE_UNSAFE_IMAGE,
 } EngineErrorKind;
 
 typedef struct EngineError {
@@ -55,9 +56,23 @@ typedef struct AttachRequest {
         /* Bind read-write even where another device already writes to the same bytes of the file: two
          * writers that know nothing of each other, the classic way to corrupt a filesystem. */
         bool shared;
+        /* A virtual disk: the export its fd is (engine_vdisk_start()). The engine takes it over: the
+         * device's record keeps it, and it is stopped if nothing comes of the attach. */
+        struct Vdisk *export;
 } AttachRequest;
 
-/* Binds the image behind fd (st its fstat()) for uid as req says and records the owner. probe_result and
+/* A virtual-disk image (probe says which format: image_probe() of the image behind fd, st its fstat()):
+ * refused (UnsafeImage, UnsupportedFormat, InvalidArgument for an offset or size limit) or its export
+ * started, writable as req says (Attach: the fd's mode unless read-only was asked; MountImage: writable).
+ * The export is ready once it can be opened (vdisk.h); then engine_attach() or engine_open_image() the
+ * export's fd with req->export set. image is the name BackingFile shows. */
+int engine_vdisk_start(Manager *m, int fd, const AttachRequest *req, uid_t uid, const ImageProbe *probe,
+        const char *image, struct Vdisk **ret, EngineError *e);
+/* Says why the export did not come up (result: the open's, in the worker) and stops it. */
+int engine_vdisk_failed(struct Vdisk *v, int result, uint64_t timeout_usec, EngineError *e);
+
+/* Binds the image behind fd (st its fstat()) for uid as req says and records the owner. For a virtual disk
+ * fd is the export's (req->export), probe its probe, st the image's. probe_result and
  * probe are image_probe()'s of the image, read beforehand (in a worker). The per-user device limit is
  * checked here. A read-write binding of bytes of the file that another device already writes to (the same
  * inode, whoever opened it, overlapping ranges) is Busy, naming that device, unless req->shared. */

@@ -16,6 +16,7 @@
 #include "loopd-bus.h"
 #include "manager-dbus.h"
 #include "manager.h"
+#include "vdisk.h"
 
 static void help(void)
 {
@@ -31,6 +32,8 @@ static void help(void)
                "     --partition-timeout SECS   How long Attach waits for udev (default 30)\n"
                "     --io-timeout SECS          How long reading a caller's image may take (default 10)\n"
                "     --max-pending-per-user N   Calls one user may have waiting at once (default 16)\n"
+               "     --qemu-storage-daemon PATH What serves virtual disks (qcow2, vmdk, vdi, vhd, vhdx)\n"
+               "                                (default " VDISK_QSD_PATH ")\n"
                "     --exit-on-idle SECS        Exit after SECS without calls while no device is attached\n"
                "                                (for bus activation)\n"
                "     --debug                    Log debug messages\n");
@@ -63,6 +66,7 @@ static int parse_argv(Manager *m, Bus *b, int argc, char *argv[])
                 ARG_EXIT_ON_IDLE,
                 ARG_IO_TIMEOUT,
                 ARG_MAX_PENDING,
+                ARG_QSD,
         };
         static const struct option options[] = { { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
@@ -73,7 +77,8 @@ static int parse_argv(Manager *m, Bus *b, int argc, char *argv[])
                 { "debug", no_argument, NULL, ARG_DEBUG },
                 { "exit-on-idle", required_argument, NULL, ARG_EXIT_ON_IDLE },
                 { "io-timeout", required_argument, NULL, ARG_IO_TIMEOUT },
-                { "max-pending-per-user", required_argument, NULL, ARG_MAX_PENDING }, {} };
+                { "max-pending-per-user", required_argument, NULL, ARG_MAX_PENDING },
+                { "qemu-storage-daemon", required_argument, NULL, ARG_QSD }, {} };
         uint64_t value;
         int c;
 
@@ -86,11 +91,17 @@ static int parse_argv(Manager *m, Bus *b, int argc, char *argv[])
                         printf("loopd " PACKAGE_VERSION "\n");
                         return 0;
                 case ARG_STATE_DIR:
-                case ARG_MEDIA_DIR: {
-                        char **dest = c == ARG_STATE_DIR ? &m->state_dir : &m->media_dir;
+                case ARG_MEDIA_DIR:
+                case ARG_QSD: {
+                        char **dest = c == ARG_STATE_DIR ? &m->state_dir
+                                : c == ARG_MEDIA_DIR     ? &m->media_dir
+                                                         : &m->qsd_path;
                         if (optarg[0] != '/') {
                                 fprintf(stderr, "loopd: %s must be an absolute path: %s\n",
-                                        c == ARG_STATE_DIR ? "--state-dir" : "--media-dir", optarg);
+                                        c == ARG_STATE_DIR           ? "--state-dir"
+                                                : c == ARG_MEDIA_DIR ? "--media-dir"
+                                                                     : "--qemu-storage-daemon",
+                                        optarg);
                                 return -EINVAL;
                         }
                         free(*dest);

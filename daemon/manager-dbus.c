@@ -29,6 +29,7 @@
 #include "registry.h"
 #include "strv.h"
 #include "utf8.h"
+#include "vdisk.h"
 #include "watcher.h"
 #include "worker.h"
 
@@ -304,8 +305,10 @@ struct ImageCall {
         struct stat st;
         uid_t uid;
         char *backing;
-        int fd; /* the caller's, owned by message */
+        int fd; /* the caller's, owned by message; a virtual disk's export once it is up (export_fd) */
         bool mount_image;
+        Vdisk *export; /* a virtual disk's, while it comes up */
+        int export_fd;
         Worker *worker; /* bounded by --io-timeout: a caller that leaves meanwhile does not cut it short */
         ImageCall *next;
 };
@@ -320,6 +323,8 @@ static ImageCall *image_call_free(ImageCall *c)
                         break;
                 }
         worker_cancel(c->worker);
+        vdisk_stop(c->export);
+        safe_close(c->export_fd);
         bus_calls_release(c->bus->calls, c->message);
         sd_bus_message_unref(c->message);
         free(c->backing);
@@ -348,6 +353,83 @@ static int image_call_read(void *arg, void *data)
 static int attach_finish(ImageCall *c, int probe_result, const ImageProbe *probe, sd_bus_error *error);
 static int mount_image_finish(ImageCall *c, int probe_result, const ImageProbe *probe, sd_bus_error *error);
 
+static int image_call_finish(ImageCall *c, int probe_result, const ImageProbe *probe, sd_bus_error *error)
+{
+        return c->mount_image ? mount_image_finish(c, probe_result, probe, error)
+                              : attach_finish(c, probe_result, probe, error);
+}
+
+static void image_call_reply(ImageCall *c, int r, sd_bus_error *error)
+{
+        if (sd_bus_error_is_set(error))
+                r = sd_bus_reply_method_error(c->message, error);
+        else
+                r = sd_bus_reply_method_errno(c->message, r, NULL);
+        if (r < 0)
+                log_debug_errno(r, "Failed to reply: %m");
+}
+
+/* In the worker: the first open of a virtual disk's export waits until qemu-storage-daemon has opened the
+ * image (or fails when it gave up); then the guest disk is read like any image. */
+static int export_read(void *arg, void *data)
+{
+        ImageCall *c = arg;
+        _cleanup_close_ int fd = open(c->export->path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+
+        if (fd < 0)
+                return negative_errno();
+        return image_probe(fd, 0, 0, data);
+}
+
+static void image_call_on_export(int result, const void *data, void *userdata)
+{
+        ImageCall *c = userdata;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        bool writable = !c->req.read_only;
+        ImageProbe probe = {};
+        EngineError e = {};
+        int r;
+
+        c->worker = NULL;
+        if (data)
+                memcpy(&probe, data, sizeof(probe));
+        if (result >= 0 || result == -ENOTUNIQ) {
+                c->export_fd = open(c->export->path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NOCTTY);
+                if (c->export_fd < 0)
+                        result = negative_errno();
+        }
+        if (result < 0 && result != -ENOTUNIQ) {
+                r = engine_vdisk_failed(TAKE_PTR(c->export), result, c->bus->manager->io_timeout_usec, &e);
+                r = bus_error_from_engine(&error, r, &e);
+        } else {
+                /* The export is bound now, with what its guest disk says (the sector size). */
+                c->fd = c->export_fd;
+                c->req.read_only = !writable;
+                c->req.export = TAKE_PTR(c->export);
+                r = image_call_finish(c, result, &probe, &error);
+        }
+        if (r < 0)
+                image_call_reply(c, r, &error);
+        image_call_free(c);
+}
+
+/* A virtual disk: its export started, the call goes on in image_call_on_export() once it answers. */
+static int image_call_serve(ImageCall *c, const ImageProbe *probe, sd_bus_error *error)
+{
+        Manager *m = c->bus->manager;
+        EngineError e = {};
+        int r;
+
+        r = engine_vdisk_start(m, c->fd, &c->req, c->uid, probe, c->backing, &c->export, &e);
+        if (r < 0)
+                return bus_error_from_engine(error, r, &e);
+        r = worker_start(m->event, c->fd, export_read, c, sizeof(ImageProbe), m->io_timeout_usec,
+                image_call_on_export, c, &c->worker);
+        if (r < 0)
+                return bus_reply_errno(error, r, "Failed to start reading the export");
+        return 1;
+}
+
 static void image_call_on_read(int result, const void *data, void *userdata)
 {
         ImageCall *c = userdata;
@@ -367,18 +449,14 @@ static void image_call_on_read(int result, const void *data, void *userdata)
         } else if (result == -EIO && !data)
                 r = sd_bus_error_set(
                         &error, LOOPD_ERROR_FAILED, "Failed to read the image: the reader died");
-        else if (c->mount_image)
-                r = mount_image_finish(c, result, &probe, &error);
-        else
-                r = attach_finish(c, result, &probe, &error);
-        if (r < 0) {
-                if (sd_bus_error_is_set(&error))
-                        r = sd_bus_reply_method_error(c->message, &error);
-                else
-                        r = sd_bus_reply_method_errno(c->message, r, NULL);
-                if (r < 0)
-                        log_debug_errno(r, "Failed to reply: %m");
-        }
+        else if (result >= 0 && probe.format) {
+                r = image_call_serve(c, &probe, &error);
+                if (r > 0)
+                        return; /* goes on once the export answers */
+        } else
+                r = image_call_finish(c, result, &probe, &error);
+        if (r < 0)
+                image_call_reply(c, r, &error);
         image_call_free(c);
 }
 
@@ -406,6 +484,7 @@ static int image_call_start(Bus *b, sd_bus_message *message, int fd, const Attac
         c->uid = uid;
         c->backing = TAKE_PTR(*backing);
         c->fd = fd;
+        c->export_fd = -EBADF;
         c->mount_image = mount_image;
         c->next = b->image_calls;
         b->image_calls = c;
@@ -619,7 +698,7 @@ static int method_list_devices(sd_bus_message *message, void *userdata, sd_bus_e
                 const LoopInfo *info = watcher_device(m->watcher, numbers[i]);
                 ManagedDevice *d = registry_find_device(m->registry, info->number, info->diskseq);
                 _cleanup_free_ char *path = device_object_path(info->number),
-                                    *backing = strdup(info->backing_file);
+                                    *backing = strdup(registry_device_image(m->registry, info, NULL));
                 char devname[LOOP_NODE_MAX];
 
                 if (!path || !backing) {

@@ -49,6 +49,7 @@ Manager *manager_free(Manager *m)
         sd_event_unref(m->event);
         free(m->state_dir);
         free(m->media_dir);
+        free(m->qsd_path);
         free(m);
         return NULL;
 }

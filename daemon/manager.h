@@ -25,6 +25,7 @@ typedef struct Manager {
         unsigned max_devices_per_user;
         uint64_t partition_timeout_usec;
         uint64_t io_timeout_usec; /* how long reading a caller's image may take before Timeout */
+        char *qsd_path; /* qemu-storage-daemon, for virtual disks; NULL: VDISK_QSD_PATH */
 } Manager;
 
 int manager_new(Manager **ret);

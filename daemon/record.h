@@ -22,5 +22,8 @@ typedef struct ManagedDevice {
         uint64_t image_offset;
         bool autoclear_armed; /* loopd set the kernel's autoclear flag (manager_arm_autoclear()) */
         sd_event_source *close_watch; /* inotify on /dev/loopN: someone else's LOOP_CLR_FD */
+        /* A virtual disk's export, which the device binds (NULL for a raw image): stopped when the device
+         * goes, left running when loopd exits. The record's backing_dev/inode are the image's. */
+        struct Vdisk *vdisk;
         struct ManagedDevice *next;
 } ManagedDevice;

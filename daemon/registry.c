@@ -15,6 +15,7 @@
 #include "partition.h"
 #include "state.h"
 #include "strv.h"
+#include "vdisk.h"
 
 int registry_new(sd_event *event, const char *state_dir, Registry **ret)
 {
@@ -44,6 +45,7 @@ static void managed_device_free(ManagedDevice *d)
         if (!d)
                 return;
         managed_device_release(d);
+        vdisk_free(d->vdisk);
         free(d);
 }
 
@@ -107,6 +109,8 @@ static void registry_drop(Registry *reg, unsigned number)
                 if ((*p)->number == number) {
                         ManagedDevice *d = *p;
                         *p = d->next;
+                        /* The device is gone (or its number re-used): its export goes right after it. */
+                        d->vdisk = vdisk_stop(d->vdisk);
                         managed_device_free(d);
                         break;
                 }
@@ -124,6 +128,7 @@ int registry_add_device(Registry *reg, const ManagedDevice *d)
         if (!copy) {
                 safe_close(d->lock_fd);
                 safe_close(d->image_fd);
+                vdisk_stop(d->vdisk);
                 return -ENOMEM;
         }
         *copy = *d;
@@ -190,6 +195,20 @@ int registry_take_image(Registry *reg, unsigned number, uint64_t diskseq, int *r
         *ret_fd = TAKE_FD(d->image_fd);
         *ret_offset = d->image_offset;
         return 0;
+}
+
+const char *registry_device_image(Registry *reg, const LoopInfo *info, const char **ret_format)
+{
+        ManagedDevice *d = registry_find_device(reg, info->number, info->diskseq);
+
+        if (d && d->vdisk && streq(info->backing_file, d->vdisk->path)) {
+                if (ret_format)
+                        *ret_format = d->vdisk->format;
+                return d->vdisk->image;
+        }
+        if (ret_format)
+                *ret_format = "raw";
+        return info->backing_file;
 }
 
 unsigned registry_count_devices_of(Registry *reg, uid_t uid)
@@ -259,17 +278,40 @@ static void registry_roll_back_pending(Registry *reg)
 
 /* Keeps the records whose device the kernel still has as the same incarnation: same diskseq, backing file
  * and offset. Anything else was detached or re-used while loopd was not running. */
+/* The export in list that loopN (diskseq) was bound to, taken out of the list; NULL if none. */
+static Vdisk *take_vdisk(Vdisk **list, unsigned number, uint64_t diskseq)
+{
+        for (Vdisk **p = list; *p; p = &(*p)->next)
+                if ((*p)->bound && (*p)->number == number && (*p)->diskseq == diskseq) {
+                        Vdisk *v = *p;
+                        *p = v->next;
+                        v->next = NULL;
+                        return v;
+                }
+        return NULL;
+}
+
+/* Is info (what the kernel says of the device now) the device d records? For a virtual disk: still bound to
+ * its export. */
+static bool record_matches(const ManagedDevice *d, const LoopInfo *info, const Vdisk *v)
+{
+        if (info->diskseq != d->diskseq || info->offset != d->offset)
+                return false;
+        if (v)
+                return streq(info->backing_file, v->path);
+        return info->backing_dev == d->backing_dev && info->backing_inode == d->backing_inode;
+}
+
 void registry_load(Registry *reg)
 {
         ManagedDevice *list = NULL;
+        Vdisk *exports = vdisk_load(reg->event, reg->state_dir);
         int r;
 
         r = state_load_devices(reg->state_dir, &list);
-        if (r < 0) {
+        if (r < 0)
                 log_warning_errno(
                         r, "Failed to read the state in %s, starting without it: %m", reg->state_dir);
-                return;
-        }
 
         while (list) {
                 _cleanup_(loop_info_freep) LoopInfo *info = NULL;
@@ -280,9 +322,9 @@ void registry_load(Registry *reg)
                 d->lock_fd = d->image_fd = -EBADF;
                 d->close_watch = NULL;
                 d->autoclear_armed = false;
+                d->vdisk = take_vdisk(&exports, d->number, d->diskseq);
                 r = loop_get_info(d->number, &info);
-                if (r >= 0 && info->diskseq == d->diskseq && info->backing_dev == d->backing_dev &&
-                        info->backing_inode == d->backing_inode && info->offset == d->offset) {
+                if (r >= 0 && record_matches(d, info, d->vdisk)) {
                         d->autoclear_armed = info->autoclear;
                         d->lock_fd = loop_lock(d->number, d->diskseq);
                         if (d->lock_fd < 0)
@@ -299,11 +341,19 @@ void registry_load(Registry *reg)
                         log_info("Dropped the record of loop%u: the device was detached or re-used",
                                 d->number);
                         (void)state_remove_device(reg->state_dir, d->number);
+                        vdisk_stop(d->vdisk);
                         free(d);
                 }
         }
 
         registry_roll_back_pending(reg);
+        /* Exports of no device loopd still has (an attach cut short, a device detached meanwhile). */
+        while (exports) {
+                Vdisk *v = exports;
+                exports = v->next;
+                log_info("Tearing down the export of %s: its device is gone", strempty(v->image));
+                vdisk_stop(v);
+        }
         state_prune_udev_marks(reg->state_dir);
 }
 

@@ -40,6 +40,9 @@ int registry_detach_device(Registry *reg, unsigned number, uint64_t diskseq);
 /* Hands over the image fd noted for loopN with diskseq (the watcher's first probe reads it instead of the
  * device): -ENOENT when there is none. */
 int registry_take_image(Registry *reg, unsigned number, uint64_t diskseq, int *ret_fd, uint64_t *ret_offset);
+/* What the device serves, as its user named it: the image behind a virtual disk's export (and its format,
+ * "qcow2" ...), else the kernel's backing file ("raw"). */
+const char *registry_device_image(Registry *reg, const LoopInfo *info, const char **ret_format);
 /* How many devices uid has attached that the kernel still has. */
 unsigned registry_count_devices_of(Registry *reg, uid_t uid);
 

@@ -1,0 +1,488 @@
+/* vdisk.c: a qemu-storage-daemon per virtual-disk image, its FUSE export, and what a restarted loopd needs
+ * to find them again. */
+#include "vdisk.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "sandbox.h"
+
+#define EXPORTS_DIR "exports"
+#define EXPORT_PREFIX "vdisk-"
+#define INFO_SUFFIX ".info"
+/* How long a writable export may take to flush and exit when asked, before it is killed. */
+#define STOP_TIMEOUT_MS (10 * 1000)
+#define ERROR_WAIT_MS 1000
+#define INFO_MAX 8192
+
+/* The formats an export serves, by qemu's driver name; those that can have a backing file get backing: null
+ * (image.c refuses the ones that say they have one, this makes sure qemu opens none). */
+static const struct {
+        const char *name;
+        bool backing;
+} formats[] = {
+        { "qcow2", true },
+        { "vmdk", true },
+        { "vdi", false },
+        { "vpc", false },
+        { "vhdx", false },
+};
+
+bool vdisk_format_supported(const char *format)
+{
+        for (size_t i = 0; format && i < ELEMENTSOF(formats); i++)
+                if (streq(formats[i].name, format))
+                        return true;
+        return false;
+}
+
+static bool format_has_backing(const char *format)
+{
+        for (size_t i = 0; i < ELEMENTSOF(formats); i++)
+                if (streq(formats[i].name, format))
+                        return formats[i].backing;
+        return false;
+}
+
+static int pidfd_open_(pid_t pid)
+{
+        return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+static int pidfd_signal(int pidfd, int sig)
+{
+        return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
+}
+
+/* Waits up to timeout_ms for the process behind pidfd to exit. True if it did. */
+static bool pidfd_wait_exit(int pidfd, int timeout_ms)
+{
+        struct timespec start, now;
+
+        clock_gettime(CLOCK_MONOTONIC, &start);
+        for (;;) {
+                struct pollfd p = { .fd = pidfd, .events = POLLIN };
+                int64_t spent;
+                int r;
+
+                clock_gettime(CLOCK_MONOTONIC, &now);
+                spent = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+                if (spent >= timeout_ms)
+                        return false;
+                r = poll(&p, 1, (int)(timeout_ms - spent));
+                if (r > 0)
+                        return true;
+                if (r < 0 && errno != EINTR)
+                        return false;
+        }
+}
+
+/* The process's start time (field 22 of /proc/PID/stat): with the pid, it names one process for good. */
+static int process_start_time(pid_t pid, uint64_t *ret)
+{
+        char path[64], buf[1024];
+        _cleanup_close_ int fd = -EBADF;
+        const char *p;
+        ssize_t n;
+
+        (void)snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return negative_errno();
+        n = read(fd, buf, sizeof(buf) - 1);
+        if (n <= 0)
+                return n < 0 ? negative_errno() : -EIO;
+        buf[n] = '\0';
+        /* After the command name, which may hold anything but ends with the last ')'. */
+        p = strrchr(buf, ')');
+        if (!p)
+                return -EIO;
+        for (int field = 2; field < 22; field++) {
+                p = strchr(p + 1, ' ');
+                if (!p)
+                        return -EIO;
+        }
+        if (sscanf(p + 1, "%" SCNu64, ret) != 1)
+                return -EIO;
+        return 0;
+}
+
+Vdisk *vdisk_free(Vdisk *v)
+{
+        if (!v)
+                return NULL;
+        sd_event_source_disable_unref(v->exit_source);
+        safe_close(v->pidfd);
+        safe_close(v->stderr_fd);
+        free(v->path);
+        free(v->info_path);
+        free(v->image);
+        free(v->format);
+        free(v);
+        return NULL;
+}
+
+Vdisk *vdisk_stop(Vdisk *v)
+{
+        if (!v)
+                return NULL;
+        v->exit_source = sd_event_source_disable_unref(v->exit_source);
+        if (v->pidfd >= 0) {
+                /* A writable export flushes what qemu holds of the image (qcow2 metadata) on SIGTERM. */
+                if (pidfd_signal(v->pidfd, v->writable ? SIGTERM : SIGKILL) >= 0 &&
+                        !pidfd_wait_exit(v->pidfd, STOP_TIMEOUT_MS)) {
+                        log_warning("qemu-storage-daemon (pid %d) serving %s did not exit, killing it",
+                                (int)v->pid, strempty(v->image));
+                        (void)pidfd_signal(v->pidfd, SIGKILL);
+                        (void)pidfd_wait_exit(v->pidfd, 1000);
+                }
+        }
+        if (v->path) {
+                if (umount2(v->path, MNT_DETACH | UMOUNT_NOFOLLOW) < 0 && errno != EINVAL && errno != ENOENT)
+                        log_warning_errno(negative_errno(), "Failed to unmount the export %s: %m", v->path);
+                if (unlink(v->path) < 0 && errno != ENOENT)
+                        log_debug_errno(negative_errno(), "Failed to remove %s: %m", v->path);
+                log_debug("Stopped the export of %s (%s)", strempty(v->image), v->path);
+        }
+        if (v->info_path && unlink(v->info_path) < 0 && errno != ENOENT)
+                log_debug_errno(negative_errno(), "Failed to remove %s: %m", v->info_path);
+        return vdisk_free(v);
+}
+
+static int on_exit_(sd_event_source *s, int fd, uint32_t revents, void *userdata)
+{
+        Vdisk *v = userdata;
+        char message[512];
+
+        v->exit_source = sd_event_source_disable_unref(v->exit_source);
+        vdisk_error(v, message, sizeof(message));
+        v->pidfd = safe_close(v->pidfd);
+        if (v->bound)
+                log_warning("qemu-storage-daemon serving %s for loop%u exited%s%s; the device reads as I/O "
+                            "errors until it is detached",
+                        strempty(v->image), v->number, message[0] ? ": " : "", message);
+        else
+                log_debug("qemu-storage-daemon for %s exited%s%s", strempty(v->image),
+                        message[0] ? ": " : "", message);
+        return 0;
+}
+
+static int watch_exit(Vdisk *v, sd_event *event)
+{
+        return sd_event_add_io(event, &v->exit_source, v->pidfd, EPOLLIN, on_exit_, v);
+}
+
+/* Written anew (temporary file, rename) whenever it changes. The image's name comes last: it may hold
+ * anything, newlines included. */
+static int info_save(const Vdisk *v)
+{
+        _cleanup_free_ char *tmp = NULL;
+        _cleanup_fclose_ FILE *f = NULL;
+        uint64_t start = 0;
+        int fd;
+
+        if (v->pidfd >= 0)
+                (void)process_start_time(v->pid, &start);
+        if (asprintf(&tmp, "%s.tmp", v->info_path) < 0)
+                return -ENOMEM;
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0)
+                return negative_errno();
+        f = fdopen(fd, "w");
+        if (!f) {
+                safe_close(fd);
+                (void)unlink(tmp);
+                return -ENOMEM;
+        }
+        fprintf(f,
+                "PID=%d\nSTART=%" PRIu64 "\nBOUND=%d\nNUMBER=%u\nDISKSEQ=%" PRIu64
+                "\nWRITABLE=%d\nFORMAT=%s\nIMAGE=%s",
+                (int)v->pid, start, v->bound, v->number, v->diskseq, v->writable, v->format,
+                strempty(v->image));
+        if (fflush(f) != 0 || ferror(f) || rename(tmp, v->info_path) < 0) {
+                int r = errno > 0 ? -errno : -EIO;
+                (void)unlink(tmp);
+                return r;
+        }
+        return 0;
+}
+
+static int info_load(Vdisk *v, uint64_t *ret_start)
+{
+        _cleanup_free_ char *text = NULL;
+        _cleanup_close_ int fd = -EBADF;
+        char format[16] = "";
+        int pid, bound, writable, consumed = 0;
+        ssize_t n;
+
+        fd = open(v->info_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+                return negative_errno();
+        text = malloc(INFO_MAX + 1);
+        if (!text)
+                return -ENOMEM;
+        n = read(fd, text, INFO_MAX);
+        if (n < 0)
+                return negative_errno();
+        text[n] = '\0';
+        if (sscanf(text,
+                    "PID=%d\nSTART=%" SCNu64 "\nBOUND=%d\nNUMBER=%u\nDISKSEQ=%" SCNu64
+                    "\nWRITABLE=%d\nFORMAT=%15s\nIMAGE=%n",
+                    &pid, ret_start, &bound, &v->number, &v->diskseq, &writable, format, &consumed) != 7 ||
+                consumed == 0 || pid <= 0 || !vdisk_format_supported(format))
+                return -EBADMSG;
+        v->pid = pid;
+        v->bound = bound;
+        v->writable = writable;
+        v->format = strdup(format);
+        v->image = strdup(text + consumed);
+        return v->format && v->image ? 0 : -ENOMEM;
+}
+
+static Vdisk *vdisk_new(void)
+{
+        Vdisk *v = calloc(1, sizeof(Vdisk));
+
+        if (v)
+                v->pidfd = v->stderr_fd = -EBADF;
+        return v;
+}
+
+static int exports_dir(const char *state_dir, char **ret)
+{
+        _cleanup_free_ char *dir = NULL;
+        struct stat st;
+
+        if (asprintf(&dir, "%s/" EXPORTS_DIR, state_dir) < 0)
+                return -ENOMEM;
+        if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+                return negative_errno();
+        if (lstat(dir, &st) < 0)
+                return negative_errno();
+        if (!S_ISDIR(st.st_mode) || st.st_uid != 0)
+                return -ENOTDIR;
+        if ((st.st_mode & 07777) != 0700 && chmod(dir, 0700) < 0)
+                return negative_errno();
+        *ret = TAKE_PTR(dir);
+        return 0;
+}
+
+int vdisk_start(sd_event *event, const char *state_dir, const char *qsd_path, int image_fd,
+        const char *format, bool writable, uid_t uid, gid_t gid, const char *image, Vdisk **ret)
+{
+        _cleanup_(vdisk_stopp) Vdisk *v = NULL;
+        _cleanup_free_ char *dir = NULL, *options = NULL, *file_node = NULL, *format_node = NULL,
+                            *export = NULL;
+        _cleanup_close_ int fuse_fd = -EBADF, err_write = -EBADF;
+        const char *rw = writable ? "false" : "true";
+        int pipe_fds[2], fd, r;
+
+        if (!vdisk_format_supported(format))
+                return -EMEDIUMTYPE;
+        r = exports_dir(state_dir, &dir);
+        if (r < 0)
+                return r;
+
+        v = vdisk_new();
+        if (!v || asprintf(&v->path, "%s/" EXPORT_PREFIX "XXXXXX", dir) < 0)
+                return -ENOMEM;
+        v->format = strdup(format);
+        v->image = strdup(strempty(image));
+        v->writable = writable;
+        if (!v->format || !v->image)
+                return -ENOMEM;
+        fd = mkostemp(v->path, O_CLOEXEC);
+        if (fd < 0) {
+                r = negative_errno();
+                v->path = mfree(v->path); /* nothing to remove */
+                return r;
+        }
+        safe_close(fd);
+        if (asprintf(&v->info_path, "%s" INFO_SUFFIX, v->path) < 0)
+                return -ENOMEM;
+
+        /* The mount is loopd's (root's, in the host's namespace), on a file only root can reach; the process
+         * only gets the FUSE fd to serve it. allow_other: the loop device, not its user, reads it. */
+        fuse_fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+        if (fuse_fd < 0)
+                return negative_errno();
+        if (asprintf(&options, "fd=%d,rootmode=100000,user_id=%u,group_id=%u,allow_other", fuse_fd,
+                    (unsigned)uid, (unsigned)gid) < 0)
+                return -ENOMEM;
+        if (mount("loopd-vdisk", v->path, "fuse.loopd-export", MS_NOSUID | MS_NODEV | MS_NOEXEC, options) <
+                0)
+                return negative_errno();
+
+        if (pipe2(pipe_fds, O_CLOEXEC) < 0)
+                return negative_errno();
+        v->stderr_fd = pipe_fds[0];
+        err_write = pipe_fds[1];
+        if (fcntl(v->stderr_fd, F_SETFL, O_NONBLOCK) < 0)
+                return negative_errno();
+
+        /* The image fd is 4 in the sandbox, the FUSE fd 3; no path of the host's appears here, and nothing
+         * of the image's choosing: the driver is pinned, the backing chain cut. */
+        if (asprintf(&file_node,
+                    "{\"driver\":\"file\",\"node-name\":\"image\",\"filename\":\"/proc/self/fd/4\","
+                    "\"read-only\":%s}",
+                    rw) < 0 ||
+                asprintf(&format_node,
+                        "{\"driver\":\"%s\",\"node-name\":\"disk\",\"file\":\"image\",\"read-only\":%s%s}",
+                        format, rw, format_has_backing(format) ? ",\"backing\":null" : "") < 0 ||
+                asprintf(&export,
+                        "{\"type\":\"fuse\",\"id\":\"export\",\"node-name\":\"disk\",\"mountpoint\":\"/dev/fd/3\","
+                        "\"writable\":%s,\"allow-other\":\"off\"}",
+                        writable ? "true" : "false") < 0)
+                return -ENOMEM;
+        char *const argv[] = { (char *)"qemu-storage-daemon", (char *)"--blockdev", file_node,
+                (char *)"--blockdev", format_node, (char *)"--export", export, NULL };
+        const int fds[] = { fuse_fd, image_fd };
+        SandboxSpec spec = {
+                .path = qsd_path ?: VDISK_QSD_PATH,
+                .argv = argv,
+                .uid = uid,
+                .gid = gid,
+                .fds = fds,
+                .n_fds = ELEMENTSOF(fds),
+                .fake_dev_fd = true,
+                .stderr_fd = err_write,
+        };
+        r = sandbox_spawn(&spec, &v->pid, &v->pidfd);
+        if (r < 0)
+                return r;
+        r = watch_exit(v, event);
+        if (r < 0)
+                return r;
+        r = info_save(v);
+        if (r < 0)
+                log_warning_errno(r, "Failed to write %s, a restarted loopd will not know the export: %m",
+                        v->info_path);
+        log_debug("Serving %s (%s) through %s, qemu-storage-daemon pid %d", strempty(image), format, v->path,
+                (int)v->pid);
+        *ret = TAKE_PTR(v);
+        return 0;
+}
+
+void vdisk_error(Vdisk *v, char *buf, size_t size)
+{
+        char text[4096];
+        size_t len = 0;
+        char *line, *p;
+
+        if (size == 0)
+                return;
+        buf[0] = '\0';
+        if (v->stderr_fd < 0)
+                return;
+        /* The process exited or is about to: read to the end of its stderr, for a moment at most. */
+        for (int waited = 0; len < sizeof(text) - 1;) {
+                ssize_t n = read(v->stderr_fd, text + len, sizeof(text) - 1 - len);
+                if (n > 0) {
+                        len += (size_t)n;
+                        continue;
+                }
+                if (n == 0 || (errno != EAGAIN && errno != EINTR) || waited >= ERROR_WAIT_MS)
+                        break;
+                struct pollfd pfd = { .fd = v->stderr_fd, .events = POLLIN };
+                (void)poll(&pfd, 1, 100);
+                waited += 100;
+        }
+        text[len] = '\0';
+        while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == ' '))
+                text[--len] = '\0';
+        /* Its last line: "qemu-storage-daemon: --blockdev {...}: Image is not in qcow2 format". */
+        line = strrchr(text, '\n');
+        line = line ? line + 1 : text;
+        p = strstr(line, "}: ");
+        if (p)
+                line = p + 3;
+        else if (strncmp(line, "qemu-storage-daemon: ", 21) == 0)
+                line += 21;
+        (void)snprintf(buf, size, "%s", line);
+}
+
+int vdisk_bind(Vdisk *v, unsigned number, uint64_t diskseq)
+{
+        v->bound = true;
+        v->number = number;
+        v->diskseq = diskseq;
+        return info_save(v);
+}
+
+/* An export left by a loopd that is gone, with its record read: the process adopted if it is still the
+ * one that was started. */
+static Vdisk *vdisk_adopt(sd_event *event, const char *dir, const char *name)
+{
+        _cleanup_(vdisk_stopp) Vdisk *v = vdisk_new();
+        uint64_t start = 0, now = 0;
+        int r;
+
+        if (!v || asprintf(&v->path, "%s/%s", dir, name) < 0 ||
+                asprintf(&v->info_path, "%s" INFO_SUFFIX, v->path) < 0)
+                return NULL;
+        r = info_load(v, &start);
+        if (r < 0) {
+                log_info_errno(r, "Tearing down the export %s, its record is unreadable: %m", v->path);
+                return NULL; /* stopped: unmounted, removed */
+        }
+        v->pidfd = pidfd_open_(v->pid);
+        if (v->pidfd >= 0 && (process_start_time(v->pid, &now) < 0 || now != start))
+                v->pidfd = safe_close(v->pidfd); /* another process got the pid */
+        if (v->pidfd >= 0 && watch_exit(v, event) < 0)
+                return NULL;
+        return TAKE_PTR(v);
+}
+
+Vdisk *vdisk_load(sd_event *event, const char *state_dir)
+{
+        _cleanup_free_ char *dir = NULL;
+        Vdisk *list = NULL;
+        DIR *d;
+
+        if (asprintf(&dir, "%s/" EXPORTS_DIR, state_dir) < 0)
+                return NULL;
+        d = opendir(dir);
+        if (!d)
+                return NULL;
+        for (struct dirent *de; (de = readdir(d));) {
+                size_t len = strlen(de->d_name);
+                Vdisk *v;
+
+                if (strncmp(de->d_name, EXPORT_PREFIX, strlen(EXPORT_PREFIX)) != 0)
+                        continue;
+                if (len > strlen(INFO_SUFFIX) &&
+                        streq(de->d_name + len - strlen(INFO_SUFFIX), INFO_SUFFIX)) {
+                        /* A record whose export is gone. */
+                        char export[NAME_MAX + 1];
+                        (void)snprintf(export, sizeof(export), "%.*s", (int)(len - strlen(INFO_SUFFIX)),
+                                de->d_name);
+                        if (faccessat(dirfd(d), export, F_OK, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT)
+                                (void)unlinkat(dirfd(d), de->d_name, 0);
+                        continue;
+                }
+                if (strchr(de->d_name, '.'))
+                        continue; /* a temporary record */
+                v = vdisk_adopt(event, dir, de->d_name);
+                if (v) {
+                        v->next = list;
+                        list = v;
+                }
+        }
+        closedir(d);
+        return list;
+}
