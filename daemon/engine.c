@@ -132,6 +132,11 @@ static const LoopInfo *find_opened(Manager *m, const struct stat *st, uid_t uid)
         return NULL;
 }
 
+bool engine_image_is_open(Manager *m, const struct stat *st, uid_t uid)
+{
+        return find_opened(m, st, uid) != NULL;
+}
+
 /* ---- attach ---- */
 
 /* loopN marked as loopd's for the udev rule before its first uevent, unmarked if it was not bound after all.
@@ -207,7 +212,12 @@ int engine_vdisk_failed(Vdisk *v, int result, uint64_t timeout_usec, EngineError
                 return r;
         }
         vdisk_error(v, message, sizeof(message));
-        if (message[0])
+        /* qemu locks the image (OFD locks): a writer elsewhere keeps it from opening it. */
+        if (strstr(message, "Failed to get") && strstr(message, "lock"))
+                r = engine_error(e, -EBUSY, ENGINE_BUSY,
+                        "The %s image is in use by another program (%s); nothing was attached", format,
+                        message);
+        else if (message[0])
                 r = engine_error(e, result < 0 ? result : -EIO, ENGINE_UNSUPPORTED_FORMAT,
                         "The %s image cannot be served: %s", format, message);
         else
@@ -560,7 +570,8 @@ static void open_roll_back(Manager *m, const LoopInfo *info, MountedNode *mounte
         (void)registry_detach_device(m->registry, info->number, info->diskseq);
 }
 
-/* Mounts for uid every filesystem on loopN (info) that the image behind fd holds; with again (the image was
+/* Mounts for uid every filesystem on loopN (info) that the image behind fd holds (fd < 0: read through the
+ * device); with again (the image was
  * open already), one that is mounted already is listed with its mount point instead. A failed mount is
  * skipped. Nothing mounted or listed: the first mount's error, else NothingToMount (the caller undoes what
  * it must). */
@@ -573,7 +584,8 @@ static int open_mount_all(Manager *m, const LoopInfo *info, int fd, uint64_t off
         size_t n_parts = 0, n = 0;
         int first_r = 0, r;
 
-        r = probe_loop_device_image(info->number, fd, offset, &parts, &n_parts);
+        r = fd >= 0 ? probe_loop_device_image(info->number, fd, offset, &parts, &n_parts)
+                    : probe_loop_device(info->number, &parts, &n_parts);
         if (r < 0)
                 return engine_error_errno(e, r, "Failed to read what the image holds");
         mounted = calloc(n_parts ? n_parts : 1, sizeof(MountedNode));
@@ -658,6 +670,10 @@ static int open_again(Manager *m, const LoopInfo *opened, int fd, const AttachRe
 
         log_info("The image is open already on loop%u for uid %u: showing its mounts", info->number,
                 (unsigned)uid);
+        /* A virtual disk's image is not what the device holds: read through the device. */
+        ManagedDevice *d = registry_find_device(m->registry, info->number, info->diskseq);
+        if (d && d->vdisk)
+                fd = -EBADF;
         r = open_mount_all(m, info, fd, 0, uid, req->read_only || info->read_only, true, &mounted, &n, e);
         if (r < 0) {
                 mounted_nodes_free(mounted, n);

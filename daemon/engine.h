@@ -68,6 +68,8 @@ typedef struct AttachRequest {
  * export's fd with req->export set. image is the name BackingFile shows. */
 int engine_vdisk_start(Manager *m, int fd, const AttachRequest *req, uid_t uid, const ImageProbe *probe,
         const char *image, struct Vdisk **ret, EngineError *e);
+/* Does uid have the image (st) open already (engine_open_image() would show that device again)? */
+bool engine_image_is_open(Manager *m, const struct stat *st, uid_t uid);
 /* Says why the export did not come up (result: the open's, in the worker) and stops it. */
 int engine_vdisk_failed(struct Vdisk *v, int result, uint64_t timeout_usec, EngineError *e);
 

@@ -420,6 +420,9 @@ static int image_call_serve(ImageCall *c, const ImageProbe *probe, sd_bus_error 
         EngineError e = {};
         int r;
 
+        /* Opened again: the device it is open on serves it, no second export. */
+        if (c->mount_image && engine_image_is_open(m, &c->st, c->uid))
+                return image_call_finish(c, 0, probe, error);
         r = engine_vdisk_start(m, c->fd, &c->req, c->uid, probe, c->backing, &c->export, &e);
         if (r < 0)
                 return bus_error_from_engine(error, r, &e);

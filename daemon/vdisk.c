@@ -129,6 +129,7 @@ Vdisk *vdisk_free(Vdisk *v)
         sd_event_source_disable_unref(v->exit_source);
         safe_close(v->pidfd);
         safe_close(v->stderr_fd);
+        free(v->error);
         free(v->path);
         free(v->info_path);
         free(v->image);
@@ -378,18 +379,14 @@ int vdisk_start(sd_event *event, const char *state_dir, const char *qsd_path, in
         return 0;
 }
 
-void vdisk_error(Vdisk *v, char *buf, size_t size)
+/* Reads the process's stderr to its end (for a moment at most) and keeps the message in v->error. */
+static void read_error(Vdisk *v)
 {
-        char text[4096];
+        char text[4096], *line, *p;
         size_t len = 0;
-        char *line, *p;
 
-        if (size == 0)
+        if (v->error || v->stderr_fd < 0)
                 return;
-        buf[0] = '\0';
-        if (v->stderr_fd < 0)
-                return;
-        /* The process exited or is about to: read to the end of its stderr, for a moment at most. */
         for (int waited = 0; len < sizeof(text) - 1;) {
                 ssize_t n = read(v->stderr_fd, text + len, sizeof(text) - 1 - len);
                 if (n > 0) {
@@ -402,18 +399,40 @@ void vdisk_error(Vdisk *v, char *buf, size_t size)
                 (void)poll(&pfd, 1, 100);
                 waited += 100;
         }
+        v->stderr_fd = safe_close(v->stderr_fd);
         text[len] = '\0';
         while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == ' '))
                 text[--len] = '\0';
-        /* Its last line: "qemu-storage-daemon: --blockdev {...}: Image is not in qcow2 format". */
-        line = strrchr(text, '\n');
-        line = line ? line + 1 : text;
+        /* "qemu-storage-daemon: --blockdev {...}: Failed to get "write" lock\nIs another process using the
+         * image [/proc/self/fd/4]?": the option (loopd's own JSON, no ": " in it) goes. */
+        line = text;
         p = strstr(line, "}: ");
         if (p)
                 line = p + 3;
         else if (strncmp(line, "qemu-storage-daemon: ", 21) == 0)
                 line += 21;
-        (void)snprintf(buf, size, "%s", line);
+        /* Its lines joined with "; ", and qemu's name for the image (the fd it reopened) left out. */
+        _cleanup_free_ char *joined = malloc(2 * strlen(line) + 1);
+        if (!joined)
+                return;
+        joined[0] = '\0';
+        for (char *save = NULL, *l = strtok_r(line, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+                char *fd_name = strstr(l, " [/proc/self/fd/");
+                if (fd_name && strchr(fd_name, ']'))
+                        memmove(fd_name, strchr(fd_name, ']') + 1, strlen(strchr(fd_name, ']') + 1) + 1);
+                if (joined[0])
+                        strcat(joined, "; ");
+                strcat(joined, l);
+        }
+        v->error = TAKE_PTR(joined);
+}
+
+void vdisk_error(Vdisk *v, char *buf, size_t size)
+{
+        if (size == 0)
+                return;
+        read_error(v);
+        (void)snprintf(buf, size, "%s", strempty(v->error));
 }
 
 int vdisk_bind(Vdisk *v, unsigned number, uint64_t diskseq)

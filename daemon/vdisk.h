@@ -24,7 +24,8 @@ typedef struct Vdisk {
         uint64_t diskseq;
         pid_t pid;
         int pidfd; /* -EBADF once the process is known to be gone */
-        int stderr_fd; /* its stderr's read end (loopd's own child only) */
+        int stderr_fd; /* its stderr's read end (loopd's own child only), until read to the end */
+        char *error; /* what it said there, once read */
         sd_event_source *exit_source;
         struct Vdisk *next; /* vdisk_load()'s list only */
 } Vdisk;
@@ -40,7 +41,8 @@ bool vdisk_format_supported(const char *format);
 int vdisk_start(sd_event *event, const char *state_dir, const char *qsd_path, int image_fd,
         const char *format, bool writable, uid_t uid, gid_t gid, const char *image, Vdisk **ret);
 
-/* What qemu-storage-daemon said when it failed ("" if nothing), waiting a moment for it to finish. */
+/* What qemu-storage-daemon said when it failed ("" if nothing), waiting a moment for it to finish: its
+ * message without the option it quotes, its lines joined. */
 void vdisk_error(Vdisk *v, char *buf, size_t size);
 
 /* Notes the loop device bound to the export, for a restarted loopd. */
