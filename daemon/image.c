@@ -58,7 +58,13 @@ static bool have(size_t buf_size, size_t offset, size_t n)
 /* Sizes past 2^63 are no disk's: no file offset reaches them. */
 #define VIRTUAL_SIZE_MAX (UINT64_C(1) << 63)
 
-static void judge_qcow2(const uint8_t *head, size_t head_size, ImageProbe *p)
+/* Whether [offset, offset + size) lies within an image of image_size bytes. */
+static bool within(uint64_t offset, uint64_t size, uint64_t image_size)
+{
+        return offset <= image_size && size <= image_size - offset;
+}
+
+static void judge_qcow2(const uint8_t *head, size_t head_size, uint64_t image_size, ImageProbe *p)
 {
         if (!have(head_size, 0, 72))
                 return;
@@ -75,6 +81,11 @@ static void judge_qcow2(const uint8_t *head, size_t head_size, ImageProbe *p)
                 (be64_at(head + 72) & QCOW2_INCOMPAT_DATA_FILE)) {
                 p->verdict = IMAGE_UNSAFE;
                 p->reason = "its data lives in an external data file";
+        } else if (!within(be64_at(head + 40), (uint64_t)be32_at(head + 36) * 8, image_size) ||
+                !within(be64_at(head + 48), 1, image_size)) {
+                /* qemu would serve the missing tables as zeros: a disk with nothing on it. */
+                p->verdict = IMAGE_UNSUPPORTED;
+                p->reason = "it is truncated: its tables lie past its end";
         }
 }
 
@@ -152,11 +163,11 @@ static const char *detect_format(
         return NULL;
 }
 
-static void judge_format(
-        const uint8_t *head, size_t head_size, const uint8_t *tail, size_t tail_size, ImageProbe *p)
+static void judge_format(const uint8_t *head, size_t head_size, const uint8_t *tail, size_t tail_size,
+        uint64_t image_size, ImageProbe *p)
 {
         if (streq(p->format, "qcow2"))
-                judge_qcow2(head, head_size, p);
+                judge_qcow2(head, head_size, image_size, p);
         else if (streq(p->format, "vmdk"))
                 judge_vmdk(head, head_size, p);
         else if (streq(p->format, "vdi"))
@@ -212,7 +223,7 @@ int image_probe_buffer(const uint8_t *head, size_t head_size, const uint8_t *tai
         format = detect_format(head, head_size, tail, tail_size);
         if (format) {
                 *ret = (ImageProbe){ .format = format, .sector_size = 512 };
-                judge_format(head, head_size, tail, tail_size, ret);
+                judge_format(head, head_size, tail, tail_size, image_size, ret);
                 return 0;
         }
 
