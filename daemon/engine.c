@@ -203,6 +203,9 @@ int engine_vdisk_failed(Vdisk *v, int result, uint64_t timeout_usec, EngineError
         const char *format = v->format ? v->format : "virtual-disk";
         int r;
 
+        /* Never bound, nothing written: killed at once, not asked to flush. */
+        v->writable = false;
+
         if (result == -ETIMEDOUT) {
                 r = engine_error(e, result, ENGINE_TIMEOUT,
                         "qemu-storage-daemon did not open the %s image within %" PRIu64
