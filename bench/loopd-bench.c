@@ -17,6 +17,8 @@ static const struct {
         { "detach-many", cmd_detach_many, "DEVICES SAMPLES" },
         { "list-devices", cmd_list_devices, "N SAMPLES" },
         { "time", cmd_time, "N SAMPLES CMD..." },
+        { "read", cmd_read, "FILE N SAMPLES [BLOCKDEV...]" },
+        { "first-file", cmd_first_file, "LOOPCTL IMAGE FILE N SAMPLES [QEMU_IMG RAW_COPY]" },
         { "stats", cmd_stats, "COLUMN FILE..." },
 };
 
