@@ -1,5 +1,6 @@
-/* fuzz-image-probe.c: image_probe_buffer(), the format and sector size decision made on the first and last
- * bytes of a caller's image before anything is attached.
+/* fuzz-image-probe.c: image_probe_buffer(), the format, verdict and sector size decision made on the first
+ * and last bytes of a caller's image before anything is attached or served.
+ *
  * Input: 8 bytes of image size (little endian; 0 = the rest's length), then the image's bytes. */
 #include <errno.h>
 #include <string.h>
@@ -7,17 +8,17 @@
 #include "fuzz-util.h"
 #include "image.h"
 
-#define HEAD_SIZE 8192u
 #define TAIL_SIZE 512u
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-        static const char *const formats[] = { "qcow2", "vmdk", "vdi", "vhd", "vhdx" };
+        static const char *const formats[] = { "qcow2", "vmdk", "vdi", "vpc", "vhdx" };
         static const uint32_t gpt_sizes[] = { 512, 1024, 2048, 4096 };
         uint64_t image_size = 0;
-        ImageProbe probe;
+        /* Not a result image_probe_buffer() can give: one it does not overwrite is caught. */
+        ImageProbe probe = { .format = "unset", .sector_size = 3, .verdict = IMAGE_UNSAFE };
         unsigned hits = 0;
         int r;
 
@@ -30,9 +31,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (image_size == 0)
                 image_size = size;
 
-        /* As image_probe() reads them: up to 8 KiB from the start, up to 512 bytes from the end. The copies
-         * are exactly sized, so that ASan sees any read past them. */
-        size_t head_size = size < HEAD_SIZE ? size : HEAD_SIZE;
+        /* As image_probe() reads them: up to IMAGE_HEAD_SIZE from the start, up to 512 bytes from the end.
+         * The copies are exactly sized, so that ASan sees any read past them. */
+        size_t head_size = size < IMAGE_HEAD_SIZE ? size : IMAGE_HEAD_SIZE;
         size_t tail_size = size < TAIL_SIZE ? size : TAIL_SIZE;
         uint8_t *head = malloc(head_size ? head_size : 1), *tail = malloc(tail_size ? tail_size : 1);
         if (!head || !tail)
@@ -56,6 +57,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 for (size_t i = 0; i < sizeof(formats) / sizeof(formats[0]); i++)
                         known = known || (probe.format && strcmp(probe.format, formats[i]) == 0);
                 fuzz_check(known, "unknown format");
+                fuzz_check(probe.verdict == IMAGE_SERVABLE || probe.verdict == IMAGE_UNSAFE ||
+                                probe.verdict == IMAGE_UNSUPPORTED,
+                        "verdict %d", (int)probe.verdict);
+                if (!probe.format)
+                        fuzz_check(probe.verdict == IMAGE_SERVABLE, "a raw image with verdict %d",
+                                (int)probe.verdict);
+                /* A refusal says why (a non-empty constant string); nothing else has a reason. */
+                fuzz_check((probe.reason != NULL) == (probe.verdict != IMAGE_SERVABLE),
+                        "verdict %d with reason %s", (int)probe.verdict,
+                        probe.reason ? probe.reason : "NULL");
+                if (probe.reason)
+                        fuzz_check(probe.reason[0] != '\0', "an empty reason");
                 if (!probe.format)
                         fuzz_check(hits <= 1, "%u GPT signatures but no ambiguity reported", hits);
                 if (!probe.format && hits == 1)
