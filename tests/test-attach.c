@@ -254,7 +254,7 @@ int main(int argc, char **argv)
         harness_add("/loopd/attach/read-only", test_read_only, NULL);
         harness_add("/loopd/attach/rdonly-fd-read-write-refused", test_rdonly_fd_read_write_refused, NULL);
         harness_add("/loopd/attach/sparse-1tib", test_sparse_1tib, NULL);
-        harness_add("/loopd/attach/non-raw-formats-unsupported", test_non_raw_formats_unsupported, NULL);
+        harness_add("/loopd/attach/overlay-and-encrypted-refused", test_overlay_and_encrypted_refused, NULL);
         harness_add("/loopd/attach/detach-by-image", test_detach_by_image, NULL);
         harness_add("/loopd/attach/list-agrees-with-losetup", test_list_agrees_with_losetup, NULL);
         harness_add("/loopd/attach/non-root-not-authorized", test_non_root_not_authorized, &deny_all);

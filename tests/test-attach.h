@@ -92,7 +92,7 @@ void test_offset_size_limit(Harness *h, gconstpointer data);
 void test_read_only(Harness *h, gconstpointer data);
 void test_rdonly_fd_read_write_refused(Harness *h, gconstpointer data);
 void test_sparse_1tib(Harness *h, gconstpointer data);
-void test_non_raw_formats_unsupported(Harness *h, gconstpointer data);
+void test_overlay_and_encrypted_refused(Harness *h, gconstpointer data);
 void test_detach_by_image(Harness *h, gconstpointer data);
 void test_list_agrees_with_losetup(Harness *h, gconstpointer data);
 
