@@ -223,6 +223,11 @@ int engine_vdisk_failed(Vdisk *v, int result, uint64_t timeout_usec, EngineError
         else if (message[0])
                 r = engine_error(e, result < 0 ? result : -EIO, ENGINE_UNSUPPORTED_FORMAT,
                         "The %s image cannot be served: %s", format, message);
+        else if (result == -ENOTCONN)
+                r = engine_error(e, result, ENGINE_FAILED,
+                        "The %s image cannot be served: qemu-storage-daemon exited without serving it "
+                        "(and without saying why)",
+                        format);
         else
                 r = engine_error(e, result < 0 ? result : -EIO, ENGINE_FAILED,
                         "The %s image cannot be served: %s", format, strerror(result < 0 ? -result : EIO));

@@ -93,6 +93,12 @@ static int check_backing_fd(int fd, AttachRequest *req, struct stat *ret_st, sd_
         return 0;
 }
 
+static int image_too_small(uint64_t file_size, sd_bus_error *error)
+{
+        return sd_bus_error_setf(error, LOOPD_ERROR_INVALID_ARGUMENT,
+                "image: %" PRIu64 " bytes is less than one 512-byte sector", file_size);
+}
+
 static int check_attach_numbers(const AttachRequest *req, uint64_t file_size, sd_bus_error *error)
 {
         if (req->sector_size != 0 && req->sector_size != 512 && req->sector_size != 1024 &&
@@ -100,14 +106,15 @@ static int check_attach_numbers(const AttachRequest *req, uint64_t file_size, sd
                 return sd_bus_error_setf(error, LOOPD_ERROR_INVALID_ARGUMENT,
                         "sector-size: %" PRIu32 " is not one of 512, 1024, 2048, 4096 (or 0 to detect)",
                         req->sector_size);
-        /* The kernel sizes a loop device in whole 512-byte sectors: less than one is a device of size 0. */
-        if (file_size < 512)
-                return sd_bus_error_setf(error, LOOPD_ERROR_INVALID_ARGUMENT,
-                        "image: %" PRIu64 " bytes is less than one 512-byte sector", file_size);
+        /* The kernel sizes a loop device in whole 512-byte sectors: less than one is a device of size 0. A
+         * whole image that small may still be a virtual disk's descriptor (a vmdk's is a few hundred
+         * bytes), which only the probe can tell: image_too_small() then. */
+        if (file_size < 512 && (req->offset != 0 || req->size_limit != 0))
+                return image_too_small(file_size, error);
         if (req->offset % 512 != 0)
                 return sd_bus_error_setf(error, LOOPD_ERROR_INVALID_ARGUMENT,
                         "offset: %" PRIu64 " is not a multiple of 512 bytes", req->offset);
-        if (req->offset >= file_size)
+        if (req->offset > 0 && req->offset >= file_size)
                 return sd_bus_error_setf(error, LOOPD_ERROR_INVALID_ARGUMENT,
                         "offset: %" PRIu64 " is at or beyond the end of the image (%" PRIu64 " bytes)",
                         req->offset, file_size);
@@ -119,7 +126,7 @@ static int check_attach_numbers(const AttachRequest *req, uint64_t file_size, sd
         if (req->size_limit > 0 && req->size_limit < 512)
                 return sd_bus_error_setf(error, LOOPD_ERROR_INVALID_ARGUMENT,
                         "size-limit: %" PRIu64 " bytes is less than one 512-byte sector", req->size_limit);
-        if (req->size_limit == 0 && file_size - req->offset < 512)
+        if (req->size_limit == 0 && req->offset > 0 && file_size - req->offset < 512)
                 return sd_bus_error_setf(error, LOOPD_ERROR_INVALID_ARGUMENT,
                         "offset: %" PRIu64 " leaves less than one 512-byte sector of the image (%" PRIu64
                         " bytes)",
@@ -456,7 +463,9 @@ static void image_call_on_read(int result, const void *data, void *userdata)
                 r = image_call_serve(c, &probe, &error);
                 if (r > 0)
                         return; /* goes on once the export answers */
-        } else
+        } else if (c->st.st_size < 512)
+                r = image_too_small((uint64_t)c->st.st_size, &error);
+        else
                 r = image_call_finish(c, result, &probe, &error);
         if (r < 0)
                 image_call_reply(c, r, &error);

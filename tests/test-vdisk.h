@@ -135,7 +135,7 @@ void check_files(Harness *h, const char *user, const char *mount_point, const Di
 /* Checks the ImageFormat property of device. */
 void check_image_format(GDBusConnection *conn, const char *device, const char *format);
 /* Checks what an opened image shows: ImageFormat and BackingFile (the image) of its device, ListDevices'
- * and loopctl list's backing_file and image_format. */
+ * and loopctl list's backing_file. */
 void check_named(Harness *h, GDBusConnection *conn, const char *user, const char *device, const char *image,
         const char *format);
 /* Nothing of the test's images is left: no loop device bound to a file under the test's directory, no

@@ -409,9 +409,6 @@ void check_named(Harness *h, GDBusConnection *conn, const char *user, const char
         if (g_strcmp0(json_object_get_string_member_with_default(entry, "backing_file", NULL), image) != 0)
                 FAIL("loopctl list gives %s the backing_file '%s', expected '%s'", device,
                         json_object_get_string_member_with_default(entry, "backing_file", "(none)"), image);
-        if (g_strcmp0(json_object_get_string_member_with_default(entry, "image_format", NULL), format) != 0)
-                FAIL("loopctl list gives %s the image_format '%s', expected '%s'", device,
-                        json_object_get_string_member_with_default(entry, "image_format", "(none)"), format);
 }
 
 /* ---------------------------------------------------------------------------------------------------- */
