@@ -400,6 +400,7 @@ JsonObject *loopctl_list_entry(Harness *h, const char *user, const char *device)
 
 static const VdiskCase open_raw = { .format = "raw" };
 static const VdiskCase open_qcow2 = { .format = "qcow2" };
+static const VdiskCase restart_detached = { .format = "qcow2", .data = "detached" };
 static const VdiskCase open_vmdk = { .format = "vmdk" };
 static const VdiskCase open_vdi = { .format = "vdi" };
 static const VdiskCase open_vhdx = { .format = "vhdx" };
@@ -484,6 +485,10 @@ int main(int argc, char **argv)
                 &stand_in_false);
         vdisk_add("/loopd/vdisk/crash/server-exits-0-without-serving-rolls-back", test_server_fails_to_start,
                 &stand_in_true);
+        vdisk_add("/loopd/vdisk/crash/loopd-killed-export-adopted", test_loopd_killed_export_adopted,
+                &open_qcow2);
+        vdisk_add("/loopd/vdisk/crash/loopd-killed-device-detached-export-torn-down",
+                test_loopd_killed_export_adopted, &restart_detached);
 
         return g_test_run();
 }

@@ -161,6 +161,7 @@ void test_open_writable_file_lands_in_image(Vdisk *v, gconstpointer data);
 void test_server_killed_detach_cleans_up(Vdisk *v, gconstpointer data);
 void test_server_killed_under_mounts_close_cleans_up(Vdisk *v, gconstpointer data);
 void test_server_fails_to_start(Vdisk *v, gconstpointer data);
+void test_loopd_killed_export_adopted(Vdisk *v, gconstpointer data);
 
 /* vdisk-refusals.c */
 typedef struct Refusal Refusal;

@@ -221,3 +221,67 @@ void test_server_fails_to_start(Vdisk *v, gconstpointer data)
         harness_assert_no_error(error);
         check_nothing_left(h, device);
 }
+
+/* loopd itself is killed with SIGKILL while it serves an opened qcow2 (its own loopd, the harness's stopped
+ * first). data NULL: the restarted loopd adopts the export: the device is still the user's and a qcow2, its
+ * files still read, the process is still the one that served it, and `loopctl close` leaves nothing.
+ * data non-NULL: root detaches the device (losetup -d) while loopd is gone; the restarted loopd tears the
+ * export down: no process, mount or export file left. */
+void test_loopd_killed_export_adopted(Vdisk *v, gconstpointer data)
+{
+        VDISK_REQUIRE(v);
+        Harness *h = &v->h;
+        const bool detached_meanwhile = ((const VdiskCase *)data)->data != NULL;
+        g_autofree char *disk = NULL, *image = NULL, *device = NULL, *mp1 = NULL, *mp2 = NULL;
+        g_autofree char *own_log = g_build_filename(h->tmpdir, "own-loopd.log", NULL);
+        g_autoptr(GSubprocess) own = NULL;
+        pid_t server, after;
+
+        harness_allow_all(h);
+        disk = make_disk(h, "disk.img");
+        image = convert_disk(h, disk, "qcow2", "image.qcow2");
+        g_assert_true(harness_stop_loopd(h));
+        own = harness_start_own_loopd(h, own_log);
+        REQUIRE_NONNULL(own);
+        device = open_image(h, HARNESS_USER_A, image, false, &mp1, &mp2);
+        REQUIRE_NONNULL(device);
+        REQUIRE_NONNULL(mp1);
+        g_free(check_export(h, device));
+        server = server_of(h, image);
+        if (!server) {
+                FAIL("no qemu-storage-daemon serves %s", image);
+                return;
+        }
+
+        g_subprocess_force_exit(own);
+        g_assert_true(g_subprocess_wait(own, NULL, NULL));
+        g_assert_true(g_subprocess_get_if_signaled(own));
+        g_assert_true(process_running(server));
+
+        if (detached_meanwhile) {
+                /* The last unmount may detach it already (an opened image's device has autoclear). */
+                g_free(test_sh(
+                        "umount %s %s; losetup -d %s 2>/dev/null; true", mp1, mp2 ? mp2 : "", device));
+                g_assert_true(harness_start_loopd(h));
+                /* The device is gone: the export goes with the restart, the process first. */
+                g_assert_false(process_running(server));
+                check_nothing_left(h, device);
+                return;
+        }
+
+        g_assert_true(harness_start_loopd(h));
+        g_assert_cmpint(loop_read_only(device), ==, 1);
+        GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
+        REQUIRE_NONNULL(a);
+        check_image_format(a, device, "qcow2");
+        g_autoptr(GVariant) owner = device_property(a, device, "OwnerUID");
+        REQUIRE_NONNULL(owner);
+        g_assert_cmpuint(g_variant_get_uint32(owner), ==, harness_uid_of(HARNESS_USER_A));
+        check_files(h, HARNESS_USER_A, mp1, ext4_files);
+        after = server_of(h, image);
+        g_assert_cmpint(after, ==, server);
+
+        loopctl_ok(h, HARNESS_USER_A, "close", image, NULL);
+        g_assert_false(process_running(server));
+        check_nothing_left(h, device);
+}
