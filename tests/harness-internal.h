@@ -29,6 +29,10 @@ char **harness_environ_with_bus(const char *bus_address);
 bool harness_process_spawn(HarnessProcess *p, const char *const *argv, char **envp, int extra_fd);
 bool harness_process_wait(HarnessProcess *p, int timeout_ms);
 bool harness_process_stop(HarnessProcess *p, int sig);
+/* loopd leaves its virtual disks' exports running when it exits (a restarted loopd adopts them): after a
+ * test, with loopd stopped and the devices detached, kills their qemu-storage-daemons (by the pid each
+ * record in <state>/exports names) and unmounts the exports. */
+void harness_stop_exports(Harness *h);
 /* Waits until name has an owner on c; fails the test when p exits first or on the timeout. */
 bool harness_process_wait_for_name(GDBusConnection *c, const char *name, HarnessProcess *p);
 char *harness_describe_wait_status(int status);

@@ -1,8 +1,13 @@
-/* harness-loopd.c: loopd from the build tree, as the fixture runs it (started, watched, stopped, its log),
- * and a second one of the test's own for tests that kill it. */
+/* harness-loopd.c: loopd from the build tree, as the fixture runs it (started, watched, stopped, its log, the
+ * virtual-disk exports it leaves), and a second one of the test's own for tests that kill it. */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/pidfd.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -165,4 +170,63 @@ GSubprocess *harness_start_own_loopd(Harness *h, const char *log_path)
                 g_clear_object(&loopd);
         }
         return loopd;
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Virtual disks' exports */
+
+/* Field 22 of /proc/PID/stat, 0 when it cannot be read. */
+static guint64 process_start_time(int pid)
+{
+        g_autofree char *path = g_strdup_printf("/proc/%d/stat", pid), *text = NULL;
+        const char *p;
+        guint64 start = 0;
+
+        if (!g_file_get_contents(path, &text, NULL, NULL) || !(p = strrchr(text, ')')))
+                return 0;
+        for (int field = 2; p && field < 22; field++)
+                p = strchr(p + 1, ' ');
+        if (!p || sscanf(p + 1, "%" G_GUINT64_FORMAT, &start) != 1)
+                return 0;
+        return start;
+}
+
+static void kill_export_server(const char *info_path)
+{
+        g_autofree char *text = NULL;
+        struct pollfd pfd = { .events = POLLIN };
+        guint64 start = 0;
+        int pid = 0;
+
+        if (!g_file_get_contents(info_path, &text, NULL, NULL) ||
+                sscanf(text, "PID=%d\nSTART=%" G_GUINT64_FORMAT, &pid, &start) != 2 || pid <= 0)
+                return;
+        pfd.fd = pidfd_open(pid, 0);
+        if (pfd.fd < 0)
+                return;
+        /* Only the process loopd started (pid and start time): the pid may be anyone's by now. */
+        if (start != 0 && process_start_time(pid) == start &&
+                pidfd_send_signal(pfd.fd, SIGKILL, NULL, 0) == 0) {
+                g_test_message("cleanup: killed qemu-storage-daemon %d, left by the test", pid);
+                (void)poll(&pfd, 1, HARNESS_TIMEOUT_MS);
+        }
+        close(pfd.fd);
+}
+
+void harness_stop_exports(Harness *h)
+{
+        g_autofree char *dir = g_build_filename(h->state_dir, "exports", NULL);
+        g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
+        const char *name;
+
+        if (!d)
+                return;
+        while ((name = g_dir_read_name(d))) {
+                g_autofree char *path = g_build_filename(dir, name, NULL);
+
+                if (g_str_has_suffix(name, ".info"))
+                        kill_export_server(path);
+                else if (!strchr(name, '.') && umount2(path, MNT_DETACH) == 0)
+                        g_test_message("cleanup: unmounted the export %s, left by the test", path);
+        }
 }

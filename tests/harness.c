@@ -99,6 +99,7 @@ void harness_teardown(Harness *h, gconstpointer options)
 
         (void)harness_stop_loopd(h);
         test_cleanup_loops_under(h->tmpdir);
+        harness_stop_exports(h);
 
         for (guint i = 0; i < p->connections->len; i++) {
                 GDBusConnection *c = p->connections->pdata[i];

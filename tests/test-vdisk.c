@@ -57,30 +57,12 @@ void vdisk_setup(Vdisk *v, gconstpointer data)
 void vdisk_teardown(Vdisk *v, gconstpointer data)
 {
         Harness *h = &v->h;
-        g_autoptr(GArray) pidfds = g_array_new(FALSE, FALSE, sizeof(int));
 
-        if (h->priv && h->tmpdir) {
-                g_autoptr(GArray) servers = NULL;
-
-                /* A passing test must have left nothing; say so before cleaning up after it. */
-                if (h->ready && !g_test_failed())
-                        check_nothing_left(h, NULL);
-                /* loopd leaves its exports running when it exits (a restarted loopd adopts them): the
-                 * processes of a failed test are killed here, after the harness took the devices down. */
-                servers = vdisk_servers(h);
-                for (guint i = 0; i < servers->len; i++) {
-                        int fd = pidfd_open(g_array_index(servers, pid_t, i), 0);
-                        if (fd >= 0)
-                                g_array_append_val(pidfds, fd);
-                }
-        }
+        /* A passing test must have left nothing; say so before cleaning up after it (the harness kills
+         * the exports a failed test left). */
+        if (h->priv && h->tmpdir && h->ready && !g_test_failed())
+                check_nothing_left(h, NULL);
         harness_teardown(h, data);
-        for (guint i = 0; i < pidfds->len; i++) {
-                int fd = g_array_index(pidfds, int, i);
-                if (pidfd_send_signal(fd, SIGKILL, NULL, 0) == 0)
-                        g_test_message("cleanup: killed a qemu-storage-daemon the test left");
-                close(fd);
-        }
 }
 
 /* ---------------------------------------------------------------------------------------------------- */
