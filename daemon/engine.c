@@ -186,8 +186,8 @@ int engine_vdisk_start(Manager *m, int fd, const AttachRequest *req, uid_t uid, 
         r = user_of(uid, &user, &gid);
         if (r < 0)
                 return engine_error_errno(e, r, "Failed to look up the caller");
-        r = vdisk_start(m->event, m->state_dir, m->qsd_path, fd, probe->format, !req->read_only, uid, gid,
-                image, ret);
+        r = vdisk_start(m->event, m->state_dir, m->qsd_path, fd, probe->format, !req->read_only,
+                probe->direct_io, uid, gid, image, ret);
         if (r == -ENOENT || r == -EACCES)
                 return engine_error(e, r, ENGINE_UNSUPPORTED_FORMAT,
                         "The image is in %s format, and serving it needs qemu-storage-daemon (%s): %s",
@@ -304,7 +304,8 @@ int engine_attach(Manager *m, int fd, const AttachRequest *req, const struct sta
                 .sector_size = sector_size,
                 .read_only = req->read_only,
                 .partition_scan = req->partition_scan,
-                .direct_io = req->direct_io,
+                /* A virtual disk's export: the guest's data is cached once, in the device's page cache. */
+                .direct_io = req->direct_io || export,
                 .on_number = mark_for_udev,
                 .userdata = m,
         };

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -308,5 +309,17 @@ int image_probe(int fd, uint64_t offset, uint64_t size, ImageProbe *ret)
                         return r;
         }
 
-        return image_probe_buffer(head, head_read, tail, tail_read, image_size, ret);
+        r = image_probe_buffer(head, head_read, tail, tail_read, image_size, ret);
+        if (r >= 0 && ret->format) {
+                /* Its server reopens it (vdisk.c): does its filesystem take O_DIRECT? */
+                char path[64];
+                int direct;
+
+                (void)snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+                direct = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+                ret->direct_io = direct >= 0;
+                if (direct >= 0)
+                        (void)close(direct);
+        }
+        return r;
 }

@@ -1,6 +1,7 @@
 /* image.h: what an image file is, read from its first and last bytes before it is attached. Never logs. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -23,6 +24,8 @@ typedef struct ImageProbe {
          * the copy a worker sends back). qemu-storage-daemon checks the rest when it opens the image. */
         ImageVerdict verdict;
         const char *reason;
+        /* For a format: the image's file can be opened with O_DIRECT (image_probe() only). */
+        bool direct_io;
 } ImageProbe;
 
 /* Reads the image behind fd (starting at offset, size bytes of it; size 0 = to the end) with pread().

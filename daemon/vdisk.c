@@ -284,7 +284,7 @@ static int exports_dir(const char *state_dir, char **ret)
 }
 
 int vdisk_start(sd_event *event, const char *state_dir, const char *qsd_path, int image_fd,
-        const char *format, bool writable, uid_t uid, gid_t gid, const char *image, Vdisk **ret)
+        const char *format, bool writable, bool direct, uid_t uid, gid_t gid, const char *image, Vdisk **ret)
 {
         _cleanup_(vdisk_stopp) Vdisk *v = NULL;
         _cleanup_free_ char *dir = NULL, *options = NULL, *file_node = NULL, *format_node = NULL,
@@ -337,11 +337,14 @@ int vdisk_start(sd_event *event, const char *state_dir, const char *qsd_path, in
                 return negative_errno();
 
         /* The image fd is 4 in the sandbox, the FUSE fd 3; no path of the host's appears here, and nothing
-         * of the image's choosing: the driver is pinned, the backing chain cut. */
+         * of the image's choosing: the driver is pinned, the backing chain cut. Where the image's
+         * filesystem takes O_DIRECT, qemu reads it so, with Linux AIO: the loop device above reads the
+         * export with direct I/O too, and without both the guest's data went through two page caches and
+         * a copy more (a sequential read ran at a tenth of the raw image's speed). */
         if (asprintf(&file_node,
                     "{\"driver\":\"file\",\"node-name\":\"image\",\"filename\":\"/proc/self/fd/4\","
-                    "\"read-only\":%s}",
-                    rw) < 0 ||
+                    "\"read-only\":%s%s}",
+                    rw, direct ? ",\"cache\":{\"direct\":true},\"aio\":\"native\"" : "") < 0 ||
                 asprintf(&format_node,
                         "{\"driver\":\"%s\",\"node-name\":\"disk\",\"file\":\"image\",\"read-only\":%s%s}",
                         format, rw, format_has_backing(format) ? ",\"backing\":null" : "") < 0 ||
