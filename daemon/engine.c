@@ -304,8 +304,11 @@ int engine_attach(Manager *m, int fd, const AttachRequest *req, const struct sta
                 .sector_size = sector_size,
                 .read_only = req->read_only,
                 .partition_scan = req->partition_scan,
-                /* A virtual disk's export: the guest's data is cached once, in the device's page cache. */
-                .direct_io = req->direct_io || export,
+                /* A virtual disk's export read-only: the guest's data is cached once, in the device's page
+                 * cache. Not one written to: direct writes from the loop device onto the FUSE export lost
+                 * data (a file written through a writable open was gone after close, the filesystem
+                 * corrupt; qemu 7.2, kernel 6.18: the vdisk suite's writable test). */
+                .direct_io = req->direct_io || (export && req->read_only),
                 .on_number = mark_for_udev,
                 .userdata = m,
         };
