@@ -33,9 +33,7 @@ static int state_devices_dir(const char *state_dir, char **ret)
         return 0;
 }
 
-/* Writes dir/name atomically: a temporary file, fsync, rename over the old one, fsync of the directory. A
- * reader (loopd after a crash) sees the old contents or the new, never a part. */
-static int write_file_atomic(const char *dir, const char *name, const char *contents)
+int state_write_file(const char *dir, const char *name, const char *contents)
 {
         _cleanup_free_ char *path = NULL, *tmp = NULL;
         _cleanup_close_ int dirfd = -1;
@@ -94,7 +92,7 @@ int state_save_device(const char *state_dir, const ManagedDevice *d)
                 return r;
         if (asprintf(&name, "loop%u", d->number) < 0 || !(contents = format_record(d)))
                 return -ENOMEM;
-        return write_file_atomic(dir, name, contents);
+        return state_write_file(dir, name, contents);
 }
 
 int state_remove_device(const char *state_dir, unsigned number)
@@ -261,7 +259,7 @@ int state_save_mounts(const char *state_dir, char *const *targets)
                         fprintf(f, "%s\n", *t);
         if (fclose(f) != 0)
                 return -ENOMEM;
-        return write_file_atomic(state_dir, "mounts", contents ? contents : "");
+        return state_write_file(state_dir, "mounts", contents ? contents : "");
 }
 
 int state_load_mounts(const char *state_dir, char ***ret)
@@ -312,7 +310,7 @@ int state_save_pending(const char *state_dir, const ManagedDevice *d, char **ret
                     minor(d->backing_dev), d->backing_inode, d->offset) < 0 ||
                 asprintf(&path, "%s/%s", dir, name) < 0 || !(contents = format_record(d)))
                 return -ENOMEM;
-        r = write_file_atomic(dir, name, contents);
+        r = state_write_file(dir, name, contents);
         if (r < 0)
                 return r;
         *ret_path = TAKE_PTR(path);

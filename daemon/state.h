@@ -7,6 +7,10 @@
 #include "macro.h"
 #include "record.h"
 
+/* Writes dir/name atomically: a temporary file (dir/.name.tmp), fsync, rename over the old one, fsync of the
+ * directory. A reader (loopd after a crash) sees the old contents or the new, never a part. */
+int state_write_file(const char *dir, const char *name, const char *contents);
+
 /* Writes (atomically: temp file + rename) or removes the record of one device in state_dir/devices/. */
 int state_save_device(const char *state_dir, const ManagedDevice *d);
 int state_remove_device(const char *state_dir, unsigned number);

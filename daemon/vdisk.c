@@ -21,6 +21,7 @@
 
 #include "log.h"
 #include "sandbox.h"
+#include "state.h"
 
 #define EXPORTS_DIR "exports"
 #define EXPORT_PREFIX "vdisk-"
@@ -188,39 +189,24 @@ static int watch_exit(Vdisk *v, sd_event *event)
         return sd_event_add_io(event, &v->exit_source, v->pidfd, EPOLLIN, on_exit_, v);
 }
 
-/* Written anew (temporary file, rename) whenever it changes. The image's name comes last: it may hold
+/* Written anew (state_write_file()) whenever it changes. The image's name comes last: it may hold
  * anything, newlines included. */
 static int info_save(const Vdisk *v)
 {
-        _cleanup_free_ char *tmp = NULL;
-        _cleanup_fclose_ FILE *f = NULL;
+        const char *slash = strrchr(v->info_path, '/');
+        _cleanup_free_ char *dir = strndup(v->info_path, (size_t)(slash - v->info_path)), *contents = NULL;
         uint64_t start = 0;
-        int fd;
 
         if (v->pidfd >= 0)
                 (void)process_start_time(v->pid, &start);
-        if (asprintf(&tmp, "%s.tmp", v->info_path) < 0)
+        if (!dir ||
+                asprintf(&contents,
+                        "PID=%d\nSTART=%" PRIu64 "\nBOUND=%d\nNUMBER=%u\nDISKSEQ=%" PRIu64
+                        "\nWRITABLE=%d\nFORMAT=%s\nIMAGE=%s",
+                        (int)v->pid, start, v->bound, v->number, v->diskseq, v->writable, v->format,
+                        strempty(v->image)) < 0)
                 return -ENOMEM;
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-        if (fd < 0)
-                return negative_errno();
-        f = fdopen(fd, "w");
-        if (!f) {
-                safe_close(fd);
-                (void)unlink(tmp);
-                return -ENOMEM;
-        }
-        fprintf(f,
-                "PID=%d\nSTART=%" PRIu64 "\nBOUND=%d\nNUMBER=%u\nDISKSEQ=%" PRIu64
-                "\nWRITABLE=%d\nFORMAT=%s\nIMAGE=%s",
-                (int)v->pid, start, v->bound, v->number, v->diskseq, v->writable, v->format,
-                strempty(v->image));
-        if (fflush(f) != 0 || ferror(f) || rename(tmp, v->info_path) < 0) {
-                int r = errno > 0 ? -errno : -EIO;
-                (void)unlink(tmp);
-                return r;
-        }
-        return 0;
+        return state_write_file(dir, slash + 1, contents);
 }
 
 static int info_load(Vdisk *v, uint64_t *ret_start)

@@ -1,5 +1,5 @@
-/* harness-loopd.c: loopd from the build tree, as the fixture runs it (started, watched, stopped, its log, the
- * virtual-disk exports it leaves), and a second one of the test's own for tests that kill it. */
+/* harness-loopd.c: loopd from the build tree, as the fixture runs it (started, watched, stopped, its log,
+ * the virtual-disk exports it leaves), and a second one of the test's own for tests that kill it. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
