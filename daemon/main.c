@@ -16,6 +16,7 @@
 #include "loopd-bus.h"
 #include "manager-dbus.h"
 #include "manager.h"
+#include "mount.h"
 #include "vdisk.h"
 
 static void help(void)
@@ -32,6 +33,9 @@ static void help(void)
                "     --partition-timeout SECS   How long Attach waits for udev (default 30)\n"
                "     --io-timeout SECS          How long reading a caller's image may take (default 10)\n"
                "     --max-pending-per-user N   Calls one user may have waiting at once (default 16)\n"
+               "     --unconfined-fuse-drivers yes|no\n"
+               "                                Use FUSE drivers that cannot run in loopd's sandbox\n"
+               "                                (ntfs-3g: as root) (default yes)\n"
                "     --qemu-storage-daemon PATH What serves virtual disks (qcow2, vmdk, vdi, vhd, vhdx)\n"
                "                                (default " VDISK_QSD_PATH ")\n"
                "     --exit-on-idle SECS        Exit after SECS without calls while no device is attached\n"
@@ -67,6 +71,7 @@ static int parse_argv(Manager *m, Bus *b, int argc, char *argv[])
                 ARG_IO_TIMEOUT,
                 ARG_MAX_PENDING,
                 ARG_QSD,
+                ARG_UNCONFINED,
         };
         static const struct option options[] = { { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
@@ -78,7 +83,8 @@ static int parse_argv(Manager *m, Bus *b, int argc, char *argv[])
                 { "exit-on-idle", required_argument, NULL, ARG_EXIT_ON_IDLE },
                 { "io-timeout", required_argument, NULL, ARG_IO_TIMEOUT },
                 { "max-pending-per-user", required_argument, NULL, ARG_MAX_PENDING },
-                { "qemu-storage-daemon", required_argument, NULL, ARG_QSD }, {} };
+                { "qemu-storage-daemon", required_argument, NULL, ARG_QSD },
+                { "unconfined-fuse-drivers", required_argument, NULL, ARG_UNCONFINED }, {} };
         uint64_t value;
         int c;
 
@@ -144,6 +150,14 @@ static int parse_argv(Manager *m, Bus *b, int argc, char *argv[])
                                 return -EINVAL;
                         }
                         b->max_pending_per_user = (unsigned)value;
+                        break;
+                case ARG_UNCONFINED:
+                        if (!streq(optarg, "yes") && !streq(optarg, "no")) {
+                                fprintf(stderr, "loopd: invalid --unconfined-fuse-drivers (yes or no): %s\n",
+                                        optarg);
+                                return -EINVAL;
+                        }
+                        mount_set_unconfined_drivers(streq(optarg, "yes"));
                         break;
                 case ARG_DEBUG:
                         log_set_max_level(LOG_DEBUG);

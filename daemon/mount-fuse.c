@@ -11,14 +11,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "config.h"
+#include "log.h"
 #include "macro.h"
 #include "mount-internal.h"
+#include "sandbox.h"
 #include "strv.h"
 
 #define HELPER_TIMEOUT_MS (30 * 1000)
@@ -91,6 +96,8 @@ static int child_wait(pid_t pid, int timeout_ms)
         return timed_out ? -ETIMEDOUT : status;
 }
 
+/* A driver that cannot be confined (mount_fuse_run()): run as root, as before; it daemonizes once the mount
+ * is there. */
 static int fuse_spawn(const char *helper, char *const argv[])
 {
         static char *const envp[] = { (char *)"PATH=/usr/sbin:/usr/bin:/sbin:/bin", (char *)"LC_ALL=C",
@@ -142,14 +149,11 @@ static int fuse_spawn(const char *helper, char *const argv[])
         return WIFEXITED(r) && WEXITSTATUS(r) == 0 ? 0 : -EIO;
 }
 
-int mount_fuse_run(const FsDriver *d, const char *node, const char *target, const char *options)
+static int fuse_spawn_unconfined(
+        const char *helper, const FsDriver *d, const char *node, const char *target, const char *options)
 {
-        const char *helper = mount_fuse_helper(d->fstype);
         const char *argv[8];
         size_t n = 0;
-
-        if (!helper)
-                return -EPROTONOSUPPORT;
 
         argv[n++] = strrchr(helper, '/') + 1;
         if (d->helper_flag)
@@ -165,8 +169,199 @@ int mount_fuse_run(const FsDriver *d, const char *node, const char *target, cons
                 argv[n++] = options;
         }
         argv[n] = NULL;
-
         return fuse_spawn(helper, (char *const *)argv);
+}
+
+/* The uid and gid a FUSE driver runs as, one pair per device (its minor number): ids that no user and no
+ * file has (systemd leaves 0x70000000-0x7ffdffff unassigned), so that the driver owns nothing and two
+ * drivers cannot signal or trace each other. */
+#define DRIVER_ID_BASE 0x7a6c0000u
+#define DRIVER_ID_SPAN 0x10000u
+
+/* The mount flags the caller's options ask for (the rest of them are the driver's). */
+static unsigned long mount_flags_of(const char *options)
+{
+        static const struct {
+                const char *name;
+                unsigned long flag;
+        } flags[] = {
+                { "ro", MS_RDONLY },
+                { "noexec", MS_NOEXEC },
+                { "noatime", MS_NOATIME },
+                { "sync", MS_SYNCHRONOUS },
+                { "dirsync", MS_DIRSYNC },
+        };
+        unsigned long result = MS_NOSUID | MS_NODEV;
+
+        for (const char *p = options; p && *p;) {
+                size_t len = strcspn(p, ",");
+
+                for (size_t i = 0; i < ELEMENTSOF(flags); i++)
+                        if (strlen(flags[i].name) == len && strncmp(p, flags[i].name, len) == 0)
+                                result |= flags[i].flag;
+                p += len + (p[len] == ',');
+        }
+        return result;
+}
+
+/* loopd-fusermount: next to loopd (the installed libexec dir, or the build tree's daemon/), in the build
+ * tree's daemon/ for a test binary in tests/, else where it is installed. */
+static char *fusermount_path(void)
+{
+        char exe[PATH_MAX], *slash;
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+
+        if (n > 0) {
+                exe[n] = '\0';
+                slash = strrchr(exe, '/');
+                if (slash) {
+                        *slash = '\0';
+                        for (size_t i = 0; i < 2; i++) {
+                                char *path;
+
+                                if (asprintf(&path,
+                                            i == 0 ? "%s/loopd-fusermount" : "%s/../daemon/loopd-fusermount",
+                                            exe) < 0)
+                                        return NULL;
+                                if (access(path, X_OK) == 0)
+                                        return path;
+                                free(path);
+                        }
+                }
+        }
+        return access(LIBEXECDIR "/loopd-fusermount", X_OK) == 0 ? strdup(LIBEXECDIR "/loopd-fusermount")
+                                                                 : NULL;
+}
+
+/* Waits until the FUSE mount at target answers (the driver has taken the connection's INIT): a stat() of it
+ * in a child process, bounded. A driver that died closed the connection, and the stat fails at once. */
+static int fuse_wait_served(const char *target)
+{
+        pid_t pid = fork();
+        int status;
+
+        if (pid < 0)
+                return -errno;
+        if (pid == 0) {
+                struct stat st;
+                _exit(stat(target, &st) == 0 ? 0 : 1);
+        }
+        status = child_wait(pid, HELPER_TIMEOUT_MS);
+        if (status < 0)
+                return status;
+        return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EIO;
+}
+
+/* What the driver said on stderr, for the log (it exited, or was killed). */
+static void log_driver_error(const char *helper, int fd)
+{
+        char text[1024];
+        ssize_t n = read(fd, text, sizeof(text) - 1);
+
+        while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == ' '))
+                n--;
+        text[n > 0 ? n : 0] = '\0';
+        if (n > 0)
+                log_warning("%s: %s", helper, text);
+}
+
+int mount_fuse_run(const FsDriver *d, const char *node, const char *target, const char *options)
+{
+        const char *helper = mount_fuse_helper(d->fstype);
+        _cleanup_free_ char *path = NULL, *fusermount = NULL, *type = NULL, *kernel_options = NULL;
+        _cleanup_close_ int fuse_fd = -EBADF, err_read = -EBADF, err_write = -EBADF, pidfd = -EBADF;
+        const char *argv[10], *name;
+        unsigned long flags = mount_flags_of(options);
+        struct stat st;
+        size_t n = 0;
+        pid_t pid;
+        int pipe_fds[2], r;
+
+        if (!helper)
+                return -EPROTONOSUPPORT;
+        if (d->unconfined)
+                return fuse_spawn_unconfined(helper, d, node, target, options);
+        path = realpath(helper, NULL);
+        if (!path)
+                return -errno;
+        name = strrchr(path, '/') + 1;
+        if (stat(node, &st) < 0)
+                return -errno;
+        if (!d->libfuse3) {
+                fusermount = fusermount_path();
+                if (!fusermount)
+                        return -ENOENT;
+        }
+        if (pipe2(pipe_fds, O_CLOEXEC | O_NONBLOCK) < 0)
+                return -errno;
+        err_read = pipe_fds[0];
+        err_write = pipe_fds[1];
+
+        /* Root makes the mount (nosuid,nodev, allow_other with the kernel's permission checks, user_id=0 as
+         * fusermount never writes it: how a restarted loopd knows its FUSE mounts) and opens /dev/fuse; the
+         * driver gets the FUSE fd and a node of its device, nothing else. */
+        fuse_fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+        if (fuse_fd < 0)
+                return -errno;
+        if (asprintf(&kernel_options,
+                    "fd=%d,rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions",
+                    fuse_fd) < 0 ||
+                asprintf(&type, "fuse.%s", name) < 0)
+                return -ENOMEM;
+        if (mount(node, target, type, flags, kernel_options) < 0)
+                return -errno;
+
+        argv[n++] = name;
+        if (d->helper_flag)
+                argv[n++] = d->helper_flag;
+        if (d->options_first) {
+                argv[n++] = "-o";
+                argv[n++] = options;
+        }
+        argv[n++] = node;
+        /* libfuse 3 takes /dev/fd/N as "this fd"; libfuse 2 gets it from fusermount's stand-in. */
+        argv[n++] = d->libfuse3 ? "/dev/fd/3" : target;
+        if (!d->options_first) {
+                argv[n++] = "-o";
+                argv[n++] = options;
+        }
+        argv[n] = NULL;
+
+        const uid_t id = DRIVER_ID_BASE + (minor(st.st_rdev) % DRIVER_ID_SPAN);
+        const SandboxNode device = { .path = node, .rdev = st.st_rdev, .read_only = flags & MS_RDONLY };
+        const int fds[] = { fuse_fd };
+        const SandboxSpec spec = {
+                .path = path,
+                .argv = (char *const *)argv,
+                .uid = id,
+                .gid = id,
+                .fds = fds,
+                .n_fds = ELEMENTSOF(fds),
+                .stderr_fd = err_write,
+                .node = &device,
+                .dir = d->libfuse3 ? NULL : target,
+                .fusermount = fusermount,
+                /* ntfs-3g refuses a block device to an unprivileged user unless the kernel lacks fuseblk
+                 * (it would mount fuseblk); loopd mounted plain fuse. */
+                .proc_filesystems = d->libfuse3 ? NULL : "nodev\tfuse\n",
+                .reaper = true,
+        };
+        r = sandbox_spawn(&spec, &pid, &pidfd);
+        /* The driver holds the connection now: it ends when the driver does. */
+        fuse_fd = safe_close(fuse_fd);
+        err_write = safe_close(err_write);
+        if (r >= 0)
+                r = fuse_wait_served(target);
+        if (r < 0) {
+                if (pidfd >= 0) {
+                        (void)syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+                        (void)pidfd_wait(pidfd, now_ms() + HELPER_EXIT_TIMEOUT_MS);
+                }
+                log_driver_error(name, err_read);
+                (void)umount2(target, MNT_DETACH | UMOUNT_NOFOLLOW);
+                return r;
+        }
+        return 0;
 }
 
 static bool process_holds_device(int proc_fd, const char *pid, dev_t rdev)

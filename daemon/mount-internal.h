@@ -16,6 +16,11 @@ typedef struct FsDriver {
         const char *helpers[4]; /* FUSE helper binaries, first installed one wins */
         const char *helper_flag; /* an extra first argument */
         bool options_first; /* HELPER -o OPTS NODE TARGET, else HELPER NODE TARGET -o OPTS */
+        bool libfuse3; /* takes /dev/fd/N for TARGET; else libfuse 2, which asks fusermount for its fd */
+        /* Cannot run in the sandbox: ntfs-3g mounts through its built-in FUSE library, which opens /dev/fuse
+         * and calls mount(2) itself (it is setuid root for users) and takes no fd. Runs as root, unless the
+         * administrator switched such drivers off (mount_set_unconfined_drivers()). */
+        bool unconfined;
 } FsDriver;
 
 /* ---- mount.c ---- */
@@ -38,7 +43,9 @@ int mount_utab_add(const char *node, const char *target, const char *userspace_o
 
 /* ---- mount-fuse.c ---- */
 
-/* Runs d's FUSE helper to mount node at target with options; 0 once its first process exited with 0. */
+/* Mounts node at target with FUSE (loopd's own mount(2)) and runs d's FUSE driver in a sandbox (sandbox.c)
+ * to serve it: as a uid of its own, without capabilities, with the FUSE fd and a node of the device only.
+ * 0 once the mount answers; on failure nothing is left at target. */
 int mount_fuse_run(const FsDriver *d, const char *node, const char *target, const char *options);
 /* pidfds of the FUSE helper processes that have the block device rdev open (at most max): the servers of
  * FUSE mounts of it. */

@@ -21,12 +21,13 @@ static const FsDriver drivers[] = {
         { "ext4", { "ext4" }, { "/usr/bin/fuse2fs", "/usr/sbin/fuse2fs" } },
         { "xfs", { "xfs" } },
         { "btrfs", { "btrfs" } },
-        { "squashfs", { "squashfs" }, { "/usr/bin/squashfuse" }, .options_first = true },
+        { "squashfs", { "squashfs" }, { "/usr/bin/squashfuse" }, .options_first = true, .libfuse3 = true },
         { "erofs", { "erofs" } },
         { "vfat", { "vfat" }, { "/usr/bin/fusefat" } },
         { "exfat", { "exfat" }, { "/usr/sbin/mount.exfat-fuse", "/sbin/mount.exfat-fuse" },
                 .options_first = true },
-        { "ntfs", { "ntfs3", "ntfs" }, { "/usr/bin/ntfs-3g", "/bin/ntfs-3g" }, .options_first = true },
+        { "ntfs", { "ntfs3", "ntfs" }, { "/usr/bin/ntfs-3g", "/bin/ntfs-3g" }, .options_first = true,
+                .unconfined = true },
         /* -n: no ~/.mtab.fuseiso */
         { "iso9660", { "iso9660" }, { "/usr/bin/fuseiso" }, "-n" },
         { "udf", { "udf" } },
@@ -102,11 +103,25 @@ bool mount_kernel_has_filesystem(const char *fstype)
         return d && kernel_fs_name(d);
 }
 
+static bool unconfined_drivers = true;
+
+void mount_set_unconfined_drivers(bool allowed)
+{
+        unconfined_drivers = allowed;
+}
+
+bool mount_fuse_helper_unconfined(const char *fstype)
+{
+        const FsDriver *d = driver_find(fstype);
+
+        return d && d->unconfined;
+}
+
 const char *mount_fuse_helper(const char *fstype)
 {
         const FsDriver *d = driver_find(fstype);
 
-        if (!d)
+        if (!d || (d->unconfined && !unconfined_drivers))
                 return NULL;
         for (size_t i = 0; i < ELEMENTSOF(d->helpers) && d->helpers[i]; i++)
                 if (access(d->helpers[i], X_OK) == 0)

@@ -67,9 +67,13 @@ int mount_point_remove(const char *media_dir, const char *path);
  * ntfs3 (or ntfs). */
 bool mount_kernel_has_filesystem(const char *fstype);
 
-/* The FUSE helper for fstype installed on this machine (e.g. "/usr/bin/fuseiso"), or NULL. Looked up in
- * fixed system directories, never in $PATH. */
+/* The FUSE helper for fstype installed on this machine (e.g. "/usr/bin/fuseiso"), or NULL (also for one that
+ * cannot be confined when those are switched off). Looked up in fixed system directories, never in $PATH. */
 const char *mount_fuse_helper(const char *fstype);
+/* Is fstype's FUSE helper one that runs as root, outside the sandbox (ntfs-3g)? */
+bool mount_fuse_helper_unconfined(const char *fstype);
+/* Whether such helpers may be used at all (loopd --unconfined-fuse-drivers=no: not). */
+void mount_set_unconfined_drivers(bool allowed);
 
 /* Decides how fstype gets mounted: the kernel driver when there is one (*ret_fuse = false), else the FUSE
  * helper (*ret_fuse = true). -EPROTONOSUPPORT: neither (or an unknown fstype). */

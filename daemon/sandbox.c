@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <linux/capability.h>
 #include <linux/securebits.h>
 #include <sched.h>
@@ -15,13 +16,17 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "macro.h"
 #include "sandbox.h"
 
-/* The sandbox's root is a tmpfs mounted here, in the child's own mount namespace: any directory every
- * Linux system has will do. */
+/* The sandbox's root is a tmpfs mounted here, in the child's own mount namespace: any directory every Linux
+ * system has will do (what it would hide is opened first: child_root()). Where mount(2) ignores the source
+ * or the type, they are "none", not NULL: valgrind's memcheck (the tests run loopd under it) reports NULL.
+ */
 #define SANDBOX_ROOT "/tmp"
 /* Spec fds are moved this high first, so that placing them at 3, 4, ... overwrites none of them. */
 #define FD_PARK 64
@@ -44,7 +49,7 @@ struct clone_args_v0 {
 static _Noreturn void child_fail(const char *step, int error)
 {
         char buf[256];
-        int n = snprintf(buf, sizeof(buf), "loopd sandbox: %s: %s\n", step, strerror(error));
+        int n = snprintf(buf, sizeof(buf), "loopd sandbox: %.200s: %s\n", step, strerror(error));
 
         if (n > 0)
                 (void)!write(STDERR_FILENO, buf, (size_t)MIN(n, (int)sizeof(buf) - 1));
@@ -94,22 +99,93 @@ static void child_signals(void)
 
 static void bind_read_only(const char *source, const char *target)
 {
-        child_check(mount(source, target, NULL, MS_BIND | MS_REC, NULL), target);
-        child_check(mount(NULL, target, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL),
+        child_check(mount(source, target, "none", MS_BIND | MS_REC, NULL), target);
+        child_check(
+                mount("none", target, "none", MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL),
                 target);
 }
 
-static void bind_device(const char *name)
+static void write_file(const char *path, const char *text)
 {
-        char source[64], target[64];
-        int fd;
+        int fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0444);
+        size_t len = strlen(text);
 
-        (void)snprintf(source, sizeof(source), "/dev/%s", name);
-        (void)snprintf(target, sizeof(target), SANDBOX_ROOT "/dev/%s", name);
-        fd = open(target, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0666);
+        child_check(fd, path);
+        if (write(fd, text, len) != (ssize_t)len)
+                child_fail(path, EIO);
+        close(fd);
+}
+
+/* An empty file at target with source bound onto it. */
+static void bind_file(const char *source, const char *target)
+{
+        int fd = open(target, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+
         child_check(fd, target);
         close(fd);
-        child_check(mount(source, target, NULL, MS_BIND, NULL), target);
+        child_check(mount(source, target, "none", MS_BIND, NULL), target);
+}
+
+/* mkdir -p of path (absolute) under the sandbox's root. */
+static void make_dirs(const char *path)
+{
+        char buf[PATH_MAX];
+        int n = snprintf(buf, sizeof(buf), SANDBOX_ROOT "%s", path);
+
+        if (n < 0 || (size_t)n >= sizeof(buf))
+                child_fail(path, ENAMETOOLONG);
+        for (char *p = strchr(buf + strlen(SANDBOX_ROOT) + 1, '/'); p; p = strchr(p + 1, '/')) {
+                *p = '\0';
+                if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+                        child_fail(buf, errno);
+                *p = '/';
+        }
+        if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+                child_fail(buf, errno);
+}
+
+/* A tmpfs /dev of its own (device nodes work there, unlike on the root): /dev/null and friends bound from
+ * the host's, /dev/fd, and the spec's block device. */
+static void child_dev(const SandboxSpec *spec)
+{
+        static const char *const devices[] = { "null", "zero", "full", "random", "urandom", "fuse" };
+
+        child_check(mkdir(SANDBOX_ROOT "/dev", 0755), "/dev");
+        child_check(mount("loopd-sandbox-dev", SANDBOX_ROOT "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC,
+                            "mode=0755,size=64k,nr_inodes=64"),
+                "/dev");
+        for (size_t i = 0; i < ELEMENTSOF(devices); i++) {
+                char source[32], target[64];
+
+                (void)snprintf(source, sizeof(source), "/dev/%s", devices[i]);
+                (void)snprintf(target, sizeof(target), SANDBOX_ROOT "/dev/%s", devices[i]);
+                /* /dev/fuse: libfuse 2 opens it before it asks fusermount (its mount(2) fails first). */
+                if ((spec->fusermount || !streq(devices[i], "fuse")) && access(source, F_OK) == 0)
+                        bind_file(source, target);
+        }
+        if (spec->fake_dev_fd) {
+                child_check(mkdir(SANDBOX_ROOT "/dev/fd", 0755), "/dev/fd");
+                for (size_t i = 0; i < spec->n_fds; i++) {
+                        char path[64];
+                        int fd;
+
+                        (void)snprintf(path, sizeof(path), SANDBOX_ROOT "/dev/fd/%zu", 3 + i);
+                        fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0444);
+                        child_check(fd, path);
+                        close(fd);
+                }
+        } else
+                child_check(symlink("/proc/self/fd", SANDBOX_ROOT "/dev/fd"), "/dev/fd");
+        if (spec->node) {
+                char path[PATH_MAX + sizeof(SANDBOX_ROOT)];
+
+                if (strncmp(spec->node->path, "/dev/", 5) != 0 || strchr(spec->node->path + 5, '/'))
+                        child_fail(spec->node->path, EINVAL);
+                (void)snprintf(path, sizeof(path), SANDBOX_ROOT "%s", spec->node->path);
+                child_check(mknod(path, S_IFBLK | (spec->node->read_only ? 0400 : 0600), spec->node->rdev),
+                        path);
+                child_check(chown(path, spec->uid, spec->gid), path);
+        }
 }
 
 /* /usr, and each of /bin, /lib... as it is here: a link into /usr (merged /usr) or a directory of its own.
@@ -141,45 +217,128 @@ static void child_usr(void)
         }
 }
 
+/* The program's own directory when it is not under /usr (a test's stand-in), as its directory path; else
+ * false. */
+static bool program_dir(const SandboxSpec *spec, char *dir, size_t size)
+{
+        char *slash;
+
+        if (strncmp(spec->path, "/usr/", 5) == 0)
+                return false;
+        (void)snprintf(dir, size, "%s", spec->path);
+        slash = strrchr(dir, '/');
+        if (!slash || slash == dir)
+                child_fail(spec->path, EINVAL);
+        *slash = '\0';
+        return true;
+}
+
+/* The program's directory (dir_fd: an O_PATH fd of it, or -1) and fusermount's stand-in (fusermount_fd),
+ * both opened before the sandbox's root hid what lies under it. */
+static void child_programs(const SandboxSpec *spec, int dir_fd, int fusermount_fd)
+{
+        char source[64];
+
+        if (dir_fd >= 0) {
+                char dir[PATH_MAX], target[PATH_MAX + sizeof(SANDBOX_ROOT)];
+
+                (void)program_dir(spec, dir, sizeof(dir));
+                make_dirs(dir);
+                (void)snprintf(source, sizeof(source), "/proc/self/fd/%d", dir_fd);
+                (void)snprintf(target, sizeof(target), SANDBOX_ROOT "%s", dir);
+                bind_read_only(source, target);
+        }
+        if (fusermount_fd >= 0) {
+                struct stat st;
+
+                (void)snprintf(source, sizeof(source), "/proc/self/fd/%d", fusermount_fd);
+                child_check(mkdir(SANDBOX_ROOT "/loopd", 0755), "/loopd");
+                child_check(mkdir(SANDBOX_ROOT "/loopd/bin", 0755), "/loopd/bin");
+                bind_file(source, SANDBOX_ROOT "/loopd/bin/fusermount");
+                /* libfuse 2 runs /bin/fusermount before it searches PATH (here a link to fusermount3). */
+                if (stat(SANDBOX_ROOT "/usr/bin/fusermount", &st) == 0)
+                        child_check(mount(source, SANDBOX_ROOT "/usr/bin/fusermount", "none", MS_BIND, NULL),
+                                "/usr/bin/fusermount");
+        }
+}
+
+static void child_proc(const SandboxSpec *spec)
+{
+        child_check(mkdir(SANDBOX_ROOT "/proc", 0555), "/proc");
+        /* Its own processes only (it is PID 1 of a namespace of its own), and no /proc/sys or the like. */
+        if (spec->proc_filesystems ||
+                mount("proc", SANDBOX_ROOT "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                        "hidepid=invisible,subset=pid") < 0)
+                child_check(mount("proc", SANDBOX_ROOT "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                                    "hidepid=invisible"),
+                        "/proc");
+        if (spec->proc_filesystems) {
+                write_file(SANDBOX_ROOT "/.filesystems", spec->proc_filesystems);
+                child_check(mount(SANDBOX_ROOT "/.filesystems", SANDBOX_ROOT "/proc/filesystems", "none",
+                                    MS_BIND, NULL),
+                        "/proc/filesystems");
+        }
+}
+
+/* An /etc with the sandbox's user and group in it (exfat-fuse gives up when getpwuid() finds no name) and
+ * /etc/mtab as systems have it (ntfs-3g looks there); nothing of the host's. */
+static void child_etc(const SandboxSpec *spec)
+{
+        char text[256];
+
+        child_check(mkdir(SANDBOX_ROOT "/etc", 0755), "/etc");
+        (void)snprintf(text, sizeof(text),
+                "root:x:0:0::/:/usr/sbin/nologin\nloopd-sandbox:x:%u:%u::/:/usr/sbin/nologin\n",
+                (unsigned)spec->uid, (unsigned)spec->gid);
+        write_file(SANDBOX_ROOT "/etc/passwd", text);
+        (void)snprintf(text, sizeof(text), "root:x:0:\nloopd-sandbox:x:%u:\n", (unsigned)spec->gid);
+        write_file(SANDBOX_ROOT "/etc/group", text);
+        child_check(symlink("../proc/self/mounts", SANDBOX_ROOT "/etc/mtab"), "/etc/mtab");
+}
+
 static void child_root(const SandboxSpec *spec)
 {
-        static const char *const devices[] = { "null", "zero", "full", "random", "urandom" };
+        char dir[PATH_MAX];
+        int dir_fd = -1, fusermount_fd = -1;
 
-        child_check(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), "making the mounts private");
+        /* What the root's tmpfs may hide (a build tree under /tmp): opened first. */
+        if (program_dir(spec, dir, sizeof(dir))) {
+                dir_fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+                child_check(dir_fd, dir);
+        }
+        if (spec->fusermount) {
+                fusermount_fd = open(spec->fusermount, O_PATH | O_CLOEXEC);
+                child_check(fusermount_fd, spec->fusermount);
+        }
+        child_check(mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL), "making the mounts private");
         child_check(mount("loopd-sandbox", SANDBOX_ROOT, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
                             "mode=0755,size=1m,nr_inodes=256"),
                 "the sandbox's root");
         child_usr();
+        child_programs(spec, dir_fd, fusermount_fd);
+        child_proc(spec);
+        child_dev(spec);
+        child_etc(spec);
+        if (spec->dir) {
+                char path[PATH_MAX + sizeof(SANDBOX_ROOT)], options[64];
 
-        child_check(mkdir(SANDBOX_ROOT "/proc", 0555), "/proc");
-        /* Its own processes only (it is PID 1 of a namespace of its own), and no /proc/sys or the like. */
-        if (mount("proc", SANDBOX_ROOT "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                    "hidepid=invisible,subset=pid") < 0)
+                make_dirs(spec->dir);
+                /* Empty and its own, on a tmpfs of its own (the root goes read-only): ntfs-3g wants to be
+                 * able to write to its mountpoint. */
+                (void)snprintf(path, sizeof(path), SANDBOX_ROOT "%s", spec->dir);
+                (void)snprintf(options, sizeof(options), "mode=0700,uid=%u,gid=%u,size=4k,nr_inodes=4",
+                        (unsigned)spec->uid, (unsigned)spec->gid);
                 child_check(
-                        mount("proc", SANDBOX_ROOT "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL),
-                        "/proc");
-
-        child_check(mkdir(SANDBOX_ROOT "/dev", 0755), "/dev");
-        for (size_t i = 0; i < ELEMENTSOF(devices); i++)
-                bind_device(devices[i]);
-        if (spec->fake_dev_fd) {
-                child_check(mkdir(SANDBOX_ROOT "/dev/fd", 0755), "/dev/fd");
-                for (size_t i = 0; i < spec->n_fds; i++) {
-                        char path[64];
-                        int fd;
-
-                        (void)snprintf(path, sizeof(path), SANDBOX_ROOT "/dev/fd/%zu", 3 + i);
-                        fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0444);
-                        child_check(fd, path);
-                        close(fd);
-                }
+                        mount("loopd-sandbox-dir", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, options),
+                        spec->dir);
         }
 
         child_check(chdir(SANDBOX_ROOT), "entering the sandbox's root");
         child_check((int)syscall(SYS_pivot_root, ".", "."), "pivot_root");
         child_check(umount2(".", MNT_DETACH), "leaving the host's root");
         child_check(chdir("/"), "/");
-        child_check(mount(NULL, "/", NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL),
+        child_check(
+                mount("none", "/", "none", MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL),
                 "making the root read-only");
 }
 
@@ -207,16 +366,52 @@ static void child_credentials(const SandboxSpec *spec)
         child_check(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs");
 }
 
+/* PID 1 of the sandbox, as its uid: runs the program as its child, reaps whatever gets reparented to it (a
+ * daemonized program) and exits when the last child did, with the program's first process's status. */
+static _Noreturn void child_reap(const SandboxSpec *spec, char *const envp[])
+{
+        int status = 0;
+        bool first = true;
+        pid_t program = fork();
+
+        if (program < 0)
+                child_fail("fork", errno);
+        if (program == 0) {
+                execve(spec->path, spec->argv, envp);
+                child_fail(spec->path, errno);
+        }
+        for (;;) {
+                int s;
+                pid_t pid = wait(&s);
+
+                if (pid < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        break; /* ECHILD: the last one is gone */
+                }
+                if (pid == program && first) {
+                        status = s;
+                        first = false;
+                }
+        }
+        _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0));
+}
+
 static _Noreturn void child_run(const SandboxSpec *spec)
 {
         static char *const envp[] = { (char *)"PATH=/usr/bin:/bin", (char *)"LC_ALL=C", NULL };
+        static char *const envp_fusermount[] = { (char *)"PATH=/loopd/bin:/usr/bin:/bin", (char *)"LC_ALL=C",
+                NULL };
+        char *const *env = spec->fusermount ? envp_fusermount : envp;
 
         child_fds(spec);
         child_signals();
         child_check(setsid(), "setsid");
         child_root(spec);
         child_credentials(spec);
-        execve(spec->path, spec->argv, envp);
+        if (spec->reaper)
+                child_reap(spec, env);
+        execve(spec->path, spec->argv, env);
         child_fail(spec->path, errno);
 }
 

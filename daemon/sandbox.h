@@ -8,6 +8,13 @@
 
 #define SANDBOX_FDS_MAX 4
 
+/* A block device node made in the sandbox's /dev, owned by the sandbox's uid: the one device it may open. */
+typedef struct SandboxNode {
+        const char *path; /* under /dev/ */
+        dev_t rdev;
+        bool read_only; /* mode 0400, else 0600 */
+} SandboxNode;
+
 typedef struct SandboxSpec {
         const char *path; /* the program (under /usr: the sandbox sees nothing else) */
         char *const *argv;
@@ -21,10 +28,24 @@ typedef struct SandboxSpec {
          * as "this fd") is a regular file. */
         bool fake_dev_fd;
         int stderr_fd; /* the program's stderr (its stdout and stdin are /dev/null); -1: /dev/null */
+        const SandboxNode *node; /* NULL: none */
+        /* An empty directory made at this path (a FUSE driver's mountpoint argument, which libfuse 2
+         * resolves and stats). NULL: none. */
+        const char *dir;
+        /* Put in place of fusermount (/usr/bin/fusermount, and first in PATH): libfuse 2 asks fusermount for
+         * its /dev/fuse fd when it may not mount itself. NULL: none. */
+        const char *fusermount;
+        /* /proc/filesystems as the program sees it (ntfs-3g reads it to choose how to mount). NULL: the
+         * sandbox's /proc has none. */
+        const char *proc_filesystems;
+        /* PID 1 is a reaper that runs the program as its child and exits when its last child did: for
+         * programs that daemonize (the namespace would die with its first process). */
+        bool reaper;
 } SandboxSpec;
 
 /* Starts the program in new mount, PID, network, IPC and UTS namespaces (it is PID 1 of its own) with a
  * read-only root of its own: /usr (and the /bin, /lib... links or binds), /proc showing its own processes
- * only, /dev/null, /dev/zero, /dev/urandom. A child of loopd's: returns its pid and a pidfd. A step of the
+ * only, /dev/null, /dev/zero, /dev/urandom, /dev/fuse, and what the spec asks for; the program's own
+ * directory too when it is not under /usr. A child of loopd's: returns its pid and a pidfd. A step of the
  * setup that fails is written to stderr_fd and the child exits 127. */
 int sandbox_spawn(const SandboxSpec *spec, pid_t *ret_pid, int *ret_pidfd);

@@ -234,12 +234,16 @@ char *sha256_of(const char *path)
         return g_strstrip(out);
 }
 
-/* PIDs of FUSE helpers serving target (their command line names it). */
+/* PIDs of FUSE helpers serving target: their command line names it, or the device mounted there together
+ * with /dev/fd/3 (squashfuse, a libfuse 3 driver, takes its FUSE fd as the mountpoint). */
 GArray *helpers_serving(const char *target)
 {
         GArray *pids = g_array_new(FALSE, FALSE, sizeof(pid_t));
         g_autoptr(GDir) d = g_dir_open("/proc", 0, NULL);
+        g_autofree char *source = NULL;
         const char *e;
+
+        (void)mount_find_source(target, &source, NULL);
 
         while (d && (e = g_dir_read_name(d))) {
                 g_autofree char *file = NULL, *cmdline = NULL;
@@ -251,8 +255,13 @@ GArray *helpers_serving(const char *target)
                 file = g_strdup_printf("/proc/%s/cmdline", e);
                 if (!g_file_get_contents(file, &cmdline, &len, NULL))
                         continue;
-                for (gsize i = 0; i < len; i += strlen(cmdline + i) + 1)
+                bool names_source = false, fd_mountpoint = false;
+                for (gsize i = 0; i < len; i += strlen(cmdline + i) + 1) {
                         match = match || g_str_equal(cmdline + i, target);
+                        names_source = names_source || (source && g_str_equal(cmdline + i, source));
+                        fd_mountpoint = fd_mountpoint || g_str_equal(cmdline + i, "/dev/fd/3");
+                }
+                match = match || (names_source && fd_mountpoint);
                 if (match) {
                         pid_t pid = (pid_t)atoi(e);
                         g_array_append_val(pids, pid);
