@@ -117,12 +117,23 @@ bool mount_fuse_helper_unconfined(const char *fstype)
         return d && d->unconfined;
 }
 
+/* A test's stand-in for one driver (mount_set_fuse_helper()). */
+static const char *override_fstype, *override_path;
+
+void mount_set_fuse_helper(const char *fstype, const char *path)
+{
+        override_fstype = fstype;
+        override_path = path;
+}
+
 const char *mount_fuse_helper(const char *fstype)
 {
         const FsDriver *d = driver_find(fstype);
 
         if (!d || (d->unconfined && !unconfined_drivers))
                 return NULL;
+        if (override_fstype && streq(override_fstype, fstype))
+                return override_path;
         for (size_t i = 0; i < ELEMENTSOF(d->helpers) && d->helpers[i]; i++)
                 if (access(d->helpers[i], X_OK) == 0)
                         return d->helpers[i];

@@ -74,6 +74,8 @@ const char *mount_fuse_helper(const char *fstype);
 bool mount_fuse_helper_unconfined(const char *fstype);
 /* Whether such helpers may be used at all (loopd --unconfined-fuse-drivers=no: not). */
 void mount_set_unconfined_drivers(bool allowed);
+/* Tests only: path (not copied; NULL: none) is fstype's FUSE helper from now on, wherever it lies. */
+void mount_set_fuse_helper(const char *fstype, const char *path);
 
 /* Decides how fstype gets mounted: the kernel driver when there is one (*ret_fuse = false), else the FUSE
  * helper (*ret_fuse = true). -EPROTONOSUPPORT: neither (or an unknown fstype). */
