@@ -1,4 +1,8 @@
 /* verbs-mount.c: the filesystem commands: mount, unmount, open (attach and mount all), monitor. */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "desktop.h"
@@ -6,6 +10,51 @@
 #include "log.h"
 #include "loopctl.h"
 #include "monitor.h"
+
+/* The driver's name from the mount table when mount_point is served by a FUSE driver loopd cannot confine:
+ * "fuse.ntfs-3g" (its built-in FUSE library mounts by itself; loopd(8)). NULL otherwise. */
+static const char *unconfined_driver(const char *mount_point)
+{
+        _cleanup_fclose_ FILE *f = fopen("/proc/self/mountinfo", "re");
+        _cleanup_free_ char *line = NULL;
+        size_t size = 0;
+
+        while (f && getline(&line, &size, f) > 0) {
+                char target[PATH_MAX], *fields = line, *dash, *out = target;
+                const char *p;
+
+                /* ID PARENT MAJ:MIN ROOT TARGET ... - FSTYPE SOURCE ...; TARGET octal-escaped. */
+                for (int i = 0; i < 4 && fields; i++)
+                        fields = strchr(fields + 1, ' ');
+                dash = strstr(line, " - ");
+                if (!fields || !dash)
+                        continue;
+                for (p = fields + 1; *p && *p != ' ' && out < target + sizeof(target) - 1; out++)
+                        if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] >= '0' && p[2] <= '7' &&
+                                p[3] >= '0' && p[3] <= '7') {
+                                *out = (char)((p[1] - '0') << 6 | (p[2] - '0') << 3 | (p[3] - '0'));
+                                p += 4;
+                        } else
+                                *out = *p++;
+                *out = '\0';
+                if (streq(target, mount_point) && strncmp(dash + 3, "fuse.ntfs-3g ", 13) == 0)
+                        return "ntfs-3g";
+        }
+        return NULL;
+}
+
+/* Says so, on a terminal's output, when the filesystem at mount_point is served by a driver running as root.
+ */
+static void note_unconfined(FILE *out, const char *mount_point)
+{
+        const char *driver = unconfined_driver(mount_point);
+
+        if (driver)
+                fprintf(out,
+                        "Note: %s serves it as root: it cannot run in loopd's sandbox (an administrator can "
+                        "switch it off: loopd --unconfined-fuse-drivers=no).\n",
+                        driver);
+}
 
 int verb_mount(Context *c)
 {
@@ -55,6 +104,7 @@ int verb_mount(Context *c)
                 _cleanup_free_ char *n = display_escape(node), *p = display_escape(mount_point);
 
                 printf("Mounted %s at %s.\n", strempty(n), strempty(p));
+                note_unconfined(stdout, mount_point);
         }
         return 0;
 }
@@ -155,6 +205,7 @@ int verb_open(Context *c)
                         _cleanup_free_ char *n = display_escape(node), *p = display_escape(mount_point);
 
                         fprintf(out.f, "Mounted %s at %s.\n", strempty(n), strempty(p));
+                        note_unconfined(out.f, mount_point);
                 }
         }
         if (r < 0)

@@ -17,6 +17,7 @@ typedef struct FsDriver {
         const char *helper_flag; /* an extra first argument */
         bool options_first; /* HELPER -o OPTS NODE TARGET, else HELPER NODE TARGET -o OPTS */
         bool libfuse3; /* takes /dev/fd/N for TARGET; else libfuse 2, which asks fusermount for its fd */
+        bool foreground; /* takes -f (stays in the foreground) after TARGET; else it daemonizes */
         /* Cannot run in the sandbox: ntfs-3g mounts through its built-in FUSE library, which opens /dev/fuse
          * and calls mount(2) itself (it is setuid root for users) and takes no fd. Runs as root, unless the
          * administrator switched such drivers off (mount_set_unconfined_drivers()). */

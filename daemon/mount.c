@@ -16,20 +16,21 @@
 #include "strv.h"
 
 static const FsDriver drivers[] = {
-        { "ext2", { "ext2" }, { "/usr/bin/fuse2fs", "/usr/sbin/fuse2fs" } },
-        { "ext3", { "ext3" }, { "/usr/bin/fuse2fs", "/usr/sbin/fuse2fs" } },
-        { "ext4", { "ext4" }, { "/usr/bin/fuse2fs", "/usr/sbin/fuse2fs" } },
+        { "ext2", { "ext2" }, { "/usr/bin/fuse2fs", "/usr/sbin/fuse2fs" }, .foreground = true },
+        { "ext3", { "ext3" }, { "/usr/bin/fuse2fs", "/usr/sbin/fuse2fs" }, .foreground = true },
+        { "ext4", { "ext4" }, { "/usr/bin/fuse2fs", "/usr/sbin/fuse2fs" }, .foreground = true },
         { "xfs", { "xfs" } },
         { "btrfs", { "btrfs" } },
-        { "squashfs", { "squashfs" }, { "/usr/bin/squashfuse" }, .options_first = true, .libfuse3 = true },
+        { "squashfs", { "squashfs" }, { "/usr/bin/squashfuse" }, .options_first = true, .libfuse3 = true,
+                .foreground = true },
         { "erofs", { "erofs" } },
-        { "vfat", { "vfat" }, { "/usr/bin/fusefat" } },
+        { "vfat", { "vfat" }, { "/usr/bin/fusefat" }, .foreground = true },
         { "exfat", { "exfat" }, { "/usr/sbin/mount.exfat-fuse", "/sbin/mount.exfat-fuse" },
                 .options_first = true },
         { "ntfs", { "ntfs3", "ntfs" }, { "/usr/bin/ntfs-3g", "/bin/ntfs-3g" }, .options_first = true,
                 .unconfined = true },
         /* -n: no ~/.mtab.fuseiso */
-        { "iso9660", { "iso9660" }, { "/usr/bin/fuseiso" }, "-n" },
+        { "iso9660", { "iso9660" }, { "/usr/bin/fuseiso" }, "-n", .foreground = true },
         { "udf", { "udf" } },
 };
 
