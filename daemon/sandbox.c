@@ -280,8 +280,9 @@ static void child_proc(const SandboxSpec *spec)
         }
 }
 
-/* An /etc with the sandbox's user and group in it (exfat-fuse gives up when getpwuid() finds no name) and
- * /etc/mtab as systems have it (ntfs-3g looks there); nothing of the host's. */
+/* An /etc with the sandbox's user and group in it (exfat-fuse gives up when getpwuid() finds no name),
+ * /etc/mtab as systems have it (ntfs-3g looks there) and the host's ld.so.cache; nothing else of the host's.
+ */
 static void child_etc(const SandboxSpec *spec)
 {
         char text[256];
@@ -294,6 +295,12 @@ static void child_etc(const SandboxSpec *spec)
         (void)snprintf(text, sizeof(text), "root:x:0:\nloopd-sandbox:x:%u:\n", (unsigned)spec->gid);
         write_file(SANDBOX_ROOT "/etc/group", text);
         child_check(symlink("../proc/self/mounts", SANDBOX_ROOT "/etc/mtab"), "/etc/mtab");
+        /* The dynamic linker's cache of /usr's libraries, read-only: without it every library is looked for
+         * in a dozen directories first. */
+        if (access("/etc/ld.so.cache", R_OK) == 0) {
+                write_file(SANDBOX_ROOT "/etc/ld.so.cache", "");
+                bind_read_only("/etc/ld.so.cache", SANDBOX_ROOT "/etc/ld.so.cache");
+        }
 }
 
 static void child_root(const SandboxSpec *spec)
