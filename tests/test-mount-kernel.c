@@ -338,5 +338,15 @@ int main(int argc, char **argv)
         TEST("/mount/fuse/helper-failure-leaves-nothing-mounted",
                 test_fuse_helper_failure_leaves_nothing_mounted);
 
+        TEST("/mount/sandbox/fuseiso-confined", test_sandbox_fuseiso_confined);
+        TEST("/mount/sandbox/fusefat-confined", test_sandbox_fusefat_confined);
+        TEST("/mount/sandbox/exfat-fuse-confined", test_sandbox_exfat_fuse_confined);
+        TEST("/mount/sandbox/fuse2fs-confined", test_sandbox_fuse2fs_confined);
+        TEST("/mount/sandbox/squashfuse-confined", test_sandbox_squashfuse_confined);
+        TEST("/mount/sandbox/ntfs-3g-unconfined", test_sandbox_ntfs_3g_unconfined);
+        TEST("/mount/sandbox/hostile-driver-stays-in", test_sandbox_hostile_driver_stays_in);
+        TEST("/mount/sandbox/read-only-node-stays-read-only", test_sandbox_read_only_node_stays_read_only);
+        TEST("/mount/sandbox/hostile-driver-control", test_sandbox_hostile_driver_control);
+
         return g_test_run();
 }

@@ -86,3 +86,14 @@ void test_fuse_ext4_via_fuse2fs_read_only(Fixture *f, gconstpointer data);
 void test_fuse_ext4_via_fuse2fs_writes_reach_the_device(Fixture *f, gconstpointer data);
 void test_fuse_squashfs_via_squashfuse(Fixture *f, gconstpointer data);
 void test_fuse_helper_failure_leaves_nothing_mounted(Fixture *f, gconstpointer data);
+
+/* mount-kernel-sandbox.c */
+void test_sandbox_fuseiso_confined(Fixture *f, gconstpointer data);
+void test_sandbox_fusefat_confined(Fixture *f, gconstpointer data);
+void test_sandbox_exfat_fuse_confined(Fixture *f, gconstpointer data);
+void test_sandbox_fuse2fs_confined(Fixture *f, gconstpointer data);
+void test_sandbox_squashfuse_confined(Fixture *f, gconstpointer data);
+void test_sandbox_ntfs_3g_unconfined(Fixture *f, gconstpointer data);
+void test_sandbox_hostile_driver_stays_in(Fixture *f, gconstpointer data);
+void test_sandbox_read_only_node_stays_read_only(Fixture *f, gconstpointer data);
+void test_sandbox_hostile_driver_control(Fixture *f, gconstpointer data);
