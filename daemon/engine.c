@@ -181,6 +181,23 @@ int engine_vdisk_start(Manager *m, int fd, const AttachRequest *req, uid_t uid, 
                         "uid %u already has %u loop devices attached, the most allowed", (unsigned)uid,
                         m->max_devices_per_user);
 
+        if (!req->read_only) {
+                r = vdisk_writes_safe(m->qsd_path);
+                if (r <= 0)
+                        return engine_error(e, r < 0 ? r : -EROFS, ENGINE_UNSUPPORTED_FORMAT,
+                                "The %s image can only be opened read-only here: qemu-storage-daemon (%s) %s; "
+                                "open it read-only, or convert it (qemu-img convert -O raw)",
+                                probe->format, m->qsd_path ?: VDISK_QSD_PATH,
+                                r < 0 ? "cannot tell its version"
+                                      : "is older than 10.0, whose exports can lose written data");
+        }
+        if (access(m->qsd_path ?: VDISK_QSD_PATH, X_OK) < 0) {
+                r = negative_errno();
+                return engine_error(e, r, ENGINE_UNSUPPORTED_FORMAT,
+                        "The image is in %s format, and serving it needs qemu-storage-daemon (%s): %s",
+                        probe->format, m->qsd_path ?: VDISK_QSD_PATH, strerror(-r));
+        }
+
         /* The process runs as the caller: it reopens the image through /proc/self/fd (qemu-storage-daemon
          * takes no fd), which the kernel allows only to someone who may open the file. */
         r = user_of(uid, &user, &gid);
@@ -188,10 +205,6 @@ int engine_vdisk_start(Manager *m, int fd, const AttachRequest *req, uid_t uid, 
                 return engine_error_errno(e, r, "Failed to look up the caller");
         r = vdisk_start(m->event, m->state_dir, m->qsd_path, fd, probe->format, !req->read_only,
                 probe->direct_io, uid, gid, image, ret);
-        if (r == -ENOENT || r == -EACCES)
-                return engine_error(e, r, ENGINE_UNSUPPORTED_FORMAT,
-                        "The image is in %s format, and serving it needs qemu-storage-daemon (%s): %s",
-                        probe->format, m->qsd_path ?: VDISK_QSD_PATH, strerror(-r));
         if (r < 0)
                 return engine_error_errno(e, r, "Failed to start serving the image");
         return 0;
@@ -308,7 +321,7 @@ int engine_attach(Manager *m, int fd, const AttachRequest *req, const struct sta
                  * cache. Not one written to: direct writes from the loop device onto the FUSE export lost
                  * data (a file written through a writable open was gone after close, the filesystem
                  * corrupt; qemu 7.2, kernel 6.18: the vdisk suite's writable test). */
-                .direct_io = req->direct_io || (export && req->read_only),
+                .direct_io = export ? req->read_only : req->direct_io,
                 .on_number = mark_for_udev,
                 .userdata = m,
         };
@@ -335,7 +348,7 @@ int engine_attach(Manager *m, int fd, const AttachRequest *req, const struct sta
                 .vdisk = export,
         };
         if (export) {
-                r = vdisk_bind(export, info->number, info->diskseq);
+                r = vdisk_bind(export, m->event, info->number, info->diskseq);
                 if (r < 0)
                         log_warning_errno(r,
                                 "Failed to note loop%u with its export, a restarted loopd will tear it down: %m",
@@ -454,10 +467,14 @@ static char *display_name_of(Manager *m, const char *node, const char *label)
                 info = watcher_device(m->watcher, number);
         if (!info && loop_get_info(number, &read) >= 0)
                 info = read;
-        if (!info || isempty(info->backing_file))
+        if (!info)
                 return NULL;
-        base = strrchr(info->backing_file, '/');
-        name = strdup(base ? base + 1 : info->backing_file);
+        /* A virtual disk's image, not its export. */
+        const char *backing = registry_device_image(m->registry, info, NULL);
+        if (isempty(backing))
+                return NULL;
+        base = strrchr(backing, '/');
+        name = strdup(base ? base + 1 : backing);
         if (!name)
                 return NULL;
         /* sysfs names a file unlinked since "PATH (deleted)". */

@@ -427,6 +427,10 @@ static int image_call_serve(ImageCall *c, const ImageProbe *probe, sd_bus_error 
         EngineError e = {};
         int r;
 
+        /* A virtual disk is read-only unless read-write was asked outright (read-only: false, writable:
+         * true), whatever the fd: writing one goes through qemu, which must be fit for it. */
+        if (!c->req.read_only_set)
+                c->req.read_only = true;
         /* Opened again: the device it is open on serves it, no second export. */
         if (c->mount_image && engine_image_is_open(m, &c->st, c->uid))
                 return image_call_finish(c, 0, probe, error);
@@ -666,7 +670,8 @@ static int method_detach(sd_bus_message *message, void *userdata, sd_bus_error *
         r = utf8_make_valid(&info->backing_file);
         if (r < 0)
                 return r;
-        const char *details[] = { "device", devname, "backing_file", info->backing_file, NULL };
+        const char *details[] = { "device", devname, "backing_file",
+                registry_device_image(m->registry, info, NULL), NULL };
         r = auth_check(b->auth, message, uid, action, details, 0, error);
         if (r <= 0)
                 return r < 0 ? r : 1;

@@ -344,9 +344,6 @@ int mount_fuse_run(const FsDriver *d, const char *node, const char *target, cons
                 .node = &device,
                 .dir = d->libfuse3 ? NULL : target,
                 .fusermount = fusermount,
-                /* ntfs-3g refuses a block device to an unprivileged user unless the kernel lacks fuseblk
-                 * (it would mount fuseblk); loopd mounted plain fuse. */
-                .proc_filesystems = d->libfuse3 ? NULL : "nodev\tfuse\n",
                 .reaper = !d->foreground,
         };
         r = sandbox_spawn(&spec, &pid, &pidfd);

@@ -309,9 +309,17 @@ void registry_load(Registry *reg)
         int r;
 
         r = state_load_devices(reg->state_dir, &list);
-        if (r < 0)
+        if (r < 0) {
                 log_warning_errno(
                         r, "Failed to read the state in %s, starting without it: %m", reg->state_dir);
+                /* Their devices may well be bound still: the exports are left running, not adopted. */
+                while (exports) {
+                        Vdisk *v = exports;
+                        exports = v->next;
+                        vdisk_free(v);
+                }
+                return;
+        }
 
         while (list) {
                 _cleanup_(loop_info_freep) LoopInfo *info = NULL;

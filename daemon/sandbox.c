@@ -182,10 +182,17 @@ static void child_dev(const SandboxSpec *spec)
                 if (strncmp(spec->node->path, "/dev/", 5) != 0 || strchr(spec->node->path + 5, '/'))
                         child_fail(spec->node->path, EINVAL);
                 (void)snprintf(path, sizeof(path), SANDBOX_ROOT "%s", spec->node->path);
+                /* Its own (exfat-fuse and fuse2fs write only to a device node they own), on a /dev made
+                 * read-only below: it cannot chmod it, and a read-only mount's driver cannot open its
+                 * device for writing. */
                 child_check(mknod(path, S_IFBLK | (spec->node->read_only ? 0400 : 0600), spec->node->rdev),
                         path);
                 child_check(chown(path, spec->uid, spec->gid), path);
         }
+        /* Nothing is made or changed there any more (a chmod of its node: EROFS). */
+        child_check(mount("none", SANDBOX_ROOT "/dev", "none",
+                            MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC, NULL),
+                "making /dev read-only");
 }
 
 /* /usr, and each of /bin, /lib... as it is here: a link into /usr (merged /usr) or a directory of its own.
@@ -262,22 +269,14 @@ static void child_programs(const SandboxSpec *spec, int dir_fd, int fusermount_f
         }
 }
 
-static void child_proc(const SandboxSpec *spec)
+/* Its own processes only (it is PID 1 of a namespace of its own), and no /proc/sys or the like: a kernel
+ * that cannot mount proc so (before 5.8) gets no sandbox at all. */
+static void child_proc(void)
 {
         child_check(mkdir(SANDBOX_ROOT "/proc", 0555), "/proc");
-        /* Its own processes only (it is PID 1 of a namespace of its own), and no /proc/sys or the like. */
-        if (spec->proc_filesystems ||
-                mount("proc", SANDBOX_ROOT "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                        "hidepid=invisible,subset=pid") < 0)
-                child_check(mount("proc", SANDBOX_ROOT "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                                    "hidepid=invisible"),
-                        "/proc");
-        if (spec->proc_filesystems) {
-                write_file(SANDBOX_ROOT "/.filesystems", spec->proc_filesystems);
-                child_check(mount(SANDBOX_ROOT "/.filesystems", SANDBOX_ROOT "/proc/filesystems", "none",
-                                    MS_BIND, NULL),
-                        "/proc/filesystems");
-        }
+        child_check(mount("proc", SANDBOX_ROOT "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY,
+                            "hidepid=invisible,subset=pid"),
+                "/proc");
 }
 
 /* An /etc with the sandbox's user and group in it (exfat-fuse gives up when getpwuid() finds no name),
@@ -323,22 +322,11 @@ static void child_root(const SandboxSpec *spec)
                 "the sandbox's root");
         child_usr();
         child_programs(spec, dir_fd, fusermount_fd);
-        child_proc(spec);
+        child_proc();
         child_dev(spec);
         child_etc(spec);
-        if (spec->dir) {
-                char path[PATH_MAX + sizeof(SANDBOX_ROOT)], options[64];
-
+        if (spec->dir)
                 make_dirs(spec->dir);
-                /* Empty and its own, on a tmpfs of its own (the root goes read-only): ntfs-3g wants to be
-                 * able to write to its mountpoint. */
-                (void)snprintf(path, sizeof(path), SANDBOX_ROOT "%s", spec->dir);
-                (void)snprintf(options, sizeof(options), "mode=0700,uid=%u,gid=%u,size=4k,nr_inodes=4",
-                        (unsigned)spec->uid, (unsigned)spec->gid);
-                child_check(
-                        mount("loopd-sandbox-dir", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, options),
-                        spec->dir);
-        }
 
         child_check(chdir(SANDBOX_ROOT), "entering the sandbox's root");
         child_check((int)syscall(SYS_pivot_root, ".", "."), "pivot_root");

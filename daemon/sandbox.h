@@ -8,7 +8,8 @@
 
 #define SANDBOX_FDS_MAX 4
 
-/* A block device node made in the sandbox's /dev, owned by the sandbox's uid: the one device it may open. */
+/* A block device node made in the sandbox's /dev (root's, in the sandbox's group; /dev is read-only): the
+ * one device it may open. */
 typedef struct SandboxNode {
         const char *path; /* under /dev/ */
         dev_t rdev;
@@ -35,9 +36,6 @@ typedef struct SandboxSpec {
         /* Put in place of fusermount (/usr/bin/fusermount, and first in PATH): libfuse 2 asks fusermount for
          * its /dev/fuse fd when it may not mount itself. NULL: none. */
         const char *fusermount;
-        /* /proc/filesystems as the program sees it (ntfs-3g reads it to choose how to mount). NULL: the
-         * sandbox's /proc has none. */
-        const char *proc_filesystems;
         /* PID 1 is a reaper that runs the program as its child and exits when its last child did: for
          * programs that daemonize (the namespace would die with its first process). */
         bool reaper;
@@ -45,7 +43,8 @@ typedef struct SandboxSpec {
 
 /* Starts the program in new mount, PID, network, IPC and UTS namespaces (it is PID 1 of its own) with a
  * read-only root of its own: /usr (and the /bin, /lib... links or binds), /proc showing its own processes
- * only, /dev/null, /dev/zero, /dev/urandom, /dev/fuse, and what the spec asks for; the program's own
- * directory too when it is not under /usr. A child of loopd's: returns its pid and a pidfd. A step of the
- * setup that fails is written to stderr_fd and the child exits 127. */
+ * only (read-only), /dev/null, zero, full, random, urandom (and fuse, for libfuse 2), an /etc of its own,
+ * and what the spec asks for; the program's own directory too when it is not under /usr. A child of loopd's:
+ * returns its pid and a pidfd. A step of the setup that fails is written to stderr_fd and the child exits
+ * 127. */
 int sandbox_spawn(const SandboxSpec *spec, pid_t *ret_pid, int *ret_pidfd);

@@ -9,6 +9,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -29,6 +31,9 @@
 /* How long a writable export may take to flush and exit when asked, before it is killed. */
 #define STOP_TIMEOUT_MS (10 * 1000)
 #define ERROR_WAIT_MS 1000
+/* How long a killed one may take to be gone (it exits at once unless the kernel holds it in a wait that a
+ * signal cannot break, on a hung filesystem). */
+#define KILL_WAIT_MS 1000
 #define INFO_MAX 8192
 
 /* The formats an export serves, by qemu's driver name; those that can have a backing file get backing: null
@@ -43,6 +48,72 @@ static const struct {
         { "vpc", false },
         { "vhdx", false },
 };
+
+/* qemu 7.2's FUSE export reads every request into one buffer and hands a pointer into it to the write it
+ * starts; a request that comes in while the write waits overwrites its data before it reaches the image
+ * (fixed in qemu 10.0: "fuse: Copy write buffer content before polling"). */
+#define SAFE_WRITES_MAJOR 10
+
+int vdisk_writes_safe(const char *qsd_path)
+{
+        static char *checked_path;
+        static int checked = -1;
+        char *const argv[] = { (char *)"qemu-storage-daemon", (char *)"--version", NULL };
+        char text[256] = "";
+        size_t len = 0;
+        int pipe_fds[2], major = 0, minor = 0, status;
+        posix_spawn_file_actions_t fa;
+        pid_t pid;
+        int r;
+
+        qsd_path = qsd_path ?: VDISK_QSD_PATH;
+        if (checked >= 0 && checked_path && streq(checked_path, qsd_path))
+                return checked;
+        if (pipe2(pipe_fds, O_CLOEXEC) < 0)
+                return negative_errno();
+        if (posix_spawn_file_actions_init(&fa) != 0) {
+                safe_close(pipe_fds[0]);
+                safe_close(pipe_fds[1]);
+                return -ENOMEM;
+        }
+        r = posix_spawn_file_actions_adddup2(&fa, pipe_fds[1], STDOUT_FILENO);
+        if (r == 0)
+                r = posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
+        if (r == 0)
+                r = posix_spawn(&pid, qsd_path, &fa, NULL, argv, (char *[]){ (char *)"LC_ALL=C", NULL });
+        posix_spawn_file_actions_destroy(&fa);
+        safe_close(pipe_fds[1]);
+        if (r != 0) {
+                safe_close(pipe_fds[0]);
+                return -r;
+        }
+        /* It prints one line and exits; a second at most. */
+        for (int waited = 0; len < sizeof(text) - 1 && waited < ERROR_WAIT_MS;) {
+                struct pollfd pfd = { .fd = pipe_fds[0], .events = POLLIN };
+                ssize_t n;
+
+                if (poll(&pfd, 1, 100) == 0) {
+                        waited += 100;
+                        continue;
+                }
+                n = read(pipe_fds[0], text + len, sizeof(text) - 1 - len);
+                if (n <= 0)
+                        break;
+                len += (size_t)n;
+        }
+        text[len] = '\0';
+        safe_close(pipe_fds[0]);
+        (void)kill(pid, SIGKILL);
+        (void)waitpid(pid, &status, 0);
+
+        const char *v = strstr(text, "version ");
+        if (!v || sscanf(v, "version %d.%d", &major, &minor) < 1)
+                return -EBADMSG;
+        free(checked_path);
+        checked_path = strdup(qsd_path);
+        checked = major >= SAFE_WRITES_MAJOR;
+        return checked;
+}
 
 bool vdisk_format_supported(const char *format)
 {
@@ -60,7 +131,7 @@ static bool format_has_backing(const char *format)
         return false;
 }
 
-static int pidfd_open_(pid_t pid)
+static int vdisk_pidfd_open(pid_t pid)
 {
         return (int)syscall(SYS_pidfd_open, pid, 0);
 }
@@ -128,6 +199,7 @@ Vdisk *vdisk_free(Vdisk *v)
         if (!v)
                 return NULL;
         sd_event_source_disable_unref(v->exit_source);
+        sd_event_source_disable_unref(v->stderr_source);
         safe_close(v->pidfd);
         safe_close(v->stderr_fd);
         free(v->error);
@@ -145,13 +217,17 @@ Vdisk *vdisk_stop(Vdisk *v)
                 return NULL;
         v->exit_source = sd_event_source_disable_unref(v->exit_source);
         if (v->pidfd >= 0) {
-                /* A writable export flushes what qemu holds of the image (qcow2 metadata) on SIGTERM. */
-                if (pidfd_signal(v->pidfd, v->writable ? SIGTERM : SIGKILL) >= 0 &&
-                        !pidfd_wait_exit(v->pidfd, STOP_TIMEOUT_MS)) {
+                /* A writable export that served a device flushes what qemu holds of the image (qcow2
+                 * metadata) on SIGTERM. Anything else is killed and not waited for: the process may be the
+                 * caller's to stop (it runs as them), and loopd must not wait on it long. (A starting qemu,
+                 * PID 1 of its namespace without a handler yet, would not even get the SIGTERM.) */
+                bool flush = v->writable && v->bound;
+                if (pidfd_signal(v->pidfd, flush ? SIGTERM : SIGKILL) >= 0 &&
+                        !pidfd_wait_exit(v->pidfd, flush ? STOP_TIMEOUT_MS : KILL_WAIT_MS) && flush) {
                         log_warning("qemu-storage-daemon (pid %d) serving %s did not exit, killing it",
                                 (int)v->pid, strempty(v->image));
                         (void)pidfd_signal(v->pidfd, SIGKILL);
-                        (void)pidfd_wait_exit(v->pidfd, 1000);
+                        (void)pidfd_wait_exit(v->pidfd, KILL_WAIT_MS);
                 }
         }
         if (v->path) {
@@ -166,7 +242,7 @@ Vdisk *vdisk_stop(Vdisk *v)
         return vdisk_free(v);
 }
 
-static int on_exit_(sd_event_source *s, int fd, uint32_t revents, void *userdata)
+static int vdisk_on_exit(sd_event_source *s, int fd, uint32_t revents, void *userdata)
 {
         Vdisk *v = userdata;
         char message[512];
@@ -186,7 +262,7 @@ static int on_exit_(sd_event_source *s, int fd, uint32_t revents, void *userdata
 
 static int watch_exit(Vdisk *v, sd_event *event)
 {
-        return sd_event_add_io(event, &v->exit_source, v->pidfd, EPOLLIN, on_exit_, v);
+        return sd_event_add_io(event, &v->exit_source, v->pidfd, EPOLLIN, vdisk_on_exit, v);
 }
 
 /* Written anew (state_write_file()) whenever it changes. The image's name comes last: it may hold
@@ -358,10 +434,10 @@ int vdisk_start(sd_event *event, const char *state_dir, const char *qsd_path, in
         r = watch_exit(v, event);
         if (r < 0)
                 return r;
+        /* Without its record a restarted loopd could not stop it: no record, no export. */
         r = info_save(v);
         if (r < 0)
-                log_warning_errno(r, "Failed to write %s, a restarted loopd will not know the export: %m",
-                        v->info_path);
+                return r;
         log_debug("Serving %s (%s) through %s, qemu-storage-daemon pid %d", strempty(image), format, v->path,
                 (int)v->pid);
         *ret = TAKE_PTR(v);
@@ -388,6 +464,7 @@ static void read_error(Vdisk *v)
                 (void)poll(&pfd, 1, 100);
                 waited += 100;
         }
+        v->stderr_source = sd_event_source_disable_unref(v->stderr_source);
         v->stderr_fd = safe_close(v->stderr_fd);
         text[len] = '\0';
         while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == ' '))
@@ -420,13 +497,33 @@ void vdisk_error(Vdisk *v, char *buf, size_t size)
 {
         if (size == 0)
                 return;
+        /* Its stderr ends when it does: a process still there is killed first, never waited for. */
+        if (!v->error && v->pidfd >= 0 && pidfd_signal(v->pidfd, SIGKILL) >= 0)
+                (void)pidfd_wait_exit(v->pidfd, ERROR_WAIT_MS);
         read_error(v);
         (void)snprintf(buf, size, "%s", strempty(v->error));
 }
 
-int vdisk_bind(Vdisk *v, unsigned number, uint64_t diskseq)
+static int vdisk_on_stderr(sd_event_source *s, int fd, uint32_t revents, void *userdata)
+{
+        Vdisk *v = userdata;
+        char text[1024];
+        ssize_t n = read(fd, text, sizeof(text) - 1);
+
+        if (n > 0) {
+                text[n] = '\0';
+                log_debug("qemu-storage-daemon for loop%u: %s", v->number, text);
+        } else if (n == 0 || (errno != EAGAIN && errno != EINTR))
+                v->stderr_source = sd_event_source_disable_unref(v->stderr_source);
+        return 0;
+}
+
+int vdisk_bind(Vdisk *v, sd_event *event, unsigned number, uint64_t diskseq)
 {
         v->bound = true;
+        if (v->stderr_fd >= 0 && !v->stderr_source &&
+                sd_event_add_io(event, &v->stderr_source, v->stderr_fd, EPOLLIN, vdisk_on_stderr, v) < 0)
+                log_debug("Cannot read qemu-storage-daemon's stderr for loop%u", number);
         v->number = number;
         v->diskseq = diskseq;
         return info_save(v);
@@ -448,7 +545,7 @@ static Vdisk *vdisk_adopt(sd_event *event, const char *dir, const char *name)
                 log_info_errno(r, "Tearing down the export %s, its record is unreadable: %m", v->path);
                 return NULL; /* stopped: unmounted, removed */
         }
-        v->pidfd = pidfd_open_(v->pid);
+        v->pidfd = vdisk_pidfd_open(v->pid);
         if (v->pidfd >= 0 && (process_start_time(v->pid, &now) < 0 || now != start))
                 v->pidfd = safe_close(v->pidfd); /* another process got the pid */
         if (v->pidfd >= 0 && watch_exit(v, event) < 0)
@@ -471,6 +568,11 @@ Vdisk *vdisk_load(sd_event *event, const char *state_dir)
                 size_t len = strlen(de->d_name);
                 Vdisk *v;
 
+                if (de->d_name[0] == '.' &&
+                        strncmp(de->d_name + 1, EXPORT_PREFIX, strlen(EXPORT_PREFIX)) == 0) {
+                        (void)unlinkat(dirfd(d), de->d_name, 0); /* state_write_file()'s, cut short */
+                        continue;
+                }
                 if (strncmp(de->d_name, EXPORT_PREFIX, strlen(EXPORT_PREFIX)) != 0)
                         continue;
                 if (len > strlen(INFO_SUFFIX) &&
@@ -484,7 +586,7 @@ Vdisk *vdisk_load(sd_event *event, const char *state_dir)
                         continue;
                 }
                 if (strchr(de->d_name, '.'))
-                        continue; /* a temporary record */
+                        continue;
                 v = vdisk_adopt(event, dir, de->d_name);
                 if (v) {
                         v->next = list;

@@ -27,8 +27,13 @@ typedef struct Vdisk {
         int stderr_fd; /* its stderr's read end (loopd's own child only), until read to the end */
         char *error; /* what it said there, once read */
         sd_event_source *exit_source;
+        sd_event_source *stderr_source; /* once bound: what it says goes to the debug log */
         struct Vdisk *next; /* vdisk_load()'s list only */
 } Vdisk;
+
+/* Whether qemu-storage-daemon (qsd_path; NULL: VDISK_QSD_PATH) writes what a writable export is given
+ * (qemu 7.2 can lose it, see vdisk.c): 1, 0, or -errno when its version cannot be told. */
+int vdisk_writes_safe(const char *qsd_path);
 
 /* Is format one loopd serves through an export? */
 bool vdisk_format_supported(const char *format);
@@ -47,8 +52,9 @@ int vdisk_start(sd_event *event, const char *state_dir, const char *qsd_path, in
  * message without the option it quotes, its lines joined. */
 void vdisk_error(Vdisk *v, char *buf, size_t size);
 
-/* Notes the loop device bound to the export, for a restarted loopd. */
-int vdisk_bind(Vdisk *v, unsigned number, uint64_t diskseq);
+/* Notes the loop device bound to the export, for a restarted loopd; from now on its stderr is read as it
+ * comes (a full pipe would stop it, and the device with it). */
+int vdisk_bind(Vdisk *v, sd_event *event, unsigned number, uint64_t diskseq);
 
 /* Tears the export down (qemu-storage-daemon asked to exit, flushing a writable image, and killed if it
  * does not; the FUSE mount lazily unmounted; the files removed) and frees v. NULL is fine; returns NULL. */

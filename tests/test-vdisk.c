@@ -65,6 +65,30 @@ void vdisk_teardown(Vdisk *v, gconstpointer data)
         harness_teardown(h, data);
 }
 
+/* Whether the installed qemu-storage-daemon is one whose writable exports loopd serves (10.0 or later: 7.2
+ * can lose written data, and loopd refuses writable virtual disks with it). */
+bool qsd_writes_safe(void)
+{
+        g_autofree char *out = NULL;
+        int major = 0;
+        const char *v;
+
+        if (test_sh_status(&out, "qemu-storage-daemon --version") != 0 || !(v = strstr(out, "version ")))
+                return false;
+        return sscanf(v, "version %d", &major) == 1 && major >= 10;
+}
+
+/* A writable virtual disk asked of a qemu-storage-daemon older than 10.0: refused (UnsupportedFormat, saying
+ * why and what to do), nothing left. */
+void check_writable_refused(Harness *h, GError *error, const char *image)
+{
+        g_test_message("writable %s: %s", image, error ? error->message : "(no error)");
+        if (harness_assert_dbus_error(error, LOOPD_ERROR_UNSUPPORTED_FORMAT, NULL) &&
+                (!strstr(error->message, "read-only") || !strstr(error->message, "10.0")))
+                FAIL("the refusal does not say to open it read-only, or why: %s", error->message);
+        check_nothing_left(h, NULL);
+}
+
 /* ---------------------------------------------------------------------------------------------------- */
 /* The test disk */
 

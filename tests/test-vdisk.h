@@ -143,6 +143,8 @@ void check_named(Harness *h, GDBusConnection *conn, const char *user, const char
  * directory, no export (file, record or mount), no qemu-storage-daemon process. Waits up to SETTLE_MS for
  * what goes asynchronously. */
 void check_nothing_left(Harness *h, const char *device);
+bool qsd_writes_safe(void);
+void check_writable_refused(Harness *h, GError *error, const char *image);
 /* Whether pid runs (a zombie does not). */
 bool process_running(pid_t pid);
 /* Runs argv as user; the exit status, stdout in *ret_out (may be NULL). */

@@ -56,6 +56,11 @@ void test_attach_read_write_lands_in_image(Vdisk *v, gconstpointer data)
         image = convert_disk(h, disk, format, name);
         give_to(image, HARNESS_USER_A);
 
+        if (!qsd_writes_safe()) {
+                g_assert_false(harness_attach_path(a, image, O_RDWR, read_write_options(), &device, &error));
+                check_writable_refused(h, error, image);
+                return;
+        }
         if (g_str_equal(how, "dbus")) {
                 g_assert_true(harness_attach_path(a, image, O_RDWR, read_write_options(), &device, &error));
                 harness_assert_no_error(error);
@@ -121,6 +126,12 @@ void test_open_writable_file_lands_in_image(Vdisk *v, gconstpointer data)
         image = convert_disk(h, disk, "qcow2", "image.qcow2");
         give_to(image, HARNESS_USER_A);
 
+        if (!qsd_writes_safe()) {
+                (void)harness_loopctl(h, HARNESS_USER_A, &run, "open", "--writable", image, NULL);
+                check_loopctl_refused(&run, "read-only");
+                check_nothing_left(h, NULL);
+                return;
+        }
         device = open_image(h, HARNESS_USER_A, image, true, &mp1, &mp2);
         REQUIRE_NONNULL(device);
         p1 = g_strconcat(device, "p1", NULL);
