@@ -149,13 +149,15 @@ static int fuse_spawn(const char *helper, char *const argv[])
         return WIFEXITED(r) && WEXITSTATUS(r) == 0 ? 0 : -EIO;
 }
 
-static int fuse_spawn_unconfined(
-        const char *helper, const FsDriver *d, const char *node, const char *target, const char *options)
+#define DRIVER_ARGV_MAX 10
+
+/* The driver's command line: NAME [FLAG] [-o OPTIONS] NODE MOUNTPOINT [-o OPTIONS] [-f]. */
+static void driver_argv(const FsDriver *d, const char *name, const char *node, const char *mountpoint,
+        const char *options, bool foreground, const char *argv[DRIVER_ARGV_MAX])
 {
-        const char *argv[8];
         size_t n = 0;
 
-        argv[n++] = strrchr(helper, '/') + 1;
+        argv[n++] = name;
         if (d->helper_flag)
                 argv[n++] = d->helper_flag;
         if (d->options_first) {
@@ -163,12 +165,22 @@ static int fuse_spawn_unconfined(
                 argv[n++] = options;
         }
         argv[n++] = node;
-        argv[n++] = target;
+        argv[n++] = mountpoint;
         if (!d->options_first) {
                 argv[n++] = "-o";
                 argv[n++] = options;
         }
+        if (foreground)
+                argv[n++] = "-f";
         argv[n] = NULL;
+}
+
+static int fuse_spawn_unconfined(
+        const char *helper, const FsDriver *d, const char *node, const char *target, const char *options)
+{
+        const char *argv[DRIVER_ARGV_MAX];
+
+        driver_argv(d, strrchr(helper, '/') + 1, node, target, options, false, argv);
         return fuse_spawn(helper, (char *const *)argv);
 }
 
@@ -270,10 +282,9 @@ int mount_fuse_run(const FsDriver *d, const char *node, const char *target, cons
         const char *helper = mount_fuse_helper(d->fstype);
         _cleanup_free_ char *path = NULL, *fusermount = NULL, *type = NULL, *kernel_options = NULL;
         _cleanup_close_ int fuse_fd = -EBADF, err_read = -EBADF, err_write = -EBADF, pidfd = -EBADF;
-        const char *argv[10], *name;
+        const char *argv[DRIVER_ARGV_MAX], *name;
         unsigned long flags = mount_flags_of(options);
         struct stat st;
-        size_t n = 0;
         pid_t pid;
         int pipe_fds[2], r;
 
@@ -311,24 +322,9 @@ int mount_fuse_run(const FsDriver *d, const char *node, const char *target, cons
         if (mount(node, target, type, flags, kernel_options) < 0)
                 return -errno;
 
-        argv[n++] = name;
-        if (d->helper_flag)
-                argv[n++] = d->helper_flag;
-        if (d->options_first) {
-                argv[n++] = "-o";
-                argv[n++] = options;
-        }
-        argv[n++] = node;
-        /* libfuse 3 takes /dev/fd/N as "this fd"; libfuse 2 gets it from fusermount's stand-in. */
-        argv[n++] = d->libfuse3 ? "/dev/fd/3" : target;
-        if (!d->options_first) {
-                argv[n++] = "-o";
-                argv[n++] = options;
-        }
-        /* In the foreground it is the sandbox's PID 1, no fork, no reaper: a mount cycle costs less. */
-        if (d->foreground)
-                argv[n++] = "-f";
-        argv[n] = NULL;
+        /* libfuse 3 takes /dev/fd/N as "this fd"; libfuse 2 gets it from fusermount's stand-in. In the
+         * foreground it is the sandbox's PID 1, no fork, no reaper: a mount cycle costs less. */
+        driver_argv(d, name, node, d->libfuse3 ? "/dev/fd/3" : target, options, d->foreground, argv);
 
         const uid_t id = DRIVER_ID_BASE + (minor(st.st_rdev) % DRIVER_ID_SPAN);
         const SandboxNode device = { .path = node, .rdev = st.st_rdev, .read_only = flags & MS_RDONLY };
