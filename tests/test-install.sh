@@ -135,6 +135,8 @@ datadir=$(absolute "$(option datadir)")
 mandir=$(absolute "$(option mandir)")
 
 installed_loopd="$dest$libexecdir/loopd"
+# What libfuse 2 drivers find in place of fusermount in loopd's sandbox, next to loopd.
+installed_fusermount="$dest$libexecdir/loopd-fusermount"
 installed_loopctl="$dest$bindir/loopctl"
 installed_umount="$dest$sbindir/umount.loopd"
 unit="$dest$prefix/lib/systemd/system/loopd.service"
@@ -159,7 +161,7 @@ fi
 
 expected=$(printf '%s\n' "$installed_loopd" "$installed_loopctl" "$unit" "$activation" "$bus_policy" \
     "$polkit_policy" "$tmpfiles" "$desktop" "$completion" "$man8" "$man1" "$udev_rule" \
-    "$installed_umount" "$man8_umount" | sed "s|^$dest||" | sort)
+    "$installed_umount" "$man8_umount" "$installed_fusermount" | sed "s|^$dest||" | sort)
 actual=$(cd "$dest" && find . ! -type d | sed 's|^\.||' | sort)
 if [ "$expected" = "$actual" ]; then
     pass "the install is exactly the $(wc -l <<<"$expected") expected files"
@@ -171,7 +173,8 @@ fi
 modes_ok=true
 for f in $actual; do
     case $f in
-    "${installed_loopd#$dest}" | "${installed_loopctl#$dest}" | "${installed_umount#$dest}") want=755 ;;
+    "${installed_loopd#$dest}" | "${installed_loopctl#$dest}" | "${installed_umount#$dest}" | \
+        "${installed_fusermount#$dest}") want=755 ;;
     *) want=644 ;;
     esac
     mode=$(stat -c %a "$dest$f")
@@ -230,8 +233,12 @@ for want in NoNewPrivileges=yes 'RestrictAddressFamilies=AF_UNIX AF_NETLINK' Loc
 done
 caps=$(sed -n '/^CapabilityBoundingSet=/,/[^\\]$/p' "$unit" | tr -d '\\\n' | sed 's/^CapabilityBoundingSet=//' |
     tr -s ' ' '\n' | sed '/^$/d' | sort | paste -sd' ')
-[ "$caps" = "CAP_CHOWN CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH CAP_FOWNER CAP_MKNOD CAP_SETGID CAP_SETUID CAP_SYS_ADMIN" ] ||
-    lacking+=" 'CapabilityBoundingSet= exactly the eight capabilities loopd uses (has: $caps)'"
+# CAP_KILL and CAP_SETPCAP: loopd stops the sandboxed processes that run as its callers, and the sandbox
+# drops its bounding set.
+[ "$caps" = "CAP_CHOWN CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH CAP_FOWNER CAP_KILL CAP_MKNOD CAP_SETGID CAP_SETPCAP CAP_SETUID CAP_SYS_ADMIN" ] ||
+    lacking+=" 'CapabilityBoundingSet= exactly the ten capabilities loopd uses (has: $caps)'"
+grep -qx 'RestrictNamespaces=mnt pid net ipc uts' "$unit" ||
+    lacking+=" 'RestrictNamespaces= exactly the sandbox'\''s namespaces'"
 [ -z "$lacking" ] &&
     pass "the unit's hardening: NoNewPrivileges, CapabilityBoundingSet, RestrictAddressFamilies," \
         "LockPersonality, MemoryDenyWriteExecute, SystemCallArchitectures; KillMode=process" ||
