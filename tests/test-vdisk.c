@@ -65,6 +65,15 @@ void vdisk_teardown(Vdisk *v, gconstpointer data)
         harness_teardown(h, data);
 }
 
+GVariant *vdisk_read_write_options(void)
+{
+        GVariantBuilder b;
+
+        g_variant_builder_init(&b, G_VARIANT_TYPE("a{sv}"));
+        g_variant_builder_add(&b, "{sv}", "read-only", g_variant_new_boolean(FALSE));
+        return g_variant_builder_end(&b);
+}
+
 /* Whether the installed qemu-storage-daemon is one whose writable exports loopd serves (10.0 or later: 7.2
  * can lose written data, and loopd refuses writable virtual disks with it). */
 bool qsd_writes_safe(void)

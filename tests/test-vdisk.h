@@ -143,6 +143,8 @@ void check_named(Harness *h, GDBusConnection *conn, const char *user, const char
  * directory, no export (file, record or mount), no qemu-storage-daemon process. Waits up to SETTLE_MS for
  * what goes asynchronously. */
 void check_nothing_left(Harness *h, const char *device);
+/* Attach options asking for a read-write device: {"read-only": false} (floating). */
+GVariant *vdisk_read_write_options(void);
 bool qsd_writes_safe(void);
 void check_writable_refused(Harness *h, GError *error, const char *image);
 /* Whether pid runs (a zombie does not). */

@@ -123,15 +123,6 @@ void test_open_read_only_by_default(Vdisk *v, gconstpointer data)
         g_assert_cmpstr(after, ==, before);
 }
 
-static GVariant *read_write_options(void)
-{
-        GVariantBuilder b;
-
-        g_variant_builder_init(&b, G_VARIANT_TYPE("a{sv}"));
-        g_variant_builder_add(&b, "{sv}", "read-only", g_variant_new_boolean(FALSE));
-        return g_variant_builder_end(&b);
-}
-
 /* Attaches image as how says, checks the device's read-only flag, detaches it and checks nothing is left. */
 static void attach_check_ro(Harness *h, GDBusConnection *a, const char *image, const char *how, int want_ro)
 {
@@ -142,7 +133,7 @@ static void attach_check_ro(Harness *h, GDBusConnection *a, const char *image, c
         if (g_str_equal(how, "dbus-rw-fd-no-options"))
                 (void)harness_attach_path(a, image, O_RDWR, NULL, &device, &error);
         else if (g_str_equal(how, "dbus-rw-fd-read-only-false"))
-                (void)harness_attach_path(a, image, O_RDWR, read_write_options(), &device, &error);
+                (void)harness_attach_path(a, image, O_RDWR, vdisk_read_write_options(), &device, &error);
         else {
                 g_autoptr(JsonNode) out = g_str_equal(how, "loopctl-read-only")
                         ? loopctl_json(h, HARNESS_USER_A, "attach", "--read-only", image, NULL)
@@ -195,7 +186,8 @@ void test_attach_read_only_unless_asked(Vdisk *v, gconstpointer data)
                 g_autoptr(GError) error = NULL;
                 g_autofree char *device = NULL;
 
-                g_assert_false(harness_attach_path(a, image, O_RDWR, read_write_options(), &device, &error));
+                g_assert_false(
+                        harness_attach_path(a, image, O_RDWR, vdisk_read_write_options(), &device, &error));
                 check_writable_refused(h, error, image);
         }
 }

@@ -325,12 +325,8 @@ void test_refused(Vdisk *v, gconstpointer data)
                 g_autofree char *device = NULL;
                 GVariant *options = NULL;
 
-                if (rw) {
-                        GVariantBuilder b;
-                        g_variant_builder_init(&b, G_VARIANT_TYPE("a{sv}"));
-                        g_variant_builder_add(&b, "{sv}", "read-only", g_variant_new_boolean(FALSE));
-                        options = g_variant_builder_end(&b);
-                }
+                if (rw)
+                        options = vdisk_read_write_options();
                 if (harness_attach_path(a, image, rw ? O_RDWR : O_RDONLY, options, &device, &error)) {
                         FAIL("Attach (%s) of %s gave %s", rw ? "read-write" : "read-only", r->image, device);
                         (void)harness_detach(a, device, NULL, NULL);

@@ -3,15 +3,6 @@
  * disk qemu-img reads from the image after the device is gone; nothing else of the guest disk changed. */
 #include "test-vdisk.h"
 
-static GVariant *read_write_options(void)
-{
-        GVariantBuilder b;
-
-        g_variant_builder_init(&b, G_VARIANT_TYPE("a{sv}"));
-        g_variant_builder_add(&b, "{sv}", "read-only", g_variant_new_boolean(FALSE));
-        return g_variant_builder_end(&b);
-}
-
 /* Reads n bytes at offset of path. */
 static guint8 *read_at(const char *path, guint64 offset, gsize n)
 {
@@ -57,12 +48,14 @@ void test_attach_read_write_lands_in_image(Vdisk *v, gconstpointer data)
         give_to(image, HARNESS_USER_A);
 
         if (!qsd_writes_safe()) {
-                g_assert_false(harness_attach_path(a, image, O_RDWR, read_write_options(), &device, &error));
+                g_assert_false(
+                        harness_attach_path(a, image, O_RDWR, vdisk_read_write_options(), &device, &error));
                 check_writable_refused(h, error, image);
                 return;
         }
         if (g_str_equal(how, "dbus")) {
-                g_assert_true(harness_attach_path(a, image, O_RDWR, read_write_options(), &device, &error));
+                g_assert_true(
+                        harness_attach_path(a, image, O_RDWR, vdisk_read_write_options(), &device, &error));
                 harness_assert_no_error(error);
         } else {
                 g_autoptr(JsonNode) out = loopctl_json(h, HARNESS_USER_A, "attach", image, NULL);
