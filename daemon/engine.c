@@ -16,13 +16,13 @@
 #include "mount.h"
 #include "partition.h"
 #include "probe.h"
-#include "vdisk.h"
-
-static int user_of(uid_t uid, char **ret_name, gid_t *ret_gid);
 #include "registry.h"
 #include "state.h"
 #include "strv.h"
+#include "vdisk.h"
 #include "watcher.h"
+
+static int user_of(uid_t uid, char **ret_name, gid_t *ret_gid);
 
 int engine_error(EngineError *e, int r, EngineErrorKind kind, const char *format, ...)
 {

@@ -23,56 +23,23 @@
 #include "log.h"
 #include "macro.h"
 #include "mount-internal.h"
+#include "process-util.h"
 #include "sandbox.h"
 #include "strv.h"
 
 #define HELPER_TIMEOUT_MS (30 * 1000)
 #define HELPER_EXIT_TIMEOUT_MS (10 * 1000)
 
-static int pidfd_open_(pid_t pid)
-{
-        return (int)syscall(SYS_pidfd_open, pid, 0);
-}
-
-/* Monotonic milliseconds, for deadlines. */
-static int64_t now_ms(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Waits until the process behind pidfd has exited or deadline_ms has passed. True if it exited. */
-static bool pidfd_wait(int pidfd, int64_t deadline_ms)
-{
-        for (;;) {
-                struct pollfd p = { .fd = pidfd, .events = POLLIN };
-                int64_t left = deadline_ms - now_ms();
-                int r;
-
-                if (left < 0)
-                        left = 0;
-                r = poll(&p, 1, (int)MIN(left, (int64_t)INT_MAX));
-                if (r > 0)
-                        return true;
-                if (r == 0)
-                        return false;
-                if (errno != EINTR)
-                        return false;
-        }
-}
-
 /* Reaps our own child, killing it after timeout_ms. Returns its wait status or -ETIMEDOUT. */
 static int child_wait(pid_t pid, int timeout_ms)
 {
-        _cleanup_close_ int pidfd = pidfd_open_(pid);
+        _cleanup_close_ int pidfd = pidfd_open_pid(pid);
         int64_t deadline = now_ms() + timeout_ms;
         bool timed_out = false;
         int status;
 
         if (pidfd >= 0)
-                timed_out = !pidfd_wait(pidfd, deadline);
+                timed_out = !pidfd_wait_until(pidfd, deadline);
         else
                 /* No pidfd (kernel < 5.3): poll the child. */
                 for (;;) {
@@ -350,8 +317,8 @@ int mount_fuse_run(const FsDriver *d, const char *node, const char *target, cons
                 r = fuse_wait_served(target);
         if (r < 0) {
                 if (pidfd >= 0) {
-                        (void)syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
-                        (void)pidfd_wait(pidfd, now_ms() + HELPER_EXIT_TIMEOUT_MS);
+                        (void)pidfd_signal(pidfd, SIGKILL);
+                        (void)pidfd_wait_until(pidfd, now_ms() + HELPER_EXIT_TIMEOUT_MS);
                 }
                 log_driver_error(name, err_read);
                 (void)umount2(target, MNT_DETACH | UMOUNT_NOFOLLOW);
@@ -416,7 +383,7 @@ size_t mount_fuse_servers_of(dev_t rdev, int *pidfds, size_t max)
                         continue;
                 pid = (pid_t)strtol(de->d_name, NULL, 10);
                 /* Open the pidfd first, so a recycled pid is caught by the checks that follow. */
-                pidfd = pidfd_open_(pid);
+                pidfd = pidfd_open_pid(pid);
                 if (pidfd < 0)
                         continue;
                 snprintf(exe_link, sizeof(exe_link), "%s/exe", de->d_name);
@@ -442,7 +409,7 @@ void mount_fuse_servers_wait(int *pidfds, size_t n, bool wait)
 
         for (size_t i = 0; i < n; i++) {
                 if (wait)
-                        (void)pidfd_wait(pidfds[i], deadline);
+                        (void)pidfd_wait_until(pidfds[i], deadline);
                 safe_close(pidfds[i]);
         }
 }

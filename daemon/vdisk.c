@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "process-util.h"
 #include "sandbox.h"
 #include "state.h"
 
@@ -131,69 +132,6 @@ static bool format_has_backing(const char *format)
         return false;
 }
 
-static int vdisk_pidfd_open(pid_t pid)
-{
-        return (int)syscall(SYS_pidfd_open, pid, 0);
-}
-
-static int pidfd_signal(int pidfd, int sig)
-{
-        return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
-}
-
-/* Waits up to timeout_ms for the process behind pidfd to exit. True if it did. */
-static bool pidfd_wait_exit(int pidfd, int timeout_ms)
-{
-        struct timespec start, now;
-
-        clock_gettime(CLOCK_MONOTONIC, &start);
-        for (;;) {
-                struct pollfd p = { .fd = pidfd, .events = POLLIN };
-                int64_t spent;
-                int r;
-
-                clock_gettime(CLOCK_MONOTONIC, &now);
-                spent = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
-                if (spent >= timeout_ms)
-                        return false;
-                r = poll(&p, 1, (int)(timeout_ms - spent));
-                if (r > 0)
-                        return true;
-                if (r < 0 && errno != EINTR)
-                        return false;
-        }
-}
-
-/* The process's start time (field 22 of /proc/PID/stat): with the pid, it names one process for good. */
-static int process_start_time(pid_t pid, uint64_t *ret)
-{
-        char path[64], buf[1024];
-        _cleanup_close_ int fd = -EBADF;
-        const char *p;
-        ssize_t n;
-
-        (void)snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-        fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-                return negative_errno();
-        n = read(fd, buf, sizeof(buf) - 1);
-        if (n <= 0)
-                return n < 0 ? negative_errno() : -EIO;
-        buf[n] = '\0';
-        /* After the command name, which may hold anything but ends with the last ')'. */
-        p = strrchr(buf, ')');
-        if (!p)
-                return -EIO;
-        for (int field = 2; field < 22; field++) {
-                p = strchr(p + 1, ' ');
-                if (!p)
-                        return -EIO;
-        }
-        if (sscanf(p + 1, "%" SCNu64, ret) != 1)
-                return -EIO;
-        return 0;
-}
-
 Vdisk *vdisk_free(Vdisk *v)
 {
         if (!v)
@@ -223,11 +161,12 @@ Vdisk *vdisk_stop(Vdisk *v)
                  * PID 1 of its namespace without a handler yet, would not even get the SIGTERM.) */
                 bool flush = v->writable && v->bound;
                 if (pidfd_signal(v->pidfd, flush ? SIGTERM : SIGKILL) >= 0 &&
-                        !pidfd_wait_exit(v->pidfd, flush ? STOP_TIMEOUT_MS : KILL_WAIT_MS) && flush) {
+                        !pidfd_wait_until(v->pidfd, now_ms() + (flush ? STOP_TIMEOUT_MS : KILL_WAIT_MS)) &&
+                        flush) {
                         log_warning("qemu-storage-daemon (pid %d) serving %s did not exit, killing it",
                                 (int)v->pid, strempty(v->image));
                         (void)pidfd_signal(v->pidfd, SIGKILL);
-                        (void)pidfd_wait_exit(v->pidfd, KILL_WAIT_MS);
+                        (void)pidfd_wait_until(v->pidfd, now_ms() + KILL_WAIT_MS);
                 }
         }
         if (v->path) {
@@ -499,7 +438,7 @@ void vdisk_error(Vdisk *v, char *buf, size_t size)
                 return;
         /* Its stderr ends when it does: a process still there is killed first, never waited for. */
         if (!v->error && v->pidfd >= 0 && pidfd_signal(v->pidfd, SIGKILL) >= 0)
-                (void)pidfd_wait_exit(v->pidfd, ERROR_WAIT_MS);
+                (void)pidfd_wait_until(v->pidfd, now_ms() + ERROR_WAIT_MS);
         read_error(v);
         (void)snprintf(buf, size, "%s", strempty(v->error));
 }
@@ -545,7 +484,7 @@ static Vdisk *vdisk_adopt(sd_event *event, const char *dir, const char *name)
                 log_info_errno(r, "Tearing down the export %s, its record is unreadable: %m", v->path);
                 return NULL; /* stopped: unmounted, removed */
         }
-        v->pidfd = vdisk_pidfd_open(v->pid);
+        v->pidfd = pidfd_open_pid(v->pid);
         if (v->pidfd >= 0 && (process_start_time(v->pid, &now) < 0 || now != start))
                 v->pidfd = safe_close(v->pidfd); /* another process got the pid */
         if (v->pidfd >= 0 && watch_exit(v, event) < 0)

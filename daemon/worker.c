@@ -17,6 +17,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "process-util.h"
+
 struct Worker {
         pid_t pid;
         int pidfd; /* -EBADF where the kernel (or valgrind) has no pidfd_open() */
@@ -52,7 +54,7 @@ static void worker_kill(Worker *w)
          * by pid: the SIGCHLD handler reaps the child only once it exited, and its pipe then says so first.
          */
         if (w->pidfd >= 0)
-                (void)syscall(SYS_pidfd_send_signal, w->pidfd, SIGKILL, NULL, 0);
+                (void)pidfd_signal(w->pidfd, SIGKILL);
         else if (w->pid > 0)
                 (void)kill(w->pid, SIGKILL);
 }
@@ -186,7 +188,7 @@ int worker_start(sd_event *event, int keep_fd, WorkerFunction function, void *ar
         w->pipe_fd = fds[0];
         /* Before the event loop runs again, so before the SIGCHLD handler can have reaped it. */
         w->pid = pid;
-        w->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+        w->pidfd = pidfd_open_pid(pid);
         if (w->pidfd < 0)
                 w->pidfd = -EBADF;
         r = sd_event_add_io(event, &w->io, w->pipe_fd, EPOLLIN, worker_on_io, w);
