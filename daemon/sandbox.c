@@ -5,6 +5,7 @@
 #include <grp.h>
 #include <limits.h>
 #include <linux/capability.h>
+#include <linux/seccomp.h>
 #include <linux/securebits.h>
 #include <sched.h>
 #include <signal.h>
@@ -21,6 +22,7 @@
 #include <unistd.h>
 
 #include "macro.h"
+#include "sandbox-filter.h"
 #include "sandbox.h"
 
 /* The sandbox's root is a tmpfs mounted here, in the child's own mount namespace: any directory every Linux
@@ -392,7 +394,7 @@ static _Noreturn void child_reap(const SandboxSpec *spec, char *const envp[])
         _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0));
 }
 
-static _Noreturn void child_run(const SandboxSpec *spec)
+static _Noreturn void child_run(const SandboxSpec *spec, const struct sock_fprog *filter)
 {
         static char *const envp[] = { (char *)"PATH=/usr/bin:/bin", (char *)"LC_ALL=C", NULL };
         static char *const envp_fusermount[] = { (char *)"PATH=/loopd/bin:/usr/bin:/bin", (char *)"LC_ALL=C",
@@ -404,6 +406,8 @@ static _Noreturn void child_run(const SandboxSpec *spec)
         child_check(setsid(), "setsid");
         child_root(spec);
         child_credentials(spec);
+        /* Last: the filter refuses what the steps above did (mount, unshare). */
+        child_check((int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, filter), "seccomp");
         if (spec->reaper)
                 child_reap(spec, env);
         execve(spec->path, spec->argv, env);
@@ -419,10 +423,15 @@ int sandbox_spawn(const SandboxSpec *spec, pid_t *ret_pid, int *ret_pidfd)
                 .pidfd = (uint64_t)(uintptr_t)&pidfd,
                 .exit_signal = SIGCHLD,
         };
+        const struct sock_fprog *filter;
         long pid;
+        int r;
 
         if (!spec || !spec->path || !spec->argv || spec->n_fds > SANDBOX_FDS_MAX || !ret_pid || !ret_pidfd)
                 return -EINVAL;
+        r = sandbox_filter_get(&filter);
+        if (r < 0)
+                return r;
 
         pid = syscall(SYS_clone3, &args, sizeof(args));
         if (pid < 0 && errno == ENOSYS)
@@ -432,7 +441,7 @@ int sandbox_spawn(const SandboxSpec *spec, pid_t *ret_pid, int *ret_pidfd)
         if (pid < 0)
                 return negative_errno();
         if (pid == 0)
-                child_run(spec);
+                child_run(spec, filter);
 
         *ret_pid = (pid_t)pid;
         *ret_pidfd = pidfd;

@@ -1,6 +1,6 @@
 /* sandbox.h: runs a program that parses a user's image (qemu-storage-daemon for a virtual disk) with as
- * little as works: not root, no capabilities, no_new_privs, no network, no view of the host's files but
- * /usr, and only the file descriptors it is handed. */
+ * little as works: not root, no capabilities, no_new_privs, a seccomp filter, no network, no view of the
+ * host's files but /usr, and only the file descriptors it is handed. */
 #pragma once
 
 #include <stdbool.h>

@@ -1,8 +1,9 @@
 /* hostile-driver.c: a FUSE driver that tries to get out of loopd's sandbox before it serves. The
  * mount-kernel suite puts it in fusefat's place (mount_set_fuse_helper()). It tries what a driver that an
  * image took over would: write to root's files, read files outside its view, become root again, reach the
- * network. If any attempt succeeds it says which on stderr and exits 1 without serving (the mount fails);
- * if all fail it becomes the real fusefat with its own arguments (the mount works).
+ * network, make a user namespace, join the keyring, set up io_uring. If any attempt succeeds it says which
+ * on stderr and exits 1 without serving (the mount fails); if all fail it becomes the real fusefat with its
+ * own arguments (the mount works).
  *
  * Usage: hostile-driver NODE TARGET [-o OPTIONS] [-f]
  *            fusefat's arguments, as loopd runs it. Run under the name hostile-node-writer (a copy), it
@@ -14,13 +15,18 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
+#include <linux/keyctl.h>
 #include <netinet/in.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define FUSEFAT "/usr/bin/fusefat"
@@ -46,8 +52,7 @@ static bool open_works(const char *path, int flags)
         return true;
 }
 
-/* A TCP connection to address:port, given up after 2 s. socket() itself may work: there is no seccomp
- * filter, but there should be no network. */
+/* A TCP connection to address:port, given up after 2 s. */
 static bool connect_works(const char *address, unsigned short port)
 {
         struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
@@ -62,6 +67,41 @@ static bool connect_works(const char *address, unsigned short port)
         ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
         close(fd);
         return ok;
+}
+
+static bool socket_works(int family, int type)
+{
+        int fd = socket(family, type | SOCK_CLOEXEC, 0);
+
+        if (fd < 0)
+                return false;
+        close(fd);
+        return true;
+}
+
+/* fork() in a new user namespace (glibc's clone3(), or clone() when that is refused). */
+static bool clone_newuser_works(void)
+{
+        long pid = syscall(SYS_clone, (unsigned long)CLONE_NEWUSER | SIGCHLD, NULL, NULL, NULL, NULL);
+        int status;
+
+        if (pid == 0)
+                _exit(0);
+        if (pid < 0)
+                return false;
+        (void)waitpid((pid_t)pid, &status, 0);
+        return true;
+}
+
+static bool io_uring_works(void)
+{
+        char params[120] = {}; /* struct io_uring_params: zeroes ask for nothing */
+        long fd = syscall(SYS_io_uring_setup, 1, params);
+
+        if (fd < 0)
+                return false;
+        close((int)fd);
+        return true;
 }
 
 static void attempt_all(const char *node, const char *target)
@@ -89,6 +129,16 @@ static void attempt_all(const char *node, const char *target)
         /* The network. */
         attempt("connect to 1.1.1.1:53", connect_works("1.1.1.1", 53));
         attempt("connect to 127.0.0.1:22", connect_works("127.0.0.1", 22));
+        attempt("make an AF_INET socket", socket_works(AF_INET, SOCK_DGRAM));
+        attempt("make an AF_NETLINK socket", socket_works(AF_NETLINK, SOCK_RAW));
+        attempt("make an AF_PACKET socket", socket_works(AF_PACKET, SOCK_RAW));
+
+        /* Root of a namespace of its own, the kernel's keyring, the kernel's large attack surfaces. */
+        attempt("a child in a new user namespace", clone_newuser_works());
+        attempt("unshare(CLONE_NEWUSER)", unshare(CLONE_NEWUSER) == 0);
+        attempt("keyctl(KEYCTL_JOIN_SESSION_KEYRING)",
+                syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL) >= 0);
+        attempt("io_uring_setup", io_uring_works());
 }
 
 /* The driver owns its device node: may it make the node of a read-only mount writable? (Not on the host:

@@ -156,9 +156,9 @@ static void assert_driver_confined(pid_t pid, const char *node, const char *imag
         }
         g_test_message("NoNewPrivs: %s", no_new_privs ? no_new_privs : "(none)");
         g_assert_cmpstr(no_new_privs, ==, "1");
-        /* No seccomp filter yet (known): the field must be there, its value is only reported. */
+        /* 2: a seccomp filter (SECCOMP_MODE_FILTER). */
         g_test_message("Seccomp: %s", seccomp ? seccomp : "(none)");
-        g_assert_nonnull(seccomp);
+        g_assert_cmpstr(seccomp, ==, "2");
 
         for (size_t i = 0; i < G_N_ELEMENTS(namespaces); i++) {
                 g_autofree char *theirs = ns_of(spid, namespaces[i]), *ours = ns_of("self", namespaces[i]);
@@ -548,4 +548,8 @@ void test_sandbox_hostile_driver_control(Fixture *f, gconstpointer data)
         g_assert_nonnull(strstr(err, "succeeded: setuid(0)"));
         g_assert_nonnull(strstr(err, "succeeded: open /etc/passwd for appending"));
         g_assert_nonnull(strstr(err, "succeeded: open its device node for writing"));
+        g_assert_nonnull(strstr(err, "succeeded: make an AF_INET socket"));
+        g_assert_nonnull(strstr(err, "succeeded: a child in a new user namespace"));
+        g_assert_nonnull(strstr(err, "succeeded: unshare(CLONE_NEWUSER)"));
+        g_assert_nonnull(strstr(err, "succeeded: keyctl(KEYCTL_JOIN_SESSION_KEYRING)"));
 }

@@ -308,11 +308,12 @@ void check_sandboxed(pid_t pid, uid_t uid)
 {
         g_autofree char *uids = status_field(pid, "Uid"), *cap_eff = status_field(pid, "CapEff");
         g_autofree char *cap_prm = status_field(pid, "CapPrm"), *nnp = status_field(pid, "NoNewPrivs");
+        g_autofree char *seccomp = status_field(pid, "Seccomp");
         g_autofree char *want = g_strdup_printf(
                 "%u\t%u\t%u\t%u", (unsigned)uid, (unsigned)uid, (unsigned)uid, (unsigned)uid);
 
-        g_test_message("qemu-storage-daemon %d: Uid %s, CapEff %s, CapPrm %s, NoNewPrivs %s", (int)pid, uids,
-                cap_eff, cap_prm, nnp);
+        g_test_message("qemu-storage-daemon %d: Uid %s, CapEff %s, CapPrm %s, NoNewPrivs %s, Seccomp %s",
+                (int)pid, uids, cap_eff, cap_prm, nnp, seccomp);
         if (g_strcmp0(uids, want) != 0)
                 FAIL("qemu-storage-daemon %d runs as uids %s, expected the caller's %u", (int)pid, uids,
                         (unsigned)uid);
@@ -321,6 +322,8 @@ void check_sandboxed(pid_t pid, uid_t uid)
                         cap_prm);
         if (g_strcmp0(nnp, "1") != 0)
                 FAIL("qemu-storage-daemon %d may gain privileges (NoNewPrivs %s)", (int)pid, nnp);
+        if (g_strcmp0(seccomp, "2") != 0)
+                FAIL("qemu-storage-daemon %d has no seccomp filter (Seccomp %s)", (int)pid, seccomp);
 }
 
 /* ---------------------------------------------------------------------------------------------------- */

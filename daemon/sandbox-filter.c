@@ -1,0 +1,187 @@
+/* sandbox-filter.c: the seccomp filter of loopd's sandbox: the system calls that a program parsing a
+ * user's image never needs and that reach past the sandbox or widen the kernel's attack surface. */
+#include <errno.h>
+#include <linux/filter.h>
+#include <sched.h>
+#include <seccomp.h>
+#include <stdlib.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "macro.h"
+#include "sandbox-filter.h"
+
+/* Refused with EPERM. Namespaces and mounts (what a sandbox is made of), keys (the kernel keyring is not
+ * namespaced), other processes' memory, and the kernel's big attack surfaces (bpf, perf, io_uring,
+ * userfaultfd), with what only an administrator does (modules, clocks, swap, reboot). Names this kernel's
+ * architecture lacks are skipped. */
+static const char *const denied[] = {
+        "unshare",
+        "setns",
+        "mount",
+        "umount2",
+        "pivot_root",
+        "chroot",
+        "move_mount",
+        "open_tree",
+        "fsopen",
+        "fsconfig",
+        "fsmount",
+        "fspick",
+        "mount_setattr",
+        "add_key",
+        "keyctl",
+        "request_key",
+        "ptrace",
+        "process_vm_readv",
+        "process_vm_writev",
+        "process_madvise",
+        "pidfd_getfd",
+        "bpf",
+        "perf_event_open",
+        "userfaultfd",
+        "io_uring_setup",
+        "io_uring_enter",
+        "io_uring_register",
+        "fanotify_init",
+        "open_by_handle_at",
+        "name_to_handle_at",
+        "kexec_load",
+        "kexec_file_load",
+        "init_module",
+        "finit_module",
+        "delete_module",
+        "reboot",
+        "swapon",
+        "swapoff",
+        "acct",
+        "quotactl",
+        "quotactl_fd",
+        "syslog",
+        "settimeofday",
+        "clock_settime",
+        "clock_adjtime",
+        "adjtimex",
+        "sethostname",
+        "setdomainname",
+        "iopl",
+        "ioperm",
+        "modify_ldt",
+        "lookup_dcookie",
+        "vhangup",
+        "uselib",
+};
+
+/* The namespace flags clone() must not carry: a new user namespace is a root of its own, the others are
+ * refused anyway without capabilities. */
+static const unsigned long namespace_flags[] = {
+        CLONE_NEWUSER,
+        CLONE_NEWNS,
+        CLONE_NEWPID,
+        CLONE_NEWNET,
+        CLONE_NEWIPC,
+        CLONE_NEWUTS,
+        CLONE_NEWCGROUP,
+};
+
+static int add_rules(scmp_filter_ctx ctx)
+{
+        int r;
+
+        for (size_t i = 0; i < ELEMENTSOF(denied); i++) {
+                int nr = seccomp_syscall_resolve_name(denied[i]);
+
+                if (nr == __NR_SCMP_ERROR)
+                        continue;
+                r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), nr, 0);
+                if (r < 0)
+                        return r;
+        }
+
+        /* No network: only AF_UNIX sockets (libfuse 2's socketpair with fusermount), as systemd's
+         * RestrictAddressFamilies= answers. */
+        r = seccomp_rule_add(
+                ctx, SCMP_ACT_ERRNO(EAFNOSUPPORT), SCMP_SYS(socket), 1, SCMP_A0(SCMP_CMP_NE, AF_UNIX));
+        if (r < 0)
+                return r;
+
+        for (size_t i = 0; i < ELEMENTSOF(namespace_flags); i++) {
+                r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 1,
+                        SCMP_A0(SCMP_CMP_MASKED_EQ, namespace_flags[i], namespace_flags[i]));
+                if (r < 0)
+                        return r;
+        }
+        /* clone3() takes its flags in memory, where a filter cannot look: ENOSYS makes glibc use clone(). */
+        r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
+        if (r < 0)
+                return r;
+
+        /* Typing into a terminal someone else reads (there should be none, but the filter is the last
+         * line). */
+        r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl), 1, SCMP_A1(SCMP_CMP_EQ, TIOCSTI));
+        if (r < 0)
+                return r;
+        return seccomp_rule_add(
+                ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl), 1, SCMP_A1(SCMP_CMP_EQ, TIOCLINUX));
+}
+
+/* The filter as BPF, in memory (libseccomp 2.5 exports to an fd only). */
+static int filter_build(struct sock_filter **ret_code, size_t *ret_n)
+{
+        scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+        _cleanup_close_ int fd = -EBADF;
+        _cleanup_free_ struct sock_filter *code = NULL;
+        struct stat st;
+        ssize_t n;
+        int r;
+
+        if (!ctx)
+                return -ENOMEM;
+        /* Only the native architecture: a system call of another (i386's int 0x80 on x86-64, x32) kills the
+         * process, libseccomp's default for architectures the filter does not list. */
+        r = add_rules(ctx);
+        if (r >= 0) {
+                fd = memfd_create("loopd-seccomp", MFD_CLOEXEC);
+                r = fd < 0 ? -errno : seccomp_export_bpf(ctx, fd);
+        }
+        seccomp_release(ctx);
+        if (r < 0)
+                return r;
+
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (st.st_size <= 0 || st.st_size % sizeof(struct sock_filter) != 0 || st.st_size > BPF_MAXINSNS * 8)
+                return -EINVAL;
+        code = malloc(st.st_size);
+        if (!code)
+                return -ENOMEM;
+        n = pread(fd, code, st.st_size, 0);
+        if (n < 0)
+                return -errno;
+        if (n != st.st_size)
+                return -EIO;
+        *ret_n = (size_t)st.st_size / sizeof(struct sock_filter);
+        *ret_code = TAKE_PTR(code);
+        return 0;
+}
+
+int sandbox_filter_get(const struct sock_fprog **ret)
+{
+        /* Built once: the rules do not change while loopd runs. Kept until loopd exits. */
+        static struct sock_fprog program;
+        struct sock_filter *code;
+        size_t n;
+        int r;
+
+        if (!program.filter) {
+                r = filter_build(&code, &n);
+                if (r < 0)
+                        return r;
+                program = (struct sock_fprog){ .len = (unsigned short)n, .filter = code };
+        }
+        *ret = &program;
+        return 0;
+}
