@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -73,6 +72,31 @@ static const char *const denied[] = {
         "lookup_dcookie",
         "vhangup",
         "uselib",
+        /* The sandboxes share their network and IPC namespaces (sandbox.c): nothing may be left in them for
+         * another sandbox to find. */
+        "bind",
+        "listen",
+        "connect",
+        "accept",
+        "accept4",
+        "shmget",
+        "shmat",
+        "shmctl",
+        "shmdt",
+        "msgget",
+        "msgsnd",
+        "msgrcv",
+        "msgctl",
+        "semget",
+        "semop",
+        "semtimedop",
+        "semctl",
+        "mq_open",
+        "mq_unlink",
+        "mq_timedsend",
+        "mq_timedreceive",
+        "mq_notify",
+        "mq_getsetattr",
 };
 
 /* The namespace flags clone() must not carry: a new user namespace is a root of its own, the others are
@@ -101,10 +125,10 @@ static int add_rules(scmp_filter_ctx ctx)
                         return r;
         }
 
-        /* No network: only AF_UNIX sockets (libfuse 2's socketpair with fusermount), as systemd's
-         * RestrictAddressFamilies= answers. */
-        r = seccomp_rule_add(
-                ctx, SCMP_ACT_ERRNO(EAFNOSUPPORT), SCMP_SYS(socket), 1, SCMP_A0(SCMP_CMP_NE, AF_UNIX));
+        /* No socket of any family, as systemd's RestrictAddressFamilies= answers: an AF_UNIX one could bind
+         * an abstract name that another sandbox in the shared network namespace connects to. socketpair()
+         * stays (libfuse 2 talks to fusermount over one). */
+        r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EAFNOSUPPORT), SCMP_SYS(socket), 0);
         if (r < 0)
                 return r;
 
@@ -172,8 +196,8 @@ int sandbox_filter_get(const struct sock_fprog **ret)
 {
         /* Built once: the rules do not change while loopd runs. Kept until loopd exits. */
         static struct sock_fprog program;
-        struct sock_filter *code;
-        size_t n;
+        struct sock_filter *code = NULL;
+        size_t n = 0;
         int r;
 
         if (!program.filter) {

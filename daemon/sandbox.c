@@ -394,13 +394,23 @@ static _Noreturn void child_reap(const SandboxSpec *spec, char *const envp[])
         _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0));
 }
 
-static _Noreturn void child_run(const SandboxSpec *spec, const struct sock_fprog *filter)
+/* What every sandbox shares, made once in loopd (the child allocates nothing). */
+typedef struct SandboxShared {
+        const struct sock_fprog *filter;
+        int net_fd;
+        int ipc_fd;
+} SandboxShared;
+
+static _Noreturn void child_run(const SandboxSpec *spec, const SandboxShared *shared)
 {
         static char *const envp[] = { (char *)"PATH=/usr/bin:/bin", (char *)"LC_ALL=C", NULL };
         static char *const envp_fusermount[] = { (char *)"PATH=/loopd/bin:/usr/bin:/bin", (char *)"LC_ALL=C",
                 NULL };
         char *const *env = spec->fusermount ? envp_fusermount : envp;
 
+        /* Before child_fds() closes them. */
+        child_check(setns(shared->net_fd, CLONE_NEWNET), "joining the sandboxes' network namespace");
+        child_check(setns(shared->ipc_fd, CLONE_NEWIPC), "joining the sandboxes' IPC namespace");
         child_fds(spec);
         child_signals();
         child_check(setsid(), "setsid");
@@ -408,29 +418,88 @@ static _Noreturn void child_run(const SandboxSpec *spec, const struct sock_fprog
         child_credentials(spec);
         /* Last: the filter refuses what the steps above did (mount, unshare). prctl(), not seccomp(2), which
          * valgrind (the tests run loopd under memcheck) does not know. */
-        child_check(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, filter, 0, 0), "seccomp");
+        child_check(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, shared->filter, 0, 0), "seccomp");
         if (spec->reaper)
                 child_reap(spec, env);
         execve(spec->path, spec->argv, env);
         child_fail(spec->path, errno);
 }
 
+/* The network and IPC namespaces every sandbox joins: made once, empty (no interface but a loopback that is
+ * down, no IPC object), kept while loopd runs. A network namespace is the costliest to make and to tear down
+ * (its cleanup keeps a kernel worker busy for milliseconds), and a sandbox needs none of its own: the filter
+ * refuses every socket() and bind(), connect() and listen() (socketpair() stays, for libfuse 2), and every
+ * System V and POSIX IPC call, so nothing in them can reach from one sandbox to another. */
+static int shared_namespaces(int *ret_net, int *ret_ipc)
+{
+        static int net_fd = -EBADF, ipc_fd = -EBADF;
+        _cleanup_close_ int net = -EBADF, ipc = -EBADF;
+        char path[64];
+        int gate[2], r = 0;
+        long pid;
+
+        if (net_fd >= 0) {
+                *ret_net = net_fd;
+                *ret_ipc = ipc_fd;
+                return 0;
+        }
+
+        /* A child in new namespaces waits on a pipe while loopd opens them, then exits. */
+        if (pipe2(gate, O_CLOEXEC) < 0)
+                return -errno;
+        pid = syscall(
+                SYS_clone, (unsigned long)(CLONE_NEWNET | CLONE_NEWIPC | SIGCHLD), NULL, NULL, NULL, NULL);
+        if (pid == 0) {
+                char c;
+                (void)close(gate[1]);
+                (void)read(gate[0], &c, 1); /* EOF once loopd closed its end */
+                _exit(0);
+        }
+        if (pid < 0)
+                r = -errno;
+        else {
+                snprintf(path, sizeof(path), "/proc/%ld/ns/net", pid);
+                net = open(path, O_RDONLY | O_CLOEXEC);
+                if (net < 0)
+                        r = -errno;
+                snprintf(path, sizeof(path), "/proc/%ld/ns/ipc", pid);
+                ipc = open(path, O_RDONLY | O_CLOEXEC);
+                if (ipc < 0 && r == 0)
+                        r = -errno;
+        }
+        safe_close(gate[1]);
+        safe_close(gate[0]);
+        if (pid > 0)
+                while (waitpid((pid_t)pid, NULL, 0) < 0 && errno == EINTR)
+                        ;
+        if (r < 0)
+                return r;
+
+        net_fd = TAKE_FD(net);
+        ipc_fd = TAKE_FD(ipc);
+        *ret_net = net_fd;
+        *ret_ipc = ipc_fd;
+        return 0;
+}
+
 int sandbox_spawn(const SandboxSpec *spec, pid_t *ret_pid, int *ret_pidfd)
 {
         int pidfd = -EBADF;
         struct clone_args_v0 args = {
-                .flags = CLONE_PIDFD | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC |
-                        CLONE_NEWUTS,
+                .flags = CLONE_PIDFD | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS,
                 .pidfd = (uint64_t)(uintptr_t)&pidfd,
                 .exit_signal = SIGCHLD,
         };
-        const struct sock_fprog *filter;
+        SandboxShared shared;
         long pid;
         int r;
 
         if (!spec || !spec->path || !spec->argv || spec->n_fds > SANDBOX_FDS_MAX || !ret_pid || !ret_pidfd)
                 return -EINVAL;
-        r = sandbox_filter_get(&filter);
+        r = sandbox_filter_get(&shared.filter);
+        if (r < 0)
+                return r;
+        r = shared_namespaces(&shared.net_fd, &shared.ipc_fd);
         if (r < 0)
                 return r;
 
@@ -442,7 +511,7 @@ int sandbox_spawn(const SandboxSpec *spec, pid_t *ret_pid, int *ret_pidfd)
         if (pid < 0)
                 return negative_errno();
         if (pid == 0)
-                child_run(spec, filter);
+                child_run(spec, &shared);
 
         *ret_pid = (pid_t)pid;
         *ret_pidfd = pidfd;

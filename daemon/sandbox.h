@@ -41,8 +41,9 @@ typedef struct SandboxSpec {
         bool reaper;
 } SandboxSpec;
 
-/* Starts the program in new mount, PID, network, IPC and UTS namespaces (it is PID 1 of its own) with a
- * read-only root of its own: /usr (and the /bin, /lib... links or binds), /proc showing its own processes
+/* Starts the program in new mount, PID and UTS namespaces (it is PID 1 of its own), in the empty network and
+ * IPC namespaces every sandbox shares, under the seccomp filter (sandbox-filter.h), with a read-only root of
+ * its own: /usr (and the /bin, /lib... links or binds), /proc showing its own processes
  * only (read-only), /dev/null, zero, full, random, urandom (and fuse, for libfuse 2), an /etc of its own,
  * and what the spec asks for; the program's own directory too when it is not under /usr. A child of loopd's:
  * returns its pid and a pidfd. A step of the setup that fails is written to stderr_fd and the child exits
