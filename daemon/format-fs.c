@@ -420,6 +420,8 @@ int format_spawn(const FormatType *t, const FormatRequest *req, dev_t rdev, int 
                 .gid = id,
                 .stderr_fd = output_fd,
                 .stdout_to_stderr = true,
+                /* mkfs.xfs: BLKBSZSET and BLKFLSBUF need CAP_SYS_ADMIN, which it does not get. */
+                .fake_block_ioctls = streq(t->name, "xfs"),
                 .node = &device,
         };
         return sandbox_spawn(&spec, ret_pid, ret_pidfd);
