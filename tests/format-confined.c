@@ -306,6 +306,66 @@ static void test_failure_goes_to_log(Harness *h, gconstpointer data)
         harness_assert_no_error(error);
 }
 
+/* A partition formatted alone (the table and the other partition stay), then the whole device: its
+ * partitions go, and only the new filesystem is left. */
+static void test_partition_then_whole(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
+        g_autofree char *image = harness_image_path(h, "parted.img"), *device = NULL, *p1 = NULL, *p2 = NULL;
+        g_autofree char *fstype = NULL, *label = NULL;
+        g_autoptr(GError) error = NULL;
+
+        (void)data;
+        harness_allow_all(h);
+        REQUIRE_NONNULL(a);
+        image_create(image, 64 * MiB);
+        image_sfdisk(image, "label: dos\nstart=2048, size=32MiB, type=6\ntype=83\n", 0);
+        give_to(image, HARNESS_USER_A);
+        g_assert_true(harness_attach_path(a, image, O_RDWR, NULL, &device, &error));
+        harness_assert_no_error(error);
+        REQUIRE_NONNULL(device);
+        p1 = g_strdup_printf("%sp1", device);
+        p2 = g_strdup_printf("%sp2", device);
+
+        g_assert_true(call_format(a, p1, "vfat", format_options("OSDEV", NULL, FALSE), &error));
+        harness_assert_no_error(error);
+        g_assert_true(call_format(a, p2, "ext2", format_options("root", NULL, FALSE), &error));
+        harness_assert_no_error(error);
+        {
+                g_autoptr(GHashTable) fat = oracle_blkid(image, 1 * MiB);
+                g_autoptr(GHashTable) ext = oracle_blkid(image, 33 * MiB);
+                g_autoptr(JsonNode) table = oracle_sfdisk_json(image, 0);
+
+                g_assert_cmpstr(g_hash_table_lookup(fat, "TYPE"), ==, "vfat");
+                g_assert_cmpstr(g_hash_table_lookup(fat, "LABEL"), ==, "OSDEV");
+                g_assert_cmpstr(g_hash_table_lookup(ext, "TYPE"), ==, "ext2");
+                g_assert_cmpstr(g_hash_table_lookup(ext, "LABEL"), ==, "root");
+                /* The table is still there, both partitions in it. */
+                JsonArray *parts = json_object_get_array_member(json_node_get_object(table), "partitions");
+                g_assert_cmpuint(json_array_get_length(parts), ==, 2);
+        }
+        g_assert_true(device_shows(h, device, p1, &fstype, &label));
+        g_assert_cmpstr(fstype, ==, "vfat");
+        g_assert_cmpstr(label, ==, "OSDEV");
+
+        /* A partition table on a partition is not a thing. */
+        g_assert_false(call_format(a, p1, "gpt", NULL, &error));
+        harness_assert_dbus_error(error, LOOPD_ERROR_INVALID_ARGUMENT, "node");
+        g_clear_error(&error);
+
+        g_assert_true(call_format(a, device, "ext4", format_options("whole", NULL, FALSE), &error));
+        harness_assert_no_error(error);
+        g_assert_false(g_file_test(p1, G_FILE_TEST_EXISTS));
+        g_assert_false(g_file_test(p2, G_FILE_TEST_EXISTS));
+        g_autofree char *qimage = g_shell_quote(image);
+        g_autofree char *all = test_sh("blkid -p -o export %s", qimage);
+        g_assert_nonnull(strstr(all, "TYPE=ext4"));
+        g_assert_null(strstr(all, "PTTYPE"));
+        g_assert_true(harness_detach(a, device, NULL, &error));
+        harness_assert_no_error(error);
+}
+
 int main(int argc, char **argv)
 {
         harness_init(&argc, &argv);
@@ -314,5 +374,6 @@ int main(int argc, char **argv)
         harness_add("/loopd/format/confined/refusals-leave-bytes", test_refusals, NULL);
         harness_add("/loopd/format/confined/read-only-device", test_read_only, NULL);
         harness_add("/loopd/format/confined/failure-output-in-log", test_failure_goes_to_log, NULL);
+        harness_add("/loopd/format/confined/partition-then-whole-device", test_partition_then_whole, NULL);
         return g_test_run();
 }
