@@ -414,6 +414,27 @@ static void test_replaces_what_was_there(Fixture *f, gconstpointer data)
         g_assert_false(has_signature_at(f->fd, 64 * MIB - 512, "EFI PART"));
 }
 
+/* A GPT header asking for a 128 MiB entry array: libfdisk would allocate and read it all. Reading and adding
+ * are refused (as libblkid's probe is); a new table replaces it. */
+static void test_hostile_gpt_entries(Fixture *f, gconstpointer data)
+{
+        uint8_t header[92] = { 'E', 'F', 'I', ' ', 'P', 'A', 'R', 'T' };
+        PartitionTableKind kind = PARTITION_TABLE_NONE;
+        PartitionRequest req = {};
+        uint32_t n = 1u << 20, esz = 128;
+
+        memcpy(header + 80, &n, 4); /* little-endian host, as the test machines are */
+        memcpy(header + 84, &esz, 4);
+        g_assert_cmpint(pwrite(f->fd, header, sizeof(header), 512), ==, (ssize_t)sizeof(header));
+        g_assert_cmpint(partition_table_read(f->fd, 0, &kind, NULL, NULL), ==, -EFBIG);
+        add_refused(f, 0, &req, -EFBIG, "the device's GPT header");
+
+        g_assert_cmpint(partition_table_create(f->fd, "dos"), ==, 0);
+        g_assert_false(has_signature_at(f->fd, 512, "EFI PART"));
+        g_assert_cmpint(partition_table_read(f->fd, 0, &kind, NULL, NULL), ==, 0);
+        g_assert_cmpint(kind, ==, PARTITION_TABLE_DOS);
+}
+
 int main(int argc, char **argv)
 {
         g_test_init(&argc, &argv, NULL);
@@ -430,6 +451,7 @@ int main(int argc, char **argv)
         ADD("types-per-table", test_types_per_table);
         ADD("no-table", test_no_table);
         ADD("replaces-what-was-there", test_replaces_what_was_there);
+        ADD("hostile-gpt-entry-array-refused", test_hostile_gpt_entries);
 #undef ADD
         g_test_add_func("/loopd/partition-table/type-check", test_type_check);
         return g_test_run();
