@@ -2,8 +2,11 @@
  * user's image never needs and that reach past the sandbox or widen the kernel's attack surface. */
 #include <errno.h>
 #include <linux/filter.h>
+#include <linux/fs.h>
 #include <sched.h>
 #include <seccomp.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -111,9 +114,23 @@ static const unsigned long namespace_flags[] = {
         CLONE_NEWCGROUP,
 };
 
-static int add_rules(scmp_filter_ctx ctx)
+static int add_rules(scmp_filter_ctx ctx, bool fake_block_ioctls)
 {
         int r;
+
+        /* mkfs.xfs insists on BLKBSZSET and BLKFLSBUF, which need CAP_SYS_ADMIN and which it does not need
+         * on a device nobody else has open (Format opened it O_EXCL): they succeed without doing anything.
+         * The kernel reads the request as an unsigned int. */
+        if (fake_block_ioctls) {
+                r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(0), SCMP_SYS(ioctl), 1,
+                        SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, (uint32_t)BLKBSZSET));
+                if (r < 0)
+                        return r;
+                r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(0), SCMP_SYS(ioctl), 1,
+                        SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, (uint32_t)BLKFLSBUF));
+                if (r < 0)
+                        return r;
+        }
 
         for (size_t i = 0; i < ELEMENTSOF(denied); i++) {
                 int nr = seccomp_syscall_resolve_name(denied[i]);
@@ -153,7 +170,7 @@ static int add_rules(scmp_filter_ctx ctx)
 }
 
 /* The filter as BPF, in memory (libseccomp 2.5 exports to an fd only). */
-static int filter_build(struct sock_filter **ret_code, size_t *ret_n)
+static int filter_build(bool fake_block_ioctls, struct sock_filter **ret_code, size_t *ret_n)
 {
         scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
         _cleanup_close_ int fd = -EBADF;
@@ -166,7 +183,7 @@ static int filter_build(struct sock_filter **ret_code, size_t *ret_n)
                 return -ENOMEM;
         /* Only the native architecture: a system call of another (i386's int 0x80 on x86-64, x32) kills the
          * process, libseccomp's default for architectures the filter does not list. */
-        r = add_rules(ctx);
+        r = add_rules(ctx, fake_block_ioctls);
         if (r >= 0) {
                 fd = memfd_create("loopd-seccomp", MFD_CLOEXEC);
                 r = fd < 0 ? -errno : seccomp_export_bpf(ctx, fd);
@@ -192,20 +209,21 @@ static int filter_build(struct sock_filter **ret_code, size_t *ret_n)
         return 0;
 }
 
-int sandbox_filter_get(const struct sock_fprog **ret)
+int sandbox_filter_get(bool fake_block_ioctls, const struct sock_fprog **ret)
 {
-        /* Built once: the rules do not change while loopd runs. Kept until loopd exits. */
-        static struct sock_fprog program;
+        /* Built once each: the rules do not change while loopd runs. Kept until loopd exits. */
+        static struct sock_fprog programs[2];
+        struct sock_fprog *program = &programs[fake_block_ioctls];
         struct sock_filter *code = NULL;
         size_t n = 0;
         int r;
 
-        if (!program.filter) {
-                r = filter_build(&code, &n);
+        if (!program->filter) {
+                r = filter_build(fake_block_ioctls, &code, &n);
                 if (r < 0)
                         return r;
-                program = (struct sock_fprog){ .len = (unsigned short)n, .filter = code };
+                *program = (struct sock_fprog){ .len = (unsigned short)n, .filter = code };
         }
-        *ret = &program;
+        *ret = program;
         return 0;
 }

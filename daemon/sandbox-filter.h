@@ -2,7 +2,9 @@
 #pragma once
 
 #include <linux/filter.h>
+#include <stdbool.h>
 
-/* The filter, built on the first call (libseccomp), for a child to load with seccomp(2) after
- * no_new_privs: loading it allocates nothing. */
-int sandbox_filter_get(const struct sock_fprog **ret);
+/* The filter, built on the first call (libseccomp), for a child to load after no_new_privs: loading it
+ * allocates nothing. fake_block_ioctls: BLKBSZSET and BLKFLSBUF succeed without doing anything (mkfs.xfs).
+ */
+int sandbox_filter_get(bool fake_block_ioctls, const struct sock_fprog **ret);

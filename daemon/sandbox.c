@@ -9,6 +9,7 @@
 #include <linux/securebits.h>
 #include <sched.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -79,7 +80,8 @@ static void child_fds(const SandboxSpec *spec)
                 if (parked[i] < 0)
                         _exit(127);
         }
-        if (dup2(null_fd, STDIN_FILENO) < 0 || dup2(null_fd, STDOUT_FILENO) < 0 ||
+        if (dup2(null_fd, STDIN_FILENO) < 0 ||
+                dup2(spec->stdout_to_stderr && err >= 0 ? err : null_fd, STDOUT_FILENO) < 0 ||
                 dup2(err >= 0 ? err : null_fd, STDERR_FILENO) < 0)
                 _exit(127);
         for (size_t i = 0; i < spec->n_fds; i++)
@@ -406,7 +408,10 @@ static _Noreturn void child_run(const SandboxSpec *spec, const SandboxShared *sh
         static char *const envp[] = { (char *)"PATH=/usr/bin:/bin", (char *)"LC_ALL=C", NULL };
         static char *const envp_fusermount[] = { (char *)"PATH=/loopd/bin:/usr/bin:/bin", (char *)"LC_ALL=C",
                 NULL };
-        char *const *env = spec->fusermount ? envp_fusermount : envp;
+        /* glibc's C.UTF-8 (under /usr/lib/locale): mkfs.exfat and mkntfs convert a label to UTF-16 through
+         * the locale, and the C locale's charset is ASCII. */
+        static char *const envp_utf8[] = { (char *)"PATH=/usr/bin:/bin", (char *)"LC_ALL=C.UTF-8", NULL };
+        char *const *env = spec->fusermount ? envp_fusermount : spec->utf8_locale ? envp_utf8 : envp;
 
         /* Before child_fds() closes them. */
         child_check(setns(shared->net_fd, CLONE_NEWNET), "joining the sandboxes' network namespace");
@@ -496,7 +501,7 @@ int sandbox_spawn(const SandboxSpec *spec, pid_t *ret_pid, int *ret_pidfd)
 
         if (!spec || !spec->path || !spec->argv || spec->n_fds > SANDBOX_FDS_MAX || !ret_pid || !ret_pidfd)
                 return -EINVAL;
-        r = sandbox_filter_get(&shared.filter);
+        r = sandbox_filter_get(spec->fake_block_ioctls, &shared.filter);
         if (r < 0)
                 return r;
         r = shared_namespaces(&shared.net_fd, &shared.ipc_fd);

@@ -29,6 +29,14 @@ typedef struct SandboxSpec {
          * as "this fd") is a regular file. */
         bool fake_dev_fd;
         int stderr_fd; /* the program's stderr (its stdout and stdin are /dev/null); -1: /dev/null */
+        bool stdout_to_stderr; /* its stdout on stderr_fd too (a mkfs's report, for loopd's log) */
+        /* BLKBSZSET and BLKFLSBUF (setting the device's soft block size, dropping its cache: both need
+         * CAP_SYS_ADMIN) answer success and do nothing: mkfs.xfs gives up when they fail, and needs neither
+         * (it writes whole sectors, and fsync()s before it flushes). Rules of the sandbox's seccomp filter
+         * (sandbox-filter.h). */
+        bool fake_block_ioctls;
+        /* LC_ALL=C.UTF-8 instead of C: for programs that read UTF-8 arguments through the locale. */
+        bool utf8_locale;
         const SandboxNode *node; /* NULL: none */
         /* An empty directory made at this path (a FUSE driver's mountpoint argument, which libfuse 2
          * resolves and stats). NULL: none. */
