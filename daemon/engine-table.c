@@ -91,11 +91,15 @@ static int check_disk_unmounted(const LoopInfo *info, EngineError *e)
 }
 
 /* loopN, attached and writable, opened read-write: *ret_info and the fd. */
-static int open_for_change(unsigned number, LoopInfo **ret_info, EngineError *e)
+static int open_for_change(Manager *m, unsigned number, LoopInfo **ret_info, EngineError *e)
 {
         _cleanup_(loop_info_freep) LoopInfo *info = NULL;
         int fd;
 
+        /* A mkfs writing to the device (Format, in the background) is Busy for a table change too. */
+        fd = engine_check_not_formatting(m, number, e);
+        if (fd < 0)
+                return fd;
         if (loop_get_info(number, &info) < 0)
                 return engine_error(e, -ENXIO, ENGINE_NOT_FOUND, "loop%u is not attached", number);
         if (info->read_only)
@@ -148,7 +152,7 @@ int engine_format_table(Manager *m, unsigned number, unsigned partition, const c
         if (partition_table_kind_from_string(label, &kind) < 0)
                 return engine_error(e, -EINVAL, ENGINE_INVALID_ARGUMENT, "type: '%s' is not gpt or dos",
                         strempty(label));
-        fd = open_for_change(number, &info, e);
+        fd = open_for_change(m, number, &info, e);
         if (fd < 0)
                 return fd;
         r = engine_check_unmounted(m, number, 0, e);
@@ -185,7 +189,7 @@ int engine_create_partition(
         struct stat st;
         int r;
 
-        fd = open_for_change(number, &info, e);
+        fd = open_for_change(m, number, &info, e);
         if (fd < 0)
                 return fd;
         /* Partitions may be mounted meanwhile (as udisks allows): nothing of theirs changes. */
@@ -228,7 +232,7 @@ int engine_delete_partition(Manager *m, unsigned number, unsigned partition, Eng
         if (partition == 0)
                 return engine_error(e, -EINVAL, ENGINE_INVALID_ARGUMENT,
                         "node: %s is a whole device; name one of its partitions", node);
-        fd = open_for_change(number, &info, e);
+        fd = open_for_change(m, number, &info, e);
         if (fd < 0)
                 return fd;
         r = engine_check_unmounted(m, number, partition, e);
