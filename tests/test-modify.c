@@ -163,6 +163,16 @@ char *device_of(const char *image)
         return loops->len > 0 ? g_strdup(loops->pdata[0]) : NULL;
 }
 
+bool polkit_asked(Harness *h, const char *action)
+{
+        g_autoptr(GPtrArray) calls = fake_authority_calls(h->authority);
+
+        for (guint i = 0; i < calls->len; i++)
+                if (g_strcmp0(((FakeAuthCall *)calls->pdata[i])->action_id, action) == 0)
+                        return true;
+        return false;
+}
+
 char *partition_node(const char *device, unsigned n)
 {
         return g_strdup_printf("%sp%u", device, n);

@@ -51,6 +51,8 @@ void check_loopctl_refused(const char *what, const HarnessRun *run, const char *
 
 /* The one loop device bound to image, or NULL (the test fails when more than one is). */
 char *device_of(const char *image);
+/* Whether the fake authority was asked about action. */
+bool polkit_asked(Harness *h, const char *action);
 /* device's partition node number n ("/dev/loop3" 2 -> "/dev/loop3p2"). */
 char *partition_node(const char *device, unsigned n);
 
