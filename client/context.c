@@ -1,4 +1,5 @@
 /* context.c: loopctl's connection to org.loopd1, its calls, and the paths and files users name. */
+#include <assert.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 
@@ -13,6 +14,8 @@
 #define CALL_TIMEOUT_USEC (60 * USEC_PER_SEC)
 /* A call that may ask for a password must leave time to type it. */
 #define INTERACTIVE_CALL_TIMEOUT_USEC (5 * 60 * USEC_PER_SEC)
+/* mkfs on a large image, after zeroing it with "erase", takes minutes; a password fits in it too. */
+#define SLOW_CALL_TIMEOUT_USEC (60 * 60 * USEC_PER_SEC)
 
 void context_done(Context *c)
 {
@@ -49,11 +52,17 @@ int context_new_call(Context *c, sd_bus_message **ret, const char *member)
         r = context_bus(c);
         if (r < 0)
                 return r;
-        r = sd_bus_message_new_method_call(
-                c->bus, ret, LOOPD_BUS_NAME, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, member);
+        r = context_message(c, ret, member);
         if (r < 0)
                 return log_build_error(r, member);
         return 0;
+}
+
+int context_message(Context *c, sd_bus_message **ret, const char *member)
+{
+        assert(c->bus);
+        return sd_bus_message_new_method_call(
+                c->bus, ret, LOOPD_BUS_NAME, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, member);
 }
 
 int context_can_pass_fds(Context *c, const char *what)
@@ -84,7 +93,7 @@ int log_reply_error(int r, const char *member)
 
 /* Sends m and waits. For a command that polkit may have to ask about, a text agent runs first when a
  * password can be typed here (root is never asked), and the timeout leaves time to type it. */
-int context_call(Context *c, sd_bus_message *m, sd_bus_error *error, sd_bus_message **ret_reply)
+static int call(Context *c, sd_bus_message *m, bool slow, sd_bus_error *error, sd_bus_message **ret_reply)
 {
         bool interactive = c->auth && c->ask_password;
 
@@ -94,8 +103,18 @@ int context_call(Context *c, sd_bus_message *m, sd_bus_error *error, sd_bus_mess
                         c->agent = polkit_agent_open();
         }
 
-        return sd_bus_call(c->bus, m, interactive ? INTERACTIVE_CALL_TIMEOUT_USEC : CALL_TIMEOUT_USEC, error,
-                ret_reply);
+        uint64_t timeout = interactive ? INTERACTIVE_CALL_TIMEOUT_USEC : CALL_TIMEOUT_USEC;
+        return sd_bus_call(c->bus, m, slow ? SLOW_CALL_TIMEOUT_USEC : timeout, error, ret_reply);
+}
+
+int context_call(Context *c, sd_bus_message *m, sd_bus_error *error, sd_bus_message **ret_reply)
+{
+        return call(c, m, false, error, ret_reply);
+}
+
+int context_call_slow(Context *c, sd_bus_message *m, sd_bus_error *error, sd_bus_message **ret_reply)
+{
+        return call(c, m, true, error, ret_reply);
 }
 
 /* The daemon sees paths in its own terms: absolute, symlinks (/dev/disk/by-label/...) resolved. A bare

@@ -24,17 +24,37 @@ static const struct option long_options[] = {
         { "writable", no_argument, NULL, ARG_WRITABLE },
         { "show", no_argument, NULL, ARG_SHOW },
         { "shared", no_argument, NULL, ARG_SHARED },
+        { "start", required_argument, NULL, ARG_START },
+        { "type", required_argument, NULL, ARG_TYPE },
+        { "name", required_argument, NULL, ARG_NAME },
+        { "bootable", no_argument, NULL, ARG_BOOTABLE },
+        { "label", required_argument, NULL, ARG_LABEL },
+        { "uuid", required_argument, NULL, ARG_UUID },
+        { "erase", no_argument, NULL, ARG_ERASE },
+        { "table", required_argument, NULL, ARG_TABLE },
+        { "fs", required_argument, NULL, ARG_FS },
         {},
 };
 
 typedef struct Verb {
-        const char *name;
-        const char *arg; /* name of its one argument in messages, NULL when it takes none */
+        const char *name; /* a sub-command's with its parent's: "partition add" */
+        const char *arg; /* name of its (first) argument in messages, NULL when it takes none */
         unsigned options; /* OPT() bits it accepts */
         bool auth; /* may need polkit to say yes */
         bool desktop; /* run by the desktop entry: without a terminal, a failure is also a notification */
         int (*run)(Context *c);
+        const char *arg2; /* name of its second argument, NULL when it takes one or none */
+        int (*check)(const Context *c); /* its own usage errors, beyond the options it takes */
+        const struct Verb *sub; /* a command of sub-commands ("partition"): them, NULL-name ended */
 } Verb;
+
+static const Verb partition_verbs[] = {
+        { "partition add", "DEVICE|IMAGE",
+                OPT(ARG_START) | OPT(ARG_SIZE) | OPT(ARG_TYPE) | OPT(ARG_NAME) | OPT(ARG_BOOTABLE), true,
+                false, verb_partition_add },
+        { "partition delete", "NODE", 0, true, false, verb_partition_delete },
+        {},
+};
 
 static const Verb verbs[] = {
         { "attach", "IMAGE",
@@ -50,6 +70,13 @@ static const Verb verbs[] = {
         { "open", "IMAGE", OPT(ARG_WRITABLE) | OPT(ARG_SECTOR_SIZE) | OPT(ARG_SHOW), true, true, verb_open },
         { "close", "DEVICE|IMAGE", 0, true, false, verb_close },
         { "monitor", NULL, 0, false, false, verb_monitor },
+        { "format", "NODE", OPT(ARG_LABEL) | OPT(ARG_UUID) | OPT(ARG_ERASE), true, false, verb_format,
+                .arg2 = "TYPE" },
+        { "partition", NULL, 0, true, false, NULL, .sub = partition_verbs },
+        { "create", "IMAGE",
+                OPT(ARG_SIZE) | OPT(ARG_TABLE) | OPT(ARG_FS) | OPT(ARG_LABEL) | OPT(ARG_SECTOR_SIZE), true,
+                false, verb_create, .check = verb_create_check },
+        {},
 };
 
 static void help(void)
@@ -73,6 +100,18 @@ static void help(void)
                "                            Attach IMAGE and mount everything on it\n"
                "  close DEVICE|IMAGE        Unmount everything and detach\n"
                "  monitor                   Print loopd's events until interrupted\n"
+               "  format [--label L] [--uuid U] [--erase] NODE TYPE\n"
+               "                            Make a filesystem (ext2, ext3, ext4, xfs, btrfs, vfat,\n"
+               "                            exfat, ntfs, swap), a partition table (gpt, dos) or\n"
+               "                            nothing (empty) on a device or partition\n"
+               "  partition add [--start N] [--size N] [--type T] [--name S] [--bootable]\n"
+               "                DEVICE|IMAGE\n"
+               "                            Add a partition (type: linux, esp, swap, fat, ntfs,\n"
+               "                            a GPT type GUID or a DOS type such as 0x83)\n"
+               "  partition delete NODE     Delete a partition\n"
+               "  create --size N [--table gpt|dos] [--fs TYPE] [--label L] [--sector-size N]\n"
+               "         IMAGE              Make a new sparse image, attach it and partition and\n"
+               "                            format it; it stays attached (detach or close it)\n"
                "\n"
                "Options:\n"
                "  --json                    Print JSON for scripts\n"
@@ -103,6 +142,70 @@ static int parse_size_arg(int opt, const char *value, uint64_t *ret)
                         "invalid --%s '%s': expected bytes, or a number with K, M, G, T, KiB, MB, ...",
                         option_name(opt), value);
         return 0;
+}
+
+/* The options that take a string. */
+static int parse_string_arg(Context *c, int opt, const char *value)
+{
+        /* A partition may be named "" (no name), a filesystem labelled "" (no label); any other empty value
+         * would pass for "the default" at the daemon. */
+        if (isempty(value) && opt != ARG_NAME && opt != ARG_LABEL)
+                return log_error(-EINVAL, "invalid --%s '': expected a value", option_name(opt));
+
+        switch (opt) {
+        case ARG_TYPE:
+                c->part_type = value;
+                break;
+        case ARG_NAME:
+                c->part_name = value;
+                break;
+        case ARG_LABEL:
+                c->label = value;
+                break;
+        case ARG_UUID:
+                c->uuid = value;
+                break;
+        case ARG_TABLE:
+                c->table = value;
+                break;
+        default:
+                c->fs = value;
+                break;
+        }
+        return 0;
+}
+
+/* The verb called word in table (a sub-command's: "<parent> <word>"); NULL when none is. */
+static const Verb *find_verb(const Verb *table, const char *parent, const char *word)
+{
+        for (const Verb *v = table; v->name; v++) {
+                const char *name = v->name;
+
+                if (parent) {
+                        size_t n = strlen(parent);
+
+                        if (strncmp(name, parent, n) != 0 || name[n] != ' ')
+                                continue;
+                        name += n + 1;
+                }
+                if (streq(name, word))
+                        return v;
+        }
+        return NULL;
+}
+
+/* "'partition' needs a command: add or delete", or "unknown command 'partition frob'; expected ...". */
+static int log_sub_verbs(const Verb *parent, const char *word)
+{
+        char list[128] = "";
+        size_t len = 0;
+
+        for (const Verb *v = parent->sub; v->name && len < sizeof(list); v++)
+                len += (size_t)snprintf(list + len, sizeof(list) - len, "%s%s",
+                        len > 0 ? (v[1].name ? ", " : " or ") : "", v->name + strlen(parent->name) + 1);
+        if (word)
+                return log_error(-EINVAL, "unknown command '%s %s'; expected %s", parent->name, word, list);
+        return log_error(-EINVAL, "'%s' needs a command: %s", parent->name, list);
 }
 
 /* Reports an option getopt refused. GNU getopt leaves the offending word at argv[optind - 1] for long
@@ -142,9 +245,10 @@ static int unknown_option(char **argv, int opt_index, int opt)
 static int parse_args(Context *c, int argc, char **argv, const Verb **ret_verb)
 {
         const Verb *verb = NULL;
-        const char *positional[3] = {};
+        const char *positional[4] = {};
         size_t n_positional = 0;
         bool show_help = false, show_version = false;
+        size_t first = 1, n_args, n_wanted; /* positional[first] is the command's first argument */
         uint64_t v;
         int opt, r;
 
@@ -198,6 +302,21 @@ static int parse_args(Context *c, int argc, char **argv, const Verb **ret_verb)
                                 return log_error(-EINVAL, "invalid --fstype '': expected a filesystem type");
                         c->fstype = optarg;
                         break;
+                case ARG_START:
+                        r = parse_size_arg(opt, optarg, &c->start);
+                        if (r < 0)
+                                return r;
+                        break;
+                case ARG_TYPE:
+                case ARG_NAME:
+                case ARG_LABEL:
+                case ARG_UUID:
+                case ARG_TABLE:
+                case ARG_FS:
+                        r = parse_string_arg(c, opt, optarg);
+                        if (r < 0)
+                                return r;
+                        break;
                 case ':':
                 case '?':
                         return unknown_option(argv, optind, opt);
@@ -225,25 +344,45 @@ static int parse_args(Context *c, int argc, char **argv, const Verb **ret_verb)
 
         if (n_positional == 0)
                 return log_error(-EINVAL, "missing command; see 'loopctl --help'");
-        for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
-                if (streq(positional[0], verbs[i].name))
-                        verb = &verbs[i];
+        verb = find_verb(verbs, NULL, positional[0]);
         if (!verb)
                 return log_error(-EINVAL, "unknown command '%s'; see 'loopctl --help'", positional[0]);
+        if (verb->sub) {
+                const Verb *parent = verb;
+
+                if (n_positional < 2 || isempty(positional[1]))
+                        return log_sub_verbs(parent, NULL);
+                verb = find_verb(parent->sub, parent->name, positional[1]);
+                if (!verb)
+                        return log_sub_verbs(parent, positional[1]);
+                first++;
+        }
 
         for (int a = ARG_READ_ONLY; a < _ARG_COMMAND_MAX; a++)
                 if (context_given(c, a) && !(verb->options & OPT(a)))
                         return log_error(
                                 -EINVAL, "option '--%s' does not apply to '%s'", option_name(a), verb->name);
 
-        if (verb->arg && n_positional < 2)
+        n_args = n_positional - first;
+        n_wanted = !!verb->arg + !!verb->arg2;
+        if (verb->arg && n_args < 1)
                 return log_error(-EINVAL, "'%s' needs %s", verb->name, verb->arg);
-        if (n_positional > (verb->arg ? 2u : 1u))
+        if (verb->arg2 && n_args < 2)
+                return log_error(-EINVAL, "'%s' needs %s after %s", verb->name, verb->arg2, verb->arg);
+        if (n_args > n_wanted)
                 return log_error(-EINVAL, "too many arguments for '%s': '%s'", verb->name,
-                        positional[verb->arg ? 2 : 1]);
-        if (verb->arg && isempty(positional[1]))
+                        positional[first + n_wanted]);
+        if (verb->arg && isempty(positional[first]))
                 return log_error(-EINVAL, "'%s' needs %s, not an empty string", verb->name, verb->arg);
-        c->arg = verb->arg ? positional[1] : NULL;
+        if (verb->arg2 && isempty(positional[first + 1]))
+                return log_error(-EINVAL, "'%s' needs %s, not an empty string", verb->name, verb->arg2);
+        c->arg = verb->arg ? positional[first] : NULL;
+        c->arg2 = verb->arg2 ? positional[first + 1] : NULL;
+        if (verb->check) {
+                r = verb->check(c);
+                if (r < 0)
+                        return r;
+        }
         c->auth = verb->auth;
         *ret_verb = verb;
         return 1;

@@ -25,6 +25,15 @@ enum {
         ARG_WRITABLE,
         ARG_SHOW,
         ARG_SHARED,
+        ARG_START,
+        ARG_TYPE,
+        ARG_NAME,
+        ARG_BOOTABLE,
+        ARG_LABEL,
+        ARG_UUID,
+        ARG_ERASE,
+        ARG_TABLE,
+        ARG_FS,
         _ARG_COMMAND_MAX,
         /* common options */
         ARG_JSON,
@@ -36,16 +45,24 @@ enum {
 
 typedef struct Context {
         /* the command line */
-        const char *arg; /* the command's one argument, NULL when it takes none */
+        const char *arg; /* the command's (first) argument, NULL when it takes none */
+        const char *arg2; /* its second argument (format's TYPE), NULL when it takes one or none */
         bool auth; /* the command may need polkit to say yes */
         bool json;
         bool ask_password;
         unsigned given; /* OPT() bits of the options seen */
         uint64_t offset;
-        uint64_t size_limit;
+        uint64_t size_limit; /* --size: attach's size limit, create's image size, partition add's size */
+        uint64_t start;
         uint32_t sector_size;
         const char *mount_options;
         const char *fstype;
+        const char *label;
+        const char *uuid;
+        const char *part_type;
+        const char *part_name;
+        const char *table; /* create's --table, "gpt" or "dos" */
+        const char *fs; /* create's --fs */
 
         /* at run time */
         sd_bus *bus;
@@ -60,12 +77,16 @@ bool context_given(const Context *c, int arg);
  * Like everything below that returns int, logs its failures and returns < 0. */
 int context_bus(Context *c);
 int context_new_call(Context *c, sd_bus_message **ret, const char *member);
+/* The same once connected (context_bus()), for a caller that says itself what failed: does not log. */
+int context_message(Context *c, sd_bus_message **ret, const char *member);
 /* Attach and MountImage pass a file descriptor: the connection must be able to. */
 int context_can_pass_fds(Context *c, const char *what);
 /* Sends m and waits. For a command that polkit may have to ask about, a text agent runs first when a
  * password can be typed here, and the timeout leaves time to type it. Does not log: the caller knows
  * what failed. */
 int context_call(Context *c, sd_bus_message *m, sd_bus_error *error, sd_bus_message **ret_reply);
+/* The same for a call whose work grows with the image (Format runs mkfs, and may zero it all first). */
+int context_call_slow(Context *c, sd_bus_message *m, sd_bus_error *error, sd_bus_message **ret_reply);
 
 int log_build_error(int r, const char *member);
 int log_reply_error(int r, const char *member);
@@ -87,7 +108,21 @@ void output_done(Output *o);
 int output_emit(Output *o);
 int output_table_new(Table **ret, size_t n, const char *const *headers);
 
-/* The commands (verbs-device.c, verbs-mount.c). Each returns 0 or a logged error < 0. */
+/* verbs-device.c's helpers that verbs-modify.c shares. */
+/* DEVICE|IMAGE: a loop device by name, or the one device IMAGE (c->arg) is attached to. */
+int resolve_device(Context *c, const char *what, char **ret);
+/* ListPartitions(device); logs as "cannot list the partitions of DEVICE<suffix>: why". */
+int list_partitions(Context *c, const char *device, const char *suffix, sd_bus_message **ret_reply);
+/* The same call once connected (context_bus()); does not log. */
+int call_list_partitions(Context *c, const char *device, sd_bus_error *error, sd_bus_message **ret_reply);
+/* ListPartitions' reply as attach prints it: "Attached IMAGE as DEVICE." (not when image is NULL) and a
+ * table, or the JSON object {"device", "partitions"}. Does not log. */
+int output_attached(const Context *c, FILE *f, const char *image, const char *device, sd_bus_message *parts);
+/* The one partition node of ListPartitions' reply: its table row (header and row) or its JSON object P.
+ * -ENOENT when the reply does not list it. Does not log. */
+int output_partition(const Context *c, FILE *f, const char *node, sd_bus_message *parts);
+
+/* The commands (verbs-device.c, verbs-mount.c, verbs-modify.c). Each returns 0 or a logged error < 0. */
 int verb_attach(Context *c);
 int verb_detach(Context *c);
 int verb_close(Context *c);
@@ -97,3 +132,9 @@ int verb_mount(Context *c);
 int verb_unmount(Context *c);
 int verb_open(Context *c);
 int verb_monitor(Context *c);
+int verb_format(Context *c);
+int verb_partition_add(Context *c);
+int verb_partition_delete(Context *c);
+int verb_create(Context *c);
+/* create's command line, checked before anything runs: a usage error (logged) is < 0. */
+int verb_create_check(const Context *c);

@@ -19,23 +19,27 @@ static const char *const partition_headers[] = {
         "MOUNTPOINT",
 };
 
-/* Reads ListPartitions' a(suttssssss) into a JSON array (w) or a table (t). Does not log: the caller knows
- * what the listing was for. */
-static int read_partitions(sd_bus_message *reply, JsonWriter *w, Table *t)
+/* Reads ListPartitions' a(suttssssss) into a JSON array (w) or a table (t), or only counts (neither); with
+ * only, just that node's entry, as one JSON object (no array). Returns the number of entries. Does not log:
+ * the caller knows what the listing was for. */
+static int read_partitions(sd_bus_message *reply, const char *only, JsonWriter *w, Table *t)
 {
         const char *node, *part_type, *part_name, *fstype, *label, *uuid, *mount_point;
         uint64_t offset, size;
         uint32_t number;
-        int r;
+        int n = 0, r;
 
         r = sd_bus_message_enter_container(reply, 'a', LOOPD_PARTITION_STRUCT);
         if (r < 0)
                 return r;
-        if (w)
+        if (w && !only)
                 json_begin_array(w);
 
         while ((r = sd_bus_message_read(reply, LOOPD_PARTITION_STRUCT, &node, &number, &offset, &size,
                         &part_type, &part_name, &fstype, &label, &uuid, &mount_point)) > 0) {
+                if (only && !streq(node, only))
+                        continue;
+                n++;
                 if (w) {
                         json_begin_object(w);
                         json_field_string(w, "node", node);
@@ -49,7 +53,7 @@ static int read_partitions(sd_bus_message *reply, JsonWriter *w, Table *t)
                         json_field_string(w, "uuid", uuid);
                         json_field_string(w, "mount_point", mount_point);
                         json_end_object(w);
-                } else {
+                } else if (t) {
                         char nr[12], off[FORMAT_BYTES_MAX], sz[FORMAT_BYTES_MAX];
 
                         snprintf(nr, sizeof(nr), "%" PRIu32, number);
@@ -65,41 +69,92 @@ static int read_partitions(sd_bus_message *reply, JsonWriter *w, Table *t)
         r = sd_bus_message_exit_container(reply);
         if (r < 0)
                 return r;
-        if (w)
+        if (w && !only)
                 json_end_array(w);
-        return 0;
+        return n;
 }
 
-/* The partitions of reply as a JSON array (w) or as a table printed to f. */
-static int output_partitions(sd_bus_message *reply, JsonWriter *w, FILE *f)
+/* The partitions of reply (only that node's with only) as JSON (w) or as a table printed to f. Returns
+ * the number of entries, as read_partitions(). */
+static int output_partitions(sd_bus_message *reply, const char *only, JsonWriter *w, FILE *f)
 {
         _cleanup_(table_freep) Table *t = NULL;
         int r;
 
         if (w)
-                return read_partitions(reply, w, NULL);
+                return read_partitions(reply, only, w, NULL);
         r = output_table_new(&t, ELEMENTSOF(partition_headers), partition_headers);
         if (r >= 0)
-                r = read_partitions(reply, NULL, t);
+                r = read_partitions(reply, only, NULL, t);
         if (r >= 0)
                 table_print(t, f);
         return r;
 }
 
-/* Logs as "cannot list the partitions of DEVICE<suffix>: why". */
-static int list_partitions(Context *c, const char *device, const char *suffix, sd_bus_message **ret_reply)
+int output_partition(const Context *c, FILE *f, const char *node, sd_bus_message *parts)
+{
+        JsonWriter w;
+        int r;
+
+        /* Counted before anything is printed: JSON output must not be half an object. */
+        r = read_partitions(parts, node, NULL, NULL);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return -ENOENT;
+        r = sd_bus_message_rewind(parts, true);
+        if (r < 0)
+                return r;
+        if (c->json)
+                json_init(&w, f);
+        return output_partitions(parts, node, c->json ? &w : NULL, f);
+}
+
+int output_attached(const Context *c, FILE *f, const char *image, const char *device, sd_bus_message *parts)
+{
+        int r;
+
+        if (c->json) {
+                JsonWriter w;
+
+                json_init(&w, f);
+                json_begin_object(&w);
+                json_field_string(&w, "device", device);
+                json_key(&w, "partitions");
+                r = output_partitions(parts, NULL, &w, f);
+                json_end_object(&w);
+        } else {
+                _cleanup_free_ char *img = display_escape(image), *dev = display_escape(device);
+
+                if (image)
+                        fprintf(f, "Attached %s as %s.\n", strempty(img), strempty(dev));
+                r = output_partitions(parts, NULL, NULL, f);
+        }
+        return r < 0 ? r : 0;
+}
+
+int call_list_partitions(Context *c, const char *device, sd_bus_error *error, sd_bus_message **ret_reply)
 {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        int r;
+
+        r = context_message(c, &m, "ListPartitions");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "s", device);
+        if (r < 0)
+                return r;
+        return context_call(c, m, error, ret_reply);
+}
+
+int list_partitions(Context *c, const char *device, const char *suffix, sd_bus_message **ret_reply)
+{
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         int r;
 
-        r = context_new_call(c, &m, "ListPartitions");
+        r = context_bus(c);
         if (r < 0)
                 return r;
-        r = sd_bus_message_append(m, "s", device);
-        if (r < 0)
-                return log_build_error(r, "ListPartitions");
-        r = context_call(c, m, &error, ret_reply);
+        r = call_list_partitions(c, device, &error, ret_reply);
         if (r < 0)
                 return log_bus_error(&error, r, "cannot list the partitions of %s%s", device, suffix);
         return 0;
@@ -168,21 +223,7 @@ int verb_attach(Context *c)
         r = output_open(&out);
         if (r < 0)
                 return r;
-        if (c->json) {
-                JsonWriter w;
-
-                json_init(&w, out.f);
-                json_begin_object(&w);
-                json_field_string(&w, "device", device);
-                json_key(&w, "partitions");
-                r = output_partitions(parts, &w, out.f);
-                json_end_object(&w);
-        } else {
-                _cleanup_free_ char *img = display_escape(c->arg), *dev = display_escape(device);
-
-                fprintf(out.f, "Attached %s as %s.\n", strempty(img), strempty(dev));
-                r = output_partitions(parts, NULL, out.f);
-        }
+        r = output_attached(c, out.f, c->arg, device, parts);
         if (r < 0)
                 return log_error_errno(r,
                         "cannot read loopd's reply to ListPartitions (%s stays attached as %s)", c->arg,
@@ -211,9 +252,9 @@ int verb_partitions(Context *c)
                 JsonWriter w;
 
                 json_init(&w, out.f);
-                r = output_partitions(reply, &w, out.f);
+                r = output_partitions(reply, NULL, &w, out.f);
         } else
-                r = output_partitions(reply, NULL, out.f);
+                r = output_partitions(reply, NULL, NULL, out.f);
         if (r < 0)
                 return log_reply_error(r, "ListPartitions");
         return output_emit(&out);
@@ -337,9 +378,10 @@ int verb_list(Context *c)
         return output_emit(&out);
 }
 
-/* DEVICE|IMAGE of detach and close: a loop device by name, or the one device an image is attached to.
- * Several devices backed by the same file are refused rather than all detached: the user names one. */
-static int resolve_device(Context *c, const char *what, char **ret)
+/* DEVICE|IMAGE of detach, close and partition add: a loop device by name, or the one device an image is
+ * attached to. Several devices backed by the same file are refused rather than all detached: the user names
+ * one. */
+int resolve_device(Context *c, const char *what, char **ret)
 {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_free_ char *path = NULL, *found = NULL;

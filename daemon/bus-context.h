@@ -26,3 +26,6 @@ typedef struct Bus {
 /* The Manager's Mount and Unmount (mount-dbus.c), in manager-dbus.c's vtable. */
 int method_mount(sd_bus_message *message, void *userdata, sd_bus_error *error);
 int method_unmount(sd_bus_message *message, void *userdata, sd_bus_error *error);
+/* The Manager's CreatePartition and DeletePartition (partition-dbus.c), in manager-dbus.c's vtable. */
+int method_create_partition(sd_bus_message *message, void *userdata, sd_bus_error *error);
+int method_delete_partition(sd_bus_message *message, void *userdata, sd_bus_error *error);

@@ -371,22 +371,6 @@ int engine_attach(Manager *m, int fd, const AttachRequest *req, const struct sta
 
 /* ---- detach ---- */
 
-/* "a, b, c" (NULL on ENOMEM). */
-static char *join_list(char *const *list)
-{
-        char *text = NULL;
-        size_t len = 0;
-        FILE *f = open_memstream(&text, &len);
-
-        if (!f)
-                return NULL;
-        for (char *const *t = list; t && *t; t++)
-                fprintf(f, "%s%s", t == list ? "" : ", ", *t);
-        if (fclose(f) != 0)
-                return mfree(text);
-        return text;
-}
-
 int engine_detach(Manager *m, const LoopInfo *info, bool unmount, EngineError *e)
 {
         _cleanup_strv_free_ char **mounts = NULL;
@@ -397,7 +381,7 @@ int engine_detach(Manager *m, const LoopInfo *info, bool unmount, EngineError *e
         if (r < 0)
                 return engine_error_errno(e, r, "Failed to read the mount table");
         if (mounts && mounts[0] && !unmount) {
-                _cleanup_free_ char *list = join_list(mounts);
+                _cleanup_free_ char *list = strv_join(mounts, ", ");
                 return engine_error(e, -EBUSY, ENGINE_BUSY,
                         "loop%u is mounted on %s; unmount it first (or detach with the unmount option)",
                         number, strempty(list));
