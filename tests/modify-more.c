@@ -232,7 +232,7 @@ void test_create_failing_format_leaves_nothing(Harness *h, gconstpointer data)
         HARNESS_REQUIRE(h);
         g_autofree char *home = user_home(h, HARNESS_USER_A);
         g_autofree char *small = g_build_filename(home, "small.img", NULL);
-        g_autofree char *labelled = g_build_filename(home, "labelled.img", NULL);
+        g_autofree char *labelled = g_build_filename(home, "named.img", NULL);
         g_autofree char *long_label = g_strnfill(300, 'x');
         g_auto(HarnessRun) run = { 0 };
         g_autoptr(GPtrArray) loops = NULL;
