@@ -193,6 +193,13 @@ close:
         check_dump_partition(dump, 1, 33 * MiB, 31 * MiB, "83");
         check_blkid(image, 1 * MiB, "vfat", "BOOT");
         check_blkid(image, 33 * MiB, "ext2", "root");
+        {
+                /* A type-6 partition holds FAT16 (what mkfs.fat makes of 32 MiB unless told otherwise). */
+                g_autoptr(GHashTable) fat = oracle_blkid(image, 1 * MiB);
+                if (g_strcmp0(g_hash_table_lookup(fat, "VERSION"), "FAT16") != 0)
+                        FAIL("the FAT partition holds %s, expected FAT16",
+                                (char *)g_hash_table_lookup(fat, "VERSION"));
+        }
 
         fat_loader = fat_read(image, 1 * MiB, "LOADER.SYS");
         if (g_strcmp0(fat_loader, loader_text) != 0)
