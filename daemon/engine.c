@@ -377,6 +377,9 @@ int engine_detach(Manager *m, const LoopInfo *info, bool unmount, EngineError *e
         unsigned number = info->number;
         int r;
 
+        r = engine_check_not_formatting(m, number, e);
+        if (r < 0)
+                return r;
         r = registry_device_mounts(info, &mounts);
         if (r < 0)
                 return engine_error_errno(e, r, "Failed to read the mount table");
@@ -476,9 +479,15 @@ int engine_mount_node(Manager *m, uid_t uid, const char *node, dev_t devnum, con
         _cleanup_free_ char *display_name = NULL;
         _cleanup_strv_free_ char **targets = NULL;
         bool fuse;
+        unsigned number;
         gid_t gid;
         int r;
 
+        if (loop_parse_node(node, &number, NULL) >= 0) {
+                r = engine_check_not_formatting(m, number, e);
+                if (r < 0)
+                        return r;
+        }
         r = mount_find_targets(devnum, node, &targets);
         if (r < 0)
                 return engine_error_errno(e, r, "Failed to read the mount table");

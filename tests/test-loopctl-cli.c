@@ -218,6 +218,13 @@ static const char mock_xml[] =
         "<method name='Unmount'><arg type='s' direction='in'/><arg type='a{sv}' direction='in'/></method>"
         "<method name='MountImage'><arg type='h' direction='in'/><arg type='a{sv}' direction='in'/>"
         "<arg type='s' direction='out'/><arg type='a(ss)' direction='out'/></method>"
+        "<method name='Format'><arg type='s' direction='in'/><arg type='s' direction='in'/>"
+        "<arg type='a{sv}' direction='in'/></method>"
+        "<method name='CreatePartition'><arg type='s' direction='in'/><arg type='t' direction='in'/>"
+        "<arg type='t' direction='in'/><arg type='s' direction='in'/><arg type='s' direction='in'/>"
+        "<arg type='a{sv}' direction='in'/><arg type='s' direction='out'/></method>"
+        "<method name='DeletePartition'><arg type='s' direction='in'/><arg type='a{sv}' direction='in'/>"
+        "</method>"
         "</interface></node>";
 
 static void mock_call_free(MockCall *c)
@@ -254,7 +261,8 @@ static void mock_method_call(GDBusConnection *conn, const char *sender, const ch
         }
         g_ptr_array_add(m->calls, c);
 
-        if (m->fail_method && g_str_equal(m->fail_method, method)) {
+        if ((m->fail_method && g_str_equal(m->fail_method, method)) ||
+                (m->also_fail_method && g_str_equal(m->also_fail_method, method))) {
                 g_dbus_method_invocation_return_dbus_error(inv, m->fail_name, m->fail_message);
                 return;
         }
@@ -268,6 +276,8 @@ static void mock_method_call(GDBusConnection *conn, const char *sender, const ch
                 g_dbus_method_invocation_return_value(inv, g_variant_new("(@a(suttssssss))", m->partitions));
         else if (g_str_equal(method, "Mount"))
                 g_dbus_method_invocation_return_value(inv, g_variant_new("(s)", "/run/media/tester/DATA"));
+        else if (g_str_equal(method, "CreatePartition"))
+                g_dbus_method_invocation_return_value(inv, g_variant_new("(s)", "/dev/loop3p2"));
         else if (g_str_equal(method, "MountImage"))
                 g_dbus_method_invocation_return_value(inv,
                         g_variant_new_parsed("('/dev/loop3', [('/dev/loop3p1', '/run/media/tester/EFI'), "
@@ -574,6 +584,40 @@ int main(int argc, char **argv)
         ADD_MOCK("/loopctl/monitor/human-line-per-event-and-sigint-exits-0", test_monitor_human_lines);
         ADD_MOCK("/loopctl/monitor/ignores-signals-not-from-org.loopd1", test_monitor_ignores_other_senders);
         ADD_MOCK("/loopctl/monitor/lost-bus-is-an-error", test_monitor_bus_gone_is_an_error);
+
+        g_test_add_func("/loopctl/modify/usage/format-needs-node-and-type", test_modify_usage_format);
+        g_test_add_func("/loopctl/modify/usage/partition-needs-add-or-delete", test_modify_usage_partition);
+        g_test_add_func(
+                "/loopctl/modify/usage/create-needs-size-and-known-table-and-fs", test_modify_usage_create);
+        g_test_add_func("/loopctl/modify/create/refused-or-unreachable-makes-no-file",
+                test_modify_create_refused_makes_no_file);
+        g_test_add_func("/loopctl/modify/create/never-overwrites-a-file-or-follows-a-symlink",
+                test_modify_create_never_overwrites);
+        g_test_add_func(
+                "/loopctl/modify/missing-nodes-fail-before-the-bus", test_modify_nodes_fail_before_the_bus);
+        g_test_add_func("/loopctl/modify/help-lists-the-commands", test_modify_help_lists_commands);
+        ADD_MOCK("/loopctl/modify/format/node-type-and-option-keys",
+                test_modify_format_sends_node_type_and_options);
+        ADD_MOCK("/loopctl/modify/format/daemon-error-is-one-line", test_modify_format_error_is_one_line);
+        ADD_MOCK("/loopctl/modify/partition-add/defaults-and-the-new-row",
+                test_modify_partition_add_defaults_and_output);
+        ADD_MOCK("/loopctl/modify/partition-add/option-values", test_modify_partition_add_options);
+        ADD_MOCK("/loopctl/modify/partition-add/image-resolved-to-its-device",
+                test_modify_partition_add_to_image);
+        ADD_MOCK("/loopctl/modify/partition-add/errors-say-what-was-made", test_modify_partition_add_errors);
+        ADD_MOCK("/loopctl/modify/partition-delete/node-json-and-busy", test_modify_partition_delete);
+        ADD_MOCK("/loopctl/modify/create/table-partition-filesystem-sparse-file",
+                test_modify_create_table_partition_filesystem);
+        ADD_MOCK("/loopctl/modify/create/json-is-attachs", test_modify_create_json_is_attachs);
+        ADD_MOCK("/loopctl/modify/create/filesystem-on-the-whole-device-4k",
+                test_modify_create_filesystem_on_the_whole_device);
+        ADD_MOCK("/loopctl/modify/create/partition-type-fits-the-filesystem",
+                test_modify_create_partition_type_fits_filesystem);
+        ADD_MOCK("/loopctl/modify/create/failed-step-detaches-and-removes",
+                test_modify_create_failure_leaves_nothing);
+        ADD_MOCK("/loopctl/modify/create/refused-attach-removes-the-file",
+                test_modify_create_attach_refused_removes_file);
+        ADD_MOCK("/loopctl/modify/create/failed-undo-is-said", test_modify_create_undo_failure_is_said);
 
         return g_test_run();
 }

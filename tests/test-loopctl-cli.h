@@ -54,6 +54,7 @@ typedef struct Mock {
         GVariant *devices; /* a(sosttubbbu) */
         GVariant *partitions; /* a(suttssssss) */
         const char *fail_method;
+        const char *also_fail_method; /* with the same error */
         const char *fail_name;
         const char *fail_message;
 } Mock;
@@ -144,5 +145,28 @@ void test_monitor_json_lines(Mock *m, gconstpointer data);
 void test_monitor_human_lines(Mock *m, gconstpointer data);
 void test_monitor_ignores_other_senders(Mock *m, gconstpointer data);
 void test_monitor_bus_gone_is_an_error(Mock *m, gconstpointer data);
+
+/* loopctl-cli-modify.c */
+void test_modify_usage_format(void);
+void test_modify_usage_partition(void);
+void test_modify_usage_create(void);
+void test_modify_create_refused_makes_no_file(void);
+void test_modify_create_never_overwrites(void);
+void test_modify_nodes_fail_before_the_bus(void);
+void test_modify_help_lists_commands(void);
+void test_modify_format_sends_node_type_and_options(Mock *m, gconstpointer data);
+void test_modify_format_error_is_one_line(Mock *m, gconstpointer data);
+void test_modify_partition_add_defaults_and_output(Mock *m, gconstpointer data);
+void test_modify_partition_add_options(Mock *m, gconstpointer data);
+void test_modify_partition_add_to_image(Mock *m, gconstpointer data);
+void test_modify_partition_add_errors(Mock *m, gconstpointer data);
+void test_modify_partition_delete(Mock *m, gconstpointer data);
+void test_modify_create_table_partition_filesystem(Mock *m, gconstpointer data);
+void test_modify_create_json_is_attachs(Mock *m, gconstpointer data);
+void test_modify_create_filesystem_on_the_whole_device(Mock *m, gconstpointer data);
+void test_modify_create_partition_type_fits_filesystem(Mock *m, gconstpointer data);
+void test_modify_create_failure_leaves_nothing(Mock *m, gconstpointer data);
+void test_modify_create_attach_refused_removes_file(Mock *m, gconstpointer data);
+void test_modify_create_undo_failure_is_said(Mock *m, gconstpointer data);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(Run, run_free)
