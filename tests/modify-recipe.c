@@ -224,6 +224,26 @@ static unsigned sector_size_of(const char *device)
         return s ? (unsigned)g_ascii_strtoull(s, NULL, 10) : 0;
 }
 
+/* Checks the sector_size `loopctl --json list` gives device. */
+static void check_listed_sector_size(Harness *h, const char *device, gint64 sector_size)
+{
+        g_autoptr(JsonNode) out = loopctl_json(h, HARNESS_USER_A, "list", NULL);
+        JsonArray *a = out && JSON_NODE_HOLDS_ARRAY(out) ? json_node_get_array(out) : NULL;
+
+        for (guint i = 0; a && i < json_array_get_length(a); i++) {
+                JsonObject *o = json_array_get_object_element(a, i);
+                if (g_strcmp0(json_object_get_string_member_with_default(o, "device", ""), device) != 0)
+                        continue;
+                if (json_object_get_int_member_with_default(o, "sector_size", 0) != sector_size)
+                        FAIL("loopctl list gives %s sector_size %" G_GINT64_FORMAT
+                             ", expected %" G_GINT64_FORMAT,
+                                device, json_object_get_int_member_with_default(o, "sector_size", 0),
+                                sector_size);
+                return;
+        }
+        FAIL("loopctl list does not list %s", device);
+}
+
 /* Checks `loopctl --json partitions device`'s entry for node n: offset, size, fstype, label. */
 static void check_listed(JsonNode *parts, const char *device, guint n, guint64 offset, guint64 size,
         const char *fstype, const char *label)
@@ -294,6 +314,7 @@ close:
                 json_object_get_string_member_with_default(json_node_get_object(attach), "device", ""));
         if (sector_size_of(again) != 4096)
                 FAIL("attached again, %s has %u-byte sectors, expected 4096", again, sector_size_of(again));
+        check_listed_sector_size(h, again, 4096);
         parts = loopctl_json(h, HARNESS_USER_A, "partitions", again, NULL);
         check_listed(parts, again, 1, 1 * MiB, 16 * MiB, "vfat", "EFI");
         check_listed(parts, again, 2, 17 * MiB, 0, "ext4", "root");
