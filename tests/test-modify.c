@@ -39,9 +39,6 @@ void modify_setup(Harness *h, gconstpointer opts)
                 h->ready = false;
         if (h->ready)
                 harness_allow_all(h);
-        /* mtools refuses a FAT whose geometry fields look odd for a floppy; mkfs.vfat on a partition is
-         * fine. */
-        g_setenv("MTOOLS_SKIP_CHECK", "1", TRUE);
 }
 
 /* ---------------------------------------------------------------------------------------------------- */
