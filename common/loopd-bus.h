@@ -28,6 +28,8 @@
 #define LOOPD_ACTION_ATTACH "org.loopd1.attach"
 #define LOOPD_ACTION_MOUNT "org.loopd1.mount"
 #define LOOPD_ACTION_MANAGE_OTHERS "org.loopd1.manage-others"
+/* Format, CreatePartition and DeletePartition on the caller's own device. */
+#define LOOPD_ACTION_MODIFY "org.loopd1.modify"
 /* MountImage's one password prompt when both attach and mount would ask for one. */
 #define LOOPD_ACTION_OPEN_IMAGE "org.loopd1.open-image"
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "macro.h"
 
@@ -48,4 +49,21 @@ static inline int strv_consume(char ***v, char *s)
         grown[n + 1] = NULL;
         *v = grown;
         return 0;
+}
+
+/* "a, b, c" (NULL on ENOMEM). */
+static inline char *strv_join(char *const *v, const char *separator)
+{
+        size_t len = 1, k = strlen(separator);
+        char *text, *p;
+
+        for (char *const *s = v; s && *s; s++)
+                len += strlen(*s) + k;
+        p = text = malloc(len);
+        if (!text)
+                return NULL;
+        for (char *const *s = v; s && *s; s++)
+                p = stpcpy(s == v ? p : stpcpy(p, separator), *s);
+        *p = '\0';
+        return text;
 }

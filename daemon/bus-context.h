@@ -10,6 +10,7 @@
 typedef struct Auth Auth;
 typedef struct BusCalls BusCalls;
 typedef struct ImageCall ImageCall;
+typedef struct FormatCall FormatCall;
 
 typedef struct Bus {
         Manager *manager;
@@ -17,6 +18,7 @@ typedef struct Bus {
         Auth *auth;
         BusCalls *calls; /* method calls waiting for polkit, an image or udev, bounded per uid */
         ImageCall *image_calls; /* Attach and MountImage calls whose image is being read */
+        FormatCall *format_calls; /* Format calls whose mkfs runs (format-dbus.c) */
         unsigned max_pending_per_user;
         uint64_t exit_on_idle_usec; /* 0: never */
         uint64_t last_activity_usec;
@@ -26,3 +28,10 @@ typedef struct Bus {
 /* The Manager's Mount and Unmount (mount-dbus.c), in manager-dbus.c's vtable. */
 int method_mount(sd_bus_message *message, void *userdata, sd_bus_error *error);
 int method_unmount(sd_bus_message *message, void *userdata, sd_bus_error *error);
+/* The Manager's CreatePartition and DeletePartition (partition-dbus.c), in manager-dbus.c's vtable. */
+int method_create_partition(sd_bus_message *message, void *userdata, sd_bus_error *error);
+int method_delete_partition(sd_bus_message *message, void *userdata, sd_bus_error *error);
+/* The Manager's Format (format-dbus.c), in manager-dbus.c's vtable; its calls still waiting for their mkfs
+ * are answered and their mkfs killed by format_cancel_calls() (loopd exits). */
+int method_format(sd_bus_message *message, void *userdata, sd_bus_error *error);
+void format_cancel_calls(Bus *b);

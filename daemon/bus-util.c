@@ -1,13 +1,17 @@
-/* bus-util.c: what the D-Bus face's files share: error names, UTF-8 repair, loop names from callers. */
+/* bus-util.c: what the D-Bus face's files share: error names, UTF-8 repair, loop names from callers, the
+ * polkit check of a call on one device. */
 #include "bus-util.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "loop.h"
 #include "loopd-bus.h"
+#include "registry.h"
 #include "sysfs.h"
 #include "utf8.h"
 
@@ -105,6 +109,7 @@ int bus_error_from_engine(sd_bus_error *error, int r, const EngineError *e)
                 [ENGINE_NOTHING_TO_MOUNT] = LOOPD_ERROR_NOTHING_TO_MOUNT,
                 [ENGINE_TIMEOUT] = LOOPD_ERROR_TIMEOUT,
                 [ENGINE_UNSAFE_IMAGE] = LOOPD_ERROR_UNSAFE_IMAGE,
+                [ENGINE_READ_ONLY] = LOOPD_ERROR_READ_ONLY,
         };
 
         /* Without a message the engine failed below its own checks (out of memory): sd-bus says what r is.
@@ -127,4 +132,31 @@ char *device_object_path(unsigned number)
         if (asprintf(&path, LOOPD_DEVICE_PATH_PREFIX "/loop%u", number) < 0)
                 return NULL;
         return path;
+}
+
+int bus_authorize_node(Bus *b, sd_bus_message *message, unsigned number, const char *own_action,
+        const char *const *details, uid_t *ret_uid, sd_bus_error *error)
+{
+        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+        const char *action = LOOPD_ACTION_MANAGE_OTHERS;
+        ManagedDevice *d;
+        uid_t uid;
+        int r;
+
+        assert(own_action);
+
+        r = auth_caller(b->auth, message, &uid, error);
+        if (r <= 0)
+                return r < 0 ? r : 0;
+        if (loop_get_info(number, &info) < 0)
+                return sd_bus_error_setf(error, LOOPD_ERROR_NOT_FOUND, "loop%u is not attached", number);
+        d = registry_find_device(b->manager->registry, number, info->diskseq);
+        if (d && d->owner == uid)
+                action = own_action;
+
+        r = auth_check(b->auth, message, uid, action, details, 0, error);
+        if (r <= 0)
+                return r;
+        *ret_uid = uid;
+        return 1;
 }

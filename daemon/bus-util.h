@@ -1,9 +1,11 @@
-/* bus-util.h: what the D-Bus face's files share: error names, loop names from callers. */
+/* bus-util.h: what the D-Bus face's files share: error names, loop names from callers, the polkit check of a
+ * call on one device. */
 #pragma once
 
 #include <sys/types.h>
 #include <systemd/sd-bus.h>
 
+#include "bus-context.h"
 #include "engine.h"
 
 /* Sets error from a failed operation with the contract's error name for r; what says what failed. */
@@ -21,3 +23,11 @@ int bus_parse_loop_node(const char *s, unsigned *ret_number, unsigned *ret_parti
 
 /* /org/loopd1/device/loopN (NULL on ENOMEM). */
 char *device_object_path(unsigned number);
+
+/* The polkit check of a call on loopN: the caller's own device (loopd's record of loopN, same incarnation)
+ * needs own_action (Mount/Unmount: mount; Format, CreatePartition, DeletePartition: modify), anything else
+ * manage-others. Returns 1 to go on, with *ret_uid the caller; 0 when the question waits for polkit or for
+ * the bus to say who the caller is (the handler must then return 1 at once: the message comes back to it
+ * with the answer); < 0 with error set when denied or loopN is not attached (NotFound). */
+int bus_authorize_node(Bus *b, sd_bus_message *message, unsigned number, const char *own_action,
+        const char *const *details, uid_t *ret_uid, sd_bus_error *error);

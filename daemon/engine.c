@@ -371,33 +371,20 @@ int engine_attach(Manager *m, int fd, const AttachRequest *req, const struct sta
 
 /* ---- detach ---- */
 
-/* "a, b, c" (NULL on ENOMEM). */
-static char *join_list(char *const *list)
-{
-        char *text = NULL;
-        size_t len = 0;
-        FILE *f = open_memstream(&text, &len);
-
-        if (!f)
-                return NULL;
-        for (char *const *t = list; t && *t; t++)
-                fprintf(f, "%s%s", t == list ? "" : ", ", *t);
-        if (fclose(f) != 0)
-                return mfree(text);
-        return text;
-}
-
 int engine_detach(Manager *m, const LoopInfo *info, bool unmount, EngineError *e)
 {
         _cleanup_strv_free_ char **mounts = NULL;
         unsigned number = info->number;
         int r;
 
+        r = engine_check_not_formatting(m, number, e);
+        if (r < 0)
+                return r;
         r = registry_device_mounts(info, &mounts);
         if (r < 0)
                 return engine_error_errno(e, r, "Failed to read the mount table");
         if (mounts && mounts[0] && !unmount) {
-                _cleanup_free_ char *list = join_list(mounts);
+                _cleanup_free_ char *list = strv_join(mounts, ", ");
                 return engine_error(e, -EBUSY, ENGINE_BUSY,
                         "loop%u is mounted on %s; unmount it first (or detach with the unmount option)",
                         number, strempty(list));
@@ -492,9 +479,15 @@ int engine_mount_node(Manager *m, uid_t uid, const char *node, dev_t devnum, con
         _cleanup_free_ char *display_name = NULL;
         _cleanup_strv_free_ char **targets = NULL;
         bool fuse;
+        unsigned number;
         gid_t gid;
         int r;
 
+        if (loop_parse_node(node, &number, NULL) >= 0) {
+                r = engine_check_not_formatting(m, number, e);
+                if (r < 0)
+                        return r;
+        }
         r = mount_find_targets(devnum, node, &targets);
         if (r < 0)
                 return engine_error_errno(e, r, "Failed to read the mount table");

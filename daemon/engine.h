@@ -11,6 +11,7 @@
 #include "image.h"
 #include "loop.h"
 #include "manager.h"
+#include "partition-table.h"
 
 /* The contract's kinds of failure (the face maps them to org.loopd1.Error.*). */
 typedef enum EngineErrorKind {
@@ -28,6 +29,7 @@ typedef enum EngineErrorKind {
         ENGINE_NOTHING_TO_MOUNT,
         ENGINE_TIMEOUT,
         ENGINE_UNSAFE_IMAGE,
+        ENGINE_READ_ONLY,
 } EngineErrorKind;
 
 typedef struct EngineError {
@@ -111,3 +113,58 @@ void mounted_nodes_free(MountedNode *list, size_t n);
 int engine_open_image(Manager *m, int fd, const AttachRequest *req, const struct stat *st, uid_t uid,
         int probe_result, const ImageProbe *probe, LoopInfo **ret_info, MountedNode **ret_mounts,
         size_t *ret_n, EngineError *e);
+
+/* ---- making images (engine-table.c) ---- */
+
+/* Busy, naming the mount points, if anything of loopN is mounted: partition 0 means the whole device and
+ * every partition of it, M > 0 partition M alone. NotFound if loopN is not attached. */
+int engine_check_unmounted(Manager *m, unsigned number, unsigned partition, EngineError *e);
+/* ReadOnly if loopN is a read-only device; NotFound if it is not attached. */
+int engine_check_writable(Manager *m, unsigned number, EngineError *e);
+
+/* Format's "gpt" and "dos": writes an empty table of kind label on loopN. partition != 0 (a partition node)
+ * is InvalidArgument; a read-only device ReadOnly; anything of the device mounted Busy. The partitions it
+ * had are deleted from the kernel (their nodes go, PartitionRemoved follows) before the table is written. */
+int engine_format_table(Manager *m, unsigned number, unsigned partition, const char *label, EngineError *e);
+
+/* CreatePartition: adds a partition to loopN's table as req says (partition-table.h) and makes its node
+ * exist before returning (BLKPG, as Attach does), with PartitionAdded and the Partitions property
+ * following. A read-only device is ReadOnly; a partition that does not fit InvalidArgument naming offset
+ * or size; no table InvalidArgument. Partitions of the device may be mounted meanwhile. Returns the node
+ * (/dev/loopNpM). */
+int engine_create_partition(
+        Manager *m, unsigned number, const PartitionRequest *req, char **ret_node, EngineError *e);
+
+/* DeletePartition: removes partition M of loopN from the table and from the kernel. Mounted: Busy; a
+ * read-only device: ReadOnly; no such partition: NotFound. */
+int engine_delete_partition(Manager *m, unsigned number, unsigned partition, EngineError *e);
+
+/* ---- Format (engine-format.c) ---- */
+
+typedef struct FormatJob FormatJob;
+
+/* What a Format asks for, checked here (the face only read it). */
+typedef struct FormatOptions {
+        const char *type; /* format_type_list() */
+        const char *label; /* NULL: none */
+        const char *uuid; /* NULL: the tool's random one */
+        bool erase; /* zero the whole node first */
+} FormatOptions;
+
+/* Once, when a mkfs that engine_format() started has ended: result 0 or < 0 with e saying why. The job is
+ * freed right after. */
+typedef void (*FormatDone)(int result, const EngineError *e, void *userdata);
+
+/* Formats node (loopN, or its partition M > 0, devnum its device number) for uid: InvalidArgument for an
+ * unknown type, a bad label or uuid, a table on a partition; Busy while anything of the node is mounted (a
+ * whole device: any partition) or another Format runs on the device; ReadOnly for a read-only device. Wipes
+ * every old signature (and, on a whole device, its partitions), zeroes the node first with erase; a table
+ * is written at once, `empty` is done then. Returns 0 when done, 1 when a confined mkfs now runs: done() is
+ * called when it ended (then the Device's Partitions show the new filesystem), unless the job is cancelled;
+ * *ret_job is the job then. */
+int engine_format(Manager *m, uid_t uid, const char *node, unsigned number, unsigned partition, dev_t devnum,
+        const FormatOptions *opts, FormatDone done, void *userdata, FormatJob **ret_job, EngineError *e);
+/* Kills a job's mkfs and frees the job without calling back (loopd exits). NULL is fine; returns NULL. */
+FormatJob *engine_format_cancel(FormatJob *job);
+/* Busy while a Format runs on loopN (Mount, Detach, CreatePartition, DeletePartition). */
+int engine_check_not_formatting(Manager *m, unsigned number, EngineError *e);

@@ -341,6 +341,7 @@ static ImageCall *image_call_free(ImageCall *c)
 
 void bus_cancel_calls(Bus *b)
 {
+        format_cancel_calls(b);
         while (b->image_calls) {
                 ImageCall *c = b->image_calls;
                 (void)sd_bus_reply_method_errorf(
@@ -795,6 +796,8 @@ static const sd_bus_vtable manager_vtable[] = { SD_BUS_VTABLE_START(0),
                 method_unmount, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("MountImage", SD_BUS_ARGS("h", image, "a{sv}", options),
                 SD_BUS_RESULT("s", device, "a(ss)", mounts), method_mount_image, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Format", SD_BUS_ARGS("s", node, "s", type, "a{sv}", options),
+                SD_BUS_NO_RESULT, method_format, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_SIGNAL_WITH_ARGS("DeviceAttached", SD_BUS_ARGS("s", device, "o", object), 0),
         SD_BUS_SIGNAL_WITH_ARGS("DeviceDetached", SD_BUS_ARGS("s", device, "o", object), 0),
         SD_BUS_SIGNAL_WITH_ARGS("PartitionAdded", SD_BUS_ARGS("s", device, "s", partition), 0),

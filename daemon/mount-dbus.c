@@ -21,34 +21,6 @@
 #include "registry.h"
 #include "strv.h"
 
-/* Mount's and Unmount's polkit check: the caller's own device (loopd's record of loopN) needs `mount`,
- * anything else manage-others. Returns 1 to go on, with *ret_uid the caller; 0 when the call was answered
- * (NotFound) or waits for polkit or for the bus to say who the caller is; < 0 on error. */
-static int authorize_node(Bus *b, sd_bus_message *message, unsigned number, const char *const *details,
-        uid_t *ret_uid, sd_bus_error *error)
-{
-        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
-        const char *action = LOOPD_ACTION_MANAGE_OTHERS;
-        ManagedDevice *d;
-        uid_t uid;
-        int r;
-
-        r = auth_caller(b->auth, message, &uid, error);
-        if (r <= 0)
-                return r < 0 ? r : 0;
-        if (loop_get_info(number, &info) < 0)
-                return sd_bus_error_setf(error, LOOPD_ERROR_NOT_FOUND, "loop%u is not attached", number);
-        d = registry_find_device(b->manager->registry, number, info->diskseq);
-        if (d && d->owner == uid)
-                action = LOOPD_ACTION_MOUNT;
-
-        r = auth_check(b->auth, message, uid, action, details, 0, error);
-        if (r <= 0)
-                return r;
-        *ret_uid = uid;
-        return 1;
-}
-
 int method_mount(sd_bus_message *message, void *userdata, sd_bus_error *error)
 {
         Bus *b = userdata;
@@ -89,7 +61,7 @@ int method_mount(sd_bus_message *message, void *userdata, sd_bus_error *error)
 
         const char *details[] = { "device", canonical, "fstype", strempty(fstype), "options",
                 strempty(options), "read_only", read_only ? "true" : "false", NULL };
-        r = authorize_node(b, message, number, details, &uid, error);
+        r = bus_authorize_node(b, message, number, LOOPD_ACTION_MOUNT, details, &uid, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
 
@@ -160,7 +132,7 @@ int method_unmount(sd_bus_message *message, void *userdata, sd_bus_error *error)
         }
 
         const char *details[] = { "device", source ?: arg, "mount_point", target, NULL };
-        r = authorize_node(b, message, number, details, &uid, error);
+        r = bus_authorize_node(b, message, number, LOOPD_ACTION_MOUNT, details, &uid, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
 

@@ -59,6 +59,7 @@ Registry *registry_free(Registry *reg)
                 reg->devices = next;
         }
         sd_event_unref(reg->event);
+        free(reg->formatting);
         free(reg->state_dir);
         free(reg);
         return NULL;
@@ -443,4 +444,35 @@ void registry_release_if_autoclear(Registry *reg, unsigned number)
         r = registry_detach_device(reg, number, info->diskseq);
         if (r < 0 && r != -ENXIO && r != -ESTALE)
                 log_debug_errno(r, "Failed to detach autoclear loop%u after its last unmount: %m", number);
+}
+
+bool registry_is_formatting(Registry *reg, unsigned number)
+{
+        for (size_t i = 0; i < reg->n_formatting; i++)
+                if (reg->formatting[i] == number)
+                        return true;
+        return false;
+}
+
+int registry_mark_formatting(Registry *reg, unsigned number)
+{
+        unsigned *grown;
+
+        if (registry_is_formatting(reg, number))
+                return -EBUSY;
+        grown = realloc(reg->formatting, (reg->n_formatting + 1) * sizeof(unsigned));
+        if (!grown)
+                return -ENOMEM;
+        reg->formatting = grown;
+        reg->formatting[reg->n_formatting++] = number;
+        return 0;
+}
+
+void registry_unmark_formatting(Registry *reg, unsigned number)
+{
+        for (size_t i = 0; i < reg->n_formatting; i++)
+                if (reg->formatting[i] == number) {
+                        reg->formatting[i] = reg->formatting[--reg->n_formatting];
+                        return;
+                }
 }

@@ -15,6 +15,9 @@ typedef struct Registry {
         sd_event *event;
         char *state_dir;
         ManagedDevice *devices;
+        /* Devices a Format runs on (engine-format.c): not persisted, a mkfs dies with loopd. */
+        unsigned *formatting;
+        size_t n_formatting;
 } Registry;
 
 int registry_new(sd_event *event, const char *state_dir, Registry **ret);
@@ -53,3 +56,9 @@ int registry_device_mounts(const LoopInfo *info, char ***ret);
 void registry_arm_autoclear(Registry *reg, unsigned number, uint64_t diskseq, bool force);
 /* After an unmount: an autoclear device with nothing of it mounted any more is detached. */
 void registry_release_if_autoclear(Registry *reg, unsigned number);
+
+/* A Format runs on loopN (the whole device or a partition of it): Mount, Detach and another Format of the
+ * device are Busy until it is unmarked. -EBUSY when it is marked already. */
+int registry_mark_formatting(Registry *reg, unsigned number);
+void registry_unmark_formatting(Registry *reg, unsigned number);
+bool registry_is_formatting(Registry *reg, unsigned number);

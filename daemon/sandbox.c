@@ -77,7 +77,8 @@ static void child_fds(const SandboxSpec *spec)
                 if (parked[i] < 0)
                         _exit(127);
         }
-        if (dup2(null_fd, STDIN_FILENO) < 0 || dup2(null_fd, STDOUT_FILENO) < 0 ||
+        if (dup2(null_fd, STDIN_FILENO) < 0 ||
+                dup2(spec->stdout_to_stderr && err >= 0 ? err : null_fd, STDOUT_FILENO) < 0 ||
                 dup2(err >= 0 ? err : null_fd, STDERR_FILENO) < 0)
                 _exit(127);
         for (size_t i = 0; i < spec->n_fds; i++)

@@ -29,6 +29,7 @@ typedef struct SandboxSpec {
          * as "this fd") is a regular file. */
         bool fake_dev_fd;
         int stderr_fd; /* the program's stderr (its stdout and stdin are /dev/null); -1: /dev/null */
+        bool stdout_to_stderr; /* its stdout on stderr_fd too (a mkfs's report, for loopd's log) */
         const SandboxNode *node; /* NULL: none */
         /* An empty directory made at this path (a FUSE driver's mountpoint argument, which libfuse 2
          * resolves and stats). NULL: none. */

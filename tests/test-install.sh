@@ -521,6 +521,7 @@ if ! DBUS_SYSTEM_BUS_ADDRESS="$address" timeout 40 \
 else
     for action in "org.loopd1.attach auth_admin auth_admin yes" \
         "org.loopd1.mount auth_admin auth_admin yes" \
+        "org.loopd1.modify auth_admin auth_admin yes" \
         "org.loopd1.open-image auth_admin auth_admin auth_admin" \
         "org.loopd1.manage-others auth_admin_keep auth_admin_keep auth_admin_keep"; do
         read -r id any inactive active <<<"$action"

@@ -1,0 +1,414 @@
+/* engine-format.c: Format: the checks, wiping and erasing the node, and the confined mkfs run asynchronously
+ * (its pidfd and its output watched by the event loop, bounded in time), then the new filesystem probed. */
+#include "engine.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "format-fs.h"
+#include "log.h"
+#include "partition.h"
+#include "probe.h"
+#include "process-util.h"
+#include "registry.h"
+#include "watcher.h"
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+/* A mkfs writes metadata only (no discard, quick modes): minutes would mean it hangs. */
+#define FORMAT_TIMEOUT_USEC (5 * 60 * UINT64_C(1000000))
+/* What of its output is kept for the log. */
+#define FORMAT_OUTPUT_MAX (64 * 1024)
+
+struct FormatJob {
+        Manager *manager;
+        const FormatType *type;
+        char *node;
+        unsigned number;
+        pid_t pid;
+        int pidfd;
+        int output_fd;
+        char *output;
+        size_t output_size;
+        bool output_truncated;
+        sd_event_source *exit_source;
+        sd_event_source *output_source;
+        sd_event_source *timer;
+        bool timed_out;
+        bool marked; /* the registry's mark of the device is this job's */
+        FormatDone done;
+        void *userdata;
+};
+
+int engine_check_not_formatting(Manager *m, unsigned number, EngineError *e)
+{
+        if (registry_is_formatting(m->registry, number))
+                return engine_error(e, -EBUSY, ENGINE_BUSY,
+                        "loop%u is being formatted; try again when the Format has finished", number);
+        return 0;
+}
+
+static void job_read_output(FormatJob *job)
+{
+        for (;;) {
+                char buf[4096];
+                ssize_t n = read(job->output_fd, buf, sizeof(buf));
+
+                if (n <= 0)
+                        return; /* EAGAIN, or the tool closed it */
+                if (job->output_size + (size_t)n > FORMAT_OUTPUT_MAX) {
+                        job->output_truncated = true;
+                        n = (ssize_t)(FORMAT_OUTPUT_MAX - job->output_size);
+                }
+                if (n > 0) {
+                        char *grown = realloc(job->output, job->output_size + (size_t)n + 1);
+
+                        if (!grown)
+                                return;
+                        job->output = grown;
+                        memcpy(job->output + job->output_size, buf, (size_t)n);
+                        job->output_size += (size_t)n;
+                        job->output[job->output_size] = '\0';
+                }
+        }
+}
+
+/* The tool's output, line by line, in loopd's log (never the caller's: it names paths and sizes of
+ * loopd's). */
+static void job_log_output(FormatJob *job)
+{
+        const char *program = format_type_program(job->type);
+        char *line = job->output;
+
+        while (line && *line) {
+                size_t len = strcspn(line, "\r\n");
+
+                /* Progress bars are runs of backspaces: only the printable part is worth a line. */
+                if (len > 0 && strspn(line, " \b\t") < len)
+                        log_info("%s %s: %.*s", program, job->node, (int)len, line);
+                line += len;
+                line += strspn(line, "\r\n");
+        }
+        if (job->output_truncated)
+                log_info("%s %s: (more output, not kept)", program, job->node);
+}
+
+static FormatJob *job_free(FormatJob *job)
+{
+        if (!job)
+                return NULL;
+        job->exit_source = sd_event_source_disable_unref(job->exit_source);
+        job->output_source = sd_event_source_disable_unref(job->output_source);
+        job->timer = sd_event_source_disable_unref(job->timer);
+        if (job->pidfd >= 0) {
+                siginfo_t si = {};
+
+                /* Still running (loopd exits): killed and reaped here, not left to the SIGCHLD handler. */
+                (void)pidfd_signal(job->pidfd, SIGKILL);
+                (void)waitid((idtype_t)P_PIDFD, (id_t)job->pidfd, &si, WEXITED);
+                safe_close(job->pidfd);
+        }
+        safe_close(job->output_fd);
+        if (job->marked)
+                registry_unmark_formatting(job->manager->registry, job->number);
+        free(job->output);
+        free(job->node);
+        free(job);
+        return NULL;
+}
+
+FormatJob *engine_format_cancel(FormatJob *job)
+{
+        return job_free(job);
+}
+
+/* Did the tool make what was asked? For when its exit status could not be read (the SIGCHLD handler reaped
+ * it first): the device is asked instead. */
+static bool node_has_type(const char *node, const char *type)
+{
+        _cleanup_free_ char *fstype = NULL, *label = NULL, *uuid = NULL;
+
+        return probe_filesystem(node, &fstype, &label, &uuid) >= 0 && fstype && streq(fstype, type);
+}
+
+static int job_finish(FormatJob *job, const siginfo_t *si, bool status_known)
+{
+        const char *program = format_type_program(job->type);
+        EngineError e = {};
+        int r = 0;
+
+        job_read_output(job);
+        job_log_output(job);
+
+        if (job->timed_out)
+                r = engine_error(&e, -ETIMEDOUT, ENGINE_TIMEOUT,
+                        "%s did not finish within %u seconds and was stopped; loopd's log has its output",
+                        program, (unsigned)(FORMAT_TIMEOUT_USEC / 1000000));
+        else if (status_known && si->si_code == CLD_EXITED && si->si_status == 0)
+                r = 0;
+        else if (status_known && si->si_code == CLD_EXITED)
+                r = engine_error(&e, -EIO, ENGINE_FAILED,
+                        "%s failed (exit status %d); loopd's log has its output", program, si->si_status);
+        else if (status_known)
+                r = engine_error(&e, -EIO, ENGINE_FAILED,
+                        "%s was killed by signal %d; loopd's log has its output", program, si->si_status);
+        else if (!node_has_type(job->node, format_type_name(job->type)))
+                r = engine_error(&e, -EIO, ENGINE_FAILED,
+                        "%s failed (no %s on %s afterwards); loopd's log has its output", program,
+                        format_type_name(job->type), job->node);
+        if (r < 0)
+                log_warning(
+                        "Format of %s as %s failed: %s", job->node, format_type_name(job->type), e.message);
+        else
+                log_info("Formatted %s as %s", job->node, format_type_name(job->type));
+
+        /* What the Device's Partitions say now: no udev event comes while loopd holds the device locked. */
+        job->pidfd = safe_close(job->pidfd);
+        registry_unmark_formatting(job->manager->registry, job->number);
+        job->marked = false;
+        if (job->manager->watcher)
+                (void)watcher_probe_device(job->manager->watcher, job->number);
+
+        job->done(r, &e, job->userdata);
+        job_free(job);
+        return 0;
+}
+
+static int job_on_exit(sd_event_source *s, int fd, uint32_t revents, void *userdata)
+{
+        FormatJob *job = userdata;
+        siginfo_t si = {};
+        int r;
+
+        (void)s;
+        (void)fd;
+        (void)revents;
+        /* ECHILD: reaped by the SIGCHLD handler after all; job_finish() asks the device instead. */
+        r = waitid((idtype_t)P_PIDFD, (id_t)job->pidfd, &si, WEXITED | WNOHANG);
+        if (r >= 0 && si.si_pid == 0)
+                return 0; /* not yet */
+        return job_finish(job, &si, r >= 0);
+}
+
+static int job_on_output(sd_event_source *s, int fd, uint32_t revents, void *userdata)
+{
+        FormatJob *job = userdata;
+
+        (void)fd;
+        job_read_output(job);
+        if (revents & (EPOLLHUP | EPOLLERR))
+                /* Closed: the rest is read when the tool has exited. */
+                (void)sd_event_source_set_enabled(s, SD_EVENT_OFF);
+        return 0;
+}
+
+static int job_on_timeout(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        FormatJob *job = userdata;
+
+        (void)s;
+        (void)usec;
+        job->timed_out = true;
+        (void)pidfd_signal(job->pidfd, SIGKILL);
+        return 0;
+}
+
+/* ---- before the tool ---- */
+
+static int check_options(const FormatType *t, const FormatOptions *opts, EngineError *e)
+{
+        const char *why = NULL;
+        int r;
+
+        if (opts->label) {
+                r = format_check_label(t, opts->label, &why);
+                if (r == -EOPNOTSUPP)
+                        return engine_error(
+                                e, -EINVAL, ENGINE_INVALID_ARGUMENT, "label: %s takes no label", opts->type);
+                if (r < 0)
+                        return engine_error(e, -EINVAL, ENGINE_INVALID_ARGUMENT, "label: %s", why);
+        }
+        if (opts->uuid) {
+                r = format_check_uuid(t, opts->uuid, &why);
+                if (r == -EOPNOTSUPP && format_type_kind(t) == FORMAT_FILESYSTEM)
+                        return engine_error(e, -EINVAL, ENGINE_INVALID_ARGUMENT,
+                                "uuid: %s cannot set one for %s; leave uuid out", format_type_program(t),
+                                opts->type);
+                if (r == -EOPNOTSUPP)
+                        return engine_error(
+                                e, -EINVAL, ENGINE_INVALID_ARGUMENT, "uuid: %s takes no uuid", opts->type);
+                if (r < 0)
+                        return engine_error(e, -EINVAL, ENGINE_INVALID_ARGUMENT, "uuid: %s", why);
+        }
+        return 0;
+}
+
+/* The node opened for writing, exclusively: nothing else holds it (a mount, a swap, another mkfs) while
+ * loopd wipes and erases it. */
+static int open_node(const char *node, int *ret_fd, EngineError *e)
+{
+        int fd = open(node, O_RDWR | O_EXCL | O_CLOEXEC | O_NONBLOCK);
+
+        if (fd < 0) {
+                int r = negative_errno();
+
+                if (r == -EBUSY)
+                        return engine_error(e, r, ENGINE_BUSY, "%s is in use (mounted or held open)", node);
+                if (r == -EROFS || r == -EACCES)
+                        return engine_error(e, -EROFS, ENGINE_READ_ONLY, "%s is read-only", node);
+                return engine_error_errno(e, r, "Failed to open the device");
+        }
+        *ret_fd = fd;
+        return 0;
+}
+
+/* Old signatures gone (and a whole device's partitions), the node zeroed if asked: what the tool or
+ * `empty` starts from. */
+static int prepare_node(const char *node, unsigned number, unsigned partition, bool erase, EngineError *e)
+{
+        _cleanup_close_ int fd = -EBADF;
+        int r;
+
+        r = open_node(node, &fd, e);
+        if (r < 0)
+                return r;
+        if (partition == 0) {
+                r = partition_remove_all(fd, number);
+                if (r < 0 && r != -ENXIO)
+                        return engine_error(e, r, r == -EBUSY ? ENGINE_BUSY : ENGINE_FAILED,
+                                "Failed to remove the partitions of %s: %s", node, strerror(-r));
+        }
+        if (erase) {
+                r = format_zero_device(fd);
+                if (r < 0)
+                        return engine_error_errno(e, r, "Failed to erase the device");
+        }
+        r = format_wipe_signatures(fd);
+        if (r < 0)
+                return engine_error_errno(e, r, "Failed to wipe the old signatures");
+        return 0;
+}
+
+static int start_mkfs(Manager *m, const FormatType *t, uid_t uid, const char *node, unsigned number,
+        dev_t devnum, const FormatOptions *opts, FormatDone done, void *userdata, FormatJob **ret,
+        EngineError *e)
+{
+        FormatRequest req = { .node = node, .label = opts->label, .uuid = opts->uuid };
+        struct passwd *pw = uid != 0 ? getpwuid(uid) : NULL;
+        FormatJob *job;
+        int pipe_fds[2], r;
+
+        /* ext*: the caller owns the root directory of what they made (root's stays root's). */
+        if (pw) {
+                req.owner_set = true;
+                req.owner_uid = uid;
+                req.owner_gid = pw->pw_gid;
+        }
+        job = calloc(1, sizeof(FormatJob));
+        if (!job)
+                return -ENOMEM;
+        *job = (FormatJob){ .manager = m,
+                .type = t,
+                .number = number,
+                .pidfd = -EBADF,
+                .output_fd = -EBADF,
+                .done = done,
+                .userdata = userdata };
+        job->node = strdup(node);
+        r = job->node ? registry_mark_formatting(m->registry, number) : -ENOMEM;
+        if (r < 0) {
+                free(job->node);
+                free(job);
+                return r == -EBUSY ? engine_check_not_formatting(m, number, e) : r;
+        }
+        job->marked = true;
+        if (pipe2(pipe_fds, O_CLOEXEC | O_NONBLOCK) < 0) {
+                r = negative_errno();
+                job_free(job);
+                return r;
+        }
+        job->output_fd = pipe_fds[0];
+        r = format_spawn(t, &req, devnum, pipe_fds[1], &job->pid, &job->pidfd);
+        safe_close(pipe_fds[1]);
+        if (r == -ENOENT) {
+                job_free(job);
+                return engine_error(e, r, ENGINE_UNSUPPORTED_FILESYSTEM,
+                        "%s is not installed: loopd cannot make %s filesystems here", format_type_program(t),
+                        opts->type);
+        }
+        if (r < 0) {
+                job_free(job);
+                return engine_error_errno(e, r, "Failed to start the mkfs tool");
+        }
+
+        /* Before the SIGCHLD handler, which reaps any child: the exit status is read here first. */
+        r = sd_event_add_io(m->event, &job->exit_source, job->pidfd, EPOLLIN, job_on_exit, job);
+        if (r >= 0)
+                r = sd_event_source_set_priority(job->exit_source, SD_EVENT_PRIORITY_IMPORTANT);
+        if (r >= 0)
+                r = sd_event_add_io(
+                        m->event, &job->output_source, job->output_fd, EPOLLIN, job_on_output, job);
+        if (r >= 0)
+                r = sd_event_add_time_relative(
+                        m->event, &job->timer, CLOCK_MONOTONIC, FORMAT_TIMEOUT_USEC, 0, job_on_timeout, job);
+        if (r < 0) {
+                job_free(job);
+                return engine_error_errno(e, r, "Failed to watch the mkfs tool");
+        }
+        log_debug("Started %s on %s (pid %d)", format_type_program(t), node, (int)job->pid);
+        *ret = job;
+        return 1;
+}
+
+int engine_format(Manager *m, uid_t uid, const char *node, unsigned number, unsigned partition, dev_t devnum,
+        const FormatOptions *opts, FormatDone done, void *userdata, FormatJob **ret_job, EngineError *e)
+{
+        const FormatType *t = format_type_find(opts->type);
+        int r;
+
+        if (!t)
+                return engine_error(e, -EINVAL, ENGINE_INVALID_ARGUMENT, "type: '%.32s' is not one of %s",
+                        strempty(opts->type), format_type_list());
+        r = check_options(t, opts, e);
+        if (r < 0)
+                return r;
+        if (format_type_kind(t) == FORMAT_TABLE && partition != 0)
+                return engine_error(e, -EINVAL, ENGINE_INVALID_ARGUMENT,
+                        "node: a partition table goes on a whole device (/dev/loop%u), not on %s", number,
+                        node);
+        r = engine_check_not_formatting(m, number, e);
+        if (r >= 0)
+                r = engine_check_unmounted(m, number, partition, e);
+        if (r >= 0)
+                r = engine_check_writable(m, number, e);
+        if (r < 0)
+                return r;
+
+        if (format_type_kind(t) == FORMAT_TABLE) {
+                if (opts->erase) {
+                        r = prepare_node(node, number, partition, true, e);
+                        if (r < 0)
+                                return r;
+                }
+                return engine_format_table(m, number, partition, format_type_name(t), e);
+        }
+
+        r = prepare_node(node, number, partition, opts->erase, e);
+        if (r < 0)
+                return r;
+        if (format_type_kind(t) == FORMAT_EMPTY) {
+                if (m->watcher)
+                        (void)watcher_probe_device(m->watcher, number);
+                return 0;
+        }
+        return start_mkfs(m, t, uid, node, number, devnum, opts, done, userdata, ret_job, e);
+}
