@@ -3,15 +3,19 @@
 #include "engine.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
+#include "log.h"
 #include "loop.h"
 #include "mount.h"
 #include "partition.h"
 #include "registry.h"
 #include "strv.h"
+#include "watcher.h"
 
 int engine_check_writable(Manager *m, unsigned number, EngineError *e)
 {
@@ -68,30 +72,194 @@ int engine_check_unmounted(Manager *m, unsigned number, unsigned partition, Engi
                 partition == 0 ? " (or a partition of it)" : "", strempty(list));
 }
 
+/* The device's whole-disk node is mounted (a filesystem on the whole device): its table is not to be
+ * touched under it. */
+static int check_disk_unmounted(const LoopInfo *info, EngineError *e)
+{
+        _cleanup_strv_free_ char **mounts = NULL;
+        char node[LOOP_NODE_MAX];
+        int r;
+
+        r = mount_find_targets(info->devnum, loop_node_format(node, info->number, 0), &mounts);
+        if (r < 0)
+                return engine_error_errno(e, r, "Failed to read the mount table");
+        if (!mounts || !mounts[0])
+                return 0;
+        _cleanup_free_ char *list = strv_join(mounts, ", ");
+        return engine_error(
+                e, -EBUSY, ENGINE_BUSY, "%s is mounted on %s; unmount it first", node, strempty(list));
+}
+
+/* loopN, attached and writable, opened read-write: *ret_info and the fd. */
+static int open_for_change(unsigned number, LoopInfo **ret_info, EngineError *e)
+{
+        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+        int fd;
+
+        if (loop_get_info(number, &info) < 0)
+                return engine_error(e, -ENXIO, ENGINE_NOT_FOUND, "loop%u is not attached", number);
+        if (info->read_only)
+                return engine_error(e, -EROFS, ENGINE_READ_ONLY,
+                        "loop%u is read-only: attach the image writable to change it", number);
+        fd = loop_open_writable(number, info->diskseq);
+        if (fd == -EROFS)
+                return engine_error(e, fd, ENGINE_READ_ONLY, "loop%u is read-only", number);
+        if (fd == -ESTALE || fd == -ENODEV)
+                return engine_error(e, fd, ENGINE_NOT_FOUND, "loop%u is not attached any more", number);
+        if (fd < 0)
+                return engine_error_errno(e, fd, "Failed to open the device");
+        *ret_info = TAKE_PTR(info);
+        return fd;
+}
+
+/* After the table changed: the kernel's partitions and their nodes follow it, and the bus hears of it
+ * (PartitionAdded/Removed, Partitions) before the caller's reply. */
+static int publish_table(Manager *m, const LoopInfo *info, EngineError *e)
+{
+        int r;
+
+        r = loop_update_partitions(info->number, info->diskseq);
+        if (m->watcher)
+                (void)watcher_probe_device(m->watcher, info->number);
+        if (r == -EBUSY)
+                return engine_error(e, r, ENGINE_BUSY,
+                        "loop%u: the table was written, but a partition it no longer has is in use; it stays "
+                        "until it is released and the device is attached again",
+                        info->number);
+        if (r < 0)
+                return engine_error(e, r, ENGINE_FAILED,
+                        "loop%u: the table was written, but its partitions could not be updated: %s",
+                        info->number, strerror(-r));
+        return 0;
+}
+
 int engine_format_table(Manager *m, unsigned number, unsigned partition, const char *label, EngineError *e)
 {
-        (void)m;
-        (void)number;
-        (void)partition;
-        (void)label;
-        return engine_error(
-                e, -EOPNOTSUPP, ENGINE_FAILED, "Writing a partition table is not implemented yet");
+        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+        _cleanup_close_ int fd = -EBADF;
+        PartitionTableKind kind;
+        char node[LOOP_NODE_MAX];
+        int r;
+
+        if (partition != 0)
+                return engine_error(e, -EINVAL, ENGINE_INVALID_ARGUMENT,
+                        "node: a partition table goes on the whole device (/dev/loop%u), not on %s", number,
+                        loop_node_format(node, number, partition));
+        if (partition_table_kind_from_string(label, &kind) < 0)
+                return engine_error(e, -EINVAL, ENGINE_INVALID_ARGUMENT, "type: '%s' is not gpt or dos",
+                        strempty(label));
+        fd = open_for_change(number, &info, e);
+        if (fd < 0)
+                return fd;
+        r = engine_check_unmounted(m, number, 0, e);
+        if (r < 0)
+                return r;
+
+        /* Its partitions go before the table that holds them: one still in use (held open, not mounted)
+         * makes it Busy with nothing written. */
+        r = partition_remove_all(fd, number);
+        if (r < 0) {
+                (void)publish_table(m, info, NULL);
+                if (r == -EBUSY)
+                        return engine_error(e, r, ENGINE_BUSY, "A partition of loop%u is in use", number);
+                return engine_error_errno(e, r, "Failed to remove the partitions");
+        }
+        r = partition_table_create_sized(fd, info->sector_size, label);
+        if (r < 0) {
+                (void)publish_table(m, info, NULL);
+                return engine_error_errno(e, r, "Failed to write the partition table");
+        }
+        fd = safe_close(fd);
+        log_info("Wrote an empty %s partition table on loop%u", label, number);
+        return publish_table(m, info, e);
 }
 
 int engine_create_partition(
         Manager *m, unsigned number, const PartitionRequest *req, char **ret_node, EngineError *e)
 {
-        (void)m;
-        (void)number;
-        (void)req;
-        (void)ret_node;
-        return engine_error(e, -EOPNOTSUPP, ENGINE_FAILED, "CreatePartition is not implemented yet");
+        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+        _cleanup_free_ char *why = NULL;
+        _cleanup_close_ int fd = -EBADF;
+        char node[LOOP_NODE_MAX];
+        TablePartition p;
+        struct stat st;
+        int r;
+
+        fd = open_for_change(number, &info, e);
+        if (fd < 0)
+                return fd;
+        /* Partitions may be mounted meanwhile (as udisks allows): nothing of theirs changes. */
+        r = check_disk_unmounted(info, e);
+        if (r < 0)
+                return r;
+
+        r = partition_table_add(fd, info->sector_size, req, &p, &why);
+        if (r < 0 && why)
+                return engine_error(e, r, ENGINE_INVALID_ARGUMENT, "%s", why);
+        if (r < 0)
+                return engine_error_errno(e, r, "Failed to write the partition table");
+        fd = safe_close(fd);
+        log_info("Added partition %u (bytes %" PRIu64 "+%" PRIu64 ") to loop%u", p.number, p.offset, p.size,
+                number);
+
+        r = publish_table(m, info, e);
+        if (r < 0)
+                return r;
+        loop_node_format(node, number, p.number);
+        if (stat(node, &st) < 0 || !S_ISBLK(st.st_mode))
+                return engine_error(e, -ENOENT, ENGINE_FAILED,
+                        "Partition %u was written into the table, but %s did not appear", p.number, node);
+        if (ret_node) {
+                *ret_node = strdup(node);
+                if (!*ret_node)
+                        return -ENOMEM;
+        }
+        return 0;
 }
 
 int engine_delete_partition(Manager *m, unsigned number, unsigned partition, EngineError *e)
 {
-        (void)m;
-        (void)number;
-        (void)partition;
-        return engine_error(e, -EOPNOTSUPP, ENGINE_FAILED, "DeletePartition is not implemented yet");
+        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+        _cleanup_close_ int fd = -EBADF;
+        char node[LOOP_NODE_MAX];
+        int r;
+
+        loop_node_format(node, number, partition);
+        if (partition == 0)
+                return engine_error(e, -EINVAL, ENGINE_INVALID_ARGUMENT,
+                        "node: %s is a whole device; name one of its partitions", node);
+        fd = open_for_change(number, &info, e);
+        if (fd < 0)
+                return fd;
+        r = engine_check_unmounted(m, number, partition, e);
+        if (r < 0)
+                return r;
+
+        /* Out of the kernel first: in use (held open) it is Busy, with the table untouched. */
+        r = partition_remove(fd, partition);
+        if (r == -EBUSY)
+                return engine_error(e, r, ENGINE_BUSY, "%s is in use", node);
+        if (r < 0)
+                return engine_error_errno(e, r, "Failed to remove the partition");
+
+        r = partition_table_delete(fd, info->sector_size, partition, NULL);
+        if (r < 0) {
+                /* Back as it was. */
+                fd = safe_close(fd);
+                (void)publish_table(m, info, NULL);
+                if (r == -ENOENT)
+                        return engine_error(
+                                e, r, ENGINE_NOT_FOUND, "%s is not in the partition table", node);
+                if (r == -EMEDIUMTYPE)
+                        return engine_error(e, r, ENGINE_INVALID_ARGUMENT,
+                                "loop%u has no gpt or dos partition table", number);
+                if (r == -EOPNOTSUPP)
+                        return engine_error(e, r, ENGINE_INVALID_ARGUMENT,
+                                "node: %s is an extended or logical partition; loopd deletes primary ones only",
+                                node);
+                return engine_error_errno(e, r, "Failed to write the partition table");
+        }
+        fd = safe_close(fd);
+        log_info("Deleted partition %u of loop%u", partition, number);
+        return publish_table(m, info, e);
 }

@@ -1,5 +1,6 @@
 /* loop-partitions.c: the partitions of a bound loop device made to exist as /dev/loopNpM (the kernel's scan
- * or BLKPG), restored after a table re-read dropped them, and dead /dev/loopNpM nodes removed. */
+ * or BLKPG), restored after a table re-read dropped them, updated after loopd changed the table, and dead
+ * /dev/loopNpM nodes removed. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -109,6 +110,81 @@ int loop_restore_partitions(unsigned number, uint64_t expected_diskseq)
         if (devfd < 0)
                 return devfd;
         return loop_sync_partitions(devfd, number);
+}
+
+int loop_open_writable(unsigned number, uint64_t expected_diskseq)
+{
+        _cleanup_close_ int devfd = -EBADF;
+        int ro = 0;
+
+        devfd = loop_open_node(number, O_RDWR);
+        if (devfd == -ENOENT || devfd == -ENODEV || devfd == -ENXIO)
+                return -ENODEV;
+        if (devfd < 0)
+                return devfd;
+        if (expected_diskseq != 0 && loop_device_diskseq(devfd, number) != expected_diskseq)
+                return -ESTALE;
+        if (ioctl(devfd, BLKROGET, &ro) < 0)
+                return negative_errno();
+        if (ro)
+                return -EROFS;
+        return TAKE_FD(devfd);
+}
+
+static bool plan_has(const PartitionSpec *specs, size_t n, const KernelPartition *p)
+{
+        for (size_t i = 0; i < n; i++)
+                if (specs[i].number == p->number && specs[i].start == p->start && specs[i].length == p->size)
+                        return true;
+        return false;
+}
+
+int loop_update_partitions(unsigned number, uint64_t expected_diskseq)
+{
+        _cleanup_free_ KernelPartition *parts = NULL;
+        _cleanup_free_ PartitionSpec *specs = NULL;
+        _cleanup_close_ int devfd = -EBADF;
+        size_t n = 0, nspecs = 0;
+        uint64_t size;
+        int ss, r, ret = 0;
+
+        devfd = loop_open_checked(number, expected_diskseq);
+        if (devfd < 0)
+                return devfd;
+        if (ioctl(devfd, BLKSSZGET, &ss) < 0 || ioctl(devfd, BLKGETSIZE64, &size) < 0)
+                return negative_errno();
+        if (ss < 512 || ss > 4096)
+                return -EINVAL;
+        r = partition_plan(devfd, (uint32_t)ss, size, &specs, &nspecs);
+        if (r < 0)
+                return r;
+        r = partition_list_kernel(number, &parts, &n);
+        if (r < 0)
+                return r;
+
+        for (size_t i = 0; i < n; i++) {
+                if (plan_has(specs, nspecs, &parts[i]))
+                        continue;
+                r = partition_remove(devfd, parts[i].number);
+                if (r < 0 && ret == 0)
+                        ret = r;
+        }
+        /* What exists already is EBUSY there: fine. */
+        r = partition_add_all(devfd, specs, nspecs);
+        if (r < 0)
+                return r;
+
+        parts = mfree(parts);
+        r = partition_list_kernel(number, &parts, &n);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++) {
+                r = ensure_partition_node(number, &parts[i]);
+                if (r < 0)
+                        return r;
+        }
+        loop_remove_stale_partition_nodes(number);
+        return ret < 0 ? ret : (int)n;
 }
 
 /* Removes /dev/loopNpM nodes that no longer name a live partition of loopN: devtmpfs leaves behind nodes it

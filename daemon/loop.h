@@ -108,3 +108,17 @@ int loop_set_autoclear(unsigned number, uint64_t expected_diskseq, bool autoclea
  * (a kernel without partition parsers keeps none). -ESTALE if loopN no longer has expected_diskseq. Returns
  * how many partitions exist. */
 int loop_restore_partitions(unsigned number, uint64_t expected_diskseq);
+
+/* Opens loopN read-write, to write its partition table, if it is still the incarnation with expected_diskseq
+ * (0: any): -ESTALE when the number was bound again since, -ENODEV when there is no such device, -EROFS for
+ * a read-only device. Closing it after a write makes a running udevd synthesize a "change" event. */
+int loop_open_writable(unsigned number, uint64_t expected_diskseq);
+
+/* After loopN's partition table changed: makes the kernel's partitions match the table (read with
+ * libblkid) with BLKPG, deleting those the table no longer has (or has with another start or size) and
+ * adding the new ones, then their /dev/loopNpM nodes, and removes dead nodes. Partitions that did not change
+ * are not touched, so a mounted one stays mounted; no BLKRRPART, which the kernel refuses while anything of
+ * the disk is open and which drops BLKPG partitions on a kernel without partition parsers: this works with
+ * and without them. -EBUSY when a partition to delete is in use (the others are updated anyway), -ESTALE if
+ * loopN no longer has expected_diskseq. Returns how many partitions exist. */
+int loop_update_partitions(unsigned number, uint64_t expected_diskseq);

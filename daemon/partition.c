@@ -303,6 +303,18 @@ int partition_add_all(int devfd, const PartitionSpec *specs, size_t n)
         return 0;
 }
 
+int partition_remove(int devfd, unsigned number)
+{
+        int r;
+
+        if (devfd < 0 || number == 0)
+                return -EINVAL;
+        r = blkpg(devfd, BLKPG_DEL_PARTITION, number, 0, 0);
+        if (r == -ENXIO || r == -ENODEV)
+                return 0; /* gone already */
+        return r;
+}
+
 int partition_remove_all(int devfd, unsigned loop_number)
 {
         _cleanup_free_ KernelPartition *parts = NULL;

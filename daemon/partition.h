@@ -39,6 +39,9 @@ typedef struct KernelPartition {
 } KernelPartition;
 int partition_list_kernel(unsigned loop_number, KernelPartition **ret, size_t *ret_n);
 
+/* Deletes partition number of the device devfd with BLKPG_DEL_PARTITION: 0 also when it is gone already,
+ * -EBUSY while it is in use (mounted, held open). */
+int partition_remove(int devfd, unsigned number);
 /* Deletes every partition of loopN with BLKPG_DEL_PARTITION (ENXIO: already gone). -EBUSY if any is in use;
  * the others are deleted anyway. */
 int partition_remove_all(int devfd, unsigned loop_number);

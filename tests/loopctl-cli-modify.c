@@ -621,3 +621,32 @@ void test_modify_create_undo_failure_is_said(Mock *m, gconstpointer data)
                 "it: in use by mkfs): in use by mkfs\n");
         g_assert_true(g_file_test(img, G_FILE_TEST_IS_REGULAR));
 }
+
+/* ^C while a step runs (a long mkfs): the step finishes, nothing more is asked, and what was made goes. */
+void test_modify_create_interrupted_leaves_nothing(Mock *m, gconstpointer data)
+{
+        RunOptions o = mock_bus(m);
+        g_autofree char *img = g_build_filename(m->dir, "disk.img", NULL);
+
+        if (!m->address)
+                return;
+        o.cwd = m->dir;
+        m->interrupt_method = "CreatePartition";
+        g_autoptr(Run) r = run_loopctl(
+                &o, "create", "--size", "64M", "--table", "gpt", "--fs", "ext4", "disk.img", NULL);
+        assert_error_line(
+                r, 1, "loopctl: cannot create disk.img (disk.img removed): Interrupted system call\n");
+        g_assert_false(g_file_test(img, G_FILE_TEST_EXISTS));
+        g_autofree char *sequence = mock_sequence(m);
+        g_assert_cmpstr(sequence, ==, "Attach Format CreatePartition Detach");
+        g_assert_cmpstr(call_string(mock_nth(m, 3), 0), ==, "/dev/loop3");
+
+        /* Before the first step too: the file made, attached, and both undone. */
+        g_ptr_array_set_size(m->calls, 0);
+        m->interrupt_method = "Attach";
+        g_autoptr(Run) a = run_loopctl(&o, "create", "--size", "64M", "--fs", "ext4", "disk.img", NULL);
+        assert_error_line(a, 1, "(disk.img removed): Interrupted system call\n");
+        g_assert_false(g_file_test(img, G_FILE_TEST_EXISTS));
+        g_autofree char *sequence2 = mock_sequence(m);
+        g_assert_cmpstr(sequence2, ==, "Attach Detach");
+}

@@ -7,23 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "changes.h"
-#include "engine.h"
-#include "harness.h"
-#include "manager.h"
-#include "registry.h"
-#include "watcher.h"
-
-#define MiB (UINT64_C(1024) * 1024)
-
-/* One change the engine or the watcher reported to the Manager's on_change, copied. */
-typedef struct Recorded {
-        ChangeKind kind;
-        unsigned number;
-        unsigned partition;
-        char *node;
-        char *mount_point;
-} Recorded;
+#include "test-engine.h"
 
 static void recorded_free(gpointer p)
 {
@@ -33,12 +17,6 @@ static void recorded_free(gpointer p)
         g_free(r->mount_point);
         g_free(r);
 }
-
-typedef struct Fixture {
-        Scratch scratch;
-        Manager *manager;
-        GPtrArray *changes; /* Recorded, oldest first */
-} Fixture;
 
 static void record_change(const Change *change, void *userdata)
 {
@@ -53,7 +31,7 @@ static void record_change(const Change *change, void *userdata)
         g_ptr_array_add(f->changes, r);
 }
 
-static void fixture_setup(Fixture *f, gconstpointer data)
+void fixture_setup(Fixture *f, gconstpointer data)
 {
         const unsigned *max_devices = data;
 
@@ -77,7 +55,7 @@ static void fixture_setup(Fixture *f, gconstpointer data)
         g_ptr_array_set_size(f->changes, 0);
 }
 
-static void fixture_teardown(Fixture *f, gconstpointer data)
+void fixture_teardown(Fixture *f, gconstpointer data)
 {
         /* Whatever a failed test left is noted and taken down before the manager lets go of the devices'
          * locks (an autoclear device would go with them, and its leak unseen). */
@@ -87,18 +65,7 @@ static void fixture_teardown(Fixture *f, gconstpointer data)
         g_ptr_array_unref(f->changes);
 }
 
-#define TEST(path, func, data) g_test_add(path, Fixture, data, fixture_setup, func, fixture_teardown)
-#define REQUIRE(f) SCRATCH_REQUIRE(&(f)->scratch)
-
-/* Opens path as a caller would (fd, fstat) and reads it as the face's worker does. */
-typedef struct Image {
-        int fd;
-        struct stat st;
-        ImageProbe probe;
-        int probe_result;
-} Image;
-
-static void image_open(Image *img, const char *path, int flags)
+void image_open(Image *img, const char *path, int flags)
 {
         img->fd = open(path, flags | O_CLOEXEC);
         g_assert_cmpint(img->fd, >=, 0);
@@ -117,7 +84,7 @@ static char *gpt_two_ext4(Fixture *f, const char *name)
         return path;
 }
 
-static bool bound_to(unsigned number, const char *path)
+bool bound_to(unsigned number, const char *path)
 {
         g_autofree char *backing = test_read_sysfs("/sys/block/loop%u/loop/backing_file", number);
         return backing && g_str_equal(backing, path);
@@ -141,14 +108,14 @@ static char *mount_source(const char *target)
 }
 
 /* The mount point of node (NULL: not mounted). */
-static char *mount_target(const char *node)
+char *mount_target(const char *node)
 {
         return findmnt_column("TARGET", "--source", node);
 }
 
 /* The change of kind reported since the list was last emptied: for number (devices), number and partition
  * (partitions), or node and mount point (mounts). */
-static const Recorded *find_change(Fixture *f, ChangeKind kind, unsigned number, unsigned partition,
+const Recorded *find_change(Fixture *f, ChangeKind kind, unsigned number, unsigned partition,
         const char *node, const char *mount_point)
 {
         for (guint i = 0; i < f->changes->len; i++) {
@@ -167,7 +134,7 @@ static const Recorded *find_change(Fixture *f, ChangeKind kind, unsigned number,
 
 /* Attaches path (opened read-write, partitions scanned) for uid as the face would, after its worker read the
  * image; NULL when the engine refused (the test has failed then). */
-static LoopInfo *attach_as(Fixture *f, const char *path, uid_t uid)
+LoopInfo *attach_as(Fixture *f, const char *path, uid_t uid)
 {
         AttachRequest req = { .partition_scan = true };
         LoopInfo *info = NULL;
@@ -496,5 +463,6 @@ int main(int argc, char **argv)
                 NULL);
         TEST("/loopd/engine/mount-unmount-report-changes-before-returning", test_mount_unmount_changes,
                 NULL);
+        engine_table_add_tests();
         return g_test_run();
 }

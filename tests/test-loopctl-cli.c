@@ -261,6 +261,18 @@ static void mock_method_call(GDBusConnection *conn, const char *sender, const ch
         }
         g_ptr_array_add(m->calls, c);
 
+        if (m->interrupt_method && g_str_equal(m->interrupt_method, method)) {
+                g_autoptr(GVariant) pid = g_dbus_connection_call_sync(conn, "org.freedesktop.DBus",
+                        "/org/freedesktop/DBus", "org.freedesktop.DBus", "GetConnectionUnixProcessID",
+                        g_variant_new("(s)", sender), G_VARIANT_TYPE("(u)"), G_DBUS_CALL_FLAGS_NONE, -1,
+                        NULL, NULL);
+                guint32 caller = 0;
+
+                g_assert_nonnull(pid);
+                g_variant_get(pid, "(u)", &caller);
+                g_assert_cmpint(kill((pid_t)caller, SIGINT), ==, 0);
+        }
+
         if ((m->fail_method && g_str_equal(m->fail_method, method)) ||
                 (m->also_fail_method && g_str_equal(m->also_fail_method, method))) {
                 g_dbus_method_invocation_return_dbus_error(inv, m->fail_name, m->fail_message);
@@ -618,6 +630,8 @@ int main(int argc, char **argv)
         ADD_MOCK("/loopctl/modify/create/refused-attach-removes-the-file",
                 test_modify_create_attach_refused_removes_file);
         ADD_MOCK("/loopctl/modify/create/failed-undo-is-said", test_modify_create_undo_failure_is_said);
+        ADD_MOCK("/loopctl/modify/create/interrupted-step-finishes-then-all-is-undone",
+                test_modify_create_interrupted_leaves_nothing);
 
         return g_test_run();
 }

@@ -55,6 +55,7 @@ typedef struct Mock {
         GVariant *partitions; /* a(suttssssss) */
         const char *fail_method;
         const char *also_fail_method; /* with the same error */
+        const char *interrupt_method; /* sends the caller SIGINT before it answers */
         const char *fail_name;
         const char *fail_message;
 } Mock;
@@ -168,5 +169,6 @@ void test_modify_create_partition_type_fits_filesystem(Mock *m, gconstpointer da
 void test_modify_create_failure_leaves_nothing(Mock *m, gconstpointer data);
 void test_modify_create_attach_refused_removes_file(Mock *m, gconstpointer data);
 void test_modify_create_undo_failure_is_said(Mock *m, gconstpointer data);
+void test_modify_create_interrupted_leaves_nothing(Mock *m, gconstpointer data);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(Run, run_free)

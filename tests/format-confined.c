@@ -1,0 +1,318 @@
+/* format-confined.c: Format through the running daemon as the unprivileged test user: the confined mkfs
+ * makes what blkid -p (as root, on the image file) then reads, its output goes to loopd's log, the Device's
+ * Partitions show it, and the refusals leave the image's bytes as they were. */
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "loopd-bus.h"
+
+#define MiB (UINT64_C(1024) * 1024)
+
+static void give_to(const char *path, const char *user)
+{
+        g_assert_cmpint(chown(path, harness_uid_of(user), harness_gid_of(user)), ==, 0);
+}
+
+static GVariant *format_options(const char *label, const char *uuid, gboolean erase)
+{
+        GVariantBuilder b;
+
+        g_variant_builder_init(&b, G_VARIANT_TYPE("a{sv}"));
+        if (label)
+                g_variant_builder_add(&b, "{sv}", "label", g_variant_new_string(label));
+        if (uuid)
+                g_variant_builder_add(&b, "{sv}", "uuid", g_variant_new_string(uuid));
+        if (erase)
+                g_variant_builder_add(&b, "{sv}", "erase", g_variant_new_boolean(TRUE));
+        return g_variant_builder_end(&b);
+}
+
+static bool call_format(
+        GDBusConnection *c, const char *node, const char *type, GVariant *options, GError **error)
+{
+        g_autoptr(GVariant) reply = harness_call(c, "Format",
+                g_variant_new(
+                        "(ss@a{sv})", node, type, options ? options : format_options(NULL, NULL, FALSE)),
+                NULL, G_DBUS_CALL_FLAGS_NONE, error);
+
+        if (reply)
+                g_assert_cmpstr(g_variant_get_type_string(reply), ==, "()");
+        return reply != NULL;
+}
+
+/* An image of size bytes owned by user A, attached read-write by A: the device. */
+static char *attach_image(Harness *h, GDBusConnection *a, const char *name, guint64 size, char **ret_image)
+{
+        g_autofree char *image = harness_image_path(h, name);
+        g_autoptr(GError) error = NULL;
+        char *device = NULL;
+
+        image_create(image, size);
+        give_to(image, HARNESS_USER_A);
+        g_assert_true(harness_attach_path(a, image, O_RDWR, NULL, &device, &error));
+        harness_assert_no_error(error);
+        *ret_image = g_steal_pointer(&image);
+        return device;
+}
+
+/* The Partitions property of device's object: the (fstype, label) of node, or FALSE when it is not listed.
+ */
+static gboolean device_shows(
+        Harness *h, const char *device, const char *node, char **ret_fstype, char **ret_label)
+{
+        g_autofree char *path = g_strdup_printf(LOOPD_DEVICE_PATH_PREFIX "/%s", device + strlen("/dev/"));
+        g_autoptr(GError) error = NULL;
+        g_autoptr(GVariant) reply =
+                g_dbus_connection_call_sync(h->bus, LOOPD_BUS_NAME, path, "org.freedesktop.DBus.Properties",
+                        "Get", g_variant_new("(ss)", LOOPD_DEVICE_INTERFACE, "Partitions"),
+                        G_VARIANT_TYPE("(v)"), G_DBUS_CALL_FLAGS_NONE, HARNESS_TIMEOUT_MS, NULL, &error);
+        g_autoptr(GVariant) value = NULL;
+        GVariantIter iter;
+        const char *n, *fstype, *label;
+
+        harness_assert_no_error(error);
+        if (!reply)
+                return FALSE;
+        g_variant_get(reply, "(v)", &value);
+        g_variant_iter_init(&iter, value);
+        while (g_variant_iter_next(
+                &iter, "(&sutt&s&s&s&s&s&s)", &n, NULL, NULL, NULL, NULL, NULL, &fstype, &label, NULL, NULL))
+                if (g_str_equal(n, node)) {
+                        *ret_fstype = g_strdup(fstype);
+                        *ret_label = g_strdup(label);
+                        return TRUE;
+                }
+        return FALSE;
+}
+
+static void assert_blkid(const char *image, const char *type, const char *label)
+{
+        g_autoptr(GHashTable) seen = oracle_blkid(image, 0);
+
+        g_assert_cmpstr(g_hash_table_lookup(seen, "TYPE"), ==, type);
+        g_assert_cmpstr(g_hash_table_lookup(seen, "LABEL"), ==, label);
+}
+
+static void test_ext4_and_vfat(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
+        g_autofree char *image = NULL, *device = NULL, *fstype = NULL, *label = NULL, *log = NULL;
+        g_autoptr(GError) error = NULL;
+
+        (void)data;
+        harness_allow_all(h);
+        REQUIRE_NONNULL(a);
+        device = attach_image(h, a, "disk.img", 64 * MiB, &image);
+        REQUIRE_NONNULL(device);
+
+        g_assert_true(call_format(a, device, "ext4", format_options("Data disk", NULL, FALSE), &error));
+        harness_assert_no_error(error);
+        assert_blkid(image, "ext4", "Data disk");
+        /* The root directory is the caller's, so that they can write to what they made. */
+        g_autofree char *qimage = g_shell_quote(image);
+        g_autofree char *stat_root = test_sh("debugfs -R 'stat /' %s 2>/dev/null | head -3", qimage);
+        g_autofree char *owner = g_strdup_printf("User: %5u", (unsigned)harness_uid_of(HARNESS_USER_A));
+        if (!strstr(stat_root, owner))
+                g_test_fail_printf("the root directory is not %s's: %s", HARNESS_USER_A, stat_root);
+        g_assert_true(device_shows(h, device, device, &fstype, &label));
+        g_assert_cmpstr(fstype, ==, "ext4");
+        g_assert_cmpstr(label, ==, "Data disk");
+        /* mke2fs's report went to loopd's log. */
+        log = harness_loopd_log(h);
+        g_assert_nonnull(strstr(log, "Writing superblocks"));
+
+        /* The same device again as FAT, with a volume id: the label in upper case, as DOS writes it. */
+        g_assert_true(call_format(a, device, "vfat", format_options("boot", "1A2B-3C4D", TRUE), &error));
+        harness_assert_no_error(error);
+        assert_blkid(image, "vfat", "BOOT");
+        g_autoptr(GHashTable) seen = oracle_blkid(image, 0);
+        g_assert_cmpstr(g_hash_table_lookup(seen, "UUID"), ==, "1A2B-3C4D");
+        g_clear_pointer(&fstype, g_free);
+        g_clear_pointer(&label, g_free);
+        g_assert_true(device_shows(h, device, device, &fstype, &label));
+        g_assert_cmpstr(fstype, ==, "vfat");
+        g_assert_cmpstr(label, ==, "BOOT");
+
+        /* empty: nothing left for blkid to find. */
+        g_assert_true(call_format(a, device, "empty", NULL, &error));
+        harness_assert_no_error(error);
+        g_autofree char *left = NULL;
+        g_assert_cmpint(test_sh_status(&left, "blkid -p -o export %s", qimage), ==, 2);
+
+        g_assert_true(harness_detach(a, device, NULL, &error));
+        harness_assert_no_error(error);
+}
+
+/* Each mkfs loopd knows, confined, on a device of a size it accepts. */
+static void test_every_filesystem(Harness *h, gconstpointer data)
+{
+        static const struct {
+                const char *type, *label;
+        } cases[] = { { "ext2", "e2" }, { "ext3", "e3" }, { "btrfs", "bt" }, { "exfat", "Ex" },
+                { "ntfs", "Nt" }, { "swap", "sw" } };
+        HARNESS_REQUIRE(h);
+        GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
+        g_autofree char *image = NULL, *device = NULL;
+
+        (void)data;
+        harness_allow_all(h);
+        REQUIRE_NONNULL(a);
+        device = attach_image(h, a, "every.img", 160 * MiB, &image);
+        REQUIRE_NONNULL(device);
+        for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+                g_autoptr(GError) error = NULL;
+
+                if (!call_format(
+                            a, device, cases[i].type, format_options(cases[i].label, NULL, FALSE), &error))
+                        g_test_fail_printf("%s: %s", cases[i].type, error->message);
+                else
+                        assert_blkid(image, cases[i].type, cases[i].label);
+        }
+        g_autoptr(GError) error = NULL;
+        g_assert_true(harness_detach(a, device, NULL, &error));
+        harness_assert_no_error(error);
+}
+
+static char *checksum(const char *image)
+{
+        g_autofree char *q = g_shell_quote(image);
+
+        return test_sh("sha256sum < %s", q);
+}
+
+static void test_refusals(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
+        g_autofree char *image = NULL, *device = NULL, *before = NULL, *after = NULL, *mount_point = NULL;
+        g_autofree char *long_label = g_strnfill(300, 'x');
+        g_autoptr(GError) error = NULL;
+
+        (void)data;
+        harness_allow_all(h);
+        REQUIRE_NONNULL(a);
+        device = attach_image(h, a, "refusals.img", 64 * MiB, &image);
+        REQUIRE_NONNULL(device);
+        g_assert_true(call_format(a, device, "ext4", format_options("keep", NULL, FALSE), &error));
+        harness_assert_no_error(error);
+        before = checksum(image);
+
+        static const struct {
+                const char *type, *label, *uuid, *needle;
+        } cases[] = {
+                { "ext4", "a/b", NULL, "label" },
+                { "ext4", "two\nlines", NULL, "label" },
+                { "btrfs", NULL, NULL, NULL }, /* the long label, below */
+                { "vfat", "BAD*NAME", NULL, "label" },
+                { "fat32", NULL, NULL, "type" },
+                { "exfat", NULL, "1A2B-3C4D", "uuid" },
+                { "ext4", NULL, "not-a-uuid", "uuid" },
+                { "gpt", "x", NULL, "label" },
+        };
+        for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+                g_autoptr(GError) e = NULL;
+                const char *label = cases[i].needle ? cases[i].label : long_label;
+
+                g_assert_false(call_format(
+                        a, device, cases[i].type, format_options(label, cases[i].uuid, FALSE), &e));
+                harness_assert_dbus_error(e, LOOPD_ERROR_INVALID_ARGUMENT, cases[i].needle ?: "label");
+        }
+
+        /* Mounted: Busy, naming where. */
+        /* Read-only: a read-write mount writes to the superblock itself. */
+        GVariantBuilder ro;
+        g_variant_builder_init(&ro, G_VARIANT_TYPE("a{sv}"));
+        g_variant_builder_add(&ro, "{sv}", "read-only", g_variant_new_boolean(TRUE));
+        mount_point = harness_mount(a, device, g_variant_builder_end(&ro), &error);
+        harness_assert_no_error(error);
+        REQUIRE_NONNULL(mount_point);
+        g_autoptr(GError) busy = NULL;
+        g_assert_false(call_format(a, device, "vfat", NULL, &busy));
+        harness_assert_dbus_error(busy, LOOPD_ERROR_BUSY, mount_point);
+        g_assert_true(harness_unmount(a, mount_point, &error));
+        harness_assert_no_error(error);
+
+        after = checksum(image);
+        g_assert_cmpstr(before, ==, after);
+
+        /* Another user's device: not without manage-others. */
+        GDBusConnection *b = harness_connect_as(h, HARNESS_USER_B);
+        REQUIRE_NONNULL(b);
+        fake_authority_set(h->authority, LOOPD_ACTION_MANAGE_OTHERS, FAKE_AUTH_DENY, 0);
+        g_autoptr(GError) denied = NULL;
+        g_assert_false(call_format(b, device, "vfat", NULL, &denied));
+        harness_assert_dbus_error(denied, LOOPD_ERROR_NOT_AUTHORIZED, NULL);
+        g_free(after);
+        after = checksum(image);
+        g_assert_cmpstr(before, ==, after);
+
+        g_assert_true(harness_detach(a, device, NULL, &error));
+        harness_assert_no_error(error);
+}
+
+/* A read-only device: ReadOnly, nothing written. */
+static void test_read_only(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
+        g_autofree char *image = harness_image_path(h, "ro.img"), *device = NULL, *before = NULL,
+                        *after = NULL;
+        g_autoptr(GError) error = NULL;
+
+        (void)data;
+        harness_allow_all(h);
+        REQUIRE_NONNULL(a);
+        image_create(image, 16 * MiB);
+        give_to(image, HARNESS_USER_A);
+        before = checksum(image);
+        g_assert_true(harness_attach_path(a, image, O_RDONLY, NULL, &device, &error));
+        harness_assert_no_error(error);
+        REQUIRE_NONNULL(device);
+        g_assert_false(call_format(a, device, "ext4", NULL, &error));
+        harness_assert_dbus_error(error, LOOPD_ERROR_READ_ONLY, "read-only");
+        g_clear_error(&error);
+        after = checksum(image);
+        g_assert_cmpstr(before, ==, after);
+        g_assert_true(harness_detach(a, device, NULL, &error));
+        harness_assert_no_error(error);
+}
+
+/* A mkfs that fails says so, and its own words are in loopd's log, not in the error. */
+static void test_failure_goes_to_log(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
+        g_autofree char *image = NULL, *device = NULL, *log = NULL;
+        g_autoptr(GError) error = NULL;
+
+        (void)data;
+        harness_allow_all(h);
+        REQUIRE_NONNULL(a);
+        /* 16 MiB is too small for btrfs. */
+        device = attach_image(h, a, "small.img", 16 * MiB, &image);
+        REQUIRE_NONNULL(device);
+        g_assert_false(call_format(a, device, "btrfs", NULL, &error));
+        harness_assert_dbus_error(
+                error, LOOPD_ERROR_FAILED, "mkfs.btrfs failed (exit status 1); loopd's log");
+        g_assert_null(strstr(error->message, "too small"));
+        log = harness_loopd_log(h);
+        g_assert_nonnull(strstr(log, "mkfs.btrfs /dev/loop"));
+        g_clear_error(&error);
+        g_assert_true(harness_detach(a, device, NULL, &error));
+        harness_assert_no_error(error);
+}
+
+int main(int argc, char **argv)
+{
+        harness_init(&argc, &argv);
+        harness_add("/loopd/format/confined/ext4-then-vfat-then-empty", test_ext4_and_vfat, NULL);
+        harness_add("/loopd/format/confined/every-filesystem", test_every_filesystem, NULL);
+        harness_add("/loopd/format/confined/refusals-leave-bytes", test_refusals, NULL);
+        harness_add("/loopd/format/confined/read-only-device", test_read_only, NULL);
+        harness_add("/loopd/format/confined/failure-output-in-log", test_failure_goes_to_log, NULL);
+        return g_test_run();
+}
