@@ -102,7 +102,8 @@ void test_create_size_0_fills_aligned(Harness *h, gconstpointer data)
 
                 REQUIRE_NONNULL(device);
                 p2 = partition_node(device, 2);
-                if (!call_create_partition(a, device, 33 * MiB, 0, "linux", "rest", &node, &error))
+                if (!call_create_partition(
+                            a, device, 33 * MiB, 0, "linux", gpt ? "rest" : "", &node, &error))
                         FAIL("%s: CreatePartition at 33 MiB, size 0: %s", image, error->message);
                 else if (g_strcmp0(node, p2) != 0)
                         FAIL("CreatePartition returned %s, expected %s", node, p2);
