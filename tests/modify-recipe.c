@@ -127,7 +127,7 @@ void test_recipe_dos(Harness *h, gconstpointer data)
 
         /* A FAT16 partition (type 6) of 32 MiB at 1 MiB, and an ext2 one from 33 MiB to the end. */
         if (!loopctl_ok(h, HARNESS_USER_A, "partition", "add", device, "--start", "1M", "--size", "32M",
-                    "--type", "0x06", NULL))
+                    "--type", "0x06", "--bootable", NULL))
                 goto close;
         check_node_exists(p1);
         if (!loopctl_ok(h, HARNESS_USER_A, "partition", "add", device, "--start", "33M", "--type", "linux",
@@ -192,6 +192,10 @@ close:
                         dump->partitions->len);
         check_dump_partition(dump, 0, 1 * MiB, 32 * MiB, "6");
         check_dump_partition(dump, 1, 33 * MiB, 31 * MiB, "83");
+        if (dump->partitions->len == 2 &&
+                (!g_array_index(dump->partitions, DumpPartition, 0).bootable ||
+                        g_array_index(dump->partitions, DumpPartition, 1).bootable))
+                FAIL("the boot flag is not on partition 1 alone, as --bootable asked");
         check_blkid(image, 1 * MiB, "vfat", "BOOT");
         check_blkid(image, 33 * MiB, "ext2", "root");
         {

@@ -14,6 +14,7 @@ typedef enum RefusalSetup {
         SETUP_MOUNTED, /* ... with partition 1 mounted (read-only, so that the mount writes nothing) */
         SETUP_READ_ONLY, /* the user's own read-only device */
         SETUP_OTHER_USER, /* another user asks, without manage-others */
+        SETUP_NOT_ALLOWED, /* the user's own device, and polkit says no to org.loopd1.modify */
 } RefusalSetup;
 
 struct Refusal {
@@ -39,6 +40,12 @@ REFUSAL(refuse_format_mounted, .call = CALL_FORMAT, .setup = SETUP_MOUNTED, .typ
 REFUSAL(refuse_format_disk_partition_mounted, .call = CALL_FORMAT, .setup = SETUP_MOUNTED,
         .whole_disk = true, .type = "dos", .error = LOOPD_ERROR_BUSY);
 REFUSAL(refuse_format_other_user, .call = CALL_FORMAT, .setup = SETUP_OTHER_USER, .type = "ext2",
+        .error = LOOPD_ERROR_NOT_AUTHORIZED);
+REFUSAL(refuse_create_other_user, .call = CALL_CREATE, .setup = SETUP_OTHER_USER, .type = "linux",
+        .offset = 33 * MiB, .size = 8 * MiB, .error = LOOPD_ERROR_NOT_AUTHORIZED);
+REFUSAL(refuse_delete_other_user, .call = CALL_DELETE, .setup = SETUP_OTHER_USER,
+        .error = LOOPD_ERROR_NOT_AUTHORIZED);
+REFUSAL(refuse_format_not_allowed, .call = CALL_FORMAT, .setup = SETUP_NOT_ALLOWED, .type = "ext2",
         .error = LOOPD_ERROR_NOT_AUTHORIZED);
 REFUSAL(refuse_format_read_only, .call = CALL_FORMAT, .setup = SETUP_READ_ONLY, .type = "ext2",
         .error = LOOPD_ERROR_READ_ONLY, .needle = "read");
@@ -148,6 +155,8 @@ void test_refused(Harness *h, gconstpointer data)
                         goto out;
                 }
         }
+        if (r->setup == SETUP_NOT_ALLOWED)
+                fake_authority_set(h->authority, MODIFY_ACTION, FAKE_AUTH_DENY, 0);
         needle = r->needle ? r->needle : mount_point;
 
         g_free(test_sh("sync"));
@@ -169,6 +178,8 @@ void test_refused(Harness *h, gconstpointer data)
 
         if (r->setup == SETUP_OTHER_USER && !polkit_asked(h, LOOPD_ACTION_MANAGE_OTHERS))
                 FAIL("loopd did not ask polkit for %s", LOOPD_ACTION_MANAGE_OTHERS);
+        if (r->setup == SETUP_NOT_ALLOWED && !polkit_asked(h, MODIFY_ACTION))
+                FAIL("loopd did not ask polkit for %s", MODIFY_ACTION);
         if (r->call == CALL_CREATE && g_file_test(p2, G_FILE_TEST_EXISTS))
                 FAIL("%s exists after CreatePartition was refused", p2);
         if (r->call == CALL_DELETE && !g_file_test(p1, G_FILE_TEST_EXISTS))

@@ -297,6 +297,7 @@ SfdiskDump *oracle_sfdisk_dump(const char *image, unsigned sector_size)
                                 .size = size ? g_ascii_strtoull(size, NULL, 10) : 0,
                                 .type = dump_field(fields, "type"),
                                 .name = dump_field(fields, "name"),
+                                .bootable = strstr(fields, ", bootable") != NULL,
                         };
                         g_array_append_val(d->partitions, p);
                 }
@@ -396,6 +397,12 @@ int main(int argc, char **argv)
                 &refuse_format_disk_partition_mounted);
         modify_add("/loopd/modify/refuse/format-other-users-device-not-authorized", test_refused,
                 &refuse_format_other_user);
+        modify_add("/loopd/modify/refuse/create-partition-other-users-device-not-authorized", test_refused,
+                &refuse_create_other_user);
+        modify_add("/loopd/modify/refuse/delete-partition-other-users-device-not-authorized", test_refused,
+                &refuse_delete_other_user);
+        modify_add("/loopd/modify/refuse/format-own-device-polkit-says-no", test_refused,
+                &refuse_format_not_allowed);
         modify_add("/loopd/modify/refuse/format-read-only-device", test_refused, &refuse_format_read_only);
         modify_add("/loopd/modify/refuse/create-partition-read-only-device", test_refused,
                 &refuse_create_read_only);

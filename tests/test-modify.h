@@ -69,6 +69,7 @@ typedef struct DumpPartition {
         guint64 start, size;
         char *type; /* as sfdisk prints it: "6", "83", a GUID in capitals */
         char *name; /* GPT name, or NULL */
+        bool bootable; /* DOS: the boot (active) flag */
 } DumpPartition;
 
 typedef struct SfdiskDump {
@@ -107,7 +108,8 @@ void test_recipe_gpt_4k(Harness *h, gconstpointer data);
 typedef struct Refusal Refusal;
 void test_refused(Harness *h, gconstpointer data);
 extern const HarnessOptions refuse_format_mounted, refuse_format_disk_partition_mounted,
-        refuse_format_other_user, refuse_format_read_only, refuse_create_read_only, refuse_label_slash,
+        refuse_format_other_user, refuse_create_other_user, refuse_delete_other_user,
+        refuse_format_not_allowed, refuse_format_read_only, refuse_create_read_only, refuse_label_slash,
         refuse_label_slash_vfat, refuse_label_newline, refuse_label_300_bytes, refuse_format_type,
         refuse_create_type, refuse_create_past_end, refuse_create_overlap, refuse_delete_mounted;
 
