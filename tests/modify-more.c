@@ -40,8 +40,8 @@ void test_format_empty_partition(Harness *h, gconstpointer data)
         p1 = partition_node(device, 1);
         if (!call_format(a, p1, "empty", NULL, &error))
                 FAIL("Format %s empty: %s", p1, error->message);
-        else if (!polkit_asked(h, MODIFY_ACTION))
-                FAIL("loopd formatted %s without asking polkit for %s", p1, MODIFY_ACTION);
+        else if (!polkit_asked(h, LOOPD_ACTION_MODIFY))
+                FAIL("loopd formatted %s without asking polkit for %s", p1, LOOPD_ACTION_MODIFY);
         detach_own(a, device);
 
         check_blkid(image, BASE_P1_OFFSET, NULL, NULL);

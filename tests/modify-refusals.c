@@ -156,7 +156,7 @@ void test_refused(Harness *h, gconstpointer data)
                 }
         }
         if (r->setup == SETUP_NOT_ALLOWED)
-                fake_authority_set(h->authority, MODIFY_ACTION, FAKE_AUTH_DENY, 0);
+                fake_authority_set(h->authority, LOOPD_ACTION_MODIFY, FAKE_AUTH_DENY, 0);
         needle = r->needle ? r->needle : mount_point;
 
         g_free(test_sh("sync"));
@@ -178,8 +178,8 @@ void test_refused(Harness *h, gconstpointer data)
 
         if (r->setup == SETUP_OTHER_USER && !polkit_asked(h, LOOPD_ACTION_MANAGE_OTHERS))
                 FAIL("loopd did not ask polkit for %s", LOOPD_ACTION_MANAGE_OTHERS);
-        if (r->setup == SETUP_NOT_ALLOWED && !polkit_asked(h, MODIFY_ACTION))
-                FAIL("loopd did not ask polkit for %s", MODIFY_ACTION);
+        if (r->setup == SETUP_NOT_ALLOWED && !polkit_asked(h, LOOPD_ACTION_MODIFY))
+                FAIL("loopd did not ask polkit for %s", LOOPD_ACTION_MODIFY);
         if (r->call == CALL_CREATE && g_file_test(p2, G_FILE_TEST_EXISTS))
                 FAIL("%s exists after CreatePartition was refused", p2);
         if (r->call == CALL_DELETE && !g_file_test(p1, G_FILE_TEST_EXISTS))

@@ -15,7 +15,6 @@
 #include "loopd-bus.h"
 
 #define MiB (UINT64_C(1024) * 1024)
-#define MODIFY_ACTION "org.loopd1.modify"
 
 /* Fails the test with a message that stays in the log (g_test_fail_printf() keeps only the last one). */
 #define FAIL(...)                                                         \
