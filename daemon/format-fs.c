@@ -274,17 +274,23 @@ int format_build_argv(const FormatType *t, const FormatRequest *req, char ***ret
         if (streq(t->programs[0], "mke2fs")) {
                 /* -F: no question about an old signature or a whole disk; nodiscard: the image's blocks
                  * are the user's, zeroed only when asked (erase). mke2fs.conf is not in the sandbox: the
-                 * built-in defaults (the same features) apply. */
+                 * built-in defaults (the same features) apply. Nor is /sys, where mke2fs looks whether the
+                 * kernel initializes inode tables lazily (every kernel since 2.6.37 does): ext4 says so,
+                 * or mke2fs writes every inode table of a big image (ext2/3 always do). */
+                _cleanup_free_ char *extended = NULL;
+
+                if (asprintf(&extended, "nodiscard%s", streq(name, "ext4") ? ",lazy_itable_init=1" : "") < 0)
+                        return -ENOMEM;
                 r = r ?: push(&argv, "-t");
                 r = r ?: push(&argv, name);
                 r = r ?: push(&argv, "-F");
                 r = r ?: push(&argv, "-E");
                 if (req->owner_set)
                         r = r
-                                ?: pushf(&argv, "nodiscard,root_owner=%u:%u", (unsigned)req->owner_uid,
+                                ?: pushf(&argv, "%s,root_owner=%u:%u", extended, (unsigned)req->owner_uid,
                                            (unsigned)req->owner_gid);
                 else
-                        r = r ?: push(&argv, "nodiscard");
+                        r = r ?: push(&argv, extended);
                 if (label)
                         r = r ?: push(&argv, "-L");
                 if (label)
@@ -420,6 +426,8 @@ int format_spawn(const FormatType *t, const FormatRequest *req, dev_t rdev, int 
                 .gid = id,
                 .stderr_fd = output_fd,
                 .stdout_to_stderr = true,
+                /* mkfs.xfs: BLKBSZSET and BLKFLSBUF need CAP_SYS_ADMIN, which it does not get. */
+                .fake_block_ioctls = streq(t->name, "xfs"),
                 .node = &device,
         };
         return sandbox_spawn(&spec, ret_pid, ret_pidfd);

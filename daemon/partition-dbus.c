@@ -2,8 +2,11 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
+#include "bus-calls.h"
 #include "bus-context.h"
 #include "bus-options.h"
 #include "bus-util.h"
@@ -12,6 +15,74 @@
 #include "loop.h"
 #include "loopd-bus.h"
 #include "partition-table.h"
+#include "watcher.h"
+
+typedef struct PendingPartition {
+        Bus *bus;
+        sd_bus_message *message;
+        char *node;
+} PendingPartition;
+
+static void partition_on_udev_done(int result, void *userdata)
+{
+        PendingPartition *p = userdata;
+        int r;
+
+        /* The partition is there either way: a slow udev (or loopd exiting) does not undo it. */
+        if (result < 0 && result != -ECANCELED)
+                log_warning("udev did not process %s in time; replying without its udev state", p->node);
+        r = sd_bus_reply_method_return(p->message, "s", p->node);
+        if (r < 0)
+                log_debug_errno(r, "Failed to reply to CreatePartition: %m");
+        bus_calls_release(p->bus->calls, p->message);
+        sd_bus_message_unref(p->message);
+        free(p->node);
+        free(p);
+}
+
+/* With udevd running a client expects the new partition's udev state (by-* links, properties, loopd's own
+ * rule) once CreatePartition returns, as after Attach: wait for udev's event on it, bounded. 0 when the
+ * reply is left to partition_on_udev_done(); < 0 when the caller should reply now. */
+static int create_wait_for_udev(
+        Bus *b, sd_bus_message *message, uid_t uid, unsigned number, const char *node)
+{
+        Manager *m = b->manager;
+        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+        PendingPartition *p;
+        struct stat st;
+        int r;
+
+        if (!m->watcher || !watcher_udev_running(m->watcher))
+                return -EOPNOTSUPP;
+        if (stat(node, &st) < 0)
+                return negative_errno();
+        r = loop_get_info(number, &info);
+        if (r < 0)
+                return r;
+        p = calloc(1, sizeof(PendingPartition));
+        if (!p || !(p->node = strdup(node))) {
+                free(p);
+                return -ENOMEM;
+        }
+        r = bus_calls_hold(b->calls, message, uid, NULL);
+        if (r < 0) {
+                free(p->node);
+                free(p);
+                return r;
+        }
+        p->bus = b;
+        p->message = sd_bus_message_ref(message);
+        r = watcher_wait_devices(m->watcher, &st.st_rdev, 1, info->diskseq, m->partition_timeout_usec,
+                partition_on_udev_done, p, NULL);
+        if (r < 0) {
+                bus_calls_release(b->calls, message);
+                sd_bus_message_unref(p->message);
+                free(p->node);
+                free(p);
+                return r;
+        }
+        return 0;
+}
 
 int method_create_partition(sd_bus_message *message, void *userdata, sd_bus_error *error)
 {
@@ -72,6 +143,8 @@ int method_create_partition(sd_bus_message *message, void *userdata, sd_bus_erro
         if (r < 0)
                 return bus_error_from_engine(error, r, &e);
         log_debug("CreatePartition on %s for uid %u: %s", devname, (unsigned)uid, node);
+        if (create_wait_for_udev(b, message, uid, number, node) >= 0)
+                return 1;
         return sd_bus_reply_method_return(message, "s", node);
 }
 

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "macro.h"
+#include "partition.h"
 #include "utf8.h"
 
 /* The alignment of the defaults: 1 MiB, as parted and sfdisk. */
@@ -88,9 +89,70 @@ int partition_table_kind_from_string(const char *s, PartitionTableKind *ret)
         return 0;
 }
 
+/* The logical sector size libfdisk uses on fd (sector_size, else the device's, else 512 for a file) and fd's
+ * size in bytes. */
+static int fd_geometry(int fd, uint32_t sector_size, uint32_t *ret_sector_size, uint64_t *ret_size)
+{
+        struct stat st;
+        int ss = 512;
+
+        if (fstat(fd, &st) < 0)
+                return negative_errno();
+        if (S_ISBLK(st.st_mode)) {
+                if (ioctl(fd, BLKGETSIZE64, ret_size) < 0)
+                        return negative_errno();
+                if (sector_size == 0 && ioctl(fd, BLKSSZGET, &ss) < 0)
+                        return negative_errno();
+        } else if (S_ISREG(st.st_mode))
+                *ret_size = (uint64_t)st.st_size;
+        else
+                return -ENOTBLK;
+        *ret_sector_size = sector_size != 0 ? sector_size : (uint32_t)ss;
+        return 0;
+}
+
+/* Zeroes the GPT header at offset if there is one (its "EFI PART" magic). */
+static int zero_gpt_header(int fd, uint64_t offset, uint32_t sector_size)
+{
+        char magic[8] = {}, zeros[4096] = {};
+
+        if (pread(fd, magic, sizeof(magic), (off_t)offset) != (ssize_t)sizeof(magic) ||
+                memcmp(magic, "EFI PART", 8) != 0)
+                return 0;
+        if (pwrite(fd, zeros, sector_size, (off_t)offset) != (ssize_t)sector_size)
+                return errno > 0 ? -errno : -EIO;
+        return 0;
+}
+
+/* A GPT header (primary or backup) may ask for an entry array of up to 4 GiB, which libfdisk would allocate
+ * and read as soon as it looks at the device: such a device is refused as libblkid's reads of it are
+ * (partition_table_check(): -EFBIG). With wipe (a new table replaces it anyway) the headers are zeroed
+ * instead. */
+static int check_gpt_entries(int fd, uint32_t sector_size, bool wipe)
+{
+        uint64_t size;
+        uint32_t ss;
+        int r;
+
+        r = fd_geometry(fd, sector_size, &ss, &size);
+        if (r < 0)
+                return r;
+        r = partition_table_check(fd, ss, size);
+        if (r != -EFBIG || !wipe)
+                return r;
+        r = zero_gpt_header(fd, ss, ss);
+        if (r >= 0 && size >= 2 * (uint64_t)ss)
+                r = zero_gpt_header(fd, (size / ss - 1) * ss, ss);
+        if (r < 0)
+                return r;
+        return partition_table_check(fd, ss, size);
+}
+
 /* A libfdisk context on fd with the logical sector size sector_size (0: the device's). libfdisk never
- * closes fd, and never prints: without an ask callback its messages go nowhere. */
-static int context_open(int fd, uint32_t sector_size, bool read_only, struct fdisk_context **ret)
+ * closes fd, and never prints: without an ask callback its messages go nowhere. wipe_hostile: see
+ * check_gpt_entries(). */
+static int context_open(
+        int fd, uint32_t sector_size, bool read_only, bool wipe_hostile, struct fdisk_context **ret)
 {
         _cleanup_(fdisk_unref_contextp) struct fdisk_context *cxt = NULL;
         int r;
@@ -99,6 +161,9 @@ static int context_open(int fd, uint32_t sector_size, bool read_only, struct fdi
                 (sector_size != 0 &&
                         (sector_size < 512 || sector_size > 4096 || (sector_size & (sector_size - 1)) != 0)))
                 return -EINVAL;
+        r = check_gpt_entries(fd, sector_size, wipe_hostile && !read_only);
+        if (r < 0)
+                return r;
         cxt = fdisk_new_context();
         if (!cxt)
                 return -ENOMEM;
@@ -137,7 +202,7 @@ int partition_table_create_sized(int fd, uint32_t sector_size, const char *label
 
         if (partition_table_kind_from_string(label, &kind) < 0)
                 return -EINVAL;
-        r = context_open(fd, sector_size, false, &cxt);
+        r = context_open(fd, sector_size, false, true, &cxt);
         if (r < 0)
                 return r;
         /* Signatures of what was there (a filesystem, another kind of table) go when the table is written.
@@ -237,7 +302,7 @@ int partition_table_read(int fd, uint32_t sector_size, PartitionTableKind *ret_k
         uint64_t ss;
         int r;
 
-        r = context_open(fd, sector_size, true, &cxt);
+        r = context_open(fd, sector_size, true, false, &cxt);
         if (r < 0)
                 return r;
         kind = context_kind(cxt);
@@ -484,7 +549,11 @@ int partition_table_add(
                 return -EINVAL;
         if (ret_why)
                 *ret_why = NULL;
-        r = context_open(fd, sector_size, false, &cxt);
+        r = context_open(fd, sector_size, false, false, &cxt);
+        if (r == -EFBIG)
+                return why(ret_why, r,
+                        "the device's GPT header asks for more partition entries than the kernel reads; Format "
+                        "it as gpt or dos first");
         if (r < 0)
                 return r;
         kind = context_kind(cxt);
@@ -579,7 +648,7 @@ int partition_table_delete(int fd, uint32_t sector_size, unsigned number, TableP
         uint64_t ss;
         int r;
 
-        r = context_open(fd, sector_size, false, &cxt);
+        r = context_open(fd, sector_size, false, false, &cxt);
         if (r < 0)
                 return r;
         kind = context_kind(cxt);

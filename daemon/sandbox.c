@@ -4,10 +4,15 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
+#include <linux/audit.h>
 #include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/fs.h>
+#include <linux/seccomp.h>
 #include <linux/securebits.h>
 #include <sched.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -393,6 +398,38 @@ static _Noreturn void child_reap(const SandboxSpec *spec, char *const envp[])
         _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0));
 }
 
+#if defined(__x86_64__)
+#define SANDBOX_AUDIT_ARCH AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define SANDBOX_AUDIT_ARCH AUDIT_ARCH_AARCH64
+#endif
+
+/* The seccomp filter of fake_block_ioctls: ioctl(fd, BLKBSZSET or BLKFLSBUF, ...) returns 0
+ * (SECCOMP_RET_ERRNO with errno 0), every other call runs. Installed after no_new_privs, as the sandbox's
+ * uid. */
+static void child_fake_block_ioctls(void)
+{
+#ifdef SANDBOX_AUDIT_ARCH
+        /* The request is an int: the low half of args[1]. */
+        const unsigned request_low = offsetof(struct seccomp_data, args[1]) +
+                (__BYTE_ORDER__ == __ORDER_BIG_ENDIAN__ ? sizeof(uint32_t) : 0);
+        struct sock_filter code[] = {
+                BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+                BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SANDBOX_AUDIT_ARCH, 0, 6),
+                BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+                BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_ioctl, 0, 4),
+                BPF_STMT(BPF_LD | BPF_W | BPF_ABS, request_low),
+                BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)BLKBSZSET, 1, 0),
+                BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)BLKFLSBUF, 0, 1),
+                BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | 0),
+                BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        };
+        struct sock_fprog prog = { .len = (unsigned short)ELEMENTSOF(code), .filter = code };
+
+        child_check(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0), "seccomp filter");
+#endif
+}
+
 static _Noreturn void child_run(const SandboxSpec *spec)
 {
         static char *const envp[] = { (char *)"PATH=/usr/bin:/bin", (char *)"LC_ALL=C", NULL };
@@ -405,6 +442,8 @@ static _Noreturn void child_run(const SandboxSpec *spec)
         child_check(setsid(), "setsid");
         child_root(spec);
         child_credentials(spec);
+        if (spec->fake_block_ioctls)
+                child_fake_block_ioctls();
         if (spec->reaper)
                 child_reap(spec, env);
         execve(spec->path, spec->argv, env);

@@ -30,6 +30,11 @@ typedef struct SandboxSpec {
         bool fake_dev_fd;
         int stderr_fd; /* the program's stderr (its stdout and stdin are /dev/null); -1: /dev/null */
         bool stdout_to_stderr; /* its stdout on stderr_fd too (a mkfs's report, for loopd's log) */
+        /* BLKBSZSET and BLKFLSBUF (setting the device's soft block size, dropping its cache: both need
+         * CAP_SYS_ADMIN) answer success and do nothing: mkfs.xfs gives up when they fail, and needs neither
+         * (it writes whole sectors, and fsync()s before it flushes). A seccomp filter, on the architectures
+         * it knows (x86-64, arm64). */
+        bool fake_block_ioctls;
         const SandboxNode *node; /* NULL: none */
         /* An empty directory made at this path (a FUSE driver's mountpoint argument, which libfuse 2
          * resolves and stats). NULL: none. */

@@ -147,13 +147,13 @@ static void test_ext4_and_vfat(Harness *h, gconstpointer data)
         harness_assert_no_error(error);
 }
 
-/* Each mkfs loopd knows, confined, on a device of a size it accepts. */
+/* Each mkfs loopd knows, confined, on a device of a size it accepts (xfs: 300 MiB). */
 static void test_every_filesystem(Harness *h, gconstpointer data)
 {
         static const struct {
                 const char *type, *label;
         } cases[] = { { "ext2", "e2" }, { "ext3", "e3" }, { "btrfs", "bt" }, { "exfat", "Ex" },
-                { "ntfs", "Nt" }, { "swap", "sw" } };
+                { "ntfs", "Nt" }, { "swap", "sw" }, { "xfs", "xf" } };
         HARNESS_REQUIRE(h);
         GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
         g_autofree char *image = NULL, *device = NULL;
@@ -161,7 +161,7 @@ static void test_every_filesystem(Harness *h, gconstpointer data)
         (void)data;
         harness_allow_all(h);
         REQUIRE_NONNULL(a);
-        device = attach_image(h, a, "every.img", 160 * MiB, &image);
+        device = attach_image(h, a, "every.img", 320 * MiB, &image);
         REQUIRE_NONNULL(device);
         for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
                 g_autoptr(GError) error = NULL;

@@ -200,13 +200,13 @@ static void test_argv(void)
                         *exfat = NULL, *ntfs = NULL, *swap = NULL, *plain = NULL;
 
         plain = joined_argv("ext4", &req);
-        g_assert_cmpstr(plain, ==, "mke2fs -t ext4 -F -E nodiscard /dev/loop7p1");
+        g_assert_cmpstr(plain, ==, "mke2fs -t ext4 -F -E nodiscard,lazy_itable_init=1 /dev/loop7p1");
 
         req.label = "-L evil";
         req.uuid = "0b1e6c6a-5bd2-4c3e-9b1a-2f0e4b0c9d11";
         ext4 = joined_argv("ext4", &req);
         g_assert_cmpstr(ext4, ==,
-                "mke2fs -t ext4 -F -E nodiscard -L -L evil -U 0b1e6c6a-5bd2-4c3e-9b1a-2f0e4b0c9d11 "
+                "mke2fs -t ext4 -F -E nodiscard,lazy_itable_init=1 -L -L evil -U 0b1e6c6a-5bd2-4c3e-9b1a-2f0e4b0c9d11 "
                 "/dev/loop7p1");
         /* The label is one argument, whatever it holds. */
         char **argv = NULL;
