@@ -255,3 +255,51 @@ void test_create_failing_format_leaves_nothing(Harness *h, gconstpointer data)
         for (guint i = 0; i < loops->len; i++)
                 FAIL("loopctl create left %s attached", (char *)loops->pdata[i]);
 }
+
+/* loopctl create in one go: a table, one partition to the end with a filesystem; or a filesystem on the
+ * whole image. The image stays attached (loopctl(1)) until the user detaches it. */
+void test_create_in_one_go(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        g_autofree char *home = user_home(h, HARNESS_USER_A);
+        g_autofree char *parted = g_build_filename(home, "parted.img", NULL);
+        g_autofree char *whole = g_build_filename(home, "whole.img", NULL);
+        g_autofree char *device = NULL;
+        g_autoptr(SfdiskDump) dump = NULL;
+
+        if (loopctl_ok(h, HARNESS_USER_A, "create", parted, "--size", "64M", "--table", "gpt", "--fs",
+                    "ext4", "--label", "data", NULL)) {
+                device = device_of(parted);
+                if (!device)
+                        FAIL("loopctl create did not leave %s attached", parted);
+                else
+                        loopctl_ok(h, HARNESS_USER_A, "detach", device, NULL);
+                g_clear_pointer(&device, g_free);
+                dump = oracle_sfdisk_dump(parted, 0);
+                if (g_strcmp0(dump->label, "gpt") != 0 || dump->partitions->len != 1)
+                        FAIL("sfdisk shows label %s with %u partitions, expected gpt with one", dump->label,
+                                dump->partitions->len);
+                else {
+                        const DumpPartition *p = &g_array_index(dump->partitions, DumpPartition, 0);
+                        guint64 end = (p->start + p->size) * 512, usable_end = (dump->last_lba + 1) * 512;
+
+                        if (p->start * 512 != MiB || end > usable_end || usable_end - end >= MiB)
+                                FAIL("the partition spans [%" G_GUINT64_FORMAT ", %" G_GUINT64_FORMAT
+                                     "), expected from 1 MiB to the end (%" G_GUINT64_FORMAT ")",
+                                        p->start * 512, end, usable_end);
+                        check_dump_partition(
+                                dump, 0, MiB, p->size * 512, "0FC63DAF-8483-4772-8E79-3D69D8477DE4");
+                }
+                check_blkid(parted, MiB, "ext4", "data");
+        }
+
+        if (loopctl_ok(h, HARNESS_USER_A, "create", whole, "--size", "32M", "--fs", "vfat", "--label",
+                    "WHOLE", NULL)) {
+                device = device_of(whole);
+                if (!device)
+                        FAIL("loopctl create did not leave %s attached", whole);
+                else
+                        loopctl_ok(h, HARNESS_USER_A, "detach", device, NULL);
+                check_blkid(whole, 0, "vfat", "WHOLE");
+        }
+}

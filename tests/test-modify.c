@@ -426,6 +426,7 @@ int main(int argc, char **argv)
                 test_create_size_0_fills_aligned, NULL);
         modify_add(
                 "/loopd/modify/partition/delete-removes-node-and-signals", test_delete_removes_node, NULL);
+        modify_add("/loopd/modify/create/table-partition-filesystem-in-one-go", test_create_in_one_go, NULL);
         modify_add("/loopd/modify/create/over-existing-file-refused-untouched",
                 test_create_over_existing_file, NULL);
         modify_add("/loopd/modify/create/failing-format-leaves-no-file-no-device",
