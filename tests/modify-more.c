@@ -38,7 +38,7 @@ void test_format_empty_partition(Harness *h, gconstpointer data)
         device = attach_own(h, a, image);
         REQUIRE_NONNULL(device);
         p1 = partition_node(device, 1);
-        if (!call_format(a, p1, "empty", NULL, &error))
+        if (!call_format(a, p1, "empty", NULL, false, &error))
                 FAIL("Format %s empty: %s", p1, error->message);
         else if (!polkit_asked(h, LOOPD_ACTION_MODIFY))
                 FAIL("loopd formatted %s without asking polkit for %s", p1, LOOPD_ACTION_MODIFY);
@@ -68,10 +68,74 @@ void test_format_empty_whole_device(Harness *h, gconstpointer data)
         check_blkid(image, 0, "ext4", "whole");
         device = attach_own(h, a, image);
         REQUIRE_NONNULL(device);
-        if (!call_format(a, device, "empty", NULL, &error))
+        if (!call_format(a, device, "empty", NULL, false, &error))
                 FAIL("Format %s empty: %s", device, error->message);
         detach_own(a, device);
         check_blkid(image, 0, NULL, NULL);
+}
+
+/* sha256 of bytes [offset, offset + size) of image (MiB multiples). */
+static char *sha256_of_range(const char *image, guint64 offset, guint64 size)
+{
+        g_autofree char *q = g_shell_quote(image);
+
+        return test_sh("dd if=%s bs=1M skip=%" G_GUINT64_FORMAT " count=%" G_GUINT64_FORMAT
+                       " status=none | sha256sum",
+                q, offset / MiB, size / MiB);
+}
+
+/* Whether bytes [offset, offset + size) of image are all zero (MiB multiples). */
+static bool range_is_zero(const char *image, guint64 offset, guint64 size)
+{
+        g_autofree char *q = g_shell_quote(image);
+
+        return test_sh_status(NULL,
+                       "dd if=%s bs=1M skip=%" G_GUINT64_FORMAT " count=%" G_GUINT64_FORMAT
+                       " status=none | cmp -s -n %" G_GUINT64_FORMAT " - /dev/zero",
+                       q, offset / MiB, size / MiB, size) == 0;
+}
+
+/* Format of a partition writes inside it only: the bytes before it (the table) and after it (a neighbour's)
+ * stay as they were; with erase, the whole partition is zero first ("empty" leaves it zero). */
+void test_format_partition_bytes_only(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        g_autofree char *image = make_base_image(h, "base.img", HARNESS_USER_A);
+        g_autofree char *q = g_shell_quote(image), *device = NULL, *p1 = NULL;
+        g_autofree char *head = NULL, *tail = NULL, *head_after = NULL, *tail_after = NULL;
+        GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
+        const guint64 tail_offset = BASE_P1_OFFSET + BASE_P1_SIZE, tail_size = BASE_SIZE - tail_offset;
+        g_autoptr(GError) error = NULL;
+
+        REQUIRE_NONNULL(a);
+        /* Data everywhere but the table: in the partition (after its filesystem) and after it. */
+        g_free(test_sh("set -e; head -c %" G_GUINT64_FORMAT
+                       " /dev/urandom | dd of=%s bs=1M seek=%" G_GUINT64_FORMAT
+                       " conv=notrunc status=none; head -c %" G_GUINT64_FORMAT
+                       " /dev/urandom | dd of=%s bs=1M seek=%" G_GUINT64_FORMAT " conv=notrunc status=none",
+                16 * MiB, q, (BASE_P1_OFFSET + 16 * MiB) / MiB, tail_size, q, tail_offset / MiB));
+        head = sha256_of_range(image, 0, BASE_P1_OFFSET);
+        tail = sha256_of_range(image, tail_offset, tail_size);
+        device = attach_own(h, a, image);
+        REQUIRE_NONNULL(device);
+        p1 = partition_node(device, 1);
+
+        if (!call_format(a, p1, "ext4", "inside", false, &error))
+                FAIL("Format %s ext4: %s", p1, error->message);
+        g_clear_error(&error);
+        if (!call_format(a, p1, "empty", NULL, true, &error))
+                FAIL("Format %s empty with erase: %s", p1, error->message);
+        detach_own(a, device);
+
+        head_after = sha256_of_range(image, 0, BASE_P1_OFFSET);
+        tail_after = sha256_of_range(image, tail_offset, tail_size);
+        if (g_strcmp0(head, head_after) != 0)
+                FAIL("formatting %s changed the bytes before it (the table)", p1);
+        if (g_strcmp0(tail, tail_after) != 0)
+                FAIL("formatting %s changed the bytes after it", p1);
+        if (!range_is_zero(image, BASE_P1_OFFSET, BASE_P1_SIZE))
+                FAIL("after Format empty with erase, %s is not all zero", p1);
+        check_blkid(image, BASE_P1_OFFSET, NULL, NULL);
 }
 
 /* A 64 MiB image like the base one with a GPT: partition 1 (Linux) at 1 MiB, 32 MiB long. */

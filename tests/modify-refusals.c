@@ -76,7 +76,7 @@ static bool refused_call(
 
         switch (r->call) {
         case CALL_FORMAT:
-                return call_format(c, r->whole_disk ? device : p1, r->type, label, error);
+                return call_format(c, r->whole_disk ? device : p1, r->type, label, false, error);
         case CALL_CREATE:
                 return call_create_partition(c, device, r->offset, r->size, r->type, "", NULL, error);
         case CALL_DELETE:

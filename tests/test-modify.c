@@ -178,7 +178,8 @@ char *partition_node(const char *device, unsigned n)
 /* ---------------------------------------------------------------------------------------------------- */
 /* D-Bus */
 
-bool call_format(GDBusConnection *c, const char *node, const char *type, const char *label, GError **error)
+bool call_format(GDBusConnection *c, const char *node, const char *type, const char *label, bool erase,
+        GError **error)
 {
         g_autoptr(GVariant) reply = NULL;
         GVariantBuilder b;
@@ -186,6 +187,8 @@ bool call_format(GDBusConnection *c, const char *node, const char *type, const c
         g_variant_builder_init(&b, G_VARIANT_TYPE("a{sv}"));
         if (label)
                 g_variant_builder_add(&b, "{sv}", "label", g_variant_new_string(label));
+        if (erase)
+                g_variant_builder_add(&b, "{sv}", "erase", g_variant_new_boolean(TRUE));
         reply = harness_call(c, "Format", g_variant_new("(ssa{sv})", node, type, &b), NULL,
                 G_DBUS_CALL_FLAGS_NONE, error);
         return reply != NULL;
@@ -422,6 +425,8 @@ int main(int argc, char **argv)
                 NULL);
         modify_add("/loopd/modify/format/empty-whole-device-leaves-no-signature",
                 test_format_empty_whole_device, NULL);
+        modify_add("/loopd/modify/format/partition-only-its-bytes-erase-zeroes-them",
+                test_format_partition_bytes_only, NULL);
         modify_add("/loopd/modify/partition/size-0-fills-to-the-end-aligned",
                 test_create_size_0_fills_aligned, NULL);
         modify_add(

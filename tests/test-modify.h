@@ -55,9 +55,10 @@ bool polkit_asked(Harness *h, const char *action);
 /* device's partition node number n ("/dev/loop3" 2 -> "/dev/loop3p2"). */
 char *partition_node(const char *device, unsigned n);
 
-/* D-Bus calls of issue 19 on conn; NULL label: no option. Return whether they succeeded; error set if not.
- */
-bool call_format(GDBusConnection *c, const char *node, const char *type, const char *label, GError **error);
+/* D-Bus calls of issue 19 on conn; NULL label: no option; erase: {"erase": true}. Return whether they
+ * succeeded; error set if not. */
+bool call_format(GDBusConnection *c, const char *node, const char *type, const char *label, bool erase,
+        GError **error);
 /* CreatePartition; the new node in *ret_node (may be NULL). */
 bool call_create_partition(GDBusConnection *c, const char *device, guint64 offset, guint64 size,
         const char *type, const char *name, char **ret_node, GError **error);
@@ -115,6 +116,7 @@ extern const HarnessOptions refuse_format_mounted, refuse_format_disk_partition_
 /* modify-more.c */
 void test_format_empty_partition(Harness *h, gconstpointer data);
 void test_format_empty_whole_device(Harness *h, gconstpointer data);
+void test_format_partition_bytes_only(Harness *h, gconstpointer data);
 void test_create_size_0_fills_aligned(Harness *h, gconstpointer data);
 void test_delete_removes_node(Harness *h, gconstpointer data);
 void test_create_over_existing_file(Harness *h, gconstpointer data);
