@@ -261,6 +261,14 @@ void test_delete_removes_node(Harness *h, gconstpointer data)
                 FAIL("no PartitionRemoved within 10 s of deleting %s", p1);
         else if (!removed.partition || !g_str_has_suffix(removed.partition, base))
                 FAIL("PartitionRemoved(%s, %s), expected %s", removed.device, removed.partition, p1);
+
+        /* The same through loopctl: a new partition in the freed slot, deleted again. */
+        if (loopctl_ok(h, HARNESS_USER_A, "partition", "add", device, "--size", "8M", NULL)) {
+                if (stat(p1, &st) < 0)
+                        FAIL("loopctl partition add did not make %s", p1);
+                if (loopctl_ok(h, HARNESS_USER_A, "partition", "delete", p1, NULL) && stat(p1, &st) == 0)
+                        FAIL("%s still exists when loopctl partition delete returned", p1);
+        }
         detach_own(a, device);
         g_free(removed.device);
         g_free(removed.partition);
