@@ -232,6 +232,8 @@ int engine_delete_partition(Manager *m, unsigned number, unsigned partition, Eng
         if (fd < 0)
                 return fd;
         r = engine_check_unmounted(m, number, partition, e);
+        if (r >= 0)
+                r = check_disk_unmounted(info, e);
         if (r < 0)
                 return r;
 

@@ -135,8 +135,8 @@ int engine_format_table(Manager *m, unsigned number, unsigned partition, const c
 int engine_create_partition(
         Manager *m, unsigned number, const PartitionRequest *req, char **ret_node, EngineError *e);
 
-/* DeletePartition: removes partition M of loopN from the table and from the kernel. Mounted: Busy; a
- * read-only device: ReadOnly; no such partition: NotFound. */
+/* DeletePartition: removes partition M of loopN from the table and from the kernel. It or the whole device
+ * mounted (or it held open): Busy; a read-only device: ReadOnly; no such partition: NotFound. */
 int engine_delete_partition(Manager *m, unsigned number, unsigned partition, EngineError *e);
 
 /* ---- Format (engine-format.c) ---- */

@@ -1,7 +1,9 @@
 /* format-confined.c: Format through the running daemon as the unprivileged test user: the confined mkfs
  * makes what blkid -p (as root, on the image file) then reads, its output goes to loopd's log, the Device's
  * Partitions show it, and the refusals leave the image's bytes as they were. */
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -306,6 +308,164 @@ static void test_failure_goes_to_log(Harness *h, gconstpointer data)
         harness_assert_no_error(error);
 }
 
+/* A partition formatted alone (the table and the other partition stay), then the whole device: its
+ * partitions go, and only the new filesystem is left. */
+static void test_partition_then_whole(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
+        g_autofree char *image = harness_image_path(h, "parted.img"), *device = NULL, *p1 = NULL, *p2 = NULL;
+        g_autofree char *fstype = NULL, *label = NULL;
+        g_autoptr(GError) error = NULL;
+
+        (void)data;
+        harness_allow_all(h);
+        REQUIRE_NONNULL(a);
+        image_create(image, 64 * MiB);
+        image_sfdisk(image, "label: dos\nstart=2048, size=32MiB, type=6\ntype=83\n", 0);
+        give_to(image, HARNESS_USER_A);
+        g_assert_true(harness_attach_path(a, image, O_RDWR, NULL, &device, &error));
+        harness_assert_no_error(error);
+        REQUIRE_NONNULL(device);
+        p1 = g_strdup_printf("%sp1", device);
+        p2 = g_strdup_printf("%sp2", device);
+
+        g_assert_true(call_format(a, p1, "vfat", format_options("OSDEV", NULL, FALSE), &error));
+        harness_assert_no_error(error);
+        g_assert_true(call_format(a, p2, "ext2", format_options("root", NULL, FALSE), &error));
+        harness_assert_no_error(error);
+        {
+                g_autoptr(GHashTable) fat = oracle_blkid(image, 1 * MiB);
+                g_autoptr(GHashTable) ext = oracle_blkid(image, 33 * MiB);
+                g_autoptr(JsonNode) table = oracle_sfdisk_json(image, 0);
+
+                g_assert_cmpstr(g_hash_table_lookup(fat, "TYPE"), ==, "vfat");
+                g_assert_cmpstr(g_hash_table_lookup(fat, "LABEL"), ==, "OSDEV");
+                g_assert_cmpstr(g_hash_table_lookup(ext, "TYPE"), ==, "ext2");
+                g_assert_cmpstr(g_hash_table_lookup(ext, "LABEL"), ==, "root");
+                /* The table is still there, both partitions in it. */
+                JsonArray *parts = json_object_get_array_member(json_node_get_object(table), "partitions");
+                g_assert_cmpuint(json_array_get_length(parts), ==, 2);
+        }
+        g_assert_true(device_shows(h, device, p1, &fstype, &label));
+        g_assert_cmpstr(fstype, ==, "vfat");
+        g_assert_cmpstr(label, ==, "OSDEV");
+
+        /* A partition table on a partition is not a thing. */
+        g_assert_false(call_format(a, p1, "gpt", NULL, &error));
+        harness_assert_dbus_error(error, LOOPD_ERROR_INVALID_ARGUMENT, "node");
+        g_clear_error(&error);
+
+        g_assert_true(call_format(a, device, "ext4", format_options("whole", NULL, FALSE), &error));
+        harness_assert_no_error(error);
+        g_assert_false(g_file_test(p1, G_FILE_TEST_EXISTS));
+        g_assert_false(g_file_test(p2, G_FILE_TEST_EXISTS));
+        g_autofree char *qimage = g_shell_quote(image);
+        g_autofree char *all = test_sh("blkid -p -o export %s", qimage);
+        g_assert_nonnull(strstr(all, "TYPE=ext4"));
+        g_assert_null(strstr(all, "PTTYPE"));
+        g_assert_true(harness_detach(a, device, NULL, &error));
+        harness_assert_no_error(error);
+}
+
+/* The ids a mkfs runs as (format-fs.c). */
+#define MKFS_ID_BASE 0x7a6e0000u
+#define MKFS_ID_SPAN 0x10000u
+
+/* The pid of a confined mkfs now running (its real uid in the mkfs range), or 0. */
+static pid_t find_mkfs(void)
+{
+        g_autoptr(GDir) proc = g_dir_open("/proc", 0, NULL);
+
+        for (const char *e; proc && (e = g_dir_read_name(proc));) {
+                g_autofree char *path = NULL, *status = NULL;
+                const char *uid;
+
+                if (e[0] < '1' || e[0] > '9')
+                        continue;
+                path = g_strdup_printf("/proc/%s/status", e);
+                if (!g_file_get_contents(path, &status, NULL, NULL))
+                        continue;
+                uid = strstr(status, "\nUid:\t");
+                if (!uid)
+                        continue;
+                guint64 id = g_ascii_strtoull(uid + strlen("\nUid:\t"), NULL, 10);
+                if (id >= MKFS_ID_BASE && id < MKFS_ID_BASE + MKFS_ID_SPAN)
+                        return (pid_t)g_ascii_strtoull(e, NULL, 10);
+        }
+        return 0;
+}
+
+typedef struct FormatThread {
+        GDBusConnection *connection;
+        const char *device;
+        GError *error;
+        bool ok;
+        gint done;
+} FormatThread;
+
+static gpointer format_thread(gpointer data)
+{
+        FormatThread *t = data;
+
+        t->ok = call_format(t->connection, t->device, "ext2", NULL, &t->error);
+        g_atomic_int_set(&t->done, 1);
+        return NULL;
+}
+
+/* While the mkfs runs (held stopped here), Mount, Detach and another Format of the device are Busy; the
+ * Format then ends well. */
+static void test_busy_while_formatting(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
+        g_autofree char *image = NULL, *device = NULL;
+        g_autoptr(GError) error = NULL;
+        bool caught = false;
+
+        (void)data;
+        harness_allow_all(h);
+        REQUIRE_NONNULL(a);
+        /* ext2 writes every inode table: on 16 GiB that takes long enough to be seen. */
+        device = attach_image(h, a, "busy.img", 16384 * MiB, &image);
+        REQUIRE_NONNULL(device);
+        for (int attempt = 0; attempt < 20 && !caught; attempt++) {
+                FormatThread t = { .connection = a, .device = device };
+                GThread *thread = g_thread_new("format", format_thread, &t);
+                gint64 deadline = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
+                pid_t pid = 0;
+
+                while (!pid && !g_atomic_int_get(&t.done) && g_get_monotonic_time() < deadline) {
+                        pid = find_mkfs();
+                        if (pid && kill(pid, SIGSTOP) < 0)
+                                pid = 0; /* it was gone already */
+                }
+                if (pid) {
+                        g_autoptr(GError) mount_error = NULL, detach_error = NULL, format_error = NULL;
+                        g_autofree char *mount_point = harness_mount(a, device, NULL, &mount_error);
+
+                        caught = true;
+                        g_assert_null(mount_point);
+                        harness_assert_dbus_error(mount_error, LOOPD_ERROR_BUSY, "being formatted");
+                        g_assert_false(harness_detach(a, device, NULL, &detach_error));
+                        harness_assert_dbus_error(detach_error, LOOPD_ERROR_BUSY, "being formatted");
+                        g_assert_false(call_format(a, device, "vfat", NULL, &format_error));
+                        harness_assert_dbus_error(format_error, LOOPD_ERROR_BUSY, "being formatted");
+                        g_assert_cmpint(kill(pid, SIGCONT), ==, 0);
+                }
+                g_thread_join(thread);
+                if (!t.ok)
+                        g_test_fail_printf("Format: %s", t.error ? t.error->message : "?");
+                g_clear_error(&t.error);
+        }
+        if (!caught)
+                g_test_fail_printf("never saw the mkfs running in 20 Formats");
+        else
+                assert_blkid(image, "ext2", NULL);
+        g_assert_true(harness_detach(a, device, NULL, &error));
+        harness_assert_no_error(error);
+}
+
 int main(int argc, char **argv)
 {
         harness_init(&argc, &argv);
@@ -314,5 +474,7 @@ int main(int argc, char **argv)
         harness_add("/loopd/format/confined/refusals-leave-bytes", test_refusals, NULL);
         harness_add("/loopd/format/confined/read-only-device", test_read_only, NULL);
         harness_add("/loopd/format/confined/failure-output-in-log", test_failure_goes_to_log, NULL);
+        harness_add("/loopd/format/confined/partition-then-whole-device", test_partition_then_whole, NULL);
+        harness_add("/loopd/format/confined/busy-while-formatting", test_busy_while_formatting, NULL);
         return g_test_run();
 }
