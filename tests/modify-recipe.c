@@ -282,6 +282,9 @@ void test_recipe_gpt_4k(Harness *h, gconstpointer data)
         HARNESS_REQUIRE(h);
         g_autofree char *home = user_home(h, HARNESS_USER_A);
         g_autofree char *image = g_build_filename(home, "disk4k.img", NULL);
+        g_autofree char *hello = g_build_filename(home, "hello.txt", NULL), *ext_hello = NULL;
+        g_autoptr(JsonNode) open = NULL;
+        const char *mp1 = NULL, *mp2 = NULL;
         g_autofree char *device = NULL, *p1 = NULL, *p2 = NULL, *again = NULL;
         g_autoptr(JsonNode) attach = NULL, parts = NULL;
         g_autoptr(SfdiskDump) dump = NULL, at_512 = NULL;
@@ -307,6 +310,25 @@ void test_recipe_gpt_4k(Harness *h, gconstpointer data)
         if (!loopctl_ok(h, HARNESS_USER_A, "format", p1, "vfat", "--label", "EFI", NULL) ||
                 !loopctl_ok(h, HARNESS_USER_A, "format", p2, "ext4", "--label", "root", NULL))
                 goto close;
+
+        /* Opened, both filesystems mount (vfat with 4096-byte sectors through fusefat), and a file goes into
+         * the ext4 one. */
+        write_file(hello, "hello from a 4K disk\n", HARNESS_USER_A);
+        open = loopctl_json(h, HARNESS_USER_A, "open", "--writable", image, NULL);
+        mp1 = mount_point_of(open, p1);
+        mp2 = mount_point_of(open, p2);
+        if (mp2) {
+                g_autofree char *dst = g_build_filename(mp2, "hello.txt", NULL);
+                if (copy_as(h, HARNESS_USER_A, hello, dst) != 0)
+                        FAIL("%s cannot copy a file into the ext4 filesystem it just made (%s)",
+                                HARNESS_USER_A, mp2);
+        }
+        if (mp1) {
+                g_auto(HarnessRun) run = { 0 };
+                const char *ls[] = { "ls", "-a", "--", mp1, NULL };
+                if (harness_spawn_as(h, HARNESS_USER_A, &run, ls) != 0)
+                        FAIL("%s cannot list the 4K FAT filesystem at %s: %s", HARNESS_USER_A, mp1, run.err);
+        }
 close:
         loopctl_ok(h, HARNESS_USER_A, "close", image, NULL);
         check_nothing_bound(image, device);
@@ -357,4 +379,7 @@ close:
                 FAIL("sfdisk reads a GPT with 512-byte sectors too");
         check_blkid(image, 1 * MiB, "vfat", "EFI");
         check_blkid(image, 17 * MiB, "ext4", "root");
+        ext_hello = ext_read(h, image, 17 * MiB, p2_size, "hello.txt");
+        if (g_strcmp0(ext_hello, "hello from a 4K disk\n") != 0)
+                FAIL("debugfs reads '%s' of /hello.txt from the ext4 partition", ext_hello);
 }
