@@ -428,6 +428,8 @@ int format_spawn(const FormatType *t, const FormatRequest *req, dev_t rdev, int 
                 .stdout_to_stderr = true,
                 /* mkfs.xfs: BLKBSZSET and BLKFLSBUF need CAP_SYS_ADMIN, which it does not get. */
                 .fake_block_ioctls = streq(t->name, "xfs"),
+                /* A label is UTF-8, whatever loopd's locale. */
+                .utf8_locale = true,
                 .node = &device,
         };
         return sandbox_spawn(&spec, ret_pid, ret_pidfd);

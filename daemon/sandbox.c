@@ -435,7 +435,10 @@ static _Noreturn void child_run(const SandboxSpec *spec)
         static char *const envp[] = { (char *)"PATH=/usr/bin:/bin", (char *)"LC_ALL=C", NULL };
         static char *const envp_fusermount[] = { (char *)"PATH=/loopd/bin:/usr/bin:/bin", (char *)"LC_ALL=C",
                 NULL };
-        char *const *env = spec->fusermount ? envp_fusermount : envp;
+        /* glibc's C.UTF-8 (under /usr/lib/locale): mkfs.exfat and mkntfs convert a label to UTF-16 through
+         * the locale, and the C locale's charset is ASCII. */
+        static char *const envp_utf8[] = { (char *)"PATH=/usr/bin:/bin", (char *)"LC_ALL=C.UTF-8", NULL };
+        char *const *env = spec->fusermount ? envp_fusermount : spec->utf8_locale ? envp_utf8 : envp;
 
         child_fds(spec);
         child_signals();

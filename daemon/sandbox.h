@@ -35,6 +35,8 @@ typedef struct SandboxSpec {
          * (it writes whole sectors, and fsync()s before it flushes). A seccomp filter, on the architectures
          * it knows (x86-64, arm64). */
         bool fake_block_ioctls;
+        /* LC_ALL=C.UTF-8 instead of C: for programs that read UTF-8 arguments through the locale. */
+        bool utf8_locale;
         const SandboxNode *node; /* NULL: none */
         /* An empty directory made at this path (a FUSE driver's mountpoint argument, which libfuse 2
          * resolves and stats). NULL: none. */
