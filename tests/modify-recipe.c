@@ -52,6 +52,25 @@ static void check_node_exists(const char *node)
                 FAIL("%s is not a block device after the call returned", node);
 }
 
+/* `loopctl format NODE TYPE --label L` as the user, which must work and print loopd's word only: mkfs's own
+ * output goes to loopd's log, never to the user. */
+static bool format_as_user(Harness *h, const char *node, const char *type, const char *label)
+{
+        static const char *const mkfs_words[] = { "mke2fs", "Writing superblocks", "mkfs.fat", "Discarding",
+                "Allocating group tables", NULL };
+        g_auto(HarnessRun) run = { 0 };
+
+        if (loopctl_run(h, HARNESS_USER_A, &run, "format", node, type, "--label", label, NULL) != 0) {
+                FAIL("loopctl format %s %s exited %d: %s", node, type, run.status, run.err);
+                return false;
+        }
+        for (const char *const *w = mkfs_words; *w; w++)
+                if (strstr(run.out ? run.out : "", *w) || strstr(run.err ? run.err : "", *w))
+                        FAIL("loopctl format %s %s shows mkfs's output ('%s'): %s%s", node, type, *w,
+                                run.out, run.err);
+        return true;
+}
+
 /* The mount point `loopctl open` gave node, or NULL. */
 static const char *mount_point_of(JsonNode *open, const char *node)
 {
@@ -135,8 +154,7 @@ void test_recipe_dos(Harness *h, gconstpointer data)
         if (!loopctl_ok(h, HARNESS_USER_A, "partition", "add", device, "--type", "linux", NULL))
                 goto close;
         check_node_exists(p2);
-        if (!loopctl_ok(h, HARNESS_USER_A, "format", p1, "vfat", "--label", "BOOT", NULL) ||
-                !loopctl_ok(h, HARNESS_USER_A, "format", p2, "ext2", "--label", "root", NULL))
+        if (!format_as_user(h, p1, "vfat", "BOOT") || !format_as_user(h, p2, "ext2", "root"))
                 goto close;
 
         open = loopctl_json(h, HARNESS_USER_A, "open", "--writable", image, NULL);
@@ -307,8 +325,7 @@ void test_recipe_gpt_4k(Harness *h, gconstpointer data)
                     "--name", "root", NULL))
                 goto close;
         check_node_exists(p2);
-        if (!loopctl_ok(h, HARNESS_USER_A, "format", p1, "vfat", "--label", "EFI", NULL) ||
-                !loopctl_ok(h, HARNESS_USER_A, "format", p2, "ext4", "--label", "root", NULL))
+        if (!format_as_user(h, p1, "vfat", "EFI") || !format_as_user(h, p2, "ext4", "root"))
                 goto close;
 
         /* Opened, both filesystems mount (vfat with 4096-byte sectors through fusefat), and a file goes into
