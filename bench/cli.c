@@ -1,6 +1,7 @@
 /* cli.c: command-line cycles, each command a real process as a user or script would run it: attach with
  * partitions + detach (loopctl, losetup + partx, udisksctl), mount + unmount (loopctl, mount, udisksctl),
  * and timing any one command. */
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -139,21 +140,58 @@ int cmd_cli(int argc, char *argv[])
         return 0;
 }
 
-/* mount TOOL LOOPCTL NODE DIR N SAMPLES: mount NODE + unmount it, N times (DIR: where plain mount mounts).
- */
+/* The mount point a tool mounted at: DIR for plain mount, else the "mount_point" of loopctl's JSON (the
+ * bench's own names: nothing to unescape). NULL when the output has none. */
+static char *mount_point_of(const MountTool *tool, const char *output, const char *dir)
+{
+        const char *key = "\"mount_point\": \"", *p, *end;
+
+        if (!tool->makes_dir)
+                return strdup(dir);
+        p = output ? strstr(output, key) : NULL;
+        if (!p)
+                return NULL;
+        p += strlen(key);
+        end = strchr(p, '"');
+        return end ? strndup(p, end - p) : NULL;
+}
+
+/* The first thing a user does with a mount: list its root. A FUSE driver answers it only once it has taken
+ * the connection's INIT. */
+static int list_root(const char *path)
+{
+        DIR *d = opendir(path);
+
+        if (!d)
+                return -errno;
+        while (readdir(d))
+                ;
+        closedir(d);
+        return 0;
+}
+
+/* mount [--list] TOOL LOOPCTL NODE DIR N SAMPLES: mount NODE + unmount it, N times (DIR: where plain mount
+ * mounts). --list: the mount's time includes a listing of its root. */
 int cmd_mount(int argc, char *argv[])
 {
         _cleanup_fclose_ FILE *out = NULL;
         const MountTool *tool = NULL;
+        bool list = false;
         int n;
 
+        if (argc > 1 && streq(argv[1], "--list")) {
+                list = true;
+                argc--;
+                argv++;
+        }
         if (argc == 7)
                 for (size_t i = 0; i < ELEMENTSOF(mount_tools); i++)
                         if (streq(argv[1], mount_tools[i].name))
                                 tool = &mount_tools[i];
         if (!tool || (n = atoi(argv[5])) <= 0) {
                 fprintf(stderr,
-                        "usage: loopd-bench mount loopctl|mount|udisksctl LOOPCTL NODE DIR N SAMPLES\n");
+                        "usage: loopd-bench mount [--list] loopctl|mount|udisksctl LOOPCTL NODE DIR N "
+                        "SAMPLES\n");
                 return 2;
         }
         if (!(out = samples_open(argv[6])))
@@ -171,8 +209,16 @@ int cmd_mount(int argc, char *argv[])
                         return 1;
                 }
                 expand(tool->mount, s, ELEMENTSOF(s), cmd);
-                if (spawn_checked(cmd, NULL) < 0)
+                _cleanup_free_ char *output = NULL, *mount_point = NULL;
+                if (spawn_checked(cmd, list ? &output : NULL) < 0)
                         return 1;
+                if (list) {
+                        mount_point = mount_point_of(tool, output, dir);
+                        if (!mount_point || list_root(mount_point) < 0) {
+                                fprintf(stderr, "loopd-bench: cannot list what %s mounted\n", tool->name);
+                                return 1;
+                        }
+                }
                 t1 = now_usec();
                 if (!node_is_mounted(node)) {
                         fprintf(stderr, "loopd-bench: %s mount returned but %s is not mounted\n", tool->name,
