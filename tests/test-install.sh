@@ -373,7 +373,8 @@ man_members=$(awk '
     /^SIGNALS OF/ { kind = "signal"; next }
     /^PROPERTIES OF/ { kind = "property"; next }
     /^[A-Z]/ { kind = "" }
-    kind != "" && /^       [A-Z][A-Za-z]*[( ]/ { sub(/^ +/, ""); sub(/[( ].*/, ""); print kind, $0 }
+    kind == "property" && /^       [A-Z][A-Za-z]* [a-z({][a-z(){}]*$/ { print kind, $1 }
+    (kind == "method" || kind == "signal") && /^       [A-Z][A-Za-z]*\(/ { sub(/\(.*/, "", $1); print kind, $1 }
 ' "$work/loopd.dbus.5.txt" | sort)
 if [ -n "$xml_members" ] && [ "$xml_members" = "$man_members" ]; then
     pass "loopd.dbus(5) has an entry for each of the $(wc -l <<<"$xml_members") methods, properties and" \
