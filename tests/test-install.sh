@@ -151,6 +151,10 @@ man1="$dest$mandir/man1/loopctl.1"
 # The udev rule goes where udev.pc says (its udevdir is absolute, outside any prefix).
 udev_rule="$dest$(pkg-config --variable=udevdir udev 2>/dev/null || echo "$prefix/lib/udev")/rules.d/90-loopd.rules"
 man8_umount="$dest$mandir/man8/umount.loopd.8"
+man5_dbus="$dest$mandir/man5/loopd.dbus.5"
+interfaces="$dest$datadir/dbus-1/interfaces"
+manager_xml="$interfaces/org.loopd1.Manager.xml"
+device_xml="$interfaces/org.loopd1.Device.xml"
 
 # --------------------------------------------------------------------------------------------------------
 say "meson install --destdir into $dest"
@@ -161,7 +165,8 @@ fi
 
 expected=$(printf '%s\n' "$installed_loopd" "$installed_loopctl" "$unit" "$activation" "$bus_policy" \
     "$polkit_policy" "$tmpfiles" "$desktop" "$completion" "$man8" "$man1" "$udev_rule" \
-    "$installed_umount" "$man8_umount" "$installed_fusermount" | sed "s|^$dest||" | sort)
+    "$installed_umount" "$man8_umount" "$installed_fusermount" "$man5_dbus" "$manager_xml" "$device_xml" |
+    sed "s|^$dest||" | sort)
 actual=$(cd "$dest" && find . ! -type d | sed 's|^\.||' | sort)
 if [ "$expected" = "$actual" ]; then
     pass "the install is exactly the $(wc -l <<<"$expected") expected files"
@@ -186,7 +191,8 @@ done
 $modes_ok && pass "programs are 0755, everything else 0644, nothing setuid" ||
     fail "installed files have wrong modes"
 
-if grep -rn '@[A-Za-z_]*@' "$unit" "$activation" "$man8" "$man1" "$man8_umount" >"$work/subst.log"; then
+if grep -rn '@[A-Za-z_]*@' "$unit" "$activation" "$man8" "$man1" "$man8_umount" "$man5_dbus" \
+    >"$work/subst.log"; then
     fail "unsubstituted @VARIABLES@ in installed files:"
     show "$work/subst.log"
 else
@@ -305,7 +311,7 @@ done
 say "the man pages"
 loopd_help=$("$installed_loopd" --help) || fail "the installed loopd --help failed"
 loopctl_help=$("$installed_loopctl" --help) || fail "the installed loopctl --help failed"
-for page in "$man8" "$man1" "$man8_umount"; do
+for page in "$man8" "$man1" "$man8_umount" "$man5_dbus"; do
     name=$(basename "$page")
     if MANWIDTH=80 MANPAGER=cat PAGER=cat man -l --warnings "$page" >"$work/$name.txt" 2>"$work/$name.err" &&
         [ ! -s "$work/$name.err" ] && grep -q '^NAME' "$work/$name.txt"; then
@@ -333,6 +339,52 @@ done
 [ -z "$missing" ] &&
     pass "every option of loopd --help and every option and command of loopctl --help is in the man pages" ||
     fail "undocumented in the man pages:$missing"
+
+# --------------------------------------------------------------------------------------------------------
+say "the D-Bus interface files and loopd.dbus(5)"
+# (The introspect suite checks the files against what loopd exports; here: they are installed as they are
+# in the source tree, and the man page has an entry for each of their members and for nothing else.)
+source_root=${LOOPD_SOURCE_ROOT:-$(dirname "$0")/..}
+xml_ok=true
+for xml in "$manager_xml" "$device_xml"; do
+    if ! xmllint --noout --nonet "$xml" 2>"$work/xmllint.log"; then
+        xml_ok=false
+        show "$work/xmllint.log"
+    fi
+    cmp -s "$xml" "$source_root/dbus/$(basename "$xml")" || {
+        xml_ok=false
+        echo "#    $xml differs from dbus/$(basename "$xml")"
+    }
+done
+$xml_ok && pass "the interface files are well-formed XML, installed as they are in dbus/" ||
+    fail "the installed interface files are not what dbus/ holds"
+# "method Attach", "property Device", "signal Mounted": the members of the installed files, sorted.
+xml_members=$(python3 -c '
+import sys, xml.etree.ElementTree as ET
+for path in sys.argv[1:]:
+    for iface in ET.parse(path).getroot().iter("interface"):
+        for kind in ("method", "property", "signal"):
+            for m in iface.iter(kind):
+                print(kind, m.get("name"))' "$manager_xml" "$device_xml" | sort)
+# The entries of loopd.dbus(5)'s member sections: tagged paragraphs "Name(args)..." (methods, signals) or
+# "Name type" (properties) at the tag indent.
+man_members=$(awk '
+    /^METHODS OF/ { kind = "method"; next }
+    /^SIGNALS OF/ { kind = "signal"; next }
+    /^PROPERTIES OF/ { kind = "property"; next }
+    /^[A-Z]/ { kind = "" }
+    kind == "property" && /^       [A-Z][A-Za-z]* [a-z({][a-z(){}]*$/ { print kind, $1 }
+    (kind == "method" || kind == "signal") && /^       [A-Z][A-Za-z]*\(/ { sub(/\(.*/, "", $1); print kind, $1 }
+' "$work/loopd.dbus.5.txt" | sort)
+if [ -n "$xml_members" ] && [ "$xml_members" = "$man_members" ]; then
+    pass "loopd.dbus(5) has an entry for each of the $(wc -l <<<"$xml_members") methods, properties and" \
+        "signals of the interface files, and for nothing else"
+else
+    fail "loopd.dbus(5) and the interface files differ (-only in the XML +only in the man page):"
+    diff <(echo "$xml_members") <(echo "$man_members") | grep '^[<>]' | sed 's/^</#    -/; s/^>/#    +/'
+fi
+grep -q 'loopd\.dbus(5)' "$work/loopd.8.txt" && pass "loopd(8) refers to loopd.dbus(5)" ||
+    fail "loopd(8) does not refer to loopd.dbus(5)"
 
 # --------------------------------------------------------------------------------------------------------
 say "umount.loopd, the umount(8) helper"
