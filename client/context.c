@@ -23,6 +23,11 @@ void context_done(Context *c)
         c->bus = sd_bus_flush_close_unref(c->bus);
 }
 
+bool context_tell(const Context *c)
+{
+        return !c->json && !c->quiet && isatty(STDOUT_FILENO);
+}
+
 bool context_given(const Context *c, int arg)
 {
         return c->given & OPT(arg);

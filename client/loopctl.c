@@ -11,6 +11,7 @@ static const struct option long_options[] = {
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, ARG_VERSION },
         { "json", no_argument, NULL, ARG_JSON },
+        { "quiet", no_argument, NULL, ARG_QUIET },
         { "no-ask-password", no_argument, NULL, ARG_NO_ASK_PASSWORD },
         { "read-only", no_argument, NULL, ARG_READ_ONLY },
         { "offset", required_argument, NULL, ARG_OFFSET },
@@ -46,13 +47,116 @@ typedef struct Verb {
         const char *arg2; /* name of its second argument, NULL when it takes one or none */
         int (*check)(const Context *c); /* its own usage errors, beyond the options it takes */
         const struct Verb *sub; /* a command of sub-commands ("partition"): them, NULL-name ended */
+        const char *help; /* "loopctl <name> --help": its usage line(s), what it does, its options */
 } Verb;
+
+#define HELP_SIZES \
+        "\nSizes are bytes, or take a suffix: K, M, G, T (KiB, ...: powers of 1024; KB, ...: of 1000).\n"
+
+static const char help_attach[] =
+        "attach [OPTIONS] IMAGE\n"
+        "\n"
+        "Attach IMAGE to a free loop device and list its partitions.\n"
+        "\n"
+        "Options:\n"
+        "  --read-only               Attach it read-only (the default when IMAGE is not writable)\n"
+        "  --offset N                Start N bytes into IMAGE\n"
+        "  --size N                  Use at most N bytes of it\n"
+        "  --sector-size N           Logical sector size: 512, 1024, 2048 or 4096 (0: detect)\n"
+        "  --no-partscan             Do not scan for partitions\n"
+        "  --autoclear               Detach it after its last user closes it\n"
+        "  --shared                  Attach it read-write even if another device writes to it\n" HELP_SIZES;
+static const char help_detach[] = "detach [--unmount] DEVICE|IMAGE\n"
+                                  "\n"
+                                  "Detach a loop device, or the one IMAGE is attached to.\n"
+                                  "\n"
+                                  "Options:\n"
+                                  "  --unmount                 Unmount its filesystems first\n";
+static const char help_list[] =
+        "list\n"
+        "\n"
+        "List the loop devices: size, size limit (- for none), offset, sector size, read-only, autoclear,\n"
+        "owner (- when loopd did not attach it) and backing file.\n";
+static const char help_partitions[] = "partitions DEVICE\n"
+                                      "\n"
+                                      "List the partitions and filesystems of a loop device.\n";
+static const char help_mount[] =
+        "mount [OPTIONS] NODE\n"
+        "\n"
+        "Mount a loop device or partition under /run/media/USER.\n"
+        "\n"
+        "Options:\n"
+        "  --read-only               Mount it read-only\n"
+        "  --options OPTS            Mount options, comma-separated (noexec, noatime, ...)\n"
+        "  --fstype TYPE             The filesystem type, when it cannot be detected\n";
+static const char help_unmount[] = "unmount NODE|MOUNTPOINT\n"
+                                   "\n"
+                                   "Unmount a filesystem loopd mounted.\n";
+static const char help_open[] =
+        "open [OPTIONS] IMAGE\n"
+        "\n"
+        "Attach IMAGE and mount every filesystem on it, read-only unless --writable.\n"
+        "\n"
+        "Options:\n"
+        "  --writable                Attach and mount it writable (says so when a driver cannot write)\n"
+        "  --sector-size N           Logical sector size: 512, 1024, 2048 or 4096 (0: detect)\n"
+        "  --show                    Show the first filesystem in the file manager\n";
+static const char help_close[] =
+        "close DEVICE|IMAGE\n"
+        "\n"
+        "Unmount everything on a loop device, or the one IMAGE is attached to, and detach it.\n";
+static const char help_monitor[] =
+        "monitor\n"
+        "\n"
+        "Print loopd's events (attached, detached, mounted, unmounted) until interrupted.\n";
+static const char help_format[] =
+        "format [OPTIONS] NODE TYPE\n"
+        "\n"
+        "Make a filesystem (ext2, ext3, ext4, xfs, btrfs, vfat, exfat, ntfs, swap), a partition table\n"
+        "(gpt, dos) or nothing (empty) on a loop device or partition.\n"
+        "\n"
+        "Options:\n"
+        "  --label L                 The filesystem's label\n"
+        "  --uuid U                  The filesystem's UUID\n"
+        "  --erase                   Zero the whole device first\n";
+static const char help_partition_add[] =
+        "partition add [OPTIONS] DEVICE|IMAGE\n"
+        "\n"
+        "Add a partition to a loop device's partition table.\n"
+        "\n"
+        "Options:\n"
+        "  --start N                 Where it starts (default: the first free space)\n"
+        "  --size N                  How large it is (default: all of that free space)\n"
+        "  --type T                  linux (the default), esp, swap, fat, ntfs, a GPT type GUID or a\n"
+        "                            DOS type such as 0x83\n"
+        "  --name S                  Its name (GPT)\n"
+        "  --bootable                Mark it bootable\n" HELP_SIZES;
+static const char help_partition_delete[] = "partition delete NODE\n"
+                                            "\n"
+                                            "Delete a partition of a loop device.\n";
+static const char help_partition[] = "partition add [OPTIONS] DEVICE|IMAGE\n"
+                                     "       loopctl partition delete NODE\n"
+                                     "\n"
+                                     "Add or delete a partition; see 'loopctl partition add --help'.\n";
+static const char help_create[] =
+        "create --size N [OPTIONS] IMAGE\n"
+        "\n"
+        "Make a new sparse image, attach it, and partition and format it; it stays attached (detach or\n"
+        "close it).\n"
+        "\n"
+        "Options:\n"
+        "  --size N                  Its size (needed)\n"
+        "  --table gpt|dos           Write a partition table, with one partition for --fs\n"
+        "  --fs TYPE                 Make a filesystem: ext2, ext3, ext4, xfs, btrfs, vfat, exfat,\n"
+        "                            ntfs or swap\n"
+        "  --label L                 The filesystem's label\n"
+        "  --sector-size N           Logical sector size: 512, 1024, 2048 or 4096\n" HELP_SIZES;
 
 static const Verb partition_verbs[] = {
         { "partition add", "DEVICE|IMAGE",
                 OPT(ARG_START) | OPT(ARG_SIZE) | OPT(ARG_TYPE) | OPT(ARG_NAME) | OPT(ARG_BOOTABLE), true,
-                false, verb_partition_add },
-        { "partition delete", "NODE", 0, true, false, verb_partition_delete },
+                false, verb_partition_add, .help = help_partition_add },
+        { "partition delete", "NODE", 0, true, false, verb_partition_delete, .help = help_partition_delete },
         {},
 };
 
@@ -60,22 +164,23 @@ static const Verb verbs[] = {
         { "attach", "IMAGE",
                 OPT(ARG_READ_ONLY) | OPT(ARG_OFFSET) | OPT(ARG_SIZE) | OPT(ARG_SECTOR_SIZE) |
                         OPT(ARG_NO_PARTSCAN) | OPT(ARG_AUTOCLEAR) | OPT(ARG_SHARED),
-                true, false, verb_attach },
-        { "detach", "DEVICE|IMAGE", OPT(ARG_UNMOUNT), true, false, verb_detach },
-        { "list", NULL, 0, false, false, verb_list },
-        { "partitions", "DEVICE", 0, false, false, verb_partitions },
-        { "mount", "NODE", OPT(ARG_READ_ONLY) | OPT(ARG_OPTIONS) | OPT(ARG_FSTYPE), true, false,
-                verb_mount },
-        { "unmount", "NODE|MOUNTPOINT", 0, true, false, verb_unmount },
-        { "open", "IMAGE", OPT(ARG_WRITABLE) | OPT(ARG_SECTOR_SIZE) | OPT(ARG_SHOW), true, true, verb_open },
-        { "close", "DEVICE|IMAGE", 0, true, false, verb_close },
-        { "monitor", NULL, 0, false, false, verb_monitor },
+                true, false, verb_attach, .help = help_attach },
+        { "detach", "DEVICE|IMAGE", OPT(ARG_UNMOUNT), true, false, verb_detach, .help = help_detach },
+        { "list", NULL, 0, false, false, verb_list, .help = help_list },
+        { "partitions", "DEVICE", 0, false, false, verb_partitions, .help = help_partitions },
+        { "mount", "NODE", OPT(ARG_READ_ONLY) | OPT(ARG_OPTIONS) | OPT(ARG_FSTYPE), true, false, verb_mount,
+                .help = help_mount },
+        { "unmount", "NODE|MOUNTPOINT", 0, true, false, verb_unmount, .help = help_unmount },
+        { "open", "IMAGE", OPT(ARG_WRITABLE) | OPT(ARG_SECTOR_SIZE) | OPT(ARG_SHOW), true, true, verb_open,
+                .help = help_open },
+        { "close", "DEVICE|IMAGE", 0, true, false, verb_close, .help = help_close },
+        { "monitor", NULL, 0, false, false, verb_monitor, .help = help_monitor },
         { "format", "NODE", OPT(ARG_LABEL) | OPT(ARG_UUID) | OPT(ARG_ERASE), true, false, verb_format,
-                .arg2 = "TYPE" },
-        { "partition", NULL, 0, true, false, NULL, .sub = partition_verbs },
+                .arg2 = "TYPE", .help = help_format },
+        { "partition", NULL, 0, true, false, NULL, .sub = partition_verbs, .help = help_partition },
         { "create", "IMAGE",
                 OPT(ARG_SIZE) | OPT(ARG_TABLE) | OPT(ARG_FS) | OPT(ARG_LABEL) | OPT(ARG_SECTOR_SIZE), true,
-                false, verb_create, .check = verb_create_check },
+                false, verb_create, .check = verb_create_check, .help = help_create },
         {},
 };
 
@@ -114,13 +219,28 @@ static void help(void)
                "                            format it; it stays attached (detach or close it)\n"
                "\n"
                "Options:\n"
-               "  --json                    Print JSON for scripts\n"
+               "  --json                    Print JSON for scripts (errors too, on stderr)\n"
+               "  -q --quiet                Do not say what was done (detach, close, unmount)\n"
                "  --no-ask-password         Do not ask for a password for authorization\n"
                "  -h --help                 Show this help\n"
                "  --version                 Show the version\n"
                "\n"
                "Sizes are bytes, or take a suffix: K, M, G, T (KiB, MiB, ...: powers of 1024;\n"
-               "KB, MB, ...: powers of 1000). Options may come before or after the command.\n");
+               "KB, MB, ...: powers of 1000). Options may come before or after the command.\n"
+               "'loopctl COMMAND --help' shows a command's options.\n");
+}
+
+/* "loopctl COMMAND --help": that command's usage and options, and the options every command takes. */
+static void verb_help(const Verb *verb)
+{
+        printf("Usage: loopctl %s"
+               "\n"
+               "Common options:\n"
+               "  --json                    Print JSON for scripts (errors too, on stderr)\n"
+               "  -q --quiet                Do not say what was done\n"
+               "  --no-ask-password         Do not ask for a password for authorization\n"
+               "  -h --help                 Show this help\n",
+                verb->help);
 }
 
 static const char *option_name(int val)
@@ -255,7 +375,7 @@ static int parse_args(Context *c, int argc, char **argv, const Verb **ret_verb)
         /* '-': words that are not options come back in order as 1, so that options may stand before and
          * after the command (and POSIXLY_CORRECT cannot change that); ':': a missing value is ':'. */
         opterr = 0;
-        while ((opt = getopt_long(argc, argv, "-:h", long_options, NULL)) != -1) {
+        while ((opt = getopt_long(argc, argv, "-:hq", long_options, NULL)) != -1) {
                 switch (opt) {
                 case 1:
                         if (n_positional >= ELEMENTSOF(positional))
@@ -270,6 +390,10 @@ static int parse_args(Context *c, int argc, char **argv, const Verb **ret_verb)
                         break;
                 case ARG_JSON:
                         c->json = true;
+                        break;
+                case 'q':
+                case ARG_QUIET:
+                        c->quiet = true;
                         break;
                 case ARG_NO_ASK_PASSWORD:
                         c->ask_password = false;
@@ -334,7 +458,14 @@ static int parse_args(Context *c, int argc, char **argv, const Verb **ret_verb)
         }
 
         if (show_help) {
-                help();
+                /* "loopctl partition add --help", "loopctl mount --help": that command's; else all. */
+                verb = n_positional > 0 ? find_verb(verbs, NULL, positional[0]) : NULL;
+                if (verb && verb->sub && n_positional > 1 && find_verb(verb->sub, verb->name, positional[1]))
+                        verb = find_verb(verb->sub, verb->name, positional[1]);
+                if (verb)
+                        verb_help(verb);
+                else
+                        help();
                 return 0;
         }
         if (show_version) {
@@ -413,7 +544,13 @@ int main(int argc, char **argv)
         const Verb *verb = NULL;
         int r;
 
+        /* --json anywhere before "--" makes every error JSON, a usage error about an earlier word too. */
+        for (int i = 1; i < argc && !streq(argv[i], "--"); i++)
+                if (streq(argv[i], "--json"))
+                        log_set_json(true);
+        log_set_usage(true);
         r = parse_args(&c, argc, argv, &verb);
+        log_set_usage(false);
         if (r < 0)
                 return 2;
         if (r > 0)

@@ -37,6 +37,7 @@ enum {
         _ARG_COMMAND_MAX,
         /* common options */
         ARG_JSON,
+        ARG_QUIET,
         ARG_NO_ASK_PASSWORD,
         ARG_VERSION,
 };
@@ -49,6 +50,7 @@ typedef struct Context {
         const char *arg2; /* its second argument (format's TYPE), NULL when it takes one or none */
         bool auth; /* the command may need polkit to say yes */
         bool json;
+        bool quiet; /* --quiet: no word of what was done */
         bool ask_password;
         unsigned given; /* OPT() bits of the options seen */
         uint64_t offset;
@@ -70,6 +72,8 @@ typedef struct Context {
         pid_t agent;
 } Context;
 
+/* Whether to say what a command did ("Detached /dev/loop3."): on a terminal, not with --json or --quiet. */
+bool context_tell(const Context *c);
 /* Stops the polkit agent, closes the bus. */
 void context_done(Context *c);
 bool context_given(const Context *c, int arg);

@@ -95,11 +95,19 @@ static size_t table_rows(const Table *t)
         return t->n_cells / t->n_columns - 1;
 }
 
+bool table_empty(const Table *t)
+{
+        return table_rows(t) == 0;
+}
+
 void table_print(const Table *t, FILE *f)
 {
-        if (table_rows(t) == 0)
-                return;
+        if (table_rows(t) > 0)
+                table_print_always(t, f);
+}
 
+void table_print_always(const Table *t, FILE *f)
+{
         for (size_t row = 0; row < t->n_cells; row += t->n_columns) {
                 char *const *cells = t->cells + row;
                 size_t end = t->n_columns;

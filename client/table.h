@@ -19,3 +19,6 @@ int table_add_row(Table *t, ...);
 /* Prints the header and every row, columns separated by one space, no trailing blanks. Prints nothing
  * when the table has no rows. */
 void table_print(const Table *t, FILE *f);
+/* The same, and the header even when there are no rows. */
+void table_print_always(const Table *t, FILE *f);
+bool table_empty(const Table *t);

@@ -294,6 +294,28 @@ static int list_devices(Context *c, sd_bus_message **ret_reply)
         return 0;
 }
 
+/* The first line of dir/name, without its newline. */
+static int read_line(const char *dir, const char *name, char **ret)
+{
+        _cleanup_free_ char *path = NULL, *line = NULL;
+        _cleanup_fclose_ FILE *f = NULL;
+        size_t size = 0;
+        ssize_t n;
+
+        if (asprintf(&path, "%s/%s", dir, name) < 0)
+                return -ENOMEM;
+        f = fopen(path, "re");
+        if (!f)
+                return -errno;
+        n = getline(&line, &size, f);
+        if (n <= 0)
+                return -ENODATA;
+        if (line[n - 1] == '\n')
+                line[n - 1] = '\0';
+        *ret = TAKE_PTR(line);
+        return 0;
+}
+
 static void format_owner(char buf[static 32], const DeviceEntry *d)
 {
         const struct passwd *pw;
@@ -309,10 +331,28 @@ static void format_owner(char buf[static 32], const DeviceEntry *d)
                 snprintf(buf, 32, "%" PRIu32, d->owner_uid);
 }
 
+/* The device's size as the kernel has it, from sysfs; "-" when sysfs does not show this device backed by
+ * this file (not bound any more, or bound again to another). */
+static void format_size(char buf[static FORMAT_BYTES_MAX], const DeviceEntry *d)
+{
+        _cleanup_free_ char *dir = NULL, *backing = NULL, *sectors = NULL;
+        unsigned number;
+        uint64_t n;
+
+        snprintf(buf, FORMAT_BYTES_MAX, "-");
+        if (loop_parse_name(d->device, &number) < 0 || asprintf(&dir, "/sys/block/loop%u", number) < 0)
+                return;
+        if (read_line(dir, "loop/backing_file", &backing) < 0 || !streq(backing, d->backing_file) ||
+                read_line(dir, "size", &sectors) < 0 || sscanf(sectors, "%" SCNu64, &n) != 1)
+                return;
+        format_bytes(buf, n * 512);
+}
+
 int verb_list(Context *c)
 {
         static const char *const headers[] = {
                 "NAME",
+                ">SIZE",
                 ">SIZELIMIT",
                 ">OFFSET",
                 ">SECTOR",
@@ -357,11 +397,15 @@ int verb_list(Context *c)
                         json_field_uint(&w, "owner_uid", d.owner_uid);
                         json_end_object(&w);
                 } else {
-                        char limit[FORMAT_BYTES_MAX], offset[FORMAT_BYTES_MAX], sector[12], owner[32];
+                        char size[FORMAT_BYTES_MAX], limit[FORMAT_BYTES_MAX], offset[FORMAT_BYTES_MAX],
+                                sector[12], owner[32];
 
                         snprintf(sector, sizeof(sector), "%" PRIu32, d.sector_size);
                         format_owner(owner, &d);
-                        r = table_add_row(t, d.device, format_bytes(limit, d.size_limit),
+                        format_size(size, &d);
+                        /* A size limit of 0 is none. */
+                        r = table_add_row(t, d.device, size,
+                                d.size_limit == 0 ? "-" : format_bytes(limit, d.size_limit),
                                 format_bytes(offset, d.offset), sector, d.read_only ? "1" : "0",
                                 d.autoclear ? "1" : "0", owner, d.backing_file);
                         if (r < 0)
@@ -373,8 +417,11 @@ int verb_list(Context *c)
 
         if (c->json)
                 json_end_array(&w);
-        else
-                table_print(t, out.f);
+        else {
+                table_print_always(t, out.f);
+                if (table_empty(t) && isatty(STDOUT_FILENO))
+                        fputs("no loop devices\n", out.f);
+        }
         return output_emit(&out);
 }
 
@@ -456,6 +503,11 @@ static int detach(Context *c, const char *what, bool unmount)
         r = context_call(c, m, &error, NULL);
         if (r < 0)
                 return log_bus_error(&error, r, "cannot %s %s", what, device);
+        if (context_tell(c)) {
+                _cleanup_free_ char *d = display_escape(device);
+
+                printf("%s %s.\n", unmount ? "Unmounted and detached" : "Detached", strempty(d));
+        }
         return 0;
 }
 

@@ -11,19 +11,20 @@
 #include "loopctl.h"
 #include "monitor.h"
 
-/* The driver's name from the mount table when mount_point is served by a FUSE driver loopd cannot confine:
- * "fuse.ntfs-3g" (its built-in FUSE library mounts by itself; loopd(8)). NULL otherwise. */
-static const char *unconfined_driver(const char *mount_point)
+/* What the mount table says of mount_point: its filesystem type ("fuse.fusefat") and whether it is mounted
+ * read-only (per mount or per superblock). -ENOENT when it is not there. */
+static int mount_info(const char *mount_point, char **ret_fstype, bool *ret_read_only)
 {
         _cleanup_fclose_ FILE *f = fopen("/proc/self/mountinfo", "re");
         _cleanup_free_ char *line = NULL;
         size_t size = 0;
 
         while (f && getline(&line, &size, f) > 0) {
-                char target[PATH_MAX], *fields = line, *dash, *out = target;
+                char target[PATH_MAX], *fields = line, *dash, *out = target, *options, *fstype, *super;
                 const char *p;
 
-                /* ID PARENT MAJ:MIN ROOT TARGET ... - FSTYPE SOURCE ...; TARGET octal-escaped. */
+                /* ID PARENT MAJ:MIN ROOT TARGET OPTIONS ... - FSTYPE SOURCE SUPER-OPTIONS; TARGET
+                 * octal-escaped. */
                 for (int i = 0; i < 4 && fields; i++)
                         fields = strchr(fields + 1, ' ');
                 dash = strstr(line, " - ");
@@ -37,10 +38,45 @@ static const char *unconfined_driver(const char *mount_point)
                         } else
                                 *out = *p++;
                 *out = '\0';
-                if (streq(target, mount_point) && strncmp(dash + 3, "fuse.ntfs-3g ", 13) == 0)
-                        return "ntfs-3g";
+                if (!streq(target, mount_point))
+                        continue;
+
+                options = strchr(p, ' ');
+                fstype = dash + 3;
+                super = strchr(fstype, ' ');
+                super = super ? strchr(super + 1, ' ') : NULL;
+                *ret_read_only =
+                        (options && (startswith(options + 1, "ro,") || startswith(options + 1, "ro "))) ||
+                        (super && (startswith(super + 1, "ro,") || startswith(super + 1, "ro\n")));
+                *ret_fstype = strndup(fstype, strcspn(fstype, " "));
+                return *ret_fstype ? 0 : -ENOMEM;
         }
+        return -ENOENT;
+}
+
+/* The driver's name from the mount table when mount_point is served by a FUSE driver loopd cannot confine:
+ * "fuse.ntfs-3g" (its built-in FUSE library mounts by itself; loopd(8)). NULL otherwise. */
+static const char *unconfined_driver(const char *mount_point)
+{
+        _cleanup_free_ char *fstype = NULL;
+        bool read_only;
+
+        if (mount_info(mount_point, &fstype, &read_only) >= 0 && streq(fstype, "fuse.ntfs-3g"))
+                return "ntfs-3g";
         return NULL;
+}
+
+/* open --writable: a filesystem whose driver here can only read is mounted read-only all the same; the
+ * mount table tells, and the user is told: "mounted read-only: fusefat cannot write". */
+static void note_read_only(FILE *out, const char *mount_point)
+{
+        _cleanup_free_ char *fstype = NULL, *driver = NULL;
+        bool read_only = false;
+
+        if (mount_info(mount_point, &fstype, &read_only) < 0 || !read_only)
+                return;
+        driver = display_escape(startswith(fstype, "fuse.") ? fstype + strlen("fuse.") : fstype);
+        fprintf(out, "Note: mounted read-only: %s cannot write.\n", strempty(driver));
 }
 
 /* Says so, on a terminal's output, when the filesystem at mount_point is served by a driver running as root.
@@ -130,6 +166,11 @@ int verb_unmount(Context *c)
         r = context_call(c, m, &error, NULL);
         if (r < 0)
                 return log_bus_error(&error, r, "cannot unmount %s", target);
+        if (context_tell(c)) {
+                _cleanup_free_ char *t = display_escape(target);
+
+                printf("Unmounted %s.\n", strempty(t));
+        }
         return 0;
 }
 
@@ -206,6 +247,8 @@ int verb_open(Context *c)
 
                         fprintf(out.f, "Mounted %s at %s.\n", strempty(n), strempty(p));
                         note_unconfined(out.f, mount_point);
+                        if (writable)
+                                note_read_only(out.f, mount_point);
                 }
         }
         if (r < 0)

@@ -172,13 +172,14 @@ void test_modify_help_lists_commands(void)
                 if (!strstr(r->out, *s))
                         g_error("loopctl --help lacks '%s':\n%s", *s, r->out);
 
-        /* Help after a sub-command, or instead of one, is still help. */
+        /* Help after a sub-command, or instead of one, is that command's (loopctl-cli-speak.c). */
         g_autoptr(Run) p = run_loopctl(&no_bus, "partition", "--help", NULL);
         g_assert_cmpint(p->status, ==, 0);
-        g_assert_cmpstr(p->out, ==, r->out);
+        g_assert_true(g_str_has_prefix(p->out, "Usage: loopctl partition add "));
+        g_assert_nonnull(strstr(p->out, "loopctl partition delete NODE"));
         g_autoptr(Run) c = run_loopctl(&no_bus, "create", "x.img", "-h", NULL);
         g_assert_cmpint(c->status, ==, 0);
-        g_assert_cmpstr(c->out, ==, r->out);
+        g_assert_true(g_str_has_prefix(c->out, "Usage: loopctl create --size N"));
 }
 
 /* ---- against the mock ---- */
@@ -272,7 +273,7 @@ void test_modify_format_error_is_one_line(Mock *m, gconstpointer data)
         m->fail_message = "label: 'A/B' has a '/', which vfat labels cannot hold";
         g_autoptr(Run) r = run_loopctl(&o, "format", "loop3p1", "vfat", "--label", "A/B", NULL);
         assert_error_line(r, 1,
-                "loopctl: cannot format /dev/loop3p1 as vfat: label: 'A/B' has a '/', which vfat labels cannot "
+                "loopctl: cannot format /dev/loop3p1 as vfat: --label: 'A/B' has a '/', which vfat labels cannot "
                 "hold\n");
 
         m->fail_name = "org.loopd1.Error.Busy";
@@ -577,7 +578,7 @@ void test_modify_create_failure_leaves_nothing(Mock *m, gconstpointer data)
         g_autoptr(Run) f = run_loopctl(
                 &o, "create", "--size", "1M", "--fs", "vfat", "--label", "MUCH TOO LONG", "disk.img", NULL);
         assert_error_line(
-                f, 1, "loopctl: cannot format /dev/loop3 as vfat (disk.img removed): label: longer");
+                f, 1, "loopctl: cannot format /dev/loop3 as vfat (disk.img removed): --label: longer");
         g_assert_false(g_file_test(img, G_FILE_TEST_EXISTS));
         g_autofree char *sequence2 = mock_sequence(m);
         g_assert_cmpstr(sequence2, ==, "Attach Format Detach");

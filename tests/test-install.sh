@@ -146,6 +146,8 @@ polkit_policy="$dest$datadir/polkit-1/actions/org.loopd1.policy"
 tmpfiles="$dest$prefix/lib/tmpfiles.d/loopd.conf"
 desktop="$dest$datadir/applications/loopd-open.desktop"
 completion="$dest$datadir/bash-completion/completions/loopctl"
+zsh_completion="$dest$datadir/zsh/vendor-completions/_loopctl"
+fish_completion="$dest$datadir/fish/vendor_completions.d/loopctl.fish"
 man8="$dest$mandir/man8/loopd.8"
 man1="$dest$mandir/man1/loopctl.1"
 # The udev rule goes where udev.pc says (its udevdir is absolute, outside any prefix).
@@ -165,8 +167,8 @@ fi
 
 expected=$(printf '%s\n' "$installed_loopd" "$installed_loopctl" "$unit" "$activation" "$bus_policy" \
     "$polkit_policy" "$tmpfiles" "$desktop" "$completion" "$man8" "$man1" "$udev_rule" \
-    "$installed_umount" "$man8_umount" "$installed_fusermount" "$man5_dbus" "$manager_xml" "$device_xml" |
-    sed "s|^$dest||" | sort)
+    "$installed_umount" "$man8_umount" "$installed_fusermount" "$man5_dbus" "$manager_xml" "$device_xml" \
+    "$zsh_completion" "$fish_completion" | sed "s|^$dest||" | sort)
 actual=$(cd "$dest" && find . ! -type d | sed 's|^\.||' | sort)
 if [ "$expected" = "$actual" ]; then
     pass "the install is exactly the $(wc -l <<<"$expected") expected files"
@@ -467,6 +469,14 @@ check_completion "loopctl attach --" \
 check_completion "loopctl open --" "--writable --sector-size" "--read-only --autoclear"
 check_completion "loopctl attach --sector-size=" "0 512 1024 2048 4096"
 check_completion "loopctl detach --u" "--unmount"
+# --fstype: what loopd mounts, not every type the kernel knows.
+check_completion "loopctl mount --fstype " "ext4 vfat iso9660 squashfs" "sysfs proc cgroup tmpfs"
+# IMAGE: image files (and directories), not every file, when there are images.
+mkdir -p "$work/images/sub" && touch "$work/images/disk.img" "$work/images/cd.iso" "$work/images/notes.txt"
+pushd "$work/images" >/dev/null
+check_completion "loopctl attach " "disk.img cd.iso sub" "notes.txt"
+check_completion "loopctl open --writable " "disk.img cd.iso" "notes.txt"
+popd >/dev/null
 if [ -n "$completion_dev" ]; then
     check_completion "loopctl detach " "$completion_dev"
     check_completion "loopctl --json partitions /dev/lo" "$completion_dev"

@@ -183,8 +183,38 @@ G_GNUC_NULL_TERMINATED Run *run_loopctl(const RunOptions *o, ...)
 const RunOptions no_bus = {};
 
 /* The contract's error shape: one line "loopctl: ...", containing what, on stderr, nothing on stdout. */
+/* A --json error: one line of stderr, {"error": KIND, "message": "..."}; returns the message (NULL when the
+ * line is not such an object) and the kind in ret_kind. */
+char *json_error_message(const char *err, char **ret_kind)
+{
+        g_autoptr(JsonParser) parser = json_parser_new();
+        JsonObject *o;
+
+        if (!g_str_has_prefix(err, "{") || !g_str_has_suffix(err, "}\n") ||
+                strchr(err, '\n') != err + strlen(err) - 1 ||
+                !json_parser_load_from_data(parser, err, -1, NULL) ||
+                !JSON_NODE_HOLDS_OBJECT(json_parser_get_root(parser)))
+                return NULL;
+        o = json_node_get_object(json_parser_get_root(parser));
+        if (json_object_get_size(o) != 2 || !json_object_has_member(o, "error") ||
+                !json_object_has_member(o, "message"))
+                return NULL;
+        if (ret_kind)
+                *ret_kind = g_strdup(json_object_get_string_member(o, "error"));
+        return g_strdup(json_object_get_string_member(o, "message"));
+}
+
+/* One error line, "loopctl: ...what...", or with --json the JSON object whose message says what. */
 void assert_error_line(const Run *r, int status, const char *what)
 {
+        g_autofree char *message = json_error_message(r->err, NULL);
+        /* The same words in a JSON error: no "loopctl: ", no newline, the line's end the message's. */
+        g_autofree char *line = message ? g_strdup_printf("loopctl: %s\n", message) : NULL;
+
+        if (line && r->status == status && strstr(line, what)) {
+                g_assert_cmpstr(r->out, ==, "");
+                return;
+        }
         if (r->status != status || !g_str_has_prefix(r->err, "loopctl: ") ||
                 !g_str_has_suffix(r->err, "\n") || strchr(r->err, '\n') != r->err + strlen(r->err) - 1 ||
                 !strstr(r->err, what))
@@ -632,6 +662,17 @@ int main(int argc, char **argv)
         ADD_MOCK("/loopctl/modify/create/failed-undo-is-said", test_modify_create_undo_failure_is_said);
         ADD_MOCK("/loopctl/modify/create/interrupted-step-finishes-then-all-is-undone",
                 test_modify_create_interrupted_leaves_nothing);
+
+        g_test_add_func("/loopctl/speak/help-per-command", test_speak_help_per_command);
+        g_test_add_func(
+                "/loopctl/speak/global-help-points-to-commands", test_speak_global_help_points_to_commands);
+        g_test_add_func("/loopctl/speak/json-usage-errors", test_speak_json_usage_errors);
+        g_test_add_func("/loopctl/speak/json-local-errors", test_speak_json_local_errors);
+        ADD_MOCK("/loopctl/speak/json-bus-errors", test_speak_json_bus_errors);
+        ADD_MOCK("/loopctl/speak/error-wordings", test_speak_error_wordings);
+        ADD_MOCK("/loopctl/speak/polkit-denial-says-what-to-do", test_speak_polkit_denial_says_what_to_do);
+        ADD_MOCK("/loopctl/speak/list-empty-has-a-header", test_speak_list_empty_has_a_header);
+        ADD_MOCK("/loopctl/speak/commands-say-what-they-did", test_speak_commands_say_what_they_did);
 
         return g_test_run();
 }

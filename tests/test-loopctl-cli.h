@@ -73,6 +73,7 @@ gboolean iterate_until(const gboolean *flag, guint timeout_ms);
 G_GNUC_NULL_TERMINATED Run *run_loopctl(const RunOptions *o, ...);
 extern const RunOptions no_bus;
 void assert_error_line(const Run *r, int status, const char *what);
+char *json_error_message(const char *err, char **ret_kind);
 char *make_file(const char *dir, const char *name, gsize size);
 void mock_set_devices(Mock *m, const char *text);
 void mock_set_partitions(Mock *m, const char *text);
@@ -170,5 +171,16 @@ void test_modify_create_failure_leaves_nothing(Mock *m, gconstpointer data);
 void test_modify_create_attach_refused_removes_file(Mock *m, gconstpointer data);
 void test_modify_create_undo_failure_is_said(Mock *m, gconstpointer data);
 void test_modify_create_interrupted_leaves_nothing(Mock *m, gconstpointer data);
+
+/* loopctl-cli-speak.c */
+void test_speak_help_per_command(void);
+void test_speak_global_help_points_to_commands(void);
+void test_speak_json_usage_errors(void);
+void test_speak_json_local_errors(void);
+void test_speak_json_bus_errors(Mock *m, gconstpointer data);
+void test_speak_error_wordings(Mock *m, gconstpointer data);
+void test_speak_polkit_denial_says_what_to_do(Mock *m, gconstpointer data);
+void test_speak_list_empty_has_a_header(Mock *m, gconstpointer data);
+void test_speak_commands_say_what_they_did(Mock *m, gconstpointer data);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(Run, run_free)

@@ -511,6 +511,10 @@ int main(int argc, char **argv)
         harness_add("/loopd/mount/setuid-and-device-nodes-inert", test_setuid_and_device_nodes_inert, NULL);
 
         harness_add("/loopd/unmount/removes-mount-point", test_unmount_removes_mount_point, NULL);
+        harness_add("/loopd/loopctl/not-a-loop-device-in-words-and-json",
+                test_loopctl_real_not_a_loop_device, NULL);
+        harness_add("/loopd/loopctl/open-writable-says-read-only", test_loopctl_real_writable_says_read_only,
+                NULL);
         harness_add("/loopd/mount/user-fuse-decoy-does-not-release-autoclear",
                 test_user_fuse_decoy_does_not_release_autoclear, NULL);
         harness_add("/loopd/close/leaves-no-device-or-partition-nodes", test_close_leaves_nothing, NULL);

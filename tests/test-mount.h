@@ -108,3 +108,7 @@ void test_user_fuse_decoy_does_not_release_autoclear(Harness *h, gconstpointer d
 void test_open_twice_same_device_and_mounts(Harness *h, gconstpointer data);
 void test_open_again_mounts_what_is_missing(Harness *h, gconstpointer data);
 void test_attach_second_writer_refused(Harness *h, gconstpointer data);
+
+/* loopctl-cli-real.c */
+void test_loopctl_real_not_a_loop_device(Harness *h, gconstpointer data);
+void test_loopctl_real_writable_says_read_only(Harness *h, gconstpointer data);

@@ -193,7 +193,9 @@ static void test_not_a_desktop_no_notification(Fixture *f, gconstpointer data)
         l.no_display = false;
         loopctl_as_desktop(f, &l, &run, NULL, "--json", "open", missing, NULL);
         g_assert_cmpint(run.status, ==, 1);
-        g_free(error_reason(&run));
+        /* With --json the error is a JSON object on stderr (issue 20). */
+        g_assert_true(g_str_has_prefix(run.err, "{\"error\": \"ENOENT\", \"message\": \"cannot open "));
+        g_assert_true(g_str_has_suffix(run.err, "}\n"));
 
         check_no_notification(f);
 }
