@@ -49,29 +49,6 @@ static int partition_mounts(unsigned number, unsigned partition, char ***ret)
         return 0;
 }
 
-int engine_check_unmounted(Manager *m, unsigned number, unsigned partition, EngineError *e)
-{
-        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
-        _cleanup_strv_free_ char **mounts = NULL;
-        char node[LOOP_NODE_MAX];
-        int r;
-
-        (void)m;
-        if (loop_get_info(number, &info) < 0)
-                return engine_error(e, -ENXIO, ENGINE_NOT_FOUND, "loop%u is not attached", number);
-        r = partition == 0 ? registry_device_mounts(info, &mounts)
-                           : partition_mounts(number, partition, &mounts);
-        if (r < 0)
-                return engine_error_errno(e, r, "Failed to read the mount table");
-        if (!mounts || !mounts[0])
-                return 0;
-
-        _cleanup_free_ char *list = strv_join(mounts, ", ");
-        loop_node_format(node, number, partition);
-        return engine_error(e, -EBUSY, ENGINE_BUSY, "%s%s is mounted on %s; unmount it first", node,
-                partition == 0 ? " (or a partition of it)" : "", strempty(list));
-}
-
 /* The device's whole-disk node is mounted (a filesystem on the whole device): its table is not to be
  * touched under it. */
 static int check_disk_unmounted(const LoopInfo *info, EngineError *e)
@@ -88,6 +65,33 @@ static int check_disk_unmounted(const LoopInfo *info, EngineError *e)
         _cleanup_free_ char *list = strv_join(mounts, ", ");
         return engine_error(
                 e, -EBUSY, ENGINE_BUSY, "%s is mounted on %s; unmount it first", node, strempty(list));
+}
+
+int engine_check_unmounted(Manager *m, unsigned number, unsigned partition, EngineError *e)
+{
+        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+        _cleanup_strv_free_ char **mounts = NULL;
+        char node[LOOP_NODE_MAX];
+        int r;
+
+        (void)m;
+        if (loop_get_info(number, &info) < 0)
+                return engine_error(e, -ENXIO, ENGINE_NOT_FOUND, "loop%u is not attached", number);
+        r = partition == 0 ? registry_device_mounts(info, &mounts)
+                           : partition_mounts(number, partition, &mounts);
+        if (r < 0)
+                return engine_error_errno(e, r, "Failed to read the mount table");
+        /* A partition's bytes are the whole device's too: a mount of the whole device that holds it
+         * without O_EXCL (a FUSE driver reading a hybrid ISO) must not see them change under it. */
+        if ((!mounts || !mounts[0]) && partition != 0)
+                return check_disk_unmounted(info, e);
+        if (!mounts || !mounts[0])
+                return 0;
+
+        _cleanup_free_ char *list = strv_join(mounts, ", ");
+        loop_node_format(node, number, partition);
+        return engine_error(e, -EBUSY, ENGINE_BUSY, "%s%s is mounted on %s; unmount it first", node,
+                partition == 0 ? " (or a partition of it)" : "", strempty(list));
 }
 
 /* loopN, attached and writable, opened read-write: *ret_info and the fd. */
@@ -236,8 +240,6 @@ int engine_delete_partition(Manager *m, unsigned number, unsigned partition, Eng
         if (fd < 0)
                 return fd;
         r = engine_check_unmounted(m, number, partition, e);
-        if (r >= 0)
-                r = check_disk_unmounted(info, e);
         if (r < 0)
                 return r;
 

@@ -117,7 +117,8 @@ int engine_open_image(Manager *m, int fd, const AttachRequest *req, const struct
 /* ---- making images (engine-table.c) ---- */
 
 /* Busy, naming the mount points, if anything of loopN is mounted: partition 0 means the whole device and
- * every partition of it, M > 0 partition M alone. NotFound if loopN is not attached. */
+ * every partition of it, M > 0 partition M and the whole device (a mount of it that does not hold it
+ * exclusively, FUSE's). NotFound if loopN is not attached. */
 int engine_check_unmounted(Manager *m, unsigned number, unsigned partition, EngineError *e);
 /* ReadOnly if loopN is a read-only device; NotFound if it is not attached. */
 int engine_check_writable(Manager *m, unsigned number, EngineError *e);
