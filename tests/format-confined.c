@@ -531,8 +531,8 @@ static gpointer format_thread(gpointer data)
         return NULL;
 }
 
-/* While the mkfs runs (held stopped here), Mount, Detach and another Format of the device are Busy; the
- * Format then ends well. */
+/* While the mkfs runs (held stopped here), Mount, Detach and another Format of the device are Busy while
+ * ListDevices is answered; the Format then ends well. */
 static void test_busy_while_formatting(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
@@ -569,6 +569,17 @@ static void test_busy_while_formatting(Harness *h, gconstpointer data)
                         harness_assert_dbus_error(detach_error, LOOPD_ERROR_BUSY, "being formatted");
                         g_assert_false(call_format(a, device, "vfat", NULL, &format_error));
                         harness_assert_dbus_error(format_error, LOOPD_ERROR_BUSY, "being formatted");
+                        /* Other calls are answered meanwhile: the Format holds no part of the event
+                         * loop (its wipe and erase ran in a worker, the mkfs is a child). */
+                        {
+                                g_autoptr(GError) list_error = NULL;
+                                gint64 asked = g_get_monotonic_time();
+                                g_autoptr(GVariant) devices = harness_list_devices(a, &list_error);
+
+                                harness_assert_no_error(list_error);
+                                g_assert_nonnull(devices);
+                                g_assert_cmpint(g_get_monotonic_time() - asked, <, 5 * G_USEC_PER_SEC);
+                        }
                         g_assert_cmpint(kill(pid, SIGCONT), ==, 0);
                 }
                 g_thread_join(thread);
