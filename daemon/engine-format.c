@@ -230,8 +230,16 @@ static int job_on_timeout(sd_event_source *s, uint64_t usec, void *userdata)
 {
         FormatJob *job = userdata;
 
+        siginfo_t si = {};
+
         (void)s;
         (void)usec;
+        /* Exited already, its exit not yet handled (or reaped by the SIGCHLD handler): not a timeout,
+         * job_on_exit() follows. */
+        if (waitid((idtype_t)P_PIDFD, (id_t)job->pidfd, &si, WEXITED | WNOHANG | WNOWAIT) < 0
+                        ? errno == ECHILD
+                        : si.si_pid != 0)
+                return 0;
         job->timed_out = true;
         (void)pidfd_signal(job->pidfd, SIGKILL);
         return 0;
