@@ -432,7 +432,7 @@ static void test_hostile_gpt_wiped(Harness *h, gconstpointer data)
                 put_gpt_header(image, alt * 512, 1u << 25, 1);
                 if (i == 0)
                         put_gpt_header(image, 512, 1u << 25, alt); /* both at once */
-                test_sh("blockdev --flushbufs %s", device);
+                g_free(test_sh("blockdev --flushbufs %s", device));
 
                 start = g_get_monotonic_time();
                 g_assert_true(call_format(a, device, types[i], NULL, &error));
