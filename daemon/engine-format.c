@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -277,9 +278,10 @@ static int check_options(const FormatType *t, const FormatOptions *opts, EngineE
 
 /* The node opened for writing, exclusively: nothing else holds it (a mount, a swap, another mkfs) while
  * loopd wipes and erases it. */
-static int open_node(const char *node, int *ret_fd, EngineError *e)
+static int open_node(const char *node, dev_t devnum, int *ret_fd, EngineError *e)
 {
-        int fd = open(node, O_RDWR | O_EXCL | O_CLOEXEC | O_NONBLOCK);
+        _cleanup_close_ int fd = open(node, O_RDWR | O_EXCL | O_CLOEXEC | O_NONBLOCK);
+        struct stat st;
 
         if (fd < 0) {
                 int r = negative_errno();
@@ -290,7 +292,14 @@ static int open_node(const char *node, int *ret_fd, EngineError *e)
                         return engine_error(e, -EROFS, ENGINE_READ_ONLY, "%s is read-only", node);
                 return engine_error_errno(e, r, "Failed to open the device");
         }
-        *ret_fd = fd;
+        /* Opened by path: a stale node whose number was handed to another device is not the one the
+         * caller named. */
+        if (fstat(fd, &st) < 0)
+                return engine_error_errno(e, negative_errno(), "Failed to open the device");
+        if (!S_ISBLK(st.st_mode) || st.st_rdev != devnum)
+                return engine_error(e, -ESTALE, ENGINE_NOT_FOUND,
+                        "%s is not the device it was any more; try again", node);
+        *ret_fd = TAKE_FD(fd);
         return 0;
 }
 
@@ -497,7 +506,7 @@ int engine_format(Manager *m, uid_t uid, const char *node, unsigned number, unsi
                 return r == -EBUSY ? engine_check_not_formatting(m, number, e) : r;
         }
         job->marked = true;
-        r = open_node(node, &job->node_fd, e);
+        r = open_node(node, devnum, &job->node_fd, e);
         if (r < 0) {
                 job_free(job);
                 return r;
