@@ -214,15 +214,47 @@ int engine_create_partition(
         if (r < 0)
                 return r;
         loop_node_format(node, number, p.number);
-        if (stat(node, &st) < 0 || !S_ISBLK(st.st_mode))
+        if (stat(node, &st) < 0 || !S_ISBLK(st.st_mode)) {
+                /* A partition the caller cannot reach is not left in the table. */
+                fd = loop_open_writable(number, info->diskseq);
+                if (fd >= 0 && partition_table_delete(fd, info->sector_size, p.number, NULL) >= 0) {
+                        fd = safe_close(fd);
+                        (void)publish_table(m, info, NULL);
+                        return engine_error(e, -ENOENT, ENGINE_FAILED,
+                                "%s did not appear; partition %u was deleted from the table again", node,
+                                p.number);
+                }
                 return engine_error(e, -ENOENT, ENGINE_FAILED,
                         "Partition %u was written into the table, but %s did not appear", p.number, node);
+        }
         if (ret_node) {
                 *ret_node = strdup(node);
                 if (!*ret_node)
                         return -ENOMEM;
         }
         return 0;
+}
+
+/* DeletePartition's refusals; restore: the kernel's partition was removed already, and comes back. */
+static int delete_refused(
+        Manager *m, const LoopInfo *info, const char *node, int r, bool restore, EngineError *e)
+{
+        if (restore)
+                (void)publish_table(m, info, NULL);
+        if (r == -ENOENT)
+                return engine_error(e, r, ENGINE_NOT_FOUND, "%s is not in the partition table", node);
+        if (r == -EMEDIUMTYPE)
+                return engine_error(e, r, ENGINE_INVALID_ARGUMENT,
+                        "loop%u has no gpt or dos partition table", info->number);
+        if (r == -EOPNOTSUPP)
+                return engine_error(e, r, ENGINE_INVALID_ARGUMENT,
+                        "node: %s is an extended or logical partition; loopd deletes primary ones only",
+                        node);
+        if (r == -EFBIG)
+                return engine_error(e, r, ENGINE_INVALID_ARGUMENT,
+                        "loop%u's GPT header asks for more partition entries than the kernel reads",
+                        info->number);
+        return engine_error_errno(e, r, "Failed to write the partition table");
 }
 
 int engine_delete_partition(Manager *m, unsigned number, unsigned partition, EngineError *e)
@@ -243,6 +275,10 @@ int engine_delete_partition(Manager *m, unsigned number, unsigned partition, Eng
         if (r < 0)
                 return r;
 
+        /* A refusal changes nothing (the kernel's partition stays): the table is looked at first. */
+        r = partition_table_delete_check(fd, info->sector_size, partition, NULL);
+        if (r < 0)
+                return delete_refused(m, info, node, r, false, e);
         /* Out of the kernel first: in use (held open) it is Busy, with the table untouched. */
         r = partition_remove(fd, partition);
         if (r == -EBUSY)
@@ -252,20 +288,8 @@ int engine_delete_partition(Manager *m, unsigned number, unsigned partition, Eng
 
         r = partition_table_delete(fd, info->sector_size, partition, NULL);
         if (r < 0) {
-                /* Back as it was. */
                 fd = safe_close(fd);
-                (void)publish_table(m, info, NULL);
-                if (r == -ENOENT)
-                        return engine_error(
-                                e, r, ENGINE_NOT_FOUND, "%s is not in the partition table", node);
-                if (r == -EMEDIUMTYPE)
-                        return engine_error(e, r, ENGINE_INVALID_ARGUMENT,
-                                "loop%u has no gpt or dos partition table", number);
-                if (r == -EOPNOTSUPP)
-                        return engine_error(e, r, ENGINE_INVALID_ARGUMENT,
-                                "node: %s is an extended or logical partition; loopd deletes primary ones only",
-                                node);
-                return engine_error_errno(e, r, "Failed to write the partition table");
+                return delete_refused(m, info, node, r, true, e);
         }
         fd = safe_close(fd);
         log_info("Deleted partition %u of loop%u", partition, number);

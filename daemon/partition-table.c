@@ -622,7 +622,7 @@ int partition_table_add(
         return 0;
 }
 
-int partition_table_delete(int fd, uint32_t sector_size, unsigned number, TablePartition *ret)
+static int delete_partition(int fd, uint32_t sector_size, unsigned number, bool write, TablePartition *ret)
 {
         _cleanup_(fdisk_unref_contextp) struct fdisk_context *cxt = NULL;
         _cleanup_(fdisk_unref_partitionp) struct fdisk_partition *pa = NULL;
@@ -630,7 +630,7 @@ int partition_table_delete(int fd, uint32_t sector_size, unsigned number, TableP
         uint64_t ss;
         int r;
 
-        r = context_open(fd, sector_size, false, false, &cxt);
+        r = context_open(fd, sector_size, !write, false, &cxt);
         if (r < 0)
                 return r;
         kind = context_kind(cxt);
@@ -647,15 +647,27 @@ int partition_table_delete(int fd, uint32_t sector_size, unsigned number, TableP
                 return -EOPNOTSUPP;
         ss = fdisk_get_sector_size(cxt);
 
-        r = fdisk_delete_partition(cxt, number - 1);
-        if (r < 0)
-                return r;
-        r = context_write(cxt, fd);
-        if (r < 0)
-                return r;
+        if (write) {
+                r = fdisk_delete_partition(cxt, number - 1);
+                if (r < 0)
+                        return r;
+                r = context_write(cxt, fd);
+                if (r < 0)
+                        return r;
+        }
         if (ret)
                 *ret = (TablePartition){ .number = number,
                         .offset = fdisk_partition_get_start(pa) * ss,
                         .size = fdisk_partition_get_size(pa) * ss };
         return 0;
+}
+
+int partition_table_delete(int fd, uint32_t sector_size, unsigned number, TablePartition *ret)
+{
+        return delete_partition(fd, sector_size, number, true, ret);
+}
+
+int partition_table_delete_check(int fd, uint32_t sector_size, unsigned number, TablePartition *ret)
+{
+        return delete_partition(fd, sector_size, number, false, ret);
 }
