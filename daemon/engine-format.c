@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -19,6 +20,7 @@
 #include "process-util.h"
 #include "registry.h"
 #include "watcher.h"
+#include "worker.h"
 
 #ifndef P_PIDFD
 #define P_PIDFD 3
@@ -26,6 +28,8 @@
 
 /* A mkfs writes metadata only (no discard, quick modes): minutes would mean it hangs. */
 #define FORMAT_TIMEOUT_USEC (5 * 60 * UINT64_C(1000000))
+/* Wiping, and erasing with plain writes where the device cannot zero ranges: an hour is a stuck device. */
+#define PREPARE_TIMEOUT_USEC (60 * 60 * UINT64_C(1000000))
 /* What of its output is kept for the log. */
 #define FORMAT_OUTPUT_MAX (64 * 1024)
 
@@ -34,6 +38,14 @@ struct FormatJob {
         const FormatType *type;
         char *node;
         unsigned number;
+        unsigned partition;
+        dev_t devnum;
+        uid_t uid;
+        bool erase;
+        char *label;
+        char *uuid;
+        int node_fd; /* held (O_EXCL) while the worker prepares the node */
+        Worker *worker; /* wiping and erasing, off the event loop */
         pid_t pid;
         int pidfd;
         int output_fd;
@@ -109,6 +121,8 @@ static FormatJob *job_free(FormatJob *job)
         job->exit_source = sd_event_source_disable_unref(job->exit_source);
         job->output_source = sd_event_source_disable_unref(job->output_source);
         job->timer = sd_event_source_disable_unref(job->timer);
+        job->worker = worker_cancel(job->worker);
+        safe_close(job->node_fd);
         if (job->pidfd >= 0) {
                 siginfo_t si = {};
 
@@ -122,6 +136,8 @@ static FormatJob *job_free(FormatJob *job)
                 registry_unmark_formatting(job->manager->registry, job->number);
         free(job->output);
         free(job->node);
+        free(job->label);
+        free(job->uuid);
         free(job);
         return NULL;
 }
@@ -215,8 +231,16 @@ static int job_on_timeout(sd_event_source *s, uint64_t usec, void *userdata)
 {
         FormatJob *job = userdata;
 
+        siginfo_t si = {};
+
         (void)s;
         (void)usec;
+        /* Exited already, its exit not yet handled (or reaped by the SIGCHLD handler): not a timeout,
+         * job_on_exit() follows. */
+        if (waitid((idtype_t)P_PIDFD, (id_t)job->pidfd, &si, WEXITED | WNOHANG | WNOWAIT) < 0
+                        ? errno == ECHILD
+                        : si.si_pid != 0)
+                return 0;
         job->timed_out = true;
         (void)pidfd_signal(job->pidfd, SIGKILL);
         return 0;
@@ -254,9 +278,10 @@ static int check_options(const FormatType *t, const FormatOptions *opts, EngineE
 
 /* The node opened for writing, exclusively: nothing else holds it (a mount, a swap, another mkfs) while
  * loopd wipes and erases it. */
-static int open_node(const char *node, int *ret_fd, EngineError *e)
+static int open_node(const char *node, dev_t devnum, int *ret_fd, EngineError *e)
 {
-        int fd = open(node, O_RDWR | O_EXCL | O_CLOEXEC | O_NONBLOCK);
+        _cleanup_close_ int fd = open(node, O_RDWR | O_EXCL | O_CLOEXEC | O_NONBLOCK);
+        struct stat st;
 
         if (fd < 0) {
                 int r = negative_errno();
@@ -267,88 +292,55 @@ static int open_node(const char *node, int *ret_fd, EngineError *e)
                         return engine_error(e, -EROFS, ENGINE_READ_ONLY, "%s is read-only", node);
                 return engine_error_errno(e, r, "Failed to open the device");
         }
-        *ret_fd = fd;
+        /* Opened by path: a stale node whose number was handed to another device is not the one the
+         * caller named. */
+        if (fstat(fd, &st) < 0)
+                return engine_error_errno(e, negative_errno(), "Failed to open the device");
+        if (!S_ISBLK(st.st_mode) || st.st_rdev != devnum)
+                return engine_error(e, -ESTALE, ENGINE_NOT_FOUND,
+                        "%s is not the device it was any more; try again", node);
+        *ret_fd = TAKE_FD(fd);
         return 0;
 }
 
-/* Old signatures gone (and a whole device's partitions), the node zeroed if asked: what the tool or
- * `empty` starts from. */
-static int prepare_node(const char *node, unsigned number, unsigned partition, bool erase, EngineError *e)
+/* Ends a job that ran no mkfs (or could not start it): the Device's view follows, the caller hears. */
+static void job_end(FormatJob *job, int r, const EngineError *e)
 {
-        _cleanup_close_ int fd = -EBADF;
-        int r;
-
-        r = open_node(node, &fd, e);
         if (r < 0)
-                return r;
-        if (partition == 0) {
-                r = partition_remove_all(fd, number);
-                if (r < 0 && r != -ENXIO)
-                        return engine_error(e, r, r == -EBUSY ? ENGINE_BUSY : ENGINE_FAILED,
-                                "Failed to remove the partitions of %s: %s", node, strerror(-r));
-        }
-        if (erase) {
-                r = format_zero_device(fd);
-                if (r < 0)
-                        return engine_error_errno(e, r, "Failed to erase the device");
-        }
-        r = format_wipe_signatures(fd);
-        if (r < 0)
-                return engine_error_errno(e, r, "Failed to wipe the old signatures");
-        return 0;
+                log_warning("Format of %s as %s failed: %s", job->node, format_type_name(job->type),
+                        e && e->message ? e->message : strerror(-r));
+        registry_unmark_formatting(job->manager->registry, job->number);
+        job->marked = false;
+        if (job->manager->watcher)
+                (void)watcher_probe_device(job->manager->watcher, job->number);
+        job->done(r, e, job->userdata);
+        job_free(job);
 }
 
-static int start_mkfs(Manager *m, const FormatType *t, uid_t uid, const char *node, unsigned number,
-        dev_t devnum, const FormatOptions *opts, FormatDone done, void *userdata, FormatJob **ret,
-        EngineError *e)
+static int job_spawn(FormatJob *job, EngineError *e)
 {
-        FormatRequest req = { .node = node, .label = opts->label, .uuid = opts->uuid };
-        struct passwd *pw = uid != 0 ? getpwuid(uid) : NULL;
-        FormatJob *job;
+        FormatRequest req = { .node = job->node, .label = job->label, .uuid = job->uuid };
+        Manager *m = job->manager;
+        struct passwd *pw = job->uid != 0 ? getpwuid(job->uid) : NULL;
         int pipe_fds[2], r;
 
         /* ext*: the caller owns the root directory of what they made (root's stays root's). */
         if (pw) {
                 req.owner_set = true;
-                req.owner_uid = uid;
+                req.owner_uid = job->uid;
                 req.owner_gid = pw->pw_gid;
         }
-        job = calloc(1, sizeof(FormatJob));
-        if (!job)
-                return -ENOMEM;
-        *job = (FormatJob){ .manager = m,
-                .type = t,
-                .number = number,
-                .pidfd = -EBADF,
-                .output_fd = -EBADF,
-                .done = done,
-                .userdata = userdata };
-        job->node = strdup(node);
-        r = job->node ? registry_mark_formatting(m->registry, number) : -ENOMEM;
-        if (r < 0) {
-                free(job->node);
-                free(job);
-                return r == -EBUSY ? engine_check_not_formatting(m, number, e) : r;
-        }
-        job->marked = true;
-        if (pipe2(pipe_fds, O_CLOEXEC | O_NONBLOCK) < 0) {
-                r = negative_errno();
-                job_free(job);
-                return r;
-        }
+        if (pipe2(pipe_fds, O_CLOEXEC | O_NONBLOCK) < 0)
+                return engine_error_errno(e, negative_errno(), "Failed to start the mkfs tool");
         job->output_fd = pipe_fds[0];
-        r = format_spawn(t, &req, devnum, pipe_fds[1], &job->pid, &job->pidfd);
+        r = format_spawn(job->type, &req, job->devnum, pipe_fds[1], &job->pid, &job->pidfd);
         safe_close(pipe_fds[1]);
-        if (r == -ENOENT) {
-                job_free(job);
+        if (r == -ENOENT)
                 return engine_error(e, r, ENGINE_UNSUPPORTED_FILESYSTEM,
-                        "%s is not installed: loopd cannot make %s filesystems here", format_type_program(t),
-                        opts->type);
-        }
-        if (r < 0) {
-                job_free(job);
+                        "%s is not installed: loopd cannot make %s filesystems here",
+                        format_type_program(job->type), format_type_name(job->type));
+        if (r < 0)
                 return engine_error_errno(e, r, "Failed to start the mkfs tool");
-        }
 
         /* Before the SIGCHLD handler, which reaps any child: the exit status is read here first. */
         r = sd_event_add_io(m->event, &job->exit_source, job->pidfd, EPOLLIN, job_on_exit, job);
@@ -360,19 +352,127 @@ static int start_mkfs(Manager *m, const FormatType *t, uid_t uid, const char *no
         if (r >= 0)
                 r = sd_event_add_time_relative(
                         m->event, &job->timer, CLOCK_MONOTONIC, FORMAT_TIMEOUT_USEC, 0, job_on_timeout, job);
-        if (r < 0) {
-                job_free(job);
+        if (r < 0)
                 return engine_error_errno(e, r, "Failed to watch the mkfs tool");
+        log_debug("Started %s on %s (pid %d)", format_type_program(job->type), job->node, (int)job->pid);
+        return 0;
+}
+
+/* What the worker says of its steps. */
+typedef enum PrepareStep {
+        PREPARE_PARTITIONS,
+        PREPARE_ERASE,
+        PREPARE_WIPE,
+} PrepareStep;
+
+typedef struct PrepareResult {
+        PrepareStep failed; /* the step that failed, when the result is < 0 */
+} PrepareResult;
+
+/* In the worker (a copy of loopd): old signatures gone (and a whole device's partitions), the node zeroed
+ * if asked: what the tool, a table or `empty` starts from. */
+static int prepare_in_worker(void *arg, void *data)
+{
+        const FormatJob *job = arg;
+        PrepareResult *result = data;
+        int r;
+
+        result->failed = PREPARE_PARTITIONS;
+        if (job->partition == 0) {
+                r = partition_remove_all(job->node_fd, job->number);
+                if (r < 0 && r != -ENXIO)
+                        return r;
         }
-        log_debug("Started %s on %s (pid %d)", format_type_program(t), node, (int)job->pid);
-        *ret = job;
-        return 1;
+        result->failed = PREPARE_ERASE;
+        if (job->erase) {
+                r = format_zero_device(job->node_fd);
+                if (r < 0)
+                        return r;
+        }
+        result->failed = PREPARE_WIPE;
+        return format_wipe_signatures(job->node_fd);
+}
+
+static void job_on_prepared(int result, const void *data, void *userdata)
+{
+        FormatJob *job = userdata;
+        const PrepareResult *p = data;
+        EngineError e = {};
+        int r = 0;
+
+        job->worker = NULL; /* freed after this */
+        job->node_fd = safe_close(job->node_fd);
+        if (result == -ETIMEDOUT)
+                r = engine_error(&e, result, ENGINE_TIMEOUT,
+                        "preparing %s (removing partitions, erasing, wiping) did not finish in time",
+                        job->node);
+        else if (result < 0 && !p)
+                r = engine_error(&e, -EIO, ENGINE_FAILED, "preparing %s failed", job->node);
+        else if (result < 0 && p->failed == PREPARE_PARTITIONS)
+                r = engine_error(&e, result, result == -EBUSY ? ENGINE_BUSY : ENGINE_FAILED,
+                        "Failed to remove the partitions of %s: %s", job->node, strerror(-result));
+        else if (result < 0 && p->failed == PREPARE_ERASE)
+                r = engine_error_errno(&e, result, "Failed to erase the device");
+        else if (result < 0)
+                r = engine_error_errno(&e, result, "Failed to wipe the old signatures");
+        if (r < 0) {
+                job_end(job, r, &e);
+                return;
+        }
+
+        switch (format_type_kind(job->type)) {
+        case FORMAT_EMPTY:
+                job_end(job, 0, &e);
+                return;
+        case FORMAT_TABLE:
+                /* Not Busy for the table's own checks: the device is this job's until it returns. */
+                registry_unmark_formatting(job->manager->registry, job->number);
+                job->marked = false;
+                r = engine_format_table(
+                        job->manager, job->number, job->partition, format_type_name(job->type), &e);
+                job_end(job, r, &e);
+                return;
+        case FORMAT_FILESYSTEM:
+        default:
+                r = job_spawn(job, &e);
+                if (r < 0)
+                        job_end(job, r, &e);
+                return;
+        }
+}
+
+static FormatJob *job_new(Manager *m, const FormatType *t, uid_t uid, const char *node, unsigned number,
+        unsigned partition, dev_t devnum, const FormatOptions *opts, FormatDone done, void *userdata)
+{
+        FormatJob *job = calloc(1, sizeof(FormatJob));
+
+        if (!job)
+                return NULL;
+        *job = (FormatJob){ .manager = m,
+                .type = t,
+                .number = number,
+                .partition = partition,
+                .devnum = devnum,
+                .uid = uid,
+                .erase = opts->erase,
+                .node_fd = -EBADF,
+                .pidfd = -EBADF,
+                .output_fd = -EBADF,
+                .done = done,
+                .userdata = userdata };
+        job->node = strdup(node);
+        job->label = opts->label ? strdup(opts->label) : NULL;
+        job->uuid = opts->uuid ? strdup(opts->uuid) : NULL;
+        if (!job->node || (opts->label && !job->label) || (opts->uuid && !job->uuid))
+                return job_free(job);
+        return job;
 }
 
 int engine_format(Manager *m, uid_t uid, const char *node, unsigned number, unsigned partition, dev_t devnum,
         const FormatOptions *opts, FormatDone done, void *userdata, FormatJob **ret_job, EngineError *e)
 {
         const FormatType *t = format_type_find(opts->type);
+        FormatJob *job;
         int r;
 
         if (!t)
@@ -392,23 +492,33 @@ int engine_format(Manager *m, uid_t uid, const char *node, unsigned number, unsi
                 r = engine_check_writable(m, number, e);
         if (r < 0)
                 return r;
-
-        if (format_type_kind(t) == FORMAT_TABLE) {
-                if (opts->erase) {
-                        r = prepare_node(node, number, partition, true, e);
-                        if (r < 0)
-                                return r;
-                }
+        /* A table without erase: libfdisk's writes are a few sectors, done here and now. */
+        if (format_type_kind(t) == FORMAT_TABLE && !opts->erase)
                 return engine_format_table(m, number, partition, format_type_name(t), e);
-        }
 
-        r = prepare_node(node, number, partition, opts->erase, e);
-        if (r < 0)
-                return r;
-        if (format_type_kind(t) == FORMAT_EMPTY) {
-                if (m->watcher)
-                        (void)watcher_probe_device(m->watcher, number);
-                return 0;
+        job = job_new(m, t, uid, node, number, partition, devnum, opts, done, userdata);
+        if (!job)
+                return -ENOMEM;
+        /* Busy from here to the end of the mkfs. */
+        r = registry_mark_formatting(m->registry, number);
+        if (r < 0) {
+                job_free(job);
+                return r == -EBUSY ? engine_check_not_formatting(m, number, e) : r;
         }
-        return start_mkfs(m, t, uid, node, number, devnum, opts, done, userdata, ret_job, e);
+        job->marked = true;
+        r = open_node(node, devnum, &job->node_fd, e);
+        if (r < 0) {
+                job_free(job);
+                return r;
+        }
+        /* Removing partitions, erasing and wiping may take minutes on a big image: in a child, with only
+         * the node's fd. */
+        r = worker_start(m->event, job->node_fd, prepare_in_worker, job, sizeof(PrepareResult),
+                PREPARE_TIMEOUT_USEC, job_on_prepared, job, &job->worker);
+        if (r < 0) {
+                job_free(job);
+                return engine_error_errno(e, r, "Failed to start preparing the device");
+        }
+        *ret_job = job;
+        return 1;
 }

@@ -49,29 +49,6 @@ static int partition_mounts(unsigned number, unsigned partition, char ***ret)
         return 0;
 }
 
-int engine_check_unmounted(Manager *m, unsigned number, unsigned partition, EngineError *e)
-{
-        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
-        _cleanup_strv_free_ char **mounts = NULL;
-        char node[LOOP_NODE_MAX];
-        int r;
-
-        (void)m;
-        if (loop_get_info(number, &info) < 0)
-                return engine_error(e, -ENXIO, ENGINE_NOT_FOUND, "loop%u is not attached", number);
-        r = partition == 0 ? registry_device_mounts(info, &mounts)
-                           : partition_mounts(number, partition, &mounts);
-        if (r < 0)
-                return engine_error_errno(e, r, "Failed to read the mount table");
-        if (!mounts || !mounts[0])
-                return 0;
-
-        _cleanup_free_ char *list = strv_join(mounts, ", ");
-        loop_node_format(node, number, partition);
-        return engine_error(e, -EBUSY, ENGINE_BUSY, "%s%s is mounted on %s; unmount it first", node,
-                partition == 0 ? " (or a partition of it)" : "", strempty(list));
-}
-
 /* The device's whole-disk node is mounted (a filesystem on the whole device): its table is not to be
  * touched under it. */
 static int check_disk_unmounted(const LoopInfo *info, EngineError *e)
@@ -88,6 +65,33 @@ static int check_disk_unmounted(const LoopInfo *info, EngineError *e)
         _cleanup_free_ char *list = strv_join(mounts, ", ");
         return engine_error(
                 e, -EBUSY, ENGINE_BUSY, "%s is mounted on %s; unmount it first", node, strempty(list));
+}
+
+int engine_check_unmounted(Manager *m, unsigned number, unsigned partition, EngineError *e)
+{
+        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+        _cleanup_strv_free_ char **mounts = NULL;
+        char node[LOOP_NODE_MAX];
+        int r;
+
+        (void)m;
+        if (loop_get_info(number, &info) < 0)
+                return engine_error(e, -ENXIO, ENGINE_NOT_FOUND, "loop%u is not attached", number);
+        r = partition == 0 ? registry_device_mounts(info, &mounts)
+                           : partition_mounts(number, partition, &mounts);
+        if (r < 0)
+                return engine_error_errno(e, r, "Failed to read the mount table");
+        /* A partition's bytes are the whole device's too: a mount of the whole device that holds it
+         * without O_EXCL (a FUSE driver reading a hybrid ISO) must not see them change under it. */
+        if ((!mounts || !mounts[0]) && partition != 0)
+                return check_disk_unmounted(info, e);
+        if (!mounts || !mounts[0])
+                return 0;
+
+        _cleanup_free_ char *list = strv_join(mounts, ", ");
+        loop_node_format(node, number, partition);
+        return engine_error(e, -EBUSY, ENGINE_BUSY, "%s%s is mounted on %s; unmount it first", node,
+                partition == 0 ? " (or a partition of it)" : "", strempty(list));
 }
 
 /* loopN, attached and writable, opened read-write: *ret_info and the fd. */
@@ -210,15 +214,47 @@ int engine_create_partition(
         if (r < 0)
                 return r;
         loop_node_format(node, number, p.number);
-        if (stat(node, &st) < 0 || !S_ISBLK(st.st_mode))
+        if (stat(node, &st) < 0 || !S_ISBLK(st.st_mode)) {
+                /* A partition the caller cannot reach is not left in the table. */
+                fd = loop_open_writable(number, info->diskseq);
+                if (fd >= 0 && partition_table_delete(fd, info->sector_size, p.number, NULL) >= 0) {
+                        fd = safe_close(fd);
+                        (void)publish_table(m, info, NULL);
+                        return engine_error(e, -ENOENT, ENGINE_FAILED,
+                                "%s did not appear; partition %u was deleted from the table again", node,
+                                p.number);
+                }
                 return engine_error(e, -ENOENT, ENGINE_FAILED,
                         "Partition %u was written into the table, but %s did not appear", p.number, node);
+        }
         if (ret_node) {
                 *ret_node = strdup(node);
                 if (!*ret_node)
                         return -ENOMEM;
         }
         return 0;
+}
+
+/* DeletePartition's refusals; restore: the kernel's partition was removed already, and comes back. */
+static int delete_refused(
+        Manager *m, const LoopInfo *info, const char *node, int r, bool restore, EngineError *e)
+{
+        if (restore)
+                (void)publish_table(m, info, NULL);
+        if (r == -ENOENT)
+                return engine_error(e, r, ENGINE_NOT_FOUND, "%s is not in the partition table", node);
+        if (r == -EMEDIUMTYPE)
+                return engine_error(e, r, ENGINE_INVALID_ARGUMENT,
+                        "loop%u has no gpt or dos partition table", info->number);
+        if (r == -EOPNOTSUPP)
+                return engine_error(e, r, ENGINE_INVALID_ARGUMENT,
+                        "node: %s is an extended or logical partition; loopd deletes primary ones only",
+                        node);
+        if (r == -EFBIG)
+                return engine_error(e, r, ENGINE_INVALID_ARGUMENT,
+                        "loop%u's GPT header asks for more partition entries than the kernel reads",
+                        info->number);
+        return engine_error_errno(e, r, "Failed to write the partition table");
 }
 
 int engine_delete_partition(Manager *m, unsigned number, unsigned partition, EngineError *e)
@@ -236,11 +272,13 @@ int engine_delete_partition(Manager *m, unsigned number, unsigned partition, Eng
         if (fd < 0)
                 return fd;
         r = engine_check_unmounted(m, number, partition, e);
-        if (r >= 0)
-                r = check_disk_unmounted(info, e);
         if (r < 0)
                 return r;
 
+        /* A refusal changes nothing (the kernel's partition stays): the table is looked at first. */
+        r = partition_table_delete_check(fd, info->sector_size, partition, NULL);
+        if (r < 0)
+                return delete_refused(m, info, node, r, false, e);
         /* Out of the kernel first: in use (held open) it is Busy, with the table untouched. */
         r = partition_remove(fd, partition);
         if (r == -EBUSY)
@@ -250,20 +288,8 @@ int engine_delete_partition(Manager *m, unsigned number, unsigned partition, Eng
 
         r = partition_table_delete(fd, info->sector_size, partition, NULL);
         if (r < 0) {
-                /* Back as it was. */
                 fd = safe_close(fd);
-                (void)publish_table(m, info, NULL);
-                if (r == -ENOENT)
-                        return engine_error(
-                                e, r, ENGINE_NOT_FOUND, "%s is not in the partition table", node);
-                if (r == -EMEDIUMTYPE)
-                        return engine_error(e, r, ENGINE_INVALID_ARGUMENT,
-                                "loop%u has no gpt or dos partition table", number);
-                if (r == -EOPNOTSUPP)
-                        return engine_error(e, r, ENGINE_INVALID_ARGUMENT,
-                                "node: %s is an extended or logical partition; loopd deletes primary ones only",
-                                node);
-                return engine_error_errno(e, r, "Failed to write the partition table");
+                return delete_refused(m, info, node, r, true, e);
         }
         fd = safe_close(fd);
         log_info("Deleted partition %u of loop%u", partition, number);

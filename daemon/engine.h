@@ -117,7 +117,8 @@ int engine_open_image(Manager *m, int fd, const AttachRequest *req, const struct
 /* ---- making images (engine-table.c) ---- */
 
 /* Busy, naming the mount points, if anything of loopN is mounted: partition 0 means the whole device and
- * every partition of it, M > 0 partition M alone. NotFound if loopN is not attached. */
+ * every partition of it, M > 0 partition M and the whole device (a mount of it that does not hold it
+ * exclusively, FUSE's). NotFound if loopN is not attached. */
 int engine_check_unmounted(Manager *m, unsigned number, unsigned partition, EngineError *e);
 /* ReadOnly if loopN is a read-only device; NotFound if it is not attached. */
 int engine_check_writable(Manager *m, unsigned number, EngineError *e);
@@ -151,20 +152,22 @@ typedef struct FormatOptions {
         bool erase; /* zero the whole node first */
 } FormatOptions;
 
-/* Once, when a mkfs that engine_format() started has ended: result 0 or < 0 with e saying why. The job is
- * freed right after. */
+/* Once, when a Format that engine_format() left running has ended: result 0 or < 0 with e saying why. The
+ * job is freed right after. */
 typedef void (*FormatDone)(int result, const EngineError *e, void *userdata);
 
 /* Formats node (loopN, or its partition M > 0, devnum its device number) for uid: InvalidArgument for an
  * unknown type, a bad label or uuid, a table on a partition; Busy while anything of the node is mounted (a
- * whole device: any partition) or another Format runs on the device; ReadOnly for a read-only device. Wipes
- * every old signature (and, on a whole device, its partitions), zeroes the node first with erase; a table
- * is written at once, `empty` is done then. Returns 0 when done, 1 when a confined mkfs now runs: done() is
- * called when it ended (then the Device's Partitions show the new filesystem), unless the job is cancelled;
- * *ret_job is the job then. */
+ * partition: or the whole device) or another Format runs on the device; ReadOnly for a read-only device.
+ * Wipes every old signature (and, on a whole device, its partitions), zeroes the node first with erase: in
+ * a worker (worker.h), off the event loop, the device Busy from then to the end of the mkfs. A table
+ * without erase is written at once: 0. Otherwise 1: done() is called when the wipe and what follows (the
+ * confined mkfs, the table, nothing for `empty`) ended (then the Device's Partitions show the result),
+ * unless the job is cancelled; *ret_job is the job then. */
 int engine_format(Manager *m, uid_t uid, const char *node, unsigned number, unsigned partition, dev_t devnum,
         const FormatOptions *opts, FormatDone done, void *userdata, FormatJob **ret_job, EngineError *e);
-/* Kills a job's mkfs and frees the job without calling back (loopd exits). NULL is fine; returns NULL. */
+/* Kills a job's worker or mkfs and frees the job without calling back (loopd exits). NULL is fine; returns
+ * NULL. */
 FormatJob *engine_format_cancel(FormatJob *job);
 /* Busy while a Format runs on loopN (Mount, Detach, CreatePartition, DeletePartition). */
 int engine_check_not_formatting(Manager *m, unsigned number, EngineError *e);

@@ -19,6 +19,7 @@
 
 #include "blkid-util.h"
 #include "macro.h"
+#include "partition.h"
 #include "sandbox.h"
 #include "strv.h"
 #include "utf8.h"
@@ -440,7 +441,16 @@ int format_spawn(const FormatType *t, const FormatRequest *req, dev_t rdev, int 
 int format_wipe_signatures(int fd)
 {
         _cleanup_blkid_probe_ blkid_probe pr = NULL;
-        int r;
+        uint64_t size;
+        int r, ss;
+
+        /* A GPT header asking for a 4 GiB entry array would make libblkid read all of it: such headers go
+         * first (they would be wiped anyway). */
+        if (ioctl(fd, BLKGETSIZE64, &size) < 0 || ioctl(fd, BLKSSZGET, &ss) < 0)
+                return -errno;
+        r = partition_table_wipe_hostile(fd, (uint32_t)ss, size);
+        if (r < 0)
+                return r;
 
         pr = blkid_new_probe();
         if (!pr)

@@ -274,13 +274,15 @@ static int run(int argc, char *argv[])
         log_info("Serving " LOOPD_BUS_NAME " (state in %s, mounts under %s)", m->state_dir, m->media_dir);
         r = sd_event_loop(m->event);
         if (r < 0)
-                return log_error_errno(r, "Event loop failed: %m");
-        log_info("Exiting");
+                log_error_errno(r, "Event loop failed: %m");
+        else
+                log_info("Exiting");
         /* Calls still waiting are answered while the bus is there: those reading their images, then the
-         * Attach calls waiting for udev (stopping the watcher rolls them back). */
+         * Attach calls waiting for udev (stopping the watcher rolls them back). On an error of the loop
+         * too: a Format's job freed with the face would touch the engine's registry, freed before it. */
         bus_cancel_calls(b);
         manager_stop(m);
-        return 0;
+        return r < 0 ? r : 0;
 }
 
 int main(int argc, char *argv[])

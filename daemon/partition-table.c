@@ -111,23 +111,10 @@ static int fd_geometry(int fd, uint32_t sector_size, uint32_t *ret_sector_size, 
         return 0;
 }
 
-/* Zeroes the GPT header at offset if there is one (its "EFI PART" magic). */
-static int zero_gpt_header(int fd, uint64_t offset, uint32_t sector_size)
-{
-        char magic[8] = {}, zeros[4096] = {};
-
-        if (pread(fd, magic, sizeof(magic), (off_t)offset) != (ssize_t)sizeof(magic) ||
-                memcmp(magic, "EFI PART", 8) != 0)
-                return 0;
-        if (pwrite(fd, zeros, sector_size, (off_t)offset) != (ssize_t)sector_size)
-                return errno > 0 ? -errno : -EIO;
-        return 0;
-}
-
-/* A GPT header (primary or backup) may ask for an entry array of up to 4 GiB, which libfdisk would allocate
- * and read as soon as it looks at the device: such a device is refused as libblkid's reads of it are
- * (partition_table_check(): -EFBIG). With wipe (a new table replaces it anyway) the headers are zeroed
- * instead. */
+/* A GPT header (primary, backup, or the one at the primary's alternative_lba) may ask for an entry array of
+ * up to 4 GiB, which libfdisk would allocate and read as soon as it looks at the device: such a device is
+ * refused as libblkid's reads of it are (partition_table_check(): -EFBIG). With wipe (a new table replaces
+ * it anyway) the headers are zeroed instead. */
 static int check_gpt_entries(int fd, uint32_t sector_size, bool wipe)
 {
         uint64_t size;
@@ -137,15 +124,10 @@ static int check_gpt_entries(int fd, uint32_t sector_size, bool wipe)
         r = fd_geometry(fd, sector_size, &ss, &size);
         if (r < 0)
                 return r;
-        r = partition_table_check(fd, ss, size);
-        if (r != -EFBIG || !wipe)
-                return r;
-        r = zero_gpt_header(fd, ss, ss);
-        if (r >= 0 && size >= 2 * (uint64_t)ss)
-                r = zero_gpt_header(fd, (size / ss - 1) * ss, ss);
-        if (r < 0)
-                return r;
-        return partition_table_check(fd, ss, size);
+        if (!wipe)
+                return partition_table_check(fd, ss, size);
+        r = partition_table_wipe_hostile(fd, ss, size);
+        return r < 0 ? r : 0;
 }
 
 /* A libfdisk context on fd with the logical sector size sector_size (0: the device's). libfdisk never
@@ -640,7 +622,7 @@ int partition_table_add(
         return 0;
 }
 
-int partition_table_delete(int fd, uint32_t sector_size, unsigned number, TablePartition *ret)
+static int delete_partition(int fd, uint32_t sector_size, unsigned number, bool write, TablePartition *ret)
 {
         _cleanup_(fdisk_unref_contextp) struct fdisk_context *cxt = NULL;
         _cleanup_(fdisk_unref_partitionp) struct fdisk_partition *pa = NULL;
@@ -648,7 +630,7 @@ int partition_table_delete(int fd, uint32_t sector_size, unsigned number, TableP
         uint64_t ss;
         int r;
 
-        r = context_open(fd, sector_size, false, false, &cxt);
+        r = context_open(fd, sector_size, !write, false, &cxt);
         if (r < 0)
                 return r;
         kind = context_kind(cxt);
@@ -665,15 +647,27 @@ int partition_table_delete(int fd, uint32_t sector_size, unsigned number, TableP
                 return -EOPNOTSUPP;
         ss = fdisk_get_sector_size(cxt);
 
-        r = fdisk_delete_partition(cxt, number - 1);
-        if (r < 0)
-                return r;
-        r = context_write(cxt, fd);
-        if (r < 0)
-                return r;
+        if (write) {
+                r = fdisk_delete_partition(cxt, number - 1);
+                if (r < 0)
+                        return r;
+                r = context_write(cxt, fd);
+                if (r < 0)
+                        return r;
+        }
         if (ret)
                 *ret = (TablePartition){ .number = number,
                         .offset = fdisk_partition_get_start(pa) * ss,
                         .size = fdisk_partition_get_size(pa) * ss };
         return 0;
+}
+
+int partition_table_delete(int fd, uint32_t sector_size, unsigned number, TablePartition *ret)
+{
+        return delete_partition(fd, sector_size, number, true, ret);
+}
+
+int partition_table_delete_check(int fd, uint32_t sector_size, unsigned number, TablePartition *ret)
+{
+        return delete_partition(fd, sector_size, number, false, ret);
 }

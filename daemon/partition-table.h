@@ -65,3 +65,5 @@ int partition_table_add(
 /* Deletes partition number from the table (its bytes stay). -ENOENT if the table has no such partition,
  * -EMEDIUMTYPE if fd has no GPT or DOS table. *ret (may be NULL) is what was deleted. */
 int partition_table_delete(int fd, uint32_t sector_size, unsigned number, TablePartition *ret);
+/* What partition_table_delete() would say (the same errors), reading only: nothing is written. */
+int partition_table_delete_check(int fd, uint32_t sector_size, unsigned number, TablePartition *ret);

@@ -25,17 +25,28 @@
 /* The kernel's GPT parser refuses entry arrays larger than it can kmalloc (4 MiB on x86). */
 #define GPT_ENTRIES_MAX_BYTES (UINT64_C(4) << 20)
 
-static int check_gpt_header_at(int fd, uint64_t offset)
+/* The GPT header at offset: -EFBIG when its entry array is larger than the kernel would read, 0 otherwise
+ * (or no header). *ret_alternative (may be NULL) is its alternative_lba, 0 without a header. */
+static int check_gpt_header_at(int fd, uint64_t offset, uint64_t *ret_alternative)
 {
         uint8_t h[92];
         ssize_t k;
 
+        if (ret_alternative)
+                *ret_alternative = 0;
         k = pread(fd, h, sizeof(h), (off_t)offset);
         if (k < 0)
                 return negative_errno();
         if ((size_t)k < sizeof(h) || memcmp(h, "EFI PART", 8) != 0)
                 return 0;
 
+        if (ret_alternative) {
+                uint64_t alt = 0;
+
+                for (unsigned i = 0; i < 8; i++)
+                        alt |= (uint64_t)h[32 + i] << (8 * i);
+                *ret_alternative = alt;
+        }
         uint64_t n = (uint64_t)h[80] | (uint64_t)h[81] << 8 | (uint64_t)h[82] << 16 | (uint64_t)h[83] << 24;
         uint64_t esz =
                 (uint64_t)h[84] | (uint64_t)h[85] << 8 | (uint64_t)h[86] << 16 | (uint64_t)h[87] << 24;
@@ -44,19 +55,72 @@ static int check_gpt_header_at(int fd, uint64_t offset)
         return 0;
 }
 
+/* Where GPT headers are read (byte offsets from base): the primary in LBA 1, the backup in the last LBA
+ * (libblkid falls back to it), and the one at the primary's alternative_lba, which libfdisk reads (with its
+ * entry array) before it checks that LBA, when it lies within the device. Returns how many, at most 3. */
+static int gpt_header_offsets(int fd, uint64_t base, uint32_t sector_size, uint64_t size, uint64_t ret[3])
+{
+        uint64_t last = size / sector_size - 1, alt = 0;
+        int n = 0, r;
+
+        ret[n++] = base + sector_size;
+        ret[n++] = base + last * sector_size;
+        r = check_gpt_header_at(fd, base + sector_size, &alt);
+        if (r < 0 && r != -EFBIG)
+                return r;
+        if (alt >= 1 && alt <= last && alt != 1 && alt != last)
+                ret[n++] = base + alt * sector_size;
+        return n;
+}
+
 int partition_table_check_at(int fd, uint64_t base, uint32_t sector_size, uint64_t size)
 {
-        int r;
+        uint64_t offsets[3];
+        int n, r;
 
         if (fd < 0 || sector_size < 512 || sector_size > 4096 || base > UINT64_MAX - size)
                 return -EINVAL;
         if (size < 2 * (uint64_t)sector_size)
                 return 0;
-        /* Primary header in LBA 1, backup in the last LBA (libblkid falls back to it). */
-        r = check_gpt_header_at(fd, base + sector_size);
+        n = gpt_header_offsets(fd, base, sector_size, size, offsets);
+        if (n < 0)
+                return n;
+        for (int i = 0; i < n; i++) {
+                r = check_gpt_header_at(fd, offsets[i], NULL);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+int partition_table_wipe_hostile(int fd, uint32_t sector_size, uint64_t size)
+{
+        static const uint8_t zeroes[4096];
+        uint64_t offsets[3];
+        bool wiped = false;
+        int n, r;
+
+        r = partition_table_check(fd, sector_size, size);
+        if (r != -EFBIG)
+                return r;
+        /* Every offset first: zeroing the primary loses where its alternative is. */
+        n = gpt_header_offsets(fd, 0, sector_size, size, offsets);
+        if (n < 0)
+                return n;
+        for (int i = 0; i < n; i++) {
+                r = check_gpt_header_at(fd, offsets[i], NULL);
+                if (r == 0)
+                        continue;
+                if (r != -EFBIG)
+                        return r;
+                if (pwrite(fd, zeroes, sector_size, (off_t)offsets[i]) != (ssize_t)sector_size)
+                        return errno > 0 ? -errno : -EIO;
+                wiped = true;
+        }
+        r = partition_table_check(fd, sector_size, size);
         if (r < 0)
                 return r;
-        return check_gpt_header_at(fd, base + (size / sector_size - 1) * sector_size);
+        return wiped;
 }
 
 int partition_table_check(int fd, uint32_t sector_size, uint64_t size)

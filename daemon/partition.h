@@ -22,8 +22,13 @@ int partition_plan(
  * read in full before checking it. Returns -EFBIG when one asks for more than the kernel's own parser would
  * read (4 MiB); partition_plan() then plans nothing, and the table must not be probed. */
 int partition_table_check(int fd, uint32_t sector_size, uint64_t size);
-/* The same for a device that starts at byte base of fd (an image attached at an offset). */
+/* The same for a device that starts at byte base of fd (an image attached at an offset). Besides LBA 1 and
+ * the last LBA, the header at the primary's alternative_lba is checked too (libfdisk reads it). */
 int partition_table_check_at(int fd, uint64_t base, uint32_t sector_size, uint64_t size);
+/* For a device about to be overwritten (Format, a new table): zeroes the GPT headers of fd (open read-write)
+ * that partition_table_check() refuses, so that libblkid and libfdisk may look at it. 1 when it zeroed one,
+ * 0 when none was hostile. */
+int partition_table_wipe_hostile(int fd, uint32_t sector_size, uint64_t size);
 
 /* Adds the planned partitions with BLKPG_ADD_PARTITION. EBUSY for an identical existing partition is
  * success; a partition that overlaps another or that the kernel refuses is skipped (partition_list_kernel()

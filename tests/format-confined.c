@@ -374,6 +374,118 @@ static void test_partition_then_whole(Harness *h, gconstpointer data)
         harness_assert_no_error(error);
 }
 
+/* A GPT header ("EFI PART") at byte offset of image asking for entries 128-byte entries, naming alternative
+ * as its alternative_lba (little-endian host, as the test machines are). */
+static void put_gpt_header(const char *image, guint64 offset, guint32 entries, guint64 alternative)
+{
+        guint8 header[92] = { 'E', 'F', 'I', ' ', 'P', 'A', 'R', 'T' };
+        guint32 esz = 128;
+        int fd = open(image, O_WRONLY | O_CLOEXEC);
+
+        g_assert_cmpint(fd, >=, 0);
+        memcpy(header + 32, &alternative, 8);
+        memcpy(header + 80, &entries, 4);
+        memcpy(header + 84, &esz, 4);
+        g_assert_cmpint(pwrite(fd, header, sizeof(header), (off_t)offset), ==, (ssize_t)sizeof(header));
+        close(fd);
+}
+
+static gboolean image_has_gpt_header_at(const char *image, guint64 offset)
+{
+        char magic[8] = {};
+        int fd = open(image, O_RDONLY | O_CLOEXEC);
+
+        g_assert_cmpint(fd, >=, 0);
+        g_assert_cmpint(pread(fd, magic, sizeof(magic), (off_t)offset), ==, (ssize_t)sizeof(magic));
+        close(fd);
+        return memcmp(magic, "EFI PART", 8) == 0;
+}
+
+/* A GPT header asking for a 4 GiB entry array (at LBA 1, or where a sane primary's alternative_lba points)
+ * makes libblkid and libfdisk read gigabytes: Format wipes such headers before either looks, and answers
+ * quickly. */
+static void test_hostile_gpt_wiped(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
+        static const char *const types[] = { "empty", "ext4", "gpt" };
+        const guint64 alt = 4096; /* 2 MiB in: neither LBA 1 nor the last */
+
+        (void)data;
+        harness_allow_all(h);
+        REQUIRE_NONNULL(a);
+        for (size_t i = 0; i < G_N_ELEMENTS(types); i++) {
+                g_autofree char *name = g_strdup_printf("hostile-%s.img", types[i]);
+                g_autofree char *image = harness_image_path(h, name), *device = NULL;
+                g_autoptr(GError) error = NULL;
+                gint64 start;
+
+                image_create(image, 1024 * MiB);
+                put_gpt_header(image, 512, 1u << 25, 1024 * MiB / 512 - 1);
+                give_to(image, HARNESS_USER_A);
+                g_assert_true(harness_attach_path(a, image, O_RDWR, NULL, &device, &error));
+                harness_assert_no_error(error);
+                REQUIRE_NONNULL(device);
+                /* The alternative variant: written once the device exists, as Attach would not look past
+                 * it either way. */
+                put_gpt_header(image, 512, 128, alt);
+                put_gpt_header(image, alt * 512, 1u << 25, 1);
+                if (i == 0)
+                        put_gpt_header(image, 512, 1u << 25, alt); /* both at once */
+                g_free(test_sh("blockdev --flushbufs %s", device));
+
+                start = g_get_monotonic_time();
+                g_assert_true(call_format(a, device, types[i], NULL, &error));
+                harness_assert_no_error(error);
+                g_assert_cmpint(g_get_monotonic_time() - start, <, 5 * G_USEC_PER_SEC);
+                g_assert_false(image_has_gpt_header_at(image, alt * 512));
+                if (i == 0)
+                        g_assert_false(image_has_gpt_header_at(image, 512));
+                g_assert_true(harness_detach(a, device, NULL, &error));
+                harness_assert_no_error(error);
+        }
+}
+
+/* A partition is not formatted while the whole device is mounted, even by a mount that does not hold it
+ * exclusively (a FUSE driver reading a hybrid ISO; here a tmpfs named after the device, as loopd's mount
+ * table lookup sees either). */
+static void test_partition_of_mounted_disk(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
+        g_autofree char *image = harness_image_path(h, "disk-mounted.img"), *device = NULL, *p1 = NULL;
+        g_autofree char *target = g_build_filename(h->tmpdir, "whole-mount", NULL);
+        g_autofree char *before = NULL, *after = NULL, *qimage = NULL;
+        g_autoptr(GError) error = NULL;
+
+        (void)data;
+        harness_allow_all(h);
+        REQUIRE_NONNULL(a);
+        image_create(image, 32 * MiB);
+        image_sfdisk(image, "label: dos\nstart=2048, type=83\n", 0);
+        give_to(image, HARNESS_USER_A);
+        g_assert_true(harness_attach_path(a, image, O_RDWR, NULL, &device, &error));
+        harness_assert_no_error(error);
+        REQUIRE_NONNULL(device);
+        p1 = g_strdup_printf("%sp1", device);
+        g_assert_cmpint(g_mkdir_with_parents(target, 0755), ==, 0);
+        g_free(test_sh("mount -t tmpfs %s %s", device, target));
+        qimage = g_shell_quote(image);
+        before = test_sh("sha256sum < %s", qimage);
+
+        g_assert_false(call_format(a, p1, "ext4", NULL, &error));
+        g_free(test_sh("umount %s", target));
+        harness_assert_dbus_error(error, LOOPD_ERROR_BUSY, target);
+        g_clear_error(&error);
+        after = test_sh("sha256sum < %s", qimage);
+        g_assert_cmpstr(before, ==, after);
+
+        g_assert_true(call_format(a, p1, "ext4", NULL, &error));
+        harness_assert_no_error(error);
+        g_assert_true(harness_detach(a, device, NULL, &error));
+        harness_assert_no_error(error);
+}
+
 /* The ids a mkfs runs as (format-fs.c). */
 #define MKFS_ID_BASE 0x7a6e0000u
 #define MKFS_ID_SPAN 0x10000u
@@ -419,8 +531,8 @@ static gpointer format_thread(gpointer data)
         return NULL;
 }
 
-/* While the mkfs runs (held stopped here), Mount, Detach and another Format of the device are Busy; the
- * Format then ends well. */
+/* While the mkfs runs (held stopped here), Mount, Detach and another Format of the device are Busy while
+ * ListDevices is answered; the Format then ends well. */
 static void test_busy_while_formatting(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
@@ -457,6 +569,17 @@ static void test_busy_while_formatting(Harness *h, gconstpointer data)
                         harness_assert_dbus_error(detach_error, LOOPD_ERROR_BUSY, "being formatted");
                         g_assert_false(call_format(a, device, "vfat", NULL, &format_error));
                         harness_assert_dbus_error(format_error, LOOPD_ERROR_BUSY, "being formatted");
+                        /* Other calls are answered meanwhile: the Format holds no part of the event
+                         * loop (its wipe and erase ran in a worker, the mkfs is a child). */
+                        {
+                                g_autoptr(GError) list_error = NULL;
+                                gint64 asked = g_get_monotonic_time();
+                                g_autoptr(GVariant) devices = harness_list_devices(a, &list_error);
+
+                                harness_assert_no_error(list_error);
+                                g_assert_nonnull(devices);
+                                g_assert_cmpint(g_get_monotonic_time() - asked, <, 5 * G_USEC_PER_SEC);
+                        }
                         g_assert_cmpint(kill(pid, SIGCONT), ==, 0);
                 }
                 g_thread_join(thread);
@@ -482,5 +605,8 @@ int main(int argc, char **argv)
         harness_add("/loopd/format/confined/failure-output-in-log", test_failure_goes_to_log, NULL);
         harness_add("/loopd/format/confined/partition-then-whole-device", test_partition_then_whole, NULL);
         harness_add("/loopd/format/confined/busy-while-formatting", test_busy_while_formatting, NULL);
+        harness_add("/loopd/format/confined/hostile-gpt-wiped-quickly", test_hostile_gpt_wiped, NULL);
+        harness_add("/loopd/format/confined/partition-of-mounted-disk-busy", test_partition_of_mounted_disk,
+                NULL);
         return g_test_run();
 }

@@ -435,6 +435,37 @@ static void test_hostile_gpt_entries(Fixture *f, gconstpointer data)
         g_assert_cmpint(kind, ==, PARTITION_TABLE_DOS);
 }
 
+/* The primary header is sane but names, as its alternative_lba, an LBA in the middle of the device where a
+ * header asks for a 4 GiB entry array: libfdisk reads that header and its array before it checks the LBA.
+ * Refused quickly when read, zeroed (with the primary) when a new table replaces it. */
+static void test_hostile_gpt_alternative(Fixture *f, gconstpointer data)
+{
+        uint8_t primary[92] = { 'E', 'F', 'I', ' ', 'P', 'A', 'R', 'T' }, hostile[92];
+        PartitionTableKind kind = PARTITION_TABLE_NONE;
+        PartitionRequest req = {};
+        uint64_t alt = 1000; /* byte 512000: neither LBA 1 nor the last */
+        uint32_t n = 128, esz = 128, huge = 1u << 25;
+        gint64 start = g_get_monotonic_time();
+
+        memcpy(primary + 32, &alt, 8); /* little-endian host, as the test machines are */
+        memcpy(primary + 80, &n, 4);
+        memcpy(primary + 84, &esz, 4);
+        memcpy(hostile, primary, sizeof(hostile));
+        memcpy(hostile + 80, &huge, 4);
+        g_assert_cmpint(pwrite(f->fd, primary, sizeof(primary), 512), ==, (ssize_t)sizeof(primary));
+        g_assert_cmpint(pwrite(f->fd, hostile, sizeof(hostile), 512 * alt), ==, (ssize_t)sizeof(hostile));
+
+        g_assert_cmpint(partition_table_read(f->fd, 0, &kind, NULL, NULL), ==, -EFBIG);
+        add_refused(f, 0, &req, -EFBIG, "the device's GPT header");
+        g_assert_true(has_signature_at(f->fd, 512 * alt, "EFI PART"));
+
+        g_assert_cmpint(partition_table_create(f->fd, "gpt"), ==, 0);
+        g_assert_false(has_signature_at(f->fd, 512 * alt, "EFI PART"));
+        g_assert_cmpint(partition_table_read(f->fd, 0, &kind, NULL, NULL), ==, 0);
+        g_assert_cmpint(kind, ==, PARTITION_TABLE_GPT);
+        g_assert_cmpint(g_get_monotonic_time() - start, <, 2 * G_USEC_PER_SEC);
+}
+
 int main(int argc, char **argv)
 {
         g_test_init(&argc, &argv, NULL);
@@ -452,6 +483,7 @@ int main(int argc, char **argv)
         ADD("no-table", test_no_table);
         ADD("replaces-what-was-there", test_replaces_what_was_there);
         ADD("hostile-gpt-entry-array-refused", test_hostile_gpt_entries);
+        ADD("hostile-gpt-alternative-refused", test_hostile_gpt_alternative);
 #undef ADD
         g_test_add_func("/loopd/partition-table/type-check", test_type_check);
         return g_test_run();
