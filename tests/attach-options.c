@@ -214,20 +214,18 @@ void test_sparse_1tib(Harness *h, gconstpointer data)
         g_assert_cmpuint((guint64)st.st_blocks * 512, <, MiB);
 }
 
-/* loopctl's one line for a refused image: "loopctl: ...", exit 1, naming the format and the reason. */
-static void check_loopctl_refuses(Harness *h, const char *image, const char *reason)
+/* loopctl --json's error for a refused image: one JSON line {"error", "message"}, exit 1, the error loopd
+ * gave, the message naming the format and the reason. */
+static void check_loopctl_refuses(Harness *h, const char *image, const char *error_name, const char *reason)
 {
         g_auto(HarnessRun) run = { 0 };
-        g_autofree char *lower = NULL;
-        const char *newline;
+        g_autofree char *lower = NULL, *name = NULL, *message = NULL;
 
         g_assert_cmpint(harness_loopctl(h, NULL, &run, "attach", "--json", image, NULL), ==, 1);
         g_assert_cmpstr(run.out, ==, "");
-        g_assert_true(g_str_has_prefix(run.err, "loopctl: "));
-        newline = strchr(run.err, '\n');
-        if (!newline || newline[1] != '\0')
-                g_test_fail_printf("loopctl attach %s: not one line: %s", image, run.err);
-        lower = g_ascii_strdown(run.err, -1);
+        name = harness_run_json_error(&run, &message);
+        g_assert_cmpstr(name, ==, error_name);
+        lower = g_ascii_strdown(message ? message : "", -1);
         if (!strstr(lower, "qcow2") || !strstr(lower, reason))
                 g_test_fail_printf(
                         "loopctl attach %s does not say qcow2 and %s: %s", image, reason, run.err);
@@ -271,7 +269,7 @@ void test_overlay_and_encrypted_refused(Harness *h, gconstpointer data)
                                         images[i].name, ro ? "read-only" : "read-write", images[i].error,
                                         images[i].reason, error->message);
                 }
-                check_loopctl_refuses(h, image, images[i].reason);
+                check_loopctl_refuses(h, image, images[i].error, images[i].reason);
         }
 
         /* Nothing attached, no export left mounted. */

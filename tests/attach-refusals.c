@@ -30,7 +30,8 @@ void test_non_root_not_authorized(Harness *h, gconstpointer data)
         g_assert_cmpint(harness_loopctl(h, HARNESS_USER_A, &run, "attach", "--json", "--no-ask-password",
                                 image, NULL),
                 ==, 1);
-        g_assert_true(g_str_has_prefix(run.err, "loopctl: "));
+        g_autofree char *json_error = harness_run_json_error(&run, NULL);
+        g_assert_cmpstr(json_error, ==, LOOPD_ERROR_NOT_AUTHORIZED);
         g_autoptr(GPtrArray) none = oracle_loops_backed_by(h->image_dir);
         g_assert_cmpuint(none->len, ==, 0);
 

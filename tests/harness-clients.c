@@ -305,6 +305,28 @@ JsonNode *harness_run_json(const HarnessRun *run)
         return json_node_copy(json_parser_get_root(parser));
 }
 
+char *harness_run_json_error(const HarnessRun *run, char **ret_message)
+{
+        g_autoptr(JsonParser) parser = json_parser_new();
+        const char *err = run->err ? run->err : "", *newline = strchr(err, '\n');
+        JsonObject *o;
+
+        if (!newline || newline[1] != '\0' || !json_parser_load_from_data(parser, err, -1, NULL) ||
+                !json_parser_get_root(parser) || !JSON_NODE_HOLDS_OBJECT(json_parser_get_root(parser))) {
+                g_test_fail_printf("stderr is not one line of a JSON object: %s", err);
+                return NULL;
+        }
+        o = json_node_get_object(json_parser_get_root(parser));
+        if (!json_object_has_member(o, "error") || !json_object_has_member(o, "message") ||
+                !json_object_get_string_member(o, "error") || !json_object_get_string_member(o, "message")) {
+                g_test_fail_printf("the JSON error has no string \"error\" and \"message\": %s", err);
+                return NULL;
+        }
+        if (ret_message)
+                *ret_message = g_strdup(json_object_get_string_member(o, "message"));
+        return g_strdup(json_object_get_string_member(o, "error"));
+}
+
 /* ---------------------------------------------------------------------------------------------------- */
 /* Raw D-Bus calls to loopd */
 

@@ -209,6 +209,9 @@ int harness_loopctlv(Harness *h, const char *user, HarnessRun *ret, const char *
 int harness_spawn_as(Harness *h, const char *user, HarnessRun *ret, const char *const *argv);
 /* Parses run->out as JSON; fails the test (and returns NULL) when it does not parse. */
 JsonNode *harness_run_json(const HarnessRun *run);
+/* loopctl --json's error: run->err is one line, a JSON object {"error": NAME, "message": TEXT}. Returns NAME
+ * (and TEXT in *ret_message if not NULL), or NULL after failing the test when it is not that. */
+char *harness_run_json_error(const HarnessRun *run, char **ret_message);
 
 /* Raw D-Bus: calls org.loopd1.Manager.<method> on /org/loopd1 (fds may be NULL). flags may carry
  * G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION. Returns the reply or NULL with error set. */
