@@ -241,9 +241,7 @@ void test_overlay_and_encrypted_refused(Harness *h, gconstpointer data)
         } images[] = {
                 { "overlay.qcow2", "qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 overlay.qcow2",
                         LOOPD_ERROR_UNSAFE_IMAGE, "backing file" },
-                { "encrypted.qcow2",
-                        "qemu-img create -q -f qcow2 --object secret,id=s,data=x "
-                        "-o encrypt.format=luks,encrypt.key-secret=s,encrypt.iter-time=10 encrypted.qcow2 16M",
+                { "encrypted.qcow2", QEMU_IMG_ENCRYPTED_QCOW2("encrypted.qcow2"),
                         LOOPD_ERROR_UNSUPPORTED_FORMAT, "encrypted" },
         };
         g_autofree char *dir = g_shell_quote(h->image_dir);

@@ -17,6 +17,12 @@ void test_tmpdir_remove(const char *dir);
 /* Runs a shell command line built with printf-style arguments. test_sh() asserts exit status 0 and
  * returns stdout (never NULL); test_sh_status() returns the exit status and sets *ret_out (may be NULL). */
 char *test_sh(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+/* A shell command that makes an encrypted (LUKS) 16 MiB qcow2 at NAME (a string literal; "%s" for a
+ * test_sh() argument). qemu-img times its key derivation in CPU time first, and on a busy machine that can
+ * fail ("Unable to get accurate CPU usage"): a short iteration time, and up to three tries. */
+#define QEMU_IMG_ENCRYPTED_QCOW2(name)                                                  \
+        "for try in 1 2 3; do qemu-img create -q -f qcow2 --object secret,id=s,data=x " \
+        "-o encrypt.format=luks,encrypt.key-secret=s,encrypt.iter-time=10 " name " 16M && break; done"
 int test_sh_status(char **ret_out, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 /* The contents of a (sysfs, procfs) file whose path is fmt, stripped; NULL when it cannot be read. */
 char *test_read_sysfs(const char *fmt, ...) G_GNUC_PRINTF(1, 2);

@@ -968,10 +968,8 @@ static void test_file_qemu_verdicts(void)
                 { "datafile.qcow2",
                         "qemu-img create -q -f qcow2 -o data_file=datafile.raw,data_file_raw=on datafile.qcow2 16M",
                         "qcow2", IMAGE_UNSAFE, "data file" },
-                { "encrypted.qcow2",
-                        "qemu-img create -q -f qcow2 --object secret,id=s,data=x "
-                        "-o encrypt.format=luks,encrypt.key-secret=s,encrypt.iter-time=10 encrypted.qcow2 16M",
-                        "qcow2", IMAGE_UNSUPPORTED, "encrypted" },
+                { "encrypted.qcow2", QEMU_IMG_ENCRYPTED_QCOW2("encrypted.qcow2"), "qcow2", IMAGE_UNSUPPORTED,
+                        "encrypted" },
                 { "base.vmdk", "qemu-img create -q -f vmdk base.vmdk 16M", "vmdk", IMAGE_SERVABLE, NULL },
                 { "stream.vmdk", "qemu-img create -q -f vmdk -o subformat=streamOptimized stream.vmdk 16M",
                         "vmdk", IMAGE_SERVABLE, NULL },
