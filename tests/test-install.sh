@@ -3,6 +3,12 @@
 # that it works installed: the exact file set, the unit, the bus and polkit policies, the man pages, bash
 # completion, D-Bus activation of loopd from the installed activation file, and the desktop entry opening
 # an ISO through `gio launch`. Runs as root; exits 1 if any check failed.
+#
+# `test-install.sh --package NAME` checks the Debian package NAME installed into / instead (tools/package-test
+# runs it between `apt-get install ./loopd_*.deb` and `apt-get purge`): the same checks on the installed files,
+# the file set being the regular files `dpkg -L NAME` lists (less /usr/share/doc/NAME/), which must be exactly
+# the expected ones at Debian's paths (the unit in /lib/systemd/system, man pages gzipped), unchanged since
+# they were unpacked (dpkg --verify). No build is needed.
 # A TAP stream: one test point per check, a skip plan when it cannot run, which under CI=true is a
 # failure instead.
 #
@@ -24,6 +30,15 @@ set -uo pipefail
 
 script=$(basename "$0")
 build=${LOOPD_BUILD_ROOT:-}
+package=""
+case ${1:-} in
+--package) package=${2:?--package needs a package name} ;;
+"") ;;
+*)
+    echo "usage: $script [--package NAME]" >&2
+    exit 2
+    ;;
+esac
 failures=0
 checks=0
 
@@ -52,9 +67,9 @@ die() {
     exit 1
 }
 
-[ -n "$build" ] || die "LOOPD_BUILD_ROOT is not set (run this through meson test)"
+[ -n "$build" ] || [ -n "$package" ] || die "LOOPD_BUILD_ROOT is not set (run this through meson test)"
 [ "$(id -u)" -eq 0 ] || skip "not root: installing polkit actions, loop devices and mounts need root"
-for tool in meson xmllint desktop-file-validate update-desktop-database systemd-analyze systemd-tmpfiles \
+for tool in ${package:+dpkg} ${build:+meson} xmllint desktop-file-validate update-desktop-database systemd-analyze systemd-tmpfiles \
     man busctl dbus-daemon gdbus gio pkaction xorriso losetup partx sfdisk findmnt setpriv; do
     command -v "$tool" >/dev/null || skip "$tool is missing (tools/install-deps installs it)"
 done
@@ -68,6 +83,7 @@ id nobody >/dev/null 2>&1 || skip "there is no user 'nobody' to call loopd as"
 work=$(mktemp -d "${TMPDIR:-/tmp}/loopd-test-install.XXXXXX") || die "cannot make a temporary directory"
 chmod 0755 "$work" # nobody must reach the bus socket in it
 dest="$work/dest"
+[ -n "$package" ] && dest="" # the package's files are in /
 state_dir="$work/state"
 media_dir="$work/media"
 mkdir -p "$state_dir" "$media_dir"
@@ -119,27 +135,37 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
-# The build's directories, from its configuration.
+# The build's directories, from its configuration; for a package, Debian's.
 option() {
     meson introspect --buildoptions "$build" |
         python3 -c '
 import json, sys
 print(next(o["value"] for o in json.load(sys.stdin) if o["name"] == sys.argv[1]))' "$1"
 }
-prefix=$(option prefix) || die "cannot read the build's options with meson introspect"
-absolute() { case $1 in /*) echo "$1" ;; *) echo "$prefix/$1" ;; esac }
-bindir=$(absolute "$(option bindir)")
-sbindir=$(absolute "$(option sbindir)")
-libexecdir=$(absolute "$(option libexecdir)")
-datadir=$(absolute "$(option datadir)")
-mandir=$(absolute "$(option mandir)")
+if [ -n "$package" ]; then
+    dpkg-query -W -f='${Status}\n' "$package" 2>/dev/null | grep -qx 'install ok installed' ||
+        die "the package $package is not installed"
+    prefix=/usr bindir=/usr/bin sbindir=/usr/sbin libexecdir=/usr/libexec datadir=/usr/share mandir=/usr/share/man
+    systemunitdir=/lib/systemd/system # Debian 12's packages (debian/rules moves it there)
+    man_suffix=.gz                    # dh_compress
+else
+    prefix=$(option prefix) || die "cannot read the build's options with meson introspect"
+    absolute() { case $1 in /*) echo "$1" ;; *) echo "$prefix/$1" ;; esac }
+    bindir=$(absolute "$(option bindir)")
+    sbindir=$(absolute "$(option sbindir)")
+    libexecdir=$(absolute "$(option libexecdir)")
+    datadir=$(absolute "$(option datadir)")
+    mandir=$(absolute "$(option mandir)")
+    systemunitdir=$prefix/lib/systemd/system
+    man_suffix=""
+fi
 
 installed_loopd="$dest$libexecdir/loopd"
 # What libfuse 2 drivers find in place of fusermount in loopd's sandbox, next to loopd.
 installed_fusermount="$dest$libexecdir/loopd-fusermount"
 installed_loopctl="$dest$bindir/loopctl"
 installed_umount="$dest$sbindir/umount.loopd"
-unit="$dest$prefix/lib/systemd/system/loopd.service"
+unit="$dest$systemunitdir/loopd.service"
 activation="$dest$datadir/dbus-1/system-services/org.loopd1.service"
 bus_policy="$dest$datadir/dbus-1/system.d/org.loopd1.conf"
 polkit_policy="$dest$datadir/polkit-1/actions/org.loopd1.policy"
@@ -148,28 +174,47 @@ desktop="$dest$datadir/applications/loopd-open.desktop"
 completion="$dest$datadir/bash-completion/completions/loopctl"
 zsh_completion="$dest$datadir/zsh/vendor-completions/_loopctl"
 fish_completion="$dest$datadir/fish/vendor_completions.d/loopctl.fish"
-man8="$dest$mandir/man8/loopd.8"
-man1="$dest$mandir/man1/loopctl.1"
+man8="$dest$mandir/man8/loopd.8$man_suffix"
+man1="$dest$mandir/man1/loopctl.1$man_suffix"
 # The udev rule goes where udev.pc says (its udevdir is absolute, outside any prefix).
 udev_rule="$dest$(pkg-config --variable=udevdir udev 2>/dev/null || echo "$prefix/lib/udev")/rules.d/90-loopd.rules"
-man8_umount="$dest$mandir/man8/umount.loopd.8"
-man5_dbus="$dest$mandir/man5/loopd.dbus.5"
+man8_umount="$dest$mandir/man8/umount.loopd.8$man_suffix"
+man5_dbus="$dest$mandir/man5/loopd.dbus.5$man_suffix"
 interfaces="$dest$datadir/dbus-1/interfaces"
 manager_xml="$interfaces/org.loopd1.Manager.xml"
 device_xml="$interfaces/org.loopd1.Device.xml"
 
 # --------------------------------------------------------------------------------------------------------
-say "meson install --destdir into $dest"
-if ! meson install -C "$build" --destdir "$dest" --no-rebuild --quiet >"$work/install.log" 2>&1; then
-    show "$work/install.log"
-    die "meson install failed"
+if [ -n "$package" ]; then
+    say "the installed package $package ($(dpkg-query -W -f='${Version}' "$package"))"
+    if dpkg --verify "$package" >"$work/verify-package.log" 2>&1 && [ ! -s "$work/verify-package.log" ]; then
+        pass "dpkg --verify $package: every file is as the package unpacked it"
+    else
+        fail "dpkg --verify $package found changed or missing files:"
+        show "$work/verify-package.log"
+    fi
+else
+    say "meson install --destdir into $dest"
+    if ! meson install -C "$build" --destdir "$dest" --no-rebuild --quiet >"$work/install.log" 2>&1; then
+        show "$work/install.log"
+        die "meson install failed"
+    fi
 fi
 
 expected=$(printf '%s\n' "$installed_loopd" "$installed_loopctl" "$unit" "$activation" "$bus_policy" \
     "$polkit_policy" "$tmpfiles" "$desktop" "$completion" "$man8" "$man1" "$udev_rule" \
     "$installed_umount" "$man8_umount" "$installed_fusermount" "$man5_dbus" "$manager_xml" "$device_xml" \
-    "$zsh_completion" "$fish_completion" | sed "s|^$dest||" | sort)
-actual=$(cd "$dest" && find . ! -type d | sed 's|^\.||' | sort)
+    "$zsh_completion" "$fish_completion" ${package:+"/usr/share/lintian/overrides/$package"} |
+    sed "s|^$dest||" | sort)
+if [ -n "$package" ]; then
+    # Its regular files (not the directories, nor the copyright and changelog every package has); the
+    # package adds its lintian overrides (debian/loopd.lintian-overrides) to what meson installs.
+    actual=$(dpkg -L "$package" | while read -r f; do
+        [ -f "$f" ] && [ ! -L "$f" ] && echo "$f"
+    done | grep -v "^/usr/share/doc/$package/" | sort)
+else
+    actual=$(cd "$dest" && find . ! -type d | sed 's|^\.||' | sort)
+fi
 if [ "$expected" = "$actual" ]; then
     pass "the install is exactly the $(wc -l <<<"$expected") expected files"
 else
@@ -193,8 +238,9 @@ done
 $modes_ok && pass "programs are 0755, everything else 0644, nothing setuid" ||
     fail "installed files have wrong modes"
 
-if grep -rn '@[A-Za-z_]*@' "$unit" "$activation" "$man8" "$man1" "$man8_umount" "$man5_dbus" \
-    >"$work/subst.log"; then
+if for f in "$unit" "$activation" "$man8" "$man1" "$man8_umount" "$man5_dbus"; do
+    zcat -f "$f" | grep -n '@[A-Za-z_]*@' | sed "s|^|$f:|"
+done | grep . >"$work/subst.log"; then
     fail "unsubstituted @VARIABLES@ in installed files:"
     show "$work/subst.log"
 else
@@ -314,7 +360,7 @@ say "the man pages"
 loopd_help=$("$installed_loopd" --help) || fail "the installed loopd --help failed"
 loopctl_help=$("$installed_loopctl" --help) || fail "the installed loopctl --help failed"
 for page in "$man8" "$man1" "$man8_umount" "$man5_dbus"; do
-    name=$(basename "$page")
+    name=$(basename "$page" .gz)
     if MANWIDTH=80 MANPAGER=cat PAGER=cat man -l --warnings "$page" >"$work/$name.txt" 2>"$work/$name.err" &&
         [ ! -s "$work/$name.err" ] && grep -q '^NAME' "$work/$name.txt"; then
         pass "man -l --warnings renders $name without warnings"
