@@ -129,9 +129,11 @@ fi
 # --------------------------------------------------------------------------------------------------------
 # complete_SHELL LINE: what completing the end of LINE offers, one a line, in the current directory.
 
-complete_bash() { # with bash-completion
-    LINE=$1 $world bash --norc --noprofile -c '
-        source "$0" || exit 1
+# In bash with bash-completion loaded as an interactive shell would have it (BASH_COMPLETION_FILE; empty:
+# without it, the file's own fallbacks).
+complete_in_bash() { # BASH_COMPLETION_FILE LINE
+    LINE=$2 $world bash --norc --noprofile -c '
+        if [ -n "$0" ]; then source "$0" || exit 1; fi
         source "$1" || exit 1
         COMP_LINE=$LINE
         COMP_POINT=${#COMP_LINE}
@@ -140,19 +142,10 @@ complete_bash() { # with bash-completion
         COMP_CWORD=$((${#COMP_WORDS[@]} - 1))
         complete -p loopctl >/dev/null || exit 1
         _loopctl loopctl "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD - 1]}"
-        printf "%s\n" "${COMPREPLY[@]}"' "$bash_completion" "$bash_file" 2>/dev/null
+        printf "%s\n" "${COMPREPLY[@]}"' "$1" "$bash_file" 2>/dev/null
 }
-complete_bash-plain() { # without bash-completion: the file's own fallbacks
-    LINE=$1 $world bash --norc --noprofile -c '
-        source "$0" || exit 1
-        COMP_LINE=$LINE
-        COMP_POINT=${#COMP_LINE}
-        read -ra COMP_WORDS <<<"${COMP_LINE//=/ = }"
-        [[ $COMP_LINE == *" " ]] && COMP_WORDS+=("")
-        COMP_CWORD=$((${#COMP_WORDS[@]} - 1))
-        _loopctl loopctl "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD - 1]}"
-        printf "%s\n" "${COMPREPLY[@]}"' "$bash_file" 2>/dev/null
-}
+complete_bash() { complete_in_bash "$bash_completion" "$1"; }
+complete_bash-plain() { complete_in_bash "" "$1"; }
 
 complete_fish() {
     LOOPCTL_LINE=$1 $world fish --no-config -c '
