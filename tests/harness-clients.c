@@ -274,18 +274,89 @@ int harness_loopctlv(Harness *h, const char *user, HarnessRun *ret, const char *
         return harness_spawn_as(h, user, ret, (const char *const *)argv->pdata);
 }
 
-int harness_loopctl(Harness *h, const char *user, HarnessRun *ret, ...)
+int harness_loopctl_va(Harness *h, const char *user, HarnessRun *ret, bool json, va_list ap)
 {
         g_autoptr(GPtrArray) args = g_ptr_array_new();
         const char *a;
-        va_list ap;
 
-        va_start(ap, ret);
+        if (json)
+                g_ptr_array_add(args, "--json");
         while ((a = va_arg(ap, const char *)))
                 g_ptr_array_add(args, (char *)a);
-        va_end(ap);
         g_ptr_array_add(args, NULL);
         return harness_loopctlv(h, user, ret, (const char *const *)args->pdata);
+}
+
+int harness_loopctl(Harness *h, const char *user, HarnessRun *ret, ...)
+{
+        va_list ap;
+        int status;
+
+        va_start(ap, ret);
+        status = harness_loopctl_va(h, user, ret, false, ap);
+        va_end(ap);
+        return status;
+}
+
+void harness_fail(const char *format, ...)
+{
+        g_autofree char *message = NULL;
+        va_list ap;
+
+        va_start(ap, format);
+        message = g_strdup_vprintf(format, ap);
+        va_end(ap);
+        g_test_message("FAIL: %s", message);
+        g_test_fail_printf("%s", message);
+}
+
+bool harness_loopctl_ok_va(Harness *h, const char *user, va_list ap)
+{
+        g_auto(HarnessRun) run = { 0 };
+        int status = harness_loopctl_va(h, user, &run, false, ap);
+
+        if (status != 0)
+                harness_fail("loopctl exited %d: %s", status, run.err);
+        return status == 0;
+}
+
+JsonNode *harness_loopctl_json_va(Harness *h, const char *user, va_list ap)
+{
+        g_auto(HarnessRun) run = { 0 };
+        int status = harness_loopctl_va(h, user, &run, true, ap);
+
+        if (status != 0) {
+                harness_fail("loopctl --json exited %d: %s", status, run.err);
+                return NULL;
+        }
+        return harness_run_json(&run);
+}
+
+bool harness_names_one_of(const char *text, const char *needles)
+{
+        g_autofree char *lower = g_ascii_strdown(text ? text : "", -1);
+        g_auto(GStrv) each = g_strsplit(needles, "|", -1);
+
+        for (char **n = each; *n; n++) {
+                g_autofree char *l = g_ascii_strdown(*n, -1);
+                if (strstr(lower, l))
+                        return true;
+        }
+        return false;
+}
+
+void harness_check_loopctl_refused(const char *what, const HarnessRun *run, const char *needles)
+{
+        g_autofree char *err = g_strdup(run->err ? run->err : "");
+        g_auto(GStrv) lines = g_strsplit(g_strchomp(err), "\n", -1);
+
+        g_test_message("%s: exit %d, stderr: %s", what, run->status, run->err);
+        if (run->status != 1)
+                harness_fail("%s: loopctl exited %d, expected 1 (stderr: %s)", what, run->status, run->err);
+        if (g_strv_length(lines) != 1 || !g_str_has_prefix(lines[0], "loopctl: "))
+                harness_fail("%s: loopctl's stderr is not one 'loopctl: ...' line: '%s'", what, run->err);
+        if (needles && !harness_names_one_of(run->err, needles))
+                harness_fail("%s: loopctl's error does not mention '%s': %s", what, needles, run->err);
 }
 
 JsonNode *harness_run_json(const HarnessRun *run)

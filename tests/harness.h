@@ -205,6 +205,20 @@ G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(HarnessRun, harness_run_clear)
  * on its stderr fails the test. */
 int harness_loopctl(Harness *h, const char *user, HarnessRun *ret, ...) G_GNUC_NULL_TERMINATED;
 int harness_loopctlv(Harness *h, const char *user, HarnessRun *ret, const char *const *args);
+/* Fails the test with a message that also stays in the log (g_test_fail_printf() keeps only the last). */
+void harness_fail(const char *format, ...) G_GNUC_PRINTF(1, 2);
+/* harness_loopctlv() with the arguments of a NULL-terminated va_list, "--json" first when json. */
+int harness_loopctl_va(Harness *h, const char *user, HarnessRun *ret, bool json, va_list ap);
+/* loopctl as user, which must exit 0 (the test fails otherwise); returns whether it did. */
+bool harness_loopctl_ok_va(Harness *h, const char *user, va_list ap);
+/* loopctl --json as user, which must exit 0 and print JSON: that, parsed (NULL and the test failed
+ * otherwise). */
+JsonNode *harness_loopctl_json_va(Harness *h, const char *user, va_list ap);
+/* Whether text names one of the '|'-separated needles (case-insensitive). */
+bool harness_names_one_of(const char *text, const char *needles);
+/* loopctl failed as the contract says: exit 1, one line "loopctl: ..." on stderr naming needles (as
+ * harness_names_one_of(); NULL: anything). what names the call in the failure message. */
+void harness_check_loopctl_refused(const char *what, const HarnessRun *run, const char *needles);
 /* Runs any program the same way (argv[0] a path or a name in PATH), with DBUS_SYSTEM_BUS_ADDRESS set. */
 int harness_spawn_as(Harness *h, const char *user, HarnessRun *ret, const char *const *argv);
 /* Parses run->out as JSON; fails the test (and returns NULL) when it does not parse. */

@@ -70,85 +70,48 @@ char *sha256_of_file(const char *path)
         return n == 0 ? g_strdup(g_checksum_get_string(sum)) : NULL;
 }
 
-static int loopctl_va(Harness *h, const char *user, HarnessRun *run, bool json, va_list ap)
-{
-        g_autoptr(GPtrArray) args = g_ptr_array_new();
-        const char *a;
-
-        if (json)
-                g_ptr_array_add(args, "--json");
-        while ((a = va_arg(ap, const char *)))
-                g_ptr_array_add(args, (char *)a);
-        g_ptr_array_add(args, NULL);
-        return harness_loopctlv(h, user, run, (const char *const *)args->pdata);
-}
-
+/* The suite's names for the harness's loopctl helpers (its files call them). */
 int loopctl_run(Harness *h, const char *user, HarnessRun *ret, ...)
 {
         va_list ap;
         int status;
 
         va_start(ap, ret);
-        status = loopctl_va(h, user, ret, false, ap);
+        status = harness_loopctl_va(h, user, ret, false, ap);
         va_end(ap);
         return status;
 }
 
 bool loopctl_ok(Harness *h, const char *user, ...)
 {
-        g_auto(HarnessRun) run = { 0 };
         va_list ap;
-        int status;
+        bool ok;
 
         va_start(ap, user);
-        status = loopctl_va(h, user, &run, false, ap);
+        ok = harness_loopctl_ok_va(h, user, ap);
         va_end(ap);
-        if (status != 0)
-                FAIL("loopctl exited %d: %s", status, run.err);
-        return status == 0;
+        return ok;
 }
 
 JsonNode *loopctl_json(Harness *h, const char *user, ...)
 {
-        g_auto(HarnessRun) run = { 0 };
+        JsonNode *node;
         va_list ap;
-        int status;
 
         va_start(ap, user);
-        status = loopctl_va(h, user, &run, true, ap);
+        node = harness_loopctl_json_va(h, user, ap);
         va_end(ap);
-        if (status != 0) {
-                FAIL("loopctl --json exited %d: %s", status, run.err);
-                return NULL;
-        }
-        return harness_run_json(&run);
+        return node;
 }
 
 bool names_one_of(const char *text, const char *needles)
 {
-        g_autofree char *lower = g_ascii_strdown(text ? text : "", -1);
-        g_auto(GStrv) each = g_strsplit(needles, "|", -1);
-
-        for (char **n = each; *n; n++) {
-                g_autofree char *l = g_ascii_strdown(*n, -1);
-                if (strstr(lower, l))
-                        return true;
-        }
-        return false;
+        return harness_names_one_of(text, needles);
 }
 
 void check_loopctl_refused(const char *what, const HarnessRun *run, const char *needle)
 {
-        g_autofree char *err = g_strdup(run->err ? run->err : "");
-        g_auto(GStrv) lines = g_strsplit(g_strchomp(err), "\n", -1);
-
-        g_test_message("%s: exit %d, stderr: %s", what, run->status, run->err);
-        if (run->status != 1)
-                FAIL("%s: loopctl exited %d, expected 1 (stderr: %s)", what, run->status, run->err);
-        if (g_strv_length(lines) != 1 || !g_str_has_prefix(lines[0], "loopctl: "))
-                FAIL("%s: loopctl's stderr is not one 'loopctl: ...' line: '%s'", what, run->err);
-        if (needle && !names_one_of(run->err, needle))
-                FAIL("%s: loopctl's error does not mention '%s': %s", what, needle, run->err);
+        harness_check_loopctl_refused(what, run, needle);
 }
 
 char *device_of(const char *image)

@@ -242,67 +242,29 @@ char *guest_bytes(Harness *h, const char *image, const char *format, const char 
 /* ---------------------------------------------------------------------------------------------------- */
 /* Talking to loopd */
 
-static int loopctl_va(Harness *h, const char *user, HarnessRun *run, bool json, va_list ap)
-{
-        g_autoptr(GPtrArray) args = g_ptr_array_new();
-        const char *a;
-
-        if (json)
-                g_ptr_array_add(args, "--json");
-        while ((a = va_arg(ap, const char *)))
-                g_ptr_array_add(args, (char *)a);
-        g_ptr_array_add(args, NULL);
-        return harness_loopctlv(h, user, run, (const char *const *)args->pdata);
-}
-
 JsonNode *loopctl_json(Harness *h, const char *user, ...)
 {
-        g_auto(HarnessRun) run = { 0 };
+        JsonNode *node;
         va_list ap;
-        int status;
 
         va_start(ap, user);
-        status = loopctl_va(h, user, &run, true, ap);
+        node = harness_loopctl_json_va(h, user, ap);
         va_end(ap);
-        if (status != 0) {
-                FAIL("loopctl exited %d: %s", status, run.err);
-                return NULL;
-        }
-        return harness_run_json(&run);
+        return node;
 }
 
 void loopctl_ok(Harness *h, const char *user, ...)
 {
-        g_auto(HarnessRun) run = { 0 };
         va_list ap;
-        int status;
 
         va_start(ap, user);
-        status = loopctl_va(h, user, &run, false, ap);
+        harness_loopctl_ok_va(h, user, ap);
         va_end(ap);
-        if (status != 0)
-                FAIL("loopctl exited %d: %s", status, run.err);
-}
-
-static bool contains_nocase(const char *haystack, const char *needle)
-{
-        g_autofree char *h = g_ascii_strdown(haystack ? haystack : "", -1);
-        g_autofree char *n = g_ascii_strdown(needle, -1);
-
-        return strstr(h, n) != NULL;
 }
 
 void check_loopctl_refused(const HarnessRun *run, const char *needle)
 {
-        g_autofree char *err = g_strdup(run->err ? run->err : "");
-        g_auto(GStrv) lines = g_strsplit(g_strchomp(err), "\n", -1);
-
-        if (run->status != 1)
-                FAIL("loopctl exited %d, expected 1 (stderr: %s)", run->status, run->err);
-        if (g_strv_length(lines) != 1 || !g_str_has_prefix(lines[0], "loopctl: "))
-                FAIL("loopctl's stderr is not one 'loopctl: ...' line: '%s'", run->err);
-        if (needle && !contains_nocase(run->err, needle))
-                FAIL("loopctl's error does not mention '%s': %s", needle, run->err);
+        harness_check_loopctl_refused("loopctl", run, needle);
 }
 
 const char *json_string(JsonNode *node, const char *member)
