@@ -212,22 +212,40 @@ static char *fusermount_path(void)
                                                                  : NULL;
 }
 
+/* The child of fuse_wait_served(): SIGALRM, which ends it, bounds a stat() the driver never answers. */
+static int served_child(void *userdata)
+{
+        const char *target = userdata;
+        sigset_t alarm_only;
+        struct stat st;
+
+        (void)signal(SIGALRM, SIG_DFL);
+        sigemptyset(&alarm_only);
+        sigaddset(&alarm_only, SIGALRM);
+        (void)sigprocmask(SIG_UNBLOCK, &alarm_only, NULL);
+        (void)alarm(HELPER_TIMEOUT_MS / 1000);
+        _exit(stat(target, &st) == 0 ? 0 : 1);
+}
+
 /* Waits until the FUSE mount at target answers (the driver has taken the connection's INIT): a stat() of it
- * in a child process, bounded. A driver that died closed the connection, and the stat fails at once. */
+ * in a child process (a stat the driver never answers cannot be interrupted but by a fatal signal), bounded.
+ * The child shares loopd's memory and loopd waits while it runs (clone_vfork()): a fork of loopd would cost
+ * more than the driver takes to answer. A driver that died closed the connection, and the stat fails at
+ * once.
+ */
 static int fuse_wait_served(const char *target)
 {
-        pid_t pid = fork();
+        pid_t pid = clone_vfork(served_child, (void *)target, 0, NULL);
         int status;
 
         if (pid < 0)
-                return -errno;
-        if (pid == 0) {
-                struct stat st;
-                _exit(stat(target, &st) == 0 ? 0 : 1);
-        }
-        status = child_wait(pid, HELPER_TIMEOUT_MS);
-        if (status < 0)
-                return status;
+                return (int)pid;
+        /* It has exited: clone_vfork() returns then. */
+        while (waitpid(pid, &status, 0) < 0)
+                if (errno != EINTR)
+                        return -errno;
+        if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM)
+                return -ETIMEDOUT;
         return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EIO;
 }
 

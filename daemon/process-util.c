@@ -6,13 +6,25 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <poll.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "macro.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+/* A child's frames leave their redzones poisoned in the shadow of its stack, which outlives the munmap():
+ * a later stack at the same address would start with them. */
+#define stack_unpoison(p, n) __asan_unpoison_memory_region(p, n)
+#else
+#define stack_unpoison(p, n) ((void)0)
+#endif
 
 int64_t now_ms(void)
 {
@@ -20,6 +32,35 @@ int64_t now_ms(void)
 
         clock_gettime(CLOCK_MONOTONIC, &ts);
         return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Enough for the sandbox's setup (a few PATH_MAX buffers) and what glibc's functions use beneath. */
+#define CLONE_VFORK_STACK_SIZE (256 * 1024)
+
+pid_t clone_vfork(int (*fn)(void *), void *userdata, unsigned long flags, int *ret_pidfd)
+{
+        int pidfd = -EBADF;
+        void *stack;
+        pid_t pid;
+        int r = 0;
+
+        stack = mmap(NULL, CLONE_VFORK_STACK_SIZE, PROT_READ | PROT_WRITE,
+                MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
+        if (stack == MAP_FAILED)
+                return -errno;
+        stack_unpoison(stack, CLONE_VFORK_STACK_SIZE);
+        pid = clone(fn, (char *)stack + CLONE_VFORK_STACK_SIZE,
+                (int)(CLONE_VM | CLONE_VFORK | (ret_pidfd ? CLONE_PIDFD : 0) | flags | SIGCHLD), userdata,
+                &pidfd);
+        if (pid < 0)
+                r = -errno;
+        /* The child has exec'd or exited: its stack is free. */
+        (void)munmap(stack, CLONE_VFORK_STACK_SIZE);
+        if (r < 0)
+                return r;
+        if (ret_pidfd)
+                *ret_pidfd = pidfd;
+        return pid;
 }
 
 int pidfd_open_pid(pid_t pid)

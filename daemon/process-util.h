@@ -14,5 +14,13 @@ int pidfd_signal(int pidfd, int sig);
 /* Waits until the process behind pidfd has exited or deadline_ms (now_ms()) has passed. True if it exited.
  */
 bool pidfd_wait_until(int pidfd, int64_t deadline_ms);
+/* Runs fn(userdata) in a child that shares loopd's memory, on a stack of its own, while the caller waits
+ * until it has called execve() or exited (clone(2) with CLONE_VM | CLONE_VFORK, as posix_spawn() does): no
+ * page of loopd's is copied, and nothing of it is written after the child starts (on a 2-CPU machine a fork
+ * of loopd and its copy-on-write faults cost a millisecond or more). fn never returns: it execs or _exit()s.
+ * It may only use the system calls and async-signal-safe functions, on its stack, as after a fork; errno it
+ * sets is the caller's. flags: more clone flags (namespaces). Returns the pid (and a pidfd in *ret_pidfd
+ * unless NULL), or -errno. */
+pid_t clone_vfork(int (*fn)(void *), void *userdata, unsigned long flags, int *ret_pidfd);
 /* Field 22 of /proc/PID/stat: with the pid, it names one process for good. */
 int process_start_time(pid_t pid, uint64_t *ret);

@@ -2,7 +2,6 @@
  * to gain any, running as the uid it is given. */
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <limits.h>
 #include <linux/capability.h>
 #include <linux/seccomp.h>
@@ -23,6 +22,7 @@
 #include <unistd.h>
 
 #include "macro.h"
+#include "process-util.h"
 #include "sandbox-filter.h"
 #include "sandbox.h"
 
@@ -358,9 +358,11 @@ static void child_credentials(const SandboxSpec *spec)
                 if (prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0 && errno != EINVAL)
                         child_fail("dropping the bounding set", errno);
         child_check(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "ambient capabilities");
-        child_check(setgroups(0, NULL), "setgroups");
-        child_check(setresgid(spec->gid, spec->gid, spec->gid), "setresgid");
-        child_check(setresuid(spec->uid, spec->uid, spec->uid), "setresuid");
+        /* The system calls, not glibc's wrappers, which would signal every thread of loopd's to change its
+         * ids too (the child may share loopd's memory: clone_vfork()). */
+        child_check((int)syscall(SYS_setgroups, 0, NULL), "setgroups");
+        child_check((int)syscall(SYS_setresgid, spec->gid, spec->gid, spec->gid), "setresgid");
+        child_check((int)syscall(SYS_setresuid, spec->uid, spec->uid, spec->uid), "setresuid");
         child_check((int)syscall(SYS_capset, &header, data), "capset");
         child_check(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs");
 }
@@ -487,6 +489,18 @@ static int shared_namespaces(int *ret_net, int *ret_ipc)
         return 0;
 }
 
+typedef struct ChildArgs {
+        const SandboxSpec *spec;
+        const SandboxShared *shared;
+} ChildArgs;
+
+static int child_main(void *userdata)
+{
+        const ChildArgs *args = userdata;
+
+        child_run(args->spec, args->shared);
+}
+
 int sandbox_spawn(const SandboxSpec *spec, pid_t *ret_pid, int *ret_pidfd)
 {
         int pidfd = -EBADF;
@@ -508,6 +522,17 @@ int sandbox_spawn(const SandboxSpec *spec, pid_t *ret_pid, int *ret_pidfd)
         if (r < 0)
                 return r;
 
+        /* A program that stays in the foreground (it execs, so loopd need not wait long): in loopd's memory,
+         * with loopd waiting, which copies none of it. A reaper never execs: a copy of loopd's. */
+        if (!spec->reaper) {
+                pid = clone_vfork(child_main, &(ChildArgs){ spec, &shared },
+                        CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS, &pidfd);
+                if (pid < 0)
+                        return (int)pid;
+                *ret_pid = (pid_t)pid;
+                *ret_pidfd = pidfd;
+                return 0;
+        }
         pid = syscall(SYS_clone3, &args, sizeof(args));
         if (pid < 0 && errno == ENOSYS)
                 /* systemd's RestrictNamespaces= answers clone3() ENOSYS (its flags are out of a seccomp
