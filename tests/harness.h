@@ -256,13 +256,14 @@ bool harness_check_dbus_error(
 /* Checks that no error was set; prints it otherwise. */
 #define harness_assert_no_error(error) harness_check_no_error(__FILE__, __LINE__, (error))
 
-/* A test that cannot go on without x: fails and returns (the teardown cleans up). */
-#define REQUIRE_NONNULL(x)                                                  \
-        do {                                                                \
-                if (!(x)) {                                                 \
-                        g_test_fail_printf("%s: %s is NULL", G_STRLOC, #x); \
-                        return;                                             \
-                }                                                           \
+/* A test that cannot go on without x: fails (as harness_fail(), so the message stays in the log) and returns
+ * (the teardown cleans up). */
+#define REQUIRE_NONNULL(x)                                            \
+        do {                                                          \
+                if (!(x)) {                                           \
+                        harness_fail("%s: %s is NULL", G_STRLOC, #x); \
+                        return;                                       \
+                }                                                     \
         } while (0)
 bool harness_check_no_error(const char *file, int line, const GError *error);
 
