@@ -274,7 +274,8 @@ int harness_loopctlv(Harness *h, const char *user, HarnessRun *ret, const char *
         return harness_spawn_as(h, user, ret, (const char *const *)argv->pdata);
 }
 
-int harness_loopctl_va(Harness *h, const char *user, HarnessRun *ret, bool json, va_list ap)
+/* harness_loopctlv() with the arguments of a NULL-terminated va_list, "--json" first when json. */
+static int loopctl_va(Harness *h, const char *user, HarnessRun *ret, bool json, va_list ap)
 {
         g_autoptr(GPtrArray) args = g_ptr_array_new();
         const char *a;
@@ -293,7 +294,7 @@ int harness_loopctl(Harness *h, const char *user, HarnessRun *ret, ...)
         int status;
 
         va_start(ap, ret);
-        status = harness_loopctl_va(h, user, ret, false, ap);
+        status = loopctl_va(h, user, ret, false, ap);
         va_end(ap);
         return status;
 }
@@ -310,26 +311,38 @@ void harness_fail(const char *format, ...)
         g_test_fail_printf("%s", message);
 }
 
-bool harness_loopctl_ok_va(Harness *h, const char *user, va_list ap)
+/* loopctl_va(), which must exit 0 (the test fails otherwise); returns whether it did. */
+static bool loopctl_succeeds_va(Harness *h, const char *user, HarnessRun *run, bool json, va_list ap)
 {
-        g_auto(HarnessRun) run = { 0 };
-        int status = harness_loopctl_va(h, user, &run, false, ap);
+        int status = loopctl_va(h, user, run, json, ap);
 
         if (status != 0)
-                harness_fail("loopctl exited %d: %s", status, run.err);
+                harness_fail("loopctl%s exited %d: %s", json ? " --json" : "", status, run->err);
         return status == 0;
 }
 
-JsonNode *harness_loopctl_json_va(Harness *h, const char *user, va_list ap)
+bool harness_loopctl_ok(Harness *h, const char *user, ...)
 {
         g_auto(HarnessRun) run = { 0 };
-        int status = harness_loopctl_va(h, user, &run, true, ap);
+        va_list ap;
+        bool ok;
 
-        if (status != 0) {
-                harness_fail("loopctl --json exited %d: %s", status, run.err);
-                return NULL;
-        }
-        return harness_run_json(&run);
+        va_start(ap, user);
+        ok = loopctl_succeeds_va(h, user, &run, false, ap);
+        va_end(ap);
+        return ok;
+}
+
+JsonNode *harness_loopctl_json(Harness *h, const char *user, ...)
+{
+        g_auto(HarnessRun) run = { 0 };
+        va_list ap;
+        bool ok;
+
+        va_start(ap, user);
+        ok = loopctl_succeeds_va(h, user, &run, true, ap);
+        va_end(ap);
+        return ok ? harness_run_json(&run) : NULL;
 }
 
 bool harness_names_one_of(const char *text, const char *needles)

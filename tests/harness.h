@@ -207,13 +207,12 @@ int harness_loopctl(Harness *h, const char *user, HarnessRun *ret, ...) G_GNUC_N
 int harness_loopctlv(Harness *h, const char *user, HarnessRun *ret, const char *const *args);
 /* Fails the test with a message that also stays in the log (g_test_fail_printf() keeps only the last). */
 void harness_fail(const char *format, ...) G_GNUC_PRINTF(1, 2);
-/* harness_loopctlv() with the arguments of a NULL-terminated va_list, "--json" first when json. */
-int harness_loopctl_va(Harness *h, const char *user, HarnessRun *ret, bool json, va_list ap);
-/* loopctl as user, which must exit 0 (the test fails otherwise); returns whether it did. */
-bool harness_loopctl_ok_va(Harness *h, const char *user, va_list ap);
-/* loopctl --json as user, which must exit 0 and print JSON: that, parsed (NULL and the test failed
- * otherwise). */
-JsonNode *harness_loopctl_json_va(Harness *h, const char *user, va_list ap);
+/* loopctl as user (args NULL-terminated), which must exit 0 (the test fails otherwise); returns whether it
+ * did. */
+bool harness_loopctl_ok(Harness *h, const char *user, ...) G_GNUC_NULL_TERMINATED;
+/* loopctl --json as user (args NULL-terminated; "--json" is added), which must exit 0 and print JSON: that,
+ * parsed (NULL and the test failed otherwise). */
+JsonNode *harness_loopctl_json(Harness *h, const char *user, ...) G_GNUC_NULL_TERMINATED;
 /* Whether text names one of the '|'-separated needles (case-insensitive). */
 bool harness_names_one_of(const char *text, const char *needles);
 /* loopctl failed as the contract says: exit 1, one line "loopctl: ..." on stderr naming needles (as
@@ -256,13 +255,14 @@ bool harness_check_dbus_error(
 /* Checks that no error was set; prints it otherwise. */
 #define harness_assert_no_error(error) harness_check_no_error(__FILE__, __LINE__, (error))
 
-/* A test that cannot go on without x: fails and returns (the teardown cleans up). */
-#define REQUIRE_NONNULL(x)                                                  \
-        do {                                                                \
-                if (!(x)) {                                                 \
-                        g_test_fail_printf("%s: %s is NULL", G_STRLOC, #x); \
-                        return;                                             \
-                }                                                           \
+/* A test that cannot go on without x: fails (as harness_fail(), so the message stays in the log) and returns
+ * (the teardown cleans up). */
+#define REQUIRE_NONNULL(x)                                            \
+        do {                                                          \
+                if (!(x)) {                                           \
+                        harness_fail("%s: %s is NULL", G_STRLOC, #x); \
+                        return;                                       \
+                }                                                     \
         } while (0)
 bool harness_check_no_error(const char *file, int line, const GError *error);
 

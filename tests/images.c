@@ -136,6 +136,29 @@ gboolean test_options_have(const char *options, const char *item)
         return g_strv_contains((const char *const *)items, item);
 }
 
+char *test_sha256_of_file(const char *path)
+{
+        g_autoptr(GChecksum) sum = g_checksum_new(G_CHECKSUM_SHA256);
+        guint8 buf[65536];
+        ssize_t n;
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+        if (fd < 0) {
+                g_test_message("FAIL: cannot open %s: %s", path, g_strerror(errno));
+                g_test_fail_printf("cannot open %s: %s", path, g_strerror(errno));
+                return NULL;
+        }
+        while ((n = read(fd, buf, sizeof(buf))) > 0)
+                g_checksum_update(sum, buf, (gssize)n);
+        if (n < 0) {
+                int e = errno;
+                g_test_message("FAIL: cannot read %s: %s", path, g_strerror(e));
+                g_test_fail_printf("cannot read %s: %s", path, g_strerror(e));
+        }
+        close(fd);
+        return n == 0 ? g_strdup(g_checksum_get_string(sum)) : NULL;
+}
+
 uint32_t test_crc32(const uint8_t *p, size_t n)
 {
         uint32_t c = 0xffffffffu;

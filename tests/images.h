@@ -28,6 +28,8 @@ int test_sh_status(char **ret_out, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 char *test_read_sysfs(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 /* Whether the comma-separated list options (mount options; NULL: none) has item, exactly. */
 gboolean test_options_have(const char *options, const char *item);
+/* The sha256 of a file's bytes, in hex; NULL, and the test failed, when it cannot be read. */
+char *test_sha256_of_file(const char *path);
 /* CRC-32 (IEEE 802.3, as GPT headers and entry arrays use it). */
 uint32_t test_crc32(const uint8_t *p, size_t n);
 

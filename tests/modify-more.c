@@ -12,7 +12,7 @@ static char *attach_own(Harness *h, GDBusConnection *c, const char *image)
         char *device = NULL;
 
         if (!harness_attach_path(c, image, O_RDWR, NULL, &device, &error))
-                FAIL("Attach %s: %s", image, error->message);
+                harness_fail("Attach %s: %s", image, error->message);
         return device;
 }
 
@@ -21,7 +21,7 @@ static void detach_own(GDBusConnection *c, const char *device)
         g_autoptr(GError) error = NULL;
 
         if (device && !harness_detach(c, device, NULL, &error))
-                FAIL("Detach %s: %s", device, error->message);
+                harness_fail("Detach %s: %s", device, error->message);
 }
 
 void test_format_empty_partition(Harness *h, gconstpointer data)
@@ -39,16 +39,17 @@ void test_format_empty_partition(Harness *h, gconstpointer data)
         REQUIRE_NONNULL(device);
         p1 = partition_node(device, 1);
         if (!call_format(a, p1, "empty", NULL, false, &error))
-                FAIL("Format %s empty: %s", p1, error->message);
+                harness_fail("Format %s empty: %s", p1, error->message);
         else if (!polkit_asked(h, LOOPD_ACTION_MODIFY))
-                FAIL("loopd formatted %s without asking polkit for %s", p1, LOOPD_ACTION_MODIFY);
+                harness_fail("loopd formatted %s without asking polkit for %s", p1, LOOPD_ACTION_MODIFY);
         detach_own(a, device);
 
         check_blkid(image, BASE_P1_OFFSET, NULL, NULL);
         /* The table around it stays. */
         dump = oracle_sfdisk_dump(image, 0);
         if (g_strcmp0(dump->label, "dos") != 0 || dump->partitions->len != 1)
-                FAIL("after wiping partition 1, sfdisk shows label %s, %u partitions; expected dos, 1",
+                harness_fail(
+                        "after wiping partition 1, sfdisk shows label %s, %u partitions; expected dos, 1",
                         dump->label, dump->partitions->len);
         check_dump_partition(dump, 0, BASE_P1_OFFSET, BASE_P1_SIZE, "83");
 }
@@ -69,7 +70,7 @@ void test_format_empty_whole_device(Harness *h, gconstpointer data)
         device = attach_own(h, a, image);
         REQUIRE_NONNULL(device);
         if (!call_format(a, device, "empty", NULL, false, &error))
-                FAIL("Format %s empty: %s", device, error->message);
+                harness_fail("Format %s empty: %s", device, error->message);
         detach_own(a, device);
         check_blkid(image, 0, NULL, NULL);
 }
@@ -121,20 +122,20 @@ void test_format_partition_bytes_only(Harness *h, gconstpointer data)
         p1 = partition_node(device, 1);
 
         if (!call_format(a, p1, "ext4", "inside", false, &error))
-                FAIL("Format %s ext4: %s", p1, error->message);
+                harness_fail("Format %s ext4: %s", p1, error->message);
         g_clear_error(&error);
         if (!call_format(a, p1, "empty", NULL, true, &error))
-                FAIL("Format %s empty with erase: %s", p1, error->message);
+                harness_fail("Format %s empty with erase: %s", p1, error->message);
         detach_own(a, device);
 
         head_after = sha256_of_range(image, 0, BASE_P1_OFFSET);
         tail_after = sha256_of_range(image, tail_offset, tail_size);
         if (g_strcmp0(head, head_after) != 0)
-                FAIL("formatting %s changed the bytes before it (the table)", p1);
+                harness_fail("formatting %s changed the bytes before it (the table)", p1);
         if (g_strcmp0(tail, tail_after) != 0)
-                FAIL("formatting %s changed the bytes after it", p1);
+                harness_fail("formatting %s changed the bytes after it", p1);
         if (!range_is_zero(image, BASE_P1_OFFSET, BASE_P1_SIZE))
-                FAIL("after Format empty with erase, %s is not all zero", p1);
+                harness_fail("after Format empty with erase, %s is not all zero", p1);
         check_blkid(image, BASE_P1_OFFSET, NULL, NULL);
 }
 
@@ -168,16 +169,17 @@ void test_create_size_0_fills_aligned(Harness *h, gconstpointer data)
                 p2 = partition_node(device, 2);
                 if (!call_create_partition(
                             a, device, 33 * MiB, 0, "linux", gpt ? "rest" : "", &node, &error))
-                        FAIL("%s: CreatePartition at 33 MiB, size 0: %s", image, error->message);
+                        harness_fail("%s: CreatePartition at 33 MiB, size 0: %s", image, error->message);
                 else if (g_strcmp0(node, p2) != 0)
-                        FAIL("CreatePartition returned %s, expected %s", node, p2);
+                        harness_fail("CreatePartition returned %s, expected %s", node, p2);
                 else if (!g_file_test(p2, G_FILE_TEST_EXISTS))
-                        FAIL("%s does not exist when CreatePartition returned", p2);
+                        harness_fail("%s does not exist when CreatePartition returned", p2);
                 detach_own(a, device);
 
                 dump = oracle_sfdisk_dump(image, 0);
                 if (dump->partitions->len != 2) {
-                        FAIL("%s: sfdisk shows %u partitions, expected 2", image, dump->partitions->len);
+                        harness_fail(
+                                "%s: sfdisk shows %u partitions, expected 2", image, dump->partitions->len);
                         continue;
                 }
                 p = &g_array_index(dump->partitions, DumpPartition, 1);
@@ -188,15 +190,15 @@ void test_create_size_0_fills_aligned(Harness *h, gconstpointer data)
                                " (usable up to %" G_GUINT64_FORMAT ")",
                         image, start, end, usable_end);
                 if (start != 33 * MiB || start % MiB != 0)
-                        FAIL("%s: partition 2 starts at %" G_GUINT64_FORMAT ", expected 33 MiB", image,
-                                start);
+                        harness_fail("%s: partition 2 starts at %" G_GUINT64_FORMAT ", expected 33 MiB",
+                                image, start);
                 if (end > usable_end || usable_end - end >= MiB)
-                        FAIL("%s: partition 2 ends at %" G_GUINT64_FORMAT
-                             ", not at the end (%" G_GUINT64_FORMAT ")",
+                        harness_fail("%s: partition 2 ends at %" G_GUINT64_FORMAT
+                                     ", not at the end (%" G_GUINT64_FORMAT ")",
                                 image, end, usable_end);
                 if (!gpt && end != BASE_SIZE)
-                        FAIL("%s: the DOS partition ends at %" G_GUINT64_FORMAT ", expected 64 MiB", image,
-                                end);
+                        harness_fail("%s: the DOS partition ends at %" G_GUINT64_FORMAT ", expected 64 MiB",
+                                image, end);
         }
 }
 
@@ -245,9 +247,9 @@ void test_delete_removes_node(Harness *h, gconstpointer data)
         ping = harness_list_devices(h->bus, NULL);
 
         if (!call_delete_partition(a, p1, &error))
-                FAIL("DeletePartition %s: %s", p1, error->message);
+                harness_fail("DeletePartition %s: %s", p1, error->message);
         else if (stat(p1, &st) == 0)
-                FAIL("%s still exists when DeletePartition returned", p1);
+                harness_fail("%s still exists when DeletePartition returned", p1);
         deadline = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
         while (removed.n == 0 && g_get_monotonic_time() < deadline)
                 if (!g_main_context_iteration(context, FALSE))
@@ -258,16 +260,17 @@ void test_delete_removes_node(Harness *h, gconstpointer data)
         g_main_context_pop_thread_default(context);
 
         if (removed.n == 0)
-                FAIL("no PartitionRemoved within 10 s of deleting %s", p1);
+                harness_fail("no PartitionRemoved within 10 s of deleting %s", p1);
         else if (!removed.partition || !g_str_has_suffix(removed.partition, base))
-                FAIL("PartitionRemoved(%s, %s), expected %s", removed.device, removed.partition, p1);
+                harness_fail("PartitionRemoved(%s, %s), expected %s", removed.device, removed.partition, p1);
 
         /* The same through loopctl: a new partition in the freed slot, deleted again. */
-        if (loopctl_ok(h, HARNESS_USER_A, "partition", "add", device, "--size", "8M", NULL)) {
+        if (harness_loopctl_ok(h, HARNESS_USER_A, "partition", "add", device, "--size", "8M", NULL)) {
                 if (stat(p1, &st) < 0)
-                        FAIL("loopctl partition add did not make %s", p1);
-                if (loopctl_ok(h, HARNESS_USER_A, "partition", "delete", p1, NULL) && stat(p1, &st) == 0)
-                        FAIL("%s still exists when loopctl partition delete returned", p1);
+                        harness_fail("loopctl partition add did not make %s", p1);
+                if (harness_loopctl_ok(h, HARNESS_USER_A, "partition", "delete", p1, NULL) &&
+                        stat(p1, &st) == 0)
+                        harness_fail("%s still exists when loopctl partition delete returned", p1);
         }
         detach_own(a, device);
         g_free(removed.device);
@@ -275,7 +278,8 @@ void test_delete_removes_node(Harness *h, gconstpointer data)
 
         dump = oracle_sfdisk_dump(image, 0);
         if (g_strcmp0(dump->label, "dos") != 0 || dump->partitions->len != 0)
-                FAIL("after DeletePartition, sfdisk shows label %s with %u partitions; expected dos with none",
+                harness_fail(
+                        "after DeletePartition, sfdisk shows label %s with %u partitions; expected dos with none",
                         dump->label, dump->partitions->len);
 }
 
@@ -289,15 +293,15 @@ void test_create_over_existing_file(Harness *h, gconstpointer data)
 
         g_assert_true(g_file_set_contents(image, text, -1, NULL));
         g_assert_cmpint(chown(image, harness_uid_of(HARNESS_USER_A), harness_gid_of(HARNESS_USER_A)), ==, 0);
-        before = sha256_of_file(image);
-        loopctl_run(h, HARNESS_USER_A, &run, "create", image, "--size", "64M", "--table", "dos", NULL);
-        check_loopctl_refused("loopctl create over an existing file", &run, "exist");
-        after = sha256_of_file(image);
+        before = test_sha256_of_file(image);
+        harness_loopctl(h, HARNESS_USER_A, &run, "create", image, "--size", "64M", "--table", "dos", NULL);
+        harness_check_loopctl_refused("loopctl create over an existing file", &run, "exist");
+        after = test_sha256_of_file(image);
         if (g_strcmp0(before, after) != 0)
-                FAIL("loopctl create changed %s: sha256 %s before, %s after", image, before, after);
+                harness_fail("loopctl create changed %s: sha256 %s before, %s after", image, before, after);
         device = device_of(image);
         if (device)
-                FAIL("loopctl create left %s bound to %s", device, image);
+                harness_fail("loopctl create left %s bound to %s", device, image);
 }
 
 void test_create_failing_format_leaves_nothing(Harness *h, gconstpointer data)
@@ -311,21 +315,21 @@ void test_create_failing_format_leaves_nothing(Harness *h, gconstpointer data)
         g_autoptr(GPtrArray) loops = NULL;
 
         /* mkfs.xfs refuses a filesystem under 300 MB: the daemon's Format fails after the image exists. */
-        loopctl_run(h, HARNESS_USER_A, &run, "create", small, "--size", "16M", "--fs", "xfs", NULL);
-        check_loopctl_refused("loopctl create --size 16M --fs xfs", &run, NULL);
+        harness_loopctl(h, HARNESS_USER_A, &run, "create", small, "--size", "16M", "--fs", "xfs", NULL);
+        harness_check_loopctl_refused("loopctl create --size 16M --fs xfs", &run, NULL);
         if (g_file_test(small, G_FILE_TEST_EXISTS))
-                FAIL("loopctl create left %s behind after its format step failed", small);
+                harness_fail("loopctl create left %s behind after its format step failed", small);
 
         /* A label loopd refuses, after the table was written. */
-        loopctl_run(h, HARNESS_USER_A, &run, "create", labelled, "--size", "64M", "--table", "gpt", "--fs",
-                "ext4", "--label", long_label, NULL);
-        check_loopctl_refused("loopctl create --label <300 bytes>", &run, "label");
+        harness_loopctl(h, HARNESS_USER_A, &run, "create", labelled, "--size", "64M", "--table", "gpt",
+                "--fs", "ext4", "--label", long_label, NULL);
+        harness_check_loopctl_refused("loopctl create --label <300 bytes>", &run, "label");
         if (g_file_test(labelled, G_FILE_TEST_EXISTS))
-                FAIL("loopctl create left %s behind after its format step failed", labelled);
+                harness_fail("loopctl create left %s behind after its format step failed", labelled);
 
         loops = oracle_loops_backed_by(h->tmpdir);
         for (guint i = 0; i < loops->len; i++)
-                FAIL("loopctl create left %s attached", (char *)loops->pdata[i]);
+                harness_fail("loopctl create left %s attached", (char *)loops->pdata[i]);
 }
 
 /* loopctl create in one go: a table, one partition to the end with a filesystem; or a filesystem on the
@@ -339,25 +343,25 @@ void test_create_in_one_go(Harness *h, gconstpointer data)
         g_autofree char *device = NULL;
         g_autoptr(SfdiskDump) dump = NULL;
 
-        if (loopctl_ok(h, HARNESS_USER_A, "create", parted, "--size", "64M", "--table", "gpt", "--fs",
-                    "ext4", "--label", "data", NULL)) {
+        if (harness_loopctl_ok(h, HARNESS_USER_A, "create", parted, "--size", "64M", "--table", "gpt",
+                    "--fs", "ext4", "--label", "data", NULL)) {
                 device = device_of(parted);
                 if (!device)
-                        FAIL("loopctl create did not leave %s attached", parted);
+                        harness_fail("loopctl create did not leave %s attached", parted);
                 else
-                        loopctl_ok(h, HARNESS_USER_A, "detach", device, NULL);
+                        harness_loopctl_ok(h, HARNESS_USER_A, "detach", device, NULL);
                 g_clear_pointer(&device, g_free);
                 dump = oracle_sfdisk_dump(parted, 0);
                 if (g_strcmp0(dump->label, "gpt") != 0 || dump->partitions->len != 1)
-                        FAIL("sfdisk shows label %s with %u partitions, expected gpt with one", dump->label,
-                                dump->partitions->len);
+                        harness_fail("sfdisk shows label %s with %u partitions, expected gpt with one",
+                                dump->label, dump->partitions->len);
                 else {
                         const DumpPartition *p = &g_array_index(dump->partitions, DumpPartition, 0);
                         guint64 end = (p->start + p->size) * 512, usable_end = (dump->last_lba + 1) * 512;
 
                         if (p->start * 512 != MiB || end > usable_end || usable_end - end >= MiB)
-                                FAIL("the partition spans [%" G_GUINT64_FORMAT ", %" G_GUINT64_FORMAT
-                                     "), expected from 1 MiB to the end (%" G_GUINT64_FORMAT ")",
+                                harness_fail("the partition spans [%" G_GUINT64_FORMAT ", %" G_GUINT64_FORMAT
+                                             "), expected from 1 MiB to the end (%" G_GUINT64_FORMAT ")",
                                         p->start * 512, end, usable_end);
                         check_dump_partition(
                                 dump, 0, MiB, p->size * 512, "0FC63DAF-8483-4772-8E79-3D69D8477DE4");
@@ -365,13 +369,13 @@ void test_create_in_one_go(Harness *h, gconstpointer data)
                 check_blkid(parted, MiB, "ext4", "data");
         }
 
-        if (loopctl_ok(h, HARNESS_USER_A, "create", whole, "--size", "32M", "--fs", "vfat", "--label",
-                    "WHOLE", NULL)) {
+        if (harness_loopctl_ok(h, HARNESS_USER_A, "create", whole, "--size", "32M", "--fs", "vfat",
+                    "--label", "WHOLE", NULL)) {
                 device = device_of(whole);
                 if (!device)
-                        FAIL("loopctl create did not leave %s attached", whole);
+                        harness_fail("loopctl create did not leave %s attached", whole);
                 else
-                        loopctl_ok(h, HARNESS_USER_A, "detach", device, NULL);
+                        harness_loopctl_ok(h, HARNESS_USER_A, "detach", device, NULL);
                 check_blkid(whole, 0, "vfat", "WHOLE");
         }
 }

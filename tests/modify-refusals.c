@@ -95,14 +95,14 @@ static int refused_loopctl(const Refusal *r, Harness *h, const char *user, const
         switch (r->call) {
         case CALL_FORMAT:
                 if (label)
-                        return loopctl_run(h, user, run, "format", r->whole_disk ? device : p1, r->type,
+                        return harness_loopctl(h, user, run, "format", r->whole_disk ? device : p1, r->type,
                                 "--label", label, NULL);
-                return loopctl_run(h, user, run, "format", r->whole_disk ? device : p1, r->type, NULL);
+                return harness_loopctl(h, user, run, "format", r->whole_disk ? device : p1, r->type, NULL);
         case CALL_CREATE:
-                return loopctl_run(h, user, run, "partition", "add", device, "--start", start, "--size",
+                return harness_loopctl(h, user, run, "partition", "add", device, "--start", start, "--size",
                         size, "--type", r->type, NULL);
         case CALL_DELETE:
-                return loopctl_run(h, user, run, "partition", "delete", p1, NULL);
+                return harness_loopctl(h, user, run, "partition", "delete", p1, NULL);
         }
         g_assert_not_reached();
 }
@@ -134,7 +134,7 @@ void test_refused(Harness *h, gconstpointer data)
         REQUIRE_NONNULL(owner);
         if (!harness_attach_path(
                     owner, image, r->setup == SETUP_READ_ONLY ? O_RDONLY : O_RDWR, NULL, &device, &error)) {
-                FAIL("Attach %s: %s", image, error->message);
+                harness_fail("Attach %s: %s", image, error->message);
                 return;
         }
         p1 = partition_node(device, 1);
@@ -142,7 +142,7 @@ void test_refused(Harness *h, gconstpointer data)
         if (r->setup == SETUP_MOUNTED) {
                 mount_point = harness_mount(owner, p1, read_only_mount(), &error);
                 if (!mount_point) {
-                        FAIL("Mount %s: %s", p1, error->message);
+                        harness_fail("Mount %s: %s", p1, error->message);
                         goto out;
                 }
         }
@@ -151,7 +151,7 @@ void test_refused(Harness *h, gconstpointer data)
                 user = HARNESS_USER_B;
                 fake_authority_set(h->authority, LOOPD_ACTION_MANAGE_OTHERS, FAKE_AUTH_DENY, 0);
                 if (!caller) {
-                        FAIL("cannot connect as %s", HARNESS_USER_B);
+                        harness_fail("cannot connect as %s", HARNESS_USER_B);
                         goto out;
                 }
         }
@@ -160,39 +160,39 @@ void test_refused(Harness *h, gconstpointer data)
         needle = r->needle ? r->needle : mount_point;
 
         g_free(test_sh("sync"));
-        before = sha256_of_file(image);
+        before = test_sha256_of_file(image);
 
         done = refused_call(r, caller, device, label, &error);
         if (done)
-                FAIL("the call was done, expected %s", r->error);
+                harness_fail("the call was done, expected %s", r->error);
         else {
                 g_test_message("D-Bus: %s", error->message);
                 harness_assert_dbus_error(error, r->error, NULL);
-                if (needle && !names_one_of(error->message, needle))
-                        FAIL("the D-Bus error does not name %s: %s", needle, error->message);
+                if (needle && !harness_names_one_of(error->message, needle))
+                        harness_fail("the D-Bus error does not name %s: %s", needle, error->message);
         }
         g_clear_error(&error);
 
         refused_loopctl(r, h, user, device, label, &run);
-        check_loopctl_refused("loopctl", &run, needle);
+        harness_check_loopctl_refused("loopctl", &run, needle);
 
         if (r->setup == SETUP_OTHER_USER && !polkit_asked(h, LOOPD_ACTION_MANAGE_OTHERS))
-                FAIL("loopd did not ask polkit for %s", LOOPD_ACTION_MANAGE_OTHERS);
+                harness_fail("loopd did not ask polkit for %s", LOOPD_ACTION_MANAGE_OTHERS);
         if (r->setup == SETUP_NOT_ALLOWED && !polkit_asked(h, LOOPD_ACTION_MODIFY))
-                FAIL("loopd did not ask polkit for %s", LOOPD_ACTION_MODIFY);
+                harness_fail("loopd did not ask polkit for %s", LOOPD_ACTION_MODIFY);
         if (r->call == CALL_CREATE && g_file_test(p2, G_FILE_TEST_EXISTS))
-                FAIL("%s exists after CreatePartition was refused", p2);
+                harness_fail("%s exists after CreatePartition was refused", p2);
         if (r->call == CALL_DELETE && !g_file_test(p1, G_FILE_TEST_EXISTS))
-                FAIL("%s is gone after DeletePartition was refused", p1);
+                harness_fail("%s is gone after DeletePartition was refused", p1);
 
 out:
         if (mount_point && !harness_unmount(owner, mount_point, &error)) {
-                FAIL("Unmount %s: %s", mount_point, error->message);
+                harness_fail("Unmount %s: %s", mount_point, error->message);
                 g_clear_error(&error);
         }
         if (!harness_detach(owner, device, NULL, &error))
-                FAIL("Detach %s: %s", device, error->message);
-        after = sha256_of_file(image);
+                harness_fail("Detach %s: %s", device, error->message);
+        after = test_sha256_of_file(image);
         if (before && g_strcmp0(before, after) != 0)
-                FAIL("the image's bytes changed: sha256 %s before, %s after", before, after);
+                harness_fail("the image's bytes changed: sha256 %s before, %s after", before, after);
 }

@@ -49,69 +49,10 @@ char *user_home(Harness *h, const char *user)
         char *dir = g_build_filename(h->tmpdir, user, NULL);
 
         if (g_mkdir(dir, 0755) < 0 && errno != EEXIST)
-                FAIL("cannot create %s: %s", dir, g_strerror(errno));
+                harness_fail("cannot create %s: %s", dir, g_strerror(errno));
         g_assert_cmpint(chmod(dir, 0755), ==, 0);
         g_assert_cmpint(chown(dir, harness_uid_of(user), harness_gid_of(user)), ==, 0);
         return dir;
-}
-
-char *sha256_of_file(const char *path)
-{
-        g_autoptr(GChecksum) sum = g_checksum_new(G_CHECKSUM_SHA256);
-        guint8 buf[65536];
-        ssize_t n;
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-
-        if (fd < 0)
-                return NULL;
-        while ((n = read(fd, buf, sizeof(buf))) > 0)
-                g_checksum_update(sum, buf, (gssize)n);
-        close(fd);
-        return n == 0 ? g_strdup(g_checksum_get_string(sum)) : NULL;
-}
-
-/* The suite's names for the harness's loopctl helpers (its files call them). */
-int loopctl_run(Harness *h, const char *user, HarnessRun *ret, ...)
-{
-        va_list ap;
-        int status;
-
-        va_start(ap, ret);
-        status = harness_loopctl_va(h, user, ret, false, ap);
-        va_end(ap);
-        return status;
-}
-
-bool loopctl_ok(Harness *h, const char *user, ...)
-{
-        va_list ap;
-        bool ok;
-
-        va_start(ap, user);
-        ok = harness_loopctl_ok_va(h, user, ap);
-        va_end(ap);
-        return ok;
-}
-
-JsonNode *loopctl_json(Harness *h, const char *user, ...)
-{
-        JsonNode *node;
-        va_list ap;
-
-        va_start(ap, user);
-        node = harness_loopctl_json_va(h, user, ap);
-        va_end(ap);
-        return node;
-}
-
-bool names_one_of(const char *text, const char *needles)
-{
-        return harness_names_one_of(text, needles);
-}
-
-void check_loopctl_refused(const char *what, const HarnessRun *run, const char *needle)
-{
-        harness_check_loopctl_refused(what, run, needle);
 }
 
 char *device_of(const char *image)
@@ -119,7 +60,7 @@ char *device_of(const char *image)
         g_autoptr(GPtrArray) loops = oracle_loops_bound_to(image);
 
         if (loops->len > 1)
-                FAIL("%u loop devices are bound to %s, expected at most one", loops->len, image);
+                harness_fail("%u loop devices are bound to %s, expected at most one", loops->len, image);
         return loops->len > 0 ? g_strdup(loops->pdata[0]) : NULL;
 }
 
@@ -276,16 +217,16 @@ void check_dump_partition(const SfdiskDump *d, guint i, guint64 start, guint64 s
         const DumpPartition *p;
 
         if (i >= d->partitions->len) {
-                FAIL("sfdisk --dump shows no partition %u", i + 1);
+                harness_fail("sfdisk --dump shows no partition %u", i + 1);
                 return;
         }
         p = &g_array_index(d->partitions, DumpPartition, i);
         if (p->start * d->sector_size != start || p->size * d->sector_size != size)
-                FAIL("partition %u: start %" G_GUINT64_FORMAT " size %" G_GUINT64_FORMAT
-                     " bytes, expected %" G_GUINT64_FORMAT " and %" G_GUINT64_FORMAT,
+                harness_fail("partition %u: start %" G_GUINT64_FORMAT " size %" G_GUINT64_FORMAT
+                             " bytes, expected %" G_GUINT64_FORMAT " and %" G_GUINT64_FORMAT,
                         i + 1, p->start * d->sector_size, p->size * d->sector_size, start, size);
         if (type && g_ascii_strcasecmp(p->type ? p->type : "", type) != 0)
-                FAIL("partition %u has type %s, expected %s", i + 1, p->type, type);
+                harness_fail("partition %u has type %s, expected %s", i + 1, p->type, type);
 }
 
 void check_blkid(const char *image, guint64 offset, const char *type, const char *label)
@@ -298,15 +239,16 @@ void check_blkid(const char *image, guint64 offset, const char *type, const char
                 (char *)g_hash_table_lookup(found, "PTTYPE"));
         if (!type) {
                 if (g_hash_table_size(found) > 0)
-                        FAIL("blkid -p finds %s at offset %" G_GUINT64_FORMAT ", expected nothing",
+                        harness_fail("blkid -p finds %s at offset %" G_GUINT64_FORMAT ", expected nothing",
                                 t ? t : (char *)g_hash_table_lookup(found, "PTTYPE"), offset);
                 return;
         }
         if (g_strcmp0(t, type) != 0)
-                FAIL("blkid -p finds TYPE=%s at offset %" G_GUINT64_FORMAT ", expected %s", t, offset, type);
+                harness_fail("blkid -p finds TYPE=%s at offset %" G_GUINT64_FORMAT ", expected %s", t,
+                        offset, type);
         if (label && g_strcmp0(l, label) != 0)
-                FAIL("blkid -p finds LABEL=%s at offset %" G_GUINT64_FORMAT ", expected %s", l, offset,
-                        label);
+                harness_fail("blkid -p finds LABEL=%s at offset %" G_GUINT64_FORMAT ", expected %s", l,
+                        offset, label);
 }
 
 char *fat_read(const char *image, guint64 offset, const char *name)

@@ -16,14 +16,6 @@
 
 #define MiB (UINT64_C(1024) * 1024)
 
-/* Fails the test with a message that stays in the log (g_test_fail_printf() keeps only the last one). */
-#define FAIL(...)                                                         \
-        do {                                                              \
-                g_autofree char *message_ = g_strdup_printf(__VA_ARGS__); \
-                g_test_message("FAIL: %s", message_);                     \
-                g_test_fail_printf("%s", message_);                       \
-        } while (0)
-
 /* The fixture is the harness's (every polkit check allowed); setup also checks the tools the oracles run.
  * opts: a const HarnessOptions * (its data is the test's own), or NULL. */
 void modify_setup(Harness *h, gconstpointer opts);
@@ -33,20 +25,6 @@ void modify_setup(Harness *h, gconstpointer opts);
 
 /* A directory under the test's directory that belongs to user (mode 0755): where the user makes images. */
 char *user_home(Harness *h, const char *user);
-/* sha256 of a file's bytes. */
-char *sha256_of_file(const char *path);
-
-/* loopctl as user with args (NULL-terminated); ret as harness_loopctl(). */
-int loopctl_run(Harness *h, const char *user, HarnessRun *ret, ...) G_GNUC_NULL_TERMINATED;
-/* loopctl as user, which must exit 0 (the test fails otherwise); returns whether it did. */
-bool loopctl_ok(Harness *h, const char *user, ...) G_GNUC_NULL_TERMINATED;
-/* loopctl --json as user, which must exit 0 and print JSON (NULL and the test failed otherwise). */
-JsonNode *loopctl_json(Harness *h, const char *user, ...) G_GNUC_NULL_TERMINATED;
-/* Whether text names one of the '|'-separated needles (case-insensitive). */
-bool names_one_of(const char *text, const char *needles);
-/* loopctl failed as the contract says: exit 1, one line "loopctl: ..." on stderr naming needle (as
- * names_one_of(); NULL: anything). what names the call in the failure message. */
-void check_loopctl_refused(const char *what, const HarnessRun *run, const char *needle);
 
 /* The one loop device bound to image, or NULL (the test fails when more than one is). */
 char *device_of(const char *image);

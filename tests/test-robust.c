@@ -4,7 +4,6 @@
  * MountImage asks for a password at most once. */
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/inotify.h>
@@ -33,38 +32,14 @@
 /* How long loopd may take to let go of things after its reply. */
 #define SETTLE_MS 5000
 
-/* The harness's REQUIRE_NONNULL with this suite's fail(), which keeps every message in the log. */
-#undef REQUIRE_NONNULL
-#define REQUIRE_NONNULL(x)                                    \
-        do {                                                  \
-                if (!(x)) {                                   \
-                        fail("%s: %s is NULL", G_STRLOC, #x); \
-                        return;                               \
-                }                                             \
-        } while (0)
-
 /* ---------------------------------------------------------------------------------------------------- */
 /* Helpers */
-
-/* g_test_fail_printf() keeps only the last message of a test: every failure is also logged. */
-static void fail(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
-static void fail(const char *fmt, ...)
-{
-        g_autofree char *msg = NULL;
-        va_list ap;
-
-        va_start(ap, fmt);
-        msg = g_strdup_vprintf(fmt, ap);
-        va_end(ap);
-        g_test_message("FAILED: %s", msg);
-        g_test_fail_printf("%s", msg);
-}
 
 /* Fails (and logs) when error is set. */
 static bool expect_ok(const char *what, const GError *error)
 {
         if (error)
-                fail("%s: %s", what, error->message);
+                harness_fail("%s: %s", what, error->message);
         return !error;
 }
 
@@ -79,7 +54,7 @@ static GPtrArray *fds_under(GPid pid, const char *dir)
         const char *name;
 
         if (!d) {
-                fail("cannot read %s: %s", fd_dir, error ? error->message : "loopd is not running");
+                harness_fail("cannot read %s: %s", fd_dir, error ? error->message : "loopd is not running");
                 return held;
         }
         while ((name = g_dir_read_name(d))) {
@@ -100,7 +75,7 @@ static GPtrArray *mounts_under(const char *dir)
         size_t n = strlen(dir);
 
         if (!g_file_get_contents("/proc/self/mountinfo", &contents, NULL, NULL)) {
-                fail("cannot read /proc/self/mountinfo");
+                harness_fail("cannot read /proc/self/mountinfo");
                 return found;
         }
         g_auto(GStrv) lines = g_strsplit(contents, "\n", -1);
@@ -133,7 +108,7 @@ static void fail_listing(const char *what, GPtrArray *items)
 
         for (guint i = 0; i < items->len; i++)
                 g_string_append_printf(s, "%s%s", i ? ", " : "", (char *)items->pdata[i]);
-        fail("%s: %s", what, s->str);
+        harness_fail("%s: %s", what, s->str);
 }
 
 /* Manager.method(params) as c, waiting at most CALL_BOUND_MS; *ret_ms is how long it took. */
@@ -194,7 +169,7 @@ static void test_no_image_fd_after_concurrent_detach(Harness *h, gconstpointer d
         harness_allow_all(h);
         g_assert_cmpint(g_mkdir(mnt, 0755), ==, 0);
         if (mount("tmpfs", mnt, "tmpfs", MS_NOSUID | MS_NODEV, "size=256m,mode=0755") < 0) {
-                fail("mount -t tmpfs on %s: %s", mnt, g_strerror(errno));
+                harness_fail("mount -t tmpfs on %s: %s", mnt, g_strerror(errno));
                 return;
         }
         mounted = true;
@@ -208,7 +183,7 @@ static void test_no_image_fd_after_concurrent_detach(Harness *h, gconstpointer d
                 image_create(cyclers[i].image, 8 * MiB);
                 image_sfdisk(cyclers[i].image, "label: gpt\nsize=2MiB, type=linux\ntype=linux\n", 0);
                 if (!cyclers[i].connection) {
-                        fail("client %u cannot connect to the bus", i);
+                        harness_fail("client %u cannot connect to the bus", i);
                         goto out;
                 }
         }
@@ -220,7 +195,7 @@ static void test_no_image_fd_after_concurrent_detach(Harness *h, gconstpointer d
                 g_thread_join(threads[i]);
         for (guint i = 0; i < N_CLIENTS; i++) {
                 for (guint k = 0; k < cyclers[i].problems->len; k++)
-                        fail("%s", (char *)cyclers[i].problems->pdata[k]);
+                        harness_fail("%s", (char *)cyclers[i].problems->pdata[k]);
                 done += cyclers[i].done;
         }
         g_test_message("%d clients x %d attach+detach cycles in %" G_GINT64_FORMAT " ms, %u completed",
@@ -244,7 +219,7 @@ static void test_no_image_fd_after_concurrent_detach(Harness *h, gconstpointer d
 
         /* What a user sees: the file system holding the images can be unmounted (no "target is busy"). */
         if (umount2(mnt, 0) < 0)
-                fail("umount %s after all the Detach calls: %s", mnt, g_strerror(errno));
+                harness_fail("umount %s after all the Detach calls: %s", mnt, g_strerror(errno));
         else
                 mounted = false;
 
@@ -367,7 +342,7 @@ static void test_hung_image_times_out_alone(Harness *h, gconstpointer data)
         /* Opening is answered at once; only reads hang. */
         call.fd = open(hang.file, O_RDONLY | O_CLOEXEC);
         if (call.fd < 0) {
-                fail("open %s: %s", hang.file, g_strerror(errno));
+                harness_fail("open %s: %s", hang.file, g_strerror(errno));
                 goto out;
         }
         call.started = g_get_monotonic_time();
@@ -382,8 +357,8 @@ static void test_hung_image_times_out_alone(Harness *h, gconstpointer data)
 
         /* The hung call itself: Timeout, within --io-timeout plus slack. */
         if (!pending_call_wait(&call, call.started + limit_ms * 1000)) {
-                fail("loopd did not answer the %s of the hung image within %" G_GINT64_FORMAT
-                     " ms (--io-timeout %d)",
+                harness_fail("loopd did not answer the %s of the hung image within %" G_GINT64_FORMAT
+                             " ms (--io-timeout %d)",
                         method, limit_ms, IO_TIMEOUT_S);
                 goto out;
         }
@@ -414,7 +389,7 @@ out:
                         call.elapsed_ms, call.error ? call.error->message : "success");
         if (call.reply) {
                 g_autofree char *device = device_of_reply(call.reply);
-                fail("the %s of the hung image succeeded (%s)", method, device ? device : "?");
+                harness_fail("the %s of the hung image succeeded (%s)", method, device ? device : "?");
                 if (device)
                         (void)harness_detach(
                                 h->bus, device, g_variant_new_parsed("{'unmount': <true>}"), NULL);
@@ -448,7 +423,7 @@ static void test_partitions_survive_writable_closes(Harness *h, gconstpointer da
 
         /* Without a udevd nothing would re-read the table, and the test would prove nothing. */
         if (!h->udev) {
-                fail("systemd-udevd is not running (LOOPD_TEST_UDEV=1 starts it)");
+                harness_fail("systemd-udevd is not running (LOOPD_TEST_UDEV=1 starts it)");
                 return;
         }
         image_create(image, 64 * MiB);
@@ -465,12 +440,12 @@ static void test_partitions_survive_writable_closes(Harness *h, gconstpointer da
         in = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
         g_assert_cmpint(in, >=, 0);
         if (in >= 0 && inotify_add_watch(in, "/dev", IN_DELETE | IN_CREATE) < 0)
-                fail("inotify_add_watch /dev: %s", g_strerror(errno));
+                harness_fail("inotify_add_watch /dev: %s", g_strerror(errno));
         for (guint i = 0; i < CLOSES; i++) {
                 int fd = open(device, O_RDWR | O_CLOEXEC);
 
                 if (fd < 0) {
-                        fail("open %s for writing: %s", device, g_strerror(errno));
+                        harness_fail("open %s for writing: %s", device, g_strerror(errno));
                         break;
                 }
                 close(fd);
@@ -512,7 +487,7 @@ static void test_partitions_survive_writable_closes(Harness *h, gconstpointer da
                 struct stat st;
 
                 if (stat(node, &st) < 0 || !S_ISBLK(st.st_mode))
-                        fail("%s is gone after the writable closes", node);
+                        harness_fail("%s is gone after the writable closes", node);
         }
         g_autoptr(GVariant) parts = harness_list_partitions(h->bus, device, &error);
         expect_ok("ListPartitions", error);
@@ -605,7 +580,7 @@ static void test_mount_image_prompts_once(Harness *h, gconstpointer data)
         }
         g_autoptr(GPtrArray) left = loops_under_after(h->tmpdir, SETTLE_MS);
         if (left->len > 0 && device) {
-                fail("%s is still attached after its last Unmount (autoclear)", device);
+                harness_fail("%s is still attached after its last Unmount (autoclear)", device);
                 (void)harness_detach(h->bus, device, g_variant_new_parsed("{'unmount': <true>}"), NULL);
         }
         g_autoptr(GPtrArray) mounts = mounts_under(h->media_dir);

@@ -94,7 +94,7 @@ void check_writable_refused(Harness *h, GError *error, const char *image)
         g_test_message("writable %s: %s", image, error ? error->message : "(no error)");
         if (harness_assert_dbus_error(error, LOOPD_ERROR_UNSUPPORTED_FORMAT, NULL) &&
                 (!strstr(error->message, "read-only") || !strstr(error->message, "10.0")))
-                FAIL("the refusal does not say to open it read-only, or why: %s", error->message);
+                harness_fail("the refusal does not say to open it read-only, or why: %s", error->message);
         check_nothing_left(h, NULL);
 }
 
@@ -128,21 +128,6 @@ GBytes *disk_file_contents(const DiskFile *f)
         if (f->text)
                 return g_bytes_new_static(f->text, strlen(f->text));
         return g_bytes_new_take(pattern(f->seed, f->size), f->size);
-}
-
-char *sha256_of_file(const char *path)
-{
-        g_autoptr(GChecksum) sum = g_checksum_new(G_CHECKSUM_SHA256);
-        guint8 buf[65536];
-        ssize_t n;
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-
-        g_assert_cmpint(fd, >=, 0);
-        while ((n = read(fd, buf, sizeof(buf))) > 0)
-                g_checksum_update(sum, buf, (gssize)n);
-        g_assert_cmpint(n, ==, 0);
-        close(fd);
-        return g_strdup(g_checksum_get_string(sum));
 }
 
 static void write_tree(const char *dir, const DiskFile *files)
@@ -242,37 +227,12 @@ char *guest_bytes(Harness *h, const char *image, const char *format, const char 
 /* ---------------------------------------------------------------------------------------------------- */
 /* Talking to loopd */
 
-JsonNode *loopctl_json(Harness *h, const char *user, ...)
-{
-        JsonNode *node;
-        va_list ap;
-
-        va_start(ap, user);
-        node = harness_loopctl_json_va(h, user, ap);
-        va_end(ap);
-        return node;
-}
-
-void loopctl_ok(Harness *h, const char *user, ...)
-{
-        va_list ap;
-
-        va_start(ap, user);
-        harness_loopctl_ok_va(h, user, ap);
-        va_end(ap);
-}
-
-void check_loopctl_refused(const HarnessRun *run, const char *needle)
-{
-        harness_check_loopctl_refused("loopctl", run, needle);
-}
-
 const char *json_string(JsonNode *node, const char *member)
 {
         JsonObject *o = node && JSON_NODE_HOLDS_OBJECT(node) ? json_node_get_object(node) : NULL;
 
         if (!o || !json_object_has_member(o, member)) {
-                FAIL("JSON output has no \"%s\"", member);
+                harness_fail("JSON output has no \"%s\"", member);
                 return NULL;
         }
         return json_object_get_string_member(o, member);
@@ -281,8 +241,8 @@ const char *json_string(JsonNode *node, const char *member)
 char *open_image(
         Harness *h, const char *user, const char *image, bool writable, char **ret_mp1, char **ret_mp2)
 {
-        g_autoptr(JsonNode) out = writable ? loopctl_json(h, user, "open", "--writable", image, NULL)
-                                           : loopctl_json(h, user, "open", image, NULL);
+        g_autoptr(JsonNode) out = writable ? harness_loopctl_json(h, user, "open", "--writable", image, NULL)
+                                           : harness_loopctl_json(h, user, "open", image, NULL);
         g_autofree char *p1 = NULL, *p2 = NULL;
         const char *device = json_string(out, "device");
         JsonObject *o;
@@ -294,7 +254,7 @@ char *open_image(
         o = json_node_get_object(out);
         mounts = json_object_has_member(o, "mounts") ? json_object_get_array_member(o, "mounts") : NULL;
         if (!mounts || json_array_get_length(mounts) != 2)
-                FAIL("loopctl open %s did not mount two filesystems", image);
+                harness_fail("loopctl open %s did not mount two filesystems", image);
         p1 = g_strconcat(device, "p1", NULL);
         p2 = g_strconcat(device, "p2", NULL);
         for (guint i = 0; mounts && i < json_array_get_length(mounts); i++) {
@@ -329,7 +289,7 @@ GVariant *device_property(GDBusConnection *conn, const char *device, const char 
         GVariant *value = NULL;
 
         if (!reply) {
-                FAIL("cannot read %s of %s: %s", name, object, error->message);
+                harness_fail("cannot read %s of %s: %s", name, object, error->message);
                 return NULL;
         }
         g_variant_get(reply, "(v)", &value);
@@ -344,7 +304,7 @@ char *listed_backing_file(GDBusConnection *conn, const char *device)
         const char *dev, *backing;
 
         if (!devices) {
-                FAIL("ListDevices: %s", error->message);
+                harness_fail("ListDevices: %s", error->message);
                 return NULL;
         }
         g_variant_iter_init(&it, devices);
@@ -357,11 +317,11 @@ char *listed_backing_file(GDBusConnection *conn, const char *device)
 
 JsonObject *loopctl_list_entry(Harness *h, const char *user, const char *device)
 {
-        g_autoptr(JsonNode) out = loopctl_json(h, user, "list", NULL);
+        g_autoptr(JsonNode) out = harness_loopctl_json(h, user, "list", NULL);
         JsonArray *a = out && JSON_NODE_HOLDS_ARRAY(out) ? json_node_get_array(out) : NULL;
 
         if (!a) {
-                FAIL("loopctl --json list did not print an array");
+                harness_fail("loopctl --json list did not print an array");
                 return NULL;
         }
         for (guint i = 0; i < json_array_get_length(a); i++) {

@@ -35,14 +35,6 @@
 #define FREE_OFFSET (63 * MiB) /* 64 KiB here belong to no partition */
 #define FREE_SIZE (64 * 1024)
 
-/* Fails the test with a message that stays in the log (g_test_fail_printf() keeps only the last one). */
-#define FAIL(...)                                                         \
-        do {                                                              \
-                g_autofree char *message_ = g_strdup_printf(__VA_ARGS__); \
-                g_test_message("FAIL: %s", message_);                     \
-                g_test_fail_printf("%s", message_);                       \
-        } while (0)
-
 /* A test's configuration (the test data). */
 typedef struct VdiskCase {
         const char *format; /* qemu-img's name of the image format the test uses ("raw": none) */
@@ -85,16 +77,8 @@ char *guest_bytes(Harness *h, const char *image, const char *format, const char 
 void give_to(const char *path, const char *user);
 /* A deterministic pattern (for writes the test checks later). */
 guint8 *pattern(guint32 seed, gsize size);
-char *sha256_of_file(const char *path);
 
 /* Talking to loopd. */
-/* loopctl as user, which must exit 0 and print JSON ("--json" is added). */
-JsonNode *loopctl_json(Harness *h, const char *user, ...) G_GNUC_NULL_TERMINATED;
-/* loopctl as user, which must exit 0. */
-void loopctl_ok(Harness *h, const char *user, ...) G_GNUC_NULL_TERMINATED;
-/* loopctl as user failed as loopd's refusals must show: exit 1, one line "loopctl: ..." on stderr that
- * contains needle (case-insensitive; NULL: anything). */
-void check_loopctl_refused(const HarnessRun *run, const char *needle);
 const char *json_string(JsonNode *node, const char *member);
 /* `loopctl --json open [--writable] IMAGE` as user: the device; the mount points of partitions 1 and 2. */
 char *open_image(

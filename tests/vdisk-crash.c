@@ -16,12 +16,12 @@ static bool kill_server(pid_t pid)
 
         pfd.fd = pidfd_open(pid, 0);
         if (pfd.fd < 0) {
-                FAIL("pidfd_open(%d): %s", (int)pid, g_strerror(errno));
+                harness_fail("pidfd_open(%d): %s", (int)pid, g_strerror(errno));
                 return false;
         }
         g_test_message("killing qemu-storage-daemon %d", (int)pid);
         if (pidfd_send_signal(pfd.fd, SIGKILL, NULL, 0) < 0) {
-                FAIL("kill -9 %d: %s", (int)pid, g_strerror(errno));
+                harness_fail("kill -9 %d: %s", (int)pid, g_strerror(errno));
                 close(pfd.fd);
                 return false;
         }
@@ -30,7 +30,7 @@ static bool kill_server(pid_t pid)
         while (r < 0 && errno == EINTR);
         close(pfd.fd);
         if (r <= 0) {
-                FAIL("qemu-storage-daemon %d did not die within %d ms of SIGKILL", (int)pid,
+                harness_fail("qemu-storage-daemon %d did not die within %d ms of SIGKILL", (int)pid,
                         HARNESS_TIMEOUT_MS);
                 return false;
         }
@@ -66,7 +66,7 @@ static void check_read_returns(const char *device, guint timeout_ms)
                 &error, "dd", input, "of=/dev/null", "bs=4096", "count=4", "skip=4000", "iflag=direct",
                 NULL);
         if (!reader) {
-                FAIL("cannot run dd: %s", error->message);
+                harness_fail("cannot run dd: %s", error->message);
                 return;
         }
         g_main_context_push_thread_default(context);
@@ -82,7 +82,8 @@ static void check_read_returns(const char *device, guint timeout_ms)
                 g_test_message("a read of %s after the crash: %s", device,
                         g_subprocess_get_successful(reader) ? "data (from a cache)" : "an error");
         else
-                FAIL("a read of %s after its server died did not return within %u ms", device, timeout_ms);
+                harness_fail("a read of %s after its server died did not return within %u ms", device,
+                        timeout_ms);
         g_main_context_pop_thread_default(context);
         /* A hung reader: GLib's worker reaps it once it returns. */
         g_object_unref(reader);
@@ -166,7 +167,7 @@ void test_server_killed_under_mounts_close_cleans_up(Vdisk *v, gconstpointer dat
 
         check_read_returns(device, 20000);
         start = g_get_monotonic_time();
-        loopctl_ok(h, HARNESS_USER_A, "close", image, NULL);
+        harness_loopctl_ok(h, HARNESS_USER_A, "close", image, NULL);
         g_test_message("close after the crash took %" G_GINT64_FORMAT " ms",
                 (g_get_monotonic_time() - start) / 1000);
         check_nothing_left(h, device);
@@ -197,17 +198,17 @@ void test_server_fails_to_start(Vdisk *v, gconstpointer data)
                 (g_get_monotonic_time() - start) / 1000, error ? error->message : "(no error)");
         remote = error ? g_dbus_error_get_remote_error(error) : NULL;
         if (!remote || !g_str_has_prefix(remote, LOOPD_ERROR_PREFIX))
-                FAIL("Attach failed with %s, expected one of loopd's errors",
+                harness_fail("Attach failed with %s, expected one of loopd's errors",
                         remote ? remote : "no D-Bus error");
         if (device) {
-                FAIL("Attach with a server that exits at once gave %s", device);
+                harness_fail("Attach with a server that exits at once gave %s", device);
                 g_clear_error(&error);
                 (void)harness_detach(a, device, NULL, &error);
         }
         check_nothing_left(h, NULL);
 
         (void)harness_loopctl(h, HARNESS_USER_A, &run, "open", image, NULL);
-        check_loopctl_refused(&run, NULL);
+        harness_check_loopctl_refused("loopctl open", &run, NULL);
         check_nothing_left(h, NULL);
         g_assert_true(harness_loopd_alive(h));
 
@@ -249,7 +250,7 @@ void test_loopd_killed_export_adopted(Vdisk *v, gconstpointer data)
         g_free(check_export(h, device));
         server = server_of(h, image);
         if (!server) {
-                FAIL("no qemu-storage-daemon serves %s", image);
+                harness_fail("no qemu-storage-daemon serves %s", image);
                 return;
         }
 
@@ -281,7 +282,7 @@ void test_loopd_killed_export_adopted(Vdisk *v, gconstpointer data)
         after = server_of(h, image);
         g_assert_cmpint(after, ==, server);
 
-        loopctl_ok(h, HARNESS_USER_A, "close", image, NULL);
+        harness_loopctl_ok(h, HARNESS_USER_A, "close", image, NULL);
         g_assert_false(process_running(server));
         check_nothing_left(h, device);
 }

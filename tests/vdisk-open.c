@@ -63,7 +63,7 @@ void test_open_same_files(Vdisk *v, gconstpointer data)
         check_files(h, HARNESS_USER_A, mp2, vfat_files);
         check_named(h, a, HARNESS_USER_A, device, image, format);
 
-        loopctl_ok(h, HARNESS_USER_A, "close", image, NULL);
+        harness_loopctl_ok(h, HARNESS_USER_A, "close", image, NULL);
         check_nothing_left(h, device);
 }
 
@@ -100,7 +100,7 @@ void test_open_read_only_by_default(Vdisk *v, gconstpointer data)
         disk = make_disk(h, "disk.img");
         image = convert_disk(h, disk, "qcow2", "image.qcow2");
         give_to(image, HARNESS_USER_A);
-        before = sha256_of_file(image);
+        before = test_sha256_of_file(image);
 
         device = open_image(h, HARNESS_USER_A, image, false, &mp1, &mp2);
         REQUIRE_NONNULL(device);
@@ -117,9 +117,9 @@ void test_open_read_only_by_default(Vdisk *v, gconstpointer data)
                 g_assert_false(g_file_test(note, G_FILE_TEST_EXISTS));
         }
 
-        loopctl_ok(h, HARNESS_USER_A, "close", image, NULL);
+        harness_loopctl_ok(h, HARNESS_USER_A, "close", image, NULL);
         check_nothing_left(h, device);
-        after = sha256_of_file(image);
+        after = test_sha256_of_file(image);
         g_assert_cmpstr(after, ==, before);
 }
 
@@ -136,22 +136,22 @@ static void attach_check_ro(Harness *h, GDBusConnection *a, const char *image, c
                 (void)harness_attach_path(a, image, O_RDWR, vdisk_read_write_options(), &device, &error);
         else {
                 g_autoptr(JsonNode) out = g_str_equal(how, "loopctl-read-only")
-                        ? loopctl_json(h, HARNESS_USER_A, "attach", "--read-only", image, NULL)
-                        : loopctl_json(h, HARNESS_USER_A, "attach", image, NULL);
+                        ? harness_loopctl_json(h, HARNESS_USER_A, "attach", "--read-only", image, NULL)
+                        : harness_loopctl_json(h, HARNESS_USER_A, "attach", image, NULL);
                 device = g_strdup(json_string(out, "device"));
         }
         harness_assert_no_error(error);
         if (!device) {
-                FAIL("attach %s (%s) gave no device", image, how);
+                harness_fail("attach %s (%s) gave no device", image, how);
                 return;
         }
         g_free(check_export(h, device));
         if (loop_read_only(device) != want_ro)
-                FAIL("attach %s: %s is %s, expected %s", how, device,
+                harness_fail("attach %s: %s is %s, expected %s", how, device,
                         loop_read_only(device) ? "read-only" : "writable",
                         want_ro ? "read-only" : "writable");
         else if (want_ro && device_writable(device))
-                FAIL("attach %s: root wrote to the read-only %s", how, device);
+                harness_fail("attach %s: root wrote to the read-only %s", how, device);
         g_assert_true(harness_detach(a, device, NULL, &error));
         harness_assert_no_error(error);
         check_nothing_left(h, device);
@@ -171,14 +171,14 @@ void test_attach_read_only_unless_asked(Vdisk *v, gconstpointer data)
         disk = make_disk(h, "disk.img");
         image = convert_disk(h, disk, "qcow2", "image.qcow2");
         give_to(image, HARNESS_USER_A);
-        before = sha256_of_file(image);
+        before = test_sha256_of_file(image);
 
         /* Unlike a raw image's, a virtual disk's device is read-only unless read-write was asked outright:
          * a read-write fd alone is not enough (loopctl attach opens the image read-write by default). */
         attach_check_ro(h, a, image, "loopctl-read-only", 1);
         attach_check_ro(h, a, image, "dbus-rw-fd-no-options", 1);
         attach_check_ro(h, a, image, "loopctl", 1);
-        after = sha256_of_file(image);
+        after = test_sha256_of_file(image);
         g_assert_cmpstr(after, ==, before);
         if (qsd_writes_safe())
                 attach_check_ro(h, a, image, "dbus-rw-fd-read-only-false", 0);

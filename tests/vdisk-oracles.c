@@ -104,18 +104,18 @@ char *check_export(Harness *h, const char *device)
         g_autofree char *prefix = g_strconcat(dir, "/", NULL);
 
         if (!backing) {
-                FAIL("%s is not bound", device);
+                harness_fail("%s is not bound", device);
                 return NULL;
         }
         g_test_message("%s is bound to %s", device, backing);
         if (!g_str_has_prefix(backing, prefix)) {
-                FAIL("%s is bound to %s, not to an export in %s", device, backing, dir);
+                harness_fail("%s is bound to %s, not to an export in %s", device, backing, dir);
                 return NULL;
         }
         fstype = mount_fstype(backing);
         if (g_strcmp0(fstype, EXPORT_FSTYPE) != 0) {
-                FAIL("the export %s is %s, expected a %s mount", backing, fstype ? fstype : "not mounted",
-                        EXPORT_FSTYPE);
+                harness_fail("the export %s is %s, expected a %s mount", backing,
+                        fstype ? fstype : "not mounted", EXPORT_FSTYPE);
                 return NULL;
         }
         return g_steal_pointer(&backing);
@@ -129,26 +129,27 @@ void check_mounted(Harness *h, const char *node, const char *mount_point, const 
         const MountEntry *m;
 
         if (!mount_point) {
-                FAIL("%s has no mount point", node);
+                harness_fail("%s has no mount point", node);
                 return;
         }
         parent = g_path_get_dirname(mount_point);
         if (!g_str_equal(parent, dir))
-                FAIL("mount point %s is not right inside %s", mount_point, dir);
+                harness_fail("mount point %s is not right inside %s", mount_point, dir);
         m = mount_at(table, mount_point);
         if (!m) {
-                FAIL("nothing is mounted on %s", mount_point);
+                harness_fail("nothing is mounted on %s", mount_point);
                 return;
         }
         g_test_message("%s: %s %s %s", mount_point, m->source, m->fstype, m->options);
         if (!g_str_equal(m->source, node))
-                FAIL("%s is mounted from %s, expected %s", mount_point, m->source, node);
+                harness_fail("%s is mounted from %s, expected %s", mount_point, m->source, node);
         if (fstype && !g_str_equal(m->fstype, fstype))
-                FAIL("%s is %s, expected %s", mount_point, m->fstype, fstype);
+                harness_fail("%s is %s, expected %s", mount_point, m->fstype, fstype);
         if (!test_options_have(m->options, "nosuid") || !test_options_have(m->options, "nodev"))
-                FAIL("%s lacks nosuid,nodev: %s", mount_point, m->options);
+                harness_fail("%s lacks nosuid,nodev: %s", mount_point, m->options);
         if (test_options_have(m->options, "ro") != read_only)
-                FAIL("%s is mounted %s, expected %s", mount_point, m->options, read_only ? "ro" : "rw");
+                harness_fail(
+                        "%s is mounted %s, expected %s", mount_point, m->options, read_only ? "ro" : "rw");
 }
 
 /* ---------------------------------------------------------------------------------------------------- */
@@ -283,8 +284,9 @@ pid_t server_of(Harness *h, const char *image)
                 }
         }
         if (n != 1) {
-                FAIL("%u qemu-storage-daemon processes hold %s open (of %u the test has), expected one", n,
-                        image, servers->len);
+                harness_fail(
+                        "%u qemu-storage-daemon processes hold %s open (of %u the test has), expected one",
+                        n, image, servers->len);
                 return 0;
         }
         g_test_message("qemu-storage-daemon %d serves %s", (int)found, image);
@@ -315,15 +317,15 @@ void check_sandboxed(pid_t pid, uid_t uid)
         g_test_message("qemu-storage-daemon %d: Uid %s, CapEff %s, CapPrm %s, NoNewPrivs %s, Seccomp %s",
                 (int)pid, uids, cap_eff, cap_prm, nnp, seccomp);
         if (g_strcmp0(uids, want) != 0)
-                FAIL("qemu-storage-daemon %d runs as uids %s, expected the caller's %u", (int)pid, uids,
-                        (unsigned)uid);
+                harness_fail("qemu-storage-daemon %d runs as uids %s, expected the caller's %u", (int)pid,
+                        uids, (unsigned)uid);
         if (g_strcmp0(cap_eff, "0000000000000000") != 0 || g_strcmp0(cap_prm, "0000000000000000") != 0)
-                FAIL("qemu-storage-daemon %d has capabilities: CapEff %s, CapPrm %s", (int)pid, cap_eff,
-                        cap_prm);
+                harness_fail("qemu-storage-daemon %d has capabilities: CapEff %s, CapPrm %s", (int)pid,
+                        cap_eff, cap_prm);
         if (g_strcmp0(nnp, "1") != 0)
-                FAIL("qemu-storage-daemon %d may gain privileges (NoNewPrivs %s)", (int)pid, nnp);
+                harness_fail("qemu-storage-daemon %d may gain privileges (NoNewPrivs %s)", (int)pid, nnp);
         if (g_strcmp0(seccomp, "2") != 0)
-                FAIL("qemu-storage-daemon %d has no seccomp filter (Seccomp %s)", (int)pid, seccomp);
+                harness_fail("qemu-storage-daemon %d has no seccomp filter (Seccomp %s)", (int)pid, seccomp);
 }
 
 /* ---------------------------------------------------------------------------------------------------- */
@@ -362,7 +364,7 @@ void check_files(Harness *h, const char *user, const char *mount_point, const Di
                 g_ptr_array_add(argv, g_build_filename(mount_point, f->path, NULL));
         g_ptr_array_add(argv, NULL);
         if (run_as(h, user, &out, (const char *const *)argv->pdata) != 0)
-                FAIL("%s cannot read every file under %s", user, mount_point);
+                harness_fail("%s cannot read every file under %s", user, mount_point);
         lines = g_strsplit(out, "\n", -1);
         for (char **l = lines; *l; l++) {
                 const char *space = strchr(*l, ' ');
@@ -376,7 +378,7 @@ void check_files(Harness *h, const char *user, const char *mount_point, const Di
                 const char *have = g_hash_table_lookup(got, path);
 
                 if (g_strcmp0(have, want) != 0)
-                        FAIL("%s: sha256 %s, expected %s", path, have ? have : "(not read)", want);
+                        harness_fail("%s: sha256 %s, expected %s", path, have ? have : "(not read)", want);
         }
 }
 
@@ -385,9 +387,10 @@ void check_image_format(GDBusConnection *conn, const char *device, const char *f
         g_autoptr(GVariant) image_format = device_property(conn, device, "ImageFormat");
 
         if (image_format && !g_variant_is_of_type(image_format, G_VARIANT_TYPE_STRING))
-                FAIL("ImageFormat is of type %s, expected s", g_variant_get_type_string(image_format));
+                harness_fail(
+                        "ImageFormat is of type %s, expected s", g_variant_get_type_string(image_format));
         else if (image_format && g_strcmp0(g_variant_get_string(image_format, NULL), format) != 0)
-                FAIL("ImageFormat of %s is '%s', expected '%s'", device,
+                harness_fail("ImageFormat of %s is '%s', expected '%s'", device,
                         g_variant_get_string(image_format, NULL), format);
 }
 
@@ -400,17 +403,17 @@ void check_named(Harness *h, GDBusConnection *conn, const char *user, const char
 
         check_image_format(conn, device, format);
         if (backing && g_strcmp0(g_variant_get_string(backing, NULL), image) != 0)
-                FAIL("BackingFile of %s is '%s', expected '%s'", device, g_variant_get_string(backing, NULL),
-                        image);
+                harness_fail("BackingFile of %s is '%s', expected '%s'", device,
+                        g_variant_get_string(backing, NULL), image);
         if (g_strcmp0(listed, image) != 0)
-                FAIL("ListDevices gives %s the backing file '%s', expected '%s'", device,
+                harness_fail("ListDevices gives %s the backing file '%s', expected '%s'", device,
                         listed ? listed : "(not listed)", image);
         if (!entry) {
-                FAIL("loopctl list does not list %s", device);
+                harness_fail("loopctl list does not list %s", device);
                 return;
         }
         if (g_strcmp0(json_object_get_string_member_with_default(entry, "backing_file", NULL), image) != 0)
-                FAIL("loopctl list gives %s the backing_file '%s', expected '%s'", device,
+                harness_fail("loopctl list gives %s the backing_file '%s', expected '%s'", device,
                         json_object_get_string_member_with_default(entry, "backing_file", "(none)"), image);
 }
 
@@ -478,5 +481,5 @@ void check_nothing_left(Harness *h, const char *device)
                 g_test_message("everything was gone after %" G_GINT64_FORMAT " ms",
                         (g_get_monotonic_time() - start) / 1000);
         for (guint i = 0; i < left->len; i++)
-                FAIL("%s is left behind", (char *)left->pdata[i]);
+                harness_fail("%s is left behind", (char *)left->pdata[i]);
 }

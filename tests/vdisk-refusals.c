@@ -272,11 +272,12 @@ static void check_refusal_error(const Refusal *r, const GError *error, const cha
                 return;
         g_test_message("%s: %s", call, error->message);
         if (!*error->message)
-                FAIL("%s: %s without a message", call, r->error);
+                harness_fail("%s: %s without a message", call, r->error);
         if (r->needle) {
                 g_autofree char *lower = g_ascii_strdown(error->message, -1);
                 if (!strstr(lower, r->needle))
-                        FAIL("%s: the message does not say '%s': %s", call, r->needle, error->message);
+                        harness_fail(
+                                "%s: the message does not say '%s': %s", call, r->needle, error->message);
         }
 }
 
@@ -320,7 +321,8 @@ void test_refused(Vdisk *v, gconstpointer data)
                 if (rw)
                         options = vdisk_read_write_options();
                 if (harness_attach_path(a, image, rw ? O_RDWR : O_RDONLY, options, &device, &error)) {
-                        FAIL("Attach (%s) of %s gave %s", rw ? "read-write" : "read-only", r->image, device);
+                        harness_fail("Attach (%s) of %s gave %s", rw ? "read-write" : "read-only", r->image,
+                                device);
                         (void)harness_detach(a, device, NULL, NULL);
                 }
                 /* A refusal that only qemu can make is not reached read-write where loopd refuses writable
@@ -335,14 +337,14 @@ void test_refused(Vdisk *v, gconstpointer data)
 
         (void)harness_loopctl(h, HARNESS_USER_A, &run, "open", image, NULL);
         if (run.status == 0)
-                loopctl_ok(h, HARNESS_USER_A, "close", image, NULL);
-        check_loopctl_refused(&run, r->needle);
+                harness_loopctl_ok(h, HARNESS_USER_A, "close", image, NULL);
+        harness_check_loopctl_refused("loopctl open", &run, r->needle);
         check_nothing_left(h, NULL);
         g_assert_true(harness_loopd_alive(h));
 
         events = inotify_events(ifd, names);
         for (guint i = 0; i < events->len; i++)
-                FAIL("a file the image names was touched: %s", (char *)events->pdata[i]);
+                harness_fail("a file the image names was touched: %s", (char *)events->pdata[i]);
 
         /* The watch sees an open and a read (the oracle works). */
         for (guint i = 0; i < watched->len; i++) {

@@ -20,7 +20,7 @@ static guint8 *read_at(const char *path, guint64 offset, gsize n)
 static void check_server_gone(pid_t server, const char *call)
 {
         if (server > 0 && process_running(server))
-                FAIL("qemu-storage-daemon %d still runs after %s returned", (int)server, call);
+                harness_fail("qemu-storage-daemon %d still runs after %s returned", (int)server, call);
 }
 
 /* The test disk in the case's format, attached read-write by the user (Attach with read-only: false, or
@@ -58,7 +58,7 @@ void test_attach_read_write_lands_in_image(Vdisk *v, gconstpointer data)
                         harness_attach_path(a, image, O_RDWR, vdisk_read_write_options(), &device, &error));
                 harness_assert_no_error(error);
         } else {
-                g_autoptr(JsonNode) out = loopctl_json(h, HARNESS_USER_A, "attach", image, NULL);
+                g_autoptr(JsonNode) out = harness_loopctl_json(h, HARNESS_USER_A, "attach", image, NULL);
                 device = g_strdup(json_string(out, "device"));
         }
         REQUIRE_NONNULL(device);
@@ -79,7 +79,7 @@ void test_attach_read_write_lands_in_image(Vdisk *v, gconstpointer data)
                 g_assert_true(harness_detach(a, device, NULL, &error));
                 harness_assert_no_error(error);
         } else
-                loopctl_ok(h, HARNESS_USER_A, "detach", device, NULL);
+                harness_loopctl_ok(h, HARNESS_USER_A, "detach", device, NULL);
         check_server_gone(server, "Detach");
         check_nothing_left(h, device);
 
@@ -89,7 +89,7 @@ void test_attach_read_write_lands_in_image(Vdisk *v, gconstpointer data)
         guest = guest_bytes(h, image, format, "guest.raw");
         back = read_at(guest, FREE_OFFSET, FREE_SIZE);
         if (memcmp(back, bytes, FREE_SIZE) != 0)
-                FAIL("the guest disk in %s lacks the bytes written at %" G_GUINT64_FORMAT, image,
+                harness_fail("the guest disk in %s lacks the bytes written at %" G_GUINT64_FORMAT, image,
                         FREE_OFFSET);
         qdisk = g_shell_quote(disk);
         qguest = g_shell_quote(guest);
@@ -121,7 +121,7 @@ void test_open_writable_file_lands_in_image(Vdisk *v, gconstpointer data)
 
         if (!qsd_writes_safe()) {
                 (void)harness_loopctl(h, HARNESS_USER_A, &run, "open", "--writable", image, NULL);
-                check_loopctl_refused(&run, "read-only");
+                harness_check_loopctl_refused("loopctl open --writable", &run, "read-only");
                 check_nothing_left(h, NULL);
                 return;
         }
@@ -140,7 +140,7 @@ void test_open_writable_file_lands_in_image(Vdisk *v, gconstpointer data)
                 g_assert_cmpint(harness_spawn_as(h, HARNESS_USER_A, &run, argv), ==, 0);
         }
 
-        loopctl_ok(h, HARNESS_USER_A, "close", image, NULL);
+        harness_loopctl_ok(h, HARNESS_USER_A, "close", image, NULL);
         check_server_gone(server, "loopctl close");
         check_nothing_left(h, device);
 
