@@ -9,6 +9,7 @@
 #include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sysmacros.h>
 
 #include "log.h"
 #include "loop.h"
@@ -147,6 +148,11 @@ static int watcher_link(Watcher *w, Tracked *t)
 
 Tracked *watcher_find_devnum(Watcher *w, dev_t devnum)
 {
+        /* loopN's minor is N without partition minors (max_part=0, the default): try that entry first. */
+        Tracked *guess = watcher_find(w, minor(devnum));
+
+        if (guess && guess->info->devnum == devnum)
+                return guess;
         for (Tracked *t = w->devices; t; t = t->next)
                 if (t->info->devnum == devnum)
                         return t;
