@@ -20,6 +20,7 @@ static const struct {
         { "read", cmd_read, "FILE N SAMPLES [BLOCKDEV...]" },
         { "first-file", cmd_first_file, "LOOPCTL IMAGE FILE N SAMPLES [QEMU_IMG RAW_COPY]" },
         { "stats", cmd_stats, "COLUMN FILE..." },
+        { "remove-loops", cmd_remove_loops, "MAX" },
 };
 
 static void usage(FILE *f)
