@@ -275,14 +275,13 @@ static void watcher_take_device(Watcher *w, LoopInfo *info, bool announce)
 
         if (!t) {
                 t = calloc(1, sizeof(Tracked));
-                if (t)
-                        t->seqnum = info->uevent_seqnum;
                 if (!t) {
                         loop_info_free(info);
                         free(parts);
                         return;
                 }
                 t->info = info;
+                t->seqnum = info->uevent_seqnum;
                 t->parts = parts;
                 t->n_parts = n_parts;
                 /* Found at start: probed when a client first asks (watcher_update_device()). */
