@@ -395,9 +395,9 @@ static int size_table_kib(const SizeTable *s, unsigned number, uint64_t *ret)
         return 0;
 }
 
-/* The device's size as the kernel has it; "-" when it has none (not bound any more). From /proc/partitions,
- * which rounds down to KiB: when that could change what is printed (an odd number of sectors near a rounding
- * step), from sysfs, checked to be this device backed by this file. */
+/* The device's size as the kernel has it; "-" when sysfs does not show this device backed by this file (not
+ * bound any more, or bound again to another). The size from /proc/partitions, which rounds down to KiB: from
+ * sysfs only when that could change what is printed (an odd number of sectors near a rounding step). */
 static void format_size(
         char buf[static FORMAT_BYTES_MAX], const SizeTable *sizes, int blockfd, const DeviceEntry *d)
 {
@@ -406,22 +406,18 @@ static void format_size(
         uint64_t n;
 
         snprintf(buf, FORMAT_BYTES_MAX, "-");
-        if (loop_parse_name(d->device, &number) < 0)
-                return;
-        if (size_table_kib(sizes, number, &n) >= 0) {
-                if (n == 0)
-                        return;
-                if (streq(format_bytes(lo, n * 1024), format_bytes(hi, n * 1024 + 512))) {
-                        snprintf(buf, FORMAT_BYTES_MAX, "%s", lo);
-                        return;
-                }
-        }
-        if (blockfd < 0)
+        if (blockfd < 0 || loop_parse_name(d->device, &number) < 0)
                 return;
         snprintf(name, sizeof(name), "loop%u", number);
         if (read_sysfs_line(blockfd, name, "loop/backing_file", backing, sizeof(backing)) < 0 ||
-                !streq(backing, d->backing_file) ||
-                read_sysfs_line(blockfd, name, "size", sectors, sizeof(sectors)) < 0 ||
+                !streq(backing, d->backing_file))
+                return;
+        if (size_table_kib(sizes, number, &n) >= 0 && n > 0 &&
+                streq(format_bytes(lo, n * 1024), format_bytes(hi, n * 1024 + 512))) {
+                snprintf(buf, FORMAT_BYTES_MAX, "%s", lo);
+                return;
+        }
+        if (read_sysfs_line(blockfd, name, "size", sectors, sizeof(sectors)) < 0 ||
                 sscanf(sectors, "%" SCNu64, &n) != 1)
                 return;
         format_bytes(buf, n * 512);
