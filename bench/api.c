@@ -68,19 +68,24 @@ static int open_image(const char *path)
         return fd;
 }
 
-/* api-loopd IMAGE N SAMPLES: Attach (partitions present when it returns) + Detach, N times. */
+/* api-loopd IMAGE N SAMPLES [shared]: Attach (partitions present when it returns) + Detach, N times. With
+ * shared, the Attach passes shared: true (bench/run's scale part: other devices hold the image read-write).
+ */
 int cmd_api_loopd(int argc, char *argv[])
 {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         _cleanup_fclose_ FILE *out = NULL;
         _cleanup_close_ int fd = -1;
         unsigned missing = 0, failures = 0;
+        bool shared;
         int n, r;
 
-        if (argc != 4 || (n = atoi(argv[2])) <= 0) {
-                fprintf(stderr, "usage: loopd-bench api-loopd IMAGE N SAMPLES\n");
+        if ((argc != 4 && argc != 5) || (n = atoi(argv[2])) <= 0 ||
+                (argc == 5 && !streq(argv[4], "shared"))) {
+                fprintf(stderr, "usage: loopd-bench api-loopd IMAGE N SAMPLES [shared]\n");
                 return 2;
         }
+        shared = argc == 5;
         if ((fd = open_image(argv[1])) < 0 || bus_open(&bus) < 0 || !(out = samples_open(argv[3])))
                 return 1;
 
@@ -90,7 +95,7 @@ int cmd_api_loopd(int argc, char *argv[])
                 uint64_t t0, t1, t2, t3;
 
                 t0 = now_usec();
-                r = loopd_attach(bus, fd, false, dev, sizeof(dev));
+                r = loopd_attach(bus, fd, shared, dev, sizeof(dev));
                 if (r == -ETIMEDOUT && !too_many_failures(++failures, n))
                         continue; /* loopd rolled the attach back */
                 if (r < 0)

@@ -57,6 +57,7 @@ int cmd_attach_many(int argc, char *argv[]);
 int cmd_detach_many(int argc, char *argv[]);
 int cmd_list_devices(int argc, char *argv[]);
 int cmd_api_raw(int argc, char *argv[]);
+int cmd_remove_loops(int argc, char *argv[]);
 int cmd_cli(int argc, char *argv[]);
 int cmd_mount(int argc, char *argv[]);
 int cmd_time(int argc, char *argv[]);

@@ -9,7 +9,7 @@ static const struct {
         int (*run)(int argc, char *argv[]);
         const char *usage;
 } commands[] = {
-        { "api-loopd", cmd_api_loopd, "IMAGE N SAMPLES" },
+        { "api-loopd", cmd_api_loopd, "IMAGE N SAMPLES [shared]" },
         { "api-raw", cmd_api_raw, "IMAGE N SAMPLES [udev]" },
         { "cli", cmd_cli, "loopctl|losetup|udisksctl LOOPCTL IMAGE N SAMPLES" },
         { "mount", cmd_mount, "loopctl|mount|udisksctl LOOPCTL NODE DIR N SAMPLES" },
@@ -20,6 +20,7 @@ static const struct {
         { "read", cmd_read, "FILE N SAMPLES [BLOCKDEV...]" },
         { "first-file", cmd_first_file, "LOOPCTL IMAGE FILE N SAMPLES [QEMU_IMG RAW_COPY]" },
         { "stats", cmd_stats, "COLUMN FILE..." },
+        { "remove-loops", cmd_remove_loops, "MAX" },
 };
 
 static void usage(FILE *f)

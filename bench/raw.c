@@ -1,6 +1,7 @@
 /* raw.c: the kernel path with nothing around it: LOOP_CTL_GET_FREE + LOOP_CONFIGURE + BLKPG + LOOP_CLR_FD,
  * optionally waiting for udev to have processed the device and its partitions, as loopd's Attach does. */
 #include <blkid/blkid.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -298,4 +299,56 @@ finish:
         udev_monitor_unref(mon);
         udev_unref(udev);
         return ret;
+}
+
+/* remove-loops MAX: removes (LOOP_CTL_REMOVE) every loop device numbered above MAX that is not bound: the
+ * devices the kernel created for this run's attaches (a device bound or open is refused with EBUSY and
+ * stays). Prints how many went. */
+int cmd_remove_loops(int argc, char *argv[])
+{
+        _cleanup_close_ int ctl = -EBADF;
+        unsigned removed = 0;
+        struct dirent *de;
+        DIR *d;
+        long max;
+
+        if (argc != 2 || (max = atol(argv[1])) < -1) {
+                fprintf(stderr, "usage: loopd-bench remove-loops MAX\n");
+                return 2;
+        }
+        ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+        d = opendir("/sys/block");
+        if (ctl < 0 || !d) {
+                fprintf(stderr, "loopd-bench: cannot open /dev/loop-control or /sys/block: %m\n");
+                if (d)
+                        closedir(d);
+                return 1;
+        }
+        /* The numbers first: removing a device while /sys/block is read could make the read skip others. */
+        _cleanup_free_ int *numbers = NULL;
+        size_t count = 0, allocated = 0;
+        while ((de = readdir(d))) {
+                char *end;
+                long n;
+
+                if (strncmp(de->d_name, "loop", 4) != 0)
+                        continue;
+                n = strtol(de->d_name + 4, &end, 10);
+                if (end == de->d_name + 4 || *end != '\0' || n <= max || n > INT32_MAX)
+                        continue;
+                if (count == allocated) {
+                        int *a = reallocarray(
+                                numbers, allocated = allocated ? allocated * 2 : 64, sizeof(int));
+                        if (!a)
+                                break;
+                        numbers = a;
+                }
+                numbers[count++] = (int)n;
+        }
+        closedir(d);
+        for (size_t i = 0; i < count; i++)
+                if (ioctl(ctl, LOOP_CTL_REMOVE, numbers[i]) >= 0)
+                        removed++;
+        printf("removed=%u\n", removed);
+        return 0;
 }

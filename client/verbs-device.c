@@ -1,6 +1,8 @@
 /* verbs-device.c: the loop device commands: attach, detach, close, list, partitions. */
+#include <fcntl.h>
 #include <pwd.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "format.h"
 #include "log.h"
@@ -294,56 +296,129 @@ static int list_devices(Context *c, sd_bus_message **ret_reply)
         return 0;
 }
 
-/* The first line of dir/name, without its newline. */
-static int read_line(const char *dir, const char *name, char **ret)
+/* The first line of /sys/block/NAME/ATTR (at most size - 1 bytes), without its newline: one open, one read.
+ * `loopctl list` reads two of these a device, with a thousand devices bound. */
+static int read_sysfs_line(int blockfd, const char *name, const char *attr, char *buf, size_t size)
 {
-        _cleanup_free_ char *path = NULL, *line = NULL;
-        _cleanup_fclose_ FILE *f = NULL;
-        size_t size = 0;
+        char path[64];
         ssize_t n;
+        int fd;
 
-        if (asprintf(&path, "%s/%s", dir, name) < 0)
-                return -ENOMEM;
-        f = fopen(path, "re");
-        if (!f)
+        if ((size_t)snprintf(path, sizeof(path), "%s/%s", name, attr) >= sizeof(path))
+                return -ENAMETOOLONG;
+        fd = openat(blockfd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
                 return -errno;
-        n = getline(&line, &size, f);
+        n = read(fd, buf, size - 1);
+        n = n < 0 ? -errno : n;
+        close(fd);
         if (n <= 0)
-                return -ENODATA;
-        if (line[n - 1] == '\n')
-                line[n - 1] = '\0';
-        *ret = TAKE_PTR(line);
+                return n < 0 ? (int)n : -ENODATA;
+        buf[n] = '\0';
+        buf[strcspn(buf, "\n")] = '\0';
         return 0;
 }
 
+/* The owner's name, the last one looked up kept: every device of a list may have the same owner, and each
+ * getpwuid() reads the passwd database again. */
 static void format_owner(char buf[static 32], const DeviceEntry *d)
 {
+        static uid_t cached_uid = (uid_t)-1;
+        static char cached[32];
         const struct passwd *pw;
 
         if (!d->managed) {
                 snprintf(buf, 32, "-");
                 return;
         }
-        pw = getpwuid(d->owner_uid);
-        if (pw && strlen(pw->pw_name) < 32)
-                snprintf(buf, 32, "%s", pw->pw_name);
-        else
-                snprintf(buf, 32, "%" PRIu32, d->owner_uid);
+        if (cached_uid != (uid_t)d->owner_uid) {
+                pw = getpwuid(d->owner_uid);
+                if (pw && strlen(pw->pw_name) < 32)
+                        snprintf(cached, sizeof(cached), "%s", pw->pw_name);
+                else
+                        snprintf(cached, sizeof(cached), "%" PRIu32, d->owner_uid);
+                cached_uid = (uid_t)d->owner_uid;
+        }
+        snprintf(buf, 32, "%s", cached);
 }
 
-/* The device's size as the kernel has it, from sysfs; "-" when sysfs does not show this device backed by
- * this file (not bound any more, or bound again to another). */
-static void format_size(char buf[static FORMAT_BYTES_MAX], const DeviceEntry *d)
+/* The sizes of the loop devices, all in one read of /proc/partitions ("major minor #blocks name", in KiB):
+ * with a thousand devices bound, reading each one's sysfs attributes costs tens of milliseconds. kib[N] is
+ * loopN's size + 1 (0: not listed). */
+typedef struct SizeTable {
+        uint64_t *kib;
+        size_t n;
+} SizeTable;
+
+static void size_table_done(SizeTable *s)
 {
-        _cleanup_free_ char *dir = NULL, *backing = NULL, *sectors = NULL;
+        s->kib = mfree(s->kib);
+        s->n = 0;
+}
+
+static void size_table_load(SizeTable *s)
+{
+        _cleanup_fclose_ FILE *f = fopen("/proc/partitions", "re");
+        _cleanup_free_ char *line = NULL;
+        size_t size = 0;
+
+        while (f && getline(&line, &size, f) > 0) {
+                unsigned maj, min, number;
+                uint64_t kib;
+                char dev[64];
+
+                if (sscanf(line, "%u %u %" SCNu64 " %63s", &maj, &min, &kib, dev) != 4 ||
+                        loop_parse_name(dev, &number) < 0 || number > 1u << 20)
+                        continue;
+                if (number >= s->n) {
+                        size_t n = MAX((size_t)number + 1, s->n * 2);
+                        uint64_t *a = reallocarray(s->kib, n, sizeof(uint64_t));
+
+                        if (!a) {
+                                size_table_done(s);
+                                return;
+                        }
+                        memset(a + s->n, 0, (n - s->n) * sizeof(uint64_t));
+                        s->kib = a;
+                        s->n = n;
+                }
+                s->kib[number] = kib + 1;
+        }
+}
+
+/* loopN's size in KiB, as /proc/partitions has it; -ENOENT when it is not there. */
+static int size_table_kib(const SizeTable *s, unsigned number, uint64_t *ret)
+{
+        if (number >= s->n || s->kib[number] == 0)
+                return -ENOENT;
+        *ret = s->kib[number] - 1;
+        return 0;
+}
+
+/* The device's size as the kernel has it; "-" when sysfs does not show this device backed by this file (not
+ * bound any more, or bound again to another). The size from /proc/partitions, which rounds down to KiB: from
+ * sysfs only when that could change what is printed (an odd number of sectors near a rounding step). */
+static void format_size(
+        char buf[static FORMAT_BYTES_MAX], const SizeTable *sizes, int blockfd, const DeviceEntry *d)
+{
+        char name[32], backing[4096 + 16], sectors[32], lo[FORMAT_BYTES_MAX], hi[FORMAT_BYTES_MAX];
         unsigned number;
         uint64_t n;
 
         snprintf(buf, FORMAT_BYTES_MAX, "-");
-        if (loop_parse_name(d->device, &number) < 0 || asprintf(&dir, "/sys/block/loop%u", number) < 0)
+        if (blockfd < 0 || loop_parse_name(d->device, &number) < 0)
                 return;
-        if (read_line(dir, "loop/backing_file", &backing) < 0 || !streq(backing, d->backing_file) ||
-                read_line(dir, "size", &sectors) < 0 || sscanf(sectors, "%" SCNu64, &n) != 1)
+        snprintf(name, sizeof(name), "loop%u", number);
+        if (read_sysfs_line(blockfd, name, "loop/backing_file", backing, sizeof(backing)) < 0 ||
+                !streq(backing, d->backing_file))
+                return;
+        if (size_table_kib(sizes, number, &n) >= 0 && n > 0 &&
+                streq(format_bytes(lo, n * 1024), format_bytes(hi, n * 1024 + 512))) {
+                snprintf(buf, FORMAT_BYTES_MAX, "%s", lo);
+                return;
+        }
+        if (read_sysfs_line(blockfd, name, "size", sectors, sizeof(sectors)) < 0 ||
+                sscanf(sectors, "%" SCNu64, &n) != 1)
                 return;
         format_bytes(buf, n * 512);
 }
@@ -364,6 +439,8 @@ int verb_list(Context *c)
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_(output_done) Output out = {};
         _cleanup_(table_freep) Table *t = NULL;
+        _cleanup_close_ int blockfd = -EBADF;
+        _cleanup_(size_table_done) SizeTable sizes = {};
         DeviceEntry d;
         JsonWriter w;
         int r;
@@ -381,6 +458,8 @@ int verb_list(Context *c)
                 r = output_table_new(&t, ELEMENTSOF(headers), headers);
                 if (r < 0)
                         return r;
+                blockfd = open("/sys/block", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                size_table_load(&sizes);
         }
 
         while ((r = read_device(reply, &d)) > 0) {
@@ -402,7 +481,7 @@ int verb_list(Context *c)
 
                         snprintf(sector, sizeof(sector), "%" PRIu32, d.sector_size);
                         format_owner(owner, &d);
-                        format_size(size, &d);
+                        format_size(size, &sizes, blockfd, &d);
                         /* A size limit of 0 is none. */
                         r = table_add_row(t, d.device, size,
                                 d.size_limit == 0 ? "-" : format_bytes(limit, d.size_limit),

@@ -364,7 +364,7 @@ int engine_attach(Manager *m, int fd, const AttachRequest *req, const struct sta
         /* In the watcher's table, with its owner, before the caller hears of it: whoever asks next finds
          * it, and DeviceAttached comes before the reply. */
         if (m->watcher)
-                watcher_update_device(m->watcher, info->number);
+                watcher_update_device_info(m->watcher, info->number, info);
         *ret = TAKE_PTR(info);
         return 0;
 }

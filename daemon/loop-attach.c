@@ -216,6 +216,7 @@ static int configure_device(int devfd, unsigned number, int backing_fd, const Lo
 static int read_bound_info(int devfd, unsigned number, uint64_t diskseq, LoopInfo **ret)
 {
         _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+        uint64_t seqnum = loop_uevent_seqnum();
         int r;
 
         r = loop_read_info_sysfs(number, &info);
@@ -225,6 +226,7 @@ static int read_bound_info(int devfd, unsigned number, uint64_t diskseq, LoopInf
                 return -EIO;
         if (info->diskseq == 0)
                 info->diskseq = diskseq;
+        info->uevent_seqnum = seqnum;
         loop_fill_backing_status(devfd, info);
         *ret = TAKE_PTR(info);
         return 0;

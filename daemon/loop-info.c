@@ -25,6 +25,29 @@ LoopInfo *loop_info_free(LoopInfo *info)
         return NULL;
 }
 
+int loop_info_dup(const LoopInfo *info, LoopInfo **ret)
+{
+        LoopInfo *copy = malloc(sizeof(LoopInfo));
+
+        if (!copy)
+                return -ENOMEM;
+        *copy = *info;
+        copy->backing_file = strdup(info->backing_file);
+        if (!copy->backing_file) {
+                free(copy);
+                return -ENOMEM;
+        }
+        *ret = copy;
+        return 0;
+}
+
+uint64_t loop_uevent_seqnum(void)
+{
+        uint64_t v;
+
+        return sysfs_read_u64(AT_FDCWD, NULL, "/sys/kernel/uevent_seqnum", &v) >= 0 ? v : 0;
+}
+
 void loop_info_array_free(LoopInfo **infos, size_t n)
 {
         if (!infos)

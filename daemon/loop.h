@@ -42,11 +42,17 @@ typedef struct LoopInfo {
         bool autoclear;
         bool partscan;
         bool direct_io;
+        /* The kernel's uevent sequence number read before the rest (0: not read): every uevent up to it is
+         * reflected here. */
+        uint64_t uevent_seqnum;
 } LoopInfo;
 
 LoopInfo *loop_info_free(LoopInfo *info);
 DEFINE_TRIVIAL_CLEANUP_FUNC(LoopInfo *, loop_info_free);
 void loop_info_array_free(LoopInfo **infos, size_t n);
+int loop_info_dup(const LoopInfo *info, LoopInfo **ret);
+/* /sys/kernel/uevent_seqnum: the number of the last uevent the kernel sent; 0 if it cannot be read. */
+uint64_t loop_uevent_seqnum(void);
 
 /* Binds backing_fd to a free loop device with LOOP_CONFIGURE (offset, size limit, flags and block size in
  * one call), retrying with a bounded, jittered backoff when another process binds the number first.

@@ -440,8 +440,8 @@ static int probe_one_partition(unsigned loop_number, const ProbeArea *disk, int 
 
 /* probe_loop_device() and probe_loop_device_image(): image, if given, is what loopN reads (fd and offset);
  * sizes, partitions and sector size still come from the kernel. */
-static int probe_loop(
-        unsigned loop_number, int image_fd, uint64_t image_offset, PartitionInfo **ret, size_t *ret_n)
+static int probe_loop(unsigned loop_number, int image_fd, uint64_t image_offset,
+        const KernelPartition *known, size_t n_known, PartitionInfo **ret, size_t *ret_n)
 {
         _cleanup_free_ KernelPartition *parts = NULL;
         _cleanup_close_ int fd = -EBADF;
@@ -464,9 +464,19 @@ static int probe_loop(
                 return 0;
         }
 
-        r = partition_list_kernel(loop_number, &parts, &nparts);
-        if (r < 0)
-                return r;
+        if (known) {
+                /* The kernel's list the caller read a moment ago: not read again. */
+                parts = n_known > 0 ? malloc(n_known * sizeof(KernelPartition)) : NULL;
+                if (n_known > 0 && !parts)
+                        return -ENOMEM;
+                if (n_known > 0)
+                        memcpy(parts, known, n_known * sizeof(KernelPartition));
+                nparts = n_known;
+        } else {
+                r = partition_list_kernel(loop_number, &parts, &nparts);
+                if (r < 0)
+                        return r;
+        }
 
         list = calloc(nparts + 1, sizeof(PartitionInfo));
         if (!list)
@@ -504,13 +514,19 @@ fail:
 
 int probe_loop_device(unsigned loop_number, PartitionInfo **ret, size_t *ret_n)
 {
-        return probe_loop(loop_number, -EBADF, 0, ret, ret_n);
+        return probe_loop(loop_number, -EBADF, 0, NULL, 0, ret, ret_n);
+}
+
+int probe_loop_device_image_with(unsigned loop_number, int image_fd, uint64_t image_offset,
+        const KernelPartition *known, size_t n_known, PartitionInfo **ret, size_t *ret_n)
+{
+        if (image_fd < 0)
+                return -EBADF;
+        return probe_loop(loop_number, image_fd, image_offset, known, n_known, ret, ret_n);
 }
 
 int probe_loop_device_image(
         unsigned loop_number, int image_fd, uint64_t image_offset, PartitionInfo **ret, size_t *ret_n)
 {
-        if (image_fd < 0)
-                return -EBADF;
-        return probe_loop(loop_number, image_fd, image_offset, ret, ret_n);
+        return probe_loop_device_image_with(loop_number, image_fd, image_offset, NULL, 0, ret, ret_n);
 }

@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include "macro.h"
+#include "partition.h"
 
 /* One entry of ListPartitions. Strings are never NULL ("" when unknown). */
 typedef struct PartitionInfo {
@@ -35,6 +36,10 @@ int probe_loop_device(unsigned loop_number, PartitionInfo **ret, size_t *ret_n);
  * image_offset (same disk sequence number). Sizes, sector size and partitions come from the kernel. */
 int probe_loop_device_image(
         unsigned loop_number, int image_fd, uint64_t image_offset, PartitionInfo **ret, size_t *ret_n);
+/* The same with the kernel's partitions of loopN as the caller read them a moment ago (known, n_known: not
+ * read again; NULL and 0: read). */
+int probe_loop_device_image_with(unsigned loop_number, int image_fd, uint64_t image_offset,
+        const KernelPartition *known, size_t n_known, PartitionInfo **ret, size_t *ret_n);
 
 /* Probes one block device node's filesystem (type, label, uuid). Missing values are "". */
 int probe_filesystem(const char *node, char **ret_fstype, char **ret_label, char **ret_uuid);

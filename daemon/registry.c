@@ -59,6 +59,7 @@ Registry *registry_free(Registry *reg)
                 reg->devices = next;
         }
         sd_event_unref(reg->event);
+        free(reg->by_number);
         free(reg->formatting);
         free(reg->state_dir);
         free(reg);
@@ -67,10 +68,32 @@ Registry *registry_free(Registry *reg)
 
 ManagedDevice *registry_find_device(Registry *reg, unsigned number, uint64_t diskseq)
 {
-        for (ManagedDevice *d = reg->devices; d; d = d->next)
-                if (d->number == number && d->diskseq == diskseq)
-                        return d;
-        return NULL;
+        ManagedDevice *d = number < reg->n_by_number ? reg->by_number[number] : NULL;
+
+        return d && d->diskseq == diskseq ? d : NULL;
+}
+
+ManagedDevice *registry_find_number(Registry *reg, unsigned number)
+{
+        return number < reg->n_by_number ? reg->by_number[number] : NULL;
+}
+
+/* Makes room for loopN in the index. */
+static int registry_index_grow(Registry *reg, unsigned number)
+{
+        size_t n = reg->n_by_number;
+        ManagedDevice **a;
+
+        if (number < n)
+                return 0;
+        n = MAX(MAX(n * 2, (size_t)number + 1), (size_t)64);
+        a = reallocarray(reg->by_number, n, sizeof(ManagedDevice *));
+        if (!a)
+                return -ENOMEM;
+        memset(a + reg->n_by_number, 0, (n - reg->n_by_number) * sizeof(ManagedDevice *));
+        reg->by_number = a;
+        reg->n_by_number = n;
+        return 0;
 }
 
 bool registry_device_autoclear(Registry *reg, const LoopInfo *info)
@@ -110,6 +133,7 @@ static void registry_drop(Registry *reg, unsigned number)
                 if ((*p)->number == number) {
                         ManagedDevice *d = *p;
                         *p = d->next;
+                        reg->by_number[number] = NULL;
                         /* The device is gone (or its number re-used): its export goes right after it. */
                         d->vdisk = vdisk_stop(d->vdisk);
                         managed_device_free(d);
@@ -125,7 +149,7 @@ int registry_add_device(Registry *reg, const ManagedDevice *d)
         /* An older record of the number is replaced, file and all; the udev mark made for this device stays.
          */
         registry_drop(reg, d->number);
-        copy = malloc(sizeof(ManagedDevice));
+        copy = registry_index_grow(reg, d->number) >= 0 ? malloc(sizeof(ManagedDevice)) : NULL;
         if (!copy) {
                 safe_close(d->lock_fd);
                 safe_close(d->image_fd);
@@ -136,6 +160,7 @@ int registry_add_device(Registry *reg, const ManagedDevice *d)
         copy->close_watch = NULL;
         copy->next = reg->devices;
         reg->devices = copy;
+        reg->by_number[copy->number] = copy;
 
         if (copy->lock_fd >= 0) {
                 char node[LOOP_NODE_MAX];

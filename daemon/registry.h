@@ -15,6 +15,10 @@ typedef struct Registry {
         sd_event *event;
         char *state_dir;
         ManagedDevice *devices;
+        /* The same records by loop number (one at most a number): lookups stay O(1) with a thousand devices.
+         */
+        ManagedDevice **by_number;
+        size_t n_by_number;
         /* Devices a Format runs on (engine-format.c): not persisted, a mkfs dies with loopd. */
         unsigned *formatting;
         size_t n_formatting;
@@ -30,6 +34,8 @@ void registry_load(Registry *reg);
 
 /* The record of loopN if loopd set it up and the kernel still has that incarnation (same diskseq). */
 ManagedDevice *registry_find_device(Registry *reg, unsigned number, uint64_t diskseq);
+/* The record of loopN whatever its incarnation, or NULL. */
+ManagedDevice *registry_find_number(Registry *reg, unsigned number);
 /* Does the device go away with its last unmount: the kernel's autoclear flag, or autoclear asked at Attach
  * (loopd arms it with the first mount)? What ListDevices and the Autoclear property say. */
 bool registry_device_autoclear(Registry *reg, const LoopInfo *info);

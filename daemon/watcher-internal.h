@@ -39,6 +39,9 @@ typedef struct Tracked {
         size_t n_probed;
         bool probed_valid; /* the last probe succeeded */
         bool probe_tried; /* a probe was made at all (devices found at start are probed when first asked) */
+        /* Every uevent up to this one is reflected in info and parts (0: not known): a later event about
+         * only what loopd did itself (Attach's) needs no second look. */
+        uint64_t seqnum;
         struct Tracked *next;
 } Tracked;
 
@@ -51,6 +54,7 @@ typedef struct LoopEvent {
         bool add_or_change;
         bool disk_change;
         bool written; /* udev's change event after someone closed the device written to (SYNTH_UUID) */
+        uint64_t seqnum; /* the kernel's SEQNUM (udevd passes it on) */
 } LoopEvent;
 
 struct Watcher {
@@ -69,7 +73,16 @@ struct Watcher {
         WatcherWait *waits;
 
         Tracked *devices;
-        bool syncing; /* comparing the table with the kernel: no nested look */
+        /* The same entries by loop number (one at most a number): watcher_find() stays O(1) with a thousand
+         * devices, which ListDevices looks up one by one. */
+        Tracked **by_number;
+        size_t n_by_number;
+        bool syncing;
+        /* The kernel's uevents and the closes of /dev nodes since ListDevices last looked
+         * (watcher-catchup.c), and whether some of them were lost since. */
+        int uevent_fd;
+        int close_fd;
+        bool catchup_lost; /* comparing the table with the kernel: no nested look */
 
         struct libmnt_monitor *mount_monitor;
         sd_event_source *mount_io;
@@ -108,3 +121,10 @@ void watcher_close_mounts(Watcher *w);
 void watcher_rescan_mounts(Watcher *w, MountTable *table, bool announce, bool only_removals);
 /* At start: the mount points loopd made before that are no longer mounted go. */
 void watcher_adopt_mounts(Watcher *w);
+
+/* watcher-catchup.c */
+int watcher_open_catchup(Watcher *w);
+void watcher_close_catchup(Watcher *w);
+/* The loop numbers named by the uevents and /dev closes since the last call; -ENOBUFS when some were lost
+ * (or this is the first call), -EBADF without the queues: then every device must be read. */
+int watcher_catch_up(Watcher *w, unsigned **ret, size_t *ret_n);

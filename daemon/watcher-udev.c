@@ -260,6 +260,7 @@ static int loop_event_read(Watcher *w, struct udev_device *d, const char *action
         Tracked *t;
         LoopEvent e = {
                 .devnum = udev_device_get_devnum(d),
+                .seqnum = udev_device_get_seqnum(d),
                 .add_or_change = streq(action, "add") || streq(action, "change"),
         };
 
@@ -356,9 +357,19 @@ static int watcher_on_event(sd_event_source *s, int fd, uint32_t revents, void *
                         seen = events[j].number == events[i].number;
                 if (seen)
                         continue;
-                watcher_refresh(w, events[i].number, true);
+                uint64_t last = 0;
+                bool unnumbered = false;
                 for (size_t j = i; j < n; j++)
-                        written = written || (events[j].number == events[i].number && events[j].written);
+                        if (events[j].number == events[i].number) {
+                                written = written || events[j].written;
+                                unnumbered = unnumbered || events[j].seqnum == 0;
+                                last = MAX(last, events[j].seqnum);
+                        }
+                /* Read already after these events (Attach's own: the device and its partitions, read after
+                 * it bound and partitioned the device): nothing new to see. */
+                t = watcher_find(w, events[i].number);
+                if (!t || unnumbered || t->seqnum == 0 || last > t->seqnum)
+                        watcher_refresh(w, events[i].number, true);
                 t = written ? watcher_find(w, events[i].number) : NULL;
                 if (t)
                         (void)watcher_reprobe(w, t);

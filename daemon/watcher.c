@@ -9,6 +9,7 @@
 #include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sysmacros.h>
 
 #include "log.h"
 #include "loop.h"
@@ -55,7 +56,9 @@ static int tracked_probe(Watcher *w, Tracked *t)
         int fd, r;
 
         if (registry_take_image(w->registry, t->info->number, t->info->diskseq, &fd, &offset) >= 0) {
-                r = probe_loop_device_image(t->info->number, fd, offset, &parts, &n);
+                /* Right after Attach, with the kernel's partitions the table has just read. */
+                r = probe_loop_device_image_with(
+                        t->info->number, fd, offset, t->parts, t->n_parts, &parts, &n);
                 safe_close(fd);
         } else
                 r = probe_loop_device(t->info->number, &parts, &n);
@@ -119,14 +122,37 @@ static void tracked_forget_partitions(Tracked *t)
 
 Tracked *watcher_find(Watcher *w, unsigned number)
 {
-        for (Tracked *t = w->devices; t; t = t->next)
-                if (t->info->number == number)
-                        return t;
-        return NULL;
+        return number < w->n_by_number ? w->by_number[number] : NULL;
+}
+
+/* Puts t at the head of the table and into the index. */
+static int watcher_link(Watcher *w, Tracked *t)
+{
+        unsigned number = t->info->number;
+
+        if (number >= w->n_by_number) {
+                size_t n = MAX(MAX(w->n_by_number * 2, (size_t)number + 1), (size_t)64);
+                Tracked **a = reallocarray(w->by_number, n, sizeof(Tracked *));
+
+                if (!a)
+                        return -ENOMEM;
+                memset(a + w->n_by_number, 0, (n - w->n_by_number) * sizeof(Tracked *));
+                w->by_number = a;
+                w->n_by_number = n;
+        }
+        w->by_number[number] = t;
+        t->next = w->devices;
+        w->devices = t;
+        return 0;
 }
 
 Tracked *watcher_find_devnum(Watcher *w, dev_t devnum)
 {
+        /* loopN's minor is N without partition minors (max_part=0, the default): try that entry first. */
+        Tracked *guess = watcher_find(w, minor(devnum));
+
+        if (guess && guess->info->devnum == devnum)
+                return guess;
         for (Tracked *t = w->devices; t; t = t->next)
                 if (t->info->devnum == devnum)
                         return t;
@@ -138,6 +164,7 @@ static void watcher_unlink(Watcher *w, Tracked *t)
         for (Tracked **p = &w->devices; *p; p = &(*p)->next)
                 if (*p == t) {
                         *p = t->next;
+                        w->by_number[t->info->number] = NULL;
                         return;
                 }
 }
@@ -254,14 +281,17 @@ static void watcher_take_device(Watcher *w, LoopInfo *info, bool announce)
                         return;
                 }
                 t->info = info;
+                t->seqnum = info->uevent_seqnum;
                 t->parts = parts;
                 t->n_parts = n_parts;
                 /* Found at start: probed when a client first asks (watcher_update_device()). */
                 if (announce)
                         (void)tracked_probe(w, t);
                 /* In the table before anyone hears of it: InterfacesAdded reads the properties from here. */
-                t->next = w->devices;
-                w->devices = t;
+                if (watcher_link(w, t) < 0) {
+                        tracked_free(t);
+                        return;
+                }
                 if (announce) {
                         watcher_report(w, CHANGE_DEVICE_ADDED, number, 0, NULL, NULL, NULL);
                         for (size_t i = 0; i < n_parts; i++)
@@ -277,6 +307,7 @@ static void watcher_take_device(Watcher *w, LoopInfo *info, bool announce)
         size_t n_old_parts = t->n_parts;
 
         /* The new state first: PropertiesChanged reads the values from the table. */
+        t->seqnum = info->uevent_seqnum;
         t->info = info;
         t->parts = parts;
         t->n_parts = n_parts;
@@ -292,13 +323,20 @@ static void watcher_take_device(Watcher *w, LoopInfo *info, bool announce)
         free(old_parts);
 }
 
-/* Is that incarnation of loopN among infos? */
+/* Is that incarnation of loopN among infos (sorted by number, as loop_list() returns them)? */
 static bool infos_have(LoopInfo *const *infos, size_t n, unsigned number, uint64_t diskseq)
 {
-        for (size_t i = 0; i < n; i++)
-                if (infos[i]->number == number && infos[i]->diskseq == diskseq)
-                        return true;
-        return false;
+        size_t lo = 0, hi = n;
+
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+
+                if (infos[mid]->number < number)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        return lo < n && infos[lo]->number == number && infos[lo]->diskseq == diskseq;
 }
 
 /* Brings the table up to date with the kernel for every device and, with announce, reports what changed:
@@ -339,16 +377,16 @@ int watcher_sync(Watcher *w, bool announce)
         return 0;
 }
 
-/* The same for one device (loopN was named by an event, or by a client). */
-void watcher_refresh(Watcher *w, unsigned number, bool announce)
+/* The same for one device, with what the kernel says of it now: info (taken) and r, loop_get_info()'s. */
+static void watcher_refresh_with(Watcher *w, unsigned number, LoopInfo *info, int r, bool announce)
 {
-        LoopInfo *info = NULL;
         Tracked *t;
-        int r;
+        ManagedDevice *d;
 
-        if (w->syncing)
+        if (w->syncing) {
+                loop_info_free(info);
                 return;
-        r = loop_get_info(number, &info);
+        }
         if (r < 0 && r != -ENXIO && r != -ENODEV) {
                 log_debug_errno(r, "Failed to read loop%u, keeping what was known: %m", number);
                 return;
@@ -359,23 +397,45 @@ void watcher_refresh(Watcher *w, unsigned number, bool announce)
                 watcher_device_gone(w, t, announce);
         /* A device of loopd's that was detached (or whose number was re-used) before the watcher ever saw
          * it: its record goes all the same. */
-        for (ManagedDevice *d = w->registry->devices; d; d = d->next)
-                if (d->number == number && (r < 0 || d->diskseq != info->diskseq)) {
-                        registry_forget_device(w->registry, number);
-                        break;
-                }
+        d = registry_find_number(w->registry, number);
+        if (d && (r < 0 || d->diskseq != info->diskseq))
+                registry_forget_device(w->registry, number);
         if (r >= 0)
                 watcher_take_device(w, info, announce);
         w->syncing = false;
+}
+
+/* The same for one device (loopN was named by an event, or by a client). */
+void watcher_refresh(Watcher *w, unsigned number, bool announce)
+{
+        LoopInfo *info = NULL;
+        int r;
+
+        if (w->syncing)
+                return;
+        uint64_t seqnum = loop_uevent_seqnum();
+        r = loop_get_info(number, &info);
+        if (r >= 0)
+                info->uevent_seqnum = seqnum;
+        watcher_refresh_with(w, number, info, r, announce);
 }
 
 /* ---- what the engine and the face ask ---- */
 
 void watcher_update_device(Watcher *w, unsigned number)
 {
+        watcher_update_device_info(w, number, NULL);
+}
+
+void watcher_update_device_info(Watcher *w, unsigned number, const LoopInfo *known)
+{
+        LoopInfo *copy = NULL;
         Tracked *t;
 
-        watcher_refresh(w, number, true);
+        if (known && loop_info_dup(known, &copy) >= 0)
+                watcher_refresh_with(w, number, copy, 0, true);
+        else
+                watcher_refresh(w, number, true);
         t = watcher_find(w, number);
         /* Found at start and never asked about: nobody was told what is on it, so nothing to report. */
         if (t && !t->probe_tried)
@@ -406,7 +466,25 @@ void watcher_update_devices(Watcher *w, bool closely)
                 return;
         }
 
-        /* Sysfs attributes only (no open): the devices that differ are then read as an event would. */
+        /* Only the devices a uevent or a close of their node named since the last look, when no event was
+         * lost: sysfs attributes only (no open), and the devices that differ are then read as an event
+         * would. */
+        _cleanup_free_ unsigned *numbers = NULL;
+        if (watcher_catch_up(w, &numbers, &n) >= 0) {
+                for (size_t i = 0; i < n; i++) {
+                        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+                        Tracked *t = watcher_find(w, numbers[i]);
+
+                        r = loop_get_info_brief(numbers[i], &info);
+                        if (r >= 0 ? !t || t->info->diskseq != info->diskseq || brief_differs(t->info, info)
+                                   : t || (r != -ENXIO && r != -ENOENT && r != -ENODEV))
+                                watcher_refresh(w, numbers[i], true);
+                }
+                return;
+        }
+
+        /* Everything, sysfs attributes only (no open): the devices that differ are then read as an event
+         * would. */
         r = loop_list_brief(&infos, &n);
         if (r < 0) {
                 log_debug_errno(r, "Failed to list loop devices: %m");
@@ -488,6 +566,7 @@ int watcher_new(const WatcherConfig *config, Watcher **ret)
         w = calloc(1, sizeof(Watcher));
         if (!w)
                 return -ENOMEM;
+        w->uevent_fd = w->close_fd = -EBADF;
         w->event = sd_event_ref(config->event);
         w->registry = config->registry;
         w->on_change = config->on_change;
@@ -505,6 +584,10 @@ int watcher_new(const WatcherConfig *config, Watcher **ret)
         if (r < 0)
                 log_warning_errno(
                         r, "Failed to watch " UDEV_RUN_DIR ", udevd coming or going may go unnoticed: %m");
+        r = watcher_open_catchup(w);
+        if (r < 0)
+                log_warning_errno(
+                        r, "Failed to follow the kernel's uevents, ListDevices reads every device: %m");
         r = watcher_open_monitor(w);
         if (r >= 0)
                 r = watcher_open_mount_monitor(w);
@@ -533,6 +616,8 @@ Watcher *watcher_free(Watcher *w)
                 w->devices = t->next;
                 tracked_free(t);
         }
+        free(w->by_number);
+        watcher_close_catchup(w);
         watcher_close_monitor(w);
         sd_event_source_disable_unref(w->udev_dir_watch);
         watcher_close_mounts(w);

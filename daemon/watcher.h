@@ -55,6 +55,9 @@ const char *watcher_mount_point(Watcher *w, const char *node);
 
 /* loopN: bound, unbound, its properties and partitions; it is probed if it never was. */
 void watcher_update_device(Watcher *w, unsigned number);
+/* The same with what the caller read of loopN a moment ago (loop_get_info()'s or loop_attach()'s info, not
+ * taken): the device is not read again. NULL: read it. */
+void watcher_update_device_info(Watcher *w, unsigned number, const LoopInfo *known);
 /* Every loop device. closely: each one read as an event would, and those never probed are probed (for
  * GetManagedObjects); else compared cheaply with the table (sysfs attributes, no open) and only those that
  * differ are read (for ListDevices). */
