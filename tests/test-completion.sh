@@ -16,25 +16,11 @@
 set -uo pipefail
 export LC_ALL=C # one sort order for sort and comm
 
-script=$(basename "$0")
 source_root=${LOOPD_SOURCE_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
 loopctl=${LOOPCTL_BINARY:-}
-checks=0
-failures=0
+# shellcheck source=tests/tap.sh
+source "$(dirname "$0")/tap.sh"
 
-pass() {
-    checks=$((checks + 1))
-    echo "ok $checks - $*"
-}
-fail() {
-    checks=$((checks + 1))
-    failures=$((failures + 1))
-    echo "not ok $checks - $*"
-}
-die() {
-    echo "Bail out! $*"
-    exit 1
-}
 # Checks that cannot run here (a shell that is missing): a skipped test point, or under CI=true the end of the run.
 skip_checks() {
     [ "${CI:-}" = true ] && die "cannot check $1, and CI=true must not skip: $2"
@@ -373,10 +359,4 @@ for shell in ${LOOPCTL_TEST_SHELLS:-bash bash-plain zsh fish}; do
     esac
 done
 
-echo "1..$checks"
-if [ "$failures" -gt 0 ]; then
-    echo "# $script: $failures of $checks checks failed"
-    exit 1
-fi
-echo "# $script: all $checks checks passed"
-exit 0
+tap_finish

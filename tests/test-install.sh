@@ -39,19 +39,10 @@ case ${1:-} in
     exit 2
     ;;
 esac
-failures=0
-checks=0
+# shellcheck source=tests/tap.sh
+source "$(dirname "$0")/tap.sh"
 
 say() { echo "# $*"; }
-pass() {
-    checks=$((checks + 1))
-    echo "ok $checks - $*"
-}
-fail() {
-    checks=$((checks + 1))
-    failures=$((failures + 1))
-    echo "not ok $checks - $*"
-}
 # Shows a command's output (indented) after a failed check.
 show() { sed 's/^/#    /' "$@"; }
 skip() {
@@ -61,10 +52,6 @@ skip() {
     fi
     echo "1..0 # SKIP $*"
     exit 0
-}
-die() {
-    echo "Bail out! $*"
-    exit 1
 }
 
 [ -n "$build" ] || [ -n "$package" ] || die "LOOPD_BUILD_ROOT is not set (run this through meson test)"
@@ -762,10 +749,4 @@ if [ -n "$pid" ]; then
 fi
 
 # --------------------------------------------------------------------------------------------------------
-echo "1..$checks"
-if [ "$failures" -gt 0 ]; then
-    echo "# $script: $failures of $checks checks failed"
-    exit 1
-fi
-echo "# $script: all $checks checks passed"
-exit 0
+tap_finish
