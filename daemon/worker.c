@@ -147,6 +147,10 @@ static _Noreturn void child_run(
         if (!header)
                 _exit(EXIT_FAILURE);
         header->result = function(arg, header->data);
+        /* Let go of keep_fd before the caller hears: a caller that opens the file again once it has the
+         * result (Format's mkfs opens the device O_EXCL, as the worker's fd did) must not find it still
+         * held by a child that has not exited yet. */
+        (void)close(keep_fd);
         if (write(out, header, total) != (ssize_t)total)
                 _exit(EXIT_FAILURE);
         _exit(EXIT_SUCCESS);

@@ -21,7 +21,8 @@ typedef int (*WorkerFunction)(void *arg, void *data);
 typedef void (*WorkerCallback)(int result, const void *data, void *userdata);
 
 /* Forks a child that keeps only keep_fd of loopd's file descriptors (at the same number), runs
- * function(arg, data) and sends the result back. */
+ * function(arg, data), closes keep_fd and sends the result back (the child has let go of keep_fd when
+ * callback runs, even if it has not exited yet). */
 int worker_start(sd_event *event, int keep_fd, WorkerFunction function, void *arg, size_t size,
         uint64_t timeout_usec, WorkerCallback callback, void *userdata, Worker **ret);
 /* Kills the child and frees the worker without calling back. NULL is fine; returns NULL. */
