@@ -20,6 +20,8 @@ source_root=${LOOPD_SOURCE_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
 loopctl=${LOOPCTL_BINARY:-}
 # shellcheck source=tests/tap.sh
 source "$(dirname "$0")/tap.sh"
+# shellcheck source=tests/bash-complete.sh
+source "$(dirname "$0")/bash-complete.sh"
 
 # Checks that cannot run here (a shell that is missing): a skipped test point, or under CI=true the end of the run.
 skip_checks() {
@@ -118,17 +120,8 @@ fi
 # In bash with bash-completion loaded as an interactive shell would have it (BASH_COMPLETION_FILE; empty:
 # without it, the file's own fallbacks).
 complete_in_bash() { # BASH_COMPLETION_FILE LINE
-    LINE=$2 $world bash --norc --noprofile -c '
-        if [ -n "$0" ]; then source "$0" || exit 1; fi
-        source "$1" || exit 1
-        COMP_LINE=$LINE
-        COMP_POINT=${#COMP_LINE}
-        read -ra COMP_WORDS <<<"${COMP_LINE//=/ = }"
-        [[ $COMP_LINE == *" " ]] && COMP_WORDS+=("")
-        COMP_CWORD=$((${#COMP_WORDS[@]} - 1))
-        complete -p loopctl >/dev/null || exit 1
-        _loopctl loopctl "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD - 1]}"
-        printf "%s\n" "${COMPREPLY[@]}"' "$1" "$bash_file" 2>/dev/null
+    # shellcheck disable=SC2086 # $world: a command and its arguments, or nothing
+    bash_complete "$1" "$bash_file" "$2" $world 2>/dev/null
 }
 complete_bash() { complete_in_bash "$bash_completion" "$1"; }
 complete_bash-plain() { complete_in_bash "" "$1"; }

@@ -41,6 +41,8 @@ case ${1:-} in
 esac
 # shellcheck source=tests/tap.sh
 source "$(dirname "$0")/tap.sh"
+# shellcheck source=tests/bash-complete.sh
+source "$(dirname "$0")/bash-complete.sh"
 
 say() { echo "# $*"; }
 # Shows a command's output (indented) after a failed check.
@@ -459,19 +461,7 @@ else
 fi
 # complete LINE: what completing the last word of LINE offers, one a line, in a bash with bash-completion
 # loaded as an interactive shell would. The words are split as readline splits them (at blanks and '=').
-complete_line() {
-    LINE=$1 bash --norc --noprofile -c '
-        source "$0" || exit 1
-        source "$1" || exit 1
-        COMP_LINE=$LINE
-        COMP_POINT=${#COMP_LINE}
-        read -ra COMP_WORDS <<<"${COMP_LINE//=/ = }"
-        [[ $COMP_LINE == *" " ]] && COMP_WORDS+=("")
-        COMP_CWORD=$((${#COMP_WORDS[@]} - 1))
-        complete -p loopctl >/dev/null || exit 1
-        _loopctl loopctl "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD - 1]}"
-        printf "%s\n" "${COMPREPLY[@]}"' "$bash_completion" "$completion"
-}
+complete_line() { bash_complete "$bash_completion" "$completion" "$1"; }
 check_completion() { # LINE, the words expected (all of them), the words that must not be offered
     local line=$1 want=$2 unwanted=${3:-} got w bad=""
     got=$(complete_line "$line" | sort -u)
