@@ -12,6 +12,7 @@
 
 #include "bus-service.h"
 #include "config.h"
+#include "image-reader.h"
 #include "log.h"
 #include "loopd-bus.h"
 #include "manager-dbus.h"
@@ -244,6 +245,13 @@ static int run(int argc, char *argv[])
 
         if (geteuid() != 0)
                 log_warning("Not running as root: attaching and mounting will fail");
+        /* Now, while loopd is small and its signals are not blocked yet. */
+        r = image_reader_new(&m->image_reader);
+        if (r == -EOPNOTSUPP)
+                log_debug("No pidfds here: each image is read in a worker forked for it");
+        else if (r < 0)
+                log_warning_errno(r,
+                        "Failed to start the image reader, each image is read in a worker forked for it: %m");
         raise_fd_limit();
 
         sigemptyset(&mask);

@@ -351,13 +351,6 @@ void bus_cancel_calls(Bus *b)
 }
 
 /* In the worker: the only reads of the caller's image before it is bound. */
-static int image_call_read(void *arg, void *data)
-{
-        ImageCall *c = arg;
-
-        return image_probe(c->fd, c->req.offset, c->req.size_limit, data);
-}
-
 static int attach_finish(ImageCall *c, int probe_result, const ImageProbe *probe, sd_bus_error *error);
 static int mount_image_finish(ImageCall *c, int probe_result, const ImageProbe *probe, sd_bus_error *error);
 
@@ -506,8 +499,8 @@ static int image_call_start(Bus *b, sd_bus_message *message, int fd, const Attac
         c->next = b->image_calls;
         b->image_calls = c;
 
-        r = worker_start(m->event, fd, image_call_read, c, sizeof(ImageProbe), m->io_timeout_usec,
-                image_call_on_read, c, &c->worker);
+        r = worker_start_probe(m->event, m->image_reader, fd, req->offset, req->size_limit,
+                m->io_timeout_usec, image_call_on_read, c, &c->worker);
         if (r < 0) {
                 image_call_free(c);
                 return bus_reply_errno(error, r, "Failed to start reading the image");

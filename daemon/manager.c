@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "image-reader.h"
 #include "log.h"
 #include "loop.h"
 #include "mount.h"
@@ -46,6 +47,7 @@ Manager *manager_free(Manager *m)
                 return NULL;
         manager_stop(m);
         registry_free(m->registry);
+        image_reader_free(m->image_reader);
         sd_event_unref(m->event);
         free(m->state_dir);
         free(m->media_dir);

@@ -10,6 +10,7 @@
 #include "changes.h"
 #include "macro.h"
 
+typedef struct ImageReader ImageReader;
 typedef struct Registry Registry;
 typedef struct Watcher Watcher;
 
@@ -26,6 +27,7 @@ typedef struct Manager {
         uint64_t partition_timeout_usec;
         uint64_t io_timeout_usec; /* how long reading a caller's image may take before Timeout */
         char *qsd_path; /* qemu-storage-daemon, for virtual disks; NULL: VDISK_QSD_PATH */
+        ImageReader *image_reader; /* NULL: each image is read in a worker forked then */
 } Manager;
 
 int manager_new(Manager **ret);

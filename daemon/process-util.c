@@ -63,6 +63,19 @@ pid_t clone_vfork(int (*fn)(void *), void *userdata, unsigned long flags, int *r
         return pid;
 }
 
+int close_fds_except(int a, int b)
+{
+        unsigned lo = (unsigned)MIN(a, b), hi = (unsigned)MAX(a, b);
+
+        if (lo > 3 && syscall(SYS_close_range, 3u, lo - 1, 0u) < 0)
+                return -errno;
+        if (hi > lo + 1 && syscall(SYS_close_range, lo + 1, hi - 1, 0u) < 0)
+                return -errno;
+        if (syscall(SYS_close_range, hi + 1, ~0u, 0u) < 0)
+                return -errno;
+        return 0;
+}
+
 int pidfd_open_pid(pid_t pid)
 {
         return (int)syscall(SYS_pidfd_open, pid, 0);

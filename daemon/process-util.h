@@ -22,5 +22,7 @@ bool pidfd_wait_until(int pidfd, int64_t deadline_ms);
  * sets is the caller's. flags: more clone flags (namespaces). Returns the pid (and a pidfd in *ret_pidfd
  * unless NULL), or -errno. */
 pid_t clone_vfork(int (*fn)(void *), void *userdata, unsigned long flags, int *ret_pidfd);
+/* In a child: closes every fd but 0-2, a and b (which may be equal). */
+int close_fds_except(int a, int b);
 /* Field 22 of /proc/PID/stat: with the pid, it names one process for good. */
 int process_start_time(pid_t pid, uint64_t *ret);

@@ -6,29 +6,21 @@
  * or goes away) and holds nothing of loopd's but the caller's file. */
 #include "worker.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
+#include "image-reader.h"
+#include "image.h"
 #include "process-util.h"
-
-struct Worker {
-        pid_t pid;
-        int pidfd; /* -EBADF where the kernel (or valgrind) has no pidfd_open() */
-        int pipe_fd;
-        sd_event_source *io;
-        sd_event_source *timer;
-        size_t size;
-        WorkerCallback callback;
-        void *userdata;
-};
 
 /* What the child writes: the function's result, then its data (aligned for any type: the function and the
  * callback read it in place). */
@@ -36,6 +28,30 @@ typedef struct WorkerHeader {
         int32_t result;
         _Alignas(max_align_t) unsigned char data[];
 } WorkerHeader;
+
+/* The image reader's children answer in the same layout. */
+static_assert(offsetof(ImageReaderAnswer, probe) == offsetof(WorkerHeader, data), "answer layouts differ");
+static_assert(sizeof(ImageReaderAnswer) == sizeof(WorkerHeader) + sizeof(ImageProbe), "answer sizes differ");
+
+/* What worker_start_probe() reads: kept for a retry in a forked worker. */
+typedef struct ProbeArgs {
+        int fd;
+        uint64_t offset;
+        uint64_t size;
+} ProbeArgs;
+
+struct Worker {
+        pid_t pid;
+        int pidfd; /* -EBADF where the kernel (or valgrind) has no pidfd_open() */
+        int pipe_fd; /* or the image reader's answer socket */
+        bool hello; /* the reader's child has not said hello (sent its pidfd) yet */
+        ProbeArgs probe;
+        sd_event_source *io;
+        sd_event_source *timer;
+        size_t size;
+        WorkerCallback callback;
+        void *userdata;
+};
 
 static void worker_free(Worker *w)
 {
@@ -77,13 +93,84 @@ static void worker_finish(Worker *w, int result, const void *data)
         worker_free(w);
 }
 
+static int worker_on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata);
+
+static _Noreturn void child_run(
+        pid_t parent, int keep_fd, int out, WorkerFunction function, void *arg, size_t size);
+
+/* Forks the child that runs function(arg) and answers on w->pipe_fd. */
+static int worker_fork(Worker *w, int keep_fd, WorkerFunction function, void *arg)
+{
+        pid_t parent = getpid(), pid;
+        int fds[2], r;
+
+        if (pipe2(fds, O_CLOEXEC) < 0)
+                return negative_errno();
+        pid = fork();
+        if (pid < 0) {
+                r = negative_errno();
+                safe_close(fds[0]);
+                safe_close(fds[1]);
+                return r;
+        }
+        if (pid == 0)
+                child_run(parent, keep_fd, fds[1], function, arg, w->size);
+
+        safe_close(fds[1]);
+        w->pipe_fd = fds[0];
+        /* Before the event loop runs again, so before the SIGCHLD handler can have reaped it. */
+        w->pid = pid;
+        w->pidfd = pidfd_open_pid(pid);
+        if (w->pidfd < 0)
+                w->pidfd = -EBADF;
+        return 0;
+}
+
+static int probe_in_child(void *arg, void *data)
+{
+        const ProbeArgs *a = arg;
+
+        return image_probe(a->fd, a->offset, a->size, data);
+}
+
+/* The reader's child died before it said hello, so before it read anything: the reader was killed (its
+ * waiting child goes with it) after the request was queued. Read the image in a worker forked here. */
+static int worker_retry_forked(Worker *w, sd_event *event)
+{
+        int r;
+
+        w->io = sd_event_source_disable_unref(w->io);
+        w->pipe_fd = safe_close(w->pipe_fd);
+        w->hello = false;
+        r = worker_fork(w, w->probe.fd, probe_in_child, &w->probe);
+        if (r < 0)
+                return r;
+        return sd_event_add_io(event, &w->io, w->pipe_fd, EPOLLIN, worker_on_io, w);
+}
+
 static int worker_on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata)
 {
         Worker *w = userdata;
         size_t total = sizeof(WorkerHeader) + w->size;
-        _cleanup_free_ uint8_t *buf = malloc(total);
+        _cleanup_free_ uint8_t *buf = NULL;
         ssize_t k;
 
+        if (w->hello) {
+                int r = image_reader_read_hello(fd, &w->pidfd);
+                if (r == -EAGAIN)
+                        return 0;
+                if (r < 0) {
+                        r = worker_retry_forked(w, sd_event_source_get_event(s));
+                        if (r < 0) {
+                                worker_kill(w);
+                                worker_finish(w, -EIO, NULL);
+                        }
+                        return 0;
+                }
+                w->hello = false;
+                return 0; /* the answer wakes the loop again */
+        }
+        buf = malloc(total);
         if (!buf) {
                 worker_kill(w);
                 worker_finish(w, -ENOMEM, NULL);
@@ -116,20 +203,6 @@ static int worker_on_timeout(sd_event_source *s, uint64_t usec, void *userdata)
         return 0;
 }
 
-/* Closes every fd of the child but 0-2, keep_fd and out. */
-static int child_close_fds(int keep_fd, int out)
-{
-        unsigned lo = (unsigned)MIN(keep_fd, out), hi = (unsigned)MAX(keep_fd, out);
-
-        if (lo > 3 && syscall(SYS_close_range, 3u, lo - 1, 0u) < 0)
-                return -errno;
-        if (hi > lo + 1 && syscall(SYS_close_range, lo + 1, hi - 1, 0u) < 0)
-                return -errno;
-        if (syscall(SYS_close_range, hi + 1, ~0u, 0u) < 0)
-                return -errno;
-        return 0;
-}
-
 static _Noreturn void child_run(
         pid_t parent, int keep_fd, int out, WorkerFunction function, void *arg, size_t size)
 {
@@ -139,7 +212,7 @@ static _Noreturn void child_run(
         /* Nothing of loopd's (the bus, device locks, other callers' images) may outlive loopd in a child
          * that is stuck: a child that cannot let go of them does not run. And it goes when loopd goes,
          * wherever it can (loopd may have gone before the prctl). */
-        if (child_close_fds(keep_fd, out) < 0)
+        if (close_fds_except(keep_fd, out) < 0)
                 _exit(EXIT_FAILURE);
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
                 _exit(EXIT_FAILURE);
@@ -156,57 +229,74 @@ static _Noreturn void child_run(
         _exit(EXIT_SUCCESS);
 }
 
-int worker_start(sd_event *event, int keep_fd, WorkerFunction function, void *arg, size_t size,
-        uint64_t timeout_usec, WorkerCallback callback, void *userdata, Worker **ret)
+static Worker *worker_new(size_t size, WorkerCallback callback, void *userdata)
 {
-        Worker *w;
-        int fds[2], r;
-        pid_t pid;
+        Worker *w = calloc(1, sizeof(Worker));
 
-        if (sizeof(WorkerHeader) + size > PIPE_BUF)
-                return -EINVAL;
-        w = calloc(1, sizeof(Worker));
         if (!w)
-                return -ENOMEM;
+                return NULL;
         w->pidfd = w->pipe_fd = -EBADF;
         w->size = size;
         w->callback = callback;
         w->userdata = userdata;
+        return w;
+}
 
-        if (pipe2(fds, O_CLOEXEC) < 0) {
-                r = negative_errno();
-                goto fail;
-        }
-        pid_t parent = getpid();
-        pid = fork();
-        if (pid < 0) {
-                r = negative_errno();
-                safe_close(fds[0]);
-                safe_close(fds[1]);
-                goto fail;
-        }
-        if (pid == 0)
-                child_run(parent, keep_fd, fds[1], function, arg, size);
+/* Waits for w's answer on w->pipe_fd, until the deadline. Frees w on failure. */
+static int worker_watch(Worker *w, sd_event *event, uint64_t timeout_usec, Worker **ret)
+{
+        int r;
 
-        safe_close(fds[1]);
-        w->pipe_fd = fds[0];
-        /* Before the event loop runs again, so before the SIGCHLD handler can have reaped it. */
-        w->pid = pid;
-        w->pidfd = pidfd_open_pid(pid);
-        if (w->pidfd < 0)
-                w->pidfd = -EBADF;
         r = sd_event_add_io(event, &w->io, w->pipe_fd, EPOLLIN, worker_on_io, w);
         if (r >= 0)
                 r = sd_event_add_time_relative(
                         event, &w->timer, CLOCK_MONOTONIC, timeout_usec, 0, worker_on_timeout, w);
         if (r < 0) {
                 worker_kill(w);
-                goto fail;
+                worker_free(w);
+                return r;
         }
         *ret = w;
         return 0;
+}
 
-fail:
-        worker_free(w);
-        return r;
+int worker_start(sd_event *event, int keep_fd, WorkerFunction function, void *arg, size_t size,
+        uint64_t timeout_usec, WorkerCallback callback, void *userdata, Worker **ret)
+{
+        Worker *w;
+        int r;
+
+        if (sizeof(WorkerHeader) + size > PIPE_BUF)
+                return -EINVAL;
+        w = worker_new(size, callback, userdata);
+        if (!w)
+                return -ENOMEM;
+        r = worker_fork(w, keep_fd, function, arg);
+        if (r < 0) {
+                worker_free(w);
+                return r;
+        }
+        return worker_watch(w, event, timeout_usec, ret);
+}
+
+int worker_start_probe(sd_event *event, ImageReader *reader, int keep_fd, uint64_t offset, uint64_t size,
+        uint64_t timeout_usec, WorkerCallback callback, void *userdata, Worker **ret)
+{
+        Worker *w;
+        int r;
+
+        w = worker_new(sizeof(ImageProbe), callback, userdata);
+        if (!w)
+                return -ENOMEM;
+        w->probe = (ProbeArgs){ .fd = keep_fd, .offset = offset, .size = size };
+        if (reader && image_reader_submit(reader, keep_fd, offset, size, &w->pipe_fd) >= 0)
+                w->hello = true;
+        else {
+                r = worker_fork(w, keep_fd, probe_in_child, &w->probe);
+                if (r < 0) {
+                        worker_free(w);
+                        return r;
+                }
+        }
+        return worker_watch(w, event, timeout_usec, ret);
 }

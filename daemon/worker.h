@@ -11,6 +11,7 @@
 #include "macro.h"
 
 typedef struct Worker Worker;
+typedef struct ImageReader ImageReader;
 
 /* Runs in the child: fills data (size bytes, plain values only: no pointers to the heap; pointers to
  * constant strings survive, the child being a copy of loopd) and returns 0 or -errno. */
@@ -24,6 +25,12 @@ typedef void (*WorkerCallback)(int result, const void *data, void *userdata);
  * function(arg, data), closes keep_fd and sends the result back (the child has let go of keep_fd when
  * callback runs, even if it has not exited yet). */
 int worker_start(sd_event *event, int keep_fd, WorkerFunction function, void *arg, size_t size,
+        uint64_t timeout_usec, WorkerCallback callback, void *userdata, Worker **ret);
+/* As worker_start() for what every Attach and MountImage runs: image_probe(keep_fd, offset, size), its data
+ * an ImageProbe. Through the image reader (image-reader.h) where loopd has one: no fork of loopd on the
+ * call's way. Else, once the reader is gone, or when its child died before it read anything (the reader was
+ * killed), in a worker forked here. */
+int worker_start_probe(sd_event *event, ImageReader *reader, int keep_fd, uint64_t offset, uint64_t size,
         uint64_t timeout_usec, WorkerCallback callback, void *userdata, Worker **ret);
 /* Kills the child and frees the worker without calling back. NULL is fine; returns NULL. */
 Worker *worker_cancel(Worker *w);

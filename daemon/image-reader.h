@@ -1,0 +1,45 @@
+/* image-reader.h: the process that forks, ahead of need, the child each caller's image is read in. Never
+ * logs.
+ *
+ * A caller's image is read in a child of its own with a deadline (worker.h says why). Forked from loopd,
+ * that child costs loopd a copy of its page tables and then a copy-on-write fault for every page it writes;
+ * on a 2-CPU VM that was a third of an Attach's time. So loopd forks one small process as it starts, before
+ * it holds much memory: the reader. The reader keeps one child forked and waiting; the child that takes a
+ * request tells the reader, which forks the next one while the first reads. A read costs loopd one
+ * sendmsg().
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "image.h"
+#include "macro.h"
+
+typedef struct ImageReader ImageReader;
+
+/* What a child answers last: image_probe()'s result and what it found (laid out as worker.c's children
+ * answer, which worker.c checks). */
+typedef struct ImageReaderAnswer {
+        int32_t result;
+        _Alignas(max_align_t) ImageProbe probe;
+} ImageReaderAnswer;
+
+/* Forks the reader. Call early, while loopd is small (its memory is what the reader and each child copy),
+ * and before the signal mask changes. -EOPNOTSUPP where pidfds cannot name the children (an old kernel,
+ * valgrind): without one a child stuck in a read could not be killed, so such a loopd forks a worker for
+ * each read, as before. */
+int image_reader_new(ImageReader **ret);
+/* Closes loopd's end: the waiting child and the reader exit (so do both when loopd dies). Returns NULL. */
+ImageReader *image_reader_free(ImageReader *reader);
+DEFINE_TRIVIAL_CLEANUP_FUNC(ImageReader *, image_reader_free);
+
+/* Hands image_fd to the next child, which runs image_probe(image_fd, offset, size) and answers on the
+ * returned socket (*ret_fd, loopd's end, nonblocking): first a hello (image_reader_read_hello()), then an
+ * ImageReaderAnswer, in one message. The child
+ * closes its copy of image_fd before it answers. -EPIPE once the reader is gone (loopd then forks a worker
+ * itself). */
+int image_reader_submit(ImageReader *reader, int image_fd, uint64_t offset, uint64_t size, int *ret_fd);
+/* Reads the hello from the socket image_reader_submit() returned: the child's pidfd (to kill it at the
+ * deadline). -EAGAIN when it has not come yet; -EIO when the child died first. */
+int image_reader_read_hello(int fd, int *ret_pidfd);
