@@ -1,9 +1,10 @@
-/* loop-info.c: what the kernel says about bound loop devices (sysfs first, LOOP_GET_STATUS64 where sysfs is
- * silent), one or all of them. */
+/* loop-info.c: what the kernel says about bound loop devices (sysfs first; for one device, the rest from the
+ * device's own ioctls once sysfs said which device it is), one or all of them. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/fs.h>
 #include <linux/loop.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,50 +58,64 @@ void loop_info_array_free(LoopInfo **infos, size_t n)
         free(infos);
 }
 
-/* Fills info from /sys/block/loopN, an open directory. -ENXIO if the device is not bound. */
-static int read_info_sysfs(int sysfd, unsigned number, LoopInfo **ret)
+/* An attribute vanishing means the device was unbound while we read it: ENOENT when it was gone before the
+ * open, ENODEV (kernfs) when it went between the open and the read. */
+static int unbound_if_gone(int r)
+{
+        return r == -ENOENT || r == -ENODEV ? -ENXIO : r;
+}
+
+/* Which device /sys/block/loopN (sysfd, an open directory) is: its backing file, devnum and diskseq. -ENXIO
+ * if the device is not bound. */
+static int read_identity_sysfs(int sysfd, unsigned number, LoopInfo **ret)
 {
         _cleanup_(loop_info_freep) LoopInfo *info = NULL;
-        _cleanup_close_ int lfd = -1;
         char buf[4096 + 16];
         uint64_t v;
         int r;
-
-        lfd = openat(sysfd, "loop", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (lfd < 0)
-                return errno == ENOENT ? -ENXIO : negative_errno();
 
         info = calloc(1, sizeof(LoopInfo));
         if (!info)
                 return -ENOMEM;
         info->number = number;
 
-        /* Any attribute vanishing means the device was unbound while we read it: ENOENT when it was gone
-         * before the open, ENODEV (kernfs) when it went between the open and the read. */
-        r = sysfs_read(lfd, NULL, "backing_file", buf, sizeof(buf));
+        r = sysfs_read(sysfd, "loop", "backing_file", buf, sizeof(buf));
         if (r < 0)
-                return r == -ENOENT || r == -ENODEV ? -ENXIO : r;
+                return unbound_if_gone(r);
         info->backing_file = strdup(buf);
         if (!info->backing_file)
                 return -ENOMEM;
+        r = sysfs_read_devnum(sysfd, NULL, "dev", &info->devnum);
+        if (r < 0)
+                return unbound_if_gone(r);
+        if (sysfs_read_u64(sysfd, NULL, "diskseq", &v) >= 0)
+                info->diskseq = v;
 
-        r = sysfs_read_u64(lfd, NULL, "offset", &info->offset);
+        *ret = TAKE_PTR(info);
+        return 0;
+}
+
+/* The rest of info from sysfs: offset, size limit, flags, read-only, size, sector size. */
+static int read_state_sysfs(int sysfd, LoopInfo *info)
+{
+        uint64_t v;
+        int r;
+
+        r = sysfs_read_u64(sysfd, "loop", "offset", &info->offset);
         if (r >= 0)
-                r = sysfs_read_u64(lfd, NULL, "sizelimit", &info->size_limit);
+                r = sysfs_read_u64(sysfd, "loop", "sizelimit", &info->size_limit);
         if (r >= 0)
-                r = sysfs_read_bool(lfd, NULL, "autoclear", &info->autoclear);
+                r = sysfs_read_bool(sysfd, "loop", "autoclear", &info->autoclear);
         if (r >= 0)
-                r = sysfs_read_bool(lfd, NULL, "partscan", &info->partscan);
+                r = sysfs_read_bool(sysfd, "loop", "partscan", &info->partscan);
         if (r >= 0)
-                r = sysfs_read_bool(lfd, NULL, "dio", &info->direct_io);
-        if (r >= 0)
-                r = sysfs_read_devnum(sysfd, NULL, "dev", &info->devnum);
+                r = sysfs_read_bool(sysfd, "loop", "dio", &info->direct_io);
         if (r >= 0)
                 r = sysfs_read_bool(sysfd, NULL, "ro", &info->read_only);
         if (r >= 0)
                 r = sysfs_read_u64(sysfd, NULL, "size", &v);
         if (r < 0)
-                return r == -ENOENT || r == -ENODEV ? -ENXIO : r;
+                return unbound_if_gone(r);
         if (v > UINT64_MAX / 512)
                 return -EINVAL;
         info->size = v * 512;
@@ -109,10 +124,48 @@ static int read_info_sysfs(int sysfd, unsigned number, LoopInfo **ret)
                 info->sector_size = (uint32_t)v;
         else
                 info->sector_size = 512;
-        if (sysfs_read_u64(sysfd, NULL, "diskseq", &v) >= 0)
-                info->diskseq = v;
+        return 0;
+}
 
+/* Fills info from /sys/block/loopN, an open directory. -ENXIO if the device is not bound. */
+static int read_info_sysfs(int sysfd, unsigned number, LoopInfo **ret)
+{
+        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+        int r;
+
+        r = read_identity_sysfs(sysfd, number, &info);
+        if (r < 0)
+                return r;
+        r = read_state_sysfs(sysfd, info);
+        if (r < 0)
+                return r;
         *ret = TAKE_PTR(info);
+        return 0;
+}
+
+/* The same state as read_state_sysfs() from devfd, the device itself: the values sysfs shows (lo_offset,
+ * lo_sizelimit, lo_flags; the disk's size, logical block size and read-only flag) in four ioctls, and the
+ * backing file's device and inode, which sysfs does not show. -ENXIO when the device was unbound meanwhile.
+ */
+static int read_state_ioctl(int devfd, LoopInfo *info)
+{
+        struct loop_info64 li = {};
+        uint64_t size;
+        int sector_size, ro;
+
+        if (ioctl(devfd, LOOP_GET_STATUS64, &li) < 0 || ioctl(devfd, BLKGETSIZE64, &size) < 0 ||
+                ioctl(devfd, BLKSSZGET, &sector_size) < 0 || ioctl(devfd, BLKROGET, &ro) < 0)
+                return negative_errno();
+        info->offset = li.lo_offset;
+        info->size_limit = li.lo_sizelimit;
+        info->autoclear = li.lo_flags & LO_FLAGS_AUTOCLEAR;
+        info->partscan = li.lo_flags & LO_FLAGS_PARTSCAN;
+        info->direct_io = li.lo_flags & LO_FLAGS_DIRECT_IO;
+        info->read_only = ro != 0;
+        info->size = size;
+        info->sector_size = sector_size >= 512 && sector_size <= 65536 ? (uint32_t)sector_size : 512;
+        info->backing_dev = (dev_t)li.lo_device;
+        info->backing_inode = li.lo_inode;
         return 0;
 }
 
@@ -210,26 +263,37 @@ int loop_read_info_sysfs(unsigned number, LoopInfo **ret)
 int loop_get_info(unsigned number, LoopInfo **ret)
 {
         _cleanup_(loop_info_freep) LoopInfo *info = NULL;
-        _cleanup_close_ int devfd = -1;
+        _cleanup_close_ int sysfd = -EBADF, devfd = -EBADF;
+        struct stat st;
         int r;
 
         if (!ret)
                 return -EINVAL;
-        r = loop_read_info_sysfs(number, &info);
+        sysfd = sysfs_open_loop(number, 0);
+        if (sysfd < 0)
+                return sysfd;
+        r = read_identity_sysfs(sysfd, number, &info);
         if (r < 0)
                 return r;
 
-        /* O_PATH would not do for the ioctl; a read-only open does not count for LOOP_CLR_FD's autoclear
-         * decision beyond these few microseconds. */
+        /* O_PATH would not do for the ioctls; a read-only open does not count for LOOP_CLR_FD's autoclear
+         * decision beyond these few microseconds. Only trust the node if it is the device sysfs described:
+         * then the rest comes from it (LOOP_GET_STATUS64 is needed anyway for the backing file's device and
+         * inode, and it holds most of what sysfs would say again), else from sysfs alone. */
         devfd = loop_open_node(number, O_RDONLY);
-        if (devfd >= 0) {
-                struct stat st;
-                /* Only trust the node if it is the device sysfs described. */
-                if (fstat(devfd, &st) >= 0 && S_ISBLK(st.st_mode) && st.st_rdev == info->devnum &&
-                        loop_device_diskseq(devfd, number) == info->diskseq)
-                        loop_fill_backing_status(devfd, info);
+        if (devfd >= 0 && fstat(devfd, &st) >= 0 && S_ISBLK(st.st_mode) && st.st_rdev == info->devnum &&
+                loop_device_diskseq(devfd, number) == info->diskseq) {
+                r = read_state_ioctl(devfd, info);
+                if (r == -ENXIO)
+                        return r;
+                if (r >= 0) {
+                        *ret = TAKE_PTR(info);
+                        return 0;
+                }
         }
-
+        r = read_state_sysfs(sysfd, info);
+        if (r < 0)
+                return r;
         *ret = TAKE_PTR(info);
         return 0;
 }

@@ -52,6 +52,11 @@ int method_mount(sd_bus_message *message, void *userdata, sd_bus_error *error)
         if (options && (strlen(options) > 4096 || strchr(options, '\n')))
                 return sd_bus_error_set(error, LOOPD_ERROR_INVALID_ARGUMENT,
                         "options: must be one line of at most 4096 bytes");
+        /* Who calls, before anything is read from the kernel: a new connection's first call is dispatched
+         * again once the bus said, and what was read before would be read twice. */
+        r = auth_caller(b->auth, message, &uid, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
         r = bus_parse_loop_node(node, &number, &partition, &devnum, error);
         if (r < 0)
                 return r;
@@ -65,7 +70,8 @@ int method_mount(sd_bus_message *message, void *userdata, sd_bus_error *error)
         if (r <= 0)
                 return r < 0 ? r : 1;
 
-        r = loop_get_info(number, &info);
+        /* Read-only and the incarnation, from the kernel now (sysfs: the device is not opened). */
+        r = loop_get_info_brief(number, &info);
         if (r < 0)
                 return sd_bus_error_setf(error, LOOPD_ERROR_NOT_FOUND, "loop%u is not attached", number);
 
@@ -99,6 +105,10 @@ int method_unmount(sd_bus_message *message, void *userdata, sd_bus_error *error)
         if (isempty(arg) || strlen(arg) > 4096 || arg[0] != '/')
                 return sd_bus_error_set(error, LOOPD_ERROR_INVALID_ARGUMENT,
                         "target: must be a device node or an absolute mount point path");
+        /* Who calls, before the mount table is read: see method_mount(). */
+        r = auth_caller(b->auth, message, &uid, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
 
         if (strncmp(arg, "/dev/", 5) == 0) {
                 r = bus_parse_loop_node(arg, &number, &partition, &devnum, error);

@@ -306,12 +306,6 @@ int mount_utab_forget(const char *target)
         t = target_normalize(target);
         if (!t)
                 return -ENOMEM;
-        /* An entry for a mount that is still there is that mount's. */
-        r = mount_table_load(&tb);
-        if (r < 0)
-                return r;
-        if (mount_table_at(tb, t))
-                return 0;
 
         /* libmount removes one entry per update (the last one for the target); a stale one may sit below
          * the newest. Bounded: loopd makes at most one mount per mount point. */
@@ -325,6 +319,16 @@ int mount_utab_forget(const char *target)
                         return r < 0 ? r : 0; /* 1: there is no utab */
                 if (utab_count(mnt_update_get_filename(upd), t) == 0)
                         return 0;
+                /* An entry for a mount that is still there is that mount's. The mount table is read only
+                 * when there is an entry to drop (a new mount point has none), and once: dropping entries
+                 * does not change it. */
+                if (!tb) {
+                        r = mount_table_load(&tb);
+                        if (r < 0)
+                                return r;
+                        if (mount_table_at(tb, t))
+                                return 0;
+                }
                 r = mnt_update_table(upd, NULL);
                 if (r < 0)
                         return r > -4096 ? r : -EIO;

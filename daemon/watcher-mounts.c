@@ -162,32 +162,73 @@ void watcher_rescan_mounts(Watcher *w, MountTable *table, bool announce, bool on
         loop_mounts_free(old, n_old);
 }
 
-/* Looks at the devices whose mounts differ between the last look and the mount table now. */
-static void watcher_refresh_mounted_devices(Watcher *w, MountTable *table)
+static bool numbers_have(const unsigned *numbers, size_t n, unsigned number)
+{
+        for (size_t i = 0; i < n; i++)
+                if (numbers[i] == number)
+                        return true;
+        return false;
+}
+
+/* Looks at the devices whose mounts differ between the last look and the mount table now, once each; the
+ * numbers looked at go to *ret (NULL when out of memory: then nobody may count on them being looked at). */
+static void watcher_refresh_mounted_devices(Watcher *w, MountTable *table, unsigned **ret, size_t *ret_n)
 {
         LoopMount *mounts = NULL;
-        size_t n = 0;
+        unsigned *refreshed = NULL;
+        size_t n = 0, n_refreshed = 0;
+        bool oom = false;
 
+        *ret = NULL;
+        *ret_n = 0;
         if (mount_table_loop_mounts(table, &mounts, &n) < 0)
                 return;
         for (size_t i = 0; i < n + w->n_mounts; i++) {
                 const LoopMount *e = i < n ? &mounts[i] : &w->mounts[i - n];
                 bool same = i < n ? mount_entries_have(w->mounts, w->n_mounts, e->node, e->target)
                                   : mount_entries_have(mounts, n, e->node, e->target);
+                unsigned number = e->number, *grown;
 
-                if (!same)
-                        watcher_refresh(w, e->number, true);
+                if (same || numbers_have(refreshed, n_refreshed, number))
+                        continue;
+                grown = oom ? NULL : reallocarray(refreshed, n_refreshed + 1, sizeof(unsigned));
+                if (grown) {
+                        refreshed = grown;
+                        refreshed[n_refreshed++] = number;
+                } else
+                        oom = true;
+                watcher_refresh(w, number, true);
         }
         loop_mounts_free(mounts, n);
+        if (oom) {
+                free(refreshed);
+                return;
+        }
+        *ret = refreshed;
+        *ret_n = n_refreshed;
+}
+
+/* Forgets the mount table changes the monitor has seen so far: whoever reads the table after this sees
+ * them, and the event loop need not look again for them. */
+static void watcher_drain_mount_monitor(Watcher *w)
+{
+        if (!w->mount_monitor)
+                return;
+        while (mnt_monitor_next_change(w->mount_monitor, NULL, NULL) == 0)
+                ;
 }
 
 void watcher_update_mounts(Watcher *w)
 {
         _cleanup_(mount_table_unrefp) MountTable *table = NULL;
+        _cleanup_free_ unsigned *refreshed = NULL;
         unsigned *touched;
-        size_t n;
+        size_t n, n_refreshed;
         int r;
 
+        /* Drained before the table is read: a change it holds is seen here, once (the engine calls this
+         * right after its own mount or unmount, which the monitor reports too). */
+        watcher_drain_mount_monitor(w);
         r = mount_table_load(&table);
         if (r < 0) {
                 log_warning_errno(r, "Failed to read the mount table: %m");
@@ -196,25 +237,34 @@ void watcher_update_mounts(Watcher *w)
         /* The devices first: a device that was attached and mounted before loopd looked (MountImage) is
          * announced before its mount, and one whose last mount went with it (umount -d) has its Unmounted
          * announced before it goes. */
-        watcher_refresh_mounted_devices(w, table);
+        watcher_refresh_mounted_devices(w, table, &refreshed, &n_refreshed);
         watcher_rescan_mounts(w, table, true, false);
         touched = TAKE_PTR(w->touched);
         n = w->n_touched;
         w->n_touched = 0;
 
         /* An autoclear device with nothing left mounted goes (the kernel does that itself once its flag is
-         * set, but loopd also deletes the partitions it added, so that no dead node stays behind). */
+         * set, but loopd also deletes the partitions it added, so that no dead node stays behind). Such a
+         * device is read again below. */
         for (size_t i = 0; i < n; i++) {
                 Tracked *t = watcher_find(w, touched[i]);
 
-                if (t && registry_device_autoclear(w->registry, t->info))
+                if (t && registry_device_autoclear(w->registry, t->info)) {
                         registry_release_if_autoclear(w->registry, touched[i]);
+                        for (size_t j = 0; j < n_refreshed; j++)
+                                if (refreshed[j] == touched[i]) {
+                                        refreshed[j] = refreshed[--n_refreshed];
+                                        break;
+                                }
+                }
         }
 
         /* The devices as they are now (a first mount sets the kernel's autoclear flag; a last unmount may
-         * have detached), then each one still there shows its mount points in Partitions. */
+         * have detached): those read above, after the mount table changed, are not read again. Then each
+         * one still there shows its mount points in Partitions. */
         for (size_t i = 0; i < n; i++)
-                watcher_refresh(w, touched[i], true);
+                if (!numbers_have(refreshed, n_refreshed, touched[i]))
+                        watcher_refresh(w, touched[i], true);
         for (size_t i = 0; i < n; i++)
                 if (watcher_find(w, touched[i]))
                         watcher_report(w, CHANGE_PROPERTY, touched[i], 0, NULL, NULL, "Partitions");
@@ -223,12 +273,8 @@ void watcher_update_mounts(Watcher *w)
 
 static int watcher_on_mount_change(sd_event_source *s, int fd, uint32_t revents, void *userdata)
 {
-        Watcher *w = userdata;
-
-        /* Drain the monitor, then look once. */
-        while (mnt_monitor_next_change(w->mount_monitor, NULL, NULL) == 0)
-                ;
-        watcher_update_mounts(w);
+        /* watcher_update_mounts() drains the monitor, then looks once. */
+        watcher_update_mounts(userdata);
         return 0;
 }
 

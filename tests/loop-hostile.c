@@ -281,3 +281,89 @@ void test_parse_name(void)
         g_assert_cmpint(loop_parse_name("", &n), ==, -EINVAL);
         g_assert_cmpint(loop_parse_name(NULL, &n), ==, -EINVAL);
 }
+
+/* loop_get_info() of mine (sysfs says which device it is, the device's ioctls the rest) says what the
+ * sysfs-only listing, losetup and the device say, field by field. */
+static void assert_info_matches_listing(const LoopInfo *mine)
+{
+        g_autofree char *dev = device_path(mine);
+        g_autoptr(JsonObject) row = NULL;
+        JsonObject *lo = losetup_of(mine, &row);
+        LoopInfo **infos = NULL, *listed = NULL, *got = NULL;
+        size_t n = 0;
+        struct stat st;
+
+        g_assert_cmpint(loop_list(&infos, &n), ==, 0);
+        for (size_t i = 0; i < n; i++)
+                if (infos[i]->number == mine->number)
+                        listed = infos[i];
+        g_assert_nonnull(listed);
+        g_assert_cmpint(loop_get_info(mine->number, &got), ==, 0);
+
+        g_assert_cmpuint(got->number, ==, listed->number);
+        g_assert_cmpuint(got->devnum, ==, listed->devnum);
+        g_assert_cmpuint(got->diskseq, ==, listed->diskseq);
+        g_assert_cmpstr(got->backing_file, ==, listed->backing_file);
+        g_assert_cmpuint(got->offset, ==, listed->offset);
+        g_assert_cmpuint(got->size_limit, ==, listed->size_limit);
+        g_assert_cmpuint(got->size, ==, listed->size);
+        g_assert_cmpuint(got->sector_size, ==, listed->sector_size);
+        g_assert_cmpuint(got->read_only, ==, listed->read_only);
+        g_assert_cmpuint(got->autoclear, ==, listed->autoclear);
+        g_assert_cmpuint(got->partscan, ==, listed->partscan);
+        g_assert_cmpuint(got->direct_io, ==, listed->direct_io);
+
+        g_assert_cmpuint(got->offset, ==, json_u64(lo, "offset"));
+        g_assert_cmpuint(got->size_limit, ==, json_u64(lo, "sizelimit"));
+        g_assert_cmpuint(got->sector_size, ==, json_u64(lo, "log-sec"));
+        g_assert_cmpuint(got->read_only, ==, json_u64(lo, "ro"));
+        g_assert_cmpuint(got->autoclear, ==, json_u64(lo, "autoclear"));
+        g_assert_cmpuint(got->partscan, ==, json_u64(lo, "partscan"));
+        g_assert_cmpuint(got->direct_io, ==, json_u64(lo, "dio"));
+        g_assert_cmpuint(got->size, ==, oracle_getsize64(dev));
+        g_assert_cmpint(stat(got->backing_file, &st), ==, 0);
+        g_assert_cmpuint(got->backing_dev, ==, st.st_dev);
+        g_assert_cmpuint(got->backing_inode, ==, st.st_ino);
+
+        loop_info_free(got);
+        loop_info_array_free(infos, n);
+}
+
+/* The flags both ways: offset, size limit and 4096-byte sectors; read-only; partition scan; autoclear. */
+void test_info_matches_listing(Fixture *f, gconstpointer data)
+{
+        g_autofree char *a = NULL, *b = NULL, *c = NULL, *dev = NULL;
+        LoopInfo *ia, *ib, *ic = NULL;
+        int hold;
+
+        REQUIRE_PRIVILEGES(f);
+        a = fixture_path(f, "info-a.img");
+        b = fixture_path(f, "info-b.img");
+        c = fixture_path(f, "info-c.img");
+        image_create(a, 16 * MIB);
+        image_create(b, 32 * MIB);
+        image_create(c, 8 * MIB);
+        ia = attach_ok(a, (LoopConfig){ .partition_scan = true });
+        ib = attach_ok(b, (LoopConfig){ .offset = 1 * MIB, .size_limit = 8 * MIB, .sector_size = 4096 });
+        g_assert_cmpint(attach_path(c, O_RDONLY, (LoopConfig){ .read_only = true }, &ic), ==, 0);
+
+        assert_info_matches_listing(ia);
+        assert_info_matches_listing(ib);
+        assert_info_matches_listing(ic);
+        g_assert_cmpuint(ib->size, ==, 8 * MIB);
+        g_assert_cmpuint(ib->sector_size, ==, 4096);
+        g_assert_true(ic->read_only);
+
+        /* Autoclear, while something holds the device (else it would go at once). */
+        dev = device_path(ia);
+        hold = open(dev, O_RDONLY | O_CLOEXEC);
+        g_assert_cmpint(hold, >=, 0);
+        g_assert_cmpint(loop_set_autoclear(ia->number, ia->diskseq, true), ==, 0);
+        assert_info_matches_listing(ia);
+        g_assert_cmpint(loop_set_autoclear(ia->number, ia->diskseq, false), ==, 0);
+        close(hold);
+
+        detach_ok(f, ia);
+        detach_ok(f, ib);
+        detach_ok(f, ic);
+}

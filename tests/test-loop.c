@@ -361,6 +361,7 @@ int main(int argc, char **argv)
         TEST("/loop/detach/waits-for-udev-lock", test_detach_waits_for_udev_lock);
         TEST("/loop/detach/blkpg-partitions-without-scan", test_detach_blkpg_without_scan);
         TEST("/loop/list/matches-losetup", test_list_and_info);
+        TEST("/loop/info/device-matches-listing", test_info_matches_listing);
 
         return g_test_run();
 }

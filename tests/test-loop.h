@@ -85,4 +85,5 @@ void test_hostile_random(Fixture *f, gconstpointer data);
 void test_hostile_gpt_entry_array(Fixture *f, gconstpointer data);
 void test_no_close_write_on_node(Fixture *f, gconstpointer data);
 void test_list_and_info(Fixture *f, gconstpointer data);
+void test_info_matches_listing(Fixture *f, gconstpointer data);
 void test_parse_name(void);
