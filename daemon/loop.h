@@ -77,7 +77,9 @@ int loop_attach(int backing_fd, const LoopConfig *config, LoopInfo **ret, int *r
  * exclusively, -ENODEV if there is no such device. */
 int loop_lock(unsigned number, uint64_t expected_diskseq);
 
-/* Reads a bound device's info from sysfs (and LOOP_GET_STATUS64 where sysfs is silent).
+/* Reads a bound device's info: which device it is (backing file, devnum, diskseq) from sysfs, the rest
+ * (offset, size limit, flags, size, sector size, read-only, the backing file's device and inode) from the
+ * device's ioctls once its node is shown to be that device, else from sysfs.
  * -ENXIO if loopN exists but is not bound, -ENODEV if there is no such device. */
 int loop_get_info(unsigned number, LoopInfo **ret);
 
