@@ -106,15 +106,23 @@ static pid_t reader_pid(void)
         return 0;
 }
 
-static void test_reader_answers_as_image_probe(void)
+/* A new reader, and its pid. */
+static ImageReader *reader_start(pid_t *ret_pid)
 {
         ImageReader *reader = NULL;
-        Answer a;
-        pid_t pid;
 
         g_assert_cmpint(image_reader_new(&reader), ==, 0);
-        pid = reader_pid();
-        g_assert_cmpint(pid, >, 0);
+        *ret_pid = reader_pid();
+        g_assert_cmpint(*ret_pid, >, 0);
+        return reader;
+}
+
+static void test_reader_answers_as_image_probe(void)
+{
+        Answer a;
+        pid_t pid;
+        ImageReader *reader = reader_start(&pid);
+
         a = read_image(reader, gpt4k, 0);
         assert_as_image_probe(&a, gpt4k, 0);
         g_assert_cmpuint(a.probe.sector_size, ==, 4096);
@@ -145,13 +153,10 @@ static void test_forked_worker_answers_as_image_probe(void)
 
 static void test_reader_gone_falls_back_to_fork(void)
 {
-        ImageReader *reader = NULL;
         Answer a;
         pid_t pid;
+        ImageReader *reader = reader_start(&pid);
 
-        g_assert_cmpint(image_reader_new(&reader), ==, 0);
-        pid = reader_pid();
-        g_assert_cmpint(pid, >, 0);
         g_assert_cmpint(kill(pid, SIGKILL), ==, 0);
         g_assert_cmpint(waitpid(pid, NULL, 0), ==, pid);
         /* Its waiting child goes with it (PR_SET_PDEATHSIG); the read is forked instead, and answers. */
@@ -165,12 +170,9 @@ static void test_reader_gone_falls_back_to_fork(void)
 
 static void test_reader_exits_when_freed(void)
 {
-        ImageReader *reader = NULL;
         pid_t pid;
+        ImageReader *reader = reader_start(&pid);
 
-        g_assert_cmpint(image_reader_new(&reader), ==, 0);
-        pid = reader_pid();
-        g_assert_cmpint(pid, >, 0);
         image_reader_free(reader);
         /* Its waiting child sees the end of the requests and exits, and then the reader. */
         g_assert_cmpint(waitpid(pid, NULL, 0), ==, pid);
