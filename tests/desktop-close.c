@@ -91,7 +91,7 @@ void test_gio_eject(Desktop *d, gconstpointer data)
                 int status;
 
                 if (!m) {
-                        FAIL("gio mount -l does not list %s", o->mount_point);
+                        harness_fail("gio mount -l does not list %s", o->mount_point);
                         continue;
                 }
                 status = gio_as(d, HARNESS_USER_A, &run, eject);

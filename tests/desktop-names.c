@@ -97,7 +97,7 @@ void test_gio_lists_names_and_icons(Desktop *d, gconstpointer data)
 
                 check_utab(o->mount_point, want[k].name, want[k].icon);
                 if (!m) {
-                        FAIL("gio mount -l does not list %s (%s)", o->mount_point, want[k].name);
+                        harness_fail("gio mount -l does not list %s (%s)", o->mount_point, want[k].name);
                         continue;
                 }
                 icon = first_icon(m->icons);

@@ -69,7 +69,7 @@ void test_loopctl_real_writable_says_read_only(Harness *h, gconstpointer data)
         g_assert_true(g_str_has_prefix(open.out, "Attached "));
         device = g_strndup(strstr(open.out, " as ") + 4, strcspn(strstr(open.out, " as ") + 4, ".\n"));
 
-        parts = loopctl_json(h, HARNESS_USER_A, "partitions", device, NULL);
+        parts = harness_loopctl_json(h, HARNESS_USER_A, "partitions", device, NULL);
         REQUIRE_NONNULL(parts);
         a = json_node_get_array(parts);
         for (guint i = 0; i < json_array_get_length(a); i++) {

@@ -185,7 +185,7 @@ void test_open_hybrid_iso_mounts_both(Harness *h, gconstpointer data)
         }
         g_assert_cmpuint(efi_number, >, 0);
 
-        out = loopctl_json(h, HARNESS_USER_A, "open", image, NULL);
+        out = harness_loopctl_json(h, HARNESS_USER_A, "open", image, NULL);
         REQUIRE_NONNULL(out);
         device = json_member(out, "device");
         REQUIRE_NONNULL(device);

@@ -122,7 +122,7 @@ void test_fuse_ext4_via_fuse2fs_read_only(Fixture *f, gconstpointer data)
         node = attach(f, image, false);
         populate(f, node, "hello from fuse2fs");
         make_dirty_journal(f, node);
-        before = sha256_of(image);
+        before = test_sha256_of_file(image);
 
         target = mount_for(f, node, "ext4", NULL, true, 1, "disk", NULL);
         if (!target)
@@ -137,7 +137,7 @@ void test_fuse_ext4_via_fuse2fs_read_only(Fixture *f, gconstpointer data)
         g_assert_cmpint(test_sh_status(NULL, "%s", write), !=, 0);
         fuse_unmount_and_check_helper(f, target);
 
-        after = sha256_of(image);
+        after = test_sha256_of_file(image);
         g_assert_cmpstr(before, ==, after);
 }
 

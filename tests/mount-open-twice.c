@@ -177,13 +177,14 @@ void test_attach_second_writer_refused(Harness *h, gconstpointer data)
         ro = user_attach(h, HARNESS_USER_A, image, false);
         g_assert_nonnull(ro);
         /* Partition 2's bytes only: no overlap with the first writer. */
-        g_autoptr(JsonNode) second = loopctl_json(
+        g_autoptr(JsonNode) second = harness_loopctl_json(
                 h, HARNESS_USER_A, "attach", "--offset", G_STRINGIFY(34603008), image, NULL); /* 33 MiB */
         p2 = json_member(second, "device");
         g_assert_nonnull(p2);
 
         /* shared: true, asked explicitly (loopctl attach --shared). */
-        g_autoptr(JsonNode) third = loopctl_json(h, HARNESS_USER_A, "attach", "--shared", image, NULL);
+        g_autoptr(JsonNode) third =
+                harness_loopctl_json(h, HARNESS_USER_A, "attach", "--shared", image, NULL);
         shared = json_member(third, "device");
         g_assert_nonnull(shared);
         g_assert_cmpuint(devices_backed_by(image), ==, 4);

@@ -187,7 +187,7 @@ void test_label_invalid_utf8_listed_as_utf8(Harness *h, gconstpointer data)
         raw = raw_label(image, EXT4_LABEL);
         g_assert_cmpstr(raw, ==, "caf\xe9 \xff");
 
-        out = loopctl_json(h, HARNESS_USER_A, "attach", "--read-only", image, NULL);
+        out = harness_loopctl_json(h, HARNESS_USER_A, "attach", "--read-only", image, NULL);
         if (out)
                 device = json_member(out, "device");
         if (!device) {

@@ -171,14 +171,14 @@ bool open_as(Desktop *d, const char *user, const char *image, Opened *ret)
         JsonArray *mounts;
 
         if (harness_loopctl(&d->h, user, &run, "--json", "open", image, NULL) != 0) {
-                FAIL("loopctl open %s as %s exited %d: %s", image, user, run.status, run.err);
+                harness_fail("loopctl open %s as %s exited %d: %s", image, user, run.status, run.err);
                 return false;
         }
         out = harness_run_json(&run);
         o = out && JSON_NODE_HOLDS_OBJECT(out) ? json_node_get_object(out) : NULL;
         mounts = o && json_object_has_member(o, "mounts") ? json_object_get_array_member(o, "mounts") : NULL;
         if (!mounts || json_array_get_length(mounts) != 1) {
-                FAIL("loopctl open %s did not mount exactly one filesystem: %s", image, run.out);
+                harness_fail("loopctl open %s did not mount exactly one filesystem: %s", image, run.out);
                 return false;
         }
         ret->device = g_strdup(json_object_get_string_member(o, "device"));
@@ -330,13 +330,13 @@ void check_closed(Desktop *d, const Opened *o)
                 g_usleep(50 * 1000);
         utab = utab_options(o->mount_point);
         if (mounted_at(o->mount_point))
-                FAIL("%s is still mounted", o->mount_point);
+                harness_fail("%s is still mounted", o->mount_point);
         if (g_file_test(o->mount_point, G_FILE_TEST_EXISTS))
-                FAIL("the mount point %s is still there", o->mount_point);
+                harness_fail("the mount point %s is still there", o->mount_point);
         if (still_bound(d, o->device))
-                FAIL("%s is still bound", o->device);
+                harness_fail("%s is still bound", o->device);
         if (utab)
-                FAIL("%s still has its utab entry: %s", o->mount_point, utab);
+                harness_fail("%s still has its utab entry: %s", o->mount_point, utab);
 }
 
 /* Nothing of the image changed: still mounted, its directory, its device and its utab entry all there. */
@@ -404,7 +404,7 @@ GPtrArray *gio_mounts(Desktop *d, const char *user)
         GioMount *m = NULL;
 
         if (gio_as(d, user, &run, args) != 0) {
-                FAIL("gio mount -l -i exited %d: %s", run.status, run.err);
+                harness_fail("gio mount -l -i exited %d: %s", run.status, run.err);
                 return list;
         }
         g_test_message("gio mount -l -i as %s:\n%s", user, run.out);

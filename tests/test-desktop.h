@@ -25,14 +25,6 @@
 /* How long the kernel and loopd may take to let an unmounted autoclear device go. */
 #define SETTLE_MS 10000
 
-/* Fails the test with a message that stays in the log (g_test_fail_printf() keeps only the last one). */
-#define FAIL(...)                                                         \
-        do {                                                              \
-                g_autofree char *message_ = g_strdup_printf(__VA_ARGS__); \
-                g_test_message("FAIL: %s", message_);                     \
-                g_test_fail_printf("%s", message_);                       \
-        } while (0)
-
 /* loopd's arguments in every desktop test: mount points under the real /run/media. */
 extern const char *const desktop_loopd_args[];
 extern const HarnessOptions desktop_options;

@@ -226,14 +226,6 @@ void assert_other_user_kept_out(const char *target, const char *file)
         g_assert_cmpint(status, !=, 0);
 }
 
-char *sha256_of(const char *path)
-{
-        g_autofree char *q = g_shell_quote(path);
-        char *out = test_sh("sha256sum < %s", q);
-
-        return g_strstrip(out);
-}
-
 /* PIDs of FUSE helpers serving target: their command line names it, or the device mounted there together
  * with /dev/fd/3 (squashfuse, a libfuse 3 driver, takes its FUSE fd as the mountpoint). */
 GArray *helpers_serving(const char *target)

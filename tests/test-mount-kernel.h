@@ -48,7 +48,6 @@ void assert_not_in_mount_table(const char *node, const char *target);
 void unmount_and_remove(Fixture *f, const char *target);
 void assert_user_reads(const char *target, const char *file, const char *expected);
 void assert_other_user_kept_out(const char *target, const char *file);
-char *sha256_of(const char *path);
 GArray *helpers_serving(const char *target);
 bool process_exited(pid_t pid);
 void fuse_unmount_and_check_helper(Fixture *f, const char *target);

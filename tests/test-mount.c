@@ -101,26 +101,6 @@ const char *reply_mount_point(GVariant *reply, const char *node)
         return NULL;
 }
 
-JsonNode *loopctl_json(Harness *h, const char *user, ...)
-{
-        g_autoptr(GPtrArray) args = g_ptr_array_new();
-        g_auto(HarnessRun) run = { 0 };
-        const char *a;
-        va_list ap;
-
-        g_ptr_array_add(args, "--json");
-        va_start(ap, user);
-        while ((a = va_arg(ap, const char *)))
-                g_ptr_array_add(args, (char *)a);
-        va_end(ap);
-        g_ptr_array_add(args, NULL);
-        if (harness_loopctlv(h, user, &run, (const char *const *)args->pdata) != 0) {
-                g_test_fail_printf("loopctl %s exited %d: %s", (char *)args->pdata[1], run.status, run.err);
-                return NULL;
-        }
-        return harness_run_json(&run);
-}
-
 char *json_member(JsonNode *node, const char *member)
 {
         JsonObject *o = node && JSON_NODE_HOLDS_OBJECT(node) ? json_node_get_object(node) : NULL;
@@ -135,8 +115,9 @@ char *json_member(JsonNode *node, const char *member)
 /* `loopctl attach` as user (read-only unless writable); the device, e.g. "/dev/loop3". */
 char *user_attach(Harness *h, const char *user, const char *image, bool writable)
 {
-        g_autoptr(JsonNode) out = writable ? loopctl_json(h, user, "attach", image, NULL)
-                                           : loopctl_json(h, user, "attach", "--read-only", image, NULL);
+        g_autoptr(JsonNode) out = writable
+                ? harness_loopctl_json(h, user, "attach", image, NULL)
+                : harness_loopctl_json(h, user, "attach", "--read-only", image, NULL);
 
         return json_member(out, "device");
 }
@@ -144,8 +125,9 @@ char *user_attach(Harness *h, const char *user, const char *image, bool writable
 /* `loopctl mount NODE [--read-only]` as user; the mount point. */
 char *user_mount(Harness *h, const char *user, const char *node, bool read_only)
 {
-        g_autoptr(JsonNode) out = read_only ? loopctl_json(h, user, "mount", "--read-only", node, NULL)
-                                            : loopctl_json(h, user, "mount", node, NULL);
+        g_autoptr(JsonNode) out = read_only
+                ? harness_loopctl_json(h, user, "mount", "--read-only", node, NULL)
+                : harness_loopctl_json(h, user, "mount", node, NULL);
         g_autofree char *reported = json_member(out, "node");
 
         g_assert_cmpstr(reported, ==, node);

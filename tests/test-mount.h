@@ -27,7 +27,6 @@ GVariant *call_mount_image(
 const char *reply_mount_point(GVariant *reply, const char *node);
 /* The device of a MountImage reply, and the nodes of its partitions 1 and 2 (/dev/loopNp1, /dev/loopNp2). */
 char *reply_device(GVariant *reply, char **ret_p1, char **ret_p2);
-JsonNode *loopctl_json(Harness *h, const char *user, ...);
 char *json_member(JsonNode *node, const char *member);
 char *user_attach(Harness *h, const char *user, const char *image, bool writable);
 char *user_mount(Harness *h, const char *user, const char *node, bool read_only);
