@@ -22,10 +22,9 @@ typedef struct Request {
         uint64_t size;
 } Request;
 
-/* child → loopd, first, with the child's pidfd. */
-typedef struct Hello {
-        int32_t pid;
-} Hello;
+/* child → loopd, first: one byte (a message of none would read as the end of the stream), with the child's
+ * pidfd. */
+#define HELLO 'h'
 
 /* Writes the pages of stack a read uses (image_probe() reads 16 KiB onto it) while the child still waits:
  * copy-on-write faults then, not once a caller waits for the answer. */
@@ -120,7 +119,7 @@ static _Noreturn void child_run(int sock, int taken_fd, pid_t reader)
                 _exit(EXIT_FAILURE);
 
         /* Without a pidfd loopd cannot kill this child at the deadline, but it still hears the answer. */
-        Hello hello = { .pid = (int32_t)getpid() };
+        char hello = HELLO;
         int pidfd = pidfd_open_pid(getpid());
         if (send_with_fds(fds[1], &hello, sizeof(hello), &pidfd, pidfd >= 0 ? 1 : 0) < 0)
                 _exit(EXIT_FAILURE);
@@ -251,13 +250,13 @@ fail:
 
 int image_reader_read_hello(int fd, int *ret_pidfd)
 {
-        Hello hello;
+        char hello;
         int pidfd;
         ssize_t n = receive(fd, &hello, sizeof(hello), &pidfd, 1, MSG_DONTWAIT);
 
         if (n == -EAGAIN)
                 return -EAGAIN;
-        if (n != sizeof(hello)) {
+        if (n != sizeof(hello) || hello != HELLO) {
                 safe_close(pidfd);
                 return -EIO;
         }
