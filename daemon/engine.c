@@ -592,6 +592,29 @@ static void open_roll_back(Manager *m, const LoopInfo *info, MountedNode *mounte
         (void)registry_detach_device(m->registry, info->number, info->diskseq);
 }
 
+/* What loopN (info) holds, read from the image behind fd (fd < 0: through the device). A device attached
+ * just now (not again) was probed by the watcher a moment ago, through the same image: that look is taken
+ * (copied: mounting changes the watcher's table), not read a second time. */
+static int open_read_device(Manager *m, const LoopInfo *info, int fd, uint64_t offset, bool again,
+        PartitionInfo **ret, size_t *ret_n)
+{
+        const LoopInfo *seen = m->watcher ? watcher_device(m->watcher, info->number) : NULL;
+        const PartitionInfo *probed = NULL;
+        size_t n = 0;
+        int r;
+
+        if (!again && seen && seen->diskseq == info->diskseq)
+                probed = watcher_device_partitions(m->watcher, info->number, &n);
+        if (probed) {
+                r = partition_info_array_copy(probed, n, ret);
+                if (r >= 0)
+                        *ret_n = n;
+                return r;
+        }
+        return fd >= 0 ? probe_loop_device_image(info->number, fd, offset, ret, ret_n)
+                       : probe_loop_device(info->number, ret, ret_n);
+}
+
 /* Mounts for uid every filesystem on loopN (info) that the image behind fd holds (fd < 0: read through the
  * device); with again (the image was
  * open already), one that is mounted already is listed with its mount point instead. A failed mount is
@@ -606,8 +629,7 @@ static int open_mount_all(Manager *m, const LoopInfo *info, int fd, uint64_t off
         size_t n_parts = 0, n = 0;
         int first_r = 0, r;
 
-        r = fd >= 0 ? probe_loop_device_image(info->number, fd, offset, &parts, &n_parts)
-                    : probe_loop_device(info->number, &parts, &n_parts);
+        r = open_read_device(m, info, fd, offset, again, &parts, &n_parts);
         if (r < 0)
                 return engine_error_errno(e, r, "Failed to read what the image holds");
         mounted = calloc(n_parts ? n_parts : 1, sizeof(MountedNode));

@@ -41,6 +41,36 @@ void partition_info_array_free(PartitionInfo *p, size_t n)
         free(p);
 }
 
+int partition_info_array_copy(const PartitionInfo *p, size_t n, PartitionInfo **ret)
+{
+        PartitionInfo *c = calloc(n + 1, sizeof(PartitionInfo));
+
+        if (!c)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                c[i] = (PartitionInfo){
+                        .node = strdup(p[i].node),
+                        .number = p[i].number,
+                        .devnum = p[i].devnum,
+                        .offset = p[i].offset,
+                        .size = p[i].size,
+                        .part_type = strdup(p[i].part_type),
+                        .part_name = strdup(p[i].part_name),
+                        .fstype = strdup(p[i].fstype),
+                        .label = strdup(p[i].label),
+                        .uuid = strdup(p[i].uuid),
+                        .mount_point = strdup(p[i].mount_point),
+                };
+                if (!c[i].node || !c[i].part_type || !c[i].part_name || !c[i].fstype || !c[i].label ||
+                        !c[i].uuid || !c[i].mount_point) {
+                        partition_info_array_free(c, i + 1);
+                        return -ENOMEM;
+                }
+        }
+        *ret = c;
+        return 0;
+}
+
 static char *strdup_empty(const char *s)
 {
         return strdup(s ? s : "");

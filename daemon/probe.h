@@ -24,6 +24,8 @@ typedef struct PartitionInfo {
 
 void partition_info_clear(PartitionInfo *p);
 void partition_info_array_free(PartitionInfo *p, size_t n);
+/* A deep copy of the n entries of p (an array of n + 1, the last one empty, as the probes return). */
+int partition_info_array_copy(const PartitionInfo *p, size_t n, PartitionInfo **ret);
 
 /* Lists what loopN carries: number 0 if the whole device holds a filesystem (plain filesystem image,
  * hybrid ISO), then every kernel partition with its table entry's type and name and its filesystem. */
