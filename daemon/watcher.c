@@ -241,8 +241,14 @@ static void watcher_device_gone(Watcher *w, Tracked *t, bool announce)
 
         if (announce) {
                 /* Its mounts went first (Detach with unmount, umount -d): say so before the device goes.
-                 * Only what went: a new mount may be of a device on the same number not announced yet. */
-                watcher_rescan_mounts(w, NULL, true, true);
+                 * Only what went: a new mount may be of a device on the same number not announced yet. With
+                 * none of its mounts known there is nothing to say (a mount not seen yet was never
+                 * announced), and the mount table is not read. */
+                bool mounted = false;
+                for (size_t i = 0; i < w->n_mounts && !mounted; i++)
+                        mounted = w->mounts[i].number == number;
+                if (mounted)
+                        watcher_rescan_mounts(w, NULL, true, true);
                 for (size_t i = 0; i < t->n_parts; i++)
                         watcher_report(
                                 w, CHANGE_PARTITION_REMOVED, number, t->parts[i].number, NULL, NULL, NULL);
@@ -257,8 +263,6 @@ static void watcher_device_gone(Watcher *w, Tracked *t, bool announce)
         if (!w->devices)
                 (void)malloc_trim(0);
 }
-
-/* Takes info (a device sysfs lists as bound) into the table and tells the bus what changed. */
 
 /* Takes info (a device sysfs lists as bound) into the table and, with announce, reports what changed. */
 static void watcher_take_device(Watcher *w, LoopInfo *info, bool announce)
