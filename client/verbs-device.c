@@ -162,6 +162,21 @@ int list_partitions(Context *c, const char *device, const char *suffix, sd_bus_m
         return 0;
 }
 
+/* The Partitions property of loopd's object for a device it has just attached: what it read of the device
+ * as it attached it. ListPartitions would read it all again. */
+static int attached_partitions(
+        Context *c, const char *object, const char *device, const char *suffix, sd_bus_message **ret_reply)
+{
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        int r;
+
+        r = sd_bus_get_property(c->bus, LOOPD_BUS_NAME, object, LOOPD_DEVICE_INTERFACE, "Partitions", &error,
+                ret_reply, "a" LOOPD_PARTITION_STRUCT);
+        if (r < 0)
+                return log_bus_error(&error, r, "cannot list the partitions of %s%s", device, suffix);
+        return 0;
+}
+
 int verb_attach(Context *c)
 {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL, *parts = NULL;
@@ -218,7 +233,7 @@ int verb_attach(Context *c)
         _cleanup_free_ char *stays = NULL;
         if (asprintf(&stays, " (%s stays attached)", c->arg) < 0)
                 return log_error_errno(-ENOMEM, "%s stays attached as %s", c->arg, device);
-        r = list_partitions(c, device, stays, &parts);
+        r = attached_partitions(c, object, device, stays, &parts);
         if (r < 0)
                 return r;
 
@@ -227,9 +242,8 @@ int verb_attach(Context *c)
                 return r;
         r = output_attached(c, out.f, c->arg, device, parts);
         if (r < 0)
-                return log_error_errno(r,
-                        "cannot read loopd's reply to ListPartitions (%s stays attached as %s)", c->arg,
-                        device);
+                return log_error_errno(r, "cannot read loopd's Partitions of %s (%s stays attached as %s)",
+                        object, c->arg, device);
         return output_emit(&out);
 }
 

@@ -32,7 +32,12 @@ void test_attach_passes_writable_fd_and_no_options(Mock *m, gconstpointer data)
         g_assert_cmpint(c->fd_accmode, ==, O_RDWR);
         assert_same_file(c, img);
         assert_options(c, 1, "@a{sv} {}");
-        g_assert_cmpstr(call_string(mock_call(m, "ListPartitions"), 0), ==, "/dev/loop3");
+        /* What it prints of the device is the Partitions of the object Attach named: what loopd read as it
+         * attached it, not probed again. */
+        MockCall *get = mock_call(m, "Get");
+        g_assert_cmpstr(call_string(get, 0), ==, "/org/loopd1/device/loop3");
+        g_assert_cmpstr(call_string(get, 1), ==, "Partitions");
+        g_assert_cmpuint(mock_count(m, "ListPartitions"), ==, 0);
 }
 
 void test_attach_read_only_passes_read_only_fd(Mock *m, gconstpointer data)
@@ -135,7 +140,7 @@ void test_attach_json_lists_partitions(Mock *m, gconstpointer data)
         g_assert_cmpstr(r->err, ==, "");
         expected = g_strdup_printf("{\"device\": \"/dev/loop3\", \"partitions\": %s}\n", partitions_json);
         g_assert_cmpstr(r->out, ==, expected);
-        g_assert_cmpstr(call_string(mock_call(m, "ListPartitions"), 0), ==, "/dev/loop3");
+        g_assert_cmpstr(call_string(mock_call(m, "Get"), 0), ==, "/org/loopd1/device/loop3");
 
         /* And it is JSON. */
         g_autoptr(JsonParser) parser = json_parser_new();
@@ -178,6 +183,7 @@ void test_attach_daemon_error_is_one_line(Mock *m, gconstpointer data)
 
         assert_error_line(r, 1,
                 "loopctl: cannot attach disk.qcow2: disk.qcow2 is a qcow2 image,\\x0anot a raw disk image\n");
+        g_assert_cmpuint(mock_count(m, "Get"), ==, 0);
         g_assert_cmpuint(mock_count(m, "ListPartitions"), ==, 0);
 }
 
@@ -188,13 +194,13 @@ void test_attach_partition_listing_failure_says_device_stays(Mock *m, gconstpoin
         if (!m->address)
                 return;
         g_autofree char *img = make_file(m->dir, "disk.img", 4096);
-        m->fail_method = "ListPartitions";
-        m->fail_name = "org.loopd1.Error.Failed";
-        m->fail_message = "udev is slow";
+        m->fail_method = "Get";
+        m->fail_message = "loop3 is not attached";
         g_autoptr(Run) r = run_loopctl(&o, "attach", img, NULL);
 
         g_autofree char *expected = g_strdup_printf(
-                "loopctl: cannot list the partitions of /dev/loop3 (%s stays attached): udev is slow\n",
+                "loopctl: cannot list the partitions of /dev/loop3 (%s stays attached): loop3 is not "
+                "attached\n",
                 img);
         assert_error_line(r, 1, expected);
 }

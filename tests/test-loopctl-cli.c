@@ -255,6 +255,9 @@ static const char mock_xml[] =
         "<arg type='a{sv}' direction='in'/><arg type='s' direction='out'/></method>"
         "<method name='DeletePartition'><arg type='s' direction='in'/><arg type='a{sv}' direction='in'/>"
         "</method>"
+        "</interface>"
+        "<interface name='org.loopd1.Device'>"
+        "<property name='Partitions' type='a(suttssssss)' access='read'/>"
         "</interface></node>";
 
 static void mock_call_free(MockCall *c)
@@ -328,12 +331,33 @@ static void mock_method_call(GDBusConnection *conn, const char *sender, const ch
                 g_dbus_method_invocation_return_value(inv, NULL);
 }
 
+/* The Device object Attach names: its Partitions property, recorded as a call "Get" of (path, property). */
+static GVariant *mock_get_property(GDBusConnection *conn, const char *sender, const char *path,
+        const char *iface, const char *property, GError **error, gpointer data)
+{
+        Mock *m = data;
+        MockCall *c = g_new0(MockCall, 1);
+
+        c->method = g_strdup("Get");
+        c->params = g_variant_ref_sink(g_variant_new("(ss)", path, property));
+        c->fd_accmode = -1;
+        g_ptr_array_add(m->calls, c);
+
+        /* As if the object went: GDBus names a getter's error after its GError code, not fail_name. */
+        if (m->fail_method && g_str_equal(m->fail_method, "Get")) {
+                g_set_error_literal(error, G_DBUS_ERROR, G_DBUS_ERROR_UNKNOWN_OBJECT, m->fail_message);
+                return NULL;
+        }
+        return g_variant_ref(m->partitions);
+}
+
 static void die_with_parent(gpointer data)
 {
         (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
 }
 
 static const GDBusInterfaceVTable mock_vtable = { mock_method_call, NULL, NULL };
+static const GDBusInterfaceVTable mock_device_vtable = { NULL, mock_get_property, NULL };
 
 void mock_set_devices(Mock *m, const char *text)
 {
@@ -409,6 +433,9 @@ static void mock_setup(Mock *m, gboolean own_name)
         m->object_id = g_dbus_connection_register_object(
                 m->conn, "/org/loopd1", m->info->interfaces[0], &mock_vtable, m, NULL, &error);
         g_assert_no_error(error);
+        m->device_object_id = g_dbus_connection_register_object(m->conn, "/org/loopd1/device/loop3",
+                m->info->interfaces[1], &mock_device_vtable, m, NULL, &error);
+        g_assert_no_error(error);
 
         if (own_name) {
                 reply = g_dbus_connection_call_sync(m->conn, "org.freedesktop.DBus", "/org/freedesktop/DBus",
@@ -444,6 +471,8 @@ static void mock_teardown(Mock *m, gconstpointer data)
         if (m->conn) {
                 if (m->object_id)
                         g_dbus_connection_unregister_object(m->conn, m->object_id);
+                if (m->device_object_id)
+                        g_dbus_connection_unregister_object(m->conn, m->device_object_id);
                 g_dbus_connection_close_sync(m->conn, NULL, NULL);
                 g_clear_object(&m->conn);
         }

@@ -50,9 +50,10 @@ typedef struct Mock {
         GDBusConnection *conn;
         GDBusNodeInfo *info;
         guint object_id;
+        guint device_object_id; /* /org/loopd1/device/loop3, the device Attach names */
         GPtrArray *calls;
         GVariant *devices; /* a(sosttubbbu) */
-        GVariant *partitions; /* a(suttssssss) */
+        GVariant *partitions; /* a(suttssssss): ListPartitions' and loop3's Partitions */
         const char *fail_method;
         const char *also_fail_method; /* with the same error */
         const char *interrupt_method; /* sends the caller SIGINT before it answers */
