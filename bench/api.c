@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <systemd/sd-bus.h>
 
@@ -143,6 +144,79 @@ int cmd_attach_many(int argc, char *argv[])
 
                 /* The one image on every device, as before loopd refused a second writer. */
                 r = loopd_attach(bus, fd, true, dev, sizeof(dev));
+                if (r == -ETIMEDOUT && !too_many_failures(++failures, n)) {
+                        i--; /* rolled back: try again */
+                        continue;
+                }
+                if (r < 0)
+                        return 1;
+                samples_write(out, now_usec() - t0, 0);
+                fprintf(list, "%s\n", dev);
+                fflush(list);
+        }
+        printf("failures=%u\n", failures);
+        return 0;
+}
+
+/* A 2 MiB image at path: an MBR with two partitions of 512 KiB and no filesystem, with the disk signature
+ * given (the partitions' PARTUUIDs are made of it). Returns its fd, open read-write. */
+static int make_small_image(const char *path, uint32_t signature)
+{
+        static const uint32_t starts[] = { 2048, 3072 };
+        uint8_t mbr[512] = {};
+        _cleanup_close_ int fd = -1;
+
+        for (size_t i = 0; i < ELEMENTSOF(starts); i++) {
+                uint8_t *e = mbr + 446 + 16 * i;
+                uint32_t count = 1024;
+
+                e[4] = 0x83;
+                memcpy(e + 8, &starts[i], 4); /* little-endian, as x86 */
+                memcpy(e + 12, &count, 4);
+        }
+        memcpy(mbr + 440, &signature, 4);
+        mbr[510] = 0x55;
+        mbr[511] = 0xaa;
+
+        fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0 || pwrite(fd, mbr, sizeof(mbr), 0) != (ssize_t)sizeof(mbr) ||
+                ftruncate(fd, 2 << 20) < 0) {
+                fprintf(stderr, "loopd-bench: cannot write %s: %m\n", path);
+                return -1;
+        }
+        return TAKE_FD(fd);
+}
+
+/* attach-distinct DIR COUNT DEVICES SAMPLES: as attach-many, but each device gets an image of its own, made
+ * in DIR (see make_small_image()). With one image bound COUNT times every /dev/disk/by-uuid, by-label and
+ * by-partuuid link has COUNT claimants, and udevd re-reads all of them at each event of any one: a cost of
+ * udev's that a thousand different images do not have. */
+int cmd_attach_distinct(int argc, char *argv[])
+{
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_fclose_ FILE *list = NULL, *out = NULL;
+        unsigned failures = 0;
+        uint32_t base;
+        int n, r;
+
+        if (argc != 5 || (n = atoi(argv[2])) <= 0) {
+                fprintf(stderr, "usage: loopd-bench attach-distinct DIR COUNT DEVICES SAMPLES\n");
+                return 2;
+        }
+        if (bus_open(&bus) < 0 || !(list = samples_open(argv[3])) || !(out = samples_open(argv[4])))
+                return 1;
+        base = (uint32_t)now_usec() | 1u;
+        for (int i = 0; i < n; i++) {
+                _cleanup_close_ int fd = -1;
+                char path[4096], dev[64];
+                uint64_t t0;
+
+                snprintf(path, sizeof(path), "%s/small-%d.img", argv[1], i);
+                fd = make_small_image(path, base + (uint32_t)i);
+                if (fd < 0)
+                        return 1;
+                t0 = now_usec();
+                r = loopd_attach(bus, fd, false, dev, sizeof(dev));
                 if (r == -ETIMEDOUT && !too_many_failures(++failures, n)) {
                         i--; /* rolled back: try again */
                         continue;

@@ -54,6 +54,7 @@ bool loop_backed_by(unsigned number, const char *path);
 /* Subcommands. */
 int cmd_api_loopd(int argc, char *argv[]);
 int cmd_attach_many(int argc, char *argv[]);
+int cmd_attach_distinct(int argc, char *argv[]);
 int cmd_detach_many(int argc, char *argv[]);
 int cmd_list_devices(int argc, char *argv[]);
 int cmd_api_raw(int argc, char *argv[]);

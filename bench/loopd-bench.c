@@ -14,6 +14,7 @@ static const struct {
         { "cli", cmd_cli, "loopctl|losetup|udisksctl LOOPCTL IMAGE N SAMPLES" },
         { "mount", cmd_mount, "loopctl|mount|udisksctl LOOPCTL NODE DIR N SAMPLES" },
         { "attach-many", cmd_attach_many, "IMAGE COUNT DEVICES SAMPLES" },
+        { "attach-distinct", cmd_attach_distinct, "DIR COUNT DEVICES SAMPLES" },
         { "detach-many", cmd_detach_many, "DEVICES SAMPLES" },
         { "list-devices", cmd_list_devices, "N SAMPLES" },
         { "time", cmd_time, "N SAMPLES CMD..." },
