@@ -48,7 +48,8 @@ static int ensure_partition_node(unsigned number, const KernelPartition *p)
         return 0;
 }
 
-static int sync_partitions(int devfd, unsigned number, uint32_t sector_size, uint64_t size)
+static int sync_partitions(
+        int devfd, unsigned number, uint32_t sector_size, uint64_t size, int image_fd, uint64_t image_offset)
 {
         _cleanup_free_ KernelPartition *parts = NULL;
         size_t n = 0;
@@ -64,7 +65,13 @@ static int sync_partitions(int devfd, unsigned number, uint32_t sector_size, uin
                 _cleanup_free_ PartitionSpec *specs = NULL;
                 size_t nspecs = 0;
 
-                r = partition_plan(devfd, sector_size, size, &specs, &nspecs);
+                /* Through the device when the image cannot be read as it is (an fd opened with O_DIRECT
+                 * takes only aligned reads). */
+                r = image_fd >= 0
+                        ? partition_plan_at(image_fd, image_offset, sector_size, size, &specs, &nspecs)
+                        : -EBADF;
+                if (r < 0 && r != -ENOMEM)
+                        r = partition_plan(devfd, sector_size, size, &specs, &nspecs);
                 if (r < 0)
                         return r;
                 if (nspecs == 0)
@@ -86,7 +93,7 @@ static int sync_partitions(int devfd, unsigned number, uint32_t sector_size, uin
         return (int)n;
 }
 
-int loop_sync_partitions(int devfd, unsigned number)
+int loop_sync_partitions(int devfd, unsigned number, int image_fd, uint64_t image_offset)
 {
         uint64_t size;
         int ss;
@@ -97,7 +104,7 @@ int loop_sync_partitions(int devfd, unsigned number)
                 return negative_errno();
         if (ss < 512 || ss > 4096)
                 return -EINVAL;
-        return sync_partitions(devfd, number, (uint32_t)ss, size);
+        return sync_partitions(devfd, number, (uint32_t)ss, size, image_fd, image_offset);
 }
 
 int loop_restore_partitions(unsigned number, uint64_t expected_diskseq)
@@ -109,7 +116,7 @@ int loop_restore_partitions(unsigned number, uint64_t expected_diskseq)
         devfd = loop_open_checked(number, expected_diskseq);
         if (devfd < 0)
                 return devfd;
-        return loop_sync_partitions(devfd, number);
+        return loop_sync_partitions(devfd, number, -EBADF, 0);
 }
 
 int loop_open_writable(unsigned number, uint64_t expected_diskseq)
