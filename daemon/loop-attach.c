@@ -219,7 +219,7 @@ static int read_bound_info(int devfd, unsigned number, uint64_t diskseq, LoopInf
         uint64_t seqnum = loop_uevent_seqnum();
         int r;
 
-        r = loop_read_info_sysfs(number, &info);
+        r = loop_read_info_bound(devfd, number, &info);
         if (r < 0)
                 return r;
         if (diskseq != 0 && info->diskseq != 0 && info->diskseq != diskseq)
@@ -227,7 +227,6 @@ static int read_bound_info(int devfd, unsigned number, uint64_t diskseq, LoopInf
         if (info->diskseq == 0)
                 info->diskseq = diskseq;
         info->uevent_seqnum = seqnum;
-        loop_fill_backing_status(devfd, info);
         *ret = TAKE_PTR(info);
         return 0;
 }

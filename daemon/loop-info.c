@@ -240,24 +240,23 @@ int loop_get_info_brief(unsigned number, LoopInfo **ret)
         return read_info_sysfs_brief(blockfd, name, number, ret);
 }
 
-void loop_fill_backing_status(int devfd, LoopInfo *info)
+int loop_read_info_bound(int devfd, unsigned number, LoopInfo **ret)
 {
-        struct loop_info64 li = {};
-
-        if (ioctl(devfd, LOOP_GET_STATUS64, &li) < 0)
-                return;
-        info->backing_dev = (dev_t)li.lo_device;
-        info->backing_inode = li.lo_inode;
-}
-
-int loop_read_info_sysfs(unsigned number, LoopInfo **ret)
-{
+        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
         _cleanup_close_ int sysfd = -EBADF;
+        int r;
 
         sysfd = sysfs_open_loop(number, 0);
         if (sysfd < 0)
                 return sysfd;
-        return read_info_sysfs(sysfd, number, ret);
+        r = read_identity_sysfs(sysfd, number, &info);
+        if (r < 0)
+                return r;
+        r = read_state_ioctl(devfd, info);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(info);
+        return 0;
 }
 
 int loop_get_info(unsigned number, LoopInfo **ret)

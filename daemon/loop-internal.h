@@ -34,11 +34,10 @@ uint64_t loop_device_diskseq(int devfd, unsigned number);
 
 /* ---- loop-info.c ---- */
 
-/* loopN's info from /sys/block/loopN alone (backing_dev and backing_inode 0). -ENXIO if the device is not
- * bound, -ENODEV if there is no such device. */
-int loop_read_info_sysfs(unsigned number, LoopInfo **ret);
-/* The backing file's device and inode (LOOP_GET_STATUS64): not in sysfs. */
-void loop_fill_backing_status(int devfd, LoopInfo *info);
+/* The info of loopN, which devfd (an fd of it the caller holds) is: which device it is (backing file,
+ * devnum, diskseq) from sysfs, the rest from ioctls on devfd (the backing file's device and inode are not in
+ * sysfs). -ENXIO if the device is not bound. */
+int loop_read_info_bound(int devfd, unsigned number, LoopInfo **ret);
 
 /* ---- loop-partitions.c ---- */
 
