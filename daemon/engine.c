@@ -471,6 +471,23 @@ static char *display_name_of(Manager *m, const char *node, const char *label)
         return TAKE_PTR(name);
 }
 
+/* The filesystem type the watcher's last look at loopN found on devnum (node is loopN or one of its
+ * partitions); NULL when it found none or has not looked. */
+static const char *expected_fstype(Manager *m, const char *node, dev_t devnum)
+{
+        const PartitionInfo *parts;
+        unsigned number;
+        size_t n = 0;
+
+        if (!m->watcher || loop_parse_node(node, &number, NULL) < 0)
+                return NULL;
+        parts = watcher_device_partitions(m->watcher, number, &n);
+        for (size_t i = 0; parts && i < n; i++)
+                if (parts[i].devnum == devnum && !isempty(parts[i].fstype))
+                        return parts[i].fstype;
+        return NULL;
+}
+
 int engine_mount_node(Manager *m, uid_t uid, const char *node, dev_t devnum, const char *fstype,
         const char *options, bool read_only, char **ret_mount_point, EngineError *e)
 {
@@ -495,7 +512,7 @@ int engine_mount_node(Manager *m, uid_t uid, const char *node, dev_t devnum, con
                 return engine_error(e, -EALREADY, ENGINE_ALREADY_MOUNTED, "%s is already mounted on %s",
                         node, targets[0]);
 
-        r = probe_filesystem(node, &probed_type, &label, &uuid);
+        r = probe_filesystem_expecting(node, expected_fstype(m, node, devnum), &probed_type, &label, &uuid);
         if (r < 0)
                 return engine_error_errno(e, r, "Failed to probe the filesystem");
         if (isempty(fstype))

@@ -214,6 +214,34 @@ int probe_filesystem(const char *node, char **ret_fstype, char **ret_label, char
         return probe_superblock(&(ProbeArea){ .fd = fd }, NULL, ret_fstype, ret_label, ret_uuid);
 }
 
+int probe_filesystem_expecting(
+        const char *node, const char *expected, char **ret_fstype, char **ret_label, char **ret_uuid)
+{
+        _cleanup_free_ char *fstype = NULL, *label = NULL, *uuid = NULL;
+        _cleanup_close_ int fd = -1;
+        int r;
+
+        if (!node || !ret_fstype || !ret_label || !ret_uuid)
+                return -EINVAL;
+        fd = open_block_node(node);
+        if (fd < 0)
+                return fd;
+        if (!isempty(expected)) {
+                const char *const only[] = { expected, NULL };
+
+                r = probe_superblock(&(ProbeArea){ .fd = fd }, only, &fstype, &label, &uuid);
+                if (r < 0)
+                        return r;
+                if (streq(fstype, expected)) {
+                        *ret_fstype = TAKE_PTR(fstype);
+                        *ret_label = TAKE_PTR(label);
+                        *ret_uuid = TAKE_PTR(uuid);
+                        return 0;
+                }
+        }
+        return probe_superblock(&(ProbeArea){ .fd = fd }, NULL, ret_fstype, ret_label, ret_uuid);
+}
+
 /* probe_filesystem() for a partition node that must be the partition sysfs lists (devnum): a node left over
  * from an earlier device would describe somebody else's data. */
 static int probe_partition_node(

@@ -45,3 +45,9 @@ int probe_loop_device_image_with(unsigned loop_number, int image_fd, uint64_t im
 
 /* Probes one block device node's filesystem (type, label, uuid). Missing values are "". */
 int probe_filesystem(const char *node, char **ret_fstype, char **ret_label, char **ret_uuid);
+/* The same, asking first only the prober of the type expected there (the last probe's answer): a couple of
+ * reads instead of every prober's. What it answers is what is on the node now; when the expected filesystem
+ * is not there (or expected is NULL or ""), every prober runs, as in probe_filesystem(). A second signature
+ * beside the expected one is not looked for then. */
+int probe_filesystem_expecting(
+        const char *node, const char *expected, char **ret_fstype, char **ret_label, char **ret_uuid);

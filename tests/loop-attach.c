@@ -139,13 +139,26 @@ void test_partitionless_ext4(Fixture *f, gconstpointer data)
         g_assert_cmpstr(list[0].part_type, ==, "");
         partition_info_array_free(list, n);
 
-        /* probe_filesystem() on the node says the same. */
+        /* probe_filesystem() on the node says the same, and so does probe_filesystem_expecting() whatever
+         * it expects: the right type, another one (then every prober runs) or none. */
         {
                 g_autofree char *t = NULL, *l = NULL, *u = NULL;
                 g_assert_cmpint(probe_filesystem(dev, &t, &l, &u), ==, 0);
                 g_assert_cmpstr(t, ==, "ext4");
                 g_assert_cmpstr(l, ==, "plain");
                 g_assert_cmpstr(u, ==, uuid);
+        }
+        {
+                static const char *const expected[] = { "ext4", "vfat", "iso9660", "", NULL };
+
+                for (size_t i = 0; i < G_N_ELEMENTS(expected); i++) {
+                        g_autofree char *t = NULL, *l = NULL, *u = NULL;
+
+                        g_assert_cmpint(probe_filesystem_expecting(dev, expected[i], &t, &l, &u), ==, 0);
+                        g_assert_cmpstr(t, ==, "ext4");
+                        g_assert_cmpstr(l, ==, "plain");
+                        g_assert_cmpstr(u, ==, uuid);
+                }
         }
         detach_ok(f, info);
 }
