@@ -42,9 +42,7 @@ int loop_read_info_bound(int devfd, unsigned number, LoopInfo **ret);
 /* ---- loop-partitions.c ---- */
 
 /* Makes the partitions of the table on devfd (loopN, bound) exist as /dev/loopNpM: the kernel's own scan
- * when it created any, otherwise the table read with libblkid and added with BLKPG. The table is read from
- * image_fd at image_offset when given (what loopN reads, bound a moment ago: the same bytes, from the file's
- * page cache instead of through the loop worker), else through devfd. Returns how many. */
-int loop_sync_partitions(int devfd, unsigned number, int image_fd, uint64_t image_offset);
+ * when it created any, otherwise the table read with libblkid and added with BLKPG. Returns how many. */
+int loop_sync_partitions(int devfd, unsigned number);
 /* Removes /dev/loopNpM nodes that no longer name a live partition of loopN. */
 void loop_remove_stale_partition_nodes(unsigned number);

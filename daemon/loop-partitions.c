@@ -48,8 +48,7 @@ static int ensure_partition_node(unsigned number, const KernelPartition *p)
         return 0;
 }
 
-static int sync_partitions(
-        int devfd, unsigned number, uint32_t sector_size, uint64_t size, int image_fd, uint64_t image_offset)
+static int sync_partitions(int devfd, unsigned number, uint32_t sector_size, uint64_t size)
 {
         _cleanup_free_ KernelPartition *parts = NULL;
         size_t n = 0;
@@ -65,13 +64,7 @@ static int sync_partitions(
                 _cleanup_free_ PartitionSpec *specs = NULL;
                 size_t nspecs = 0;
 
-                /* Through the device when the image cannot be read as it is (an fd opened with O_DIRECT
-                 * takes only aligned reads). */
-                r = image_fd >= 0
-                        ? partition_plan_at(image_fd, image_offset, sector_size, size, &specs, &nspecs)
-                        : -EBADF;
-                if (r < 0 && r != -ENOMEM)
-                        r = partition_plan(devfd, sector_size, size, &specs, &nspecs);
+                r = partition_plan(devfd, sector_size, size, &specs, &nspecs);
                 if (r < 0)
                         return r;
                 if (nspecs == 0)
@@ -93,7 +86,7 @@ static int sync_partitions(
         return (int)n;
 }
 
-int loop_sync_partitions(int devfd, unsigned number, int image_fd, uint64_t image_offset)
+int loop_sync_partitions(int devfd, unsigned number)
 {
         uint64_t size;
         int ss;
@@ -104,7 +97,7 @@ int loop_sync_partitions(int devfd, unsigned number, int image_fd, uint64_t imag
                 return negative_errno();
         if (ss < 512 || ss > 4096)
                 return -EINVAL;
-        return sync_partitions(devfd, number, (uint32_t)ss, size, image_fd, image_offset);
+        return sync_partitions(devfd, number, (uint32_t)ss, size);
 }
 
 int loop_restore_partitions(unsigned number, uint64_t expected_diskseq)
@@ -116,7 +109,7 @@ int loop_restore_partitions(unsigned number, uint64_t expected_diskseq)
         devfd = loop_open_checked(number, expected_diskseq);
         if (devfd < 0)
                 return devfd;
-        return loop_sync_partitions(devfd, number, -EBADF, 0);
+        return loop_sync_partitions(devfd, number);
 }
 
 int loop_open_writable(unsigned number, uint64_t expected_diskseq)

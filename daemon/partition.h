@@ -16,10 +16,6 @@ typedef struct PartitionSpec {
  * truncated, misaligned ones dropped. No table: 0 and an empty list. */
 int partition_plan(
         int devfd, uint32_t sector_size, uint64_t device_size, PartitionSpec **ret, size_t *ret_n);
-/* The same, reading the device's contents from fd at byte base: the image a loop device reads (its offset),
- * which holds the same bytes in the file's page cache. */
-int partition_plan_at(int fd, uint64_t base, uint32_t sector_size, uint64_t device_size, PartitionSpec **ret,
-        size_t *ret_n);
 
 /* Whether libblkid may read the partition table of fd (a device or image of sector_size, size bytes): a GPT
  * header (primary or backup) may ask for an entry array of up to 4 GiB, which libblkid would allocate and
