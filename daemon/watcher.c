@@ -55,12 +55,17 @@ static int tracked_probe(Watcher *w, Tracked *t)
         size_t n = 0;
         int fd, r;
 
+        r = -EBADF;
         if (registry_take_image(w->registry, t->info->number, t->info->diskseq, &fd, &offset) >= 0) {
                 /* Right after Attach, with the kernel's partitions the table has just read. */
                 r = probe_loop_device_image_with(
                         t->info->number, fd, offset, t->parts, t->n_parts, &parts, &n);
                 safe_close(fd);
-        } else
+        }
+        /* Through the device when there is no image, or it cannot be read as it is (an fd opened with
+         * O_DIRECT takes only aligned reads): Partitions must not come out empty for a device that has
+         * some. */
+        if (r < 0 && r != -ENOMEM)
                 r = probe_loop_device(t->info->number, &parts, &n);
         if (r < 0) {
                 log_debug_errno(r, "Failed to probe loop%u: %m", t->info->number);
@@ -228,6 +233,15 @@ static void emit_property_changes(Watcher *w, const LoopInfo *old, const LoopInf
 }
 
 /* The device behind t is no longer bound (or its number now holds another one). */
+/* Is a device or partition of loopN mounted, as far as the watcher's last look at the mount table knows? */
+static bool watcher_knows_mount_of(Watcher *w, unsigned number)
+{
+        for (size_t i = 0; i < w->n_mounts; i++)
+                if (w->mounts[i].number == number)
+                        return true;
+        return false;
+}
+
 static void watcher_device_gone(Watcher *w, Tracked *t, bool announce)
 {
         unsigned number = t->info->number;
@@ -244,10 +258,7 @@ static void watcher_device_gone(Watcher *w, Tracked *t, bool announce)
                  * Only what went: a new mount may be of a device on the same number not announced yet. With
                  * none of its mounts known there is nothing to say (a mount not seen yet was never
                  * announced), and the mount table is not read. */
-                bool mounted = false;
-                for (size_t i = 0; i < w->n_mounts && !mounted; i++)
-                        mounted = w->mounts[i].number == number;
-                if (mounted)
+                if (watcher_knows_mount_of(w, number))
                         watcher_rescan_mounts(w, NULL, true, true);
                 for (size_t i = 0; i < t->n_parts; i++)
                         watcher_report(
