@@ -610,8 +610,9 @@ static void open_roll_back(Manager *m, const LoopInfo *info, MountedNode *mounte
 }
 
 /* What loopN (info) holds, read from the image behind fd (fd < 0: through the device). A device attached
- * just now (not again) was probed by the watcher a moment ago, through the same image: that look is taken
- * (copied: mounting changes the watcher's table), not read a second time. */
+ * just now (not again) was probed by the watcher a moment ago (through the same image, or the device): that
+ * look is taken (copied: mounting changes the watcher's table), not read a second time. Only when the
+ * kernel numbers its disks (diskseq): without, the watcher's entry could be an earlier device's. */
 static int open_read_device(Manager *m, const LoopInfo *info, int fd, uint64_t offset, bool again,
         PartitionInfo **ret, size_t *ret_n)
 {
@@ -620,7 +621,7 @@ static int open_read_device(Manager *m, const LoopInfo *info, int fd, uint64_t o
         size_t n = 0;
         int r;
 
-        if (!again && seen && seen->diskseq == info->diskseq)
+        if (!again && seen && info->diskseq != 0 && seen->diskseq == info->diskseq)
                 probed = watcher_device_partitions(m->watcher, info->number, &n);
         if (probed) {
                 r = partition_info_array_copy(probed, n, ret);
