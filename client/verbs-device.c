@@ -167,13 +167,23 @@ int list_partitions(Context *c, const char *device, const char *suffix, sd_bus_m
 static int attached_partitions(
         Context *c, const char *object, const char *device, const char *suffix, sd_bus_message **ret_reply)
 {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         int r;
 
-        r = sd_bus_get_property(c->bus, LOOPD_BUS_NAME, object, LOOPD_DEVICE_INTERFACE, "Partitions", &error,
-                ret_reply, "a" LOOPD_PARTITION_STRUCT);
+        r = sd_bus_message_new_method_call(
+                c->bus, &m, LOOPD_BUS_NAME, object, "org.freedesktop.DBus.Properties", "Get");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "ss", LOOPD_DEVICE_INTERFACE, "Partitions");
+        if (r < 0)
+                return log_build_error(r, "Get");
+        r = context_call(c, m, &error, &reply);
         if (r < 0)
                 return log_bus_error(&error, r, "cannot list the partitions of %s%s", device, suffix);
+        r = sd_bus_message_enter_container(reply, 'v', "a" LOOPD_PARTITION_STRUCT);
+        if (r < 0)
+                return log_error_errno(r, "cannot read loopd's Partitions of %s%s", object, suffix);
+        *ret_reply = TAKE_PTR(reply);
         return 0;
 }
 
