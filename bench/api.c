@@ -121,6 +121,37 @@ int cmd_api_loopd(int argc, char *argv[])
         return 0;
 }
 
+/* The DEVICES file of attach-many and attach-distinct: written anew by each batch (bench/run runs a failed
+ * batch once more, after it detached what the first attempt left). */
+static FILE *devices_open(const char *path)
+{
+        FILE *f = fopen(path, "we");
+
+        if (!f)
+                fprintf(stderr, "loopd-bench: cannot write %s: %m\n", path);
+        return f;
+}
+
+/* One Attach of fd for attach-many and attach-distinct: its time goes to out, the device's name to list. 1
+ * when loopd rolled it back after a timeout (the caller tries again), 0 when attached, -1 when the batch
+ * has failed. */
+static int attach_listed(sd_bus *bus, int fd, bool shared, unsigned *failures, int n, FILE *list, FILE *out)
+{
+        uint64_t t0 = now_usec();
+        char dev[64];
+        int r;
+
+        r = loopd_attach(bus, fd, shared, dev, sizeof(dev));
+        if (r == -ETIMEDOUT && !too_many_failures(++*failures, n))
+                return 1;
+        if (r < 0)
+                return -1;
+        samples_write(out, now_usec() - t0, 0);
+        fprintf(list, "%s\n", dev);
+        fflush(list);
+        return 0;
+}
+
 /* attach-many IMAGE COUNT DEVICES SAMPLES: attaches COUNT devices through loopd and keeps them; their names
  * go to DEVICES, one a line, as they come (so that a failed run can be cleaned up). */
 int cmd_attach_many(int argc, char *argv[])
@@ -135,24 +166,16 @@ int cmd_attach_many(int argc, char *argv[])
                 fprintf(stderr, "usage: loopd-bench attach-many IMAGE COUNT DEVICES SAMPLES\n");
                 return 2;
         }
-        if ((fd = open_image(argv[1])) < 0 || bus_open(&bus) < 0 || !(list = samples_open(argv[3])) ||
+        if ((fd = open_image(argv[1])) < 0 || bus_open(&bus) < 0 || !(list = devices_open(argv[3])) ||
                 !(out = samples_open(argv[4])))
                 return 1;
         for (int i = 0; i < n; i++) {
-                char dev[64];
-                uint64_t t0 = now_usec();
-
                 /* The one image on every device, as before loopd refused a second writer. */
-                r = loopd_attach(bus, fd, true, dev, sizeof(dev));
-                if (r == -ETIMEDOUT && !too_many_failures(++failures, n)) {
-                        i--; /* rolled back: try again */
-                        continue;
-                }
+                r = attach_listed(bus, fd, true, &failures, n, list, out);
                 if (r < 0)
                         return 1;
-                samples_write(out, now_usec() - t0, 0);
-                fprintf(list, "%s\n", dev);
-                fflush(list);
+                if (r > 0)
+                        i--; /* rolled back: try again */
         }
         printf("failures=%u\n", failures);
         return 0;
@@ -203,29 +226,22 @@ int cmd_attach_distinct(int argc, char *argv[])
                 fprintf(stderr, "usage: loopd-bench attach-distinct DIR COUNT DEVICES SAMPLES\n");
                 return 2;
         }
-        if (bus_open(&bus) < 0 || !(list = samples_open(argv[3])) || !(out = samples_open(argv[4])))
+        if (bus_open(&bus) < 0 || !(list = devices_open(argv[3])) || !(out = samples_open(argv[4])))
                 return 1;
         base = (uint32_t)now_usec() | 1u;
         for (int i = 0; i < n; i++) {
                 _cleanup_close_ int fd = -1;
-                char path[4096], dev[64];
-                uint64_t t0;
+                char path[4096];
 
                 snprintf(path, sizeof(path), "%s/small-%d.img", argv[1], i);
                 fd = make_small_image(path, base + (uint32_t)i);
                 if (fd < 0)
                         return 1;
-                t0 = now_usec();
-                r = loopd_attach(bus, fd, false, dev, sizeof(dev));
-                if (r == -ETIMEDOUT && !too_many_failures(++failures, n)) {
-                        i--; /* rolled back: try again */
-                        continue;
-                }
+                r = attach_listed(bus, fd, false, &failures, n, list, out);
                 if (r < 0)
                         return 1;
-                samples_write(out, now_usec() - t0, 0);
-                fprintf(list, "%s\n", dev);
-                fflush(list);
+                if (r > 0)
+                        i--; /* rolled back: try again */
         }
         printf("failures=%u\n", failures);
         return 0;

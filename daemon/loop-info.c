@@ -128,20 +128,6 @@ static int read_state_sysfs(int sysfd, LoopInfo *info)
 }
 
 /* Fills info from /sys/block/loopN, an open directory. -ENXIO if the device is not bound. */
-static int read_info_sysfs(int sysfd, unsigned number, LoopInfo **ret)
-{
-        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
-        int r;
-
-        r = read_identity_sysfs(sysfd, number, &info);
-        if (r < 0)
-                return r;
-        r = read_state_sysfs(sysfd, info);
-        if (r < 0)
-                return r;
-        *ret = TAKE_PTR(info);
-        return 0;
-}
 
 /* The same state as read_state_sysfs() from devfd, the device itself: the values sysfs shows (lo_offset,
  * lo_sizelimit, lo_flags; the disk's size, logical block size and read-only flag) in four ioctls, and the
@@ -166,6 +152,23 @@ static int read_state_ioctl(int devfd, LoopInfo *info)
         info->sector_size = sector_size >= 512 && sector_size <= 65536 ? (uint32_t)sector_size : 512;
         info->backing_dev = (dev_t)li.lo_device;
         info->backing_inode = li.lo_inode;
+        return 0;
+}
+
+/* loopN's info: which device it is from sysfs (sysfd, its directory), the rest from ioctls on devfd (an fd
+ * of that device) when given, else from sysfs too (then backing_dev and backing_inode stay 0). */
+static int read_info(int sysfd, int devfd, unsigned number, LoopInfo **ret)
+{
+        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+        int r;
+
+        r = read_identity_sysfs(sysfd, number, &info);
+        if (r < 0)
+                return r;
+        r = devfd >= 0 ? read_state_ioctl(devfd, info) : read_state_sysfs(sysfd, info);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(info);
         return 0;
 }
 
@@ -242,21 +245,14 @@ int loop_get_info_brief(unsigned number, LoopInfo **ret)
 
 int loop_read_info_bound(int devfd, unsigned number, LoopInfo **ret)
 {
-        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
         _cleanup_close_ int sysfd = -EBADF;
-        int r;
 
+        if (devfd < 0)
+                return -EBADF;
         sysfd = sysfs_open_loop(number, 0);
         if (sysfd < 0)
                 return sysfd;
-        r = read_identity_sysfs(sysfd, number, &info);
-        if (r < 0)
-                return r;
-        r = read_state_ioctl(devfd, info);
-        if (r < 0)
-                return r;
-        *ret = TAKE_PTR(info);
-        return 0;
+        return read_info(sysfd, devfd, number, ret);
 }
 
 int loop_get_info(unsigned number, LoopInfo **ret)
@@ -333,7 +329,7 @@ static int list_loops(bool brief, LoopInfo ***ret, size_t *ret_n)
                         sysfd = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
                         if (sysfd < 0)
                                 continue;
-                        r = read_info_sysfs(sysfd, number, &info);
+                        r = read_info(sysfd, -EBADF, number, &info);
                         safe_close(sysfd);
                 }
                 /* Unbound, or unbound (ENODEV from kernfs) or removed (ENOENT) while we looked. */
