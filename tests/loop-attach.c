@@ -137,6 +137,28 @@ void test_partitionless_ext4(Fixture *f, gconstpointer data)
         g_assert_cmpstr(list[0].uuid, ==, g_hash_table_lookup(blkid, "UUID"));
         g_assert_cmpstr(list[0].label, ==, "plain");
         g_assert_cmpstr(list[0].part_type, ==, "");
+        /* A copy (MountImage takes one of the watcher's look) is the same, in memory of its own. */
+        {
+                PartitionInfo *copy = NULL;
+
+                g_assert_cmpint(partition_info_array_copy(list, n, &copy), ==, 0);
+                for (size_t i = 0; i < n; i++) {
+                        g_assert_cmpuint(copy[i].number, ==, list[i].number);
+                        g_assert_cmpuint(copy[i].devnum, ==, list[i].devnum);
+                        g_assert_cmpuint(copy[i].offset, ==, list[i].offset);
+                        g_assert_cmpuint(copy[i].size, ==, list[i].size);
+                        g_assert_cmpstr(copy[i].node, ==, list[i].node);
+                        g_assert_true(copy[i].node != list[i].node);
+                        g_assert_cmpstr(copy[i].part_type, ==, list[i].part_type);
+                        g_assert_cmpstr(copy[i].part_name, ==, list[i].part_name);
+                        g_assert_cmpstr(copy[i].fstype, ==, list[i].fstype);
+                        g_assert_cmpstr(copy[i].label, ==, list[i].label);
+                        g_assert_cmpstr(copy[i].uuid, ==, list[i].uuid);
+                        g_assert_cmpstr(copy[i].mount_point, ==, list[i].mount_point);
+                }
+                g_assert_null(copy[n].node);
+                partition_info_array_free(copy, n);
+        }
         partition_info_array_free(list, n);
 
         /* probe_filesystem() on the node says the same, and so does probe_filesystem_expecting() whatever
