@@ -155,7 +155,7 @@ static int claim_free_device(unsigned number)
                 return -EAGAIN; /* someone still holds one of them open: try another device */
         if (r < 0 && r != -ENODEV)
                 return r;
-        loop_remove_stale_partition_nodes(number);
+        loop_remove_known_stale_partition_nodes(number);
 
         /* Shared, not exclusive, from here on and for as long as the caller keeps the device (see
          * loop_attach()). LOOP_CONFIGURE sends the disk's "change" uevent (and, with the kernel's own

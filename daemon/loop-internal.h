@@ -44,5 +44,9 @@ int loop_read_info_bound(int devfd, unsigned number, LoopInfo **ret);
 /* Makes the partitions of the table on devfd (loopN, bound) exist as /dev/loopNpM: the kernel's own scan
  * when it created any, otherwise the table read with libblkid and added with BLKPG. Returns how many. */
 int loop_sync_partitions(int devfd, unsigned number);
-/* Removes /dev/loopNpM nodes that no longer name a live partition of loopN. */
+/* Removes /dev/loopNpM nodes that no longer name a live partition of loopN, reading all of /dev. */
 void loop_remove_stale_partition_nodes(unsigned number);
+/* The same for the names that can have had a node since loopd's first full look at loopN (see
+ * partition_nodes_highest()), without reading /dev: thousands of entries with a thousand devices bound. Not
+ * a node someone made for a partition that never existed: Detach's full look removes that. */
+void loop_remove_known_stale_partition_nodes(unsigned number);

@@ -187,10 +187,35 @@ int loop_update_partitions(unsigned number, uint64_t expected_diskseq)
         return ret < 0 ? ret : (int)n;
 }
 
+/* Removes /dev's entry name (a /dev/loopNpM) unless it is the node of the live partition of that name. */
+static void remove_if_stale(int dev_fd, const char *name)
+{
+        char sys[96], link[256], *base;
+        struct stat st;
+        ssize_t k;
+
+        if (fstatat(dev_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                return;
+        if (S_ISBLK(st.st_mode)) {
+                snprintf(sys, sizeof(sys), "/sys/dev/block/%u:%u", major(st.st_rdev), minor(st.st_rdev));
+                k = readlink(sys, link, sizeof(link) - 1);
+                /* Alive (a new owner of loopN may already have this partition): keep it. */
+                if (k > 0) {
+                        link[k] = '\0';
+                        base = strrchr(link, '/');
+                        if (streq(base ? base + 1 : link, name))
+                                return;
+                }
+        }
+        (void)unlinkat(dev_fd, name, 0);
+}
+
 /* Removes /dev/loopNpM nodes that no longer name a live partition of loopN: devtmpfs leaves behind nodes it
- * did not create itself, and a dead node gives I/O errors (or, worse, a recycled device number). */
+ * did not create itself, and a dead node gives I/O errors (or, worse, a recycled device number). All of /dev
+ * is read: a node someone made for a partition that never existed goes too. */
 void loop_remove_stale_partition_nodes(unsigned number)
 {
+        unsigned found = 0;
         struct dirent *de;
         DIR *d;
 
@@ -198,28 +223,31 @@ void loop_remove_stale_partition_nodes(unsigned number)
         if (!d)
                 return;
         while ((de = readdir(d))) {
-                char sys[96], link[256], *base;
                 unsigned n, partition;
-                struct stat st;
-                ssize_t k;
 
                 if (loop_parse_node(de->d_name, &n, &partition) < 0 || n != number || partition == 0)
                         continue;
-                if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-                        continue;
-                if (S_ISBLK(st.st_mode)) {
-                        snprintf(sys, sizeof(sys), "/sys/dev/block/%u:%u", major(st.st_rdev),
-                                minor(st.st_rdev));
-                        k = readlink(sys, link, sizeof(link) - 1);
-                        /* Alive (a new owner of loopN may already have this partition): keep it. */
-                        if (k > 0) {
-                                link[k] = '\0';
-                                base = strrchr(link, '/');
-                                if (streq(base ? base + 1 : link, de->d_name))
-                                        continue;
-                        }
-                }
-                (void)unlinkat(dirfd(d), de->d_name, 0);
+                found = MAX(found, partition);
+                remove_if_stale(dirfd(d), de->d_name);
         }
         closedir(d);
+        partition_nodes_looked(number, found);
+}
+
+void loop_remove_known_stale_partition_nodes(unsigned number)
+{
+        int highest = partition_nodes_highest(number);
+        _cleanup_close_ int dev_fd = -EBADF;
+
+        if (highest < 0) {
+                loop_remove_stale_partition_nodes(number);
+                return;
+        }
+        dev_fd = open("/dev", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        for (int m = 1; dev_fd >= 0 && m <= highest; m++) {
+                char name[LOOP_NODE_MAX];
+
+                snprintf(name, sizeof(name), "loop%up%d", number, m);
+                remove_if_stale(dev_fd, name);
+        }
 }

@@ -253,7 +253,46 @@ static int compare_kernel_partitions(const void *a, const void *b)
 }
 
 /* Lists the partitions below a disk's sysfs directory (an open O_DIRECTORY fd). */
-static int list_partitions_sysfs(int sysfd, KernelPartition **ret, size_t *ret_n)
+/* partition_nodes_highest()'s table, by loop number: 0 not looked at yet, else the highest M + 1. Grown on
+ * demand; a number it cannot hold is always looked at in full. */
+static unsigned short *nodes_highest;
+static size_t nodes_highest_n;
+
+int partition_nodes_highest(unsigned loop_number)
+{
+        if (loop_number >= nodes_highest_n || nodes_highest[loop_number] == 0)
+                return -1;
+        return nodes_highest[loop_number] - 1;
+}
+
+static void nodes_note(unsigned loop_number, unsigned highest, bool looked)
+{
+        if (highest >= PARTITION_MAX)
+                return;
+        if (loop_number >= nodes_highest_n) {
+                size_t n = MAX((size_t)loop_number + 1, nodes_highest_n * 2);
+                unsigned short *grown;
+
+                if (!looked || loop_number > 1u << 20)
+                        return; /* not looked at: nothing to note yet */
+                grown = reallocarray(nodes_highest, n, sizeof(unsigned short));
+                if (!grown)
+                        return;
+                memset(grown + nodes_highest_n, 0, (n - nodes_highest_n) * sizeof(unsigned short));
+                nodes_highest = grown;
+                nodes_highest_n = n;
+        }
+        if (!looked && nodes_highest[loop_number] == 0)
+                return;
+        nodes_highest[loop_number] = (unsigned short)MAX((unsigned)nodes_highest[loop_number], highest + 1);
+}
+
+void partition_nodes_looked(unsigned loop_number, unsigned highest)
+{
+        nodes_note(loop_number, highest, true);
+}
+
+static int list_partitions_sysfs(int sysfd, unsigned loop_number, KernelPartition **ret, size_t *ret_n)
 {
         _cleanup_free_ KernelPartition *parts = NULL;
         size_t n = 0, allocated = 0;
@@ -281,6 +320,7 @@ static int list_partitions_sysfs(int sysfd, KernelPartition **ret, size_t *ret_n
                 if ((de->d_type != DT_DIR && de->d_type != DT_UNKNOWN) ||
                         loop_parse_node(de->d_name, NULL, &partition) < 0 || partition == 0)
                         continue;
+                nodes_note(loop_number, partition, false);
                 /* A partition's directory has a "partition" attribute; other subdirectories do not. */
                 pfd = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
                 if (pfd < 0)
@@ -329,7 +369,7 @@ int partition_list_kernel(unsigned loop_number, KernelPartition **ret, size_t *r
         sysfd = sysfs_open_loop(loop_number, 0);
         if (sysfd < 0)
                 return sysfd;
-        return list_partitions_sysfs(sysfd, ret, ret_n);
+        return list_partitions_sysfs(sysfd, loop_number, ret, ret_n);
 }
 
 /* The sysfs directory of the whole disk behind devfd. */

@@ -44,6 +44,14 @@ typedef struct KernelPartition {
 } KernelPartition;
 int partition_list_kernel(unsigned loop_number, KernelPartition **ret, size_t *ret_n);
 
+/* Which /dev/loopNpM may exist, for the look for stale nodes: -1 until partition_nodes_looked() was told of
+ * a look at all of /dev for loopN, then the highest M seen since, in that look or in a listing of loopN's
+ * partitions (partition_list_kernel() notes each). devtmpfs removes the nodes it made when their partition
+ * goes; one left behind was made with mknod(): by loopd for a partition that existed, or by someone else,
+ * which only a look at all of /dev finds. */
+int partition_nodes_highest(unsigned loop_number);
+void partition_nodes_looked(unsigned loop_number, unsigned highest);
+
 /* Deletes partition number of the device devfd with BLKPG_DEL_PARTITION: 0 also when it is gone already,
  * -EBUSY while it is in use (mounted, held open). */
 int partition_remove(int devfd, unsigned number);
