@@ -243,6 +243,60 @@ void test_detach_blkpg_without_scan(Fixture *f, gconstpointer data)
         }
 }
 
+/* A node of a partition the device had, left behind after it was unbound behind loopd's back (a node
+ * devtmpfs did not make, as loopd's own mknod() can leave): the next attach of that number removes it
+ * without reading all of /dev (loop_remove_known_stale_partition_nodes()). */
+void test_attach_removes_known_stale_node(Fixture *f, gconstpointer data)
+{
+        g_autofree char *img = NULL, *other = NULL;
+
+        REQUIRE_PRIVILEGES(f);
+        img = fixture_path(f, "known.img");
+        image_create(img, 64 * MIB);
+        image_sfdisk(img, "label: gpt\nsize=16MiB, type=L\ntype=L\n", 0);
+        other = fixture_path(f, "plain.img");
+        image_create(other, 16 * MIB);
+
+        /* Other processes attach devices too: loop_attach() may not get the same number back. */
+        for (unsigned attempt = 0; attempt < 5; attempt++) {
+                g_autofree char *dev = NULL, *node = NULL, *bound = NULL;
+                LoopInfo *info, *again;
+                unsigned number;
+                gboolean left;
+
+                /* loopd's first look at the number, and partitions 1 and 2 listed. */
+                info = attach_ok(img, (LoopConfig){ .partition_scan = true });
+                number = info->number;
+                dev = device_path(info);
+                node = g_strdup_printf("%sp2", dev);
+                bound = g_strdup_printf("/sys/block/loop%u/loop", number);
+                loop_info_free(info);
+
+                /* Unbound by someone else (the kernel drops the partitions, devtmpfs its nodes), then a node
+                 * for partition 2 that devtmpfs did not make, with a device number nothing has. */
+                g_free(test_sh("losetup --detach '%s'", dev));
+                for (unsigned i = 0; i < 500 && g_file_test(bound, G_FILE_TEST_EXISTS); i++)
+                        g_usleep(10 * 1000);
+                g_assert_false(g_file_test(bound, G_FILE_TEST_EXISTS));
+                (void)unlink(node);
+                g_free(test_sh("mknod '%s' b 259 1048574", node));
+
+                again = attach_ok(other, (LoopConfig){ .partition_scan = false });
+                left = g_file_test(node, G_FILE_TEST_EXISTS);
+                if (left)
+                        (void)unlink(node);
+                if (again->number != number) {
+                        g_test_message("got loop%u, not loop%u; retrying", again->number, number);
+                        detach_ok(f, again);
+                        continue;
+                }
+                g_assert_false(left);
+                detach_ok(f, again);
+                return;
+        }
+        isolated_incomplete(f, "never got the same device back from LOOP_CTL_GET_FREE (busy machine)");
+}
+
 void test_detach_held_open(Fixture *f, gconstpointer data)
 {
         g_autofree char *img = NULL, *dev = NULL;

@@ -350,6 +350,7 @@ int main(int argc, char **argv)
         TEST_DATA("/loop/attach/stale-partition-cleaned-no-scan", test_stale_partition_cleaned,
                 GINT_TO_POINTER(FALSE));
         TEST("/loop/attach/no-partition-scan", test_no_partition_scan);
+        TEST("/loop/attach/removes-known-stale-node", test_attach_removes_known_stale_node);
         TEST("/loop/attach/autoclear-deferred", test_autoclear);
         TEST("/loop/attach/hostile-mbr", test_hostile_mbr);
         TEST("/loop/attach/hostile-random", test_hostile_random);
