@@ -204,14 +204,7 @@ static int probe_superblock(const ProbeArea *area, const char *const *only_types
 
 int probe_filesystem(const char *node, char **ret_fstype, char **ret_label, char **ret_uuid)
 {
-        _cleanup_close_ int fd = -1;
-
-        if (!node || !ret_fstype || !ret_label || !ret_uuid)
-                return -EINVAL;
-        fd = open_block_node(node);
-        if (fd < 0)
-                return fd;
-        return probe_superblock(&(ProbeArea){ .fd = fd }, NULL, ret_fstype, ret_label, ret_uuid);
+        return probe_filesystem_expecting(node, NULL, ret_fstype, ret_label, ret_uuid);
 }
 
 int probe_filesystem_expecting(
