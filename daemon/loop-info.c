@@ -127,8 +127,6 @@ static int read_state_sysfs(int sysfd, LoopInfo *info)
         return 0;
 }
 
-/* Fills info from /sys/block/loopN, an open directory. -ENXIO if the device is not bound. */
-
 /* The same state as read_state_sysfs() from devfd, the device itself: the values sysfs shows (lo_offset,
  * lo_sizelimit, lo_flags; the disk's size, logical block size and read-only flag) in four ioctls, and the
  * backing file's device and inode, which sysfs does not show. -ENXIO when the device was unbound meanwhile.

@@ -252,9 +252,9 @@ static int compare_kernel_partitions(const void *a, const void *b)
         return x->number < y->number ? -1 : x->number > y->number;
 }
 
-/* Lists the partitions below a disk's sysfs directory (an open O_DIRECTORY fd). */
 /* partition_nodes_highest()'s table, by loop number: 0 not looked at yet, else the highest M + 1. Grown on
- * demand; a number it cannot hold is always looked at in full. */
+ * demand; a number it cannot hold, or whose full look found a name past PARTITION_MAX, is always looked at
+ * in full. */
 static unsigned short *nodes_highest;
 static size_t nodes_highest_n;
 
@@ -292,6 +292,7 @@ void partition_nodes_looked(unsigned loop_number, unsigned highest)
         nodes_note(loop_number, highest, true);
 }
 
+/* Lists the partitions below loopN's sysfs directory (sysfd, an open O_DIRECTORY fd). */
 static int list_partitions_sysfs(int sysfd, unsigned loop_number, KernelPartition **ret, size_t *ret_n)
 {
         _cleanup_free_ KernelPartition *parts = NULL;
