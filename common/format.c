@@ -189,46 +189,40 @@ void json_end_array(JsonWriter *w)
         json_close(w, ']');
 }
 
+/* What JSON carries as it is is written in runs, not a byte at a time: a list of a thousand devices is a
+ * couple of hundred kilobytes of it. */
 static void json_write_escaped(FILE *f, const char *s)
 {
+        const char *run = s, *p = s;
+
         fputc('"', f);
-        for (const char *p = s; *p;) {
+        while (*p) {
                 unsigned char c = (unsigned char)*p;
                 size_t len = utf8_sequence_length(p);
 
-                switch (c) {
-                case '"':
-                        fputs("\\\"", f);
-                        break;
-                case '\\':
-                        fputs("\\\\", f);
-                        break;
-                case '\n':
-                        fputs("\\n", f);
-                        break;
-                case '\t':
-                        fputs("\\t", f);
-                        break;
-                case '\r':
-                        fputs("\\r", f);
-                        break;
-                default:
-                        if (len == 0) {
-                                /* JSON strings are Unicode: a byte that is not UTF-8 (a file name from
-                                 * another locale) cannot be carried, only marked. */
-                                fputs("\\ufffd", f);
-                                p++;
-                                continue;
-                        }
-                        if (c < 0x20 || c == 0x7f)
-                                fprintf(f, "\\u%04x", c);
-                        else
-                                fwrite(p, 1, len, f);
+                if (len > 0 && c >= 0x20 && c != 0x7f && c != '"' && c != '\\') {
                         p += len;
                         continue;
                 }
+                fwrite(run, 1, (size_t)(p - run), f);
+                if (len == 0)
+                        /* JSON strings are Unicode: a byte that is not UTF-8 (a file name from another
+                         * locale) cannot be carried, only marked. */
+                        fputs("\\ufffd", f);
+                else if (c == '"' || c == '\\')
+                        fprintf(f, "\\%c", c);
+                else if (c == '\n')
+                        fputs("\\n", f);
+                else if (c == '\t')
+                        fputs("\\t", f);
+                else if (c == '\r')
+                        fputs("\\r", f);
+                else
+                        fprintf(f, "\\u%04x", c);
                 p++;
+                run = p;
         }
+        fwrite(run, 1, (size_t)(p - run), f);
         fputc('"', f);
 }
 
