@@ -1,6 +1,7 @@
 /* context.c: loopctl's connection to org.loopd1, its calls, and the paths and files users name. */
 #include <assert.h>
 #include <fcntl.h>
+#include <stdio_ext.h>
 #include <sys/stat.h>
 
 #include "log.h"
@@ -122,6 +123,51 @@ int context_call_slow(Context *c, sd_bus_message *m, sd_bus_error *error, sd_bus
         return call(c, m, true, error, ret_reply);
 }
 
+typedef struct PendingReply {
+        sd_bus_message *reply;
+} PendingReply;
+
+static int pending_reply_arrived(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error)
+{
+        PendingReply *p = userdata;
+
+        p->reply = sd_bus_message_ref(reply);
+        return 0;
+}
+
+int context_call_meanwhile(Context *c, sd_bus_message *m, void (*work)(void *userdata), void *userdata,
+        sd_bus_error *error, sd_bus_message **ret_reply)
+{
+        _cleanup_(sd_bus_slot_unrefp) sd_bus_slot *slot = NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        PendingReply p = {};
+        int r;
+
+        assert(!(c->auth && c->ask_password));
+        /* sd-bus answers a call that times out, or a connection that closes, with an error reply of its
+         * own: the wait ends either way. */
+        r = sd_bus_call_async(c->bus, &slot, m, pending_reply_arrived, &p, CALL_TIMEOUT_USEC);
+        if (r < 0)
+                return r;
+        /* Out to the daemon before the work, not queued behind the connection's Hello until the wait. */
+        r = sd_bus_flush(c->bus);
+        if (r < 0)
+                return r;
+        work(userdata);
+        while (!p.reply) {
+                r = sd_bus_process(c->bus, NULL);
+                if (r == 0)
+                        r = sd_bus_wait(c->bus, UINT64_MAX);
+                if (r < 0)
+                        return r;
+        }
+        reply = TAKE_PTR(p.reply);
+        if (sd_bus_message_is_method_error(reply, NULL))
+                return sd_bus_error_copy(error, sd_bus_message_get_error(reply));
+        *ret_reply = TAKE_PTR(reply);
+        return 0;
+}
+
 /* The daemon sees paths in its own terms: absolute, symlinks (/dev/disk/by-label/...) resolved. A bare
  * "loop3p1" means the node in /dev. An absolute path that does not resolve goes as it is: the daemon knows
  * best whether it names something (an unmount of a mount point whose FUSE server died, say). */
@@ -201,7 +247,11 @@ int open_image(const char *what, const char *path, bool writable, const char *hi
 int output_open(Output *o)
 {
         o->f = open_memstream(&o->buf, &o->size);
-        return o->f ? 0 : log_error_errno(-errno, "cannot allocate output");
+        if (!o->f)
+                return log_error_errno(-errno, "cannot allocate output");
+        /* One thread: no lock taken at each of the many small writes a long list makes. */
+        (void)__fsetlocking(o->f, FSETLOCKING_BYCALLER);
+        return 0;
 }
 
 void output_done(Output *o)

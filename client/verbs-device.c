@@ -301,7 +301,8 @@ static int read_device(sd_bus_message *reply, DeviceEntry *d)
                 &d->owner_uid);
 }
 
-static int list_devices(Context *c, sd_bus_message **ret_reply)
+/* ListDevices, with work(userdata) done while loopd answers (none when work is NULL). */
+static int list_devices(Context *c, void (*work)(void *userdata), void *userdata, sd_bus_message **ret_reply)
 {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
@@ -310,7 +311,10 @@ static int list_devices(Context *c, sd_bus_message **ret_reply)
         r = context_new_call(c, &m, "ListDevices");
         if (r < 0)
                 return r;
-        r = context_call(c, m, &error, &reply);
+        if (work)
+                r = context_call_meanwhile(c, m, work, userdata, &error, &reply);
+        else
+                r = context_call(c, m, &error, &reply);
         if (r < 0)
                 return log_bus_error(&error, r, "cannot list loop devices");
         r = sd_bus_message_enter_container(reply, 'a', LOOPD_DEVICE_STRUCT);
@@ -321,7 +325,7 @@ static int list_devices(Context *c, sd_bus_message **ret_reply)
 }
 
 /* The first line of /sys/block/NAME/ATTR (at most size - 1 bytes), without its newline: one open, one read.
- * `loopctl list` reads two of these a device, with a thousand devices bound. */
+ */
 static int read_sysfs_line(int blockfd, const char *name, const char *attr, char *buf, size_t size)
 {
         char path[64];
@@ -382,8 +386,9 @@ static void size_table_done(SizeTable *s)
 
 #define PROC_PARTITIONS_BUFFER (256 * 1024)
 
-static void size_table_load(SizeTable *s)
+static void size_table_load(void *userdata)
 {
+        SizeTable *s = userdata;
         /* Read in large pieces: the kernel walks its list of disks from the start again at each read() of
          * /proc/partitions, so stdio's 4 KiB reads make the cost grow with the square of the number of
          * devices (about 100 reads with a thousand loop devices of two partitions each). glibc takes the
@@ -428,9 +433,11 @@ static int size_table_kib(const SizeTable *s, unsigned number, uint64_t *ret)
         return 0;
 }
 
-/* The device's size as the kernel has it; "-" when sysfs does not show this device backed by this file (not
- * bound any more, or bound again to another). The size from /proc/partitions, which rounds down to KiB: from
- * sysfs only when that could change what is printed (an odd number of sectors near a rounding step). */
+/* The device's size as the kernel has it, from /proc/partitions, which rounds down to KiB. From sysfs only
+ * when that could change what is printed (an odd number of sectors near a rounding step) or when the size
+ * there is 0; "-" when sysfs does not show the device bound. Not checked against the reply's backing file:
+ * that is two sysfs reads a device, more than all the rest of a list of a thousand devices costs, and for a
+ * virtual disk sysfs names the export, not the image the reply names. */
 static void format_size(
         char buf[static FORMAT_BYTES_MAX], const SizeTable *sizes, int blockfd, const DeviceEntry *d)
 {
@@ -439,18 +446,18 @@ static void format_size(
         uint64_t n;
 
         snprintf(buf, FORMAT_BYTES_MAX, "-");
-        if (blockfd < 0 || loop_parse_name(d->device, &number) < 0)
-                return;
-        snprintf(name, sizeof(name), "loop%u", number);
-        if (read_sysfs_line(blockfd, name, "loop/backing_file", backing, sizeof(backing)) < 0 ||
-                !streq(backing, d->backing_file))
+        if (loop_parse_name(d->device, &number) < 0)
                 return;
         if (size_table_kib(sizes, number, &n) >= 0 && n > 0 &&
                 streq(format_bytes(lo, n * 1024), format_bytes(hi, n * 1024 + 512))) {
                 snprintf(buf, FORMAT_BYTES_MAX, "%s", lo);
                 return;
         }
-        if (read_sysfs_line(blockfd, name, "size", sectors, sizeof(sectors)) < 0 ||
+        if (blockfd < 0)
+                return;
+        snprintf(name, sizeof(name), "loop%u", number);
+        if (read_sysfs_line(blockfd, name, "loop/backing_file", backing, sizeof(backing)) < 0 ||
+                read_sysfs_line(blockfd, name, "size", sectors, sizeof(sectors)) < 0 ||
                 sscanf(sectors, "%" SCNu64, &n) != 1)
                 return;
         format_bytes(buf, n * 512);
@@ -478,7 +485,9 @@ int verb_list(Context *c)
         JsonWriter w;
         int r;
 
-        r = list_devices(c, &reply);
+        /* The sizes are read while loopd answers. A device bound since is not in them: its size comes from
+         * sysfs (format_size()). */
+        r = list_devices(c, c->json ? NULL : size_table_load, &sizes, &reply);
         if (r < 0)
                 return r;
         r = output_open(&out);
@@ -496,7 +505,6 @@ int verb_list(Context *c)
                 blockfd = open("/sys/devices/virtual/block", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
                 if (blockfd < 0)
                         blockfd = open("/sys/block", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-                size_table_load(&sizes);
         }
 
         while ((r = read_device(reply, &d)) > 0) {
@@ -567,7 +575,7 @@ int resolve_device(Context *c, const char *what, char **ret)
                 return 0;
         }
 
-        r = list_devices(c, &reply);
+        r = list_devices(c, NULL, NULL, &reply);
         if (r < 0)
                 return r;
         while ((r = read_device(reply, &d)) > 0) {

@@ -372,11 +372,11 @@ void test_list_agrees_with_losetup(Harness *h, gconstpointer data)
                         if (i < 2)
                                 compare_device_row(source, dev, backing, json_int(o, "offset"),
                                         json_int(o, "size_limit"), json_int(o, "sector_size"),
-                                        json_bool(o, "read_only"), json_bool(o, "autoclear"),
-                                        json_bool(o, "managed"), json_int(o, "owner_uid"), losetup);
+                                        json_member_bool(o, "read_only"), json_member_bool(o, "autoclear"),
+                                        json_member_bool(o, "managed"), json_int(o, "owner_uid"), losetup);
                         else {
                                 check_str("backing_file", backing, files[i]);
-                                if (json_bool(o, "managed"))
+                                if (json_member_bool(o, "managed"))
                                         g_test_fail_printf(
                                                 "loopctl list: %s (set up by losetup) is managed", dev);
                         }
@@ -385,6 +385,8 @@ void test_list_agrees_with_losetup(Harness *h, gconstpointer data)
                         g_test_fail_printf("ListDevices does not list %s", devs[i]);
                 if (!in_json)
                         g_test_fail_printf("loopctl list --json does not list %s", devs[i]);
+                /* The table's SIZE: the whole image, the size limit, the whole image. */
+                harness_check_list_size(h, NULL, devs[i]);
         }
 
         raw_detach(h, dev_a);

@@ -218,8 +218,8 @@ static void verify_lists(Harness *h, const char *device, JsonObject *losetup)
                         backing = json_str(o, "backing_file");
                         compare_device_row("loopctl list --json", dev, backing, json_int(o, "offset"),
                                 json_int(o, "size_limit"), json_int(o, "sector_size"),
-                                json_bool(o, "read_only"), json_bool(o, "autoclear"),
-                                json_bool(o, "managed"), json_int(o, "owner_uid"), losetup);
+                                json_member_bool(o, "read_only"), json_member_bool(o, "autoclear"),
+                                json_member_bool(o, "managed"), json_int(o, "owner_uid"), losetup);
                 }
         } else if (list)
                 g_test_fail_printf("loopctl list --json did not print an array: %s", run.out);

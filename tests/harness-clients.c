@@ -8,6 +8,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "format.h"
 #include "harness-internal.h"
 #include "loopd-bus.h"
 
@@ -343,6 +344,37 @@ JsonNode *harness_loopctl_json(Harness *h, const char *user, ...)
         ok = loopctl_succeeds_va(h, user, &run, true, ap);
         va_end(ap);
         return ok ? harness_run_json(&run) : NULL;
+}
+
+void harness_check_list_size(Harness *h, const char *user, const char *device)
+{
+        g_autofree char *name = g_path_get_basename(device);
+        g_autofree char *sectors = test_read_sysfs("/sys/block/%s/size", name);
+        g_auto(HarnessRun) run = { 0 };
+        g_auto(GStrv) lines = NULL;
+        char expected[FORMAT_BYTES_MAX];
+
+        if (!sectors) {
+                harness_fail("%s: no size in sysfs", device);
+                return;
+        }
+        format_bytes(expected, g_ascii_strtoull(sectors, NULL, 10) * 512);
+        if (harness_loopctl(h, user, &run, "list", NULL) != 0) {
+                harness_fail("loopctl list exited %d: %s", run.status, run.err);
+                return;
+        }
+        lines = g_strsplit(run.out, "\n", -1);
+        for (char **l = lines; *l; l++) {
+                char dev[64], size[32];
+
+                if (sscanf(*l, "%63s %31s", dev, size) != 2 || !g_str_equal(dev, device))
+                        continue;
+                if (!g_str_equal(size, expected))
+                        harness_fail("loopctl list gives %s the size %s; the kernel's is %s", device, size,
+                                expected);
+                return;
+        }
+        harness_fail("loopctl list does not list %s: %s", device, run.out);
 }
 
 bool harness_names_one_of(const char *text, const char *needles)

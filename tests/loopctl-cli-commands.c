@@ -277,17 +277,26 @@ void test_list_table_aligned_and_escaped(Mock *m, gconstpointer data)
 
         if (!m->address)
                 return;
-        mock_set_devices(m, devices_text);
+        /* devices_text's, under numbers no machine binds. */
+        mock_set_devices(m,
+                "[('/dev/loop9000', objectpath '/org/loopd1/device/loop9000', '/var/lib/images/debian.img', "
+                "uint64 0, uint64 0, uint32 512, false, false, false, uint32 0), "
+                "('/dev/loop90012', objectpath '/org/loopd1/device/loop90012', "
+                "'/home/u/evil\\nname\\u001b[2J.img', uint64 1048576, uint64 104857600, uint32 4096, true, "
+                "true, true, uint32 4242424), "
+                "('/dev/loop9003', objectpath '/org/loopd1/device/loop9003', '/root/x.img', uint64 0, "
+                "uint64 0, uint32 512, false, true, true, uint32 0)]");
         g_autoptr(Run) r = run_loopctl(&o, "list", NULL);
 
         g_assert_cmpint(r->status, ==, 0);
         g_assert_cmpstr(r->out, ==,
-                /* SIZE is sysfs's, of a device backed by that file: none of these here. A size limit of 0
-                 * is none: "-". */
-                "NAME        SIZE SIZELIMIT OFFSET SECTOR RO AUTOCLEAR OWNER   BACK-FILE\n"
-                "/dev/loop0     -         -     0B    512  0         0 -       /var/lib/images/debian.img\n"
-                "/dev/loop12    -      100M     1M   4096  1         1 4242424 /home/u/evil\\x0aname\\x1b[2J.img\n"
-                "/dev/loop3     -         -     0B    512  0         1 root    /root/x.img\n");
+                /* SIZE is the kernel's, of a device it has bound: none of these. A size limit of 0 is none:
+                 * "-". */
+                "NAME           SIZE SIZELIMIT OFFSET SECTOR RO AUTOCLEAR OWNER   BACK-FILE\n"
+                "/dev/loop9000     -         -     0B    512  0         0 -       /var/lib/images/debian.img\n"
+                "/dev/loop90012    -      100M     1M   4096  1         1 4242424 "
+                "/home/u/evil\\x0aname\\x1b[2J.img\n"
+                "/dev/loop9003     -         -     0B    512  0         1 root    /root/x.img\n");
 }
 
 void test_partitions_json_and_device_name(Mock *m, gconstpointer data)

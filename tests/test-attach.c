@@ -59,7 +59,7 @@ gint64 json_int(JsonObject *o, const char *member)
         return json_node_get_int(n);
 }
 
-gboolean json_bool(JsonObject *o, const char *member)
+gboolean json_member_bool(JsonObject *o, const char *member)
 {
         JsonNode *n = json_object_get_member(o, member);
 

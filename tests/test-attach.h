@@ -56,7 +56,7 @@ void part_free(gpointer data);
 GPtrArray *parts_from_variant(GVariant *a);
 char *json_str(JsonObject *o, const char *member);
 gint64 json_int(JsonObject *o, const char *member);
-gboolean json_bool(JsonObject *o, const char *member);
+gboolean json_member_bool(JsonObject *o, const char *member);
 GPtrArray *parts_from_json(JsonNode *array);
 Part *parts_find(GPtrArray *parts, guint number);
 bool part_type_equal(const char *a, const char *b);

@@ -227,7 +227,7 @@ char *guest_bytes(Harness *h, const char *image, const char *format, const char 
 /* ---------------------------------------------------------------------------------------------------- */
 /* Talking to loopd */
 
-const char *json_string(JsonNode *node, const char *member)
+const char *json_member_string(JsonNode *node, const char *member)
 {
         JsonObject *o = node && JSON_NODE_HOLDS_OBJECT(node) ? json_node_get_object(node) : NULL;
 
@@ -244,7 +244,7 @@ char *open_image(
         g_autoptr(JsonNode) out = writable ? harness_loopctl_json(h, user, "open", "--writable", image, NULL)
                                            : harness_loopctl_json(h, user, "open", image, NULL);
         g_autofree char *p1 = NULL, *p2 = NULL;
-        const char *device = json_string(out, "device");
+        const char *device = json_member_string(out, "device");
         JsonObject *o;
         JsonArray *mounts;
 

@@ -79,7 +79,7 @@ void give_to(const char *path, const char *user);
 guint8 *pattern(guint32 seed, gsize size);
 
 /* Talking to loopd. */
-const char *json_string(JsonNode *node, const char *member);
+const char *json_member_string(JsonNode *node, const char *member);
 /* `loopctl --json open [--writable] IMAGE` as user: the device; the mount points of partitions 1 and 2. */
 char *open_image(
         Harness *h, const char *user, const char *image, bool writable, char **ret_mp1, char **ret_mp2);

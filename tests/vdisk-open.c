@@ -138,7 +138,7 @@ static void attach_check_ro(Harness *h, GDBusConnection *a, const char *image, c
                 g_autoptr(JsonNode) out = g_str_equal(how, "loopctl-read-only")
                         ? harness_loopctl_json(h, HARNESS_USER_A, "attach", "--read-only", image, NULL)
                         : harness_loopctl_json(h, HARNESS_USER_A, "attach", image, NULL);
-                device = g_strdup(json_string(out, "device"));
+                device = g_strdup(json_member_string(out, "device"));
         }
         harness_assert_no_error(error);
         if (!device) {

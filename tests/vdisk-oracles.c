@@ -415,6 +415,8 @@ void check_named(Harness *h, GDBusConnection *conn, const char *user, const char
         if (g_strcmp0(json_object_get_string_member_with_default(entry, "backing_file", NULL), image) != 0)
                 harness_fail("loopctl list gives %s the backing_file '%s', expected '%s'", device,
                         json_object_get_string_member_with_default(entry, "backing_file", "(none)"), image);
+        /* The guest disk's size, though sysfs names the export as the backing file. */
+        harness_check_list_size(h, user, device);
 }
 
 /* ---------------------------------------------------------------------------------------------------- */

@@ -59,7 +59,7 @@ void test_attach_read_write_lands_in_image(Vdisk *v, gconstpointer data)
                 harness_assert_no_error(error);
         } else {
                 g_autoptr(JsonNode) out = harness_loopctl_json(h, HARNESS_USER_A, "attach", image, NULL);
-                device = g_strdup(json_string(out, "device"));
+                device = g_strdup(json_member_string(out, "device"));
         }
         REQUIRE_NONNULL(device);
         g_free(check_export(h, device));
