@@ -77,6 +77,9 @@ struct Watcher {
          * devices, which ListDevices looks up one by one. */
         Tracked **by_number;
         size_t n_by_number;
+        size_t n_devices;
+        /* The most devices tracked at once since the heap was last trimmed (watcher_device_gone()). */
+        size_t peak_devices;
         bool syncing;
         /* The kernel's uevents and the closes of /dev nodes since ListDevices last looked
          * (watcher-catchup.c), and whether some of them were lost since. */

@@ -18,6 +18,9 @@
 #include "strv.h"
 #include "watcher-internal.h"
 
+/* How many devices at once make a burst whose memory is given back when the last of them goes. */
+#define TRIM_AFTER_DEVICES 16
+
 void watcher_report(Watcher *w, ChangeKind kind, unsigned number, unsigned partition, const char *node,
         const char *mount_point, const char *property)
 {
@@ -148,6 +151,8 @@ static int watcher_link(Watcher *w, Tracked *t)
         w->by_number[number] = t;
         t->next = w->devices;
         w->devices = t;
+        w->n_devices++;
+        w->peak_devices = MAX(w->peak_devices, w->n_devices);
         return 0;
 }
 
@@ -170,6 +175,7 @@ static void watcher_unlink(Watcher *w, Tracked *t)
                 if (*p == t) {
                         *p = t->next;
                         w->by_number[t->info->number] = NULL;
+                        w->n_devices--;
                         return;
                 }
 }
@@ -269,10 +275,14 @@ static void watcher_device_gone(Watcher *w, Tracked *t, bool announce)
         watcher_unlink(w, t);
         tracked_free(t);
         log_debug("loop%u was detached", number);
-        /* The last device went: give back what a burst of them took (glibc keeps freed heap otherwise; after
-         * 256 devices that is a third of loopd's private memory). */
-        if (!w->devices)
+        /* The last of a burst of devices went: give back what they took (glibc keeps freed heap otherwise;
+         * after 256 devices that is a third of loopd's private memory). Not after one device: what one
+         * Attach + Detach frees, glibc trims itself or the next one takes again, and a malloc_trim() each
+         * time was 5% of loopd's time a cycle, plus the page faults of taking the memory back (perf). */
+        if (!w->devices && w->peak_devices >= TRIM_AFTER_DEVICES) {
                 (void)malloc_trim(0);
+                w->peak_devices = 0;
+        }
 }
 
 /* Takes info (a device sysfs lists as bound) into the table and, with announce, reports what changed. */
