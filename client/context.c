@@ -148,24 +148,26 @@ int context_call_meanwhile(Context *c, sd_bus_message *m, void (*work)(void *use
          * own: the wait ends either way. */
         r = sd_bus_call_async(c->bus, &slot, m, pending_reply_arrived, &p, CALL_TIMEOUT_USEC);
         if (r < 0)
-                return r;
+                return sd_bus_error_set_errno(error, r);
         /* Out to the daemon before the work, not queued behind the connection's Hello until the wait. */
         r = sd_bus_flush(c->bus);
         if (r < 0)
-                return r;
+                return sd_bus_error_set_errno(error, r);
         work(userdata);
         while (!p.reply) {
                 r = sd_bus_process(c->bus, NULL);
                 if (r == 0)
                         r = sd_bus_wait(c->bus, UINT64_MAX);
+                if (r == -EINTR)
+                        continue;
                 if (r < 0)
-                        return r;
+                        return sd_bus_error_set_errno(error, r);
         }
         reply = TAKE_PTR(p.reply);
         if (sd_bus_message_is_method_error(reply, NULL))
                 return sd_bus_error_copy(error, sd_bus_message_get_error(reply));
         *ret_reply = TAKE_PTR(reply);
-        return 0;
+        return 1;
 }
 
 /* The daemon sees paths in its own terms: absolute, symlinks (/dev/disk/by-label/...) resolved. A bare

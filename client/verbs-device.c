@@ -324,8 +324,7 @@ static int list_devices(Context *c, void (*work)(void *userdata), void *userdata
         return 0;
 }
 
-/* The first line of /sys/block/NAME/ATTR (at most size - 1 bytes), without its newline: one open, one read.
- */
+/* The first line of /sys/block/NAME/ATTR (at most size - 1 bytes), without its newline. */
 static int read_sysfs_line(int blockfd, const char *name, const char *attr, char *buf, size_t size)
 {
         char path[64];
@@ -486,7 +485,8 @@ int verb_list(Context *c)
         int r;
 
         /* The sizes are read while loopd answers. A device bound since is not in them: its size comes from
-         * sysfs (format_size()). */
+         * sysfs (format_size()). One detached and bound again in between shows the size of its earlier
+         * binding: a window of a few milliseconds, as between any list and the moment it is read. */
         r = list_devices(c, c->json ? NULL : size_table_load, &sizes, &reply);
         if (r < 0)
                 return r;

@@ -346,19 +346,21 @@ JsonNode *harness_loopctl_json(Harness *h, const char *user, ...)
         return ok ? harness_run_json(&run) : NULL;
 }
 
-void harness_check_list_size(Harness *h, const char *user, const char *device)
+void harness_check_list_size(Harness *h, const char *user, const char *device, const char *expected)
 {
         g_autofree char *name = g_path_get_basename(device);
         g_autofree char *sectors = test_read_sysfs("/sys/block/%s/size", name);
         g_auto(HarnessRun) run = { 0 };
         g_auto(GStrv) lines = NULL;
-        char expected[FORMAT_BYTES_MAX];
+        char kernels[FORMAT_BYTES_MAX];
 
         if (!sectors) {
                 harness_fail("%s: no size in sysfs", device);
                 return;
         }
-        format_bytes(expected, g_ascii_strtoull(sectors, NULL, 10) * 512);
+        format_bytes(kernels, g_ascii_strtoull(sectors, NULL, 10) * 512);
+        if (expected && !g_str_equal(kernels, expected))
+                harness_fail("the kernel's size of %s is %s, expected %s", device, kernels, expected);
         if (harness_loopctl(h, user, &run, "list", NULL) != 0) {
                 harness_fail("loopctl list exited %d: %s", run.status, run.err);
                 return;
@@ -369,9 +371,9 @@ void harness_check_list_size(Harness *h, const char *user, const char *device)
 
                 if (sscanf(*l, "%63s %31s", dev, size) != 2 || !g_str_equal(dev, device))
                         continue;
-                if (!g_str_equal(size, expected))
+                if (!g_str_equal(size, kernels))
                         harness_fail("loopctl list gives %s the size %s; the kernel's is %s", device, size,
-                                expected);
+                                kernels);
                 return;
         }
         harness_fail("loopctl list does not list %s: %s", device, run.out);

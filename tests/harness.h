@@ -214,8 +214,8 @@ bool harness_loopctl_ok(Harness *h, const char *user, ...) G_GNUC_NULL_TERMINATE
  * parsed (NULL and the test failed otherwise). */
 JsonNode *harness_loopctl_json(Harness *h, const char *user, ...) G_GNUC_NULL_TERMINATED;
 /* `loopctl list` as user must show device with the kernel's size of it in SIZE (as loopctl writes sizes:
- * 64M, 1.5G); the test fails otherwise. */
-void harness_check_list_size(Harness *h, const char *user, const char *device);
+ * 64M, 1.5G), and that must be expected if not NULL; the test fails otherwise. */
+void harness_check_list_size(Harness *h, const char *user, const char *device, const char *expected);
 /* Whether text names one of the '|'-separated needles (case-insensitive). */
 bool harness_names_one_of(const char *text, const char *needles);
 /* loopctl failed as the contract says: exit 1, one line "loopctl: ..." on stderr naming needles (as

@@ -416,7 +416,7 @@ void check_named(Harness *h, GDBusConnection *conn, const char *user, const char
                 harness_fail("loopctl list gives %s the backing_file '%s', expected '%s'", device,
                         json_object_get_string_member_with_default(entry, "backing_file", "(none)"), image);
         /* The guest disk's size, though sysfs names the export as the backing file. */
-        harness_check_list_size(h, user, device);
+        harness_check_list_size(h, user, device, NULL);
 }
 
 /* ---------------------------------------------------------------------------------------------------- */
