@@ -380,9 +380,16 @@ int engine_detach(Manager *m, const LoopInfo *info, bool unmount, EngineError *e
         r = engine_check_not_formatting(m, number, e);
         if (r < 0)
                 return r;
-        r = registry_device_mounts(info, &mounts);
-        if (r < 0)
-                return engine_error_errno(e, r, "Failed to read the mount table");
+        /* The mount table is read (its mount points to name or unmount) unless nothing can be mounted: the
+         * watcher has read every change of the table and knows no mount of the device (a FUSE mount claims
+         * nothing), and no one claims the device or a partition (a kernel filesystem's mount does). With
+         * no mount that read was a sixth of a Detach's time. */
+        if (unmount || !m->watcher || watcher_may_have_mounts(m->watcher, number) ||
+                loop_is_claimed(number)) {
+                r = registry_device_mounts(info, &mounts);
+                if (r < 0)
+                        return engine_error_errno(e, r, "Failed to read the mount table");
+        }
         if (mounts && mounts[0] && !unmount) {
                 _cleanup_free_ char *list = strv_join(mounts, ", ");
                 return engine_error(e, -EBUSY, ENGINE_BUSY,

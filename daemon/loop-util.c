@@ -59,6 +59,17 @@ int loop_open_any(unsigned number)
         return loop_open_node(number, O_RDONLY);
 }
 
+bool loop_is_claimed(unsigned number)
+{
+        /* The whole disk cannot be claimed while a partition of it is (the block layer's rule). */
+        int fd = loop_open_node(number, O_RDONLY | O_EXCL);
+
+        if (fd < 0)
+                return true;
+        safe_close(fd);
+        return false;
+}
+
 uint64_t loop_device_diskseq(int devfd, unsigned number)
 {
         _cleanup_close_ int sysfd = -EBADF;

@@ -106,6 +106,10 @@ int loop_list_brief(LoopInfo ***ret, size_t *ret_n);
  * if it is still bound then. Waits up to 2 s for udevd's lock, too. -ENXIO if not bound, -ENODEV if there is
  * no such device. */
 int loop_detach(unsigned number, uint64_t expected_diskseq);
+/* Does anyone hold loopN or a partition of it exclusively (a kernel filesystem's mount does, and so do
+ * transient claimers such as mkfs or udevd's re-read)? True also when that cannot be told (an open failed).
+ * FUSE mounts claim nothing: they are not seen here. */
+bool loop_is_claimed(unsigned number);
 
 /* Sets or clears the kernel's autoclear flag of a bound device (LOOP_SET_STATUS64). With autoclear set the
  * kernel unbinds the device on its last close: if nothing holds it (nothing mounted), that is immediately.

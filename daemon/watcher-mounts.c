@@ -3,6 +3,7 @@
  * after their last unmount. */
 #include <errno.h>
 #include <libmount.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -216,6 +217,26 @@ static void watcher_drain_mount_monitor(Watcher *w)
                 return;
         while (mnt_monitor_next_change(w->mount_monitor, NULL, NULL) == 0)
                 ;
+}
+
+bool watcher_knows_mount_of(Watcher *w, unsigned number)
+{
+        for (size_t i = 0; i < w->n_mounts; i++)
+                if (w->mounts[i].number == number)
+                        return true;
+        return false;
+}
+
+bool watcher_may_have_mounts(Watcher *w, unsigned number)
+{
+        struct pollfd p = { .fd = w->mount_monitor ? mnt_monitor_get_fd(w->mount_monitor) : -EBADF,
+                .events = POLLIN };
+
+        /* The monitor's fd is readable while a change of the table waits to be read: then the last look
+         * may be out of date. */
+        if (p.fd < 0 || poll(&p, 1, 0) != 0)
+                return true;
+        return watcher_knows_mount_of(w, number);
 }
 
 void watcher_update_mounts(Watcher *w)

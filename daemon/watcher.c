@@ -238,15 +238,6 @@ static void emit_property_changes(Watcher *w, const LoopInfo *old, const LoopInf
                 watcher_report(w, CHANGE_PROPERTY, n, 0, NULL, NULL, "Autoclear");
 }
 
-/* Is a device or partition of loopN mounted, as far as the watcher's last look at the mount table knows? */
-static bool watcher_knows_mount_of(Watcher *w, unsigned number)
-{
-        for (size_t i = 0; i < w->n_mounts; i++)
-                if (w->mounts[i].number == number)
-                        return true;
-        return false;
-}
-
 /* The device behind t is no longer bound (or its number now holds another one). */
 static void watcher_device_gone(Watcher *w, Tracked *t, bool announce)
 {

@@ -64,6 +64,9 @@ void watcher_update_device_info(Watcher *w, unsigned number, const LoopInfo *kno
 void watcher_update_devices(Watcher *w, bool closely);
 /* The mount table: Mounted, Unmounted, autoclear devices released after their last unmount. */
 void watcher_update_mounts(Watcher *w);
+/* Could loopN (or a partition of it) be mounted, as far as the watcher can tell without reading the mount
+ * table? False only when the watcher has read every change of the mount table and knows no mount of it. */
+bool watcher_may_have_mounts(Watcher *w, unsigned number);
 /* Reads loopN from the kernel as watcher_update_device() does, then probes what is on it now (it opens the
  * device and its partitions), keeps it, and reports Partitions when it changed. -ENXIO when loopN is not
  * bound. */

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -291,6 +292,43 @@ out:
         loop_info_free(info);
 }
 
+/* A mount the watcher cannot name as a loop device's (mount(2) given a symlink to the partition, as a tool
+ * that does not resolve it would), made and read by the watcher before Detach: Detach still sees that the
+ * partition is claimed, reads the mount table, and is refused naming the mount point. */
+static void test_detach_mounted_under_other_name(Fixture *f, gconstpointer data)
+{
+        REQUIRE(f);
+        g_autofree char *path = gpt_two_ext4(f, "disk.img");
+        g_autofree char *node = NULL, *link = g_build_filename(f->scratch.dir, "part-link", NULL),
+                        *target = g_build_filename(f->scratch.dir, "by-link", NULL);
+        LoopInfo *info = NULL;
+        EngineError e = {};
+        struct stat st;
+
+        info = attach_with_p1(f, path, &node, &st);
+        if (!info)
+                return;
+        g_assert_cmpint(symlink(node, link), ==, 0);
+        g_assert_cmpint(mkdir(target, 0755), ==, 0);
+        if (mount(link, target, "ext4", MS_NOSUID | MS_NODEV | MS_RDONLY, NULL) < 0) {
+                g_test_fail_printf("mount %s (-> %s) on %s: %s", link, node, target, g_strerror(errno));
+                goto out;
+        }
+        watcher_update_mounts(f->manager->watcher);
+        if (watcher_may_have_mounts(f->manager->watcher, info->number))
+                g_test_message("the kernel names the mount's source %s: the watcher knows it", node);
+
+        g_assert_cmpint(engine_detach(f->manager, info, false, &e), ==, -EBUSY);
+        g_assert_cmpint(e.kind, ==, ENGINE_BUSY);
+        g_assert_nonnull(strstr(e.message, target));
+        g_assert_true(bound_to(info->number, path));
+        g_assert_cmpint(umount(target), ==, 0);
+out:
+        g_assert_cmpint(engine_detach(f->manager, info, false, &e), ==, 0);
+        g_assert_false(bound_to(info->number, path));
+        loop_info_free(info);
+}
+
 /* Opening an image mounts every filesystem on it; the device goes with its last unmount. */
 static void test_open_image(Fixture *f, gconstpointer data)
 {
@@ -457,6 +495,8 @@ int main(int argc, char **argv)
         TEST("/loopd/engine/attach-detach", test_attach_detach, NULL);
         TEST("/loopd/engine/attach-refusals-say-why", test_attach_refusals, &one_device);
         TEST("/loopd/engine/mount-unmount-and-busy-detach", test_mount_unmount, NULL);
+        TEST("/loopd/engine/detach-mounted-under-another-name-is-busy", test_detach_mounted_under_other_name,
+                NULL);
         TEST("/loopd/engine/open-image-mounts-everything", test_open_image, NULL);
         TEST("/loopd/engine/open-image-nothing-to-mount", test_open_nothing_to_mount, NULL);
         TEST("/loopd/engine/attach-detach-report-changes-before-returning", test_attach_detach_changes,
