@@ -48,5 +48,9 @@ int loop_sync_partitions(int devfd, unsigned number);
 void loop_remove_stale_partition_nodes(unsigned number);
 /* The same for the names that can have had a node since loopd's first full look at loopN (see
  * partition_nodes_highest()), without reading /dev: thousands of entries with a thousand devices bound. Not
- * a node someone made for a partition that never existed: Detach's full look removes that. */
+ * a node someone made for a partition that never existed, unless the names made in /dev are followed:
+ * Detach's look removes that. */
 void loop_remove_known_stale_partition_nodes(unsigned number);
+/* Detach's look: every stale node of loopN. Only the names partition_nodes_highest() knows when the names
+ * made in /dev are followed (partition_nodes_catch_up()), all of /dev otherwise. */
+void loop_remove_every_stale_partition_node(unsigned number);

@@ -251,3 +251,11 @@ void loop_remove_known_stale_partition_nodes(unsigned number)
                 remove_if_stale(dev_fd, name);
         }
 }
+
+void loop_remove_every_stale_partition_node(unsigned number)
+{
+        if (partition_nodes_catch_up())
+                loop_remove_known_stale_partition_nodes(number);
+        else
+                loop_remove_stale_partition_nodes(number);
+}

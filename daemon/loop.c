@@ -116,7 +116,7 @@ int loop_detach(unsigned number, uint64_t expected_diskseq)
                 loop_backoff_sleep(&step);
         }
 
-        loop_remove_stale_partition_nodes(number);
+        loop_remove_every_stale_partition_node(number);
         return 0;
 }
 

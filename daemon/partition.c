@@ -292,6 +292,36 @@ void partition_nodes_looked(unsigned loop_number, unsigned highest)
         nodes_note(loop_number, highest, true);
 }
 
+static void (*nodes_follow)(void *userdata);
+static void *nodes_follow_userdata;
+
+void partition_nodes_forget(void)
+{
+        if (nodes_highest)
+                memset(nodes_highest, 0, nodes_highest_n * sizeof(unsigned short));
+}
+
+void partition_nodes_follow(void (*follow)(void *userdata), void *userdata)
+{
+        nodes_follow = follow;
+        nodes_follow_userdata = userdata;
+        /* What was made while nobody (or someone else) followed is not known. */
+        partition_nodes_forget();
+}
+
+bool partition_nodes_catch_up(void)
+{
+        if (!nodes_follow)
+                return false;
+        nodes_follow(nodes_follow_userdata);
+        return true;
+}
+
+void partition_nodes_created(unsigned loop_number, unsigned partition)
+{
+        nodes_note(loop_number, partition, false);
+}
+
 /* Lists the partitions below loopN's sysfs directory (sysfd, an open O_DIRECTORY fd). */
 static int list_partitions_sysfs(int sysfd, unsigned loop_number, KernelPartition **ret, size_t *ret_n)
 {

@@ -48,9 +48,19 @@ int partition_list_kernel(unsigned loop_number, KernelPartition **ret, size_t *r
  * a look at all of /dev for loopN, then the highest M seen since, in that look or in a listing of loopN's
  * partitions (partition_list_kernel() notes each). devtmpfs removes the nodes it made when their partition
  * goes; one left behind was made with mknod(): by loopd for a partition that existed, or by someone else,
- * which only a look at all of /dev finds. */
+ * which only a look at all of /dev finds, unless the names made in /dev since are followed (below). */
 int partition_nodes_highest(unsigned loop_number);
 void partition_nodes_looked(unsigned loop_number, unsigned highest);
+/* Whoever follows the names made in /dev (the watcher, by inotify) says so here; NULL: nobody does. The
+ * table starts afresh at each change. follow(userdata) is called by partition_nodes_catch_up() and reports
+ * each /dev/loopNpM made since its last call with partition_nodes_created(), or partition_nodes_forget()
+ * when it lost some (a queue overflow): with it, the table knows the nodes made by someone else too. */
+void partition_nodes_follow(void (*follow)(void *userdata), void *userdata);
+/* Brings the table up to date with the names made in /dev so far: false when nobody follows them (then only
+ * a look at all of /dev finds a node someone else made). */
+bool partition_nodes_catch_up(void);
+void partition_nodes_created(unsigned loop_number, unsigned partition);
+void partition_nodes_forget(void);
 
 /* Deletes partition number of the device devfd with BLKPG_DEL_PARTITION: 0 also when it is gone already,
  * -EBUSY while it is in use (mounted, held open). */

@@ -14,13 +14,26 @@
 
 #include "log.h"
 #include "loop.h"
+#include "partition.h"
 #include "watcher-internal.h"
 
 void watcher_close_catchup(Watcher *w)
 {
+        if (w->close_fd >= 0)
+                partition_nodes_follow(NULL, NULL);
         w->uevent_fd = safe_close(w->uevent_fd);
         w->close_fd = safe_close(w->close_fd);
         w->catchup_lost = true;
+        w->catchup_numbers = mfree(w->catchup_numbers);
+        w->n_catchup_numbers = w->catchup_allocated = 0;
+}
+
+static void drain_closes(Watcher *w);
+
+/* partition.c's follower of the names made in /dev: the /dev queue read now. */
+static void follow_nodes(void *userdata)
+{
+        drain_closes(userdata);
 }
 
 /* The kernel's own uevents (not udevd's: those come after udevd processed them, and a device bound a moment
@@ -44,9 +57,10 @@ int watcher_open_catchup(Watcher *w)
         w->close_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
         if (w->close_fd < 0)
                 goto fail;
-        if (inotify_add_watch(
-                    w->close_fd, "/dev", IN_CLOSE_WRITE | IN_CLOSE_NOWRITE | IN_CREATE | IN_DELETE) < 0)
+        if (inotify_add_watch(w->close_fd, "/dev",
+                    IN_CLOSE_WRITE | IN_CLOSE_NOWRITE | IN_CREATE | IN_MOVED_TO | IN_DELETE) < 0)
                 goto fail;
+        partition_nodes_follow(follow_nodes, w);
         return 0;
 
 fail:;
@@ -56,31 +70,31 @@ fail:;
 }
 
 /* Notes loopN of a name "loopN" or "loopNpM" (a node in /dev, or DEVNAME= of a uevent). */
-static void note_name(unsigned **numbers, size_t *n, size_t *allocated, bool *lost, const char *name)
+static void note_name(Watcher *w, const char *name)
 {
         unsigned number, partition;
 
         if (loop_parse_node(name, &number, &partition) < 0)
                 return;
-        for (size_t i = 0; i < *n; i++)
-                if ((*numbers)[i] == number)
+        for (size_t i = 0; i < w->n_catchup_numbers; i++)
+                if (w->catchup_numbers[i] == number)
                         return;
-        if (*n == *allocated) {
-                size_t na = *allocated ? *allocated * 2 : 16;
-                unsigned *a = reallocarray(*numbers, na, sizeof(unsigned));
+        if (w->n_catchup_numbers == w->catchup_allocated) {
+                size_t na = w->catchup_allocated ? w->catchup_allocated * 2 : 16;
+                unsigned *a = reallocarray(w->catchup_numbers, na, sizeof(unsigned));
 
                 if (!a) {
-                        *lost = true;
+                        w->catchup_lost = true;
                         return;
                 }
-                *numbers = a;
-                *allocated = na;
+                w->catchup_numbers = a;
+                w->catchup_allocated = na;
         }
-        (*numbers)[(*n)++] = number;
+        w->catchup_numbers[w->n_catchup_numbers++] = number;
 }
 
 /* Reads the kernel's uevents queued so far and notes the loop devices they name. */
-static void drain_uevents(Watcher *w, unsigned **numbers, size_t *n, size_t *allocated, bool *lost)
+static void drain_uevents(Watcher *w)
 {
         char buf[8192 + 1];
 
@@ -91,39 +105,50 @@ static void drain_uevents(Watcher *w, unsigned **numbers, size_t *n, size_t *all
                         if (errno == EINTR)
                                 continue;
                         if (errno != EAGAIN)
-                                *lost = true; /* ENOBUFS: events were dropped */
+                                w->catchup_lost = true; /* ENOBUFS: events were dropped */
                         return;
                 }
                 buf[k] = '\0';
                 /* "action@devpath\0KEY=value\0...": the loop devices' and their partitions' DEVNAME. */
                 for (char *p = buf + strlen(buf) + 1; p < buf + k; p += strlen(p) + 1)
                         if (strncmp(p, "DEVNAME=", 8) == 0)
-                                note_name(numbers, n, allocated, lost, p + 8);
+                                note_name(w, p + 8);
         }
 }
 
-/* Reads the closes (and creations, removals) of /dev nodes queued so far and notes the loop devices. */
-static void drain_closes(Watcher *w, unsigned **numbers, size_t *n, size_t *allocated, bool *lost)
+/* Reads the closes (and creations, removals) of /dev nodes queued so far and notes the loop devices; a
+ * loopNpM made is told to partition.c too. */
+static void drain_closes(Watcher *w)
 {
         _Alignas(struct inotify_event) char buf[16384];
 
+        if (w->close_fd < 0)
+                return;
         for (;;) {
                 ssize_t k = read(w->close_fd, buf, sizeof(buf));
 
                 if (k < 0) {
                         if (errno == EINTR)
                                 continue;
-                        if (errno != EAGAIN)
-                                *lost = true;
+                        if (errno != EAGAIN) {
+                                w->catchup_lost = true;
+                                partition_nodes_forget();
+                        }
                         return;
                 }
                 for (char *p = buf; p < buf + k;) {
                         const struct inotify_event *e = (const struct inotify_event *)p;
+                        unsigned number, partition;
 
-                        if (e->mask & IN_Q_OVERFLOW)
-                                *lost = true;
-                        else if (e->len > 0 && strncmp(e->name, "loop", 4) == 0)
-                                note_name(numbers, n, allocated, lost, e->name);
+                        if (e->mask & IN_Q_OVERFLOW) {
+                                w->catchup_lost = true;
+                                partition_nodes_forget();
+                        } else if (e->len > 0 && strncmp(e->name, "loop", 4) == 0) {
+                                note_name(w, e->name);
+                                if ((e->mask & (IN_CREATE | IN_MOVED_TO)) &&
+                                        loop_parse_node(e->name, &number, &partition) >= 0 && partition > 0)
+                                        partition_nodes_created(number, partition);
+                        }
                         p += sizeof(struct inotify_event) + e->len;
                 }
         }
@@ -132,14 +157,18 @@ static void drain_closes(Watcher *w, unsigned **numbers, size_t *n, size_t *allo
 int watcher_catch_up(Watcher *w, unsigned **ret, size_t *ret_n)
 {
         _cleanup_free_ unsigned *numbers = NULL;
-        size_t n = 0, allocated = 0;
-        bool lost = w->catchup_lost;
+        size_t n;
+        bool lost;
 
         if (w->uevent_fd < 0 || w->close_fd < 0)
                 return -EBADF;
         /* Both queues emptied even when the answer is "read everything": what was in them is covered. */
-        drain_uevents(w, &numbers, &n, &allocated, &lost);
-        drain_closes(w, &numbers, &n, &allocated, &lost);
+        drain_uevents(w);
+        drain_closes(w);
+        numbers = TAKE_PTR(w->catchup_numbers);
+        n = w->n_catchup_numbers;
+        lost = w->catchup_lost;
+        w->n_catchup_numbers = w->catchup_allocated = 0;
         w->catchup_lost = false;
         if (lost)
                 return -ENOBUFS;

@@ -86,6 +86,10 @@ struct Watcher {
         int uevent_fd;
         int close_fd;
         bool catchup_lost; /* comparing the table with the kernel: no nested look */
+        /* The loop numbers they named, read by Detach's look at the names made in /dev before ListDevices
+         * asks. */
+        unsigned *catchup_numbers;
+        size_t n_catchup_numbers, catchup_allocated;
 
         struct libmnt_monitor *mount_monitor;
         sd_event_source *mount_io;

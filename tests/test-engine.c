@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "test-engine.h"
@@ -329,6 +330,38 @@ out:
         loop_info_free(info);
 }
 
+/* A node someone made for a partition that never existed (mknod /dev/loopNp9) after loopd's look at /dev for
+ * that number: Detach removes it, told of it by the watcher's inotify on /dev, not by reading all of /dev.
+ */
+static void test_detach_removes_node_made_since(Fixture *f, gconstpointer data)
+{
+        REQUIRE(f);
+        g_autofree char *path = gpt_two_ext4(f, "disk.img");
+        g_autofree char *node = NULL, *bogus = NULL;
+        LoopInfo *info = NULL;
+        EngineError e = {};
+        struct stat st;
+        bool left;
+
+        info = attach_with_p1(f, path, &node, &st);
+        if (!info)
+                return;
+        /* The names made in /dev are followed, and loopN was looked at: Detach will not read all of /dev. */
+        g_assert_true(partition_nodes_catch_up());
+        g_assert_cmpint(partition_nodes_highest(info->number), ==, 2);
+        bogus = g_strdup_printf("/dev/loop%up9", info->number);
+        g_assert_cmpint(mknod(bogus, S_IFBLK | 0600, makedev(259, 1048575)), ==, 0);
+
+        g_assert_cmpint(engine_detach(f->manager, info, false, &e), ==, 0);
+        /* Looked at before asserting anything, so that a failure never leaves the node behind. */
+        left = g_file_test(bogus, G_FILE_TEST_EXISTS);
+        if (left)
+                (void)unlink(bogus);
+        g_assert_false(left);
+        g_assert_false(bound_to(info->number, path));
+        loop_info_free(info);
+}
+
 /* Opening an image mounts every filesystem on it; the device goes with its last unmount. */
 static void test_open_image(Fixture *f, gconstpointer data)
 {
@@ -497,6 +530,7 @@ int main(int argc, char **argv)
         TEST("/loopd/engine/mount-unmount-and-busy-detach", test_mount_unmount, NULL);
         TEST("/loopd/engine/detach-mounted-under-another-name-is-busy", test_detach_mounted_under_other_name,
                 NULL);
+        TEST("/loopd/engine/detach-removes-a-node-made-since", test_detach_removes_node_made_since, NULL);
         TEST("/loopd/engine/open-image-mounts-everything", test_open_image, NULL);
         TEST("/loopd/engine/open-image-nothing-to-mount", test_open_nothing_to_mount, NULL);
         TEST("/loopd/engine/attach-detach-report-changes-before-returning", test_attach_detach_changes,

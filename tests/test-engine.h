@@ -13,6 +13,7 @@
 #include "engine.h"
 #include "harness.h"
 #include "manager.h"
+#include "partition.h"
 #include "registry.h"
 #include "watcher.h"
 
