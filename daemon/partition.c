@@ -267,8 +267,12 @@ int partition_nodes_highest(unsigned loop_number)
 
 static void nodes_note(unsigned loop_number, unsigned highest, bool looked)
 {
-        if (highest >= PARTITION_MAX)
+        /* A name past what the table holds: that number is looked at in full from now on. */
+        if (highest >= PARTITION_MAX) {
+                if (loop_number < nodes_highest_n)
+                        nodes_highest[loop_number] = 0;
                 return;
+        }
         if (loop_number >= nodes_highest_n) {
                 size_t n = MAX((size_t)loop_number + 1, nodes_highest_n * 2);
                 unsigned short *grown;
@@ -307,6 +311,12 @@ void partition_nodes_follow(void (*follow)(void *userdata), void *userdata)
         nodes_follow_userdata = userdata;
         /* What was made while nobody (or someone else) followed is not known. */
         partition_nodes_forget();
+}
+
+void partition_nodes_unfollow(void *userdata)
+{
+        if (nodes_follow && nodes_follow_userdata == userdata)
+                partition_nodes_follow(NULL, NULL);
 }
 
 bool partition_nodes_catch_up(void)

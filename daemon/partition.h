@@ -56,6 +56,8 @@ void partition_nodes_looked(unsigned loop_number, unsigned highest);
  * each /dev/loopNpM made since its last call with partition_nodes_created(), or partition_nodes_forget()
  * when it lost some (a queue overflow): with it, the table knows the nodes made by someone else too. */
 void partition_nodes_follow(void (*follow)(void *userdata), void *userdata);
+/* partition_nodes_follow(NULL, NULL) if the follower is the one with userdata. */
+void partition_nodes_unfollow(void *userdata);
 /* Brings the table up to date with the names made in /dev so far: false when nobody follows them (then only
  * a look at all of /dev finds a node someone else made). */
 bool partition_nodes_catch_up(void);

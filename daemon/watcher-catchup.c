@@ -19,21 +19,44 @@
 
 void watcher_close_catchup(Watcher *w)
 {
-        if (w->close_fd >= 0)
-                partition_nodes_follow(NULL, NULL);
+        partition_nodes_unfollow(w);
         w->uevent_fd = safe_close(w->uevent_fd);
         w->close_fd = safe_close(w->close_fd);
+        w->nodes_fd = safe_close(w->nodes_fd);
         w->catchup_lost = true;
         w->catchup_numbers = mfree(w->catchup_numbers);
         w->n_catchup_numbers = w->catchup_allocated = 0;
 }
 
-static void drain_closes(Watcher *w);
-
-/* partition.c's follower of the names made in /dev: the /dev queue read now. */
+/* partition.c's follower of the names made in /dev: tells it of each /dev/loopNpM made since the last call,
+ * or to forget what it knows when some were lost. */
 static void follow_nodes(void *userdata)
 {
-        drain_closes(userdata);
+        Watcher *w = userdata;
+        _Alignas(struct inotify_event) char buf[4096];
+
+        for (;;) {
+                ssize_t k = read(w->nodes_fd, buf, sizeof(buf));
+
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno != EAGAIN)
+                                partition_nodes_forget();
+                        return;
+                }
+                for (char *p = buf; p < buf + k;) {
+                        const struct inotify_event *e = (const struct inotify_event *)p;
+                        unsigned number, partition;
+
+                        if (e->mask & IN_Q_OVERFLOW)
+                                partition_nodes_forget();
+                        else if (e->len > 0 && loop_parse_node(e->name, &number, &partition) >= 0 &&
+                                partition > 0)
+                                partition_nodes_created(number, partition);
+                        p += sizeof(struct inotify_event) + e->len;
+                }
+        }
 }
 
 /* The kernel's own uevents (not udevd's: those come after udevd processed them, and a device bound a moment
@@ -45,7 +68,7 @@ int watcher_open_catchup(Watcher *w)
         struct sockaddr_nl address = { .nl_family = AF_NETLINK, .nl_groups = 1 /* the kernel's */ };
         int size = 1024 * 1024;
 
-        w->uevent_fd = w->close_fd = -EBADF;
+        w->uevent_fd = w->close_fd = w->nodes_fd = -EBADF;
         w->catchup_lost = true; /* the first look reads everything */
         w->uevent_fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_KOBJECT_UEVENT);
         if (w->uevent_fd < 0)
@@ -57,10 +80,15 @@ int watcher_open_catchup(Watcher *w)
         w->close_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
         if (w->close_fd < 0)
                 goto fail;
-        if (inotify_add_watch(w->close_fd, "/dev",
-                    IN_CLOSE_WRITE | IN_CLOSE_NOWRITE | IN_CREATE | IN_MOVED_TO | IN_DELETE) < 0)
+        if (inotify_add_watch(
+                    w->close_fd, "/dev", IN_CLOSE_WRITE | IN_CLOSE_NOWRITE | IN_CREATE | IN_DELETE) < 0)
                 goto fail;
-        partition_nodes_follow(follow_nodes, w);
+        /* Without it Detach reads all of /dev for stale nodes: slower, not wrong. */
+        w->nodes_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+        if (w->nodes_fd >= 0 && inotify_add_watch(w->nodes_fd, "/dev", IN_CREATE | IN_MOVED_TO) >= 0)
+                partition_nodes_follow(follow_nodes, w);
+        else
+                w->nodes_fd = safe_close(w->nodes_fd);
         return 0;
 
 fail:;
@@ -116,39 +144,28 @@ static void drain_uevents(Watcher *w)
         }
 }
 
-/* Reads the closes (and creations, removals) of /dev nodes queued so far and notes the loop devices; a
- * loopNpM made is told to partition.c too. */
+/* Reads the closes (and creations, removals) of /dev nodes queued so far and notes the loop devices. */
 static void drain_closes(Watcher *w)
 {
         _Alignas(struct inotify_event) char buf[16384];
 
-        if (w->close_fd < 0)
-                return;
         for (;;) {
                 ssize_t k = read(w->close_fd, buf, sizeof(buf));
 
                 if (k < 0) {
                         if (errno == EINTR)
                                 continue;
-                        if (errno != EAGAIN) {
+                        if (errno != EAGAIN)
                                 w->catchup_lost = true;
-                                partition_nodes_forget();
-                        }
                         return;
                 }
                 for (char *p = buf; p < buf + k;) {
                         const struct inotify_event *e = (const struct inotify_event *)p;
-                        unsigned number, partition;
 
-                        if (e->mask & IN_Q_OVERFLOW) {
+                        if (e->mask & IN_Q_OVERFLOW)
                                 w->catchup_lost = true;
-                                partition_nodes_forget();
-                        } else if (e->len > 0 && strncmp(e->name, "loop", 4) == 0) {
+                        else if (e->len > 0 && strncmp(e->name, "loop", 4) == 0)
                                 note_name(w, e->name);
-                                if ((e->mask & (IN_CREATE | IN_MOVED_TO)) &&
-                                        loop_parse_node(e->name, &number, &partition) >= 0 && partition > 0)
-                                        partition_nodes_created(number, partition);
-                        }
                         p += sizeof(struct inotify_event) + e->len;
                 }
         }

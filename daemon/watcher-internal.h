@@ -85,13 +85,17 @@ struct Watcher {
          * (watcher-catchup.c), and whether some of them were lost since. */
         int uevent_fd;
         int close_fd;
+        /* The names made in /dev, for partition.c (partition_nodes_follow()): a queue of its own, which the
+         * closes of every /dev node cannot overflow. */
+        int nodes_fd;
         bool catchup_lost; /* comparing the table with the kernel: no nested look */
-        /* The loop numbers they named, read by Detach's look at the names made in /dev before ListDevices
-         * asks. */
+        /* The loop numbers they named so far, handed over by watcher_catch_up(). */
         unsigned *catchup_numbers;
         size_t n_catchup_numbers, catchup_allocated;
 
         struct libmnt_monitor *mount_monitor;
+        /* A read of the mount table failed after the monitor was drained: w->mounts may miss a mount. */
+        bool mounts_unknown;
         sd_event_source *mount_io;
         LoopMount *mounts;
         size_t n_mounts;

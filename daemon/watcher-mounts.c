@@ -115,8 +115,11 @@ void watcher_rescan_mounts(Watcher *w, MountTable *table, bool announce, bool on
         r = read_loop_mounts(table, &mounts, &n);
         if (r < 0) {
                 log_warning_errno(r, "Failed to read the mount table: %m");
+                w->mounts_unknown = true;
                 return;
         }
+        if (!only_removals)
+                w->mounts_unknown = false;
         if (only_removals) {
                 size_t kept = 0;
 
@@ -233,8 +236,8 @@ bool watcher_may_have_mounts(Watcher *w, unsigned number)
                 .events = POLLIN };
 
         /* The monitor's fd is readable while a change of the table waits to be read: then the last look
-         * may be out of date. */
-        if (p.fd < 0 || poll(&p, 1, 0) != 0)
+         * may be out of date, as it is when it failed. */
+        if (w->mounts_unknown || p.fd < 0 || poll(&p, 1, 0) != 0)
                 return true;
         return watcher_knows_mount_of(w, number);
 }
@@ -253,6 +256,7 @@ void watcher_update_mounts(Watcher *w)
         r = mount_table_load(&table);
         if (r < 0) {
                 log_warning_errno(r, "Failed to read the mount table: %m");
+                w->mounts_unknown = true;
                 return;
         }
         /* The devices first: a device that was attached and mounted before loopd looked (MountImage) is

@@ -582,7 +582,7 @@ int watcher_new(const WatcherConfig *config, Watcher **ret)
         w = calloc(1, sizeof(Watcher));
         if (!w)
                 return -ENOMEM;
-        w->uevent_fd = w->close_fd = -EBADF;
+        w->uevent_fd = w->close_fd = w->nodes_fd = -EBADF;
         w->event = sd_event_ref(config->event);
         w->registry = config->registry;
         w->on_change = config->on_change;

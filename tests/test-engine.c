@@ -315,12 +315,53 @@ static void test_detach_mounted_under_other_name(Fixture *f, gconstpointer data)
                 g_test_fail_printf("mount %s (-> %s) on %s: %s", link, node, target, g_strerror(errno));
                 goto out;
         }
+        /* The watcher has read the change and cannot name the mount: only the claim shows it. */
         watcher_update_mounts(f->manager->watcher);
-        if (watcher_may_have_mounts(f->manager->watcher, info->number))
-                g_test_message("the kernel names the mount's source %s: the watcher knows it", node);
+        g_assert_false(watcher_may_have_mounts(f->manager->watcher, info->number));
 
         g_assert_cmpint(engine_detach(f->manager, info, false, &e), ==, -EBUSY);
         g_assert_cmpint(e.kind, ==, ENGINE_BUSY);
+        g_assert_nonnull(strstr(e.message, target));
+        g_assert_true(bound_to(info->number, path));
+        g_assert_cmpint(umount(target), ==, 0);
+out:
+        g_assert_cmpint(engine_detach(f->manager, info, false, &e), ==, 0);
+        g_assert_false(bound_to(info->number, path));
+        loop_info_free(info);
+}
+
+/* Mounts that claim nothing (a tmpfs whose source is /dev/loopN: the mount table counts it as the device's,
+ * as it would a FUSE mount): Detach is Busy naming it, both before the watcher has read the change and
+ * after. */
+static void test_detach_unclaimed_mount_is_busy(Fixture *f, gconstpointer data)
+{
+        REQUIRE(f);
+        g_autofree char *path = gpt_two_ext4(f, "disk.img");
+        g_autofree char *node = NULL, *target = g_build_filename(f->scratch.dir, "tmpfs", NULL);
+        char disk[LOOP_NODE_MAX];
+        LoopInfo *info = NULL;
+        EngineError e = {};
+        struct stat st;
+
+        info = attach_with_p1(f, path, &node, &st);
+        if (!info)
+                return;
+        loop_node_format(disk, info->number, 0);
+        g_assert_cmpint(mkdir(target, 0755), ==, 0);
+        if (mount(disk, target, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k") < 0) {
+                g_test_fail_printf("mount tmpfs %s on %s: %s", disk, target, g_strerror(errno));
+                goto out;
+        }
+        g_assert_false(loop_is_claimed(info->number));
+
+        /* The change not read yet. */
+        g_assert_cmpint(engine_detach(f->manager, info, false, &e), ==, -EBUSY);
+        g_assert_nonnull(strstr(e.message, target));
+        e = (EngineError){};
+        /* Read: the watcher knows the mount. */
+        watcher_update_mounts(f->manager->watcher);
+        g_assert_true(watcher_may_have_mounts(f->manager->watcher, info->number));
+        g_assert_cmpint(engine_detach(f->manager, info, false, &e), ==, -EBUSY);
         g_assert_nonnull(strstr(e.message, target));
         g_assert_true(bound_to(info->number, path));
         g_assert_cmpint(umount(target), ==, 0);
@@ -337,11 +378,11 @@ static void test_detach_removes_node_made_since(Fixture *f, gconstpointer data)
 {
         REQUIRE(f);
         g_autofree char *path = gpt_two_ext4(f, "disk.img");
-        g_autofree char *node = NULL, *bogus = NULL;
+        g_autofree char *node = NULL, *bogus = NULL, *far = NULL;
         LoopInfo *info = NULL;
         EngineError e = {};
         struct stat st;
-        bool left;
+        bool left, left_far;
 
         info = attach_with_p1(f, path, &node, &st);
         if (!info)
@@ -349,15 +390,22 @@ static void test_detach_removes_node_made_since(Fixture *f, gconstpointer data)
         /* The names made in /dev are followed, and loopN was looked at: Detach will not read all of /dev. */
         g_assert_true(partition_nodes_catch_up());
         g_assert_cmpint(partition_nodes_highest(info->number), ==, 2);
+        /* One within the table's reach, one past it (that number is then looked at in full). */
         bogus = g_strdup_printf("/dev/loop%up9", info->number);
+        far = g_strdup_printf("/dev/loop%up300", info->number);
         g_assert_cmpint(mknod(bogus, S_IFBLK | 0600, makedev(259, 1048575)), ==, 0);
+        g_assert_cmpint(mknod(far, S_IFBLK | 0600, makedev(259, 1048574)), ==, 0);
 
         g_assert_cmpint(engine_detach(f->manager, info, false, &e), ==, 0);
-        /* Looked at before asserting anything, so that a failure never leaves the node behind. */
+        /* Looked at before asserting anything, so that a failure never leaves the nodes behind. */
         left = g_file_test(bogus, G_FILE_TEST_EXISTS);
+        left_far = g_file_test(far, G_FILE_TEST_EXISTS);
         if (left)
                 (void)unlink(bogus);
+        if (left_far)
+                (void)unlink(far);
         g_assert_false(left);
+        g_assert_false(left_far);
         g_assert_false(bound_to(info->number, path));
         loop_info_free(info);
 }
@@ -529,6 +577,8 @@ int main(int argc, char **argv)
         TEST("/loopd/engine/attach-refusals-say-why", test_attach_refusals, &one_device);
         TEST("/loopd/engine/mount-unmount-and-busy-detach", test_mount_unmount, NULL);
         TEST("/loopd/engine/detach-mounted-under-another-name-is-busy", test_detach_mounted_under_other_name,
+                NULL);
+        TEST("/loopd/engine/detach-with-an-unclaimed-mount-is-busy", test_detach_unclaimed_mount_is_busy,
                 NULL);
         TEST("/loopd/engine/detach-removes-a-node-made-since", test_detach_removes_node_made_since, NULL);
         TEST("/loopd/engine/open-image-mounts-everything", test_open_image, NULL);
