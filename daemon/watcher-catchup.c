@@ -28,35 +28,49 @@ void watcher_close_catchup(Watcher *w)
         w->n_catchup_numbers = w->catchup_allocated = 0;
 }
 
+/* Reads an inotify queue to its end, handing each event to each(w, event); false when some were lost (an
+ * overflow, a failed read). */
+static bool drain_inotify(int fd, void (*each)(Watcher *w, const struct inotify_event *e), Watcher *w)
+{
+        _Alignas(struct inotify_event) char buf[16384];
+        bool complete = true;
+
+        for (;;) {
+                ssize_t k = read(fd, buf, sizeof(buf));
+
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return complete && errno == EAGAIN;
+                }
+                for (char *p = buf; p < buf + k;) {
+                        const struct inotify_event *e = (const struct inotify_event *)p;
+
+                        if (e->mask & IN_Q_OVERFLOW)
+                                complete = false;
+                        else
+                                each(w, e);
+                        p += sizeof(struct inotify_event) + e->len;
+                }
+        }
+}
+
+static void note_made(Watcher *w, const struct inotify_event *e)
+{
+        unsigned number, partition;
+
+        if (e->len > 0 && loop_parse_node(e->name, &number, &partition) >= 0 && partition > 0)
+                partition_nodes_created(number, partition);
+}
+
 /* partition.c's follower of the names made in /dev: tells it of each /dev/loopNpM made since the last call,
  * or to forget what it knows when some were lost. */
 static void follow_nodes(void *userdata)
 {
         Watcher *w = userdata;
-        _Alignas(struct inotify_event) char buf[4096];
 
-        for (;;) {
-                ssize_t k = read(w->nodes_fd, buf, sizeof(buf));
-
-                if (k < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        if (errno != EAGAIN)
-                                partition_nodes_forget();
-                        return;
-                }
-                for (char *p = buf; p < buf + k;) {
-                        const struct inotify_event *e = (const struct inotify_event *)p;
-                        unsigned number, partition;
-
-                        if (e->mask & IN_Q_OVERFLOW)
-                                partition_nodes_forget();
-                        else if (e->len > 0 && loop_parse_node(e->name, &number, &partition) >= 0 &&
-                                partition > 0)
-                                partition_nodes_created(number, partition);
-                        p += sizeof(struct inotify_event) + e->len;
-                }
-        }
+        if (!drain_inotify(w->nodes_fd, note_made, w))
+                partition_nodes_forget();
 }
 
 /* The kernel's own uevents (not udevd's: those come after udevd processed them, and a device bound a moment
@@ -144,31 +158,17 @@ static void drain_uevents(Watcher *w)
         }
 }
 
+static void note_closed(Watcher *w, const struct inotify_event *e)
+{
+        if (e->len > 0 && strncmp(e->name, "loop", 4) == 0)
+                note_name(w, e->name);
+}
+
 /* Reads the closes (and creations, removals) of /dev nodes queued so far and notes the loop devices. */
 static void drain_closes(Watcher *w)
 {
-        _Alignas(struct inotify_event) char buf[16384];
-
-        for (;;) {
-                ssize_t k = read(w->close_fd, buf, sizeof(buf));
-
-                if (k < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        if (errno != EAGAIN)
-                                w->catchup_lost = true;
-                        return;
-                }
-                for (char *p = buf; p < buf + k;) {
-                        const struct inotify_event *e = (const struct inotify_event *)p;
-
-                        if (e->mask & IN_Q_OVERFLOW)
-                                w->catchup_lost = true;
-                        else if (e->len > 0 && strncmp(e->name, "loop", 4) == 0)
-                                note_name(w, e->name);
-                        p += sizeof(struct inotify_event) + e->len;
-                }
-        }
+        if (!drain_inotify(w->close_fd, note_closed, w))
+                w->catchup_lost = true;
 }
 
 int watcher_catch_up(Watcher *w, unsigned **ret, size_t *ret_n)

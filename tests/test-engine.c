@@ -293,6 +293,44 @@ out:
         loop_info_free(info);
 }
 
+/* Mounts source (fstype, flags, data) on a new directory name in the scratch dir; NULL after failing the
+ * test. */
+static char *mount_in_scratch(Fixture *f, const char *source, const char *fstype, unsigned long flags,
+        const char *data, const char *name)
+{
+        g_autofree char *target = g_build_filename(f->scratch.dir, name, NULL);
+
+        g_assert_cmpint(mkdir(target, 0755), ==, 0);
+        if (mount(source, target, fstype, flags, data) < 0) {
+                g_test_fail_printf("mount %s %s on %s: %s", fstype, source, target, g_strerror(errno));
+                return NULL;
+        }
+        return g_steal_pointer(&target);
+}
+
+/* Detach is refused while target is mounted: Busy, naming it, and the device stays bound. */
+static void assert_detach_busy(Fixture *f, const LoopInfo *info, const char *path, const char *target)
+{
+        EngineError e = {};
+
+        g_assert_cmpint(engine_detach(f->manager, info, false, &e), ==, -EBUSY);
+        g_assert_cmpint(e.kind, ==, ENGINE_BUSY);
+        g_assert_nonnull(strstr(e.message, target));
+        g_assert_true(bound_to(info->number, path));
+}
+
+/* Unmounts target (if not NULL), then Detach must succeed; frees info. */
+static void unmount_and_detach(Fixture *f, LoopInfo *info, const char *path, const char *target)
+{
+        EngineError e = {};
+
+        if (target)
+                g_assert_cmpint(umount(target), ==, 0);
+        g_assert_cmpint(engine_detach(f->manager, info, false, &e), ==, 0);
+        g_assert_false(bound_to(info->number, path));
+        loop_info_free(info);
+}
+
 /* A mount the watcher cannot name as a loop device's (mount(2) given a symlink to the partition, as a tool
  * that does not resolve it would), made and read by the watcher before Detach: Detach still sees that the
  * partition is claimed, reads the mount table, and is refused naming the mount point. */
@@ -301,33 +339,22 @@ static void test_detach_mounted_under_other_name(Fixture *f, gconstpointer data)
         REQUIRE(f);
         g_autofree char *path = gpt_two_ext4(f, "disk.img");
         g_autofree char *node = NULL, *link = g_build_filename(f->scratch.dir, "part-link", NULL),
-                        *target = g_build_filename(f->scratch.dir, "by-link", NULL);
-        LoopInfo *info = NULL;
-        EngineError e = {};
+                        *target = NULL;
+        LoopInfo *info;
         struct stat st;
 
         info = attach_with_p1(f, path, &node, &st);
         if (!info)
                 return;
         g_assert_cmpint(symlink(node, link), ==, 0);
-        g_assert_cmpint(mkdir(target, 0755), ==, 0);
-        if (mount(link, target, "ext4", MS_NOSUID | MS_NODEV | MS_RDONLY, NULL) < 0) {
-                g_test_fail_printf("mount %s (-> %s) on %s: %s", link, node, target, g_strerror(errno));
-                goto out;
+        target = mount_in_scratch(f, link, "ext4", MS_NOSUID | MS_NODEV | MS_RDONLY, NULL, "by-link");
+        if (target) {
+                /* The watcher has read the change and cannot name the mount: only the claim shows it. */
+                watcher_update_mounts(f->manager->watcher);
+                g_assert_false(watcher_may_have_mounts(f->manager->watcher, info->number));
+                assert_detach_busy(f, info, path, target);
         }
-        /* The watcher has read the change and cannot name the mount: only the claim shows it. */
-        watcher_update_mounts(f->manager->watcher);
-        g_assert_false(watcher_may_have_mounts(f->manager->watcher, info->number));
-
-        g_assert_cmpint(engine_detach(f->manager, info, false, &e), ==, -EBUSY);
-        g_assert_cmpint(e.kind, ==, ENGINE_BUSY);
-        g_assert_nonnull(strstr(e.message, target));
-        g_assert_true(bound_to(info->number, path));
-        g_assert_cmpint(umount(target), ==, 0);
-out:
-        g_assert_cmpint(engine_detach(f->manager, info, false, &e), ==, 0);
-        g_assert_false(bound_to(info->number, path));
-        loop_info_free(info);
+        unmount_and_detach(f, info, path, target);
 }
 
 /* Mounts that claim nothing (a tmpfs whose source is /dev/loopN: the mount table counts it as the device's,
@@ -337,38 +364,26 @@ static void test_detach_unclaimed_mount_is_busy(Fixture *f, gconstpointer data)
 {
         REQUIRE(f);
         g_autofree char *path = gpt_two_ext4(f, "disk.img");
-        g_autofree char *node = NULL, *target = g_build_filename(f->scratch.dir, "tmpfs", NULL);
+        g_autofree char *node = NULL, *target = NULL;
         char disk[LOOP_NODE_MAX];
-        LoopInfo *info = NULL;
-        EngineError e = {};
+        LoopInfo *info;
         struct stat st;
 
         info = attach_with_p1(f, path, &node, &st);
         if (!info)
                 return;
-        loop_node_format(disk, info->number, 0);
-        g_assert_cmpint(mkdir(target, 0755), ==, 0);
-        if (mount(disk, target, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k") < 0) {
-                g_test_fail_printf("mount tmpfs %s on %s: %s", disk, target, g_strerror(errno));
-                goto out;
+        target = mount_in_scratch(f, loop_node_format(disk, info->number, 0), "tmpfs", MS_NOSUID | MS_NODEV,
+                "size=64k", "tmpfs");
+        if (target) {
+                g_assert_false(loop_is_claimed(info->number));
+                /* The change not read yet. */
+                assert_detach_busy(f, info, path, target);
+                /* Read: the watcher knows the mount. */
+                watcher_update_mounts(f->manager->watcher);
+                g_assert_true(watcher_may_have_mounts(f->manager->watcher, info->number));
+                assert_detach_busy(f, info, path, target);
         }
-        g_assert_false(loop_is_claimed(info->number));
-
-        /* The change not read yet. */
-        g_assert_cmpint(engine_detach(f->manager, info, false, &e), ==, -EBUSY);
-        g_assert_nonnull(strstr(e.message, target));
-        e = (EngineError){};
-        /* Read: the watcher knows the mount. */
-        watcher_update_mounts(f->manager->watcher);
-        g_assert_true(watcher_may_have_mounts(f->manager->watcher, info->number));
-        g_assert_cmpint(engine_detach(f->manager, info, false, &e), ==, -EBUSY);
-        g_assert_nonnull(strstr(e.message, target));
-        g_assert_true(bound_to(info->number, path));
-        g_assert_cmpint(umount(target), ==, 0);
-out:
-        g_assert_cmpint(engine_detach(f->manager, info, false, &e), ==, 0);
-        g_assert_false(bound_to(info->number, path));
-        loop_info_free(info);
+        unmount_and_detach(f, info, path, target);
 }
 
 /* A node someone made for a partition that never existed (mknod /dev/loopNp9) after loopd's look at /dev for
