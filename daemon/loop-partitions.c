@@ -245,10 +245,10 @@ void loop_remove_known_stale_partition_nodes(unsigned number)
         }
         dev_fd = open("/dev", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         for (int m = 1; dev_fd >= 0 && m <= highest; m++) {
-                char name[LOOP_NODE_MAX];
+                char node[LOOP_NODE_MAX];
 
-                snprintf(name, sizeof(name), "loop%up%d", number, m);
-                remove_if_stale(dev_fd, name);
+                /* Relative to /dev: the name without "/dev/". */
+                remove_if_stale(dev_fd, loop_node_format(node, number, (unsigned)m) + strlen("/dev/"));
         }
 }
 

@@ -24,13 +24,12 @@ void watcher_close_catchup(Watcher *w)
         w->close_fd = safe_close(w->close_fd);
         w->nodes_fd = safe_close(w->nodes_fd);
         w->catchup_lost = true;
-        w->catchup_numbers = mfree(w->catchup_numbers);
-        w->n_catchup_numbers = w->catchup_allocated = 0;
 }
 
-/* Reads an inotify queue to its end, handing each event to each(w, event); false when some were lost (an
- * overflow, a failed read). */
-static bool drain_inotify(int fd, void (*each)(Watcher *w, const struct inotify_event *e), Watcher *w)
+/* Reads an inotify queue to its end, handing each event to each(userdata, event); false when some were lost
+ * (an overflow, a failed read). */
+static bool drain_inotify(
+        int fd, void (*each)(void *userdata, const struct inotify_event *e), void *userdata)
 {
         _Alignas(struct inotify_event) char buf[16384];
         bool complete = true;
@@ -49,13 +48,13 @@ static bool drain_inotify(int fd, void (*each)(Watcher *w, const struct inotify_
                         if (e->mask & IN_Q_OVERFLOW)
                                 complete = false;
                         else
-                                each(w, e);
+                                each(userdata, e);
                         p += sizeof(struct inotify_event) + e->len;
                 }
         }
 }
 
-static void note_made(Watcher *w, const struct inotify_event *e)
+static void note_made(void *userdata, const struct inotify_event *e)
 {
         unsigned number, partition;
 
@@ -69,7 +68,7 @@ static void follow_nodes(void *userdata)
 {
         Watcher *w = userdata;
 
-        if (!drain_inotify(w->nodes_fd, note_made, w))
+        if (!drain_inotify(w->nodes_fd, note_made, NULL))
                 partition_nodes_forget();
 }
 
@@ -111,32 +110,39 @@ fail:;
         return r;
 }
 
+/* The loop numbers the queues named since the last look, and whether some names were lost. */
+typedef struct Named {
+        unsigned *numbers;
+        size_t n, allocated;
+        bool lost;
+} Named;
+
 /* Notes loopN of a name "loopN" or "loopNpM" (a node in /dev, or DEVNAME= of a uevent). */
-static void note_name(Watcher *w, const char *name)
+static void note_name(Named *named, const char *name)
 {
         unsigned number, partition;
 
         if (loop_parse_node(name, &number, &partition) < 0)
                 return;
-        for (size_t i = 0; i < w->n_catchup_numbers; i++)
-                if (w->catchup_numbers[i] == number)
+        for (size_t i = 0; i < named->n; i++)
+                if (named->numbers[i] == number)
                         return;
-        if (w->n_catchup_numbers == w->catchup_allocated) {
-                size_t na = w->catchup_allocated ? w->catchup_allocated * 2 : 16;
-                unsigned *a = reallocarray(w->catchup_numbers, na, sizeof(unsigned));
+        if (named->n == named->allocated) {
+                size_t na = named->allocated ? named->allocated * 2 : 16;
+                unsigned *a = reallocarray(named->numbers, na, sizeof(unsigned));
 
                 if (!a) {
-                        w->catchup_lost = true;
+                        named->lost = true;
                         return;
                 }
-                w->catchup_numbers = a;
-                w->catchup_allocated = na;
+                named->numbers = a;
+                named->allocated = na;
         }
-        w->catchup_numbers[w->n_catchup_numbers++] = number;
+        named->numbers[named->n++] = number;
 }
 
 /* Reads the kernel's uevents queued so far and notes the loop devices they name. */
-static void drain_uevents(Watcher *w)
+static void drain_uevents(Watcher *w, Named *named)
 {
         char buf[8192 + 1];
 
@@ -147,49 +153,40 @@ static void drain_uevents(Watcher *w)
                         if (errno == EINTR)
                                 continue;
                         if (errno != EAGAIN)
-                                w->catchup_lost = true; /* ENOBUFS: events were dropped */
+                                named->lost = true; /* ENOBUFS: events were dropped */
                         return;
                 }
                 buf[k] = '\0';
                 /* "action@devpath\0KEY=value\0...": the loop devices' and their partitions' DEVNAME. */
                 for (char *p = buf + strlen(buf) + 1; p < buf + k; p += strlen(p) + 1)
                         if (strncmp(p, "DEVNAME=", 8) == 0)
-                                note_name(w, p + 8);
+                                note_name(named, p + 8);
         }
 }
 
-static void note_closed(Watcher *w, const struct inotify_event *e)
+static void note_closed(void *userdata, const struct inotify_event *e)
 {
         if (e->len > 0 && strncmp(e->name, "loop", 4) == 0)
-                note_name(w, e->name);
-}
-
-/* Reads the closes (and creations, removals) of /dev nodes queued so far and notes the loop devices. */
-static void drain_closes(Watcher *w)
-{
-        if (!drain_inotify(w->close_fd, note_closed, w))
-                w->catchup_lost = true;
+                note_name(userdata, e->name);
 }
 
 int watcher_catch_up(Watcher *w, unsigned **ret, size_t *ret_n)
 {
         _cleanup_free_ unsigned *numbers = NULL;
-        size_t n;
-        bool lost;
+        Named named = { .lost = w->catchup_lost };
 
         if (w->uevent_fd < 0 || w->close_fd < 0)
                 return -EBADF;
-        /* Both queues emptied even when the answer is "read everything": what was in them is covered. */
-        drain_uevents(w);
-        drain_closes(w);
-        numbers = TAKE_PTR(w->catchup_numbers);
-        n = w->n_catchup_numbers;
-        lost = w->catchup_lost;
-        w->n_catchup_numbers = w->catchup_allocated = 0;
+        /* Both queues emptied even when the answer is "read everything": what was in them is covered. The
+         * closes (and creations, removals) of /dev nodes name the devices changed without a uevent. */
+        drain_uevents(w, &named);
+        if (!drain_inotify(w->close_fd, note_closed, &named))
+                named.lost = true;
+        numbers = named.numbers;
         w->catchup_lost = false;
-        if (lost)
+        if (named.lost)
                 return -ENOBUFS;
         *ret = TAKE_PTR(numbers);
-        *ret_n = n;
+        *ret_n = named.n;
         return 0;
 }

@@ -89,9 +89,6 @@ struct Watcher {
          * closes of every /dev node cannot overflow. */
         int nodes_fd;
         bool catchup_lost; /* comparing the table with the kernel: no nested look */
-        /* The loop numbers they named so far, handed over by watcher_catch_up(). */
-        unsigned *catchup_numbers;
-        size_t n_catchup_numbers, catchup_allocated;
 
         struct libmnt_monitor *mount_monitor;
         /* A read of the mount table failed after the monitor was drained: w->mounts may miss a mount. */

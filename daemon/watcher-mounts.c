@@ -118,8 +118,6 @@ void watcher_rescan_mounts(Watcher *w, MountTable *table, bool announce, bool on
                 w->mounts_unknown = true;
                 return;
         }
-        if (!only_removals)
-                w->mounts_unknown = false;
         if (only_removals) {
                 size_t kept = 0;
 
@@ -131,7 +129,8 @@ void watcher_rescan_mounts(Watcher *w, MountTable *table, bool announce, bool on
                                 free(mounts[i].target);
                         }
                 n = kept;
-        }
+        } else
+                w->mounts_unknown = false;
         /* The new table first: what is done below may look at the mount table again. */
         old = w->mounts;
         n_old = w->n_mounts;
