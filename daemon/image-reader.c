@@ -1,30 +1,85 @@
 /* image-reader.c: the process that forks, ahead of need, the child each caller's image is read in. */
 #include "image-reader.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <linux/seccomp.h>
+#include <poll.h>
 #include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include "loop-name.h"
 #include "process-util.h"
+#include "sandbox-filter.h"
 
 struct ImageReader {
         int fd; /* loopd's end of the request socket */
 };
 
-/* loopd → child, with the image's fd and the answer socket's child end. */
+/* The uid and gid a child reads as once it is confined (child_confine()): no user, no file has it. The FUSE
+ * drivers' and mkfs' ids are 0x7a6c0000 and 0x7a6e0000 + a minor number. */
+#define READER_ID 0x7a720000u
+
+/* How much more memory than the reader had a child may map: a probe needs a few MiB (a GPT entry array is
+ * at most 4 MiB); a table that asks libblkid for gigabytes gets ENOMEM. */
+#define READER_DATA_HEADROOM (UINT64_C(256) << 20)
+
+/* The kernel's limit on partitions of one disk (DISK_MAX_PARTS). */
+#define REQUEST_PARTS_MAX 256u
+
+typedef enum RequestKind {
+        REQUEST_IMAGE = 1, /* image_probe() of the caller's image, before it is bound */
+        REQUEST_LOOP, /* probe_loop_read() of a bound device */
+} RequestKind;
+
+/* loopd → child: the header, then (REQUEST_LOOP) n_parts partitions, in one message. With it the fds: the
+ * answer socket's child end, then the image (REQUEST_IMAGE), or the device and, when has_image, the image
+ * (REQUEST_LOOP). */
 typedef struct Request {
-        uint64_t offset;
-        uint64_t size;
+        uint32_t kind;
+        uint32_t loop_number; /* REQUEST_LOOP, as the rest */
+        uint64_t offset; /* where the image is read from */
+        uint64_t size; /* REQUEST_IMAGE: the size limit (0: none); REQUEST_LOOP: the device's */
+        uint64_t devnum;
+        uint32_t sector_size;
+        uint32_t has_image;
+        uint32_t n_parts;
+        KernelPartition parts[REQUEST_PARTS_MAX];
 } Request;
 
 /* child → loopd, first: one byte (a message of none would read as the end of the stream), with the child's
  * pidfd. */
 #define HELLO 'h'
+
+/* child → loopd, for REQUEST_LOOP after the hello: a message for each entry of the list, in its order, the
+ * header followed by the strings' bytes (no NUL); then one END. */
+typedef enum LoopAnswerKind {
+        LOOP_ANSWER_ENTRY = 1,
+        LOOP_ANSWER_END,
+} LoopAnswerKind;
+
+#define LOOP_ANSWER_STRINGS 5 /* part_type, part_name, fstype, label, uuid */
+#define LOOP_ANSWER_STRING_MAX 1024u /* bytes: blkid's longest value (a UDF label) is under 400 */
+
+typedef struct LoopAnswer {
+        uint32_t kind;
+        int32_t result; /* END: probe_loop_read()'s */
+        uint32_t number; /* ENTRY: 0 for the whole device, else the partition's */
+        uint32_t length[LOOP_ANSWER_STRINGS];
+} LoopAnswer;
+
+#define LOOP_ANSWER_MAX (sizeof(LoopAnswer) + LOOP_ANSWER_STRINGS * LOOP_ANSWER_STRING_MAX)
 
 /* Writes the pages of stack a read uses (image_probe() reads 16 KiB onto it) while the child still waits:
  * copy-on-write faults then, not once a caller waits for the answer. */
@@ -42,7 +97,7 @@ static ssize_t receive(int sock, void *buf, size_t size, int *fds, size_t n_fds,
 {
         union {
                 struct cmsghdr cmsg;
-                char buf[CMSG_SPACE(2 * sizeof(int))];
+                char buf[CMSG_SPACE(3 * sizeof(int))];
         } control = {};
         struct iovec iov = { .iov_base = buf, .iov_len = size };
         struct msghdr msg = {
@@ -60,6 +115,8 @@ static ssize_t receive(int sock, void *buf, size_t size, int *fds, size_t n_fds,
         while (n < 0 && errno == EINTR);
         if (n < 0)
                 return negative_errno();
+        if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC))
+                n = -EMSGSIZE; /* the fds that came are still closed below or handed back */
         for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
                 if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
                         continue;
@@ -74,11 +131,12 @@ static ssize_t receive(int sock, void *buf, size_t size, int *fds, size_t n_fds,
         return n;
 }
 
-static int send_with_fds(int sock, const void *buf, size_t size, const int *fds, size_t n_fds)
+/* flags: MSG_DONTWAIT, or 0 to wait for room. */
+static int send_with_fds(int sock, const void *buf, size_t size, const int *fds, size_t n_fds, int flags)
 {
         union {
                 struct cmsghdr cmsg;
-                char buf[CMSG_SPACE(2 * sizeof(int))];
+                char buf[CMSG_SPACE(3 * sizeof(int))];
         } control = {};
         struct iovec iov = { .iov_base = (void *)buf, .iov_len = size };
         struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
@@ -92,44 +150,162 @@ static int send_with_fds(int sock, const void *buf, size_t size, const int *fds,
                 c->cmsg_len = CMSG_LEN(n_fds * sizeof(int));
                 memcpy(CMSG_DATA(c), fds, n_fds * sizeof(int));
         }
-        if (sendmsg(sock, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)size)
-                return negative_errno();
+        ssize_t n;
+        do
+                n = sendmsg(sock, &msg, flags | MSG_NOSIGNAL);
+        while (n < 0 && errno == EINTR);
+        if (n != (ssize_t)size)
+                return n < 0 ? negative_errno() : -EIO;
         return 0;
 }
 
-/* The child: waits for a request, tells the reader it took one (the reader forks the next child), says
- * hello to loopd, reads the image and answers. */
-static _Noreturn void child_run(int sock, int taken_fd, pid_t reader)
+/* What every child of a reader is confined to, found once by the reader. */
+typedef struct ReaderLimits {
+        const struct sock_fprog *filter; /* sandbox-filter.h's */
+        rlim_t data; /* RLIMIT_DATA: the reader's own data size and READER_DATA_HEADROOM */
+} ReaderLimits;
+
+/* The reader's data size (VmData), in bytes. */
+static int data_size(uint64_t *ret)
+{
+        _cleanup_fclose_ FILE *f = fopen("/proc/self/status", "re");
+        char line[128];
+
+        if (!f)
+                return negative_errno();
+        while (fgets(line, sizeof(line), f)) {
+                unsigned long long kib;
+
+                if (sscanf(line, "VmData: %llu kB", &kib) == 1) {
+                        *ret = (uint64_t)kib * 1024;
+                        return 0;
+                }
+        }
+        return -ENODATA;
+}
+
+/* Before a child takes a request: from then on it reads what a caller handed in, so it keeps nothing that
+ * reading could turn against anyone. It runs as READER_ID (when the reader is root), without capabilities,
+ * with no_new_privs, the sandboxes' seccomp filter, no memory beyond what a probe needs, no file it may
+ * write to and no child of its own. It needs nothing else: the fds it reads come over the socket. */
+static int child_confine(const ReaderLimits *limits, pid_t reader)
+{
+        if (geteuid() == 0) {
+                if (setgroups(0, NULL) < 0 || setresgid(READER_ID, READER_ID, READER_ID) < 0 ||
+                        setresuid(READER_ID, READER_ID, READER_ID) < 0)
+                        return -errno;
+        }
+        /* A change of uid clears the parent-death signal: asked for only now. */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != reader)
+                return -ESRCH;
+        if (prctl(PR_SET_DUMPABLE, 0) < 0 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+                return -errno;
+        if (setrlimit(RLIMIT_DATA, &(struct rlimit){ limits->data, limits->data }) < 0 ||
+                setrlimit(RLIMIT_FSIZE, &(struct rlimit){ 0, 0 }) < 0 ||
+                setrlimit(RLIMIT_NPROC, &(struct rlimit){ 0, 0 }) < 0 ||
+                setrlimit(RLIMIT_CORE, &(struct rlimit){ 0, 0 }) < 0)
+                return -errno;
+        if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, limits->filter) < 0)
+                return -errno;
+        return 0;
+}
+
+/* probe_loop_read(a), answered entry by entry on sock; a's fds are closed before the END goes. */
+static int child_probe_loop(const LoopProbeArea *a, int sock)
+{
+        PartitionInfo *list = NULL;
+        size_t n = 0;
+        int r;
+
+        r = probe_loop_read(a, &list, &n);
+        (void)close(a->disk_fd);
+        if (a->image_fd >= 0)
+                (void)close(a->image_fd);
+        for (size_t i = 0; r >= 0 && i < n; i++) {
+                const char *strings[LOOP_ANSWER_STRINGS] = { list[i].part_type, list[i].part_name,
+                        list[i].fstype, list[i].label, list[i].uuid };
+                char buf[LOOP_ANSWER_MAX];
+                LoopAnswer head = { .kind = LOOP_ANSWER_ENTRY, .number = list[i].number };
+                size_t at = sizeof(head);
+
+                for (size_t k = 0; k < LOOP_ANSWER_STRINGS; k++) {
+                        size_t len = strlen(strings[k]);
+                        if (len > LOOP_ANSWER_STRING_MAX) {
+                                r = -E2BIG;
+                                break;
+                        }
+                        head.length[k] = (uint32_t)len;
+                        memcpy(buf + at, strings[k], len);
+                        at += len;
+                }
+                if (r < 0)
+                        break;
+                memcpy(buf, &head, sizeof(head));
+                r = send_with_fds(sock, buf, at, NULL, 0, 0);
+                if (r < 0)
+                        return r;
+        }
+        partition_info_array_free(list, n);
+        return send_with_fds(sock, &(LoopAnswer){ .kind = LOOP_ANSWER_END, .result = MIN(r, 0) },
+                sizeof(LoopAnswer), NULL, 0, 0);
+}
+
+/* The child: confines itself, waits for a request, tells the reader it took one (the reader forks the next
+ * child), says hello to loopd, reads and answers. */
+static _Noreturn void child_run(int sock, int taken_fd, pid_t reader, const ReaderLimits *limits)
 {
         Request req;
-        ImageReaderAnswer answer = {};
-        int fds[2]; /* the image, the answer socket */
+        int fds[3]; /* the answer socket, the image or the device, the image */
+        size_t want;
         ssize_t n;
 
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != reader)
+        if (child_confine(limits, reader) < 0)
                 _exit(EXIT_FAILURE);
         prefault_stack();
-        n = receive(sock, &req, sizeof(req), fds, 2, 0);
-        if (n <= 0)
+        n = receive(sock, &req, sizeof(req), fds, 3, 0);
+        if (n == 0)
                 _exit(EXIT_SUCCESS); /* loopd closed its end: the reader ends with this child */
         (void)!write(taken_fd, "", 1);
         (void)close(taken_fd);
         (void)close(sock);
-        if (n != sizeof(req) || fds[0] < 0 || fds[1] < 0)
+        if (n < (ssize_t)offsetof(Request, parts) || fds[0] < 0 || fds[1] < 0 ||
+                (req.kind != REQUEST_IMAGE && req.kind != REQUEST_LOOP))
+                _exit(EXIT_FAILURE);
+        want = offsetof(Request, parts) +
+                (req.kind == REQUEST_LOOP ? MIN(req.n_parts, REQUEST_PARTS_MAX) * sizeof(KernelPartition)
+                                          : 0);
+        if ((size_t)n != want || req.n_parts > REQUEST_PARTS_MAX ||
+                (req.kind == REQUEST_LOOP && req.has_image && fds[2] < 0))
                 _exit(EXIT_FAILURE);
 
         /* Without a pidfd loopd cannot kill this child at the deadline, but it still hears the answer. */
         char hello = HELLO;
         int pidfd = pidfd_open_pid(getpid());
-        if (send_with_fds(fds[1], &hello, sizeof(hello), &pidfd, pidfd >= 0 ? 1 : 0) < 0)
+        if (send_with_fds(fds[0], &hello, sizeof(hello), &pidfd, pidfd >= 0 ? 1 : 0, MSG_DONTWAIT) < 0)
                 _exit(EXIT_FAILURE);
         if (pidfd >= 0)
                 (void)close(pidfd);
 
-        answer.result = image_probe(fds[0], req.offset, req.size, &answer.probe);
+        if (req.kind == REQUEST_LOOP) {
+                LoopProbeArea a = {
+                        .loop_number = req.loop_number,
+                        .devnum = (dev_t)req.devnum,
+                        .disk_fd = fds[1],
+                        .size = req.size,
+                        .sector_size = req.sector_size,
+                        .image_fd = req.has_image ? fds[2] : -EBADF,
+                        .image_offset = req.offset,
+                        .parts = req.parts,
+                        .n_parts = req.n_parts,
+                };
+                _exit(child_probe_loop(&a, fds[0]) < 0 ? EXIT_FAILURE : EXIT_SUCCESS);
+        }
+
+        ImageReaderAnswer answer = {};
+        answer.result = image_probe(fds[1], req.offset, req.size, &answer.probe);
         /* Let go of the image before loopd hears (as worker.c's children do). */
-        (void)close(fds[0]);
-        if (send_with_fds(fds[1], &answer, sizeof(answer), NULL, 0) < 0)
+        (void)close(fds[1]);
+        if (send_with_fds(fds[0], &answer, sizeof(answer), NULL, 0, MSG_DONTWAIT) < 0)
                 _exit(EXIT_FAILURE);
         _exit(EXIT_SUCCESS);
 }
@@ -137,6 +313,8 @@ static _Noreturn void child_run(int sock, int taken_fd, pid_t reader)
 /* The reader: keeps one child waiting. It holds nothing but the request socket, and goes when loopd goes. */
 static _Noreturn void reader_run(int sock, pid_t loopd)
 {
+        ReaderLimits limits = {};
+        uint64_t data;
         sigset_t none;
 
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != loopd)
@@ -151,6 +329,12 @@ static _Noreturn void reader_run(int sock, pid_t loopd)
         if (signal(SIGCHLD, SIG_IGN) == SIG_ERR || signal(SIGPIPE, SIG_IGN) == SIG_ERR)
                 _exit(EXIT_FAILURE);
         (void)prctl(PR_SET_NAME, "loopd-reader");
+        /* Built here, once: each child only loads it. */
+        if (sandbox_filter_get(false, &limits.filter) < 0)
+                _exit(EXIT_FAILURE);
+        if (data_size(&data) < 0)
+                _exit(EXIT_FAILURE);
+        limits.data = (rlim_t)(data + READER_DATA_HEADROOM);
 
         for (;;) {
                 int taken[2];
@@ -164,7 +348,7 @@ static _Noreturn void reader_run(int sock, pid_t loopd)
                         _exit(EXIT_FAILURE);
                 if (pid == 0) {
                         (void)close(taken[0]);
-                        child_run(sock, taken[1], getppid());
+                        child_run(sock, taken[1], getppid(), &limits);
                 }
                 (void)close(taken[1]);
                 do
@@ -218,11 +402,14 @@ ImageReader *image_reader_free(ImageReader *reader)
         return NULL;
 }
 
-int image_reader_submit(ImageReader *reader, int image_fd, uint64_t offset, uint64_t size, int *ret_fd)
+/* Sends req (size bytes of it) with the answer socket's child end first and then fds; *ret_fd is loopd's
+ * end (nonblocking). */
+static int submit(
+        ImageReader *reader, const Request *req, size_t size, const int *fds, size_t n_fds, int *ret_fd)
 {
-        Request req = { .offset = offset, .size = size };
-        int pair[2], r;
+        int pair[2], all[3], r;
 
+        assert(n_fds <= 2);
         if (!reader || reader->fd < 0)
                 return -EPIPE;
         if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
@@ -231,9 +418,11 @@ int image_reader_submit(ImageReader *reader, int image_fd, uint64_t offset, uint
                 r = negative_errno();
                 goto fail;
         }
-        r = send_with_fds(reader->fd, &req, sizeof(req), (int[]){ image_fd, pair[1] }, 2);
+        all[0] = pair[1];
+        memcpy(all + 1, fds, n_fds * sizeof(int));
+        r = send_with_fds(reader->fd, req, size, all, n_fds + 1, MSG_DONTWAIT);
         if (r < 0) {
-                /* The reader is gone (or its queue is full): loopd forks its own worker. */
+                /* The reader is gone (or its queue is full): loopd reads the image itself. */
                 if (r != -EAGAIN)
                         reader->fd = safe_close(reader->fd);
                 goto fail;
@@ -245,6 +434,269 @@ int image_reader_submit(ImageReader *reader, int image_fd, uint64_t offset, uint
 fail:
         (void)close(pair[0]);
         (void)close(pair[1]);
+        return r;
+}
+
+int image_reader_submit(ImageReader *reader, int image_fd, uint64_t offset, uint64_t size, int *ret_fd)
+{
+        Request req = { .kind = REQUEST_IMAGE, .offset = offset, .size = size };
+
+        return submit(reader, &req, offsetof(Request, parts), &image_fd, 1, ret_fd);
+}
+
+/* Waits until fd is ready for events (POLLIN, POLLOUT), up to deadline_ms (now_ms()); -ETIMEDOUT past it. */
+static int wait_ready(int fd, short events, int64_t deadline_ms)
+{
+        for (;;) {
+                int64_t left = deadline_ms - now_ms();
+                int k;
+
+                if (left <= 0)
+                        return -ETIMEDOUT;
+                k = poll(&(struct pollfd){ .fd = fd, .events = events }, 1,
+                        (int)MIN(left, (int64_t)INT32_MAX));
+                if (k > 0)
+                        return 0;
+                if (k < 0 && errno != EINTR)
+                        return negative_errno();
+        }
+}
+
+/* One entry of a REQUEST_LOOP answer, in buf (n bytes), into *e: the strings from the child, everything else
+ * from area (expect: the partition it must be, NULL for the whole device). */
+static int loop_answer_entry(const LoopProbeArea *area, const KernelPartition *expect, const char *buf,
+        size_t n, PartitionInfo *e)
+{
+        char *strings[LOOP_ANSWER_STRINGS] = {};
+        char node[LOOP_NODE_MAX];
+        LoopAnswer head;
+        size_t at = sizeof(head);
+
+        if (n < sizeof(head))
+                return -EBADMSG;
+        memcpy(&head, buf, sizeof(head));
+        if (head.kind != LOOP_ANSWER_ENTRY || head.number != (expect ? expect->number : 0))
+                return -EBADMSG;
+        for (size_t k = 0; k < LOOP_ANSWER_STRINGS; k++) {
+                size_t len = head.length[k];
+                if (len > LOOP_ANSWER_STRING_MAX || len > n - at || memchr(buf + at, 0, len))
+                        goto bad;
+                strings[k] = strndup(buf + at, len);
+                if (!strings[k])
+                        goto fail;
+                at += len;
+        }
+        if (at != n)
+                goto bad;
+        *e = (PartitionInfo){
+                .node = strdup(loop_node_format(node, area->loop_number, expect ? expect->number : 0)),
+                .number = expect ? expect->number : 0,
+                .devnum = expect ? expect->devnum : area->devnum,
+                .offset = expect ? expect->start : 0,
+                .size = expect ? expect->size : area->size,
+                .part_type = strings[0],
+                .part_name = strings[1],
+                .fstype = strings[2],
+                .label = strings[3],
+                .uuid = strings[4],
+                .mount_point = strdup(""),
+        };
+        if (!e->node || !e->mount_point) {
+                partition_info_clear(e);
+                return -ENOMEM;
+        }
+        return 0;
+
+bad:
+        for (size_t k = 0; k < LOOP_ANSWER_STRINGS; k++)
+                free(strings[k]);
+        return -EBADMSG;
+fail:
+        for (size_t k = 0; k < LOOP_ANSWER_STRINGS; k++)
+                free(strings[k]);
+        return -ENOMEM;
+}
+
+/* Reads a REQUEST_LOOP answer from fd until its END (or deadline_ms): the list, as probe_loop_read() gives
+ * it, or the child's error. */
+static int loop_answer_read(
+        int fd, const LoopProbeArea *area, int64_t deadline_ms, PartitionInfo **ret, size_t *ret_n)
+{
+        _cleanup_free_ char *buf = malloc(LOOP_ANSWER_MAX);
+        PartitionInfo *list = calloc(area->n_parts + 2, sizeof(PartitionInfo));
+        size_t n = 0;
+        int r;
+
+        if (!buf || !list) {
+                free(list);
+                return -ENOMEM;
+        }
+        for (;;) {
+                LoopAnswer head;
+                ssize_t k;
+
+                r = wait_ready(fd, POLLIN, deadline_ms);
+                if (r < 0)
+                        break;
+                k = receive(fd, buf, LOOP_ANSWER_MAX, NULL, 0, MSG_DONTWAIT);
+                if (k == -EAGAIN)
+                        continue;
+                if (k <= 0 || (size_t)k < sizeof(head)) {
+                        r = k < 0 && k != -EMSGSIZE ? (int)k : -EIO;
+                        break;
+                }
+                memcpy(&head, buf, sizeof(head));
+                if (head.kind == LOOP_ANSWER_END) {
+                        /* Every partition the kernel has, after the whole device if it holds a filesystem.
+                         */
+                        r = head.result < 0 ? head.result
+                                : (size_t)k == sizeof(head) && n >= area->n_parts &&
+                                        n - area->n_parts == (n > 0 && list[0].number == 0)
+                                ? 0
+                                : -EBADMSG;
+                        break;
+                }
+                /* The whole device comes first, if at all; then the partitions in the kernel's order. */
+                bool whole = n == 0 && head.number == 0;
+                size_t part = n - (n > 0 && list[0].number == 0);
+                if (!whole && part >= area->n_parts) {
+                        r = -EBADMSG;
+                        break;
+                }
+                r = loop_answer_entry(area, whole ? NULL : &area->parts[part], buf, (size_t)k, &list[n]);
+                if (r < 0)
+                        break;
+                n++;
+        }
+        if (r < 0) {
+                partition_info_array_free(list, n);
+                return r;
+        }
+        *ret = list;
+        *ret_n = n;
+        return 0;
+}
+
+/* image_reader_probe_loop() without a reader: a child forked for this probe, confined as the reader's are,
+ * keeping none of loopd's fds but the three it needs. */
+static int probe_loop_forked(
+        const LoopProbeArea *area, int64_t deadline_ms, PartitionInfo **ret, size_t *ret_n)
+{
+        ReaderLimits limits = {};
+        pid_t parent = getpid(), pid;
+        uint64_t data;
+        int pair[2], r;
+
+        /* In loopd, once: the child only loads it. */
+        r = sandbox_filter_get(false, &limits.filter);
+        if (r < 0)
+                return r;
+        r = data_size(&data);
+        if (r < 0)
+                return r;
+        limits.data = (rlim_t)(data + READER_DATA_HEADROOM);
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
+                return negative_errno();
+        pid = fork();
+        if (pid < 0) {
+                r = negative_errno();
+                (void)close(pair[0]);
+                (void)close(pair[1]);
+                return r;
+        }
+        if (pid == 0) {
+                /* The answer socket, the device and the image at 3, 4 and 5; nothing else of loopd's. */
+                const int keep[3] = { pair[1], area->disk_fd, area->image_fd };
+                size_t n_keep = area->image_fd >= 0 ? 3 : 2;
+                int high[3];
+                sigset_t none;
+
+                for (size_t i = 0; i < n_keep; i++)
+                        if ((high[i] = fcntl(keep[i], F_DUPFD, 1000)) < 0)
+                                _exit(EXIT_FAILURE);
+                for (size_t i = 0; i < n_keep; i++)
+                        if (dup2(high[i], 3 + (int)i) < 0)
+                                _exit(EXIT_FAILURE);
+                if (syscall(SYS_close_range, 3u + (unsigned)n_keep, ~0u, 0u) < 0)
+                        _exit(EXIT_FAILURE);
+                sigemptyset(&none);
+                if (sigprocmask(SIG_SETMASK, &none, NULL) < 0 || child_confine(&limits, parent) < 0)
+                        _exit(EXIT_FAILURE);
+                LoopProbeArea a = *area;
+                a.disk_fd = 4;
+                a.image_fd = n_keep == 3 ? 5 : -EBADF;
+                _exit(child_probe_loop(&a, 3) < 0 ? EXIT_FAILURE : EXIT_SUCCESS);
+        }
+        (void)close(pair[1]);
+        r = fcntl(pair[0], F_SETFL, O_NONBLOCK) < 0 ? negative_errno() : 0;
+        if (r >= 0)
+                r = loop_answer_read(pair[0], area, deadline_ms, ret, ret_n);
+        (void)close(pair[0]);
+        /* Reaped here, before loopd's SIGCHLD handler can run: it has exited or is about to (a timeout). */
+        if (r < 0)
+                (void)kill(pid, SIGKILL);
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+                ;
+        return r;
+}
+
+int image_reader_probe_loop(ImageReader *reader, const LoopProbeArea *area, uint64_t timeout_usec,
+        PartitionInfo **ret, size_t *ret_n)
+{
+        _cleanup_free_ Request *req = NULL;
+        _cleanup_close_ int fd = -EBADF, pidfd = -EBADF;
+        int64_t deadline_ms = now_ms() + (int64_t)(timeout_usec / 1000);
+        int r;
+
+        if (!area || !ret || !ret_n || area->disk_fd < 0)
+                return -EINVAL;
+        if (area->n_parts > REQUEST_PARTS_MAX)
+                return -E2BIG;
+        if (!reader || reader->fd < 0)
+                return probe_loop_forked(area, deadline_ms, ret, ret_n);
+        req = calloc(1, sizeof(Request));
+        if (!req)
+                return -ENOMEM;
+        *req = (Request){
+                .kind = REQUEST_LOOP,
+                .loop_number = area->loop_number,
+                .offset = area->image_offset,
+                .size = area->size,
+                .devnum = (uint64_t)area->devnum,
+                .sector_size = area->sector_size,
+                .has_image = area->image_fd >= 0,
+                .n_parts = (uint32_t)area->n_parts,
+        };
+        if (area->n_parts > 0)
+                memcpy(req->parts, area->parts, area->n_parts * sizeof(KernelPartition));
+        for (;;) {
+                r = submit(reader, req, offsetof(Request, parts) + area->n_parts * sizeof(KernelPartition),
+                        (int[]){ area->disk_fd, area->image_fd }, area->image_fd >= 0 ? 2 : 1, &fd);
+                if (r != -EAGAIN)
+                        break;
+                /* The reader's queue is full (a flood of Attach calls): wait for room, never read here. */
+                r = wait_ready(reader->fd, POLLOUT, deadline_ms);
+                if (r < 0)
+                        return r;
+        }
+        if (r == -EPIPE)
+                return probe_loop_forked(area, deadline_ms, ret, ret_n);
+        if (r < 0)
+                return r;
+
+        for (;;) {
+                r = wait_ready(fd, POLLIN, deadline_ms);
+                if (r < 0)
+                        return r; /* no hello: no pidfd either, nothing to kill */
+                r = image_reader_read_hello(fd, &pidfd);
+                if (r != -EAGAIN)
+                        break;
+        }
+        if (r < 0)
+                return r;
+        r = loop_answer_read(fd, area, deadline_ms, ret, ret_n);
+        if (r == -ETIMEDOUT && pidfd >= 0)
+                (void)pidfd_signal(pidfd, SIGKILL);
         return r;
 }
 

@@ -1,5 +1,5 @@
-/* image-reader.h: the process that forks, ahead of need, the child each caller's image is read in. Never
- * logs.
+/* image-reader.h: the process that forks, ahead of need, the child each caller's image is read in, and
+ * each loop device's contents are probed in. Never logs.
  *
  * A caller's image is read in a child of its own with a deadline (worker.h says why). Forked from loopd,
  * that child costs loopd a copy of its page tables and then a copy-on-write fault for every page it writes;
@@ -7,6 +7,12 @@
  * it holds much memory: the reader. The reader keeps one child forked and waiting; the child that takes a
  * request tells the reader, which forks the next one while the first reads. A read costs loopd one
  * sendmsg().
+ *
+ * What a caller hands in is theirs to change at any moment, also between two reads of one probe: a GPT
+ * header checked for a sane entry array and read again by libblkid can ask it for gigabytes. So the child
+ * confines itself before it takes a request: an id of its own (not root), no capabilities, no_new_privs,
+ * the sandboxes' seccomp filter, 256 MiB of memory more than the reader had, no file it may write, no
+ * child. libblkid's parsers then read a user's bytes in a process that has nothing to lose.
  */
 #pragma once
 
@@ -15,6 +21,7 @@
 
 #include "image.h"
 #include "macro.h"
+#include "probe.h"
 
 typedef struct ImageReader ImageReader;
 
@@ -40,6 +47,13 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(ImageReader *, image_reader_free);
  * closes its copy of image_fd before it answers. -EPIPE once the reader is gone (loopd then forks a worker
  * itself). */
 int image_reader_submit(ImageReader *reader, int image_fd, uint64_t offset, uint64_t size, int *ret_fd);
+/* probe_loop_read(area) in the next child, which gets area's fds: the list, checked against area (every
+ * node, number, offset, size and devnum is area's own; only the strings, what the contents say, come from
+ * the child). Without a reader (reader NULL, or gone), in a child forked for it and confined the same way:
+ * never in loopd. Waits up to timeout_usec, and kills the child past it (-ETIMEDOUT). -EIO when the child
+ * died first; -EBADMSG when it answered what area does not allow; else the child's error. */
+int image_reader_probe_loop(ImageReader *reader, const LoopProbeArea *area, uint64_t timeout_usec,
+        PartitionInfo **ret, size_t *ret_n);
 /* Reads the hello from the socket image_reader_submit() returned: the child's pidfd (to kill it at the
  * deadline). -EAGAIN when it has not come yet; -EIO when the child died first. */
 int image_reader_read_hello(int fd, int *ret_pidfd);

@@ -69,6 +69,8 @@ int manager_start(Manager *m)
         WatcherConfig config = {
                 .event = m->event,
                 .registry = m->registry,
+                .image_reader = m->image_reader,
+                .io_timeout_usec = m->io_timeout_usec,
                 .state_dir = m->state_dir,
                 .media_dir = m->media_dir,
                 .on_change = m->on_change,

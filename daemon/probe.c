@@ -235,24 +235,6 @@ int probe_filesystem_expecting(
         return probe_superblock(&(ProbeArea){ .fd = fd }, NULL, ret_fstype, ret_label, ret_uuid);
 }
 
-/* probe_filesystem() for a partition node that must be the partition sysfs lists (devnum): a node left over
- * from an earlier device would describe somebody else's data. */
-static int probe_partition_node(
-        const char *node, dev_t devnum, char **ret_fstype, char **ret_label, char **ret_uuid)
-{
-        _cleanup_close_ int fd = -1;
-        struct stat st;
-
-        fd = open_block_node(node);
-        if (fd < 0)
-                return fd;
-        if (fstat(fd, &st) < 0)
-                return negative_errno();
-        if (st.st_rdev != devnum)
-                return -ESTALE;
-        return probe_superblock(&(ProbeArea){ .fd = fd }, NULL, ret_fstype, ret_label, ret_uuid);
-}
-
 /* The table's view of one partition: type and name, matched by number (and start, in 512-byte units). */
 typedef struct TableEntry {
         int partno;
@@ -404,18 +386,19 @@ static int empty_strings(char **a, char **b, char **c)
         return -ENOMEM;
 }
 
-/* Opens /dev/loopN for probing: *ret_fd, and in *ret_disk what to read (the device, or image_fd at
- * image_offset, which is what it reads) with the device's size and sector size. -ENODEV when there is no
- * such device, -ENXIO when it is not bound. */
-static int open_disk(unsigned loop_number, int image_fd, uint64_t image_offset, int *ret_fd,
-        ProbeArea *ret_disk, dev_t *ret_devnum)
+int probe_loop_open(unsigned loop_number, int image_fd, uint64_t image_offset, const KernelPartition *known,
+        size_t n_known, LoopProbeArea *ret)
 {
         _cleanup_close_ int fd = -EBADF, sysfd = -EBADF;
+        _cleanup_free_ KernelPartition *parts = NULL;
         char node[LOOP_NODE_MAX];
-        ProbeArea disk;
+        size_t n_parts = 0;
+        uint64_t size = 0;
         struct stat st;
-        int ss = 0;
+        int ss = 0, r;
 
+        if (!ret)
+                return -EINVAL;
         sysfd = sysfs_open_loop(loop_number, 0);
         if (sysfd < 0)
                 return sysfd;
@@ -425,19 +408,45 @@ static int open_disk(unsigned loop_number, int image_fd, uint64_t image_offset, 
         fd = open_block_node(loop_node_format(node, loop_number, 0));
         if (fd < 0)
                 return fd;
-        if (fstat(fd, &st) < 0 || ioctl(fd, BLKSSZGET, &ss) < 0)
+        if (fstat(fd, &st) < 0 || ioctl(fd, BLKSSZGET, &ss) < 0 || ioctl(fd, BLKGETSIZE64, &size) < 0)
                 return negative_errno();
-        disk = (ProbeArea){ .fd = fd, .sector_size = (uint32_t)ss };
-        if (ioctl(fd, BLKGETSIZE64, &disk.size) < 0)
-                return negative_errno();
-        if (image_fd >= 0) {
-                disk.fd = image_fd;
-                disk.offset = image_offset;
+
+        if (known) {
+                /* The kernel's list the caller read a moment ago: not read again. */
+                if (n_known > 0) {
+                        parts = malloc(n_known * sizeof(KernelPartition));
+                        if (!parts)
+                                return -ENOMEM;
+                        memcpy(parts, known, n_known * sizeof(KernelPartition));
+                }
+                n_parts = n_known;
+        } else {
+                r = partition_list_kernel(loop_number, &parts, &n_parts);
+                if (r < 0)
+                        return r;
         }
-        *ret_disk = disk;
-        *ret_devnum = st.st_rdev;
-        *ret_fd = TAKE_FD(fd);
+
+        *ret = (LoopProbeArea){
+                .loop_number = loop_number,
+                .devnum = st.st_rdev,
+                .disk_fd = TAKE_FD(fd),
+                .size = size,
+                .sector_size = (uint32_t)ss,
+                .image_fd = image_fd,
+                .image_offset = image_offset,
+                .parts = TAKE_PTR(parts),
+                .n_parts = n_parts,
+        };
         return 0;
+}
+
+void probe_loop_done(LoopProbeArea *a)
+{
+        if (!a)
+                return;
+        safe_close(a->disk_fd);
+        free(a->parts);
+        *a = (LoopProbeArea){ .disk_fd = -EBADF, .image_fd = -EBADF };
 }
 
 /* The whole device's entry, when it carries a filesystem itself: 1 and *e filled, or 0. */
@@ -462,91 +471,56 @@ static int probe_whole_disk(
         return r < 0 ? r : 1;
 }
 
-/* The entry of partition part of loopN (te: its table entry, if known). With image_fd its filesystem is read
- * from the image, otherwise from /dev/loopNpM; a partition whose node cannot be read is listed all the same,
- * with what is known. */
-static int probe_one_partition(unsigned loop_number, const ProbeArea *disk, int image_fd,
-        uint64_t image_offset, const KernelPartition *part, const TableEntry *te, PartitionInfo *e)
+/* The entry of partition part of loopN (te: its table entry, if known), its filesystem read from the disk
+ * (the device or the image) where the partition lies: the partition node reads the same bytes. A partition
+ * whose filesystem cannot be read is listed all the same, with what is known. */
+static int probe_one_partition(unsigned loop_number, const ProbeArea *disk, const KernelPartition *part,
+        const TableEntry *te, PartitionInfo *e)
 {
         char *fstype = NULL, *label = NULL, *uuid = NULL;
         char pnode[LOOP_NODE_MAX];
-        int r;
+        int r = -ERANGE;
 
-        loop_node_format(pnode, loop_number, part->number);
-        if (image_fd >= 0 && part->start < disk->size && part->size <= disk->size - part->start)
-                r = probe_superblock(&(ProbeArea){ .fd = image_fd,
-                                             .offset = image_offset + part->start,
+        if (part->start < disk->size && part->size <= disk->size - part->start)
+                r = probe_superblock(&(ProbeArea){ .fd = disk->fd,
+                                             .offset = disk->offset + part->start,
                                              .size = part->size,
                                              .sector_size = disk->sector_size },
                         NULL, &fstype, &label, &uuid);
-        else
-                r = probe_partition_node(pnode, part->devnum, &fstype, &label, &uuid);
         if (r == -ENOMEM)
                 return r;
         if (r < 0 && empty_strings(&fstype, &label, &uuid) < 0)
                 return -ENOMEM;
-        return fill_entry(e, pnode, part->number, part->devnum, part->start, part->size, te ? te->type : "",
-                te ? te->name : "", fstype, label, uuid);
+        return fill_entry(e, loop_node_format(pnode, loop_number, part->number), part->number, part->devnum,
+                part->start, part->size, te ? te->type : "", te ? te->name : "", fstype, label, uuid);
 }
 
-/* probe_loop_device() and probe_loop_device_image(): image, if given, is what loopN reads (fd and offset);
- * sizes, partitions and sector size still come from the kernel. */
-static int probe_loop(unsigned loop_number, int image_fd, uint64_t image_offset,
-        const KernelPartition *known, size_t n_known, PartitionInfo **ret, size_t *ret_n)
+/* probe_loop_read() through one disk: the device, or the image it reads. */
+static int probe_loop_disk(const LoopProbeArea *a, const ProbeArea *disk, PartitionInfo **ret, size_t *ret_n)
 {
-        _cleanup_free_ KernelPartition *parts = NULL;
-        _cleanup_close_ int fd = -EBADF;
         TableEntry *table = NULL;
         PartitionInfo *list = NULL;
-        size_t nparts = 0, ntable = 0, n = 0;
-        ProbeArea disk = {};
-        dev_t devnum;
+        size_t ntable = 0, n = 0;
         int r;
 
-        if (!ret || !ret_n)
-                return -EINVAL;
-
-        r = open_disk(loop_number, image_fd, image_offset, &fd, &disk, &devnum);
-        if (r < 0)
-                return r;
-        if (disk.size == 0) {
-                *ret = NULL;
-                *ret_n = 0;
-                return 0;
-        }
-
-        if (known) {
-                /* The kernel's list the caller read a moment ago: not read again. */
-                parts = n_known > 0 ? malloc(n_known * sizeof(KernelPartition)) : NULL;
-                if (n_known > 0 && !parts)
-                        return -ENOMEM;
-                if (n_known > 0)
-                        memcpy(parts, known, n_known * sizeof(KernelPartition));
-                nparts = n_known;
-        } else {
-                r = partition_list_kernel(loop_number, &parts, &nparts);
-                if (r < 0)
-                        return r;
-        }
-
-        list = calloc(nparts + 1, sizeof(PartitionInfo));
+        list = calloc(a->n_parts + 1, sizeof(PartitionInfo));
         if (!list)
                 return -ENOMEM;
 
         /* The whole device: listed only when it carries a filesystem itself. */
-        r = probe_whole_disk(&disk, loop_number, devnum, nparts > 0, &list[n]);
+        r = probe_whole_disk(disk, a->loop_number, a->devnum, a->n_parts > 0, &list[n]);
         if (r < 0)
                 goto fail;
         n += r;
 
-        if (nparts > 0) {
-                r = read_table(&disk, &table, &ntable);
+        if (a->n_parts > 0) {
+                r = read_table(disk, &table, &ntable);
                 if (r < 0)
                         goto fail;
         }
-        for (size_t i = 0; i < nparts; i++) {
-                r = probe_one_partition(loop_number, &disk, image_fd, image_offset, &parts[i],
-                        table_find(table, ntable, &parts[i]), &list[n]);
+        for (size_t i = 0; i < a->n_parts; i++) {
+                r = probe_one_partition(a->loop_number, disk, &a->parts[i],
+                        table_find(table, ntable, &a->parts[i]), &list[n]);
                 if (r < 0)
                         goto fail;
                 n++;
@@ -563,9 +537,54 @@ fail:
         return r;
 }
 
+int probe_loop_read(const LoopProbeArea *a, PartitionInfo **ret, size_t *ret_n)
+{
+        int r = -EBADF;
+
+        if (!a || !ret || !ret_n || a->disk_fd < 0 || a->sector_size == 0)
+                return -EINVAL;
+        if (a->size == 0) {
+                *ret = NULL;
+                *ret_n = 0;
+                return 0;
+        }
+        if (a->image_fd >= 0)
+                r = probe_loop_disk(a,
+                        &(ProbeArea){ .fd = a->image_fd,
+                                .offset = a->image_offset,
+                                .size = a->size,
+                                .sector_size = a->sector_size },
+                        ret, ret_n);
+        /* Through the device when there is no image, or it cannot be read as it is (an fd opened with
+         * O_DIRECT takes only aligned reads): the list must not come out empty for a device that has some.
+         */
+        if (r < 0 && r != -ENOMEM)
+                r = probe_loop_disk(a,
+                        &(ProbeArea){ .fd = a->disk_fd, .size = a->size, .sector_size = a->sector_size },
+                        ret, ret_n);
+        return r;
+}
+
+/* probe_loop_device() and probe_loop_device_image*(): opened and read here, in loopd. */
+static int probe_loop_here(unsigned loop_number, int image_fd, uint64_t image_offset,
+        const KernelPartition *known, size_t n_known, PartitionInfo **ret, size_t *ret_n)
+{
+        LoopProbeArea a;
+        int r;
+
+        if (!ret || !ret_n)
+                return -EINVAL;
+        r = probe_loop_open(loop_number, image_fd, image_offset, known, n_known, &a);
+        if (r < 0)
+                return r;
+        r = probe_loop_read(&a, ret, ret_n);
+        probe_loop_done(&a);
+        return r;
+}
+
 int probe_loop_device(unsigned loop_number, PartitionInfo **ret, size_t *ret_n)
 {
-        return probe_loop(loop_number, -EBADF, 0, NULL, 0, ret, ret_n);
+        return probe_loop_here(loop_number, -EBADF, 0, NULL, 0, ret, ret_n);
 }
 
 int probe_loop_device_image_with(unsigned loop_number, int image_fd, uint64_t image_offset,
@@ -573,7 +592,7 @@ int probe_loop_device_image_with(unsigned loop_number, int image_fd, uint64_t im
 {
         if (image_fd < 0)
                 return -EBADF;
-        return probe_loop(loop_number, image_fd, image_offset, known, n_known, ret, ret_n);
+        return probe_loop_here(loop_number, image_fd, image_offset, known, n_known, ret, ret_n);
 }
 
 int probe_loop_device_image(

@@ -27,15 +27,40 @@ void partition_info_array_free(PartitionInfo *p, size_t n);
 /* A deep copy of the n entries of p (an array of n + 1, the last one empty, as the probes return). */
 int partition_info_array_copy(const PartitionInfo *p, size_t n, PartitionInfo **ret);
 
-/* Lists what loopN carries: number 0 if the whole device holds a filesystem (plain filesystem image,
- * hybrid ISO), then every kernel partition with its table entry's type and name and its filesystem. */
-int probe_loop_device(unsigned loop_number, PartitionInfo **ret, size_t *ret_n);
+/* What a probe of loopN reads, and what the kernel says of it: found without reading a byte of its
+ * contents. probe_loop_open() fills it in, in loopd; probe_loop_read() reads the contents, in loopd or in a
+ * child of the image reader (image-reader.h), which gets the fds and these values. */
+typedef struct LoopProbeArea {
+        unsigned loop_number;
+        dev_t devnum;
+        int disk_fd; /* /dev/loopN, read-only */
+        uint64_t size; /* the device's, in bytes */
+        uint32_t sector_size; /* its logical sector size */
+        int image_fd; /* what the device reads, from image_offset on: read first; -EBADF for none */
+        uint64_t image_offset;
+        KernelPartition *parts; /* the kernel's partitions of loopN, by number */
+        size_t n_parts;
+} LoopProbeArea;
 
-/* The same, reading the contents from image_fd, the file loopN was attached to at image_offset, instead of
- * through the device: the same bytes, from the file's page cache. Through the device every block read is a
- * request to the loop worker, and the device's page cache is dropped on every last close, so a probe of a
- * new device through it costs milliseconds. The caller vouches that loopN is bound to image_fd at
- * image_offset (same disk sequence number). Sizes, sector size and partitions come from the kernel. */
+/* Opens /dev/loopN and asks the kernel its size, sector size and partitions (known, n_known: the list the
+ * caller read a moment ago, copied; NULL: read). image_fd (may be -EBADF) is not taken: the caller vouches
+ * that loopN is bound to it at image_offset (same disk sequence number), and keeps it open until
+ * probe_loop_done(). -ENODEV when there is no such device, -ENXIO when it is not bound. */
+int probe_loop_open(unsigned loop_number, int image_fd, uint64_t image_offset, const KernelPartition *known,
+        size_t n_known, LoopProbeArea *ret);
+/* Closes disk_fd (not image_fd) and frees the partitions. */
+void probe_loop_done(LoopProbeArea *a);
+/* Lists what loopN carries: number 0 if the whole device holds a filesystem (plain filesystem image, hybrid
+ * ISO), then every kernel partition with its table entry's type and name and its filesystem. Read from the
+ * image when there is one: the same bytes, from the file's page cache (through the device every block read
+ * is a request to the loop worker); through the device when there is none or it cannot be read as it is (an
+ * fd opened with O_DIRECT takes only aligned reads). A partition's filesystem is read where the partition
+ * lies on the disk, never through a /dev/loopNpM node. */
+int probe_loop_read(const LoopProbeArea *a, PartitionInfo **ret, size_t *ret_n);
+
+/* probe_loop_open() + probe_loop_read(), in loopd: of the device alone, or of the image loopN reads first.
+ */
+int probe_loop_device(unsigned loop_number, PartitionInfo **ret, size_t *ret_n);
 int probe_loop_device_image(
         unsigned loop_number, int image_fd, uint64_t image_offset, PartitionInfo **ret, size_t *ret_n);
 /* The same with the kernel's partitions of loopN as the caller read them a moment ago (known, n_known: not

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/sysmacros.h>
 
+#include "image-reader.h"
 #include "log.h"
 #include "loop.h"
 #include "partition.h"
@@ -49,27 +50,34 @@ static void tracked_free(Tracked *t)
         free(t);
 }
 
-/* Probes what is on the device now: through the image Attach bound to it, the first time, else through the
- * device (this opens it and its partitions). */
+int watcher_probe_contents(Watcher *w, unsigned number, int image_fd, uint64_t image_offset,
+        const KernelPartition *known, size_t n_known, PartitionInfo **ret, size_t *ret_n)
+{
+        LoopProbeArea a;
+        int r;
+
+        r = probe_loop_open(number, image_fd, image_offset, known, n_known, &a);
+        if (r < 0)
+                return r;
+        r = image_reader_probe_loop(w->image_reader, &a, w->io_timeout_usec, ret, ret_n);
+        probe_loop_done(&a);
+        return r;
+}
+
+/* Probes what is on the device now: through the image Attach bound to it, the first time (with the kernel's
+ * partitions the table has just read), else through the device. */
 static int tracked_probe(Watcher *w, Tracked *t)
 {
         PartitionInfo *parts = NULL;
-        uint64_t offset;
+        uint64_t offset = 0;
         size_t n = 0;
-        int fd, r;
+        int fd = -EBADF, r;
 
-        r = -EBADF;
-        if (registry_take_image(w->registry, t->info->number, t->info->diskseq, &fd, &offset) >= 0) {
-                /* Right after Attach, with the kernel's partitions the table has just read. */
-                r = probe_loop_device_image_with(
-                        t->info->number, fd, offset, t->parts, t->n_parts, &parts, &n);
-                safe_close(fd);
-        }
-        /* Through the device when there is no image, or it cannot be read as it is (an fd opened with
-         * O_DIRECT takes only aligned reads): Partitions must not come out empty for a device that has
-         * some. */
-        if (r < 0 && r != -ENOMEM)
-                r = probe_loop_device(t->info->number, &parts, &n);
+        if (registry_take_image(w->registry, t->info->number, t->info->diskseq, &fd, &offset) >= 0)
+                r = watcher_probe_contents(w, t->info->number, fd, offset, t->parts, t->n_parts, &parts, &n);
+        else
+                r = watcher_probe_contents(w, t->info->number, -EBADF, 0, NULL, 0, &parts, &n);
+        safe_close(fd);
         if (r < 0) {
                 log_debug_errno(r, "Failed to probe loop%u: %m", t->info->number);
                 parts = NULL;
@@ -585,6 +593,8 @@ int watcher_new(const WatcherConfig *config, Watcher **ret)
         w->uevent_fd = w->close_fd = w->nodes_fd = -EBADF;
         w->event = sd_event_ref(config->event);
         w->registry = config->registry;
+        w->image_reader = config->image_reader;
+        w->io_timeout_usec = config->io_timeout_usec;
         w->on_change = config->on_change;
         w->on_change_userdata = config->on_change_userdata;
         w->state_dir = strdup(config->state_dir);

@@ -20,12 +20,15 @@ typedef struct WatcherWait WatcherWait;
 typedef void (*WatcherWaitCallback)(int result, void *userdata);
 
 typedef struct Watcher Watcher;
+typedef struct ImageReader ImageReader;
 
 /* What the watcher needs of the engine: its event loop, the registry (owners, whom to release), where state
- * and mount points live, and whom to tell what changed. */
+ * and mount points live, whom to tell what changed, and where devices' contents are probed. */
 typedef struct WatcherConfig {
         sd_event *event;
         Registry *registry;
+        ImageReader *image_reader; /* NULL: probes read in loopd */
+        uint64_t io_timeout_usec; /* how long a probe in the reader may take */
         const char *state_dir;
         const char *media_dir;
         ChangeHandler on_change;
@@ -34,6 +37,14 @@ typedef struct WatcherConfig {
 
 int watcher_new(const WatcherConfig *config, Watcher **ret);
 Watcher *watcher_free(Watcher *w);
+
+/* What is on loopN now (probe_loop_read()'s list), read in a child of the image reader (image-reader.h),
+ * through image_fd at image_offset first when it is not -EBADF (the caller vouches it is what loopN reads):
+ * or in a child forked for it when there is none (no pidfds: valgrind): loopd itself parses nothing of the
+ * contents, and waits at most the I/O timeout.
+ * known, n_known: the kernel's partitions as the caller read them a moment ago (NULL: read). */
+int watcher_probe_contents(Watcher *w, unsigned number, int image_fd, uint64_t image_offset,
+        const KernelPartition *known, size_t n_known, PartitionInfo **ret, size_t *ret_n);
 
 /* Reading the table: what the watcher last saw, never a look at the kernel. */
 

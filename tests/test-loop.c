@@ -283,33 +283,60 @@ void assert_entry_matches_blkid(const PartitionInfo *e)
         g_assert_cmpstr(e->uuid, ==, g_hash_table_lookup(blkid, "UUID") ?: "");
 }
 
+/* a and b, entry by entry. */
+static void assert_same_entries(const PartitionInfo *a, size_t n_a, const PartitionInfo *b, size_t n_b)
+{
+        g_assert_cmpuint(n_a, ==, n_b);
+        for (size_t i = 0; i < n_a; i++) {
+                g_assert_cmpstr(a[i].node, ==, b[i].node);
+                g_assert_cmpuint(a[i].number, ==, b[i].number);
+                g_assert_cmpuint(a[i].devnum, ==, b[i].devnum);
+                g_assert_cmpuint(a[i].offset, ==, b[i].offset);
+                g_assert_cmpuint(a[i].size, ==, b[i].size);
+                g_assert_cmpstr(a[i].part_type, ==, b[i].part_type);
+                g_assert_cmpstr(a[i].part_name, ==, b[i].part_name);
+                g_assert_cmpstr(a[i].fstype, ==, b[i].fstype);
+                g_assert_cmpstr(a[i].label, ==, b[i].label);
+                g_assert_cmpstr(a[i].uuid, ==, b[i].uuid);
+                g_assert_cmpstr(a[i].mount_point, ==, b[i].mount_point);
+        }
+}
+
+/* loopN's list as a child of an image reader reads it (the image first when image_fd is not -EBADF). */
+static void probe_in_reader(
+        unsigned number, int image_fd, uint64_t image_offset, PartitionInfo **ret, size_t *ret_n)
+{
+        static ImageReader *reader;
+        LoopProbeArea a;
+
+        if (!reader)
+                g_assert_cmpint(image_reader_new(&reader), ==, 0);
+        g_assert_cmpint(probe_loop_open(number, image_fd, image_offset, NULL, 0, &a), ==, 0);
+        g_assert_cmpint(image_reader_probe_loop(reader, &a, 10 * G_USEC_PER_SEC, ret, ret_n), ==, 0);
+        probe_loop_done(&a);
+}
+
 /* probe_loop_device(), checked against probe_loop_device_image() on the image the device was attached to
- * (what the watcher's first probe of a device loopd attached reads): the two must agree entry by entry. */
+ * (what the watcher's first probe of a device loopd attached reads), and both against what a confined
+ * child of the image reader answers (what loopd takes): all four must agree entry by entry. */
 void probe_ok(const char *img, const LoopInfo *info, PartitionInfo **ret, size_t *ret_n)
 {
-        PartitionInfo *via_image = NULL;
-        size_t n_via_image = 0;
+        PartitionInfo *via_image = NULL, *via_reader = NULL, *via_reader_device = NULL;
+        size_t n_via_image = 0, n_via_reader = 0, n_via_reader_device = 0;
         int fd = open(img, O_RDONLY | O_CLOEXEC);
 
         g_assert_cmpint(fd, >=, 0);
         g_assert_cmpint(probe_loop_device(info->number, ret, ret_n), ==, 0);
         g_assert_cmpint(
                 probe_loop_device_image(info->number, fd, info->offset, &via_image, &n_via_image), ==, 0);
-        g_assert_cmpuint(n_via_image, ==, *ret_n);
-        for (size_t i = 0; i < n_via_image; i++) {
-                const PartitionInfo *a = &(*ret)[i], *b = &via_image[i];
-                g_assert_cmpstr(a->node, ==, b->node);
-                g_assert_cmpuint(a->number, ==, b->number);
-                g_assert_cmpuint(a->devnum, ==, b->devnum);
-                g_assert_cmpuint(a->offset, ==, b->offset);
-                g_assert_cmpuint(a->size, ==, b->size);
-                g_assert_cmpstr(a->part_type, ==, b->part_type);
-                g_assert_cmpstr(a->part_name, ==, b->part_name);
-                g_assert_cmpstr(a->fstype, ==, b->fstype);
-                g_assert_cmpstr(a->label, ==, b->label);
-                g_assert_cmpstr(a->uuid, ==, b->uuid);
-        }
+        assert_same_entries(*ret, *ret_n, via_image, n_via_image);
+        probe_in_reader(info->number, fd, info->offset, &via_reader, &n_via_reader);
+        assert_same_entries(*ret, *ret_n, via_reader, n_via_reader);
+        probe_in_reader(info->number, -EBADF, 0, &via_reader_device, &n_via_reader_device);
+        assert_same_entries(*ret, *ret_n, via_reader_device, n_via_reader_device);
         partition_info_array_free(via_image, n_via_image);
+        partition_info_array_free(via_reader, n_via_reader);
+        partition_info_array_free(via_reader_device, n_via_reader_device);
         close(fd);
 }
 

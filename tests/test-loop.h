@@ -2,6 +2,7 @@
  * and oracles, and the tests (test-loop.c registers them). */
 #pragma once
 
+#include "image-reader.h"
 #include "image.h"
 #include "loop.h"
 #include "partition.h"

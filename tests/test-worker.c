@@ -1,5 +1,6 @@
 /* test-worker.c: an image read in a worker, through the image reader and forked, gives image_probe()'s
- * answer; a reader that is gone leaves loopd forking its own workers. */
+ * answer; a device's contents probed in a reader's child give probe_loop_read()'s; the child is confined
+ * before it reads anything; a reader that is gone leaves loopd forking its own workers. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -8,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -168,6 +171,184 @@ static void test_reader_gone_falls_back_to_fork(void)
         image_reader_free(reader);
 }
 
+/* The first child of pid that /proc lists. */
+static pid_t child_of(pid_t pid)
+{
+        g_autofree char *path = g_strdup_printf("/proc/%d/task/%d/children", pid, pid);
+
+        for (int tries = 0; tries < 200; tries++) {
+                g_autofree char *children = NULL;
+                if (g_file_get_contents(path, &children, NULL, NULL) && atoi(children) > 0)
+                        return (pid_t)atoi(children);
+                g_usleep(10000);
+        }
+        return 0;
+}
+
+/* The value of key in /proc/PID/status, stripped (NULL if absent). */
+static char *proc_status(pid_t pid, const char *key)
+{
+        g_autofree char *path = g_strdup_printf("/proc/%d/status", pid), *text = NULL;
+        g_auto(GStrv) lines = NULL;
+
+        if (!g_file_get_contents(path, &text, NULL, NULL))
+                return NULL;
+        lines = g_strsplit(text, "\n", -1);
+        for (char **l = lines; *l; l++)
+                if (g_str_has_prefix(*l, key) && (*l)[strlen(key)] == ':')
+                        return g_strdup(g_strstrip(*l + strlen(key) + 1));
+        return NULL;
+}
+
+/* The soft limit named name in /proc/PID/limits ("unlimited" or a number). */
+static char *proc_limit(pid_t pid, const char *name)
+{
+        g_autofree char *path = g_strdup_printf("/proc/%d/limits", pid), *text = NULL;
+        g_auto(GStrv) lines = NULL;
+
+        g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
+        lines = g_strsplit(text, "\n", -1);
+        for (char **l = lines; *l; l++)
+                if (g_str_has_prefix(*l, name)) {
+                        g_auto(GStrv) words = g_strsplit_set(*l + strlen(name), " ", -1);
+                        for (char **w = words; *w; w++)
+                                if (**w)
+                                        return g_strdup(*w);
+                }
+        g_assert_not_reached();
+}
+
+/* The child a reader keeps waiting has let go of everything before it takes a request: what it will read
+ * is a caller's, and libblkid's parsers run on it. */
+static void test_reader_child_is_confined(void)
+{
+        pid_t pid, child;
+        ImageReader *reader = reader_start(&pid);
+        g_autofree char *nnp = NULL, *seccomp = NULL, *uid = NULL, *gid = NULL, *capeff = NULL,
+                        *capprm = NULL, *groups = NULL, *data = NULL, *fsize = NULL, *nproc = NULL;
+
+        child = child_of(pid);
+        g_assert_cmpint(child, >, 0);
+        /* Seccomp is the last step: once it shows, the child is as it will read. */
+        for (int tries = 0; tries < 200; tries++) {
+                g_free(seccomp);
+                seccomp = proc_status(child, "Seccomp");
+                if (seccomp && g_str_equal(seccomp, "2"))
+                        break;
+                g_usleep(10000);
+        }
+        g_assert_cmpstr(seccomp, ==, "2");
+        nnp = proc_status(child, "NoNewPrivs");
+        g_assert_cmpstr(nnp, ==, "1");
+        capeff = proc_status(child, "CapEff");
+        capprm = proc_status(child, "CapPrm");
+        g_assert_cmpstr(capeff, ==, "0000000000000000");
+        g_assert_cmpstr(capprm, ==, "0000000000000000");
+        if (geteuid() == 0) {
+                /* 0x7a720000: real, effective, saved and filesystem ids; no supplementary group. */
+                uid = proc_status(child, "Uid");
+                gid = proc_status(child, "Gid");
+                groups = proc_status(child, "Groups");
+                g_assert_cmpstr(uid, ==, "2054291456\t2054291456\t2054291456\t2054291456");
+                g_assert_cmpstr(gid, ==, "2054291456\t2054291456\t2054291456\t2054291456");
+                g_assert_cmpstr(groups, ==, "");
+        }
+        data = proc_limit(child, "Max data size");
+        fsize = proc_limit(child, "Max file size");
+        nproc = proc_limit(child, "Max processes");
+        g_assert_cmpstr(data, !=, "unlimited");
+        g_assert_cmpstr(fsize, ==, "0");
+        g_assert_cmpstr(nproc, ==, "0");
+        image_reader_free(reader);
+        g_assert_cmpint(waitpid(pid, NULL, 0), ==, pid);
+}
+
+/* A GPT disk (a regular file stands in for the device: the child reads only the fds it gets) with a named
+ * ext4 partition and a named empty one, and a whole-disk ext4. */
+static void assert_reader_probes_as_here(
+        const char *path, const KernelPartition *parts, size_t n_parts, const char *name, const char *label)
+{
+        PartitionInfo *here = NULL, *there = NULL;
+        size_t n_here = 0, n_there = 0;
+        pid_t pid;
+        ImageReader *reader = reader_start(&pid);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        struct stat st;
+
+        g_assert_cmpint(fd, >=, 0);
+        g_assert_cmpint(fstat(fd, &st), ==, 0);
+        LoopProbeArea a = {
+                .loop_number = 99990,
+                .devnum = makedev(7, 99990),
+                .disk_fd = fd,
+                .size = (uint64_t)st.st_size,
+                .sector_size = 512,
+                .image_fd = -EBADF,
+                .parts = (KernelPartition *)parts,
+                .n_parts = n_parts,
+        };
+        g_assert_cmpint(probe_loop_read(&a, &here, &n_here), ==, 0);
+        g_assert_cmpint(image_reader_probe_loop(reader, &a, 10 * G_USEC_PER_SEC, &there, &n_there), ==, 0);
+        g_assert_cmpuint(n_there, ==, n_here);
+        g_assert_cmpuint(n_there, >, 0);
+        for (size_t i = 0; i < n_here; i++) {
+                g_assert_cmpstr(there[i].node, ==, here[i].node);
+                g_assert_cmpuint(there[i].number, ==, here[i].number);
+                g_assert_cmpuint(there[i].devnum, ==, here[i].devnum);
+                g_assert_cmpuint(there[i].offset, ==, here[i].offset);
+                g_assert_cmpuint(there[i].size, ==, here[i].size);
+                g_assert_cmpstr(there[i].part_type, ==, here[i].part_type);
+                g_assert_cmpstr(there[i].part_name, ==, here[i].part_name);
+                g_assert_cmpstr(there[i].fstype, ==, here[i].fstype);
+                g_assert_cmpstr(there[i].label, ==, here[i].label);
+                g_assert_cmpstr(there[i].uuid, ==, here[i].uuid);
+                g_assert_cmpstr(there[i].mount_point, ==, "");
+        }
+        g_assert_cmpstr(there[0].part_name, ==, name);
+        g_assert_cmpstr(there[0].label, ==, label);
+        g_assert_cmpstr(there[0].fstype, ==, "ext4");
+        /* The same child answers the image too, read first. */
+        partition_info_array_free(there, n_there);
+        a.image_fd = fd;
+        g_assert_cmpint(image_reader_probe_loop(reader, &a, 10 * G_USEC_PER_SEC, &there, &n_there), ==, 0);
+        g_assert_cmpuint(n_there, ==, n_here);
+        for (size_t i = 0; i < n_here; i++)
+                g_assert_cmpstr(there[i].label, ==, here[i].label);
+        /* Without a reader: a child forked for the probe answers the same. */
+        partition_info_array_free(there, n_there);
+        g_assert_cmpint(image_reader_probe_loop(NULL, &a, 10 * G_USEC_PER_SEC, &there, &n_there), ==, 0);
+        g_assert_cmpuint(n_there, ==, n_here);
+        for (size_t i = 0; i < n_here; i++) {
+                g_assert_cmpstr(there[i].part_name, ==, here[i].part_name);
+                g_assert_cmpstr(there[i].label, ==, here[i].label);
+        }
+        partition_info_array_free(here, n_here);
+        partition_info_array_free(there, n_there);
+        close(fd);
+        image_reader_free(reader);
+        g_assert_cmpint(waitpid(pid, NULL, 0), ==, pid);
+}
+
+static void test_reader_probes_a_device_as_loopd_would(void)
+{
+        g_autofree char *disk = g_build_filename(tmpdir, "named.img", NULL);
+        g_autofree char *whole = g_build_filename(tmpdir, "whole.img", NULL);
+        const KernelPartition parts[] = {
+                { .number = 1, .start = 2048 * 512, .size = 8192 * 512, .devnum = makedev(259, 1) },
+                { .number = 2, .start = 10240 * 512, .size = 8192 * 512, .devnum = makedev(259, 2) },
+        };
+
+        image_create(disk, 16 << 20);
+        image_sfdisk(
+                disk, "label: gpt\nstart=2048,size=8192,name=alpha\nstart=10240,size=8192,name=beta\n", 512);
+        g_free(image_mkfs_at(disk, 2048 * 512, 8192 * 512, "ext4", "photos"));
+        assert_reader_probes_as_here(disk, parts, G_N_ELEMENTS(parts), "alpha", "photos");
+
+        image_create(whole, 8 << 20);
+        g_free(image_mkfs_at(whole, 0, 8 << 20, "ext4", "whole"));
+        assert_reader_probes_as_here(whole, NULL, 0, "", "whole");
+}
+
 static void test_reader_exits_when_freed(void)
 {
         pid_t pid;
@@ -189,6 +370,9 @@ int main(int argc, char **argv)
         g_test_add_func("/worker/forked/answers-as-image-probe", test_forked_worker_answers_as_image_probe);
         g_test_add_func("/worker/reader/gone-falls-back-to-fork", test_reader_gone_falls_back_to_fork);
         g_test_add_func("/worker/reader/exits-when-freed", test_reader_exits_when_freed);
+        g_test_add_func("/worker/reader/child-is-confined", test_reader_child_is_confined);
+        g_test_add_func(
+                "/worker/reader/probes-a-device-as-loopd-would", test_reader_probes_a_device_as_loopd_would);
 
         r = g_test_run();
         test_tmpdir_remove(tmpdir);
