@@ -149,11 +149,13 @@ FormatJob *engine_format_cancel(FormatJob *job)
 
 /* Did the tool make what was asked? For when its exit status could not be read (the SIGCHLD handler reaped
  * it first): the device is asked instead. */
-static bool node_has_type(const char *node, const char *type)
+static bool node_has_type(const FormatJob *job, const char *type)
 {
         _cleanup_free_ char *fstype = NULL, *label = NULL, *uuid = NULL;
 
-        return probe_filesystem(node, &fstype, &label, &uuid) >= 0 && fstype && streq(fstype, type);
+        return engine_probe_filesystem(job->manager, job->node, job->devnum, type, &fstype, &label, &uuid) >=
+                0 &&
+                streq(fstype, type);
 }
 
 static int job_finish(FormatJob *job, const siginfo_t *si, bool status_known)
@@ -177,7 +179,7 @@ static int job_finish(FormatJob *job, const siginfo_t *si, bool status_known)
         else if (status_known)
                 r = engine_error(&e, -EIO, ENGINE_FAILED,
                         "%s was killed by signal %d; loopd's log has its output", program, si->si_status);
-        else if (!node_has_type(job->node, format_type_name(job->type)))
+        else if (!node_has_type(job, format_type_name(job->type)))
                 r = engine_error(&e, -EIO, ENGINE_FAILED,
                         "%s failed (no %s on %s afterwards); loopd's log has its output", program,
                         format_type_name(job->type), job->node);

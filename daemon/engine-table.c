@@ -126,7 +126,7 @@ static int publish_table(Manager *m, const LoopInfo *info, EngineError *e)
 {
         int r;
 
-        r = loop_update_partitions(info->number, info->diskseq);
+        r = loop_update_partitions(info->number, info->diskseq, m->image_reader);
         if (m->watcher)
                 (void)watcher_probe_device(m->watcher, info->number);
         if (r == -EBUSY)

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "image-reader.h"
 #include "log.h"
 #include "mount.h"
 #include "partition.h"
@@ -324,6 +325,7 @@ int engine_attach(Manager *m, int fd, const AttachRequest *req, const struct sta
                 .direct_io = export ? req->read_only : req->direct_io,
                 .on_number = mark_for_udev,
                 .userdata = m,
+                .reader = m->image_reader,
         };
         r = loop_attach(fd, &config, &info, &lock_fd);
         if (r == -ENOSPC)
@@ -495,6 +497,16 @@ static const char *expected_fstype(Manager *m, const char *node, dev_t devnum)
         return NULL;
 }
 
+int engine_probe_filesystem(Manager *m, const char *node, dev_t devnum, const char *expected,
+        char **ret_fstype, char **ret_label, char **ret_uuid)
+{
+        _cleanup_close_ int fd = probe_open_node(node, devnum);
+
+        if (fd < 0)
+                return fd;
+        return image_reader_probe_filesystem(m->image_reader, fd, expected, ret_fstype, ret_label, ret_uuid);
+}
+
 int engine_mount_node(Manager *m, uid_t uid, const char *node, dev_t devnum, const char *fstype,
         const char *options, bool read_only, char **ret_mount_point, EngineError *e)
 {
@@ -519,7 +531,8 @@ int engine_mount_node(Manager *m, uid_t uid, const char *node, dev_t devnum, con
                 return engine_error(e, -EALREADY, ENGINE_ALREADY_MOUNTED, "%s is already mounted on %s",
                         node, targets[0]);
 
-        r = probe_filesystem_expecting(node, expected_fstype(m, node, devnum), &probed_type, &label, &uuid);
+        r = engine_probe_filesystem(
+                m, node, devnum, expected_fstype(m, node, devnum), &probed_type, &label, &uuid);
         if (r < 0)
                 return engine_error_errno(e, r, "Failed to probe the filesystem");
         if (isempty(fstype))

@@ -87,6 +87,11 @@ int engine_attach(Manager *m, int fd, const AttachRequest *req, const struct sta
  * mounted, unless unmount; then they are unmounted first. A device gone already is success. */
 int engine_detach(Manager *m, const LoopInfo *info, bool unmount, EngineError *e);
 
+/* What filesystem node (a block device, devnum its device number; 0: any) carries, asking first of the
+ * expected type (may be NULL), read in a child of the image reader: loopd parses nothing of it. */
+int engine_probe_filesystem(Manager *m, const char *node, dev_t devnum, const char *expected,
+        char **ret_fstype, char **ret_label, char **ret_uuid);
+
 /* Mounts node (a loop device or partition, devnum its device number) for uid under the media dir: fstype
  * NULL or "" probes; options are the caller's (checked against the allow-list here). Returns the mount
  * point. */

@@ -25,6 +25,7 @@
 
 struct ImageReader {
         int fd; /* loopd's end of the request socket */
+        uint64_t timeout_usec; /* how long loopd waits for a probe's or a plan's answer */
 };
 
 /* The uid and gid a child reads as once it is confined (child_confine()): no user, no file has it. The FUSE
@@ -41,20 +42,23 @@ struct ImageReader {
 typedef enum RequestKind {
         REQUEST_IMAGE = 1, /* image_probe() of the caller's image, before it is bound */
         REQUEST_LOOP, /* probe_loop_read() of a bound device */
+        REQUEST_PLAN, /* partition_plan() of a bound device */
+        REQUEST_FILESYSTEM, /* probe_filesystem_fd() of a block device */
 } RequestKind;
 
 /* loopd → child: the header, then (REQUEST_LOOP) n_parts partitions, in one message. With it the fds: the
  * answer socket's child end, then the image (REQUEST_IMAGE), or the device and, when has_image, the image
- * (REQUEST_LOOP). */
+ * (REQUEST_LOOP), or the device (REQUEST_PLAN, REQUEST_FILESYSTEM). */
 typedef struct Request {
         uint32_t kind;
         uint32_t loop_number; /* REQUEST_LOOP, as the rest */
         uint64_t offset; /* where the image is read from */
-        uint64_t size; /* REQUEST_IMAGE: the size limit (0: none); REQUEST_LOOP: the device's */
+        uint64_t size; /* REQUEST_IMAGE: the size limit (0: none); else the device's */
         uint64_t devnum;
         uint32_t sector_size;
         uint32_t has_image;
         uint32_t n_parts;
+        char expected[32]; /* REQUEST_FILESYSTEM: the filesystem type asked of first ("": none), NUL-ended */
         KernelPartition parts[REQUEST_PARTS_MAX];
 } Request;
 
@@ -63,7 +67,8 @@ typedef struct Request {
 #define HELLO 'h'
 
 /* child → loopd, for REQUEST_LOOP after the hello: a message for each entry of the list, in its order, the
- * header followed by the strings' bytes (no NUL); then one END. */
+ * header followed by the strings' bytes (no NUL); then one END. For REQUEST_FILESYSTEM the same, with one
+ * entry numbered 0 when there is a filesystem. */
 typedef enum LoopAnswerKind {
         LOOP_ANSWER_ENTRY = 1,
         LOOP_ANSWER_END,
@@ -80,6 +85,13 @@ typedef struct LoopAnswer {
 } LoopAnswer;
 
 #define LOOP_ANSWER_MAX (sizeof(LoopAnswer) + LOOP_ANSWER_STRINGS * LOOP_ANSWER_STRING_MAX)
+
+/* child → loopd, for REQUEST_PLAN after the hello: one message, the header and n of specs[]. */
+typedef struct PlanAnswer {
+        int32_t result; /* partition_plan()'s */
+        uint32_t n;
+        PartitionSpec specs[REQUEST_PARTS_MAX];
+} PlanAnswer;
 
 /* Writes the pages of stack a read uses (image_probe() reads 16 KiB onto it) while the child still waits:
  * copy-on-write faults then, not once a caller waits for the answer. */
@@ -210,6 +222,56 @@ static int child_confine(const ReaderLimits *limits, pid_t reader)
         return 0;
 }
 
+/* Sends e (its number and strings) as a LOOP_ANSWER_ENTRY: -E2BIG for a string longer than
+ * LOOP_ANSWER_STRING_MAX (nothing sent), -EIO when the socket failed. */
+static int send_entry(int sock, const PartitionInfo *e)
+{
+        const char *strings[LOOP_ANSWER_STRINGS] = { e->part_type, e->part_name, e->fstype, e->label,
+                e->uuid };
+        char buf[LOOP_ANSWER_MAX];
+        LoopAnswer head = { .kind = LOOP_ANSWER_ENTRY, .number = e->number };
+        size_t at = sizeof(head);
+
+        for (size_t k = 0; k < LOOP_ANSWER_STRINGS; k++) {
+                size_t len = strlen(strings[k]);
+                if (len > LOOP_ANSWER_STRING_MAX)
+                        return -E2BIG;
+                head.length[k] = (uint32_t)len;
+                memcpy(buf + at, strings[k], len);
+                at += len;
+        }
+        memcpy(buf, &head, sizeof(head));
+        return send_with_fds(sock, buf, at, NULL, 0, 0) < 0 ? -EIO : 0;
+}
+
+/* The limits of a child of loopd: its own data size now and READER_DATA_HEADROOM. */
+static int limits_of_loopd(ReaderLimits *ret)
+{
+        uint64_t data;
+        int r;
+
+        r = sandbox_filter_get(false, &ret->filter);
+        if (r < 0)
+                return r;
+        r = data_size(&data);
+        if (r < 0)
+                return r;
+        ret->data = (rlim_t)(data + READER_DATA_HEADROOM);
+        return 0;
+}
+
+int image_reader_confine(void)
+{
+        ReaderLimits limits = {};
+        pid_t parent = getppid();
+        int r;
+
+        r = limits_of_loopd(&limits);
+        if (r < 0)
+                return r;
+        return child_confine(&limits, parent);
+}
+
 /* probe_loop_read(a), answered entry by entry on sock; a's fds are closed before the END goes. */
 static int child_probe_loop(const LoopProbeArea *a, int sock)
 {
@@ -221,33 +283,93 @@ static int child_probe_loop(const LoopProbeArea *a, int sock)
         (void)close(a->disk_fd);
         if (a->image_fd >= 0)
                 (void)close(a->image_fd);
-        for (size_t i = 0; r >= 0 && i < n; i++) {
-                const char *strings[LOOP_ANSWER_STRINGS] = { list[i].part_type, list[i].part_name,
-                        list[i].fstype, list[i].label, list[i].uuid };
-                char buf[LOOP_ANSWER_MAX];
-                LoopAnswer head = { .kind = LOOP_ANSWER_ENTRY, .number = list[i].number };
-                size_t at = sizeof(head);
-
-                for (size_t k = 0; k < LOOP_ANSWER_STRINGS; k++) {
-                        size_t len = strlen(strings[k]);
-                        if (len > LOOP_ANSWER_STRING_MAX) {
-                                r = -E2BIG;
-                                break;
-                        }
-                        head.length[k] = (uint32_t)len;
-                        memcpy(buf + at, strings[k], len);
-                        at += len;
-                }
-                if (r < 0)
-                        break;
-                memcpy(buf, &head, sizeof(head));
-                r = send_with_fds(sock, buf, at, NULL, 0, 0);
-                if (r < 0)
-                        return r;
-        }
+        for (size_t i = 0; r >= 0 && i < n; i++)
+                r = send_entry(sock, &list[i]);
         partition_info_array_free(list, n);
+        if (r == -EIO)
+                return r;
         return send_with_fds(sock, &(LoopAnswer){ .kind = LOOP_ANSWER_END, .result = MIN(r, 0) },
                 sizeof(LoopAnswer), NULL, 0, 0);
+}
+
+/* A REQUEST_PLAN: partition_plan() of the device (devfd, closed before the answer goes), answered on sock.
+ * At most REQUEST_PARTS_MAX partitions: the kernel has room for no more. */
+static int child_plan(const Request *req, int sock, int devfd)
+{
+        _cleanup_free_ PartitionSpec *specs = NULL;
+        PlanAnswer *answer = calloc(1, sizeof(PlanAnswer));
+        size_t n = 0;
+        int r;
+
+        if (!answer)
+                return -ENOMEM;
+        answer->result = partition_plan(devfd, req->sector_size, req->size, &specs, &n);
+        (void)close(devfd);
+        answer->n = (uint32_t)MIN(n, REQUEST_PARTS_MAX);
+        if (answer->n > 0)
+                memcpy(answer->specs, specs, answer->n * sizeof(PartitionSpec));
+        r = send_with_fds(
+                sock, answer, offsetof(PlanAnswer, specs) + answer->n * sizeof(PartitionSpec), NULL, 0, 0);
+        free(answer);
+        return r;
+}
+
+/* A REQUEST_FILESYSTEM: probe_filesystem_fd() of fd (closed before the answer goes), answered on sock. */
+static int child_probe_filesystem(const Request *req, int sock, int fd)
+{
+        _cleanup_free_ char *fstype = NULL, *label = NULL, *uuid = NULL;
+        int r;
+
+        r = probe_filesystem_fd(fd, req->expected[0] ? req->expected : NULL, &fstype, &label, &uuid);
+        (void)close(fd);
+        if (r >= 0 && !isempty(fstype)) {
+                PartitionInfo found = {
+                        .part_type = (char *)"",
+                        .part_name = (char *)"",
+                        .fstype = fstype,
+                        .label = label,
+                        .uuid = uuid,
+                };
+                r = send_entry(sock, &found);
+                if (r == -EIO)
+                        return r;
+        }
+        return send_with_fds(sock, &(LoopAnswer){ .kind = LOOP_ANSWER_END, .result = MIN(r, 0) },
+                sizeof(LoopAnswer), NULL, 0, 0);
+}
+
+/* Answers req on fds[0], reading fds[1] and fds[2] (-EBADF when not given): the child's exit status. */
+static int child_answer(const Request *req, const int fds[3])
+{
+        switch (req->kind) {
+        case REQUEST_LOOP: {
+                LoopProbeArea a = {
+                        .loop_number = req->loop_number,
+                        .devnum = (dev_t)req->devnum,
+                        .disk_fd = fds[1],
+                        .size = req->size,
+                        .sector_size = req->sector_size,
+                        .image_fd = req->has_image ? fds[2] : -EBADF,
+                        .image_offset = req->offset,
+                        .parts = (KernelPartition *)req->parts,
+                        .n_parts = req->n_parts,
+                };
+                return child_probe_loop(&a, fds[0]) < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+        }
+        case REQUEST_PLAN:
+                return child_plan(req, fds[0], fds[1]) < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+        case REQUEST_FILESYSTEM:
+                return child_probe_filesystem(req, fds[0], fds[1]) < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+        default: {
+                ImageReaderAnswer answer = {};
+                answer.result = image_probe(fds[1], req->offset, req->size, &answer.probe);
+                /* Let go of the image before loopd hears (as worker.c's children do). */
+                (void)close(fds[1]);
+                return send_with_fds(fds[0], &answer, sizeof(answer), NULL, 0, MSG_DONTWAIT) < 0
+                        ? EXIT_FAILURE
+                        : EXIT_SUCCESS;
+        }
+        }
 }
 
 /* The child: confines itself, waits for a request, tells the reader it took one (the reader forks the next
@@ -269,7 +391,8 @@ static _Noreturn void child_run(int sock, int taken_fd, pid_t reader, const Read
         (void)close(taken_fd);
         (void)close(sock);
         if (n < (ssize_t)offsetof(Request, parts) || fds[0] < 0 || fds[1] < 0 ||
-                (req.kind != REQUEST_IMAGE && req.kind != REQUEST_LOOP))
+                (req.kind != REQUEST_IMAGE && req.kind != REQUEST_LOOP && req.kind != REQUEST_PLAN &&
+                        req.kind != REQUEST_FILESYSTEM))
                 _exit(EXIT_FAILURE);
         want = offsetof(Request, parts) +
                 (req.kind == REQUEST_LOOP ? MIN(req.n_parts, REQUEST_PARTS_MAX) * sizeof(KernelPartition)
@@ -286,28 +409,7 @@ static _Noreturn void child_run(int sock, int taken_fd, pid_t reader, const Read
         if (pidfd >= 0)
                 (void)close(pidfd);
 
-        if (req.kind == REQUEST_LOOP) {
-                LoopProbeArea a = {
-                        .loop_number = req.loop_number,
-                        .devnum = (dev_t)req.devnum,
-                        .disk_fd = fds[1],
-                        .size = req.size,
-                        .sector_size = req.sector_size,
-                        .image_fd = req.has_image ? fds[2] : -EBADF,
-                        .image_offset = req.offset,
-                        .parts = req.parts,
-                        .n_parts = req.n_parts,
-                };
-                _exit(child_probe_loop(&a, fds[0]) < 0 ? EXIT_FAILURE : EXIT_SUCCESS);
-        }
-
-        ImageReaderAnswer answer = {};
-        answer.result = image_probe(fds[1], req.offset, req.size, &answer.probe);
-        /* Let go of the image before loopd hears (as worker.c's children do). */
-        (void)close(fds[1]);
-        if (send_with_fds(fds[0], &answer, sizeof(answer), NULL, 0, MSG_DONTWAIT) < 0)
-                _exit(EXIT_FAILURE);
-        _exit(EXIT_SUCCESS);
+        _exit(child_answer(&req, fds));
 }
 
 /* The reader: keeps one child waiting. It holds nothing but the request socket, and goes when loopd goes. */
@@ -362,7 +464,7 @@ static _Noreturn void reader_run(int sock, pid_t loopd)
         }
 }
 
-int image_reader_new(ImageReader **ret)
+int image_reader_new(uint64_t timeout_usec, ImageReader **ret)
 {
         _cleanup_free_ ImageReader *r = NULL;
         pid_t loopd = getpid(), pid;
@@ -389,6 +491,7 @@ int image_reader_new(ImageReader **ret)
                 reader_run(pair[1], loopd);
         (void)close(pair[1]);
         r->fd = pair[0];
+        r->timeout_usec = timeout_usec;
         *ret = TAKE_PTR(r);
         return 0;
 }
@@ -442,6 +545,12 @@ int image_reader_submit(ImageReader *reader, int image_fd, uint64_t offset, uint
         Request req = { .kind = REQUEST_IMAGE, .offset = offset, .size = size };
 
         return submit(reader, &req, offsetof(Request, parts), &image_fd, 1, ret_fd);
+}
+
+/* When loopd stops waiting for an answer that it asks for now. */
+static int64_t deadline_of(const ImageReader *reader)
+{
+        return now_ms() + (int64_t)((reader ? reader->timeout_usec : IMAGE_READER_TIMEOUT_USEC) / 1000);
 }
 
 /* Waits until fd is ready for events (POLLIN, POLLOUT), up to deadline_ms (now_ms()); -ETIMEDOUT past it. */
@@ -577,24 +686,27 @@ static int loop_answer_read(
         return 0;
 }
 
-/* image_reader_probe_loop() without a reader: a child forked for this probe, confined as the reader's are,
- * keeping none of loopd's fds but the three it needs. */
-static int probe_loop_forked(
-        const LoopProbeArea *area, int64_t deadline_ms, PartitionInfo **ret, size_t *ret_n)
+/* A request being answered: by a child of the reader (pidfd, when it said hello with one) or by a child
+ * forked for it (pid). */
+typedef struct Asked {
+        int fd; /* loopd's end of the answer socket, nonblocking */
+        int pidfd;
+        pid_t pid;
+        int64_t deadline_ms;
+} Asked;
+
+/* Forks a child for req, confined as the reader's are, that keeps none of loopd's fds but the answer socket
+ * and fds (at most two). */
+static int ask_forked(const Request *req, const int *fds, size_t n_fds, Asked *ret)
 {
         ReaderLimits limits = {};
         pid_t parent = getpid(), pid;
-        uint64_t data;
         int pair[2], r;
 
-        /* In loopd, once: the child only loads it. */
-        r = sandbox_filter_get(false, &limits.filter);
+        /* In loopd: the filter is built once, the child only loads it. */
+        r = limits_of_loopd(&limits);
         if (r < 0)
                 return r;
-        r = data_size(&data);
-        if (r < 0)
-                return r;
-        limits.data = (rlim_t)(data + READER_DATA_HEADROOM);
         if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
                 return negative_errno();
         pid = fork();
@@ -605,10 +717,9 @@ static int probe_loop_forked(
                 return r;
         }
         if (pid == 0) {
-                /* The answer socket, the device and the image at 3, 4 and 5; nothing else of loopd's. */
-                const int keep[3] = { pair[1], area->disk_fd, area->image_fd };
-                size_t n_keep = area->image_fd >= 0 ? 3 : 2;
-                int high[3];
+                /* The answer socket at 3, then fds: nothing else of loopd's. */
+                int keep[3] = { pair[1], n_fds > 0 ? fds[0] : -EBADF, n_fds > 1 ? fds[1] : -EBADF }, high[3];
+                size_t n_keep = 1 + n_fds;
                 sigset_t none;
 
                 for (size_t i = 0; i < n_keep; i++)
@@ -622,38 +733,80 @@ static int probe_loop_forked(
                 sigemptyset(&none);
                 if (sigprocmask(SIG_SETMASK, &none, NULL) < 0 || child_confine(&limits, parent) < 0)
                         _exit(EXIT_FAILURE);
-                LoopProbeArea a = *area;
-                a.disk_fd = 4;
-                a.image_fd = n_keep == 3 ? 5 : -EBADF;
-                _exit(child_probe_loop(&a, 3) < 0 ? EXIT_FAILURE : EXIT_SUCCESS);
+                _exit(child_answer(req, (int[]){ 3, n_fds > 0 ? 4 : -EBADF, n_fds > 1 ? 5 : -EBADF }));
         }
         (void)close(pair[1]);
-        r = fcntl(pair[0], F_SETFL, O_NONBLOCK) < 0 ? negative_errno() : 0;
-        if (r >= 0)
-                r = loop_answer_read(pair[0], area, deadline_ms, ret, ret_n);
-        (void)close(pair[0]);
-        /* Reaped here, before loopd's SIGCHLD handler can run: it has exited or is about to (a timeout). */
-        if (r < 0)
-                (void)kill(pid, SIGKILL);
-        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-                ;
-        return r;
+        ret->fd = pair[0];
+        ret->pid = pid;
+        if (fcntl(pair[0], F_SETFL, O_NONBLOCK) < 0)
+                return negative_errno(); /* asked_done() still ends it */
+        return 0;
 }
 
-int image_reader_probe_loop(ImageReader *reader, const LoopProbeArea *area, uint64_t timeout_usec,
-        PartitionInfo **ret, size_t *ret_n)
+/* Hands req (size bytes of it) and fds to the next child of the reader, or to a child forked for it when
+ * there is no reader; *ret says whom to wait for until when. The caller reads the answer from ret->fd and
+ * then calls asked_done(), also when this fails. */
+static int ask(
+        ImageReader *reader, const Request *req, size_t size, const int *fds, size_t n_fds, Asked *ret)
+{
+        int r;
+
+        *ret = (Asked){ .fd = -EBADF, .pidfd = -EBADF, .deadline_ms = deadline_of(reader) };
+        if (!reader || reader->fd < 0)
+                return ask_forked(req, fds, n_fds, ret);
+        for (;;) {
+                r = submit(reader, req, size, fds, n_fds, &ret->fd);
+                if (r != -EAGAIN)
+                        break;
+                /* The reader's queue is full (a flood of Attach calls): wait for room, never read here. */
+                r = wait_ready(reader->fd, POLLOUT, ret->deadline_ms);
+                if (r < 0)
+                        return r;
+        }
+        if (r == -EPIPE)
+                return ask_forked(req, fds, n_fds, ret);
+        if (r < 0)
+                return r;
+        for (;;) {
+                r = wait_ready(ret->fd, POLLIN, ret->deadline_ms);
+                if (r < 0)
+                        return r; /* no hello: no pidfd either, nothing to kill */
+                r = image_reader_read_hello(ret->fd, &ret->pidfd);
+                if (r != -EAGAIN)
+                        return r;
+        }
+}
+
+/* Ends what ask() started: the child is killed unless it answered in full (answered), a forked one reaped.
+ */
+static void asked_done(Asked *a, bool answered)
+{
+        if (!answered) {
+                if (a->pidfd >= 0)
+                        (void)pidfd_signal(a->pidfd, SIGKILL);
+                else if (a->pid > 0)
+                        (void)kill(a->pid, SIGKILL);
+        }
+        a->fd = safe_close(a->fd);
+        a->pidfd = safe_close(a->pidfd);
+        /* Reaped here, before loopd's SIGCHLD handler can run: it has answered (it exits) or was killed. */
+        if (a->pid > 0)
+                while (waitpid(a->pid, NULL, 0) < 0 && errno == EINTR)
+                        ;
+        a->pid = 0;
+}
+
+int image_reader_probe_loop(
+        ImageReader *reader, const LoopProbeArea *area, PartitionInfo **ret, size_t *ret_n)
 {
         _cleanup_free_ Request *req = NULL;
-        _cleanup_close_ int fd = -EBADF, pidfd = -EBADF;
-        int64_t deadline_ms = now_ms() + (int64_t)(timeout_usec / 1000);
+        Asked asked;
         int r;
 
         if (!area || !ret || !ret_n || area->disk_fd < 0)
                 return -EINVAL;
         if (area->n_parts > REQUEST_PARTS_MAX)
                 return -E2BIG;
-        if (!reader || reader->fd < 0)
-                return probe_loop_forked(area, deadline_ms, ret, ret_n);
         req = calloc(1, sizeof(Request));
         if (!req)
                 return -ENOMEM;
@@ -669,35 +822,112 @@ int image_reader_probe_loop(ImageReader *reader, const LoopProbeArea *area, uint
         };
         if (area->n_parts > 0)
                 memcpy(req->parts, area->parts, area->n_parts * sizeof(KernelPartition));
-        for (;;) {
-                r = submit(reader, req, offsetof(Request, parts) + area->n_parts * sizeof(KernelPartition),
-                        (int[]){ area->disk_fd, area->image_fd }, area->image_fd >= 0 ? 2 : 1, &fd);
-                if (r != -EAGAIN)
-                        break;
-                /* The reader's queue is full (a flood of Attach calls): wait for room, never read here. */
-                r = wait_ready(reader->fd, POLLOUT, deadline_ms);
-                if (r < 0)
-                        return r;
-        }
-        if (r == -EPIPE)
-                return probe_loop_forked(area, deadline_ms, ret, ret_n);
-        if (r < 0)
-                return r;
+        r = ask(reader, req, offsetof(Request, parts) + area->n_parts * sizeof(KernelPartition),
+                (int[]){ area->disk_fd, area->image_fd }, area->image_fd >= 0 ? 2 : 1, &asked);
+        if (r >= 0)
+                r = loop_answer_read(asked.fd, area, asked.deadline_ms, ret, ret_n);
+        asked_done(&asked, r >= 0);
+        return r;
+}
 
-        for (;;) {
+/* Reads a REQUEST_PLAN answer from fd (or the deadline_ms passes): the plan, each partition checked against
+ * the device (sector_size, size). */
+static int plan_answer_read(
+        int fd, uint32_t sector_size, uint64_t size, int64_t deadline_ms, PartitionSpec **ret, size_t *ret_n)
+{
+        _cleanup_free_ PlanAnswer *answer = malloc(sizeof(PlanAnswer));
+        _cleanup_free_ PartitionSpec *specs = NULL;
+        ssize_t k;
+        int r;
+
+        if (!answer)
+                return -ENOMEM;
+        do {
                 r = wait_ready(fd, POLLIN, deadline_ms);
                 if (r < 0)
-                        return r; /* no hello: no pidfd either, nothing to kill */
-                r = image_reader_read_hello(fd, &pidfd);
-                if (r != -EAGAIN)
-                        break;
+                        return r;
+                k = receive(fd, answer, sizeof(PlanAnswer), NULL, 0, MSG_DONTWAIT);
+        } while (k == -EAGAIN);
+        if (k < (ssize_t)offsetof(PlanAnswer, specs))
+                return k < 0 && k != -EMSGSIZE ? (int)k : -EIO;
+        if (answer->result < 0)
+                return answer->result;
+        if (answer->n > REQUEST_PARTS_MAX ||
+                (size_t)k != offsetof(PlanAnswer, specs) + answer->n * sizeof(PartitionSpec))
+                return -EBADMSG;
+        /* What partition_plan() promises; BLKPG would refuse the rest, but loopd asks it nothing unchecked.
+         */
+        for (size_t i = 0; i < answer->n; i++) {
+                const PartitionSpec *p = &answer->specs[i];
+                if (p->number < 1 || p->number > REQUEST_PARTS_MAX || p->length == 0 || p->start >= size ||
+                        p->length > size - p->start || p->start % sector_size != 0 ||
+                        p->length % sector_size != 0)
+                        return -EBADMSG;
+                for (size_t j = 0; j < i; j++)
+                        if (answer->specs[j].number == p->number)
+                                return -EBADMSG;
         }
+        if (answer->n > 0) {
+                specs = malloc(answer->n * sizeof(PartitionSpec));
+                if (!specs)
+                        return -ENOMEM;
+                memcpy(specs, answer->specs, answer->n * sizeof(PartitionSpec));
+        }
+        *ret = TAKE_PTR(specs);
+        *ret_n = answer->n;
+        return 0;
+}
+
+int image_reader_plan_partitions(ImageReader *reader, int devfd, uint32_t sector_size, uint64_t size,
+        PartitionSpec **ret, size_t *ret_n)
+{
+        Request req = { .kind = REQUEST_PLAN, .size = size, .sector_size = sector_size };
+        Asked asked;
+        int r;
+
+        if (devfd < 0 || !ret || !ret_n || sector_size < 512 || sector_size > 4096)
+                return -EINVAL;
+        r = ask(reader, &req, offsetof(Request, parts), &devfd, 1, &asked);
+        if (r >= 0)
+                r = plan_answer_read(asked.fd, sector_size, size, asked.deadline_ms, ret, ret_n);
+        asked_done(&asked, r >= 0);
+        return r;
+}
+
+int image_reader_probe_filesystem(ImageReader *reader, int fd, const char *expected, char **ret_fstype,
+        char **ret_label, char **ret_uuid)
+{
+        /* The answer's shape is a device's list: an entry numbered 0 when there is a filesystem. */
+        const LoopProbeArea area = { .disk_fd = fd, .image_fd = -EBADF };
+        _cleanup_free_ char *fstype = NULL, *label = NULL, *uuid = NULL;
+        Request req = { .kind = REQUEST_FILESYSTEM };
+        PartitionInfo *list = NULL;
+        size_t n = 0;
+        Asked asked;
+        int r;
+
+        if (fd < 0 || !ret_fstype || !ret_label || !ret_uuid)
+                return -EINVAL;
+        if (expected && strlen(expected) >= sizeof(req.expected))
+                expected = NULL; /* no filesystem type is that long: every prober asks */
+        if (expected)
+                strcpy(req.expected, expected);
+        r = ask(reader, &req, offsetof(Request, parts), &fd, 1, &asked);
+        if (r >= 0)
+                r = loop_answer_read(asked.fd, &area, asked.deadline_ms, &list, &n);
+        asked_done(&asked, r >= 0);
         if (r < 0)
                 return r;
-        r = loop_answer_read(fd, area, deadline_ms, ret, ret_n);
-        if (r == -ETIMEDOUT && pidfd >= 0)
-                (void)pidfd_signal(pidfd, SIGKILL);
-        return r;
+        fstype = n > 0 ? TAKE_PTR(list[0].fstype) : strdup("");
+        label = n > 0 ? TAKE_PTR(list[0].label) : strdup("");
+        uuid = n > 0 ? TAKE_PTR(list[0].uuid) : strdup("");
+        partition_info_array_free(list, n);
+        if (!fstype || !label || !uuid)
+                return -ENOMEM;
+        *ret_fstype = TAKE_PTR(fstype);
+        *ret_label = TAKE_PTR(label);
+        *ret_uuid = TAKE_PTR(uuid);
+        return 0;
 }
 
 int image_reader_read_hello(int fd, int *ret_pidfd)

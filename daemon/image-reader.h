@@ -21,6 +21,7 @@
 
 #include "image.h"
 #include "macro.h"
+#include "partition.h"
 #include "probe.h"
 
 typedef struct ImageReader ImageReader;
@@ -32,11 +33,16 @@ typedef struct ImageReaderAnswer {
         _Alignas(max_align_t) ImageProbe probe;
 } ImageReaderAnswer;
 
-/* Forks the reader. Call early, while loopd is small (its memory is what the reader and each child copy),
- * and before the signal mask changes. -EOPNOTSUPP where pidfds cannot name the children (an old kernel,
- * valgrind): without one a child stuck in a read could not be killed, so such a loopd forks a worker for
- * each read, as before. */
-int image_reader_new(ImageReader **ret);
+/* How long loopd waits for a child's answer where there is no reader to say (loopd's --io-timeout). */
+#define IMAGE_READER_TIMEOUT_USEC (UINT64_C(10) * 1000000)
+
+/* Forks the reader; loopd waits up to timeout_usec for each answer of a probe or plan in one of its
+ * children (image_reader_probe_loop(), image_reader_plan_partitions()). Call early, while loopd is small
+ * (its memory is what the reader and each child copy), and before the signal mask changes. -EOPNOTSUPP
+ * where pidfds cannot name the children (an old kernel, valgrind): without one a child stuck in a read
+ * could not be killed, so such a loopd forks a worker for each read, as before (and a confined child for
+ * each probe or plan). */
+int image_reader_new(uint64_t timeout_usec, ImageReader **ret);
 /* Closes loopd's end: the waiting child and the reader exit (so do both when loopd dies). Returns NULL. */
 ImageReader *image_reader_free(ImageReader *reader);
 DEFINE_TRIVIAL_CLEANUP_FUNC(ImageReader *, image_reader_free);
@@ -50,10 +56,23 @@ int image_reader_submit(ImageReader *reader, int image_fd, uint64_t offset, uint
 /* probe_loop_read(area) in the next child, which gets area's fds: the list, checked against area (every
  * node, number, offset, size and devnum is area's own; only the strings, what the contents say, come from
  * the child). Without a reader (reader NULL, or gone), in a child forked for it and confined the same way:
- * never in loopd. Waits up to timeout_usec, and kills the child past it (-ETIMEDOUT). -EIO when the child
- * died first; -EBADMSG when it answered what area does not allow; else the child's error. */
-int image_reader_probe_loop(ImageReader *reader, const LoopProbeArea *area, uint64_t timeout_usec,
-        PartitionInfo **ret, size_t *ret_n);
+ * never in loopd. Waits up to the reader's timeout, and kills the child past it (-ETIMEDOUT). -EIO when the
+ * child died first; -EBADMSG when it answered what area does not allow; else the child's error. */
+int image_reader_probe_loop(
+        ImageReader *reader, const LoopProbeArea *area, PartitionInfo **ret, size_t *ret_n);
+/* partition_plan(devfd, sector_size, size) in a child, as image_reader_probe_loop() probes: the partitions
+ * BLKPG should add, each checked here against the device (a number from 1 to 256 given once, start and
+ * length multiples of sector_size, within size): -EBADMSG for a plan that is not. */
+int image_reader_plan_partitions(ImageReader *reader, int devfd, uint32_t sector_size, uint64_t size,
+        PartitionSpec **ret, size_t *ret_n);
+/* probe_filesystem_fd(fd, expected) in a child, as image_reader_probe_loop() probes: fd is a block device
+ * the caller opened (probe_open_node()). Missing values are "". */
+int image_reader_probe_filesystem(ImageReader *reader, int fd, const char *expected, char **ret_fstype,
+        char **ret_label, char **ret_uuid);
+/* Confines the calling process, a child forked of loopd that holds only the fds it reads and answers on,
+ * as the reader's children are before they read a caller's bytes (uid and gid 0x7a720000 when root, no
+ * capabilities, no_new_privs, the seccomp filter, bounded memory, no file writes, no children). */
+int image_reader_confine(void);
 /* Reads the hello from the socket image_reader_submit() returned: the child's pidfd (to kill it at the
  * deadline). -EAGAIN when it has not come yet; -EIO when the child died first. */
 int image_reader_read_hello(int fd, int *ret_pidfd);

@@ -12,6 +12,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "image-reader.h"
 #include "loop-internal.h"
 #include "macro.h"
 #include "partition.h"
@@ -48,7 +49,8 @@ static int ensure_partition_node(unsigned number, const KernelPartition *p)
         return 0;
 }
 
-static int sync_partitions(int devfd, unsigned number, uint32_t sector_size, uint64_t size)
+static int sync_partitions(
+        int devfd, unsigned number, uint32_t sector_size, uint64_t size, ImageReader *reader)
 {
         _cleanup_free_ KernelPartition *parts = NULL;
         size_t n = 0;
@@ -64,7 +66,7 @@ static int sync_partitions(int devfd, unsigned number, uint32_t sector_size, uin
                 _cleanup_free_ PartitionSpec *specs = NULL;
                 size_t nspecs = 0;
 
-                r = partition_plan(devfd, sector_size, size, &specs, &nspecs);
+                r = image_reader_plan_partitions(reader, devfd, sector_size, size, &specs, &nspecs);
                 if (r < 0)
                         return r;
                 if (nspecs == 0)
@@ -86,7 +88,7 @@ static int sync_partitions(int devfd, unsigned number, uint32_t sector_size, uin
         return (int)n;
 }
 
-int loop_sync_partitions(int devfd, unsigned number)
+int loop_sync_partitions(int devfd, unsigned number, ImageReader *reader)
 {
         uint64_t size;
         int ss;
@@ -97,10 +99,10 @@ int loop_sync_partitions(int devfd, unsigned number)
                 return negative_errno();
         if (ss < 512 || ss > 4096)
                 return -EINVAL;
-        return sync_partitions(devfd, number, (uint32_t)ss, size);
+        return sync_partitions(devfd, number, (uint32_t)ss, size, reader);
 }
 
-int loop_restore_partitions(unsigned number, uint64_t expected_diskseq)
+int loop_restore_partitions(unsigned number, uint64_t expected_diskseq, ImageReader *reader)
 {
         _cleanup_close_ int devfd = -EBADF;
 
@@ -109,7 +111,7 @@ int loop_restore_partitions(unsigned number, uint64_t expected_diskseq)
         devfd = loop_open_checked(number, expected_diskseq);
         if (devfd < 0)
                 return devfd;
-        return loop_sync_partitions(devfd, number);
+        return loop_sync_partitions(devfd, number, reader);
 }
 
 int loop_open_writable(unsigned number, uint64_t expected_diskseq)
@@ -139,7 +141,7 @@ static bool plan_has(const PartitionSpec *specs, size_t n, const KernelPartition
         return false;
 }
 
-int loop_update_partitions(unsigned number, uint64_t expected_diskseq)
+int loop_update_partitions(unsigned number, uint64_t expected_diskseq, ImageReader *reader)
 {
         _cleanup_free_ KernelPartition *parts = NULL;
         _cleanup_free_ PartitionSpec *specs = NULL;
@@ -155,7 +157,7 @@ int loop_update_partitions(unsigned number, uint64_t expected_diskseq)
                 return negative_errno();
         if (ss < 512 || ss > 4096)
                 return -EINVAL;
-        r = partition_plan(devfd, (uint32_t)ss, size, &specs, &nspecs);
+        r = image_reader_plan_partitions(reader, devfd, (uint32_t)ss, size, &specs, &nspecs);
         if (r < 0)
                 return r;
         r = partition_list_kernel(number, &parts, &n);

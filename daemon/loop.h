@@ -8,6 +8,8 @@
 #include "loop-name.h" /* loop_parse_name(), loop_parse_node(), loop_node_format() */
 #include "macro.h"
 
+typedef struct ImageReader ImageReader;
+
 typedef struct LoopConfig {
         uint64_t offset; /* bytes into the backing file */
         uint64_t size_limit; /* bytes, 0 = to the end of the file */
@@ -21,6 +23,9 @@ typedef struct LoopConfig {
          * the attach's. */
         int (*on_number)(unsigned number, bool claimed, void *userdata);
         void *userdata;
+        /* Where the partition table is read (image_reader_plan_partitions()): never in loopd. NULL: in a
+         * child forked for it. */
+        ImageReader *reader;
         /* No autoclear here: the kernel clears an autoclear device on its last close, and right after
          * loop_attach() closes its own fd nobody else holds the device, so it would vanish at once. Set it
          * with loop_set_autoclear() once something holds the device (a mount), or detach on unmount. */
@@ -119,7 +124,7 @@ int loop_set_autoclear(unsigned number, uint64_t expected_diskseq, bool autoclea
 /* Adds the partitions of loopN's table again, as loop_attach() did, after someone's BLKRRPART dropped them
  * (a kernel without partition parsers keeps none). -ESTALE if loopN no longer has expected_diskseq. Returns
  * how many partitions exist. */
-int loop_restore_partitions(unsigned number, uint64_t expected_diskseq);
+int loop_restore_partitions(unsigned number, uint64_t expected_diskseq, ImageReader *reader);
 
 /* Opens loopN read-write, to write its partition table, if it is still the incarnation with expected_diskseq
  * (0: any): -ESTALE when the number was bound again since, -ENODEV when there is no such device, -EROFS for
@@ -127,10 +132,11 @@ int loop_restore_partitions(unsigned number, uint64_t expected_diskseq);
 int loop_open_writable(unsigned number, uint64_t expected_diskseq);
 
 /* After loopN's partition table changed: makes the kernel's partitions match the table (read with
- * libblkid) with BLKPG, deleting those the table no longer has (or has with another start or size) and
- * adding the new ones, then their /dev/loopNpM nodes, and removes dead nodes. Partitions that did not change
- * are not touched, so a mounted one stays mounted; no BLKRRPART, which the kernel refuses while anything of
- * the disk is open and which drops BLKPG partitions on a kernel without partition parsers: this works with
- * and without them. -EBUSY when a partition to delete is in use (the others are updated anyway), -ESTALE if
- * loopN no longer has expected_diskseq. Returns how many partitions exist. */
-int loop_update_partitions(unsigned number, uint64_t expected_diskseq);
+ * libblkid, in a child of reader as loop_attach() reads it) with BLKPG, deleting those the table no longer
+ * has (or has with another start or size) and adding the new ones, then their /dev/loopNpM nodes, and
+ * removes dead nodes. Partitions that did not change are not touched, so a mounted one stays mounted; no
+ * BLKRRPART, which the kernel refuses while anything of the disk is open and which drops BLKPG partitions on
+ * a kernel without partition parsers: this works with and without them. -EBUSY when a partition to delete is
+ * in use (the others are updated anyway), -ESTALE if loopN no longer has expected_diskseq. Returns how many
+ * partitions exist. */
+int loop_update_partitions(unsigned number, uint64_t expected_diskseq, ImageReader *reader);

@@ -246,7 +246,7 @@ static int run(int argc, char *argv[])
         if (geteuid() != 0)
                 log_warning("Not running as root: attaching and mounting will fail");
         /* Now, while loopd is small and its signals are not blocked yet. */
-        r = image_reader_new(&m->image_reader);
+        r = image_reader_new(m->io_timeout_usec, &m->image_reader);
         if (r == -EOPNOTSUPP)
                 log_debug("No pidfds here: each image is read in a worker forked for it");
         else if (r < 0)

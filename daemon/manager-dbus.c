@@ -17,6 +17,7 @@
 #include "device-dbus.h"
 #include "engine.h"
 #include "format.h"
+#include "image-reader.h"
 #include "image.h"
 #include "log.h"
 #include "loop.h"
@@ -376,9 +377,14 @@ static int export_read(void *arg, void *data)
 {
         ImageCall *c = arg;
         _cleanup_close_ int fd = open(c->export->path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        int r;
 
         if (fd < 0)
                 return negative_errno();
+        /* Opened as root (the export is loopd's mount); read as the reader's children read. */
+        r = image_reader_confine();
+        if (r < 0)
+                return r;
         return image_probe(fd, 0, 0, data);
 }
 

@@ -70,7 +70,6 @@ int manager_start(Manager *m)
                 .event = m->event,
                 .registry = m->registry,
                 .image_reader = m->image_reader,
-                .io_timeout_usec = m->io_timeout_usec,
                 .state_dir = m->state_dir,
                 .media_dir = m->media_dir,
                 .on_change = m->on_change,

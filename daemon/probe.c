@@ -207,18 +207,45 @@ int probe_filesystem(const char *node, char **ret_fstype, char **ret_label, char
         return probe_filesystem_expecting(node, NULL, ret_fstype, ret_label, ret_uuid);
 }
 
+int probe_open_node(const char *node, dev_t devnum)
+{
+        _cleanup_close_ int fd = -EBADF;
+        struct stat st;
+
+        if (!node)
+                return -EINVAL;
+        fd = open_block_node(node);
+        if (fd < 0)
+                return fd;
+        if (devnum != 0) {
+                if (fstat(fd, &st) < 0)
+                        return negative_errno();
+                if (st.st_rdev != devnum)
+                        return -ESTALE;
+        }
+        return TAKE_FD(fd);
+}
+
 int probe_filesystem_expecting(
         const char *node, const char *expected, char **ret_fstype, char **ret_label, char **ret_uuid)
 {
-        _cleanup_free_ char *fstype = NULL, *label = NULL, *uuid = NULL;
-        _cleanup_close_ int fd = -1;
-        int r;
+        _cleanup_close_ int fd = -EBADF;
 
         if (!node || !ret_fstype || !ret_label || !ret_uuid)
                 return -EINVAL;
         fd = open_block_node(node);
         if (fd < 0)
                 return fd;
+        return probe_filesystem_fd(fd, expected, ret_fstype, ret_label, ret_uuid);
+}
+
+int probe_filesystem_fd(int fd, const char *expected, char **ret_fstype, char **ret_label, char **ret_uuid)
+{
+        _cleanup_free_ char *fstype = NULL, *label = NULL, *uuid = NULL;
+        int r;
+
+        if (fd < 0 || !ret_fstype || !ret_label || !ret_uuid)
+                return -EINVAL;
         if (!isempty(expected)) {
                 const char *const only[] = { expected, NULL };
 

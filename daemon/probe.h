@@ -76,3 +76,7 @@ int probe_filesystem(const char *node, char **ret_fstype, char **ret_label, char
  * beside the expected one is not looked for then. */
 int probe_filesystem_expecting(
         const char *node, const char *expected, char **ret_fstype, char **ret_label, char **ret_uuid);
+/* The same on fd, a block device opened for reading (probe_open_node()). */
+int probe_filesystem_fd(int fd, const char *expected, char **ret_fstype, char **ret_label, char **ret_uuid);
+/* Opens node for probing: -ENOTBLK unless it is a block device, -ESTALE unless it is devnum (0: any). */
+int probe_open_node(const char *node, dev_t devnum);

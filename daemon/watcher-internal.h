@@ -61,7 +61,6 @@ struct Watcher {
         sd_event *event;
         Registry *registry;
         ImageReader *image_reader;
-        uint64_t io_timeout_usec;
         char *state_dir;
         char *media_dir;
         ChangeHandler on_change;

@@ -328,7 +328,7 @@ static void watcher_restore_partitions(Watcher *w, const LoopEvent *e)
                 !t->info->partscan || !registry_find_device(w->registry, t->info->number, t->info->diskseq))
                 return;
 
-        r = loop_restore_partitions(t->info->number, t->info->diskseq);
+        r = loop_restore_partitions(t->info->number, t->info->diskseq, w->image_reader);
         if (r == -ENODEV || r == -ESTALE)
                 return; /* gone, or another device by now: its own events follow */
         if (r < 0)

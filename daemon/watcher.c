@@ -59,7 +59,7 @@ int watcher_probe_contents(Watcher *w, unsigned number, int image_fd, uint64_t i
         r = probe_loop_open(number, image_fd, image_offset, known, n_known, &a);
         if (r < 0)
                 return r;
-        r = image_reader_probe_loop(w->image_reader, &a, w->io_timeout_usec, ret, ret_n);
+        r = image_reader_probe_loop(w->image_reader, &a, ret, ret_n);
         probe_loop_done(&a);
         return r;
 }
@@ -594,7 +594,6 @@ int watcher_new(const WatcherConfig *config, Watcher **ret)
         w->event = sd_event_ref(config->event);
         w->registry = config->registry;
         w->image_reader = config->image_reader;
-        w->io_timeout_usec = config->io_timeout_usec;
         w->on_change = config->on_change;
         w->on_change_userdata = config->on_change_userdata;
         w->state_dir = strdup(config->state_dir);

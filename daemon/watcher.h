@@ -27,8 +27,7 @@ typedef struct ImageReader ImageReader;
 typedef struct WatcherConfig {
         sd_event *event;
         Registry *registry;
-        ImageReader *image_reader; /* NULL: probes read in loopd */
-        uint64_t io_timeout_usec; /* how long a probe in the reader may take */
+        ImageReader *image_reader; /* NULL: each probe in a child forked for it */
         const char *state_dir;
         const char *media_dir;
         ChangeHandler on_change;
@@ -41,7 +40,7 @@ Watcher *watcher_free(Watcher *w);
 /* What is on loopN now (probe_loop_read()'s list), read in a child of the image reader (image-reader.h),
  * through image_fd at image_offset first when it is not -EBADF (the caller vouches it is what loopN reads):
  * or in a child forked for it when there is none (no pidfds: valgrind): loopd itself parses nothing of the
- * contents, and waits at most the I/O timeout.
+ * contents, and waits at most the reader's timeout (--io-timeout).
  * known, n_known: the kernel's partitions as the caller read them a moment ago (NULL: read). */
 int watcher_probe_contents(Watcher *w, unsigned number, int image_fd, uint64_t image_offset,
         const KernelPartition *known, size_t n_known, PartitionInfo **ret, size_t *ret_n);

@@ -129,7 +129,12 @@ static int worker_fork(Worker *w, int keep_fd, WorkerFunction function, void *ar
 static int probe_in_child(void *arg, void *data)
 {
         const ProbeArgs *a = arg;
+        int r;
 
+        /* It reads a caller's bytes: as a child of the reader would, with nothing to lose. */
+        r = image_reader_confine();
+        if (r < 0)
+                return r;
         return image_probe(a->fd, a->offset, a->size, data);
 }
 

@@ -310,9 +310,9 @@ static void probe_in_reader(
         LoopProbeArea a;
 
         if (!reader)
-                g_assert_cmpint(image_reader_new(&reader), ==, 0);
+                g_assert_cmpint(image_reader_new(IMAGE_READER_TIMEOUT_USEC, &reader), ==, 0);
         g_assert_cmpint(probe_loop_open(number, image_fd, image_offset, NULL, 0, &a), ==, 0);
-        g_assert_cmpint(image_reader_probe_loop(reader, &a, 10 * G_USEC_PER_SEC, ret, ret_n), ==, 0);
+        g_assert_cmpint(image_reader_probe_loop(reader, &a, ret, ret_n), ==, 0);
         probe_loop_done(&a);
 }
 

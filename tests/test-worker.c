@@ -114,7 +114,7 @@ static ImageReader *reader_start(pid_t *ret_pid)
 {
         ImageReader *reader = NULL;
 
-        g_assert_cmpint(image_reader_new(&reader), ==, 0);
+        g_assert_cmpint(image_reader_new(IMAGE_READER_TIMEOUT_USEC, &reader), ==, 0);
         *ret_pid = reader_pid();
         g_assert_cmpint(*ret_pid, >, 0);
         return reader;
@@ -288,7 +288,7 @@ static void assert_reader_probes_as_here(
                 .n_parts = n_parts,
         };
         g_assert_cmpint(probe_loop_read(&a, &here, &n_here), ==, 0);
-        g_assert_cmpint(image_reader_probe_loop(reader, &a, 10 * G_USEC_PER_SEC, &there, &n_there), ==, 0);
+        g_assert_cmpint(image_reader_probe_loop(reader, &a, &there, &n_there), ==, 0);
         g_assert_cmpuint(n_there, ==, n_here);
         g_assert_cmpuint(n_there, >, 0);
         for (size_t i = 0; i < n_here; i++) {
@@ -310,13 +310,13 @@ static void assert_reader_probes_as_here(
         /* The same child answers the image too, read first. */
         partition_info_array_free(there, n_there);
         a.image_fd = fd;
-        g_assert_cmpint(image_reader_probe_loop(reader, &a, 10 * G_USEC_PER_SEC, &there, &n_there), ==, 0);
+        g_assert_cmpint(image_reader_probe_loop(reader, &a, &there, &n_there), ==, 0);
         g_assert_cmpuint(n_there, ==, n_here);
         for (size_t i = 0; i < n_here; i++)
                 g_assert_cmpstr(there[i].label, ==, here[i].label);
         /* Without a reader: a child forked for the probe answers the same. */
         partition_info_array_free(there, n_there);
-        g_assert_cmpint(image_reader_probe_loop(NULL, &a, 10 * G_USEC_PER_SEC, &there, &n_there), ==, 0);
+        g_assert_cmpint(image_reader_probe_loop(NULL, &a, &there, &n_there), ==, 0);
         g_assert_cmpuint(n_there, ==, n_here);
         for (size_t i = 0; i < n_here; i++) {
                 g_assert_cmpstr(there[i].part_name, ==, here[i].part_name);
@@ -349,6 +349,50 @@ static void test_reader_probes_a_device_as_loopd_would(void)
         assert_reader_probes_as_here(whole, NULL, 0, "", "whole");
 }
 
+/* The partitions BLKPG gets, planned in the reader's child and in a forked one, are partition_plan()'s. */
+static void test_reader_plans_as_loopd_would(void)
+{
+        g_autofree char *disk = g_build_filename(tmpdir, "plan.img", NULL);
+        PartitionSpec *here = NULL, *there = NULL;
+        size_t n_here = 0, n_there = 0;
+        pid_t pid;
+        ImageReader *reader = reader_start(&pid);
+        int fd;
+
+        image_create(disk, 16 << 20);
+        image_sfdisk(disk, "label: dos\nstart=2048,size=8192\nstart=10240,size=8192,type=c\n", 512);
+        fd = open(disk, O_RDONLY | O_CLOEXEC);
+        g_assert_cmpint(fd, >=, 0);
+        g_assert_cmpint(partition_plan(fd, 512, 16 << 20, &here, &n_here), ==, 0);
+        g_assert_cmpuint(n_here, ==, 2);
+        g_assert_cmpuint(here[1].number, ==, 2);
+        g_assert_cmpuint(here[1].start, ==, 10240 * 512);
+        g_assert_cmpuint(here[1].length, ==, 8192 * 512);
+        for (int forked = 0; forked < 2; forked++) {
+                g_assert_cmpint(image_reader_plan_partitions(
+                                        forked ? NULL : reader, fd, 512, 16 << 20, &there, &n_there),
+                        ==, 0);
+                g_assert_cmpuint(n_there, ==, n_here);
+                for (size_t i = 0; i < n_here; i++) {
+                        g_assert_cmpuint(there[i].number, ==, here[i].number);
+                        g_assert_cmpuint(there[i].start, ==, here[i].start);
+                        g_assert_cmpuint(there[i].length, ==, here[i].length);
+                }
+                free(there);
+                there = NULL;
+        }
+        /* A device smaller than the table says: the plan is cut to it, and what the child answers is
+         * checked against that size. */
+        g_assert_cmpint(image_reader_plan_partitions(reader, fd, 512, 8 << 20, &there, &n_there), ==, 0);
+        for (size_t i = 0; i < n_there; i++)
+                g_assert_cmpuint(there[i].start + there[i].length, <=, 8 << 20);
+        free(there);
+        free(here);
+        close(fd);
+        image_reader_free(reader);
+        g_assert_cmpint(waitpid(pid, NULL, 0), ==, pid);
+}
+
 static void test_reader_exits_when_freed(void)
 {
         pid_t pid;
@@ -371,6 +415,7 @@ int main(int argc, char **argv)
         g_test_add_func("/worker/reader/gone-falls-back-to-fork", test_reader_gone_falls_back_to_fork);
         g_test_add_func("/worker/reader/exits-when-freed", test_reader_exits_when_freed);
         g_test_add_func("/worker/reader/child-is-confined", test_reader_child_is_confined);
+        g_test_add_func("/worker/reader/plans-as-loopd-would", test_reader_plans_as_loopd_would);
         g_test_add_func(
                 "/worker/reader/probes-a-device-as-loopd-would", test_reader_probes_a_device_as_loopd_would);
 
