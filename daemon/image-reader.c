@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/seccomp.h>
+#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <stddef.h>
@@ -15,6 +16,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -23,9 +25,24 @@
 #include "process-util.h"
 #include "sandbox-filter.h"
 
+/* A child that answered and waits for more about the same image (image-reader.h: sessions). */
+typedef struct Parked {
+        int fd; /* loopd's end of its socket */
+        int pidfd;
+        dev_t dev; /* the image it read */
+        ino_t ino;
+        int64_t until_ms; /* killed after this, asked or not */
+} Parked;
+
+/* Enough for the Attach calls that are between their image read and their device's first probe at once;
+ * past it the oldest goes (its next question then forks a child of its own). */
+#define PARKED_MAX 8
+
 struct ImageReader {
         int fd; /* loopd's end of the request socket */
         uint64_t timeout_usec; /* how long loopd waits for a probe's or a plan's answer */
+        Parked parked[PARKED_MAX];
+        size_t n_parked;
 };
 
 /* The uid and gid a child reads as once it is confined (child_confine()): no user, no file has it. The FUSE
@@ -59,6 +76,7 @@ typedef struct Request {
         uint32_t has_image;
         uint32_t n_parts;
         char expected[32]; /* REQUEST_FILESYSTEM: the filesystem type asked of first ("": none), NUL-ended */
+        uint32_t idle_ms; /* how long the child waits for a follow-up (0: it does not) */
         KernelPartition parts[REQUEST_PARTS_MAX];
 } Request;
 
@@ -101,6 +119,21 @@ static __attribute__((noinline)) void prefault_stack(void)
 
         for (size_t i = 0; i < sizeof(pages); i += 4096)
                 pages[i] = 0;
+}
+
+/* The heap a probe uses, likewise: libblkid's buffers (up to a few of 256 KiB at once) and its lists. Freed
+ * at once, the pages stay in the heap (M_TRIM_THRESHOLD, reader_run()), faulted in. */
+#define PREFAULT_HEAP (UINT64_C(1) << 20)
+
+static void prefault_heap(void)
+{
+        volatile unsigned char *p = malloc(PREFAULT_HEAP);
+
+        if (!p)
+                return;
+        for (size_t i = 0; i < PREFAULT_HEAP; i += 4096)
+                p[i] = 0;
+        free((void *)p);
 }
 
 /* Receives one message and up to n_fds fds (the rest of fds[] set to -EBADF). Returns its size, 0 at the end
@@ -244,8 +277,9 @@ static int send_entry(int sock, const PartitionInfo *e)
         return send_with_fds(sock, buf, at, NULL, 0, 0) < 0 ? -EIO : 0;
 }
 
-/* The limits of a child of loopd: its own data size now and READER_DATA_HEADROOM. */
-static int limits_of_loopd(ReaderLimits *ret)
+/* The limits of a child of the calling process (loopd or the reader): the seccomp filter, and the caller's
+ * data size now and READER_DATA_HEADROOM. */
+static int limits_for_child(ReaderLimits *ret)
 {
         uint64_t data;
         int r;
@@ -266,7 +300,7 @@ int image_reader_confine(void)
         pid_t parent = getppid();
         int r;
 
-        r = limits_of_loopd(&limits);
+        r = limits_for_child(&limits);
         if (r < 0)
                 return r;
         return child_confine(&limits, parent);
@@ -372,33 +406,65 @@ static int child_answer(const Request *req, const int fds[3])
         }
 }
 
+/* Is req (n bytes, fds[0] the answer socket and fds[1], fds[2] what it reads) a request a child answers? */
+static bool request_valid(const Request *req, ssize_t n, const int fds[3])
+{
+        size_t want;
+
+        if (n < (ssize_t)offsetof(Request, parts) || fds[0] < 0 || fds[1] < 0 ||
+                req->n_parts > REQUEST_PARTS_MAX)
+                return false;
+        if (req->kind != REQUEST_IMAGE && req->kind != REQUEST_LOOP && req->kind != REQUEST_PLAN &&
+                req->kind != REQUEST_FILESYSTEM)
+                return false;
+        want = offsetof(Request, parts) +
+                (req->kind == REQUEST_LOOP ? req->n_parts * sizeof(KernelPartition) : 0);
+        return (size_t)n == want && !(req->kind == REQUEST_LOOP && req->has_image && fds[2] < 0) &&
+                memchr(req->expected, 0, sizeof(req->expected));
+}
+
+/* After its first answer: more requests about the same image on the same socket (sock), each with only
+ * the fds it reads, until loopd closes its end or kills it, or none came for idle_ms. */
+static _Noreturn void child_follow_up(int sock, uint32_t idle_ms)
+{
+        struct timeval tv = { .tv_sec = idle_ms / 1000, .tv_usec = (idle_ms % 1000) * 1000 };
+
+        if (idle_ms == 0 || setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0)
+                _exit(EXIT_SUCCESS);
+        for (;;) {
+                Request req;
+                int got[2];
+                ssize_t n = receive(sock, &req, sizeof(req), got, 2, 0);
+
+                if (n <= 0)
+                        _exit(n == 0 || n == -EAGAIN ? EXIT_SUCCESS : EXIT_FAILURE);
+                const int fds[3] = { sock, got[0], got[1] };
+                if (req.kind == REQUEST_IMAGE || !request_valid(&req, n, fds))
+                        _exit(EXIT_FAILURE);
+                if (child_answer(&req, fds) != EXIT_SUCCESS)
+                        _exit(EXIT_FAILURE);
+        }
+}
+
 /* The child: confines itself, waits for a request, tells the reader it took one (the reader forks the next
- * child), says hello to loopd, reads and answers. */
+ * child), says hello to loopd, reads and answers; then waits for follow-ups (child_follow_up()). */
 static _Noreturn void child_run(int sock, int taken_fd, pid_t reader, const ReaderLimits *limits)
 {
         Request req;
         int fds[3]; /* the answer socket, the image or the device, the image */
-        size_t want;
         ssize_t n;
 
         if (child_confine(limits, reader) < 0)
                 _exit(EXIT_FAILURE);
         prefault_stack();
+        prefault_heap();
         n = receive(sock, &req, sizeof(req), fds, 3, 0);
         if (n == 0)
                 _exit(EXIT_SUCCESS); /* loopd closed its end: the reader ends with this child */
         (void)!write(taken_fd, "", 1);
         (void)close(taken_fd);
         (void)close(sock);
-        if (n < (ssize_t)offsetof(Request, parts) || fds[0] < 0 || fds[1] < 0 ||
-                (req.kind != REQUEST_IMAGE && req.kind != REQUEST_LOOP && req.kind != REQUEST_PLAN &&
-                        req.kind != REQUEST_FILESYSTEM))
-                _exit(EXIT_FAILURE);
-        want = offsetof(Request, parts) +
-                (req.kind == REQUEST_LOOP ? MIN(req.n_parts, REQUEST_PARTS_MAX) * sizeof(KernelPartition)
-                                          : 0);
-        if ((size_t)n != want || req.n_parts > REQUEST_PARTS_MAX ||
-                (req.kind == REQUEST_LOOP && req.has_image && fds[2] < 0))
+        if (!request_valid(&req, n, fds))
                 _exit(EXIT_FAILURE);
 
         /* Without a pidfd loopd cannot kill this child at the deadline, but it still hears the answer. */
@@ -409,14 +475,15 @@ static _Noreturn void child_run(int sock, int taken_fd, pid_t reader, const Read
         if (pidfd >= 0)
                 (void)close(pidfd);
 
-        _exit(child_answer(&req, fds));
+        if (child_answer(&req, fds) != EXIT_SUCCESS)
+                _exit(EXIT_FAILURE);
+        child_follow_up(fds[0], req.idle_ms);
 }
 
 /* The reader: keeps one child waiting. It holds nothing but the request socket, and goes when loopd goes. */
 static _Noreturn void reader_run(int sock, pid_t loopd)
 {
         ReaderLimits limits = {};
-        uint64_t data;
         sigset_t none;
 
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != loopd)
@@ -431,12 +498,14 @@ static _Noreturn void reader_run(int sock, pid_t loopd)
         if (signal(SIGCHLD, SIG_IGN) == SIG_ERR || signal(SIGPIPE, SIG_IGN) == SIG_ERR)
                 _exit(EXIT_FAILURE);
         (void)prctl(PR_SET_NAME, "loopd-reader");
-        /* Built here, once: each child only loads it. */
-        if (sandbox_filter_get(false, &limits.filter) < 0)
+        /* libblkid's reads are buffers of up to 256 KiB (the zfs prober asks for four a partition): from the
+         * heap, where a child's second probe finds the first one's pages, rather than an mmap() of their
+         * own that every probe faults in page by page. */
+        (void)mallopt(M_MMAP_THRESHOLD, 4 << 20);
+        (void)mallopt(M_TRIM_THRESHOLD, 16 << 20);
+        /* Found here, once: each child only applies them (the filter built, not loaded). */
+        if (limits_for_child(&limits) < 0)
                 _exit(EXIT_FAILURE);
-        if (data_size(&data) < 0)
-                _exit(EXIT_FAILURE);
-        limits.data = (rlim_t)(data + READER_DATA_HEADROOM);
 
         for (;;) {
                 int taken[2];
@@ -496,13 +565,79 @@ int image_reader_new(uint64_t timeout_usec, ImageReader **ret)
         return 0;
 }
 
+/* Kills a parked child and closes loopd's fds of it. */
+static void parked_end(Parked *p)
+{
+        if (p->pidfd >= 0)
+                (void)pidfd_signal(p->pidfd, SIGKILL);
+        p->pidfd = safe_close(p->pidfd);
+        p->fd = safe_close(p->fd);
+}
+
+/* Ends the parked children whose time is up (all of them with every). */
+static void parked_expire(ImageReader *reader, bool every)
+{
+        int64_t now = now_ms();
+        size_t kept = 0;
+
+        for (size_t i = 0; i < reader->n_parked; i++) {
+                if (every || reader->parked[i].until_ms <= now)
+                        parked_end(&reader->parked[i]);
+                else
+                        reader->parked[kept++] = reader->parked[i];
+        }
+        reader->n_parked = kept;
+}
+
 ImageReader *image_reader_free(ImageReader *reader)
 {
         if (reader) {
+                parked_expire(reader, true);
                 safe_close(reader->fd);
                 free(reader);
         }
         return NULL;
+}
+
+void image_reader_park(ImageReader *reader, int fd, int pidfd, int image_fd)
+{
+        Parked p = { .fd = fd, .pidfd = pidfd };
+        struct stat st;
+
+        if (!reader || fd < 0 || pidfd < 0 || image_fd < 0 || fstat(image_fd, &st) < 0) {
+                parked_end(&p);
+                return;
+        }
+        parked_expire(reader, false);
+        if (reader->n_parked == PARKED_MAX) {
+                parked_end(&reader->parked[0]);
+                memmove(reader->parked, reader->parked + 1, --reader->n_parked * sizeof(Parked));
+        }
+        p.dev = st.st_dev;
+        p.ino = st.st_ino;
+        p.until_ms = now_ms() + (int64_t)(reader->timeout_usec / 1000);
+        reader->parked[reader->n_parked++] = p;
+}
+
+/* Takes the parked child that read image_fd's file, if any: 1 and *ret, else 0. */
+static int unpark(ImageReader *reader, int image_fd, Parked *ret)
+{
+        struct stat st;
+
+        if (!reader || image_fd < 0 || reader->n_parked == 0)
+                return 0;
+        parked_expire(reader, false);
+        if (fstat(image_fd, &st) < 0)
+                return 0;
+        for (size_t i = 0; i < reader->n_parked; i++) {
+                if (reader->parked[i].dev != st.st_dev || reader->parked[i].ino != st.st_ino)
+                        continue;
+                *ret = reader->parked[i];
+                memmove(reader->parked + i, reader->parked + i + 1,
+                        (--reader->n_parked - i) * sizeof(Parked));
+                return 1;
+        }
+        return 0;
 }
 
 /* Sends req (size bytes of it) with the answer socket's child end first and then fds; *ret_fd is loopd's
@@ -540,9 +675,15 @@ fail:
         return r;
 }
 
+/* How long a child of the reader waits for a follow-up: as long as it may stay parked. */
+static uint32_t idle_of(const ImageReader *reader)
+{
+        return reader ? (uint32_t)MIN(reader->timeout_usec / 1000, (uint64_t)UINT32_MAX) : 0;
+}
+
 int image_reader_submit(ImageReader *reader, int image_fd, uint64_t offset, uint64_t size, int *ret_fd)
 {
-        Request req = { .kind = REQUEST_IMAGE, .offset = offset, .size = size };
+        Request req = { .kind = REQUEST_IMAGE, .offset = offset, .size = size, .idle_ms = idle_of(reader) };
 
         return submit(reader, &req, offsetof(Request, parts), &image_fd, 1, ret_fd);
 }
@@ -693,6 +834,7 @@ typedef struct Asked {
         int pidfd;
         pid_t pid;
         int64_t deadline_ms;
+        int session_fd; /* the image the child may be parked under again (-EBADF: none) */
 } Asked;
 
 /* Forks a child for req, confined as the reader's are, that keeps none of loopd's fds but the answer socket
@@ -704,7 +846,7 @@ static int ask_forked(const Request *req, const int *fds, size_t n_fds, Asked *r
         int pair[2], r;
 
         /* In loopd: the filter is built once, the child only loads it. */
-        r = limits_of_loopd(&limits);
+        r = limits_for_child(&limits);
         if (r < 0)
                 return r;
         if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
@@ -743,15 +885,30 @@ static int ask_forked(const Request *req, const int *fds, size_t n_fds, Asked *r
         return 0;
 }
 
-/* Hands req (size bytes of it) and fds to the next child of the reader, or to a child forked for it when
+/* Hands req (size bytes of it) and fds to a child: the one parked under session_fd's image when there is
+ * one (session_fd -EBADF: none looked for), else the next child of the reader, or a child forked for it when
  * there is no reader; *ret says whom to wait for until when. The caller reads the answer from ret->fd and
  * then calls asked_done(), also when this fails. */
-static int ask(
-        ImageReader *reader, const Request *req, size_t size, const int *fds, size_t n_fds, Asked *ret)
+static int ask(ImageReader *reader, int session_fd, const Request *req, size_t size, const int *fds,
+        size_t n_fds, Asked *ret)
 {
+        Parked p;
         int r;
 
-        *ret = (Asked){ .fd = -EBADF, .pidfd = -EBADF, .deadline_ms = deadline_of(reader) };
+        *ret = (Asked){
+                .fd = -EBADF, .pidfd = -EBADF, .deadline_ms = deadline_of(reader), .session_fd = -EBADF
+        };
+        if (unpark(reader, session_fd, &p) > 0) {
+                /* A child that read this image already, waiting: no fork, no hello. One that is gone (its
+                 * time ran out as it was asked) leaves the question to a new one. */
+                if (send_with_fds(p.fd, req, size, fds, n_fds, MSG_DONTWAIT) >= 0) {
+                        ret->fd = p.fd;
+                        ret->pidfd = p.pidfd;
+                        ret->session_fd = session_fd;
+                        return 0;
+                }
+                parked_end(&p);
+        }
         if (!reader || reader->fd < 0)
                 return ask_forked(req, fds, n_fds, ret);
         for (;;) {
@@ -767,6 +924,7 @@ static int ask(
                 return ask_forked(req, fds, n_fds, ret);
         if (r < 0)
                 return r;
+        ret->session_fd = session_fd;
         for (;;) {
                 r = wait_ready(ret->fd, POLLIN, ret->deadline_ms);
                 if (r < 0)
@@ -777,16 +935,19 @@ static int ask(
         }
 }
 
-/* Ends what ask() started: the child is killed unless it answered in full (answered), a forked one reaped.
- */
-static void asked_done(Asked *a, bool answered)
+/* Ends what ask() started. A child of the reader that answered in full is parked again when keep and it
+ * has an image to be found by; any other is killed (one that answered, too: it holds nothing loopd needs,
+ * and a child whose reading went wrong must not keep a device's fd), a forked one reaped. */
+static void asked_done(ImageReader *reader, Asked *a, bool answered, bool keep)
 {
-        if (!answered) {
-                if (a->pidfd >= 0)
-                        (void)pidfd_signal(a->pidfd, SIGKILL);
-                else if (a->pid > 0)
-                        (void)kill(a->pid, SIGKILL);
+        if (answered && keep && a->pid == 0 && a->session_fd >= 0 && a->pidfd >= 0) {
+                image_reader_park(reader, TAKE_FD(a->fd), TAKE_FD(a->pidfd), a->session_fd);
+                return;
         }
+        if (a->pidfd >= 0)
+                (void)pidfd_signal(a->pidfd, SIGKILL);
+        else if (a->pid > 0)
+                (void)kill(a->pid, SIGKILL);
         a->fd = safe_close(a->fd);
         a->pidfd = safe_close(a->pidfd);
         /* Reaped here, before loopd's SIGCHLD handler can run: it has answered (it exits) or was killed. */
@@ -822,11 +983,13 @@ int image_reader_probe_loop(
         };
         if (area->n_parts > 0)
                 memcpy(req->parts, area->parts, area->n_parts * sizeof(KernelPartition));
-        r = ask(reader, req, offsetof(Request, parts) + area->n_parts * sizeof(KernelPartition),
+        r = ask(reader, area->image_fd, req,
+                offsetof(Request, parts) + area->n_parts * sizeof(KernelPartition),
                 (int[]){ area->disk_fd, area->image_fd }, area->image_fd >= 0 ? 2 : 1, &asked);
         if (r >= 0)
                 r = loop_answer_read(asked.fd, area, asked.deadline_ms, ret, ret_n);
-        asked_done(&asked, r >= 0);
+        /* The first look at a device Attach bound ends the image's session. */
+        asked_done(reader, &asked, r >= 0, false);
         return r;
 }
 
@@ -879,18 +1042,23 @@ static int plan_answer_read(
 }
 
 int image_reader_plan_partitions(ImageReader *reader, int devfd, uint32_t sector_size, uint64_t size,
-        PartitionSpec **ret, size_t *ret_n)
+        int image_fd, PartitionSpec **ret, size_t *ret_n)
 {
-        Request req = { .kind = REQUEST_PLAN, .size = size, .sector_size = sector_size };
+        /* A new child waits for the device's first probe after it, from the same image. */
+        Request req = { .kind = REQUEST_PLAN,
+                .size = size,
+                .sector_size = sector_size,
+                .idle_ms = image_fd >= 0 ? idle_of(reader) : 0 };
         Asked asked;
         int r;
 
         if (devfd < 0 || !ret || !ret_n || sector_size < 512 || sector_size > 4096)
                 return -EINVAL;
-        r = ask(reader, &req, offsetof(Request, parts), &devfd, 1, &asked);
+        r = ask(reader, image_fd, &req, offsetof(Request, parts), &devfd, 1, &asked);
         if (r >= 0)
                 r = plan_answer_read(asked.fd, sector_size, size, asked.deadline_ms, ret, ret_n);
-        asked_done(&asked, r >= 0);
+        /* The device's first probe comes next, from the same image. */
+        asked_done(reader, &asked, r >= 0, true);
         return r;
 }
 
@@ -912,10 +1080,10 @@ int image_reader_probe_filesystem(ImageReader *reader, int fd, const char *expec
                 expected = NULL; /* no filesystem type is that long: every prober asks */
         if (expected)
                 strcpy(req.expected, expected);
-        r = ask(reader, &req, offsetof(Request, parts), &fd, 1, &asked);
+        r = ask(reader, -EBADF, &req, offsetof(Request, parts), &fd, 1, &asked);
         if (r >= 0)
                 r = loop_answer_read(asked.fd, &area, asked.deadline_ms, &list, &n);
-        asked_done(&asked, r >= 0);
+        asked_done(reader, &asked, r >= 0, false);
         if (r < 0)
                 return r;
         fstype = n > 0 ? TAKE_PTR(list[0].fstype) : strdup("");

@@ -62,13 +62,25 @@ int image_reader_probe_loop(
         ImageReader *reader, const LoopProbeArea *area, PartitionInfo **ret, size_t *ret_n);
 /* partition_plan(devfd, sector_size, size) in a child, as image_reader_probe_loop() probes: the partitions
  * BLKPG should add, each checked here against the device (a number from 1 to 256 given once, start and
- * length multiples of sector_size, within size): -EBADMSG for a plan that is not. */
+ * length multiples of sector_size, within size): -EBADMSG for a plan that is not. image_fd (-EBADF: none):
+ * the image devfd reads, whose session the plan goes on. */
 int image_reader_plan_partitions(ImageReader *reader, int devfd, uint32_t sector_size, uint64_t size,
-        PartitionSpec **ret, size_t *ret_n);
+        int image_fd, PartitionSpec **ret, size_t *ret_n);
 /* probe_filesystem_fd(fd, expected) in a child, as image_reader_probe_loop() probes: fd is a block device
  * the caller opened (probe_open_node()). Missing values are "". */
 int image_reader_probe_filesystem(ImageReader *reader, int fd, const char *expected, char **ret_fstype,
         char **ret_label, char **ret_uuid);
+/* Sessions. A child of the reader that read a caller's image (image_reader_submit(); the worker that asked
+ * parks it here) stays, confined as it is, for what loopd asks next about the same image: the partition
+ * table of the device bound to it, then that device's first probe, which ends the session. One child an
+ * Attach, as when it only read the image: a fork costs a millisecond of CPU on a 2-CPU VM. A parked child
+ * is found by its image's inode, killed once its session ends or the reader's timeout passes, and at most
+ * 8 wait at once (the oldest goes first). */
+
+/* Parks the child behind fd (loopd's end of its socket, after its first answer was read) and pidfd, both
+ * taken, under image_fd's file. Without a reader, or when anything is missing, the child is killed. */
+void image_reader_park(ImageReader *reader, int fd, int pidfd, int image_fd);
+
 /* Confines the calling process, a child forked of loopd that holds only the fds it reads and answers on,
  * as the reader's children are before they read a caller's bytes (uid and gid 0x7a720000 when root, no
  * capabilities, no_new_privs, the seccomp filter, bounded memory, no file writes, no children). */

@@ -259,7 +259,7 @@ static int try_attach(unsigned number, int backing_fd, const LoopConfig *config,
 
         r = verify_device(devfd, config, expected_size);
         if (r >= 0 && config->partition_scan)
-                r = loop_sync_partitions(devfd, number, config->reader);
+                r = loop_sync_partitions(devfd, number, config->reader, backing_fd);
         if (r >= 0)
                 r = read_bound_info(devfd, number, diskseq, ret);
         if (r < 0) {

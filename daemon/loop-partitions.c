@@ -50,7 +50,7 @@ static int ensure_partition_node(unsigned number, const KernelPartition *p)
 }
 
 static int sync_partitions(
-        int devfd, unsigned number, uint32_t sector_size, uint64_t size, ImageReader *reader)
+        int devfd, unsigned number, uint32_t sector_size, uint64_t size, ImageReader *reader, int image_fd)
 {
         _cleanup_free_ KernelPartition *parts = NULL;
         size_t n = 0;
@@ -66,7 +66,8 @@ static int sync_partitions(
                 _cleanup_free_ PartitionSpec *specs = NULL;
                 size_t nspecs = 0;
 
-                r = image_reader_plan_partitions(reader, devfd, sector_size, size, &specs, &nspecs);
+                r = image_reader_plan_partitions(
+                        reader, devfd, sector_size, size, image_fd, &specs, &nspecs);
                 if (r < 0)
                         return r;
                 if (nspecs == 0)
@@ -88,7 +89,7 @@ static int sync_partitions(
         return (int)n;
 }
 
-int loop_sync_partitions(int devfd, unsigned number, ImageReader *reader)
+int loop_sync_partitions(int devfd, unsigned number, ImageReader *reader, int image_fd)
 {
         uint64_t size;
         int ss;
@@ -99,7 +100,7 @@ int loop_sync_partitions(int devfd, unsigned number, ImageReader *reader)
                 return negative_errno();
         if (ss < 512 || ss > 4096)
                 return -EINVAL;
-        return sync_partitions(devfd, number, (uint32_t)ss, size, reader);
+        return sync_partitions(devfd, number, (uint32_t)ss, size, reader, image_fd);
 }
 
 int loop_restore_partitions(unsigned number, uint64_t expected_diskseq, ImageReader *reader)
@@ -111,7 +112,7 @@ int loop_restore_partitions(unsigned number, uint64_t expected_diskseq, ImageRea
         devfd = loop_open_checked(number, expected_diskseq);
         if (devfd < 0)
                 return devfd;
-        return loop_sync_partitions(devfd, number, reader);
+        return loop_sync_partitions(devfd, number, reader, -EBADF);
 }
 
 int loop_open_writable(unsigned number, uint64_t expected_diskseq)
@@ -157,7 +158,7 @@ int loop_update_partitions(unsigned number, uint64_t expected_diskseq, ImageRead
                 return negative_errno();
         if (ss < 512 || ss > 4096)
                 return -EINVAL;
-        r = image_reader_plan_partitions(reader, devfd, (uint32_t)ss, size, &specs, &nspecs);
+        r = image_reader_plan_partitions(reader, devfd, (uint32_t)ss, size, -EBADF, &specs, &nspecs);
         if (r < 0)
                 return r;
         r = partition_list_kernel(number, &parts, &n);

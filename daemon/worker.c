@@ -41,6 +41,7 @@ typedef struct ProbeArgs {
 } ProbeArgs;
 
 struct Worker {
+        ImageReader *reader; /* worker_start_probe()'s, where its child is parked after the answer */
         pid_t pid;
         int pidfd; /* -EBADF where the kernel (or valgrind) has no pidfd_open() */
         int pipe_fd; /* or the image reader's answer socket */
@@ -195,6 +196,10 @@ static int worker_on_io(sd_event_source *s, int fd, uint32_t revents, void *user
                 return 0;
         }
         WorkerHeader *header = (WorkerHeader *)buf;
+        /* The reader's child waits for what comes next about this image (the bound device's table and
+         * first probe), before the callback goes on to bind it. */
+        if (w->reader && w->pid == 0 && header->result >= 0)
+                image_reader_park(w->reader, TAKE_FD(w->pipe_fd), TAKE_FD(w->pidfd), w->probe.fd);
         worker_finish(w, header->result, header->data);
         return 0;
 }
@@ -294,9 +299,10 @@ int worker_start_probe(sd_event *event, ImageReader *reader, int keep_fd, uint64
         if (!w)
                 return -ENOMEM;
         w->probe = (ProbeArgs){ .fd = keep_fd, .offset = offset, .size = size };
-        if (reader && image_reader_submit(reader, keep_fd, offset, size, &w->pipe_fd) >= 0)
+        if (reader && image_reader_submit(reader, keep_fd, offset, size, &w->pipe_fd) >= 0) {
                 w->hello = true;
-        else {
+                w->reader = reader;
+        } else {
                 r = worker_fork(w, keep_fd, probe_in_child, &w->probe);
                 if (r < 0) {
                         worker_free(w);

@@ -142,20 +142,9 @@ void test_partitionless_ext4(Fixture *f, gconstpointer data)
                 PartitionInfo *copy = NULL;
 
                 g_assert_cmpint(partition_info_array_copy(list, n, &copy), ==, 0);
-                for (size_t i = 0; i < n; i++) {
-                        g_assert_cmpuint(copy[i].number, ==, list[i].number);
-                        g_assert_cmpuint(copy[i].devnum, ==, list[i].devnum);
-                        g_assert_cmpuint(copy[i].offset, ==, list[i].offset);
-                        g_assert_cmpuint(copy[i].size, ==, list[i].size);
-                        g_assert_cmpstr(copy[i].node, ==, list[i].node);
+                assert_partition_infos_equal(copy, n, list, n);
+                for (size_t i = 0; i < n; i++)
                         g_assert_true(copy[i].node != list[i].node);
-                        g_assert_cmpstr(copy[i].part_type, ==, list[i].part_type);
-                        g_assert_cmpstr(copy[i].part_name, ==, list[i].part_name);
-                        g_assert_cmpstr(copy[i].fstype, ==, list[i].fstype);
-                        g_assert_cmpstr(copy[i].label, ==, list[i].label);
-                        g_assert_cmpstr(copy[i].uuid, ==, list[i].uuid);
-                        g_assert_cmpstr(copy[i].mount_point, ==, list[i].mount_point);
-                }
                 g_assert_null(copy[n].node);
                 partition_info_array_free(copy, n);
         }

@@ -283,25 +283,6 @@ void assert_entry_matches_blkid(const PartitionInfo *e)
         g_assert_cmpstr(e->uuid, ==, g_hash_table_lookup(blkid, "UUID") ?: "");
 }
 
-/* a and b, entry by entry. */
-static void assert_same_entries(const PartitionInfo *a, size_t n_a, const PartitionInfo *b, size_t n_b)
-{
-        g_assert_cmpuint(n_a, ==, n_b);
-        for (size_t i = 0; i < n_a; i++) {
-                g_assert_cmpstr(a[i].node, ==, b[i].node);
-                g_assert_cmpuint(a[i].number, ==, b[i].number);
-                g_assert_cmpuint(a[i].devnum, ==, b[i].devnum);
-                g_assert_cmpuint(a[i].offset, ==, b[i].offset);
-                g_assert_cmpuint(a[i].size, ==, b[i].size);
-                g_assert_cmpstr(a[i].part_type, ==, b[i].part_type);
-                g_assert_cmpstr(a[i].part_name, ==, b[i].part_name);
-                g_assert_cmpstr(a[i].fstype, ==, b[i].fstype);
-                g_assert_cmpstr(a[i].label, ==, b[i].label);
-                g_assert_cmpstr(a[i].uuid, ==, b[i].uuid);
-                g_assert_cmpstr(a[i].mount_point, ==, b[i].mount_point);
-        }
-}
-
 /* loopN's list as a child of an image reader reads it (the image first when image_fd is not -EBADF). */
 static void probe_in_reader(
         unsigned number, int image_fd, uint64_t image_offset, PartitionInfo **ret, size_t *ret_n)
@@ -329,11 +310,11 @@ void probe_ok(const char *img, const LoopInfo *info, PartitionInfo **ret, size_t
         g_assert_cmpint(probe_loop_device(info->number, ret, ret_n), ==, 0);
         g_assert_cmpint(
                 probe_loop_device_image(info->number, fd, info->offset, &via_image, &n_via_image), ==, 0);
-        assert_same_entries(*ret, *ret_n, via_image, n_via_image);
+        assert_partition_infos_equal(*ret, *ret_n, via_image, n_via_image);
         probe_in_reader(info->number, fd, info->offset, &via_reader, &n_via_reader);
-        assert_same_entries(*ret, *ret_n, via_reader, n_via_reader);
+        assert_partition_infos_equal(*ret, *ret_n, via_reader, n_via_reader);
         probe_in_reader(info->number, -EBADF, 0, &via_reader_device, &n_via_reader_device);
-        assert_same_entries(*ret, *ret_n, via_reader_device, n_via_reader_device);
+        assert_partition_infos_equal(*ret, *ret_n, via_reader_device, n_via_reader_device);
         partition_info_array_free(via_image, n_via_image);
         partition_info_array_free(via_reader, n_via_reader);
         partition_info_array_free(via_reader_device, n_via_reader_device);

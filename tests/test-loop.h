@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "partition-info-assert.h"
 
 #define MIB (UINT64_C(1) << 20)
 

@@ -17,6 +17,7 @@
 #include "image-reader.h"
 #include "image.h"
 #include "images.h"
+#include "partition-info-assert.h"
 #include "worker.h"
 
 typedef struct Answer {
@@ -289,21 +290,8 @@ static void assert_reader_probes_as_here(
         };
         g_assert_cmpint(probe_loop_read(&a, &here, &n_here), ==, 0);
         g_assert_cmpint(image_reader_probe_loop(reader, &a, &there, &n_there), ==, 0);
-        g_assert_cmpuint(n_there, ==, n_here);
         g_assert_cmpuint(n_there, >, 0);
-        for (size_t i = 0; i < n_here; i++) {
-                g_assert_cmpstr(there[i].node, ==, here[i].node);
-                g_assert_cmpuint(there[i].number, ==, here[i].number);
-                g_assert_cmpuint(there[i].devnum, ==, here[i].devnum);
-                g_assert_cmpuint(there[i].offset, ==, here[i].offset);
-                g_assert_cmpuint(there[i].size, ==, here[i].size);
-                g_assert_cmpstr(there[i].part_type, ==, here[i].part_type);
-                g_assert_cmpstr(there[i].part_name, ==, here[i].part_name);
-                g_assert_cmpstr(there[i].fstype, ==, here[i].fstype);
-                g_assert_cmpstr(there[i].label, ==, here[i].label);
-                g_assert_cmpstr(there[i].uuid, ==, here[i].uuid);
-                g_assert_cmpstr(there[i].mount_point, ==, "");
-        }
+        assert_partition_infos_equal(there, n_there, here, n_here);
         g_assert_cmpstr(there[0].part_name, ==, name);
         g_assert_cmpstr(there[0].label, ==, label);
         g_assert_cmpstr(there[0].fstype, ==, "ext4");
@@ -370,7 +358,7 @@ static void test_reader_plans_as_loopd_would(void)
         g_assert_cmpuint(here[1].length, ==, 8192 * 512);
         for (int forked = 0; forked < 2; forked++) {
                 g_assert_cmpint(image_reader_plan_partitions(
-                                        forked ? NULL : reader, fd, 512, 16 << 20, &there, &n_there),
+                                        forked ? NULL : reader, fd, 512, 16 << 20, -EBADF, &there, &n_there),
                         ==, 0);
                 g_assert_cmpuint(n_there, ==, n_here);
                 for (size_t i = 0; i < n_here; i++) {
@@ -383,7 +371,8 @@ static void test_reader_plans_as_loopd_would(void)
         }
         /* A device smaller than the table says: the plan is cut to it, and what the child answers is
          * checked against that size. */
-        g_assert_cmpint(image_reader_plan_partitions(reader, fd, 512, 8 << 20, &there, &n_there), ==, 0);
+        g_assert_cmpint(
+                image_reader_plan_partitions(reader, fd, 512, 8 << 20, -EBADF, &there, &n_there), ==, 0);
         for (size_t i = 0; i < n_there; i++)
                 g_assert_cmpuint(there[i].start + there[i].length, <=, 8 << 20);
         free(there);
@@ -391,6 +380,107 @@ static void test_reader_plans_as_loopd_would(void)
         close(fd);
         image_reader_free(reader);
         g_assert_cmpint(waitpid(pid, NULL, 0), ==, pid);
+}
+
+/* How many children pid has now. */
+static size_t children_of(pid_t pid)
+{
+        g_autofree char *path = g_strdup_printf("/proc/%d/task/%d/children", pid, pid), *text = NULL;
+        g_auto(GStrv) pids = NULL;
+
+        g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
+        pids = g_strsplit(g_strstrip(text), " ", -1);
+        return **pids ? g_strv_length(pids) : 0;
+}
+
+/* Waits until pid has n children; false if it does not within 2 s. */
+static gboolean children_become(pid_t pid, size_t n)
+{
+        for (int tries = 0; tries < 200; tries++) {
+                if (children_of(pid) == n)
+                        return TRUE;
+                g_usleep(10000);
+        }
+        return FALSE;
+}
+
+/* An Attach's session: the child that read the image is parked, answers the bound device's plan and first
+ * probe without a fork, and goes after the probe; one that nobody asks goes when its time is up. */
+static void test_reader_session_serves_an_attach(void)
+{
+        g_autofree char *disk = g_build_filename(tmpdir, "session.img", NULL);
+        PartitionSpec *specs = NULL;
+        PartitionInfo *list = NULL;
+        size_t n_specs = 0, n = 0;
+        ImageReader *reader = NULL;
+        sd_event *event = NULL;
+        Worker *w = NULL;
+        Answer answer = {};
+        pid_t pid;
+        int fd;
+
+        image_create(disk, 16 << 20);
+        image_sfdisk(disk, "label: gpt\nstart=2048,size=8192,name=alpha\n", 512);
+        g_free(image_mkfs_at(disk, 2048 * 512, 8192 * 512, "ext4", "photos"));
+        fd = open(disk, O_RDONLY | O_CLOEXEC);
+        g_assert_cmpint(fd, >=, 0);
+
+        g_assert_cmpint(image_reader_new(IMAGE_READER_TIMEOUT_USEC, &reader), ==, 0);
+        pid = reader_pid();
+        g_assert_cmpint(pid, >, 0);
+        g_assert_true(children_become(pid, 1)); /* the one waiting */
+
+        /* The image read, as Attach does: its child is parked, and the reader has forked the next. */
+        g_assert_cmpint(sd_event_new(&event), >=, 0);
+        g_assert_cmpint(
+                worker_start_probe(event, reader, fd, 0, 0, 10 * G_USEC_PER_SEC, on_answer, &answer, &w), ==,
+                0);
+        while (!answer.done)
+                g_assert_cmpint(sd_event_run(event, UINT64_MAX), >=, 0);
+        g_assert_cmpint(answer.result, ==, 0);
+        g_assert_true(children_become(pid, 2));
+
+        /* The plan, then the first probe, from the same image: no child is forked for them. */
+        g_assert_cmpint(
+                image_reader_plan_partitions(reader, fd, 512, 16 << 20, fd, &specs, &n_specs), ==, 0);
+        g_assert_cmpuint(n_specs, ==, 1);
+        g_assert_cmpuint(specs[0].start, ==, 2048 * 512);
+        g_assert_cmpuint(children_of(pid), ==, 2);
+        const KernelPartition part = { .number = 1, .start = 2048 * 512, .size = 8192 * 512, .devnum = 1 };
+        LoopProbeArea a = { .loop_number = 99991,
+                .devnum = 2,
+                .disk_fd = fd,
+                .size = 16 << 20,
+                .sector_size = 512,
+                .image_fd = fd,
+                .parts = (KernelPartition *)&part,
+                .n_parts = 1 };
+        g_assert_cmpint(image_reader_probe_loop(reader, &a, &list, &n), ==, 0);
+        g_assert_cmpuint(n, ==, 1);
+        g_assert_cmpstr(list[0].part_name, ==, "alpha");
+        g_assert_cmpstr(list[0].label, ==, "photos");
+        /* The probe ended the session: the parked child is gone, the waiting one stays. */
+        g_assert_true(children_become(pid, 1));
+        partition_info_array_free(list, n);
+        free(specs);
+        image_reader_free(reader);
+        g_assert_cmpint(waitpid(pid, NULL, 0), ==, pid);
+
+        /* Parked and never asked: it goes by itself once the reader's timeout has passed. */
+        answer = (Answer){};
+        g_assert_cmpint(image_reader_new(300 * 1000, &reader), ==, 0);
+        pid = reader_pid();
+        g_assert_cmpint(
+                worker_start_probe(event, reader, fd, 0, 0, 10 * G_USEC_PER_SEC, on_answer, &answer, &w), ==,
+                0);
+        while (!answer.done)
+                g_assert_cmpint(sd_event_run(event, UINT64_MAX), >=, 0);
+        g_assert_true(children_become(pid, 2));
+        g_assert_true(children_become(pid, 1));
+        image_reader_free(reader);
+        g_assert_cmpint(waitpid(pid, NULL, 0), ==, pid);
+        sd_event_unref(event);
+        close(fd);
 }
 
 static void test_reader_exits_when_freed(void)
@@ -416,6 +506,7 @@ int main(int argc, char **argv)
         g_test_add_func("/worker/reader/exits-when-freed", test_reader_exits_when_freed);
         g_test_add_func("/worker/reader/child-is-confined", test_reader_child_is_confined);
         g_test_add_func("/worker/reader/plans-as-loopd-would", test_reader_plans_as_loopd_would);
+        g_test_add_func("/worker/reader/session-serves-an-attach", test_reader_session_serves_an_attach);
         g_test_add_func(
                 "/worker/reader/probes-a-device-as-loopd-would", test_reader_probes_a_device_as_loopd_would);
 
