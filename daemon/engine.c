@@ -649,10 +649,7 @@ static int open_read_device(Manager *m, const LoopInfo *info, int fd, uint64_t o
                         *ret_n = n;
                 return r;
         }
-        if (m->watcher)
-                return watcher_probe_contents(m->watcher, info->number, fd, offset, NULL, 0, ret, ret_n);
-        return fd >= 0 ? probe_loop_device_image(info->number, fd, offset, ret, ret_n)
-                       : probe_loop_device(info->number, ret, ret_n);
+        return image_reader_probe_device(m->image_reader, info->number, fd, offset, NULL, 0, ret, ret_n);
 }
 
 /* Mounts for uid every filesystem on loopN (info) that the image behind fd holds (fd < 0: read through the

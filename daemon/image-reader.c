@@ -29,7 +29,8 @@
 typedef struct Parked {
         int fd; /* loopd's end of its socket */
         int pidfd;
-        dev_t dev; /* the image it read */
+        int image_fd; /* the image it read (a copy of the fd: the inode cannot be reused while parked) */
+        dev_t dev;
         ino_t ino;
         int64_t until_ms; /* killed after this, asked or not */
 } Parked;
@@ -235,6 +236,22 @@ static int data_size(uint64_t *ret)
  * write to and no child of its own. It needs nothing else: the fds it reads come over the socket. */
 static int child_confine(const ReaderLimits *limits, pid_t reader)
 {
+        struct rlimit data;
+        int null;
+
+        /* Nothing of loopd's: not even its stdout and stderr (under systemd, loopd's journal stream). */
+        null = open("/dev/null", O_RDWR | O_CLOEXEC | O_NOCTTY);
+        if (null < 0)
+                return -errno;
+        for (int fd = 0; fd < 3; fd++)
+                if (dup2(null, fd) < 0)
+                        return -errno;
+        if (null > 2)
+                (void)close(null);
+        /* Not above the hard limit loopd was given (LimitDATA=): lowering it is all a child may do. */
+        if (getrlimit(RLIMIT_DATA, &data) < 0)
+                return -errno;
+        data.rlim_cur = data.rlim_max = MIN(limits->data, data.rlim_max);
         if (geteuid() == 0) {
                 if (setgroups(0, NULL) < 0 || setresgid(READER_ID, READER_ID, READER_ID) < 0 ||
                         setresuid(READER_ID, READER_ID, READER_ID) < 0)
@@ -245,8 +262,7 @@ static int child_confine(const ReaderLimits *limits, pid_t reader)
                 return -ESRCH;
         if (prctl(PR_SET_DUMPABLE, 0) < 0 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
                 return -errno;
-        if (setrlimit(RLIMIT_DATA, &(struct rlimit){ limits->data, limits->data }) < 0 ||
-                setrlimit(RLIMIT_FSIZE, &(struct rlimit){ 0, 0 }) < 0 ||
+        if (setrlimit(RLIMIT_DATA, &data) < 0 || setrlimit(RLIMIT_FSIZE, &(struct rlimit){ 0, 0 }) < 0 ||
                 setrlimit(RLIMIT_NPROC, &(struct rlimit){ 0, 0 }) < 0 ||
                 setrlimit(RLIMIT_CORE, &(struct rlimit){ 0, 0 }) < 0)
                 return -errno;
@@ -284,7 +300,7 @@ static int limits_for_child(ReaderLimits *ret)
         uint64_t data;
         int r;
 
-        r = sandbox_filter_get(false, &ret->filter);
+        r = sandbox_filter_get(SANDBOX_FILTER_READER, &ret->filter);
         if (r < 0)
                 return r;
         r = data_size(&data);
@@ -572,6 +588,7 @@ static void parked_end(Parked *p)
                 (void)pidfd_signal(p->pidfd, SIGKILL);
         p->pidfd = safe_close(p->pidfd);
         p->fd = safe_close(p->fd);
+        p->image_fd = safe_close(p->image_fd);
 }
 
 /* Ends the parked children whose time is up (all of them with every). */
@@ -601,10 +618,12 @@ ImageReader *image_reader_free(ImageReader *reader)
 
 void image_reader_park(ImageReader *reader, int fd, int pidfd, int image_fd)
 {
-        Parked p = { .fd = fd, .pidfd = pidfd };
+        Parked p = { .fd = fd, .pidfd = pidfd, .image_fd = -EBADF };
         struct stat st;
 
-        if (!reader || fd < 0 || pidfd < 0 || image_fd < 0 || fstat(image_fd, &st) < 0) {
+        if (reader && image_fd >= 0)
+                p.image_fd = fcntl(image_fd, F_DUPFD_CLOEXEC, 3);
+        if (!reader || fd < 0 || pidfd < 0 || p.image_fd < 0 || fstat(p.image_fd, &st) < 0) {
                 parked_end(&p);
                 return;
         }
@@ -633,6 +652,7 @@ static int unpark(ImageReader *reader, int image_fd, Parked *ret)
                 if (reader->parked[i].dev != st.st_dev || reader->parked[i].ino != st.st_ino)
                         continue;
                 *ret = reader->parked[i];
+                ret->image_fd = safe_close(ret->image_fd);
                 memmove(reader->parked + i, reader->parked + i + 1,
                         (--reader->n_parked - i) * sizeof(Parked));
                 return 1;
@@ -675,10 +695,11 @@ fail:
         return r;
 }
 
-/* How long a child of the reader waits for a follow-up: as long as it may stay parked. */
+/* How long a child of the reader waits for a follow-up: a second longer than loopd keeps it parked, so
+ * that a question sent as loopd's time for it runs out still finds it there. */
 static uint32_t idle_of(const ImageReader *reader)
 {
-        return reader ? (uint32_t)MIN(reader->timeout_usec / 1000, (uint64_t)UINT32_MAX) : 0;
+        return reader ? (uint32_t)MIN(reader->timeout_usec / 1000 + 1000, (uint64_t)UINT32_MAX) : 0;
 }
 
 int image_reader_submit(ImageReader *reader, int image_fd, uint64_t offset, uint64_t size, int *ret_fd)
@@ -799,7 +820,7 @@ static int loop_answer_read(
                 if (head.kind == LOOP_ANSWER_END) {
                         /* Every partition the kernel has, after the whole device if it holds a filesystem.
                          */
-                        r = head.result < 0 ? head.result
+                        r = head.result < 0 ? (head.result >= -4095 ? head.result : -EIO)
                                 : (size_t)k == sizeof(head) && n >= area->n_parts &&
                                         n - area->n_parts == (n > 0 && list[0].number == 0)
                                 ? 0
@@ -947,13 +968,13 @@ static void asked_done(ImageReader *reader, Asked *a, bool answered, bool keep)
         if (a->pidfd >= 0)
                 (void)pidfd_signal(a->pidfd, SIGKILL);
         else if (a->pid > 0)
-                (void)kill(a->pid, SIGKILL);
+                (void)kill(a->pid, SIGKILL); /* not reaped yet: the pid is still this child's */
         a->fd = safe_close(a->fd);
         a->pidfd = safe_close(a->pidfd);
-        /* Reaped here, before loopd's SIGCHLD handler can run: it has answered (it exits) or was killed. */
+        /* Reaped here if it is gone already; if not (a read a FUSE server never answers holds it in the
+         * kernel), loopd's SIGCHLD handler reaps it once the kill lands: loopd never waits for it. */
         if (a->pid > 0)
-                while (waitpid(a->pid, NULL, 0) < 0 && errno == EINTR)
-                        ;
+                (void)waitpid(a->pid, NULL, WNOHANG);
         a->pid = 0;
 }
 
@@ -1014,7 +1035,7 @@ static int plan_answer_read(
         if (k < (ssize_t)offsetof(PlanAnswer, specs))
                 return k < 0 && k != -EMSGSIZE ? (int)k : -EIO;
         if (answer->result < 0)
-                return answer->result;
+                return answer->result >= -4095 ? answer->result : -EIO;
         if (answer->n > REQUEST_PARTS_MAX ||
                 (size_t)k != offsetof(PlanAnswer, specs) + answer->n * sizeof(PartitionSpec))
                 return -EBADMSG;
@@ -1096,6 +1117,20 @@ int image_reader_probe_filesystem(ImageReader *reader, int fd, const char *expec
         *ret_label = TAKE_PTR(label);
         *ret_uuid = TAKE_PTR(uuid);
         return 0;
+}
+
+int image_reader_probe_device(ImageReader *reader, unsigned number, int image_fd, uint64_t image_offset,
+        const KernelPartition *known, size_t n_known, PartitionInfo **ret, size_t *ret_n)
+{
+        LoopProbeArea a;
+        int r;
+
+        r = probe_loop_open(number, image_fd, image_offset, known, n_known, &a);
+        if (r < 0)
+                return r;
+        r = image_reader_probe_loop(reader, &a, ret, ret_n);
+        probe_loop_done(&a);
+        return r;
 }
 
 int image_reader_read_hello(int fd, int *ret_pidfd)

@@ -10,9 +10,11 @@
  *
  * What a caller hands in is theirs to change at any moment, also between two reads of one probe: a GPT
  * header checked for a sane entry array and read again by libblkid can ask it for gigabytes. So the child
- * confines itself before it takes a request: an id of its own (not root), no capabilities, no_new_privs,
- * the sandboxes' seccomp filter, 256 MiB of memory more than the reader had, no file it may write, no
- * child. libblkid's parsers then read a user's bytes in a process that has nothing to lose.
+ * confines itself before it takes a request: an id that no user or file has (not root; the same for all of
+ * them, so the filter keeps them from signalling each other), no capabilities, no_new_privs, /dev/null for
+ * its standard streams, a seccomp filter (the sandboxes' and: no signal, no flock, no loop ioctl, nothing
+ * opened for writing or made, changed or removed by name), 256 MiB of private memory more than the reader
+ * had, no child. libblkid's parsers then read a user's bytes in a process that has nothing to lose.
  */
 #pragma once
 
@@ -49,7 +51,7 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(ImageReader *, image_reader_free);
 
 /* Hands image_fd to the next child, which runs image_probe(image_fd, offset, size) and answers on the
  * returned socket (*ret_fd, loopd's end, nonblocking): first a hello (image_reader_read_hello()), then an
- * ImageReaderAnswer, in one message. The child
+ * ImageReaderAnswer, each a message of its own. The child
  * closes its copy of image_fd before it answers. -EPIPE once the reader is gone (loopd then forks a worker
  * itself). */
 int image_reader_submit(ImageReader *reader, int image_fd, uint64_t offset, uint64_t size, int *ret_fd);
@@ -60,6 +62,12 @@ int image_reader_submit(ImageReader *reader, int image_fd, uint64_t offset, uint
  * child died first; -EBADMSG when it answered what area does not allow; else the child's error. */
 int image_reader_probe_loop(
         ImageReader *reader, const LoopProbeArea *area, PartitionInfo **ret, size_t *ret_n);
+/* What is on loopN now: probe_loop_open() here (no byte of its contents read), image_reader_probe_loop()
+ * in a child. Through image_fd at image_offset first when it is not -EBADF (the caller vouches it is what
+ * loopN reads; its session, if any, ends). known, n_known: the kernel's partitions as the caller read them
+ * a moment ago (NULL: read). */
+int image_reader_probe_device(ImageReader *reader, unsigned number, int image_fd, uint64_t image_offset,
+        const KernelPartition *known, size_t n_known, PartitionInfo **ret, size_t *ret_n);
 /* partition_plan(devfd, sector_size, size) in a child, as image_reader_probe_loop() probes: the partitions
  * BLKPG should add, each checked here against the device (a number from 1 to 256 given once, start and
  * length multiples of sector_size, within size): -EBADMSG for a plan that is not. image_fd (-EBADF: none):

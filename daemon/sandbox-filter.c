@@ -1,6 +1,7 @@
 /* sandbox-filter.c: the seccomp filter of loopd's sandbox: the system calls that a program parsing a
  * user's image never needs and that reach past the sandbox or widen the kernel's attack surface. */
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/filter.h>
 #include <linux/fs.h>
 #include <sched.h>
@@ -114,9 +115,100 @@ static const unsigned long namespace_flags[] = {
         CLONE_NEWCGROUP,
 };
 
-static int add_rules(scmp_filter_ctx ctx, bool fake_block_ioctls)
+/* Refused to the image reader's children (EPERM) on top of denied[]: they read what they are handed and
+ * answer on a socket. All of them run as one uid: no signal may reach another (a waiting one, or another
+ * caller's); no lock of the device fd they get (loopd's shared flock rides on the same open file); no
+ * file or name made, changed or removed (open() for writing is refused in reader_rules()). */
+static const char *const reader_denied[] = {
+        "kill",
+        "tkill",
+        "tgkill",
+        "pidfd_send_signal",
+        "rt_sigqueueinfo",
+        "rt_tgsigqueueinfo",
+        "flock",
+        "creat",
+        "mkdir",
+        "mkdirat",
+        "mknod",
+        "mknodat",
+        "symlink",
+        "symlinkat",
+        "link",
+        "linkat",
+        "rename",
+        "renameat",
+        "renameat2",
+        "unlink",
+        "unlinkat",
+        "rmdir",
+        "chmod",
+        "fchmod",
+        "fchmodat",
+        "chown",
+        "fchown",
+        "fchownat",
+        "lchown",
+        "truncate",
+        "ftruncate",
+        "utime",
+        "utimes",
+        "utimensat",
+        "futimesat",
+        "setxattr",
+        "lsetxattr",
+        "fsetxattr",
+        "removexattr",
+        "lremovexattr",
+        "fremovexattr",
+        "memfd_create",
+};
+
+static int reader_rules(scmp_filter_ctx ctx)
 {
+        /* open()/openat() for anything but reading: its flags are argument 1 and 2. openat2() takes them
+         * in memory, where a filter cannot look: ENOSYS (glibc's open() does not use it). */
+        static const unsigned write_flags[] = { O_WRONLY, O_RDWR, O_CREAT, O_TRUNC, O_APPEND };
         int r;
+
+        for (size_t i = 0; i < ELEMENTSOF(reader_denied); i++) {
+                int nr = seccomp_syscall_resolve_name(reader_denied[i]);
+
+                if (nr == __NR_SCMP_ERROR)
+                        continue;
+                r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), nr, 0);
+                if (r < 0)
+                        return r;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(write_flags); i++) {
+                r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(open), 1,
+                        SCMP_A1(SCMP_CMP_MASKED_EQ, write_flags[i], write_flags[i]));
+                if (r < 0)
+                        return r;
+                r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(openat), 1,
+                        SCMP_A2(SCMP_CMP_MASKED_EQ, write_flags[i], write_flags[i]));
+                if (r < 0)
+                        return r;
+        }
+        r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(openat2), 0);
+        if (r < 0)
+                return r;
+        /* The loop driver's ioctls (0x4Cxx): LOOP_CLR_FD and LOOP_CHANGE_FD need no capability, only an fd
+         * of the device. The kernel reads the request as an unsigned int: the upper half is not compared. */
+        return seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl), 1,
+                SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffff00u, 0x4c00u));
+}
+
+static int add_rules(scmp_filter_ctx ctx, SandboxFilterKind kind)
+{
+        bool fake_block_ioctls = kind == SANDBOX_FILTER_MKFS_XFS;
+        int r;
+
+        if (kind == SANDBOX_FILTER_READER) {
+                r = reader_rules(ctx);
+                if (r < 0)
+                        return r;
+        }
 
         /* mkfs.xfs insists on BLKBSZSET and BLKFLSBUF, which need CAP_SYS_ADMIN and which it does not need
          * on a device nobody else has open (Format opened it O_EXCL): they succeed without doing anything.
@@ -170,7 +262,7 @@ static int add_rules(scmp_filter_ctx ctx, bool fake_block_ioctls)
 }
 
 /* The filter as BPF, in memory (libseccomp 2.5 exports to an fd only). */
-static int filter_build(bool fake_block_ioctls, struct sock_filter **ret_code, size_t *ret_n)
+static int filter_build(SandboxFilterKind kind, struct sock_filter **ret_code, size_t *ret_n)
 {
         scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
         _cleanup_close_ int fd = -EBADF;
@@ -183,7 +275,7 @@ static int filter_build(bool fake_block_ioctls, struct sock_filter **ret_code, s
                 return -ENOMEM;
         /* Only the native architecture: a system call of another (i386's int 0x80 on x86-64, x32) kills the
          * process, libseccomp's default for architectures the filter does not list. */
-        r = add_rules(ctx, fake_block_ioctls);
+        r = add_rules(ctx, kind);
         if (r >= 0) {
                 fd = memfd_create("loopd-seccomp", MFD_CLOEXEC);
                 r = fd < 0 ? -errno : seccomp_export_bpf(ctx, fd);
@@ -209,17 +301,21 @@ static int filter_build(bool fake_block_ioctls, struct sock_filter **ret_code, s
         return 0;
 }
 
-int sandbox_filter_get(bool fake_block_ioctls, const struct sock_fprog **ret)
+int sandbox_filter_get(SandboxFilterKind kind, const struct sock_fprog **ret)
 {
         /* Built once each: the rules do not change while loopd runs. Kept until loopd exits. */
-        static struct sock_fprog programs[2];
-        struct sock_fprog *program = &programs[fake_block_ioctls];
+        static struct sock_fprog programs[_SANDBOX_FILTER_MAX];
+        struct sock_fprog *program;
+
+        if (kind < 0 || kind >= _SANDBOX_FILTER_MAX)
+                return -EINVAL;
+        program = &programs[kind];
         struct sock_filter *code = NULL;
         size_t n = 0;
         int r;
 
         if (!program->filter) {
-                r = filter_build(fake_block_ioctls, &code, &n);
+                r = filter_build(kind, &code, &n);
                 if (r < 0)
                         return r;
                 *program = (struct sock_fprog){ .len = (unsigned short)n, .filter = code };

@@ -4,7 +4,14 @@
 #include <linux/filter.h>
 #include <stdbool.h>
 
+typedef enum SandboxFilterKind {
+        SANDBOX_FILTER_PROGRAM, /* qemu-storage-daemon, the FUSE drivers, mkfs */
+        SANDBOX_FILTER_MKFS_XFS, /* the same, and BLKBSZSET and BLKFLSBUF succeed without doing anything */
+        SANDBOX_FILTER_READER, /* the image reader's children: also no signal to anyone, no flock, no loop
+                                * ioctl, and nothing written, made or changed by name in any filesystem */
+        _SANDBOX_FILTER_MAX,
+} SandboxFilterKind;
+
 /* The filter, built on the first call (libseccomp), for a child to load after no_new_privs: loading it
- * allocates nothing. fake_block_ioctls: BLKBSZSET and BLKFLSBUF succeed without doing anything (mkfs.xfs).
- */
-int sandbox_filter_get(bool fake_block_ioctls, const struct sock_fprog **ret);
+ * allocates nothing. */
+int sandbox_filter_get(SandboxFilterKind kind, const struct sock_fprog **ret);

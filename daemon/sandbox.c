@@ -515,7 +515,8 @@ int sandbox_spawn(const SandboxSpec *spec, pid_t *ret_pid, int *ret_pidfd)
 
         if (!spec || !spec->path || !spec->argv || spec->n_fds > SANDBOX_FDS_MAX || !ret_pid || !ret_pidfd)
                 return -EINVAL;
-        r = sandbox_filter_get(spec->fake_block_ioctls, &shared.filter);
+        r = sandbox_filter_get(
+                spec->fake_block_ioctls ? SANDBOX_FILTER_MKFS_XFS : SANDBOX_FILTER_PROGRAM, &shared.filter);
         if (r < 0)
                 return r;
         r = shared_namespaces(&shared.net_fd, &shared.ipc_fd);

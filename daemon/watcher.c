@@ -50,20 +50,6 @@ static void tracked_free(Tracked *t)
         free(t);
 }
 
-int watcher_probe_contents(Watcher *w, unsigned number, int image_fd, uint64_t image_offset,
-        const KernelPartition *known, size_t n_known, PartitionInfo **ret, size_t *ret_n)
-{
-        LoopProbeArea a;
-        int r;
-
-        r = probe_loop_open(number, image_fd, image_offset, known, n_known, &a);
-        if (r < 0)
-                return r;
-        r = image_reader_probe_loop(w->image_reader, &a, ret, ret_n);
-        probe_loop_done(&a);
-        return r;
-}
-
 /* Probes what is on the device now: through the image Attach bound to it, the first time (with the kernel's
  * partitions the table has just read), else through the device. */
 static int tracked_probe(Watcher *w, Tracked *t)
@@ -74,9 +60,11 @@ static int tracked_probe(Watcher *w, Tracked *t)
         int fd = -EBADF, r;
 
         if (registry_take_image(w->registry, t->info->number, t->info->diskseq, &fd, &offset) >= 0)
-                r = watcher_probe_contents(w, t->info->number, fd, offset, t->parts, t->n_parts, &parts, &n);
+                r = image_reader_probe_device(
+                        w->image_reader, t->info->number, fd, offset, t->parts, t->n_parts, &parts, &n);
         else
-                r = watcher_probe_contents(w, t->info->number, -EBADF, 0, NULL, 0, &parts, &n);
+                r = image_reader_probe_device(
+                        w->image_reader, t->info->number, -EBADF, 0, NULL, 0, &parts, &n);
         safe_close(fd);
         if (r < 0) {
                 log_debug_errno(r, "Failed to probe loop%u: %m", t->info->number);

@@ -37,14 +37,6 @@ typedef struct WatcherConfig {
 int watcher_new(const WatcherConfig *config, Watcher **ret);
 Watcher *watcher_free(Watcher *w);
 
-/* What is on loopN now (probe_loop_read()'s list), read in a child of the image reader (image-reader.h),
- * through image_fd at image_offset first when it is not -EBADF (the caller vouches it is what loopN reads):
- * or in a child forked for it when there is none (no pidfds: valgrind): loopd itself parses nothing of the
- * contents, and waits at most the reader's timeout (--io-timeout).
- * known, n_known: the kernel's partitions as the caller read them a moment ago (NULL: read). */
-int watcher_probe_contents(Watcher *w, unsigned number, int image_fd, uint64_t image_offset,
-        const KernelPartition *known, size_t n_known, PartitionInfo **ret, size_t *ret_n);
-
 /* Reading the table: what the watcher last saw, never a look at the kernel. */
 
 /* loopN as the watcher last saw it (NULL when it is not bound). */

@@ -9,6 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -264,6 +267,56 @@ static void test_reader_child_is_confined(void)
         g_assert_cmpint(waitpid(pid, NULL, 0), ==, pid);
 }
 
+/* What a confined child tries, one exit status each: 0 when every attempt was refused. */
+static int try_to_get_out(const char *dir)
+{
+        g_autofree char *file = g_build_filename(dir, "written", NULL);
+        g_autofree char *sub = g_build_filename(dir, "made", NULL);
+        char target[64];
+        ssize_t k;
+
+        if (image_reader_confine() < 0)
+                return 10;
+        if (kill(getppid(), 0) == 0 || errno != EPERM)
+                return 11; /* no signal to anyone, not even a probe */
+        if (open(file, O_WRONLY | O_CREAT | O_CLOEXEC, 0600) >= 0)
+                return 12;
+        if (open("/dev/null", O_RDWR | O_CLOEXEC) >= 0)
+                return 13; /* nothing opened for writing */
+        if (mkdir(sub, 0700) == 0 || mknodat(AT_FDCWD, sub, S_IFIFO | 0600, 0) == 0)
+                return 14;
+        if (flock(0, LOCK_EX | LOCK_NB) == 0)
+                return 15;
+        if (ioctl(0, 0x4c01 /* LOOP_CLR_FD */) == 0 || errno != EPERM)
+                return 16;
+        if (fork() >= 0)
+                return 17;
+        if (socket(AF_UNIX, SOCK_STREAM, 0) >= 0)
+                return 18;
+        /* Its stdout and stderr are /dev/null, not the test's (or loopd's journal). */
+        k = readlink("/proc/self/fd/2", target, sizeof(target) - 1);
+        if (k < 0 || (target[k] = 0, strcmp(target, "/dev/null") != 0))
+                return 19;
+        return 0;
+}
+
+/* A process confined as the reader's children are can signal nobody, write, make or lock nothing, detach
+ * no loop device, start no process and open no socket. */
+static void test_confined_child_can_do_nothing(void)
+{
+        int status;
+        pid_t pid = fork();
+
+        g_assert_cmpint(pid, >=, 0);
+        if (pid == 0)
+                _exit(try_to_get_out(tmpdir));
+        g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+        g_assert_true(WIFEXITED(status));
+        g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+        g_autofree char *written = g_build_filename(tmpdir, "written", NULL);
+        g_assert_false(g_file_test(written, G_FILE_TEST_EXISTS));
+}
+
 /* A GPT disk (a regular file stands in for the device: the child reads only the fds it gets) with a named
  * ext4 partition and a named empty one, and a whole-disk ext4. */
 static void assert_reader_probes_as_here(
@@ -390,7 +443,7 @@ static size_t children_of(pid_t pid)
 
         g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
         pids = g_strsplit(g_strstrip(text), " ", -1);
-        return **pids ? g_strv_length(pids) : 0;
+        return pids[0] && *pids[0] ? g_strv_length(pids) : 0;
 }
 
 /* Waits until pid has n children; false if it does not within 2 s. */
@@ -505,6 +558,7 @@ int main(int argc, char **argv)
         g_test_add_func("/worker/reader/gone-falls-back-to-fork", test_reader_gone_falls_back_to_fork);
         g_test_add_func("/worker/reader/exits-when-freed", test_reader_exits_when_freed);
         g_test_add_func("/worker/reader/child-is-confined", test_reader_child_is_confined);
+        g_test_add_func("/worker/reader/confined-child-can-do-nothing", test_confined_child_can_do_nothing);
         g_test_add_func("/worker/reader/plans-as-loopd-would", test_reader_plans_as_loopd_would);
         g_test_add_func("/worker/reader/session-serves-an-attach", test_reader_session_serves_an_attach);
         g_test_add_func(
