@@ -164,15 +164,12 @@ static const char *const reader_denied[] = {
         "memfd_create",
 };
 
-static int reader_rules(scmp_filter_ctx ctx)
+/* Refuses the system calls named with EPERM; a name this architecture lacks is skipped. */
+static int deny_names(scmp_filter_ctx ctx, const char *const *names, size_t n)
 {
-        /* open()/openat() for anything but reading: its flags are argument 1 and 2. openat2() takes them
-         * in memory, where a filter cannot look: ENOSYS (glibc's open() does not use it). */
-        static const unsigned write_flags[] = { O_WRONLY, O_RDWR, O_CREAT, O_TRUNC, O_APPEND };
-        int r;
-
-        for (size_t i = 0; i < ELEMENTSOF(reader_denied); i++) {
-                int nr = seccomp_syscall_resolve_name(reader_denied[i]);
+        for (size_t i = 0; i < n; i++) {
+                int nr = seccomp_syscall_resolve_name(names[i]);
+                int r;
 
                 if (nr == __NR_SCMP_ERROR)
                         continue;
@@ -180,6 +177,19 @@ static int reader_rules(scmp_filter_ctx ctx)
                 if (r < 0)
                         return r;
         }
+        return 0;
+}
+
+static int reader_rules(scmp_filter_ctx ctx)
+{
+        /* open()/openat() for anything but reading: its flags are argument 1 and 2. openat2() takes them
+         * in memory, where a filter cannot look: ENOSYS (glibc's open() does not use it). */
+        static const unsigned write_flags[] = { O_WRONLY, O_RDWR, O_CREAT, O_TRUNC, O_APPEND };
+        int r;
+
+        r = deny_names(ctx, reader_denied, ELEMENTSOF(reader_denied));
+        if (r < 0)
+                return r;
         for (size_t i = 0; i < ELEMENTSOF(write_flags); i++) {
                 r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(open), 1,
                         SCMP_A1(SCMP_CMP_MASKED_EQ, write_flags[i], write_flags[i]));
@@ -224,15 +234,9 @@ static int add_rules(scmp_filter_ctx ctx, SandboxFilterKind kind)
                         return r;
         }
 
-        for (size_t i = 0; i < ELEMENTSOF(denied); i++) {
-                int nr = seccomp_syscall_resolve_name(denied[i]);
-
-                if (nr == __NR_SCMP_ERROR)
-                        continue;
-                r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), nr, 0);
-                if (r < 0)
-                        return r;
-        }
+        r = deny_names(ctx, denied, ELEMENTSOF(denied));
+        if (r < 0)
+                return r;
 
         /* No socket of any family, as systemd's RestrictAddressFamilies= answers: an AF_UNIX one could bind
          * an abstract name that another sandbox in the shared network namespace connects to. socketpair()
