@@ -15,6 +15,44 @@
 #include "image.h"
 #include "macro.h"
 
+/* The only strings an ImageProbe points to. A worker's answer is a copy of its memory, where these lie at
+ * the same addresses as in loopd (the worker is a fork of it, or of the reader, a fork of loopd):
+ * image_probe_check() accepts a pointer that is one of these and no other. */
+enum { FORMAT_QCOW2, FORMAT_VMDK, FORMAT_VDI, FORMAT_VHDX, FORMAT_VPC };
+static const char *const known_formats[] = {
+        [FORMAT_QCOW2] = "qcow2",
+        [FORMAT_VMDK] = "vmdk",
+        [FORMAT_VDI] = "vdi",
+        [FORMAT_VHDX] = "vhdx",
+        [FORMAT_VPC] = "vpc",
+};
+enum {
+        REASON_BACKING_FILE,
+        REASON_ENCRYPTED,
+        REASON_HEADER_TOO_LARGE,
+        REASON_DATA_FILE,
+        REASON_TRUNCATED,
+        REASON_EXTENT_FILES,
+        REASON_EMBEDDED_EXTENTS,
+        REASON_VMDK_PARENT,
+        REASON_VDI_PARENT,
+        REASON_VHD_PARENT,
+        REASON_FOOTER_TOO_LARGE
+};
+static const char *const known_reasons[] = {
+        [REASON_BACKING_FILE] = "it is an overlay on a backing file",
+        [REASON_ENCRYPTED] = "it is encrypted",
+        [REASON_HEADER_TOO_LARGE] = "its header claims a disk larger than any file can be",
+        [REASON_DATA_FILE] = "its data lives in an external data file",
+        [REASON_TRUNCATED] = "it is truncated: its tables lie past its end",
+        [REASON_EXTENT_FILES] = "it is a descriptor whose data lives in extent files",
+        [REASON_EMBEDDED_EXTENTS] = "its embedded descriptor names extent files",
+        [REASON_VMDK_PARENT] = "it is an overlay on a parent image",
+        [REASON_VDI_PARENT] = "it is a differencing image on a parent",
+        [REASON_VHD_PARENT] = "it is a differencing disk on a parent",
+        [REASON_FOOTER_TOO_LARGE] = "its footer claims a disk larger than any file can be",
+};
+
 #define TAIL_SIZE 512u
 
 /* How far before the image's end a 4096-byte MBR table may stop and still count as "ending at its end":
@@ -71,22 +109,22 @@ static void judge_qcow2(const uint8_t *head, size_t head_size, uint64_t image_si
                 return;
         if (be64_at(head + 8) != 0) {
                 p->verdict = IMAGE_UNSAFE;
-                p->reason = "it is an overlay on a backing file";
+                p->reason = known_reasons[REASON_BACKING_FILE];
         } else if (be32_at(head + 32) != 0) {
                 p->verdict = IMAGE_UNSUPPORTED;
-                p->reason = "it is encrypted";
+                p->reason = known_reasons[REASON_ENCRYPTED];
         } else if (be64_at(head + 24) >= VIRTUAL_SIZE_MAX) {
                 p->verdict = IMAGE_UNSUPPORTED;
-                p->reason = "its header claims a disk larger than any file can be";
+                p->reason = known_reasons[REASON_HEADER_TOO_LARGE];
         } else if (be32_at(head + 4) >= 3 && have(head_size, 72, 8) &&
                 (be64_at(head + 72) & QCOW2_INCOMPAT_DATA_FILE)) {
                 p->verdict = IMAGE_UNSAFE;
-                p->reason = "its data lives in an external data file";
+                p->reason = known_reasons[REASON_DATA_FILE];
         } else if (!within(be64_at(head + 40), (uint64_t)be32_at(head + 36) * 8, image_size) ||
                 !within(be64_at(head + 48), 1, image_size)) {
                 /* qemu would serve the missing tables as zeros: a disk with nothing on it. */
                 p->verdict = IMAGE_UNSUPPORTED;
-                p->reason = "it is truncated: its tables lie past its end";
+                p->reason = known_reasons[REASON_TRUNCATED];
         }
 }
 
@@ -99,18 +137,18 @@ static void judge_vmdk(const uint8_t *head, size_t head_size, ImageProbe *p)
 
         if (!has_bytes_at(head, head_size, 0, "KDMV", 4) && !has_bytes_at(head, head_size, 0, "COWD", 4)) {
                 p->verdict = IMAGE_UNSAFE;
-                p->reason = "it is a descriptor whose data lives in extent files";
+                p->reason = known_reasons[REASON_EXTENT_FILES];
                 return;
         }
         if (has_bytes_at(head, head_size, 0, "KDMV", 4) && have(head_size, 12, 8) &&
                 le64_at(head + 12) == 0) {
                 p->verdict = IMAGE_UNSAFE;
-                p->reason = "its embedded descriptor names extent files";
+                p->reason = known_reasons[REASON_EMBEDDED_EXTENTS];
                 return;
         }
         if (head_size > 0x200 && memmem(head + 0x200, head_size - 0x200, hint, strlen(hint))) {
                 p->verdict = IMAGE_UNSAFE;
-                p->reason = "it is an overlay on a parent image";
+                p->reason = known_reasons[REASON_VMDK_PARENT];
         }
 }
 
@@ -121,7 +159,7 @@ static void judge_vdi(const uint8_t *head, size_t head_size, ImageProbe *p)
 {
         if (have(head_size, 0x4c, 4) && le32_at(head + 0x4c) == VDI_TYPE_DIFF) {
                 p->verdict = IMAGE_UNSAFE;
-                p->reason = "it is a differencing image on a parent";
+                p->reason = known_reasons[REASON_VDI_PARENT];
         }
 }
 
@@ -132,10 +170,10 @@ static void judge_vpc(const uint8_t *footer, size_t footer_size, ImageProbe *p)
                 return;
         if (be32_at(footer + 60) == VHD_TYPE_DIFFERENCING) {
                 p->verdict = IMAGE_UNSAFE;
-                p->reason = "it is a differencing disk on a parent";
+                p->reason = known_reasons[REASON_VHD_PARENT];
         } else if (be64_at(footer + 48) >= VIRTUAL_SIZE_MAX) {
                 p->verdict = IMAGE_UNSUPPORTED;
-                p->reason = "its footer claims a disk larger than any file can be";
+                p->reason = known_reasons[REASON_FOOTER_TOO_LARGE];
         }
 }
 
@@ -145,22 +183,22 @@ static const char *detect_format(
         static const uint8_t vdi_magic[4] = { 0x7f, 0x10, 0xda, 0xbe }; /* 0xbeda107f, little endian */
 
         if (has_bytes_at(head, head_size, 0, "QFI\xfb", 4))
-                return "qcow2";
+                return known_formats[FORMAT_QCOW2];
         if (has_bytes_at(head, head_size, 0, "KDMV", 4) || has_bytes_at(head, head_size, 0, "COWD", 4) ||
                 has_bytes_at(head, head_size, 0, "# Disk DescriptorFile", 21))
-                return "vmdk";
+                return known_formats[FORMAT_VMDK];
         if (has_bytes_at(head, head_size, 0x40, vdi_magic, sizeof(vdi_magic)))
-                return "vdi";
+                return known_formats[FORMAT_VDI];
         if (has_bytes_at(head, head_size, 0, "vhdxfile", 8))
-                return "vhdx";
+                return known_formats[FORMAT_VHDX];
         /* A dynamic VHD starts with a copy of its footer; a fixed one has only the footer, in the last 512
          * bytes (511 for images written by early Virtual PC versions). */
         if (has_bytes_at(head, head_size, 0, "conectix", 8))
-                return "vpc";
+                return known_formats[FORMAT_VPC];
         if (tail_size >= 512 && has_bytes_at(tail, tail_size, tail_size - 512, "conectix", 8))
-                return "vpc";
+                return known_formats[FORMAT_VPC];
         if (tail_size >= 511 && has_bytes_at(tail, tail_size, tail_size - 511, "conectix", 8))
-                return "vpc";
+                return known_formats[FORMAT_VPC];
         return NULL;
 }
 
@@ -207,6 +245,24 @@ static uint64_t mbr_end_sectors(const uint8_t *head, size_t head_size)
                 end = MAX(end, (uint64_t)start + count);
         }
         return end;
+}
+
+int image_probe_check(const ImageProbe *p)
+{
+        bool format = !p->format, reason = !p->reason;
+
+        for (size_t i = 0; i < ELEMENTSOF(known_formats); i++)
+                format = format || p->format == known_formats[i];
+        for (size_t i = 0; i < ELEMENTSOF(known_reasons); i++)
+                reason = reason || p->reason == known_reasons[i];
+        if (!format || !reason)
+                return -EBADMSG;
+        if (p->sector_size != 512 && p->sector_size != 1024 && p->sector_size != 2048 &&
+                p->sector_size != 4096)
+                return -EBADMSG;
+        if (p->verdict != IMAGE_SERVABLE && p->verdict != IMAGE_UNSAFE && p->verdict != IMAGE_UNSUPPORTED)
+                return -EBADMSG;
+        return 0;
 }
 
 int image_probe_buffer(const uint8_t *head, size_t head_size, const uint8_t *tail, size_t tail_size,

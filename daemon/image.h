@@ -34,6 +34,10 @@ typedef struct ImageProbe {
  * read with 4096 it ends at or just before its end). Returns -ENOTUNIQ when more than one sector size
  * fits (the caller must ask for an explicit one). */
 int image_probe(int fd, uint64_t offset, uint64_t size, ImageProbe *ret);
+/* Whether p, as a worker's child sent it back, is one image_probe() could have made: format and reason NULL
+ * or one of its own strings (the very pointers: never followed before this says so), a sector size it
+ * detects, a verdict it gives. 0 or -EBADMSG. */
+int image_probe_check(const ImageProbe *p);
 
 /* The same decision on a buffer holding the image's first bytes (IMAGE_HEAD_SIZE when the image has that
  * many) and its last 512 bytes; split out so that it can be fuzzed. */

@@ -400,6 +400,8 @@ static void image_call_on_export(int result, const void *data, void *userdata)
         c->worker = NULL;
         if (data)
                 memcpy(&probe, data, sizeof(probe));
+        if (result >= 0 && image_probe_check(&probe) < 0)
+                result = -EIO;
         if (result >= 0 || result == -ENOTUNIQ) {
                 c->export_fd = open(c->export->path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NOCTTY);
                 if (c->export_fd < 0)
@@ -454,6 +456,11 @@ static void image_call_on_read(int result, const void *data, void *userdata)
         c->worker = NULL; /* freed by the worker once this returns */
         if (data)
                 memcpy(&probe, data, sizeof(probe));
+        /* The answer is a copy of a child's memory: its strings must be loopd's own. */
+        if (result >= 0 && image_probe_check(&probe) < 0) {
+                data = NULL;
+                result = -EIO;
+        }
         if (result == -ETIMEDOUT) {
                 log_warning("Reading %s timed out, refusing to attach it", strempty(c->backing));
                 r = sd_bus_error_setf(&error, LOOPD_ERROR_TIMEOUT,

@@ -198,7 +198,8 @@ static int worker_on_io(sd_event_source *s, int fd, uint32_t revents, void *user
         WorkerHeader *header = (WorkerHeader *)buf;
         /* The reader's child waits for what comes next about this image (the bound device's table and
          * first probe), before the callback goes on to bind it. */
-        if (w->reader && w->pid == 0 && header->result >= 0) {
+        /* Only a raw image's: a virtual disk's device reads its export, never this image. */
+        if (w->reader && w->pid == 0 && header->result >= 0 && !((const ImageProbe *)header->data)->format) {
                 /* Off the event loop first: the fd is the reader's from now on, and may be closed. */
                 w->io = sd_event_source_disable_unref(w->io);
                 image_reader_park(w->reader, TAKE_FD(w->pipe_fd), TAKE_FD(w->pidfd), w->probe.fd);

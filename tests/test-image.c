@@ -112,6 +112,8 @@ static const char *verdict_name(ImageVerdict v)
 static void check_verdict(const char *what, const ImageProbe *p, const char *format, ImageVerdict verdict,
         const char *reason_has)
 {
+        /* Whatever image_probe() answers, loopd takes from a worker's copy of it. */
+        g_assert_cmpint(image_probe_check(p), ==, 0);
         if (g_strcmp0(p->format, format) != 0) {
                 g_test_fail_printf("%s: format %s, expected %s", what, p->format ?: "raw", format);
                 return;
@@ -146,6 +148,36 @@ static void assert_verdict(const char *what, const Synth *s, size_t head_size, c
 
         g_assert_cmpint(synth_probe_head(s, head_size, &p), ==, 0);
         check_verdict(what, &p, format, verdict, reason_has);
+}
+
+/* A worker's answer that points anywhere but at image_probe()'s own strings, or says what it never says,
+ * is refused before loopd follows a pointer of it. */
+static void test_check_refuses_foreign_answers(void)
+{
+        static const char qcow2_elsewhere[] = "qcow2";
+        ImageProbe p = {};
+        Synth s;
+
+        synth_init(&s, 64 * MIB);
+        memcpy(s.head, "QFI\xfb\0\0\0\3", 8);
+        g_assert_cmpint(synth_probe_head(&s, IMAGE_HEAD_SIZE, &p), ==, 0);
+        g_assert_nonnull(p.format);
+        g_assert_cmpint(image_probe_check(&p), ==, 0);
+
+        ImageProbe bad = p;
+        bad.format = qcow2_elsewhere; /* the same text at another address */
+        g_assert_cmpint(image_probe_check(&bad), ==, -EBADMSG);
+        bad = p;
+        bad.reason = "it is encrypted";
+        g_assert_cmpint(image_probe_check(&bad), ==, -EBADMSG);
+        bad = p;
+        bad.sector_size = 3000;
+        g_assert_cmpint(image_probe_check(&bad), ==, -EBADMSG);
+        bad = p;
+        bad.verdict = (ImageVerdict)7;
+        g_assert_cmpint(image_probe_check(&bad), ==, -EBADMSG);
+        /* A raw image's answer: no strings at all. */
+        g_assert_cmpint(image_probe_check(&(ImageProbe){ .sector_size = 4096 }), ==, 0);
 }
 
 /* ---- formats ---- */
@@ -1189,6 +1221,7 @@ int main(int argc, char **argv)
 {
         g_test_init(&argc, &argv, NULL);
 
+        g_test_add_func("/image/check/refuses-foreign-answers", test_check_refuses_foreign_answers);
         g_test_add_func("/image/format/qcow2", test_format_qcow2);
         g_test_add_func("/image/format/vmdk-sparse", test_format_vmdk_sparse);
         g_test_add_func("/image/format/vmdk-descriptor", test_format_vmdk_descriptor);
