@@ -680,7 +680,8 @@ static int submit(
         memcpy(all + 1, fds, n_fds * sizeof(int));
         r = send_with_fds(reader->fd, req, size, all, n_fds + 1, MSG_DONTWAIT);
         if (r < 0) {
-                /* The reader is gone (or its queue is full): loopd reads the image itself. */
+                /* The reader is gone (or its queue is full): the caller forks a child of its own (or waits).
+                 */
                 if (r != -EAGAIN)
                         reader->fd = safe_close(reader->fd);
                 goto fail;

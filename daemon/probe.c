@@ -231,9 +231,9 @@ int probe_filesystem_expecting(
 {
         _cleanup_close_ int fd = -EBADF;
 
-        if (!node || !ret_fstype || !ret_label || !ret_uuid)
+        if (!ret_fstype || !ret_label || !ret_uuid)
                 return -EINVAL;
-        fd = open_block_node(node);
+        fd = probe_open_node(node, 0);
         if (fd < 0)
                 return fd;
         return probe_filesystem_fd(fd, expected, ret_fstype, ret_label, ret_uuid);
@@ -592,16 +592,16 @@ int probe_loop_read(const LoopProbeArea *a, PartitionInfo **ret, size_t *ret_n)
         return r;
 }
 
-/* probe_loop_device() and probe_loop_device_image*(): opened and read here, in loopd. */
-static int probe_loop_here(unsigned loop_number, int image_fd, uint64_t image_offset,
-        const KernelPartition *known, size_t n_known, PartitionInfo **ret, size_t *ret_n)
+/* probe_loop_device() and probe_loop_device_image(): opened and read in the calling process. */
+static int probe_loop_here(
+        unsigned loop_number, int image_fd, uint64_t image_offset, PartitionInfo **ret, size_t *ret_n)
 {
         LoopProbeArea a;
         int r;
 
         if (!ret || !ret_n)
                 return -EINVAL;
-        r = probe_loop_open(loop_number, image_fd, image_offset, known, n_known, &a);
+        r = probe_loop_open(loop_number, image_fd, image_offset, NULL, 0, &a);
         if (r < 0)
                 return r;
         r = probe_loop_read(&a, ret, ret_n);
@@ -611,19 +611,13 @@ static int probe_loop_here(unsigned loop_number, int image_fd, uint64_t image_of
 
 int probe_loop_device(unsigned loop_number, PartitionInfo **ret, size_t *ret_n)
 {
-        return probe_loop_here(loop_number, -EBADF, 0, NULL, 0, ret, ret_n);
-}
-
-int probe_loop_device_image_with(unsigned loop_number, int image_fd, uint64_t image_offset,
-        const KernelPartition *known, size_t n_known, PartitionInfo **ret, size_t *ret_n)
-{
-        if (image_fd < 0)
-                return -EBADF;
-        return probe_loop_here(loop_number, image_fd, image_offset, known, n_known, ret, ret_n);
+        return probe_loop_here(loop_number, -EBADF, 0, ret, ret_n);
 }
 
 int probe_loop_device_image(
         unsigned loop_number, int image_fd, uint64_t image_offset, PartitionInfo **ret, size_t *ret_n)
 {
-        return probe_loop_device_image_with(loop_number, image_fd, image_offset, NULL, 0, ret, ret_n);
+        if (image_fd < 0)
+                return -EBADF;
+        return probe_loop_here(loop_number, image_fd, image_offset, ret, ret_n);
 }

@@ -58,15 +58,12 @@ void probe_loop_done(LoopProbeArea *a);
  * lies on the disk, never through a /dev/loopNpM node. */
 int probe_loop_read(const LoopProbeArea *a, PartitionInfo **ret, size_t *ret_n);
 
-/* probe_loop_open() + probe_loop_read(), in loopd: of the device alone, or of the image loopN reads first.
- */
+/* probe_loop_open() + probe_loop_read() in the calling process, of the device alone or of the image loopN
+ * reads first: the tests' oracle for what a reader's child answers. loopd itself reads through
+ * image_reader_probe_device(). */
 int probe_loop_device(unsigned loop_number, PartitionInfo **ret, size_t *ret_n);
 int probe_loop_device_image(
         unsigned loop_number, int image_fd, uint64_t image_offset, PartitionInfo **ret, size_t *ret_n);
-/* The same with the kernel's partitions of loopN as the caller read them a moment ago (known, n_known: not
- * read again; NULL and 0: read). */
-int probe_loop_device_image_with(unsigned loop_number, int image_fd, uint64_t image_offset,
-        const KernelPartition *known, size_t n_known, PartitionInfo **ret, size_t *ret_n);
 
 /* Probes one block device node's filesystem (type, label, uuid). Missing values are "". */
 int probe_filesystem(const char *node, char **ret_fstype, char **ret_label, char **ret_uuid);
