@@ -49,9 +49,9 @@ int loop_sync_partitions(int devfd, unsigned number, ImageReader *reader, int im
 /* Removes /dev/loopNpM nodes that no longer name a live partition of loopN, reading all of /dev. */
 void loop_remove_stale_partition_nodes(unsigned number);
 /* The same for the names that can have had a node since loopd's first full look at loopN (see
- * partition_nodes_highest()), without reading /dev: thousands of entries with a thousand devices bound. Not
- * a node someone made for a partition that never existed, unless the names made in /dev are followed:
- * Detach's look removes that. */
+ * partition_nodes_highest(), brought up to date with partition_nodes_catch_up() first), without reading
+ * /dev: thousands of entries with a thousand devices bound. Not a node someone made for a partition that
+ * never existed, unless the names made in /dev are followed: Detach's look removes that. */
 void loop_remove_known_stale_partition_nodes(unsigned number);
 /* Detach's look: every stale node of loopN. Only the names partition_nodes_highest() knows when the names
  * made in /dev are followed (partition_nodes_catch_up()), all of /dev otherwise. */

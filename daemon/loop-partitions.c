@@ -237,7 +237,8 @@ void loop_remove_stale_partition_nodes(unsigned number)
         partition_nodes_looked(number, found);
 }
 
-void loop_remove_known_stale_partition_nodes(unsigned number)
+/* The names partition_nodes_highest() knows for loopN, as it knows them now. */
+static void remove_known_stale(unsigned number)
 {
         int highest = partition_nodes_highest(number);
         _cleanup_close_ int dev_fd = -EBADF;
@@ -255,10 +256,16 @@ void loop_remove_known_stale_partition_nodes(unsigned number)
         }
 }
 
+void loop_remove_known_stale_partition_nodes(unsigned number)
+{
+        (void)partition_nodes_catch_up();
+        remove_known_stale(number);
+}
+
 void loop_remove_every_stale_partition_node(unsigned number)
 {
         if (partition_nodes_catch_up())
-                loop_remove_known_stale_partition_nodes(number);
+                remove_known_stale(number);
         else
                 loop_remove_stale_partition_nodes(number);
 }

@@ -166,8 +166,8 @@ static void drain_uevents(Watcher *w, Named *named)
 
 static void note_closed(void *userdata, const struct inotify_event *e)
 {
-        if (e->len > 0 && strncmp(e->name, "loop", 4) == 0)
-                note_name(userdata, e->name);
+        if (e->len > 0)
+                note_name(userdata, e->name); /* loop_parse_node() takes only loopN and loopNpM */
 }
 
 int watcher_catch_up(Watcher *w, unsigned **ret, size_t *ret_n)
