@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "image-reader.h"
 #include "log.h"
 #include "loop.h"
 #include "mount.h"
@@ -172,7 +173,7 @@ int engine_format_table(Manager *m, unsigned number, unsigned partition, const c
                         return engine_error(e, r, ENGINE_BUSY, "A partition of loop%u is in use", number);
                 return engine_error_errno(e, r, "Failed to remove the partitions");
         }
-        r = partition_table_create_sized(fd, info->sector_size, label);
+        r = image_reader_table_create(m->image_reader, fd, info->sector_size, label);
         if (r < 0) {
                 (void)publish_table(m, info, NULL);
                 return engine_error_errno(e, r, "Failed to write the partition table");
@@ -201,7 +202,7 @@ int engine_create_partition(
         if (r < 0)
                 return r;
 
-        r = partition_table_add(fd, info->sector_size, req, &p, &why);
+        r = image_reader_table_add(m->image_reader, fd, info->sector_size, req, &p, &why);
         if (r < 0 && why)
                 return engine_error(e, r, ENGINE_INVALID_ARGUMENT, "%s", why);
         if (r < 0)
@@ -217,7 +218,9 @@ int engine_create_partition(
         if (stat(node, &st) < 0 || !S_ISBLK(st.st_mode)) {
                 /* A partition the caller cannot reach is not left in the table. */
                 fd = loop_open_writable(number, info->diskseq);
-                if (fd >= 0 && partition_table_delete(fd, info->sector_size, p.number, NULL) >= 0) {
+                if (fd >= 0 &&
+                        image_reader_table_delete(m->image_reader, fd, info->sector_size, p.number, false) >=
+                                0) {
                         fd = safe_close(fd);
                         (void)publish_table(m, info, NULL);
                         return engine_error(e, -ENOENT, ENGINE_FAILED,
@@ -276,7 +279,7 @@ int engine_delete_partition(Manager *m, unsigned number, unsigned partition, Eng
                 return r;
 
         /* A refusal changes nothing (the kernel's partition stays): the table is looked at first. */
-        r = partition_table_delete_check(fd, info->sector_size, partition, NULL);
+        r = image_reader_table_delete(m->image_reader, fd, info->sector_size, partition, true);
         if (r < 0)
                 return delete_refused(m, info, node, r, false, e);
         /* Out of the kernel first: in use (held open) it is Busy, with the table untouched. */
@@ -286,7 +289,7 @@ int engine_delete_partition(Manager *m, unsigned number, unsigned partition, Eng
         if (r < 0)
                 return engine_error_errno(e, r, "Failed to remove the partition");
 
-        r = partition_table_delete(fd, info->sector_size, partition, NULL);
+        r = image_reader_table_delete(m->image_reader, fd, info->sector_size, partition, false);
         if (r < 0) {
                 fd = safe_close(fd);
                 return delete_refused(m, info, node, r, true, e);

@@ -1,5 +1,6 @@
 /* image-reader.c: the process that forks, ahead of need, the child each caller's image is read in. */
 #include "image-reader.h"
+#include "image-reader-internal.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -53,33 +54,6 @@ struct ImageReader {
 /* How much more memory than the reader had a child may map: a probe needs a few MiB (a GPT entry array is
  * at most 4 MiB); a table that asks libblkid for gigabytes gets ENOMEM. */
 #define READER_DATA_HEADROOM (UINT64_C(256) << 20)
-
-/* The kernel's limit on partitions of one disk (DISK_MAX_PARTS). */
-#define REQUEST_PARTS_MAX 256u
-
-typedef enum RequestKind {
-        REQUEST_IMAGE = 1, /* image_probe() of the caller's image, before it is bound */
-        REQUEST_LOOP, /* probe_loop_read() of a bound device */
-        REQUEST_PLAN, /* partition_plan() of a bound device */
-        REQUEST_FILESYSTEM, /* probe_filesystem_fd() of a block device */
-} RequestKind;
-
-/* loopd → child: the header, then (REQUEST_LOOP) n_parts partitions, in one message. With it the fds: the
- * answer socket's child end, then the image (REQUEST_IMAGE), or the device and, when has_image, the image
- * (REQUEST_LOOP), or the device (REQUEST_PLAN, REQUEST_FILESYSTEM). */
-typedef struct Request {
-        uint32_t kind;
-        uint32_t loop_number; /* REQUEST_LOOP, as the rest */
-        uint64_t offset; /* where the image is read from */
-        uint64_t size; /* REQUEST_IMAGE: the size limit (0: none); else the device's */
-        uint64_t devnum;
-        uint32_t sector_size;
-        uint32_t has_image;
-        uint32_t n_parts;
-        char expected[32]; /* REQUEST_FILESYSTEM: the filesystem type asked of first ("": none), NUL-ended */
-        uint32_t idle_ms; /* how long the child waits for a follow-up (0: it does not) */
-        KernelPartition parts[REQUEST_PARTS_MAX];
-} Request;
 
 /* child → loopd, first: one byte (a message of none would read as the end of the stream), with the child's
  * pidfd. */
@@ -137,9 +111,7 @@ static void prefault_heap(void)
         free((void *)p);
 }
 
-/* Receives one message and up to n_fds fds (the rest of fds[] set to -EBADF). Returns its size, 0 at the end
- * of the stream, or -errno. */
-static ssize_t receive(int sock, void *buf, size_t size, int *fds, size_t n_fds, int flags)
+ssize_t reader_receive(int sock, void *buf, size_t size, int *fds, size_t n_fds, int flags)
 {
         union {
                 struct cmsghdr cmsg;
@@ -177,8 +149,7 @@ static ssize_t receive(int sock, void *buf, size_t size, int *fds, size_t n_fds,
         return n;
 }
 
-/* flags: MSG_DONTWAIT, or 0 to wait for room. */
-static int send_with_fds(int sock, const void *buf, size_t size, const int *fds, size_t n_fds, int flags)
+int reader_send(int sock, const void *buf, size_t size, const int *fds, size_t n_fds, int flags)
 {
         union {
                 struct cmsghdr cmsg;
@@ -248,6 +219,9 @@ static int child_confine(const ReaderLimits *limits, pid_t reader)
                         return -errno;
         if (null > 2)
                 (void)close(null);
+        /* A write past RLIMIT_FSIZE (below) fails with EFBIG rather than killing the child unheard. */
+        if (signal(SIGXFSZ, SIG_IGN) == SIG_ERR)
+                return -errno;
         /* Not above the hard limit loopd was given (LimitDATA=): lowering it is all a child may do. */
         if (getrlimit(RLIMIT_DATA, &data) < 0)
                 return -errno;
@@ -290,7 +264,7 @@ static int send_entry(int sock, const PartitionInfo *e)
                 at += len;
         }
         memcpy(buf, &head, sizeof(head));
-        return send_with_fds(sock, buf, at, NULL, 0, 0) < 0 ? -EIO : 0;
+        return reader_send(sock, buf, at, NULL, 0, 0) < 0 ? -EIO : 0;
 }
 
 /* The limits of a child of the calling process (loopd or the reader): the seccomp filter, and the caller's
@@ -338,7 +312,7 @@ static int child_probe_loop(const LoopProbeArea *a, int sock)
         partition_info_array_free(list, n);
         if (r == -EIO)
                 return r;
-        return send_with_fds(sock, &(LoopAnswer){ .kind = LOOP_ANSWER_END, .result = MIN(r, 0) },
+        return reader_send(sock, &(LoopAnswer){ .kind = LOOP_ANSWER_END, .result = MIN(r, 0) },
                 sizeof(LoopAnswer), NULL, 0, 0);
 }
 
@@ -358,7 +332,7 @@ static int child_plan(const Request *req, int sock, int devfd)
         answer->n = (uint32_t)MIN(n, REQUEST_PARTS_MAX);
         if (answer->n > 0)
                 memcpy(answer->specs, specs, answer->n * sizeof(PartitionSpec));
-        r = send_with_fds(
+        r = reader_send(
                 sock, answer, offsetof(PlanAnswer, specs) + answer->n * sizeof(PartitionSpec), NULL, 0, 0);
         free(answer);
         return r;
@@ -384,7 +358,7 @@ static int child_probe_filesystem(const Request *req, int sock, int fd)
                 if (r == -EIO)
                         return r;
         }
-        return send_with_fds(sock, &(LoopAnswer){ .kind = LOOP_ANSWER_END, .result = MIN(r, 0) },
+        return reader_send(sock, &(LoopAnswer){ .kind = LOOP_ANSWER_END, .result = MIN(r, 0) },
                 sizeof(LoopAnswer), NULL, 0, 0);
 }
 
@@ -410,12 +384,14 @@ static int child_answer(const Request *req, const int fds[3])
                 return child_plan(req, fds[0], fds[1]) < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
         case REQUEST_FILESYSTEM:
                 return child_probe_filesystem(req, fds[0], fds[1]) < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+        case REQUEST_TABLE:
+                return reader_child_table(req, fds[0], fds[1]) < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
         default: {
                 ImageReaderAnswer answer = {};
                 answer.result = image_probe(fds[1], req->offset, req->size, &answer.probe);
                 /* Let go of the image before loopd hears (as worker.c's children do). */
                 (void)close(fds[1]);
-                return send_with_fds(fds[0], &answer, sizeof(answer), NULL, 0, MSG_DONTWAIT) < 0
+                return reader_send(fds[0], &answer, sizeof(answer), NULL, 0, MSG_DONTWAIT) < 0
                         ? EXIT_FAILURE
                         : EXIT_SUCCESS;
         }
@@ -431,12 +407,15 @@ static bool request_valid(const Request *req, ssize_t n, const int fds[3])
                 req->n_parts > REQUEST_PARTS_MAX)
                 return false;
         if (req->kind != REQUEST_IMAGE && req->kind != REQUEST_LOOP && req->kind != REQUEST_PLAN &&
-                req->kind != REQUEST_FILESYSTEM)
+                req->kind != REQUEST_FILESYSTEM && req->kind != REQUEST_TABLE)
                 return false;
         want = offsetof(Request, parts) +
                 (req->kind == REQUEST_LOOP ? req->n_parts * sizeof(KernelPartition) : 0);
         return (size_t)n == want && !(req->kind == REQUEST_LOOP && req->has_image && fds[2] < 0) &&
-                memchr(req->expected, 0, sizeof(req->expected));
+                memchr(req->expected, 0, sizeof(req->expected)) &&
+                memchr(req->table.label, 0, sizeof(req->table.label)) &&
+                memchr(req->table.type, 0, sizeof(req->table.type)) &&
+                memchr(req->table.name, 0, sizeof(req->table.name));
 }
 
 /* After its first answer: more requests about the same image on the same socket (sock), each with only
@@ -450,7 +429,7 @@ static _Noreturn void child_follow_up(int sock, uint32_t idle_ms)
         for (;;) {
                 Request req;
                 int got[2];
-                ssize_t n = receive(sock, &req, sizeof(req), got, 2, 0);
+                ssize_t n = reader_receive(sock, &req, sizeof(req), got, 2, 0);
 
                 if (n <= 0)
                         _exit(n == 0 || n == -EAGAIN ? EXIT_SUCCESS : EXIT_FAILURE);
@@ -474,7 +453,7 @@ static _Noreturn void child_run(int sock, int taken_fd, pid_t reader, const Read
                 _exit(EXIT_FAILURE);
         prefault_stack();
         prefault_heap();
-        n = receive(sock, &req, sizeof(req), fds, 3, 0);
+        n = reader_receive(sock, &req, sizeof(req), fds, 3, 0);
         if (n == 0)
                 _exit(EXIT_SUCCESS); /* loopd closed its end: the reader ends with this child */
         (void)!write(taken_fd, "", 1);
@@ -486,7 +465,7 @@ static _Noreturn void child_run(int sock, int taken_fd, pid_t reader, const Read
         /* Without a pidfd loopd cannot kill this child at the deadline, but it still hears the answer. */
         char hello = HELLO;
         int pidfd = pidfd_open_pid(getpid());
-        if (send_with_fds(fds[0], &hello, sizeof(hello), &pidfd, pidfd >= 0 ? 1 : 0, MSG_DONTWAIT) < 0)
+        if (reader_send(fds[0], &hello, sizeof(hello), &pidfd, pidfd >= 0 ? 1 : 0, MSG_DONTWAIT) < 0)
                 _exit(EXIT_FAILURE);
         if (pidfd >= 0)
                 (void)close(pidfd);
@@ -678,7 +657,7 @@ static int submit(
         }
         all[0] = pair[1];
         memcpy(all + 1, fds, n_fds * sizeof(int));
-        r = send_with_fds(reader->fd, req, size, all, n_fds + 1, MSG_DONTWAIT);
+        r = reader_send(reader->fd, req, size, all, n_fds + 1, MSG_DONTWAIT);
         if (r < 0) {
                 /* The reader is gone (or its queue is full): the caller forks a child of its own (or waits).
                  */
@@ -716,8 +695,7 @@ static int64_t deadline_of(const ImageReader *reader)
         return now_ms() + (int64_t)((reader ? reader->timeout_usec : IMAGE_READER_TIMEOUT_USEC) / 1000);
 }
 
-/* Waits until fd is ready for events (POLLIN, POLLOUT), up to deadline_ms (now_ms()); -ETIMEDOUT past it. */
-static int wait_ready(int fd, short events, int64_t deadline_ms)
+int reader_wait_ready(int fd, short events, int64_t deadline_ms)
 {
         for (;;) {
                 int64_t left = deadline_ms - now_ms();
@@ -807,10 +785,10 @@ static int loop_answer_read(
                 LoopAnswer head;
                 ssize_t k;
 
-                r = wait_ready(fd, POLLIN, deadline_ms);
+                r = reader_wait_ready(fd, POLLIN, deadline_ms);
                 if (r < 0)
                         break;
-                k = receive(fd, buf, LOOP_ANSWER_MAX, NULL, 0, MSG_DONTWAIT);
+                k = reader_receive(fd, buf, LOOP_ANSWER_MAX, NULL, 0, MSG_DONTWAIT);
                 if (k == -EAGAIN)
                         continue;
                 if (k <= 0 || (size_t)k < sizeof(head)) {
@@ -848,16 +826,6 @@ static int loop_answer_read(
         *ret_n = n;
         return 0;
 }
-
-/* A request being answered: by a child of the reader (pidfd, when it said hello with one) or by a child
- * forked for it (pid). */
-typedef struct Asked {
-        int fd; /* loopd's end of the answer socket, nonblocking */
-        int pidfd;
-        pid_t pid;
-        int64_t deadline_ms;
-        int session_fd; /* the image the child may be parked under again (-EBADF: none) */
-} Asked;
 
 /* Forks a child for req, confined as the reader's are, that keeps none of loopd's fds but the answer socket
  * and fds (at most two). */
@@ -903,15 +871,11 @@ static int ask_forked(const Request *req, const int *fds, size_t n_fds, Asked *r
         ret->fd = pair[0];
         ret->pid = pid;
         if (fcntl(pair[0], F_SETFL, O_NONBLOCK) < 0)
-                return negative_errno(); /* asked_done() still ends it */
+                return negative_errno(); /* reader_asked_done() still ends it */
         return 0;
 }
 
-/* Hands req (size bytes of it) and fds to a child: the one parked under session_fd's image when there is
- * one (session_fd -EBADF: none looked for), else the next child of the reader, or a child forked for it when
- * there is no reader; *ret says whom to wait for until when. The caller reads the answer from ret->fd and
- * then calls asked_done(), also when this fails. */
-static int ask(ImageReader *reader, int session_fd, const Request *req, size_t size, const int *fds,
+int reader_ask(ImageReader *reader, int session_fd, const Request *req, size_t size, const int *fds,
         size_t n_fds, Asked *ret)
 {
         Parked p;
@@ -923,7 +887,7 @@ static int ask(ImageReader *reader, int session_fd, const Request *req, size_t s
         if (unpark(reader, session_fd, &p) > 0) {
                 /* A child that read this image already, waiting: no fork, no hello. One that is gone (its
                  * time ran out as it was asked) leaves the question to a new one. */
-                if (send_with_fds(p.fd, req, size, fds, n_fds, MSG_DONTWAIT) >= 0) {
+                if (reader_send(p.fd, req, size, fds, n_fds, MSG_DONTWAIT) >= 0) {
                         ret->fd = p.fd;
                         ret->pidfd = p.pidfd;
                         ret->session_fd = session_fd;
@@ -938,7 +902,7 @@ static int ask(ImageReader *reader, int session_fd, const Request *req, size_t s
                 if (r != -EAGAIN)
                         break;
                 /* The reader's queue is full (a flood of Attach calls): wait for room, never read here. */
-                r = wait_ready(reader->fd, POLLOUT, ret->deadline_ms);
+                r = reader_wait_ready(reader->fd, POLLOUT, ret->deadline_ms);
                 if (r < 0)
                         return r;
         }
@@ -948,7 +912,7 @@ static int ask(ImageReader *reader, int session_fd, const Request *req, size_t s
                 return r;
         ret->session_fd = session_fd;
         for (;;) {
-                r = wait_ready(ret->fd, POLLIN, ret->deadline_ms);
+                r = reader_wait_ready(ret->fd, POLLIN, ret->deadline_ms);
                 if (r < 0)
                         return r; /* no hello: no pidfd either, nothing to kill */
                 r = image_reader_read_hello(ret->fd, &ret->pidfd);
@@ -957,10 +921,7 @@ static int ask(ImageReader *reader, int session_fd, const Request *req, size_t s
         }
 }
 
-/* Ends what ask() started. A child of the reader that answered in full is parked again when keep and it
- * has an image to be found by; any other is killed (one that answered, too: it holds nothing loopd needs,
- * and a child whose reading went wrong must not keep a device's fd), a forked one reaped. */
-static void asked_done(ImageReader *reader, Asked *a, bool answered, bool keep)
+void reader_asked_done(ImageReader *reader, Asked *a, bool answered, bool keep)
 {
         if (answered && keep && a->pid == 0 && a->session_fd >= 0 && a->pidfd >= 0) {
                 image_reader_park(reader, TAKE_FD(a->fd), TAKE_FD(a->pidfd), a->session_fd);
@@ -1005,13 +966,13 @@ int image_reader_probe_loop(
         };
         if (area->n_parts > 0)
                 memcpy(req->parts, area->parts, area->n_parts * sizeof(KernelPartition));
-        r = ask(reader, area->image_fd, req,
+        r = reader_ask(reader, area->image_fd, req,
                 offsetof(Request, parts) + area->n_parts * sizeof(KernelPartition),
                 (int[]){ area->disk_fd, area->image_fd }, area->image_fd >= 0 ? 2 : 1, &asked);
         if (r >= 0)
                 r = loop_answer_read(asked.fd, area, asked.deadline_ms, ret, ret_n);
         /* The first look at a device Attach bound ends the image's session. */
-        asked_done(reader, &asked, r >= 0, false);
+        reader_asked_done(reader, &asked, r >= 0, false);
         return r;
 }
 
@@ -1028,10 +989,10 @@ static int plan_answer_read(
         if (!answer)
                 return -ENOMEM;
         do {
-                r = wait_ready(fd, POLLIN, deadline_ms);
+                r = reader_wait_ready(fd, POLLIN, deadline_ms);
                 if (r < 0)
                         return r;
-                k = receive(fd, answer, sizeof(PlanAnswer), NULL, 0, MSG_DONTWAIT);
+                k = reader_receive(fd, answer, sizeof(PlanAnswer), NULL, 0, MSG_DONTWAIT);
         } while (k == -EAGAIN);
         if (k < (ssize_t)offsetof(PlanAnswer, specs))
                 return k < 0 && k != -EMSGSIZE ? (int)k : -EIO;
@@ -1076,11 +1037,11 @@ int image_reader_plan_partitions(ImageReader *reader, int devfd, uint32_t sector
 
         if (devfd < 0 || !ret || !ret_n || sector_size < 512 || sector_size > 4096)
                 return -EINVAL;
-        r = ask(reader, image_fd, &req, offsetof(Request, parts), &devfd, 1, &asked);
+        r = reader_ask(reader, image_fd, &req, offsetof(Request, parts), &devfd, 1, &asked);
         if (r >= 0)
                 r = plan_answer_read(asked.fd, sector_size, size, asked.deadline_ms, ret, ret_n);
         /* The device's first probe comes next, from the same image. */
-        asked_done(reader, &asked, r >= 0, true);
+        reader_asked_done(reader, &asked, r >= 0, true);
         return r;
 }
 
@@ -1102,10 +1063,10 @@ int image_reader_probe_filesystem(ImageReader *reader, int fd, const char *expec
                 expected = NULL; /* no filesystem type is that long: every prober asks */
         if (expected)
                 strcpy(req.expected, expected);
-        r = ask(reader, -EBADF, &req, offsetof(Request, parts), &fd, 1, &asked);
+        r = reader_ask(reader, -EBADF, &req, offsetof(Request, parts), &fd, 1, &asked);
         if (r >= 0)
                 r = loop_answer_read(asked.fd, &area, asked.deadline_ms, &list, &n);
-        asked_done(reader, &asked, r >= 0, false);
+        reader_asked_done(reader, &asked, r >= 0, false);
         if (r < 0)
                 return r;
         fstype = n > 0 ? TAKE_PTR(list[0].fstype) : strdup("");
@@ -1138,7 +1099,7 @@ int image_reader_read_hello(int fd, int *ret_pidfd)
 {
         char hello;
         int pidfd;
-        ssize_t n = receive(fd, &hello, sizeof(hello), &pidfd, 1, MSG_DONTWAIT);
+        ssize_t n = reader_receive(fd, &hello, sizeof(hello), &pidfd, 1, MSG_DONTWAIT);
 
         if (n == -EAGAIN)
                 return -EAGAIN;

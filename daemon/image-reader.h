@@ -14,15 +14,18 @@
  * them, so the filter keeps them from signalling each other), no capabilities, no_new_privs, /dev/null for
  * its standard streams, a seccomp filter (the sandboxes' and: no signal, no flock, no loop ioctl, nothing
  * opened for writing or made, changed or removed by name), 256 MiB of private memory more than the reader
- * had, no child. libblkid's parsers then read a user's bytes in a process that has nothing to lose.
+ * had, no child. libblkid's parsers then read a user's bytes in a process that has nothing to lose; so do
+ * libfdisk's when loopd changes a device's partition table (image-reader-table.c).
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "image.h"
 #include "macro.h"
+#include "partition-table.h"
 #include "partition.h"
 #include "probe.h"
 
@@ -78,6 +81,19 @@ int image_reader_plan_partitions(ImageReader *reader, int devfd, uint32_t sector
  * the caller opened (probe_open_node()). Missing values are "". */
 int image_reader_probe_filesystem(ImageReader *reader, int fd, const char *expected, char **ret_fstype,
         char **ret_label, char **ret_uuid);
+/* Changes of a bound device's partition table (partition-table.h), each in a child as
+ * image_reader_probe_loop() probes: libfdisk reads the table the caller wrote (and, for a new table,
+ * libblkid every signature on the device) where that reading can hurt no one. fd is the device, opened for
+ * writing; the child writes through it and can write nothing else. The answer is checked as a probe's is:
+ * the new partition lies on the device, the reason is printable. Errors are partition-table.h's, and those
+ * of image_reader_probe_loop(); a reason (*ret_why, may be NULL) as partition_table_add() gives it. */
+int image_reader_table_create(ImageReader *reader, int fd, uint32_t sector_size, const char *label);
+int image_reader_table_add(ImageReader *reader, int fd, uint32_t sector_size, const PartitionRequest *req,
+        TablePartition *ret, char **ret_why);
+/* partition_table_delete(), or with check_only partition_table_delete_check(). */
+int image_reader_table_delete(
+        ImageReader *reader, int fd, uint32_t sector_size, unsigned number, bool check_only);
+
 /* Sessions. A child of the reader that read a caller's image (image_reader_submit(); the worker that asked
  * parks it here) stays, confined as it is, for what loopd asks next about the same image: the partition
  * table of the device bound to it, then that device's first probe, which ends the session. One child an

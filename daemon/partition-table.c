@@ -89,9 +89,7 @@ int partition_table_kind_from_string(const char *s, PartitionTableKind *ret)
         return 0;
 }
 
-/* The logical sector size libfdisk uses on fd (sector_size, else the device's, else 512 for a file) and fd's
- * size in bytes. */
-static int fd_geometry(int fd, uint32_t sector_size, uint32_t *ret_sector_size, uint64_t *ret_size)
+int partition_table_geometry(int fd, uint32_t sector_size, uint32_t *ret_sector_size, uint64_t *ret_size)
 {
         struct stat st;
         int ss = 512;
@@ -121,7 +119,7 @@ static int check_gpt_entries(int fd, uint32_t sector_size, bool wipe)
         uint32_t ss;
         int r;
 
-        r = fd_geometry(fd, sector_size, &ss, &size);
+        r = partition_table_geometry(fd, sector_size, &ss, &size);
         if (r < 0)
                 return r;
         if (!wipe)

@@ -19,6 +19,10 @@ int partition_table_kind_from_string(const char *s, PartitionTableKind *ret);
  * with the logical sector size sector_size; 0 means what the device says (BLKSSZGET; 512 for a file). A
  * table written with 4096 is 4K-native: the GPT header is at byte 4096, every LBA counts 4096 bytes. */
 
+/* The logical sector size libfdisk uses on fd (sector_size, else the device's, else 512 for a file) and fd's
+ * size in bytes. -ENOTBLK for what is neither a block device nor a regular file. */
+int partition_table_geometry(int fd, uint32_t sector_size, uint32_t *ret_sector_size, uint64_t *ret_size);
+
 /* Writes an empty table of kind label ("gpt" or "dos") on the whole of fd, wiping the signatures of what
  * was there (filesystems, another table) first. partition_table_create() is the device's sector size. */
 int partition_table_create(int fd, const char *label);

@@ -435,6 +435,78 @@ static void test_reader_plans_as_loopd_would(void)
         g_assert_cmpint(waitpid(pid, NULL, 0), ==, pid);
 }
 
+/* A table change runs in a confined child: the answers are partition-table.h's, a refusal's reason comes
+ * through as it was given, and the child writes through no fd but a device's (a regular file it is handed
+ * stays as it was: RLIMIT_FSIZE). */
+static void test_reader_edits_tables_confined(void)
+{
+        g_autofree char *dos = g_build_filename(tmpdir, "table-dos.img", NULL);
+        g_autofree char *blank = g_build_filename(tmpdir, "table-blank.img", NULL);
+        g_autofree char *hostile = g_build_filename(tmpdir, "table-hostile.img", NULL);
+        const PartitionRequest guid = { .type = "0fc63daf-8483-4772-8e79-3d7de47d7d47" };
+        const PartitionRequest full = { .offset = 2048 * 512 };
+        uint8_t header[92] = { 'E', 'F', 'I', ' ', 'P', 'A', 'R', 'T' };
+        uint32_t entries = 1u << 20, entry_size = 128;
+        pid_t pid;
+        ImageReader *reader = reader_start(&pid);
+        int fd, blank_fd, hostile_fd;
+
+        image_create(dos, 16 << 20);
+        image_sfdisk(dos, "label: dos\nstart=2048,size=8192\n", 512);
+        fd = open(dos, O_RDWR | O_CLOEXEC);
+        g_assert_cmpint(fd, >=, 0);
+        image_create(blank, 8 << 20);
+        blank_fd = open(blank, O_RDWR | O_CLOEXEC);
+        g_assert_cmpint(blank_fd, >=, 0);
+        image_create(hostile, 8 << 20);
+        memcpy(header + 80, &entries, 4); /* little-endian host, as the test machines are */
+        memcpy(header + 84, &entry_size, 4);
+        hostile_fd = open(hostile, O_RDWR | O_CLOEXEC);
+        g_assert_cmpint(hostile_fd, >=, 0);
+        g_assert_cmpint(pwrite(hostile_fd, header, sizeof(header), 512), ==, (ssize_t)sizeof(header));
+
+        for (int forked = 0; forked < 2; forked++) {
+                ImageReader *r = forked ? NULL : reader;
+                g_autofree char *here = NULL, *there = NULL;
+                g_autofree char *sum_before = test_sh("sha256sum < '%s'", dos), *sum_after = NULL;
+                TablePartition p = { .number = 99 };
+
+                g_assert_cmpint(image_reader_table_delete(r, fd, 0, 1, true), ==, 0);
+                g_assert_cmpint(image_reader_table_delete(r, fd, 0, 2, true), ==, -ENOENT);
+                g_assert_cmpint(partition_table_add(fd, 0, &guid, NULL, &here), ==, -EINVAL);
+                g_assert_cmpint(image_reader_table_add(r, fd, 0, &guid, &p, &there), ==, -EINVAL);
+                g_assert_nonnull(there);
+                g_assert_cmpstr(there, ==, here);
+                g_assert_cmpuint(p.number, ==, 99);
+                g_free(there);
+                there = NULL;
+                g_assert_cmpint(image_reader_table_add(r, fd, 0, &full, &p, &there), ==, -EINVAL);
+                g_assert_nonnull(strstr(there, "offset: "));
+                g_free(there);
+                there = NULL;
+                sum_after = test_sh("sha256sum < '%s'", dos);
+                g_assert_cmpstr(sum_after, ==, sum_before);
+
+                /* In this process the file takes a table; in the child it cannot be written. */
+                g_assert_cmpint(image_reader_table_create(r, blank_fd, 0, "gpt"), ==, -EFBIG);
+                g_assert_cmpint(partition_table_read(blank_fd, 0, NULL, NULL, NULL), ==, 0);
+                g_assert_cmpint(image_reader_table_delete(r, blank_fd, 0, 1, true), ==, -EMEDIUMTYPE);
+
+                /* A header that asks libfdisk for a 128 MiB array is refused in the child too. */
+                g_assert_cmpint(image_reader_table_delete(r, hostile_fd, 0, 1, true), ==, -EFBIG);
+                g_assert_cmpint(image_reader_table_add(r, hostile_fd, 0, &full, NULL, &there), ==, -EFBIG);
+                g_assert_nonnull(strstr(there, "GPT header"));
+        }
+        g_assert_cmpint(image_reader_table_create(reader, fd, 0, "bsd"), ==, -EINVAL);
+        g_assert_cmpint(image_reader_table_create(reader, fd, 1000, "gpt"), ==, -EINVAL);
+        g_assert_cmpint(partition_table_create(blank_fd, "gpt"), ==, 0);
+        close(fd);
+        close(blank_fd);
+        close(hostile_fd);
+        image_reader_free(reader);
+        g_assert_cmpint(waitpid(pid, NULL, 0), ==, pid);
+}
+
 /* How many children pid has now. */
 static size_t children_of(pid_t pid)
 {
@@ -561,6 +633,7 @@ int main(int argc, char **argv)
         g_test_add_func("/worker/reader/confined-child-can-do-nothing", test_confined_child_can_do_nothing);
         g_test_add_func("/worker/reader/plans-as-loopd-would", test_reader_plans_as_loopd_would);
         g_test_add_func("/worker/reader/session-serves-an-attach", test_reader_session_serves_an_attach);
+        g_test_add_func("/worker/reader/edits-tables-confined", test_reader_edits_tables_confined);
         g_test_add_func(
                 "/worker/reader/probes-a-device-as-loopd-would", test_reader_probes_a_device_as_loopd_would);
 

@@ -1,0 +1,92 @@
+/* image-reader-internal.h: what image-reader.c shares with image-reader-table.c: the request a child takes,
+ * the socket's messages, and loopd's side of asking a child and ending what it asked. Never logs. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "image-reader.h"
+#include "partition.h"
+
+/* The kernel's limit on partitions of one disk (DISK_MAX_PARTS). */
+#define REQUEST_PARTS_MAX 256u
+
+typedef enum RequestKind {
+        REQUEST_IMAGE = 1, /* image_probe() of the caller's image, before it is bound */
+        REQUEST_LOOP, /* probe_loop_read() of a bound device */
+        REQUEST_PLAN, /* partition_plan() of a bound device */
+        REQUEST_FILESYSTEM, /* probe_filesystem_fd() of a block device */
+        REQUEST_TABLE, /* a change of a bound device's partition table (partition-table.h) */
+} RequestKind;
+
+/* What a REQUEST_TABLE changes. */
+typedef enum TableOp {
+        TABLE_CREATE = 1, /* partition_table_create_sized(label) */
+        TABLE_ADD, /* partition_table_add(offset, size, type, name, bootable) */
+        TABLE_DELETE, /* partition_table_delete(number) */
+        TABLE_DELETE_CHECK, /* partition_table_delete_check(number) */
+} TableOp;
+
+/* A REQUEST_TABLE's arguments; the strings NUL-ended. */
+typedef struct TableRequest {
+        uint32_t op;
+        uint32_t number; /* TABLE_DELETE, TABLE_DELETE_CHECK */
+        uint64_t offset; /* TABLE_ADD, as the rest */
+        uint64_t size;
+        uint32_t bootable;
+        char label[8]; /* TABLE_CREATE: "gpt" or "dos" */
+        char type[64]; /* "" for the default; a GPT type GUID is 36 characters */
+        char name[128]; /* a GPT name is at most 36 UTF-16 units: 108 bytes of UTF-8 */
+} TableRequest;
+
+/* loopd → child: the header, then (REQUEST_LOOP) n_parts partitions, in one message. With it the fds: the
+ * answer socket's child end, then the image (REQUEST_IMAGE), or the device and, when has_image, the image
+ * (REQUEST_LOOP), or the device (REQUEST_PLAN, REQUEST_FILESYSTEM, REQUEST_TABLE: opened for writing). */
+typedef struct Request {
+        uint32_t kind;
+        uint32_t loop_number; /* REQUEST_LOOP, as the rest */
+        uint64_t offset; /* where the image is read from */
+        uint64_t size; /* REQUEST_IMAGE: the size limit (0: none); else the device's */
+        uint64_t devnum;
+        uint32_t sector_size;
+        uint32_t has_image;
+        uint32_t n_parts;
+        char expected[32]; /* REQUEST_FILESYSTEM: the filesystem type asked of first ("": none), NUL-ended */
+        uint32_t idle_ms; /* how long the child waits for a follow-up (0: it does not) */
+        TableRequest table; /* REQUEST_TABLE */
+        KernelPartition parts[REQUEST_PARTS_MAX];
+} Request;
+
+/* A request being answered: by a child of the reader (pidfd, when it said hello with one) or by a child
+ * forked for it (pid). */
+typedef struct Asked {
+        int fd; /* loopd's end of the answer socket, nonblocking */
+        int pidfd;
+        pid_t pid;
+        int64_t deadline_ms;
+        int session_fd; /* the image the child may be parked under again (-EBADF: none) */
+} Asked;
+
+/* Receives one message and up to n_fds fds (the rest of fds[] set to -EBADF). Returns its size, 0 at the end
+ * of the stream, or -errno (-EMSGSIZE: it was cut). */
+ssize_t reader_receive(int sock, void *buf, size_t size, int *fds, size_t n_fds, int flags);
+/* Sends one message of size bytes with n_fds (at most 3) fds. flags: MSG_DONTWAIT, or 0 to wait for room. */
+int reader_send(int sock, const void *buf, size_t size, const int *fds, size_t n_fds, int flags);
+/* Waits until fd is ready for events (POLLIN, POLLOUT), up to deadline_ms (now_ms()); -ETIMEDOUT past it. */
+int reader_wait_ready(int fd, short events, int64_t deadline_ms);
+
+/* Hands req (size bytes of it) and fds to a child: the one parked under session_fd's image when there is
+ * one (session_fd -EBADF: none looked for), else the next child of the reader, or a child forked for it when
+ * there is no reader; *ret says whom to wait for until when. The caller reads the answer from ret->fd and
+ * then calls reader_asked_done(), also when this fails. */
+int reader_ask(ImageReader *reader, int session_fd, const Request *req, size_t size, const int *fds,
+        size_t n_fds, Asked *ret);
+/* Ends what reader_ask() started. A child of the reader that answered in full is parked again when keep and
+ * it has an image to be found by; any other is killed (one that answered, too: it holds nothing loopd
+ * needs, and a child whose reading went wrong must not keep a device's fd), a forked one reaped. */
+void reader_asked_done(ImageReader *reader, Asked *a, bool answered, bool keep);
+
+/* In the child: a REQUEST_TABLE's change of devfd (closed before the answer goes), answered on sock. */
+int reader_child_table(const Request *req, int sock, int devfd);
