@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "format-fs.h"
+#include "image-reader.h"
 #include "log.h"
 #include "partition.h"
 #include "probe.h"
@@ -392,6 +393,11 @@ static int prepare_in_worker(void *arg, void *data)
                         return r;
         }
         result->failed = PREPARE_WIPE;
+        /* libblkid reads every signature on the caller's device to wipe it: as the reader's children read,
+         * with nothing to lose (the node's fd, open for writing, is all it writes through). */
+        r = image_reader_confine();
+        if (r < 0)
+                return r;
         return format_wipe_signatures(job->node_fd);
 }
 
