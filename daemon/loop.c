@@ -82,8 +82,11 @@ int loop_detach(unsigned number, uint64_t expected_diskseq)
                 loop_backoff_sleep(&step);
         }
 
-        if (ioctl(devfd, LOOP_GET_STATUS64, &li) < 0)
-                return errno == ENXIO ? -ENXIO : negative_errno();
+        /* Unbound meanwhile: ENXIO. Any other error is the backing file's (the ioctl asks its filesystem
+         * for its attributes, and a FUSE server that died answers ENOTCONN): such a device is to be
+         * detached all the more. */
+        if (ioctl(devfd, LOOP_GET_STATUS64, &li) < 0 && errno == ENXIO)
+                return -ENXIO;
         /* Recheck under the lock: the number may have been recycled while we waited. */
         if (expected_diskseq != 0 && loop_device_diskseq(devfd, number) != expected_diskseq)
                 return -ESTALE;
