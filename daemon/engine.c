@@ -573,6 +573,11 @@ int engine_mount_node(Manager *m, uid_t uid, const char *node, dev_t devnum, con
                 if (r == -EPROTONOSUPPORT)
                         return engine_error(e, r, ENGINE_UNSUPPORTED_FILESYSTEM,
                                 "No driver can mount %s (%s)", node, fstype);
+                if (r == -ETIMEDOUT)
+                        return engine_error(e, r, ENGINE_TIMEOUT,
+                                "Mounting %s (%s) did not finish within %" PRIu64
+                                " s (its image may be hung); nothing stays mounted",
+                                node, fstype, mount_get_timeout() / 1000000);
                 return engine_error(
                         e, r, ENGINE_FAILED, "Failed to mount %s (%s): %s", node, fstype, strerror(-r));
         }
@@ -592,6 +597,11 @@ int engine_unmount(Manager *m, unsigned number, const char *target, EngineError 
         r = unmount_filesystem(target);
         if (r == -EBUSY)
                 return engine_error(e, r, ENGINE_BUSY, "%s is busy: a process has files open there", target);
+        if (r == -ETIMEDOUT)
+                return engine_error(e, r, ENGINE_TIMEOUT,
+                        "Unmounting %s did not finish within %" PRIu64
+                        " s (its image may be hung); it goes on in the background",
+                        target, mount_get_timeout() / 1000000);
         if (r < 0)
                 return engine_error_errno(e, r, "Failed to unmount");
         manager_remove_mount_point(m, target);

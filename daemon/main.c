@@ -32,7 +32,8 @@ static void help(void)
                "     --media-dir DIR            Where mount points are made (default /run/media)\n"
                "     --max-devices-per-user N   Devices one user may have attached at once (default 32)\n"
                "     --partition-timeout SECS   How long Attach waits for udev (default 30)\n"
-               "     --io-timeout SECS          How long reading a caller's image may take (default 10)\n"
+               "     --io-timeout SECS          How long reading a caller's image may take (default 10; a mount\n"
+               "                                or an unmount three times that)\n"
                "     --max-pending-per-user N   Calls one user may have waiting at once (default 16)\n"
                "     --unconfined-fuse-drivers yes|no\n"
                "                                Use FUSE drivers that cannot run in loopd's sandbox\n"
@@ -144,6 +145,7 @@ static int parse_argv(Manager *m, Bus *b, int argc, char *argv[])
                                 return -EINVAL;
                         }
                         m->io_timeout_usec = value * 1000000ULL;
+                        mount_set_timeout(3 * m->io_timeout_usec);
                         break;
                 case ARG_MAX_PENDING:
                         if (parse_number(optarg, 1, 100000, &value) < 0) {

@@ -13,6 +13,7 @@
 
 #include "macro.h"
 #include "mount-internal.h"
+#include "process-util.h"
 #include "strv.h"
 
 static const FsDriver drivers[] = {
@@ -105,6 +106,24 @@ bool mount_kernel_has_filesystem(const char *fstype)
 }
 
 static bool unconfined_drivers = true;
+
+/* How long a kernel mount or an unmount may take (mount_set_timeout()). */
+static uint64_t kernel_timeout_usec = MOUNT_TIMEOUT_USEC;
+
+void mount_set_timeout(uint64_t usec)
+{
+        kernel_timeout_usec = usec > 0 ? usec : MOUNT_TIMEOUT_USEC;
+}
+
+uint64_t mount_get_timeout(void)
+{
+        return kernel_timeout_usec;
+}
+
+static int64_t kernel_deadline(void)
+{
+        return now_ms() + (int64_t)MIN(kernel_timeout_usec / 1000, (uint64_t)INT32_MAX);
+}
 
 void mount_set_unconfined_drivers(bool allowed)
 {
@@ -202,6 +221,16 @@ static int options_check_safe(const char *options)
         return nosuid && nodev ? 0 : -EINVAL;
 }
 
+/* Takes down what a failed mount attempt may have left at target, if it is node's, and its utab entry. */
+static void mount_undo(const char *node, const char *target)
+{
+        _cleanup_free_ char *source = NULL;
+
+        if (mount_find_source(target, &source, NULL) >= 0 && streq(source, node))
+                (void)umount2(target, UMOUNT_NOFOLLOW);
+        (void)mount_utab_forget(target);
+}
+
 /* userspace: mount_userspace_options(), which libmount keeps out of mount(2) and writes to utab. */
 static int kernel_mount(
         const FsDriver *d, const char *node, const char *target, const char *options, const char *userspace)
@@ -253,6 +282,26 @@ static int kernel_mount(
         return r < 0 && r > -4096 ? r : -EIO;
 }
 
+/* kernel_mount()'s arguments, for the child that runs it. */
+typedef struct KernelMount {
+        const FsDriver *d;
+        const char *node, *target, *options, *userspace;
+} KernelMount;
+
+static int kernel_mount_op(void *userdata)
+{
+        const KernelMount *k = userdata;
+
+        return kernel_mount(k->d, k->node, k->target, k->options, k->userspace);
+}
+
+static void kernel_mount_undo(void *userdata)
+{
+        const KernelMount *k = userdata;
+
+        mount_undo(k->node, k->target);
+}
+
 /* Reads the new mount back: is it there, is it node's, does it carry nosuid,nodev? */
 static int mount_verify(const char *node, const char *target)
 {
@@ -273,16 +322,6 @@ static int mount_verify(const char *node, const char *target)
                 mnt_optstr_get_option(vfs, "nodev", NULL, NULL) != 0)
                 return -EPERM;
         return 0;
-}
-
-/* Takes down what a failed mount attempt may have left at target, if it is node's, and its utab entry. */
-static void mount_undo(const char *node, const char *target)
-{
-        _cleanup_free_ char *source = NULL;
-
-        if (mount_find_source(target, &source, NULL) >= 0 && streq(source, node))
-                (void)umount2(target, UMOUNT_NOFOLLOW);
-        (void)mount_utab_forget(target);
 }
 
 int mount_filesystem(
@@ -320,9 +359,20 @@ int mount_filesystem_named(const char *node, const char *target, const char *fst
         if (r < 0)
                 return r;
 
-        /* A FUSE helper mounts without libmount: its utab entry is written here, once the mount is there. */
-        r = fuse ? mount_fuse_run(d, node, target, options)
-                 : kernel_mount(d, node, target, options, userspace);
+        /* A FUSE helper mounts without libmount: its utab entry is written here, once the mount is there.
+         * mount(2) reads the device in the kernel, and a device whose image stopped answering (a FUSE file
+         * of the caller's) would hold loopd there for good: it runs in a child, which takes down a mount
+         * that comes after loopd stopped waiting. */
+        if (fuse)
+                r = mount_fuse_run(d, node, target, options);
+        else {
+                KernelMount k = {
+                        .d = d, .node = node, .target = target, .options = options, .userspace = userspace
+                };
+                r = run_bounded(kernel_mount_op, kernel_mount_undo, &k, kernel_deadline());
+                if (r == -ETIMEDOUT)
+                        return r; /* the child undoes it, if it ever mounts: unmounting here could hang */
+        }
         if (r >= 0)
                 r = mount_verify(node, target);
         if (r >= 0 && fuse)
@@ -335,6 +385,11 @@ int mount_filesystem_named(const char *node, const char *target, const char *fst
 }
 
 /* ---- unmounting ---- */
+
+static int unmount_op(void *userdata)
+{
+        return umount2(userdata, UMOUNT_NOFOLLOW) < 0 ? -errno : 0;
+}
 
 int unmount_filesystem(const char *target)
 {
@@ -354,8 +409,9 @@ int unmount_filesystem(const char *target)
                         n_pidfds = mount_fuse_servers_of(rdev, pidfds, ELEMENTSOF(pidfds));
         }
 
-        if (umount2(target, UMOUNT_NOFOLLOW) < 0)
-                r = -errno;
+        /* Unmounting writes back what the filesystem holds: bounded as mounting is. One finished after
+         * loopd stopped waiting is what was asked for. */
+        r = run_bounded(unmount_op, NULL, (void *)target, kernel_deadline());
         mount_fuse_servers_wait(pidfds, n_pidfds, r == 0);
         /* umount2() is not libmount's umount: the entry it would have dropped goes here. Not a failure of
          * the unmount when it cannot (the next mount at target, or the removal of the mount point, tries

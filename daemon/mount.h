@@ -2,6 +2,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 /* Known filesystems are ext2, ext3, ext4, xfs, btrfs, squashfs, erofs, vfat, exfat, ntfs, iso9660 and
@@ -77,6 +78,15 @@ void mount_set_unconfined_drivers(bool allowed);
 /* Tests only: path (not copied; NULL: none) is fstype's FUSE helper from now on, wherever it lies. */
 void mount_set_fuse_helper(const char *fstype, const char *path);
 
+/* How long loopd waits for a kernel mount (mount(2), through libmount) or an unmount (umount2()) before
+ * -ETIMEDOUT; 0: MOUNT_TIMEOUT_USEC. Each runs in a child (run_bounded()): the kernel reads the device as it
+ * mounts and writes it back as it unmounts, and a device whose image is a FUSE file that stopped answering
+ * would hold the caller in the kernel for good. A mount that succeeds after the deadline is taken down by
+ * that child; an unmount that does is left done. */
+#define MOUNT_TIMEOUT_USEC (UINT64_C(30) * 1000000)
+void mount_set_timeout(uint64_t usec);
+uint64_t mount_get_timeout(void);
+
 /* Decides how fstype gets mounted: the kernel driver when there is one (*ret_fuse = false), else the FUSE
  * helper (*ret_fuse = true). -EPROTONOSUPPORT: neither (or an unknown fstype). */
 int mount_pick_driver(const char *fstype, bool *ret_fuse);
@@ -93,7 +103,7 @@ int mount_pick_driver(const char *fstype, bool *ret_fuse);
  * -EPROTONOSUPPORT: no kernel or FUSE driver for fstype. -ENOTBLK: node is not a block device (libmount
  * would set up a loop device for a file). -EROFS/-EACCES: the device is read-only and read_only was not
  * given (there is no silent read-only fallback). -EIO: the helper failed, or exited 0 without mounting.
- * Other -errno: what mount(2) said. */
+ * -ETIMEDOUT: mount(2) did not return in time (mount_set_timeout()). Other -errno: what mount(2) said. */
 int mount_filesystem(
         const char *node, const char *target, const char *fstype, const char *options, bool fuse);
 
@@ -119,7 +129,8 @@ int mount_filesystem_named(const char *node, const char *target, const char *fst
 /* Unmounts target: umount2() without MNT_DETACH and without following a symlink; -EBUSY when in use,
  * -EINVAL when target is not a mount point. For a FUSE mount it then waits (at most 10 s) until the
  * helper that served it has exited, so its last writes have reached the device when this returns. Once
- * nothing is mounted at target any more, its /run/mount/utab entries go too (mount_utab_forget()). */
+ * nothing is mounted at target any more, its /run/mount/utab entries go too (mount_utab_forget()).
+ * -ETIMEDOUT: umount2() did not return in time (mount_set_timeout()). */
 int unmount_filesystem(const char *target);
 
 /* Drops every /run/mount/utab entry for target, unless something is still mounted there: what a mount

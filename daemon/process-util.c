@@ -11,7 +11,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -128,4 +130,80 @@ int process_start_time(pid_t pid, uint64_t *ret)
                         return -EIO;
         }
         return sscanf(p + 1, "%" SCNu64, ret) == 1 ? 0 : -EIO;
+}
+
+/* The child of run_bounded(): op's result on sock; once it succeeded, undo unless the caller acknowledges
+ * (one byte) that it heard. */
+static _Noreturn void bounded_child(
+        int sock, int (*op)(void *userdata), void (*undo)(void *userdata), void *userdata)
+{
+        int32_t result;
+        char ack;
+        ssize_t n;
+
+        if (close_fds_except(sock, sock) < 0)
+                _exit(EXIT_FAILURE);
+        result = (int32_t)op(userdata);
+        n = send(sock, &result, sizeof(result), MSG_NOSIGNAL);
+        if (result < 0)
+                _exit(EXIT_SUCCESS);
+        if (n == (ssize_t)sizeof(result)) {
+                do
+                        n = recv(sock, &ack, 1, 0);
+                while (n < 0 && errno == EINTR);
+        }
+        /* The caller stopped waiting before it heard: what op did is nobody's. */
+        if (n != 1 && undo)
+                undo(userdata);
+        _exit(EXIT_SUCCESS);
+}
+
+int run_bounded(int (*op)(void *userdata), void (*undo)(void *userdata), void *userdata, int64_t deadline_ms)
+{
+        int pair[2], r;
+        int32_t result;
+        pid_t pid;
+        ssize_t n;
+
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
+                return -errno;
+        pid = fork();
+        if (pid < 0) {
+                r = -errno;
+                (void)close(pair[0]);
+                (void)close(pair[1]);
+                return r;
+        }
+        if (pid == 0)
+                bounded_child(pair[1], op, undo, userdata);
+        (void)close(pair[1]);
+
+        for (;;) {
+                int64_t left = deadline_ms - now_ms();
+                int k;
+
+                if (left <= 0) {
+                        /* Closing the socket tells the child: it undoes what it finishes later. */
+                        (void)close(pair[0]);
+                        return -ETIMEDOUT;
+                }
+                k = poll(&(struct pollfd){ .fd = pair[0], .events = POLLIN }, 1,
+                        (int)MIN(left, (int64_t)INT_MAX));
+                if (k > 0)
+                        break;
+                if (k < 0 && errno != EINTR) {
+                        r = -errno;
+                        (void)close(pair[0]);
+                        return r;
+                }
+        }
+        n = recv(pair[0], &result, sizeof(result), MSG_DONTWAIT);
+        if (n == (ssize_t)sizeof(result) && result <= 0)
+                (void)send(pair[0], "", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)close(pair[0]);
+        /* It exits as soon as it heard (or failed): reaped here, unless a SIGCHLD handler was first. */
+        (void)waitpid(pid, NULL, 0);
+        if (n != (ssize_t)sizeof(result) || result > 0 || result < -4095)
+                return -EIO;
+        return result;
 }

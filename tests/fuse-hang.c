@@ -1,8 +1,14 @@
-/* fuse-hang.c: a FUSE file system with one regular file, disk.img (64 MiB), that never answers a read: the
- * robust suite's hung disk image. Lookups, getattr, open, flush and release are answered at once, so
- * opening and stat()ing the file work; a READ request is simply never replied to, so whoever reads waits
- * until this process dies (then the kernel fails the read with ENOTCONN). No worker thread is held by an
- * unanswered read, and the session loop is multi-threaded, so other requests are always served.
+/* fuse-hang.c: a FUSE file system with one regular file, disk.img, that never answers a read: the robust
+ * suite's hung disk image. Lookups, getattr, open, flush and release are answered at once, so opening and
+ * stat()ing the file work; a READ request is simply never replied to, so whoever reads waits until this
+ * process dies (then the kernel fails the read with ENOTCONN). No worker thread is held by an unanswered
+ * read, and the session loop is multi-threaded, so other requests are always served.
+ *
+ * By default disk.img is 64 MiB and no read is answered. With FUSE_HANG_SOURCE=PATH in the environment it
+ * is that file's copy: reads are answered with its bytes, except those that touch the bytes from
+ * FUSE_HANG_FROM to FUSE_HANG_TO (byte offsets, the end excluded), which are never answered: an image that
+ * stops answering only where, say, a filesystem's journal lies. It may then be opened for writing, and
+ * writes are never answered.
  *
  * Usage: fuse-hang [-f] [-o allow_other] MOUNTPOINT   (stays in the foreground; stop it with SIGKILL) */
 #define FUSE_USE_VERSION 31
@@ -10,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +26,11 @@
 #define HANG_NAME "disk.img"
 #define HANG_INO 2
 #define HANG_SIZE (64 * 1024 * 1024)
+
+/* FUSE_HANG_SOURCE, open (-1: none), its size, and the bytes whose reads hang. */
+static int source_fd = -1;
+static off_t file_size = HANG_SIZE;
+static uint64_t hang_from, hang_to = UINT64_MAX;
 
 static int hang_stat(fuse_ino_t ino, struct stat *st)
 {
@@ -32,10 +44,10 @@ static int hang_stat(fuse_ino_t ino, struct stat *st)
                 return 0;
         }
         if (ino == HANG_INO) {
-                st->st_mode = S_IFREG | 0644;
+                st->st_mode = S_IFREG | (source_fd >= 0 ? 0666 : 0644);
                 st->st_nlink = 1;
-                st->st_size = HANG_SIZE;
-                st->st_blocks = HANG_SIZE / 512;
+                st->st_size = file_size;
+                st->st_blocks = file_size / 512;
                 st->st_blksize = 4096;
                 return 0;
         }
@@ -70,17 +82,44 @@ static void hang_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
         if (ino != HANG_INO)
                 fuse_reply_err(req, EISDIR);
-        else if ((fi->flags & O_ACCMODE) != O_RDONLY)
+        else if ((fi->flags & O_ACCMODE) != O_RDONLY && source_fd < 0)
                 fuse_reply_err(req, EACCES);
         else
                 fuse_reply_open(req, fi);
 }
 
-/* The point of it all: the request stays unanswered for as long as this process lives. */
+/* The point of it all: the request stays unanswered for as long as this process lives (with a source,
+ * only one that touches the hung bytes). */
 static void hang_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+        char *buf;
+        ssize_t n;
+
+        (void)ino;
+        (void)fi;
+        if (source_fd < 0 || ((uint64_t)off < hang_to && (uint64_t)off + size > hang_from))
+                return;
+        buf = malloc(size ? size : 1);
+        if (!buf) {
+                fuse_reply_err(req, ENOMEM);
+                return;
+        }
+        n = pread(source_fd, buf, size, off);
+        if (n < 0)
+                fuse_reply_err(req, errno);
+        else
+                fuse_reply_buf(req, buf, (size_t)n);
+        free(buf);
+}
+
+/* With a source the file may be opened for writing (a loop device bound writable mounts its filesystem
+ * read-write, and ext4 then reads its journal): a write is never answered either. */
+static void hang_write(
+        fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off, struct fuse_file_info *fi)
 {
         (void)req;
         (void)ino;
+        (void)buf;
         (void)size;
         (void)off;
         (void)fi;
@@ -105,6 +144,7 @@ static const struct fuse_lowlevel_ops hang_ops = {
         .getattr = hang_getattr,
         .open = hang_open,
         .read = hang_read,
+        .write = hang_write,
         .flush = hang_flush,
         .release = hang_release,
 };
@@ -116,8 +156,22 @@ int main(int argc, char **argv)
         struct fuse_session *se;
         int r = 1;
 
+        const char *source = getenv("FUSE_HANG_SOURCE");
+
         if (fuse_parse_cmdline(&args, &opts) != 0)
                 return 1;
+        if (source) {
+                struct stat st;
+
+                source_fd = open(source, O_RDONLY | O_CLOEXEC);
+                if (source_fd < 0 || fstat(source_fd, &st) < 0) {
+                        perror(source);
+                        goto out;
+                }
+                file_size = st.st_size;
+                hang_from = strtoull(getenv("FUSE_HANG_FROM") ?: "0", NULL, 0);
+                hang_to = strtoull(getenv("FUSE_HANG_TO") ?: "0", NULL, 0);
+        }
         if (opts.show_help || opts.show_version || !opts.mountpoint) {
                 fprintf(stderr, "usage: %s [-f] [-o allow_other] MOUNTPOINT\n", argv[0]);
                 goto out;

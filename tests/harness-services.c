@@ -645,8 +645,21 @@ bool harness_hang_start(Harness *h, HarnessHang *hang)
         hang->mountpoint = g_build_filename(h->tmpdir, "hung", NULL);
         hang->file = g_build_filename(hang->mountpoint, "disk.img", NULL);
         g_assert_cmpint(g_mkdir(hang->mountpoint, 0755), ==, 0);
-        hang->server = g_subprocess_new(
-                G_SUBPROCESS_FLAGS_NONE, &error, exe, "-f", "-o", "allow_other", hang->mountpoint, NULL);
+        g_autoptr(GSubprocessLauncher) launcher = g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_NONE);
+        goffset size = (goffset)64 * 1024 * 1024;
+        if (hang->source) {
+                g_autofree char *from = g_strdup_printf("%" G_GUINT64_FORMAT, hang->hang_from);
+                g_autofree char *to = g_strdup_printf("%" G_GUINT64_FORMAT, hang->hang_to);
+                struct stat st;
+
+                g_assert_cmpint(stat(hang->source, &st), ==, 0);
+                size = st.st_size;
+                g_subprocess_launcher_setenv(launcher, "FUSE_HANG_SOURCE", hang->source, TRUE);
+                g_subprocess_launcher_setenv(launcher, "FUSE_HANG_FROM", from, TRUE);
+                g_subprocess_launcher_setenv(launcher, "FUSE_HANG_TO", to, TRUE);
+        }
+        hang->server = g_subprocess_launcher_spawn(
+                launcher, &error, exe, "-f", "-o", "allow_other", hang->mountpoint, NULL);
         if (!hang->server) {
                 g_test_fail_printf("cannot start %s: %s", exe, error->message);
                 return false;
@@ -656,8 +669,7 @@ bool harness_hang_start(Harness *h, HarnessHang *hang)
                 g_get_monotonic_time() < deadline; g_usleep(50 * 1000)) {
                 struct stat st;
 
-                if (stat(hang->file, &st) == 0 && S_ISREG(st.st_mode) &&
-                        st.st_size == (off_t)64 * 1024 * 1024)
+                if (stat(hang->file, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == size)
                         return true;
                 if (!g_subprocess_get_identifier(hang->server)) {
                         g_test_fail_printf("%s exited before it mounted %s", exe, hang->mountpoint);

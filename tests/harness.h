@@ -152,8 +152,12 @@ bool harness_stop_loopd(Harness *h);
 /* Whether loopd is (still) running; fails the test with its log when it died. */
 bool harness_loopd_alive(Harness *h);
 /* tests/fuse-hang (LOOPD_FUSE_HANG, else under LOOPD_BUILD_ROOT) serving <tmpdir>/hung/disk.img, 64 MiB,
- * whose reads are never answered: a process that reads it waits until the server is killed. */
+ * whose reads are never answered: a process that reads it waits until the server is killed. With source
+ * set (by the caller, before harness_hang_start()), disk.img is a copy of that file whose reads are
+ * answered, except those touching the bytes from hang_from to hang_to (the end excluded). */
 typedef struct HarnessHang {
+        const char *source;
+        guint64 hang_from, hang_to;
         char *mountpoint;
         char *file;
         GSubprocess *server;

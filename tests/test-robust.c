@@ -1,7 +1,7 @@
 /* test-robust.c: loopd stays sound when images and clients misbehave (issue #14): it keeps no fd of an image
  * after Detach, a hung image (a FUSE file whose reads never come back) times out without stalling anyone
- * else, the partitions it adds survive udev's watch rule (it holds a BSD lock on its devices), and
- * MountImage asks for a password at most once. */
+ * else, a mount that hangs in the kernel times out, the partitions it adds survive udev's watch rule (it
+ * holds a BSD lock on its devices), and MountImage asks for a password at most once. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -239,11 +239,13 @@ out:
 /* ---------------------------------------------------------------------------------------------------- */
 /* A hung image (reads never return) times out alone */
 
-/* A call made from a thread of its own, so that the test can go on while it is pending. */
+/* A call made from a thread of its own, so that the test can go on while it is pending: method(fd, {}),
+ * or with node set Mount(node, {}). */
 typedef struct PendingCall {
         GDBusConnection *connection;
         const char *method;
         int fd;
+        const char *node;
         GMutex lock;
         GCond cond;
         bool done;
@@ -257,8 +259,15 @@ static gpointer pending_call_thread(gpointer data)
         PendingCall *c = data;
         GError *error = NULL;
         gint64 ms;
-        GVariant *reply = call_with_fd(
-                c->connection, c->method, c->fd, G_DBUS_CALL_FLAGS_NONE, HARNESS_TIMEOUT_MS, &ms, &error);
+        gint64 t0 = g_get_monotonic_time();
+        GVariant *reply = c->node ? g_dbus_connection_call_sync(c->connection, LOOPD_BUS_NAME,
+                                            LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, "Mount",
+                                            g_variant_new("(s@a{sv})", c->node, harness_empty_options()),
+                                            NULL, G_DBUS_CALL_FLAGS_NONE, HARNESS_TIMEOUT_MS, NULL, &error)
+                                  : call_with_fd(c->connection, c->method, c->fd, G_DBUS_CALL_FLAGS_NONE,
+                                            HARNESS_TIMEOUT_MS, NULL, &error);
+
+        ms = (g_get_monotonic_time() - t0) / 1000;
 
         g_mutex_lock(&c->lock);
         c->reply = reply;
@@ -398,6 +407,111 @@ out:
         g_clear_error(&call.error);
         if (call.fd >= 0)
                 close(call.fd);
+        harness_hang_clear(&hang);
+        g_mutex_clear(&call.lock);
+        g_cond_clear(&call.cond);
+}
+
+/* A mount that hangs in the kernel times out. The image answers every read but those of its ext4 journal:
+ * the probes loopd makes (libblkid reads the head and the tail) are answered, and mount(2) of the writable
+ * device waits for the journal's superblock in the kernel, uninterruptibly, until the server dies. loopd
+ * waits for it three times --io-timeout at most (another caller's call waits as long), never for good:
+ * it answers Timeout and goes on serving; once the server is killed nothing stays mounted, and the device
+ * of the dead image can be detached. */
+static void test_hung_mount_times_out(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        g_autofree char *image = harness_image_path(h, "normal.img");
+        g_autofree char *ext4 = harness_image_path(h, "journal-hangs.img");
+        g_autofree char *device = NULL, *journal = NULL, *block_size = NULL;
+        GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A),
+                        *b = harness_connect_as(h, HARNESS_USER_B);
+        /* loopd waits three times --io-timeout for a mount. */
+        const gint64 limit_ms = 3 * IO_TIMEOUT_S * 1000 + TIMEOUT_SLACK_MS;
+        PendingCall call = { .method = "Mount", .fd = -1, .connection = a };
+        g_autoptr(GPtrArray) mounts = NULL, left = NULL;
+        g_autoptr(GVariant) attached = NULL, listed = NULL;
+        g_autoptr(GError) error = NULL;
+        GThread *thread = NULL;
+        HarnessHang hang = { 0 };
+        guint64 first, bs;
+        int fd = -1;
+
+        harness_allow_all(h);
+        REQUIRE_NONNULL(a);
+        REQUIRE_NONNULL(b);
+        image_create(image, 16 * MiB);
+        image_create(ext4, 64 * MiB);
+        g_free(image_mkfs_at(ext4, 0, 64 * MiB, "ext4", "journal"));
+        journal = test_sh("debugfs -R 'bmap <8> 0' %s 2>/dev/null", ext4);
+        block_size = test_sh("dumpe2fs -h %s 2>/dev/null | sed -n 's/^Block size: *//p'", ext4);
+        first = g_ascii_strtoull(g_strstrip(journal), NULL, 10);
+        bs = g_ascii_strtoull(g_strstrip(block_size), NULL, 10);
+        g_assert_cmpuint(first, >, 0);
+        g_assert_cmpuint(bs, >=, 1024);
+        hang.source = ext4;
+        hang.hang_from = first * bs;
+        hang.hang_to = (first + 1) * bs;
+        g_mutex_init(&call.lock);
+        g_cond_init(&call.cond);
+        if (!harness_hang_start(h, &hang))
+                goto out;
+
+        fd = open(hang.file, O_RDWR | O_CLOEXEC);
+        if (fd < 0) {
+                harness_fail("open %s: %s", hang.file, g_strerror(errno));
+                goto out;
+        }
+        attached = call_with_fd(a, "Attach", fd, G_DBUS_CALL_FLAGS_NONE, CALL_BOUND_MS, NULL, &error);
+        if (!expect_ok("Attach of the image whose journal hangs", error))
+                goto out;
+        device = device_of_reply(attached);
+        call.node = device;
+        call.started = g_get_monotonic_time();
+        thread = g_thread_new("hung-mount", pending_call_thread, &call);
+        g_usleep(500 * 1000); /* let it reach mount(2) and get stuck */
+
+        if (pending_call_wait(&call, 0))
+                g_test_message("the Mount was answered before the other calls were made");
+        /* Another caller's call is answered once loopd stops waiting for the mount, at the latest. */
+        listed = g_dbus_connection_call_sync(b, LOOPD_BUS_NAME, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE,
+                "ListDevices", NULL, NULL, G_DBUS_CALL_FLAGS_NONE, (gint)limit_ms, NULL, &error);
+        expect_ok("ListDevices while a mount hangs in the kernel", error);
+        g_clear_error(&error);
+
+        if (!pending_call_wait(&call, call.started + limit_ms * 1000)) {
+                harness_fail("loopd did not answer the Mount within %" G_GINT64_FORMAT
+                             " ms (--io-timeout %d)",
+                        limit_ms, IO_TIMEOUT_S);
+                goto out;
+        }
+        g_test_message("Mount of %s answered after %" G_GINT64_FORMAT " ms: %s", device, call.elapsed_ms,
+                call.error ? call.error->message : "success");
+        harness_assert_dbus_error(call.error, LOOPD_ERROR_TIMEOUT, NULL);
+        g_assert_true(harness_loopd_alive(h));
+        check_served_promptly(b, image, "after the mount timed out");
+
+out:
+        /* The server's death fails the read mount(2) waits for: whatever that mount did is undone. */
+        harness_hang_kill(&hang);
+        if (thread)
+                g_thread_join(thread);
+        if (call.reply) {
+                harness_fail("the Mount whose journal hangs succeeded");
+                g_variant_unref(call.reply);
+        }
+        g_clear_error(&call.error);
+        g_usleep(SETTLE_MS * 1000 / 5);
+        mounts = mounts_under(h->media_dir);
+        if (mounts->len > 0)
+                fail_listing("mounted after the hung Mount", mounts);
+        if (device && !harness_detach(a, device, NULL, &error))
+                harness_fail("Detach %s: %s", device, error ? error->message : "?");
+        left = loops_under_after(hang.mountpoint, SETTLE_MS);
+        if (left->len > 0)
+                fail_listing("still bound to the image after its Detach", left);
+        if (fd >= 0)
+                close(fd);
         harness_hang_clear(&hang);
         g_mutex_clear(&call.lock);
         g_cond_clear(&call.cond);
@@ -615,6 +729,7 @@ int main(int argc, char **argv)
                 &opts_hung_attach);
         harness_add("/loopd/robust/hung-mount-image-times-out-alone", test_hung_image_times_out_alone,
                 &opts_hung_mount_image);
+        harness_add("/loopd/robust/hung-mount-times-out", test_hung_mount_times_out, &opts_hung_attach);
         harness_add(
                 "/loopd/robust/mount-image-prompts-once", test_mount_image_prompts_once, &opts_prompt_both);
         harness_add("/loopd/robust/mount-image-prompts-once-for-mount", test_mount_image_prompts_once,
