@@ -8,7 +8,8 @@
  * is that file's copy: reads are answered with its bytes, except those that touch the bytes from
  * FUSE_HANG_FROM to FUSE_HANG_TO (byte offsets, the end excluded), which are never answered: an image that
  * stops answering only where, say, a filesystem's journal lies. It may then be opened for writing, and
- * writes are never answered.
+ * writes go to that file. After SIGUSR1 no read or write is answered any more: an image whose filesystem
+ * hangs while it is mounted.
  *
  * Usage: fuse-hang [-f] [-o allow_other] MOUNTPOINT   (stays in the foreground; stop it with SIGKILL) */
 #define FUSE_USE_VERSION 31
@@ -16,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +33,14 @@
 static int source_fd = -1;
 static off_t file_size = HANG_SIZE;
 static uint64_t hang_from, hang_to = UINT64_MAX;
+/* Set by SIGUSR1: from then on every read and write hangs. */
+static volatile sig_atomic_t hang_all;
+
+static void on_usr1(int sig)
+{
+        (void)sig;
+        hang_all = 1;
+}
 
 static int hang_stat(fuse_ino_t ino, struct stat *st)
 {
@@ -97,7 +107,7 @@ static void hang_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, st
 
         (void)ino;
         (void)fi;
-        if (source_fd < 0 || ((uint64_t)off < hang_to && (uint64_t)off + size > hang_from))
+        if (source_fd < 0 || hang_all || ((uint64_t)off < hang_to && (uint64_t)off + size > hang_from))
                 return;
         buf = malloc(size ? size : 1);
         if (!buf) {
@@ -113,16 +123,21 @@ static void hang_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, st
 }
 
 /* With a source the file may be opened for writing (a loop device bound writable mounts its filesystem
- * read-write, and ext4 then reads its journal): a write is never answered either. */
+ * read-write, and ext4 then reads its journal): writes go to the source, until SIGUSR1. */
 static void hang_write(
         fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off, struct fuse_file_info *fi)
 {
-        (void)req;
+        ssize_t n;
+
         (void)ino;
-        (void)buf;
-        (void)size;
-        (void)off;
         (void)fi;
+        if (source_fd < 0 || hang_all)
+                return;
+        n = pwrite(source_fd, buf, size, off);
+        if (n < 0)
+                fuse_reply_err(req, errno);
+        else
+                fuse_reply_write(req, (size_t)n);
 }
 
 static void hang_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -163,7 +178,7 @@ int main(int argc, char **argv)
         if (source) {
                 struct stat st;
 
-                source_fd = open(source, O_RDONLY | O_CLOEXEC);
+                source_fd = open(source, O_RDWR | O_CLOEXEC);
                 if (source_fd < 0 || fstat(source_fd, &st) < 0) {
                         perror(source);
                         goto out;
@@ -179,7 +194,7 @@ int main(int argc, char **argv)
         se = fuse_session_new(&args, &hang_ops, sizeof(hang_ops), NULL);
         if (!se)
                 goto out;
-        if (fuse_set_signal_handlers(se) == 0) {
+        if (signal(SIGUSR1, on_usr1) != SIG_ERR && fuse_set_signal_handlers(se) == 0) {
                 if (fuse_session_mount(se, opts.mountpoint) == 0) {
                         /* Always in the foreground: the test kills it by pid. */
                         r = fuse_session_loop_mt(se, 0) == 0 ? 0 : 1;

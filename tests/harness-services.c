@@ -680,6 +680,12 @@ bool harness_hang_start(Harness *h, HarnessHang *hang)
         return false;
 }
 
+void harness_hang_freeze(HarnessHang *hang)
+{
+        g_assert_nonnull(hang->server);
+        g_subprocess_send_signal(hang->server, SIGUSR1);
+}
+
 void harness_hang_kill(HarnessHang *hang)
 {
         if (!hang->server)

@@ -165,6 +165,8 @@ typedef struct HarnessHang {
 
 /* Starts the server and waits until the file shows; fails the test and returns false on any problem. */
 bool harness_hang_start(Harness *h, HarnessHang *hang);
+/* With a source: from now on no read or write of the file is answered (SIGUSR1 to the server). */
+void harness_hang_freeze(HarnessHang *hang);
 /* Kills the server (by its pid; the only way to free whoever reads the file): from then on reads fail. */
 void harness_hang_kill(HarnessHang *hang);
 /* Kills the server if it still runs, detaches what is bound to the file, unmounts it. */

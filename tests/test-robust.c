@@ -1,7 +1,7 @@
 /* test-robust.c: loopd stays sound when images and clients misbehave (issue #14): it keeps no fd of an image
  * after Detach, a hung image (a FUSE file whose reads never come back) times out without stalling anyone
- * else, a mount that hangs in the kernel times out, the partitions it adds survive udev's watch rule (it
- * holds a BSD lock on its devices), and MountImage asks for a password at most once. */
+ * else, a mount or an unmount that hangs in the kernel times out, the partitions it adds survive udev's
+ * watch rule (it holds a BSD lock on its devices), and MountImage asks for a password at most once. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -517,6 +517,96 @@ out:
         g_cond_clear(&call.cond);
 }
 
+/* An unmount that hangs in the kernel times out too. The image's filesystem is mounted and written to, then
+ * its FUSE server stops answering anything: umount2() waits in the kernel to write the data back. loopd
+ * answers Timeout within three times --io-timeout and goes on serving; the unmount finishes once the
+ * server is killed, and the device of the dead image can be detached. */
+static void test_hung_unmount_times_out(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        g_autofree char *ext4 = harness_image_path(h, "hangs-later.img");
+        g_autofree char *device = NULL, *mount_point = NULL, *file = NULL;
+        GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A),
+                        *b = harness_connect_as(h, HARNESS_USER_B);
+        const gint64 limit_ms = 3 * IO_TIMEOUT_S * 1000 + TIMEOUT_SLACK_MS;
+        g_autoptr(GPtrArray) mounts = NULL, left = NULL;
+        g_autoptr(GVariant) attached = NULL, listed = NULL, unmounted = NULL;
+        g_autoptr(GError) error = NULL;
+        g_autofree char *bytes = g_malloc0(4 * MiB);
+        HarnessHang hang = { 0 };
+        gint64 t0, ms;
+        int fd = -1;
+
+        harness_allow_all(h);
+        REQUIRE_NONNULL(a);
+        REQUIRE_NONNULL(b);
+        image_create(ext4, 64 * MiB);
+        g_free(image_mkfs_at(ext4, 0, 64 * MiB, "ext4", "later"));
+        hang.source = ext4;
+        if (!harness_hang_start(h, &hang))
+                goto out;
+        fd = open(hang.file, O_RDWR | O_CLOEXEC);
+        if (fd < 0) {
+                harness_fail("open %s: %s", hang.file, g_strerror(errno));
+                goto out;
+        }
+        attached = call_with_fd(a, "Attach", fd, G_DBUS_CALL_FLAGS_NONE, CALL_BOUND_MS, NULL, &error);
+        if (!expect_ok("Attach of the image that hangs later", error))
+                goto out;
+        device = device_of_reply(attached);
+        mount_point = harness_mount(a, device, NULL, &error);
+        if (!expect_ok("Mount of the image that hangs later", error))
+                goto out;
+        /* Data only in the page cache (no sync), then nothing answers any more. */
+        file = g_build_filename(mount_point, "unwritten", NULL);
+        g_assert_true(g_file_set_contents(file, bytes, 4 * MiB, &error));
+        harness_hang_freeze(&hang);
+
+        t0 = g_get_monotonic_time();
+        unmounted =
+                g_dbus_connection_call_sync(a, LOOPD_BUS_NAME, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE,
+                        "Unmount", g_variant_new("(s@a{sv})", mount_point, harness_empty_options()), NULL,
+                        G_DBUS_CALL_FLAGS_NONE, (gint)limit_ms + 1000, NULL, &error);
+        ms = (g_get_monotonic_time() - t0) / 1000;
+        g_test_message("Unmount of %s answered after %" G_GINT64_FORMAT " ms: %s", mount_point, ms,
+                error ? error->message : "success");
+        if (!unmounted && g_error_matches(error, G_IO_ERROR, G_IO_ERROR_TIMED_OUT)) {
+                harness_fail("loopd did not answer the Unmount within %" G_GINT64_FORMAT " ms", limit_ms);
+                goto out;
+        }
+        harness_assert_dbus_error(error, LOOPD_ERROR_TIMEOUT, NULL);
+        g_clear_error(&error);
+        listed = g_dbus_connection_call_sync(b, LOOPD_BUS_NAME, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE,
+                "ListDevices", NULL, NULL, G_DBUS_CALL_FLAGS_NONE, PROMPT_MS, NULL, &error);
+        expect_ok("ListDevices after the unmount timed out", error);
+        g_clear_error(&error);
+        g_assert_true(harness_loopd_alive(h));
+
+out:
+        /* The server's death fails the writes umount2() waits for: the unmount ends. */
+        harness_hang_kill(&hang);
+        for (gint64 deadline = g_get_monotonic_time() + SETTLE_MS * 1000; g_get_monotonic_time() < deadline;
+                g_usleep(100 * 1000)) {
+                g_clear_pointer(&mounts, g_ptr_array_unref);
+                mounts = mounts_under(h->media_dir);
+                if (mounts->len == 0)
+                        break;
+        }
+        if (mounts && mounts->len > 0) {
+                fail_listing("still mounted once the server died", mounts);
+                (void)harness_detach(a, device, g_variant_new_parsed("{'unmount': <true>}"), NULL);
+        }
+        g_clear_error(&error);
+        if (device && !harness_detach(a, device, NULL, &error))
+                harness_fail("Detach %s: %s", device, error ? error->message : "?");
+        left = loops_under_after(hang.mountpoint, SETTLE_MS);
+        if (left->len > 0)
+                fail_listing("still bound to the image after its Detach", left);
+        if (fd >= 0)
+                close(fd);
+        harness_hang_clear(&hang);
+}
+
 /* ---------------------------------------------------------------------------------------------------- */
 /* Partitions survive udev's watch rule (LOOPD_TEST_UDEV=1) */
 
@@ -730,6 +820,7 @@ int main(int argc, char **argv)
         harness_add("/loopd/robust/hung-mount-image-times-out-alone", test_hung_image_times_out_alone,
                 &opts_hung_mount_image);
         harness_add("/loopd/robust/hung-mount-times-out", test_hung_mount_times_out, &opts_hung_attach);
+        harness_add("/loopd/robust/hung-unmount-times-out", test_hung_unmount_times_out, &opts_hung_attach);
         harness_add(
                 "/loopd/robust/mount-image-prompts-once", test_mount_image_prompts_once, &opts_prompt_both);
         harness_add("/loopd/robust/mount-image-prompts-once-for-mount", test_mount_image_prompts_once,
