@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <glib.h>
+#include <glib/gstdio.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,7 @@
 #include "image.h"
 #include "images.h"
 #include "partition-info-assert.h"
+#include "process-util.h"
 #include "worker.h"
 
 typedef struct Answer {
@@ -507,6 +509,75 @@ static void test_reader_edits_tables_confined(void)
         g_assert_cmpint(waitpid(pid, NULL, 0), ==, pid);
 }
 
+/* run_bounded()'s op and undo: each leaves a file (userdata: the directory), op after sleeping bounded_ms.
+ */
+static int bounded_ms;
+
+static void touch(const char *dir, const char *name)
+{
+        g_autofree char *path = g_build_filename(dir, name, NULL);
+
+        g_assert_true(g_file_set_contents(path, "", 0, NULL));
+}
+
+static gboolean exists_within(const char *dir, const char *name, guint ms)
+{
+        g_autofree char *path = g_build_filename(dir, name, NULL);
+
+        for (guint waited = 0; waited < ms; waited += 10, g_usleep(10000))
+                if (g_file_test(path, G_FILE_TEST_EXISTS))
+                        return TRUE;
+        return g_file_test(path, G_FILE_TEST_EXISTS);
+}
+
+static int bounded_op(void *userdata)
+{
+        g_usleep((gulong)bounded_ms * 1000);
+        touch(userdata, "done");
+        return 0;
+}
+
+static int bounded_fails(void *userdata)
+{
+        return -EPERM;
+}
+
+static int bounded_dies(void *userdata)
+{
+        _exit(EXIT_FAILURE);
+}
+
+static void bounded_undo(void *userdata)
+{
+        touch(userdata, "undone");
+}
+
+/* What the kernel mount and unmount run in: the op's result in time; past the deadline -ETIMEDOUT, and the
+ * child undoes what it finishes once nobody waits for it any more; a child that dies answers -EIO. */
+static void test_bounded_undoes_what_finishes_late(void)
+{
+        g_autofree char *dir = g_build_filename(tmpdir, "bounded", NULL);
+        g_autofree char *done = g_build_filename(dir, "done", NULL);
+
+        g_assert_cmpint(g_mkdir(dir, 0755), ==, 0);
+        bounded_ms = 0;
+        g_assert_cmpint(run_bounded(bounded_op, bounded_undo, dir, now_ms() + 10000), ==, 0);
+        g_assert_true(exists_within(dir, "done", 0));
+        g_assert_false(exists_within(dir, "undone", 200));
+
+        g_assert_cmpint(run_bounded(bounded_fails, bounded_undo, dir, now_ms() + 10000), ==, -EPERM);
+        g_assert_cmpint(run_bounded(bounded_dies, bounded_undo, dir, now_ms() + 10000), ==, -EIO);
+        g_assert_false(exists_within(dir, "undone", 0));
+
+        g_assert_cmpint(g_remove(done), ==, 0);
+        bounded_ms = 300;
+        g_assert_cmpint(run_bounded(bounded_op, bounded_undo, dir, now_ms() + 50), ==, -ETIMEDOUT);
+        g_assert_true(exists_within(dir, "undone", 5000));
+        g_assert_true(exists_within(dir, "done", 0));
+        /* The child left behind is this process's to reap (loopd's SIGCHLD handler does it there). */
+        g_assert_cmpint(waitpid(-1, NULL, 0), >, 0);
+}
+
 /* How many children pid has now. */
 static size_t children_of(pid_t pid)
 {
@@ -634,6 +705,7 @@ int main(int argc, char **argv)
         g_test_add_func("/worker/reader/plans-as-loopd-would", test_reader_plans_as_loopd_would);
         g_test_add_func("/worker/reader/session-serves-an-attach", test_reader_session_serves_an_attach);
         g_test_add_func("/worker/reader/edits-tables-confined", test_reader_edits_tables_confined);
+        g_test_add_func("/worker/bounded/undoes-what-finishes-late", test_bounded_undoes_what_finishes_late);
         g_test_add_func(
                 "/worker/reader/probes-a-device-as-loopd-would", test_reader_probes_a_device_as_loopd_would);
 
