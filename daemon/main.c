@@ -254,6 +254,9 @@ static int run(int argc, char *argv[])
         else if (r < 0)
                 log_warning_errno(r,
                         "Failed to start the image reader, each image is read in a worker forked for it: %m");
+        r = mount_start_runner();
+        if (r < 0)
+                log_warning_errno(r, "Failed to start the runner, each mount forks a child of loopd: %m");
         raise_fd_limit();
 
         sigemptyset(&mask);
@@ -298,5 +301,7 @@ static int run(int argc, char *argv[])
 int main(int argc, char *argv[])
 {
         int r = run(argc, argv);
+
+        mount_stop_runner();
         return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -14,6 +14,7 @@
 #include "macro.h"
 #include "mount-internal.h"
 #include "process-util.h"
+#include "runner.h"
 #include "strv.h"
 
 static const FsDriver drivers[] = {
@@ -282,24 +283,126 @@ static int kernel_mount(
         return r < 0 && r > -4096 ? r : -EIO;
 }
 
-/* kernel_mount()'s arguments, for the child that runs it. */
-typedef struct KernelMount {
-        const FsDriver *d;
-        const char *node, *target, *options, *userspace;
-} KernelMount;
+/* ---- the child a kernel mount or unmount runs in ---- */
 
-static int kernel_mount_op(void *userdata)
+typedef enum KernelOp {
+        KERNEL_MOUNT = 1,
+        KERNEL_UNMOUNT,
+} KernelOp;
+
+#define KERNEL_STRINGS 5 /* target, node, fstype, options, userspace ("" for the last four: none) */
+
+/* A kernel mount or unmount as the child gets it: the op (one byte), then the strings, each NUL-ended. */
+typedef struct KernelRequest {
+        char bytes[RUNNER_REQUEST_MAX];
+        size_t size;
+} KernelRequest;
+
+static int kernel_request(KernelRequest *req, KernelOp op, const char *const strings[KERNEL_STRINGS])
 {
-        const KernelMount *k = userdata;
+        req->bytes[0] = (char)op;
+        req->size = 1;
+        for (size_t i = 0; i < KERNEL_STRINGS; i++) {
+                size_t len = strlen(strempty(strings[i])) + 1;
 
-        return kernel_mount(k->d, k->node, k->target, k->options, k->userspace);
+                if (len > sizeof(req->bytes) - req->size)
+                        return -E2BIG;
+                memcpy(req->bytes + req->size, strempty(strings[i]), len);
+                req->size += len;
+        }
+        return 0;
 }
 
-static void kernel_mount_undo(void *userdata)
+/* The op and the strings of a request (pointers into it). */
+static int kernel_request_parse(
+        const void *request, size_t size, KernelOp *ret_op, const char *ret_strings[KERNEL_STRINGS])
 {
-        const KernelMount *k = userdata;
+        const char *p = request, *end = p + size;
 
-        mount_undo(k->node, k->target);
+        if (size < 1 || (p[0] != KERNEL_MOUNT && p[0] != KERNEL_UNMOUNT))
+                return -EINVAL;
+        *ret_op = (KernelOp)p[0];
+        p++;
+        for (size_t i = 0; i < KERNEL_STRINGS; i++) {
+                const char *nul = memchr(p, 0, (size_t)(end - p));
+
+                if (!nul)
+                        return -EINVAL;
+                ret_strings[i] = p;
+                p = nul + 1;
+        }
+        return p == end ? 0 : -EINVAL;
+}
+
+/* In the child: the kernel mount (libmount) or the unmount a request asks for. */
+static int kernel_op(const void *request, size_t size)
+{
+        const char *s[KERNEL_STRINGS];
+        const FsDriver *d;
+        KernelOp op;
+
+        if (kernel_request_parse(request, size, &op, s) < 0)
+                return -EINVAL;
+        if (op == KERNEL_UNMOUNT)
+                return umount2(s[0], UMOUNT_NOFOLLOW) < 0 ? -errno : 0;
+        d = driver_find(s[2]);
+        if (!d)
+                return -EPROTONOSUPPORT;
+        return kernel_mount(d, s[1], s[0], s[3], isempty(s[4]) ? NULL : s[4]);
+}
+
+/* In the child, once nobody waits for its answer: a mount that came too late goes again (an unmount that
+ * did is what was asked for). */
+static void kernel_undo(const void *request, size_t size)
+{
+        const char *s[KERNEL_STRINGS];
+        KernelOp op;
+
+        if (kernel_request_parse(request, size, &op, s) >= 0 && op == KERNEL_MOUNT)
+                mount_undo(s[1], s[0]);
+}
+
+/* The runner (runner.h) when loopd has one: mount_start_runner(). */
+static Runner *runner;
+
+int mount_start_runner(void)
+{
+        if (runner)
+                return 0;
+        return runner_new(kernel_op, kernel_undo, &runner);
+}
+
+void mount_stop_runner(void)
+{
+        runner = runner_free(runner);
+}
+
+static int bounded_op(void *userdata)
+{
+        const KernelRequest *req = userdata;
+
+        return kernel_op(req->bytes, req->size);
+}
+
+static void bounded_undo(void *userdata)
+{
+        const KernelRequest *req = userdata;
+
+        kernel_undo(req->bytes, req->size);
+}
+
+/* Runs req in a child of the runner, else (no runner, or it is gone) in one forked for it: bounded by the
+ * mount timeout either way. */
+static int kernel_run(const KernelRequest *req)
+{
+        int64_t deadline = kernel_deadline();
+        int r;
+
+        r = runner_run(runner, req->bytes, req->size, deadline);
+        if (r != -EPIPE)
+                return r;
+        runner = runner_free(runner);
+        return run_bounded(bounded_op, bounded_undo, (void *)req, deadline);
 }
 
 /* Reads the new mount back: is it there, is it node's, does it carry nosuid,nodev? */
@@ -366,10 +469,14 @@ int mount_filesystem_named(const char *node, const char *target, const char *fst
         if (fuse)
                 r = mount_fuse_run(d, node, target, options);
         else {
-                KernelMount k = {
-                        .d = d, .node = node, .target = target, .options = options, .userspace = userspace
-                };
-                r = run_bounded(kernel_mount_op, kernel_mount_undo, &k, kernel_deadline());
+                _cleanup_free_ KernelRequest *req = malloc(sizeof(KernelRequest));
+
+                if (!req)
+                        return -ENOMEM;
+                r = kernel_request(req, KERNEL_MOUNT,
+                        (const char *const[]){ target, node, fstype, options, userspace });
+                if (r >= 0)
+                        r = kernel_run(req);
                 if (r == -ETIMEDOUT)
                         return r; /* the child undoes it, if it ever mounts: unmounting here could hang */
         }
@@ -386,18 +493,16 @@ int mount_filesystem_named(const char *node, const char *target, const char *fst
 
 /* ---- unmounting ---- */
 
-static int unmount_op(void *userdata)
-{
-        return umount2(userdata, UMOUNT_NOFOLLOW) < 0 ? -errno : 0;
-}
-
 int unmount_filesystem(const char *target)
 {
         _cleanup_(mount_table_unrefp) MountTable *tb = NULL;
+        _cleanup_free_ KernelRequest *req = malloc(sizeof(KernelRequest));
         int pidfds[8];
         size_t n_pidfds = 0;
         int r = 0;
 
+        if (!req)
+                return -ENOMEM;
         if (isempty(target) || target[0] != '/')
                 return -EINVAL;
 
@@ -411,7 +516,9 @@ int unmount_filesystem(const char *target)
 
         /* Unmounting writes back what the filesystem holds: bounded as mounting is. One finished after
          * loopd stopped waiting is what was asked for. */
-        r = run_bounded(unmount_op, NULL, (void *)target, kernel_deadline());
+        r = kernel_request(req, KERNEL_UNMOUNT, (const char *const[]){ target, NULL, NULL, NULL, NULL });
+        if (r >= 0)
+                r = kernel_run(req);
         mount_fuse_servers_wait(pidfds, n_pidfds, r == 0);
         /* umount2() is not libmount's umount: the entry it would have dropped goes here. Not a failure of
          * the unmount when it cannot (the next mount at target, or the removal of the mount point, tries

@@ -84,6 +84,11 @@ void mount_set_fuse_helper(const char *fstype, const char *path);
  * would hold the caller in the kernel for good. A mount that succeeds after the deadline is taken down by
  * that child; an unmount that does is left done. */
 #define MOUNT_TIMEOUT_USEC (UINT64_C(30) * 1000000)
+/* Forks the runner (runner.h) those children come from, so that loopd does not fork itself for each: call
+ * early, while loopd is small, and before the signal mask changes. Without it, or once it is gone, each
+ * child is forked from loopd (run_bounded()). mount_stop_runner() lets it go. */
+int mount_start_runner(void);
+void mount_stop_runner(void);
 void mount_set_timeout(uint64_t usec);
 uint64_t mount_get_timeout(void);
 

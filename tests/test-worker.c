@@ -23,6 +23,7 @@
 #include "images.h"
 #include "partition-info-assert.h"
 #include "process-util.h"
+#include "runner.h"
 #include "worker.h"
 
 typedef struct Answer {
@@ -509,6 +510,28 @@ static void test_reader_edits_tables_confined(void)
         g_assert_cmpint(waitpid(pid, NULL, 0), ==, pid);
 }
 
+/* How many children pid has now. */
+static size_t children_of(pid_t pid)
+{
+        g_autofree char *path = g_strdup_printf("/proc/%d/task/%d/children", pid, pid), *text = NULL;
+        g_auto(GStrv) pids = NULL;
+
+        g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
+        pids = g_strsplit(g_strstrip(text), " ", -1);
+        return pids[0] && *pids[0] ? g_strv_length(pids) : 0;
+}
+
+/* Waits until pid has n children; false if it does not within 2 s. */
+static gboolean children_become(pid_t pid, size_t n)
+{
+        for (int tries = 0; tries < 200; tries++) {
+                if (children_of(pid) == n)
+                        return TRUE;
+                g_usleep(10000);
+        }
+        return FALSE;
+}
+
 /* run_bounded()'s op and undo: each leaves a file (userdata: the directory), op after sleeping bounded_ms.
  */
 static int bounded_ms;
@@ -578,26 +601,88 @@ static void test_bounded_undoes_what_finishes_late(void)
         g_assert_cmpint(waitpid(-1, NULL, 0), >, 0);
 }
 
-/* How many children pid has now. */
-static size_t children_of(pid_t pid)
+/* The runner's op and undo: the request is "SLEEP_MS DIR" (the op sleeps that long, then leaves "done" in
+ * DIR and returns 0; a negative SLEEP_MS is returned at once as the result); undo leaves "undone". */
+static int runner_op(const void *request, size_t size)
 {
-        g_autofree char *path = g_strdup_printf("/proc/%d/task/%d/children", pid, pid), *text = NULL;
-        g_auto(GStrv) pids = NULL;
+        g_autofree char *text = g_strndup(request, size);
+        g_auto(GStrv) words = g_strsplit(text, " ", 2);
+        int ms = atoi(words[0]);
 
-        g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
-        pids = g_strsplit(g_strstrip(text), " ", -1);
-        return pids[0] && *pids[0] ? g_strv_length(pids) : 0;
+        if (ms < 0)
+                return ms;
+        g_usleep((gulong)ms * 1000);
+        touch(words[1], "done");
+        return 0;
 }
 
-/* Waits until pid has n children; false if it does not within 2 s. */
-static gboolean children_become(pid_t pid, size_t n)
+static void runner_undo(const void *request, size_t size)
 {
-        for (int tries = 0; tries < 200; tries++) {
-                if (children_of(pid) == n)
-                        return TRUE;
-                g_usleep(10000);
+        g_autofree char *text = g_strndup(request, size);
+        g_auto(GStrv) words = g_strsplit(text, " ", 2);
+
+        touch(words[1], "undone");
+}
+
+/* The child of the runner whose comm is "loopd-runner": its pid (0: none within 2 s). */
+static pid_t runner_pid(void)
+{
+        g_autofree char *path = g_strdup_printf("/proc/%d/task/%d/children", getpid(), getpid());
+
+        for (int tries = 0; tries < 200; tries++, g_usleep(10000)) {
+                g_autofree char *children = NULL;
+                g_auto(GStrv) pids = NULL;
+
+                g_assert_true(g_file_get_contents(path, &children, NULL, NULL));
+                pids = g_strsplit(g_strstrip(children), " ", -1);
+                for (char **p = pids; *p && **p; p++) {
+                        g_autofree char *comm_path = g_strdup_printf("/proc/%s/comm", *p);
+                        g_autofree char *comm = NULL;
+                        if (g_file_get_contents(comm_path, &comm, NULL, NULL) &&
+                                g_str_equal(g_strstrip(comm), "loopd-runner"))
+                                return (pid_t)atoi(*p);
+                }
         }
-        return FALSE;
+        return 0;
+}
+
+/* What mounts and unmounts run in: a child the runner forked ahead, with run_bounded()'s results; a late
+ * success is undone; once the runner is gone, -EPIPE (the caller forks for itself). */
+static void test_runner_runs_as_bounded(void)
+{
+        g_autofree char *dir = g_build_filename(tmpdir, "runner", NULL);
+        g_autofree char *quick = g_strdup_printf("0 %s", dir), *slow = g_strdup_printf("300 %s", dir);
+        g_autofree char *done = g_build_filename(dir, "done", NULL);
+        const char *fails = "-13 /nonexistent";
+        Runner *runner = NULL;
+        pid_t pid;
+
+        g_assert_cmpint(g_mkdir(dir, 0755), ==, 0);
+        g_assert_cmpint(runner_new(runner_op, runner_undo, &runner), ==, 0);
+        pid = runner_pid();
+        g_assert_cmpint(pid, >, 0);
+
+        g_assert_cmpint(runner_run(runner, quick, strlen(quick), now_ms() + 10000), ==, 0);
+        g_assert_true(exists_within(dir, "done", 0));
+        g_assert_cmpint(runner_run(runner, fails, strlen(fails), now_ms() + 10000), ==, -EACCES);
+        g_assert_false(exists_within(dir, "undone", 200));
+        g_assert_cmpint(runner_run(runner, quick, 0, now_ms() + 10000), ==, -E2BIG);
+
+        g_assert_cmpint(g_remove(done), ==, 0);
+        g_assert_cmpint(runner_run(runner, slow, strlen(slow), now_ms() + 50), ==, -ETIMEDOUT);
+        g_assert_true(exists_within(dir, "undone", 5000));
+        g_assert_true(exists_within(dir, "done", 0));
+
+        /* The runner gone (its waiting child killed, it exits): the next run says so. */
+        g_autofree char *children_path = g_strdup_printf("/proc/%d/task/%d/children", pid, pid);
+        g_autofree char *children = NULL;
+        g_assert_true(children_become(pid, 1));
+        g_assert_true(g_file_get_contents(children_path, &children, NULL, NULL));
+        g_assert_cmpint(kill(atoi(children), SIGKILL), ==, 0);
+        g_assert_cmpint(waitpid(pid, NULL, 0), ==, pid);
+        g_assert_cmpint(runner_run(runner, quick, strlen(quick), now_ms() + 10000), ==, -EPIPE);
+        g_assert_cmpint(runner_run(NULL, quick, strlen(quick), now_ms() + 10000), ==, -EPIPE);
+        runner_free(runner);
 }
 
 /* An Attach's session: the child that read the image is parked, answers the bound device's plan and first
@@ -706,6 +791,7 @@ int main(int argc, char **argv)
         g_test_add_func("/worker/reader/session-serves-an-attach", test_reader_session_serves_an_attach);
         g_test_add_func("/worker/reader/edits-tables-confined", test_reader_edits_tables_confined);
         g_test_add_func("/worker/bounded/undoes-what-finishes-late", test_bounded_undoes_what_finishes_late);
+        g_test_add_func("/worker/runner/runs-as-bounded", test_runner_runs_as_bounded);
         g_test_add_func(
                 "/worker/reader/probes-a-device-as-loopd-would", test_reader_probes_a_device_as_loopd_would);
 
