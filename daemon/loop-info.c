@@ -277,7 +277,9 @@ int loop_get_info(unsigned number, LoopInfo **ret)
         if (devfd >= 0 && fstat(devfd, &st) >= 0 && S_ISBLK(st.st_mode) && st.st_rdev == info->devnum &&
                 loop_device_diskseq(devfd, number) == info->diskseq) {
                 r = read_state_ioctl(devfd, info);
-                if (r == -ENXIO)
+                /* LOOP_GET_STATUS64's ENXIO may be the backing file's FUSE server's (the ioctl asks it for
+                 * the file's attributes): unbound only if sysfs says so too. */
+                if (r == -ENXIO && faccessat(sysfd, "loop/offset", F_OK, 0) < 0)
                         return r;
                 if (r >= 0) {
                         *ret = TAKE_PTR(info);

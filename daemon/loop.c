@@ -40,7 +40,6 @@ static bool is_bound(unsigned number, uint64_t diskseq)
 int loop_detach(unsigned number, uint64_t expected_diskseq)
 {
         _cleanup_close_ int devfd = -1;
-        struct loop_info64 li = {};
         uint64_t diskseq, deadline, step = 0;
         int r;
 
@@ -82,14 +81,13 @@ int loop_detach(unsigned number, uint64_t expected_diskseq)
                 loop_backoff_sleep(&step);
         }
 
-        /* Unbound meanwhile: ENXIO. Any other error is the backing file's (the ioctl asks its filesystem
-         * for its attributes, and a FUSE server that died answers ENOTCONN): such a device is to be
-         * detached all the more. */
-        if (ioctl(devfd, LOOP_GET_STATUS64, &li) < 0 && errno == ENXIO)
-                return -ENXIO;
-        /* Recheck under the lock: the number may have been recycled while we waited. */
+        /* Recheck under the lock: the number may have been recycled while we waited, or unbound. Not with
+         * LOOP_GET_STATUS64: it asks the backing file's filesystem for its attributes, and a FUSE server
+         * picks the errno (ENXIO too), or never answers; sysfs is the kernel's own word. */
         if (expected_diskseq != 0 && loop_device_diskseq(devfd, number) != expected_diskseq)
                 return -ESTALE;
+        if (!is_bound(number, 0))
+                return -ENXIO;
 
         /* A partition that someone merely has open for a moment (udevd's or another watcher's probe) cannot
          * be deleted until they close it: retry, bounded by the same deadline. Mounts were ruled out above
