@@ -38,7 +38,8 @@ int engine_error(EngineError *e, int r, EngineErrorKind kind, const char *format
         return r;
 }
 
-int engine_error_errno(EngineError *e, int r, const char *what)
+/* The kind an errno of the kernel layer means. */
+static EngineErrorKind errno_kind(int r)
 {
         EngineErrorKind kind;
 
@@ -67,7 +68,12 @@ int engine_error_errno(EngineError *e, int r, const char *what)
         default:
                 kind = ENGINE_FAILED;
         }
-        return engine_error(e, r, kind, "%s: %s", what, strerror(-r));
+        return kind;
+}
+
+int engine_error_errno(EngineError *e, int r, const char *what)
+{
+        return engine_error(e, r, errno_kind(r), "%s: %s", what, strerror(-r));
 }
 
 /* ---- the same image twice ---- */
@@ -401,8 +407,7 @@ int engine_detach(Manager *m, const LoopInfo *info, bool unmount, EngineError *e
         for (char **t = mounts; t && *t; t++) {
                 r = unmount_filesystem(*t);
                 if (r < 0)
-                        return engine_error(e, r, r == -EBUSY ? ENGINE_BUSY : ENGINE_FAILED,
-                                "Failed to unmount %s: %s", *t, strerror(-r));
+                        return engine_error_unmount(e, r, *t);
                 manager_remove_mount_point(m, *t);
         }
 
@@ -421,6 +426,22 @@ int engine_detach(Manager *m, const LoopInfo *info, bool unmount, EngineError *e
 }
 
 /* ---- mount and unmount ---- */
+
+int engine_error_unmount(EngineError *e, int r, const char *target)
+{
+        if (r == -EBUSY)
+                return engine_error(e, r, ENGINE_BUSY, "%s is busy: a process has files open there", target);
+        if (r == -ETIMEDOUT)
+                return engine_error(e, r, ENGINE_TIMEOUT,
+                        "Unmounting %s did not finish within %" PRIu64
+                        " s (its image may be hung); it goes on in the background",
+                        target, mount_get_timeout() / 1000000);
+        if (r == -EINPROGRESS)
+                return engine_error(e, r, ENGINE_BUSY,
+                        "An earlier unmount of %s still waits in the kernel (its image may be hung)",
+                        target);
+        return engine_error(e, r, errno_kind(r), "Failed to unmount %s: %s", target, strerror(-r));
+}
 
 /* The user's name (the directory under the media dir) and primary group; a uid without a passwd entry
  * gets its number as name and gid = uid. */
@@ -524,6 +545,10 @@ int engine_mount_node(Manager *m, uid_t uid, const char *node, dev_t devnum, con
                 if (r < 0)
                         return r;
         }
+        /* Before the probe: an image that hung a mount in the kernel hangs every read of the device. */
+        if (mount_in_progress(node))
+                return engine_error(e, -EINPROGRESS, ENGINE_BUSY,
+                        "An earlier mount of %s still waits in the kernel (its image may be hung)", node);
         r = mount_find_targets(devnum, node, &targets);
         if (r < 0)
                 return engine_error_errno(e, r, "Failed to read the mount table");
@@ -578,6 +603,10 @@ int engine_mount_node(Manager *m, uid_t uid, const char *node, dev_t devnum, con
                                 "Mounting %s (%s) did not finish within %" PRIu64
                                 " s (its image may be hung); nothing stays mounted",
                                 node, fstype, mount_get_timeout() / 1000000);
+                if (r == -EINPROGRESS)
+                        return engine_error(e, r, ENGINE_BUSY,
+                                "An earlier mount of %s still waits in the kernel (its image may be hung)",
+                                node);
                 return engine_error(
                         e, r, ENGINE_FAILED, "Failed to mount %s (%s): %s", node, fstype, strerror(-r));
         }
@@ -595,15 +624,8 @@ int engine_unmount(Manager *m, unsigned number, const char *target, EngineError 
         int r;
 
         r = unmount_filesystem(target);
-        if (r == -EBUSY)
-                return engine_error(e, r, ENGINE_BUSY, "%s is busy: a process has files open there", target);
-        if (r == -ETIMEDOUT)
-                return engine_error(e, r, ENGINE_TIMEOUT,
-                        "Unmounting %s did not finish within %" PRIu64
-                        " s (its image may be hung); it goes on in the background",
-                        target, mount_get_timeout() / 1000000);
         if (r < 0)
-                return engine_error_errno(e, r, "Failed to unmount");
+                return engine_error_unmount(e, r, target);
         manager_remove_mount_point(m, target);
         log_info("Unmounted %s", target);
 
@@ -633,9 +655,15 @@ static bool fstype_mountable(const char *fstype)
 /* Undoes an open that failed half way: unmounts what it mounted and detaches. */
 static void open_roll_back(Manager *m, const LoopInfo *info, MountedNode *mounted, size_t n)
 {
-        for (size_t i = 0; i < n; i++)
-                if (unmount_filesystem(mounted[i].mount_point) >= 0)
+        for (size_t i = 0; i < n; i++) {
+                int r = unmount_filesystem(mounted[i].mount_point);
+
+                if (r >= 0)
                         manager_remove_mount_point(m, mounted[i].mount_point);
+                /* The image hangs: every other unmount would wait as long, and the device stays mounted. */
+                if (r == -ETIMEDOUT || r == -EINPROGRESS)
+                        return;
+        }
         (void)registry_detach_device(m->registry, info->number, info->diskseq);
 }
 
@@ -713,6 +741,12 @@ static int open_mount_all(Manager *m, const LoopInfo *info, int fd, uint64_t off
                         if (first_r == 0) {
                                 first_r = r;
                                 first = ne;
+                        }
+                        /* The image hangs: the next mount would wait as long. */
+                        if (r == -ETIMEDOUT || r == -EINPROGRESS) {
+                                first_r = r;
+                                first = ne;
+                                break;
                         }
                         continue;
                 }

@@ -42,6 +42,8 @@ int engine_error(EngineError *e, int r, EngineErrorKind kind, const char *format
         __attribute__((format(printf, 4, 5)));
 /* The kind an errno of the kernel layer means, with "what: strerror" as the message; returns r. */
 int engine_error_errno(EngineError *e, int r, const char *what);
+/* unmount_filesystem()'s error r for target, as a caller hears it (Busy, Timeout, Failed); returns r. */
+int engine_error_unmount(EngineError *e, int r, const char *target);
 
 /* What an Attach asks for, checked by the face. */
 typedef struct AttachRequest {

@@ -33,7 +33,7 @@ static void help(void)
                "     --max-devices-per-user N   Devices one user may have attached at once (default 32)\n"
                "     --partition-timeout SECS   How long Attach waits for udev (default 30)\n"
                "     --io-timeout SECS          How long reading a caller's image may take (default 10; a mount\n"
-               "                                or an unmount three times that)\n"
+               "                                or an unmount twice that)\n"
                "     --max-pending-per-user N   Calls one user may have waiting at once (default 16)\n"
                "     --unconfined-fuse-drivers yes|no\n"
                "                                Use FUSE drivers that cannot run in loopd's sandbox\n"
@@ -145,7 +145,7 @@ static int parse_argv(Manager *m, Bus *b, int argc, char *argv[])
                                 return -EINVAL;
                         }
                         m->io_timeout_usec = value * 1000000ULL;
-                        mount_set_timeout(3 * m->io_timeout_usec);
+                        mount_set_timeout(2 * m->io_timeout_usec);
                         break;
                 case ARG_MAX_PENDING:
                         if (parse_number(optarg, 1, 100000, &value) < 0) {

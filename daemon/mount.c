@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -222,13 +223,22 @@ static int options_check_safe(const char *options)
         return nosuid && nodev ? 0 : -EINVAL;
 }
 
-/* Takes down what a failed mount attempt may have left at target, if it is node's, and its utab entry. */
-static void mount_undo(const char *node, const char *target)
+static int kernel_unmount(const char *target);
+
+/* Takes down what a failed mount attempt may have left at target, if it is node's, and its utab entry. late:
+ * in the child whose mount came after loopd stopped waiting (nobody was told of that mount, so nobody may
+ * hold it: MNT_DETACH takes it even when a file manager looked in meanwhile); else through a child of its
+ * own, bounded (kernel_unmount()). */
+static void mount_undo(const char *node, const char *target, bool late)
 {
         _cleanup_free_ char *source = NULL;
 
-        if (mount_find_source(target, &source, NULL) >= 0 && streq(source, node))
-                (void)umount2(target, UMOUNT_NOFOLLOW);
+        if (mount_find_source(target, &source, NULL) >= 0 && streq(source, node)) {
+                if (late)
+                        (void)umount2(target, UMOUNT_NOFOLLOW | MNT_DETACH);
+                else
+                        (void)kernel_unmount(target);
+        }
         (void)mount_utab_forget(target);
 }
 
@@ -359,7 +369,7 @@ static void kernel_undo(const void *request, size_t size)
         KernelOp op;
 
         if (kernel_request_parse(request, size, &op, s) >= 0 && op == KERNEL_MOUNT)
-                mount_undo(s[1], s[0]);
+                mount_undo(s[1], s[0], true);
 }
 
 /* The runner (runner.h) when loopd has one: mount_start_runner(). */
@@ -377,32 +387,99 @@ void mount_stop_runner(void)
         runner = runner_free(runner);
 }
 
-static int bounded_op(void *userdata)
-{
-        const KernelRequest *req = userdata;
+/* A kernel mount or unmount loopd stopped waiting for: the kernel still holds its child, until fd reads
+ * the end of the stream. key: the node it mounts, or the target it unmounts. */
+typedef struct Pending {
+        int fd;
+        char *key;
+} Pending;
 
-        return kernel_op(req->bytes, req->size);
+static Pending *pending;
+static size_t n_pending;
+
+/* Has the child behind fd exited (its result, if it sent one, read and dropped)? */
+static bool pending_done(int fd)
+{
+        for (;;) {
+                char buf[8];
+                ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+
+                if (n > 0)
+                        continue;
+                return !(n < 0 && (errno == EAGAIN || errno == EINTR));
+        }
 }
 
-static void bounded_undo(void *userdata)
+/* Forgets the children that have exited; true if one for key still runs. */
+static bool pending_still(const char *key)
 {
-        const KernelRequest *req = userdata;
+        bool found = false;
+        size_t kept = 0;
 
-        kernel_undo(req->bytes, req->size);
+        for (size_t i = 0; i < n_pending; i++) {
+                if (pending_done(pending[i].fd)) {
+                        safe_close(pending[i].fd);
+                        free(pending[i].key);
+                        continue;
+                }
+                found = found || streq(pending[i].key, key);
+                pending[kept++] = pending[i];
+        }
+        n_pending = kept;
+        return found;
 }
 
-/* Runs req in a child of the runner, else (no runner, or it is gone) in one forked for it: bounded by the
- * mount timeout either way. */
-static int kernel_run(const KernelRequest *req)
+bool mount_in_progress(const char *key)
+{
+        return pending_still(key);
+}
+
+static void pending_add(int fd, const char *key)
+{
+        Pending *grown = reallocarray(pending, n_pending + 1, sizeof(Pending));
+        char *copy = strdup(key);
+
+        if (!grown || !copy) {
+                /* Not remembered: a second run of the same then waits its full time too. */
+                free(copy);
+                if (grown)
+                        pending = grown;
+                safe_close(fd);
+                return;
+        }
+        pending = grown;
+        pending[n_pending++] = (Pending){ .fd = fd, .key = copy };
+}
+
+/* Runs req in a child of the runner, else (no runner, or it is gone) in one forked from loopd: bounded by
+ * the mount timeout either way. key: as Pending's. -EINPROGRESS while a child loopd stopped waiting for
+ * still runs the same key: a second mount of a node whose image hangs would only wait for the first. */
+static int kernel_run(const KernelRequest *req, const char *key)
 {
         int64_t deadline = kernel_deadline();
+        int late = -EBADF, r;
+
+        if (pending_still(key))
+                return -EINPROGRESS;
+        r = runner_run(runner, req->bytes, req->size, deadline, &late);
+        if (r == -EPIPE) {
+                runner = runner_free(runner);
+                r = runner_run_forked(kernel_op, kernel_undo, req->bytes, req->size, deadline, &late);
+        }
+        if (late >= 0)
+                pending_add(late, key);
+        return r;
+}
+
+static int kernel_unmount(const char *target)
+{
+        _cleanup_free_ KernelRequest *req = malloc(sizeof(KernelRequest));
         int r;
 
-        r = runner_run(runner, req->bytes, req->size, deadline);
-        if (r != -EPIPE)
-                return r;
-        runner = runner_free(runner);
-        return run_bounded(bounded_op, bounded_undo, (void *)req, deadline);
+        if (!req)
+                return -ENOMEM;
+        r = kernel_request(req, KERNEL_UNMOUNT, (const char *const[]){ target, NULL, NULL, NULL, NULL });
+        return r < 0 ? r : kernel_run(req, target);
 }
 
 /* Reads the new mount back: is it there, is it node's, does it carry nosuid,nodev? */
@@ -476,8 +553,8 @@ int mount_filesystem_named(const char *node, const char *target, const char *fst
                 r = kernel_request(req, KERNEL_MOUNT,
                         (const char *const[]){ target, node, fstype, options, userspace });
                 if (r >= 0)
-                        r = kernel_run(req);
-                if (r == -ETIMEDOUT)
+                        r = kernel_run(req, node);
+                if (r == -ETIMEDOUT || r == -EINPROGRESS)
                         return r; /* the child undoes it, if it ever mounts: unmounting here could hang */
         }
         if (r >= 0)
@@ -485,7 +562,7 @@ int mount_filesystem_named(const char *node, const char *target, const char *fst
         if (r >= 0 && fuse)
                 r = mount_utab_add(node, target, userspace);
         if (r < 0) {
-                mount_undo(node, target);
+                mount_undo(node, target, false);
                 return r;
         }
         return 0;
@@ -496,13 +573,10 @@ int mount_filesystem_named(const char *node, const char *target, const char *fst
 int unmount_filesystem(const char *target)
 {
         _cleanup_(mount_table_unrefp) MountTable *tb = NULL;
-        _cleanup_free_ KernelRequest *req = malloc(sizeof(KernelRequest));
         int pidfds[8];
         size_t n_pidfds = 0;
         int r = 0;
 
-        if (!req)
-                return -ENOMEM;
         if (isempty(target) || target[0] != '/')
                 return -EINVAL;
 
@@ -516,9 +590,7 @@ int unmount_filesystem(const char *target)
 
         /* Unmounting writes back what the filesystem holds: bounded as mounting is. One finished after
          * loopd stopped waiting is what was asked for. */
-        r = kernel_request(req, KERNEL_UNMOUNT, (const char *const[]){ target, NULL, NULL, NULL, NULL });
-        if (r >= 0)
-                r = kernel_run(req);
+        r = kernel_unmount(target);
         mount_fuse_servers_wait(pidfds, n_pidfds, r == 0);
         /* umount2() is not libmount's umount: the entry it would have dropped goes here. Not a failure of
          * the unmount when it cannot (the next mount at target, or the removal of the mount point, tries

@@ -79,11 +79,15 @@ void mount_set_unconfined_drivers(bool allowed);
 void mount_set_fuse_helper(const char *fstype, const char *path);
 
 /* How long loopd waits for a kernel mount (mount(2), through libmount) or an unmount (umount2()) before
- * -ETIMEDOUT; 0: MOUNT_TIMEOUT_USEC. Each runs in a child (run_bounded()): the kernel reads the device as it
- * mounts and writes it back as it unmounts, and a device whose image is a FUSE file that stopped answering
- * would hold the caller in the kernel for good. A mount that succeeds after the deadline is taken down by
- * that child; an unmount that does is left done. */
-#define MOUNT_TIMEOUT_USEC (UINT64_C(30) * 1000000)
+ * -ETIMEDOUT; 0: MOUNT_TIMEOUT_USEC (under the 25 s a D-Bus client waits by default). Each runs in a child
+ * (runner.h): the kernel reads the device as it mounts and writes it back as it unmounts, and a device
+ * whose image is a FUSE file that stopped answering would hold the caller in the kernel for good. A mount
+ * that succeeds after the deadline is taken down by that child; an unmount that does is left done. While
+ * such a child still waits in the kernel, a mount of the same node (an unmount of the same target) is
+ * -EINPROGRESS at once. */
+#define MOUNT_TIMEOUT_USEC (UINT64_C(20) * 1000000)
+/* Whether such a child, left behind, still mounts node or unmounts target (key): the kernel holds it. */
+bool mount_in_progress(const char *key);
 /* Forks the runner (runner.h) those children come from, so that loopd does not fork itself for each: call
  * early, while loopd is small, and before the signal mask changes. Without it, or once it is gone, each
  * child is forked from loopd (run_bounded()). mount_stop_runner() lets it go. */
@@ -108,7 +112,8 @@ int mount_pick_driver(const char *fstype, bool *ret_fuse);
  * -EPROTONOSUPPORT: no kernel or FUSE driver for fstype. -ENOTBLK: node is not a block device (libmount
  * would set up a loop device for a file). -EROFS/-EACCES: the device is read-only and read_only was not
  * given (there is no silent read-only fallback). -EIO: the helper failed, or exited 0 without mounting.
- * -ETIMEDOUT: mount(2) did not return in time (mount_set_timeout()). Other -errno: what mount(2) said. */
+ * -ETIMEDOUT: mount(2) did not return in time (mount_set_timeout()); -EINPROGRESS: an earlier one of node's
+ * still waits in the kernel. Other -errno: what mount(2) said. */
 int mount_filesystem(
         const char *node, const char *target, const char *fstype, const char *options, bool fuse);
 
@@ -135,7 +140,8 @@ int mount_filesystem_named(const char *node, const char *target, const char *fst
  * -EINVAL when target is not a mount point. For a FUSE mount it then waits (at most 10 s) until the
  * helper that served it has exited, so its last writes have reached the device when this returns. Once
  * nothing is mounted at target any more, its /run/mount/utab entries go too (mount_utab_forget()).
- * -ETIMEDOUT: umount2() did not return in time (mount_set_timeout()). */
+ * -ETIMEDOUT: umount2() did not return in time (mount_set_timeout()); -EINPROGRESS: an earlier one of
+ * target's still waits in the kernel. */
 int unmount_filesystem(const char *target);
 
 /* Drops every /run/mount/utab entry for target, unless something is still mounted there: what a mount

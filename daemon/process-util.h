@@ -22,14 +22,6 @@ bool pidfd_wait_until(int pidfd, int64_t deadline_ms);
  * sets is the caller's. flags: more clone flags (namespaces). Returns the pid (and a pidfd in *ret_pidfd
  * unless NULL), or -errno. */
 pid_t clone_vfork(int (*fn)(void *), void *userdata, unsigned long flags, int *ret_pidfd);
-/* Runs op(userdata) in a forked child that keeps none of the caller's fds but 0-2: for a system call the
- * kernel may hold for as long as someone else pleases (mount(2) of a device whose image is a FUSE file that
- * stops answering reads; the caller would wait uninterruptibly). Returns op's result (0 or -errno) once the
- * child sends it, -ETIMEDOUT when deadline_ms (now_ms()) passes first, -EIO when the child died without
- * one. A child left behind finishes on its own: if op then succeeds, nobody hears it, and it calls
- * undo(userdata) (may be NULL) before it exits. The caller's SIGCHLD handling reaps a child left behind. */
-int run_bounded(
-        int (*op)(void *userdata), void (*undo)(void *userdata), void *userdata, int64_t deadline_ms);
 /* In a child: closes every fd but 0-2, a and b (which may be equal). */
 int close_fds_except(int a, int b);
 /* Field 22 of /proc/PID/stat: with the pid, it names one process for good. */

@@ -1,4 +1,4 @@
-/* runner.c: the process that forks, ahead of need, the child each kernel mount and unmount runs in. */
+/* runner.c: a child run with a deadline and an undo, forked ahead by the runner or by the caller. */
 #include "runner.h"
 
 #include <errno.h>
@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "process-util.h"
@@ -76,16 +77,39 @@ static int send_with_fd(int sock, const void *buf, size_t size, int fd)
         return n == (ssize_t)size ? 0 : -EIO;
 }
 
-/* The child: waits for a request, tells the runner it took one (the runner forks the next child), runs op
- * and answers on the socket that came with the request; a success nobody acknowledges is undone. */
+/* The acknowledgement: 'y' once loopd heard of a success; anything else (or the end of the stream) means
+ * nobody did. */
+#define ACK_HEARD 'y'
+#define ACK_LATE 'n'
+
+/* In a child: runs op, sends its result on answer_fd, and undoes a success that loopd did not hear of. */
+static _Noreturn void child_answer(
+        int answer_fd, RunnerOp op, RunnerUndo undo, const void *request, size_t size)
+{
+        int32_t result = (int32_t)op(request, size);
+        ssize_t n;
+        char ack = 0;
+
+        n = send(answer_fd, &result, sizeof(result), MSG_NOSIGNAL);
+        if (result < 0)
+                _exit(EXIT_SUCCESS);
+        if (n == (ssize_t)sizeof(result)) {
+                do
+                        n = recv(answer_fd, &ack, 1, 0);
+                while (n < 0 && errno == EINTR);
+        }
+        if (n != 1 || ack != ACK_HEARD)
+                undo(request, size);
+        _exit(EXIT_SUCCESS);
+}
+
+/* The child of the runner: waits for a request, tells the runner it took one (the runner forks the next
+ * child), then answers it on the socket that came with it. */
 static _Noreturn void child_run(int sock, int taken_fd, RunnerOp op, RunnerUndo undo)
 {
         void *request = malloc(RUNNER_REQUEST_MAX);
-        int32_t result;
         int answer_fd;
-        size_t size;
         ssize_t n;
-        char ack;
 
         if (!request)
                 _exit(EXIT_FAILURE);
@@ -95,28 +119,12 @@ static _Noreturn void child_run(int sock, int taken_fd, RunnerOp op, RunnerUndo 
         (void)!write(taken_fd, "", 1);
         (void)close(taken_fd);
         (void)close(sock);
-        if (n < 0 || answer_fd < 0)
+        if (n <= 0 || answer_fd < 0)
                 _exit(EXIT_FAILURE);
-        size = (size_t)n;
         /* As loopd would run it: its children (a mount.<type> helper) are waited for. */
         if (signal(SIGCHLD, SIG_DFL) == SIG_ERR)
                 _exit(EXIT_FAILURE);
-
-        result = (int32_t)op(request, size);
-        if (send(answer_fd, &result, sizeof(result), MSG_NOSIGNAL) != (ssize_t)sizeof(result)) {
-                if (result == 0)
-                        undo(request, size);
-                _exit(EXIT_FAILURE);
-        }
-        if (result < 0)
-                _exit(EXIT_SUCCESS);
-        do
-                n = recv(answer_fd, &ack, 1, 0);
-        while (n < 0 && errno == EINTR);
-        /* loopd stopped waiting before it heard: what op did is nobody's. */
-        if (n != 1)
-                undo(request, size);
-        _exit(EXIT_SUCCESS);
+        child_answer(answer_fd, op, undo, request, (size_t)n);
 }
 
 /* The runner: keeps one child waiting. It holds nothing but the request socket, and goes when loopd goes. */
@@ -218,20 +226,49 @@ static int wait_until(int fd, short events, int64_t deadline_ms)
         }
 }
 
-int runner_run(Runner *runner, const void *request, size_t size, int64_t deadline_ms)
+/* Waits for the result on answer (loopd's end) until deadline_ms, and acknowledges a success. Past the
+ * deadline the child is told it was late (it undoes a success), and answer is handed to *ret_pending (else
+ * closed). */
+static int answer_wait(int answer, int64_t deadline_ms, int *ret_pending)
 {
-        _cleanup_close_ int answer = -EBADF;
-        int pair[2], r;
         int32_t result;
         ssize_t n;
+        int r;
 
-        if (size == 0 || size > RUNNER_REQUEST_MAX)
+        if (ret_pending)
+                *ret_pending = -EBADF;
+        r = wait_until(answer, POLLIN, deadline_ms);
+        if (r < 0) {
+                (void)send(answer, &(char){ ACK_LATE }, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+                if (r == -ETIMEDOUT && ret_pending)
+                        *ret_pending = answer;
+                else
+                        (void)close(answer);
+                return r;
+        }
+        n = recv(answer, &result, sizeof(result), MSG_DONTWAIT);
+        if (n != (ssize_t)sizeof(result) || result > 0 || result < -4095)
+                r = -EIO;
+        else if (result == 0 && send(answer, &(char){ ACK_HEARD }, 1, MSG_DONTWAIT | MSG_NOSIGNAL) != 1)
+                r = -EIO; /* the child did not hear it either: it undoes, or is gone */
+        else
+                r = result;
+        (void)close(answer);
+        return r;
+}
+
+int runner_run(Runner *runner, const void *request, size_t size, int64_t deadline_ms, int *ret_pending)
+{
+        int pair[2], r;
+
+        if (ret_pending)
+                *ret_pending = -EBADF;
+        if (!request || size == 0 || size > RUNNER_REQUEST_MAX)
                 return -E2BIG;
         if (!runner || runner->fd < 0)
                 return -EPIPE;
         if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
                 return -errno;
-        answer = pair[0];
         /* The runner's queue full (many mounts at once): wait for room, never past the deadline. */
         while ((r = send_with_fd(runner->fd, request, size, pair[1])) == -EAGAIN) {
                 r = wait_until(runner->fd, POLLOUT, deadline_ms);
@@ -239,20 +276,50 @@ int runner_run(Runner *runner, const void *request, size_t size, int64_t deadlin
                         break;
         }
         (void)close(pair[1]);
-        if (r == -EPIPE || r == -ECONNRESET || r == -ENOTCONN) {
-                runner->fd = safe_close(runner->fd);
-                return -EPIPE;
-        }
-        if (r < 0)
+        if (r < 0) {
+                (void)close(pair[0]);
+                if (r == -EPIPE || r == -ECONNRESET || r == -ENOTCONN) {
+                        runner->fd = safe_close(runner->fd);
+                        return -EPIPE;
+                }
                 return r;
+        }
+        return answer_wait(pair[0], deadline_ms, ret_pending);
+}
 
-        r = wait_until(answer, POLLIN, deadline_ms);
-        if (r < 0)
-                return r; /* closing the answer socket tells the child: it undoes a late success */
-        n = recv(answer, &result, sizeof(result), MSG_DONTWAIT);
-        if (n != (ssize_t)sizeof(result) || result > 0 || result < -4095)
-                return -EIO;
-        if (result == 0)
-                (void)send(answer, "", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
-        return result;
+int runner_run_forked(RunnerOp op, RunnerUndo undo, const void *request, size_t size, int64_t deadline_ms,
+        int *ret_pending)
+{
+        int pair[2], r;
+        pid_t pid;
+
+        if (ret_pending)
+                *ret_pending = -EBADF;
+        if (!op || !undo || !request || size == 0 || size > RUNNER_REQUEST_MAX)
+                return -E2BIG;
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
+                return -errno;
+        pid = fork();
+        if (pid < 0) {
+                r = -errno;
+                (void)close(pair[0]);
+                (void)close(pair[1]);
+                return r;
+        }
+        if (pid == 0) {
+                sigset_t none;
+
+                /* Nothing of the caller's but the answer socket, and no signal of it blocked (a child left
+                 * behind still hears a SIGTERM). */
+                sigemptyset(&none);
+                if (close_fds_except(pair[1], pair[1]) < 0 || sigprocmask(SIG_SETMASK, &none, NULL) < 0)
+                        _exit(EXIT_FAILURE);
+                child_answer(pair[1], op, undo, request, size);
+        }
+        (void)close(pair[1]);
+        r = answer_wait(pair[0], deadline_ms, ret_pending);
+        /* Reaped here if it is gone already, else by the caller's SIGCHLD handling: never waited for (an
+         * undo may wait in the kernel as the op did). */
+        (void)waitpid(pid, NULL, WNOHANG);
+        return r;
 }

@@ -415,9 +415,10 @@ out:
 /* A mount that hangs in the kernel times out. The image answers every read but those of its ext4 journal:
  * the probes loopd makes (libblkid reads the head and the tail) are answered, and mount(2) of the writable
  * device waits for the journal's superblock in the kernel, uninterruptibly, until the server dies. loopd
- * waits for it three times --io-timeout at most (another caller's call waits as long), never for good:
- * it answers Timeout and goes on serving; once the server is killed nothing stays mounted, and the device
- * of the dead image can be detached. */
+ * waits for it twice --io-timeout at most (another caller's call waits as long), never for good: it
+ * answers Timeout and goes on serving, and a second Mount of the node, while the first still waits in the
+ * kernel, is Busy at once; once the server is killed nothing stays mounted, and the device of the dead
+ * image can be detached. */
 static void test_hung_mount_times_out(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
@@ -426,8 +427,8 @@ static void test_hung_mount_times_out(Harness *h, gconstpointer data)
         g_autofree char *device = NULL, *journal = NULL, *block_size = NULL;
         GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A),
                         *b = harness_connect_as(h, HARNESS_USER_B);
-        /* loopd waits three times --io-timeout for a mount. */
-        const gint64 limit_ms = 3 * IO_TIMEOUT_S * 1000 + TIMEOUT_SLACK_MS;
+        /* loopd waits twice --io-timeout for a mount. */
+        const gint64 limit_ms = 2 * IO_TIMEOUT_S * 1000 + TIMEOUT_SLACK_MS;
         PendingCall call = { .method = "Mount", .fd = -1, .connection = a };
         g_autoptr(GPtrArray) mounts = NULL, left = NULL;
         g_autoptr(GVariant) attached = NULL, listed = NULL;
@@ -435,6 +436,7 @@ static void test_hung_mount_times_out(Harness *h, gconstpointer data)
         GThread *thread = NULL;
         HarnessHang hang = { 0 };
         guint64 first, bs;
+        gint64 t0, ms;
         int fd = -1;
 
         harness_allow_all(h);
@@ -491,6 +493,16 @@ static void test_hung_mount_times_out(Harness *h, gconstpointer data)
         g_assert_true(harness_loopd_alive(h));
         check_served_promptly(b, image, "after the mount timed out");
 
+        /* Again, while the first one's child still waits in the kernel: Busy, at once. */
+        t0 = g_get_monotonic_time();
+        g_free(harness_mount(a, device, NULL, &error));
+        ms = (g_get_monotonic_time() - t0) / 1000;
+        g_test_message("a second Mount of %s answered after %" G_GINT64_FORMAT " ms: %s", device, ms,
+                error ? error->message : "success");
+        harness_assert_dbus_error(error, LOOPD_ERROR_BUSY, NULL);
+        g_clear_error(&error);
+        g_assert_cmpint(ms, <, PROMPT_MS);
+
 out:
         /* The server's death fails the read mount(2) waits for: whatever that mount did is undone. */
         harness_hang_kill(&hang);
@@ -519,7 +531,8 @@ out:
 
 /* An unmount that hangs in the kernel times out too. The image's filesystem is mounted and written to, then
  * its FUSE server stops answering anything: umount2() waits in the kernel to write the data back. loopd
- * answers Timeout within three times --io-timeout and goes on serving; the unmount finishes once the
+ * answers Timeout within twice --io-timeout and goes on serving (the mount left the table as umount2()
+ * began: a second Unmount is NotMounted at once); the unmount finishes once the
  * server is killed, and the device of the dead image can be detached. */
 static void test_hung_unmount_times_out(Harness *h, gconstpointer data)
 {
@@ -528,7 +541,7 @@ static void test_hung_unmount_times_out(Harness *h, gconstpointer data)
         g_autofree char *device = NULL, *mount_point = NULL, *file = NULL;
         GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A),
                         *b = harness_connect_as(h, HARNESS_USER_B);
-        const gint64 limit_ms = 3 * IO_TIMEOUT_S * 1000 + TIMEOUT_SLACK_MS;
+        const gint64 limit_ms = 2 * IO_TIMEOUT_S * 1000 + TIMEOUT_SLACK_MS;
         g_autoptr(GPtrArray) mounts = NULL, left = NULL;
         g_autoptr(GVariant) attached = NULL, listed = NULL, unmounted = NULL;
         g_autoptr(GError) error = NULL;
@@ -580,6 +593,16 @@ static void test_hung_unmount_times_out(Harness *h, gconstpointer data)
                 "ListDevices", NULL, NULL, G_DBUS_CALL_FLAGS_NONE, PROMPT_MS, NULL, &error);
         expect_ok("ListDevices after the unmount timed out", error);
         g_clear_error(&error);
+        /* The mount left the table as umount2() began (the write-back waits after): a second Unmount is
+         * NotMounted, at once. */
+        t0 = g_get_monotonic_time();
+        (void)harness_unmount(a, mount_point, &error);
+        ms = (g_get_monotonic_time() - t0) / 1000;
+        g_test_message("a second Unmount answered after %" G_GINT64_FORMAT " ms: %s", ms,
+                error ? error->message : "success");
+        harness_assert_dbus_error(error, LOOPD_ERROR_NOT_MOUNTED, NULL);
+        g_clear_error(&error);
+        g_assert_cmpint(ms, <, PROMPT_MS);
         g_assert_true(harness_loopd_alive(h));
 
 out:

@@ -450,6 +450,7 @@ static void test_reader_edits_tables_confined(void)
         const PartitionRequest full = { .offset = 2048 * 512 };
         uint8_t header[92] = { 'E', 'F', 'I', ' ', 'P', 'A', 'R', 'T' };
         uint32_t entries = 1u << 20, entry_size = 128;
+        PartitionTableKind kind;
         pid_t pid;
         ImageReader *reader = reader_start(&pid);
         int fd, blank_fd, hostile_fd;
@@ -492,7 +493,8 @@ static void test_reader_edits_tables_confined(void)
 
                 /* In this process the file takes a table; in the child it cannot be written. */
                 g_assert_cmpint(image_reader_table_create(r, blank_fd, 0, "gpt"), ==, -EFBIG);
-                g_assert_cmpint(partition_table_read(blank_fd, 0, NULL, NULL, NULL), ==, 0);
+                g_assert_cmpint(partition_table_read(blank_fd, 0, &kind, NULL, NULL), ==, 0);
+                g_assert_cmpint(kind, ==, PARTITION_TABLE_NONE);
                 g_assert_cmpint(image_reader_table_delete(r, blank_fd, 0, 1, true), ==, -EMEDIUMTYPE);
 
                 /* A header that asks libfdisk for a 128 MiB array is refused in the child too. */
@@ -532,10 +534,6 @@ static gboolean children_become(pid_t pid, size_t n)
         return FALSE;
 }
 
-/* run_bounded()'s op and undo: each leaves a file (userdata: the directory), op after sleeping bounded_ms.
- */
-static int bounded_ms;
-
 static void touch(const char *dir, const char *name)
 {
         g_autofree char *path = g_build_filename(dir, name, NULL);
@@ -553,62 +551,17 @@ static gboolean exists_within(const char *dir, const char *name, guint ms)
         return g_file_test(path, G_FILE_TEST_EXISTS);
 }
 
-static int bounded_op(void *userdata)
-{
-        g_usleep((gulong)bounded_ms * 1000);
-        touch(userdata, "done");
-        return 0;
-}
-
-static int bounded_fails(void *userdata)
-{
-        return -EPERM;
-}
-
-static int bounded_dies(void *userdata)
-{
-        _exit(EXIT_FAILURE);
-}
-
-static void bounded_undo(void *userdata)
-{
-        touch(userdata, "undone");
-}
-
-/* What the kernel mount and unmount run in: the op's result in time; past the deadline -ETIMEDOUT, and the
- * child undoes what it finishes once nobody waits for it any more; a child that dies answers -EIO. */
-static void test_bounded_undoes_what_finishes_late(void)
-{
-        g_autofree char *dir = g_build_filename(tmpdir, "bounded", NULL);
-        g_autofree char *done = g_build_filename(dir, "done", NULL);
-
-        g_assert_cmpint(g_mkdir(dir, 0755), ==, 0);
-        bounded_ms = 0;
-        g_assert_cmpint(run_bounded(bounded_op, bounded_undo, dir, now_ms() + 10000), ==, 0);
-        g_assert_true(exists_within(dir, "done", 0));
-        g_assert_false(exists_within(dir, "undone", 200));
-
-        g_assert_cmpint(run_bounded(bounded_fails, bounded_undo, dir, now_ms() + 10000), ==, -EPERM);
-        g_assert_cmpint(run_bounded(bounded_dies, bounded_undo, dir, now_ms() + 10000), ==, -EIO);
-        g_assert_false(exists_within(dir, "undone", 0));
-
-        g_assert_cmpint(g_remove(done), ==, 0);
-        bounded_ms = 300;
-        g_assert_cmpint(run_bounded(bounded_op, bounded_undo, dir, now_ms() + 50), ==, -ETIMEDOUT);
-        g_assert_true(exists_within(dir, "undone", 5000));
-        g_assert_true(exists_within(dir, "done", 0));
-        /* The child left behind is this process's to reap (loopd's SIGCHLD handler does it there). */
-        g_assert_cmpint(waitpid(-1, NULL, 0), >, 0);
-}
-
-/* The runner's op and undo: the request is "SLEEP_MS DIR" (the op sleeps that long, then leaves "done" in
- * DIR and returns 0; a negative SLEEP_MS is returned at once as the result); undo leaves "undone". */
-static int runner_op(const void *request, size_t size)
+/* The op and undo of the runner tests. The request is "WHAT DIR": WHAT a number of milliseconds to sleep
+ * before the op leaves "done" in DIR and returns 0, a negative number to return at once, or "die" (the child
+ * exits without a result). undo leaves "undone". */
+static int test_op(const void *request, size_t size)
 {
         g_autofree char *text = g_strndup(request, size);
         g_auto(GStrv) words = g_strsplit(text, " ", 2);
         int ms = atoi(words[0]);
 
+        if (g_str_equal(words[0], "die"))
+                _exit(EXIT_FAILURE);
         if (ms < 0)
                 return ms;
         g_usleep((gulong)ms * 1000);
@@ -616,7 +569,7 @@ static int runner_op(const void *request, size_t size)
         return 0;
 }
 
-static void runner_undo(const void *request, size_t size)
+static void test_undo(const void *request, size_t size)
 {
         g_autofree char *text = g_strndup(request, size);
         g_auto(GStrv) words = g_strsplit(text, " ", 2);
@@ -624,7 +577,62 @@ static void runner_undo(const void *request, size_t size)
         touch(words[1], "undone");
 }
 
-/* The child of the runner whose comm is "loopd-runner": its pid (0: none within 2 s). */
+/* request through runner (NULL: forked for it), deadline in ms from now. */
+static int run(Runner *runner, const char *request, int64_t ms, int *ret_pending)
+{
+        if (runner)
+                return runner_run(runner, request, strlen(request), now_ms() + ms, ret_pending);
+        return runner_run_forked(test_op, test_undo, request, strlen(request), now_ms() + ms, ret_pending);
+}
+
+/* What kernel mounts and unmounts run in, through runner or forked (runner NULL): op's result in time; past
+ * the deadline -ETIMEDOUT, and the child undoes what it finishes once nobody waits for it any more, then
+ * exits (the pending fd reads the end); a child that dies answers -EIO. */
+static void assert_runs_bounded(Runner *runner, const char *dir)
+{
+        g_autofree char *quick = g_strdup_printf("0 %s", dir), *slow = g_strdup_printf("300 %s", dir);
+        g_autofree char *dies = g_strdup_printf("die %s", dir), *fails = g_strdup_printf("-13 %s", dir);
+        g_autofree char *done = g_build_filename(dir, "done", NULL);
+        g_autofree char *undone = g_build_filename(dir, "undone", NULL);
+        int pending = -1;
+        char c;
+
+        g_assert_cmpint(run(runner, quick, 10000, &pending), ==, 0);
+        g_assert_cmpint(pending, <, 0);
+        g_assert_true(exists_within(dir, "done", 0));
+        g_assert_cmpint(run(runner, fails, 10000, NULL), ==, -EACCES);
+        g_assert_cmpint(run(runner, dies, 10000, NULL), ==, -EIO);
+        g_assert_false(exists_within(dir, "undone", 200));
+        g_assert_cmpint(runner ? runner_run(runner, quick, 0, now_ms() + 10000, NULL)
+                               : runner_run_forked(test_op, test_undo, quick, 0, now_ms() + 10000, NULL),
+                ==, -E2BIG);
+
+        g_assert_cmpint(g_remove(done), ==, 0);
+        g_assert_cmpint(run(runner, slow, 50, &pending), ==, -ETIMEDOUT);
+        g_assert_cmpint(pending, >=, 0);
+        g_assert_true(exists_within(dir, "undone", 5000));
+        g_assert_true(exists_within(dir, "done", 0));
+        /* Its child exits once it has undone: the pending fd reads the end (its result dropped first). */
+        g_assert_true(g_poll(&(GPollFD){ .fd = pending, .events = G_IO_HUP }, 1, 5000) == 1);
+        while (read(pending, &c, 1) > 0)
+                ;
+        close(pending);
+        g_assert_cmpint(g_remove(done), ==, 0);
+        g_assert_cmpint(g_remove(undone), ==, 0);
+}
+
+static void test_forked_runs_bounded(void)
+{
+        g_autofree char *dir = g_build_filename(tmpdir, "forked", NULL);
+
+        g_assert_cmpint(g_mkdir(dir, 0755), ==, 0);
+        assert_runs_bounded(NULL, dir);
+        /* The children left behind are this process's to reap (loopd's SIGCHLD handler does it there). */
+        while (waitpid(-1, NULL, WNOHANG) > 0)
+                ;
+}
+
+/* The child of this process whose comm is "loopd-runner": its pid (0: none within 2 s). */
 static pid_t runner_pid(void)
 {
         g_autofree char *path = g_strdup_printf("/proc/%d/task/%d/children", getpid(), getpid());
@@ -646,42 +654,29 @@ static pid_t runner_pid(void)
         return 0;
 }
 
-/* What mounts and unmounts run in: a child the runner forked ahead, with run_bounded()'s results; a late
- * success is undone; once the runner is gone, -EPIPE (the caller forks for itself). */
-static void test_runner_runs_as_bounded(void)
+/* The same through the runner's children; once the runner is gone, -EPIPE (the caller forks for itself). */
+static void test_runner_runs_bounded(void)
 {
         g_autofree char *dir = g_build_filename(tmpdir, "runner", NULL);
-        g_autofree char *quick = g_strdup_printf("0 %s", dir), *slow = g_strdup_printf("300 %s", dir);
-        g_autofree char *done = g_build_filename(dir, "done", NULL);
-        const char *fails = "-13 /nonexistent";
+        g_autofree char *quick = g_strdup_printf("0 %s", dir);
+        g_autofree char *children_path = NULL, *children = NULL;
         Runner *runner = NULL;
         pid_t pid;
 
         g_assert_cmpint(g_mkdir(dir, 0755), ==, 0);
-        g_assert_cmpint(runner_new(runner_op, runner_undo, &runner), ==, 0);
+        g_assert_cmpint(runner_new(test_op, test_undo, &runner), ==, 0);
         pid = runner_pid();
         g_assert_cmpint(pid, >, 0);
+        assert_runs_bounded(runner, dir);
 
-        g_assert_cmpint(runner_run(runner, quick, strlen(quick), now_ms() + 10000), ==, 0);
-        g_assert_true(exists_within(dir, "done", 0));
-        g_assert_cmpint(runner_run(runner, fails, strlen(fails), now_ms() + 10000), ==, -EACCES);
-        g_assert_false(exists_within(dir, "undone", 200));
-        g_assert_cmpint(runner_run(runner, quick, 0, now_ms() + 10000), ==, -E2BIG);
-
-        g_assert_cmpint(g_remove(done), ==, 0);
-        g_assert_cmpint(runner_run(runner, slow, strlen(slow), now_ms() + 50), ==, -ETIMEDOUT);
-        g_assert_true(exists_within(dir, "undone", 5000));
-        g_assert_true(exists_within(dir, "done", 0));
-
-        /* The runner gone (its waiting child killed, it exits): the next run says so. */
-        g_autofree char *children_path = g_strdup_printf("/proc/%d/task/%d/children", pid, pid);
-        g_autofree char *children = NULL;
+        /* Its waiting child killed, the runner exits: the next run says so. */
+        children_path = g_strdup_printf("/proc/%d/task/%d/children", pid, pid);
         g_assert_true(children_become(pid, 1));
         g_assert_true(g_file_get_contents(children_path, &children, NULL, NULL));
         g_assert_cmpint(kill(atoi(children), SIGKILL), ==, 0);
         g_assert_cmpint(waitpid(pid, NULL, 0), ==, pid);
-        g_assert_cmpint(runner_run(runner, quick, strlen(quick), now_ms() + 10000), ==, -EPIPE);
-        g_assert_cmpint(runner_run(NULL, quick, strlen(quick), now_ms() + 10000), ==, -EPIPE);
+        g_assert_cmpint(runner_run(runner, quick, strlen(quick), now_ms() + 10000, NULL), ==, -EPIPE);
+        g_assert_cmpint(runner_run(NULL, quick, strlen(quick), now_ms() + 10000, NULL), ==, -EPIPE);
         runner_free(runner);
 }
 
@@ -790,8 +785,8 @@ int main(int argc, char **argv)
         g_test_add_func("/worker/reader/plans-as-loopd-would", test_reader_plans_as_loopd_would);
         g_test_add_func("/worker/reader/session-serves-an-attach", test_reader_session_serves_an_attach);
         g_test_add_func("/worker/reader/edits-tables-confined", test_reader_edits_tables_confined);
-        g_test_add_func("/worker/bounded/undoes-what-finishes-late", test_bounded_undoes_what_finishes_late);
-        g_test_add_func("/worker/runner/runs-as-bounded", test_runner_runs_as_bounded);
+        g_test_add_func("/worker/forked/runs-bounded", test_forked_runs_bounded);
+        g_test_add_func("/worker/runner/runs-bounded", test_runner_runs_bounded);
         g_test_add_func(
                 "/worker/reader/probes-a-device-as-loopd-would", test_reader_probes_a_device_as_loopd_would);
 
