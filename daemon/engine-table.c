@@ -121,6 +121,17 @@ static int open_for_change(Manager *m, unsigned number, LoopInfo **ret_info, Eng
         return fd;
 }
 
+/* A table change that failed: r is the child's error (image-reader.h), or its timeout. */
+static int table_write_error(Manager *m, EngineError *e, int r)
+{
+        if (r == -ETIMEDOUT)
+                return engine_error(e, r, ENGINE_TIMEOUT,
+                        "Changing the partition table did not finish within %" PRIu64
+                        " s (its image may be hung); what the table holds now is unknown",
+                        m->io_timeout_usec / 1000000);
+        return engine_error_errno(e, r, "Failed to write the partition table");
+}
+
 /* After the table changed: the kernel's partitions and their nodes follow it, and the bus hears of it
  * (PartitionAdded/Removed, Partitions) before the caller's reply. */
 static int publish_table(Manager *m, const LoopInfo *info, EngineError *e)
@@ -176,7 +187,7 @@ int engine_format_table(Manager *m, unsigned number, unsigned partition, const c
         r = image_reader_table_create(m->image_reader, fd, info->sector_size, label);
         if (r < 0) {
                 (void)publish_table(m, info, NULL);
-                return engine_error_errno(e, r, "Failed to write the partition table");
+                return table_write_error(m, e, r);
         }
         fd = safe_close(fd);
         log_info("Wrote an empty %s partition table on loop%u", label, number);
@@ -206,7 +217,7 @@ int engine_create_partition(
         if (r < 0 && why)
                 return engine_error(e, r, ENGINE_INVALID_ARGUMENT, "%s", why);
         if (r < 0)
-                return engine_error_errno(e, r, "Failed to write the partition table");
+                return table_write_error(m, e, r);
         fd = safe_close(fd);
         log_info("Added partition %u (bytes %" PRIu64 "+%" PRIu64 ") to loop%u", p.number, p.offset, p.size,
                 number);
@@ -257,7 +268,7 @@ static int delete_refused(
                 return engine_error(e, r, ENGINE_INVALID_ARGUMENT,
                         "loop%u's GPT header asks for more partition entries than the kernel reads",
                         info->number);
-        return engine_error_errno(e, r, "Failed to write the partition table");
+        return table_write_error(m, e, r);
 }
 
 int engine_delete_partition(Manager *m, unsigned number, unsigned partition, EngineError *e)

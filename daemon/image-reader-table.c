@@ -13,7 +13,7 @@
 /* child → loopd, for REQUEST_TABLE after the hello: one message, the header and why up to its NUL. */
 typedef struct TableAnswer {
         int32_t result; /* the partition-table.h function's */
-        uint32_t number; /* TABLE_ADD: the new partition, in bytes */
+        uint32_t number; /* TABLE_ADD: the new partition (its number, and where it lies in bytes) */
         uint64_t offset;
         uint64_t size;
         char why[512]; /* the reason of a refusal ("": none), NUL-ended, cut to fit */
