@@ -88,5 +88,19 @@ int reader_ask(ImageReader *reader, int session_fd, const Request *req, size_t s
  * needs, and a child whose reading went wrong must not keep a device's fd), a forked one reaped. */
 void reader_asked_done(ImageReader *reader, Asked *a, bool answered, bool keep);
 
+/* child → loopd, for REQUEST_TABLE after the hello: one message, the header and why up to its NUL. */
+typedef struct TableAnswer {
+        int32_t result; /* the partition-table.h function's */
+        uint32_t number; /* TABLE_ADD: the new partition (its number, and where it lies in bytes) */
+        uint64_t offset;
+        uint64_t size;
+        char why[512]; /* the reason of a refusal ("": none), NUL-ended, cut to fit */
+} TableAnswer;
+
 /* In the child: a REQUEST_TABLE's change of devfd (closed before the answer goes), answered on sock. */
 int reader_child_table(const Request *req, int sock, int devfd);
+/* In loopd: reads a REQUEST_TABLE answer from fd (or the deadline_ms passes). A new partition (TABLE_ADD's
+ * *ret, may be NULL) must lie on the device (sector_size, size), else -EBADMSG; so must the message be
+ * whole, the reason NUL-ended, the result an errno; a reason (*ret_why, may be NULL) is made printable. */
+int reader_table_answer_read(int fd, uint32_t sector_size, uint64_t size, int64_t deadline_ms,
+        TablePartition *ret, char **ret_why);

@@ -10,15 +10,6 @@
 #include "format.h"
 #include "image-reader-internal.h"
 
-/* child → loopd, for REQUEST_TABLE after the hello: one message, the header and why up to its NUL. */
-typedef struct TableAnswer {
-        int32_t result; /* the partition-table.h function's */
-        uint32_t number; /* TABLE_ADD: the new partition (its number, and where it lies in bytes) */
-        uint64_t offset;
-        uint64_t size;
-        char why[512]; /* the reason of a refusal ("": none), NUL-ended, cut to fit */
-} TableAnswer;
-
 int reader_child_table(const Request *req, int sock, int devfd)
 {
         const TableRequest *t = &req->table;
@@ -69,10 +60,7 @@ int reader_child_table(const Request *req, int sock, int devfd)
         return reader_send(sock, &answer, offsetof(TableAnswer, why) + len + 1, NULL, 0, 0);
 }
 
-/* Reads a REQUEST_TABLE answer from fd (or the deadline_ms passes). A new partition (TABLE_ADD's *ret, may
- * be NULL) must lie on the device (sector_size, size); a reason (*ret_why, may be NULL) is made printable.
- */
-static int table_answer_read(int fd, uint32_t sector_size, uint64_t size, int64_t deadline_ms,
+int reader_table_answer_read(int fd, uint32_t sector_size, uint64_t size, int64_t deadline_ms,
         TablePartition *ret, char **ret_why)
 {
         TableAnswer a;
@@ -137,7 +125,7 @@ static int table_ask(ImageReader *reader, int fd, uint32_t sector_size, const Ta
         req->table = *t;
         r = reader_ask(reader, -EBADF, req, offsetof(Request, parts), &fd, 1, &asked);
         if (r >= 0)
-                r = table_answer_read(asked.fd, ss, size, asked.deadline_ms, ret, ret_why);
+                r = reader_table_answer_read(asked.fd, ss, size, asked.deadline_ms, ret, ret_why);
         reader_asked_done(reader, &asked, r >= 0, false);
         return r;
 }

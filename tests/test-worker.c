@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "image-reader-internal.h"
 #include "image-reader.h"
 #include "image.h"
 #include "images.h"
@@ -512,6 +513,76 @@ static void test_reader_edits_tables_confined(void)
         g_assert_cmpint(waitpid(pid, NULL, 0), ==, pid);
 }
 
+/* What a table change's child answers, as it sends it (why_len: the bytes of why sent, its NUL included
+ * unless cut short), read back as loopd reads it on a 16 MiB device of 512-byte sectors. */
+static int table_answer(const TableAnswer *a, size_t why_len, TablePartition *ret, char **ret_why)
+{
+        int pair[2], r;
+
+        g_assert_cmpint(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair), ==, 0);
+        g_assert_cmpint(send(pair[1], a, offsetof(TableAnswer, why) + why_len, 0), ==,
+                (ssize_t)(offsetof(TableAnswer, why) + why_len));
+        *ret_why = NULL;
+        r = reader_table_answer_read(pair[0], 512, 16 << 20, now_ms() + 5000, ret, ret_why);
+        close(pair[0]);
+        close(pair[1]);
+        return r;
+}
+
+/* A compromised child's answer to a table change is refused unless it is whole and what loopd allows: a
+ * partition numbered 1 to 256 that lies on the device, on its sectors; a result that is an errno; a
+ * reason that ends where the message does, and reaches the caller escaped. */
+static void test_table_answer_is_checked(void)
+{
+        const TableAnswer ok = { .number = 2, .offset = 1 << 20, .size = 1 << 20 };
+        TablePartition p = {};
+        TableAnswer a;
+        char *why = NULL;
+
+        g_assert_cmpint(table_answer(&ok, 1, &p, &why), ==, 0);
+        g_assert_cmpuint(p.number, ==, 2);
+        g_assert_cmpuint(p.offset, ==, 1 << 20);
+        g_assert_cmpuint(p.size, ==, 1 << 20);
+
+        const struct {
+                uint32_t number;
+                uint64_t offset, size;
+        } bad[] = {
+                { 0, 1 << 20, 1 << 20 }, /* no such number */
+                { 257, 1 << 20, 1 << 20 }, { 1, 16 << 20, 512 }, /* past the end */
+                { 1, 15 << 20, 2 << 20 }, { 1, 1000, 1 << 20 }, /* not on a sector */
+                { 1, 1 << 20, 1000 }, { 1, 1 << 20, 0 },
+                { 1, UINT64_MAX - 511, 1024 }, /* offset + size wraps */
+        };
+        for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+                a = (TableAnswer){ .number = bad[i].number, .offset = bad[i].offset, .size = bad[i].size };
+                g_assert_cmpint(table_answer(&a, 1, &p, &why), ==, -EBADMSG);
+        }
+
+        a = (TableAnswer){ .result = 1 };
+        g_assert_cmpint(table_answer(&a, 1, &p, &why), ==, -EBADMSG);
+        a = (TableAnswer){ .result = -5000 };
+        g_assert_cmpint(table_answer(&a, 1, &p, &why), ==, -EBADMSG);
+        a = (TableAnswer){ .result = -EINVAL };
+        memcpy(a.why, "offset: no", 10); /* no NUL: the message ends inside the reason */
+        g_assert_cmpint(table_answer(&a, 10, &p, &why), ==, -EBADMSG);
+        memcpy(a.why, "offset\0no", 10); /* a NUL inside it */
+        a.why[10] = 0;
+        g_assert_cmpint(table_answer(&a, 11, &p, &why), ==, -EBADMSG);
+        g_assert_cmpint(table_answer(&a, 0, &p, &why), ==, -EIO); /* cut before the reason */
+
+        /* A refusal's reason: control characters and bytes that are not UTF-8 escaped. */
+        a = (TableAnswer){ .result = -ENOSPC };
+        strcpy(a.why, "size: \033[31mred\n\xff");
+        g_assert_cmpint(table_answer(&a, strlen(a.why) + 1, &p, &why), ==, -ENOSPC);
+        g_assert_nonnull(why);
+        g_assert_true(g_utf8_validate(why, -1, NULL));
+        for (const char *c = why; *c; c++)
+                g_assert_cmpint((unsigned char)*c, >=, 0x20);
+        g_assert_nonnull(strstr(why, "size: "));
+        free(why);
+}
+
 /* How many children pid has now. */
 static size_t children_of(pid_t pid)
 {
@@ -785,6 +856,7 @@ int main(int argc, char **argv)
         g_test_add_func("/worker/reader/plans-as-loopd-would", test_reader_plans_as_loopd_would);
         g_test_add_func("/worker/reader/session-serves-an-attach", test_reader_session_serves_an_attach);
         g_test_add_func("/worker/reader/edits-tables-confined", test_reader_edits_tables_confined);
+        g_test_add_func("/worker/reader/table-answer-is-checked", test_table_answer_is_checked);
         g_test_add_func("/worker/forked/runs-bounded", test_forked_runs_bounded);
         g_test_add_func("/worker/runner/runs-bounded", test_runner_runs_bounded);
         g_test_add_func(
