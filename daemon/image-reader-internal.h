@@ -9,6 +9,7 @@
 
 #include "image-reader.h"
 #include "partition.h"
+#include "socket-util.h"
 
 /* The kernel's limit on partitions of one disk (DISK_MAX_PARTS). */
 #define REQUEST_PARTS_MAX 256u
@@ -68,14 +69,6 @@ typedef struct Asked {
         int64_t deadline_ms;
         int session_fd; /* the image the child may be parked under again (-EBADF: none) */
 } Asked;
-
-/* Receives one message and up to n_fds fds (the rest of fds[] set to -EBADF). Returns its size, 0 at the end
- * of the stream, or -errno (-EMSGSIZE: it was cut). */
-ssize_t reader_receive(int sock, void *buf, size_t size, int *fds, size_t n_fds, int flags);
-/* Sends one message of size bytes with n_fds (at most 3) fds. flags: MSG_DONTWAIT, or 0 to wait for room. */
-int reader_send(int sock, const void *buf, size_t size, const int *fds, size_t n_fds, int flags);
-/* Waits until fd is ready for events (POLLIN, POLLOUT), up to deadline_ms (now_ms()); -ETIMEDOUT past it. */
-int reader_wait_ready(int fd, short events, int64_t deadline_ms);
 
 /* Hands req (size bytes of it) and fds to a child: the one parked under session_fd's image when there is
  * one (session_fd -EBADF: none looked for), else the next child of the reader, or a child forked for it when

@@ -9,6 +9,7 @@
 
 #include "format.h"
 #include "image-reader-internal.h"
+#include "process-util.h"
 
 int reader_child_table(const Request *req, int sock, int devfd)
 {
@@ -57,7 +58,7 @@ int reader_child_table(const Request *req, int sock, int devfd)
                 }
                 memcpy(answer.why, why, len);
         }
-        return reader_send(sock, &answer, offsetof(TableAnswer, why) + len + 1, NULL, 0, 0);
+        return socket_send(sock, &answer, offsetof(TableAnswer, why) + len + 1, NULL, 0, 0);
 }
 
 int reader_table_answer_read(int fd, uint32_t sector_size, uint64_t size, int64_t deadline_ms,
@@ -68,10 +69,10 @@ int reader_table_answer_read(int fd, uint32_t sector_size, uint64_t size, int64_
         int r;
 
         do {
-                r = reader_wait_ready(fd, POLLIN, deadline_ms);
+                r = fd_wait_until(fd, POLLIN, deadline_ms);
                 if (r < 0)
                         return r;
-                k = reader_receive(fd, &a, sizeof(a), NULL, 0, MSG_DONTWAIT);
+                k = socket_receive(fd, &a, sizeof(a), NULL, 0, MSG_DONTWAIT);
         } while (k == -EAGAIN);
         if (k <= (ssize_t)offsetof(TableAnswer, why))
                 return k < 0 && k != -EMSGSIZE ? (int)k : -EIO;

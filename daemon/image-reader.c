@@ -111,71 +111,6 @@ static void prefault_heap(void)
         free((void *)p);
 }
 
-ssize_t reader_receive(int sock, void *buf, size_t size, int *fds, size_t n_fds, int flags)
-{
-        union {
-                struct cmsghdr cmsg;
-                char buf[CMSG_SPACE(3 * sizeof(int))];
-        } control = {};
-        struct iovec iov = { .iov_base = buf, .iov_len = size };
-        struct msghdr msg = {
-                .msg_iov = &iov,
-                .msg_iovlen = 1,
-                .msg_control = &control,
-                .msg_controllen = CMSG_SPACE(n_fds * sizeof(int)),
-        };
-        ssize_t n;
-
-        for (size_t i = 0; i < n_fds; i++)
-                fds[i] = -EBADF;
-        do
-                n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | flags);
-        while (n < 0 && errno == EINTR);
-        if (n < 0)
-                return negative_errno();
-        if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC))
-                n = -EMSGSIZE; /* the fds that came are still closed below or handed back */
-        for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-                if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-                        continue;
-                size_t got = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-                int *in = (int *)(void *)CMSG_DATA(c);
-                for (size_t i = 0; i < got; i++)
-                        if (i < n_fds)
-                                fds[i] = in[i];
-                        else
-                                (void)close(in[i]);
-        }
-        return n;
-}
-
-int reader_send(int sock, const void *buf, size_t size, const int *fds, size_t n_fds, int flags)
-{
-        union {
-                struct cmsghdr cmsg;
-                char buf[CMSG_SPACE(3 * sizeof(int))];
-        } control = {};
-        struct iovec iov = { .iov_base = (void *)buf, .iov_len = size };
-        struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
-
-        if (n_fds > 0) {
-                msg.msg_control = &control;
-                msg.msg_controllen = CMSG_SPACE(n_fds * sizeof(int));
-                struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-                c->cmsg_level = SOL_SOCKET;
-                c->cmsg_type = SCM_RIGHTS;
-                c->cmsg_len = CMSG_LEN(n_fds * sizeof(int));
-                memcpy(CMSG_DATA(c), fds, n_fds * sizeof(int));
-        }
-        ssize_t n;
-        do
-                n = sendmsg(sock, &msg, flags | MSG_NOSIGNAL);
-        while (n < 0 && errno == EINTR);
-        if (n != (ssize_t)size)
-                return n < 0 ? negative_errno() : -EIO;
-        return 0;
-}
-
 /* What every child of a reader is confined to, found once by the reader. */
 typedef struct ReaderLimits {
         const struct sock_fprog *filter; /* sandbox-filter.h's */
@@ -264,7 +199,7 @@ static int send_entry(int sock, const PartitionInfo *e)
                 at += len;
         }
         memcpy(buf, &head, sizeof(head));
-        return reader_send(sock, buf, at, NULL, 0, 0) < 0 ? -EIO : 0;
+        return socket_send(sock, buf, at, NULL, 0, 0) < 0 ? -EIO : 0;
 }
 
 /* The limits of a child of the calling process (loopd or the reader): the seccomp filter, and the caller's
@@ -312,7 +247,7 @@ static int child_probe_loop(const LoopProbeArea *a, int sock)
         partition_info_array_free(list, n);
         if (r == -EIO)
                 return r;
-        return reader_send(sock, &(LoopAnswer){ .kind = LOOP_ANSWER_END, .result = MIN(r, 0) },
+        return socket_send(sock, &(LoopAnswer){ .kind = LOOP_ANSWER_END, .result = MIN(r, 0) },
                 sizeof(LoopAnswer), NULL, 0, 0);
 }
 
@@ -332,7 +267,7 @@ static int child_plan(const Request *req, int sock, int devfd)
         answer->n = (uint32_t)MIN(n, REQUEST_PARTS_MAX);
         if (answer->n > 0)
                 memcpy(answer->specs, specs, answer->n * sizeof(PartitionSpec));
-        r = reader_send(
+        r = socket_send(
                 sock, answer, offsetof(PlanAnswer, specs) + answer->n * sizeof(PartitionSpec), NULL, 0, 0);
         free(answer);
         return r;
@@ -358,7 +293,7 @@ static int child_probe_filesystem(const Request *req, int sock, int fd)
                 if (r == -EIO)
                         return r;
         }
-        return reader_send(sock, &(LoopAnswer){ .kind = LOOP_ANSWER_END, .result = MIN(r, 0) },
+        return socket_send(sock, &(LoopAnswer){ .kind = LOOP_ANSWER_END, .result = MIN(r, 0) },
                 sizeof(LoopAnswer), NULL, 0, 0);
 }
 
@@ -391,7 +326,7 @@ static int child_answer(const Request *req, const int fds[3])
                 answer.result = image_probe(fds[1], req->offset, req->size, &answer.probe);
                 /* Let go of the image before loopd hears (as worker.c's children do). */
                 (void)close(fds[1]);
-                return reader_send(fds[0], &answer, sizeof(answer), NULL, 0, MSG_DONTWAIT) < 0
+                return socket_send(fds[0], &answer, sizeof(answer), NULL, 0, MSG_DONTWAIT) < 0
                         ? EXIT_FAILURE
                         : EXIT_SUCCESS;
         }
@@ -429,7 +364,7 @@ static _Noreturn void child_follow_up(int sock, uint32_t idle_ms)
         for (;;) {
                 Request req;
                 int got[2];
-                ssize_t n = reader_receive(sock, &req, sizeof(req), got, 2, 0);
+                ssize_t n = socket_receive(sock, &req, sizeof(req), got, 2, 0);
 
                 if (n <= 0)
                         _exit(n == 0 || n == -EAGAIN ? EXIT_SUCCESS : EXIT_FAILURE);
@@ -453,7 +388,7 @@ static _Noreturn void child_run(int sock, int taken_fd, pid_t reader, const Read
                 _exit(EXIT_FAILURE);
         prefault_stack();
         prefault_heap();
-        n = reader_receive(sock, &req, sizeof(req), fds, 3, 0);
+        n = socket_receive(sock, &req, sizeof(req), fds, 3, 0);
         if (n == 0)
                 _exit(EXIT_SUCCESS); /* loopd closed its end: the reader ends with this child */
         (void)!write(taken_fd, "", 1);
@@ -465,7 +400,7 @@ static _Noreturn void child_run(int sock, int taken_fd, pid_t reader, const Read
         /* Without a pidfd loopd cannot kill this child at the deadline, but it still hears the answer. */
         char hello = HELLO;
         int pidfd = pidfd_open_pid(getpid());
-        if (reader_send(fds[0], &hello, sizeof(hello), &pidfd, pidfd >= 0 ? 1 : 0, MSG_DONTWAIT) < 0)
+        if (socket_send(fds[0], &hello, sizeof(hello), &pidfd, pidfd >= 0 ? 1 : 0, MSG_DONTWAIT) < 0)
                 _exit(EXIT_FAILURE);
         if (pidfd >= 0)
                 (void)close(pidfd);
@@ -475,24 +410,25 @@ static _Noreturn void child_run(int sock, int taken_fd, pid_t reader, const Read
         child_follow_up(fds[0], req.idle_ms);
 }
 
-/* The reader: keeps one child waiting. It holds nothing but the request socket, and goes when loopd goes. */
-static _Noreturn void reader_run(int sock, pid_t loopd)
+/* What the reader's children get. */
+typedef struct ReaderChild {
+        pid_t reader;
+        const ReaderLimits *limits;
+} ReaderChild;
+
+static void reader_child(int sock, int taken_fd, void *userdata)
+{
+        const ReaderChild *c = userdata;
+
+        child_run(sock, taken_fd, c->reader, c->limits);
+}
+
+/* The reader: keeps one child waiting. It holds nothing but the request socket, and goes when loopd goes
+ * (or when its waiting child dies: loopd then forks its own workers, image_reader_submit() fails). */
+static void reader_serve(int sock, void *userdata)
 {
         ReaderLimits limits = {};
-        sigset_t none;
 
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != loopd)
-                _exit(EXIT_FAILURE);
-        if (close_fds_except(sock, sock) < 0)
-                _exit(EXIT_FAILURE);
-        sigemptyset(&none);
-        if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
-                _exit(EXIT_FAILURE);
-        /* Its children are reaped by the kernel; a write to a closed socket or pipe is an error, not death.
-         */
-        if (signal(SIGCHLD, SIG_IGN) == SIG_ERR || signal(SIGPIPE, SIG_IGN) == SIG_ERR)
-                _exit(EXIT_FAILURE);
-        (void)prctl(PR_SET_NAME, "loopd-reader");
         /* libblkid's reads are buffers of up to 256 KiB (the zfs prober asks for four a partition): from the
          * heap, where a child's second probe finds the first one's pages, rather than an mmap() of their
          * own that every probe faults in page by page. */
@@ -500,41 +436,16 @@ static _Noreturn void reader_run(int sock, pid_t loopd)
         (void)mallopt(M_TRIM_THRESHOLD, 16 << 20);
         /* Found here, once: each child only applies them (the filter built, not loaded). */
         if (limits_for_child(&limits) < 0)
-                _exit(EXIT_FAILURE);
-
-        for (;;) {
-                int taken[2];
-                char c;
-                ssize_t n;
-
-                if (pipe2(taken, O_CLOEXEC) < 0)
-                        _exit(EXIT_FAILURE);
-                pid_t pid = fork();
-                if (pid < 0)
-                        _exit(EXIT_FAILURE);
-                if (pid == 0) {
-                        (void)close(taken[0]);
-                        child_run(sock, taken[1], getppid(), &limits);
-                }
-                (void)close(taken[1]);
-                do
-                        n = read(taken[0], &c, 1);
-                while (n < 0 && errno == EINTR);
-                (void)close(taken[0]);
-                /* No byte: the child found loopd's end closed, or died waiting. Either way loopd forks its
-                 * own workers from now on (image_reader_submit() fails). */
-                if (n <= 0)
-                        _exit(EXIT_SUCCESS);
-        }
+                return;
+        prefork_serve(sock, reader_child, &(ReaderChild){ .reader = getpid(), .limits = &limits });
 }
 
 int image_reader_new(uint64_t timeout_usec, ImageReader **ret)
 {
         _cleanup_free_ ImageReader *r = NULL;
-        pid_t loopd = getpid(), pid;
-        int pair[2], pidfd;
+        int pidfd, k;
 
-        pidfd = pidfd_open_pid(loopd);
+        pidfd = pidfd_open_pid(getpid());
         if (pidfd < 0)
                 return -EOPNOTSUPP;
         (void)close(pidfd);
@@ -542,19 +453,9 @@ int image_reader_new(uint64_t timeout_usec, ImageReader **ret)
         r = calloc(1, sizeof(ImageReader));
         if (!r)
                 return -ENOMEM;
-        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
-                return negative_errno();
-        pid = fork();
-        if (pid < 0) {
-                int k = negative_errno();
-                (void)close(pair[0]);
-                (void)close(pair[1]);
+        k = prefork_start("loopd-reader", reader_serve, NULL, &r->fd);
+        if (k < 0)
                 return k;
-        }
-        if (pid == 0)
-                reader_run(pair[1], loopd);
-        (void)close(pair[1]);
-        r->fd = pair[0];
         r->timeout_usec = timeout_usec;
         *ret = TAKE_PTR(r);
         return 0;
@@ -657,7 +558,7 @@ static int submit(
         }
         all[0] = pair[1];
         memcpy(all + 1, fds, n_fds * sizeof(int));
-        r = reader_send(reader->fd, req, size, all, n_fds + 1, MSG_DONTWAIT);
+        r = socket_send(reader->fd, req, size, all, n_fds + 1, MSG_DONTWAIT);
         if (r < 0) {
                 /* The reader is gone (or its queue is full): the caller forks a child of its own (or waits).
                  */
@@ -693,23 +594,6 @@ int image_reader_submit(ImageReader *reader, int image_fd, uint64_t offset, uint
 static int64_t deadline_of(const ImageReader *reader)
 {
         return now_ms() + (int64_t)((reader ? reader->timeout_usec : IMAGE_READER_TIMEOUT_USEC) / 1000);
-}
-
-int reader_wait_ready(int fd, short events, int64_t deadline_ms)
-{
-        for (;;) {
-                int64_t left = deadline_ms - now_ms();
-                int k;
-
-                if (left <= 0)
-                        return -ETIMEDOUT;
-                k = poll(&(struct pollfd){ .fd = fd, .events = events }, 1,
-                        (int)MIN(left, (int64_t)INT32_MAX));
-                if (k > 0)
-                        return 0;
-                if (k < 0 && errno != EINTR)
-                        return negative_errno();
-        }
 }
 
 /* One entry of a REQUEST_LOOP answer, in buf (n bytes), into *e: the strings from the child, everything else
@@ -785,10 +669,10 @@ static int loop_answer_read(
                 LoopAnswer head;
                 ssize_t k;
 
-                r = reader_wait_ready(fd, POLLIN, deadline_ms);
+                r = fd_wait_until(fd, POLLIN, deadline_ms);
                 if (r < 0)
                         break;
-                k = reader_receive(fd, buf, LOOP_ANSWER_MAX, NULL, 0, MSG_DONTWAIT);
+                k = socket_receive(fd, buf, LOOP_ANSWER_MAX, NULL, 0, MSG_DONTWAIT);
                 if (k == -EAGAIN)
                         continue;
                 if (k <= 0 || (size_t)k < sizeof(head)) {
@@ -887,7 +771,7 @@ int reader_ask(ImageReader *reader, int session_fd, const Request *req, size_t s
         if (unpark(reader, session_fd, &p) > 0) {
                 /* A child that read this image already, waiting: no fork, no hello. One that is gone (its
                  * time ran out as it was asked) leaves the question to a new one. */
-                if (reader_send(p.fd, req, size, fds, n_fds, MSG_DONTWAIT) >= 0) {
+                if (socket_send(p.fd, req, size, fds, n_fds, MSG_DONTWAIT) >= 0) {
                         ret->fd = p.fd;
                         ret->pidfd = p.pidfd;
                         ret->session_fd = session_fd;
@@ -902,7 +786,7 @@ int reader_ask(ImageReader *reader, int session_fd, const Request *req, size_t s
                 if (r != -EAGAIN)
                         break;
                 /* The reader's queue is full (a flood of Attach calls): wait for room, never read here. */
-                r = reader_wait_ready(reader->fd, POLLOUT, ret->deadline_ms);
+                r = fd_wait_until(reader->fd, POLLOUT, ret->deadline_ms);
                 if (r < 0)
                         return r;
         }
@@ -912,7 +796,7 @@ int reader_ask(ImageReader *reader, int session_fd, const Request *req, size_t s
                 return r;
         ret->session_fd = session_fd;
         for (;;) {
-                r = reader_wait_ready(ret->fd, POLLIN, ret->deadline_ms);
+                r = fd_wait_until(ret->fd, POLLIN, ret->deadline_ms);
                 if (r < 0)
                         return r; /* no hello: no pidfd either, nothing to kill */
                 r = image_reader_read_hello(ret->fd, &ret->pidfd);
@@ -989,10 +873,10 @@ static int plan_answer_read(
         if (!answer)
                 return -ENOMEM;
         do {
-                r = reader_wait_ready(fd, POLLIN, deadline_ms);
+                r = fd_wait_until(fd, POLLIN, deadline_ms);
                 if (r < 0)
                         return r;
-                k = reader_receive(fd, answer, sizeof(PlanAnswer), NULL, 0, MSG_DONTWAIT);
+                k = socket_receive(fd, answer, sizeof(PlanAnswer), NULL, 0, MSG_DONTWAIT);
         } while (k == -EAGAIN);
         if (k < (ssize_t)offsetof(PlanAnswer, specs))
                 return k < 0 && k != -EMSGSIZE ? (int)k : -EIO;
@@ -1099,7 +983,7 @@ int image_reader_read_hello(int fd, int *ret_pidfd)
 {
         char hello;
         int pidfd;
-        ssize_t n = reader_receive(fd, &hello, sizeof(hello), &pidfd, 1, MSG_DONTWAIT);
+        ssize_t n = socket_receive(fd, &hello, sizeof(hello), &pidfd, 1, MSG_DONTWAIT);
 
         if (n == -EAGAIN)
                 return -EAGAIN;

@@ -9,8 +9,10 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -130,4 +132,106 @@ int process_start_time(pid_t pid, uint64_t *ret)
                         return -EIO;
         }
         return sscanf(p + 1, "%" SCNu64, ret) == 1 ? 0 : -EIO;
+}
+
+int prefork_setup(int sock, pid_t parent, const char *name)
+{
+        sigset_t none;
+
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+                return -ESRCH;
+        if (close_fds_except(sock, sock) < 0)
+                return -errno;
+        sigemptyset(&none);
+        if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
+                return -errno;
+        if (signal(SIGCHLD, SIG_IGN) == SIG_ERR || signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+                return -errno;
+        (void)prctl(PR_SET_NAME, name);
+        return 0;
+}
+
+void prefork_serve(int sock, void (*child)(int sock, int taken_fd, void *userdata), void *userdata)
+{
+        for (;;) {
+                int taken[2];
+                char c;
+                ssize_t n;
+                pid_t pid;
+
+                if (pipe2(taken, O_CLOEXEC) < 0)
+                        return;
+                pid = fork();
+                if (pid < 0) {
+                        (void)close(taken[0]);
+                        (void)close(taken[1]);
+                        return;
+                }
+                if (pid == 0) {
+                        (void)close(taken[0]);
+                        child(sock, taken[1], userdata);
+                        _exit(EXIT_FAILURE); /* never reached: child does not return */
+                }
+                (void)close(taken[1]);
+                do
+                        n = read(taken[0], &c, 1);
+                while (n < 0 && errno == EINTR);
+                (void)close(taken[0]);
+                if (n <= 0)
+                        return;
+        }
+}
+
+int prefork_start(const char *name, void (*run)(int sock, void *userdata), void *userdata, int *ret_fd)
+{
+        pid_t parent = getpid(), pid;
+        int sock;
+
+        pid = fork_with_socket(&sock);
+        if (pid < 0)
+                return (int)pid;
+        if (pid == 0) {
+                if (prefork_setup(sock, parent, name) < 0)
+                        _exit(EXIT_FAILURE);
+                run(sock, userdata);
+                _exit(EXIT_SUCCESS);
+        }
+        *ret_fd = sock;
+        return 0;
+}
+
+pid_t fork_with_socket(int *ret_fd)
+{
+        int pair[2], r;
+        pid_t pid;
+
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
+                return -errno;
+        pid = fork();
+        if (pid < 0) {
+                r = -errno;
+                (void)close(pair[0]);
+                (void)close(pair[1]);
+                return r;
+        }
+        (void)close(pair[pid == 0 ? 0 : 1]);
+        *ret_fd = pair[pid == 0 ? 1 : 0];
+        return pid;
+}
+
+int fd_wait_until(int fd, short events, int64_t deadline_ms)
+{
+        for (;;) {
+                int64_t left = deadline_ms - now_ms();
+                int k;
+
+                if (left <= 0)
+                        return -ETIMEDOUT;
+                k = poll(&(struct pollfd){ .fd = fd, .events = events }, 1,
+                        (int)MIN(left, (int64_t)INT32_MAX));
+                if (k > 0)
+                        return 0;
+                if (k < 0 && errno != EINTR)
+                        return -errno;
+        }
 }

@@ -412,6 +412,59 @@ out:
         g_cond_clear(&call.cond);
 }
 
+/* Starts hang's server (its source and range set) and attaches its file writable as c: the device, or NULL
+ * (the test failed). *ret_fd: the file, open (-1: not). */
+static char *hang_attach(Harness *h, GDBusConnection *c, HarnessHang *hang, int *ret_fd)
+{
+        g_autoptr(GVariant) attached = NULL;
+        g_autoptr(GError) error = NULL;
+
+        *ret_fd = -1;
+        if (!harness_hang_start(h, hang))
+                return NULL;
+        *ret_fd = open(hang->file, O_RDWR | O_CLOEXEC);
+        if (*ret_fd < 0) {
+                harness_fail("open %s: %s", hang->file, g_strerror(errno));
+                return NULL;
+        }
+        attached = call_with_fd(c, "Attach", *ret_fd, G_DBUS_CALL_FLAGS_NONE, CALL_BOUND_MS, NULL, &error);
+        if (!expect_ok("Attach of the image that hangs", error))
+                return NULL;
+        return device_of_reply(attached);
+}
+
+/* Kills hang's server (the kernel's reads and writes of its file fail from then on, and what waited on them
+ * ends), then checks that nothing stays mounted under loopd's media dir, detaches device (NULL: none) as c
+ * (its image's filesystem gone) and checks that nothing stays bound to the file. */
+static void hang_release(Harness *h, GDBusConnection *c, HarnessHang *hang, const char *device, int fd)
+{
+        g_autoptr(GPtrArray) mounts = NULL, left = NULL;
+        g_autoptr(GError) error = NULL;
+
+        harness_hang_kill(hang);
+        for (gint64 deadline = g_get_monotonic_time() + SETTLE_MS * 1000;; g_usleep(100 * 1000)) {
+                g_clear_pointer(&mounts, g_ptr_array_unref);
+                mounts = mounts_under(h->media_dir);
+                if (mounts->len == 0 || g_get_monotonic_time() >= deadline)
+                        break;
+        }
+        if (mounts->len > 0) {
+                fail_listing("still mounted once the server died", mounts);
+                if (device)
+                        (void)harness_detach(c, device, g_variant_new_parsed("{'unmount': <true>}"), NULL);
+        }
+        if (device && !harness_detach(c, device, NULL, &error))
+                harness_fail("Detach %s: %s", device, error ? error->message : "?");
+        if (hang->mountpoint) {
+                left = loops_under_after(hang->mountpoint, SETTLE_MS);
+                if (left->len > 0)
+                        fail_listing("still bound to the image after its Detach", left);
+        }
+        if (fd >= 0)
+                close(fd);
+        harness_hang_clear(hang);
+}
+
 /* A mount that hangs in the kernel times out. The image answers every read but those of its ext4 journal:
  * the probes loopd makes (libblkid reads the head and the tail) are answered, and mount(2) of the writable
  * device waits for the journal's superblock in the kernel, uninterruptibly, until the server dies. loopd
@@ -430,8 +483,7 @@ static void test_hung_mount_times_out(Harness *h, gconstpointer data)
         /* loopd waits twice --io-timeout for a mount. */
         const gint64 limit_ms = 2 * IO_TIMEOUT_S * 1000 + TIMEOUT_SLACK_MS;
         PendingCall call = { .method = "Mount", .fd = -1, .connection = a };
-        g_autoptr(GPtrArray) mounts = NULL, left = NULL;
-        g_autoptr(GVariant) attached = NULL, listed = NULL;
+        g_autoptr(GVariant) listed = NULL;
         g_autoptr(GError) error = NULL;
         GThread *thread = NULL;
         HarnessHang hang = { 0 };
@@ -456,18 +508,9 @@ static void test_hung_mount_times_out(Harness *h, gconstpointer data)
         hang.hang_to = (first + 1) * bs;
         g_mutex_init(&call.lock);
         g_cond_init(&call.cond);
-        if (!harness_hang_start(h, &hang))
+        device = hang_attach(h, a, &hang, &fd);
+        if (!device)
                 goto out;
-
-        fd = open(hang.file, O_RDWR | O_CLOEXEC);
-        if (fd < 0) {
-                harness_fail("open %s: %s", hang.file, g_strerror(errno));
-                goto out;
-        }
-        attached = call_with_fd(a, "Attach", fd, G_DBUS_CALL_FLAGS_NONE, CALL_BOUND_MS, NULL, &error);
-        if (!expect_ok("Attach of the image whose journal hangs", error))
-                goto out;
-        device = device_of_reply(attached);
         call.node = device;
         call.started = g_get_monotonic_time();
         thread = g_thread_new("hung-mount", pending_call_thread, &call);
@@ -513,18 +556,7 @@ out:
                 g_variant_unref(call.reply);
         }
         g_clear_error(&call.error);
-        g_usleep(SETTLE_MS * 1000 / 5);
-        mounts = mounts_under(h->media_dir);
-        if (mounts->len > 0)
-                fail_listing("mounted after the hung Mount", mounts);
-        if (device && !harness_detach(a, device, NULL, &error))
-                harness_fail("Detach %s: %s", device, error ? error->message : "?");
-        left = loops_under_after(hang.mountpoint, SETTLE_MS);
-        if (left->len > 0)
-                fail_listing("still bound to the image after its Detach", left);
-        if (fd >= 0)
-                close(fd);
-        harness_hang_clear(&hang);
+        hang_release(h, a, &hang, device, fd);
         g_mutex_clear(&call.lock);
         g_cond_clear(&call.cond);
 }
@@ -542,8 +574,7 @@ static void test_hung_unmount_times_out(Harness *h, gconstpointer data)
         GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A),
                         *b = harness_connect_as(h, HARNESS_USER_B);
         const gint64 limit_ms = 2 * IO_TIMEOUT_S * 1000 + TIMEOUT_SLACK_MS;
-        g_autoptr(GPtrArray) mounts = NULL, left = NULL;
-        g_autoptr(GVariant) attached = NULL, listed = NULL, unmounted = NULL;
+        g_autoptr(GVariant) listed = NULL, unmounted = NULL;
         g_autoptr(GError) error = NULL;
         g_autofree char *bytes = g_malloc0(4 * MiB);
         HarnessHang hang = { 0 };
@@ -556,17 +587,9 @@ static void test_hung_unmount_times_out(Harness *h, gconstpointer data)
         image_create(ext4, 64 * MiB);
         g_free(image_mkfs_at(ext4, 0, 64 * MiB, "ext4", "later"));
         hang.source = ext4;
-        if (!harness_hang_start(h, &hang))
+        device = hang_attach(h, a, &hang, &fd);
+        if (!device)
                 goto out;
-        fd = open(hang.file, O_RDWR | O_CLOEXEC);
-        if (fd < 0) {
-                harness_fail("open %s: %s", hang.file, g_strerror(errno));
-                goto out;
-        }
-        attached = call_with_fd(a, "Attach", fd, G_DBUS_CALL_FLAGS_NONE, CALL_BOUND_MS, NULL, &error);
-        if (!expect_ok("Attach of the image that hangs later", error))
-                goto out;
-        device = device_of_reply(attached);
         mount_point = harness_mount(a, device, NULL, &error);
         if (!expect_ok("Mount of the image that hangs later", error))
                 goto out;
@@ -607,27 +630,7 @@ static void test_hung_unmount_times_out(Harness *h, gconstpointer data)
 
 out:
         /* The server's death fails the writes umount2() waits for: the unmount ends. */
-        harness_hang_kill(&hang);
-        for (gint64 deadline = g_get_monotonic_time() + SETTLE_MS * 1000; g_get_monotonic_time() < deadline;
-                g_usleep(100 * 1000)) {
-                g_clear_pointer(&mounts, g_ptr_array_unref);
-                mounts = mounts_under(h->media_dir);
-                if (mounts->len == 0)
-                        break;
-        }
-        if (mounts && mounts->len > 0) {
-                fail_listing("still mounted once the server died", mounts);
-                (void)harness_detach(a, device, g_variant_new_parsed("{'unmount': <true>}"), NULL);
-        }
-        g_clear_error(&error);
-        if (device && !harness_detach(a, device, NULL, &error))
-                harness_fail("Detach %s: %s", device, error ? error->message : "?");
-        left = loops_under_after(hang.mountpoint, SETTLE_MS);
-        if (left->len > 0)
-                fail_listing("still bound to the image after its Detach", left);
-        if (fd >= 0)
-                close(fd);
-        harness_hang_clear(&hang);
+        hang_release(h, a, &hang, device, fd);
 }
 
 /* ---------------------------------------------------------------------------------------------------- */

@@ -93,9 +93,9 @@ static void make_images(void)
         g_free(test_sh("qemu-img create -q -f qcow2 '%s' 64M", qcow2));
 }
 
-/* The reader's pid: the child of this process that names itself loopd-reader (soon after it starts; each
- * test reaps the reader it started). */
-static pid_t reader_pid(void)
+/* The child of this process whose comm is name (the helpers name themselves soon after they start): its
+ * pid, 0 when none shows within 2 s. */
+static pid_t child_named(const char *name)
 {
         g_autofree char *path = g_strdup_printf("/proc/%d/task/%d/children", getpid(), getpid());
 
@@ -109,7 +109,7 @@ static pid_t reader_pid(void)
                         g_autofree char *comm_path = g_strdup_printf("/proc/%s/comm", *p);
                         g_autofree char *comm = NULL;
                         if (g_file_get_contents(comm_path, &comm, NULL, NULL) &&
-                                g_str_equal(g_strstrip(comm), "loopd-reader"))
+                                g_str_equal(g_strstrip(comm), name))
                                 return (pid_t)atoi(*p);
                 }
                 g_usleep(10000);
@@ -123,7 +123,7 @@ static ImageReader *reader_start(pid_t *ret_pid)
         ImageReader *reader = NULL;
 
         g_assert_cmpint(image_reader_new(IMAGE_READER_TIMEOUT_USEC, &reader), ==, 0);
-        *ret_pid = reader_pid();
+        *ret_pid = child_named("loopd-reader");
         g_assert_cmpint(*ret_pid, >, 0);
         return reader;
 }
@@ -703,28 +703,6 @@ static void test_forked_runs_bounded(void)
                 ;
 }
 
-/* The child of this process whose comm is "loopd-runner": its pid (0: none within 2 s). */
-static pid_t runner_pid(void)
-{
-        g_autofree char *path = g_strdup_printf("/proc/%d/task/%d/children", getpid(), getpid());
-
-        for (int tries = 0; tries < 200; tries++, g_usleep(10000)) {
-                g_autofree char *children = NULL;
-                g_auto(GStrv) pids = NULL;
-
-                g_assert_true(g_file_get_contents(path, &children, NULL, NULL));
-                pids = g_strsplit(g_strstrip(children), " ", -1);
-                for (char **p = pids; *p && **p; p++) {
-                        g_autofree char *comm_path = g_strdup_printf("/proc/%s/comm", *p);
-                        g_autofree char *comm = NULL;
-                        if (g_file_get_contents(comm_path, &comm, NULL, NULL) &&
-                                g_str_equal(g_strstrip(comm), "loopd-runner"))
-                                return (pid_t)atoi(*p);
-                }
-        }
-        return 0;
-}
-
 /* The same through the runner's children; once the runner is gone, -EPIPE (the caller forks for itself). */
 static void test_runner_runs_bounded(void)
 {
@@ -736,7 +714,7 @@ static void test_runner_runs_bounded(void)
 
         g_assert_cmpint(g_mkdir(dir, 0755), ==, 0);
         g_assert_cmpint(runner_new(test_op, test_undo, &runner), ==, 0);
-        pid = runner_pid();
+        pid = child_named("loopd-runner");
         g_assert_cmpint(pid, >, 0);
         assert_runs_bounded(runner, dir);
 
@@ -773,7 +751,7 @@ static void test_reader_session_serves_an_attach(void)
         g_assert_cmpint(fd, >=, 0);
 
         g_assert_cmpint(image_reader_new(IMAGE_READER_TIMEOUT_USEC, &reader), ==, 0);
-        pid = reader_pid();
+        pid = child_named("loopd-reader");
         g_assert_cmpint(pid, >, 0);
         g_assert_true(children_become(pid, 1)); /* the one waiting */
 
@@ -816,7 +794,7 @@ static void test_reader_session_serves_an_attach(void)
         /* Parked and never asked: it goes by itself once the reader's timeout has passed. */
         answer = (Answer){};
         g_assert_cmpint(image_reader_new(300 * 1000, &reader), ==, 0);
-        pid = reader_pid();
+        pid = child_named("loopd-reader");
         g_assert_cmpint(
                 worker_start_probe(event, reader, fd, 0, 0, 10 * G_USEC_PER_SEC, on_answer, &answer, &w), ==,
                 0);
