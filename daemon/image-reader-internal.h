@@ -2,9 +2,11 @@
  * the socket's messages, and loopd's side of asking a child and ending what it asked. Never logs. */
 #pragma once
 
+#include <linux/filter.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 
 #include "image-reader.h"
@@ -59,6 +61,63 @@ typedef struct Request {
         TableRequest table; /* REQUEST_TABLE */
         KernelPartition parts[REQUEST_PARTS_MAX];
 } Request;
+
+/* The uid and gid a child reads as once it is confined (reader_child_confine()): no user, no file has it.
+ * The FUSE drivers' and mkfs' ids are 0x7a6c0000 and 0x7a6e0000 + a minor number. */
+#define READER_ID 0x7a720000u
+
+/* How much more memory than the reader had a child may map: a probe needs a few MiB (a GPT entry array is
+ * at most 4 MiB); a table that asks libblkid for gigabytes gets ENOMEM. */
+#define READER_DATA_HEADROOM (UINT64_C(256) << 20)
+
+/* child → loopd, first: one byte (a message of none would read as the end of the stream), with the child's
+ * pidfd. */
+#define HELLO 'h'
+
+/* child → loopd, for REQUEST_LOOP after the hello: a message for each entry of the list, in its order, the
+ * header followed by the strings' bytes (no NUL); then one END. For REQUEST_FILESYSTEM the same, with one
+ * entry numbered 0 when there is a filesystem. */
+typedef enum LoopAnswerKind {
+        LOOP_ANSWER_ENTRY = 1,
+        LOOP_ANSWER_END,
+} LoopAnswerKind;
+
+#define LOOP_ANSWER_STRINGS 5 /* part_type, part_name, fstype, label, uuid */
+#define LOOP_ANSWER_STRING_MAX 1024u /* bytes: blkid's longest value (a UDF label) is under 400 */
+
+typedef struct LoopAnswer {
+        uint32_t kind;
+        int32_t result; /* END: probe_loop_read()'s */
+        uint32_t number; /* ENTRY: 0 for the whole device, else the partition's */
+        uint32_t length[LOOP_ANSWER_STRINGS];
+} LoopAnswer;
+
+#define LOOP_ANSWER_MAX (sizeof(LoopAnswer) + LOOP_ANSWER_STRINGS * LOOP_ANSWER_STRING_MAX)
+
+/* child → loopd, for REQUEST_PLAN after the hello: one message, the header and n of specs[]. */
+typedef struct PlanAnswer {
+        int32_t result; /* partition_plan()'s */
+        uint32_t n;
+        PartitionSpec specs[REQUEST_PARTS_MAX];
+} PlanAnswer;
+
+/* What every child of a reader is confined to, found once by the reader. */
+typedef struct ReaderLimits {
+        const struct sock_fprog *filter; /* sandbox-filter.h's */
+        rlim_t data; /* RLIMIT_DATA: the reader's own data size and READER_DATA_HEADROOM */
+} ReaderLimits;
+
+/* In a child of the reader: confines it as image-reader.h says (limits found by reader_limits_for_child() in
+ * the process that forks it, reader its parent's pid). */
+int reader_child_confine(const ReaderLimits *limits, pid_t reader);
+/* The limits of a child of the calling process (loopd or the reader): the seccomp filter, and the caller's
+ * data size now and READER_DATA_HEADROOM. */
+int reader_limits_for_child(ReaderLimits *ret);
+/* In a confined child: answers req on fds[0], reading fds[1] and fds[2] (-EBADF when not given): the child's
+ * exit status. */
+int reader_child_answer(const Request *req, const int fds[3]);
+/* The reader process (prefork_start()): keeps one confined child waiting for a request on sock. */
+void reader_serve(int sock, void *userdata);
 
 /* A request being answered: by a child of the reader (pidfd, when it said hello with one) or by a child
  * forked for it (pid). */
