@@ -25,6 +25,9 @@ typedef struct Bus {
         sd_event_source *idle_timer;
 } Bus;
 
+/* The Manager's ListDevices and ListPartitions (list-dbus.c), in manager-dbus.c's vtable. */
+int method_list_devices(sd_bus_message *message, void *userdata, sd_bus_error *error);
+int method_list_partitions(sd_bus_message *message, void *userdata, sd_bus_error *error);
 /* The Manager's Mount and Unmount (mount-dbus.c), in manager-dbus.c's vtable. */
 int method_mount(sd_bus_message *message, void *userdata, sd_bus_error *error);
 int method_unmount(sd_bus_message *message, void *userdata, sd_bus_error *error);

@@ -160,3 +160,19 @@ int bus_authorize_node(Bus *b, sd_bus_message *message, unsigned number, const c
         *ret_uid = uid;
         return 1;
 }
+
+int bus_get_loop(const char *device, unsigned *ret_number, LoopInfo **ret, sd_bus_error *error)
+{
+        int r;
+
+        r = bus_parse_loop_name(device, ret_number, error);
+        if (r < 0)
+                return r;
+        r = loop_get_info(*ret_number, ret);
+        if (r == -ENXIO || r == -ENODEV || r == -ENOENT)
+                return sd_bus_error_setf(
+                        error, LOOPD_ERROR_NOT_FOUND, "loop%u is not attached", *ret_number);
+        if (r < 0)
+                return bus_reply_errno(error, r, "Failed to read the loop device's state");
+        return 0;
+}
