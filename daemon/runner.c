@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -17,19 +18,27 @@ struct Runner {
         int fd; /* loopd's end of the request socket */
 };
 
-/* The acknowledgement: 'y' once loopd heard of a success; anything else (or the end of the stream) means
- * nobody did. */
+/* The child's answer: TOOK (one byte) as it starts op, then op's result (an int32). loopd's
+ * acknowledgement: ACK_HEARD once it heard of a success; the end of the stream (loopd shut its side down,
+ * or is gone) means nobody did. */
+#define TOOK 't'
 #define ACK_HEARD 'y'
-#define ACK_LATE 'n'
 
-/* In a child: runs op, sends its result on answer_fd, and undoes a success that loopd did not hear of. */
+/* In a child: runs op (unless loopd stopped waiting before it started), sends its result on answer_fd, and
+ * undoes a success that loopd did not hear of. */
 static _Noreturn void child_answer(
         int answer_fd, RunnerOp op, RunnerUndo undo, const void *request, size_t size)
 {
-        int32_t result = (int32_t)op(request, size);
+        int32_t result;
         ssize_t n;
         char ack = 0;
 
+        /* A request that waited in the runner's queue past loopd's deadline is not run at all. */
+        if (poll(&(struct pollfd){ .fd = answer_fd, .events = POLLIN }, 1, 0) != 0)
+                _exit(EXIT_SUCCESS);
+        if (send(answer_fd, &(char){ TOOK }, 1, MSG_NOSIGNAL) != 1)
+                _exit(EXIT_SUCCESS);
+        result = (int32_t)op(request, size);
         n = send(answer_fd, &result, sizeof(result), MSG_NOSIGNAL);
         if (result < 0)
                 _exit(EXIT_SUCCESS);
@@ -61,8 +70,9 @@ static _Noreturn void child_run(int sock, int taken_fd, RunnerOp op, RunnerUndo 
         (void)close(sock);
         if (n <= 0 || answer_fd < 0)
                 _exit(EXIT_FAILURE);
-        /* As loopd would run it: its children (a mount.<type> helper) are waited for. */
-        if (signal(SIGCHLD, SIG_DFL) == SIG_ERR)
+        /* As loopd would run it: its children (a mount.<type> helper) are waited for, and inherit the
+         * default SIGPIPE. */
+        if (signal(SIGCHLD, SIG_DFL) == SIG_ERR || signal(SIGPIPE, SIG_DFL) == SIG_ERR)
                 _exit(EXIT_FAILURE);
         child_answer(answer_fd, op, undo, request, (size_t)n);
 }
@@ -115,35 +125,50 @@ Runner *runner_free(Runner *runner)
         return NULL;
 }
 
-/* Waits for the result on answer (loopd's end) until deadline_ms, and acknowledges a success. Past the
- * deadline the child is told it was late (it undoes a success), and answer is handed to *ret_pending (else
- * closed). */
+/* Waits for the child's answer on answer (loopd's end) until deadline_ms, and acknowledges a success.
+ * Past the deadline loopd shuts its side down (the child, if it has not started, does not; if it has, it
+ * undoes a success) and answer goes to *ret_pending (else closed). -EPIPE when the child ended before it
+ * started op (it may be run elsewhere); op's own -EPIPE is -EIO. */
 static int answer_wait(int answer, int64_t deadline_ms, int *ret_pending)
 {
-        int32_t result;
-        ssize_t n;
+        bool took = false;
         int r;
 
         if (ret_pending)
                 *ret_pending = -EBADF;
-        r = fd_wait_until(answer, POLLIN, deadline_ms);
-        if (r < 0) {
-                (void)send(answer, &(char){ ACK_LATE }, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
-                if (r == -ETIMEDOUT && ret_pending)
-                        *ret_pending = answer;
+        for (;;) {
+                char buf[sizeof(int32_t)];
+                int32_t result = 0;
+                ssize_t n;
+
+                r = fd_wait_until(answer, POLLIN, deadline_ms);
+                if (r < 0) {
+                        (void)shutdown(answer, SHUT_WR);
+                        if (r == -ETIMEDOUT && ret_pending)
+                                *ret_pending = answer;
+                        else
+                                (void)close(answer);
+                        return r;
+                }
+                n = recv(answer, buf, sizeof(buf), MSG_DONTWAIT);
+                if (n < 0 && (errno == EAGAIN || errno == EINTR))
+                        continue;
+                if (n == 1 && !took && buf[0] == TOOK) {
+                        took = true;
+                        continue;
+                }
+                if (n == (ssize_t)sizeof(result))
+                        memcpy(&result, buf, sizeof(result));
+                if (n != (ssize_t)sizeof(result) || !took || result > 0 || result < -4095)
+                        r = n <= 0 && !took ? -EPIPE : -EIO;
+                else if (result == 0 &&
+                        send(answer, &(char){ ACK_HEARD }, 1, MSG_DONTWAIT | MSG_NOSIGNAL) != 1)
+                        r = -EIO; /* the child did not hear it either: it undoes, or is gone */
                 else
-                        (void)close(answer);
+                        r = result == -EPIPE ? -EIO : result;
+                (void)close(answer);
                 return r;
         }
-        n = recv(answer, &result, sizeof(result), MSG_DONTWAIT);
-        if (n != (ssize_t)sizeof(result) || result > 0 || result < -4095)
-                r = -EIO;
-        else if (result == 0 && send(answer, &(char){ ACK_HEARD }, 1, MSG_DONTWAIT | MSG_NOSIGNAL) != 1)
-                r = -EIO; /* the child did not hear it either: it undoes, or is gone */
-        else
-                r = result;
-        (void)close(answer);
-        return r;
 }
 
 int runner_run(Runner *runner, const void *request, size_t size, int64_t deadline_ms, int *ret_pending)
@@ -173,7 +198,12 @@ int runner_run(Runner *runner, const void *request, size_t size, int64_t deadlin
                 }
                 return r;
         }
-        return answer_wait(pair[0], deadline_ms, ret_pending);
+        r = answer_wait(pair[0], deadline_ms, ret_pending);
+        /* Its child ended before it took the request (the runner died with it in its queue): the runner is
+         * gone, and the request was not run. */
+        if (r == -EPIPE)
+                runner->fd = safe_close(runner->fd);
+        return r;
 }
 
 int runner_run_forked(RunnerOp op, RunnerUndo undo, const void *request, size_t size, int64_t deadline_ms,
@@ -200,6 +230,8 @@ int runner_run_forked(RunnerOp op, RunnerUndo undo, const void *request, size_t 
                 child_answer(sock, op, undo, request, size);
         }
         r = answer_wait(sock, deadline_ms, ret_pending);
+        if (r == -EPIPE)
+                r = -EIO; /* nothing else to run it */
         /* Reaped here if it is gone already, else by the caller's SIGCHLD handling: never waited for (an
          * undo may wait in the kernel as the op did). */
         (void)waitpid(pid, NULL, WNOHANG);

@@ -38,9 +38,11 @@ Runner *runner_free(Runner *runner);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Runner *, runner_free);
 
 /* The runner's op(request, size) in its waiting child, waited for until deadline_ms (now_ms()): 0 or op's
- * -errno; -ETIMEDOUT past the deadline; -EIO when the child died without a result; -EPIPE when there is no
- * runner (runner NULL, or gone: the caller forks, runner_run_forked()); -E2BIG for no request or one
- * larger than RUNNER_REQUEST_MAX. Past the deadline the child goes on and undoes a success, and
+ * -errno (-EIO for op's -EPIPE); -ETIMEDOUT past the deadline; -EIO when the child died without a result;
+ * -EPIPE when the request was not run: there is no runner (runner NULL, or gone, also with the request in
+ * its queue), and the caller may run it some other way (runner_run_forked()); -E2BIG for no request or one
+ * larger than RUNNER_REQUEST_MAX. A request still queued at the deadline is never run. Past the deadline
+ * a child that started goes on and undoes a success, and
  * *ret_pending (unless NULL) is an fd that reads the end of the stream once that child has exited: while
  * it does not, the kernel still holds the child, and running the same again would wait for it. */
 int runner_run(Runner *runner, const void *request, size_t size, int64_t deadline_ms, int *ret_pending);

@@ -552,7 +552,7 @@ static void test_table_answer_is_checked(void)
                 { 257, 1 << 20, 1 << 20 }, { 1, 16 << 20, 512 }, /* past the end */
                 { 1, 15 << 20, 2 << 20 }, { 1, 1000, 1 << 20 }, /* not on a sector */
                 { 1, 1 << 20, 1000 }, { 1, 1 << 20, 0 },
-                { 1, UINT64_MAX - 511, 1024 }, /* offset + size wraps */
+                { 1, 1 << 20, UINT64_MAX - 511 }, /* offset + size wraps */
         };
         for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
                 a = (TableAnswer){ .number = bad[i].number, .offset = bad[i].offset, .size = bad[i].size };
@@ -704,13 +704,32 @@ static void test_forked_runs_bounded(void)
 }
 
 /* The same through the runner's children; once the runner is gone, -EPIPE (the caller forks for itself). */
+/* The runner's child that waits for the next request (it has one once the runner has forked it). */
+static pid_t runner_waiting_child(pid_t runner)
+{
+        g_autofree char *path = g_strdup_printf("/proc/%d/task/%d/children", runner, runner);
+        g_autofree char *children = NULL;
+
+        g_assert_true(children_become(runner, 1));
+        g_assert_true(g_file_get_contents(path, &children, NULL, NULL));
+        return (pid_t)atoi(children);
+}
+
+static gpointer kill_later(gpointer data)
+{
+        g_usleep(200 * 1000);
+        g_assert_cmpint(kill(GPOINTER_TO_INT(data), SIGKILL), ==, 0);
+        return NULL;
+}
+
 static void test_runner_runs_bounded(void)
 {
         g_autofree char *dir = g_build_filename(tmpdir, "runner", NULL);
         g_autofree char *quick = g_strdup_printf("0 %s", dir);
-        g_autofree char *children_path = NULL, *children = NULL;
         Runner *runner = NULL;
-        pid_t pid;
+        pid_t pid, waiting;
+        int pending = -1;
+        char c;
 
         g_assert_cmpint(g_mkdir(dir, 0755), ==, 0);
         g_assert_cmpint(runner_new(test_op, test_undo, &runner), ==, 0);
@@ -718,13 +737,27 @@ static void test_runner_runs_bounded(void)
         g_assert_cmpint(pid, >, 0);
         assert_runs_bounded(runner, dir);
 
-        /* Its waiting child killed, the runner exits: the next run says so. */
-        children_path = g_strdup_printf("/proc/%d/task/%d/children", pid, pid);
-        g_assert_true(children_become(pid, 1));
-        g_assert_true(g_file_get_contents(children_path, &children, NULL, NULL));
-        g_assert_cmpint(kill(atoi(children), SIGKILL), ==, 0);
+        /* A request still in the queue at its deadline (the waiting child stopped) is never run. */
+        waiting = runner_waiting_child(pid);
+        g_assert_cmpint(kill(waiting, SIGSTOP), ==, 0);
+        g_assert_cmpint(run(runner, quick, 100, &pending), ==, -ETIMEDOUT);
+        g_assert_cmpint(kill(waiting, SIGCONT), ==, 0);
+        g_assert_true(g_poll(&(GPollFD){ .fd = pending, .events = G_IO_HUP }, 1, 5000) == 1);
+        while (read(pending, &c, 1) > 0)
+                ;
+        close(pending);
+        g_assert_false(exists_within(dir, "done", 200));
+
+        /* The runner dies with a request in its queue (its waiting child killed): the request was not run,
+         * -EPIPE (loopd forks for it), and so is every later one. */
+        waiting = runner_waiting_child(pid);
+        g_assert_cmpint(kill(waiting, SIGSTOP), ==, 0);
+        GThread *killer = g_thread_new("kill-later", kill_later, GINT_TO_POINTER(waiting));
+        g_assert_cmpint(run(runner, quick, 10000, NULL), ==, -EPIPE);
+        g_thread_join(killer);
         g_assert_cmpint(waitpid(pid, NULL, 0), ==, pid);
-        g_assert_cmpint(runner_run(runner, quick, strlen(quick), now_ms() + 10000, NULL), ==, -EPIPE);
+        g_assert_false(exists_within(dir, "done", 200));
+        g_assert_cmpint(run(runner, quick, 10000, NULL), ==, -EPIPE);
         g_assert_cmpint(runner_run(NULL, quick, strlen(quick), now_ms() + 10000, NULL), ==, -EPIPE);
         runner_free(runner);
 }
