@@ -274,8 +274,9 @@ int loop_get_info(unsigned number, LoopInfo **ret)
          * then the rest comes from it (LOOP_GET_STATUS64 is needed anyway for the backing file's device and
          * inode, and it holds most of what sysfs would say again), else from sysfs alone. */
         devfd = loop_open_node(number, O_RDONLY);
-        if (devfd >= 0 && fstat(devfd, &st) >= 0 && S_ISBLK(st.st_mode) && st.st_rdev == info->devnum &&
-                loop_device_diskseq(devfd, number) == info->diskseq) {
+        if (devfd >= 0 && !(fstat(devfd, &st) >= 0 && S_ISBLK(st.st_mode) && st.st_rdev == info->devnum))
+                devfd = safe_close(devfd);
+        if (devfd >= 0 && loop_device_diskseq(devfd, number) == info->diskseq) {
                 r = read_state_ioctl(devfd, info);
                 /* LOOP_GET_STATUS64's ENXIO may be the backing file's FUSE server's (the ioctl asks it for
                  * the file's attributes): unbound only if sysfs says so too. */
@@ -289,6 +290,10 @@ int loop_get_info(unsigned number, LoopInfo **ret)
         r = read_state_sysfs(sysfd, info);
         if (r < 0)
                 return r;
+        /* The state sysfs showed must still be the device its identity was read of (unbound and bound again
+         * meanwhile: another device). */
+        if (info->diskseq != 0 && devfd >= 0 && loop_device_diskseq(devfd, number) != info->diskseq)
+                return -ENXIO;
         *ret = TAKE_PTR(info);
         return 0;
 }
