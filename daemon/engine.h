@@ -42,6 +42,9 @@ int engine_error(EngineError *e, int r, EngineErrorKind kind, const char *format
         __attribute__((format(printf, 4, 5)));
 /* The kind an errno of the kernel layer means, with "what: strerror" as the message; returns r. */
 int engine_error_errno(EngineError *e, int r, const char *what);
+/* The user's name (the directory under the media dir) and primary group; a uid without a passwd entry
+ * gets its number as name and gid = uid. For the engine's files. */
+int engine_user_of(uid_t uid, char **ret_name, gid_t *ret_gid);
 /* unmount_filesystem()'s error r for target, as a caller hears it (Busy, Timeout, Failed); returns r. */
 int engine_error_unmount(EngineError *e, int r, const char *target);
 

@@ -223,7 +223,7 @@ static int options_check_safe(const char *options)
         return nosuid && nodev ? 0 : -EINVAL;
 }
 
-static int kernel_unmount(const char *target);
+static int kernel_unmount(const char *target, const char *node);
 
 /* Takes down what a failed mount attempt may have left at target, if it is node's, and its utab entry. late:
  * in the child whose mount came after loopd stopped waiting (nobody was told of that mount, so nobody may
@@ -237,7 +237,7 @@ static void mount_undo(const char *node, const char *target, bool late)
                 if (late)
                         (void)umount2(target, UMOUNT_NOFOLLOW | MNT_DETACH);
                 else
-                        (void)kernel_unmount(target);
+                        (void)kernel_unmount(target, node);
         }
         (void)mount_utab_forget(target);
 }
@@ -471,7 +471,9 @@ static int kernel_run(const KernelRequest *req, const char *key)
         return r;
 }
 
-static int kernel_unmount(const char *target)
+/* The unmount of target, node's (the key it is pending under: a mount of node waits for a filesystem of it
+ * that is still being taken down, umount2() having taken it out of the table first). */
+static int kernel_unmount(const char *target, const char *node)
 {
         _cleanup_free_ KernelRequest *req = malloc(sizeof(KernelRequest));
         int r;
@@ -479,7 +481,7 @@ static int kernel_unmount(const char *target)
         if (!req)
                 return -ENOMEM;
         r = kernel_request(req, KERNEL_UNMOUNT, (const char *const[]){ target, NULL, NULL, NULL, NULL });
-        return r < 0 ? r : kernel_run(req, target);
+        return r < 0 ? r : kernel_run(req, node);
 }
 
 /* Reads the new mount back: is it there, is it node's, does it carry nosuid,nodev? */
@@ -573,6 +575,7 @@ int mount_filesystem_named(const char *node, const char *target, const char *fst
 int unmount_filesystem(const char *target)
 {
         _cleanup_(mount_table_unrefp) MountTable *tb = NULL;
+        _cleanup_free_ char *source = NULL;
         int pidfds[8];
         size_t n_pidfds = 0;
         int r = 0;
@@ -586,11 +589,13 @@ int unmount_filesystem(const char *target)
 
                 if (fs && mount_fstype_is_fuse(mnt_fs_get_fstype(fs)) && rdev != 0)
                         n_pidfds = mount_fuse_servers_of(rdev, pidfds, ELEMENTSOF(pidfds));
+                if (fs && mnt_fs_get_source(fs))
+                        source = strdup(mnt_fs_get_source(fs));
         }
 
         /* Unmounting writes back what the filesystem holds: bounded as mounting is. One finished after
          * loopd stopped waiting is what was asked for. */
-        r = kernel_unmount(target);
+        r = kernel_unmount(target, source ?: target);
         mount_fuse_servers_wait(pidfds, n_pidfds, r == 0);
         /* umount2() is not libmount's umount: the entry it would have dropped goes here. Not a failure of
          * the unmount when it cannot (the next mount at target, or the removal of the mount point, tries

@@ -79,18 +79,18 @@ void mount_set_unconfined_drivers(bool allowed);
 void mount_set_fuse_helper(const char *fstype, const char *path);
 
 /* How long loopd waits for a kernel mount (mount(2), through libmount) or an unmount (umount2()) before
- * -ETIMEDOUT; 0: MOUNT_TIMEOUT_USEC (under the 25 s a D-Bus client waits by default). Each runs in a child
- * (runner.h): the kernel reads the device as it mounts and writes it back as it unmounts, and a device
- * whose image is a FUSE file that stopped answering would hold the caller in the kernel for good. A mount
- * that succeeds after the deadline is taken down by that child; an unmount that does is left done. While
- * such a child still waits in the kernel, a mount of the same node (an unmount of the same target) is
- * -EINPROGRESS at once. */
+ * -ETIMEDOUT; 0: MOUNT_TIMEOUT_USEC (under the 25 s a D-Bus client waits by default, for this step alone).
+ * Each runs in a child (runner.h): the kernel reads the device as it mounts and writes it back as it
+ * unmounts, and a device whose image is a FUSE file that stopped answering would hold the caller in the
+ * kernel for good. A mount that succeeds after the deadline is taken down by that child; an unmount that
+ * does is left done. While such a child still waits in the kernel, a mount or an unmount of the same node
+ * is -EINPROGRESS at once. */
 #define MOUNT_TIMEOUT_USEC (UINT64_C(20) * 1000000)
-/* Whether such a child, left behind, still mounts node or unmounts target (key): the kernel holds it. */
+/* Whether such a child, left behind, still mounts or unmounts a filesystem of node: the kernel holds it. */
 bool mount_in_progress(const char *key);
 /* Forks the runner (runner.h) those children come from, so that loopd does not fork itself for each: call
  * early, while loopd is small, and before the signal mask changes. Without it, or once it is gone, each
- * child is forked from loopd (run_bounded()). mount_stop_runner() lets it go. */
+ * child is forked from loopd (runner_run_forked()). mount_stop_runner() lets it go. */
 int mount_start_runner(void);
 void mount_stop_runner(void);
 void mount_set_timeout(uint64_t usec);
@@ -140,8 +140,8 @@ int mount_filesystem_named(const char *node, const char *target, const char *fst
  * -EINVAL when target is not a mount point. For a FUSE mount it then waits (at most 10 s) until the
  * helper that served it has exited, so its last writes have reached the device when this returns. Once
  * nothing is mounted at target any more, its /run/mount/utab entries go too (mount_utab_forget()).
- * -ETIMEDOUT: umount2() did not return in time (mount_set_timeout()); -EINPROGRESS: an earlier one of
- * target's still waits in the kernel. */
+ * -ETIMEDOUT: umount2() did not return in time (mount_set_timeout()); -EINPROGRESS: an earlier mount or
+ * unmount of its node still waits in the kernel. */
 int unmount_filesystem(const char *target);
 
 /* Drops every /run/mount/utab entry for target, unless something is still mounted there: what a mount

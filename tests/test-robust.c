@@ -465,6 +465,26 @@ static void hang_release(Harness *h, GDBusConnection *c, HarnessHang *hang, cons
         harness_hang_clear(hang);
 }
 
+/* An ext4 image at path (64 MiB) that hang serves, answering every read but those of the journal's first
+ * block: libblkid's probes pass, a read-write mount(2) waits for the journal in the kernel. */
+static void journal_hangs(const char *path, HarnessHang *hang)
+{
+        g_autofree char *journal = NULL, *block_size = NULL;
+        guint64 first, bs;
+
+        image_create(path, 64 * MiB);
+        g_free(image_mkfs_at(path, 0, 64 * MiB, "ext4", "journal"));
+        journal = test_sh("debugfs -R 'bmap <8> 0' %s 2>/dev/null", path);
+        block_size = test_sh("dumpe2fs -h %s 2>/dev/null | sed -n 's/^Block size: *//p'", path);
+        first = g_ascii_strtoull(g_strstrip(journal), NULL, 10);
+        bs = g_ascii_strtoull(g_strstrip(block_size), NULL, 10);
+        g_assert_cmpuint(first, >, 0);
+        g_assert_cmpuint(bs, >=, 1024);
+        hang->source = path;
+        hang->hang_from = first * bs;
+        hang->hang_to = (first + 1) * bs;
+}
+
 /* A mount that hangs in the kernel times out. The image answers every read but those of its ext4 journal:
  * the probes loopd makes (libblkid reads the head and the tail) are answered, and mount(2) of the writable
  * device waits for the journal's superblock in the kernel, uninterruptibly, until the server dies. loopd
@@ -477,7 +497,7 @@ static void test_hung_mount_times_out(Harness *h, gconstpointer data)
         HARNESS_REQUIRE(h);
         g_autofree char *image = harness_image_path(h, "normal.img");
         g_autofree char *ext4 = harness_image_path(h, "journal-hangs.img");
-        g_autofree char *device = NULL, *journal = NULL, *block_size = NULL;
+        g_autofree char *device = NULL;
         GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A),
                         *b = harness_connect_as(h, HARNESS_USER_B);
         /* loopd waits twice --io-timeout for a mount. */
@@ -487,7 +507,6 @@ static void test_hung_mount_times_out(Harness *h, gconstpointer data)
         g_autoptr(GError) error = NULL;
         GThread *thread = NULL;
         HarnessHang hang = { 0 };
-        guint64 first, bs;
         gint64 t0, ms;
         int fd = -1;
 
@@ -495,17 +514,7 @@ static void test_hung_mount_times_out(Harness *h, gconstpointer data)
         REQUIRE_NONNULL(a);
         REQUIRE_NONNULL(b);
         image_create(image, 16 * MiB);
-        image_create(ext4, 64 * MiB);
-        g_free(image_mkfs_at(ext4, 0, 64 * MiB, "ext4", "journal"));
-        journal = test_sh("debugfs -R 'bmap <8> 0' %s 2>/dev/null", ext4);
-        block_size = test_sh("dumpe2fs -h %s 2>/dev/null | sed -n 's/^Block size: *//p'", ext4);
-        first = g_ascii_strtoull(g_strstrip(journal), NULL, 10);
-        bs = g_ascii_strtoull(g_strstrip(block_size), NULL, 10);
-        g_assert_cmpuint(first, >, 0);
-        g_assert_cmpuint(bs, >=, 1024);
-        hang.source = ext4;
-        hang.hang_from = first * bs;
-        hang.hang_to = (first + 1) * bs;
+        journal_hangs(ext4, &hang);
         g_mutex_init(&call.lock);
         g_cond_init(&call.cond);
         device = hang_attach(h, a, &hang, &fd);
@@ -542,7 +551,7 @@ static void test_hung_mount_times_out(Harness *h, gconstpointer data)
         ms = (g_get_monotonic_time() - t0) / 1000;
         g_test_message("a second Mount of %s answered after %" G_GINT64_FORMAT " ms: %s", device, ms,
                 error ? error->message : "success");
-        harness_assert_dbus_error(error, LOOPD_ERROR_BUSY, NULL);
+        harness_assert_dbus_error(error, LOOPD_ERROR_BUSY, "still waits in the kernel");
         g_clear_error(&error);
         g_assert_cmpint(ms, <, PROMPT_MS);
 
@@ -561,11 +570,55 @@ out:
         g_cond_clear(&call.cond);
 }
 
+/* MountImage of such an image: Timeout after twice --io-timeout, saying that the device stays attached
+ * (the kernel still holds the mount in it, so it cannot be detached yet); once the server is killed it can
+ * be, and nothing stays mounted. */
+static void test_hung_mount_image_mount_times_out(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        g_autofree char *ext4 = harness_image_path(h, "journal-hangs.img"), *device = NULL;
+        GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
+        const gint64 limit_ms = 2 * IO_TIMEOUT_S * 1000 + TIMEOUT_SLACK_MS;
+        g_autoptr(GUnixFDList) fds = g_unix_fd_list_new();
+        g_autoptr(GVariant) reply = NULL;
+        g_autoptr(GPtrArray) bound = NULL;
+        g_autoptr(GError) error = NULL;
+        HarnessHang hang = { 0 };
+        gint64 t0, ms;
+        int fd = -1;
+
+        harness_allow_all(h);
+        REQUIRE_NONNULL(a);
+        journal_hangs(ext4, &hang);
+        if (!harness_hang_start(h, &hang))
+                goto out;
+        fd = open(hang.file, O_RDWR | O_CLOEXEC);
+        g_assert_cmpint(fd, >=, 0);
+        /* Writable: a read-only ext4 is mounted without its journal (noload), and nothing would hang. */
+        g_assert_cmpint(g_unix_fd_list_append(fds, fd, NULL), ==, 0);
+        t0 = g_get_monotonic_time();
+        reply = g_dbus_connection_call_with_unix_fd_list_sync(a, LOOPD_BUS_NAME, LOOPD_MANAGER_PATH,
+                LOOPD_MANAGER_INTERFACE, "MountImage",
+                g_variant_new("(h@a{sv})", 0, g_variant_new_parsed("{'writable': <true>}")), NULL,
+                G_DBUS_CALL_FLAGS_NONE, (gint)limit_ms + 1000, fds, NULL, NULL, &error);
+        ms = (g_get_monotonic_time() - t0) / 1000;
+        g_test_message("MountImage answered after %" G_GINT64_FORMAT " ms: %s", ms,
+                error ? error->message : "success");
+        harness_assert_dbus_error(error, LOOPD_ERROR_TIMEOUT, "stays attached");
+        g_assert_cmpint(ms, <=, limit_ms);
+        bound = oracle_loops_backed_by(hang.mountpoint);
+        g_assert_cmpuint(bound->len, ==, 1);
+        device = g_strdup(bound->pdata[0]);
+
+out:
+        hang_release(h, a, &hang, device, fd);
+}
+
 /* An unmount that hangs in the kernel times out too. The image's filesystem is mounted and written to, then
  * its FUSE server stops answering anything: umount2() waits in the kernel to write the data back. loopd
  * answers Timeout within twice --io-timeout and goes on serving (the mount left the table as umount2()
- * began: a second Unmount is NotMounted at once); the unmount finishes once the
- * server is killed, and the device of the dead image can be detached. */
+ * began: a second Unmount is NotMounted at once, a Mount of the device Busy at once); the unmount finishes
+ * once the server is killed, and the device of the dead image can be detached. */
 static void test_hung_unmount_times_out(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
@@ -624,6 +677,16 @@ static void test_hung_unmount_times_out(Harness *h, gconstpointer data)
         g_test_message("a second Unmount answered after %" G_GINT64_FORMAT " ms: %s", ms,
                 error ? error->message : "success");
         harness_assert_dbus_error(error, LOOPD_ERROR_NOT_MOUNTED, NULL);
+        g_clear_error(&error);
+        g_assert_cmpint(ms, <, PROMPT_MS);
+        /* A Mount of the device meanwhile would wait for the filesystem still being taken down: Busy, at
+         * once. */
+        t0 = g_get_monotonic_time();
+        g_free(harness_mount(a, device, NULL, &error));
+        ms = (g_get_monotonic_time() - t0) / 1000;
+        g_test_message("a Mount meanwhile answered after %" G_GINT64_FORMAT " ms: %s", ms,
+                error ? error->message : "success");
+        harness_assert_dbus_error(error, LOOPD_ERROR_BUSY, "still waits in the kernel");
         g_clear_error(&error);
         g_assert_cmpint(ms, <, PROMPT_MS);
         g_assert_true(harness_loopd_alive(h));
@@ -847,6 +910,8 @@ int main(int argc, char **argv)
                 &opts_hung_mount_image);
         harness_add("/loopd/robust/hung-mount-times-out", test_hung_mount_times_out, &opts_hung_attach);
         harness_add("/loopd/robust/hung-unmount-times-out", test_hung_unmount_times_out, &opts_hung_attach);
+        harness_add("/loopd/robust/hung-mount-image-mount-times-out", test_hung_mount_image_mount_times_out,
+                &opts_hung_attach);
         harness_add(
                 "/loopd/robust/mount-image-prompts-once", test_mount_image_prompts_once, &opts_prompt_both);
         harness_add("/loopd/robust/mount-image-prompts-once-for-mount", test_mount_image_prompts_once,
