@@ -264,8 +264,12 @@ static int kernel_mount(
         /* No fstab or mtab merging (the options are exactly these), no path canonicalization (the paths
          * are ours and exact), and no silent read-only retry: a read-only device must be mounted with
          * read_only so that its journal is not replayed. utab is written (the userspace options: uhelper=
-         * lets a user's umount(8) hand the unmount to loopd). */
+         * lets a user's umount(8) hand the unmount to loopd). No /sbin/mount.<type> helper: this is the
+         * kernel's driver or nothing (where the kernel's "ntfs" is the name, /sbin/mount.ntfs is ntfs-3g,
+         * which would parse the caller's bytes as root; FUSE drivers run confined, mount_fuse_run()). */
         r = mnt_context_set_optsmode(cxt, MNT_OMODE_IGNORE | MNT_OMODE_NOTAB);
+        if (r >= 0)
+                r = mnt_context_disable_helpers(cxt, true);
         if (r >= 0)
                 r = mnt_context_disable_canonicalize(cxt, true);
         if (r >= 0)

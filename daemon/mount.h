@@ -100,20 +100,19 @@ uint64_t mount_get_timeout(void);
  * helper (*ret_fuse = true). -EPROTONOSUPPORT: neither (or an unknown fstype). */
 int mount_pick_driver(const char *fstype, bool *ret_fuse);
 
-/* Mounts node on target: the kernel driver through libmount (so mount.<type> helpers work) when fuse is
- * false, the FUSE helper when it is true. options come from mount_options_build() with the same fuse
- * flag; they must contain nosuid and nodev and no suid or dev (else -EINVAL). The helper runs with a clean
- * environment, stdin/stdout/stderr on /dev/null, no inherited fds, default signal mask; it daemonizes once
- * the mount exists and its first process is reaped here (at most 30 s, then it is killed: -ETIMEDOUT), so
- * the long-running FUSE process becomes a child of the nearest subreaper. This blocks, so a reaper of
- * the caller's must not waitpid(-1) concurrently.
- * Afterwards the new mount is read back from mountinfo: without nosuid,nodev it is unmounted again and
- * the result is -EPERM. Nothing is left mounted on failure.
- * -EPROTONOSUPPORT: no kernel or FUSE driver for fstype. -ENOTBLK: node is not a block device (libmount
- * would set up a loop device for a file). -EROFS/-EACCES: the device is read-only and read_only was not
- * given (there is no silent read-only fallback). -EIO: the helper failed, or exited 0 without mounting.
- * -ETIMEDOUT: mount(2) did not return in time (mount_set_timeout()); -EINPROGRESS: an earlier one of node's
- * still waits in the kernel. Other -errno: what mount(2) said. */
+/* Mounts node on target: the kernel driver through libmount (never a /sbin/mount.<type> helper) when fuse
+ * is false, the FUSE helper (confined) when it is true. options come from mount_options_build() with the
+ * same fuse flag; they must contain nosuid and nodev and no suid or dev (else -EINVAL). The helper runs with
+ * a clean environment, stdin/stdout/stderr on /dev/null, no inherited fds, default signal mask; it
+ * daemonizes once the mount exists and its first process is reaped here (at most 30 s, then it is killed:
+ * -ETIMEDOUT), so the long-running FUSE process becomes a child of the nearest subreaper. This blocks, so a
+ * reaper of the caller's must not waitpid(-1) concurrently. Afterwards the new mount is read back from
+ * mountinfo: without nosuid,nodev it is unmounted again and the result is -EPERM. Nothing is left mounted on
+ * failure. -EPROTONOSUPPORT: no kernel or FUSE driver for fstype. -ENOTBLK: node is not a block device
+ * (libmount would set up a loop device for a file). -EROFS/-EACCES: the device is read-only and read_only
+ * was not given (there is no silent read-only fallback). -EIO: the helper failed, or exited 0 without
+ * mounting. -ETIMEDOUT: mount(2) did not return in time (mount_set_timeout()); -EINPROGRESS: an earlier one
+ * of node's still waits in the kernel. Other -errno: what mount(2) said. */
 int mount_filesystem(
         const char *node, const char *target, const char *fstype, const char *options, bool fuse);
 
