@@ -36,11 +36,17 @@ typedef struct Parked {
 #define PARKED_MAX 8
 
 struct ImageReader {
-        int fd; /* loopd's end of the request socket */
+        int fd; /* loopd's end of the request socket (-EBADF: the reader is gone) */
         uint64_t timeout_usec; /* how long loopd waits for a probe's or a plan's answer */
+        int64_t restart_after_ms; /* a reader found gone is forked again, at most once in READER_RESTART_MS
+                                   */
         Parked parked[PARKED_MAX];
         size_t n_parked;
 };
+
+/* A reader that is gone (killed, or out of memory) is forked again by the next request, then at most once in
+ * this long: one that keeps dying leaves loopd forking a child for each request meanwhile. */
+#define READER_RESTART_MS (10 * 1000)
 
 int image_reader_new(uint64_t timeout_usec, ImageReader **ret)
 {
@@ -144,12 +150,25 @@ static int unpark(ImageReader *reader, int image_fd, Parked *ret)
 
 /* Sends req (size bytes of it) with the answer socket's child end first and then fds; *ret_fd is loopd's
  * end (nonblocking). */
+/* Forks the reader again if it is gone and its time has come. Forked from loopd as it is now (larger than
+ * at its start), it costs its children more copy-on-write faults, and a fork of loopd for each request less.
+ */
+static void restart_if_gone(ImageReader *reader)
+{
+        if (!reader || reader->fd >= 0 || now_ms() < reader->restart_after_ms)
+                return;
+        reader->restart_after_ms = now_ms() + READER_RESTART_MS;
+        if (prefork_start("loopd-reader", reader_serve, NULL, &reader->fd) < 0)
+                reader->fd = -EBADF;
+}
+
 static int submit(
         ImageReader *reader, const Request *req, size_t size, const int *fds, size_t n_fds, int *ret_fd)
 {
         int pair[2], all[3], r;
 
         assert(n_fds <= 2);
+        restart_if_gone(reader);
         if (!reader || reader->fd < 0)
                 return -EPIPE;
         if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
@@ -382,6 +401,7 @@ int reader_ask(ImageReader *reader, int session_fd, const Request *req, size_t s
                 }
                 parked_end(&p);
         }
+        restart_if_gone(reader);
         if (!reader || reader->fd < 0)
                 return ask_forked(req, fds, n_fds, ret);
         for (;;) {

@@ -54,9 +54,9 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(ImageReader *, image_reader_free);
 
 /* Hands image_fd to the next child, which runs image_probe(image_fd, offset, size) and answers on the
  * returned socket (*ret_fd, loopd's end, nonblocking): first a hello (image_reader_read_hello()), then an
- * ImageReaderAnswer, each a message of its own. The child
- * closes its copy of image_fd before it answers. -EPIPE once the reader is gone (loopd then forks a worker
- * itself). */
+ * ImageReaderAnswer, each a message of its own. The child closes its copy of image_fd before it answers. A
+ * reader found gone is forked again here, then at most once in 10 s; -EPIPE while it is gone (loopd then
+ * forks a worker itself). */
 int image_reader_submit(ImageReader *reader, int image_fd, uint64_t offset, uint64_t size, int *ret_fd);
 /* probe_loop_read(area) in the next child, which gets area's fds: the list, checked against area (every
  * node, number, offset, size and devnum is area's own; only the strings, what the contents say, come from

@@ -1,6 +1,7 @@
 /* test-worker.c: an image read in a worker, through the image reader and forked, gives image_probe()'s
  * answer; a device's contents probed in a reader's child give probe_loop_read()'s; the child is confined
- * before it reads anything; a reader that is gone leaves loopd forking its own workers. */
+ * before it reads anything; a reader that is gone leaves loopd forking its own workers until it forks the
+ * reader again. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -162,19 +163,33 @@ static void test_forked_worker_answers_as_image_probe(void)
         assert_as_image_probe(&a, qcow2, 0);
 }
 
-static void test_reader_gone_falls_back_to_fork(void)
+static void test_reader_gone_is_forked_again(void)
 {
         Answer a;
-        pid_t pid;
+        pid_t pid, again;
         ImageReader *reader = reader_start(&pid);
 
         g_assert_cmpint(kill(pid, SIGKILL), ==, 0);
         g_assert_cmpint(waitpid(pid, NULL, 0), ==, pid);
-        /* Its waiting child goes with it (PR_SET_PDEATHSIG); the read is forked instead, and answers. */
+        /* Its waiting child goes with it (PR_SET_PDEATHSIG); the reads that find it gone are forked instead,
+         * and answer; the first that finds its socket closed forks a reader again, which answers the next.
+         */
+        for (int i = 0; i < 4; i++) {
+                a = read_image(reader, gpt4k, 0);
+                assert_as_image_probe(&a, gpt4k, 0);
+        }
+        again = child_named("loopd-reader");
+        g_assert_cmpint(again, >, 0);
+        g_assert_cmpint(again, !=, pid);
+
+        /* Gone again within READER_RESTART_MS: forked reads, not a reader a request. */
+        g_assert_cmpint(kill(again, SIGKILL), ==, 0);
+        g_assert_cmpint(waitpid(again, NULL, 0), ==, again);
         for (int i = 0; i < 3; i++) {
                 a = read_image(reader, gpt4k, 0);
                 assert_as_image_probe(&a, gpt4k, 0);
         }
+        g_assert_cmpint(child_named("loopd-reader"), ==, 0);
         g_assert_cmpint(image_reader_submit(reader, 0, 0, 0, &(int){ -1 }), ==, -EPIPE);
         image_reader_free(reader);
 }
@@ -860,7 +875,7 @@ int main(int argc, char **argv)
 
         g_test_add_func("/worker/reader/answers-as-image-probe", test_reader_answers_as_image_probe);
         g_test_add_func("/worker/forked/answers-as-image-probe", test_forked_worker_answers_as_image_probe);
-        g_test_add_func("/worker/reader/gone-falls-back-to-fork", test_reader_gone_falls_back_to_fork);
+        g_test_add_func("/worker/reader/gone-forked-again", test_reader_gone_is_forked_again);
         g_test_add_func("/worker/reader/exits-when-freed", test_reader_exits_when_freed);
         g_test_add_func("/worker/reader/child-is-confined", test_reader_child_is_confined);
         g_test_add_func("/worker/reader/confined-child-can-do-nothing", test_confined_child_can_do_nothing);
