@@ -542,16 +542,14 @@ static int open_mount_all(Manager *m, const LoopInfo *info, int fd, uint64_t off
                 if (r < 0) {
                         log_info("Skipping %s of the image: %s", parts[i].node,
                                 ne.message[0] ? ne.message : strerror(-r));
-                        if (first_r == 0) {
+                        /* The image hangs: the next mount would wait as long, and this is the error. */
+                        bool hangs = r == -ETIMEDOUT || r == -EINPROGRESS;
+                        if (first_r == 0 || hangs) {
                                 first_r = r;
                                 first = ne;
                         }
-                        /* The image hangs: the next mount would wait as long. */
-                        if (r == -ETIMEDOUT || r == -EINPROGRESS) {
-                                first_r = r;
-                                first = ne;
+                        if (hangs)
                                 break;
-                        }
                         continue;
                 }
                 mounted[n].mount_point = mount_point;

@@ -401,9 +401,7 @@ int reader_ask(ImageReader *reader, int session_fd, const Request *req, size_t s
                 }
                 parked_end(&p);
         }
-        restart_if_gone(reader);
-        if (!reader || reader->fd < 0)
-                return ask_forked(req, fds, n_fds, ret);
+        /* No reader (or gone and not forked again yet): submit() says -EPIPE. */
         for (;;) {
                 r = submit(reader, req, size, fds, n_fds, &ret->fd);
                 if (r != -EAGAIN)
