@@ -148,8 +148,16 @@ static int unpark(ImageReader *reader, int image_fd, Parked *ret)
         return 0;
 }
 
-/* Sends req (size bytes of it) with the answer socket's child end first and then fds; *ret_fd is loopd's
- * end (nonblocking). */
+void image_reader_end_session(ImageReader *reader, int image_fd)
+{
+        Parked p;
+
+        if (unpark(reader, image_fd, &p) > 0)
+                parked_end(&p);
+        if (reader)
+                parked_expire(reader, false);
+}
+
 /* Forks the reader again if it is gone and its time has come. Forked from loopd as it is now (larger than
  * at its start), it costs its children more copy-on-write faults, and a fork of loopd for each request less.
  */
@@ -162,6 +170,8 @@ static void restart_if_gone(ImageReader *reader)
                 reader->fd = -EBADF;
 }
 
+/* Sends req (size bytes of it) with the answer socket's child end first and then fds; *ret_fd is loopd's
+ * end (nonblocking). */
 static int submit(
         ImageReader *reader, const Request *req, size_t size, const int *fds, size_t n_fds, int *ret_fd)
 {

@@ -105,6 +105,10 @@ int image_reader_table_delete(
  * taken, under image_fd's file. Without a reader, or when anything is missing, the child is killed. */
 void image_reader_park(ImageReader *reader, int fd, int pidfd, int image_fd);
 
+/* Ends the session parked under image_fd's file, if any (the call that read it is over: a failed Attach
+ * leaves no child, and no copy of the caller's fd, behind), and those whose time is up. */
+void image_reader_end_session(ImageReader *reader, int image_fd);
+
 /* Confines the calling process, a child forked of loopd that holds only the fds it reads and answers on,
  * as the reader's children are before they read a caller's bytes (uid and gid 0x7a720000 when root, no
  * capabilities, no_new_privs, the seccomp filter, bounded memory, no file writes, no children). */

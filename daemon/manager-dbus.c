@@ -313,6 +313,9 @@ static ImageCall *image_call_free(ImageCall *c)
                         break;
                 }
         worker_cancel(c->worker);
+        /* Whatever became of the call, its image's session is over (a successful Attach's first probe has
+         * ended it already). */
+        image_reader_end_session(c->bus->manager->image_reader, c->fd);
         vdisk_stop(c->export);
         safe_close(c->export_fd);
         bus_calls_release(c->bus->calls, c->message);

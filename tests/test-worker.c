@@ -852,6 +852,22 @@ static void test_reader_session_serves_an_attach(void)
         g_assert_true(children_become(pid, 1));
         image_reader_free(reader);
         g_assert_cmpint(waitpid(pid, NULL, 0), ==, pid);
+
+        /* A call that ends without the probe (a failed Attach) ends its session: the child goes at once, not
+         * after the reader's timeout (10 s). */
+        answer = (Answer){};
+        g_assert_cmpint(image_reader_new(IMAGE_READER_TIMEOUT_USEC, &reader), ==, 0);
+        pid = child_named("loopd-reader");
+        g_assert_cmpint(
+                worker_start_probe(event, reader, fd, 0, 0, 10 * G_USEC_PER_SEC, on_answer, &answer, &w), ==,
+                0);
+        while (!answer.done)
+                g_assert_cmpint(sd_event_run(event, UINT64_MAX), >=, 0);
+        g_assert_true(children_become(pid, 2));
+        image_reader_end_session(reader, fd);
+        g_assert_true(children_become(pid, 1));
+        image_reader_free(reader);
+        g_assert_cmpint(waitpid(pid, NULL, 0), ==, pid);
         sd_event_unref(event);
         close(fd);
 }
