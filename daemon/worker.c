@@ -196,6 +196,9 @@ static int worker_on_io(sd_event_source *s, int fd, uint32_t revents, void *user
                 return 0;
         }
         WorkerHeader *header = (WorkerHeader *)buf;
+        /* The child's word, as any child's answer: an errno or nothing else. */
+        if (header->result > 0 || header->result < -4095)
+                header->result = -EIO;
         /* The reader's child waits for what comes next about this image (the bound device's table and
          * first probe), before the callback goes on to bind it. */
         /* Only a raw image's: a virtual disk's device reads its export, never this image. */
