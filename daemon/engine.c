@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fd-util.h"
 #include "image-reader.h"
 #include "log.h"
 #include "mount.h"
@@ -92,14 +93,17 @@ int engine_error_unmount(EngineError *e, int r, const char *target)
 
 /* ---- the same image twice ---- */
 
-/* Is info's device bound to the file behind fd (st its fstat())? By the kernel's device and inode
- * (LOOP_GET_STATUS64) where the watcher read them; a device only listed from sysfs (at start) has no inode
- * there, and is compared by its backing file's name with fd's (*path, looked up the first time it is
- * needed). */
-static bool bound_to(const LoopInfo *info, int fd, const struct stat *st, char **path)
+/* Is info's device bound to the file behind fd (st: its fd_stat_cached())? A device loopd bound to an image
+ * by the device and inode its record holds (the caller's fd's at Attach); any other (someone else's, a
+ * virtual disk's export) by the backing file's name as sysfs shows it, against fd's (*path, looked up the
+ * first time it is needed). The kernel tells the inode only through LOOP_GET_STATUS64, which asks the
+ * backing file's filesystem, and a FUSE server may never answer. */
+static bool bound_to(Manager *m, const LoopInfo *info, int fd, const struct stat *st, char **path)
 {
-        if (info->backing_inode != 0)
-                return info->backing_dev == st->st_dev && info->backing_inode == st->st_ino;
+        const ManagedDevice *d = registry_find_device(m->registry, info->number, info->diskseq);
+
+        if (d && !d->vdisk)
+                return d->backing_dev == st->st_dev && d->backing_inode == st->st_ino;
         if (!*path && loop_backing_name(fd, path) < 0)
                 return false;
         return streq(info->backing_file, *path);
@@ -126,7 +130,7 @@ static const LoopInfo *find_writer(Manager *m, int fd, const struct stat *st, co
         for (size_t i = 0; i < n; i++) {
                 const LoopInfo *info = watcher_device(m->watcher, numbers[i]);
 
-                if (info && !info->read_only && bound_to(info, fd, st, &path) &&
+                if (info && !info->read_only && bound_to(m, info, fd, st, &path) &&
                         ranges_overlap(
                                 req->offset, req->size_limit, info->offset, info->size_limit ?: info->size))
                         return info;
@@ -304,8 +308,11 @@ int engine_attach(Manager *m, int fd, const AttachRequest *req, const struct sta
          */
         if (!export)
                 bound = *st;
-        else if (fstat(fd, &bound) < 0)
-                return engine_error_errno(e, negative_errno(), "Failed to read the export");
+        else {
+                r = fd_stat_cached(fd, &bound);
+                if (r < 0)
+                        return engine_error_errno(e, r, "Failed to read the export");
+        }
 
         if (!req->read_only && !req->shared) {
                 const LoopInfo *writer = find_writer(m, fd, &bound, req);

@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "fd-util.h"
 #include "loop-name.h"
 #include "process-util.h"
 
@@ -111,7 +112,7 @@ void image_reader_park(ImageReader *reader, int fd, int pidfd, int image_fd)
 
         if (reader && image_fd >= 0)
                 p.image_fd = fcntl(image_fd, F_DUPFD_CLOEXEC, 3);
-        if (!reader || fd < 0 || pidfd < 0 || p.image_fd < 0 || fstat(p.image_fd, &st) < 0) {
+        if (!reader || fd < 0 || pidfd < 0 || p.image_fd < 0 || fd_stat_cached(p.image_fd, &st) < 0) {
                 parked_end(&p);
                 return;
         }
@@ -134,7 +135,7 @@ static int unpark(ImageReader *reader, int image_fd, Parked *ret)
         if (!reader || image_fd < 0 || reader->n_parked == 0)
                 return 0;
         parked_expire(reader, false);
-        if (fstat(image_fd, &st) < 0)
+        if (fd_stat_cached(image_fd, &st) < 0)
                 return 0;
         for (size_t i = 0; i < reader->n_parked; i++) {
                 if (reader->parked[i].dev != st.st_dev || reader->parked[i].ino != st.st_ino)

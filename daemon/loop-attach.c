@@ -13,6 +13,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "fd-util.h"
 #include "loop-internal.h"
 #include "macro.h"
 #include "partition.h"
@@ -105,7 +106,7 @@ static uint64_t expected_device_size(int backing_fd, const LoopConfig *config)
         struct stat st;
         uint64_t total, size;
 
-        if (fstat(backing_fd, &st) < 0)
+        if (fd_stat_cached(backing_fd, &st) < 0)
                 return UINT64_MAX;
         if (S_ISREG(st.st_mode))
                 total = (uint64_t)st.st_size;
@@ -130,7 +131,6 @@ static void rollback(int devfd, unsigned number)
 static int claim_free_device(unsigned number)
 {
         _cleanup_close_ int devfd = -EBADF;
-        struct loop_info64 li = {};
         int r;
 
         devfd = loop_open_any(number);
@@ -143,10 +143,8 @@ static int claim_free_device(unsigned number)
         if (flock(devfd, LOCK_EX | LOCK_NB) < 0)
                 return errno == EWOULDBLOCK ? -EAGAIN : negative_errno();
 
-        if (ioctl(devfd, LOOP_GET_STATUS64, &li) >= 0)
+        if (loop_is_bound(number, 0))
                 return -EAGAIN; /* bound by someone else since LOOP_CTL_GET_FREE */
-        if (errno != ENXIO)
-                return negative_errno();
 
         /* A free device can still carry partitions from an earlier user (added with BLKPG, never removed);
          * BLKPG would later refuse ours with EBUSY. The device is unbound and locked: they are nobody's. */
@@ -212,14 +210,14 @@ static int configure_device(int devfd, unsigned number, int backing_fd, const Lo
         return r;
 }
 
-/* The info of the device we just bound (devfd, loopN), checked to be the incarnation with diskseq. */
-static int read_bound_info(int devfd, unsigned number, uint64_t diskseq, LoopInfo **ret)
+/* The info of the device we just bound (loopN), checked to be the incarnation with diskseq. */
+static int read_bound_info(unsigned number, uint64_t diskseq, LoopInfo **ret)
 {
         _cleanup_(loop_info_freep) LoopInfo *info = NULL;
         uint64_t seqnum = loop_uevent_seqnum();
         int r;
 
-        r = loop_read_info_bound(devfd, number, &info);
+        r = loop_get_info(number, &info);
         if (r < 0)
                 return r;
         if (diskseq != 0 && info->diskseq != 0 && info->diskseq != diskseq)
@@ -261,7 +259,7 @@ static int try_attach(unsigned number, int backing_fd, const LoopConfig *config,
         if (r >= 0 && config->partition_scan)
                 r = loop_sync_partitions(devfd, number, config->reader, backing_fd);
         if (r >= 0)
-                r = read_bound_info(devfd, number, diskseq, ret);
+                r = read_bound_info(number, diskseq, ret);
         if (r < 0) {
                 rollback(devfd, number);
                 if (config->on_number)

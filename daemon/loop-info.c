@@ -1,5 +1,6 @@
-/* loop-info.c: what the kernel says about bound loop devices (sysfs first; for one device, the rest from the
- * device's own ioctls once sysfs said which device it is), one or all of them. */
+/* loop-info.c: what the kernel says about bound loop devices, one or all of them, from sysfs alone. Never
+ * LOOP_GET_STATUS64: it asks the backing file's filesystem for the file's attributes, and a FUSE server that
+ * does not answer holds the caller in the kernel for as long as it pleases. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -65,8 +66,8 @@ static int unbound_if_gone(int r)
         return r == -ENOENT || r == -ENODEV ? -ENXIO : r;
 }
 
-/* Which device /sys/block/loopN (sysfd, an open directory) is: its backing file, devnum and diskseq. -ENXIO
- * if the device is not bound. */
+/* Which device /sys/block/loopN (sysfd, an open directory) is: its diskseq (read first: see
+ * loop_get_info()), backing file and devnum. -ENXIO if the device is not bound. */
 static int read_identity_sysfs(int sysfd, unsigned number, LoopInfo **ret)
 {
         _cleanup_(loop_info_freep) LoopInfo *info = NULL;
@@ -79,6 +80,8 @@ static int read_identity_sysfs(int sysfd, unsigned number, LoopInfo **ret)
                 return -ENOMEM;
         info->number = number;
 
+        if (sysfs_read_u64(sysfd, NULL, "diskseq", &v) >= 0)
+                info->diskseq = v;
         r = sysfs_read(sysfd, "loop", "backing_file", buf, sizeof(buf));
         if (r < 0)
                 return unbound_if_gone(r);
@@ -88,8 +91,6 @@ static int read_identity_sysfs(int sysfd, unsigned number, LoopInfo **ret)
         r = sysfs_read_devnum(sysfd, NULL, "dev", &info->devnum);
         if (r < 0)
                 return unbound_if_gone(r);
-        if (sysfs_read_u64(sysfd, NULL, "diskseq", &v) >= 0)
-                info->diskseq = v;
 
         *ret = TAKE_PTR(info);
         return 0;
@@ -124,49 +125,6 @@ static int read_state_sysfs(int sysfd, LoopInfo *info)
                 info->sector_size = (uint32_t)v;
         else
                 info->sector_size = 512;
-        return 0;
-}
-
-/* The same state as read_state_sysfs() from devfd, the device itself: the values sysfs shows (lo_offset,
- * lo_sizelimit, lo_flags; the disk's size, logical block size and read-only flag) in four ioctls, and the
- * backing file's device and inode, which sysfs does not show. -ENXIO when the device was unbound meanwhile.
- */
-static int read_state_ioctl(int devfd, LoopInfo *info)
-{
-        struct loop_info64 li = {};
-        uint64_t size;
-        int sector_size, ro;
-
-        if (ioctl(devfd, LOOP_GET_STATUS64, &li) < 0 || ioctl(devfd, BLKGETSIZE64, &size) < 0 ||
-                ioctl(devfd, BLKSSZGET, &sector_size) < 0 || ioctl(devfd, BLKROGET, &ro) < 0)
-                return negative_errno();
-        info->offset = li.lo_offset;
-        info->size_limit = li.lo_sizelimit;
-        info->autoclear = li.lo_flags & LO_FLAGS_AUTOCLEAR;
-        info->partscan = li.lo_flags & LO_FLAGS_PARTSCAN;
-        info->direct_io = li.lo_flags & LO_FLAGS_DIRECT_IO;
-        info->read_only = ro != 0;
-        info->size = size;
-        info->sector_size = sector_size >= 512 && sector_size <= 65536 ? (uint32_t)sector_size : 512;
-        info->backing_dev = (dev_t)li.lo_device;
-        info->backing_inode = li.lo_inode;
-        return 0;
-}
-
-/* loopN's info: which device it is from sysfs (sysfd, its directory), the rest from ioctls on devfd (an fd
- * of that device) when given, else from sysfs too (then backing_dev and backing_inode stay 0). */
-static int read_info(int sysfd, int devfd, unsigned number, LoopInfo **ret)
-{
-        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
-        int r;
-
-        r = read_identity_sysfs(sysfd, number, &info);
-        if (r < 0)
-                return r;
-        r = devfd >= 0 ? read_state_ioctl(devfd, info) : read_state_sysfs(sysfd, info);
-        if (r < 0)
-                return r;
-        *ret = TAKE_PTR(info);
         return 0;
 }
 
@@ -241,61 +199,55 @@ int loop_get_info_brief(unsigned number, LoopInfo **ret)
         return read_info_sysfs_brief(blockfd, name, number, ret);
 }
 
-int loop_read_info_bound(int devfd, unsigned number, LoopInfo **ret)
+bool loop_is_bound(unsigned number, uint64_t diskseq)
 {
         _cleanup_close_ int sysfd = -EBADF;
+        char buf[8];
+        uint64_t seq;
 
-        if (devfd < 0)
-                return -EBADF;
         sysfd = sysfs_open_loop(number, 0);
         if (sysfd < 0)
-                return sysfd;
-        return read_info(sysfd, devfd, number, ret);
+                return false;
+        if (sysfs_read(sysfd, NULL, "loop/offset", buf, sizeof(buf)) < 0)
+                return false;
+        /* Bound again since, by someone else: not that device. */
+        if (diskseq != 0 && sysfs_read_u64(sysfd, NULL, "diskseq", &seq) >= 0 && seq != diskseq)
+                return false;
+        return true;
+}
+
+/* loopN's info from its sysfs directory (sysfd). Every binding has a diskseq of its own: unchanged from the
+ * first read to the last, all of it is one binding's, not partly the next one's (bound to the number
+ * meanwhile). */
+static int read_info(int sysfd, unsigned number, LoopInfo **ret)
+{
+        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+        uint64_t diskseq;
+        int r;
+
+        r = read_identity_sysfs(sysfd, number, &info);
+        if (r < 0)
+                return r;
+        r = read_state_sysfs(sysfd, info);
+        if (r < 0)
+                return r;
+        if (info->diskseq != 0 &&
+                (sysfs_read_u64(sysfd, NULL, "diskseq", &diskseq) < 0 || diskseq != info->diskseq))
+                return -ENXIO;
+        *ret = TAKE_PTR(info);
+        return 0;
 }
 
 int loop_get_info(unsigned number, LoopInfo **ret)
 {
-        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
-        _cleanup_close_ int sysfd = -EBADF, devfd = -EBADF;
-        struct stat st;
-        int r;
+        _cleanup_close_ int sysfd = -EBADF;
 
         if (!ret)
                 return -EINVAL;
         sysfd = sysfs_open_loop(number, 0);
         if (sysfd < 0)
                 return sysfd;
-        r = read_identity_sysfs(sysfd, number, &info);
-        if (r < 0)
-                return r;
-
-        /* O_PATH would not do for the ioctls; a read-only open does not count for LOOP_CLR_FD's autoclear
-         * decision beyond these few microseconds. Only trust the node if it is the device sysfs described:
-         * then the rest comes from it (LOOP_GET_STATUS64 is needed anyway for the backing file's device and
-         * inode, and it holds most of what sysfs would say again), else from sysfs alone. */
-        devfd = loop_open_node(number, O_RDONLY);
-        if (devfd >= 0 && !(fstat(devfd, &st) >= 0 && S_ISBLK(st.st_mode) && st.st_rdev == info->devnum))
-                devfd = safe_close(devfd);
-        if (devfd >= 0 && loop_device_diskseq(devfd, number) == info->diskseq) {
-                r = read_state_ioctl(devfd, info);
-                /* LOOP_GET_STATUS64's ENXIO may be the backing file's FUSE server's (the ioctl asks it for
-                 * the file's attributes): unbound only if sysfs says so too. */
-                if (r == -ENXIO && faccessat(sysfd, "loop/offset", F_OK, 0) < 0)
-                        return r;
-                if (r >= 0) {
-                        *ret = TAKE_PTR(info);
-                        return 0;
-                }
-        }
-        r = read_state_sysfs(sysfd, info);
-        if (r < 0)
-                return r;
-        /* The state sysfs showed must still be the device its identity was read of (unbound and bound again
-         * meanwhile: another device). */
-        if (info->diskseq != 0 && devfd >= 0 && loop_device_diskseq(devfd, number) != info->diskseq)
-                return -ENXIO;
-        *ret = TAKE_PTR(info);
-        return 0;
+        return read_info(sysfd, number, ret);
 }
 
 static int compare_infos(const void *a, const void *b)
@@ -304,8 +256,8 @@ static int compare_infos(const void *a, const void *b)
         return x->number < y->number ? -1 : x->number > y->number;
 }
 
-/* Sysfs only: ListDevices calls this often, and opening devices would disturb their owners (an open
- * turns someone else's LOOP_CLR_FD into a mere autoclear). backing_dev/backing_inode stay 0 here. */
+/* Sysfs only, as everything here: ListDevices calls this often, and opening devices would disturb their
+ * owners (an open turns someone else's LOOP_CLR_FD into a mere autoclear). */
 static int list_loops(bool brief, LoopInfo ***ret, size_t *ret_n)
 {
         LoopInfo **infos = NULL;
@@ -334,7 +286,7 @@ static int list_loops(bool brief, LoopInfo ***ret, size_t *ret_n)
                         sysfd = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
                         if (sysfd < 0)
                                 continue;
-                        r = read_info(sysfd, -EBADF, number, &info);
+                        r = read_info(sysfd, number, &info);
                         safe_close(sysfd);
                 }
                 /* Unbound, or unbound (ENODEV from kernfs) or removed (ENOENT) while we looked. */

@@ -34,10 +34,9 @@ uint64_t loop_device_diskseq(int devfd, unsigned number);
 
 /* ---- loop-info.c ---- */
 
-/* The info of loopN, which devfd (an fd of it the caller holds) is: which device it is (backing file,
- * devnum, diskseq) from sysfs, the rest from ioctls on devfd (the backing file's device and inode are not in
- * sysfs). -ENXIO if the device is not bound. */
-int loop_read_info_bound(int devfd, unsigned number, LoopInfo **ret);
+/* Is loopN bound (and, with diskseq non-zero, still that binding)? From sysfs: never the device's ioctls,
+ * which a FUSE server may answer with any errno, or never. */
+bool loop_is_bound(unsigned number, uint64_t diskseq);
 
 /* ---- loop-partitions.c ---- */
 

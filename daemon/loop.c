@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <linux/loop.h>
 #include <stdbool.h>
+#include <string.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -12,6 +13,8 @@
 #include "loop-internal.h"
 #include "macro.h"
 #include "partition.h"
+#include "process-util.h"
+#include "runner.h"
 #include "sysfs.h"
 
 /* How long loop_detach() waits for transient exclusive claims and for the lock of a device that udevd
@@ -19,23 +22,6 @@
  * after LOOP_CLR_FD. */
 #define DETACH_LOCK_WAIT_USEC (2 * 1000 * 1000)
 #define DETACH_RELEASE_WAIT_USEC (2 * 1000 * 1000)
-
-static bool is_bound(unsigned number, uint64_t diskseq)
-{
-        _cleanup_close_ int sysfd = -1;
-        char buf[8];
-        uint64_t seq;
-
-        sysfd = sysfs_open_loop(number, 0);
-        if (sysfd < 0)
-                return false;
-        if (sysfs_read(sysfd, NULL, "loop/offset", buf, sizeof(buf)) < 0)
-                return false;
-        /* Bound again, by someone else, after we let go: ours is gone. */
-        if (diskseq != 0 && sysfs_read_u64(sysfd, NULL, "diskseq", &seq) >= 0 && seq != diskseq)
-                return false;
-        return true;
-}
 
 int loop_detach(unsigned number, uint64_t expected_diskseq)
 {
@@ -86,7 +72,7 @@ int loop_detach(unsigned number, uint64_t expected_diskseq)
          * picks the errno (ENXIO too), or never answers; sysfs is the kernel's own word. */
         if (expected_diskseq != 0 && loop_device_diskseq(devfd, number) != expected_diskseq)
                 return -ESTALE;
-        if (!is_bound(number, 0))
+        if (!loop_is_bound(number, 0))
                 return -ENXIO;
 
         /* A partition that someone merely has open for a moment (udevd's or another watcher's probe) cannot
@@ -111,7 +97,7 @@ int loop_detach(unsigned number, uint64_t expected_diskseq)
          * steps (a fixed 5 ms sleep was most of a Detach's time). */
         deadline = loop_now_usec() + DETACH_RELEASE_WAIT_USEC;
         step = 0;
-        while (is_bound(number, diskseq)) {
+        while (loop_is_bound(number, diskseq)) {
                 if (loop_now_usec() >= deadline)
                         return -EBUSY;
                 loop_backoff_sleep(&step);
@@ -133,25 +119,91 @@ int loop_lock(unsigned number, uint64_t expected_diskseq)
         return TAKE_FD(devfd);
 }
 
-int loop_set_autoclear(unsigned number, uint64_t expected_diskseq, bool autoclear)
+/* ---- what only the backing file's filesystem can say, asked in a child ----
+ *
+ * LOOP_GET_STATUS64 asks the backing file's filesystem for the file's attributes, and LOOP_SET_STATUS64
+ * waits for the device's I/O in flight, which that filesystem serves: a FUSE server that never answers holds
+ * the caller in the kernel for good. So both run in a child (runner_run_forked()) that is waited for until a
+ * deadline, and left behind past it (it ends when the server does). The request is bytes: the device and
+ * what to ask. */
+
+typedef struct StatusRequest {
+        unsigned number;
+        uint64_t diskseq;
+        bool set_autoclear; /* else: compare the backing file with (dev, inode) */
+        bool autoclear;
+        uint64_t dev;
+        uint64_t inode;
+} StatusRequest;
+
+/* In the child: 0, -ESRCH when the device's backing file is not (dev, inode), or -errno. */
+static int status_op(const void *request, size_t size)
 {
         _cleanup_close_ int devfd = -EBADF;
         struct loop_info64 li = {};
+        StatusRequest q;
 
-        devfd = loop_open_checked(number, expected_diskseq);
+        if (size != sizeof(q))
+                return -EINVAL;
+        memcpy(&q, request, sizeof(q));
+        devfd = loop_open_checked(q.number, q.diskseq);
         if (devfd < 0)
                 return devfd;
         if (ioctl(devfd, LOOP_GET_STATUS64, &li) < 0)
                 return negative_errno();
-        if (!!(li.lo_flags & LO_FLAGS_AUTOCLEAR) == autoclear)
+        if (!q.set_autoclear)
+                return li.lo_device == q.dev && li.lo_inode == q.inode ? 0 : -ESRCH;
+        if (!!(li.lo_flags & LO_FLAGS_AUTOCLEAR) == q.autoclear)
                 return 0;
         /* LOOP_SET_STATUS64 changes only the settable flags (autoclear, partscan) and keeps the rest as
          * read. */
-        if (autoclear)
+        if (q.autoclear)
                 li.lo_flags |= LO_FLAGS_AUTOCLEAR;
         else
                 li.lo_flags &= ~LO_FLAGS_AUTOCLEAR;
-        if (ioctl(devfd, LOOP_SET_STATUS64, &li) < 0)
-                return negative_errno();
-        return 0;
+        return ioctl(devfd, LOOP_SET_STATUS64, &li) < 0 ? negative_errno() : 0;
+}
+
+/* Nothing to take back: a flag set late is what was asked, and a comparison changes nothing. */
+static void status_undo(const void *request, size_t size)
+{
+        (void)request;
+        (void)size;
+}
+
+static int status_run(const StatusRequest *q, uint64_t timeout_usec)
+{
+        return runner_run_forked(
+                status_op, status_undo, q, sizeof(*q), now_ms() + (int64_t)(timeout_usec / 1000), NULL);
+}
+
+int loop_set_autoclear(unsigned number, uint64_t expected_diskseq, bool autoclear, uint64_t timeout_usec)
+{
+        _cleanup_close_ int sysfd = -EBADF;
+        bool current;
+
+        /* Already so (sysfs, no child): nothing to do. */
+        sysfd = sysfs_open_loop(number, 0);
+        if (sysfd >= 0 && sysfs_read_bool(sysfd, "loop", "autoclear", &current) >= 0 &&
+                current == autoclear && loop_is_bound(number, expected_diskseq))
+                return 0;
+        return status_run(&(StatusRequest){ .number = number,
+                                  .diskseq = expected_diskseq,
+                                  .set_autoclear = true,
+                                  .autoclear = autoclear },
+                timeout_usec);
+}
+
+int loop_backing_is(
+        unsigned number, uint64_t expected_diskseq, dev_t dev, uint64_t inode, uint64_t timeout_usec)
+{
+        int r;
+
+        r = status_run(
+                &(StatusRequest){
+                        .number = number, .diskseq = expected_diskseq, .dev = dev, .inode = inode },
+                timeout_usec);
+        if (r == -ESRCH)
+                return 0;
+        return r < 0 ? r : 1;
 }

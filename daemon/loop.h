@@ -37,8 +37,6 @@ typedef struct LoopInfo {
         dev_t devnum;
         uint64_t diskseq; /* 0 if the kernel has none */
         char *backing_file; /* as sysfs reports it (may end in " (deleted)"); never NULL */
-        dev_t backing_dev;
-        uint64_t backing_inode;
         uint64_t offset;
         uint64_t size_limit;
         uint64_t size; /* of the device, bytes */
@@ -82,10 +80,8 @@ int loop_attach(int backing_fd, const LoopConfig *config, LoopInfo **ret, int *r
  * exclusively, -ENODEV if there is no such device. */
 int loop_lock(unsigned number, uint64_t expected_diskseq);
 
-/* Reads a bound device's info: which device it is (backing file, devnum, diskseq) from sysfs, the rest
- * (offset, size limit, flags, size, sector size, read-only, the backing file's device and inode) from the
- * device's ioctls once its node is shown to be that device, else from sysfs.
- * -ENXIO if loopN exists but is not bound, -ENODEV if there is no such device. */
+/* Reads a bound device's info, from sysfs alone (see loop_backing_is() for what only the backing file's
+ * filesystem can say). -ENXIO if loopN exists but is not bound, -ENODEV if there is no such device. */
 int loop_get_info(unsigned number, LoopInfo **ret);
 
 /* The kernel's name for the file behind fd, what sysfs reports as the backing file of a device bound to it
@@ -96,7 +92,7 @@ int loop_backing_name(int fd, char **ret);
 int loop_get_info_brief(unsigned number, LoopInfo **ret);
 
 /* Every bound loop device, sorted by number. Sysfs only (cheap, and it never opens a device, which would
- * turn someone else's concurrent LOOP_CLR_FD into a mere autoclear): backing_dev and backing_inode are 0. */
+ * turn someone else's concurrent LOOP_CLR_FD into a mere autoclear). */
 int loop_list(LoopInfo ***ret, size_t *ret_n);
 /* The same with only what ListDevices reports: devnum, size, partscan and direct_io stay 0 as well. */
 int loop_list_brief(LoopInfo ***ret, size_t *ret_n);
@@ -118,8 +114,17 @@ bool loop_is_claimed(unsigned number);
 
 /* Sets or clears the kernel's autoclear flag of a bound device (LOOP_SET_STATUS64). With autoclear set the
  * kernel unbinds the device on its last close: if nothing holds it (nothing mounted), that is immediately.
- * -ESTALE if expected_diskseq is non-zero and does not match. */
-int loop_set_autoclear(unsigned number, uint64_t expected_diskseq, bool autoclear);
+ * The ioctls run in a child waited for up to timeout_usec (they wait for the backing file's filesystem):
+ * -ETIMEDOUT past it, and the child still sets the flag when the kernel lets it. -ESTALE if
+ * expected_diskseq is non-zero and does not match. */
+int loop_set_autoclear(unsigned number, uint64_t expected_diskseq, bool autoclear, uint64_t timeout_usec);
+
+/* Is loopN (expected_diskseq, 0: any) bound to the file with device dev and inode number inode? Only the
+ * backing file's filesystem knows (LOOP_GET_STATUS64 asks it for the file's attributes, sysfs has only the
+ * name), and a FUSE server may never answer: asked in a child waited for up to timeout_usec. 1 yes, 0 no,
+ * -ETIMEDOUT, -ESTALE if loopN is another binding by now, -errno. */
+int loop_backing_is(
+        unsigned number, uint64_t expected_diskseq, dev_t dev, uint64_t inode, uint64_t timeout_usec);
 
 /* Adds the partitions of loopN's table again, as loop_attach() did, after someone's BLKRRPART dropped them
  * (a kernel without partition parsers keeps none). -ESTALE if loopN no longer has expected_diskseq. Returns

@@ -15,6 +15,7 @@
 #include "bus-options.h"
 #include "bus-util.h"
 #include "engine.h"
+#include "fd-util.h"
 #include "format.h"
 #include "image-reader.h"
 #include "image.h"
@@ -39,16 +40,18 @@
  * pipe or a socket, and not an O_PATH or write-only fd. Read-only follows the fd's access mode. */
 static int check_backing_fd(int fd, AttachRequest *req, struct stat *ret_st, sd_bus_error *error)
 {
-        int flags = fcntl(fd, F_GETFL);
+        int flags = fcntl(fd, F_GETFL), r;
 
         if (flags < 0)
                 return sd_bus_error_setf(error, LOOPD_ERROR_INVALID_ARGUMENT, "image: not a valid fd: %m");
         if (flags & O_PATH)
                 return sd_bus_error_set(error, LOOPD_ERROR_INVALID_ARGUMENT,
                         "image: an O_PATH fd cannot be read; open the image for reading");
-        if (fstat(fd, ret_st) < 0)
+        /* What the kernel has of the file: a FUSE server that stopped answering GETATTR is not asked. */
+        r = fd_stat_cached(fd, ret_st);
+        if (r < 0)
                 return sd_bus_error_setf(
-                        error, LOOPD_ERROR_INVALID_ARGUMENT, "image: cannot stat the fd: %m");
+                        error, LOOPD_ERROR_INVALID_ARGUMENT, "image: cannot stat the fd: %s", strerror(-r));
         if (!S_ISREG(ret_st->st_mode))
                 return sd_bus_error_setf(error, LOOPD_ERROR_INVALID_ARGUMENT,
                         "image: must be a regular file, not a %s",

@@ -60,7 +60,7 @@ int manager_start(Manager *m)
 {
         int r;
 
-        r = registry_new(m->event, m->state_dir, &m->registry);
+        r = registry_new(m->event, m->state_dir, m->io_timeout_usec, &m->registry);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the device registry: %m");
         /* The records first: the watcher's first look at the devices takes their owners from them. */

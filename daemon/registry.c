@@ -17,13 +17,14 @@
 #include "strv.h"
 #include "vdisk.h"
 
-int registry_new(sd_event *event, const char *state_dir, Registry **ret)
+int registry_new(sd_event *event, const char *state_dir, uint64_t io_timeout_usec, Registry **ret)
 {
         Registry *reg = calloc(1, sizeof(Registry));
 
         if (!reg)
                 return -ENOMEM;
         reg->event = sd_event_ref(event);
+        reg->io_timeout_usec = io_timeout_usec;
         reg->state_dir = strdup(state_dir);
         if (!reg->state_dir) {
                 registry_free(reg);
@@ -258,7 +259,7 @@ unsigned registry_count_devices_of(Registry *reg, uid_t uid)
  * rolled them back had loopd lived: a device nobody was told about, owned by nobody, would otherwise stay
  * bound until root removed it. A bound device is the one of a note when it has no record and the note's
  * backing file and offset. */
-static void registry_roll_back_pending(Registry *reg)
+static void registry_roll_back_pending(Registry *reg, int boot)
 {
         ManagedDevice *pending = NULL;
         LoopInfo **infos = NULL;
@@ -268,6 +269,13 @@ static void registry_roll_back_pending(Registry *reg)
         r = state_load_pending(reg->state_dir, &pending);
         if (r < 0)
                 log_warning_errno(r, "Failed to read the attaches in progress in %s: %m", reg->state_dir);
+        /* Of an earlier boot: nothing of theirs is bound any more. */
+        if (boot == 0)
+                while (pending) {
+                        ManagedDevice *p = pending;
+                        pending = p->next;
+                        free(p);
+                }
         if (!pending)
                 return;
         r = loop_list(&infos, &n);
@@ -279,14 +287,19 @@ static void registry_roll_back_pending(Registry *reg)
                 pending = p->next;
 
                 for (size_t i = 0; i < n; i++) {
-                        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+                        const LoopInfo *info = infos[i];
 
-                        if (registry_find_device(reg, infos[i]->number, infos[i]->diskseq) ||
-                                loop_get_info(infos[i]->number, &info) < 0 ||
-                                info->diskseq != infos[i]->diskseq)
-                                continue;
-                        if (info->backing_dev != p->backing_dev || info->backing_inode != p->backing_inode ||
+                        if (registry_find_device(reg, info->number, info->diskseq) ||
                                 info->offset != p->offset)
+                                continue;
+                        r = loop_backing_is(info->number, info->diskseq, p->backing_dev, p->backing_inode,
+                                reg->io_timeout_usec);
+                        if (r == -ETIMEDOUT)
+                                log_warning(
+                                        "loop%u's backing file does not answer: not rolled back, whether it is the "
+                                        "attach of uid %u that loopd left half done or not",
+                                        info->number, (unsigned)p->owner);
+                        if (r <= 0)
                                 continue;
                         r = loop_detach(info->number, info->diskseq);
                         if (r < 0 && r != -ENXIO && r != -ESTALE)
@@ -302,8 +315,6 @@ static void registry_roll_back_pending(Registry *reg)
         loop_info_array_free(infos, n);
 }
 
-/* Keeps the records whose device the kernel still has as the same incarnation: same diskseq, backing file
- * and offset. Anything else was detached or re-used while loopd was not running. */
 /* The export in list that loopN (diskseq) was bound to, taken out of the list; NULL if none. */
 static Vdisk *take_vdisk(Vdisk **list, unsigned number, uint64_t diskseq)
 {
@@ -318,21 +329,38 @@ static Vdisk *take_vdisk(Vdisk **list, unsigned number, uint64_t diskseq)
 }
 
 /* Is info (what the kernel says of the device now) the device d records? For a virtual disk: still bound to
- * its export. */
-static bool record_matches(const ManagedDevice *d, const LoopInfo *info, const Vdisk *v)
+ * its export. boot: state_boot_is_current()'s. Within one boot a diskseq names one binding for good; without
+ * one (no diskseq, or records of a loopd that did not note the boot) only the backing file's filesystem can
+ * tell, asked in a child (loop_backing_is()). */
+static bool record_matches(
+        Registry *reg, const ManagedDevice *d, const LoopInfo *info, const Vdisk *v, int boot)
 {
-        if (info->diskseq != d->diskseq || info->offset != d->offset)
+        int r;
+
+        if (boot == 0 || info->diskseq != d->diskseq || info->offset != d->offset)
                 return false;
         if (v)
                 return streq(info->backing_file, v->path);
-        return info->backing_dev == d->backing_dev && info->backing_inode == d->backing_inode;
+        if (boot > 0 && d->diskseq != 0)
+                return true;
+        r = loop_backing_is(d->number, d->diskseq, d->backing_dev, d->backing_inode, reg->io_timeout_usec);
+        if (r < 0)
+                log_warning_errno(r, "Failed to read what loop%u is bound to: %m", d->number);
+        return r > 0;
 }
 
+/* Keeps the records whose device the kernel still has as the same incarnation (record_matches()). Anything
+ * else was detached or re-used while loopd was not running. */
 void registry_load(Registry *reg)
 {
         ManagedDevice *list = NULL;
         Vdisk *exports = vdisk_load(reg->event, reg->state_dir);
-        int r;
+        int boot, r;
+
+        boot = state_boot_is_current(reg->state_dir);
+        if (boot < 0 && boot != -ENOENT)
+                log_warning_errno(
+                        boot, "Failed to read which boot the records in %s are of: %m", reg->state_dir);
 
         r = state_load_devices(reg->state_dir, &list);
         if (r < 0) {
@@ -358,7 +386,7 @@ void registry_load(Registry *reg)
                 d->autoclear_armed = false;
                 d->vdisk = take_vdisk(&exports, d->number, d->diskseq);
                 r = loop_get_info(d->number, &info);
-                if (r >= 0 && record_matches(d, info, d->vdisk)) {
+                if (r >= 0 && record_matches(reg, d, info, d->vdisk, boot)) {
                         d->autoclear_armed = info->autoclear;
                         d->lock_fd = loop_lock(d->number, d->diskseq);
                         if (d->lock_fd < 0)
@@ -372,15 +400,19 @@ void registry_load(Registry *reg)
                         else
                                 log_info("Re-adopted loop%u of uid %u", number, (unsigned)owner);
                 } else {
-                        log_info("Dropped the record of loop%u: the device was detached or re-used",
-                                d->number);
+                        log_info("Dropped the record of loop%u: %s", d->number,
+                                boot == 0 ? "it is of an earlier boot"
+                                          : "the device was detached or re-used");
                         (void)state_remove_device(reg->state_dir, d->number);
                         vdisk_stop(d->vdisk);
                         free(d);
                 }
         }
 
-        registry_roll_back_pending(reg);
+        registry_roll_back_pending(reg, boot);
+        r = state_note_boot(reg->state_dir);
+        if (r < 0)
+                log_warning_errno(r, "Failed to note the boot in %s: %m", reg->state_dir);
         /* Exports of no device loopd still has (an attach cut short, a device detached meanwhile). */
         while (exports) {
                 Vdisk *v = exports;
@@ -438,7 +470,7 @@ void registry_arm_autoclear(Registry *reg, unsigned number, uint64_t diskseq, bo
         }
         /* Only now that a mount holds the device: set at attach, the kernel would have cleared it as soon
          * as loopd closed it. */
-        r = loop_set_autoclear(number, diskseq, true);
+        r = loop_set_autoclear(number, diskseq, true, reg->io_timeout_usec);
         if (r >= 0 && d)
                 d->autoclear_armed = true;
         if (r < 0)

@@ -14,6 +14,8 @@
 typedef struct Registry {
         sd_event *event;
         char *state_dir;
+        /* How long a question to a backing file's filesystem may take (loop_backing_is(), autoclear). */
+        uint64_t io_timeout_usec;
         ManagedDevice *devices;
         /* The same records by loop number (one at most a number): lookups stay O(1) with a thousand devices.
          */
@@ -24,7 +26,7 @@ typedef struct Registry {
         size_t n_formatting;
 } Registry;
 
-int registry_new(sd_event *event, const char *state_dir, Registry **ret);
+int registry_new(sd_event *event, const char *state_dir, uint64_t io_timeout_usec, Registry **ret);
 Registry *registry_free(Registry *reg);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Registry *, registry_free);
 

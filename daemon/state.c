@@ -68,6 +68,62 @@ int state_write_file(const char *dir, const char *name, const char *contents)
         return 0;
 }
 
+/* ---- the boot ---- */
+
+#define BOOT_ID_FILE "/proc/sys/kernel/random/boot_id"
+#define BOOT_ID_LEN 36 /* a UUID, as the kernel writes it */
+
+/* The first line of path, which must be a boot id. */
+static int read_boot_id(const char *path, char ret[static BOOT_ID_LEN + 1])
+{
+        _cleanup_close_ int fd = -EBADF;
+        char buf[BOOT_ID_LEN + 2];
+        ssize_t n;
+
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+                return negative_errno();
+        n = read(fd, buf, sizeof(buf));
+        if (n < 0)
+                return negative_errno();
+        if (n < BOOT_ID_LEN || (n > BOOT_ID_LEN && buf[BOOT_ID_LEN] != '\n'))
+                return -EBADMSG;
+        memcpy(ret, buf, BOOT_ID_LEN);
+        ret[BOOT_ID_LEN] = '\0';
+        return 0;
+}
+
+int state_boot_is_current(const char *state_dir)
+{
+        _cleanup_free_ char *path = NULL;
+        char noted[BOOT_ID_LEN + 1], current[BOOT_ID_LEN + 1];
+        int r;
+
+        if (asprintf(&path, "%s/boot-id", state_dir) < 0)
+                return -ENOMEM;
+        r = read_boot_id(path, noted);
+        if (r < 0)
+                return r;
+        r = read_boot_id(BOOT_ID_FILE, current);
+        if (r < 0)
+                return r;
+        return streq(noted, current);
+}
+
+int state_note_boot(const char *state_dir)
+{
+        char current[BOOT_ID_LEN + 2];
+        int r;
+
+        r = read_boot_id(BOOT_ID_FILE, current);
+        if (r < 0)
+                return r;
+        if (mkdir(state_dir, 0755) < 0 && errno != EEXIST)
+                return negative_errno();
+        strcat(current, "\n");
+        return state_write_file(state_dir, "boot-id", current);
+}
+
 /* A record in the state dir's key=value format. */
 static char *format_record(const ManagedDevice *d)
 {

@@ -23,6 +23,14 @@ int state_mark_udev(const char *state_dir, unsigned number, bool mark);
  * binding and recording). */
 void state_prune_udev_marks(const char *state_dir);
 
+/* Which boot the records are of: state_dir/boot-id, written (state_note_boot()) once they are loaded, holds
+ * the kernel's boot id (/proc/sys/kernel/random/boot_id). A diskseq names one binding for the whole boot,
+ * and after a reboot no device of a record is bound any more. 1 when the note is this boot's, 0 when it is
+ * another's (a state dir that outlived a reboot), -ENOENT when there is none (left by a loopd before the
+ * note), other -errno. */
+int state_boot_is_current(const char *state_dir);
+int state_note_boot(const char *state_dir);
+
 /* Reads every record. Records that do not parse are skipped (and removed). */
 int state_load_devices(const char *state_dir, ManagedDevice **ret_list);
 

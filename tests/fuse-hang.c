@@ -9,7 +9,9 @@
  * FUSE_HANG_FROM to FUSE_HANG_TO (byte offsets, the end excluded), which are never answered: an image that
  * stops answering only where, say, a filesystem's journal lies. It may then be opened for writing, and
  * writes go to that file. After SIGUSR1 no read or write is answered any more: an image whose filesystem
- * hangs while it is mounted.
+ * hangs while it is mounted. With FUSE_HANG_FREEZE=getattr, SIGUSR1 stops only the answers to GETATTR and
+ * LOOKUP (reads and writes go on): a file whose attributes nobody can read any more, stat() of it (once the
+ * kernel's cached attributes expired, after a second) waits for good.
  *
  * Usage: fuse-hang [-f] [-o allow_other] MOUNTPOINT   (stays in the foreground; stop it with SIGKILL) */
 #define FUSE_USE_VERSION 31
@@ -18,6 +20,7 @@
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,8 +36,9 @@
 static int source_fd = -1;
 static off_t file_size = HANG_SIZE;
 static uint64_t hang_from, hang_to = UINT64_MAX;
-/* Set by SIGUSR1: from then on every read and write hangs. */
+/* Set by SIGUSR1: from then on every read and write hangs, or with freeze_getattr every GETATTR. */
 static volatile sig_atomic_t hang_all;
+static bool freeze_getattr;
 
 static void on_usr1(int sig)
 {
@@ -68,6 +72,8 @@ static void hang_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
         struct fuse_entry_param e = { .ino = HANG_INO, .attr_timeout = 1.0, .entry_timeout = 1.0 };
 
+        if (hang_all && freeze_getattr)
+                return; /* a lookup's answer carries the attributes too */
         if (parent != FUSE_ROOT_ID || strcmp(name, HANG_NAME) != 0) {
                 fuse_reply_err(req, ENOENT);
                 return;
@@ -82,6 +88,8 @@ static void hang_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
         int r = hang_stat(ino, &st);
 
         (void)fi;
+        if (hang_all && freeze_getattr)
+                return;
         if (r < 0)
                 fuse_reply_err(req, -r);
         else
@@ -107,7 +115,8 @@ static void hang_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, st
 
         (void)ino;
         (void)fi;
-        if (source_fd < 0 || hang_all || ((uint64_t)off < hang_to && (uint64_t)off + size > hang_from))
+        if (source_fd < 0 || (hang_all && !freeze_getattr) ||
+                ((uint64_t)off < hang_to && (uint64_t)off + size > hang_from))
                 return;
         buf = malloc(size ? size : 1);
         if (!buf) {
@@ -131,7 +140,7 @@ static void hang_write(
 
         (void)ino;
         (void)fi;
-        if (source_fd < 0 || hang_all)
+        if (source_fd < 0 || (hang_all && !freeze_getattr))
                 return;
         n = pwrite(source_fd, buf, size, off);
         if (n < 0)
@@ -154,7 +163,17 @@ static void hang_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
         fuse_reply_err(req, 0);
 }
 
+/* With freeze_getattr, reads must not need the attributes: with auto_inval_data (libfuse's default) the
+ * kernel asks for them before a read once they expired, and the reads would hang too. */
+static void hang_init(void *userdata, struct fuse_conn_info *conn)
+{
+        (void)userdata;
+        if (freeze_getattr)
+                conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+}
+
 static const struct fuse_lowlevel_ops hang_ops = {
+        .init = hang_init,
         .lookup = hang_lookup,
         .getattr = hang_getattr,
         .open = hang_open,
@@ -171,10 +190,11 @@ int main(int argc, char **argv)
         struct fuse_session *se;
         int r = 1;
 
-        const char *source = getenv("FUSE_HANG_SOURCE");
+        const char *source = getenv("FUSE_HANG_SOURCE"), *freeze = getenv("FUSE_HANG_FREEZE");
 
         if (fuse_parse_cmdline(&args, &opts) != 0)
                 return 1;
+        freeze_getattr = freeze && strcmp(freeze, "getattr") == 0;
         if (source) {
                 struct stat st;
 

@@ -154,10 +154,13 @@ bool harness_loopd_alive(Harness *h);
 /* tests/fuse-hang (LOOPD_FUSE_HANG, else under LOOPD_BUILD_ROOT) serving <tmpdir>/hung/disk.img, 64 MiB,
  * whose reads are never answered: a process that reads it waits until the server is killed. With source
  * set (by the caller, before harness_hang_start()), disk.img is a copy of that file whose reads are
- * answered, except those touching the bytes from hang_from to hang_to (the end excluded). */
+ * answered, except those touching the bytes from hang_from to hang_to (the end excluded). freeze_getattr:
+ * harness_hang_freeze() stops only the answers to GETATTR (a stat() of the file, once the kernel's cached
+ * attributes expired after a second), not reads and writes. */
 typedef struct HarnessHang {
         const char *source;
         guint64 hang_from, hang_to;
+        bool freeze_getattr;
         char *mountpoint;
         char *file;
         GSubprocess *server;
@@ -165,7 +168,8 @@ typedef struct HarnessHang {
 
 /* Starts the server and waits until the file shows; fails the test and returns false on any problem. */
 bool harness_hang_start(Harness *h, HarnessHang *hang);
-/* With a source: from now on no read or write of the file is answered (SIGUSR1 to the server). */
+/* With a source: from now on no read or write of the file is answered, or with freeze_getattr no GETATTR
+ * (SIGUSR1 to the server). */
 void harness_hang_freeze(HarnessHang *hang);
 /* Kills the server (by its pid; the only way to free whoever reads the file): from then on reads fail. */
 void harness_hang_kill(HarnessHang *hang);

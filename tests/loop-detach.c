@@ -351,8 +351,9 @@ void test_autoclear(Fixture *f, gconstpointer data)
         /* Held (like a mount holds it), then marked: it goes away with the last close. */
         fd = open(dev, O_RDONLY | O_CLOEXEC);
         g_assert_cmpint(fd, >=, 0);
-        g_assert_cmpint(loop_set_autoclear(info->number, info->diskseq + 1000, true), ==, -ESTALE);
-        g_assert_cmpint(loop_set_autoclear(info->number, info->diskseq, true), ==, 0);
+        g_assert_cmpint(
+                loop_set_autoclear(info->number, info->diskseq + 1000, true, ASK_TIMEOUT_USEC), ==, -ESTALE);
+        g_assert_cmpint(loop_set_autoclear(info->number, info->diskseq, true, ASK_TIMEOUT_USEC), ==, 0);
         {
                 g_autoptr(JsonObject) row2 = NULL;
                 g_assert_true(json_u64(losetup_of(info, &row2), "autoclear"));

@@ -232,9 +232,16 @@ static void assert_info_matches_listing(const LoopInfo *mine)
         g_assert_cmpuint(got->partscan, ==, json_u64(lo, "partscan"));
         g_assert_cmpuint(got->direct_io, ==, json_u64(lo, "dio"));
         g_assert_cmpuint(got->size, ==, oracle_getsize64(dev));
+        /* What only the backing file's filesystem says, asked in a child. */
         g_assert_cmpint(stat(got->backing_file, &st), ==, 0);
-        g_assert_cmpuint(got->backing_dev, ==, st.st_dev);
-        g_assert_cmpuint(got->backing_inode, ==, st.st_ino);
+        g_assert_cmpint(
+                loop_backing_is(got->number, got->diskseq, st.st_dev, st.st_ino, ASK_TIMEOUT_USEC), ==, 1);
+        g_assert_cmpint(
+                loop_backing_is(got->number, got->diskseq, st.st_dev, st.st_ino + 1, ASK_TIMEOUT_USEC), ==,
+                0);
+        g_assert_cmpint(
+                loop_backing_is(got->number, got->diskseq + 1000, st.st_dev, st.st_ino, ASK_TIMEOUT_USEC),
+                ==, -ESTALE);
 
         loop_info_free(got);
         loop_info_array_free(infos, n);
@@ -334,9 +341,9 @@ void test_info_matches_listing(Fixture *f, gconstpointer data)
         dev = device_path(ia);
         hold = open(dev, O_RDONLY | O_CLOEXEC);
         g_assert_cmpint(hold, >=, 0);
-        g_assert_cmpint(loop_set_autoclear(ia->number, ia->diskseq, true), ==, 0);
+        g_assert_cmpint(loop_set_autoclear(ia->number, ia->diskseq, true, ASK_TIMEOUT_USEC), ==, 0);
         assert_info_matches_listing(ia);
-        g_assert_cmpint(loop_set_autoclear(ia->number, ia->diskseq, false), ==, 0);
+        g_assert_cmpint(loop_set_autoclear(ia->number, ia->diskseq, false, ASK_TIMEOUT_USEC), ==, 0);
         close(hold);
 
         detach_ok(f, ia);

@@ -32,6 +32,9 @@
 #define GIB (UINT64_C(1) << 30)
 
 #define TIB (UINT64_C(1) << 40)
+/* How long loop_backing_is() and loop_set_autoclear() may wait for their child (a local file answers at
+ * once). */
+#define ASK_TIMEOUT_USEC (UINT64_C(10) * 1000 * 1000)
 
 /* The scratch fixture itself: the body (in a child) reads f->dir. */
 typedef Scratch Fixture;

@@ -1,7 +1,8 @@
 /* test-robust.c: loopd stays sound when images and clients misbehave (issue #14): it keeps no fd of an image
  * after Detach, a hung image (a FUSE file whose reads never come back) times out without stalling anyone
- * else, a mount or an unmount that hangs in the kernel times out, the partitions it adds survive udev's
- * watch rule (it holds a BSD lock on its devices), and MountImage asks for a password at most once. */
+ * else, a mount or an unmount that hangs in the kernel times out, a file that stops answering stat() holds
+ * nothing up, the partitions it adds survive udev's watch rule (it holds a BSD lock on its devices), and
+ * MountImage asks for a password at most once. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -696,6 +697,83 @@ out:
         hang_release(h, a, &hang, device, fd);
 }
 
+/* A device whose file stops answering GETATTR: its FUSE server answers reads and writes, but a stat() of the
+ * file (once the kernel's cached attributes expired) waits for good. LOOP_GET_STATUS64 asks the backing
+ * file's attributes too, so loopd must never ask its kernel that, nor stat() the file, in its own process.
+ * Its owner mounts, unmounts and detaches the device promptly, anybody else is served meanwhile, and a loopd
+ * started again then comes up and takes the device back as its owner's. */
+static void test_hung_getattr_keeps_serving(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        g_autofree char *image = harness_image_path(h, "normal.img");
+        g_autofree char *ext4 = harness_image_path(h, "stat-hangs.img");
+        g_autofree char *device = NULL, *target = NULL;
+        GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A),
+                        *b = harness_connect_as(h, HARNESS_USER_B);
+        g_autoptr(GError) error = NULL;
+        HarnessHang hang = { .freeze_getattr = true };
+        g_autoptr(GSubprocess) stat_proc = NULL;
+        gint64 t0, ms;
+        int fd = -1;
+
+        harness_allow_all(h);
+        REQUIRE_NONNULL(a);
+        REQUIRE_NONNULL(b);
+        image_create(image, 16 * MiB);
+        image_create(ext4, 32 * MiB);
+        g_free(image_mkfs_at(ext4, 0, 32 * MiB, "ext4", "stathangs"));
+        hang.source = ext4;
+        device = hang_attach(h, a, &hang, &fd);
+        if (!device)
+                goto out;
+        harness_hang_freeze(&hang);
+        g_usleep(1500 * 1000); /* the kernel's cached attributes of the file (a second) expire */
+        /* It does hang: a stat() of the file waits (until the server is killed, below). */
+        stat_proc = g_subprocess_new(G_SUBPROCESS_FLAGS_STDOUT_SILENCE | G_SUBPROCESS_FLAGS_STDERR_SILENCE,
+                &error, "stat", hang.file, NULL);
+        g_assert_no_error(error);
+        g_usleep(1000 * 1000);
+        if (g_subprocess_get_identifier(stat_proc) == NULL)
+                harness_fail("stat %s was answered: the server still answers GETATTR", hang.file);
+
+        t0 = g_get_monotonic_time();
+        target = harness_mount(a, device, NULL, &error);
+        ms = (g_get_monotonic_time() - t0) / 1000;
+        g_test_message(
+                "Mount of %s, whose file does not answer stat(): %" G_GINT64_FORMAT " ms", device, ms);
+        expect_ok("Mount of the device whose file does not answer stat()", error);
+        g_assert_cmpint(ms, <, PROMPT_MS);
+        g_clear_error(&error);
+        if (target) {
+                t0 = g_get_monotonic_time();
+                expect_ok("its Unmount", harness_unmount(a, target, &error) ? NULL : error);
+                ms = (g_get_monotonic_time() - t0) / 1000;
+                g_test_message("Unmount of %s: %" G_GINT64_FORMAT " ms", target, ms);
+                g_assert_cmpint(ms, <, PROMPT_MS);
+                g_clear_error(&error);
+        }
+        check_served_promptly(b, image, "while a device's file does not answer stat()");
+
+        /* A loopd started now reads the records the last one left: the device is still A's. */
+        if (!harness_stop_loopd(h) || !harness_start_loopd(h))
+                goto out;
+        t0 = g_get_monotonic_time();
+        expect_ok("Detach by its owner after loopd started again",
+                harness_detach(a, device, NULL, &error) ? NULL : error);
+        ms = (g_get_monotonic_time() - t0) / 1000;
+        g_test_message("Detach of %s after the restart: %" G_GINT64_FORMAT " ms", device, ms);
+        g_assert_cmpint(ms, <, PROMPT_MS);
+        if (!error)
+                g_clear_pointer(&device, g_free);
+        g_clear_error(&error);
+        g_assert_true(harness_loopd_alive(h));
+
+out:
+        hang_release(h, a, &hang, device, fd);
+        if (stat_proc)
+                g_subprocess_wait(stat_proc, NULL, NULL);
+}
+
 /* ---------------------------------------------------------------------------------------------------- */
 /* Partitions survive udev's watch rule (LOOPD_TEST_UDEV=1) */
 
@@ -911,6 +989,8 @@ int main(int argc, char **argv)
         harness_add("/loopd/robust/hung-mount-times-out", test_hung_mount_times_out, &opts_hung_attach);
         harness_add("/loopd/robust/hung-unmount-times-out", test_hung_unmount_times_out, &opts_hung_attach);
         harness_add("/loopd/robust/hung-mount-image-mount-times-out", test_hung_mount_image_mount_times_out,
+                &opts_hung_attach);
+        harness_add("/loopd/robust/hung-getattr-keeps-serving", test_hung_getattr_keeps_serving,
                 &opts_hung_attach);
         harness_add(
                 "/loopd/robust/mount-image-prompts-once", test_mount_image_prompts_once, &opts_prompt_both);

@@ -1,0 +1,11 @@
+/* fd-util.h: what loopd may ask of a file that a caller handed it, without asking the file's filesystem.
+ * Never logs. */
+#pragma once
+
+#include <sys/stat.h>
+
+/* fstat(fd) from what the kernel already knows of the file (statx() with AT_STATX_DONT_SYNC): a FUSE or
+ * network filesystem is not asked, so a server that never answers cannot hold the caller. Type, mode,
+ * owner, device and inode are right; the size is the one the kernel has (what a loop device bound to the
+ * file sees); times may be stale. 0 or -errno. */
+int fd_stat_cached(int fd, struct stat *ret);
