@@ -353,10 +353,16 @@ int engine_attach(Manager *m, int fd, const AttachRequest *req, const struct sta
                 .on_number = mark_for_udev,
                 .userdata = m,
                 .reader = m->image_reader,
+                .timeout_usec = m->io_timeout_usec,
         };
         r = loop_attach(fd, &config, &info, &lock_fd);
         if (r == -ENOSPC)
                 return engine_error(e, r, ENGINE_NO_FREE_DEVICE, "The kernel has no free loop device");
+        if (r == -ETIMEDOUT)
+                return engine_error(e, r, ENGINE_TIMEOUT,
+                        "Binding the image did not finish within %" PRIu64
+                        " s (its filesystem does not answer); nothing stays attached",
+                        m->io_timeout_usec / 1000000);
         if (r < 0)
                 return engine_error_errno(e, r, "Failed to attach the image");
 

@@ -6,6 +6,7 @@
 #include <linux/fs.h>
 #include <linux/loop.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
@@ -17,6 +18,8 @@
 #include "loop-internal.h"
 #include "macro.h"
 #include "partition.h"
+#include "process-util.h"
+#include "runner.h"
 
 /* How often loop_attach() asks for another free device when others keep taking the one it got. */
 #define ATTACH_ATTEMPTS 64
@@ -169,16 +172,98 @@ static int claim_free_device(unsigned number)
         return TAKE_FD(devfd);
 }
 
-/* Binds backing_fd to the claimed device devfd (loopN) with LOOP_CONFIGURE. -EAGAIN when someone else bound
- * the number first; on any failure nothing is bound (LOOP_CONFIGURE undoes itself). */
+/* ---- LOOP_CONFIGURE, in a child ----
+ *
+ * LOOP_CONFIGURE asks the backing file's filesystem for its statistics (vfs_statfs(), for the discard
+ * granularity) and, with the kernel's own partition scan, reads the device's table through it: a FUSE
+ * server that never answers holds the caller there, uninterruptibly once it has read the request. So it
+ * runs in a child of loopd's runner with the device and the backing file (runner_call()), waited for until
+ * the config's timeout. Past it the child goes on; a binding it makes after all, nobody hears of, and it
+ * unbinds it again. Meanwhile the kernel still calls the number free (its binding never finished), but the
+ * child holds the device's lock: such numbers are passed over (configure_stuck()). */
+
+/* The request: the configuration, its fd field set in the child (its copy of the backing file). fds: the
+ * device (opened for writing unless read-only), the backing file. */
+static int configure_op(const void *request, size_t size, const int *fds, size_t n_fds)
+{
+        struct loop_config lc;
+        int r;
+
+        if (size != sizeof(lc) || n_fds != 2)
+                return -EINVAL;
+        memcpy(&lc, request, sizeof(lc));
+        lc.fd = (uint32_t)fds[1];
+        r = ioctl(fds[0], LOOP_CONFIGURE, &lc) < 0 ? negative_errno() : 0;
+        if (r == -EINVAL && (lc.info.lo_flags & LO_FLAGS_DIRECT_IO)) {
+                /* The backing filesystem may not do O_DIRECT: bind buffered, as losetup does.
+                 * info->direct_io tells the caller what it got. */
+                lc.info.lo_flags &= ~LO_FLAGS_DIRECT_IO;
+                r = ioctl(fds[0], LOOP_CONFIGURE, &lc) < 0 ? negative_errno() : 0;
+        }
+        return r;
+}
+
+/* A binding nobody heard of: gone again once the child, its last holder, exits. */
+static void configure_undo(const void *request, size_t size, const int *fds, size_t n_fds)
+{
+        (void)request;
+        (void)size;
+        if (n_fds == 2)
+                (void)ioctl(fds[0], LOOP_CLR_FD);
+}
+
+const RunnerOps loop_configure_runner_ops = { .op = configure_op, .undo = configure_undo };
+
+/* Numbers whose binding a child left behind still waits for in the kernel, each with the fd that reads the
+ * end of the stream once that child has exited. */
+typedef struct Stuck {
+        unsigned number;
+        int fd;
+} Stuck;
+
+static Stuck *stuck;
+static size_t n_stuck;
+
+/* Forgets the children that have exited; true if one for loopN still waits. */
+static bool configure_stuck(unsigned number)
+{
+        bool found = false;
+        size_t kept = 0;
+
+        for (size_t i = 0; i < n_stuck; i++) {
+                if (runner_pending_done(stuck[i].fd)) {
+                        safe_close(stuck[i].fd);
+                        continue;
+                }
+                found = found || stuck[i].number == number;
+                stuck[kept++] = stuck[i];
+        }
+        n_stuck = kept;
+        return found;
+}
+
+static void stuck_add(unsigned number, int fd)
+{
+        Stuck *grown = reallocarray(stuck, n_stuck + 1, sizeof(Stuck));
+
+        if (!grown) {
+                safe_close(fd); /* not remembered: the number may be tried, and skipped as locked */
+                return;
+        }
+        stuck = grown;
+        stuck[n_stuck++] = (Stuck){ .number = number, .fd = fd };
+}
+
+/* Binds backing_fd to the claimed device devfd (loopN) with LOOP_CONFIGURE, in a child. -EAGAIN when
+ * someone else bound the number first; -ETIMEDOUT when the child did not answer in time (the device is the
+ * child's then: untouched here); on any other failure nothing is bound (LOOP_CONFIGURE undoes itself). */
 static int configure_device(int devfd, unsigned number, int backing_fd, const LoopConfig *config)
 {
         _cleanup_close_ int cfgfd = -EBADF;
         struct loop_config lc = {};
         char fdpath[32];
-        int r;
+        int late = -EBADF, r;
 
-        lc.fd = (uint32_t)backing_fd;
         lc.block_size = config->sector_size;
         lc.info.lo_offset = config->offset;
         lc.info.lo_sizelimit = config->size_limit;
@@ -198,13 +283,11 @@ static int configure_device(int devfd, unsigned number, int backing_fd, const Lo
                         return cfgfd;
         }
 
-        r = ioctl(cfgfd >= 0 ? cfgfd : devfd, LOOP_CONFIGURE, &lc) < 0 ? negative_errno() : 0;
-        if (r == -EINVAL && config->direct_io) {
-                /* The backing filesystem may not do O_DIRECT: bind buffered, as losetup does.
-                 * info->direct_io tells the caller what it got. */
-                lc.info.lo_flags &= ~LO_FLAGS_DIRECT_IO;
-                r = ioctl(cfgfd >= 0 ? cfgfd : devfd, LOOP_CONFIGURE, &lc) < 0 ? negative_errno() : 0;
-        }
+        r = runner_call(&loop_configure_runner_ops, &lc, sizeof(lc),
+                (const int[]){ cfgfd >= 0 ? cfgfd : devfd, backing_fd }, 2,
+                now_ms() + (int64_t)((config->timeout_usec ?: LOOP_CONFIGURE_TIMEOUT_USEC) / 1000), &late);
+        if (late >= 0)
+                stuck_add(number, late);
         if (r == -EBUSY || r == -ENXIO || r == -ENODEV)
                 return -EAGAIN; /* the number was taken (or removed) between our check and now */
         return r;
@@ -325,6 +408,12 @@ int loop_attach(int backing_fd, const LoopConfig *config, LoopInfo **ret, int *r
                         if (errno == EINTR || errno == EAGAIN)
                                 continue;
                         return -ENOSPC; /* no free device, and the kernel may not create more */
+                }
+                /* Free to the kernel, but a child of ours still waits to bind it: a new device instead. */
+                if (configure_stuck((unsigned)nr)) {
+                        nr = ioctl(ctl, LOOP_CTL_ADD, -1);
+                        if (nr < 0)
+                                return -ENOSPC;
                 }
 
                 r = try_attach((unsigned)nr, backing_fd, config, expected_size, ret, ret_lock_fd);

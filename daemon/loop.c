@@ -123,9 +123,9 @@ int loop_lock(unsigned number, uint64_t expected_diskseq)
  *
  * LOOP_GET_STATUS64 asks the backing file's filesystem for the file's attributes, and LOOP_SET_STATUS64
  * waits for the device's I/O in flight, which that filesystem serves: a FUSE server that never answers holds
- * the caller in the kernel for good. So both run in a child (runner_run_forked()) that is waited for until a
- * deadline, and left behind past it (it ends when the server does). The request is bytes: the device and
- * what to ask. */
+ * the caller in the kernel for good. So both run in a child of loopd's runner (runner_call()) that is waited
+ * for until a deadline, and left behind past it (it ends when the server does). The request is bytes: the
+ * device and what to ask. */
 
 typedef struct StatusRequest {
         unsigned number;
@@ -137,13 +137,14 @@ typedef struct StatusRequest {
 } StatusRequest;
 
 /* In the child: 0, -ESRCH when the device's backing file is not (dev, inode), or -errno. */
-static int status_op(const void *request, size_t size)
+static int status_op(const void *request, size_t size, const int *fds, size_t n_fds)
 {
         _cleanup_close_ int devfd = -EBADF;
         struct loop_info64 li = {};
         StatusRequest q;
 
-        if (size != sizeof(q))
+        (void)fds;
+        if (size != sizeof(q) || n_fds > 0)
                 return -EINVAL;
         memcpy(&q, request, sizeof(q));
         devfd = loop_open_checked(q.number, q.diskseq);
@@ -165,16 +166,20 @@ static int status_op(const void *request, size_t size)
 }
 
 /* Nothing to take back: a flag set late is what was asked, and a comparison changes nothing. */
-static void status_undo(const void *request, size_t size)
+static void status_undo(const void *request, size_t size, const int *fds, size_t n_fds)
 {
         (void)request;
         (void)size;
+        (void)fds;
+        (void)n_fds;
 }
+
+const RunnerOps loop_status_runner_ops = { .op = status_op, .undo = status_undo };
 
 static int status_run(const StatusRequest *q, uint64_t timeout_usec)
 {
-        return runner_run_forked(
-                status_op, status_undo, q, sizeof(*q), now_ms() + (int64_t)(timeout_usec / 1000), NULL);
+        return runner_call(&loop_status_runner_ops, q, sizeof(*q), NULL, 0,
+                now_ms() + (int64_t)(timeout_usec / 1000), NULL);
 }
 
 int loop_set_autoclear(unsigned number, uint64_t expected_diskseq, bool autoclear, uint64_t timeout_usec)

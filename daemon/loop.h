@@ -7,8 +7,11 @@
 
 #include "loop-name.h" /* loop_parse_name(), loop_parse_node(), loop_node_format() */
 #include "macro.h"
+#include "runner.h"
 
 typedef struct ImageReader ImageReader;
+
+#define LOOP_CONFIGURE_TIMEOUT_USEC (UINT64_C(10) * 1000000)
 
 typedef struct LoopConfig {
         uint64_t offset; /* bytes into the backing file */
@@ -26,6 +29,10 @@ typedef struct LoopConfig {
         /* Where the partition table is read (image_reader_plan_partitions()): never in loopd. NULL: in a
          * child forked for it. */
         ImageReader *reader;
+        /* How long LOOP_CONFIGURE, which asks the backing file's filesystem, may take in its child before
+         * loop_attach() fails with -ETIMEDOUT (the child then unbinds what it binds after all); 0:
+         * LOOP_CONFIGURE_TIMEOUT_USEC. */
+        uint64_t timeout_usec;
         /* No autoclear here: the kernel clears an autoclear device on its last close, and right after
          * loop_attach() closes its own fd nobody else holds the device, so it would vanish at once. Set it
          * with loop_set_autoclear() once something holds the device (a mount), or detach on unmount. */
@@ -125,6 +132,11 @@ int loop_set_autoclear(unsigned number, uint64_t expected_diskseq, bool autoclea
  * -ETIMEDOUT, -ESTALE if loopN is another binding by now, -errno. */
 int loop_backing_is(
         unsigned number, uint64_t expected_diskseq, dev_t dev, uint64_t inode, uint64_t timeout_usec);
+
+/* The ops loop_attach(), loop_backing_is() and loop_set_autoclear() run in a child of loopd's runner, for
+ * its table (runner_start()). */
+extern const RunnerOps loop_configure_runner_ops;
+extern const RunnerOps loop_status_runner_ops;
 
 /* Adds the partitions of loopN's table again, as loop_attach() did, after someone's BLKRRPART dropped them
  * (a kernel without partition parsers keeps none). -ESTALE if loopN no longer has expected_diskseq. Returns

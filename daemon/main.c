@@ -14,10 +14,12 @@
 #include "config.h"
 #include "image-reader.h"
 #include "log.h"
+#include "loop.h"
 #include "loopd-bus.h"
 #include "manager-dbus.h"
 #include "manager.h"
 #include "mount.h"
+#include "runner.h"
 #include "vdisk.h"
 
 static void help(void)
@@ -212,6 +214,14 @@ static int add_exit_signal(sd_event *e, int sig)
         return r;
 }
 
+/* Everything loopd runs in a child of its runner (runner.h): what the kernel may hold for as long as a
+ * device's image pleases. */
+static const RunnerOps *const runner_table[] = {
+        &mount_runner_ops,
+        &loop_configure_runner_ops,
+        &loop_status_runner_ops,
+};
+
 /* loopd never uses select(), so the soft limit of 1024 file descriptors protects nothing here: every call
  * waiting for polkit holds its image fd, and running out would refuse everyone. The hard limit bounds it. */
 static void raise_fd_limit(void)
@@ -254,9 +264,10 @@ static int run(int argc, char *argv[])
         else if (r < 0)
                 log_warning_errno(r,
                         "Failed to start the image reader, each image is read in a worker forked for it: %m");
-        r = mount_start_runner();
+        r = runner_start(runner_table, ELEMENTSOF(runner_table));
         if (r < 0)
-                log_warning_errno(r, "Failed to start the runner, each mount forks a child of loopd: %m");
+                log_warning_errno(r,
+                        "Failed to start the runner, each mount and each binding forks a child of loopd: %m");
         raise_fd_limit();
 
         sigemptyset(&mask);
@@ -302,6 +313,6 @@ int main(int argc, char *argv[])
 {
         int r = run(argc, argv);
 
-        mount_stop_runner();
+        runner_stop();
         return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }

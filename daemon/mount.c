@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -349,14 +348,15 @@ static int kernel_request_parse(
 }
 
 /* In the child: the kernel mount (libmount) or the unmount a request asks for. */
-static int kernel_op(const void *request, size_t size)
+static int kernel_op(const void *request, size_t size, const int *fds, size_t n_fds)
 {
         const char *s[KERNEL_STRINGS];
         const FsDriver *d;
         KernelOp op;
 
-        if (kernel_request_parse(request, size, &op, s) < 0)
+        if (n_fds > 0 || kernel_request_parse(request, size, &op, s) < 0)
                 return -EINVAL;
+        (void)fds;
         if (op == KERNEL_UNMOUNT)
                 return umount2(s[0], UMOUNT_NOFOLLOW) < 0 ? -errno : 0;
         d = driver_find(s[2]);
@@ -367,29 +367,18 @@ static int kernel_op(const void *request, size_t size)
 
 /* In the child, once nobody waits for its answer: a mount that came too late goes again (an unmount that
  * did is what was asked for). */
-static void kernel_undo(const void *request, size_t size)
+static void kernel_undo(const void *request, size_t size, const int *fds, size_t n_fds)
 {
         const char *s[KERNEL_STRINGS];
         KernelOp op;
 
+        (void)fds;
+        (void)n_fds;
         if (kernel_request_parse(request, size, &op, s) >= 0 && op == KERNEL_MOUNT)
                 mount_undo(s[1], s[0], true);
 }
 
-/* The runner (runner.h) when loopd has one: mount_start_runner(). */
-static Runner *runner;
-
-int mount_start_runner(void)
-{
-        if (runner)
-                return 0;
-        return runner_new(kernel_op, kernel_undo, &runner);
-}
-
-void mount_stop_runner(void)
-{
-        runner = runner_free(runner);
-}
+const RunnerOps mount_runner_ops = { .op = kernel_op, .undo = kernel_undo };
 
 /* A kernel mount or unmount loopd stopped waiting for: the kernel still holds its child, until fd reads
  * the end of the stream. key: the node it mounts, or the target it unmounts. */
@@ -401,19 +390,6 @@ typedef struct Pending {
 static Pending *pending;
 static size_t n_pending;
 
-/* Has the child behind fd exited (its result, if it sent one, read and dropped)? */
-static bool pending_done(int fd)
-{
-        for (;;) {
-                char buf[8];
-                ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
-
-                if (n > 0)
-                        continue;
-                return !(n < 0 && (errno == EAGAIN || errno == EINTR));
-        }
-}
-
 /* Forgets the children that have exited; true if one for key still runs. */
 static bool pending_still(const char *key)
 {
@@ -421,7 +397,7 @@ static bool pending_still(const char *key)
         size_t kept = 0;
 
         for (size_t i = 0; i < n_pending; i++) {
-                if (pending_done(pending[i].fd)) {
+                if (runner_pending_done(pending[i].fd)) {
                         safe_close(pending[i].fd);
                         free(pending[i].key);
                         continue;
@@ -455,8 +431,8 @@ static void pending_add(int fd, const char *key)
         pending[n_pending++] = (Pending){ .fd = fd, .key = copy };
 }
 
-/* Runs req in a child of the runner, else (no runner, or it is gone) in one forked from loopd: bounded by
- * the mount timeout either way. key: as Pending's. -EINPROGRESS while a child loopd stopped waiting for
+/* Runs req in a child of loopd's runner, else (no runner, or it is gone) in one forked from loopd: bounded
+ * by the mount timeout either way. key: as Pending's. -EINPROGRESS while a child loopd stopped waiting for
  * still runs the same key: a second mount of a node whose image hangs would only wait for the first. */
 static int kernel_run(const KernelRequest *req, const char *key)
 {
@@ -465,11 +441,7 @@ static int kernel_run(const KernelRequest *req, const char *key)
 
         if (pending_still(key))
                 return -EINPROGRESS;
-        r = runner_run(runner, req->bytes, req->size, deadline, &late);
-        if (r == -EPIPE) {
-                runner = runner_free(runner);
-                r = runner_run_forked(kernel_op, kernel_undo, req->bytes, req->size, deadline, &late);
-        }
+        r = runner_call(&mount_runner_ops, req->bytes, req->size, NULL, 0, deadline, &late);
         if (late >= 0)
                 pending_add(late, key);
         return r;

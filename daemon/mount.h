@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "runner.h"
+
 /* Known filesystems are ext2, ext3, ext4, xfs, btrfs, squashfs, erofs, vfat, exfat, ntfs, iso9660 and
  * udf. Every function below that takes an fstype refuses any other with -EPROTONOSUPPORT, so a caller's
  * "fstype" option can never name tmpfs, proc, fuse, overlay, ... */
@@ -88,11 +90,10 @@ void mount_set_fuse_helper(const char *fstype, const char *path);
 #define MOUNT_TIMEOUT_USEC (UINT64_C(20) * 1000000)
 /* Whether such a child, left behind, still mounts or unmounts a filesystem of node: the kernel holds it. */
 bool mount_in_progress(const char *key);
-/* Forks the runner (runner.h) those children come from, so that loopd does not fork itself for each: call
- * early, while loopd is small, and before the signal mask changes. Without it, or once it is gone, each
- * child is forked from loopd (runner_run_forked()). mount_stop_runner() lets it go. */
-int mount_start_runner(void);
-void mount_stop_runner(void);
+/* Those children's ops, for the table of loopd's runner (runner_start()): with it they come from the
+ * runner, and loopd does not fork itself for each; without it, or once it is gone, each is forked from
+ * loopd. */
+extern const RunnerOps mount_runner_ops;
 void mount_set_timeout(uint64_t usec);
 uint64_t mount_get_timeout(void);
 

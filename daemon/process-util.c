@@ -67,15 +67,30 @@ pid_t clone_vfork(int (*fn)(void *), void *userdata, unsigned long flags, int *r
         return pid;
 }
 
-int close_fds_except(int a, int b)
+int close_fds_except(const int *keep, size_t n_keep)
 {
-        unsigned lo = (unsigned)MIN(a, b), hi = (unsigned)MAX(a, b);
+        int sorted[8];
+        unsigned next = 3;
 
-        if (lo > 3 && syscall(SYS_close_range, 3u, lo - 1, 0u) < 0)
-                return -errno;
-        if (hi > lo + 1 && syscall(SYS_close_range, lo + 1, hi - 1, 0u) < 0)
-                return -errno;
-        if (syscall(SYS_close_range, hi + 1, ~0u, 0u) < 0)
+        if (n_keep > ELEMENTSOF(sorted))
+                return -EINVAL;
+        /* In order (insertion sort of a handful), so that the gaps between them are ranges. */
+        for (size_t i = 0; i < n_keep; i++) {
+                size_t j = i;
+
+                for (; j > 0 && sorted[j - 1] > keep[i]; j--)
+                        sorted[j] = sorted[j - 1];
+                sorted[j] = keep[i];
+        }
+        for (size_t i = 0; i < n_keep; i++) {
+                if (sorted[i] < 0 || (unsigned)sorted[i] < next)
+                        continue; /* 0-2, or kept already */
+                if ((unsigned)sorted[i] > next &&
+                        syscall(SYS_close_range, next, (unsigned)sorted[i] - 1, 0u) < 0)
+                        return -errno;
+                next = (unsigned)sorted[i] + 1;
+        }
+        if (syscall(SYS_close_range, next, ~0u, 0u) < 0)
                 return -errno;
         return 0;
 }
@@ -140,7 +155,7 @@ int prefork_setup(int sock, pid_t parent, const char *name)
 
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
                 return -ESRCH;
-        if (close_fds_except(sock, sock) < 0)
+        if (close_fds_except(&sock, 1) < 0)
                 return -errno;
         sigemptyset(&none);
         if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)

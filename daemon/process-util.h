@@ -3,6 +3,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -40,7 +41,7 @@ void prefork_serve(int sock, void (*child)(int sock, int taken_fd, void *userdat
 /* Forks such a helper: prefork_setup(), then run(sock, userdata) (which returns once it is done, usually by
  * prefork_serve()), then it exits. *ret_fd is the caller's end of their socket. */
 int prefork_start(const char *name, void (*run)(int sock, void *userdata), void *userdata, int *ret_fd);
-/* In a child: closes every fd but 0-2, a and b (which may be equal). */
-int close_fds_except(int a, int b);
+/* In a child: closes every fd but 0-2 and the n_keep (at most 8) of keep. */
+int close_fds_except(const int *keep, size_t n_keep);
 /* Field 22 of /proc/PID/stat: with the pid, it names one process for good. */
 int process_start_time(pid_t pid, uint64_t *ret);

@@ -5,18 +5,26 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "macro.h"
 #include "process-util.h"
 #include "socket-util.h"
 
 struct Runner {
         int fd; /* loopd's end of the request socket */
+        const RunnerOps *const *table;
+        size_t n_ops;
 };
+
+/* A request on the runner's socket: the op's index in the table (a uint32_t), then the caller's bytes; the
+ * answer socket and the caller's fds come with it. */
+#define REQUEST_HEADER sizeof(uint32_t)
 
 /* The child's answer: TOOK (one byte) as it starts op, then op's result (an int32). loopd's
  * acknowledgement: ACK_HEARD once it heard of a success; the end of the stream (loopd shut its side down,
@@ -24,10 +32,10 @@ struct Runner {
 #define TOOK 't'
 #define ACK_HEARD 'y'
 
-/* In a child: runs op (unless loopd stopped waiting before it started), sends its result on answer_fd, and
- * undoes a success that loopd did not hear of. */
+/* In a child: runs ops->op (unless loopd stopped waiting before it started), sends its result on
+ * answer_fd, and undoes a success that loopd did not hear of. */
 static _Noreturn void child_answer(
-        int answer_fd, RunnerOp op, RunnerUndo undo, const void *request, size_t size)
+        int answer_fd, const RunnerOps *ops, const void *request, size_t size, const int *fds, size_t n_fds)
 {
         int32_t result;
         ssize_t n;
@@ -38,7 +46,7 @@ static _Noreturn void child_answer(
                 _exit(EXIT_SUCCESS);
         if (send(answer_fd, &(char){ TOOK }, 1, MSG_NOSIGNAL) != 1)
                 _exit(EXIT_SUCCESS);
-        result = (int32_t)op(request, size);
+        result = (int32_t)ops->op(request, size, fds, n_fds);
         n = send(answer_fd, &result, sizeof(result), MSG_NOSIGNAL);
         if (result < 0)
                 _exit(EXIT_SUCCESS);
@@ -48,46 +56,46 @@ static _Noreturn void child_answer(
                 while (n < 0 && errno == EINTR);
         }
         if (n != 1 || ack != ACK_HEARD)
-                undo(request, size);
+                ops->undo(request, size, fds, n_fds);
         _exit(EXIT_SUCCESS);
 }
 
 /* The child of the runner: waits for a request, tells the runner it took one (the runner forks the next
  * child), then answers it on the socket that came with it. */
-static _Noreturn void child_run(int sock, int taken_fd, RunnerOp op, RunnerUndo undo)
+static _Noreturn void child_run(int sock, int taken_fd, const Runner *runner)
 {
-        void *request = malloc(RUNNER_REQUEST_MAX);
-        int answer_fd;
+        uint8_t *buf = malloc(REQUEST_HEADER + RUNNER_REQUEST_MAX);
+        int fds[1 + RUNNER_FDS_MAX];
+        size_t n_fds = 0;
+        uint32_t index;
         ssize_t n;
 
-        if (!request)
+        if (!buf)
                 _exit(EXIT_FAILURE);
-        n = socket_receive(sock, request, RUNNER_REQUEST_MAX, &answer_fd, 1, 0);
+        n = socket_receive(sock, buf, REQUEST_HEADER + RUNNER_REQUEST_MAX, fds, ELEMENTSOF(fds), 0);
         if (n == 0)
                 _exit(EXIT_SUCCESS); /* loopd closed its end: the runner ends with this child */
         (void)!write(taken_fd, "", 1);
         (void)close(taken_fd);
         (void)close(sock);
-        if (n <= 0 || answer_fd < 0)
+        if (n <= (ssize_t)REQUEST_HEADER || fds[0] < 0)
                 _exit(EXIT_FAILURE);
+        memcpy(&index, buf, sizeof(index));
+        if (index >= runner->n_ops)
+                _exit(EXIT_FAILURE);
+        while (n_fds < RUNNER_FDS_MAX && fds[1 + n_fds] >= 0)
+                n_fds++;
         /* As loopd would run it: its children (a mount.<type> helper) are waited for, and inherit the
          * default SIGPIPE. */
         if (signal(SIGCHLD, SIG_DFL) == SIG_ERR || signal(SIGPIPE, SIG_DFL) == SIG_ERR)
                 _exit(EXIT_FAILURE);
-        child_answer(answer_fd, op, undo, request, (size_t)n);
+        child_answer(fds[0], runner->table[index], buf + REQUEST_HEADER, (size_t)n - REQUEST_HEADER, fds + 1,
+                n_fds);
 }
-
-/* What the runner's children run. */
-typedef struct RunnerOps {
-        RunnerOp op;
-        RunnerUndo undo;
-} RunnerOps;
 
 static void runner_child(int sock, int taken_fd, void *userdata)
 {
-        const RunnerOps *ops = userdata;
-
-        child_run(sock, taken_fd, ops->op, ops->undo);
+        child_run(sock, taken_fd, userdata);
 }
 
 /* The runner itself: keeps one child waiting, until loopd goes (or that child dies waiting: loopd then
@@ -97,19 +105,23 @@ static void runner_serve(int sock, void *userdata)
         prefork_serve(sock, runner_child, userdata);
 }
 
-int runner_new(RunnerOp op, RunnerUndo undo, Runner **ret)
+int runner_new(const RunnerOps *const *table, size_t n_ops, Runner **ret)
 {
         _cleanup_free_ Runner *r = NULL;
-        RunnerOps ops = { .op = op, .undo = undo };
         int k;
 
-        if (!op || !undo || !ret)
+        if (!table || n_ops == 0 || n_ops > UINT32_MAX || !ret)
                 return -EINVAL;
+        for (size_t i = 0; i < n_ops; i++)
+                if (!table[i] || !table[i]->op || !table[i]->undo)
+                        return -EINVAL;
         r = calloc(1, sizeof(Runner));
         if (!r)
                 return -ENOMEM;
-        /* ops is copied into the runner as it forks. */
-        k = prefork_start("loopd-runner", runner_serve, &ops, &r->fd);
+        r->table = table;
+        r->n_ops = n_ops;
+        /* The runner gets r (and the table, loopd's statics) as it forks. */
+        k = prefork_start("loopd-runner", runner_serve, r, &r->fd);
         if (k < 0)
                 return k;
         *ret = TAKE_PTR(r);
@@ -171,20 +183,59 @@ static int answer_wait(int answer, int64_t deadline_ms, int *ret_pending)
         }
 }
 
-int runner_run(Runner *runner, const void *request, size_t size, int64_t deadline_ms, int *ret_pending)
+bool runner_pending_done(int pending_fd)
 {
-        int pair[2], r;
+        for (;;) {
+                char buf[8];
+                ssize_t n = recv(pending_fd, buf, sizeof(buf), MSG_DONTWAIT);
+
+                if (n > 0)
+                        continue;
+                return !(n < 0 && (errno == EAGAIN || errno == EINTR));
+        }
+}
+
+static bool request_fits(const void *request, size_t size, const int *fds, size_t n_fds)
+{
+        if (!request || size == 0 || size > RUNNER_REQUEST_MAX || n_fds > RUNNER_FDS_MAX ||
+                (n_fds > 0 && !fds))
+                return false;
+        for (size_t i = 0; i < n_fds; i++)
+                if (fds[i] < 0)
+                        return false;
+        return true;
+}
+
+int runner_run(Runner *runner, const RunnerOps *ops, const void *request, size_t size, const int *fds,
+        size_t n_fds, int64_t deadline_ms, int *ret_pending)
+{
+        _cleanup_free_ uint8_t *buf = NULL;
+        int pair[2], sent[1 + RUNNER_FDS_MAX], r;
+        uint32_t index = 0;
 
         if (ret_pending)
                 *ret_pending = -EBADF;
-        if (!request || size == 0 || size > RUNNER_REQUEST_MAX)
+        if (!request_fits(request, size, fds, n_fds))
                 return -E2BIG;
         if (!runner || runner->fd < 0)
                 return -EPIPE;
+        while (index < runner->n_ops && runner->table[index] != ops)
+                index++;
+        if (index == runner->n_ops)
+                return -EINVAL;
+        buf = malloc(REQUEST_HEADER + size);
+        if (!buf)
+                return -ENOMEM;
+        memcpy(buf, &index, sizeof(index));
+        memcpy(buf + REQUEST_HEADER, request, size);
         if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
                 return -errno;
+        sent[0] = pair[1];
+        for (size_t i = 0; i < n_fds; i++)
+                sent[1 + i] = fds[i];
         /* The runner's queue full (many mounts at once): wait for room, never past the deadline. */
-        while ((r = socket_send(runner->fd, request, size, &pair[1], 1, MSG_DONTWAIT)) == -EAGAIN) {
+        while ((r = socket_send(runner->fd, buf, REQUEST_HEADER + size, sent, 1 + n_fds, MSG_DONTWAIT)) ==
+                -EAGAIN) {
                 r = fd_wait_until(runner->fd, POLLOUT, deadline_ms);
                 if (r < 0)
                         break;
@@ -206,28 +257,31 @@ int runner_run(Runner *runner, const void *request, size_t size, int64_t deadlin
         return r;
 }
 
-int runner_run_forked(RunnerOp op, RunnerUndo undo, const void *request, size_t size, int64_t deadline_ms,
-        int *ret_pending)
+int runner_run_forked(const RunnerOps *ops, const void *request, size_t size, const int *fds, size_t n_fds,
+        int64_t deadline_ms, int *ret_pending)
 {
         int sock, r;
         pid_t pid;
 
         if (ret_pending)
                 *ret_pending = -EBADF;
-        if (!op || !undo || !request || size == 0 || size > RUNNER_REQUEST_MAX)
+        if (!ops || !ops->op || !ops->undo || !request_fits(request, size, fds, n_fds))
                 return -E2BIG;
         pid = fork_with_socket(&sock);
         if (pid < 0)
                 return (int)pid;
         if (pid == 0) {
+                int keep[1 + RUNNER_FDS_MAX] = { sock };
                 sigset_t none;
 
-                /* Nothing of the caller's but the answer socket, and no signal of it blocked (a child left
-                 * behind still hears a SIGTERM). */
+                for (size_t i = 0; i < n_fds; i++)
+                        keep[1 + i] = fds[i];
+                /* Nothing of the caller's but the answer socket and fds, and no signal of it blocked (a
+                 * child left behind still hears a SIGTERM). */
                 sigemptyset(&none);
-                if (close_fds_except(sock, sock) < 0 || sigprocmask(SIG_SETMASK, &none, NULL) < 0)
+                if (close_fds_except(keep, 1 + n_fds) < 0 || sigprocmask(SIG_SETMASK, &none, NULL) < 0)
                         _exit(EXIT_FAILURE);
-                child_answer(sock, op, undo, request, size);
+                child_answer(sock, ops, request, size, fds, n_fds);
         }
         r = answer_wait(sock, deadline_ms, ret_pending);
         if (r == -EPIPE)
@@ -235,5 +289,34 @@ int runner_run_forked(RunnerOp op, RunnerUndo undo, const void *request, size_t 
         /* Reaped here if it is gone already, else by the caller's SIGCHLD handling: never waited for (an
          * undo may wait in the kernel as the op did). */
         (void)waitpid(pid, NULL, WNOHANG);
+        return r;
+}
+
+/* ---- the process's runner ---- */
+
+static Runner *process_runner;
+
+int runner_start(const RunnerOps *const *table, size_t n_ops)
+{
+        if (process_runner)
+                return 0;
+        return runner_new(table, n_ops, &process_runner);
+}
+
+void runner_stop(void)
+{
+        process_runner = runner_free(process_runner);
+}
+
+int runner_call(const RunnerOps *ops, const void *request, size_t size, const int *fds, size_t n_fds,
+        int64_t deadline_ms, int *ret_pending)
+{
+        int r;
+
+        r = runner_run(process_runner, ops, request, size, fds, n_fds, deadline_ms, ret_pending);
+        if (r == -EPIPE) {
+                process_runner = runner_free(process_runner);
+                r = runner_run_forked(ops, request, size, fds, n_fds, deadline_ms, ret_pending);
+        }
         return r;
 }

@@ -229,7 +229,7 @@ static _Noreturn void child_run(
         /* Nothing of loopd's (the bus, device locks, other callers' images) may outlive loopd in a child
          * that is stuck: a child that cannot let go of them does not run. And it goes when loopd goes,
          * wherever it can (loopd may have gone before the prctl). */
-        if (close_fds_except(keep_fd, out) < 0)
+        if (close_fds_except((const int[]){ keep_fd, out }, 2) < 0)
                 _exit(EXIT_FAILURE);
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
                 _exit(EXIT_FAILURE);

@@ -11,7 +11,9 @@
  * writes go to that file. After SIGUSR1 no read or write is answered any more: an image whose filesystem
  * hangs while it is mounted. With FUSE_HANG_FREEZE=getattr, SIGUSR1 stops only the answers to GETATTR and
  * LOOKUP (reads and writes go on): a file whose attributes nobody can read any more, stat() of it (once the
- * kernel's cached attributes expired, after a second) waits for good.
+ * kernel's cached attributes expired, after a second) waits for good. With FUSE_HANG_FREEZE=statfs it
+ * stops only the answers to STATFS: statfs() of the filesystem waits, and so does binding a loop device to
+ * the file (the kernel asks for the discard granularity).
  *
  * Usage: fuse-hang [-f] [-o allow_other] MOUNTPOINT   (stays in the foreground; stop it with SIGKILL) */
 #define FUSE_USE_VERSION 31
@@ -26,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #define HANG_NAME "disk.img"
@@ -36,9 +39,16 @@
 static int source_fd = -1;
 static off_t file_size = HANG_SIZE;
 static uint64_t hang_from, hang_to = UINT64_MAX;
-/* Set by SIGUSR1: from then on every read and write hangs, or with freeze_getattr every GETATTR. */
+/* Set by SIGUSR1: from then on every read and write hangs, or with freeze_getattr every GETATTR and
+ * LOOKUP, or with freeze_statfs every STATFS. */
 static volatile sig_atomic_t hang_all;
-static bool freeze_getattr;
+static bool freeze_getattr, freeze_statfs;
+
+/* Reads and writes are answered after SIGUSR1 only when something else hangs instead. */
+static bool io_frozen(void)
+{
+        return hang_all && !freeze_getattr && !freeze_statfs;
+}
 
 static void on_usr1(int sig)
 {
@@ -115,8 +125,7 @@ static void hang_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, st
 
         (void)ino;
         (void)fi;
-        if (source_fd < 0 || (hang_all && !freeze_getattr) ||
-                ((uint64_t)off < hang_to && (uint64_t)off + size > hang_from))
+        if (source_fd < 0 || io_frozen() || ((uint64_t)off < hang_to && (uint64_t)off + size > hang_from))
                 return;
         buf = malloc(size ? size : 1);
         if (!buf) {
@@ -140,7 +149,7 @@ static void hang_write(
 
         (void)ino;
         (void)fi;
-        if (source_fd < 0 || (hang_all && !freeze_getattr))
+        if (source_fd < 0 || io_frozen())
                 return;
         n = pwrite(source_fd, buf, size, off);
         if (n < 0)
@@ -163,6 +172,17 @@ static void hang_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
         fuse_reply_err(req, 0);
 }
 
+/* The filesystem's statistics (a loop device's binding asks for them, for its discard granularity). */
+static void hang_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+        struct statvfs sv = { .f_bsize = 4096, .f_frsize = 4096, .f_namemax = 255 };
+
+        (void)ino;
+        if (hang_all && freeze_statfs)
+                return;
+        fuse_reply_statfs(req, &sv);
+}
+
 /* With freeze_getattr, reads must not need the attributes: with auto_inval_data (libfuse's default) the
  * kernel asks for them before a read once they expired, and the reads would hang too. */
 static void hang_init(void *userdata, struct fuse_conn_info *conn)
@@ -174,6 +194,7 @@ static void hang_init(void *userdata, struct fuse_conn_info *conn)
 
 static const struct fuse_lowlevel_ops hang_ops = {
         .init = hang_init,
+        .statfs = hang_statfs,
         .lookup = hang_lookup,
         .getattr = hang_getattr,
         .open = hang_open,
@@ -195,6 +216,7 @@ int main(int argc, char **argv)
         if (fuse_parse_cmdline(&args, &opts) != 0)
                 return 1;
         freeze_getattr = freeze && strcmp(freeze, "getattr") == 0;
+        freeze_statfs = freeze && strcmp(freeze, "statfs") == 0;
         if (source) {
                 struct stat st;
 

@@ -658,8 +658,9 @@ bool harness_hang_start(Harness *h, HarnessHang *hang)
                 g_subprocess_launcher_setenv(launcher, "FUSE_HANG_FROM", from, TRUE);
                 g_subprocess_launcher_setenv(launcher, "FUSE_HANG_TO", to, TRUE);
         }
-        if (hang->freeze_getattr)
-                g_subprocess_launcher_setenv(launcher, "FUSE_HANG_FREEZE", "getattr", TRUE);
+        if (hang->freeze_getattr || hang->freeze_statfs)
+                g_subprocess_launcher_setenv(
+                        launcher, "FUSE_HANG_FREEZE", hang->freeze_getattr ? "getattr" : "statfs", TRUE);
         hang->server = g_subprocess_launcher_spawn(
                 launcher, &error, exe, "-f", "-o", "allow_other", hang->mountpoint, NULL);
         if (!hang->server) {

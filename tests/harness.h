@@ -156,11 +156,11 @@ bool harness_loopd_alive(Harness *h);
  * set (by the caller, before harness_hang_start()), disk.img is a copy of that file whose reads are
  * answered, except those touching the bytes from hang_from to hang_to (the end excluded). freeze_getattr:
  * harness_hang_freeze() stops only the answers to GETATTR (a stat() of the file, once the kernel's cached
- * attributes expired after a second), not reads and writes. */
+ * attributes expired after a second), not reads and writes; freeze_statfs: only those to STATFS. */
 typedef struct HarnessHang {
         const char *source;
         guint64 hang_from, hang_to;
-        bool freeze_getattr;
+        bool freeze_getattr, freeze_statfs;
         char *mountpoint;
         char *file;
         GSubprocess *server;
@@ -168,8 +168,8 @@ typedef struct HarnessHang {
 
 /* Starts the server and waits until the file shows; fails the test and returns false on any problem. */
 bool harness_hang_start(Harness *h, HarnessHang *hang);
-/* With a source: from now on no read or write of the file is answered, or with freeze_getattr no GETATTR
- * (SIGUSR1 to the server). */
+/* With a source: from now on no read or write of the file is answered, or with freeze_getattr no GETATTR,
+ * with freeze_statfs no STATFS (SIGUSR1 to the server). */
 void harness_hang_freeze(HarnessHang *hang);
 /* Kills the server (by its pid; the only way to free whoever reads the file): from then on reads fail. */
 void harness_hang_kill(HarnessHang *hang);

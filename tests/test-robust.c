@@ -697,6 +697,59 @@ out:
         hang_release(h, a, &hang, device, fd);
 }
 
+/* A file whose filesystem stops answering STATFS: binding a loop device to it waits in the kernel
+ * (LOOP_CONFIGURE asks for the discard granularity), uninterruptibly once the server has read the request.
+ * loopd binds in a child it waits for up to --io-timeout: the Attach answers Timeout, twice (the second
+ * while the first child still waits, its number free to the kernel), everybody else is served meanwhile,
+ * and once the server is killed nothing stays bound to the file. */
+static void test_hung_statfs_attach_times_out(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        g_autofree char *image = harness_image_path(h, "normal.img");
+        g_autofree char *source = harness_image_path(h, "statfs-hangs.img");
+        GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A),
+                        *b = harness_connect_as(h, HARNESS_USER_B);
+        const gint64 limit_ms = IO_TIMEOUT_S * 1000 + TIMEOUT_SLACK_MS;
+        HarnessHang hang = { .freeze_statfs = true };
+        int fd = -1;
+
+        harness_allow_all(h);
+        REQUIRE_NONNULL(a);
+        REQUIRE_NONNULL(b);
+        image_create(image, 16 * MiB);
+        image_create(source, 16 * MiB);
+        hang.source = source;
+        if (!harness_hang_start(h, &hang))
+                goto out;
+        fd = open(hang.file, O_RDWR | O_CLOEXEC);
+        if (fd < 0) {
+                harness_fail("open %s: %s", hang.file, g_strerror(errno));
+                goto out;
+        }
+        harness_hang_freeze(&hang);
+
+        for (int i = 1; i <= 2; i++) {
+                g_autoptr(GVariant) reply = NULL;
+                g_autoptr(GError) error = NULL;
+                gint64 ms;
+
+                reply = call_with_fd(a, "Attach", fd, G_DBUS_CALL_FLAGS_NONE, CALL_BOUND_MS, &ms, &error);
+                g_test_message(
+                        "Attach %d of the file whose filesystem does not answer statfs(): %" G_GINT64_FORMAT
+                        " ms: %s",
+                        i, ms, error ? error->message : "success");
+                if (reply)
+                        harness_fail("Attach %d of the file whose filesystem hangs succeeded", i);
+                harness_assert_dbus_error(error, LOOPD_ERROR_TIMEOUT, NULL);
+                g_assert_cmpint(ms, <, limit_ms);
+                check_served_promptly(b, image, "while a binding waits for its file's filesystem");
+        }
+        g_assert_true(harness_loopd_alive(h));
+
+out:
+        hang_release(h, a, &hang, NULL, fd);
+}
+
 /* A device whose file stops answering GETATTR: its FUSE server answers reads and writes, but a stat() of the
  * file (once the kernel's cached attributes expired) waits for good. LOOP_GET_STATUS64 asks the backing
  * file's attributes too, so loopd must never ask its kernel that, nor stat() the file, in its own process.
@@ -991,6 +1044,8 @@ int main(int argc, char **argv)
         harness_add("/loopd/robust/hung-mount-image-mount-times-out", test_hung_mount_image_mount_times_out,
                 &opts_hung_attach);
         harness_add("/loopd/robust/hung-getattr-keeps-serving", test_hung_getattr_keeps_serving,
+                &opts_hung_attach);
+        harness_add("/loopd/robust/hung-statfs-attach-times-out", test_hung_statfs_attach_times_out,
                 &opts_hung_attach);
         harness_add(
                 "/loopd/robust/mount-image-prompts-once", test_mount_image_prompts_once, &opts_prompt_both);

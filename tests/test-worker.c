@@ -640,7 +640,7 @@ static gboolean exists_within(const char *dir, const char *name, guint ms)
 /* The op and undo of the runner tests. The request is "WHAT DIR": WHAT a number of milliseconds to sleep
  * before the op leaves "done" in DIR and returns 0, a negative number to return at once, or "die" (the child
  * exits without a result). undo leaves "undone". */
-static int test_op(const void *request, size_t size)
+static int test_op(const void *request, size_t size, const int *fds, size_t n_fds)
 {
         g_autofree char *text = g_strndup(request, size);
         g_auto(GStrv) words = g_strsplit(text, " ", 2);
@@ -648,6 +648,9 @@ static int test_op(const void *request, size_t size)
 
         if (g_str_equal(words[0], "die"))
                 _exit(EXIT_FAILURE);
+        /* "fd DIR": write "done" through the fd that came with the request, the child's copy. */
+        if (g_str_equal(words[0], "fd"))
+                return n_fds == 1 && write(fds[0], "done", 4) == 4 ? 0 : -EBADF;
         if (ms < 0)
                 return ms;
         g_usleep((gulong)ms * 1000);
@@ -655,7 +658,7 @@ static int test_op(const void *request, size_t size)
         return 0;
 }
 
-static void test_undo(const void *request, size_t size)
+static void test_undo(const void *request, size_t size, const int *fds, size_t n_fds)
 {
         g_autofree char *text = g_strndup(request, size);
         g_auto(GStrv) words = g_strsplit(text, " ", 2);
@@ -663,12 +666,24 @@ static void test_undo(const void *request, size_t size)
         touch(words[1], "undone");
 }
 
-/* request through runner (NULL: forked for it), deadline in ms from now. */
+static const RunnerOps test_ops = { .op = test_op, .undo = test_undo };
+static const RunnerOps *const test_table[] = { &test_ops };
+
+/* request (with fd unless negative) through runner (NULL: forked for it), deadline in ms from now. */
+static int run_fd(Runner *runner, const char *request, int fd, int64_t ms, int *ret_pending)
+{
+        size_t n_fds = fd >= 0 ? 1 : 0;
+
+        if (runner)
+                return runner_run(
+                        runner, &test_ops, request, strlen(request), &fd, n_fds, now_ms() + ms, ret_pending);
+        return runner_run_forked(
+                &test_ops, request, strlen(request), &fd, n_fds, now_ms() + ms, ret_pending);
+}
+
 static int run(Runner *runner, const char *request, int64_t ms, int *ret_pending)
 {
-        if (runner)
-                return runner_run(runner, request, strlen(request), now_ms() + ms, ret_pending);
-        return runner_run_forked(test_op, test_undo, request, strlen(request), now_ms() + ms, ret_pending);
+        return run_fd(runner, request, -1, ms, ret_pending);
 }
 
 /* What kernel mounts and unmounts run in, through runner or forked (runner NULL): op's result in time; past
@@ -689,9 +704,23 @@ static void assert_runs_bounded(Runner *runner, const char *dir)
         g_assert_cmpint(run(runner, fails, 10000, NULL), ==, -EACCES);
         g_assert_cmpint(run(runner, dies, 10000, NULL), ==, -EIO);
         g_assert_false(exists_within(dir, "undone", 200));
-        g_assert_cmpint(runner ? runner_run(runner, quick, 0, now_ms() + 10000, NULL)
-                               : runner_run_forked(test_op, test_undo, quick, 0, now_ms() + 10000, NULL),
+        g_assert_cmpint(runner ? runner_run(runner, &test_ops, quick, 0, NULL, 0, now_ms() + 10000, NULL)
+                               : runner_run_forked(&test_ops, quick, 0, NULL, 0, now_ms() + 10000, NULL),
                 ==, -E2BIG);
+
+        /* An fd that comes with the request: the child writes through its copy. */
+        {
+                g_autofree char *path = g_build_filename(dir, "through-fd", NULL), *got = NULL;
+                g_autofree char *request = g_strdup_printf("fd %s", dir);
+                int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+                g_assert_cmpint(fd, >=, 0);
+                g_assert_cmpint(run_fd(runner, request, fd, 10000, NULL), ==, 0);
+                close(fd);
+                g_assert_true(g_file_get_contents(path, &got, NULL, NULL));
+                g_assert_cmpstr(got, ==, "done");
+                g_assert_cmpint(g_remove(path), ==, 0);
+        }
 
         g_assert_cmpint(g_remove(done), ==, 0);
         g_assert_cmpint(run(runner, slow, 50, &pending), ==, -ETIMEDOUT);
@@ -747,7 +776,7 @@ static void test_runner_runs_bounded(void)
         char c;
 
         g_assert_cmpint(g_mkdir(dir, 0755), ==, 0);
-        g_assert_cmpint(runner_new(test_op, test_undo, &runner), ==, 0);
+        g_assert_cmpint(runner_new(test_table, ELEMENTSOF(test_table), &runner), ==, 0);
         pid = child_named("loopd-runner");
         g_assert_cmpint(pid, >, 0);
         assert_runs_bounded(runner, dir);
@@ -773,7 +802,8 @@ static void test_runner_runs_bounded(void)
         g_assert_cmpint(waitpid(pid, NULL, 0), ==, pid);
         g_assert_false(exists_within(dir, "done", 200));
         g_assert_cmpint(run(runner, quick, 10000, NULL), ==, -EPIPE);
-        g_assert_cmpint(runner_run(NULL, quick, strlen(quick), now_ms() + 10000, NULL), ==, -EPIPE);
+        g_assert_cmpint(runner_run(NULL, &test_ops, quick, strlen(quick), NULL, 0, now_ms() + 10000, NULL),
+                ==, -EPIPE);
         runner_free(runner);
 }
 
