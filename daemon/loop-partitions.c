@@ -75,10 +75,22 @@ static int sync_partitions(
                 r = partition_add_all(devfd, specs, nspecs);
                 if (r < 0)
                         return r;
-                parts = mfree(parts);
-                r = partition_list_kernel(number, &parts, &n);
-                if (r < 0)
-                        return r;
+                /* There were none: what exists now is what the kernel took of the plan (it refuses a
+                 * partition that overlaps another). Only its devnum is left to read. */
+                for (size_t i = 0; i < nspecs; i++) {
+                        KernelPartition p = { .number = specs[i].number };
+
+                        r = partition_read_devnum(number, p.number, &p.devnum);
+                        if (r == -ENOENT)
+                                continue;
+                        partition_nodes_created(number, p.number);
+                        if (r >= 0)
+                                r = ensure_partition_node(number, &p);
+                        if (r < 0)
+                                return r;
+                        n++;
+                }
+                return (int)n;
         }
 
         for (size_t i = 0; i < n; i++) {

@@ -332,8 +332,10 @@ void partition_nodes_created(unsigned loop_number, unsigned partition)
         nodes_note(loop_number, partition, false);
 }
 
-/* Lists the partitions below loopN's sysfs directory (sysfd, an open O_DIRECTORY fd). */
-static int list_partitions_sysfs(int sysfd, unsigned loop_number, KernelPartition **ret, size_t *ret_n)
+/* Lists the partitions below loopN's sysfs directory (sysfd, an open O_DIRECTORY fd). numbers_only: only
+ * which there are, from the directory's names (start, size and devnum stay 0): no attribute is read. */
+static int list_partitions_sysfs(
+        int sysfd, unsigned loop_number, bool numbers_only, KernelPartition **ret, size_t *ret_n)
 {
         _cleanup_free_ KernelPartition *parts = NULL;
         size_t n = 0, allocated = 0;
@@ -351,34 +353,33 @@ static int list_partitions_sysfs(int sysfd, unsigned loop_number, KernelPartitio
         }
 
         while ((de = readdir(d))) {
-                _cleanup_close_ int pfd = -1;
                 KernelPartition p = {};
-                uint64_t number, start, size;
+                uint64_t start, size;
                 unsigned partition;
 
-                /* Only loopNpM can be a partition: the other thirty entries are attributes and queue, power,
-                 * holders and the like, not worth an open each (this runs for every uevent). */
+                /* The kernel names partition M of loopN loopNpM, below loopN's directory; the other thirty
+                 * entries are attributes and queue, power, holders and the like, not worth a read each
+                 * (this runs for every uevent). */
                 if ((de->d_type != DT_DIR && de->d_type != DT_UNKNOWN) ||
                         loop_parse_node(de->d_name, NULL, &partition) < 0 || partition == 0)
                         continue;
                 nodes_note(loop_number, partition, false);
-                /* A partition's directory has a "partition" attribute; other subdirectories do not. */
-                pfd = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-                if (pfd < 0)
+                if (partition >= PARTITION_MAX)
                         continue;
-                if (sysfs_read_u64(pfd, NULL, "partition", &number) < 0 || number == 0 ||
-                        number >= PARTITION_MAX)
-                        continue;
-                if (sysfs_read_u64(pfd, NULL, "start", &start) < 0 ||
-                        sysfs_read_u64(pfd, NULL, "size", &size) < 0)
-                        continue;
-                if (start > UINT64_MAX / 512 || size > UINT64_MAX / 512)
-                        continue;
-                p.number = (unsigned)number;
-                p.start = start * 512; /* sysfs counts 512-byte sectors whatever the logical block size */
-                p.size = size * 512;
-                if (sysfs_read_devnum(pfd, NULL, "dev", &p.devnum) < 0)
-                        continue;
+                p.number = partition;
+                /* Read relative to loopN's directory: no open of the partition's own. */
+                if (!numbers_only) {
+                        if (sysfs_read_u64(dirfd(d), de->d_name, "start", &start) < 0 ||
+                                sysfs_read_u64(dirfd(d), de->d_name, "size", &size) < 0)
+                                continue;
+                        if (start > UINT64_MAX / 512 || size > UINT64_MAX / 512)
+                                continue;
+                        /* sysfs counts 512-byte sectors whatever the logical block size */
+                        p.start = start * 512;
+                        p.size = size * 512;
+                        if (sysfs_read_devnum(dirfd(d), de->d_name, "dev", &p.devnum) < 0)
+                                continue;
+                }
 
                 if (n == allocated) {
                         size_t na = allocated ? allocated * 2 : 8;
@@ -401,7 +402,7 @@ static int list_partitions_sysfs(int sysfd, unsigned loop_number, KernelPartitio
         return 0;
 }
 
-int partition_list_kernel(unsigned loop_number, KernelPartition **ret, size_t *ret_n)
+static int list_kernel(unsigned loop_number, bool numbers_only, KernelPartition **ret, size_t *ret_n)
 {
         _cleanup_close_ int sysfd = -EBADF;
 
@@ -410,10 +411,23 @@ int partition_list_kernel(unsigned loop_number, KernelPartition **ret, size_t *r
         sysfd = sysfs_open_loop(loop_number, 0);
         if (sysfd < 0)
                 return sysfd;
-        return list_partitions_sysfs(sysfd, loop_number, ret, ret_n);
+        return list_partitions_sysfs(sysfd, loop_number, numbers_only, ret, ret_n);
 }
 
-/* The sysfs directory of the whole disk behind devfd. */
+int partition_list_kernel(unsigned loop_number, KernelPartition **ret, size_t *ret_n)
+{
+        return list_kernel(loop_number, false, ret, ret_n);
+}
+
+int partition_read_devnum(unsigned loop_number, unsigned partition, dev_t *ret)
+{
+        char path[96];
+
+        snprintf(path, sizeof(path), "/sys/block/loop%u/loop%up%u/dev", loop_number, loop_number, partition);
+        return sysfs_read_devnum(AT_FDCWD, NULL, path, ret);
+}
+
+/* One BLKPG operation on the whole disk devfd. */
 static int blkpg(int devfd, int op, unsigned number, uint64_t start, uint64_t length)
 {
         struct blkpg_partition p = {
@@ -469,7 +483,7 @@ int partition_remove_all(int devfd, unsigned loop_number)
         if (devfd < 0)
                 return -EINVAL;
 
-        r = partition_list_kernel(loop_number, &parts, &n);
+        r = list_kernel(loop_number, true, &parts, &n);
         if (r < 0)
                 return r;
 

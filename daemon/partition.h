@@ -43,6 +43,8 @@ typedef struct KernelPartition {
         dev_t devnum;
 } KernelPartition;
 int partition_list_kernel(unsigned loop_number, KernelPartition **ret, size_t *ret_n);
+/* The devnum of partition M of loopN, from sysfs: -ENOENT when the kernel has no such partition. */
+int partition_read_devnum(unsigned loop_number, unsigned partition, dev_t *ret);
 
 /* Which /dev/loopNpM may exist, for the look for stale nodes: -1 until partition_nodes_looked() was told of
  * a look at all of /dev for loopN, then the highest M seen since, in that look or in a listing of loopN's
