@@ -360,8 +360,9 @@ int engine_attach(Manager *m, int fd, const AttachRequest *req, const struct sta
                 return engine_error(e, r, ENGINE_NO_FREE_DEVICE, "The kernel has no free loop device");
         if (r == -ETIMEDOUT)
                 return engine_error(e, r, ENGINE_TIMEOUT,
-                        "Binding the image did not finish within %" PRIu64
-                        " s (its filesystem does not answer); nothing stays attached",
+                        "Binding the image or reading its partition table did not finish within %" PRIu64
+                        " s (its filesystem does not answer); the device is not attached, and a binding "
+                        "still under way is undone once the filesystem answers or goes away",
                         m->io_timeout_usec / 1000000);
         if (r < 0)
                 return engine_error_errno(e, r, "Failed to attach the image");

@@ -1,4 +1,4 @@
-/* fd-util.c: see fd-util.h. */
+/* fd-util.c: fstat() of a caller's fd from the kernel's cached attributes (fd-util.h). */
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>

@@ -179,8 +179,10 @@ static int claim_free_device(unsigned number)
  * server that never answers holds the caller there, uninterruptibly once it has read the request. So it
  * runs in a child of loopd's runner with the device and the backing file (runner_call()), waited for until
  * the config's timeout. Past it the child goes on; a binding it makes after all, nobody hears of, and it
- * unbinds it again. Meanwhile the kernel still calls the number free (its binding never finished), but the
- * child holds the device's lock: such numbers are passed over (configure_stuck()). */
+ * unbinds it again. Meanwhile the kernel still calls the number free (its binding never finished), and an
+ * open of the device waits for the binding (the kernel's lo_mutex): such numbers are passed over
+ * (configure_stuck()). Only for this loopd's life: one started while such a child still waits does not
+ * know the number. */
 
 /* The request: the configuration, its fd field set in the child (its copy of the backing file). fds: the
  * device (opened for writing unless read-only), the backing file. */
@@ -247,7 +249,7 @@ static void stuck_add(unsigned number, int fd)
         Stuck *grown = reallocarray(stuck, n_stuck + 1, sizeof(Stuck));
 
         if (!grown) {
-                safe_close(fd); /* not remembered: the number may be tried, and skipped as locked */
+                safe_close(fd); /* not remembered: an Attach given that number waits for the binding */
                 return;
         }
         stuck = grown;

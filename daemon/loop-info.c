@@ -67,7 +67,7 @@ static int unbound_if_gone(int r)
 }
 
 /* Which device /sys/block/loopN (sysfd, an open directory) is: its diskseq (read first: see
- * loop_get_info()), backing file and devnum. -ENXIO if the device is not bound. */
+ * read_info()), backing file and devnum. -ENXIO if the device is not bound. */
 static int read_identity_sysfs(int sysfd, unsigned number, LoopInfo **ret)
 {
         _cleanup_(loop_info_freep) LoopInfo *info = NULL;

@@ -1,5 +1,6 @@
-/* loop.c: unbinding loop devices (partitions first, then LOOP_CLR_FD), their locks and autoclear flag. The
- * rest of loop.h: loop-attach.c (binding), loop-info.c (what is bound), loop-partitions.c (their
+/* loop.c: unbinding loop devices (partitions first, then LOOP_CLR_FD), their locks, and what only the
+ * backing file's filesystem can say or waits for it (the backing inode, the autoclear flag), asked in a
+ * child. The rest of loop.h: loop-attach.c (binding), loop-info.c (what is bound), loop-partitions.c (their
  * partitions). */
 #include <errno.h>
 #include <fcntl.h>
@@ -119,21 +120,26 @@ int loop_lock(unsigned number, uint64_t expected_diskseq)
         return TAKE_FD(devfd);
 }
 
-/* ---- what only the backing file's filesystem can say, asked in a child ----
+/* ---- what only the backing file's filesystem can say, and what waits for it: in a child ----
  *
  * LOOP_GET_STATUS64 asks the backing file's filesystem for the file's attributes, and LOOP_SET_STATUS64
  * waits for the device's I/O in flight, which that filesystem serves: a FUSE server that never answers holds
  * the caller in the kernel for good. So both run in a child of loopd's runner (runner_call()) that is waited
  * for until a deadline, and left behind past it (it ends when the server does). The request is bytes: the
- * device and what to ask. */
+ * device and what to do. */
+
+typedef enum StatusKind {
+        STATUS_COMPARE_BACKING = 1, /* is the backing file (dev, inode)? */
+        STATUS_SET, /* LOOP_SET_STATUS64 of info */
+} StatusKind;
 
 typedef struct StatusRequest {
-        unsigned number;
+        uint32_t kind;
+        uint32_t number;
         uint64_t diskseq;
-        bool set_autoclear; /* else: compare the backing file with (dev, inode) */
-        bool autoclear;
         uint64_t dev;
         uint64_t inode;
+        struct loop_info64 info;
 } StatusRequest;
 
 /* In the child: 0, -ESRCH when the device's backing file is not (dev, inode), or -errno. */
@@ -150,19 +156,13 @@ static int status_op(const void *request, size_t size, const int *fds, size_t n_
         devfd = loop_open_checked(q.number, q.diskseq);
         if (devfd < 0)
                 return devfd;
+        if (q.kind == STATUS_SET)
+                return ioctl(devfd, LOOP_SET_STATUS64, &q.info) < 0 ? negative_errno() : 0;
+        if (q.kind != STATUS_COMPARE_BACKING)
+                return -EINVAL;
         if (ioctl(devfd, LOOP_GET_STATUS64, &li) < 0)
                 return negative_errno();
-        if (!q.set_autoclear)
-                return li.lo_device == q.dev && li.lo_inode == q.inode ? 0 : -ESRCH;
-        if (!!(li.lo_flags & LO_FLAGS_AUTOCLEAR) == q.autoclear)
-                return 0;
-        /* LOOP_SET_STATUS64 changes only the settable flags (autoclear, partscan) and keeps the rest as
-         * read. */
-        if (q.autoclear)
-                li.lo_flags |= LO_FLAGS_AUTOCLEAR;
-        else
-                li.lo_flags &= ~LO_FLAGS_AUTOCLEAR;
-        return ioctl(devfd, LOOP_SET_STATUS64, &li) < 0 ? negative_errno() : 0;
+        return li.lo_device == q.dev && li.lo_inode == q.inode ? 0 : -ESRCH;
 }
 
 /* Nothing to take back: a flag set late is what was asked, and a comparison changes nothing. */
@@ -184,30 +184,44 @@ static int status_run(const StatusRequest *q, uint64_t timeout_usec)
 
 int loop_set_autoclear(unsigned number, uint64_t expected_diskseq, bool autoclear, uint64_t timeout_usec)
 {
-        _cleanup_close_ int sysfd = -EBADF;
-        bool current;
+        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
+        StatusRequest q;
+        int r;
 
-        /* Already so (sysfs, no child): nothing to do. */
-        sysfd = sysfs_open_loop(number, 0);
-        if (sysfd >= 0 && sysfs_read_bool(sysfd, "loop", "autoclear", &current) >= 0 &&
-                current == autoclear && loop_is_bound(number, expected_diskseq))
+        /* What LOOP_SET_STATUS64 sets again comes from sysfs, not from LOOP_GET_STATUS64 (which asks the
+         * backing file's filesystem): offset and size limit as they are, the settable flags (autoclear,
+         * partscan) as asked, and the name that the kernel keeps for LOOP_GET_STATUS64's callers. */
+        r = loop_get_info(number, &info);
+        if (r < 0)
+                return r;
+        if (expected_diskseq != 0 && info->diskseq != expected_diskseq)
+                return -ESTALE;
+        if (info->autoclear == autoclear)
                 return 0;
-        return status_run(&(StatusRequest){ .number = number,
-                                  .diskseq = expected_diskseq,
-                                  .set_autoclear = true,
-                                  .autoclear = autoclear },
-                timeout_usec);
+        memset(&q, 0, sizeof(q)); /* padding too: the request goes out as bytes */
+        q.kind = STATUS_SET;
+        q.number = number;
+        q.diskseq = info->diskseq;
+        q.info.lo_offset = info->offset;
+        q.info.lo_sizelimit = info->size_limit;
+        q.info.lo_flags = (autoclear ? LO_FLAGS_AUTOCLEAR : 0) | (info->partscan ? LO_FLAGS_PARTSCAN : 0);
+        strncpy((char *)q.info.lo_file_name, info->backing_file, sizeof(q.info.lo_file_name) - 1);
+        return status_run(&q, timeout_usec);
 }
 
 int loop_backing_is(
         unsigned number, uint64_t expected_diskseq, dev_t dev, uint64_t inode, uint64_t timeout_usec)
 {
+        StatusRequest q;
         int r;
 
-        r = status_run(
-                &(StatusRequest){
-                        .number = number, .diskseq = expected_diskseq, .dev = dev, .inode = inode },
-                timeout_usec);
+        memset(&q, 0, sizeof(q));
+        q.kind = STATUS_COMPARE_BACKING;
+        q.number = number;
+        q.diskseq = expected_diskseq;
+        q.dev = dev;
+        q.inode = inode;
+        r = status_run(&q, timeout_usec);
         if (r == -ESRCH)
                 return 0;
         return r < 0 ? r : 1;

@@ -354,14 +354,15 @@ static int list_partitions_sysfs(
 
         while ((de = readdir(d))) {
                 KernelPartition p = {};
+                unsigned disk, partition;
                 uint64_t start, size;
-                unsigned partition;
 
                 /* The kernel names partition M of loopN loopNpM, below loopN's directory; the other thirty
                  * entries are attributes and queue, power, holders and the like, not worth a read each
                  * (this runs for every uevent). */
                 if ((de->d_type != DT_DIR && de->d_type != DT_UNKNOWN) ||
-                        loop_parse_node(de->d_name, NULL, &partition) < 0 || partition == 0)
+                        loop_parse_node(de->d_name, &disk, &partition) < 0 || disk != loop_number ||
+                        partition == 0)
                         continue;
                 nodes_note(loop_number, partition, false);
                 if (partition >= PARTITION_MAX)

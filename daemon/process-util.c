@@ -152,11 +152,13 @@ int process_start_time(pid_t pid, uint64_t *ret)
 int prefork_setup(int sock, pid_t parent, const char *name)
 {
         sigset_t none;
+        int r;
 
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
                 return -ESRCH;
-        if (close_fds_except(&sock, 1) < 0)
-                return -errno;
+        r = close_fds_except(&sock, 1);
+        if (r < 0)
+                return r;
         sigemptyset(&none);
         if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
                 return -errno;

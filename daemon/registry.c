@@ -296,8 +296,8 @@ static void registry_roll_back_pending(Registry *reg, int boot)
                                 reg->io_timeout_usec);
                         if (r == -ETIMEDOUT)
                                 log_warning(
-                                        "loop%u's backing file does not answer: not rolled back, whether it is the "
-                                        "attach of uid %u that loopd left half done or not",
+                                        "loop%u's backing file does not answer: not rolled back (it may be "
+                                        "the attach of uid %u that loopd left half done)",
                                         info->number, (unsigned)p->owner);
                         if (r <= 0)
                                 continue;
@@ -344,8 +344,12 @@ static bool record_matches(
         if (boot > 0 && d->diskseq != 0)
                 return true;
         r = loop_backing_is(d->number, d->diskseq, d->backing_dev, d->backing_inode, reg->io_timeout_usec);
-        if (r < 0)
-                log_warning_errno(r, "Failed to read what loop%u is bound to: %m", d->number);
+        if (r < 0 && r != -ESTALE && r != -ENXIO && r != -ENODEV) {
+                /* Not a no: the same binding by diskseq and offset is kept, as it was before loopd asked. */
+                log_warning_errno(
+                        r, "Failed to read what loop%u is bound to, keeping its record: %m", d->number);
+                return d->diskseq != 0;
+        }
         return r > 0;
 }
 

@@ -25,6 +25,8 @@ struct Runner {
 /* A request on the runner's socket: the op's index in the table (a uint32_t), then the caller's bytes; the
  * answer socket and the caller's fds come with it. */
 #define REQUEST_HEADER sizeof(uint32_t)
+/* The answer socket and the caller's fds travel in one message. */
+_Static_assert(1 + RUNNER_FDS_MAX <= SOCKET_FDS_MAX, "a runner request's fds fit in one message");
 
 /* The child's answer: TOOK (one byte) as it starts op, then op's result (an int32). loopd's
  * acknowledgement: ACK_HEARD once it heard of a success; the end of the stream (loopd shut its side down,
@@ -60,6 +62,25 @@ static _Noreturn void child_answer(
         _exit(EXIT_SUCCESS);
 }
 
+static int invalid_op(const void *request, size_t size, const int *fds, size_t n_fds)
+{
+        (void)request;
+        (void)size;
+        (void)fds;
+        (void)n_fds;
+        return -EINVAL;
+}
+
+static void no_undo(const void *request, size_t size, const int *fds, size_t n_fds)
+{
+        (void)request;
+        (void)size;
+        (void)fds;
+        (void)n_fds;
+}
+
+static const RunnerOps invalid_ops = { .op = invalid_op, .undo = no_undo };
+
 /* The child of the runner: waits for a request, tells the runner it took one (the runner forks the next
  * child), then answers it on the socket that came with it. */
 static _Noreturn void child_run(int sock, int taken_fd, const Runner *runner)
@@ -67,7 +88,7 @@ static _Noreturn void child_run(int sock, int taken_fd, const Runner *runner)
         uint8_t *buf = malloc(REQUEST_HEADER + RUNNER_REQUEST_MAX);
         int fds[1 + RUNNER_FDS_MAX];
         size_t n_fds = 0;
-        uint32_t index;
+        uint32_t index = UINT32_MAX;
         ssize_t n;
 
         if (!buf)
@@ -78,11 +99,14 @@ static _Noreturn void child_run(int sock, int taken_fd, const Runner *runner)
         (void)!write(taken_fd, "", 1);
         (void)close(taken_fd);
         (void)close(sock);
-        if (n <= (ssize_t)REQUEST_HEADER || fds[0] < 0)
-                _exit(EXIT_FAILURE);
-        memcpy(&index, buf, sizeof(index));
-        if (index >= runner->n_ops)
-                _exit(EXIT_FAILURE);
+        if (fds[0] < 0)
+                _exit(EXIT_FAILURE); /* no answer socket: nobody to tell */
+        /* A request that makes no sense is answered -EINVAL, after TOOK: ending without one would tell
+         * loopd the runner is gone. */
+        if (n > (ssize_t)REQUEST_HEADER)
+                memcpy(&index, buf, sizeof(index));
+        if (n <= (ssize_t)REQUEST_HEADER || index >= runner->n_ops)
+                child_answer(fds[0], &invalid_ops, buf, 0, NULL, 0);
         while (n_fds < RUNNER_FDS_MAX && fds[1 + n_fds] >= 0)
                 n_fds++;
         /* As loopd would run it: its children (a mount.<type> helper) are waited for, and inherit the
@@ -195,15 +219,19 @@ bool runner_pending_done(int pending_fd)
         }
 }
 
-static bool request_fits(const void *request, size_t size, const int *fds, size_t n_fds)
+/* 0 when a request can go, else runner_run()'s -errno for it. */
+static int request_check(
+        const RunnerOps *ops, const void *request, size_t size, const int *fds, size_t n_fds)
 {
+        if (!ops || !ops->op || !ops->undo)
+                return -EINVAL;
         if (!request || size == 0 || size > RUNNER_REQUEST_MAX || n_fds > RUNNER_FDS_MAX ||
                 (n_fds > 0 && !fds))
-                return false;
+                return -E2BIG;
         for (size_t i = 0; i < n_fds; i++)
                 if (fds[i] < 0)
-                        return false;
-        return true;
+                        return -EBADF;
+        return 0;
 }
 
 int runner_run(Runner *runner, const RunnerOps *ops, const void *request, size_t size, const int *fds,
@@ -215,8 +243,9 @@ int runner_run(Runner *runner, const RunnerOps *ops, const void *request, size_t
 
         if (ret_pending)
                 *ret_pending = -EBADF;
-        if (!request_fits(request, size, fds, n_fds))
-                return -E2BIG;
+        r = request_check(ops, request, size, fds, n_fds);
+        if (r < 0)
+                return r;
         if (!runner || runner->fd < 0)
                 return -EPIPE;
         while (index < runner->n_ops && runner->table[index] != ops)
@@ -265,8 +294,9 @@ int runner_run_forked(const RunnerOps *ops, const void *request, size_t size, co
 
         if (ret_pending)
                 *ret_pending = -EBADF;
-        if (!ops || !ops->op || !ops->undo || !request_fits(request, size, fds, n_fds))
-                return -E2BIG;
+        r = request_check(ops, request, size, fds, n_fds);
+        if (r < 0)
+                return r;
         pid = fork_with_socket(&sock);
         if (pid < 0)
                 return (int)pid;

@@ -50,10 +50,11 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Runner *, runner_free);
  * -EIO when the child died without a result; -EPIPE when the request was not run: there is no runner
  * (runner NULL, or gone, also with the request in its queue), and the caller may run it some other way
  * (runner_run_forked()); -E2BIG for no request, one larger than RUNNER_REQUEST_MAX or more than
- * RUNNER_FDS_MAX fds; -EINVAL for ops not in the table. A request still queued at the deadline is never
- * run. Past the deadline a child that started goes on and undoes a success, and *ret_pending (unless NULL)
- * is an fd that reads the end of the stream once that child has exited: while it does not, the kernel
- * still holds the child, and running the same again would wait for it. */
+ * RUNNER_FDS_MAX fds; -EBADF for a negative fd; -EINVAL for ops not in the table (or a request its child
+ * could not make sense of). A request still queued at the deadline is never run. Past the deadline a child
+ * that started goes on and undoes a success, and *ret_pending (unless NULL) is an fd that reads the end of
+ * the stream once that child has exited: while it does not, the kernel still holds the child, and running
+ * the same again would wait for it. */
 int runner_run(Runner *runner, const RunnerOps *ops, const void *request, size_t size, const int *fds,
         size_t n_fds, int64_t deadline_ms, int *ret_pending);
 /* Has the child behind *ret_pending of runner_run() exited (the end of the stream; what it still sent is

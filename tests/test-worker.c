@@ -666,8 +666,18 @@ static void test_undo(const void *request, size_t size, const int *fds, size_t n
         touch(words[1], "undone");
 }
 
+/* A second op: writes "second" through the second of its two fds (the table has more than one op, and
+ * a request's fds come in their order). */
+static int second_op(const void *request, size_t size, const int *fds, size_t n_fds)
+{
+        return n_fds == 2 && write(fds[1], "second", 6) == 6 ? 0 : -EBADF;
+}
+
 static const RunnerOps test_ops = { .op = test_op, .undo = test_undo };
-static const RunnerOps *const test_table[] = { &test_ops };
+static const RunnerOps second_ops = { .op = second_op, .undo = test_undo };
+static const RunnerOps *const test_table[] = { &second_ops, &test_ops };
+/* Not in the table. */
+static const RunnerOps stray_ops = { .op = test_op, .undo = test_undo };
 
 /* request (with fd unless negative) through runner (NULL: forked for it), deadline in ms from now. */
 static int run_fd(Runner *runner, const char *request, int fd, int64_t ms, int *ret_pending)
@@ -779,6 +789,27 @@ static void test_runner_runs_bounded(void)
         g_assert_cmpint(runner_new(test_table, ELEMENTSOF(test_table), &runner), ==, 0);
         pid = child_named("loopd-runner");
         g_assert_cmpint(pid, >, 0);
+        /* The table's other op, with two fds in their order; an op the table does not have is refused. */
+        {
+                g_autofree char *path = g_build_filename(dir, "second", NULL), *got = NULL;
+                int fds[2] = { open("/dev/null", O_WRONLY | O_CLOEXEC),
+                        open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600) };
+
+                g_assert_cmpint(fds[0], >=, 0);
+                g_assert_cmpint(fds[1], >=, 0);
+                g_assert_cmpint(runner_run(runner, &second_ops, quick, strlen(quick), fds, 2,
+                                        now_ms() + 10000, NULL),
+                        ==, 0);
+                g_assert_cmpint(runner_run(runner, &stray_ops, quick, strlen(quick), NULL, 0,
+                                        now_ms() + 10000, NULL),
+                        ==, -EINVAL);
+                close(fds[0]);
+                close(fds[1]);
+                g_assert_true(g_file_get_contents(path, &got, NULL, NULL));
+                g_assert_cmpstr(got, ==, "second");
+                g_assert_cmpint(g_remove(path), ==, 0);
+        }
+
         assert_runs_bounded(runner, dir);
 
         /* A request still in the queue at its deadline (the waiting child stopped) is never run. */
