@@ -436,6 +436,16 @@ static char *hang_attach(Harness *h, GDBusConnection *c, HarnessHang *hang, int 
         return device_of_reply(attached);
 }
 
+/* An ext4 image at path (size bytes, label) that hang serves, attached as c: the device, NULL on failure. */
+static char *hang_attach_ext4(Harness *h, GDBusConnection *c, HarnessHang *hang, const char *path,
+        guint64 size, const char *label, int *ret_fd)
+{
+        image_create(path, size);
+        g_free(image_mkfs_at(path, 0, size, "ext4", label));
+        hang->source = path;
+        return hang_attach(h, c, hang, ret_fd);
+}
+
 /* Kills hang's server (the kernel's reads and writes of its file fail from then on, and what waited on them
  * ends), then checks that nothing stays mounted under loopd's media dir, detaches device (NULL: none) as c
  * (its image's filesystem gone) and checks that nothing stays bound to the file. */
@@ -640,10 +650,7 @@ static void test_hung_unmount_times_out(Harness *h, gconstpointer data)
         harness_allow_all(h);
         REQUIRE_NONNULL(a);
         REQUIRE_NONNULL(b);
-        image_create(ext4, 64 * MiB);
-        g_free(image_mkfs_at(ext4, 0, 64 * MiB, "ext4", "later"));
-        hang.source = ext4;
-        device = hang_attach(h, a, &hang, &fd);
+        device = hang_attach_ext4(h, a, &hang, ext4, 64 * MiB, "later", &fd);
         if (!device)
                 goto out;
         mount_point = harness_mount(a, device, NULL, &error);
@@ -851,10 +858,7 @@ static void test_hung_getattr_keeps_serving(Harness *h, gconstpointer data)
         REQUIRE_NONNULL(a);
         REQUIRE_NONNULL(b);
         image_create(image, 16 * MiB);
-        image_create(ext4, 32 * MiB);
-        g_free(image_mkfs_at(ext4, 0, 32 * MiB, "ext4", "stathangs"));
-        hang.source = ext4;
-        device = hang_attach(h, a, &hang, &fd);
+        device = hang_attach_ext4(h, a, &hang, ext4, 32 * MiB, "stathangs", &fd);
         if (!device)
                 goto out;
         harness_hang_freeze(&hang);
