@@ -840,6 +840,28 @@ static void test_runner_runs_bounded(void)
 
 /* An Attach's session: the child that read the image is parked, answers the bound device's plan and first
  * probe without a fork, and goes after the probe; one that nobody asks goes when its time is up. */
+/* A reader (timeout_usec) and the session an Attach starts: the image on fd read, as Attach does; its child
+ * stays parked beside the one the reader has forked next. The reader's pid in *ret_pid. */
+static ImageReader *start_session(sd_event *event, uint64_t timeout_usec, int fd, pid_t *ret_pid)
+{
+        ImageReader *reader = NULL;
+        Answer answer = {};
+        Worker *w = NULL;
+
+        g_assert_cmpint(image_reader_new(timeout_usec, &reader), ==, 0);
+        *ret_pid = child_named("loopd-reader");
+        g_assert_cmpint(*ret_pid, >, 0);
+        g_assert_true(children_become(*ret_pid, 1)); /* the one waiting */
+        g_assert_cmpint(
+                worker_start_probe(event, reader, fd, 0, 0, 10 * G_USEC_PER_SEC, on_answer, &answer, &w), ==,
+                0);
+        while (!answer.done)
+                g_assert_cmpint(sd_event_run(event, UINT64_MAX), >=, 0);
+        g_assert_cmpint(answer.result, ==, 0);
+        g_assert_true(children_become(*ret_pid, 2));
+        return reader;
+}
+
 static void test_reader_session_serves_an_attach(void)
 {
         g_autofree char *disk = g_build_filename(tmpdir, "session.img", NULL);
@@ -848,8 +870,6 @@ static void test_reader_session_serves_an_attach(void)
         size_t n_specs = 0, n = 0;
         ImageReader *reader = NULL;
         sd_event *event = NULL;
-        Worker *w = NULL;
-        Answer answer = {};
         pid_t pid;
         int fd;
 
@@ -859,20 +879,9 @@ static void test_reader_session_serves_an_attach(void)
         fd = open(disk, O_RDONLY | O_CLOEXEC);
         g_assert_cmpint(fd, >=, 0);
 
-        g_assert_cmpint(image_reader_new(IMAGE_READER_TIMEOUT_USEC, &reader), ==, 0);
-        pid = child_named("loopd-reader");
-        g_assert_cmpint(pid, >, 0);
-        g_assert_true(children_become(pid, 1)); /* the one waiting */
-
         /* The image read, as Attach does: its child is parked, and the reader has forked the next. */
         g_assert_cmpint(sd_event_new(&event), >=, 0);
-        g_assert_cmpint(
-                worker_start_probe(event, reader, fd, 0, 0, 10 * G_USEC_PER_SEC, on_answer, &answer, &w), ==,
-                0);
-        while (!answer.done)
-                g_assert_cmpint(sd_event_run(event, UINT64_MAX), >=, 0);
-        g_assert_cmpint(answer.result, ==, 0);
-        g_assert_true(children_become(pid, 2));
+        reader = start_session(event, IMAGE_READER_TIMEOUT_USEC, fd, &pid);
 
         /* The plan, then the first probe, from the same image: no child is forked for them. */
         g_assert_cmpint(
@@ -901,30 +910,14 @@ static void test_reader_session_serves_an_attach(void)
         g_assert_cmpint(waitpid(pid, NULL, 0), ==, pid);
 
         /* Parked and never asked: it goes by itself once the reader's timeout has passed. */
-        answer = (Answer){};
-        g_assert_cmpint(image_reader_new(300 * 1000, &reader), ==, 0);
-        pid = child_named("loopd-reader");
-        g_assert_cmpint(
-                worker_start_probe(event, reader, fd, 0, 0, 10 * G_USEC_PER_SEC, on_answer, &answer, &w), ==,
-                0);
-        while (!answer.done)
-                g_assert_cmpint(sd_event_run(event, UINT64_MAX), >=, 0);
-        g_assert_true(children_become(pid, 2));
+        reader = start_session(event, 300 * 1000, fd, &pid);
         g_assert_true(children_become(pid, 1));
         image_reader_free(reader);
         g_assert_cmpint(waitpid(pid, NULL, 0), ==, pid);
 
         /* A call that ends without the probe (a failed Attach) ends its session: the child goes at once, not
          * after the reader's timeout (10 s). */
-        answer = (Answer){};
-        g_assert_cmpint(image_reader_new(IMAGE_READER_TIMEOUT_USEC, &reader), ==, 0);
-        pid = child_named("loopd-reader");
-        g_assert_cmpint(
-                worker_start_probe(event, reader, fd, 0, 0, 10 * G_USEC_PER_SEC, on_answer, &answer, &w), ==,
-                0);
-        while (!answer.done)
-                g_assert_cmpint(sd_event_run(event, UINT64_MAX), >=, 0);
-        g_assert_true(children_become(pid, 2));
+        reader = start_session(event, IMAGE_READER_TIMEOUT_USEC, fd, &pid);
         image_reader_end_session(reader, fd);
         g_assert_true(children_become(pid, 1));
         image_reader_free(reader);
