@@ -165,16 +165,8 @@ static int status_op(const void *request, size_t size, const int *fds, size_t n_
         return li.lo_device == q.dev && li.lo_inode == q.inode ? 0 : -ESRCH;
 }
 
-/* Nothing to take back: a flag set late is what was asked, and a comparison changes nothing. */
-static void status_undo(const void *request, size_t size, const int *fds, size_t n_fds)
-{
-        (void)request;
-        (void)size;
-        (void)fds;
-        (void)n_fds;
-}
-
-const RunnerOps loop_status_runner_ops = { .op = status_op, .undo = status_undo };
+/* No undo: a flag set late is what was asked, and a comparison changes nothing. */
+const RunnerOps loop_status_runner_ops = { .op = status_op };
 
 static int status_run(const StatusRequest *q, uint64_t timeout_usec)
 {

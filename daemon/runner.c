@@ -57,7 +57,7 @@ static _Noreturn void child_answer(
                         n = recv(answer_fd, &ack, 1, 0);
                 while (n < 0 && errno == EINTR);
         }
-        if (n != 1 || ack != ACK_HEARD)
+        if ((n != 1 || ack != ACK_HEARD) && ops->undo)
                 ops->undo(request, size, fds, n_fds);
         _exit(EXIT_SUCCESS);
 }
@@ -71,15 +71,7 @@ static int invalid_op(const void *request, size_t size, const int *fds, size_t n
         return -EINVAL;
 }
 
-static void no_undo(const void *request, size_t size, const int *fds, size_t n_fds)
-{
-        (void)request;
-        (void)size;
-        (void)fds;
-        (void)n_fds;
-}
-
-static const RunnerOps invalid_ops = { .op = invalid_op, .undo = no_undo };
+static const RunnerOps invalid_ops = { .op = invalid_op };
 
 /* The child of the runner: waits for a request, tells the runner it took one (the runner forks the next
  * child), then answers it on the socket that came with it. */
@@ -137,7 +129,7 @@ int runner_new(const RunnerOps *const *table, size_t n_ops, Runner **ret)
         if (!table || n_ops == 0 || n_ops > UINT32_MAX || !ret)
                 return -EINVAL;
         for (size_t i = 0; i < n_ops; i++)
-                if (!table[i] || !table[i]->op || !table[i]->undo)
+                if (!table[i] || !table[i]->op)
                         return -EINVAL;
         r = calloc(1, sizeof(Runner));
         if (!r)
@@ -223,7 +215,7 @@ bool runner_pending_done(int pending_fd)
 static int request_check(
         const RunnerOps *ops, const void *request, size_t size, const int *fds, size_t n_fds)
 {
-        if (!ops || !ops->op || !ops->undo)
+        if (!ops || !ops->op)
                 return -EINVAL;
         if (!request || size == 0 || size > RUNNER_REQUEST_MAX || n_fds > RUNNER_FDS_MAX ||
                 (n_fds > 0 && !fds))

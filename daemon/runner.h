@@ -25,8 +25,8 @@
 typedef struct Runner Runner;
 
 /* What a child runs for a request: op, with the request's bytes and the fds that came with it (the child's
- * copies), returns 0 or -errno; undo takes back what a successful op did, once nobody waits for its answer
- * any more. */
+ * copies), returns 0 or -errno; undo (NULL: nothing to take back) takes back what a successful op did, once
+ * nobody waits for its answer any more. */
 typedef struct RunnerOps {
         int (*op)(const void *request, size_t size, const int *fds, size_t n_fds);
         void (*undo)(const void *request, size_t size, const int *fds, size_t n_fds);
