@@ -12,6 +12,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "image-reader-internal.h"
@@ -165,7 +166,8 @@ static int child_probe_loop(const LoopProbeArea *a, int sock)
         int r;
 
         r = probe_loop_read(a, &list, &n);
-        (void)close(a->disk_fd);
+        if (a->disk_fd >= 0)
+                (void)close(a->disk_fd);
         if (a->image_fd >= 0)
                 (void)close(a->image_fd);
         for (size_t i = 0; r >= 0 && i < n; i++)
@@ -188,6 +190,8 @@ static int child_plan(const Request *req, int sock, int devfd)
 
         if (!answer)
                 return -ENOMEM;
+        answer->sector_size = req->sector_size;
+        answer->size = req->size;
         answer->result = partition_plan(devfd, req->sector_size, req->size, &specs, &n);
         (void)close(devfd);
         answer->n = (uint32_t)MIN(n, REQUEST_PARTS_MAX);
@@ -197,6 +201,67 @@ static int child_plan(const Request *req, int sock, int devfd)
                 sock, answer, offsetof(PlanAnswer, specs) + answer->n * sizeof(PartitionSpec), NULL, 0, 0);
         free(answer);
         return r;
+}
+
+static int compare_specs(const void *a, const void *b)
+{
+        const PartitionSpec *x = a, *y = b;
+        return x->number < y->number ? -1 : x->number > y->number;
+}
+
+/* After a REQUEST_IMAGE answer (probe) that found a raw image: the plan of the device to be bound to it,
+ * and what is on that device with the plan's partitions, read from image_fd (image-reader-internal.h,
+ * PlanAnswer). The device's size is the kernel's: from offset to the end of the file, at most the size
+ * limit, in whole 512-byte sectors. image_fd is closed before the last message goes. */
+static int child_ahead(const Request *req, const ImageProbe *probe, int sock, int image_fd)
+{
+        _cleanup_free_ PartitionSpec *specs = NULL;
+        _cleanup_free_ KernelPartition *parts = NULL;
+        _cleanup_free_ PlanAnswer *answer = calloc(1, sizeof(PlanAnswer));
+        size_t n = 0;
+        struct stat st;
+        int r;
+
+        if (!answer) {
+                (void)close(image_fd);
+                return -ENOMEM;
+        }
+        answer->sector_size = req->sector_size ?: probe->sector_size;
+        if (fstat(image_fd, &st) < 0)
+                answer->result = -errno;
+        else {
+                uint64_t size = (uint64_t)st.st_size > req->offset ? (uint64_t)st.st_size - req->offset : 0;
+                if (req->size > 0 && req->size < size)
+                        size = req->size;
+                answer->size = size & ~UINT64_C(511);
+                answer->result = partition_plan_at(
+                        image_fd, req->offset, answer->sector_size, answer->size, &specs, &n);
+        }
+        answer->n = (uint32_t)MIN(n, REQUEST_PARTS_MAX);
+        if (answer->n > 0)
+                memcpy(answer->specs, specs, answer->n * sizeof(PartitionSpec));
+        r = socket_send(
+                sock, answer, offsetof(PlanAnswer, specs) + answer->n * sizeof(PartitionSpec), NULL, 0, 0);
+        parts = calloc(MAX(answer->n, 1u), sizeof(KernelPartition));
+        if (r < 0 || answer->result < 0 || !parts) {
+                (void)close(image_fd);
+                return r < 0 ? r : parts ? 0 : -ENOMEM;
+        }
+
+        /* The kernel lists its partitions by number. */
+        qsort(answer->specs, answer->n, sizeof(PartitionSpec), compare_specs);
+        for (size_t i = 0; i < answer->n; i++)
+                parts[i] = (KernelPartition){ .number = answer->specs[i].number,
+                        .start = answer->specs[i].start,
+                        .size = answer->specs[i].length };
+        return child_probe_loop(&(LoopProbeArea){ .disk_fd = -EBADF,
+                                        .size = answer->size,
+                                        .sector_size = answer->sector_size,
+                                        .image_fd = image_fd,
+                                        .image_offset = req->offset,
+                                        .parts = parts,
+                                        .n_parts = answer->n },
+                sock);
 }
 
 /* A REQUEST_FILESYSTEM: probe_filesystem_fd() of fd (closed before the answer goes), answered on sock. */
@@ -249,12 +314,21 @@ int reader_child_answer(const Request *req, const int fds[3])
                 return reader_child_table(req, fds[0], fds[1]) < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
         default: {
                 ImageReaderAnswer answer = {};
+                bool ahead;
+                int r;
+
                 answer.result = image_probe(fds[1], req->offset, req->size, &answer.probe);
-                /* Let go of the image before loopd hears (as worker.c's children do). */
-                (void)close(fds[1]);
-                return socket_send(fds[0], &answer, sizeof(answer), NULL, 0, MSG_DONTWAIT) < 0
-                        ? EXIT_FAILURE
-                        : EXIT_SUCCESS;
+                ahead = req->ahead && answer.result >= 0 && !answer.probe.format;
+                /* Let go of the image before loopd hears (as worker.c's children do), unless there is
+                 * more to read. */
+                if (!ahead)
+                        (void)close(fds[1]);
+                r = socket_send(fds[0], &answer, sizeof(answer), NULL, 0, MSG_DONTWAIT);
+                if (ahead && r >= 0)
+                        r = child_ahead(req, &answer.probe, fds[0], fds[1]);
+                else if (ahead)
+                        (void)close(fds[1]);
+                return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
         }
         }
 }

@@ -53,8 +53,9 @@ typedef struct Request {
         uint64_t offset; /* where the image is read from */
         uint64_t size; /* REQUEST_IMAGE: the size limit (0: none); else the device's */
         uint64_t devnum;
-        uint32_t sector_size;
+        uint32_t sector_size; /* REQUEST_IMAGE: the caller's (0: the one the probe finds) */
         uint32_t has_image;
+        uint32_t ahead; /* REQUEST_IMAGE: plan and probe the device to be, after the answer (see below) */
         uint32_t n_parts;
         char expected[32]; /* REQUEST_FILESYSTEM: the filesystem type asked of first ("": none), NUL-ended */
         uint32_t idle_ms; /* how long the child waits for a follow-up (0: it does not) */
@@ -94,10 +95,18 @@ typedef struct LoopAnswer {
 
 #define LOOP_ANSWER_MAX (sizeof(LoopAnswer) + LOOP_ANSWER_STRINGS * LOOP_ANSWER_STRING_MAX)
 
-/* child → loopd, for REQUEST_PLAN after the hello: one message, the header and n of specs[]. */
+/* child → loopd, for REQUEST_PLAN after the hello: one message, the header and n of specs[].
+ *
+ * After a REQUEST_IMAGE answer that found a raw image, when the request asked ahead: unasked, what Attach
+ * asks next of the device it binds, read from the image as that device will show it (from offset, size and
+ * sector_size as below): the plan (a PlanAnswer), then, if it has one, the list of what is on the device
+ * with the plan's partitions (REQUEST_LOOP's answer). Attach binds the device meanwhile; whatever does not
+ * match what it got is asked again (image-reader.c). */
 typedef struct PlanAnswer {
         int32_t result; /* partition_plan()'s */
         uint32_t n;
+        uint32_t sector_size; /* what the plan is for */
+        uint64_t size;
         PartitionSpec specs[REQUEST_PARTS_MAX];
 } PlanAnswer;
 

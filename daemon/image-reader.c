@@ -22,6 +22,13 @@
 #include "loop-name.h"
 #include "process-util.h"
 
+/* What a parked child sent ahead that loopd has not read yet (image-reader-internal.h, PlanAnswer). */
+typedef enum Ahead {
+        AHEAD_NONE, /* nothing: the child waits for a question */
+        AHEAD_PLAN, /* the plan, then (unless it failed) the list */
+        AHEAD_LIST, /* the list: the plan is read (Parked.plan and the rest) */
+} Ahead;
+
 /* A child that answered and waits for more about the same image (image-reader.h: sessions). */
 typedef struct Parked {
         int fd; /* loopd's end of its socket */
@@ -30,6 +37,11 @@ typedef struct Parked {
         dev_t dev;
         ino_t ino;
         int64_t until_ms; /* killed after this, asked or not */
+        Ahead ahead;
+        PartitionSpec *plan; /* AHEAD_LIST: the plan sent ahead, as sent */
+        size_t n_plan;
+        uint32_t sector_size; /* and the device it is for */
+        uint64_t size;
 } Parked;
 
 /* Enough for the Attach calls that are between their image read and their device's first probe at once;
@@ -78,6 +90,8 @@ static void parked_end(Parked *p)
         p->pidfd = safe_close(p->pidfd);
         p->fd = safe_close(p->fd);
         p->image_fd = safe_close(p->image_fd);
+        p->plan = mfree(p->plan);
+        p->n_plan = 0;
 }
 
 /* Ends the parked children whose time is up (all of them with every). */
@@ -105,9 +119,11 @@ ImageReader *image_reader_free(ImageReader *reader)
         return NULL;
 }
 
-void image_reader_park(ImageReader *reader, int fd, int pidfd, int image_fd)
+void image_reader_park(ImageReader *reader, int fd, int pidfd, int image_fd, bool ahead)
 {
-        Parked p = { .fd = fd, .pidfd = pidfd, .image_fd = -EBADF };
+        Parked p = {
+                .fd = fd, .pidfd = pidfd, .image_fd = -EBADF, .ahead = ahead ? AHEAD_PLAN : AHEAD_NONE
+        };
         struct stat st;
 
         if (reader && image_fd >= 0)
@@ -127,26 +143,35 @@ void image_reader_park(ImageReader *reader, int fd, int pidfd, int image_fd)
         reader->parked[reader->n_parked++] = p;
 }
 
-/* Takes the parked child that read image_fd's file, if any: 1 and *ret, else 0. */
-static int unpark(ImageReader *reader, int image_fd, Parked *ret)
+/* The parked child that read image_fd's file, left parked: NULL when there is none. */
+static Parked *parked_find(ImageReader *reader, int image_fd)
 {
         struct stat st;
 
         if (!reader || image_fd < 0 || reader->n_parked == 0)
-                return 0;
+                return NULL;
         parked_expire(reader, false);
         if (fd_stat_cached(image_fd, &st) < 0)
+                return NULL;
+        for (size_t i = 0; i < reader->n_parked; i++)
+                if (reader->parked[i].dev == st.st_dev && reader->parked[i].ino == st.st_ino)
+                        return &reader->parked[i];
+        return NULL;
+}
+
+/* Takes the parked child that read image_fd's file, if any: 1 and *ret, else 0. */
+static int unpark(ImageReader *reader, int image_fd, Parked *ret)
+{
+        Parked *p = parked_find(reader, image_fd);
+        size_t i;
+
+        if (!p)
                 return 0;
-        for (size_t i = 0; i < reader->n_parked; i++) {
-                if (reader->parked[i].dev != st.st_dev || reader->parked[i].ino != st.st_ino)
-                        continue;
-                *ret = reader->parked[i];
-                ret->image_fd = safe_close(ret->image_fd);
-                memmove(reader->parked + i, reader->parked + i + 1,
-                        (--reader->n_parked - i) * sizeof(Parked));
-                return 1;
-        }
-        return 0;
+        i = (size_t)(p - reader->parked);
+        *ret = *p;
+        ret->image_fd = safe_close(ret->image_fd);
+        memmove(reader->parked + i, reader->parked + i + 1, (--reader->n_parked - i) * sizeof(Parked));
+        return 1;
 }
 
 void image_reader_end_session(ImageReader *reader, int image_fd)
@@ -215,9 +240,15 @@ static uint32_t idle_of(const ImageReader *reader)
         return reader ? (uint32_t)MIN(reader->timeout_usec / 1000 + 1000, (uint64_t)UINT32_MAX) : 0;
 }
 
-int image_reader_submit(ImageReader *reader, int image_fd, uint64_t offset, uint64_t size, int *ret_fd)
+int image_reader_submit(ImageReader *reader, int image_fd, uint64_t offset, uint64_t size,
+        uint32_t sector_size, bool ahead, int *ret_fd)
 {
-        Request req = { .kind = REQUEST_IMAGE, .offset = offset, .size = size, .idle_ms = idle_of(reader) };
+        Request req = { .kind = REQUEST_IMAGE,
+                .offset = offset,
+                .size = size,
+                .sector_size = sector_size,
+                .ahead = ahead,
+                .idle_ms = idle_of(reader) };
 
         return submit(reader, &req, offsetof(Request, parts), &image_fd, 1, ret_fd);
 }
@@ -403,8 +434,9 @@ int reader_ask(ImageReader *reader, int session_fd, const Request *req, size_t s
         };
         if (unpark(reader, session_fd, &p) > 0) {
                 /* A child that read this image already, waiting: no fork, no hello. One that is gone (its
-                 * time ran out as it was asked) leaves the question to a new one. */
-                if (socket_send(p.fd, req, size, fds, n_fds, MSG_DONTWAIT) >= 0) {
+                 * time ran out as it was asked), or that sent what this question did not read, leaves the
+                 * question to a new one. */
+                if (p.ahead == AHEAD_NONE && socket_send(p.fd, req, size, fds, n_fds, MSG_DONTWAIT) >= 0) {
                         ret->fd = p.fd;
                         ret->pidfd = p.pidfd;
                         ret->session_fd = session_fd;
@@ -440,7 +472,7 @@ int reader_ask(ImageReader *reader, int session_fd, const Request *req, size_t s
 void reader_asked_done(ImageReader *reader, Asked *a, bool answered, bool keep)
 {
         if (answered && keep && a->pid == 0 && a->session_fd >= 0 && a->pidfd >= 0) {
-                image_reader_park(reader, TAKE_FD(a->fd), TAKE_FD(a->pidfd), a->session_fd);
+                image_reader_park(reader, TAKE_FD(a->fd), TAKE_FD(a->pidfd), a->session_fd, false);
                 return;
         }
         if (a->pidfd >= 0)
@@ -456,6 +488,148 @@ void reader_asked_done(ImageReader *reader, Asked *a, bool answered, bool keep)
         a->pid = 0;
 }
 
+/* Reads a PlanAnswer from fd (or the deadline_ms passes): the plan, each partition checked against the
+ * device the answer says it is for; *ret_sector_size and *ret_size say which. */
+static int plan_answer_read(int fd, int64_t deadline_ms, PartitionSpec **ret, size_t *ret_n,
+        uint32_t *ret_sector_size, uint64_t *ret_size)
+{
+        _cleanup_free_ PlanAnswer *answer = malloc(sizeof(PlanAnswer));
+        _cleanup_free_ PartitionSpec *specs = NULL;
+        uint32_t sector_size;
+        uint64_t size;
+        ssize_t k;
+        int r;
+
+        if (!answer)
+                return -ENOMEM;
+        do {
+                r = fd_wait_until(fd, POLLIN, deadline_ms);
+                if (r < 0)
+                        return r;
+                k = socket_receive(fd, answer, sizeof(PlanAnswer), NULL, 0, MSG_DONTWAIT);
+        } while (k == -EAGAIN);
+        if (k < (ssize_t)offsetof(PlanAnswer, specs))
+                return k < 0 && k != -EMSGSIZE ? (int)k : -EIO;
+        if (answer->result < 0)
+                return answer->result >= -4095 ? answer->result : -EIO;
+        sector_size = answer->sector_size;
+        size = answer->size;
+        if (answer->n > REQUEST_PARTS_MAX ||
+                (size_t)k != offsetof(PlanAnswer, specs) + answer->n * sizeof(PartitionSpec) ||
+                sector_size < 512 || sector_size > 4096 || (sector_size & (sector_size - 1)) != 0)
+                return -EBADMSG;
+        /* What partition_plan() promises; BLKPG would refuse the rest, but loopd asks it nothing unchecked.
+         */
+        for (size_t i = 0; i < answer->n; i++) {
+                const PartitionSpec *p = &answer->specs[i];
+                if (p->number < 1 || p->number > REQUEST_PARTS_MAX || p->length == 0 || p->start >= size ||
+                        p->length > size - p->start || p->start % sector_size != 0 ||
+                        p->length % sector_size != 0)
+                        return -EBADMSG;
+                for (size_t j = 0; j < i; j++)
+                        if (answer->specs[j].number == p->number)
+                                return -EBADMSG;
+        }
+        if (answer->n > 0) {
+                specs = malloc(answer->n * sizeof(PartitionSpec));
+                if (!specs)
+                        return -ENOMEM;
+                memcpy(specs, answer->specs, answer->n * sizeof(PartitionSpec));
+        }
+        *ret = TAKE_PTR(specs);
+        *ret_n = answer->n;
+        *ret_sector_size = sector_size;
+        *ret_size = size;
+        return 0;
+}
+
+/* Reads the plan p's child sent ahead (p->ahead is AHEAD_PLAN): 0, p->ahead AHEAD_LIST with the plan in p;
+ * -ENOMSG when the child could not plan (it sends no list then); else the error reading it. */
+static int ahead_read_plan(Parked *p, int64_t deadline_ms)
+{
+        int r;
+
+        r = plan_answer_read(p->fd, deadline_ms, &p->plan, &p->n_plan, &p->sector_size, &p->size);
+        if (r < 0)
+                /* The child's own error (an image opened O_DIRECT takes no unaligned read): asked again,
+                 * of the device. Its silence or a bad answer is what a question would get, too. */
+                return r == -ETIMEDOUT || r == -EBADMSG || r == -EIO || r == -ENOMEM ? r : -ENOMSG;
+        p->ahead = AHEAD_LIST;
+        return 0;
+}
+
+/* The parked child of image_fd's file with what it sent ahead read up to its list, for a device of
+ * sector_size and size bytes: 0 and *ret (still parked); -ENOMSG when there is none, or its plan is for
+ * another device or failed (a child with messages unread is ended: a question then goes to a new one);
+ * else the error reading the plan (the child is ended). */
+static int ahead_find(ImageReader *reader, int image_fd, uint32_t sector_size, uint64_t size, Parked **ret)
+{
+        Parked *p = parked_find(reader, image_fd);
+        int r;
+
+        if (!p || p->ahead == AHEAD_NONE)
+                return -ENOMSG;
+        if (p->ahead == AHEAD_PLAN) {
+                r = ahead_read_plan(p, deadline_of(reader));
+                if (r < 0) {
+                        image_reader_end_session(reader, image_fd);
+                        return r;
+                }
+        }
+        if (p->sector_size != sector_size || p->size != size) {
+                image_reader_end_session(reader, image_fd);
+                return -ENOMSG;
+        }
+        *ret = p;
+        return 0;
+}
+
+/* Whether area's partitions (by number, as the kernel lists them) are those of p's plan. */
+static bool ahead_plan_is(const Parked *p, const LoopProbeArea *area)
+{
+        if (area->n_parts != p->n_plan)
+                return false;
+        for (size_t i = 0; i < area->n_parts; i++) {
+                const KernelPartition *k = &area->parts[i];
+                bool found = false;
+
+                if (i > 0 && area->parts[i - 1].number >= k->number)
+                        return false; /* the child sends the list by number */
+                for (size_t j = 0; j < p->n_plan && !found; j++)
+                        found = p->plan[j].number == k->number && p->plan[j].start == k->start &&
+                                p->plan[j].length == k->size;
+                if (!found)
+                        return false;
+        }
+        return true;
+}
+
+/* The list a parked child sent ahead for area, when area is the device it planned: 0 and the list (the
+ * session is over); -ENOMSG when there is none for area (nothing parked is left with messages unread); else
+ * as image_reader_probe_loop(). */
+static int ahead_list(ImageReader *reader, const LoopProbeArea *area, PartitionInfo **ret, size_t *ret_n)
+{
+        Parked *found, p;
+        Asked asked;
+        int r;
+
+        r = ahead_find(reader, area->image_fd, area->sector_size, area->size, &found);
+        if (r < 0)
+                return r;
+        if (!ahead_plan_is(found, area)) {
+                image_reader_end_session(reader, area->image_fd);
+                return -ENOMSG;
+        }
+        if (unpark(reader, area->image_fd, &p) <= 0)
+                return -ENOMSG; /* never: ahead_find() found it */
+        asked = (Asked){ .fd = TAKE_FD(p.fd), .pidfd = TAKE_FD(p.pidfd), .session_fd = -EBADF };
+        parked_end(&p);
+        r = loop_answer_read(asked.fd, area, deadline_of(reader), ret, ret_n);
+        reader_asked_done(reader, &asked, r >= 0, false);
+        /* The child's own error: asked again, of the device too. */
+        return r >= 0 || r == -ETIMEDOUT || r == -EBADMSG || r == -ENOMEM ? r : -ENOMSG;
+}
+
 int image_reader_probe_loop(
         ImageReader *reader, const LoopProbeArea *area, PartitionInfo **ret, size_t *ret_n)
 {
@@ -467,6 +641,10 @@ int image_reader_probe_loop(
                 return -EINVAL;
         if (area->n_parts > REQUEST_PARTS_MAX)
                 return -E2BIG;
+        /* Attach's first probe of the device it bound: sent ahead, while it bound it. */
+        r = ahead_list(reader, area, ret, ret_n);
+        if (r != -ENOMSG)
+                return r;
         req = calloc(1, sizeof(Request));
         if (!req)
                 return -ENOMEM;
@@ -492,54 +670,6 @@ int image_reader_probe_loop(
         return r;
 }
 
-/* Reads a REQUEST_PLAN answer from fd (or the deadline_ms passes): the plan, each partition checked against
- * the device (sector_size, size). */
-static int plan_answer_read(
-        int fd, uint32_t sector_size, uint64_t size, int64_t deadline_ms, PartitionSpec **ret, size_t *ret_n)
-{
-        _cleanup_free_ PlanAnswer *answer = malloc(sizeof(PlanAnswer));
-        _cleanup_free_ PartitionSpec *specs = NULL;
-        ssize_t k;
-        int r;
-
-        if (!answer)
-                return -ENOMEM;
-        do {
-                r = fd_wait_until(fd, POLLIN, deadline_ms);
-                if (r < 0)
-                        return r;
-                k = socket_receive(fd, answer, sizeof(PlanAnswer), NULL, 0, MSG_DONTWAIT);
-        } while (k == -EAGAIN);
-        if (k < (ssize_t)offsetof(PlanAnswer, specs))
-                return k < 0 && k != -EMSGSIZE ? (int)k : -EIO;
-        if (answer->result < 0)
-                return answer->result >= -4095 ? answer->result : -EIO;
-        if (answer->n > REQUEST_PARTS_MAX ||
-                (size_t)k != offsetof(PlanAnswer, specs) + answer->n * sizeof(PartitionSpec))
-                return -EBADMSG;
-        /* What partition_plan() promises; BLKPG would refuse the rest, but loopd asks it nothing unchecked.
-         */
-        for (size_t i = 0; i < answer->n; i++) {
-                const PartitionSpec *p = &answer->specs[i];
-                if (p->number < 1 || p->number > REQUEST_PARTS_MAX || p->length == 0 || p->start >= size ||
-                        p->length > size - p->start || p->start % sector_size != 0 ||
-                        p->length % sector_size != 0)
-                        return -EBADMSG;
-                for (size_t j = 0; j < i; j++)
-                        if (answer->specs[j].number == p->number)
-                                return -EBADMSG;
-        }
-        if (answer->n > 0) {
-                specs = malloc(answer->n * sizeof(PartitionSpec));
-                if (!specs)
-                        return -ENOMEM;
-                memcpy(specs, answer->specs, answer->n * sizeof(PartitionSpec));
-        }
-        *ret = TAKE_PTR(specs);
-        *ret_n = answer->n;
-        return 0;
-}
-
 int image_reader_plan_partitions(ImageReader *reader, int devfd, uint32_t sector_size, uint64_t size,
         int image_fd, PartitionSpec **ret, size_t *ret_n)
 {
@@ -548,14 +678,37 @@ int image_reader_plan_partitions(ImageReader *reader, int devfd, uint32_t sector
                 .size = size,
                 .sector_size = sector_size,
                 .idle_ms = image_fd >= 0 ? idle_of(reader) : 0 };
+        uint32_t answered_sector_size;
+        uint64_t answered_size;
+        Parked *p;
         Asked asked;
         int r;
 
         if (devfd < 0 || !ret || !ret_n || sector_size < 512 || sector_size > 4096)
                 return -EINVAL;
+        /* Sent ahead by the child that read the image, as the device was being bound. */
+        r = ahead_find(reader, image_fd, sector_size, size, &p);
+        if (r >= 0) {
+                *ret = NULL;
+                if (p->n_plan > 0) {
+                        *ret = malloc(p->n_plan * sizeof(PartitionSpec));
+                        if (!*ret)
+                                return -ENOMEM;
+                        memcpy(*ret, p->plan, p->n_plan * sizeof(PartitionSpec));
+                }
+                *ret_n = p->n_plan;
+                return 0;
+        }
+        if (r != -ENOMSG)
+                return r;
         r = reader_ask(reader, image_fd, &req, offsetof(Request, parts), &devfd, 1, &asked);
         if (r >= 0)
-                r = plan_answer_read(asked.fd, sector_size, size, asked.deadline_ms, ret, ret_n);
+                r = plan_answer_read(
+                        asked.fd, asked.deadline_ms, ret, ret_n, &answered_sector_size, &answered_size);
+        if (r >= 0 && (answered_sector_size != sector_size || answered_size != size)) {
+                *ret = mfree(*ret);
+                r = -EBADMSG;
+        }
         /* The device's first probe comes next, from the same image. */
         reader_asked_done(reader, &asked, r >= 0, true);
         return r;

@@ -54,15 +54,21 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(ImageReader *, image_reader_free);
 
 /* Hands image_fd to the next child, which runs image_probe(image_fd, offset, size) and answers on the
  * returned socket (*ret_fd, loopd's end, nonblocking): first a hello (image_reader_read_hello()), then an
- * ImageReaderAnswer, each a message of its own. The child closes its copy of image_fd before it answers. A
- * reader found gone is forked again here, then at most once in 10 s; -EPIPE while it is gone (loopd then
- * forks a worker itself). */
-int image_reader_submit(ImageReader *reader, int image_fd, uint64_t offset, uint64_t size, int *ret_fd);
+ * ImageReaderAnswer, each a message of its own. The child closes its copy of image_fd before it answers;
+ * with ahead, once it has also sent, unasked, what Attach asks next of a raw image's device (bound with
+ * sector_size, 0: the one the probe found): its partition plan and its first probe, read from the image
+ * while loopd binds the device (image_reader_plan_partitions(), image_reader_probe_loop(); park the child
+ * with ahead). A reader found gone is forked again here, then at most once in 10 s; -EPIPE while it is gone
+ * (loopd then forks a worker itself). */
+int image_reader_submit(ImageReader *reader, int image_fd, uint64_t offset, uint64_t size,
+        uint32_t sector_size, bool ahead, int *ret_fd);
 /* probe_loop_read(area) in the next child, which gets area's fds: the list, checked against area (every
  * node, number, offset, size and devnum is area's own; only the strings, what the contents say, come from
  * the child). Without a reader (reader NULL, or gone), in a child forked for it and confined the same way:
  * never in loopd. Waits up to the reader's timeout, and kills the child past it (-ETIMEDOUT). -EIO when the
- * child died first; -EBADMSG when it answered what area does not allow; else the child's error. */
+ * child died first; -EBADMSG when it answered what area does not allow; else the child's error. The list
+ * the child parked under area->image_fd's file sent ahead is taken instead when it is for this device (its
+ * size, sector size and partitions); one for another is dropped with its child. */
 int image_reader_probe_loop(
         ImageReader *reader, const LoopProbeArea *area, PartitionInfo **ret, size_t *ret_n);
 /* What is on loopN now: probe_loop_open() here (no byte of its contents read), image_reader_probe_loop()
@@ -74,7 +80,8 @@ int image_reader_probe_device(ImageReader *reader, unsigned number, int image_fd
 /* partition_plan(devfd, sector_size, size) in a child, as image_reader_probe_loop() probes: the partitions
  * BLKPG should add, each checked here against the device (a number from 1 to 256 given once, start and
  * length multiples of sector_size, within size): -EBADMSG for a plan that is not. image_fd (-EBADF: none):
- * the image devfd reads, whose session the plan goes on. */
+ * the image devfd reads, whose session the plan goes on; the plan its child sent ahead for a device of
+ * sector_size and size bytes, if it did, without a question. */
 int image_reader_plan_partitions(ImageReader *reader, int devfd, uint32_t sector_size, uint64_t size,
         int image_fd, PartitionSpec **ret, size_t *ret_n);
 /* probe_filesystem_fd(fd, expected) in a child, as image_reader_probe_loop() probes: fd is a block device
@@ -97,13 +104,17 @@ int image_reader_table_delete(
 /* Sessions. A child of the reader that read a caller's image (image_reader_submit(); the worker that asked
  * parks it here) stays, confined as it is, for what loopd asks next about the same image: the partition
  * table of the device bound to it, then that device's first probe, which ends the session. One child an
- * Attach, as when it only read the image: a fork costs a millisecond of CPU on a 2-CPU VM. A parked child
- * is found by its image's inode, killed once its session ends or the reader's timeout passes, and at most
- * 8 wait at once (the oldest goes first). */
+ * Attach, as when it only read the image: a fork costs a millisecond of CPU on a 2-CPU VM. Asked ahead, it
+ * does not wait for those questions: it reads the image for both answers while loopd binds the device, and
+ * the answers are taken for the device when it is the one they were read for (size, sector size and
+ * partitions); two round trips, and the reads of a new device whose cache is cold (each a request to the
+ * loop worker), less on an Attach. A parked child is found by its image's inode, killed once its session
+ * ends or the reader's timeout passes, and at most 8 wait at once (the oldest goes first). */
 
 /* Parks the child behind fd (loopd's end of its socket, after its first answer was read) and pidfd, both
- * taken, under image_fd's file. Without a reader, or when anything is missing, the child is killed. */
-void image_reader_park(ImageReader *reader, int fd, int pidfd, int image_fd);
+ * taken, under image_fd's file; ahead: it was asked ahead (image_reader_submit()). Without a reader, or when
+ * anything is missing, the child is killed. */
+void image_reader_park(ImageReader *reader, int fd, int pidfd, int image_fd, bool ahead);
 
 /* Ends the session parked under image_fd's file, if any (the call that read it is over: a failed Attach
  * leaves no child, and no copy of the caller's fd, behind), and those whose time is up. */

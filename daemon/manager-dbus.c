@@ -500,8 +500,9 @@ static int image_call_start(Bus *b, sd_bus_message *message, int fd, const Attac
         c->next = b->image_calls;
         b->image_calls = c;
 
-        r = worker_start_probe(m->event, m->image_reader, fd, req->offset, req->size_limit,
-                m->io_timeout_usec, image_call_on_read, c, &c->worker);
+        /* The child reads on, ahead of Attach, what it will ask of the device it binds. */
+        r = worker_start_probe(m->event, m->image_reader, fd, req->offset, req->size_limit, req->sector_size,
+                req->partition_scan, m->io_timeout_usec, image_call_on_read, c, &c->worker);
         if (r < 0) {
                 image_call_free(c);
                 return bus_reply_errno(error, r, "Failed to start reading the image");

@@ -171,18 +171,24 @@ static int plan_one(blkid_partition par, uint32_t sector_size, uint64_t device_s
 
 int partition_plan(int devfd, uint32_t sector_size, uint64_t device_size, PartitionSpec **ret, size_t *ret_n)
 {
+        return partition_plan_at(devfd, 0, sector_size, device_size, ret, ret_n);
+}
+
+int partition_plan_at(int fd, uint64_t base, uint32_t sector_size, uint64_t device_size, PartitionSpec **ret,
+        size_t *ret_n)
+{
         _cleanup_blkid_probe_ blkid_probe pr = NULL;
         _cleanup_free_ PartitionSpec *specs = NULL;
         blkid_partlist list;
         size_t n = 0;
         int count, r;
 
-        if (devfd < 0 || !ret || !ret_n)
+        if (fd < 0 || !ret || !ret_n)
                 return -EINVAL;
         if (sector_size < 512 || sector_size > 4096 || (sector_size & (sector_size - 1)) != 0)
                 return -EINVAL;
 
-        r = partition_table_check(devfd, sector_size, device_size);
+        r = partition_table_check_at(fd, base, sector_size, device_size);
         if (r == -EFBIG) {
                 *ret = NULL;
                 *ret_n = 0;
@@ -195,7 +201,7 @@ int partition_plan(int devfd, uint32_t sector_size, uint64_t device_size, Partit
         if (!pr)
                 return -ENOMEM;
         errno = 0;
-        if (blkid_probe_set_device(pr, devfd, 0, (blkid_loff_t)device_size) < 0)
+        if (blkid_probe_set_device(pr, fd, (blkid_loff_t)base, (blkid_loff_t)device_size) < 0)
                 return negative_errno();
         /* libblkid asks a block device for its sector size itself; say it explicitly so that the plan
          * matches what the caller verified, whatever libblkid's heuristics. */

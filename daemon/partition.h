@@ -16,6 +16,10 @@ typedef struct PartitionSpec {
  * truncated, misaligned ones dropped. No table: 0 and an empty list. */
 int partition_plan(
         int devfd, uint32_t sector_size, uint64_t device_size, PartitionSpec **ret, size_t *ret_n);
+/* The same for the device that starts at byte base of fd (an image, to be attached at offset base): what
+ * partition_plan() will say of that device once it is bound. */
+int partition_plan_at(int fd, uint64_t base, uint32_t sector_size, uint64_t device_size, PartitionSpec **ret,
+        size_t *ret_n);
 
 /* Whether libblkid may read the partition table of fd (a device or image of sector_size, size bytes): a GPT
  * header (primary or backup) may ask for an entry array of up to 4 GiB, which libblkid would allocate and

@@ -568,7 +568,7 @@ int probe_loop_read(const LoopProbeArea *a, PartitionInfo **ret, size_t *ret_n)
 {
         int r = -EBADF;
 
-        if (!a || !ret || !ret_n || a->disk_fd < 0 || a->sector_size == 0)
+        if (!a || !ret || !ret_n || (a->disk_fd < 0 && a->image_fd < 0) || a->sector_size == 0)
                 return -EINVAL;
         if (a->size == 0) {
                 *ret = NULL;
@@ -585,7 +585,7 @@ int probe_loop_read(const LoopProbeArea *a, PartitionInfo **ret, size_t *ret_n)
         /* Through the device when there is no image, or it cannot be read as it is (an fd opened with
          * O_DIRECT takes only aligned reads): the list must not come out empty for a device that has some.
          */
-        if (r < 0 && r != -ENOMEM)
+        if (r < 0 && r != -ENOMEM && a->disk_fd >= 0)
                 r = probe_loop_disk(a,
                         &(ProbeArea){ .fd = a->disk_fd, .size = a->size, .sector_size = a->sector_size },
                         ret, ret_n);

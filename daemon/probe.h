@@ -55,7 +55,8 @@ void probe_loop_done(LoopProbeArea *a);
  * image when there is one: the same bytes, from the file's page cache (through the device every block read
  * is a request to the loop worker); through the device when there is none or it cannot be read as it is (an
  * fd opened with O_DIRECT takes only aligned reads). A partition's filesystem is read where the partition
- * lies on the disk, never through a /dev/loopNpM node. */
+ * lies on the disk, never through a /dev/loopNpM node. disk_fd may be -EBADF when image_fd is not: the
+ * image alone, as the device will read it (parts: as the kernel will have them). */
 int probe_loop_read(const LoopProbeArea *a, PartitionInfo **ret, size_t *ret_n);
 
 /* probe_loop_open() + probe_loop_read() in the calling process, of the device alone or of the image loopN

@@ -46,6 +46,7 @@ struct Worker {
         int pidfd; /* -EBADF where the kernel (or valgrind) has no pidfd_open() */
         int pipe_fd; /* or the image reader's answer socket */
         bool hello; /* the reader's child has not said hello (sent its pidfd) yet */
+        bool ahead; /* the reader's child was asked ahead (image_reader_submit()) */
         ProbeArgs probe;
         sd_event_source *io;
         sd_event_source *timer;
@@ -205,7 +206,7 @@ static int worker_on_io(sd_event_source *s, int fd, uint32_t revents, void *user
         if (w->reader && w->pid == 0 && header->result >= 0 && !((const ImageProbe *)header->data)->format) {
                 /* Off the event loop first: the fd is the reader's from now on, and may be closed. */
                 w->io = sd_event_source_disable_unref(w->io);
-                image_reader_park(w->reader, TAKE_FD(w->pipe_fd), TAKE_FD(w->pidfd), w->probe.fd);
+                image_reader_park(w->reader, TAKE_FD(w->pipe_fd), TAKE_FD(w->pidfd), w->probe.fd, w->ahead);
         }
         worker_finish(w, header->result, header->data);
         return 0;
@@ -297,7 +298,8 @@ int worker_start(sd_event *event, int keep_fd, WorkerFunction function, void *ar
 }
 
 int worker_start_probe(sd_event *event, ImageReader *reader, int keep_fd, uint64_t offset, uint64_t size,
-        uint64_t timeout_usec, WorkerCallback callback, void *userdata, Worker **ret)
+        uint32_t sector_size, bool ahead, uint64_t timeout_usec, WorkerCallback callback, void *userdata,
+        Worker **ret)
 {
         Worker *w;
         int r;
@@ -306,8 +308,10 @@ int worker_start_probe(sd_event *event, ImageReader *reader, int keep_fd, uint64
         if (!w)
                 return -ENOMEM;
         w->probe = (ProbeArgs){ .fd = keep_fd, .offset = offset, .size = size };
-        if (reader && image_reader_submit(reader, keep_fd, offset, size, &w->pipe_fd) >= 0) {
+        if (reader &&
+                image_reader_submit(reader, keep_fd, offset, size, sector_size, ahead, &w->pipe_fd) >= 0) {
                 w->hello = true;
+                w->ahead = ahead;
                 w->reader = reader;
         } else {
                 r = worker_fork(w, keep_fd, probe_in_child, &w->probe);

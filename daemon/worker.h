@@ -28,9 +28,11 @@ int worker_start(sd_event *event, int keep_fd, WorkerFunction function, void *ar
         uint64_t timeout_usec, WorkerCallback callback, void *userdata, Worker **ret);
 /* As worker_start() for what every Attach and MountImage runs: image_probe(keep_fd, offset, size), its data
  * an ImageProbe. Through the image reader (image-reader.h) where loopd has one: no fork of loopd on the
- * call's way. Else, once the reader is gone, or when its child died before it read anything (the reader was
- * killed), in a worker forked here. */
+ * call's way; its child is parked for the rest of the call, and with ahead reads on for it (the device to be
+ * bound with sector_size: image_reader_submit()). Else, once the reader is gone, or when its child died
+ * before it read anything (the reader was killed), in a worker forked here. */
 int worker_start_probe(sd_event *event, ImageReader *reader, int keep_fd, uint64_t offset, uint64_t size,
-        uint64_t timeout_usec, WorkerCallback callback, void *userdata, Worker **ret);
+        uint32_t sector_size, bool ahead, uint64_t timeout_usec, WorkerCallback callback, void *userdata,
+        Worker **ret);
 /* Kills the child and frees the worker without calling back. NULL is fine; returns NULL. */
 Worker *worker_cancel(Worker *w);

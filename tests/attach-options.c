@@ -87,6 +87,70 @@ void test_offset_size_limit(Harness *h, gconstpointer data)
         }
 }
 
+/* A partitioned disk that starts inside the file (a disk image with a header of its own, or one inside
+ * another's partition): attached at its offset, its partitions are its own table's, as on the device, with
+ * what they hold; a size limit that cuts the disk short cuts them too. */
+void test_disk_at_offset(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        g_autofree char *inner = harness_image_path(h, "inner.img");
+        g_autofree char *image = harness_image_path(h, "outer.img");
+        g_autoptr(GPtrArray) parts = NULL, cut = NULL;
+        const guint64 offset = 3 * MiB;
+
+        image_create(inner, 64 * MiB);
+        image_sfdisk(inner, "label: dos\nstart=2048,size=16MiB,type=83\nsize=32MiB,type=c\n", 0);
+        g_free(image_mkfs_at(inner, MiB, 16 * MiB, "ext4", "inside"));
+        /* The outer file: 3 MiB of a table of its own (a GPT that says nothing of the inner disk), then the
+         * inner disk. */
+        image_create(image, 8 * MiB);
+        image_sfdisk(image, "label: gpt\nstart=2048,size=2MiB,name=outer\n", 0);
+        g_free(test_sh("truncate -s %" G_GUINT64_FORMAT
+                       " %s && dd if=%s of=%s bs=1M seek=3 conv=notrunc,sparse "
+                       "status=none",
+                offset, image, inner, image));
+
+        g_autofree char *s_offset = g_strdup_printf("%" G_GUINT64_FORMAT, offset);
+        const char *args[] = { "--offset", s_offset, NULL };
+        g_autofree char *dev = loopctl_attach(h, image, args, &parts);
+        if (dev) {
+                g_autofree char *name = basename_of(dev);
+                Part *p1 = parts ? parts_find(parts, 1) : NULL, *p2 = parts ? parts_find(parts, 2) : NULL;
+
+                g_assert_nonnull(p1);
+                g_assert_nonnull(p2);
+                g_assert_cmpuint(p1->offset, ==, MiB);
+                g_assert_cmpuint(p1->size, ==, 16 * MiB);
+                g_assert_true(part_type_equal(p1->part_type, "83"));
+                g_assert_cmpstr(p1->fstype, ==, "ext4");
+                g_assert_cmpstr(p1->label, ==, "inside");
+                g_assert_cmpuint(p2->offset, ==, 17 * MiB);
+                g_assert_cmpuint(p2->size, ==, 32 * MiB);
+                g_assert_true(part_type_equal(p2->part_type, "c"));
+                g_assert_cmpuint(sys_u64("/sys/class/block/%sp1/start", name) * 512, ==, MiB);
+                g_assert_cmpuint(sys_u64("/sys/class/block/%sp2/size", name) * 512, ==, 32 * MiB);
+                loopctl_detach(h, dev);
+                verify_detached(h, dev, image);
+        }
+
+        /* 24 MiB of it: partition 1 whole, partition 2 cut at the end of the device (an MBR has no size of
+         * its own to disagree with the device's; a GPT that does is no table, to the kernel's parser too).
+         */
+        const char *cut_args[] = { "--offset", s_offset, "--size", "24MiB", NULL };
+        g_autofree char *dev2 = loopctl_attach(h, image, cut_args, &cut);
+        if (dev2) {
+                g_autofree char *name = basename_of(dev2);
+                Part *p2 = cut ? parts_find(cut, 2) : NULL;
+
+                g_assert_nonnull(p2);
+                g_assert_cmpuint(p2->offset, ==, 17 * MiB);
+                g_assert_cmpuint(p2->size, ==, 7 * MiB);
+                g_assert_cmpuint(sys_u64("/sys/class/block/%sp2/size", name) * 512, ==, 7 * MiB);
+                loopctl_detach(h, dev2);
+                verify_detached(h, dev2, image);
+        }
+}
+
 /* Whether writing (and syncing) 4 KiB at the start of node succeeds. */
 static bool write_succeeds(const char *node)
 {

@@ -250,6 +250,7 @@ int main(int argc, char **argv)
         harness_add("/loopd/attach/mbr-4k-phone", test_mbr_4k_phone, NULL);
         harness_add("/loopd/attach/ambiguous-sector-size-refused", test_ambiguous_sector_size_refused, NULL);
         harness_add("/loopd/attach/offset-size-limit", test_offset_size_limit, NULL);
+        harness_add("/loopd/attach/disk-at-offset", test_disk_at_offset, NULL);
         harness_add("/loopd/attach/no-partition-scan", test_no_partition_scan, NULL);
         harness_add("/loopd/attach/read-only", test_read_only, NULL);
         harness_add("/loopd/attach/rdonly-fd-read-write-refused", test_rdonly_fd_read_write_refused, NULL);

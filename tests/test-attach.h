@@ -89,6 +89,7 @@ void test_no_partition_scan(Harness *h, gconstpointer data);
 
 /* attach-options.c */
 void test_offset_size_limit(Harness *h, gconstpointer data);
+void test_disk_at_offset(Harness *h, gconstpointer data);
 void test_read_only(Harness *h, gconstpointer data);
 void test_rdonly_fd_read_write_refused(Harness *h, gconstpointer data);
 void test_sparse_1tib(Harness *h, gconstpointer data);

@@ -54,9 +54,9 @@ static Answer read_image(ImageReader *reader, const char *path, uint64_t offset)
 
         g_assert_cmpint(fd, >=, 0);
         g_assert_cmpint(sd_event_new(&event), >=, 0);
-        g_assert_cmpint(
-                worker_start_probe(event, reader, fd, offset, 0, 10 * G_USEC_PER_SEC, on_answer, &a, &w), ==,
-                0);
+        g_assert_cmpint(worker_start_probe(event, reader, fd, offset, 0, 0, false, 10 * G_USEC_PER_SEC,
+                                on_answer, &a, &w),
+                ==, 0);
         while (!a.done)
                 g_assert_cmpint(sd_event_run(event, UINT64_MAX), >=, 0);
         sd_event_unref(event);
@@ -190,7 +190,7 @@ static void test_reader_gone_is_forked_again(void)
                 assert_as_image_probe(&a, gpt4k, 0);
         }
         g_assert_cmpint(child_named("loopd-reader"), ==, 0);
-        g_assert_cmpint(image_reader_submit(reader, 0, 0, 0, &(int){ -1 }), ==, -EPIPE);
+        g_assert_cmpint(image_reader_submit(reader, 0, 0, 0, 0, false, &(int){ -1 }), ==, -EPIPE);
         image_reader_free(reader);
 }
 
@@ -840,9 +840,10 @@ static void test_runner_runs_bounded(void)
 
 /* An Attach's session: the child that read the image is parked, answers the bound device's plan and first
  * probe without a fork, and goes after the probe; one that nobody asks goes when its time is up. */
-/* A reader (timeout_usec) and the session an Attach starts: the image on fd read, as Attach does; its child
- * stays parked beside the one the reader has forked next. The reader's pid in *ret_pid. */
-static ImageReader *start_session(sd_event *event, uint64_t timeout_usec, int fd, pid_t *ret_pid)
+/* A reader (timeout_usec) and the session an Attach starts: the image on fd read, as Attach does (asked
+ * ahead or not); its child stays parked beside the one the reader has forked next. The reader's pid in
+ * *ret_pid. */
+static ImageReader *start_session(sd_event *event, uint64_t timeout_usec, int fd, bool ahead, pid_t *ret_pid)
 {
         ImageReader *reader = NULL;
         Answer answer = {};
@@ -852,9 +853,9 @@ static ImageReader *start_session(sd_event *event, uint64_t timeout_usec, int fd
         *ret_pid = child_named("loopd-reader");
         g_assert_cmpint(*ret_pid, >, 0);
         g_assert_true(children_become(*ret_pid, 1)); /* the one waiting */
-        g_assert_cmpint(
-                worker_start_probe(event, reader, fd, 0, 0, 10 * G_USEC_PER_SEC, on_answer, &answer, &w), ==,
-                0);
+        g_assert_cmpint(worker_start_probe(event, reader, fd, 0, 0, 0, ahead, 10 * G_USEC_PER_SEC, on_answer,
+                                &answer, &w),
+                ==, 0);
         while (!answer.done)
                 g_assert_cmpint(sd_event_run(event, UINT64_MAX), >=, 0);
         g_assert_cmpint(answer.result, ==, 0);
@@ -881,7 +882,7 @@ static void test_reader_session_serves_an_attach(void)
 
         /* The image read, as Attach does: its child is parked, and the reader has forked the next. */
         g_assert_cmpint(sd_event_new(&event), >=, 0);
-        reader = start_session(event, IMAGE_READER_TIMEOUT_USEC, fd, &pid);
+        reader = start_session(event, IMAGE_READER_TIMEOUT_USEC, fd, false, &pid);
 
         /* The plan, then the first probe, from the same image: no child is forked for them. */
         g_assert_cmpint(
@@ -910,19 +911,133 @@ static void test_reader_session_serves_an_attach(void)
         g_assert_cmpint(waitpid(pid, NULL, 0), ==, pid);
 
         /* Parked and never asked: it goes by itself once the reader's timeout has passed. */
-        reader = start_session(event, 300 * 1000, fd, &pid);
+        reader = start_session(event, 300 * 1000, fd, false, &pid);
         g_assert_true(children_become(pid, 1));
         image_reader_free(reader);
         g_assert_cmpint(waitpid(pid, NULL, 0), ==, pid);
 
         /* A call that ends without the probe (a failed Attach) ends its session: the child goes at once, not
          * after the reader's timeout (10 s). */
-        reader = start_session(event, IMAGE_READER_TIMEOUT_USEC, fd, &pid);
+        reader = start_session(event, IMAGE_READER_TIMEOUT_USEC, fd, false, &pid);
         image_reader_end_session(reader, fd);
         g_assert_true(children_become(pid, 1));
         image_reader_free(reader);
         g_assert_cmpint(waitpid(pid, NULL, 0), ==, pid);
         sd_event_unref(event);
+        close(fd);
+}
+
+/* Asked ahead, the child that read the image plans the device to be and probes it while Attach binds it:
+ * what it sent is taken for the device it was read for, and only for that one. */
+static void test_reader_session_reads_ahead(void)
+{
+        g_autofree char *disk = g_build_filename(tmpdir, "ahead.img", NULL);
+        g_autofree char *blank = g_build_filename(tmpdir, "ahead-blank.img", NULL);
+        const KernelPartition planned = {
+                .number = 1, .start = 2048 * 512, .size = 8192 * 512, .devnum = 1
+        };
+        const KernelPartition other = { .number = 1, .start = 12288 * 512, .size = 2048 * 512, .devnum = 1 };
+        PartitionSpec *specs = NULL;
+        PartitionInfo *list = NULL;
+        size_t n_specs = 0, n = 0;
+        ImageReader *reader = NULL;
+        sd_event *event = NULL;
+        pid_t pid;
+        int fd, blank_fd;
+
+        image_create(disk, 16 << 20);
+        image_sfdisk(disk, "label: gpt\nstart=2048,size=8192,name=alpha\n", 512);
+        g_free(image_mkfs_at(disk, 2048 * 512, 8192 * 512, "ext4", "photos"));
+        fd = open(disk, O_RDONLY | O_CLOEXEC);
+        g_assert_cmpint(fd, >=, 0);
+        /* What the "device" reads when a question goes to it: nothing at all. */
+        image_create(blank, 16 << 20);
+        blank_fd = open(blank, O_RDONLY | O_CLOEXEC);
+        g_assert_cmpint(blank_fd, >=, 0);
+        g_assert_cmpint(sd_event_new(&event), >=, 0);
+
+        /* The plan of a device of the image's size: the image's, though the device given has no table. */
+        reader = start_session(event, IMAGE_READER_TIMEOUT_USEC, fd, true, &pid);
+        g_assert_cmpint(
+                image_reader_plan_partitions(reader, blank_fd, 512, 16 << 20, fd, &specs, &n_specs), ==, 0);
+        g_assert_cmpuint(n_specs, ==, 1);
+        g_assert_cmpuint(specs[0].number, ==, 1);
+        g_assert_cmpuint(specs[0].start, ==, 2048 * 512);
+        g_assert_cmpuint(specs[0].length, ==, 8192 * 512);
+        free(specs);
+        specs = NULL;
+        /* Then the first probe of that device, with the planned partition: sent ahead too. */
+        LoopProbeArea a = { .loop_number = 99992,
+                .devnum = 2,
+                .disk_fd = blank_fd,
+                .size = 16 << 20,
+                .sector_size = 512,
+                .image_fd = fd,
+                .parts = (KernelPartition *)&planned,
+                .n_parts = 1 };
+        g_assert_cmpint(image_reader_probe_loop(reader, &a, &list, &n), ==, 0);
+        g_assert_cmpuint(n, ==, 1);
+        g_assert_cmpuint(list[0].number, ==, 1);
+        g_assert_cmpuint(list[0].devnum, ==, 1);
+        g_assert_cmpuint(list[0].offset, ==, 2048 * 512);
+        g_assert_cmpstr(list[0].part_name, ==, "alpha");
+        g_assert_cmpstr(list[0].fstype, ==, "ext4");
+        g_assert_cmpstr(list[0].label, ==, "photos");
+        g_assert_true(children_become(pid, 1));
+        partition_info_array_free(list, n);
+        image_reader_free(reader);
+        g_assert_cmpint(waitpid(pid, NULL, 0), ==, pid);
+
+        /* A device of another size (the file changed as it was bound): the plan is asked of the device. */
+        reader = start_session(event, IMAGE_READER_TIMEOUT_USEC, fd, true, &pid);
+        g_assert_cmpint(
+                image_reader_plan_partitions(reader, blank_fd, 512, 8 << 20, fd, &specs, &n_specs), ==, 0);
+        g_assert_cmpuint(n_specs, ==, 0);
+        image_reader_end_session(reader, fd);
+        g_assert_true(children_become(pid, 1));
+        image_reader_free(reader);
+        g_assert_cmpint(waitpid(pid, NULL, 0), ==, pid);
+
+        /* Another sector size, likewise. */
+        reader = start_session(event, IMAGE_READER_TIMEOUT_USEC, fd, true, &pid);
+        g_assert_cmpint(
+                image_reader_plan_partitions(reader, blank_fd, 4096, 16 << 20, fd, &specs, &n_specs), ==, 0);
+        g_assert_cmpuint(n_specs, ==, 0);
+        image_reader_end_session(reader, fd);
+        image_reader_free(reader);
+        g_assert_cmpint(waitpid(pid, NULL, 0), ==, pid);
+
+        /* Partitions other than the plan's (the kernel refused one, somebody changed them): the list is
+         * read for the device's partitions, not taken from what was sent ahead. */
+        reader = start_session(event, IMAGE_READER_TIMEOUT_USEC, fd, true, &pid);
+        g_assert_cmpint(
+                image_reader_plan_partitions(reader, blank_fd, 512, 16 << 20, fd, &specs, &n_specs), ==, 0);
+        g_assert_cmpuint(n_specs, ==, 1);
+        free(specs);
+        specs = NULL;
+        a.parts = (KernelPartition *)&other;
+        g_assert_cmpint(image_reader_probe_loop(reader, &a, &list, &n), ==, 0);
+        g_assert_cmpuint(n, ==, 1);
+        g_assert_cmpuint(list[0].offset, ==, 12288 * 512);
+        g_assert_cmpstr(list[0].fstype, ==, "");
+        partition_info_array_free(list, n);
+        image_reader_free(reader);
+        g_assert_cmpint(waitpid(pid, NULL, 0), ==, pid);
+
+        /* The first probe without the plan read (a kernel that parsed the table as the device was bound):
+         * the plan is read on the way, and the list taken when the kernel's partitions are the plan's. */
+        reader = start_session(event, IMAGE_READER_TIMEOUT_USEC, fd, true, &pid);
+        a.parts = (KernelPartition *)&planned;
+        g_assert_cmpint(image_reader_probe_loop(reader, &a, &list, &n), ==, 0);
+        g_assert_cmpuint(n, ==, 1);
+        g_assert_cmpstr(list[0].label, ==, "photos");
+        g_assert_true(children_become(pid, 1));
+        partition_info_array_free(list, n);
+        image_reader_free(reader);
+        g_assert_cmpint(waitpid(pid, NULL, 0), ==, pid);
+
+        sd_event_unref(event);
+        close(blank_fd);
         close(fd);
 }
 
@@ -951,6 +1066,7 @@ int main(int argc, char **argv)
         g_test_add_func("/worker/reader/confined-child-can-do-nothing", test_confined_child_can_do_nothing);
         g_test_add_func("/worker/reader/plans-as-loopd-would", test_reader_plans_as_loopd_would);
         g_test_add_func("/worker/reader/session-serves-an-attach", test_reader_session_serves_an_attach);
+        g_test_add_func("/worker/reader/session-reads-ahead", test_reader_session_reads_ahead);
         g_test_add_func("/worker/reader/edits-tables-confined", test_reader_edits_tables_confined);
         g_test_add_func("/worker/reader/table-answer-is-checked", test_table_answer_is_checked);
         g_test_add_func("/worker/forked/runs-bounded", test_forked_runs_bounded);
