@@ -247,33 +247,30 @@ static void watcher_dispatch_waits(Watcher *w, const LoopEvent *e)
         }
 }
 
-/* The table's device whose sysfs directory holds partition d's (.../block/loopN/loopNpM); NULL when the
- * table has no loopN. */
-static Tracked *partition_disk_in_table(Watcher *w, struct udev_device *d)
+/* The number N of the loop device whose sysfs directory holds partition d's (.../block/loopN/loopNpM). */
+static int partition_disk_number(struct udev_device *d, unsigned *ret)
 {
         const char *devpath = udev_device_get_devpath(d), *end, *name;
         char disk[LOOP_NODE_MAX];
-        unsigned number;
 
         end = devpath ? strrchr(devpath, '/') : NULL;
         if (!end || end == devpath)
-                return NULL;
+                return -ENODEV;
         for (name = end; name > devpath && name[-1] != '/'; name--)
                 ;
         if (end == name || (size_t)(end - name) >= sizeof(disk))
-                return NULL;
+                return -ENODEV;
         memcpy(disk, name, (size_t)(end - name));
         disk[end - name] = '\0';
-        if (loop_parse_name(disk, &number) < 0)
-                return NULL;
-        return watcher_find(w, number);
+        return loop_parse_name(disk, ret);
 }
 
 /* Reads what a uevent says about a loop disk or partition: its devnum, its disk's devnum (a partition's
  * parent device) and the disk's diskseq (the event's DISKSEQ, else the parent's sysfs attribute). Partitions
  * are matched to their disk by that devnum and diskseq: the devnum of the table's loopN when the partition's
- * sysfs directory is below loopN's (a loop disk's devnum follows from its number), else the parent's as
- * libudev reads it, for a device the table does not have yet. -ENODEV for anything but loop devices. */
+ * sysfs directory is below loopN's (a loop disk's devnum follows from its number); for a loopN the table
+ * does not have (yet, or any more: a detached device's partitions go after it), none, and loopN's number;
+ * else the parent's as libudev reads it. -ENODEV for anything but loop devices. */
 static int loop_event_read(Watcher *w, struct udev_device *d, const char *action, LoopEvent *ret)
 {
         const char *devtype = udev_device_get_devtype(d),
@@ -284,13 +281,28 @@ static int loop_event_read(Watcher *w, struct udev_device *d, const char *action
                 .devnum = udev_device_get_devnum(d),
                 .seqnum = udev_device_get_seqnum(d),
                 .add_or_change = streq(action, "add") || streq(action, "change"),
+                /* udev writes "change" into the uevent file of a device someone closed after writing to it
+                 * (its inotify watch): that event carries SYNTH_UUID. What is on the device may be new. */
+                .written = streq(action, "change") && udev_device_get_property_value(d, "SYNTH_UUID"),
         };
 
         if (streq_ptr(devtype, "partition")) {
-                /* A loop disk's devnum is its number's: with the disk in the table and the event's own
-                 * DISKSEQ (the kernel's partition events carry it) nothing is read. Otherwise libudev reads
-                 * the parent's uevent file and, for a DISKSEQ, its sysfs attribute. */
-                known = seq ? partition_disk_in_table(w, d) : NULL;
+                unsigned number;
+
+                /* With the event's own DISKSEQ (the kernel's partition events carry it) nothing is read: the
+                 * disk is the table's loopN, or one it does not have, whose number is all a look at the
+                 * kernel needs (its partitions are refreshed with it). Otherwise libudev reads the parent's
+                 * uevent file and, for a DISKSEQ, its sysfs attribute: a chase through sysfs, for each
+                 * event. */
+                if (seq && partition_disk_number(d, &number) >= 0) {
+                        known = watcher_find(w, number);
+                        if (!known) {
+                                e.number = number;
+                                e.diskseq = strtoull(seq, NULL, 10);
+                                *ret = e;
+                                return 0;
+                        }
+                }
                 if (!known) {
                         disk = udev_device_get_parent_with_subsystem_devtype(d, "block", "disk");
                         if (!disk)
@@ -300,9 +312,6 @@ static int loop_event_read(Watcher *w, struct udev_device *d, const char *action
                 }
         } else
                 e.disk_change = streq(action, "change");
-        /* udev writes "change" into the uevent file of a device someone closed after writing to it (its
-         * inotify watch): that event carries SYNTH_UUID. What is on the device may be new. */
-        e.written = streq(action, "change") && udev_device_get_property_value(d, "SYNTH_UUID");
         e.disk_devnum = known ? known->info->devnum : udev_device_get_devnum(disk);
         e.diskseq = seq ? strtoull(seq, NULL, 10) : 0;
         if (major(e.disk_devnum) != LOOP_MAJOR)
