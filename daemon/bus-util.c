@@ -168,7 +168,7 @@ int bus_get_loop(const char *device, unsigned *ret_number, LoopInfo **ret, sd_bu
         r = bus_parse_loop_name(device, ret_number, error);
         if (r < 0)
                 return r;
-        r = loop_get_info(*ret_number, ret);
+        r = loop_get_identity(*ret_number, ret);
         if (r == -ENXIO || r == -ENODEV || r == -ENOENT)
                 return sd_bus_error_setf(
                         error, LOOPD_ERROR_NOT_FOUND, "loop%u is not attached", *ret_number);

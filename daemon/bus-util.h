@@ -21,8 +21,8 @@ int bus_parse_loop_name(const char *s, unsigned *ret, sd_bus_error *error);
 int bus_parse_loop_node(const char *s, unsigned *ret_number, unsigned *ret_partition, dev_t *ret_devnum,
         sd_bus_error *error);
 
-/* The bound device a caller named ("loopN" or "/dev/loopN"), as the kernel has it now: NotManaged,
- * InvalidArgument or NotFound else. */
+/* Which bound device a caller named ("loopN" or "/dev/loopN") is, as the kernel has it now
+ * (loop_get_identity()): NotManaged, InvalidArgument or NotFound else. */
 int bus_get_loop(const char *device, unsigned *ret_number, LoopInfo **ret, sd_bus_error *error);
 /* /org/loopd1/device/loopN (NULL on ENOMEM). */
 char *device_object_path(unsigned number);

@@ -20,6 +20,7 @@
 #include "partition.h"
 #include "process-util.h"
 #include "runner.h"
+#include "sysfs.h"
 
 /* How often loop_attach() asks for another free device when others keep taking the one it got. */
 #define ATTACH_ATTEMPTS 64
@@ -80,7 +81,7 @@ static int open_loop_private_rw(int devfd, unsigned number)
         return fd;
 }
 
-static int verify_device(int devfd, const LoopConfig *config, uint64_t expected_size)
+static int verify_device(int devfd, const LoopConfig *config, uint64_t expected_size, uint64_t *ret_size)
 {
         uint64_t size;
         int ss, ro;
@@ -99,6 +100,7 @@ static int verify_device(int devfd, const LoopConfig *config, uint64_t expected_
                 return negative_errno();
         if (expected_size != UINT64_MAX && size != expected_size)
                 return -EIO;
+        *ret_size = size;
         return 0;
 }
 
@@ -296,20 +298,50 @@ static int configure_device(int devfd, unsigned number, int backing_fd, const Lo
 }
 
 /* The info of the device we just bound (loopN), checked to be the incarnation with diskseq. */
-static int read_bound_info(unsigned number, uint64_t diskseq, LoopInfo **ret)
+/* The info of loopN, bound a moment ago and held (devfd: nobody can unbind it meanwhile), of diskseq and
+ * size bytes: what config asked for and verify_device() found applied, and from sysfs what the kernel
+ * decides itself: the backing file's name as it reports it, partition scanning (on for every device where
+ * loop's max_part is set) and direct I/O (off where the backing file refuses it). 3 reads of sysfs, not
+ * loop_get_info()'s 13. */
+static int read_bound_info(int devfd, unsigned number, uint64_t diskseq, uint64_t size,
+        const LoopConfig *config, LoopInfo **ret)
 {
         _cleanup_(loop_info_freep) LoopInfo *info = NULL;
-        uint64_t seqnum = loop_uevent_seqnum();
+        _cleanup_close_ int sysfd = -EBADF;
+        char buf[4096 + 16];
+        struct stat st;
         int r;
 
-        r = loop_get_info(number, &info);
+        info = calloc(1, sizeof(LoopInfo));
+        if (!info)
+                return -ENOMEM;
+        *info = (LoopInfo){
+                .number = number,
+                .diskseq = diskseq,
+                .offset = config->offset,
+                .size_limit = config->size_limit,
+                .size = size,
+                .sector_size = config->sector_size,
+                .read_only = config->read_only,
+                /* Every uevent up to here is reflected in what follows. */
+                .uevent_seqnum = loop_uevent_seqnum(),
+        };
+        if (fstat(devfd, &st) < 0)
+                return negative_errno();
+        info->devnum = st.st_rdev;
+        sysfd = sysfs_open_loop(number, 0);
+        if (sysfd < 0)
+                return sysfd;
+        r = sysfs_read(sysfd, "loop", "backing_file", buf, sizeof(buf));
+        if (r >= 0)
+                r = sysfs_read_bool(sysfd, "loop", "partscan", &info->partscan);
+        if (r >= 0)
+                r = sysfs_read_bool(sysfd, "loop", "dio", &info->direct_io);
         if (r < 0)
-                return r;
-        if (diskseq != 0 && info->diskseq != 0 && info->diskseq != diskseq)
-                return -EIO;
-        if (info->diskseq == 0)
-                info->diskseq = diskseq;
-        info->uevent_seqnum = seqnum;
+                return r == -ENOENT || r == -ENODEV ? -EIO : r;
+        info->backing_file = strdup(buf);
+        if (!info->backing_file)
+                return -ENOMEM;
         *ret = TAKE_PTR(info);
         return 0;
 }
@@ -338,13 +370,13 @@ static int try_attach(unsigned number, int backing_fd, const LoopConfig *config,
         }
 
         /* From here on the device is ours: any failure unbinds it again. */
-        uint64_t diskseq = loop_device_diskseq(devfd, number);
+        uint64_t diskseq = loop_device_diskseq(devfd, number), size = 0;
 
-        r = verify_device(devfd, config, expected_size);
+        r = verify_device(devfd, config, expected_size, &size);
         if (r >= 0 && config->partition_scan)
                 r = loop_sync_partitions(devfd, number, config->reader, backing_fd);
         if (r >= 0)
-                r = read_bound_info(number, diskseq, ret);
+                r = read_bound_info(devfd, number, diskseq, size, config, ret);
         if (r < 0) {
                 rollback(devfd, number);
                 if (config->on_number)

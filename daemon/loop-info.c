@@ -215,7 +215,7 @@ bool loop_is_bound(unsigned number, uint64_t diskseq)
 /* loopN's info from its sysfs directory (sysfd). Every binding has a diskseq of its own: unchanged from the
  * first read to the last, all of it is one binding's, not partly the next one's (bound to the number
  * meanwhile). */
-static int read_info(int sysfd, unsigned number, LoopInfo **ret)
+static int read_info(int sysfd, unsigned number, bool identity_only, LoopInfo **ret)
 {
         _cleanup_(loop_info_freep) LoopInfo *info = NULL;
         uint64_t diskseq;
@@ -224,9 +224,11 @@ static int read_info(int sysfd, unsigned number, LoopInfo **ret)
         r = read_identity_sysfs(sysfd, number, &info);
         if (r < 0)
                 return r;
-        r = read_state_sysfs(sysfd, info);
-        if (r < 0)
-                return r;
+        if (!identity_only) {
+                r = read_state_sysfs(sysfd, info);
+                if (r < 0)
+                        return r;
+        }
         if (info->diskseq != 0 &&
                 (sysfs_read_u64(sysfd, NULL, "diskseq", &diskseq) < 0 || diskseq != info->diskseq))
                 return -ENXIO;
@@ -234,7 +236,7 @@ static int read_info(int sysfd, unsigned number, LoopInfo **ret)
         return 0;
 }
 
-int loop_get_info(unsigned number, LoopInfo **ret)
+static int get_info(unsigned number, bool identity_only, LoopInfo **ret)
 {
         _cleanup_close_ int sysfd = -EBADF;
 
@@ -243,7 +245,17 @@ int loop_get_info(unsigned number, LoopInfo **ret)
         sysfd = sysfs_open_loop(number, 0);
         if (sysfd < 0)
                 return sysfd;
-        return read_info(sysfd, number, ret);
+        return read_info(sysfd, number, identity_only, ret);
+}
+
+int loop_get_info(unsigned number, LoopInfo **ret)
+{
+        return get_info(number, false, ret);
+}
+
+int loop_get_identity(unsigned number, LoopInfo **ret)
+{
+        return get_info(number, true, ret);
 }
 
 static int compare_infos(const void *a, const void *b)
@@ -282,7 +294,7 @@ static int list_loops(bool brief, LoopInfo ***ret, size_t *ret_n)
                         sysfd = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
                         if (sysfd < 0)
                                 continue;
-                        r = read_info(sysfd, number, &info);
+                        r = read_info(sysfd, number, false, &info);
                         safe_close(sysfd);
                 }
                 /* Unbound, or unbound (ENODEV from kernfs) or removed (ENOENT) while we looked. */
