@@ -173,8 +173,20 @@ static bool numbers_have(const unsigned *numbers, size_t n, unsigned number)
         return false;
 }
 
-/* Looks at the devices whose mounts differ between the last look and the mount table now, once each; the
- * numbers looked at go to *ret (NULL when out of memory: then nobody may count on them being looked at). */
+/* Whether a change of loopN's mounts may have changed loopN itself: only an autoclear device's (the first
+ * mount by loopd sets the kernel's flag; the last unmount detaches a device that has it), or one the table
+ * does not have yet. Any other device is as it was (umount -d detaches one, and its uevents say so): what
+ * changed is the mount points in its Partitions, which the table of mounts holds. */
+static bool mounts_change_device(Watcher *w, unsigned number)
+{
+        Tracked *t = watcher_find(w, number);
+
+        return !t || registry_device_autoclear(w->registry, t->info);
+}
+
+/* Looks at the devices whose mounts differ between the last look and the mount table now, once each (those
+ * the change may have changed: mounts_change_device()); the numbers looked at go to *ret (NULL when out of
+ * memory: then nobody may count on them being looked at). */
 static void watcher_refresh_mounted_devices(Watcher *w, MountTable *table, unsigned **ret, size_t *ret_n)
 {
         LoopMount *mounts = NULL;
@@ -192,7 +204,7 @@ static void watcher_refresh_mounted_devices(Watcher *w, MountTable *table, unsig
                                   : mount_entries_have(mounts, n, e->node, e->target);
                 unsigned number = e->number, *grown;
 
-                if (same || numbers_have(refreshed, n_refreshed, number))
+                if (same || numbers_have(refreshed, n_refreshed, number) || !mounts_change_device(w, number))
                         continue;
                 grown = oom ? NULL : reallocarray(refreshed, n_refreshed + 1, sizeof(unsigned));
                 if (grown) {
@@ -287,7 +299,7 @@ void watcher_update_mounts(Watcher *w)
          * have detached): those read above, after the mount table changed, are not read again. Then each
          * one still there shows its mount points in Partitions. */
         for (size_t i = 0; i < n; i++)
-                if (!numbers_have(refreshed, n_refreshed, touched[i]))
+                if (!numbers_have(refreshed, n_refreshed, touched[i]) && mounts_change_device(w, touched[i]))
                         watcher_refresh(w, touched[i], true);
         for (size_t i = 0; i < n; i++)
                 if (watcher_find(w, touched[i]))
