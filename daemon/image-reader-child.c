@@ -242,10 +242,14 @@ static int child_ahead(const Request *req, const ImageProbe *probe, int sock, in
                 memcpy(answer->specs, specs, answer->n * sizeof(PartitionSpec));
         r = socket_send(
                 sock, answer, offsetof(PlanAnswer, specs) + answer->n * sizeof(PartitionSpec), NULL, 0, 0);
-        parts = calloc(MAX(answer->n, 1u), sizeof(KernelPartition));
-        if (r < 0 || answer->result < 0 || !parts) {
+        if (r < 0 || answer->result < 0) {
                 (void)close(image_fd);
-                return r < 0 ? r : parts ? 0 : -ENOMEM;
+                return r; /* no plan, no list: loopd asks again */
+        }
+        parts = calloc(MAX(answer->n, 1u), sizeof(KernelPartition));
+        if (!parts) {
+                (void)close(image_fd);
+                return -ENOMEM;
         }
 
         /* The kernel lists its partitions by number. */

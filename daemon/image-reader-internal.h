@@ -103,7 +103,7 @@ typedef struct LoopAnswer {
  * with the plan's partitions (REQUEST_LOOP's answer). Attach binds the device meanwhile; whatever does not
  * match what it got is asked again (image-reader.c). */
 typedef struct PlanAnswer {
-        int32_t result; /* partition_plan()'s */
+        int32_t result; /* partition_plan()'s (sent ahead: or fstat()'s of the image) */
         uint32_t n;
         uint32_t sector_size; /* what the plan is for */
         uint64_t size;

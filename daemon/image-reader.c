@@ -38,6 +38,7 @@ typedef struct Parked {
         ino_t ino;
         int64_t until_ms; /* killed after this, asked or not */
         Ahead ahead;
+        uint64_t offset; /* ahead: where in the file the image was read from, the device's start */
         PartitionSpec *plan; /* AHEAD_LIST: the plan sent ahead, as sent */
         size_t n_plan;
         uint32_t sector_size; /* and the device it is for */
@@ -119,11 +120,13 @@ ImageReader *image_reader_free(ImageReader *reader)
         return NULL;
 }
 
-void image_reader_park(ImageReader *reader, int fd, int pidfd, int image_fd, bool ahead)
+void image_reader_park(ImageReader *reader, int fd, int pidfd, int image_fd, bool ahead, uint64_t offset)
 {
-        Parked p = {
-                .fd = fd, .pidfd = pidfd, .image_fd = -EBADF, .ahead = ahead ? AHEAD_PLAN : AHEAD_NONE
-        };
+        Parked p = { .fd = fd,
+                .pidfd = pidfd,
+                .image_fd = -EBADF,
+                .ahead = ahead ? AHEAD_PLAN : AHEAD_NONE,
+                .offset = offset };
         struct stat st;
 
         if (reader && image_fd >= 0)
@@ -315,15 +318,17 @@ fail:
 }
 
 /* Reads a REQUEST_LOOP answer from fd until its END (or deadline_ms): the list, as probe_loop_read() gives
- * it, or the child's error. */
-static int loop_answer_read(
-        int fd, const LoopProbeArea *area, int64_t deadline_ms, PartitionInfo **ret, size_t *ret_n)
+ * it, or the child's error (*ret_childs then true, unless NULL). */
+static int loop_answer_read(int fd, const LoopProbeArea *area, int64_t deadline_ms, PartitionInfo **ret,
+        size_t *ret_n, bool *ret_childs)
 {
         _cleanup_free_ char *buf = malloc(LOOP_ANSWER_MAX);
         PartitionInfo *list = calloc(area->n_parts + 2, sizeof(PartitionInfo));
         size_t n = 0;
         int r;
 
+        if (ret_childs)
+                *ret_childs = false;
         if (!buf || !list) {
                 free(list);
                 return -ENOMEM;
@@ -344,6 +349,8 @@ static int loop_answer_read(
                 }
                 memcpy(&head, buf, sizeof(head));
                 if (head.kind == LOOP_ANSWER_END) {
+                        if (ret_childs)
+                                *ret_childs = head.result < 0;
                         /* Every partition the kernel has, after the whole device if it holds a filesystem.
                          */
                         r = head.result < 0 ? (head.result >= -4095 ? head.result : -EIO)
@@ -472,7 +479,7 @@ int reader_ask(ImageReader *reader, int session_fd, const Request *req, size_t s
 void reader_asked_done(ImageReader *reader, Asked *a, bool answered, bool keep)
 {
         if (answered && keep && a->pid == 0 && a->session_fd >= 0 && a->pidfd >= 0) {
-                image_reader_park(reader, TAKE_FD(a->fd), TAKE_FD(a->pidfd), a->session_fd, false);
+                image_reader_park(reader, TAKE_FD(a->fd), TAKE_FD(a->pidfd), a->session_fd, false, 0);
                 return;
         }
         if (a->pidfd >= 0)
@@ -489,9 +496,10 @@ void reader_asked_done(ImageReader *reader, Asked *a, bool answered, bool keep)
 }
 
 /* Reads a PlanAnswer from fd (or the deadline_ms passes): the plan, each partition checked against the
- * device the answer says it is for; *ret_sector_size and *ret_size say which. */
+ * device the answer says it is for; *ret_sector_size and *ret_size say which. The child's own error sets
+ * *ret_childs (unless NULL). */
 static int plan_answer_read(int fd, int64_t deadline_ms, PartitionSpec **ret, size_t *ret_n,
-        uint32_t *ret_sector_size, uint64_t *ret_size)
+        uint32_t *ret_sector_size, uint64_t *ret_size, bool *ret_childs)
 {
         _cleanup_free_ PlanAnswer *answer = malloc(sizeof(PlanAnswer));
         _cleanup_free_ PartitionSpec *specs = NULL;
@@ -500,6 +508,8 @@ static int plan_answer_read(int fd, int64_t deadline_ms, PartitionSpec **ret, si
         ssize_t k;
         int r;
 
+        if (ret_childs)
+                *ret_childs = false;
         if (!answer)
                 return -ENOMEM;
         do {
@@ -510,8 +520,11 @@ static int plan_answer_read(int fd, int64_t deadline_ms, PartitionSpec **ret, si
         } while (k == -EAGAIN);
         if (k < (ssize_t)offsetof(PlanAnswer, specs))
                 return k < 0 && k != -EMSGSIZE ? (int)k : -EIO;
-        if (answer->result < 0)
+        if (answer->result < 0) {
+                if (ret_childs)
+                        *ret_childs = true;
                 return answer->result >= -4095 ? answer->result : -EIO;
+        }
         sector_size = answer->sector_size;
         size = answer->size;
         if (answer->n > REQUEST_PARTS_MAX ||
@@ -543,26 +556,35 @@ static int plan_answer_read(int fd, int64_t deadline_ms, PartitionSpec **ret, si
         return 0;
 }
 
+/* What an error reading what a child sent ahead comes to: the same error for loopd's own (its deadline
+ * passed, it is out of memory) and for an answer that breaks the rules, as a question would have got;
+ * -ENOMSG, ask again, for anything the child said or did (its own error, such as an image opened O_DIRECT
+ * that takes no unaligned read; its death, with the reader's). */
+static int ahead_error(int r, bool childs)
+{
+        return !childs && (r == -ETIMEDOUT || r == -EBADMSG || r == -ENOMEM) ? r : -ENOMSG;
+}
+
 /* Reads the plan p's child sent ahead (p->ahead is AHEAD_PLAN): 0, p->ahead AHEAD_LIST with the plan in p;
- * -ENOMSG when the child could not plan (it sends no list then); else the error reading it. */
+ * else ahead_error()'s. */
 static int ahead_read_plan(Parked *p, int64_t deadline_ms)
 {
+        bool childs;
         int r;
 
-        r = plan_answer_read(p->fd, deadline_ms, &p->plan, &p->n_plan, &p->sector_size, &p->size);
+        r = plan_answer_read(p->fd, deadline_ms, &p->plan, &p->n_plan, &p->sector_size, &p->size, &childs);
         if (r < 0)
-                /* The child's own error (an image opened O_DIRECT takes no unaligned read): asked again,
-                 * of the device. Its silence or a bad answer is what a question would get, too. */
-                return r == -ETIMEDOUT || r == -EBADMSG || r == -EIO || r == -ENOMEM ? r : -ENOMSG;
+                return ahead_error(r, childs);
         p->ahead = AHEAD_LIST;
         return 0;
 }
 
-/* The parked child of image_fd's file with what it sent ahead read up to its list, for a device of
- * sector_size and size bytes: 0 and *ret (still parked); -ENOMSG when there is none, or its plan is for
- * another device or failed (a child with messages unread is ended: a question then goes to a new one);
- * else the error reading the plan (the child is ended). */
-static int ahead_find(ImageReader *reader, int image_fd, uint32_t sector_size, uint64_t size, Parked **ret)
+/* The parked child of image_fd's file with what it sent ahead read up to its list, for a device that starts
+ * at offset in the file, of sector_size and size bytes: 0 and *ret (still parked); -ENOMSG when there is
+ * none, or its plan is for another device or failed (a child with messages unread is ended: a question then
+ * goes to a new one); else the error reading the plan (the child is ended). */
+static int ahead_find(ImageReader *reader, int image_fd, uint64_t offset, uint32_t sector_size,
+        uint64_t size, Parked **ret)
 {
         Parked *p = parked_find(reader, image_fd);
         int r;
@@ -576,7 +598,7 @@ static int ahead_find(ImageReader *reader, int image_fd, uint32_t sector_size, u
                         return r;
                 }
         }
-        if (p->sector_size != sector_size || p->size != size) {
+        if (p->offset != offset || p->sector_size != sector_size || p->size != size) {
                 image_reader_end_session(reader, image_fd);
                 return -ENOMSG;
         }
@@ -611,23 +633,24 @@ static int ahead_list(ImageReader *reader, const LoopProbeArea *area, PartitionI
 {
         Parked *found, p;
         Asked asked;
+        bool childs;
         int r;
 
-        r = ahead_find(reader, area->image_fd, area->sector_size, area->size, &found);
+        r = ahead_find(reader, area->image_fd, area->image_offset, area->sector_size, area->size, &found);
         if (r < 0)
                 return r;
         if (!ahead_plan_is(found, area)) {
                 image_reader_end_session(reader, area->image_fd);
                 return -ENOMSG;
         }
+        /* Gone only if its time ran out while its plan was read: then asked again. */
         if (unpark(reader, area->image_fd, &p) <= 0)
-                return -ENOMSG; /* never: ahead_find() found it */
+                return -ENOMSG;
         asked = (Asked){ .fd = TAKE_FD(p.fd), .pidfd = TAKE_FD(p.pidfd), .session_fd = -EBADF };
         parked_end(&p);
-        r = loop_answer_read(asked.fd, area, deadline_of(reader), ret, ret_n);
+        r = loop_answer_read(asked.fd, area, deadline_of(reader), ret, ret_n, &childs);
         reader_asked_done(reader, &asked, r >= 0, false);
-        /* The child's own error: asked again, of the device too. */
-        return r >= 0 || r == -ETIMEDOUT || r == -EBADMSG || r == -ENOMEM ? r : -ENOMSG;
+        return r >= 0 ? r : ahead_error(r, childs);
 }
 
 int image_reader_probe_loop(
@@ -664,14 +687,14 @@ int image_reader_probe_loop(
                 offsetof(Request, parts) + area->n_parts * sizeof(KernelPartition),
                 (int[]){ area->disk_fd, area->image_fd }, area->image_fd >= 0 ? 2 : 1, &asked);
         if (r >= 0)
-                r = loop_answer_read(asked.fd, area, asked.deadline_ms, ret, ret_n);
+                r = loop_answer_read(asked.fd, area, asked.deadline_ms, ret, ret_n, NULL);
         /* The first look at a device Attach bound ends the image's session. */
         reader_asked_done(reader, &asked, r >= 0, false);
         return r;
 }
 
 int image_reader_plan_partitions(ImageReader *reader, int devfd, uint32_t sector_size, uint64_t size,
-        int image_fd, PartitionSpec **ret, size_t *ret_n)
+        int image_fd, uint64_t image_offset, PartitionSpec **ret, size_t *ret_n)
 {
         /* A new child waits for the device's first probe after it, from the same image. */
         Request req = { .kind = REQUEST_PLAN,
@@ -687,15 +710,17 @@ int image_reader_plan_partitions(ImageReader *reader, int devfd, uint32_t sector
         if (devfd < 0 || !ret || !ret_n || sector_size < 512 || sector_size > 4096)
                 return -EINVAL;
         /* Sent ahead by the child that read the image, as the device was being bound. */
-        r = ahead_find(reader, image_fd, sector_size, size, &p);
+        r = ahead_find(reader, image_fd, image_offset, sector_size, size, &p);
         if (r >= 0) {
-                *ret = NULL;
+                _cleanup_free_ PartitionSpec *copy = NULL;
+
                 if (p->n_plan > 0) {
-                        *ret = malloc(p->n_plan * sizeof(PartitionSpec));
-                        if (!*ret)
+                        copy = malloc(p->n_plan * sizeof(PartitionSpec));
+                        if (!copy)
                                 return -ENOMEM;
-                        memcpy(*ret, p->plan, p->n_plan * sizeof(PartitionSpec));
+                        memcpy(copy, p->plan, p->n_plan * sizeof(PartitionSpec));
                 }
+                *ret = TAKE_PTR(copy);
                 *ret_n = p->n_plan;
                 return 0;
         }
@@ -703,8 +728,8 @@ int image_reader_plan_partitions(ImageReader *reader, int devfd, uint32_t sector
                 return r;
         r = reader_ask(reader, image_fd, &req, offsetof(Request, parts), &devfd, 1, &asked);
         if (r >= 0)
-                r = plan_answer_read(
-                        asked.fd, asked.deadline_ms, ret, ret_n, &answered_sector_size, &answered_size);
+                r = plan_answer_read(asked.fd, asked.deadline_ms, ret, ret_n, &answered_sector_size,
+                        &answered_size, NULL);
         if (r >= 0 && (answered_sector_size != sector_size || answered_size != size)) {
                 *ret = mfree(*ret);
                 r = -EBADMSG;
@@ -734,7 +759,7 @@ int image_reader_probe_filesystem(ImageReader *reader, int fd, const char *expec
                 strcpy(req.expected, expected);
         r = reader_ask(reader, -EBADF, &req, offsetof(Request, parts), &fd, 1, &asked);
         if (r >= 0)
-                r = loop_answer_read(asked.fd, &area, asked.deadline_ms, &list, &n);
+                r = loop_answer_read(asked.fd, &area, asked.deadline_ms, &list, &n, NULL);
         reader_asked_done(reader, &asked, r >= 0, false);
         if (r < 0)
                 return r;

@@ -80,10 +80,10 @@ int image_reader_probe_device(ImageReader *reader, unsigned number, int image_fd
 /* partition_plan(devfd, sector_size, size) in a child, as image_reader_probe_loop() probes: the partitions
  * BLKPG should add, each checked here against the device (a number from 1 to 256 given once, start and
  * length multiples of sector_size, within size): -EBADMSG for a plan that is not. image_fd (-EBADF: none):
- * the image devfd reads, whose session the plan goes on; the plan its child sent ahead for a device of
- * sector_size and size bytes, if it did, without a question. */
+ * the image devfd reads from image_offset on, whose session the plan goes on; the plan its child sent ahead
+ * for that device (read from there, of sector_size and size bytes), if it did, without a question. */
 int image_reader_plan_partitions(ImageReader *reader, int devfd, uint32_t sector_size, uint64_t size,
-        int image_fd, PartitionSpec **ret, size_t *ret_n);
+        int image_fd, uint64_t image_offset, PartitionSpec **ret, size_t *ret_n);
 /* probe_filesystem_fd(fd, expected) in a child, as image_reader_probe_loop() probes: fd is a block device
  * the caller opened (probe_open_node()). Missing values are "". */
 int image_reader_probe_filesystem(ImageReader *reader, int fd, const char *expected, char **ret_fstype,
@@ -112,9 +112,9 @@ int image_reader_table_delete(
  * ends or the reader's timeout passes, and at most 8 wait at once (the oldest goes first). */
 
 /* Parks the child behind fd (loopd's end of its socket, after its first answer was read) and pidfd, both
- * taken, under image_fd's file; ahead: it was asked ahead (image_reader_submit()). Without a reader, or when
- * anything is missing, the child is killed. */
-void image_reader_park(ImageReader *reader, int fd, int pidfd, int image_fd, bool ahead);
+ * taken, under image_fd's file; ahead: it was asked ahead (image_reader_submit()), reading the image from
+ * offset on. Without a reader, or when anything is missing, the child is killed. */
+void image_reader_park(ImageReader *reader, int fd, int pidfd, int image_fd, bool ahead, uint64_t offset);
 
 /* Ends the session parked under image_fd's file, if any (the call that read it is over: a failed Attach
  * leaves no child, and no copy of the caller's fd, behind), and those whose time is up. */

@@ -297,12 +297,11 @@ static int configure_device(int devfd, unsigned number, int backing_fd, const Lo
         return r;
 }
 
-/* The info of the device we just bound (loopN), checked to be the incarnation with diskseq. */
 /* The info of loopN, bound a moment ago and held (devfd: nobody can unbind it meanwhile), of diskseq and
  * size bytes: what config asked for and verify_device() found applied, and from sysfs what the kernel
  * decides itself: the backing file's name as it reports it, partition scanning (on for every device where
- * loop's max_part is set) and direct I/O (off where the backing file refuses it). 3 reads of sysfs, not
- * loop_get_info()'s 13. */
+ * loop's max_part is set) and direct I/O (off where the backing file refuses it). 3 of its attributes read,
+ * not loop_get_info()'s 13. */
 static int read_bound_info(int devfd, unsigned number, uint64_t diskseq, uint64_t size,
         const LoopConfig *config, LoopInfo **ret)
 {
@@ -374,7 +373,7 @@ static int try_attach(unsigned number, int backing_fd, const LoopConfig *config,
 
         r = verify_device(devfd, config, expected_size, &size);
         if (r >= 0 && config->partition_scan)
-                r = loop_sync_partitions(devfd, number, config->reader, backing_fd);
+                r = loop_sync_partitions(devfd, number, config->reader, backing_fd, config->offset);
         if (r >= 0)
                 r = read_bound_info(devfd, number, diskseq, size, config, ret);
         if (r < 0) {

@@ -42,9 +42,10 @@ bool loop_is_bound(unsigned number, uint64_t diskseq);
 
 /* Makes the partitions of the table on devfd (loopN, bound) exist as /dev/loopNpM: the kernel's own scan
  * when it created any, otherwise the table read with libblkid in a child of reader (image-reader.h) and
- * added with BLKPG (image_fd, -EBADF for none: what devfd reads, for the reader's session). Returns how
- * many. */
-int loop_sync_partitions(int devfd, unsigned number, ImageReader *reader, int image_fd);
+ * added with BLKPG (image_fd, -EBADF for none: what devfd reads from image_offset on, for the reader's
+ * session). Returns how many. */
+int loop_sync_partitions(
+        int devfd, unsigned number, ImageReader *reader, int image_fd, uint64_t image_offset);
 /* Removes /dev/loopNpM nodes that no longer name a live partition of loopN, reading all of /dev. */
 void loop_remove_stale_partition_nodes(unsigned number);
 /* The same for the names that can have had a node since loopd's first full look at loopN (see

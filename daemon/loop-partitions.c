@@ -49,8 +49,8 @@ static int ensure_partition_node(unsigned number, const KernelPartition *p)
         return 0;
 }
 
-static int sync_partitions(
-        int devfd, unsigned number, uint32_t sector_size, uint64_t size, ImageReader *reader, int image_fd)
+static int sync_partitions(int devfd, unsigned number, uint32_t sector_size, uint64_t size,
+        ImageReader *reader, int image_fd, uint64_t image_offset)
 {
         _cleanup_free_ KernelPartition *parts = NULL;
         size_t n = 0;
@@ -67,7 +67,7 @@ static int sync_partitions(
                 size_t nspecs = 0;
 
                 r = image_reader_plan_partitions(
-                        reader, devfd, sector_size, size, image_fd, &specs, &nspecs);
+                        reader, devfd, sector_size, size, image_fd, image_offset, &specs, &nspecs);
                 if (r < 0)
                         return r;
                 if (nspecs == 0)
@@ -101,7 +101,8 @@ static int sync_partitions(
         return (int)n;
 }
 
-int loop_sync_partitions(int devfd, unsigned number, ImageReader *reader, int image_fd)
+int loop_sync_partitions(
+        int devfd, unsigned number, ImageReader *reader, int image_fd, uint64_t image_offset)
 {
         uint64_t size;
         int ss;
@@ -112,7 +113,7 @@ int loop_sync_partitions(int devfd, unsigned number, ImageReader *reader, int im
                 return negative_errno();
         if (ss < 512 || ss > 4096)
                 return -EINVAL;
-        return sync_partitions(devfd, number, (uint32_t)ss, size, reader, image_fd);
+        return sync_partitions(devfd, number, (uint32_t)ss, size, reader, image_fd, image_offset);
 }
 
 int loop_restore_partitions(unsigned number, uint64_t expected_diskseq, ImageReader *reader)
@@ -124,7 +125,7 @@ int loop_restore_partitions(unsigned number, uint64_t expected_diskseq, ImageRea
         devfd = loop_open_checked(number, expected_diskseq);
         if (devfd < 0)
                 return devfd;
-        return loop_sync_partitions(devfd, number, reader, -EBADF);
+        return loop_sync_partitions(devfd, number, reader, -EBADF, 0);
 }
 
 int loop_open_writable(unsigned number, uint64_t expected_diskseq)
@@ -170,7 +171,7 @@ int loop_update_partitions(unsigned number, uint64_t expected_diskseq, ImageRead
                 return negative_errno();
         if (ss < 512 || ss > 4096)
                 return -EINVAL;
-        r = image_reader_plan_partitions(reader, devfd, (uint32_t)ss, size, -EBADF, &specs, &nspecs);
+        r = image_reader_plan_partitions(reader, devfd, (uint32_t)ss, size, -EBADF, 0, &specs, &nspecs);
         if (r < 0)
                 return r;
         r = partition_list_kernel(number, &parts, &n);

@@ -201,12 +201,13 @@ static int worker_on_io(sd_event_source *s, int fd, uint32_t revents, void *user
         if (header->result > 0 || header->result < -4095)
                 header->result = -EIO;
         /* The reader's child waits for what comes next about this image (the bound device's table and
-         * first probe), before the callback goes on to bind it. */
+         * first probe), or, asked ahead, reads on for it, before the callback goes on to bind it. */
         /* Only a raw image's: a virtual disk's device reads its export, never this image. */
         if (w->reader && w->pid == 0 && header->result >= 0 && !((const ImageProbe *)header->data)->format) {
                 /* Off the event loop first: the fd is the reader's from now on, and may be closed. */
                 w->io = sd_event_source_disable_unref(w->io);
-                image_reader_park(w->reader, TAKE_FD(w->pipe_fd), TAKE_FD(w->pidfd), w->probe.fd, w->ahead);
+                image_reader_park(w->reader, TAKE_FD(w->pipe_fd), TAKE_FD(w->pidfd), w->probe.fd, w->ahead,
+                        w->probe.offset);
         }
         worker_finish(w, header->result, header->data);
         return 0;

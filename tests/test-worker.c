@@ -429,8 +429,8 @@ static void test_reader_plans_as_loopd_would(void)
         g_assert_cmpuint(here[1].start, ==, 10240 * 512);
         g_assert_cmpuint(here[1].length, ==, 8192 * 512);
         for (int forked = 0; forked < 2; forked++) {
-                g_assert_cmpint(image_reader_plan_partitions(
-                                        forked ? NULL : reader, fd, 512, 16 << 20, -EBADF, &there, &n_there),
+                g_assert_cmpint(image_reader_plan_partitions(forked ? NULL : reader, fd, 512, 16 << 20,
+                                        -EBADF, 0, &there, &n_there),
                         ==, 0);
                 g_assert_cmpuint(n_there, ==, n_here);
                 for (size_t i = 0; i < n_here; i++) {
@@ -444,7 +444,7 @@ static void test_reader_plans_as_loopd_would(void)
         /* A device smaller than the table says: the plan is cut to it, and what the child answers is
          * checked against that size. */
         g_assert_cmpint(
-                image_reader_plan_partitions(reader, fd, 512, 8 << 20, -EBADF, &there, &n_there), ==, 0);
+                image_reader_plan_partitions(reader, fd, 512, 8 << 20, -EBADF, 0, &there, &n_there), ==, 0);
         for (size_t i = 0; i < n_there; i++)
                 g_assert_cmpuint(there[i].start + there[i].length, <=, 8 << 20);
         free(there);
@@ -863,6 +863,34 @@ static ImageReader *start_session(sd_event *event, uint64_t timeout_usec, int fd
         return reader;
 }
 
+/* The image an Attach's session reads in these tests: 16 MiB, a GPT with partition 1 ("alpha", 4 MiB from
+ * sector 2048) holding ext4 "photos"; opened read-only. */
+static int session_image_open(const char *path)
+{
+        int fd;
+
+        image_create(path, 16 << 20);
+        image_sfdisk(path, "label: gpt\nstart=2048,size=8192,name=alpha\n", 512);
+        g_free(image_mkfs_at(path, 2048 * 512, 8192 * 512, "ext4", "photos"));
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        g_assert_cmpint(fd, >=, 0);
+        return fd;
+}
+
+/* The first probe of the device bound to that image, as the watcher asks it: disk_fd what the device reads
+ * when asked, part its one partition. */
+static LoopProbeArea session_area(int disk_fd, int image_fd, const KernelPartition *part)
+{
+        return (LoopProbeArea){ .loop_number = 99991,
+                .devnum = 2,
+                .disk_fd = disk_fd,
+                .size = 16 << 20,
+                .sector_size = 512,
+                .image_fd = image_fd,
+                .parts = (KernelPartition *)part,
+                .n_parts = 1 };
+}
+
 static void test_reader_session_serves_an_attach(void)
 {
         g_autofree char *disk = g_build_filename(tmpdir, "session.img", NULL);
@@ -872,13 +900,7 @@ static void test_reader_session_serves_an_attach(void)
         ImageReader *reader = NULL;
         sd_event *event = NULL;
         pid_t pid;
-        int fd;
-
-        image_create(disk, 16 << 20);
-        image_sfdisk(disk, "label: gpt\nstart=2048,size=8192,name=alpha\n", 512);
-        g_free(image_mkfs_at(disk, 2048 * 512, 8192 * 512, "ext4", "photos"));
-        fd = open(disk, O_RDONLY | O_CLOEXEC);
-        g_assert_cmpint(fd, >=, 0);
+        int fd = session_image_open(disk);
 
         /* The image read, as Attach does: its child is parked, and the reader has forked the next. */
         g_assert_cmpint(sd_event_new(&event), >=, 0);
@@ -886,19 +908,12 @@ static void test_reader_session_serves_an_attach(void)
 
         /* The plan, then the first probe, from the same image: no child is forked for them. */
         g_assert_cmpint(
-                image_reader_plan_partitions(reader, fd, 512, 16 << 20, fd, &specs, &n_specs), ==, 0);
+                image_reader_plan_partitions(reader, fd, 512, 16 << 20, fd, 0, &specs, &n_specs), ==, 0);
         g_assert_cmpuint(n_specs, ==, 1);
         g_assert_cmpuint(specs[0].start, ==, 2048 * 512);
         g_assert_cmpuint(children_of(pid), ==, 2);
         const KernelPartition part = { .number = 1, .start = 2048 * 512, .size = 8192 * 512, .devnum = 1 };
-        LoopProbeArea a = { .loop_number = 99991,
-                .devnum = 2,
-                .disk_fd = fd,
-                .size = 16 << 20,
-                .sector_size = 512,
-                .image_fd = fd,
-                .parts = (KernelPartition *)&part,
-                .n_parts = 1 };
+        LoopProbeArea a = session_area(fd, fd, &part);
         g_assert_cmpint(image_reader_probe_loop(reader, &a, &list, &n), ==, 0);
         g_assert_cmpuint(n, ==, 1);
         g_assert_cmpstr(list[0].part_name, ==, "alpha");
@@ -943,13 +958,8 @@ static void test_reader_session_reads_ahead(void)
         ImageReader *reader = NULL;
         sd_event *event = NULL;
         pid_t pid;
-        int fd, blank_fd;
+        int fd = session_image_open(disk), blank_fd;
 
-        image_create(disk, 16 << 20);
-        image_sfdisk(disk, "label: gpt\nstart=2048,size=8192,name=alpha\n", 512);
-        g_free(image_mkfs_at(disk, 2048 * 512, 8192 * 512, "ext4", "photos"));
-        fd = open(disk, O_RDONLY | O_CLOEXEC);
-        g_assert_cmpint(fd, >=, 0);
         /* What the "device" reads when a question goes to it: nothing at all. */
         image_create(blank, 16 << 20);
         blank_fd = open(blank, O_RDONLY | O_CLOEXEC);
@@ -959,7 +969,8 @@ static void test_reader_session_reads_ahead(void)
         /* The plan of a device of the image's size: the image's, though the device given has no table. */
         reader = start_session(event, IMAGE_READER_TIMEOUT_USEC, fd, true, &pid);
         g_assert_cmpint(
-                image_reader_plan_partitions(reader, blank_fd, 512, 16 << 20, fd, &specs, &n_specs), ==, 0);
+                image_reader_plan_partitions(reader, blank_fd, 512, 16 << 20, fd, 0, &specs, &n_specs), ==,
+                0);
         g_assert_cmpuint(n_specs, ==, 1);
         g_assert_cmpuint(specs[0].number, ==, 1);
         g_assert_cmpuint(specs[0].start, ==, 2048 * 512);
@@ -967,14 +978,7 @@ static void test_reader_session_reads_ahead(void)
         free(specs);
         specs = NULL;
         /* Then the first probe of that device, with the planned partition: sent ahead too. */
-        LoopProbeArea a = { .loop_number = 99992,
-                .devnum = 2,
-                .disk_fd = blank_fd,
-                .size = 16 << 20,
-                .sector_size = 512,
-                .image_fd = fd,
-                .parts = (KernelPartition *)&planned,
-                .n_parts = 1 };
+        LoopProbeArea a = session_area(blank_fd, fd, &planned);
         g_assert_cmpint(image_reader_probe_loop(reader, &a, &list, &n), ==, 0);
         g_assert_cmpuint(n, ==, 1);
         g_assert_cmpuint(list[0].number, ==, 1);
@@ -988,30 +992,30 @@ static void test_reader_session_reads_ahead(void)
         image_reader_free(reader);
         g_assert_cmpint(waitpid(pid, NULL, 0), ==, pid);
 
-        /* A device of another size (the file changed as it was bound): the plan is asked of the device. */
-        reader = start_session(event, IMAGE_READER_TIMEOUT_USEC, fd, true, &pid);
-        g_assert_cmpint(
-                image_reader_plan_partitions(reader, blank_fd, 512, 8 << 20, fd, &specs, &n_specs), ==, 0);
-        g_assert_cmpuint(n_specs, ==, 0);
-        image_reader_end_session(reader, fd);
-        g_assert_true(children_become(pid, 1));
-        image_reader_free(reader);
-        g_assert_cmpint(waitpid(pid, NULL, 0), ==, pid);
-
-        /* Another sector size, likewise. */
-        reader = start_session(event, IMAGE_READER_TIMEOUT_USEC, fd, true, &pid);
-        g_assert_cmpint(
-                image_reader_plan_partitions(reader, blank_fd, 4096, 16 << 20, fd, &specs, &n_specs), ==, 0);
-        g_assert_cmpuint(n_specs, ==, 0);
-        image_reader_end_session(reader, fd);
-        image_reader_free(reader);
-        g_assert_cmpint(waitpid(pid, NULL, 0), ==, pid);
+        /* A device of another size (the file changed as it was bound), of another sector size, or at
+         * another offset of the same file: the plan is asked of the device. */
+        const struct {
+                uint32_t sector_size;
+                uint64_t size, offset;
+        } others[] = { { 512, 8 << 20, 0 }, { 4096, 16 << 20, 0 }, { 512, 16 << 20, 1 << 20 } };
+        for (size_t i = 0; i < G_N_ELEMENTS(others); i++) {
+                reader = start_session(event, IMAGE_READER_TIMEOUT_USEC, fd, true, &pid);
+                g_assert_cmpint(image_reader_plan_partitions(reader, blank_fd, others[i].sector_size,
+                                        others[i].size, fd, others[i].offset, &specs, &n_specs),
+                        ==, 0);
+                g_assert_cmpuint(n_specs, ==, 0);
+                image_reader_end_session(reader, fd);
+                g_assert_true(children_become(pid, 1));
+                image_reader_free(reader);
+                g_assert_cmpint(waitpid(pid, NULL, 0), ==, pid);
+        }
 
         /* Partitions other than the plan's (the kernel refused one, somebody changed them): the list is
          * read for the device's partitions, not taken from what was sent ahead. */
         reader = start_session(event, IMAGE_READER_TIMEOUT_USEC, fd, true, &pid);
         g_assert_cmpint(
-                image_reader_plan_partitions(reader, blank_fd, 512, 16 << 20, fd, &specs, &n_specs), ==, 0);
+                image_reader_plan_partitions(reader, blank_fd, 512, 16 << 20, fd, 0, &specs, &n_specs), ==,
+                0);
         g_assert_cmpuint(n_specs, ==, 1);
         free(specs);
         specs = NULL;
