@@ -12,10 +12,11 @@
  * header checked for a sane entry array and read again by libblkid can ask it for gigabytes. So the child
  * confines itself before it takes a request: an id that no user or file has (not root; the same for all of
  * them, so the filter keeps them from signalling each other), no capabilities, no_new_privs, /dev/null for
- * its standard streams, a seccomp filter (the sandboxes' and: no signal, no flock, no loop ioctl, nothing
- * opened for writing or made, changed or removed by name), 256 MiB of private memory more than the reader
- * had, no child. libblkid's parsers then read a user's bytes in a process that has nothing to lose; so do
- * libfdisk's when loopd changes a device's partition table (image-reader-table.c).
+ * its standard streams, a seccomp filter (the sandboxes', which the reader loads on itself and each child
+ * inherits, and: no signal, no flock, no loop ioctl, nothing opened for writing or made, changed or removed
+ * by name), 256 MiB of private memory more than the reader had, no child. libblkid's parsers then read a
+ * user's bytes in a process that has nothing to lose; so do libfdisk's when loopd changes a device's
+ * partition table (image-reader-table.c).
  */
 #pragma once
 

@@ -214,9 +214,9 @@ static int add_rules(scmp_filter_ctx ctx, SandboxFilterKind kind)
         bool fake_block_ioctls = kind == SANDBOX_FILTER_MKFS_XFS;
         int r;
 
-        if (kind == SANDBOX_FILTER_READER) {
+        if (kind == SANDBOX_FILTER_READER || kind == SANDBOX_FILTER_READER_OWN) {
                 r = reader_rules(ctx);
-                if (r < 0)
+                if (r < 0 || kind == SANDBOX_FILTER_READER_OWN)
                         return r;
         }
 

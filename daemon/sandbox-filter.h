@@ -9,6 +9,8 @@ typedef enum SandboxFilterKind {
         SANDBOX_FILTER_MKFS_XFS, /* the same, and BLKBSZSET and BLKFLSBUF succeed without doing anything */
         SANDBOX_FILTER_READER, /* the image reader's children: also no signal to anyone, no flock, no loop
                                 * ioctl, and nothing written, made or changed by name in any filesystem */
+        SANDBOX_FILTER_READER_OWN, /* those last rules alone, for a child of a process that loaded
+                                    * SANDBOX_FILTER_PROGRAM: the two stacked are SANDBOX_FILTER_READER */
         _SANDBOX_FILTER_MAX,
 } SandboxFilterKind;
 
