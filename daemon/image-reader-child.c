@@ -65,8 +65,9 @@ static int data_size(uint64_t *ret)
 
 /* Before a child takes a request: from then on it reads what a caller handed in, so it keeps nothing that
  * reading could turn against anyone. It runs as READER_ID (when the reader is root), without capabilities,
- * with no_new_privs, the sandboxes' seccomp filter, no memory beyond what a probe needs, no file it may
- * write to and no child of its own. It needs nothing else: the fds it reads come over the socket. */
+ * with no_new_privs, the reader's seccomp rules on top of the sandboxes' (which a child of the reader
+ * inherits, and any other loads with them: ReaderLimits), no memory beyond what a probe needs, no file it
+ * may write to and no child of its own. It needs nothing else: the fds it reads come over the socket. */
 int reader_child_confine(const ReaderLimits *limits, pid_t reader)
 {
         struct rlimit data;
@@ -129,14 +130,12 @@ static int send_entry(int sock, const PartitionInfo *e)
         return socket_send(sock, buf, at, NULL, 0, 0) < 0 ? -EIO : 0;
 }
 
-/* The limits of a child of the calling process (loopd or the reader): the seccomp filter, and the caller's
- * data size now and READER_DATA_HEADROOM. */
-int reader_limits_for_child(ReaderLimits *ret)
+int reader_limits_for_child(bool stacked, ReaderLimits *ret)
 {
         uint64_t data;
         int r;
 
-        r = sandbox_filter_get(SANDBOX_FILTER_READER, &ret->filter);
+        r = sandbox_filter_get(stacked ? SANDBOX_FILTER_READER_OWN : SANDBOX_FILTER_READER, &ret->filter);
         if (r < 0)
                 return r;
         r = data_size(&data);
@@ -152,7 +151,7 @@ int image_reader_confine(void)
         pid_t parent = getppid();
         int r;
 
-        r = reader_limits_for_child(&limits);
+        r = reader_limits_for_child(false, &limits);
         if (r < 0)
                 return r;
         return reader_child_confine(&limits, parent);
@@ -438,17 +437,15 @@ void reader_serve(int sock, void *userdata)
          * own that every probe faults in page by page. */
         (void)mallopt(M_MMAP_THRESHOLD, 4 << 20);
         (void)mallopt(M_TRIM_THRESHOLD, 16 << 20);
-        /* Found here, once: each child only applies them (the filter built, not loaded). */
-        if (reader_limits_for_child(&limits) < 0)
-                return;
         /* The sandboxes' rules on the reader itself (it forks, reads and closes; root, it may load a filter
          * without no_new_privs): each child inherits them and loads only the reader's own. The kernel
          * compiles a filter as it is loaded, a tenth of a millisecond a child for the whole one. Without
          * that, each child loads the whole one. */
-        const struct sock_fprog *base, *own;
-        if (sandbox_filter_get(SANDBOX_FILTER_PROGRAM, &base) >= 0 &&
-                sandbox_filter_get(SANDBOX_FILTER_READER_OWN, &own) >= 0 &&
-                prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, base) >= 0)
-                limits.filter = own;
+        const struct sock_fprog *base;
+        bool stacked = sandbox_filter_get(SANDBOX_FILTER_PROGRAM, &base) >= 0 &&
+                prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, base) >= 0;
+        /* Found here, once: each child only applies them (the filter built, not loaded). */
+        if (reader_limits_for_child(stacked, &limits) < 0)
+                return;
         prefork_serve(sock, reader_child, &(ReaderChild){ .reader = getpid(), .limits = &limits });
 }

@@ -112,16 +112,19 @@ typedef struct PlanAnswer {
 
 /* What every child of a reader is confined to, found once by the reader. */
 typedef struct ReaderLimits {
-        const struct sock_fprog *filter; /* sandbox-filter.h's */
+        /* sandbox-filter.h's: SANDBOX_FILTER_READER_OWN for a child of a reader that loaded
+         * SANDBOX_FILTER_PROGRAM on itself, else SANDBOX_FILTER_READER */
+        const struct sock_fprog *filter;
         rlim_t data; /* RLIMIT_DATA: the reader's own data size and READER_DATA_HEADROOM */
 } ReaderLimits;
 
 /* In a child of the reader: confines it as image-reader.h says (limits found by reader_limits_for_child() in
  * the process that forks it, reader its parent's pid). */
 int reader_child_confine(const ReaderLimits *limits, pid_t reader);
-/* The limits of a child of the calling process (loopd or the reader): the seccomp filter, and the caller's
- * data size now and READER_DATA_HEADROOM. */
-int reader_limits_for_child(ReaderLimits *ret);
+/* The limits of a child of the calling process (loopd or the reader): the seccomp filter (stacked: the
+ * reader's own rules alone, the caller carries the sandboxes'), and the caller's data size now and
+ * READER_DATA_HEADROOM. */
+int reader_limits_for_child(bool stacked, ReaderLimits *ret);
 /* In a confined child: answers req on fds[0], reading fds[1] and fds[2] (-EBADF when not given): the child's
  * exit status. */
 int reader_child_answer(const Request *req, const int fds[3]);

@@ -318,17 +318,17 @@ fail:
 }
 
 /* Reads a REQUEST_LOOP answer from fd until its END (or deadline_ms): the list, as probe_loop_read() gives
- * it, or the child's error (*ret_childs then true, unless NULL). */
+ * it, or the child's error (*from_child then true, unless NULL). */
 static int loop_answer_read(int fd, const LoopProbeArea *area, int64_t deadline_ms, PartitionInfo **ret,
-        size_t *ret_n, bool *ret_childs)
+        size_t *ret_n, bool *from_child)
 {
         _cleanup_free_ char *buf = malloc(LOOP_ANSWER_MAX);
         PartitionInfo *list = calloc(area->n_parts + 2, sizeof(PartitionInfo));
         size_t n = 0;
         int r;
 
-        if (ret_childs)
-                *ret_childs = false;
+        if (from_child)
+                *from_child = false;
         if (!buf || !list) {
                 free(list);
                 return -ENOMEM;
@@ -349,8 +349,8 @@ static int loop_answer_read(int fd, const LoopProbeArea *area, int64_t deadline_
                 }
                 memcpy(&head, buf, sizeof(head));
                 if (head.kind == LOOP_ANSWER_END) {
-                        if (ret_childs)
-                                *ret_childs = head.result < 0;
+                        if (from_child)
+                                *from_child = head.result < 0;
                         /* Every partition the kernel has, after the whole device if it holds a filesystem.
                          */
                         r = head.result < 0 ? (head.result >= -4095 ? head.result : -EIO)
@@ -390,7 +390,7 @@ static int ask_forked(const Request *req, const int *fds, size_t n_fds, Asked *r
         int pair[2], r;
 
         /* In loopd: the filter is built once, the child only loads it. */
-        r = reader_limits_for_child(&limits);
+        r = reader_limits_for_child(false, &limits);
         if (r < 0)
                 return r;
         if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
@@ -497,9 +497,9 @@ void reader_asked_done(ImageReader *reader, Asked *a, bool answered, bool keep)
 
 /* Reads a PlanAnswer from fd (or the deadline_ms passes): the plan, each partition checked against the
  * device the answer says it is for; *ret_sector_size and *ret_size say which. The child's own error sets
- * *ret_childs (unless NULL). */
+ * *from_child (unless NULL). */
 static int plan_answer_read(int fd, int64_t deadline_ms, PartitionSpec **ret, size_t *ret_n,
-        uint32_t *ret_sector_size, uint64_t *ret_size, bool *ret_childs)
+        uint32_t *ret_sector_size, uint64_t *ret_size, bool *from_child)
 {
         _cleanup_free_ PlanAnswer *answer = malloc(sizeof(PlanAnswer));
         _cleanup_free_ PartitionSpec *specs = NULL;
@@ -508,8 +508,8 @@ static int plan_answer_read(int fd, int64_t deadline_ms, PartitionSpec **ret, si
         ssize_t k;
         int r;
 
-        if (ret_childs)
-                *ret_childs = false;
+        if (from_child)
+                *from_child = false;
         if (!answer)
                 return -ENOMEM;
         do {
@@ -521,8 +521,8 @@ static int plan_answer_read(int fd, int64_t deadline_ms, PartitionSpec **ret, si
         if (k < (ssize_t)offsetof(PlanAnswer, specs))
                 return k < 0 && k != -EMSGSIZE ? (int)k : -EIO;
         if (answer->result < 0) {
-                if (ret_childs)
-                        *ret_childs = true;
+                if (from_child)
+                        *from_child = true;
                 return answer->result >= -4095 ? answer->result : -EIO;
         }
         sector_size = answer->sector_size;
@@ -557,24 +557,26 @@ static int plan_answer_read(int fd, int64_t deadline_ms, PartitionSpec **ret, si
 }
 
 /* What an error reading what a child sent ahead comes to: the same error for loopd's own (its deadline
- * passed, it is out of memory) and for an answer that breaks the rules, as a question would have got;
- * -ENOMSG, ask again, for anything the child said or did (its own error, such as an image opened O_DIRECT
- * that takes no unaligned read; its death, with the reader's). */
-static int ahead_error(int r, bool childs)
+ * passed, it is out of memory) and for an answer whose contents break the rules (-EBADMSG), as a question
+ * would have got; -ENOMSG, ask again, for anything else the child said or did (its own error, such as an
+ * image opened O_DIRECT that takes no unaligned read; a message cut short; its death, with the
+ * reader's). */
+static int ahead_error(int r, bool from_child)
 {
-        return !childs && (r == -ETIMEDOUT || r == -EBADMSG || r == -ENOMEM) ? r : -ENOMSG;
+        return !from_child && (r == -ETIMEDOUT || r == -EBADMSG || r == -ENOMEM) ? r : -ENOMSG;
 }
 
 /* Reads the plan p's child sent ahead (p->ahead is AHEAD_PLAN): 0, p->ahead AHEAD_LIST with the plan in p;
  * else ahead_error()'s. */
 static int ahead_read_plan(Parked *p, int64_t deadline_ms)
 {
-        bool childs;
+        bool from_child;
         int r;
 
-        r = plan_answer_read(p->fd, deadline_ms, &p->plan, &p->n_plan, &p->sector_size, &p->size, &childs);
+        r = plan_answer_read(
+                p->fd, deadline_ms, &p->plan, &p->n_plan, &p->sector_size, &p->size, &from_child);
         if (r < 0)
-                return ahead_error(r, childs);
+                return ahead_error(r, from_child);
         p->ahead = AHEAD_LIST;
         return 0;
 }
@@ -633,7 +635,7 @@ static int ahead_list(ImageReader *reader, const LoopProbeArea *area, PartitionI
 {
         Parked *found, p;
         Asked asked;
-        bool childs;
+        bool from_child;
         int r;
 
         r = ahead_find(reader, area->image_fd, area->image_offset, area->sector_size, area->size, &found);
@@ -648,9 +650,9 @@ static int ahead_list(ImageReader *reader, const LoopProbeArea *area, PartitionI
                 return -ENOMSG;
         asked = (Asked){ .fd = TAKE_FD(p.fd), .pidfd = TAKE_FD(p.pidfd), .session_fd = -EBADF };
         parked_end(&p);
-        r = loop_answer_read(asked.fd, area, deadline_of(reader), ret, ret_n, &childs);
+        r = loop_answer_read(asked.fd, area, deadline_of(reader), ret, ret_n, &from_child);
         reader_asked_done(reader, &asked, r >= 0, false);
-        return r >= 0 ? r : ahead_error(r, childs);
+        return r >= 0 ? r : ahead_error(r, from_child);
 }
 
 int image_reader_probe_loop(

@@ -69,7 +69,7 @@ int image_reader_submit(ImageReader *reader, int image_fd, uint64_t offset, uint
  * never in loopd. Waits up to the reader's timeout, and kills the child past it (-ETIMEDOUT). -EIO when the
  * child died first; -EBADMSG when it answered what area does not allow; else the child's error. The list
  * the child parked under area->image_fd's file sent ahead is taken instead when it is for this device (its
- * size, sector size and partitions); one for another is dropped with its child. */
+ * start in the file, size, sector size and partitions); one for another is dropped with its child. */
 int image_reader_probe_loop(
         ImageReader *reader, const LoopProbeArea *area, PartitionInfo **ret, size_t *ret_n);
 /* What is on loopN now: probe_loop_open() here (no byte of its contents read), image_reader_probe_loop()
@@ -107,10 +107,10 @@ int image_reader_table_delete(
  * table of the device bound to it, then that device's first probe, which ends the session. One child an
  * Attach, as when it only read the image: a fork costs a millisecond of CPU on a 2-CPU VM. Asked ahead, it
  * does not wait for those questions: it reads the image for both answers while loopd binds the device, and
- * the answers are taken for the device when it is the one they were read for (size, sector size and
- * partitions); two round trips, and the reads of a new device whose cache is cold (each a request to the
- * loop worker), less on an Attach. A parked child is found by its image's inode, killed once its session
- * ends or the reader's timeout passes, and at most 8 wait at once (the oldest goes first). */
+ * the answers are taken for the device when it is the one they were read for (its start in the file, size,
+ * sector size and partitions); two round trips, and the reads of a new device whose cache is cold (each a
+ * request to the loop worker), less on an Attach. A parked child is found by its image's inode, killed once
+ * its session ends or the reader's timeout passes, and at most 8 wait at once (the oldest goes first). */
 
 /* Parks the child behind fd (loopd's end of its socket, after its first answer was read) and pidfd, both
  * taken, under image_fd's file; ahead: it was asked ahead (image_reader_submit()), reading the image from

@@ -14,6 +14,6 @@ typedef enum SandboxFilterKind {
         _SANDBOX_FILTER_MAX,
 } SandboxFilterKind;
 
-/* The filter, built on the first call (libseccomp), for a child to load after no_new_privs: loading it
- * allocates nothing. */
+/* The filter, built on the first call (libseccomp), for a child to load after no_new_privs (or a process
+ * with CAP_SYS_ADMIN, the reader, without): loading it allocates nothing. */
 int sandbox_filter_get(SandboxFilterKind kind, const struct sock_fprog **ret);
