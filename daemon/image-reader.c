@@ -495,6 +495,21 @@ void reader_asked_done(ImageReader *reader, Asked *a, bool answered, bool keep)
         a->pid = 0;
 }
 
+/* A copy of n specs (NULL for none) in *ret. */
+static int specs_copy(const PartitionSpec *specs, size_t n, PartitionSpec **ret)
+{
+        PartitionSpec *copy = NULL;
+
+        if (n > 0) {
+                copy = malloc(n * sizeof(PartitionSpec));
+                if (!copy)
+                        return -ENOMEM;
+                memcpy(copy, specs, n * sizeof(PartitionSpec));
+        }
+        *ret = copy;
+        return 0;
+}
+
 /* Reads a PlanAnswer from fd (or the deadline_ms passes): the plan, each partition checked against the
  * device the answer says it is for; *ret_sector_size and *ret_size say which. The child's own error sets
  * *from_child (unless NULL). */
@@ -502,7 +517,6 @@ static int plan_answer_read(int fd, int64_t deadline_ms, PartitionSpec **ret, si
         uint32_t *ret_sector_size, uint64_t *ret_size, bool *from_child)
 {
         _cleanup_free_ PlanAnswer *answer = malloc(sizeof(PlanAnswer));
-        _cleanup_free_ PartitionSpec *specs = NULL;
         uint32_t sector_size;
         uint64_t size;
         ssize_t k;
@@ -543,13 +557,9 @@ static int plan_answer_read(int fd, int64_t deadline_ms, PartitionSpec **ret, si
                         if (answer->specs[j].number == p->number)
                                 return -EBADMSG;
         }
-        if (answer->n > 0) {
-                specs = malloc(answer->n * sizeof(PartitionSpec));
-                if (!specs)
-                        return -ENOMEM;
-                memcpy(specs, answer->specs, answer->n * sizeof(PartitionSpec));
-        }
-        *ret = TAKE_PTR(specs);
+        r = specs_copy(answer->specs, answer->n, ret);
+        if (r < 0)
+                return r;
         *ret_n = answer->n;
         *ret_sector_size = sector_size;
         *ret_size = size;
@@ -714,17 +724,10 @@ int image_reader_plan_partitions(ImageReader *reader, int devfd, uint32_t sector
         /* Sent ahead by the child that read the image, as the device was being bound. */
         r = ahead_find(reader, image_fd, image_offset, sector_size, size, &p);
         if (r >= 0) {
-                _cleanup_free_ PartitionSpec *copy = NULL;
-
-                if (p->n_plan > 0) {
-                        copy = malloc(p->n_plan * sizeof(PartitionSpec));
-                        if (!copy)
-                                return -ENOMEM;
-                        memcpy(copy, p->plan, p->n_plan * sizeof(PartitionSpec));
-                }
-                *ret = TAKE_PTR(copy);
-                *ret_n = p->n_plan;
-                return 0;
+                r = specs_copy(p->plan, p->n_plan, ret);
+                if (r >= 0)
+                        *ret_n = p->n_plan;
+                return r;
         }
         if (r != -ENOMSG)
                 return r;
