@@ -187,6 +187,15 @@ int partition_plan_at(int fd, uint64_t base, uint32_t sector_size, uint64_t devi
                 return -EINVAL;
         if (sector_size < 512 || sector_size > 4096 || (sector_size & (sector_size - 1)) != 0)
                 return -EINVAL;
+        /* libblkid's offsets are signed, and a size of 0 is the whole file to it: an empty device (a file
+         * that shrank below the offset) has no table. */
+        if (base > INT64_MAX || device_size > INT64_MAX - base)
+                return -EINVAL;
+        if (device_size == 0) {
+                *ret = NULL;
+                *ret_n = 0;
+                return 0;
+        }
 
         r = partition_table_check_at(fd, base, sector_size, device_size);
         if (r == -EFBIG) {
