@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "image-reader-internal.h"
+#include "loop.h"
 #include "process-util.h"
 #include "sandbox-filter.h"
 
@@ -210,8 +211,8 @@ static int compare_specs(const void *a, const void *b)
 
 /* After a REQUEST_IMAGE answer (probe) that found a raw image: the plan of the device to be bound to it,
  * and what is on that device with the plan's partitions, read from image_fd (image-reader-internal.h,
- * PlanAnswer). The device's size is the kernel's: from offset to the end of the file, at most the size
- * limit, in whole 512-byte sectors. image_fd is closed before the last message goes. */
+ * PlanAnswer). The device's size is the kernel's (loop_size_for()). image_fd is closed before the last
+ * message goes. */
 static int child_ahead(const Request *req, const ImageProbe *probe, int sock, int image_fd)
 {
         _cleanup_free_ PartitionSpec *specs = NULL;
@@ -229,10 +230,7 @@ static int child_ahead(const Request *req, const ImageProbe *probe, int sock, in
         if (fstat(image_fd, &st) < 0)
                 answer->result = -errno;
         else {
-                uint64_t size = (uint64_t)st.st_size > req->offset ? (uint64_t)st.st_size - req->offset : 0;
-                if (req->size > 0 && req->size < size)
-                        size = req->size;
-                answer->size = size & ~UINT64_C(511);
+                answer->size = loop_size_for((uint64_t)st.st_size, req->offset, req->size);
                 answer->result = partition_plan_at(
                         image_fd, req->offset, answer->sector_size, answer->size, &specs, &n);
         }

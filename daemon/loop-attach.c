@@ -104,12 +104,12 @@ static int verify_device(int devfd, const LoopConfig *config, uint64_t expected_
         return 0;
 }
 
-/* What the kernel will make of the backing file: (file size - offset), capped by size_limit, in whole
- * 512-byte sectors. UINT64_MAX when we cannot know (a block device whose size we could not read). */
+/* What the kernel will make of the backing file (loop_size_for()). UINT64_MAX when we cannot know (a block
+ * device whose size we could not read). */
 static uint64_t expected_device_size(int backing_fd, const LoopConfig *config)
 {
         struct stat st;
-        uint64_t total, size;
+        uint64_t total;
 
         if (fd_stat_cached(backing_fd, &st) < 0)
                 return UINT64_MAX;
@@ -117,10 +117,7 @@ static uint64_t expected_device_size(int backing_fd, const LoopConfig *config)
                 total = (uint64_t)st.st_size;
         else if (!S_ISBLK(st.st_mode) || ioctl(backing_fd, BLKGETSIZE64, &total) < 0)
                 return UINT64_MAX;
-        size = total > config->offset ? total - config->offset : 0;
-        if (config->size_limit > 0 && config->size_limit < size)
-                size = config->size_limit;
-        return size & ~UINT64_C(511);
+        return loop_size_for(total, config->offset, config->size_limit);
 }
 
 /* Unbinds a device we bound a moment ago (still holding our fd). */

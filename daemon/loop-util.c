@@ -26,6 +26,15 @@ void loop_backoff_sleep(uint64_t *step_usec)
         loop_sleep_usec(*step_usec);
 }
 
+uint64_t loop_size_for(uint64_t file_size, uint64_t offset, uint64_t size_limit)
+{
+        uint64_t size = file_size > offset ? file_size - offset : 0;
+
+        if (size_limit > 0 && size_limit < size)
+                size = size_limit;
+        return size & ~UINT64_C(511);
+}
+
 uint64_t loop_now_usec(void)
 {
         struct timespec ts;

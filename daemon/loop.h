@@ -81,6 +81,9 @@ uint64_t loop_uevent_seqnum(void);
  * unaligned offset for the sector size), -EROFS    read-write was asked but the kernel made the device
  * read-only, other -errno from the kernel. */
 int loop_attach(int backing_fd, const LoopConfig *config, LoopInfo **ret, int *ret_lock_fd);
+/* The size the kernel gives a device bound to a file of file_size bytes at offset with size_limit (0: none):
+ * what is left of the file, at most size_limit, in whole 512-byte sectors. */
+uint64_t loop_size_for(uint64_t file_size, uint64_t offset, uint64_t size_limit);
 
 /* Opens loopN and takes the shared lock loop_attach() hands out (for a device loopd set up before it
  * restarted): the fd, -ESTALE if loopN no longer has expected_diskseq, -EWOULDBLOCK if someone holds it
