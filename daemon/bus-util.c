@@ -148,7 +148,8 @@ int bus_authorize_node(Bus *b, sd_bus_message *message, unsigned number, const c
         r = auth_caller(b->auth, message, &uid, error);
         if (r <= 0)
                 return r < 0 ? r : 0;
-        if (loop_get_info(number, &info) < 0)
+        /* Which binding loopN is (its diskseq) is all the record is matched by. */
+        if (loop_get_identity(number, &info) < 0)
                 return sd_bus_error_setf(error, LOOPD_ERROR_NOT_FOUND, "loop%u is not attached", number);
         d = registry_find_device(b->manager->registry, number, info->diskseq);
         if (d && d->owner == uid)

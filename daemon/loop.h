@@ -101,7 +101,7 @@ int loop_backing_name(int fd, char **ret);
 /* Only what ListDevices reports, from sysfs alone (see loop_list_brief()): it never opens the device. */
 int loop_get_info_brief(unsigned number, LoopInfo **ret);
 /* Only which device loopN is (number, devnum, diskseq, backing file; the rest 0), as loop_get_info() reads
- * it: 4 attributes instead of 13, for Detach. */
+ * it: 4 attributes instead of 13, for Detach and the polkit check of a call on a device. */
 int loop_get_identity(unsigned number, LoopInfo **ret);
 
 /* Every bound loop device, sorted by number. Sysfs only (cheap, and it never opens a device, which would
