@@ -1,5 +1,6 @@
-/* image-reader-internal.h: what image-reader.c shares with image-reader-table.c: the request a child takes,
- * the socket's messages, and loopd's side of asking a child and ending what it asked. Never logs. */
+/* image-reader-internal.h: what image-reader.c shares with image-reader-session.c, image-reader-table.c and
+ * image-reader-child.c: the request a child takes, the socket's messages, loopd's side of asking a child and
+ * ending what it asked, and the children parked between questions. Never logs. */
 #pragma once
 
 #include <linux/filter.h>
@@ -151,6 +152,71 @@ int reader_ask(ImageReader *reader, int session_fd, const Request *req, size_t s
  * it has an image to be found by; any other is killed (one that answered, too: it holds nothing loopd
  * needs, and a child whose reading went wrong must not keep a device's fd), a forked one reaped. */
 void reader_asked_done(ImageReader *reader, Asked *a, bool answered, bool keep);
+
+/* What a parked child sent ahead that loopd has not read yet (image-reader-internal.h, PlanAnswer). */
+typedef enum Ahead {
+        AHEAD_NONE, /* nothing: the child waits for a question */
+        AHEAD_PLAN, /* the plan, then (unless it failed) the list */
+        AHEAD_LIST, /* the list: the plan is read (Parked.plan and the rest) */
+} Ahead;
+
+/* A child that answered and waits for more about the same image (image-reader.h: sessions). */
+typedef struct Parked {
+        int fd; /* loopd's end of its socket */
+        int pidfd;
+        int image_fd; /* the image it read (a copy of the fd: the inode cannot be reused while parked) */
+        dev_t dev;
+        ino_t ino;
+        int64_t until_ms; /* killed after this, asked or not */
+        Ahead ahead;
+        uint64_t offset; /* ahead: where in the file the image was read from, the device's start */
+        PartitionSpec *plan; /* AHEAD_LIST: the plan sent ahead, as sent */
+        size_t n_plan;
+        uint32_t sector_size; /* and the device it is for */
+        uint64_t size;
+} Parked;
+
+/* Enough for the Attach calls that are between their image read and their device's first probe at once;
+ * past it the oldest goes (its next question then forks a child of its own). */
+#define PARKED_MAX 8
+
+struct ImageReader {
+        int fd; /* loopd's end of the request socket (-EBADF: the reader is gone) */
+        uint64_t timeout_usec; /* how long loopd waits for a probe's or a plan's answer */
+        int64_t restart_after_ms; /* a reader found gone is forked again, at most once in READER_RESTART_MS
+                                   */
+        Parked parked[PARKED_MAX];
+        size_t n_parked;
+};
+
+/* When loopd stops waiting for an answer that it asks for now. */
+int64_t reader_deadline(const ImageReader *reader);
+/* Reads a REQUEST_LOOP answer from fd until its END (or deadline_ms): the list, as probe_loop_read() gives
+ * it, or the child's error (*from_child then true, unless NULL). */
+int reader_loop_answer_read(int fd, const LoopProbeArea *area, int64_t deadline_ms, PartitionInfo **ret,
+        size_t *ret_n, bool *from_child);
+/* Reads a PlanAnswer from fd (or the deadline_ms passes): the plan, each partition checked against the
+ * device the answer says it is for; *ret_sector_size and *ret_size say which. The child's own error sets
+ * *from_child (unless NULL). */
+int reader_plan_answer_read(int fd, int64_t deadline_ms, PartitionSpec **ret, size_t *ret_n,
+        uint32_t *ret_sector_size, uint64_t *ret_size, bool *from_child);
+
+/* image-reader-session.c: kills a parked child and closes loopd's fds of it. */
+void reader_parked_end(Parked *p);
+/* Ends every parked child (the reader is freed). */
+void reader_sessions_end(ImageReader *reader);
+/* Takes the parked child that read image_fd's file, if any: 1 and *ret, else 0. */
+int reader_session_unpark(ImageReader *reader, int image_fd, Parked *ret);
+/* The plan a parked child of image_fd's file sent ahead, for a device that starts at offset in the file, of
+ * sector_size and size bytes: 0 and a copy in *ret (the child stays parked for the list); -ENOMSG when
+ * there is none for that device (a child with messages unread is ended: a question then goes to a new
+ * one); else the error reading it, as a question would have got (the child is ended). */
+int reader_ahead_plan(ImageReader *reader, int image_fd, uint64_t offset, uint32_t sector_size,
+        uint64_t size, PartitionSpec **ret, size_t *ret_n);
+/* The list a parked child sent ahead for area, when area is the device it planned: 0 and the list (the
+ * session is over); -ENOMSG when there is none for area (nothing parked is left with messages unread); else
+ * as image_reader_probe_loop(). */
+int reader_ahead_list(ImageReader *reader, const LoopProbeArea *area, PartitionInfo **ret, size_t *ret_n);
 
 /* child → loopd, for REQUEST_TABLE after the hello: one message, the header and why up to its NUL. */
 typedef struct TableAnswer {

@@ -1,5 +1,6 @@
-/* image-reader.c: loopd's side of the reader: starting it, handing its children requests, parking them, and
- * checking what they answer (their side: image-reader-child.c). */
+/* image-reader.c: loopd's side of the reader: starting it, handing its children requests, and checking what
+ * they answer (their side: image-reader-child.c; the children parked between questions, and what they send
+ * ahead: image-reader-session.c). */
 #include "image-reader.h"
 #include "image-reader-internal.h"
 
@@ -21,42 +22,6 @@
 #include "fd-util.h"
 #include "loop-name.h"
 #include "process-util.h"
-
-/* What a parked child sent ahead that loopd has not read yet (image-reader-internal.h, PlanAnswer). */
-typedef enum Ahead {
-        AHEAD_NONE, /* nothing: the child waits for a question */
-        AHEAD_PLAN, /* the plan, then (unless it failed) the list */
-        AHEAD_LIST, /* the list: the plan is read (Parked.plan and the rest) */
-} Ahead;
-
-/* A child that answered and waits for more about the same image (image-reader.h: sessions). */
-typedef struct Parked {
-        int fd; /* loopd's end of its socket */
-        int pidfd;
-        int image_fd; /* the image it read (a copy of the fd: the inode cannot be reused while parked) */
-        dev_t dev;
-        ino_t ino;
-        int64_t until_ms; /* killed after this, asked or not */
-        Ahead ahead;
-        uint64_t offset; /* ahead: where in the file the image was read from, the device's start */
-        PartitionSpec *plan; /* AHEAD_LIST: the plan sent ahead, as sent */
-        size_t n_plan;
-        uint32_t sector_size; /* and the device it is for */
-        uint64_t size;
-} Parked;
-
-/* Enough for the Attach calls that are between their image read and their device's first probe at once;
- * past it the oldest goes (its next question then forks a child of its own). */
-#define PARKED_MAX 8
-
-struct ImageReader {
-        int fd; /* loopd's end of the request socket (-EBADF: the reader is gone) */
-        uint64_t timeout_usec; /* how long loopd waits for a probe's or a plan's answer */
-        int64_t restart_after_ms; /* a reader found gone is forked again, at most once in READER_RESTART_MS
-                                   */
-        Parked parked[PARKED_MAX];
-        size_t n_parked;
-};
 
 /* A reader that is gone (killed, or out of memory) is forked again by the next request, then at most once in
  * this long: one that keeps dying leaves loopd forking a child for each request meanwhile. */
@@ -83,108 +48,14 @@ int image_reader_new(uint64_t timeout_usec, ImageReader **ret)
         return 0;
 }
 
-/* Kills a parked child and closes loopd's fds of it. */
-static void parked_end(Parked *p)
-{
-        if (p->pidfd >= 0)
-                (void)pidfd_signal(p->pidfd, SIGKILL);
-        p->pidfd = safe_close(p->pidfd);
-        p->fd = safe_close(p->fd);
-        p->image_fd = safe_close(p->image_fd);
-        p->plan = mfree(p->plan);
-        p->n_plan = 0;
-}
-
-/* Ends the parked children whose time is up (all of them with every). */
-static void parked_expire(ImageReader *reader, bool every)
-{
-        int64_t now = now_ms();
-        size_t kept = 0;
-
-        for (size_t i = 0; i < reader->n_parked; i++) {
-                if (every || reader->parked[i].until_ms <= now)
-                        parked_end(&reader->parked[i]);
-                else
-                        reader->parked[kept++] = reader->parked[i];
-        }
-        reader->n_parked = kept;
-}
-
 ImageReader *image_reader_free(ImageReader *reader)
 {
         if (reader) {
-                parked_expire(reader, true);
+                reader_sessions_end(reader);
                 safe_close(reader->fd);
                 free(reader);
         }
         return NULL;
-}
-
-void image_reader_park(ImageReader *reader, int fd, int pidfd, int image_fd, bool ahead, uint64_t offset)
-{
-        Parked p = { .fd = fd,
-                .pidfd = pidfd,
-                .image_fd = -EBADF,
-                .ahead = ahead ? AHEAD_PLAN : AHEAD_NONE,
-                .offset = offset };
-        struct stat st;
-
-        if (reader && image_fd >= 0)
-                p.image_fd = fcntl(image_fd, F_DUPFD_CLOEXEC, 3);
-        if (!reader || fd < 0 || pidfd < 0 || p.image_fd < 0 || fd_stat_cached(p.image_fd, &st) < 0) {
-                parked_end(&p);
-                return;
-        }
-        parked_expire(reader, false);
-        if (reader->n_parked == PARKED_MAX) {
-                parked_end(&reader->parked[0]);
-                memmove(reader->parked, reader->parked + 1, --reader->n_parked * sizeof(Parked));
-        }
-        p.dev = st.st_dev;
-        p.ino = st.st_ino;
-        p.until_ms = now_ms() + (int64_t)(reader->timeout_usec / 1000);
-        reader->parked[reader->n_parked++] = p;
-}
-
-/* The parked child that read image_fd's file, left parked: NULL when there is none. */
-static Parked *parked_find(ImageReader *reader, int image_fd)
-{
-        struct stat st;
-
-        if (!reader || image_fd < 0 || reader->n_parked == 0)
-                return NULL;
-        parked_expire(reader, false);
-        if (fd_stat_cached(image_fd, &st) < 0)
-                return NULL;
-        for (size_t i = 0; i < reader->n_parked; i++)
-                if (reader->parked[i].dev == st.st_dev && reader->parked[i].ino == st.st_ino)
-                        return &reader->parked[i];
-        return NULL;
-}
-
-/* Takes the parked child that read image_fd's file, if any: 1 and *ret, else 0. */
-static int unpark(ImageReader *reader, int image_fd, Parked *ret)
-{
-        Parked *p = parked_find(reader, image_fd);
-        size_t i;
-
-        if (!p)
-                return 0;
-        i = (size_t)(p - reader->parked);
-        *ret = *p;
-        ret->image_fd = safe_close(ret->image_fd);
-        memmove(reader->parked + i, reader->parked + i + 1, (--reader->n_parked - i) * sizeof(Parked));
-        return 1;
-}
-
-void image_reader_end_session(ImageReader *reader, int image_fd)
-{
-        Parked p;
-
-        if (unpark(reader, image_fd, &p) > 0)
-                parked_end(&p);
-        if (reader)
-                parked_expire(reader, false);
 }
 
 /* Forks the reader again if it is gone and its time has come. Forked from loopd as it is now (larger than
@@ -256,8 +127,7 @@ int image_reader_submit(ImageReader *reader, int image_fd, uint64_t offset, uint
         return submit(reader, &req, offsetof(Request, parts), &image_fd, 1, ret_fd);
 }
 
-/* When loopd stops waiting for an answer that it asks for now. */
-static int64_t deadline_of(const ImageReader *reader)
+int64_t reader_deadline(const ImageReader *reader)
 {
         return now_ms() + (int64_t)((reader ? reader->timeout_usec : IMAGE_READER_TIMEOUT_USEC) / 1000);
 }
@@ -317,9 +187,7 @@ fail:
         return -ENOMEM;
 }
 
-/* Reads a REQUEST_LOOP answer from fd until its END (or deadline_ms): the list, as probe_loop_read() gives
- * it, or the child's error (*from_child then true, unless NULL). */
-static int loop_answer_read(int fd, const LoopProbeArea *area, int64_t deadline_ms, PartitionInfo **ret,
+int reader_loop_answer_read(int fd, const LoopProbeArea *area, int64_t deadline_ms, PartitionInfo **ret,
         size_t *ret_n, bool *from_child)
 {
         _cleanup_free_ char *buf = malloc(LOOP_ANSWER_MAX);
@@ -437,9 +305,9 @@ int reader_ask(ImageReader *reader, int session_fd, const Request *req, size_t s
         int r;
 
         *ret = (Asked){
-                .fd = -EBADF, .pidfd = -EBADF, .deadline_ms = deadline_of(reader), .session_fd = -EBADF
+                .fd = -EBADF, .pidfd = -EBADF, .deadline_ms = reader_deadline(reader), .session_fd = -EBADF
         };
-        if (unpark(reader, session_fd, &p) > 0) {
+        if (reader_session_unpark(reader, session_fd, &p) > 0) {
                 /* A child that read this image already, waiting: no fork, no hello. One that is gone (its
                  * time ran out as it was asked), or that sent what this question did not read, leaves the
                  * question to a new one. */
@@ -449,7 +317,7 @@ int reader_ask(ImageReader *reader, int session_fd, const Request *req, size_t s
                         ret->session_fd = session_fd;
                         return 0;
                 }
-                parked_end(&p);
+                reader_parked_end(&p);
         }
         /* No reader (or gone and not forked again yet): submit() says -EPIPE. */
         for (;;) {
@@ -495,25 +363,7 @@ void reader_asked_done(ImageReader *reader, Asked *a, bool answered, bool keep)
         a->pid = 0;
 }
 
-/* A copy of n specs (NULL for none) in *ret. */
-static int specs_copy(const PartitionSpec *specs, size_t n, PartitionSpec **ret)
-{
-        PartitionSpec *copy = NULL;
-
-        if (n > 0) {
-                copy = malloc(n * sizeof(PartitionSpec));
-                if (!copy)
-                        return -ENOMEM;
-                memcpy(copy, specs, n * sizeof(PartitionSpec));
-        }
-        *ret = copy;
-        return 0;
-}
-
-/* Reads a PlanAnswer from fd (or the deadline_ms passes): the plan, each partition checked against the
- * device the answer says it is for; *ret_sector_size and *ret_size say which. The child's own error sets
- * *from_child (unless NULL). */
-static int plan_answer_read(int fd, int64_t deadline_ms, PartitionSpec **ret, size_t *ret_n,
+int reader_plan_answer_read(int fd, int64_t deadline_ms, PartitionSpec **ret, size_t *ret_n,
         uint32_t *ret_sector_size, uint64_t *ret_size, bool *from_child)
 {
         _cleanup_free_ PlanAnswer *answer = malloc(sizeof(PlanAnswer));
@@ -557,112 +407,13 @@ static int plan_answer_read(int fd, int64_t deadline_ms, PartitionSpec **ret, si
                         if (answer->specs[j].number == p->number)
                                 return -EBADMSG;
         }
-        r = specs_copy(answer->specs, answer->n, ret);
+        r = partition_specs_dup(answer->specs, answer->n, ret);
         if (r < 0)
                 return r;
         *ret_n = answer->n;
         *ret_sector_size = sector_size;
         *ret_size = size;
         return 0;
-}
-
-/* What an error reading what a child sent ahead comes to: the same error for loopd's own (its deadline
- * passed, it is out of memory) and for an answer whose contents break the rules (-EBADMSG), as a question
- * would have got; -ENOMSG, ask again, for anything else the child said or did (its own error, such as an
- * image opened O_DIRECT that takes no unaligned read; a message cut short; its death, with the
- * reader's). */
-static int ahead_error(int r, bool from_child)
-{
-        return !from_child && (r == -ETIMEDOUT || r == -EBADMSG || r == -ENOMEM) ? r : -ENOMSG;
-}
-
-/* Reads the plan p's child sent ahead (p->ahead is AHEAD_PLAN): 0, p->ahead AHEAD_LIST with the plan in p;
- * else ahead_error()'s. */
-static int ahead_read_plan(Parked *p, int64_t deadline_ms)
-{
-        bool from_child;
-        int r;
-
-        r = plan_answer_read(
-                p->fd, deadline_ms, &p->plan, &p->n_plan, &p->sector_size, &p->size, &from_child);
-        if (r < 0)
-                return ahead_error(r, from_child);
-        p->ahead = AHEAD_LIST;
-        return 0;
-}
-
-/* The parked child of image_fd's file with what it sent ahead read up to its list, for a device that starts
- * at offset in the file, of sector_size and size bytes: 0 and *ret (still parked); -ENOMSG when there is
- * none, or its plan is for another device or failed (a child with messages unread is ended: a question then
- * goes to a new one); else the error reading the plan (the child is ended). */
-static int ahead_find(ImageReader *reader, int image_fd, uint64_t offset, uint32_t sector_size,
-        uint64_t size, Parked **ret)
-{
-        Parked *p = parked_find(reader, image_fd);
-        int r;
-
-        if (!p || p->ahead == AHEAD_NONE)
-                return -ENOMSG;
-        if (p->ahead == AHEAD_PLAN) {
-                r = ahead_read_plan(p, deadline_of(reader));
-                if (r < 0) {
-                        image_reader_end_session(reader, image_fd);
-                        return r;
-                }
-        }
-        if (p->offset != offset || p->sector_size != sector_size || p->size != size) {
-                image_reader_end_session(reader, image_fd);
-                return -ENOMSG;
-        }
-        *ret = p;
-        return 0;
-}
-
-/* Whether area's partitions (by number, as the kernel lists them) are those of p's plan. */
-static bool ahead_plan_is(const Parked *p, const LoopProbeArea *area)
-{
-        if (area->n_parts != p->n_plan)
-                return false;
-        for (size_t i = 0; i < area->n_parts; i++) {
-                const KernelPartition *k = &area->parts[i];
-                bool found = false;
-
-                if (i > 0 && area->parts[i - 1].number >= k->number)
-                        return false; /* the child sends the list by number */
-                for (size_t j = 0; j < p->n_plan && !found; j++)
-                        found = p->plan[j].number == k->number && p->plan[j].start == k->start &&
-                                p->plan[j].length == k->size;
-                if (!found)
-                        return false;
-        }
-        return true;
-}
-
-/* The list a parked child sent ahead for area, when area is the device it planned: 0 and the list (the
- * session is over); -ENOMSG when there is none for area (nothing parked is left with messages unread); else
- * as image_reader_probe_loop(). */
-static int ahead_list(ImageReader *reader, const LoopProbeArea *area, PartitionInfo **ret, size_t *ret_n)
-{
-        Parked *found, p;
-        Asked asked;
-        bool from_child;
-        int r;
-
-        r = ahead_find(reader, area->image_fd, area->image_offset, area->sector_size, area->size, &found);
-        if (r < 0)
-                return r;
-        if (!ahead_plan_is(found, area)) {
-                image_reader_end_session(reader, area->image_fd);
-                return -ENOMSG;
-        }
-        /* Gone only if its time ran out while its plan was read: then asked again. */
-        if (unpark(reader, area->image_fd, &p) <= 0)
-                return -ENOMSG;
-        asked = (Asked){ .fd = TAKE_FD(p.fd), .pidfd = TAKE_FD(p.pidfd), .session_fd = -EBADF };
-        parked_end(&p);
-        r = loop_answer_read(asked.fd, area, deadline_of(reader), ret, ret_n, &from_child);
-        reader_asked_done(reader, &asked, r >= 0, false);
-        return r >= 0 ? r : ahead_error(r, from_child);
 }
 
 int image_reader_probe_loop(
@@ -677,7 +428,7 @@ int image_reader_probe_loop(
         if (area->n_parts > REQUEST_PARTS_MAX)
                 return -E2BIG;
         /* Attach's first probe of the device it bound: sent ahead, while it bound it. */
-        r = ahead_list(reader, area, ret, ret_n);
+        r = reader_ahead_list(reader, area, ret, ret_n);
         if (r != -ENOMSG)
                 return r;
         req = calloc(1, sizeof(Request));
@@ -699,7 +450,7 @@ int image_reader_probe_loop(
                 offsetof(Request, parts) + area->n_parts * sizeof(KernelPartition),
                 (int[]){ area->disk_fd, area->image_fd }, area->image_fd >= 0 ? 2 : 1, &asked);
         if (r >= 0)
-                r = loop_answer_read(asked.fd, area, asked.deadline_ms, ret, ret_n, NULL);
+                r = reader_loop_answer_read(asked.fd, area, asked.deadline_ms, ret, ret_n, NULL);
         /* The first look at a device Attach bound ends the image's session. */
         reader_asked_done(reader, &asked, r >= 0, false);
         return r;
@@ -715,25 +466,18 @@ int image_reader_plan_partitions(ImageReader *reader, int devfd, uint32_t sector
                 .idle_ms = image_fd >= 0 ? idle_of(reader) : 0 };
         uint32_t answered_sector_size;
         uint64_t answered_size;
-        Parked *p;
         Asked asked;
         int r;
 
         if (devfd < 0 || !ret || !ret_n || sector_size < 512 || sector_size > 4096)
                 return -EINVAL;
         /* Sent ahead by the child that read the image, as the device was being bound. */
-        r = ahead_find(reader, image_fd, image_offset, sector_size, size, &p);
-        if (r >= 0) {
-                r = specs_copy(p->plan, p->n_plan, ret);
-                if (r >= 0)
-                        *ret_n = p->n_plan;
-                return r;
-        }
+        r = reader_ahead_plan(reader, image_fd, image_offset, sector_size, size, ret, ret_n);
         if (r != -ENOMSG)
                 return r;
         r = reader_ask(reader, image_fd, &req, offsetof(Request, parts), &devfd, 1, &asked);
         if (r >= 0)
-                r = plan_answer_read(asked.fd, asked.deadline_ms, ret, ret_n, &answered_sector_size,
+                r = reader_plan_answer_read(asked.fd, asked.deadline_ms, ret, ret_n, &answered_sector_size,
                         &answered_size, NULL);
         if (r >= 0 && (answered_sector_size != sector_size || answered_size != size)) {
                 *ret = mfree(*ret);
@@ -764,7 +508,7 @@ int image_reader_probe_filesystem(ImageReader *reader, int fd, const char *expec
                 strcpy(req.expected, expected);
         r = reader_ask(reader, -EBADF, &req, offsetof(Request, parts), &fd, 1, &asked);
         if (r >= 0)
-                r = loop_answer_read(asked.fd, &area, asked.deadline_ms, &list, &n, NULL);
+                r = reader_loop_answer_read(asked.fd, &area, asked.deadline_ms, &list, &n, NULL);
         reader_asked_done(reader, &asked, r >= 0, false);
         if (r < 0)
                 return r;

@@ -462,6 +462,20 @@ static int blkpg(int devfd, int op, unsigned number, uint64_t start, uint64_t le
         return 0;
 }
 
+int partition_specs_dup(const PartitionSpec *specs, size_t n, PartitionSpec **ret)
+{
+        PartitionSpec *copy = NULL;
+
+        if (n > 0) {
+                copy = malloc(n * sizeof(PartitionSpec));
+                if (!copy)
+                        return -ENOMEM;
+                memcpy(copy, specs, n * sizeof(PartitionSpec));
+        }
+        *ret = copy;
+        return 0;
+}
+
 int partition_add_all(int devfd, const PartitionSpec *specs, size_t n)
 {
         int r;

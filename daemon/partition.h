@@ -38,6 +38,8 @@ int partition_table_wipe_hostile(int fd, uint32_t sector_size, uint64_t size);
  * success; a partition that overlaps another or that the kernel refuses is skipped (partition_list_kernel()
  * says what exists afterwards). */
 int partition_add_all(int devfd, const PartitionSpec *specs, size_t n);
+/* A copy of n specs (NULL for none) in *ret. */
+int partition_specs_dup(const PartitionSpec *specs, size_t n, PartitionSpec **ret);
 
 /* The kernel's partitions of loopN as sysfs lists them (number, start and size in bytes, devnum). */
 typedef struct KernelPartition {
