@@ -212,6 +212,22 @@ bool loop_is_bound(unsigned number, uint64_t diskseq)
         return true;
 }
 
+int loop_autoclear_of(unsigned number, uint64_t diskseq)
+{
+        char dir[64];
+        uint64_t seq;
+        bool autoclear;
+        int r;
+
+        snprintf(dir, sizeof(dir), "/sys/block/loop%u", number);
+        r = sysfs_read_bool(AT_FDCWD, dir, "loop/autoclear", &autoclear);
+        if (r >= 0 && autoclear)
+                r = sysfs_read_u64(AT_FDCWD, dir, "diskseq", &seq);
+        if (r < 0)
+                return unbound_if_gone(r) == -ENXIO ? 0 : r;
+        return autoclear && seq == diskseq;
+}
+
 /* loopN's info from its sysfs directory (sysfd). Every binding has a diskseq of its own: unchanged from the
  * first read to the last, all of it is one binding's, not partly the next one's (bound to the number
  * meanwhile). */

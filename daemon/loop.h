@@ -98,6 +98,10 @@ int loop_get_info(unsigned number, LoopInfo **ret);
  * (readlink of /proc/self/fd/N: never a walk of the path again). -ENAMETOOLONG, or -errno of readlink. */
 int loop_backing_name(int fd, char **ret);
 
+/* Whether loopN, bound as diskseq, has the autoclear flag: 1, else 0 (also when it is unbound or bound
+ * otherwise), or -errno. Two sysfs reads at most, the flag first: the diskseq read after it is still
+ * diskseq only if the flag was that binding's (a number is only ever bound again later). */
+int loop_autoclear_of(unsigned number, uint64_t diskseq);
 /* Only what ListDevices reports, from sysfs alone (see loop_list_brief()): it never opens the device. */
 int loop_get_info_brief(unsigned number, LoopInfo **ret);
 /* Only which device loopN is (number, devnum, diskseq, backing file; the rest 0), as loop_get_info() reads

@@ -112,15 +112,13 @@ bool registry_device_autoclear(Registry *reg, const LoopInfo *info)
 static int registry_on_device_closed(sd_event_source *s, const struct inotify_event *event, void *userdata)
 {
         Registry *reg = userdata;
-        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
         ManagedDevice *d = NULL;
 
         for (ManagedDevice *i = reg->devices; i && !d; i = i->next)
                 if (i->close_watch == s)
                         d = i;
-        if (!d || d->autoclear_armed)
-                return 0;
-        if (loop_get_info_brief(d->number, &info) < 0 || info->diskseq != d->diskseq || !info->autoclear)
+        /* Every close of the node comes here, loopd's own among them: the flag alone is read. */
+        if (!d || d->autoclear_armed || loop_autoclear_of(d->number, d->diskseq) <= 0)
                 return 0;
         log_info("loop%u was detached by another program, letting go of it", d->number);
         managed_device_release(d);
