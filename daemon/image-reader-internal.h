@@ -102,7 +102,7 @@ typedef struct LoopAnswer {
  * asks next of the device it binds, read from the image as that device will show it (from offset, size and
  * sector_size as below): the plan (a PlanAnswer), then, if it has one, the list of what is on the device
  * with the plan's partitions (REQUEST_LOOP's answer). Attach binds the device meanwhile; whatever does not
- * match what it got is asked again (image-reader.c). */
+ * match what it got is asked again (image-reader-session.c). */
 typedef struct PlanAnswer {
         int32_t result; /* partition_plan()'s (sent ahead: or fstat()'s of the image) */
         uint32_t n;
@@ -153,7 +153,7 @@ int reader_ask(ImageReader *reader, int session_fd, const Request *req, size_t s
  * needs, and a child whose reading went wrong must not keep a device's fd), a forked one reaped. */
 void reader_asked_done(ImageReader *reader, Asked *a, bool answered, bool keep);
 
-/* What a parked child sent ahead that loopd has not read yet (image-reader-internal.h, PlanAnswer). */
+/* What a parked child sent ahead that loopd has not read yet (PlanAnswer, above). */
 typedef enum Ahead {
         AHEAD_NONE, /* nothing: the child waits for a question */
         AHEAD_PLAN, /* the plan, then (unless it failed) the list */
@@ -203,14 +203,17 @@ int reader_plan_answer_read(int fd, int64_t deadline_ms, PartitionSpec **ret, si
 
 /* image-reader-session.c: kills a parked child and closes loopd's fds of it. */
 void reader_parked_end(Parked *p);
-/* Ends every parked child (the reader is freed). */
+/* Ends every parked child (for image_reader_free()). */
 void reader_sessions_end(ImageReader *reader);
-/* Takes the parked child that read image_fd's file, if any: 1 and *ret, else 0. */
+/* Takes the parked child that read image_fd's file, if any: 1 and *ret, whose fds and plan are then the
+ * caller's (reader_parked_end() ends them, or take them), else 0. Children whose time is up are ended on the
+ * way. */
 int reader_session_unpark(ImageReader *reader, int image_fd, Parked *ret);
 /* The plan a parked child of image_fd's file sent ahead, for a device that starts at offset in the file, of
  * sector_size and size bytes: 0 and a copy in *ret (the child stays parked for the list); -ENOMSG when
  * there is none for that device (a child with messages unread is ended: a question then goes to a new
- * one); else the error reading it, as a question would have got (the child is ended). */
+ * one); else the error reading it, as a question would have got (the child is ended), or -ENOMEM for the
+ * copy (the child stays parked). */
 int reader_ahead_plan(ImageReader *reader, int image_fd, uint64_t offset, uint32_t sector_size,
         uint64_t size, PartitionSpec **ret, size_t *ret_n);
 /* The list a parked child sent ahead for area, when area is the device it planned: 0 and the list (the

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <glib/gstdio.h>
 #include <inttypes.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -228,25 +229,16 @@ void test_reader_session_reads_ahead(void)
         close(fd);
 }
 
+/* In the FUSE server, before its exec: gone with the test process, also if that died before this ran. */
 static void die_with_parent(gpointer userdata)
 {
-        (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
-}
-
-/* The FUSE mount of the running test, taken down if the test aborts (a failed assertion): its server dies
- * with the test, and a dead mount would stay behind. */
-static char *hung_mountpoint;
-
-static void on_abort(int sig)
-{
-        if (hung_mountpoint)
-                (void)umount2(hung_mountpoint, MNT_DETACH);
-        signal(sig, SIG_DFL);
-        raise(sig);
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != (pid_t)GPOINTER_TO_INT(userdata))
+                _exit(EXIT_FAILURE);
 }
 
 /* tests/fuse-hang serving a copy of source whose bytes from hang_from to hang_to are never answered, at
- * <tmpdir>/NAME/disk.img. Root only (allow_other, so that the reader's children may read it too). */
+ * <tmpdir>/NAME/disk.img. Root only (allow_other, so that the reader's children may read it too); in a mount
+ * namespace of the test's own (see test_reader_session_child_dies_ahead()). */
 typedef struct HungCopy {
         char *mountpoint, *file;
         GPid server;
@@ -266,9 +258,6 @@ static gboolean hung_copy_start(
         h->mountpoint = g_build_filename(tmpdir, name, NULL);
         h->file = g_build_filename(h->mountpoint, "disk.img", NULL);
         g_assert_cmpint(g_mkdir(h->mountpoint, 0755), ==, 0);
-        hung_mountpoint = h->mountpoint;
-        signal(SIGABRT, on_abort);
-        signal(SIGTRAP, on_abort);
         env = g_environ_setenv(env, "FUSE_HANG_SOURCE", source, TRUE);
         env = g_environ_setenv(env, "FUSE_HANG_FROM", from, TRUE);
         env = g_environ_setenv(env, "FUSE_HANG_TO", to, TRUE);
@@ -276,13 +265,23 @@ static gboolean hung_copy_start(
         /* Not holding the test's output open, and gone with the test if it dies first. */
         if (!g_spawn_async(NULL, (char **)argv, env,
                     G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_STDOUT_TO_DEV_NULL | G_SPAWN_STDERR_TO_DEV_NULL,
-                    die_with_parent, NULL, &h->server, &error))
+                    die_with_parent, GINT_TO_POINTER(getpid()), &h->server, &error))
                 g_error("cannot start %s: %s", exe, error->message);
         g_assert_cmpint(stat(source, &src), ==, 0);
         /* Mounted once the file shows with the source's size (the directory is empty before). */
-        for (int tries = 0; tries < 500; tries++, g_usleep(10000))
+        for (int tries = 0; tries < 500; tries++, g_usleep(10000)) {
+                int status;
+
                 if (stat(h->file, &st) == 0 && st.st_size == src.st_size)
                         return TRUE;
+                if (waitpid(h->server, &status, WNOHANG) == h->server) {
+                        g_spawn_close_pid(h->server);
+                        h->server = 0;
+                        g_test_message(
+                                "%s exited before it mounted %s (status %d)", exe, h->mountpoint, status);
+                        return FALSE;
+                }
+        }
         return FALSE;
 }
 
@@ -302,7 +301,6 @@ static void hung_copy_stop(HungCopy *h)
 {
         hung_copy_kill(h);
         (void)umount2(h->mountpoint, MNT_DETACH);
-        hung_mountpoint = NULL;
         g_assert_cmpint(g_rmdir(h->mountpoint), ==, 0);
         g_clear_pointer(&h->mountpoint, g_free);
         g_clear_pointer(&h->file, g_free);
@@ -334,21 +332,25 @@ static pid_t child_holding(pid_t pid, const char *path)
         return 0;
 }
 
-/* Waits until pid waits in a read (its first probe's, of bytes that are never answered); false if it does
- * not within 2 s. */
-static gboolean blocked_in_read(pid_t pid)
+/* Waits until pid waits in a pread() of a byte from from to to (the FUSE server never answers it): false if
+ * it does not within 10 s. libblkid reads with pread(). */
+static gboolean blocked_in_read(pid_t pid, uint64_t from, uint64_t to)
 {
-        static const long reads[] = { SYS_read, SYS_pread64, SYS_readv, SYS_preadv, SYS_preadv2 };
         g_autofree char *path = g_strdup_printf("/proc/%d/syscall", pid);
 
-        for (int tries = 0; tries < 200; tries++, g_usleep(10000)) {
+        for (int tries = 0; tries < 1000; tries++, g_usleep(10000)) {
                 g_autofree char *text = NULL;
+                g_auto(GStrv) words = NULL;
 
+                /* "NR fd buf count pos ...", the arguments in hexadecimal. */
                 if (!g_file_get_contents(path, &text, NULL, NULL))
                         return FALSE;
-                for (size_t i = 0; i < G_N_ELEMENTS(reads); i++)
-                        if (g_ascii_isdigit(text[0]) && g_ascii_strtoll(text, NULL, 10) == reads[i])
-                                return TRUE;
+                words = g_strsplit(g_strstrip(text), " ", -1);
+                if (g_strv_length(words) < 5 || g_ascii_strtoll(words[0], NULL, 10) != SYS_pread64)
+                        continue;
+                uint64_t pos = g_ascii_strtoull(words[4], NULL, 16);
+                if (pos >= from && pos < to)
+                        return TRUE;
         }
         return FALSE;
 }
@@ -356,7 +358,8 @@ static gboolean blocked_in_read(pid_t pid)
 /* What a child sent ahead before it died is taken as far as it is whole; what it did not send is asked of
  * a fresh child, not an error of the Attach. The image's copy hangs where the partition's filesystem lies:
  * the child answers the probe and sends the plan, then waits in the read of the partition's first probe
- * until it is killed and its read fails. */
+ * until it is killed and its read fails. The test runs in a process and a mount namespace of its own: the
+ * FUSE mount goes with it, however it ends. */
 void test_reader_session_child_dies_ahead(void)
 {
         g_autofree char *disk = g_build_filename(tmpdir, "ahead-dies.img", NULL);
@@ -372,10 +375,24 @@ void test_reader_session_child_dies_ahead(void)
         pid_t pid, child;
         int disk_fd, blank_fd, fd;
 
-        if (geteuid() != 0) {
-                g_test_skip("a FUSE file all users may read needs root");
+        if (!g_test_subprocess()) {
+                const char *why = geteuid() != 0               ? "a FUSE file all users may read needs root"
+                        : access("/dev/fuse", R_OK | W_OK) < 0 ? "/dev/fuse is not accessible"
+                        : !g_getenv("LOOPD_FUSE_HANG")         ? "LOOPD_FUSE_HANG is not set"
+                                                               : NULL;
+                if (why && g_strcmp0(g_getenv("CI"), "true") == 0) {
+                        g_test_message("cannot run under CI=true: %s", why);
+                        g_test_fail();
+                } else if (why)
+                        g_test_skip(why);
+                else {
+                        g_test_trap_subprocess(NULL, 120 * G_USEC_PER_SEC, G_TEST_SUBPROCESS_INHERIT_STDERR);
+                        g_test_trap_assert_passed();
+                }
                 return;
         }
+        g_assert_cmpint(unshare(CLONE_NEWNS), ==, 0);
+        g_assert_cmpint(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), ==, 0);
         image_create(blank, 16 << 20);
         blank_fd = open(blank, O_RDONLY | O_CLOEXEC);
         g_assert_cmpint(blank_fd, >=, 0);
@@ -392,7 +409,7 @@ void test_reader_session_child_dies_ahead(void)
         reader = start_session(event, IMAGE_READER_TIMEOUT_USEC, fd, true, &pid);
         child = child_holding(pid, hung.file);
         g_assert_cmpint(child, >, 0);
-        g_assert_true(blocked_in_read(child));
+        g_assert_true(blocked_in_read(child, start, start + length));
         /* The plan came whole before the child began to wait: it is taken (the "device" given, blank, has
          * no table). */
         g_assert_cmpint(
@@ -402,7 +419,9 @@ void test_reader_session_child_dies_ahead(void)
         g_assert_cmpuint(specs[0].start, ==, start);
         free(specs);
         /* The first probe's list never comes: the child dies in its read (killed, it goes once the server
-         * does), and a fresh child reads the device (here the image's own file, which answers). */
+         * does), and a fresh child reads the device. It tries the image first (image_fd, the copy, dead
+         * now), then the device itself (disk_fd, here the image's own file), as probe_loop_read() does when
+         * the image cannot be read. */
         g_assert_cmpint(kill(child, SIGKILL), ==, 0);
         hung_copy_kill(&hung);
         LoopProbeArea a = session_area(disk_fd, fd, &planned);
