@@ -32,12 +32,6 @@ int loop_open_checked(unsigned number, uint64_t expected_diskseq);
 /* The device's diskseq (BLKGETDISKSEQ, else sysfs); 0 if the kernel has none. */
 uint64_t loop_device_diskseq(int devfd, unsigned number);
 
-/* ---- loop-info.c ---- */
-
-/* Is loopN bound (and, with diskseq non-zero, still that binding)? From sysfs: never the device's ioctls,
- * which a FUSE server may answer with any errno, or never. */
-bool loop_is_bound(unsigned number, uint64_t diskseq);
-
 /* ---- loop-partitions.c ---- */
 
 /* Makes the partitions of the table on devfd (loopN, bound) exist as /dev/loopNpM: the kernel's own scan

@@ -111,14 +111,10 @@ bool registry_device_autoclear(Registry *reg, const LoopInfo *info)
  * event of its own. */
 static int registry_on_device_closed(sd_event_source *s, const struct inotify_event *event, void *userdata)
 {
-        Registry *reg = userdata;
-        ManagedDevice *d = NULL;
+        ManagedDevice *d = userdata; /* the watch goes with the record (managed_device_release()) */
 
-        for (ManagedDevice *i = reg->devices; i && !d; i = i->next)
-                if (i->close_watch == s)
-                        d = i;
-        /* Every close of the node comes here, loopd's own among them: the flag alone is read. */
-        if (!d || d->autoclear_armed || loop_autoclear_of(d->number, d->diskseq) <= 0)
+        /* Every close of the node comes here, loopd's own and udevd's among them: the flag alone is read. */
+        if (d->autoclear_armed || loop_autoclear_of(d->number, d->diskseq) <= 0)
                 return 0;
         log_info("loop%u was detached by another program, letting go of it", d->number);
         managed_device_release(d);
@@ -128,6 +124,9 @@ static int registry_on_device_closed(sd_event_source *s, const struct inotify_ev
 /* Drops the in-memory record of loopN, if any; its state file (and udev mark) stay. */
 static void registry_drop(Registry *reg, unsigned number)
 {
+        /* Usually there is none (a new device): no walk of a list of a thousand. */
+        if (!registry_find_number(reg, number))
+                return;
         for (ManagedDevice **p = &reg->devices; *p; p = &(*p)->next)
                 if ((*p)->number == number) {
                         ManagedDevice *d = *p;
@@ -166,7 +165,7 @@ int registry_add_device(Registry *reg, const ManagedDevice *d)
 
                 loop_node_format(node, copy->number, 0);
                 r = sd_event_add_inotify(reg->event, &copy->close_watch, node,
-                        IN_CLOSE_WRITE | IN_CLOSE_NOWRITE, registry_on_device_closed, reg);
+                        IN_CLOSE_WRITE | IN_CLOSE_NOWRITE, registry_on_device_closed, copy);
                 if (r < 0)
                         log_warning_errno(r,
                                 "Failed to watch %s, a losetup -d of it will only take effect when loopd "
@@ -241,12 +240,11 @@ unsigned registry_count_devices_of(Registry *reg, uid_t uid)
         unsigned n = 0;
 
         for (ManagedDevice *d = reg->devices; d; d = d->next) {
-                _cleanup_(loop_info_freep) LoopInfo *info = NULL;
-
                 if (d->owner != uid)
                         continue;
-                /* Autoclear devices vanish on their own: count only what the kernel still has. */
-                if (loop_get_info(d->number, &info) >= 0 && info->diskseq == d->diskseq)
+                /* Autoclear devices vanish on their own: count only what the kernel still has (two sysfs
+                 * reads, not a device's whole state: this runs for every Attach of a user). */
+                if (loop_is_bound(d->number, d->diskseq))
                         n++;
         }
         return n;
