@@ -26,4 +26,5 @@ typedef struct ManagedDevice {
          * goes, left running when loopd exits. The record's backing_dev/inode are the image's. */
         struct Vdisk *vdisk;
         struct ManagedDevice *next;
+        struct ManagedDevice *prev; /* in the registry's list (registry.c); not in state.c's */
 } ManagedDevice;

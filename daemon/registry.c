@@ -124,19 +124,22 @@ static int registry_on_device_closed(sd_event_source *s, const struct inotify_ev
 /* Drops the in-memory record of loopN, if any; its state file (and udev mark) stay. */
 static void registry_drop(Registry *reg, unsigned number)
 {
-        /* Usually there is none (a new device): no walk of a list of a thousand. */
-        if (!registry_find_number(reg, number))
+        /* Found in the index and unlinked where it is: no walk of a list of a thousand records (a new
+         * number has none; detaching them all in the order they came would walk it for each). */
+        ManagedDevice *d = registry_find_number(reg, number);
+
+        if (!d)
                 return;
-        for (ManagedDevice **p = &reg->devices; *p; p = &(*p)->next)
-                if ((*p)->number == number) {
-                        ManagedDevice *d = *p;
-                        *p = d->next;
-                        reg->by_number[number] = NULL;
-                        /* The device is gone (or its number re-used): its export goes right after it. */
-                        d->vdisk = vdisk_stop(d->vdisk);
-                        managed_device_free(d);
-                        break;
-                }
+        if (d->prev)
+                d->prev->next = d->next;
+        else
+                reg->devices = d->next;
+        if (d->next)
+                d->next->prev = d->prev;
+        reg->by_number[number] = NULL;
+        /* The device is gone (or its number re-used): its export goes right after it. */
+        d->vdisk = vdisk_stop(d->vdisk);
+        managed_device_free(d);
 }
 
 int registry_add_device(Registry *reg, const ManagedDevice *d)
@@ -156,7 +159,10 @@ int registry_add_device(Registry *reg, const ManagedDevice *d)
         }
         *copy = *d;
         copy->close_watch = NULL;
+        copy->prev = NULL;
         copy->next = reg->devices;
+        if (reg->devices)
+                reg->devices->prev = copy;
         reg->devices = copy;
         reg->by_number[copy->number] = copy;
 
