@@ -221,11 +221,17 @@ int loop_autoclear_of(unsigned number, uint64_t diskseq)
 
         snprintf(dir, sizeof(dir), "/sys/block/loop%u", number);
         r = sysfs_read_bool(AT_FDCWD, dir, "loop/autoclear", &autoclear);
-        if (r >= 0 && autoclear)
-                r = sysfs_read_u64(AT_FDCWD, dir, "diskseq", &seq);
         if (r < 0)
                 return unbound_if_gone(r) == -ENXIO ? 0 : r;
-        return autoclear && seq == diskseq;
+        if (!autoclear)
+                return 0;
+        /* A kernel without diskseqs (before 5.15) records 0: then any binding of the number is taken. */
+        if (diskseq == 0)
+                return 1;
+        r = sysfs_read_u64(AT_FDCWD, dir, "diskseq", &seq);
+        if (r < 0)
+                return unbound_if_gone(r) == -ENXIO ? 0 : r;
+        return seq == diskseq;
 }
 
 /* loopN's info from its sysfs directory (sysfd). Every binding has a diskseq of its own: unchanged from the

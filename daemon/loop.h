@@ -101,9 +101,10 @@ int loop_backing_name(int fd, char **ret);
 /* Is loopN bound (and, with diskseq non-zero, still that binding)? From sysfs: never the device's ioctls,
  * which a FUSE server may answer with any errno, or never. */
 bool loop_is_bound(unsigned number, uint64_t diskseq);
-/* Whether loopN, bound as diskseq, has the autoclear flag: 1, else 0 (also when it is unbound or bound
- * otherwise), or -errno. Two sysfs reads at most, the flag first: the diskseq read after it is still
- * diskseq only if the flag was that binding's (a number is only ever bound again later). */
+/* Whether loopN, bound as diskseq (0: any binding, on a kernel without diskseqs), has the autoclear flag: 1,
+ * else 0 (also when it is unbound or bound otherwise), or -errno. Two sysfs reads at most, the flag first:
+ * the diskseq read after it is still diskseq only if the flag was that binding's (a number is only ever
+ * bound again later). */
 int loop_autoclear_of(unsigned number, uint64_t diskseq);
 /* Only what ListDevices reports, from sysfs alone (see loop_list_brief()): it never opens the device. */
 int loop_get_info_brief(unsigned number, LoopInfo **ret);
