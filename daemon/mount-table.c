@@ -2,11 +2,14 @@
  * where a device is mounted, what is mounted at a path; and the userspace part of loopd's mounts that
  * libmount keeps in /run/mount/utab. */
 #include <errno.h>
+#include <fcntl.h>
 #include <libmount.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "loop.h"
 #include "macro.h"
@@ -23,12 +26,47 @@ bool mount_fstype_is_fuse(const char *fstype)
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct libmnt_iter *, mnt_free_iter);
 
+/* The mount table as loopd last read it, and a mountinfo fd of its own that says whether the table changed
+ * since: poll() on it gives POLLPRI once after each change of the namespace's table (the kernel compares the
+ * table's event count with the fd's, which the poll itself brings up to date; a change while the table is
+ * read is then reported by the next poll, and read again). Each Mount and Unmount looked up the table five
+ * to seven times, each a parse of the whole of mountinfo. Only the process that made the cache uses it: a
+ * child forked of loopd shares the fd's state, and its poll would take a change from loopd. */
+static struct {
+        struct libmnt_table *table;
+        int fd;
+        pid_t pid;
+} cached = { .fd = -EBADF };
+
 int mount_table_load(MountTable **ret)
 {
-        struct libmnt_table *tb = mnt_new_table_from_file(MOUNTINFO);
+        struct pollfd p = { .fd = cached.fd, .events = POLLPRI };
+        pid_t pid = getpid();
+        bool own = cached.fd < 0 || cached.pid == pid;
+        struct libmnt_table *tb;
 
+        /* 1 (POLLPRI, POLLERR): changed since this fd's last poll; -1: cannot tell. */
+        if (own && cached.table && poll(&p, 1, 0) == 0) {
+                *ret = cached.table;
+                mnt_ref_table(cached.table);
+                return 0;
+        }
+        /* What the poll said changed is gone, whether or not the table can be read now. The fd before the
+         * table: a change from here on is one its next poll reports. */
+        if (own) {
+                cached.table = mount_table_unref(cached.table);
+                if (cached.fd < 0) {
+                        cached.fd = open(MOUNTINFO, O_RDONLY | O_CLOEXEC);
+                        cached.pid = pid;
+                }
+        }
+        tb = mnt_new_table_from_file(MOUNTINFO);
         if (!tb)
                 return errno > 0 ? -errno : -EIO;
+        if (own && cached.fd >= 0) {
+                mnt_ref_table(tb);
+                cached.table = tb;
+        }
         *ret = tb;
         return 0;
 }

@@ -157,8 +157,9 @@ int mount_utab_forget(const char *target);
  * strv_free()). */
 int mount_find_targets(dev_t devnum, const char *node, char ***ret_targets);
 
-/* The mount table read once for several lookups (a device and its partitions): mountinfo is parsed anew
- * by every mount_find_targets(). */
+/* The mount table, for several lookups (a device and its partitions). mount_table_load() hands out the table
+ * it read last while the kernel says nothing was mounted or unmounted since (a reference: read it, never
+ * change it), else reads mountinfo again; so do mount_find_targets() and mount_find_source(). */
 typedef struct libmnt_table MountTable;
 int mount_table_load(MountTable **ret);
 MountTable *mount_table_unref(MountTable *table);

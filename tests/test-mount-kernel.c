@@ -2,6 +2,10 @@
  * points and the mount table (root, loop devices). */
 #include "test-mount-kernel.h"
 
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
+
 static void fixture_setup(Fixture *f, gconstpointer data)
 {
         f->targets = g_ptr_array_new_with_free_func(g_free);
@@ -288,6 +292,54 @@ void fuse_unmount_and_check_helper(Fixture *f, const char *target)
         g_assert_cmpint(mount_point_remove(f->media, target), ==, 0);
 }
 
+/* ---- the mount table ---- */
+
+/* The table loopd keeps between lookups (mount_table_load()): the same while nothing changed, read again
+ * after every mount and unmount, also one a child forked of loopd made; that child reads the table itself
+ * and leaves the news of the change to loopd. In a mount namespace of the test's own. */
+static void test_table_cache_follows_changes(Fixture *f, gconstpointer data)
+{
+        g_autofree char *dir = NULL, *source = NULL;
+        MountTable *a = NULL, *b = NULL;
+        int status = -1;
+        pid_t pid;
+
+        REQUIRE(f);
+        if (!g_test_subprocess()) {
+                g_test_trap_subprocess(NULL, 60 * G_USEC_PER_SEC, G_TEST_SUBPROCESS_INHERIT_STDERR);
+                g_test_trap_assert_passed();
+                return;
+        }
+        g_assert_cmpint(unshare(CLONE_NEWNS), ==, 0);
+        g_assert_cmpint(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), ==, 0);
+        dir = path_in(f, "cached");
+        g_assert_cmpint(g_mkdir(dir, 0755), ==, 0);
+
+        g_assert_cmpint(mount_table_load(&a), ==, 0);
+        g_assert_cmpint(mount_table_load(&b), ==, 0);
+        g_assert_true(a == b);
+        mount_table_unref(b);
+        g_assert_cmpint(mount_find_source(dir, NULL, NULL), ==, -ENOENT);
+
+        g_assert_cmpint(mount("loopd-cached", dir, "tmpfs", MS_NOSUID | MS_NODEV, NULL), ==, 0);
+        g_assert_cmpint(mount_find_source(dir, &source, NULL), ==, 0);
+        g_assert_cmpstr(source, ==, "loopd-cached");
+        g_assert_cmpint(mount_table_load(&b), ==, 0);
+        g_assert_true(a != b);
+        mount_table_unref(b);
+        mount_table_unref(a);
+
+        /* The child unmounts and looks: were its lookup to poll loopd's fd, loopd would not hear of it. */
+        pid = fork();
+        g_assert_cmpint(pid, >=, 0);
+        if (pid == 0)
+                _exit(umount2(dir, 0) == 0 && mount_find_source(dir, NULL, NULL) == -ENOENT ? 0 : 1);
+        g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+        g_assert_cmpint(status, ==, 0);
+        g_assert_cmpint(mount_find_source(dir, NULL, NULL), ==, -ENOENT);
+        g_assert_cmpint(g_rmdir(dir), ==, 0);
+}
+
 int main(int argc, char **argv)
 {
         g_test_init(&argc, &argv, NULL);
@@ -302,6 +354,8 @@ int main(int argc, char **argv)
         TEST("/mount/point/refuses-foreign-owned-user-dir", test_point_refuses_foreign_owned_user_dir);
         TEST("/mount/point/refuses-writable-parent", test_point_refuses_writable_parent);
         TEST("/mount/point/root-user-dir-has-no-acl", test_point_root_user_dir_has_no_acl);
+
+        TEST("/mount/table/cache-follows-changes", test_table_cache_follows_changes);
 
         TEST("/mount/kernel/ext4-nosuid-nodev", test_kernel_ext4_nosuid_nodev);
         TEST("/mount/kernel/ext4-errors-panic-becomes-remount-ro",
