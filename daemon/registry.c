@@ -492,12 +492,13 @@ void registry_release_if_autoclear(Registry *reg, unsigned number)
         _cleanup_strv_free_ char **mounts = NULL;
         int r;
 
-        if (loop_get_info(number, &info) < 0)
-                return;
         /* Only loopd's own devices: one that another tool set up with autoclear (mount -o loop) is the
-         * kernel's to clear, and never loopd's to detach. */
-        ManagedDevice *d = registry_find_device(reg, number, info->diskseq);
-        if (!d || !registry_device_autoclear(reg, info))
+         * kernel's to clear, and never loopd's to detach. Most of loopd's are not autoclear: the record says
+         * so, and the kernel's flag (another tool's LOOP_CLR_FD sets it) is one attribute. */
+        ManagedDevice *d = registry_find_number(reg, number);
+        if (!d || (!d->autoclear && loop_autoclear_of(number, d->diskseq) <= 0))
+                return;
+        if (loop_get_identity(number, &info) < 0 || info->diskseq != d->diskseq)
                 return;
         if (registry_device_mounts(info, &mounts) < 0 || (mounts && mounts[0]))
                 return;
