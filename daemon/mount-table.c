@@ -27,11 +27,13 @@ bool mount_fstype_is_fuse(const char *fstype)
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct libmnt_iter *, mnt_free_iter);
 
 /* The mount table as loopd last read it, and a mountinfo fd of its own that says whether the table changed
- * since: poll() on it gives POLLPRI once after each change of the namespace's table (the kernel compares the
- * table's event count with the fd's, which the poll itself brings up to date; a change while the table is
- * read is then reported by the next poll, and read again). Each Mount and Unmount looked up the table five
- * to seven times, each a parse of the whole of mountinfo. Only the process that made the cache uses it: a
- * child forked of loopd shares the fd's state, and its poll would take a change from loopd. */
+ * since: poll() on it gives POLLPRI when the namespace's table changed (any number of times) since the fd's
+ * last poll (the kernel compares the table's event count with the fd's, which the poll itself brings up to
+ * date; a change while the table is read is then reported by the next poll, and read again). Each Mount
+ * and Unmount looked up the table five to seven times, each a parse of the whole of mountinfo. Only the
+ * process that made the cache uses it: a child forked of loopd shares the fd's state, and its poll would
+ * take a change from loopd. The fd stays in the mount namespace it was opened in: a process that loaded
+ * the table must not load it again after unshare() or setns() (none does). */
 static struct {
         struct libmnt_table *table;
         int fd;

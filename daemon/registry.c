@@ -494,7 +494,7 @@ void registry_release_if_autoclear(Registry *reg, unsigned number)
 
         /* Only loopd's own devices: one that another tool set up with autoclear (mount -o loop) is the
          * kernel's to clear, and never loopd's to detach. Most of loopd's are not autoclear: the record says
-         * so, and the kernel's flag (another tool's LOOP_CLR_FD sets it) is one attribute. */
+         * so, and the kernel's flag (another tool's LOOP_CLR_FD sets it) is read alone. */
         ManagedDevice *d = registry_find_number(reg, number);
         if (!d || (!d->autoclear && loop_autoclear_of(number, d->diskseq) <= 0))
                 return;
