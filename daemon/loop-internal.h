@@ -32,6 +32,11 @@ int loop_open_checked(unsigned number, uint64_t expected_diskseq);
 /* The device's diskseq (BLKGETDISKSEQ, else sysfs); 0 if the kernel has none. */
 uint64_t loop_device_diskseq(int devfd, unsigned number);
 
+/* ---- loop-attach.c ---- */
+
+/* loopN was unbound by loopd a moment ago: the next loop_attach() tries it first. */
+void loop_note_free(unsigned number);
+
 /* ---- loop-partitions.c ---- */
 
 /* Makes the partitions of the table on devfd (loopN, bound) exist as /dev/loopNpM: the kernel's own scan

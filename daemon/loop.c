@@ -105,6 +105,7 @@ int loop_detach(unsigned number, uint64_t expected_diskseq)
         }
 
         loop_remove_every_stale_partition_node(number);
+        loop_note_free(number);
         return 0;
 }
 

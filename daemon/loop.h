@@ -65,7 +65,9 @@ int loop_info_dup(const LoopInfo *info, LoopInfo **ret);
 uint64_t loop_uevent_seqnum(void);
 
 /* Binds backing_fd to a free loop device with LOOP_CONFIGURE (offset, size limit, flags and block size in
- * one call), retrying with a bounded, jittered backoff when another process binds the number first.
+ * one call), retrying with a bounded, jittered backoff when another process binds the number first. The
+ * device is the one LOOP_CTL_GET_FREE names, or, from number 64 on, the one loop_detach() unbound last when
+ * it is still free.
  * Before binding, deletes partitions a free device still carries from an earlier user. Afterwards it
  * verifies what the kernel applied (sector size, size, read-only) and, with partition_scan, makes
  * sure the partitions exist as /dev/loopNpM: the kernel's own scan when it created any, otherwise the
@@ -126,7 +128,7 @@ int loop_list_brief(LoopInfo ***ret, size_t *ret_n);
  * kernel turns LOOP_CLR_FD into "autoclear": the device then goes away by itself when the last holder closes
  * it; loop_detach() waits up to 2 s for that (transient openers such as blkid or udevd) and returns -EBUSY
  * if it is still bound then. Waits up to 2 s for udevd's lock, too. -ENXIO if not bound, -ENODEV if there is
- * no such device. */
+ * no such device. A number it unbound is loop_attach()'s first choice next (see there). */
 int loop_detach(unsigned number, uint64_t expected_diskseq);
 /* Does anyone hold loopN or a partition of it exclusively (a kernel filesystem's mount does, and so do
  * transient claimers such as mkfs or udevd's re-read)? True also when that cannot be told (an open failed).

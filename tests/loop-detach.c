@@ -366,6 +366,85 @@ void test_autoclear(Fixture *f, gconstpointer data)
         loop_info_free(info);
 }
 
+/* Waits up to 5 s until loopN is unbound (a detach by another tool while someone held the device only set
+ * autoclear). */
+static bool wait_unbound(unsigned number)
+{
+        g_autofree char *bound = g_strdup_printf("/sys/block/loop%u/loop", number);
+
+        for (unsigned i = 0; i < 500 && g_file_test(bound, G_FILE_TEST_EXISTS); i++)
+                g_usleep(10 * 1000);
+        return !g_file_test(bound, G_FILE_TEST_EXISTS);
+}
+
+/* From loop64 on, loop_attach() tries the number loop_detach() freed last before LOOP_CTL_GET_FREE (which
+ * walks every loop device up to the first free one): it gets that number back although lower ones are free;
+ * where another tool bound the number meanwhile, it leaves that binding alone and takes another. The high
+ * number is a device the test makes (LOOP_CTL_ADD) and removes again. */
+void test_attach_reuses_freed_number(Fixture *f, gconstpointer data)
+{
+        g_autofree char *img = NULL, *other = NULL, *out = NULL, *backing = NULL, *sys = NULL, *node = NULL;
+        char events[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+        LoopInfo *again = NULL, *elsewhere = NULL;
+        unsigned high = 64;
+        int ctl, watch, r;
+
+        REQUIRE_PRIVILEGES(f);
+        img = fixture_path(f, "hint.img");
+        other = fixture_path(f, "other.img");
+        image_create(img, 4 * MIB);
+        image_create(other, 4 * MIB);
+
+        /* A number no device has yet, 64 or higher. */
+        ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+        g_assert_cmpint(ctl, >=, 0);
+        for (; high < 4096; high++) {
+                g_autofree char *dir = g_strdup_printf("/sys/block/loop%u", high);
+                if (!g_file_test(dir, G_FILE_TEST_EXISTS) && ioctl(ctl, LOOP_CTL_ADD, high) == (int)high)
+                        break;
+        }
+        g_assert_cmpuint(high, <, 4096);
+
+        /* Bound by losetup, unbound by loop_detach(): GET_FREE would name a lower number. */
+        out = test_sh("losetup /dev/loop%u '%s' && echo bound", high, img);
+        g_assert_cmpstr(g_strstrip(out), ==, "bound");
+        r = loop_detach(high, 0);
+        if (r == -EBUSY) {
+                isolated_incomplete(f, "someone held the device loop_detach() was to free");
+                goto out;
+        }
+        g_assert_cmpint(r, ==, 0);
+        again = attach_ok(img, (LoopConfig){ 0 });
+        g_assert_cmpuint(again->number, ==, high);
+
+        /* Freed by loop_detach() again, then bound by someone else before the next attach. */
+        detach_ok(f, g_steal_pointer(&again));
+        g_clear_pointer(&out, g_free);
+        out = test_sh("losetup /dev/loop%u '%s' && echo bound", high, other);
+        g_assert_cmpstr(g_strstrip(out), ==, "bound");
+        /* Not even opened (sysfs said it is bound): an open would wait for whatever holds the device. */
+        node = g_strdup_printf("/dev/loop%u", high);
+        watch = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+        g_assert_cmpint(watch, >=, 0);
+        g_assert_cmpint(inotify_add_watch(watch, node, IN_OPEN), >=, 0);
+        elsewhere = attach_ok(img, (LoopConfig){ 0 });
+        g_assert_cmpuint(elsewhere->number, !=, high);
+        g_assert_cmpint(read(watch, events, sizeof(events)), <, 0);
+        g_assert_cmpint(errno, ==, EAGAIN);
+        close(watch);
+        sys = g_strdup_printf("/sys/block/loop%u/loop/backing_file", high);
+        g_assert_true(g_file_get_contents(sys, &backing, NULL, NULL));
+        g_assert_cmpstr(g_strstrip(backing), ==, other);
+        detach_ok(f, g_steal_pointer(&elsewhere));
+
+out:
+        loop_info_free(again);
+        (void)test_sh_status(NULL, "losetup --detach /dev/loop%u 2>/dev/null", high);
+        g_assert_true(wait_unbound(high));
+        g_assert_cmpint(ioctl(ctl, LOOP_CTL_REMOVE, high), ==, 0);
+        close(ctl);
+}
+
 void test_no_partition_scan(Fixture *f, gconstpointer data)
 {
         g_autofree char *img = NULL, *dev = NULL;

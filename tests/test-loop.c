@@ -360,6 +360,7 @@ int main(int argc, char **argv)
         TEST("/loop/attach/no-partition-scan", test_no_partition_scan);
         TEST("/loop/attach/removes-known-stale-node", test_attach_removes_known_stale_node);
         TEST("/loop/attach/autoclear-deferred", test_autoclear);
+        TEST("/loop/attach/reuses-the-number-it-freed", test_attach_reuses_freed_number);
         TEST("/loop/attach/hostile-mbr", test_hostile_mbr);
         TEST("/loop/attach/hostile-random", test_hostile_random);
         TEST("/loop/attach/no-close-write-on-node", test_no_close_write_on_node);

@@ -82,6 +82,7 @@ void test_detach_waits_for_udev_lock(Fixture *f, gconstpointer data);
 void test_detach_blkpg_without_scan(Fixture *f, gconstpointer data);
 void test_attach_removes_known_stale_node(Fixture *f, gconstpointer data);
 void test_detach_held_open(Fixture *f, gconstpointer data);
+void test_attach_reuses_freed_number(Fixture *f, gconstpointer data);
 void test_autoclear(Fixture *f, gconstpointer data);
 void test_no_partition_scan(Fixture *f, gconstpointer data);
 
