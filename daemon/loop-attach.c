@@ -453,8 +453,7 @@ int loop_attach(int backing_fd, const LoopConfig *config, LoopInfo **ret, int *r
 
         unsigned hint = take_free_hint();
         if (hint != UINT_MAX) {
-                /* Taken in between (claim_free_device() checks it as a number GET_FREE gave): ask GET_FREE.
-                 */
+                /* Taken in between (claim_free_device() finds out): GET_FREE as below. */
                 r = try_attach(hint, backing_fd, config, expected_size, ret, ret_lock_fd);
                 if (r != -EAGAIN)
                         return r;

@@ -214,12 +214,13 @@ bool loop_is_bound(unsigned number, uint64_t diskseq)
 
 int loop_autoclear_of(unsigned number, uint64_t diskseq)
 {
-        char dir[64];
+        char dir[SYSFS_LOOP_PATH_MAX];
         uint64_t seq;
         bool autoclear;
         int r;
 
-        snprintf(dir, sizeof(dir), "/sys/block/loop%u", number);
+        /* By path, not through sysfs_open_loop(): a close event mostly reads the flag alone. */
+        sysfs_loop_path(dir, number, 0);
         r = sysfs_read_bool(AT_FDCWD, dir, "loop/autoclear", &autoclear);
         if (r < 0)
                 return unbound_if_gone(r) == -ENXIO ? 0 : r;

@@ -437,10 +437,9 @@ int partition_list_kernel(unsigned loop_number, KernelPartition **ret, size_t *r
 
 int partition_read_devnum(unsigned loop_number, unsigned partition, dev_t *ret)
 {
-        char path[96];
+        char dir[SYSFS_LOOP_PATH_MAX];
 
-        snprintf(path, sizeof(path), "/sys/block/loop%u/loop%up%u/dev", loop_number, loop_number, partition);
-        return sysfs_read_devnum(AT_FDCWD, NULL, path, ret);
+        return sysfs_read_devnum(AT_FDCWD, sysfs_loop_path(dir, loop_number, partition), "dev", ret);
 }
 
 /* One BLKPG operation on the whole disk devfd. */

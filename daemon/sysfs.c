@@ -79,16 +79,21 @@ int sysfs_read_devnum(int dirfd, const char *dir, const char *attr, dev_t *ret)
         return 0;
 }
 
+const char *sysfs_loop_path(char buf[static SYSFS_LOOP_PATH_MAX], unsigned number, unsigned partition)
+{
+        if (partition == 0)
+                snprintf(buf, SYSFS_LOOP_PATH_MAX, "/sys/block/loop%u", number);
+        else
+                snprintf(buf, SYSFS_LOOP_PATH_MAX, "/sys/block/loop%u/loop%up%u", number, number, partition);
+        return buf;
+}
+
 int sysfs_open_loop(unsigned number, unsigned partition)
 {
-        char path[96];
+        char path[SYSFS_LOOP_PATH_MAX];
         int fd;
 
-        if (partition == 0)
-                snprintf(path, sizeof(path), "/sys/block/loop%u", number);
-        else
-                snprintf(path, sizeof(path), "/sys/block/loop%u/loop%up%u", number, number, partition);
-        fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        fd = open(sysfs_loop_path(path, number, partition), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (fd < 0)
                 return errno == ENOENT ? -ENODEV : negative_errno();
         return fd;

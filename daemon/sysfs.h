@@ -20,6 +20,8 @@ int sysfs_read_bool(int dirfd, const char *dir, const char *attr, bool *ret);
 /* "MAJ:MIN" ("dev"). */
 int sysfs_read_devnum(int dirfd, const char *dir, const char *attr, dev_t *ret);
 
-/* Opens /sys/block/loopN (partition 0) or its partition's directory /sys/block/loopN/loopNpM as an
- * O_DIRECTORY fd: -ENODEV when there is no such device. */
+/* /sys/block/loopN (partition 0) or its partition's directory /sys/block/loopN/loopNpM, in buf. */
+#define SYSFS_LOOP_PATH_MAX 96
+const char *sysfs_loop_path(char buf[static SYSFS_LOOP_PATH_MAX], unsigned number, unsigned partition);
+/* Opens sysfs_loop_path() as an O_DIRECTORY fd: -ENODEV when there is no such device. */
 int sysfs_open_loop(unsigned number, unsigned partition);
