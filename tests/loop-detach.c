@@ -2,6 +2,17 @@
  * autoclear and partition scanning. */
 #include "test-loop.h"
 
+/* Waits up to 5 s until loopN is unbound (a detach by another tool while someone held the device only set
+ * autoclear). */
+static bool wait_unbound(unsigned number)
+{
+        g_autofree char *bound = g_strdup_printf("/sys/block/loop%u/loop", number);
+
+        for (unsigned i = 0; i < 500 && g_file_test(bound, G_FILE_TEST_EXISTS); i++)
+                g_usleep(10 * 1000);
+        return !g_file_test(bound, G_FILE_TEST_EXISTS);
+}
+
 /* Leaves a stale partition 2 on a free loop device, as an earlier failed run would: bound with losetup, a
  * partition added with BLKPG (partx), unbound without partition scanning so the kernel keeps it. Returns the
  * device number. */
@@ -20,11 +31,7 @@ static unsigned make_stale_device(Fixture *f)
         g_assert_cmpint(loop_parse_name(g_strstrip(out), &number), ==, 0);
 
         /* With udevd probing it, losetup --detach may only have set autoclear: wait until it is free. */
-        {
-                g_autofree char *bound = g_strdup_printf("/sys/block/loop%u/loop", number);
-                for (unsigned i = 0; i < 500 && g_file_test(bound, G_FILE_TEST_EXISTS); i++)
-                        g_usleep(10 * 1000);
-        }
+        (void)wait_unbound(number);
         return number;
 }
 
@@ -259,7 +266,7 @@ void test_attach_removes_known_stale_node(Fixture *f, gconstpointer data)
 
         /* Other processes attach devices too: loop_attach() may not get the same number back. */
         for (unsigned attempt = 0; attempt < 5; attempt++) {
-                g_autofree char *dev = NULL, *node = NULL, *bound = NULL;
+                g_autofree char *dev = NULL, *node = NULL;
                 LoopInfo *info, *again;
                 unsigned number;
                 gboolean left;
@@ -269,15 +276,12 @@ void test_attach_removes_known_stale_node(Fixture *f, gconstpointer data)
                 number = info->number;
                 dev = device_path(info);
                 node = g_strdup_printf("%sp2", dev);
-                bound = g_strdup_printf("/sys/block/loop%u/loop", number);
                 loop_info_free(info);
 
                 /* Unbound by someone else (the kernel drops the partitions, devtmpfs its nodes), then a node
                  * for partition 2 that devtmpfs did not make, with a device number nothing has. */
                 g_free(test_sh("losetup --detach '%s'", dev));
-                for (unsigned i = 0; i < 500 && g_file_test(bound, G_FILE_TEST_EXISTS); i++)
-                        g_usleep(10 * 1000);
-                g_assert_false(g_file_test(bound, G_FILE_TEST_EXISTS));
+                g_assert_true(wait_unbound(number));
                 (void)unlink(node);
                 g_free(test_sh("mknod '%s' b 259 1048574", node));
 
@@ -364,17 +368,6 @@ void test_autoclear(Fixture *f, gconstpointer data)
         g_assert_cmpuint(ours->len, ==, 0);
         assert_detached(f, info->number, info->diskseq);
         loop_info_free(info);
-}
-
-/* Waits up to 5 s until loopN is unbound (a detach by another tool while someone held the device only set
- * autoclear). */
-static bool wait_unbound(unsigned number)
-{
-        g_autofree char *bound = g_strdup_printf("/sys/block/loop%u/loop", number);
-
-        for (unsigned i = 0; i < 500 && g_file_test(bound, G_FILE_TEST_EXISTS); i++)
-                g_usleep(10 * 1000);
-        return !g_file_test(bound, G_FILE_TEST_EXISTS);
 }
 
 /* From loop64 on, loop_attach() tries the number loop_detach() freed last before LOOP_CTL_GET_FREE (which
