@@ -63,5 +63,6 @@ int cmd_cli(int argc, char *argv[]);
 int cmd_mount(int argc, char *argv[]);
 int cmd_time(int argc, char *argv[]);
 int cmd_stats(int argc, char *argv[]);
+int cmd_switch(int argc, char *argv[]);
 int cmd_read(int argc, char *argv[]);
 int cmd_first_file(int argc, char *argv[]);

@@ -20,6 +20,7 @@ static const struct {
         { "time", cmd_time, "N SAMPLES CMD..." },
         { "read", cmd_read, "FILE N SAMPLES [BLOCKDEV...]" },
         { "first-file", cmd_first_file, "LOOPCTL IMAGE FILE N SAMPLES [QEMU_IMG RAW_COPY]" },
+        { "switch", cmd_switch, "any-cpu|one-cpu N SAMPLES" },
         { "stats", cmd_stats, "COLUMN FILE..." },
         { "remove-loops", cmd_remove_loops, "MAX" },
 };
