@@ -46,6 +46,20 @@ uint64_t loop_uevent_seqnum(void)
         return sysfs_read_u64(AT_FDCWD, NULL, "/sys/kernel/uevent_seqnum", &v) >= 0 ? v : 0;
 }
 
+int loop_part_shift(void)
+{
+        uint64_t max_part;
+        int r;
+
+        r = sysfs_read_u64(AT_FDCWD, NULL, "/sys/module/loop/parameters/max_part", &max_part);
+        if (r < 0)
+                return r;
+        /* The driver rounds max_part up to 2^part_shift - 1 and exports that; a minor has 20 bits. */
+        if (max_part >= 1u << 20)
+                return -ERANGE;
+        return max_part == 0 ? 0 : 64 - __builtin_clzll(max_part);
+}
+
 void loop_info_array_free(LoopInfo **infos, size_t n)
 {
         if (!infos)

@@ -78,6 +78,8 @@ struct Watcher {
          * devices, which ListDevices looks up one by one. */
         Tracked **by_number;
         size_t n_by_number;
+        /* loopN's minor is N << part_shift (loop_part_shift()); -errno when that is not known. */
+        int part_shift;
         size_t n_devices;
         /* The most devices tracked at once since the heap was last trimmed (watcher_device_gone()). */
         size_t peak_devices;

@@ -154,12 +154,15 @@ static int watcher_link(Watcher *w, Tracked *t)
 
 Tracked *watcher_find_devnum(Watcher *w, dev_t devnum)
 {
-        /* loopN's minor is N without partition minors (max_part=0, the default): try that entry first. */
-        Tracked *guess = watcher_find(w, minor(devnum));
+        Tracked *t;
 
-        if (guess && guess->info->devnum == devnum)
-                return guess;
-        for (Tracked *t = w->devices; t; t = t->next)
+        /* One look, tracked or not: the events of a device not (or no longer) tracked, an Attach's and a
+         * Detach's, would otherwise walk all thousand entries. */
+        if (w->part_shift >= 0) {
+                t = watcher_find(w, minor(devnum) >> w->part_shift);
+                return t && t->info->devnum == devnum ? t : NULL;
+        }
+        for (t = w->devices; t; t = t->next)
                 if (t->info->devnum == devnum)
                         return t;
         return NULL;
@@ -579,6 +582,7 @@ int watcher_new(const WatcherConfig *config, Watcher **ret)
         if (!w)
                 return -ENOMEM;
         w->uevent_fd = w->close_fd = w->nodes_fd = -EBADF;
+        w->part_shift = loop_part_shift();
         w->event = sd_event_ref(config->event);
         w->registry = config->registry;
         w->image_reader = config->image_reader;

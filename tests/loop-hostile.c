@@ -2,6 +2,8 @@
  * listing against losetup and the name parser. */
 #include "test-loop.h"
 
+#include <linux/major.h>
+
 /* Writes one raw MBR entry with dd: the table is the oracle, since no tool writes a broken one. */
 static void write_mbr_entry(const char *img, unsigned slot, unsigned type, uint32_t start, uint32_t count)
 {
@@ -336,6 +338,10 @@ void test_info_matches_listing(Fixture *f, gconstpointer data)
         g_assert_cmpuint(ib->size, ==, 8 * MIB);
         g_assert_cmpuint(ib->sector_size, ==, 4096);
         g_assert_true(ic->read_only);
+        /* loopN's minor is N << part_shift: the watcher finds a device by its devnum in one look. */
+        g_assert_cmpint(loop_part_shift(), >=, 0);
+        for (const LoopInfo *const *i = (const LoopInfo *const[]){ ia, ib, ic, NULL }; *i; i++)
+                g_assert_cmpuint((*i)->devnum, ==, makedev(LOOP_MAJOR, (*i)->number << loop_part_shift()));
 
         /* Autoclear, while something holds the device (else it would go at once). */
         dev = device_path(ia);
