@@ -123,6 +123,53 @@ int context_call_slow(Context *c, sd_bus_message *m, sd_bus_error *error, sd_bus
         return call(c, m, true, error, ret_reply);
 }
 
+typedef struct PendingReply {
+        sd_bus_message *reply;
+} PendingReply;
+
+static int pending_reply_arrived(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error)
+{
+        PendingReply *p = userdata;
+
+        p->reply = sd_bus_message_ref(reply);
+        return 0;
+}
+
+int context_call_meanwhile(Context *c, sd_bus_message *m, void (*work)(void *userdata), void *userdata,
+        sd_bus_error *error, sd_bus_message **ret_reply)
+{
+        _cleanup_(sd_bus_slot_unrefp) sd_bus_slot *slot = NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        PendingReply p = {};
+        int r;
+
+        assert(!(c->auth && c->ask_password));
+        /* sd-bus answers a call that times out, or a connection that closes, with an error reply of its
+         * own: the wait ends either way. */
+        r = sd_bus_call_async(c->bus, &slot, m, pending_reply_arrived, &p, CALL_TIMEOUT_USEC);
+        if (r < 0)
+                return sd_bus_error_set_errno(error, r);
+        /* Out to the daemon before the work, not queued behind the connection's Hello until the wait. */
+        r = sd_bus_flush(c->bus);
+        if (r < 0)
+                return sd_bus_error_set_errno(error, r);
+        work(userdata);
+        while (!p.reply) {
+                r = sd_bus_process(c->bus, NULL);
+                if (r == 0)
+                        r = sd_bus_wait(c->bus, UINT64_MAX);
+                if (r == -EINTR)
+                        continue;
+                if (r < 0)
+                        return sd_bus_error_set_errno(error, r);
+        }
+        reply = TAKE_PTR(p.reply);
+        if (sd_bus_message_is_method_error(reply, NULL))
+                return sd_bus_error_copy(error, sd_bus_message_get_error(reply));
+        *ret_reply = TAKE_PTR(reply);
+        return 1;
+}
+
 /* The daemon sees paths in its own terms: absolute, symlinks (/dev/disk/by-label/...) resolved. A bare
  * "loop3p1" means the node in /dev. An absolute path that does not resolve goes as it is: the daemon knows
  * best whether it names something (an unmount of a mount point whose FUSE server died, say). */

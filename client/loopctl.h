@@ -91,6 +91,9 @@ int context_can_pass_fds(Context *c, const char *what);
 int context_call(Context *c, sd_bus_message *m, sd_bus_error *error, sd_bus_message **ret_reply);
 /* The same for a call whose work grows with the image (Format runs mkfs, and may zero it all first). */
 int context_call_slow(Context *c, sd_bus_message *m, sd_bus_error *error, sd_bus_message **ret_reply);
+/* context_call() of a call that needs no password, with work(userdata) done while the daemon answers. */
+int context_call_meanwhile(Context *c, sd_bus_message *m, void (*work)(void *userdata), void *userdata,
+        sd_bus_error *error, sd_bus_message **ret_reply);
 
 int log_build_error(int r, const char *member);
 int log_reply_error(int r, const char *member);

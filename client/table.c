@@ -95,22 +95,6 @@ static size_t table_rows(const Table *t)
         return t->n_cells / t->n_columns - 1;
 }
 
-int table_set(Table *t, size_t row, size_t col, const char *value)
-{
-        char *e, **cell;
-
-        if (row >= table_rows(t) || col >= t->n_columns)
-                return -ERANGE;
-        e = display_escape(value);
-        if (!e)
-                return -ENOMEM;
-        cell = &t->cells[(row + 1) * t->n_columns + col];
-        free(*cell);
-        *cell = e;
-        t->width[col] = MAX(t->width[col], display_width(e));
-        return 0;
-}
-
 bool table_empty(const Table *t)
 {
         return table_rows(t) == 0;

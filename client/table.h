@@ -16,9 +16,6 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Table *, table_free);
 
 /* Adds a row of exactly n_columns cells (NULL is an empty cell). Cells are escaped for the terminal. */
 int table_add_row(Table *t, ...);
-/* Puts value (NULL: empty) in the cell of row (0: the first after the header) and column col, for a cell
- * known only once the rows are in. -ERANGE outside the table. */
-int table_set(Table *t, size_t row, size_t col, const char *value);
 /* Prints the header and every row, columns separated by one space, no trailing blanks. Prints nothing
  * when the table has no rows. */
 void table_print(const Table *t, FILE *f);

@@ -1,6 +1,5 @@
 /* verbs-device.c: the loop device commands: attach, detach, close, list, partitions. */
 #include <fcntl.h>
-#include <pthread.h>
 #include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -303,7 +302,7 @@ static int read_device(sd_bus_message *reply, DeviceEntry *d)
 }
 
 /* ListDevices, with work(userdata) done while loopd answers (none when work is NULL). */
-static int list_devices(Context *c, sd_bus_message **ret_reply)
+static int list_devices(Context *c, void (*work)(void *userdata), void *userdata, sd_bus_message **ret_reply)
 {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
@@ -312,7 +311,10 @@ static int list_devices(Context *c, sd_bus_message **ret_reply)
         r = context_new_call(c, &m, "ListDevices");
         if (r < 0)
                 return r;
-        r = context_call(c, m, &error, &reply);
+        if (work)
+                r = context_call_meanwhile(c, m, work, userdata, &error, &reply);
+        else
+                r = context_call(c, m, &error, &reply);
         if (r < 0)
                 return log_bus_error(&error, r, "cannot list loop devices");
         r = sd_bus_message_enter_container(reply, 'a', LOOPD_DEVICE_STRUCT);
@@ -368,29 +370,15 @@ static void format_owner(char buf[static 32], const DeviceEntry *d)
 }
 
 /* The sizes of the loop devices, all in one read of /proc/partitions ("major minor #blocks name", in KiB):
- * with a thousand devices bound, reading each one's sysfs attributes costs tens of milliseconds. That read
- * still costs the kernel about as much as loopd's answer and the table's formatting together (it walks every
- * disk and partition from the start again at each read()), so it runs in a thread of its own from the start
- * of the list (size_table_start()), on the other CPU while loopctl connects, asks and formats. kib[N] is
+ * with a thousand devices bound, reading each one's sysfs attributes costs tens of milliseconds. kib[N] is
  * loopN's size + 1 (0: not listed). */
 typedef struct SizeTable {
         uint64_t *kib;
         size_t n;
-        pthread_t loader;
-        bool loading; /* the loader was started and is not joined yet */
 } SizeTable;
-
-/* Until the loader is done with s. */
-static void size_table_wait(SizeTable *s)
-{
-        if (s->loading)
-                (void)pthread_join(s->loader, NULL);
-        s->loading = false;
-}
 
 static void size_table_done(SizeTable *s)
 {
-        size_table_wait(s);
         s->kib = mfree(s->kib);
         s->n = 0;
 }
@@ -438,8 +426,7 @@ static void size_table_load(void *userdata)
                         uint64_t *a = reallocarray(s->kib, n, sizeof(uint64_t));
 
                         if (!a) {
-                                s->kib = mfree(s->kib);
-                                s->n = 0;
+                                size_table_done(s);
                                 return;
                         }
                         memset(a + s->n, 0, (n - s->n) * sizeof(uint64_t));
@@ -448,20 +435,6 @@ static void size_table_load(void *userdata)
                 }
                 s->kib[number] = kib + 1;
         }
-}
-
-static void *size_table_thread(void *userdata)
-{
-        size_table_load(userdata);
-        return NULL;
-}
-
-/* Loads s in the loader thread, or right here when no thread can start. */
-static void size_table_start(SizeTable *s)
-{
-        s->loading = pthread_create(&s->loader, NULL, size_table_thread, s) == 0;
-        if (!s->loading)
-                size_table_load(s);
 }
 
 /* loopN's size in KiB, as /proc/partitions has it; -ENOENT when it is not there. */
@@ -479,14 +452,14 @@ static int size_table_kib(const SizeTable *s, unsigned number, uint64_t *ret)
  * that is two sysfs reads a device, more than all the rest of a list of a thousand devices costs, and for a
  * virtual disk sysfs names the export, not the image the reply names. */
 static void format_size(
-        char buf[static FORMAT_BYTES_MAX], const SizeTable *sizes, int blockfd, const char *device)
+        char buf[static FORMAT_BYTES_MAX], const SizeTable *sizes, int blockfd, const DeviceEntry *d)
 {
         char name[32], backing[4096 + 16], sectors[32], lo[FORMAT_BYTES_MAX], hi[FORMAT_BYTES_MAX];
         unsigned number;
         uint64_t n;
 
         snprintf(buf, FORMAT_BYTES_MAX, "-");
-        if (loop_parse_name(device, &number) < 0)
+        if (loop_parse_name(d->device, &number) < 0)
                 return;
         if (size_table_kib(sizes, number, &n) >= 0 && n > 0 &&
                 streq(format_bytes(lo, n * 1024), format_bytes(hi, n * 1024 + 512))) {
@@ -521,20 +494,14 @@ int verb_list(Context *c)
         _cleanup_(table_freep) Table *t = NULL;
         _cleanup_close_ int blockfd = -EBADF;
         _cleanup_(size_table_done) SizeTable sizes = {};
-        /* The rows' devices, for their sizes once those are read: strings of reply. */
-        _cleanup_free_ const char **devices = NULL;
-        size_t n_rows = 0;
         DeviceEntry d;
         JsonWriter w;
         int r;
 
-        /* The sizes are read from before the call until after the rows are formatted. A device bound since
-         * the read is not in them: its size comes from sysfs (format_size()). One detached and bound again
-         * in between shows the size of its earlier binding: a window of a few milliseconds, as between any
-         * list and the moment it is read. */
-        if (!c->json)
-                size_table_start(&sizes);
-        r = list_devices(c, &reply);
+        /* The sizes are read while loopd answers. A device bound since is not in them: its size comes from
+         * sysfs (format_size()). One detached and bound again in between shows the size of its earlier
+         * binding: a window of a few milliseconds, as between any list and the moment it is read. */
+        r = list_devices(c, c->json ? NULL : size_table_load, &sizes, &reply);
         if (r < 0)
                 return r;
         r = output_open(&out);
@@ -568,17 +535,14 @@ int verb_list(Context *c)
                         json_field_uint(&w, "owner_uid", d.owner_uid);
                         json_end_object(&w);
                 } else {
-                        char limit[FORMAT_BYTES_MAX], offset[FORMAT_BYTES_MAX], sector[12], owner[32];
-                        const char **grown = reallocarray(devices, n_rows + 1, sizeof(char *));
+                        char size[FORMAT_BYTES_MAX], limit[FORMAT_BYTES_MAX], offset[FORMAT_BYTES_MAX],
+                                sector[12], owner[32];
 
-                        if (!grown)
-                                return log_error_errno(-ENOMEM, "cannot allocate output");
-                        devices = grown;
-                        devices[n_rows++] = d.device;
                         snprintf(sector, sizeof(sector), "%" PRIu32, d.sector_size);
                         format_owner(owner, &d);
-                        /* The size is filled in below. A size limit of 0 is none. */
-                        r = table_add_row(t, d.device, NULL,
+                        format_size(size, &sizes, blockfd, &d);
+                        /* A size limit of 0 is none. */
+                        r = table_add_row(t, d.device, size,
                                 d.size_limit == 0 ? "-" : format_bytes(limit, d.size_limit),
                                 format_bytes(offset, d.offset), sector, d.read_only ? "1" : "0",
                                 d.autoclear ? "1" : "0", owner, d.backing_file);
@@ -588,16 +552,6 @@ int verb_list(Context *c)
         }
         if (r < 0)
                 return log_reply_error(r, "ListDevices");
-
-        size_table_wait(&sizes);
-        for (size_t i = 0; i < n_rows; i++) {
-                char size[FORMAT_BYTES_MAX];
-
-                format_size(size, &sizes, blockfd, devices[i]);
-                r = table_set(t, i, 1, size);
-                if (r < 0)
-                        return log_error_errno(r, "cannot allocate output");
-        }
 
         if (c->json)
                 json_end_array(&w);
@@ -635,7 +589,7 @@ int resolve_device(Context *c, const char *what, char **ret)
                 return 0;
         }
 
-        r = list_devices(c, &reply);
+        r = list_devices(c, NULL, NULL, &reply);
         if (r < 0)
                 return r;
         while ((r = read_device(reply, &d)) > 0) {
