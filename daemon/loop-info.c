@@ -46,18 +46,21 @@ uint64_t loop_uevent_seqnum(void)
         return sysfs_read_u64(AT_FDCWD, NULL, "/sys/kernel/uevent_seqnum", &v) >= 0 ? v : 0;
 }
 
+int loop_part_shift_of(uint64_t max_part)
+{
+        /* A minor has 20 bits (the driver itself refuses more than 256 minors a device). */
+        if (max_part >= 1u << 20)
+                return -ERANGE;
+        return max_part == 0 ? 0 : 64 - __builtin_clzll(max_part);
+}
+
 int loop_part_shift(void)
 {
         uint64_t max_part;
         int r;
 
         r = sysfs_read_u64(AT_FDCWD, NULL, "/sys/module/loop/parameters/max_part", &max_part);
-        if (r < 0)
-                return r;
-        /* The driver rounds max_part up to 2^part_shift - 1 and exports that; a minor has 20 bits. */
-        if (max_part >= 1u << 20)
-                return -ERANGE;
-        return max_part == 0 ? 0 : 64 - __builtin_clzll(max_part);
+        return r < 0 ? r : loop_part_shift_of(max_part);
 }
 
 void loop_info_array_free(LoopInfo **infos, size_t n)

@@ -63,9 +63,12 @@ void loop_info_array_free(LoopInfo **infos, size_t n);
 int loop_info_dup(const LoopInfo *info, LoopInfo **ret);
 /* /sys/kernel/uevent_seqnum: the number of the last uevent the kernel sent; 0 if it cannot be read. */
 uint64_t loop_uevent_seqnum(void);
-/* The loop driver's part_shift: loopN's minor is N << part_shift (0 without its max_part parameter, the
- * default); -errno when /sys/module/loop/parameters/max_part cannot be read. */
+/* The loop driver's part_shift: loopN's minor is N << part_shift, part_shift = fls(max_part) (0 when its
+ * max_part parameter is 0, the default; the driver exports max_part rounded up to 2^part_shift - 1);
+ * -errno when /sys/module/loop/parameters/max_part cannot be read (no loop driver loaded yet), -ERANGE for
+ * a value no minor could hold. */
 int loop_part_shift(void);
+int loop_part_shift_of(uint64_t max_part);
 
 /* Binds backing_fd to a free loop device with LOOP_CONFIGURE (offset, size limit, flags and block size in
  * one call), retrying with a bounded, jittered backoff when another process binds the number first. The

@@ -157,7 +157,10 @@ Tracked *watcher_find_devnum(Watcher *w, dev_t devnum)
         Tracked *t;
 
         /* One look, tracked or not: the events of a device not (or no longer) tracked, an Attach's and a
-         * Detach's, would otherwise walk all thousand entries. */
+         * Detach's, would otherwise walk all thousand entries. A loop driver loaded after loopd started
+         * (a module, with loopd's first Attach) has its parameter by the time its devices are looked for. */
+        if (w->part_shift == -ENOENT)
+                w->part_shift = loop_part_shift();
         if (w->part_shift >= 0) {
                 t = watcher_find(w, minor(devnum) >> w->part_shift);
                 return t && t->info->devnum == devnum ? t : NULL;

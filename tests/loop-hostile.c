@@ -314,6 +314,31 @@ void test_parse_name(void)
         g_assert_cmpint(loop_parse_name(NULL, &n), ==, -EINVAL);
 }
 
+/* fls(max_part), as the loop driver computes its part_shift. */
+void test_part_shift(void)
+{
+        static const struct {
+                uint64_t max_part;
+                int shift;
+        } cases[] = {
+                { 0, 0 },
+                { 1, 1 },
+                { 2, 2 },
+                { 3, 2 },
+                { 4, 3 },
+                { 7, 3 },
+                { 8, 4 },
+                { 15, 4 },
+                { 255, 8 },
+                { (1u << 20) - 1, 20 },
+                { 1u << 20, -ERANGE },
+                { UINT64_MAX, -ERANGE },
+        };
+
+        for (size_t i = 0; i < G_N_ELEMENTS(cases); i++)
+                g_assert_cmpint(loop_part_shift_of(cases[i].max_part), ==, cases[i].shift);
+}
+
 /* The flags both ways: offset, size limit and 4096-byte sectors; read-only; partition scan; autoclear. */
 void test_info_matches_listing(Fixture *f, gconstpointer data)
 {

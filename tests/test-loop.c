@@ -342,6 +342,7 @@ int main(int argc, char **argv)
                 g_test_set_nonfatal_assertions();
 
         g_test_add_func("/loop/parse-name", test_parse_name);
+        g_test_add_func("/loop/part-shift", test_part_shift);
         TEST("/loop/attach/gpt-ext4-xfs", test_gpt_ext4_xfs);
         TEST("/loop/attach/mbr-extended-logical", test_mbr_extended_logical);
         TEST("/loop/attach/partitionless-ext4", test_partitionless_ext4);

@@ -94,3 +94,4 @@ void test_no_close_write_on_node(Fixture *f, gconstpointer data);
 void test_list_and_info(Fixture *f, gconstpointer data);
 void test_info_matches_listing(Fixture *f, gconstpointer data);
 void test_parse_name(void);
+void test_part_shift(void);
