@@ -490,7 +490,11 @@ static void test_partition_of_mounted_disk(Harness *h, gconstpointer data)
 #define MKFS_ID_BASE 0x7a6e0000u
 #define MKFS_ID_SPAN 0x10000u
 
-/* The pid of a confined mkfs now running (its real uid in the mkfs range), or 0. */
+/* The pid of a confined mkfs now running (its real uid in the mkfs range, and past its execve), or 0.
+ * Between the sandbox's setresuid() and its execve() the child already has the mkfs uid, and loopd, which
+ * made it with CLONE_VFORK, waits for that execve: a child stopped there holds loopd's event loop until it
+ * goes on (only root or the mkfs uid can stop it). Its name is loopd's until the execve, the tool's after,
+ * and every tool Format runs is named mk* (mke2fs, mkfs.*, mkntfs, mkswap). */
 static pid_t find_mkfs(void)
 {
         g_autoptr(GDir) proc = g_dir_open("/proc", 0, NULL);
@@ -508,7 +512,8 @@ static pid_t find_mkfs(void)
                 if (!uid)
                         continue;
                 guint64 id = g_ascii_strtoull(uid + strlen("\nUid:\t"), NULL, 10);
-                if (id >= MKFS_ID_BASE && id < MKFS_ID_BASE + MKFS_ID_SPAN)
+                if (id >= MKFS_ID_BASE && id < MKFS_ID_BASE + MKFS_ID_SPAN &&
+                        g_str_has_prefix(status, "Name:\tmk"))
                         return (pid_t)g_ascii_strtoull(e, NULL, 10);
         }
         return 0;
