@@ -564,6 +564,14 @@ fail:
         return r;
 }
 
+void probe_drop_cached(int fd)
+{
+        struct stat st;
+
+        if (fstat(fd, &st) >= 0 && S_ISBLK(st.st_mode))
+                (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+}
+
 int probe_loop_read(const LoopProbeArea *a, PartitionInfo **ret, size_t *ret_n)
 {
         int r = -EBADF;
@@ -585,10 +593,16 @@ int probe_loop_read(const LoopProbeArea *a, PartitionInfo **ret, size_t *ret_n)
         /* Through the device when there is no image, or it cannot be read as it is (an fd opened with
          * O_DIRECT takes only aligned reads): the list must not come out empty for a device that has some.
          */
-        if (r < 0 && r != -ENOMEM && a->disk_fd >= 0)
+        if (r < 0 && r != -ENOMEM && a->disk_fd >= 0) {
+                /* Only another node (a partition's) writes past loopN's cache. All of it, not the
+                 * partitions' ranges: the kernel keeps a folio a range covers only in part, and a block
+                 * device's folios may be larger than a page. */
+                if (a->n_parts > 0)
+                        probe_drop_cached(a->disk_fd);
                 r = probe_loop_disk(a,
                         &(ProbeArea){ .fd = a->disk_fd, .size = a->size, .sector_size = a->sector_size },
                         ret, ret_n);
+        }
         return r;
 }
 

@@ -28,8 +28,8 @@ void partition_info_array_free(PartitionInfo *p, size_t n);
 int partition_info_array_copy(const PartitionInfo *p, size_t n, PartitionInfo **ret);
 
 /* What a probe of loopN reads, and what the kernel says of it: found without reading a byte of its
- * contents. probe_loop_open() fills it in, in loopd; probe_loop_read() reads the contents, in loopd or in a
- * child of the image reader (image-reader.h), which gets the fds and these values. */
+ * contents. probe_loop_open() fills it in, in loopd; probe_loop_read() reads the contents, in a child of the
+ * image reader (image-reader.h), which gets the fds and these values. */
 typedef struct LoopProbeArea {
         unsigned loop_number;
         dev_t devnum;
@@ -56,8 +56,18 @@ void probe_loop_done(LoopProbeArea *a);
  * is a request to the loop worker); through the device when there is none or it cannot be read as it is (an
  * fd opened with O_DIRECT takes only aligned reads). A partition's filesystem is read where the partition
  * lies on the disk, never through a /dev/loopNpM node. disk_fd may be -EBADF when image_fd is not: the
- * image alone, as the device will read it (parts: as the kernel will have them). */
+ * image alone, as the device will read it (parts: as the kernel will have them). Through the device of a
+ * disk with partitions, loopN's page cache is dropped first (probe_drop_cached()), which may wait on the
+ * device: in loopd, only ever in a child of the image reader. */
 int probe_loop_read(const LoopProbeArea *a, PartitionInfo **ret, size_t *ret_n);
+/* Drops the clean pages of fd's page cache that nothing holds, when fd is a block device: what is read next
+ * comes from the device, not from an earlier read. Each block device has a page cache of its own, a
+ * partition's apart from its whole device's: a mkfs through /dev/loopNp1 bypasses what /dev/loopN's cache
+ * holds of those sectors (from udevd's read, a file manager's, an earlier probe's), and loopd keeps loopN
+ * open, so that cache lasts as long as the binding. A dirty page stays (it is newer than the device), but
+ * POSIX_FADV_DONTNEED first starts writing back the dirty pages, which may wait on the device: call it
+ * where the device is read, in a child, never in loopd's own process. */
+void probe_drop_cached(int fd);
 
 /* probe_loop_open() + probe_loop_read() in the calling process, of the device alone or of the image loopN
  * reads first: the tests' oracle for what a reader's child answers. loopd itself reads through
