@@ -9,6 +9,7 @@
 
 #include "format.h"
 #include "image-reader-internal.h"
+#include "probe.h"
 #include "process-util.h"
 
 int reader_child_table(const Request *req, int sock, int devfd)
@@ -19,6 +20,12 @@ int reader_child_table(const Request *req, int sock, int devfd)
         TablePartition p = {};
         size_t len = 0;
 
+        /* libfdisk writes the table through loopN's page cache, which writes back whole blocks (4 KiB on
+         * most devices): the block of GPT's first backup entries also holds the last sectors of a partition
+         * that reaches the last usable one, and had the cache kept them from before a write through the
+         * partition's node, the table's write would put them back as they were. Its fsync() writes back
+         * loopN's dirty pages anyway. */
+        probe_drop_cached(devfd);
         switch (t->op) {
         case TABLE_CREATE:
                 answer.result = partition_table_create_sized(devfd, req->sector_size, t->label);

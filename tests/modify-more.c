@@ -202,6 +202,51 @@ void test_create_size_0_fills_aligned(Harness *h, gconstpointer data)
         }
 }
 
+/* A table written through loopN keeps what a partition's node wrote into the partition's last sectors. With
+ * a GPT, the block that holds the first backup entries also holds the last sectors of a partition that
+ * reaches the last usable one, and loopN's page cache held them as an earlier read of loopN (udevd's, a file
+ * manager's) found them: the table's write must not put those back. */
+void test_table_write_keeps_partition_tail(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        g_autofree char *image = harness_image_path(h, "tail.img"), *q = g_shell_quote(image);
+        GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
+        g_autofree char *device = NULL, *p1 = NULL, *p2 = NULL, *script = NULL, *tail = NULL;
+        g_autoptr(GError) error = NULL;
+        /* 64 MiB is 131072 sectors: the backup entries take 131039-131070, the backup header 131071. */
+        const guint64 p2_start = 69632, last_usable = 131038;
+
+        REQUIRE_NONNULL(a);
+        image_create(image, BASE_SIZE);
+        script = g_strdup_printf("label: gpt\nstart=2048, size=65536, type=linux\nstart=%" G_GUINT64_FORMAT
+                                 ", size=%" G_GUINT64_FORMAT ", type=linux\n",
+                p2_start, last_usable - p2_start + 1);
+        image_sfdisk(image, script, 0);
+        g_assert_cmpint(chown(image, harness_uid_of(HARNESS_USER_A), harness_gid_of(HARNESS_USER_A)), ==, 0);
+        device = attach_own(h, a, image);
+        REQUIRE_NONNULL(device);
+        p1 = partition_node(device, 1);
+        p2 = partition_node(device, 2);
+
+        /* As root: the whole device read into its cache, then the last sector of partition 2 written
+         * through partition 2's node, and synced to the image (udevd may hold that node open, and then dd's
+         * close would not be the last). */
+        g_free(test_sh("dd if=%s of=/dev/null bs=1M status=none", device));
+        g_free(test_sh("printf loopd-tail-sector | dd of=%s bs=512 seek=%" G_GUINT64_FORMAT
+                       " conv=notrunc,fsync status=none",
+                p2, last_usable - p2_start));
+        if (!call_delete_partition(a, p1, &error))
+                harness_fail("DeletePartition %s: %s", p1, error->message);
+        detach_own(a, device);
+
+        tail = test_sh("dd if=%s bs=512 skip=%" G_GUINT64_FORMAT " count=1 status=none | head -c 17", q,
+                last_usable);
+        if (g_strcmp0(tail, "loopd-tail-sector") != 0)
+                harness_fail("after DeletePartition of %s, the last sector of %s reads \"%s\", not what was "
+                             "written through %s",
+                        p1, p2, tail, p2);
+}
+
 typedef struct Removed {
         char *device, *partition;
         guint n;

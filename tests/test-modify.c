@@ -336,6 +336,8 @@ int main(int argc, char **argv)
                 test_create_size_0_fills_aligned, NULL);
         modify_add(
                 "/loopd/modify/partition/delete-removes-node-and-signals", test_delete_removes_node, NULL);
+        modify_add("/loopd/modify/partition/table-write-keeps-last-partition-tail",
+                test_table_write_keeps_partition_tail, NULL);
         modify_add("/loopd/modify/create/table-partition-filesystem-in-one-go", test_create_in_one_go, NULL);
         modify_add("/loopd/modify/create/over-existing-file-refused-untouched",
                 test_create_over_existing_file, NULL);

@@ -97,6 +97,7 @@ void test_format_empty_whole_device(Harness *h, gconstpointer data);
 void test_format_partition_bytes_only(Harness *h, gconstpointer data);
 void test_create_size_0_fills_aligned(Harness *h, gconstpointer data);
 void test_delete_removes_node(Harness *h, gconstpointer data);
+void test_table_write_keeps_partition_tail(Harness *h, gconstpointer data);
 void test_create_over_existing_file(Harness *h, gconstpointer data);
 void test_create_failing_format_leaves_nothing(Harness *h, gconstpointer data);
 void test_create_in_one_go(Harness *h, gconstpointer data);
