@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -495,33 +496,71 @@ static void test_partition_of_mounted_disk(Harness *h, gconstpointer data)
 #define MKFS_ID_BASE 0x7a6e0000u
 #define MKFS_ID_SPAN 0x10000u
 
-/* The pid of a confined mkfs now running (its real uid in the mkfs range, and past its execve), or 0.
- * Between the sandbox's setresuid() and its execve() the child already has the mkfs uid, and loopd, which
- * made it with CLONE_VFORK, waits for that execve: a child stopped there holds loopd's event loop until it
- * goes on (only root or the mkfs uid can stop it). Its name is loopd's until the execve, the tool's after,
- * and every tool Format runs is named mk* (mke2fs, mkfs.*, mkntfs, mkswap). */
-static pid_t find_mkfs(void)
+/* The line of pid's /proc status that starts with key (as "State:\t"), or NULL. */
+static char *proc_status_line(pid_t pid, const char *key)
+{
+        g_autofree char *path = g_strdup_printf("/proc/%d/status", (int)pid), *status = NULL;
+        g_autofree char *needle = g_strconcat("\n", key, NULL);
+        const char *line;
+
+        if (!g_file_get_contents(path, &status, NULL, NULL))
+                return NULL;
+        if (g_str_has_prefix(status, key))
+                line = status;
+        else {
+                line = strstr(status, needle);
+                if (!line)
+                        return NULL;
+                line++;
+        }
+        return g_strndup(line, strcspn(line, "\n"));
+}
+
+/* The pid of the mkfs now formatting device (ext2: mke2fs), past its execve, or 0. It runs as the device's
+ * own mkfs uid, so that another run's mkfs on this machine is left alone. Between the sandbox's setresuid()
+ * and its execve() the child already has that uid, and loopd, which made it with CLONE_VFORK, waits for the
+ * execve: a child stopped there would hold loopd's event loop (only root or that uid can stop it). Until
+ * the execve the child has loopd's name. */
+static pid_t find_mkfs(dev_t device)
 {
         g_autoptr(GDir) proc = g_dir_open("/proc", 0, NULL);
+        const guint64 want = MKFS_ID_BASE + minor(device) % MKFS_ID_SPAN;
 
         for (const char *e; proc && (e = g_dir_read_name(proc));) {
-                g_autofree char *path = NULL, *status = NULL;
-                const char *uid;
+                pid_t pid = (pid_t)g_ascii_strtoull(e, NULL, 10);
+                g_autofree char *name = NULL, *uid = NULL;
 
-                if (e[0] < '1' || e[0] > '9')
+                if (pid <= 0)
                         continue;
-                path = g_strdup_printf("/proc/%s/status", e);
-                if (!g_file_get_contents(path, &status, NULL, NULL))
+                name = proc_status_line(pid, "Name:\t");
+                if (g_strcmp0(name, "Name:\tmke2fs") != 0)
                         continue;
-                uid = strstr(status, "\nUid:\t");
-                if (!uid)
-                        continue;
-                guint64 id = g_ascii_strtoull(uid + strlen("\nUid:\t"), NULL, 10);
-                if (id >= MKFS_ID_BASE && id < MKFS_ID_BASE + MKFS_ID_SPAN &&
-                        g_str_has_prefix(status, "Name:\tmk"))
-                        return (pid_t)g_ascii_strtoull(e, NULL, 10);
+                uid = proc_status_line(pid, "Uid:\t");
+                if (uid && g_ascii_strtoull(uid + strlen("Uid:\t"), NULL, 10) == want)
+                        return pid;
         }
         return 0;
+}
+
+/* Stops pid and waits until the kernel says it is stopped: false when it had exited already (a zombie that
+ * loopd has not reaped yet takes the signal too, and is not a running mkfs). */
+static bool stop_running(pid_t pid)
+{
+        gint64 deadline = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
+
+        if (kill(pid, SIGSTOP) < 0)
+                return false;
+        while (g_get_monotonic_time() < deadline) {
+                g_autofree char *state = proc_status_line(pid, "State:\t");
+
+                if (!state || g_str_has_prefix(state, "State:\tZ") || g_str_has_prefix(state, "State:\tX"))
+                        return false;
+                if (g_str_has_prefix(state, "State:\tT"))
+                        return true;
+                g_usleep(1000);
+        }
+        (void)kill(pid, SIGCONT);
+        return false;
 }
 
 typedef struct FormatThread {
@@ -550,6 +589,7 @@ static void test_busy_while_formatting(Harness *h, gconstpointer data)
         g_autofree char *image = NULL, *device = NULL;
         g_autoptr(GError) error = NULL;
         bool caught = false;
+        struct stat st;
 
         (void)data;
         harness_allow_all(h);
@@ -557,6 +597,8 @@ static void test_busy_while_formatting(Harness *h, gconstpointer data)
         /* ext2 writes every inode table: on 16 GiB that takes long enough to be seen. */
         device = attach_image(h, a, "busy.img", 16384 * MiB, &image);
         REQUIRE_NONNULL(device);
+        g_assert_cmpint(stat(device, &st), ==, 0);
+        const dev_t rdev = st.st_rdev;
         for (int attempt = 0; attempt < 20 && !caught; attempt++) {
                 FormatThread t = { .connection = a, .device = device };
                 GThread *thread = g_thread_new("format", format_thread, &t);
@@ -564,9 +606,9 @@ static void test_busy_while_formatting(Harness *h, gconstpointer data)
                 pid_t pid = 0;
 
                 while (!pid && !g_atomic_int_get(&t.done) && g_get_monotonic_time() < deadline) {
-                        pid = find_mkfs();
-                        if (pid && kill(pid, SIGSTOP) < 0)
-                                pid = 0; /* it was gone already */
+                        pid = find_mkfs(rdev);
+                        if (pid && !stop_running(pid))
+                                pid = 0; /* it was done already */
                 }
                 if (pid) {
                         g_autoptr(GError) mount_error = NULL, detach_error = NULL, format_error = NULL;
