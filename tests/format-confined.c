@@ -496,26 +496,6 @@ static void test_partition_of_mounted_disk(Harness *h, gconstpointer data)
 #define MKFS_ID_BASE 0x7a6e0000u
 #define MKFS_ID_SPAN 0x10000u
 
-/* The line of pid's /proc status that starts with key (as "State:\t"), or NULL. */
-static char *proc_status_line(pid_t pid, const char *key)
-{
-        g_autofree char *path = g_strdup_printf("/proc/%d/status", (int)pid), *status = NULL;
-        g_autofree char *needle = g_strconcat("\n", key, NULL);
-        const char *line;
-
-        if (!g_file_get_contents(path, &status, NULL, NULL))
-                return NULL;
-        if (g_str_has_prefix(status, key))
-                line = status;
-        else {
-                line = strstr(status, needle);
-                if (!line)
-                        return NULL;
-                line++;
-        }
-        return g_strndup(line, strcspn(line, "\n"));
-}
-
 /* The pid of the mkfs now formatting device (ext2: mke2fs), past its execve, or 0. It runs as the device's
  * own mkfs uid, so that another run's mkfs on this machine is left alone. Between the sandbox's setresuid()
  * and its execve() the child already has that uid, and loopd, which made it with CLONE_VFORK, waits for the
@@ -532,11 +512,11 @@ static pid_t find_mkfs(dev_t device)
 
                 if (pid <= 0)
                         continue;
-                name = proc_status_line(pid, "Name:\t");
-                if (g_strcmp0(name, "Name:\tmke2fs") != 0)
+                name = test_proc_status(pid, "Name");
+                if (g_strcmp0(name, "mke2fs") != 0)
                         continue;
-                uid = proc_status_line(pid, "Uid:\t");
-                if (uid && g_ascii_strtoull(uid + strlen("Uid:\t"), NULL, 10) == want)
+                uid = test_proc_status(pid, "Uid");
+                if (uid && g_ascii_strtoull(uid, NULL, 10) == want)
                         return pid;
         }
         return 0;
@@ -551,11 +531,11 @@ static bool stop_running(pid_t pid)
         if (kill(pid, SIGSTOP) < 0)
                 return false;
         while (g_get_monotonic_time() < deadline) {
-                g_autofree char *state = proc_status_line(pid, "State:\t");
+                g_autofree char *state = test_proc_status(pid, "State");
 
-                if (!state || g_str_has_prefix(state, "State:\tZ") || g_str_has_prefix(state, "State:\tX"))
+                if (!state || state[0] == 'Z' || state[0] == 'X')
                         return false;
-                if (g_str_has_prefix(state, "State:\tT"))
+                if (state[0] == 'T')
                         return true;
                 g_usleep(1000);
         }

@@ -129,6 +129,18 @@ char *test_read_sysfs(const char *fmt, ...)
         return g_strstrip(contents);
 }
 
+char *test_proc_status(pid_t pid, const char *key)
+{
+        g_autofree char *status = test_read_sysfs("/proc/%d/status", (int)pid);
+        g_auto(GStrv) lines = g_strsplit(status ? status : "", "\n", -1);
+        size_t len = strlen(key);
+
+        for (char **l = lines; *l; l++)
+                if (strncmp(*l, key, len) == 0 && (*l)[len] == ':')
+                        return g_strstrip(g_strdup(*l + len + 1));
+        return NULL;
+}
+
 gboolean test_options_have(const char *options, const char *item)
 {
         g_auto(GStrv) items = g_strsplit(options ? options : "", ",", -1);

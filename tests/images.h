@@ -5,6 +5,7 @@
 #include <glib.h>
 #include <json-glib/json-glib.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* TRUE when the suite can touch the kernel (root and /dev/loop-control). Otherwise it skips the test,
  * or fails it when CI=true: CI is root with loop devices, so a skip there hides a broken suite. */
@@ -26,6 +27,9 @@ char *test_sh(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 int test_sh_status(char **ret_out, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 /* The contents of a (sysfs, procfs) file whose path is fmt, stripped; NULL when it cannot be read. */
 char *test_read_sysfs(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+/* The value of the "key:" line of /proc/PID/status ("Uid": "0\t0\t0\t0"), stripped; NULL when pid is gone
+ * or has no such line. */
+char *test_proc_status(pid_t pid, const char *key);
 /* Whether the comma-separated list options (mount options; NULL: none) has item, exactly. */
 gboolean test_options_have(const char *options, const char *item);
 /* The sha256 of a file's bytes, in hex; NULL, and the test failed, when it cannot be read. */

@@ -73,26 +73,10 @@ static pid_t driver_serving(const char *node)
         return n == 1 ? found : 0;
 }
 
-/* The value of field (e.g. "Uid") in /proc/PID/status, NULL when there is no such line. */
-static char *status_field(pid_t pid, const char *field)
-{
-        g_autofree char *file = g_strdup_printf("/proc/%d/status", (int)pid), *text = NULL;
-        g_autofree char *prefix = g_strdup_printf("%s:", field);
-        g_auto(GStrv) lines = NULL;
-
-        if (!g_file_get_contents(file, &text, NULL, NULL))
-                return NULL;
-        lines = g_strsplit(text, "\n", -1);
-        for (char **l = lines; *l; l++)
-                if (g_str_has_prefix(*l, prefix))
-                        return g_strstrip(g_strdup(*l + strlen(prefix)));
-        return NULL;
-}
-
 /* Uid: or Gid: of pid: all four (real, effective, saved, filesystem) are id. */
 static void assert_ids(pid_t pid, const char *field, unsigned id)
 {
-        g_autofree char *value = status_field(pid, field);
+        g_autofree char *value = test_proc_status(pid, field);
         g_auto(GStrv) ids = NULL;
 
         g_test_message("%s: %s (expected %u)", field, value ? value : "(none)", id);
@@ -134,20 +118,20 @@ static void assert_driver_confined(pid_t pid, const char *node, const char *imag
         static const char *const hidden[] = { "/home", "/etc/shadow", "/run", "/root" };
         const unsigned id = driver_id_of(node);
         g_autofree char *spid = g_strdup_printf("%d", (int)pid);
-        g_autofree char *no_new_privs = status_field(pid, "NoNewPrivs");
-        g_autofree char *seccomp = status_field(pid, "Seccomp");
-        g_autofree char *ppid = status_field(pid, "PPid");
+        g_autofree char *no_new_privs = test_proc_status(pid, "NoNewPrivs");
+        g_autofree char *seccomp = test_proc_status(pid, "Seccomp");
+        g_autofree char *ppid = test_proc_status(pid, "PPid");
         struct stat st;
 
         g_assert_cmpuint(id, !=, 0);
         g_assert_cmpuint(id, !=, getuid());
         assert_ids(pid, "Uid", id);
         assert_ids(pid, "Gid", id);
-        g_autofree char *groups = status_field(pid, "Groups");
+        g_autofree char *groups = test_proc_status(pid, "Groups");
         g_assert_cmpstr(groups, ==, "");
 
         for (size_t i = 0; i < G_N_ELEMENTS(caps); i++) {
-                g_autofree char *value = status_field(pid, caps[i]);
+                g_autofree char *value = test_proc_status(pid, caps[i]);
 
                 g_test_message("%s: %s", caps[i], value ? value : "(none)");
                 g_assert_nonnull(value);
@@ -171,12 +155,12 @@ static void assert_driver_confined(pid_t pid, const char *node, const char *imag
 
         /* PID 1 of its namespace (a driver in the foreground), or a child of PID 1 there, the reaper, which
          * runs as the same uid in the same namespaces (a driver that daemonizes). */
-        g_autofree char *nspid = status_field(pid, "NSpid");
+        g_autofree char *nspid = test_proc_status(pid, "NSpid");
         g_test_message("NSpid %s, PPid %s", nspid ? nspid : "(none)", ppid ? ppid : "(none)");
         g_assert_nonnull(nspid);
         g_assert_nonnull(ppid);
         if (nspid && ppid && !g_str_equal(ns_pid_last(nspid), "1")) {
-                g_autofree char *parent_nspid = status_field((pid_t)atoi(ppid), "NSpid");
+                g_autofree char *parent_nspid = test_proc_status((pid_t)atoi(ppid), "NSpid");
                 g_autofree char *theirs = ns_of(spid, "pid"), *parents = ns_of(ppid, "pid");
 
                 g_test_message("reaper %s: NSpid %s", ppid, parent_nspid ? parent_nspid : "(none)");
@@ -366,9 +350,9 @@ void test_sandbox_ntfs_3g_unconfined(Fixture *f, gconstpointer data)
                 assert_safe_mount(target, node, true);
                 pid = driver_serving(node);
                 if (pid > 0) {
-                        g_autofree char *cap_eff = status_field(pid, "CapEff");
+                        g_autofree char *cap_eff = test_proc_status(pid, "CapEff");
 
-                        no_new_privs = status_field(pid, "NoNewPrivs");
+                        no_new_privs = test_proc_status(pid, "NoNewPrivs");
                         assert_ids(pid, "Uid", 0);
                         g_test_message("ntfs-3g: CapEff %s, NoNewPrivs %s", cap_eff, no_new_privs);
                         /* Its mount namespace is the host's. */

@@ -206,21 +206,6 @@ static pid_t child_of(pid_t pid)
         return 0;
 }
 
-/* The value of key in /proc/PID/status, stripped (NULL if absent). */
-static char *proc_status(pid_t pid, const char *key)
-{
-        g_autofree char *path = g_strdup_printf("/proc/%d/status", pid), *text = NULL;
-        g_auto(GStrv) lines = NULL;
-
-        if (!g_file_get_contents(path, &text, NULL, NULL))
-                return NULL;
-        lines = g_strsplit(text, "\n", -1);
-        for (char **l = lines; *l; l++)
-                if (g_str_has_prefix(*l, key) && (*l)[strlen(key)] == ':')
-                        return g_strdup(g_strstrip(*l + strlen(key) + 1));
-        return NULL;
-}
-
 /* The soft limit named name in /proc/PID/limits ("unlimited" or a number). */
 static char *proc_limit(pid_t pid, const char *name)
 {
@@ -252,8 +237,8 @@ static void test_reader_child_is_confined(void)
         g_assert_cmpint(child, >, 0);
         /* Root, the reader carries the sandboxes' filter itself, on any of its parent's (the test's); each
          * child adds the reader's own rules. */
-        g_autofree char *own_filters = proc_status(getpid(), "Seccomp_filters");
-        g_autofree char *reader_filters = proc_status(pid, "Seccomp_filters");
+        g_autofree char *own_filters = test_proc_status(getpid(), "Seccomp_filters");
+        g_autofree char *reader_filters = test_proc_status(pid, "Seccomp_filters");
         g_autofree char *want_filters = NULL;
         g_assert_nonnull(own_filters);
         g_assert_nonnull(reader_filters);
@@ -263,26 +248,26 @@ static void test_reader_child_is_confined(void)
         /* Seccomp is the last step: once the child's own filter shows, it is as it will read. */
         for (int tries = 0; tries < 200; tries++) {
                 g_free(seccomp);
-                seccomp = proc_status(child, "Seccomp_filters");
+                seccomp = test_proc_status(child, "Seccomp_filters");
                 if (seccomp && g_str_equal(seccomp, want_filters))
                         break;
                 g_usleep(10000);
         }
         g_assert_cmpstr(seccomp, ==, want_filters);
         g_free(seccomp);
-        seccomp = proc_status(child, "Seccomp");
+        seccomp = test_proc_status(child, "Seccomp");
         g_assert_cmpstr(seccomp, ==, "2");
-        nnp = proc_status(child, "NoNewPrivs");
+        nnp = test_proc_status(child, "NoNewPrivs");
         g_assert_cmpstr(nnp, ==, "1");
-        capeff = proc_status(child, "CapEff");
-        capprm = proc_status(child, "CapPrm");
+        capeff = test_proc_status(child, "CapEff");
+        capprm = test_proc_status(child, "CapPrm");
         g_assert_cmpstr(capeff, ==, "0000000000000000");
         g_assert_cmpstr(capprm, ==, "0000000000000000");
         if (geteuid() == 0) {
                 /* 0x7a720000: real, effective, saved and filesystem ids; no supplementary group. */
-                uid = proc_status(child, "Uid");
-                gid = proc_status(child, "Gid");
-                groups = proc_status(child, "Groups");
+                uid = test_proc_status(child, "Uid");
+                gid = test_proc_status(child, "Gid");
+                groups = test_proc_status(child, "Groups");
                 g_assert_cmpstr(uid, ==, "2054291456\t2054291456\t2054291456\t2054291456");
                 g_assert_cmpstr(gid, ==, "2054291456\t2054291456\t2054291456\t2054291456");
                 g_assert_cmpstr(groups, ==, "");

@@ -293,24 +293,12 @@ pid_t server_of(Harness *h, const char *image)
         return found;
 }
 
-/* The value of a "Key:\tvalue" line of /proc/PID/status. */
-static char *status_field(pid_t pid, const char *key)
-{
-        g_autofree char *status = test_read_sysfs("/proc/%d/status", (int)pid);
-        g_autofree char *prefix = g_strconcat(key, ":", NULL);
-        g_auto(GStrv) lines = g_strsplit(status ? status : "", "\n", -1);
-
-        for (char **l = lines; *l; l++)
-                if (g_str_has_prefix(*l, prefix))
-                        return g_strstrip(g_strdup(*l + strlen(prefix)));
-        return NULL;
-}
-
 void check_sandboxed(pid_t pid, uid_t uid)
 {
-        g_autofree char *uids = status_field(pid, "Uid"), *cap_eff = status_field(pid, "CapEff");
-        g_autofree char *cap_prm = status_field(pid, "CapPrm"), *nnp = status_field(pid, "NoNewPrivs");
-        g_autofree char *seccomp = status_field(pid, "Seccomp");
+        g_autofree char *uids = test_proc_status(pid, "Uid"), *cap_eff = test_proc_status(pid, "CapEff");
+        g_autofree char *cap_prm = test_proc_status(pid, "CapPrm"),
+                        *nnp = test_proc_status(pid, "NoNewPrivs");
+        g_autofree char *seccomp = test_proc_status(pid, "Seccomp");
         g_autofree char *want = g_strdup_printf(
                 "%u\t%u\t%u\t%u", (unsigned)uid, (unsigned)uid, (unsigned)uid, (unsigned)uid);
 
