@@ -3,6 +3,7 @@
  * for udev to have processed their devices. */
 #include <errno.h>
 #include <libudev.h>
+#include <linux/major.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
@@ -16,7 +17,6 @@
 #include "watcher-internal.h"
 
 #define UDEV_CONTROL UDEV_RUN_DIR "/control"
-#define LOOP_MAJOR 7 /* the loop driver's block major (linux/major.h) */
 
 /* Is udevd running? Something listens on its control socket while it does: udevd itself, or systemd, which
  * holds the socket of udevd's socket unit and starts udevd again. A udevd killed with SIGKILL leaves the
