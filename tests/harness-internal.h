@@ -17,6 +17,11 @@ typedef struct HarnessProcess {
 
 struct HarnessPrivate {
         HarnessProcess dbus, loopd, polkitd, udevd;
+        /* loopd's own process, when LOOPD_TEST_WRAPPER runs it in a child of the process the harness
+         * started (a tracer: strace -f): the bus names it. Signals go to it; the wrapper exits after it.
+         * -1 (and 0) when loopd is the process started (no wrapper, or valgrind, which execs it). */
+        int daemon_pidfd;
+        GPid daemon_pid;
         GPtrArray *connections; /* from harness_connect_as() */
         bool loopd_log_printed;
 };

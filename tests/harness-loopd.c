@@ -18,6 +18,61 @@
 /* ---------------------------------------------------------------------------------------------------- */
 /* loopd */
 
+/* The process that owns org.loopd1 is loopd's own. When it is not the process started (a wrapper that forks
+ * loopd, such as strace -f, rather than one that execs it, such as valgrind), hold a pidfd of it: stopping
+ * must signal loopd, since a tracer that gets the signal detaches and leaves loopd running. */
+static bool find_daemon(Harness *h)
+{
+        HarnessPrivate *p = h->priv;
+        g_autoptr(GError) error = NULL;
+        g_autoptr(GVariant) reply = NULL;
+        guint32 pid = 0;
+
+        reply = g_dbus_connection_call_sync(h->bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                "org.freedesktop.DBus", "GetConnectionUnixProcessID", g_variant_new("(s)", LOOPD_BUS_NAME),
+                G_VARIANT_TYPE("(u)"), G_DBUS_CALL_FLAGS_NONE, HARNESS_TIMEOUT_MS, NULL, &error);
+        if (!reply) {
+                g_test_fail_printf("which process owns %s: %s", LOOPD_BUS_NAME, error->message);
+                return false;
+        }
+        g_variant_get(reply, "(u)", &pid);
+        if ((GPid)pid == p->loopd.pid)
+                return true;
+        p->daemon_pidfd = pidfd_open((pid_t)pid, 0);
+        if (p->daemon_pidfd < 0) {
+                g_test_fail_printf("pidfd_open(loopd, pid %u): %s", pid, g_strerror(errno));
+                return false;
+        }
+        p->daemon_pid = (GPid)pid;
+        return true;
+}
+
+/* harness_process_stop() of loopd: the signal goes to loopd's own process, the wait is for the process
+ * started, and a loopd that outlives its wrapper is killed. Returns whether both exited of their own. */
+static bool stop_daemon(HarnessPrivate *p, int sig)
+{
+        struct pollfd pfd = { .fd = p->daemon_pidfd, .events = POLLIN };
+        GPid wrapper = p->loopd.pid;
+        bool clean;
+
+        if (p->daemon_pidfd < 0)
+                return harness_process_stop(&p->loopd, sig);
+        (void)pidfd_send_signal(p->daemon_pidfd, sig, NULL, 0);
+        clean = harness_process_wait(&p->loopd, HARNESS_TIMEOUT_MS);
+        if (clean && poll(&pfd, 1, 0) == 0) {
+                g_test_message("loopd (pid %d) outlived its wrapper (pid %d): killing it",
+                        (int)p->daemon_pid, (int)wrapper);
+                clean = false;
+        }
+        (void)pidfd_send_signal(p->daemon_pidfd, SIGKILL, NULL, 0);
+        if (!clean)
+                (void)harness_process_stop(&p->loopd, SIGKILL);
+        close(p->daemon_pidfd);
+        p->daemon_pidfd = -1;
+        p->daemon_pid = 0;
+        return clean;
+}
+
 bool harness_start_loopd(Harness *h)
 {
         HarnessPrivate *p = h->priv;
@@ -34,7 +89,8 @@ bool harness_start_loopd(Harness *h)
                 return false;
         }
         /* LOOPD_TEST_WRAPPER: a command line loopd runs under (tools/valgrind: valgrind --error-exitcode=99
-         * ...); an error it finds makes loopd's exit status non-zero, which fails the test. */
+         * ...); an error it finds makes loopd's exit status non-zero, which fails the test. A tracer that
+         * forks loopd (strace -f) does too: find_daemon() then finds loopd through the bus. */
         g_auto(GStrv) wrapper = NULL;
         const char *wrapper_line = g_getenv("LOOPD_TEST_WRAPPER");
         if (wrapper_line && *wrapper_line) {
@@ -67,12 +123,18 @@ bool harness_start_loopd(Harness *h)
                 harness_print_loopd_log(p);
                 return false;
         }
+        if (!find_daemon(h)) {
+                (void)stop_daemon(p, SIGKILL);
+                return false;
+        }
         return true;
 }
 
 GPid harness_loopd_pid(Harness *h)
 {
-        return h->priv ? h->priv->loopd.pid : 0;
+        if (!h->priv)
+                return 0;
+        return h->priv->daemon_pidfd >= 0 ? h->priv->daemon_pid : h->priv->loopd.pid;
 }
 
 char *harness_loopd_log(Harness *h)
@@ -106,7 +168,7 @@ bool harness_stop_loopd(Harness *h)
 
         if (p->loopd.pid == 0)
                 return true;
-        clean = harness_process_stop(&p->loopd, SIGTERM);
+        clean = stop_daemon(p, SIGTERM);
         how = harness_describe_wait_status(p->loopd.wait_status);
         log = harness_loopd_log(h);
         if (!clean) {

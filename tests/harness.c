@@ -47,6 +47,7 @@ void harness_setup(Harness *h, gconstpointer options)
 
         h->priv = p = g_new0(HarnessPrivate, 1);
         p->connections = g_ptr_array_new();
+        p->daemon_pidfd = -1;
         h->tmpdir = test_tmpdir_new();
         h->image_dir = g_build_filename(h->tmpdir, "images", NULL);
         h->state_dir = g_build_filename(h->tmpdir, "state", NULL);
