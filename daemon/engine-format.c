@@ -41,6 +41,7 @@ struct FormatJob {
         unsigned number;
         unsigned partition;
         dev_t devnum;
+        uint64_t diskseq; /* the binding the job is for */
         uid_t uid;
         bool erase;
         char *label;
@@ -58,6 +59,8 @@ struct FormatJob {
         sd_event_source *timer;
         bool timed_out;
         bool marked; /* the registry's mark of the device is this job's */
+        /* A whole device's worker ran: the kernel's partitions are to follow the table when the job ends. */
+        bool resync;
         FormatDone done;
         void *userdata;
 };
@@ -159,6 +162,27 @@ static bool node_has_type(const FormatJob *job, const char *type)
                 streq(fstype, type);
 }
 
+/* A whole device's worker removed its partitions from the kernel, or some of them: one held open made it
+ * Busy after the others had gone, or the erase or the wipe failed after. The kernel's partitions now
+ * follow what the device holds: the table still there (a failure before the wipe) brings them back, none
+ * (after the wipe) leaves none, and dead /dev/loopNpM nodes go. Then the job is done with the device. */
+static void job_release_device(FormatJob *job)
+{
+        int r;
+
+        registry_unmark_formatting(job->manager->registry, job->number);
+        job->marked = false;
+        if (job->resync) {
+                job->resync = false;
+                r = loop_update_partitions(job->number, job->diskseq, job->manager->image_reader);
+                if (r < 0 && r != -ENODEV && r != -ESTALE)
+                        log_warning_errno(r, "loop%u: Failed to update its partitions after the Format: %m",
+                                job->number);
+        }
+        if (job->manager->watcher)
+                (void)watcher_probe_device(job->manager->watcher, job->number);
+}
+
 static int job_finish(FormatJob *job, const siginfo_t *si, bool status_known)
 {
         const char *program = format_type_program(job->type);
@@ -192,10 +216,7 @@ static int job_finish(FormatJob *job, const siginfo_t *si, bool status_known)
 
         /* What the Device's Partitions say now: no udev event comes while loopd holds the device locked. */
         job->pidfd = safe_close(job->pidfd);
-        registry_unmark_formatting(job->manager->registry, job->number);
-        job->marked = false;
-        if (job->manager->watcher)
-                (void)watcher_probe_device(job->manager->watcher, job->number);
+        job_release_device(job);
 
         job->done(r, &e, job->userdata);
         job_free(job);
@@ -250,6 +271,34 @@ static int job_on_timeout(sd_event_source *s, uint64_t usec, void *userdata)
 }
 
 /* ---- before the tool ---- */
+
+/* A DOS extended partition holds the logical ones (5 and up): its node, as the kernel and
+ * partition_plan() make it, is only the first 1 KiB (or sector) of the chain of their tables, and a
+ * Format of it would cut them off, even from under their mounts. Told by the kernel's partitions, not by a
+ * probe that may not have run yet: a primary one that small while logical ones exist is the extended one. */
+static int check_not_extended(unsigned number, unsigned partition, const char *node, EngineError *e)
+{
+        _cleanup_free_ KernelPartition *parts = NULL;
+        bool logical = false, small = false;
+        size_t n = 0;
+        int r;
+
+        if (partition == 0 || partition > 4)
+                return 0;
+        r = partition_list_kernel(number, &parts, &n);
+        if (r < 0)
+                return engine_error_errno(e, r, "Failed to read the device's partitions");
+        for (size_t i = 0; i < n; i++) {
+                logical = logical || parts[i].number >= 5;
+                small = small || (parts[i].number == partition && parts[i].size <= 4096);
+        }
+        if (logical && small)
+                return engine_error(e, -EINVAL, ENGINE_INVALID_ARGUMENT,
+                        "node: %s is an extended partition, which holds the logical ones (/dev/loop%up5 and up); "
+                        "format those, or the whole device",
+                        node, number);
+        return 0;
+}
 
 static int check_options(const FormatType *t, const FormatOptions *opts, EngineError *e)
 {
@@ -312,10 +361,7 @@ static void job_end(FormatJob *job, int r, const EngineError *e)
         if (r < 0)
                 log_warning("Format of %s as %s failed: %s", job->node, format_type_name(job->type),
                         e && e->message ? e->message : strerror(-r));
-        registry_unmark_formatting(job->manager->registry, job->number);
-        job->marked = false;
-        if (job->manager->watcher)
-                (void)watcher_probe_device(job->manager->watcher, job->number);
+        job_release_device(job);
         job->done(r, e, job->userdata);
         job_free(job);
 }
@@ -433,9 +479,11 @@ static void job_on_prepared(int result, const void *data, void *userdata)
                 job_end(job, 0, &e);
                 return;
         case FORMAT_TABLE:
-                /* Not Busy for the table's own checks: the device is this job's until it returns. */
+                /* Not Busy for the table's own checks: the device is this job's until it returns. The table
+                 * write brings the kernel's partitions in line itself. */
                 registry_unmark_formatting(job->manager->registry, job->number);
                 job->marked = false;
+                job->resync = false;
                 r = engine_format_table(
                         job->manager, job->number, job->partition, format_type_name(job->type), &e);
                 job_end(job, r, &e);
@@ -480,6 +528,7 @@ int engine_format(Manager *m, uid_t uid, const char *node, unsigned number, unsi
         const FormatOptions *opts, FormatDone done, void *userdata, FormatJob **ret_job, EngineError *e)
 {
         const FormatType *t = format_type_find(opts->type);
+        _cleanup_(loop_info_freep) LoopInfo *info = NULL;
         FormatJob *job;
         int r;
 
@@ -498,15 +547,20 @@ int engine_format(Manager *m, uid_t uid, const char *node, unsigned number, unsi
                 r = engine_check_unmounted(m, number, partition, e);
         if (r >= 0)
                 r = engine_check_writable(m, number, e);
+        if (r >= 0)
+                r = check_not_extended(number, partition, node, e);
         if (r < 0)
                 return r;
         /* A table without erase: libfdisk's writes are a few sectors, done here and now. */
         if (format_type_kind(t) == FORMAT_TABLE && !opts->erase)
                 return engine_format_table(m, number, partition, format_type_name(t), e);
 
+        if (loop_get_info(number, &info) < 0)
+                return engine_error(e, -ENXIO, ENGINE_NOT_FOUND, "loop%u is not attached", number);
         job = job_new(m, t, uid, node, number, partition, devnum, opts, done, userdata);
         if (!job)
                 return -ENOMEM;
+        job->diskseq = info->diskseq;
         /* Busy from here to the end of the mkfs. */
         r = registry_mark_formatting(m->registry, number);
         if (r < 0) {
@@ -527,6 +581,7 @@ int engine_format(Manager *m, uid_t uid, const char *node, unsigned number, unsi
                 job_free(job);
                 return engine_error_errno(e, r, "Failed to start preparing the device");
         }
+        job->resync = partition == 0;
         *ret_job = job;
         return 1;
 }

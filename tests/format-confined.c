@@ -628,6 +628,96 @@ static void test_busy_while_formatting(Harness *h, gconstpointer data)
         harness_assert_no_error(error);
 }
 
+/* Does the kernel have node (a /dev/loopNpM) as a partition? */
+static bool kernel_has(const char *node)
+{
+        g_autofree char *sys = g_build_filename("/sys/class/block", node + strlen("/dev/"), NULL);
+
+        return g_file_test(sys, G_FILE_TEST_EXISTS);
+}
+
+/* A DOS extended partition holds the logical ones: its node is only the start of the chain of their tables,
+ * and a Format of it (with or without erase) would cut them off. InvalidArgument, nothing written; the
+ * logical partition, its filesystem and the table stay. */
+static void test_extended_refused(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
+        g_autofree char *image = harness_image_path(h, "laptop.img"), *device = NULL, *p2 = NULL, *p5 = NULL;
+        g_autofree char *before = NULL, *after = NULL;
+        g_autoptr(GError) error = NULL;
+
+        (void)data;
+        harness_allow_all(h);
+        REQUIRE_NONNULL(a);
+        image_create(image, 64 * MiB);
+        image_sfdisk(image, "label: dos\nsize=16MiB, type=83\ntype=5\nsize=16MiB, type=83\n", 0);
+        give_to(image, HARNESS_USER_A);
+        g_assert_true(harness_attach_path(a, image, O_RDWR, NULL, &device, &error));
+        harness_assert_no_error(error);
+        REQUIRE_NONNULL(device);
+        p2 = g_strdup_printf("%sp2", device);
+        p5 = g_strdup_printf("%sp5", device);
+        g_assert_true(call_format(a, p5, "ext2", format_options("logical", NULL, FALSE), &error));
+        harness_assert_no_error(error);
+        before = checksum(image);
+
+        for (int erase = 0; erase <= 1; erase++) {
+                g_autoptr(GError) e = NULL;
+
+                g_assert_false(call_format(a, p2, "empty", format_options(NULL, NULL, erase), &e));
+                harness_assert_dbus_error(e, LOOPD_ERROR_INVALID_ARGUMENT, "extended");
+        }
+        after = checksum(image);
+        g_assert_cmpstr(after, ==, before);
+        g_assert_true(kernel_has(p5));
+        {
+                g_autoptr(JsonNode) table = oracle_sfdisk_json(image, 0);
+                JsonArray *parts = json_object_get_array_member(json_node_get_object(table), "partitions");
+
+                g_assert_cmpuint(json_array_get_length(parts), ==, 3);
+        }
+        g_assert_true(harness_detach(a, device, NULL, &error));
+        harness_assert_no_error(error);
+}
+
+/* A whole-device Format removes the device's partitions first; one held open (not mounted: a tool reading
+ * it) makes that Busy. The partitions it had removed already come back: the table is still on the device,
+ * and the kernel's partitions follow it. */
+static void test_whole_busy_keeps_partitions(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
+        g_autofree char *image = harness_image_path(h, "held.img"), *device = NULL, *p1 = NULL, *p2 = NULL;
+        g_autoptr(GError) error = NULL;
+        int held;
+
+        (void)data;
+        harness_allow_all(h);
+        REQUIRE_NONNULL(a);
+        image_create(image, 64 * MiB);
+        image_sfdisk(image, "label: dos\nsize=16MiB, type=83\ntype=83\n", 0);
+        give_to(image, HARNESS_USER_A);
+        g_assert_true(harness_attach_path(a, image, O_RDWR, NULL, &device, &error));
+        harness_assert_no_error(error);
+        REQUIRE_NONNULL(device);
+        p1 = g_strdup_printf("%sp1", device);
+        p2 = g_strdup_printf("%sp2", device);
+        held = open(p2, O_RDONLY | O_CLOEXEC);
+        g_assert_cmpint(held, >=, 0);
+
+        g_assert_false(call_format(a, device, "ext4", NULL, &error));
+        harness_assert_dbus_error(error, LOOPD_ERROR_BUSY, "partitions");
+        g_clear_error(&error);
+        g_assert_true(kernel_has(p1));
+        g_assert_true(kernel_has(p2));
+        g_assert_true(g_file_test(p1, G_FILE_TEST_EXISTS));
+        close(held);
+
+        g_assert_true(harness_detach(a, device, NULL, &error));
+        harness_assert_no_error(error);
+}
+
 int main(int argc, char **argv)
 {
         harness_init(&argc, &argv);
@@ -641,5 +731,8 @@ int main(int argc, char **argv)
         harness_add("/loopd/format/confined/hostile-gpt-wiped-quickly", test_hostile_gpt_wiped, NULL);
         harness_add("/loopd/format/confined/partition-of-mounted-disk-busy", test_partition_of_mounted_disk,
                 NULL);
+        harness_add("/loopd/format/confined/extended-partition-refused", test_extended_refused, NULL);
+        harness_add("/loopd/format/confined/whole-device-busy-keeps-partitions",
+                test_whole_busy_keeps_partitions, NULL);
         return g_test_run();
 }
