@@ -7,11 +7,12 @@
 
 #include "fd-util.h"
 
-int fd_stat_cached(int fd, struct stat *ret)
+int fd_stat_cached_at(int dir_fd, const char *path, struct stat *ret)
 {
         struct statx sx;
 
-        if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_BASIC_STATS, &sx) < 0)
+        if (statx(dir_fd, path, (path[0] ? 0 : AT_EMPTY_PATH) | AT_STATX_DONT_SYNC, STATX_BASIC_STATS, &sx) <
+                0)
                 return -errno;
         if ((sx.stx_mask & (STATX_TYPE | STATX_MODE | STATX_INO)) != (STATX_TYPE | STATX_MODE | STATX_INO))
                 return -EIO;
@@ -30,4 +31,9 @@ int fd_stat_cached(int fd, struct stat *ret)
         ret->st_mtim = (struct timespec){ sx.stx_mtime.tv_sec, sx.stx_mtime.tv_nsec };
         ret->st_ctim = (struct timespec){ sx.stx_ctime.tv_sec, sx.stx_ctime.tv_nsec };
         return 0;
+}
+
+int fd_stat_cached(int fd, struct stat *ret)
+{
+        return fd_stat_cached_at(fd, "", ret);
 }

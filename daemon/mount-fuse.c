@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "fd-util.h"
 #include "log.h"
 #include "macro.h"
 #include "mount-internal.h"
@@ -367,7 +368,9 @@ static bool process_holds_device(int proc_fd, const char *pid, dev_t rdev)
 
                 if (de->d_name[0] == '.')
                         continue;
-                found = fstatat(dirfd(d), de->d_name, &st, 0) == 0 && S_ISBLK(st.st_mode) &&
+                /* The file the fd leads to may be on a FUSE filesystem whose server stopped answering: its
+                 * cached attributes only. */
+                found = fd_stat_cached_at(dirfd(d), de->d_name, &st) == 0 && S_ISBLK(st.st_mode) &&
                         st.st_rdev == rdev;
         }
         closedir(d);

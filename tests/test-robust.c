@@ -910,6 +910,98 @@ out:
                 g_subprocess_wait(stat_proc, NULL, NULL);
 }
 
+/* A FUSE helper's process (fusefat, serving an image of its own) that holds a file whose server stopped
+ * answering GETATTR. To find the FUSE servers of a device it unmounts, loopd reads the fds of every process
+ * of a FUSE helper: it must take what the kernel has cached of the files they lead to, not ask their
+ * filesystems (a stat() there waits for good). An Unmount of a FUSE mount of A's is answered promptly, and
+ * B is served meanwhile. */
+static void test_hung_file_of_fuse_helper(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        const char *helper = "/usr/bin/fusefat";
+        g_autofree char *image = harness_image_path(h, "fat.img"),
+                        *other = harness_image_path(h, "other.img");
+        g_autofree char *normal = harness_image_path(h, "normal.img");
+        g_autofree char *helper_mnt = g_build_filename(h->tmpdir, "helper-mnt", NULL);
+        g_autofree char *fd3 = NULL, *device = NULL, *target = NULL;
+        GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A),
+                        *b = harness_connect_as(h, HARNESS_USER_B);
+        g_autoptr(GSubprocessLauncher) launcher = NULL;
+        g_autoptr(GSubprocess) holder = NULL;
+        g_autoptr(GError) error = NULL;
+        HarnessHang hang = { .freeze_getattr = true };
+        gint64 t0, ms;
+        int held;
+
+        (void)data;
+        harness_allow_all(h);
+        REQUIRE_NONNULL(a);
+        REQUIRE_NONNULL(b);
+        if (!g_file_test(helper, G_FILE_TEST_IS_EXECUTABLE)) {
+                g_test_fail_printf("%s is not installed (tools/install-deps installs fusefat)", helper);
+                return;
+        }
+        if (!harness_hang_start(h, &hang))
+                goto out;
+        held = open(hang.file, O_RDONLY | O_CLOEXEC);
+        if (held < 0) {
+                harness_fail("open %s: %s", hang.file, g_strerror(errno));
+                goto out;
+        }
+        image_create(other, 16 * MiB);
+        g_free(image_mkfs_at(other, 0, 16 * MiB, "vfat", "OTHER"));
+        g_assert_cmpint(g_mkdir(helper_mnt, 0755), ==, 0);
+        launcher = g_subprocess_launcher_new(
+                G_SUBPROCESS_FLAGS_STDOUT_SILENCE | G_SUBPROCESS_FLAGS_STDERR_SILENCE);
+        g_subprocess_launcher_take_fd(launcher, held, 3);
+        holder = g_subprocess_launcher_spawn(
+                launcher, &error, helper, "-f", "-o", "ro", other, helper_mnt, NULL);
+        g_assert_no_error(error);
+        fd3 = g_strdup_printf("/proc/%s/fd/3", g_subprocess_get_identifier(holder));
+        for (gint64 deadline = g_get_monotonic_time() + HARNESS_TIMEOUT_MS * 1000;
+                !g_file_test(fd3, G_FILE_TEST_EXISTS) && g_get_monotonic_time() < deadline;
+                g_usleep(20 * 1000))
+                ;
+        g_assert_true(g_file_test(fd3, G_FILE_TEST_EXISTS));
+        g_usleep(200 * 1000);
+        if (!g_subprocess_get_identifier(holder)) {
+                harness_fail("%s exited before the test could use it", helper);
+                goto out;
+        }
+
+        image_create(image, 16 * MiB);
+        g_free(image_mkfs_at(image, 0, 16 * MiB, "vfat", "FAT"));
+        image_create(normal, 16 * MiB);
+        g_assert_true(harness_attach_path(a, image, O_RDONLY, NULL, &device, &error));
+        harness_assert_no_error(error);
+        if (!device)
+                goto out;
+        target = harness_mount(a, device, NULL, &error);
+        harness_assert_no_error(error);
+        if (!target)
+                goto out;
+
+        harness_hang_freeze(&hang);
+        g_usleep(1500 * 1000); /* the kernel's cached attributes of the file (a second) expire */
+        t0 = g_get_monotonic_time();
+        expect_ok("Unmount of a FUSE mount while a FUSE helper holds a file that does not answer stat()",
+                harness_unmount(a, target, &error) ? NULL : error);
+        ms = (g_get_monotonic_time() - t0) / 1000;
+        g_test_message("Unmount of %s: %" G_GINT64_FORMAT " ms", target, ms);
+        g_assert_cmpint(ms, <, UNASKED_MS);
+        g_clear_error(&error);
+        check_served_promptly(b, normal, "while a FUSE helper holds a file that does not answer stat()");
+
+out:
+        if (holder) {
+                g_subprocess_force_exit(holder);
+                (void)g_subprocess_wait(holder, NULL, NULL);
+                if (umount2(helper_mnt, MNT_DETACH) < 0 && errno != EINVAL)
+                        g_test_message("cleanup: umount -l %s: %s", helper_mnt, g_strerror(errno));
+        }
+        hang_release(h, a, &hang, device, -1);
+}
+
 /* ---------------------------------------------------------------------------------------------------- */
 /* Partitions survive udev's watch rule (LOOPD_TEST_UDEV=1) */
 
@@ -1127,6 +1219,8 @@ int main(int argc, char **argv)
         harness_add("/loopd/robust/hung-mount-image-mount-times-out", test_hung_mount_image_mount_times_out,
                 &opts_hung_attach);
         harness_add("/loopd/robust/hung-getattr-keeps-serving", test_hung_getattr_keeps_serving,
+                &opts_hung_attach);
+        harness_add("/loopd/robust/hung-file-of-a-fuse-helper", test_hung_file_of_fuse_helper,
                 &opts_hung_attach);
         harness_add("/loopd/robust/hung-statfs-attach-times-out", test_hung_statfs_attach_times_out,
                 &opts_hung_attach);
