@@ -416,6 +416,14 @@ int engine_detach(Manager *m, const LoopInfo *info, bool unmount, EngineError *e
         r = engine_check_not_formatting(m, number, e);
         if (r < 0)
                 return r;
+        /* A mount loopd stopped waiting for holds the device in the kernel: it cannot go until that ends
+         * (its image answers, or its server dies), and waiting for its exclusive open would only hold loopd.
+         */
+        if (mount_in_progress_on_device(number))
+                return engine_error(e, -EBUSY, ENGINE_BUSY,
+                        "An earlier mount of loop%u (or of a partition of it) still waits in the kernel (its "
+                        "image may be hung); it was not detached",
+                        number);
         /* The mount table is read (its mount points to name or unmount) unless nothing can be mounted: the
          * watcher has read every change of the table and knows no mount of the device (a FUSE mount claims
          * nothing), and no one claims the device or a partition (a kernel filesystem's mount does). With

@@ -11,6 +11,7 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include "loop-name.h"
 #include "macro.h"
 #include "mount-internal.h"
 #include "process-util.h"
@@ -412,6 +413,18 @@ static bool pending_still(const char *key)
 bool mount_in_progress(const char *key)
 {
         return pending_still(key);
+}
+
+bool mount_in_progress_on_device(unsigned number)
+{
+        (void)pending_still("");
+        for (size_t i = 0; i < n_pending; i++) {
+                unsigned n;
+
+                if (loop_parse_node(pending[i].key, &n, NULL) >= 0 && n == number)
+                        return true;
+        }
+        return false;
 }
 
 static void pending_add(int fd, const char *key)

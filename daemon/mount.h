@@ -90,6 +90,8 @@ void mount_set_fuse_helper(const char *fstype, const char *path);
 #define MOUNT_TIMEOUT_USEC (UINT64_C(20) * 1000000)
 /* Whether such a child, left behind, still mounts or unmounts a filesystem of node: the kernel holds it. */
 bool mount_in_progress(const char *key);
+/* The same for any node of loopN: the whole device or one of its partitions. */
+bool mount_in_progress_on_device(unsigned number);
 /* Those children's ops, for the table of loopd's runner (runner_start()): with it they come from the
  * runner, and loopd does not fork itself for each; without it, or once it is gone, each is forked from
  * loopd. */
