@@ -28,8 +28,17 @@
 #include "sandbox.h"
 #include "strv.h"
 
-#define HELPER_TIMEOUT_MS (30 * 1000)
+/* After SIGKILL, how long a driver whose mount failed is waited for: it exits at once unless the kernel
+ * holds it (a read of a hung image), and then waiting longer only holds loopd. */
+#define HELPER_KILL_WAIT_MS 1000
 #define HELPER_EXIT_TIMEOUT_MS (10 * 1000)
+
+/* How long a FUSE mount may take to be served: as long as a kernel mount (twice --io-timeout), whose reads
+ * of the device it does in the driver instead. */
+static int helper_timeout_ms(void)
+{
+        return (int)MIN(mount_get_timeout() / 1000, (uint64_t)INT32_MAX);
+}
 
 /* Reaps our own child, killing it after timeout_ms. Returns its wait status or -ETIMEDOUT. */
 static int child_wait(pid_t pid, int timeout_ms)
@@ -111,7 +120,7 @@ static int fuse_spawn(const char *helper, char *const argv[])
                 return -r;
 
         /* The helper's first process exits once the mount exists; its daemon lives on. */
-        r = child_wait(pid, HELPER_TIMEOUT_MS);
+        r = child_wait(pid, helper_timeout_ms());
         if (r < 0)
                 return r;
         return WIFEXITED(r) && WEXITSTATUS(r) == 0 ? 0 : -EIO;
@@ -213,10 +222,16 @@ static char *fusermount_path(void)
                                                                  : NULL;
 }
 
+/* What the child of fuse_wait_served() gets: the mount point, and its alarm (whole seconds, at least 1). */
+typedef struct ServedWait {
+        const char *target;
+        unsigned seconds;
+} ServedWait;
+
 /* The child of fuse_wait_served(): SIGALRM, which ends it, bounds a stat() the driver never answers. */
 static int served_child(void *userdata)
 {
-        const char *target = userdata;
+        const ServedWait *w = userdata;
         sigset_t alarm_only;
         struct stat st;
 
@@ -224,8 +239,8 @@ static int served_child(void *userdata)
         sigemptyset(&alarm_only);
         sigaddset(&alarm_only, SIGALRM);
         (void)sigprocmask(SIG_UNBLOCK, &alarm_only, NULL);
-        (void)alarm(HELPER_TIMEOUT_MS / 1000);
-        _exit(stat(target, &st) == 0 ? 0 : 1);
+        (void)alarm(w->seconds);
+        _exit(stat(w->target, &st) == 0 ? 0 : 1);
 }
 
 /* Waits until the FUSE mount at target answers (the driver has taken the connection's INIT): a stat() of it
@@ -236,7 +251,8 @@ static int served_child(void *userdata)
  */
 static int fuse_wait_served(const char *target)
 {
-        pid_t pid = clone_vfork(served_child, (void *)target, 0, NULL);
+        ServedWait w = { .target = target, .seconds = (unsigned)MAX((helper_timeout_ms() + 999) / 1000, 1) };
+        pid_t pid = clone_vfork(served_child, &w, 0, NULL);
         int status;
 
         if (pid < 0)
@@ -337,7 +353,7 @@ int mount_fuse_run(const FsDriver *d, const char *node, const char *target, cons
         if (r < 0) {
                 if (pidfd >= 0) {
                         (void)pidfd_signal(pidfd, SIGKILL);
-                        (void)pidfd_wait_until(pidfd, now_ms() + HELPER_EXIT_TIMEOUT_MS);
+                        (void)pidfd_wait_until(pidfd, now_ms() + HELPER_KILL_WAIT_MS);
                 }
                 log_driver_error(name, err_read);
                 (void)umount2(target, MNT_DETACH | UMOUNT_NOFOLLOW);
