@@ -181,6 +181,19 @@ static void test_gpt_4k_native(Fixture *f, gconstpointer data)
         add_refused(f, 4096, &odd, -EINVAL, "offset:");
 }
 
+/* A GPT whose header has room for more entries than the kernel takes: with the first 255 in use, a new
+ * partition would get number 256 or more, in the table but never in the kernel. Refused, nothing written. */
+static void test_gpt_past_kernel_entries(Fixture *f, gconstpointer data)
+{
+        g_autoptr(GString) script = g_string_new("label: gpt\ntable-length: 300\n");
+        const PartitionRequest more = { .type = "linux" };
+
+        for (int i = 0; i < 255; i++)
+                g_string_append_printf(script, "start=%d, size=8\n", 4096 + i * 8);
+        image_sfdisk(f->path, script->str, 0);
+        add_refused(f, 0, &more, -ENOSPC, "offset:");
+}
+
 static void test_dos_defaults_aligned(Fixture *f, gconstpointer data)
 {
         PartitionRequest first = { .size = 8 * MIB }, rest = {};
@@ -475,6 +488,7 @@ int main(int argc, char **argv)
         ADD("gpt-empty", test_gpt_empty);
         ADD("gpt-4k-native", test_gpt_4k_native);
         ADD("dos-defaults-aligned", test_dos_defaults_aligned);
+        ADD("gpt-past-kernel-entries-refused", test_gpt_past_kernel_entries);
         ADD("gpt-end-aligned-gap-reused", test_gpt_end_aligned_and_gap_reused);
         ADD("explicit-offset-honoured", test_explicit_offset_honoured);
         ADD("overlap-and-past-end-refused", test_overlap_and_past_end_refused);
