@@ -659,12 +659,12 @@ int engine_open_image(Manager *m, int fd, const AttachRequest *req, const struct
                 return r;
 
         r = open_mount_all(m, info, fd, req->offset, uid, req->read_only, false, &mounted, &n_mounted, e);
-        if ((r == -ETIMEDOUT || r == -EINPROGRESS) && mount_in_progress_on_device(info->number)) {
+        if (r == -ETIMEDOUT || r == -EINPROGRESS) {
                 /* The image hangs, and a mount of it is still in the kernel: the device cannot be detached
                  * while that holds it (loop_detach() would wait for its claim in vain). It stays, the
-                 * caller's, for them to Detach. A probe or a FUSE driver that timed out holds nothing
-                 * that keeps it: that is rolled back as any failure (a process the kernel still holds
-                 * in a read of the device keeps it bound until the read ends, then it goes). */
+                 * caller's, for them to Detach. So it does after a probe or a FUSE driver that timed
+                 * out: reads of the device may still wait on the image, and the last close of a device
+                 * waits for them (the kernel drops its page cache then). */
                 char why[sizeof(e->message)];
 
                 mounted_nodes_free(mounted, n_mounted);
