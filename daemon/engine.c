@@ -5,7 +5,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -178,10 +180,35 @@ static int mark_for_udev(unsigned number, bool claimed, void *userdata)
         return 0;
 }
 
+/* The supplementary groups the user database gives name (gid: their primary group, which is among them). */
+static int user_groups(const char *name, gid_t gid, gid_t **ret, size_t *ret_n)
+{
+        int size = 32;
+
+        for (;;) {
+                _cleanup_free_ gid_t *list = reallocarray(NULL, (size_t)size, sizeof(gid_t));
+                int n = size;
+
+                if (!list)
+                        return -ENOMEM;
+                if (getgrouplist(name, gid, list, &n) >= 0) {
+                        *ret = TAKE_PTR(list);
+                        *ret_n = (size_t)n;
+                        return 0;
+                }
+                /* Too small: n says how many there are. */
+                if (n <= size || n > NGROUPS_MAX)
+                        return -E2BIG;
+                size = n;
+        }
+}
+
 int engine_vdisk_start(Manager *m, int fd, const AttachRequest *req, uid_t uid, const ImageProbe *probe,
         const char *image, Vdisk **ret, EngineError *e)
 {
         _cleanup_free_ char *user = NULL;
+        _cleanup_free_ gid_t *groups = NULL;
+        size_t n_groups = 0;
         gid_t gid;
         int r;
 
@@ -224,12 +251,15 @@ int engine_vdisk_start(Manager *m, int fd, const AttachRequest *req, uid_t uid, 
         }
 
         /* The process runs as the caller: it reopens the image through /proc/self/fd (qemu-storage-daemon
-         * takes no fd), which the kernel allows only to someone who may open the file. */
+         * takes no fd), which the kernel allows only to someone who may open the file. With the caller's
+         * groups: a VM's image is often theirs to read through one (kvm, libvirt). */
         r = engine_user_of(uid, &user, &gid);
+        if (r >= 0)
+                r = user_groups(user, gid, &groups, &n_groups);
         if (r < 0)
                 return engine_error_errno(e, r, "Failed to look up the caller");
         r = vdisk_start(m->event, m->state_dir, m->qsd_path, fd, probe->format, !req->read_only,
-                probe->direct_io, uid, gid, image, ret);
+                probe->direct_io, uid, gid, groups, n_groups, image, ret);
         if (r < 0)
                 return engine_error_errno(e, r, "Failed to start serving the image");
         return 0;
@@ -258,6 +288,13 @@ int engine_vdisk_failed(Vdisk *v, int result, uint64_t timeout_usec, EngineError
                 r = engine_error(e, -EBUSY, ENGINE_BUSY,
                         "The %s image is in use by another program (%s); nothing was attached", format,
                         message);
+        else if (strstr(message, "Permission denied"))
+                /* Not the image's fault: qemu, running as the caller, reopens it by its /proc/self/fd
+                 * path, and the file's permissions refuse the caller. */
+                r = engine_error(e, -EACCES, ENGINE_FAILED,
+                        "The %s image cannot be served: qemu-storage-daemon, which runs as you, may not open "
+                        "it (%s); nothing was attached",
+                        format, message);
         else if (message[0])
                 r = engine_error(e, result < 0 ? result : -EIO, ENGINE_UNSUPPORTED_FORMAT,
                         "The %s image cannot be served: %s", format, message);

@@ -360,7 +360,7 @@ static void child_credentials(const SandboxSpec *spec)
         child_check(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "ambient capabilities");
         /* The system calls, not glibc's wrappers, which would signal every thread of loopd's to change its
          * ids too (the child may share loopd's memory: clone_vfork()). */
-        child_check((int)syscall(SYS_setgroups, 0, NULL), "setgroups");
+        child_check((int)syscall(SYS_setgroups, spec->n_groups, spec->groups), "setgroups");
         child_check((int)syscall(SYS_setresgid, spec->gid, spec->gid, spec->gid), "setresgid");
         child_check((int)syscall(SYS_setresuid, spec->uid, spec->uid, spec->uid), "setresuid");
         child_check((int)syscall(SYS_capset, &header, data), "capset");

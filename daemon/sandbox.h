@@ -19,8 +19,10 @@ typedef struct SandboxNode {
 typedef struct SandboxSpec {
         const char *path; /* the program (under /usr: the sandbox sees nothing else) */
         char *const *argv;
-        uid_t uid; /* runs as uid/gid, no supplementary groups (uid 0: root without a capability) */
+        uid_t uid; /* runs as uid/gid (uid 0: root without a capability) */
         gid_t gid;
+        const gid_t *groups; /* its supplementary groups, n_groups of them (NULL: none) */
+        size_t n_groups;
         /* Handed over at 3, 4, ...: fds[i] becomes 3 + i. Nothing else of loopd's is inherited. */
         const int *fds;
         size_t n_fds;

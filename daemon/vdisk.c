@@ -285,7 +285,8 @@ static int exports_dir(const char *state_dir, char **ret)
 }
 
 int vdisk_start(sd_event *event, const char *state_dir, const char *qsd_path, int image_fd,
-        const char *format, bool writable, bool direct, uid_t uid, gid_t gid, const char *image, Vdisk **ret)
+        const char *format, bool writable, bool direct, uid_t uid, gid_t gid, const gid_t *groups,
+        size_t n_groups, const char *image, Vdisk **ret)
 {
         _cleanup_(vdisk_stopp) Vdisk *v = NULL;
         _cleanup_free_ char *dir = NULL, *options = NULL, *file_node = NULL, *format_node = NULL,
@@ -362,6 +363,8 @@ int vdisk_start(sd_event *event, const char *state_dir, const char *qsd_path, in
                 .argv = argv,
                 .uid = uid,
                 .gid = gid,
+                .groups = groups,
+                .n_groups = n_groups,
                 .fds = fds,
                 .n_fds = ELEMENTSOF(fds),
                 .fake_dev_fd = true,

@@ -39,14 +39,14 @@ int vdisk_writes_safe(const char *qsd_path);
 bool vdisk_format_supported(const char *format);
 
 /* Starts serving the image behind image_fd (a format image_probe() named) for uid/gid: makes the export
- * file, mounts FUSE on it and starts qemu-storage-daemon (qsd_path) in a sandbox, as uid/gid, on the FUSE
- * fd and the image fd. Writable only if writable (the fd must be open read-write then); direct: qemu reads
- * the image with O_DIRECT (image_probe() found that its filesystem takes it). The export answers
- * once qemu opened the image: open it (in a worker: it blocks until then) to know; if qemu refused the
- * image, the open fails with ENOTCONN and vdisk_error() says why. */
+ * file, mounts FUSE on it and starts qemu-storage-daemon (qsd_path) in a sandbox, as uid/gid with the
+ * supplementary groups (n_groups of them), on the FUSE fd and the image fd. Writable only if writable (the
+ * fd must be open read-write then); direct: qemu reads the image with O_DIRECT (image_probe() found that its
+ * filesystem takes it). The export answers once qemu opened the image: open it (in a worker: it blocks until
+ * then) to know; if qemu refused the image, the open fails with ENOTCONN and vdisk_error() says why. */
 int vdisk_start(sd_event *event, const char *state_dir, const char *qsd_path, int image_fd,
-        const char *format, bool writable, bool direct, uid_t uid, gid_t gid, const char *image,
-        Vdisk **ret);
+        const char *format, bool writable, bool direct, uid_t uid, gid_t gid, const gid_t *groups,
+        size_t n_groups, const char *image, Vdisk **ret);
 
 /* What qemu-storage-daemon said when it failed ("" if nothing), waiting a moment for it to finish: its
  * message without the option it quotes, its lines joined. */

@@ -2,6 +2,8 @@
  * test disk mounts the same filesystems with the same files, the guest disk is byte for byte the raw disk,
  * the device names the image and its format, and `loopctl close` leaves nothing; without --writable (or
  * read-only: false) the device cannot be written. */
+#include <grp.h>
+
 #include "test-vdisk.h"
 
 /* `loopctl open` of the test disk converted to the case's format, as the unprivileged user: a loop device on
@@ -190,4 +192,54 @@ void test_attach_read_only_unless_asked(Vdisk *v, gconstpointer data)
                         harness_attach_path(a, image, O_RDWR, vdisk_read_write_options(), &device, &error));
                 check_writable_refused(h, error, image);
         }
+}
+
+/* The group the vdisk suite gives HARNESS_USER_A as a supplementary one (created once, like the test users):
+ * its gid, 0 when it could not be made. */
+static gid_t test_group(void)
+{
+        const char *name = "loopd-test-g";
+        g_autofree char *out = NULL;
+        struct group *g;
+
+        if (test_sh_status(&out,
+                    "(getent group %s >/dev/null || groupadd --system %s) && gpasswd -a %s %s >/dev/null",
+                    name, name, HARNESS_USER_A, name) != 0) {
+                g_test_fail_printf("cannot make the group %s with %s in it: %s", name, HARNESS_USER_A, out);
+                return 0;
+        }
+        g = getgrnam(name);
+        return g ? g->gr_gid : 0;
+}
+
+/* A qcow2 image the user may read only through a supplementary group (0640, root and that group's): Attach
+ * of an fd of it serves it. qemu-storage-daemon runs as the user and reopens the image by its /proc/self/fd
+ * path, which the kernel allows only with the user's groups. */
+void test_attach_through_group(Vdisk *v, gconstpointer data)
+{
+        VDISK_REQUIRE(v);
+        Harness *h = &v->h;
+        GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
+        g_autofree char *disk = NULL, *image = NULL, *device = NULL;
+        g_autoptr(GError) error = NULL;
+        gid_t group;
+
+        harness_allow_all(h);
+        REQUIRE_NONNULL(a);
+        group = test_group();
+        if (group == 0)
+                return;
+        disk = make_disk(h, "disk.img");
+        image = convert_disk(h, disk, "qcow2", "group.qcow2");
+        g_assert_cmpint(chown(image, 0, group), ==, 0);
+        g_assert_cmpint(chmod(image, 0640), ==, 0);
+
+        g_assert_true(harness_attach_path(a, image, O_RDONLY, NULL, &device, &error));
+        harness_assert_no_error(error);
+        REQUIRE_NONNULL(device);
+        g_free(check_export(h, device));
+        g_assert_cmpuint(loop_size(device), >=, DISK_SIZE);
+        g_assert_true(harness_detach(a, device, NULL, &error));
+        harness_assert_no_error(error);
+        check_nothing_left(h, device);
 }
