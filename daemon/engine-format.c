@@ -274,25 +274,40 @@ static int job_on_timeout(sd_event_source *s, uint64_t usec, void *userdata)
 
 /* A DOS extended partition holds the logical ones (5 and up): its node, as the kernel and
  * partition_plan() make it, is only the first 1 KiB (or sector) of the chain of their tables, and a
- * Format of it would cut them off, even from under their mounts. Told by the kernel's partitions, not by a
- * probe that may not have run yet: a primary one that small while logical ones exist is the extended one. */
-static int check_not_extended(unsigned number, unsigned partition, const char *node, EngineError *e)
+ * Format of it would cut them off, even from under their mounts. The watcher's probe of this binding
+ * (diskseq) says which type partition M has. Before it has looked, the kernel's partitions tell: a primary
+ * one that small while logical ones exist is the extended one. */
+static int check_not_extended(
+        Manager *m, unsigned number, unsigned partition, uint64_t diskseq, const char *node, EngineError *e)
 {
+        const LoopInfo *seen = m->watcher ? watcher_device(m->watcher, number) : NULL;
         _cleanup_free_ KernelPartition *parts = NULL;
-        bool logical = false, small = false;
+        bool logical = false, small = false, extended = false, known = false;
         size_t n = 0;
         int r;
 
         if (partition == 0 || partition > 4)
                 return 0;
-        r = partition_list_kernel(number, &parts, &n);
-        if (r < 0)
-                return engine_error_errno(e, r, "Failed to read the device's partitions");
-        for (size_t i = 0; i < n; i++) {
-                logical = logical || parts[i].number >= 5;
-                small = small || (parts[i].number == partition && parts[i].size <= 4096);
+        if (seen && diskseq != 0 && seen->diskseq == diskseq) {
+                const PartitionInfo *probed = watcher_device_partitions(m->watcher, number, &n);
+
+                for (size_t i = 0; probed && i < n; i++)
+                        if (probed[i].number == partition && !isempty(probed[i].part_type)) {
+                                known = true;
+                                extended = partition_type_is_extended(probed[i].part_type);
+                        }
         }
-        if (logical && small)
+        if (!known) {
+                r = partition_list_kernel(number, &parts, &n);
+                if (r < 0)
+                        return engine_error_errno(e, r, "Failed to read the device's partitions");
+                for (size_t i = 0; i < n; i++) {
+                        logical = logical || parts[i].number >= 5;
+                        small = small || (parts[i].number == partition && parts[i].size <= 4096);
+                }
+                extended = logical && small;
+        }
+        if (extended)
                 return engine_error(e, -EINVAL, ENGINE_INVALID_ARGUMENT,
                         "node: %s is an extended partition, which holds the logical ones (/dev/loop%up5 and up); "
                         "format those, or the whole device",
@@ -547,16 +562,17 @@ int engine_format(Manager *m, uid_t uid, const char *node, unsigned number, unsi
                 r = engine_check_unmounted(m, number, partition, e);
         if (r >= 0)
                 r = engine_check_writable(m, number, e);
-        if (r >= 0)
-                r = check_not_extended(number, partition, node, e);
+        if (r < 0)
+                return r;
+        if (loop_get_info(number, &info) < 0)
+                return engine_error(e, -ENXIO, ENGINE_NOT_FOUND, "loop%u is not attached", number);
+        r = check_not_extended(m, number, partition, info->diskseq, node, e);
         if (r < 0)
                 return r;
         /* A table without erase: libfdisk's writes are a few sectors, done here and now. */
         if (format_type_kind(t) == FORMAT_TABLE && !opts->erase)
                 return engine_format_table(m, number, partition, format_type_name(t), e);
 
-        if (loop_get_info(number, &info) < 0)
-                return engine_error(e, -ENXIO, ENGINE_NOT_FOUND, "loop%u is not attached", number);
         job = job_new(m, t, uid, node, number, partition, devnum, opts, done, userdata);
         if (!job)
                 return -ENOMEM;

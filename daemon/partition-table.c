@@ -342,6 +342,13 @@ static bool is_dos_extended(unsigned code)
         return code == 0x05 || code == 0x0f || code == 0x85;
 }
 
+bool partition_type_is_extended(const char *type)
+{
+        unsigned code;
+
+        return type && parse_dos_type(type, &code) == 0 && is_dos_extended(code);
+}
+
 static int find_alias(const char *type)
 {
         for (size_t i = 0; i < ELEMENTSOF(type_aliases); i++)

@@ -54,6 +54,8 @@ typedef struct PartitionRequest {
  * (8-4-4-4-12 hex digits) or a DOS type (0x01..0xff, not an extended one)? 0 or -EINVAL. Which of them fits
  * the table is partition_table_add()'s check. */
 int partition_type_check(const char *type);
+/* Is type (as a probe names it: "0x5") a DOS extended partition's, a container of logical ones? */
+bool partition_type_is_extended(const char *type);
 /* Is name a GPT partition name: valid UTF-8, no control characters, at most 36 UTF-16 code units? */
 int partition_name_check(const char *name);
 

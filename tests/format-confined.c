@@ -660,6 +660,7 @@ static void test_extended_refused(Harness *h, gconstpointer data)
         p5 = g_strdup_printf("%sp5", device);
         g_assert_true(call_format(a, p5, "ext2", format_options("logical", NULL, FALSE), &error));
         harness_assert_no_error(error);
+        g_clear_error(&error);
         before = checksum(image);
 
         for (int erase = 0; erase <= 1; erase++) {
@@ -677,6 +678,49 @@ static void test_extended_refused(Harness *h, gconstpointer data)
 
                 g_assert_cmpuint(json_array_get_length(parts), ==, 3);
         }
+        g_assert_true(harness_detach(a, device, NULL, &error));
+        harness_assert_no_error(error);
+}
+
+/* A GPT may have tiny partitions among its first four and a fifth one (an embedded board's image): no
+ * extended partition there, and a Format of one of them goes through once the device's partitions are
+ * known. */
+static void test_small_gpt_partition(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
+        g_autofree char *image = harness_image_path(h, "board.img"), *device = NULL, *p1 = NULL, *p5 = NULL;
+        g_autofree char *fstype = NULL, *label = NULL;
+        g_autoptr(GError) error = NULL;
+        bool listed = false;
+
+        (void)data;
+        harness_allow_all(h);
+        REQUIRE_NONNULL(a);
+        image_create(image, 64 * MiB);
+        image_sfdisk(image,
+                "label: gpt\nstart=2048, size=8\nstart=4096, size=8\nstart=6144, size=8\nstart=8192, size=8\n"
+                "start=10240, size=16MiB\n",
+                0);
+        give_to(image, HARNESS_USER_A);
+        g_assert_true(harness_attach_path(a, image, O_RDWR, NULL, &device, &error));
+        harness_assert_no_error(error);
+        REQUIRE_NONNULL(device);
+        p1 = g_strdup_printf("%sp1", device);
+        p5 = g_strdup_printf("%sp5", device);
+        g_assert_true(kernel_has(p5));
+        /* The watcher's look at the partitions names their types. */
+        for (gint64 deadline = g_get_monotonic_time() + HARNESS_TIMEOUT_MS * 1000;
+                !(listed = device_shows(h, device, p1, &fstype, &label)) &&
+                g_get_monotonic_time() < deadline;
+                g_usleep(50 * 1000))
+                ;
+        g_assert_true(listed);
+
+        g_assert_true(call_format(a, p1, "empty", NULL, &error));
+        harness_assert_no_error(error);
+        g_clear_error(&error);
+        g_assert_true(kernel_has(p5));
         g_assert_true(harness_detach(a, device, NULL, &error));
         harness_assert_no_error(error);
 }
@@ -732,6 +776,7 @@ int main(int argc, char **argv)
         harness_add("/loopd/format/confined/partition-of-mounted-disk-busy", test_partition_of_mounted_disk,
                 NULL);
         harness_add("/loopd/format/confined/extended-partition-refused", test_extended_refused, NULL);
+        harness_add("/loopd/format/confined/small-gpt-partition-formats", test_small_gpt_partition, NULL);
         harness_add("/loopd/format/confined/whole-device-busy-keeps-partitions",
                 test_whole_busy_keeps_partitions, NULL);
         return g_test_run();
