@@ -222,50 +222,6 @@ static char *fusermount_path(void)
                                                                  : NULL;
 }
 
-/* What the child of fuse_wait_served() gets: the mount point, and its alarm (whole seconds, at least 1). */
-typedef struct ServedWait {
-        const char *target;
-        unsigned seconds;
-} ServedWait;
-
-/* The child of fuse_wait_served(): SIGALRM, which ends it, bounds a stat() the driver never answers. */
-static int served_child(void *userdata)
-{
-        const ServedWait *w = userdata;
-        sigset_t alarm_only;
-        struct stat st;
-
-        (void)signal(SIGALRM, SIG_DFL);
-        sigemptyset(&alarm_only);
-        sigaddset(&alarm_only, SIGALRM);
-        (void)sigprocmask(SIG_UNBLOCK, &alarm_only, NULL);
-        (void)alarm(w->seconds);
-        _exit(stat(w->target, &st) == 0 ? 0 : 1);
-}
-
-/* Waits until the FUSE mount at target answers (the driver has taken the connection's INIT): a stat() of it
- * in a child process (a stat the driver never answers cannot be interrupted but by a fatal signal), bounded.
- * The child shares loopd's memory and loopd waits while it runs (clone_vfork()): a fork of loopd would cost
- * more than the driver takes to answer. A driver that died closed the connection, and the stat fails at
- * once.
- */
-static int fuse_wait_served(const char *target)
-{
-        ServedWait w = { .target = target, .seconds = (unsigned)MAX((helper_timeout_ms() + 999) / 1000, 1) };
-        pid_t pid = clone_vfork(served_child, &w, 0, NULL);
-        int status;
-
-        if (pid < 0)
-                return (int)pid;
-        /* It has exited: clone_vfork() returns then. */
-        while (waitpid(pid, &status, 0) < 0)
-                if (errno != EINTR)
-                        return -errno;
-        if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM)
-                return -ETIMEDOUT;
-        return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EIO;
-}
-
 /* What the driver said on stderr, for the log (it exited, or was killed). */
 static void log_driver_error(const char *helper, int fd)
 {
@@ -349,7 +305,7 @@ int mount_fuse_run(const FsDriver *d, const char *node, const char *target, cons
         fuse_fd = safe_close(fuse_fd);
         err_write = safe_close(err_write);
         if (r >= 0)
-                r = fuse_wait_served(target);
+                r = mount_wait_served(target, helper_timeout_ms());
         if (r < 0) {
                 if (pidfd >= 0) {
                         (void)pidfd_signal(pidfd, SIGKILL);

@@ -302,6 +302,7 @@ static int kernel_mount(
 typedef enum KernelOp {
         KERNEL_MOUNT = 1,
         KERNEL_UNMOUNT,
+        KERNEL_SERVED, /* a stat() of a new FUSE mount: mount_wait_served() */
 } KernelOp;
 
 #define KERNEL_STRINGS 5 /* target, node, fstype, options, userspace ("" for the last four: none) */
@@ -333,7 +334,7 @@ static int kernel_request_parse(
 {
         const char *p = request, *end = p + size;
 
-        if (size < 1 || (p[0] != KERNEL_MOUNT && p[0] != KERNEL_UNMOUNT))
+        if (size < 1 || (p[0] != KERNEL_MOUNT && p[0] != KERNEL_UNMOUNT && p[0] != KERNEL_SERVED))
                 return -EINVAL;
         *ret_op = (KernelOp)p[0];
         p++;
@@ -360,6 +361,11 @@ static int kernel_op(const void *request, size_t size, const int *fds, size_t n_
         (void)fds;
         if (op == KERNEL_UNMOUNT)
                 return umount2(s[0], UMOUNT_NOFOLLOW) < 0 ? -errno : 0;
+        if (op == KERNEL_SERVED) {
+                struct stat st;
+
+                return stat(s[0], &st) < 0 ? -errno : 0;
+        }
         d = driver_find(s[2]);
         if (!d)
                 return -EPROTONOSUPPORT;
@@ -457,6 +463,22 @@ static int kernel_run(const KernelRequest *req, const char *key)
         r = runner_call(&mount_runner_ops, req->bytes, req->size, NULL, 0, deadline, &late);
         if (late >= 0)
                 pending_add(late, key);
+        return r;
+}
+
+int mount_wait_served(const char *target, int timeout_ms)
+{
+        _cleanup_free_ KernelRequest *req = malloc(sizeof(KernelRequest));
+        int late = -EBADF, r;
+
+        if (!req)
+                return -ENOMEM;
+        r = kernel_request(req, KERNEL_SERVED, (const char *const[]){ target, NULL, NULL, NULL, NULL });
+        if (r < 0)
+                return r;
+        r = runner_call(&mount_runner_ops, req->bytes, req->size, NULL, 0, now_ms() + timeout_ms, &late);
+        /* A stat the driver took and never answers: its child ends when the driver does, unwatched. */
+        safe_close(late);
         return r;
 }
 

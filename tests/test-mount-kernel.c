@@ -6,6 +6,8 @@
 #include <sys/mount.h>
 #include <sys/wait.h>
 
+#include "mount-internal.h"
+
 static void fixture_setup(Fixture *f, gconstpointer data)
 {
         f->targets = g_ptr_array_new_with_free_func(g_free);
@@ -340,6 +342,56 @@ static void test_table_cache_follows_changes(Fixture *f, gconstpointer data)
         g_assert_cmpint(g_rmdir(dir), ==, 0);
 }
 
+/* mount_wait_served() of a FUSE mount whose server took a GETATTR and never answers it (tests/fuse-hang,
+ * FUSE_HANG_FREEZE=getattr, frozen): the stat() waits in the kernel for good, past any signal, SIGKILL
+ * included; the wait ends at its deadline all the same (-ETIMEDOUT), and the caller goes on. A child sharing
+ * the caller's memory under CLONE_VFORK, as the wait was made before, held its caller there too. */
+static void test_fuse_wait_served_bounded(Fixture *f, gconstpointer data)
+{
+        g_autofree char *mountpoint = path_in(f, "hung"), *file = NULL;
+        g_autofree char *exe =
+                g_build_filename(g_getenv("LOOPD_BUILD_ROOT") ?: ".", "tests", "fuse-hang", NULL);
+        g_autoptr(GSubprocessLauncher) launcher = g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_NONE);
+        g_autoptr(GSubprocess) server = NULL;
+        g_autoptr(GError) error = NULL;
+        struct stat st;
+        gint64 t0, ms;
+        bool up = false;
+        int r;
+
+        REQUIRE(f);
+        g_assert_cmpint(g_mkdir(mountpoint, 0755), ==, 0);
+        file = g_build_filename(mountpoint, "disk.img", NULL);
+        g_subprocess_launcher_setenv(launcher, "FUSE_HANG_FREEZE", "getattr", TRUE);
+        server = g_subprocess_launcher_spawn(
+                launcher, &error, exe, "-f", "-o", "allow_other", mountpoint, NULL);
+        g_assert_no_error(error);
+        if (!server)
+                return;
+        for (gint64 deadline = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
+                !(up = stat(file, &st) == 0) && g_get_monotonic_time() < deadline; g_usleep(50 * 1000))
+                ;
+        g_assert_true(up);
+        g_assert_cmpint(mount_wait_served(mountpoint, 2000), ==, 0);
+
+        g_subprocess_send_signal(server, SIGUSR1);
+        g_usleep(1500 * 1000); /* the kernel's cached attributes of the root (a second) expire */
+        t0 = g_get_monotonic_time();
+        r = mount_wait_served(mountpoint, 1000);
+        ms = (g_get_monotonic_time() - t0) / 1000;
+        g_test_message("mount_wait_served() of a mount whose GETATTR hangs: %s after %" G_GINT64_FORMAT
+                       " ms",
+                g_strerror(-r), ms);
+        g_assert_cmpint(r, ==, -ETIMEDOUT);
+        g_assert_cmpint(ms, <, 3000);
+
+        /* The server's death ends the stat that waited (ENOTCONN). */
+        g_subprocess_force_exit(server);
+        (void)g_subprocess_wait(server, NULL, NULL);
+        if (umount2(mountpoint, MNT_DETACH) < 0 && errno != EINVAL)
+                g_test_message("cleanup: umount -l %s: %s", mountpoint, g_strerror(errno));
+}
+
 int main(int argc, char **argv)
 {
         g_test_init(&argc, &argv, NULL);
@@ -356,6 +408,7 @@ int main(int argc, char **argv)
         TEST("/mount/point/root-user-dir-has-no-acl", test_point_root_user_dir_has_no_acl);
 
         TEST("/mount/table/cache-follows-changes", test_table_cache_follows_changes);
+        TEST("/mount/fuse/wait-served-bounded-when-getattr-hangs", test_fuse_wait_served_bounded);
 
         TEST("/mount/kernel/ext4-nosuid-nodev", test_kernel_ext4_nosuid_nodev);
         TEST("/mount/kernel/ext4-errors-panic-becomes-remount-ro",
