@@ -11,8 +11,8 @@ int fd_stat_cached_at(int dir_fd, const char *path, struct stat *ret)
 {
         struct statx sx;
 
-        if (statx(dir_fd, path, (path[0] ? 0 : AT_EMPTY_PATH) | AT_STATX_DONT_SYNC, STATX_BASIC_STATS, &sx) <
-                0)
+        if (statx(dir_fd, path, (path[0] ? 0 : AT_EMPTY_PATH) | AT_NO_AUTOMOUNT | AT_STATX_DONT_SYNC,
+                    STATX_BASIC_STATS, &sx) < 0)
                 return -errno;
         if ((sx.stx_mask & (STATX_TYPE | STATX_MODE | STATX_INO)) != (STATX_TYPE | STATX_MODE | STATX_INO))
                 return -EIO;

@@ -423,7 +423,7 @@ bool mount_in_progress(const char *key)
 
 bool mount_in_progress_on_device(unsigned number)
 {
-        (void)pending_still("");
+        (void)pending_still(""); /* no key is "": this only forgets the children that have exited */
         for (size_t i = 0; i < n_pending; i++) {
                 unsigned n;
 

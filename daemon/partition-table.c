@@ -421,16 +421,13 @@ static int type_for(PartitionTableKind kind, const char *type, struct fdisk_part
 
 /* ---- adding and deleting ---- */
 
-/* The most partitions the kernel takes on a disk: numbers 1 to 255 (a loop device's minors, and BLKPG's). */
-#define PARTITION_NUMBER_MAX 255u
-
 /* The first free entry of the table (0-based): DOS has four primary ones, GPT as many as its header says, of
- * which only the first PARTITION_NUMBER_MAX can be a partition of the device: one written past them would be
- * in the table, never in the kernel. */
+ * which only the first PARTITION_MAX - 1 (numbers 1 to 255) can be a partition of the device: one written
+ * past them would be in the table, never in the kernel. */
 static int free_entry(struct fdisk_context *cxt, PartitionTableKind kind, size_t *ret, char **ret_why)
 {
         size_t entries = kind == PARTITION_TABLE_DOS ? 4 : fdisk_get_npartitions(cxt);
-        size_t max = MIN(entries, (size_t)PARTITION_NUMBER_MAX);
+        size_t max = MIN(entries, (size_t)(PARTITION_MAX - 1));
 
         for (size_t i = 0; i < max; i++)
                 if (!fdisk_is_partition_used(cxt, i)) {

@@ -19,9 +19,6 @@
 #include "partition.h"
 #include "sysfs.h"
 
-/* The kernel's limit on partitions of one disk (DISK_MAX_PARTS). */
-#define PARTITION_MAX 256u
-
 /* The kernel's GPT parser refuses entry arrays larger than it can kmalloc (4 MiB on x86). */
 #define GPT_ENTRIES_MAX_BYTES (UINT64_C(4) << 20)
 

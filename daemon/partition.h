@@ -5,6 +5,9 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+/* The kernel's limit on partitions of one disk (DISK_MAX_PARTS): numbers 1 to PARTITION_MAX - 1. */
+#define PARTITION_MAX 256u
+
 typedef struct PartitionSpec {
         unsigned number; /* 1..; logical DOS partitions from 5 */
         uint64_t start; /* bytes */
