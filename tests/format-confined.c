@@ -46,14 +46,18 @@ static bool call_format(
         return reply != NULL;
 }
 
-/* An image of size bytes owned by user A, attached read-write by A: the device. */
-static char *attach_image(Harness *h, GDBusConnection *a, const char *name, guint64 size, char **ret_image)
+/* An image of size bytes (with the partition table sfdisk makes of table, unless NULL) owned by user A,
+ * attached read-write by A: the device. */
+static char *attach_image(
+        Harness *h, GDBusConnection *a, const char *name, guint64 size, const char *table, char **ret_image)
 {
         g_autofree char *image = harness_image_path(h, name);
         g_autoptr(GError) error = NULL;
         char *device = NULL;
 
         image_create(image, size);
+        if (table)
+                image_sfdisk(image, table, 0);
         give_to(image, HARNESS_USER_A);
         g_assert_true(harness_attach_path(a, image, O_RDWR, NULL, &device, &error));
         harness_assert_no_error(error);
@@ -109,7 +113,7 @@ static void test_ext4_and_vfat(Harness *h, gconstpointer data)
         (void)data;
         harness_allow_all(h);
         REQUIRE_NONNULL(a);
-        device = attach_image(h, a, "disk.img", 64 * MiB, &image);
+        device = attach_image(h, a, "disk.img", 64 * MiB, NULL, &image);
         REQUIRE_NONNULL(device);
 
         g_assert_true(call_format(a, device, "ext4", format_options("Data disk", NULL, FALSE), &error));
@@ -165,7 +169,7 @@ static void test_every_filesystem(Harness *h, gconstpointer data)
         (void)data;
         harness_allow_all(h);
         REQUIRE_NONNULL(a);
-        device = attach_image(h, a, "every.img", 320 * MiB, &image);
+        device = attach_image(h, a, "every.img", 320 * MiB, NULL, &image);
         REQUIRE_NONNULL(device);
         qimage = g_shell_quote(image);
         for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
@@ -204,7 +208,7 @@ static void test_refusals(Harness *h, gconstpointer data)
         (void)data;
         harness_allow_all(h);
         REQUIRE_NONNULL(a);
-        device = attach_image(h, a, "refusals.img", 64 * MiB, &image);
+        device = attach_image(h, a, "refusals.img", 64 * MiB, NULL, &image);
         REQUIRE_NONNULL(device);
         g_assert_true(call_format(a, device, "ext4", format_options("keep", NULL, FALSE), &error));
         harness_assert_no_error(error);
@@ -303,7 +307,7 @@ static void test_failure_goes_to_log(Harness *h, gconstpointer data)
         harness_allow_all(h);
         REQUIRE_NONNULL(a);
         /* 16 MiB is too small for btrfs. */
-        device = attach_image(h, a, "small.img", 16 * MiB, &image);
+        device = attach_image(h, a, "small.img", 16 * MiB, NULL, &image);
         REQUIRE_NONNULL(device);
         g_assert_false(call_format(a, device, "btrfs", NULL, &error));
         harness_assert_dbus_error(
@@ -322,18 +326,15 @@ static void test_partition_then_whole(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
         GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
-        g_autofree char *image = harness_image_path(h, "parted.img"), *device = NULL, *p1 = NULL, *p2 = NULL;
+        g_autofree char *image = NULL, *device = NULL, *p1 = NULL, *p2 = NULL;
         g_autofree char *fstype = NULL, *label = NULL;
         g_autoptr(GError) error = NULL;
 
         (void)data;
         harness_allow_all(h);
         REQUIRE_NONNULL(a);
-        image_create(image, 64 * MiB);
-        image_sfdisk(image, "label: dos\nstart=2048, size=32MiB, type=6\ntype=83\n", 0);
-        give_to(image, HARNESS_USER_A);
-        g_assert_true(harness_attach_path(a, image, O_RDWR, NULL, &device, &error));
-        harness_assert_no_error(error);
+        device = attach_image(h, a, "parted.img", 64 * MiB,
+                "label: dos\nstart=2048, size=32MiB, type=6\ntype=83\n", &image);
         REQUIRE_NONNULL(device);
         p1 = g_strdup_printf("%sp1", device);
         p2 = g_strdup_printf("%sp2", device);
@@ -460,7 +461,7 @@ static void test_partition_of_mounted_disk(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
         GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
-        g_autofree char *image = harness_image_path(h, "disk-mounted.img"), *device = NULL, *p1 = NULL;
+        g_autofree char *image = NULL, *device = NULL, *p1 = NULL;
         g_autofree char *target = g_build_filename(h->tmpdir, "whole-mount", NULL);
         g_autofree char *before = NULL, *after = NULL, *qimage = NULL;
         g_autoptr(GError) error = NULL;
@@ -468,11 +469,8 @@ static void test_partition_of_mounted_disk(Harness *h, gconstpointer data)
         (void)data;
         harness_allow_all(h);
         REQUIRE_NONNULL(a);
-        image_create(image, 32 * MiB);
-        image_sfdisk(image, "label: dos\nstart=2048, type=83\n", 0);
-        give_to(image, HARNESS_USER_A);
-        g_assert_true(harness_attach_path(a, image, O_RDWR, NULL, &device, &error));
-        harness_assert_no_error(error);
+        device = attach_image(
+                h, a, "disk-mounted.img", 32 * MiB, "label: dos\nstart=2048, type=83\n", &image);
         REQUIRE_NONNULL(device);
         p1 = g_strdup_printf("%sp1", device);
         g_assert_cmpint(g_mkdir_with_parents(target, 0755), ==, 0);
@@ -576,7 +574,7 @@ static void test_busy_while_formatting(Harness *h, gconstpointer data)
         harness_allow_all(h);
         REQUIRE_NONNULL(a);
         /* ext2 writes every inode table: on 16 GiB that takes long enough to be seen. */
-        device = attach_image(h, a, "busy.img", 16384 * MiB, &image);
+        device = attach_image(h, a, "busy.img", 16384 * MiB, NULL, &image);
         REQUIRE_NONNULL(device);
         g_assert_cmpint(stat(device, &st), ==, 0);
         const dev_t rdev = st.st_rdev;
@@ -643,18 +641,15 @@ static void test_extended_refused(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
         GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
-        g_autofree char *image = harness_image_path(h, "laptop.img"), *device = NULL, *p2 = NULL, *p5 = NULL;
+        g_autofree char *image = NULL, *device = NULL, *p2 = NULL, *p5 = NULL;
         g_autofree char *before = NULL, *after = NULL;
         g_autoptr(GError) error = NULL;
 
         (void)data;
         harness_allow_all(h);
         REQUIRE_NONNULL(a);
-        image_create(image, 64 * MiB);
-        image_sfdisk(image, "label: dos\nsize=16MiB, type=83\ntype=5\nsize=16MiB, type=83\n", 0);
-        give_to(image, HARNESS_USER_A);
-        g_assert_true(harness_attach_path(a, image, O_RDWR, NULL, &device, &error));
-        harness_assert_no_error(error);
+        device = attach_image(h, a, "laptop.img", 64 * MiB,
+                "label: dos\nsize=16MiB, type=83\ntype=5\nsize=16MiB, type=83\n", &image);
         REQUIRE_NONNULL(device);
         p2 = g_strdup_printf("%sp2", device);
         p5 = g_strdup_printf("%sp5", device);
@@ -689,7 +684,7 @@ static void test_small_gpt_partition(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
         GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
-        g_autofree char *image = harness_image_path(h, "board.img"), *device = NULL, *p1 = NULL, *p5 = NULL;
+        g_autofree char *image = NULL, *device = NULL, *p1 = NULL, *p5 = NULL;
         g_autofree char *fstype = NULL, *label = NULL;
         g_autoptr(GError) error = NULL;
         bool listed = false;
@@ -697,14 +692,10 @@ static void test_small_gpt_partition(Harness *h, gconstpointer data)
         (void)data;
         harness_allow_all(h);
         REQUIRE_NONNULL(a);
-        image_create(image, 64 * MiB);
-        image_sfdisk(image,
+        device = attach_image(h, a, "board.img", 64 * MiB,
                 "label: gpt\nstart=2048, size=8\nstart=4096, size=8\nstart=6144, size=8\nstart=8192, size=8\n"
                 "start=10240, size=16MiB\n",
-                0);
-        give_to(image, HARNESS_USER_A);
-        g_assert_true(harness_attach_path(a, image, O_RDWR, NULL, &device, &error));
-        harness_assert_no_error(error);
+                &image);
         REQUIRE_NONNULL(device);
         p1 = g_strdup_printf("%sp1", device);
         p5 = g_strdup_printf("%sp5", device);
@@ -732,18 +723,15 @@ static void test_whole_busy_keeps_partitions(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
         GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
-        g_autofree char *image = harness_image_path(h, "held.img"), *device = NULL, *p1 = NULL, *p2 = NULL;
+        g_autofree char *image = NULL, *device = NULL, *p1 = NULL, *p2 = NULL;
         g_autoptr(GError) error = NULL;
         int held;
 
         (void)data;
         harness_allow_all(h);
         REQUIRE_NONNULL(a);
-        image_create(image, 64 * MiB);
-        image_sfdisk(image, "label: dos\nsize=16MiB, type=83\ntype=83\n", 0);
-        give_to(image, HARNESS_USER_A);
-        g_assert_true(harness_attach_path(a, image, O_RDWR, NULL, &device, &error));
-        harness_assert_no_error(error);
+        device = attach_image(
+                h, a, "held.img", 64 * MiB, "label: dos\nsize=16MiB, type=83\ntype=83\n", &image);
         REQUIRE_NONNULL(device);
         p1 = g_strdup_printf("%sp1", device);
         p2 = g_strdup_printf("%sp2", device);
