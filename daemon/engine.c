@@ -8,6 +8,7 @@
 #include <grp.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -180,25 +181,39 @@ static int mark_for_udev(unsigned number, bool claimed, void *userdata)
         return 0;
 }
 
-/* The supplementary groups the user database gives name (gid: their primary group, which is among them). */
-static int user_groups(const char *name, gid_t gid, gid_t **ret, size_t *ret_n)
+/* The image's own group, when the user database makes the caller a member of it and it is not their primary
+ * group (a VM's disk, 0640 root:kvm): the one supplementary group the export gets. qemu reopens the image by
+ * its path, which the kernel checks against the process's ids: this group lets it do to this file what the
+ * caller's membership lets them, and no more groups give it anything of other files'. *ret_set false: none
+ * (also for a caller without a passwd entry, or with more groups than the kernel takes). */
+static int image_group_of(uid_t uid, int fd, gid_t *ret_group, bool *ret_set)
 {
-        int size = 32;
+        struct passwd pw, *result = NULL;
+        char buf[4096];
+        struct stat st;
+        int size = 64;
 
+        *ret_set = false;
+        if (fd_stat_cached(fd, &st) < 0 || getpwuid_r(uid, &pw, buf, sizeof(buf), &result) != 0 || !result ||
+                st.st_gid == result->pw_gid)
+                return 0;
         for (;;) {
                 _cleanup_free_ gid_t *list = reallocarray(NULL, (size_t)size, sizeof(gid_t));
                 int n = size;
 
                 if (!list)
                         return -ENOMEM;
-                if (getgrouplist(name, gid, list, &n) >= 0) {
-                        *ret = TAKE_PTR(list);
-                        *ret_n = (size_t)n;
+                if (getgrouplist(result->pw_name, result->pw_gid, list, &n) >= 0) {
+                        for (int i = 0; i < n; i++)
+                                if (list[i] == st.st_gid) {
+                                        *ret_group = st.st_gid;
+                                        *ret_set = true;
+                                }
                         return 0;
                 }
                 /* Too small: n says how many there are. */
                 if (n <= size || n > NGROUPS_MAX)
-                        return -E2BIG;
+                        return 0;
                 size = n;
         }
 }
@@ -207,9 +222,8 @@ int engine_vdisk_start(Manager *m, int fd, const AttachRequest *req, uid_t uid, 
         const char *image, Vdisk **ret, EngineError *e)
 {
         _cleanup_free_ char *user = NULL;
-        _cleanup_free_ gid_t *groups = NULL;
-        size_t n_groups = 0;
-        gid_t gid;
+        gid_t gid, group = 0;
+        bool grouped;
         int r;
 
         if (probe->verdict == IMAGE_UNSAFE)
@@ -251,15 +265,15 @@ int engine_vdisk_start(Manager *m, int fd, const AttachRequest *req, uid_t uid, 
         }
 
         /* The process runs as the caller: it reopens the image through /proc/self/fd (qemu-storage-daemon
-         * takes no fd), which the kernel allows only to someone who may open the file. With the caller's
-         * groups: a VM's image is often theirs to read through one (kvm, libvirt). */
+         * takes no fd), which the kernel allows only to someone who may open the file. With the image's
+         * group when the caller is in it: a VM's disk is often theirs to read through one (kvm, libvirt). */
         r = engine_user_of(uid, &user, &gid);
         if (r >= 0)
-                r = user_groups(user, gid, &groups, &n_groups);
+                r = image_group_of(uid, fd, &group, &grouped);
         if (r < 0)
                 return engine_error_errno(e, r, "Failed to look up the caller");
         r = vdisk_start(m->event, m->state_dir, m->qsd_path, fd, probe->format, !req->read_only,
-                probe->direct_io, uid, gid, groups, n_groups, image, ret);
+                probe->direct_io, uid, gid, grouped ? &group : NULL, grouped ? 1 : 0, image, ret);
         if (r < 0)
                 return engine_error_errno(e, r, "Failed to start serving the image");
         return 0;

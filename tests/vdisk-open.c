@@ -214,7 +214,7 @@ static gid_t test_group(void)
 
 /* A qcow2 image the user may read only through a supplementary group (0640, root and that group's): Attach
  * of an fd of it serves it. qemu-storage-daemon runs as the user and reopens the image by its /proc/self/fd
- * path, which the kernel allows only with the user's groups. */
+ * path, which the kernel allows only with that group: it gets it, and no other. */
 void test_attach_through_group(Vdisk *v, gconstpointer data)
 {
         VDISK_REQUIRE(v);
@@ -238,6 +238,13 @@ void test_attach_through_group(Vdisk *v, gconstpointer data)
         harness_assert_no_error(error);
         REQUIRE_NONNULL(device);
         g_free(check_export(h, device));
+        /* That group and no other. */
+        pid_t server = server_of(h, image);
+        if (server) {
+                g_autofree char *groups = test_proc_status(server, "Groups");
+                g_autofree char *want = g_strdup_printf("%u", (unsigned)group);
+                g_assert_cmpstr(g_strstrip(groups), ==, want);
+        }
         g_assert_cmpuint(loop_size(device), >=, DISK_SIZE);
         g_assert_true(harness_detach(a, device, NULL, &error));
         harness_assert_no_error(error);
