@@ -305,7 +305,7 @@ int mount_fuse_run(const FsDriver *d, const char *node, const char *target, cons
         fuse_fd = safe_close(fuse_fd);
         err_write = safe_close(err_write);
         if (r >= 0)
-                r = mount_wait_served(target, helper_timeout_ms());
+                r = mount_wait_served(target, node, helper_timeout_ms());
         if (r < 0) {
                 if (pidfd >= 0) {
                         (void)pidfd_signal(pidfd, SIGKILL);

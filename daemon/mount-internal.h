@@ -48,12 +48,13 @@ int mount_utab_add(const char *node, const char *target, const char *userspace_o
  * to serve it: as a uid of its own, without capabilities, with the FUSE fd and a node of the device only.
  * 0 once the mount answers; on failure nothing is left at target. */
 int mount_fuse_run(const FsDriver *d, const char *node, const char *target, const char *options);
-/* Waits up to timeout_ms until the FUSE mount at target answers (its driver has taken the connection's
- * INIT): a stat() of it in a child of loopd's runner (runner.h), as a kernel mount runs. A GETATTR the
- * driver took and never answers (its read of a hung image waits) holds that stat uninterruptibly, past any
- * signal: loopd stops waiting at the deadline (-ETIMEDOUT) and leaves the child be. 0, or the stat's
- * -errno (a driver that died closed the connection: at once). */
-int mount_wait_served(const char *target, int timeout_ms);
+/* Waits up to timeout_ms until the FUSE mount at target, of node, answers (its driver has taken the
+ * connection's INIT): a stat() of it in a child of loopd's runner (runner.h), as a kernel mount runs. A
+ * GETATTR the driver took and never answers (its read of a hung image waits) holds that stat
+ * uninterruptibly, past any signal: loopd stops waiting at the deadline (-ETIMEDOUT) and leaves the child
+ * be; until it ends, a mount of node is -EINPROGRESS at once (mount_in_progress()), as after a kernel mount
+ * that timed out. 0, or the stat's -errno (a driver that died closed the connection: at once). */
+int mount_wait_served(const char *target, const char *node, int timeout_ms);
 /* pidfds of the FUSE helper processes that have the block device rdev open (at most max): the servers of
  * FUSE mounts of it. */
 size_t mount_fuse_servers_of(dev_t rdev, int *pidfds, size_t max);

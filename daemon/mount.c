@@ -302,7 +302,8 @@ static int kernel_mount(
 typedef enum KernelOp {
         KERNEL_MOUNT = 1,
         KERNEL_UNMOUNT,
-        KERNEL_SERVED, /* a stat() of a new FUSE mount: mount_wait_served() */
+        KERNEL_SERVED, /* a stat() of a new FUSE mount (mount_wait_served()): target, the seconds of its
+                          alarm */
 } KernelOp;
 
 #define KERNEL_STRINGS 5 /* target, node, fstype, options, userspace ("" for the last four: none) */
@@ -364,6 +365,9 @@ static int kernel_op(const void *request, size_t size, const int *fds, size_t n_
         if (op == KERNEL_SERVED) {
                 struct stat st;
 
+                /* Past loopd's deadline: ends a stat the driver has not taken yet (that wait can be killed).
+                 */
+                (void)alarm((unsigned)strtoul(s[1], NULL, 10));
                 return stat(s[0], &st) < 0 ? -errno : 0;
         }
         d = driver_find(s[2]);
@@ -466,19 +470,26 @@ static int kernel_run(const KernelRequest *req, const char *key)
         return r;
 }
 
-int mount_wait_served(const char *target, int timeout_ms)
+int mount_wait_served(const char *target, const char *node, int timeout_ms)
 {
         _cleanup_free_ KernelRequest *req = malloc(sizeof(KernelRequest));
+        char alarm_seconds[16];
         int late = -EBADF, r;
 
         if (!req)
                 return -ENOMEM;
-        r = kernel_request(req, KERNEL_SERVED, (const char *const[]){ target, NULL, NULL, NULL, NULL });
+        if (pending_still(node))
+                return -EINPROGRESS;
+        snprintf(alarm_seconds, sizeof(alarm_seconds), "%d", timeout_ms / 1000 + 2);
+        r = kernel_request(
+                req, KERNEL_SERVED, (const char *const[]){ target, alarm_seconds, NULL, NULL, NULL });
         if (r < 0)
                 return r;
         r = runner_call(&mount_runner_ops, req->bytes, req->size, NULL, 0, now_ms() + timeout_ms, &late);
-        /* A stat the driver took and never answers: its child ends when the driver does, unwatched. */
-        safe_close(late);
+        /* A stat the driver took and never answers: until its child ends, a mount of node would only wait
+         * as long again. */
+        if (late >= 0)
+                pending_add(late, node);
         return r;
 }
 
