@@ -47,6 +47,17 @@ static bool find_daemon(Harness *h)
         return true;
 }
 
+/* Whether the process behind pfd (a pidfd) exits within timeout_ms. */
+static bool poll_exit(struct pollfd *pfd, int timeout_ms)
+{
+        int r;
+
+        do
+                r = poll(pfd, 1, timeout_ms);
+        while (r < 0 && errno == EINTR);
+        return r > 0;
+}
+
 /* harness_process_stop() of loopd: the signal goes to loopd's own process, whose exit is what is waited for
  * (then SIGKILL). A wrapper that forked it follows: a tracer exits once every process it follows has, which
  * may be never (a FUSE driver, a virtual disk's export outlive loopd by design), so it is waited for a
@@ -61,12 +72,12 @@ static bool stop_daemon(HarnessPrivate *p, int sig, bool *ret_status_known)
         if (p->daemon_pidfd < 0)
                 return harness_process_stop(&p->loopd, sig);
         (void)pidfd_send_signal(p->daemon_pidfd, sig, NULL, 0);
-        clean = poll(&pfd, 1, HARNESS_TIMEOUT_MS) > 0;
+        clean = poll_exit(&pfd, HARNESS_TIMEOUT_MS);
         if (!clean) {
                 g_test_message("loopd (pid %d) did not exit within %d ms of signal %d: killing it",
                         (int)p->daemon_pid, HARNESS_TIMEOUT_MS, sig);
                 (void)pidfd_send_signal(p->daemon_pidfd, SIGKILL, NULL, 0);
-                (void)poll(&pfd, 1, HARNESS_TIMEOUT_MS);
+                (void)poll_exit(&pfd, HARNESS_TIMEOUT_MS);
         }
         if (!harness_process_wait(&p->loopd, 2000)) {
                 g_test_message(

@@ -650,6 +650,53 @@ out:
         hang_release(h, a, &hang, device, fd);
 }
 
+/* MountImage of a FAT image (mounted through its FUSE driver here: this kernel has no vfat) whose bytes past
+ * its first 64 KiB never answer (but its last 64 KiB, which the look before binding reads): the look at its
+ * filesystems times out. Reads of the device may still wait on the image, and the last close of a device
+ * waits for them, so the device stays attached, as after a kernel mount that timed out, and the error
+ * says so; loopd goes on serving, and once the server is killed the device can be detached. */
+static void test_hung_fuse_mount_image_stays(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        g_autofree char *fat = harness_image_path(h, "fat-hangs.img");
+        GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
+        const gint64 limit_ms = 2 * IO_TIMEOUT_S * 1000 + TIMEOUT_SLACK_MS;
+        g_autoptr(GPtrArray) bound = NULL;
+        g_autofree char *device = NULL;
+        g_autoptr(GVariant) reply = NULL;
+        g_autoptr(GError) error = NULL;
+        HarnessHang hang = { 0 };
+        gint64 ms;
+        int fd = -1;
+
+        (void)data;
+        harness_allow_all(h);
+        REQUIRE_NONNULL(a);
+        image_create(fat, 32 * MiB);
+        g_free(image_mkfs_at(fat, 0, 32 * MiB, "vfat", "HANGS"));
+        hang.source = fat;
+        hang.hang_from = 64 * 1024;
+        hang.hang_to = 32 * MiB - 64 * 1024; /* its tail answers: the probe before binding reads it */
+        if (!harness_hang_start(h, &hang))
+                goto out;
+        fd = open(hang.file, O_RDONLY | O_CLOEXEC);
+        g_assert_cmpint(fd, >=, 0);
+        reply = call_with_fd(
+                a, "MountImage", fd, G_DBUS_CALL_FLAGS_NONE, (gint)limit_ms + 1000, &ms, &error);
+        g_test_message("MountImage answered after %" G_GINT64_FORMAT " ms: %s", ms,
+                error ? error->message : "success");
+        harness_assert_dbus_error(error, LOOPD_ERROR_TIMEOUT, "stays attached");
+        g_assert_cmpint(ms, <=, limit_ms);
+        g_assert_true(harness_loopd_alive(h));
+        bound = oracle_loops_backed_by(hang.mountpoint);
+        g_assert_cmpuint(bound->len, ==, 1);
+        if (bound->len == 1)
+                device = g_strdup(bound->pdata[0]);
+
+out:
+        hang_release(h, a, &hang, device, fd);
+}
+
 /* An unmount that hangs in the kernel times out too. The image's filesystem is mounted and written to, then
  * its FUSE server stops answering anything: umount2() waits in the kernel to write the data back. loopd
  * answers Timeout within twice --io-timeout and goes on serving (the mount left the table as umount2()
@@ -1238,6 +1285,8 @@ int main(int argc, char **argv)
         harness_add("/loopd/robust/hung-mount-image-times-out-alone", test_hung_image_times_out_alone,
                 &opts_hung_mount_image);
         harness_add("/loopd/robust/hung-mount-times-out", test_hung_mount_times_out, &opts_hung_attach);
+        harness_add("/loopd/robust/hung-fuse-mount-image-stays-attached", test_hung_fuse_mount_image_stays,
+                &opts_hung_attach);
         harness_add("/loopd/robust/hung-unmount-times-out", test_hung_unmount_times_out, &opts_hung_attach);
         harness_add("/loopd/robust/hung-mount-image-mount-times-out", test_hung_mount_image_mount_times_out,
                 &opts_hung_attach);
