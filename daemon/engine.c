@@ -191,12 +191,16 @@ static int image_group_of(uid_t uid, int fd, gid_t *ret_group, bool *ret_set)
         struct passwd pw, *result = NULL;
         char buf[4096];
         struct stat st;
-        int size = 64;
+        bool member = false;
+        int size = 64, r;
 
-        *ret_set = false;
-        if (fd_stat_cached(fd, &st) < 0 || getpwuid_r(uid, &pw, buf, sizeof(buf), &result) != 0 || !result ||
-                st.st_gid == result->pw_gid)
+        r = getpwuid_r(uid, &pw, buf, sizeof(buf), &result);
+        if (r != 0)
+                return -r;
+        if (!result || fd_stat_cached(fd, &st) < 0 || st.st_gid == result->pw_gid) {
+                *ret_set = false;
                 return 0;
+        }
         for (;;) {
                 _cleanup_free_ gid_t *list = reallocarray(NULL, (size_t)size, sizeof(gid_t));
                 int n = size;
@@ -205,17 +209,17 @@ static int image_group_of(uid_t uid, int fd, gid_t *ret_group, bool *ret_set)
                         return -ENOMEM;
                 if (getgrouplist(result->pw_name, result->pw_gid, list, &n) >= 0) {
                         for (int i = 0; i < n; i++)
-                                if (list[i] == st.st_gid) {
-                                        *ret_group = st.st_gid;
-                                        *ret_set = true;
-                                }
-                        return 0;
+                                member = member || list[i] == st.st_gid;
+                        break;
                 }
                 /* Too small: n says how many there are. */
                 if (n <= size || n > NGROUPS_MAX)
-                        return 0;
+                        break;
                 size = n;
         }
+        *ret_group = st.st_gid;
+        *ret_set = member;
+        return 0;
 }
 
 int engine_vdisk_start(Manager *m, int fd, const AttachRequest *req, uid_t uid, const ImageProbe *probe,

@@ -248,6 +248,10 @@ int mount_fuse_run(const FsDriver *d, const char *node, const char *target, cons
 
         if (!helper)
                 return -EPROTONOSUPPORT;
+        /* The wait for an earlier mount of node still runs (mount_wait_served()): a new driver would only
+         * read the hung device too. */
+        if (mount_in_progress(node))
+                return -EINPROGRESS;
         if (d->unconfined)
                 return fuse_spawn_unconfined(helper, d, node, target, options);
         path = realpath(helper, NULL);

@@ -52,8 +52,9 @@ int mount_fuse_run(const FsDriver *d, const char *node, const char *target, cons
  * connection's INIT): a stat() of it in a child of loopd's runner (runner.h), as a kernel mount runs. A
  * GETATTR the driver took and never answers (its read of a hung image waits) holds that stat
  * uninterruptibly, past any signal: loopd stops waiting at the deadline (-ETIMEDOUT) and leaves the child
- * be; until it ends, a mount of node is -EINPROGRESS at once (mount_in_progress()), as after a kernel mount
- * that timed out. 0, or the stat's -errno (a driver that died closed the connection: at once). */
+ * be; until it ends, mount_in_progress(node) is true, as after a kernel mount that timed out (and
+ * mount_fuse_run() of node is -EINPROGRESS at once). 0, or the stat's -errno (a driver that died closed the
+ * connection: at once). */
 int mount_wait_served(const char *target, const char *node, int timeout_ms);
 /* pidfds of the FUSE helper processes that have the block device rdev open (at most max): the servers of
  * FUSE mounts of it. */

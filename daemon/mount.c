@@ -1,8 +1,10 @@
 /* mount.c: mounting filesystems for users: which driver (the kernel's or a FUSE helper's), the mount through
  * libmount or the helper (mount-fuse.c), checked afterwards; unmounting. The mount table: mount-table.c. */
 
+#include <ctype.h>
 #include <errno.h>
 #include <libmount.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -365,9 +367,14 @@ static int kernel_op(const void *request, size_t size, const int *fds, size_t n_
         if (op == KERNEL_SERVED) {
                 struct stat st;
 
+                char *end = NULL;
+                unsigned long seconds = strtoul(s[1], &end, 10);
+
+                if (!isdigit((unsigned char)s[1][0]) || *end != '\0' || seconds == 0 || seconds > UINT_MAX)
+                        return -EINVAL;
                 /* Past loopd's deadline: ends a stat the driver has not taken yet (that wait can be killed).
                  */
-                (void)alarm((unsigned)strtoul(s[1], NULL, 10));
+                (void)alarm((unsigned)seconds);
                 return stat(s[0], &st) < 0 ? -errno : 0;
         }
         d = driver_find(s[2]);
@@ -478,8 +485,6 @@ int mount_wait_served(const char *target, const char *node, int timeout_ms)
 
         if (!req)
                 return -ENOMEM;
-        if (pending_still(node))
-                return -EINPROGRESS;
         snprintf(alarm_seconds, sizeof(alarm_seconds), "%d", timeout_ms / 1000 + 2);
         r = kernel_request(
                 req, KERNEL_SERVED, (const char *const[]){ target, alarm_seconds, NULL, NULL, NULL });

@@ -346,7 +346,7 @@ static void test_table_cache_follows_changes(Fixture *f, gconstpointer data)
 /* mount_wait_served() of a FUSE mount whose server took a GETATTR and never answers it (tests/fuse-hang,
  * FUSE_HANG_FREEZE=getattr, frozen), through a runner as loopd has one: the stat() waits in the kernel for
  * good, past any signal, SIGKILL included; the wait ends at its deadline all the same (-ETIMEDOUT), the
- * caller goes on, and until that child ends a mount of the node is -EINPROGRESS at once. A child sharing
+ * caller goes on, and until that child ends the node has a mount in progress. A child sharing
  * the caller's memory under CLONE_VFORK, as the wait was made before, held its caller there too. */
 static void test_fuse_wait_served_bounded(Fixture *f, gconstpointer data)
 {
@@ -394,7 +394,6 @@ static void test_fuse_wait_served_bounded(Fixture *f, gconstpointer data)
         g_assert_cmpint(r, ==, -ETIMEDOUT);
         g_assert_cmpint(ms, <, 3000);
         g_assert_true(mount_in_progress(node));
-        g_assert_cmpint(mount_wait_served(mountpoint, node, 1000), ==, -EINPROGRESS);
 
         /* The server's death ends the stat that waited (ENOTCONN), and with it what was in progress. */
         g_subprocess_force_exit(server);
