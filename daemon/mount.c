@@ -304,8 +304,7 @@ static int kernel_mount(
 typedef enum KernelOp {
         KERNEL_MOUNT = 1,
         KERNEL_UNMOUNT,
-        KERNEL_SERVED, /* a stat() of a new FUSE mount (mount_wait_served()): target, the seconds of its
-                          alarm */
+        KERNEL_SERVED, /* mount_wait_served()'s stat() of a new FUSE mount: target, its alarm's seconds */
 } KernelOp;
 
 #define KERNEL_STRINGS 5 /* target, node, fstype, options, userspace ("" for the last four: none) */
@@ -366,7 +365,6 @@ static int kernel_op(const void *request, size_t size, const int *fds, size_t n_
                 return umount2(s[0], UMOUNT_NOFOLLOW) < 0 ? -errno : 0;
         if (op == KERNEL_SERVED) {
                 struct stat st;
-
                 char *end = NULL;
                 unsigned long seconds = strtoul(s[1], &end, 10);
 
@@ -408,10 +406,9 @@ typedef struct Pending {
 static Pending *pending;
 static size_t n_pending;
 
-/* Forgets the children that have exited; true if one for key still runs. */
-static bool pending_still(const char *key)
+/* Forgets the children that have exited. */
+static void pending_prune(void)
 {
-        bool found = false;
         size_t kept = 0;
 
         for (size_t i = 0; i < n_pending; i++) {
@@ -420,11 +417,19 @@ static bool pending_still(const char *key)
                         free(pending[i].key);
                         continue;
                 }
-                found = found || streq(pending[i].key, key);
                 pending[kept++] = pending[i];
         }
         n_pending = kept;
-        return found;
+}
+
+/* Whether a child for key still runs. */
+static bool pending_still(const char *key)
+{
+        pending_prune();
+        for (size_t i = 0; i < n_pending; i++)
+                if (streq(pending[i].key, key))
+                        return true;
+        return false;
 }
 
 bool mount_in_progress(const char *key)
@@ -434,7 +439,7 @@ bool mount_in_progress(const char *key)
 
 bool mount_in_progress_on_device(unsigned number)
 {
-        (void)pending_still(""); /* no key is "": this only forgets the children that have exited */
+        pending_prune();
         for (size_t i = 0; i < n_pending; i++) {
                 unsigned n;
 
