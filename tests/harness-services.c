@@ -631,6 +631,11 @@ void harness_handle_crashes(void)
 
 bool harness_hang_start(Harness *h, HarnessHang *hang)
 {
+        return harness_hang_start_in(h->tmpdir, hang);
+}
+
+bool harness_hang_start_in(const char *dir, HarnessHang *hang)
+{
         const char *exe = g_getenv("LOOPD_FUSE_HANG");
         g_autofree char *fallback = NULL;
         g_autoptr(GError) error = NULL;
@@ -642,7 +647,7 @@ bool harness_hang_start(Harness *h, HarnessHang *hang)
                 g_test_fail_printf("no FUSE helper at %s (set LOOPD_FUSE_HANG)", exe);
                 return false;
         }
-        hang->mountpoint = g_build_filename(h->tmpdir, "hung", NULL);
+        hang->mountpoint = g_build_filename(dir, "hung", NULL);
         hang->file = g_build_filename(hang->mountpoint, "disk.img", NULL);
         g_assert_cmpint(g_mkdir(hang->mountpoint, 0755), ==, 0);
         g_autoptr(GSubprocessLauncher) launcher = g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_NONE);

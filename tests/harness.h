@@ -168,6 +168,8 @@ typedef struct HarnessHang {
 
 /* Starts the server and waits until the file shows; fails the test and returns false on any problem. */
 bool harness_hang_start(Harness *h, HarnessHang *hang);
+/* The same with the mount point in dir (<dir>/hung) rather than the harness's directory. */
+bool harness_hang_start_in(const char *dir, HarnessHang *hang);
 /* With a source: from now on no read or write of the file is answered, or with freeze_getattr no GETATTR,
  * with freeze_statfs no STATFS (SIGUSR1 to the server). */
 void harness_hang_freeze(HarnessHang *hang);

@@ -352,41 +352,21 @@ static void test_fuse_wait_served_bounded(Fixture *f, gconstpointer data)
 {
         static const RunnerOps *const table[] = { &mount_runner_ops };
         const char *node = "/dev/loop-test-served";
-        g_autofree char *mountpoint = path_in(f, "hung"), *file = NULL;
-        g_autofree char *exe = g_strdup(g_getenv("LOOPD_FUSE_HANG"));
-        g_autoptr(GSubprocessLauncher) launcher = g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_NONE);
-        g_autoptr(GSubprocess) server = NULL;
-        g_autoptr(GError) error = NULL;
-        struct stat st;
+        HarnessHang hang = { .freeze_getattr = true };
         gint64 t0, ms;
-        bool up = false;
         int r;
 
         REQUIRE(f);
-        if (!exe)
-                exe = g_build_filename(g_getenv("LOOPD_BUILD_ROOT") ?: ".", "tests", "fuse-hang", NULL);
         g_assert_cmpint(runner_start(table, G_N_ELEMENTS(table)), ==, 0);
-        g_assert_cmpint(g_mkdir(mountpoint, 0755), ==, 0);
-        file = g_build_filename(mountpoint, "disk.img", NULL);
-        g_subprocess_launcher_setenv(launcher, "FUSE_HANG_FREEZE", "getattr", TRUE);
-        server = g_subprocess_launcher_spawn(
-                launcher, &error, exe, "-f", "-o", "allow_other", mountpoint, NULL);
-        g_assert_no_error(error);
-        if (!server) {
-                runner_stop();
-                return;
-        }
-        for (gint64 deadline = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
-                !(up = stat(file, &st) == 0) && g_get_monotonic_time() < deadline; g_usleep(50 * 1000))
-                ;
-        g_assert_true(up);
-        g_assert_cmpint(mount_wait_served(mountpoint, node, 2000), ==, 0);
+        if (!harness_hang_start_in(f->scratch.dir, &hang))
+                goto out;
+        g_assert_cmpint(mount_wait_served(hang.mountpoint, node, 2000), ==, 0);
         g_assert_false(mount_in_progress(node));
 
-        g_subprocess_send_signal(server, SIGUSR1);
+        harness_hang_freeze(&hang);
         g_usleep(1500 * 1000); /* the kernel's cached attributes of the root (a second) expire */
         t0 = g_get_monotonic_time();
-        r = mount_wait_served(mountpoint, node, 1000);
+        r = mount_wait_served(hang.mountpoint, node, 1000);
         ms = (g_get_monotonic_time() - t0) / 1000;
         g_test_message("mount_wait_served() of a mount whose GETATTR hangs: %s after %" G_GINT64_FORMAT
                        " ms",
@@ -396,14 +376,13 @@ static void test_fuse_wait_served_bounded(Fixture *f, gconstpointer data)
         g_assert_true(mount_in_progress(node));
 
         /* The server's death ends the stat that waited (ENOTCONN), and with it what was in progress. */
-        g_subprocess_force_exit(server);
-        (void)g_subprocess_wait(server, NULL, NULL);
+        harness_hang_kill(&hang);
         for (gint64 deadline = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
                 mount_in_progress(node) && g_get_monotonic_time() < deadline; g_usleep(50 * 1000))
                 ;
         g_assert_false(mount_in_progress(node));
-        if (umount2(mountpoint, MNT_DETACH) < 0 && errno != EINVAL)
-                g_test_message("cleanup: umount -l %s: %s", mountpoint, g_strerror(errno));
+out:
+        harness_hang_clear(&hang);
         runner_stop();
 }
 
