@@ -194,15 +194,24 @@ int engine_mount_node(Manager *m, uid_t uid, const char *node, dev_t devnum, con
 
 int engine_unmount(Manager *m, unsigned number, const char *target, EngineError *e)
 {
+        ManagedDevice *d = registry_find_number(m->registry, number);
+        uint64_t diskseq = d ? d->diskseq : 0;
+        MountServers left = { 0 };
         int r;
 
-        r = unmount_filesystem(target);
+        r = unmount_filesystem(target, &left);
         if (r < 0)
                 return engine_error_unmount(e, r, target);
         manager_remove_mount_point(m, target);
         log_info("Unmounted %s", target);
 
-        registry_release_if_autoclear(m->registry, number);
+        r = registry_release_if_autoclear(m->registry, number);
+        if (r == -EBUSY && left.n > 0) {
+                log_info("A FUSE server of %s still runs: loop%u goes once it has exited", target, number);
+                manager_release_after_servers(m, number, diskseq, &left);
+        }
+        for (size_t i = 0; i < left.n; i++)
+                safe_close(left.pidfds[i]);
         if (m->watcher)
                 watcher_update_mounts(m->watcher);
         return 0;

@@ -496,7 +496,7 @@ int engine_detach(Manager *m, const LoopInfo *info, bool unmount, EngineError *e
                         number, strempty(list));
         }
         for (char **t = mounts; t && *t; t++) {
-                r = unmount_filesystem(*t);
+                r = unmount_filesystem(*t, NULL);
                 if (r < 0)
                         return engine_error_unmount(e, r, *t);
                 manager_remove_mount_point(m, *t);
@@ -537,7 +537,7 @@ static bool fstype_mountable(const char *fstype)
 static void open_roll_back(Manager *m, const LoopInfo *info, MountedNode *mounted, size_t n)
 {
         for (size_t i = 0; i < n; i++) {
-                int r = unmount_filesystem(mounted[i].mount_point);
+                int r = unmount_filesystem(mounted[i].mount_point, NULL);
 
                 if (r >= 0)
                         manager_remove_mount_point(m, mounted[i].mount_point);

@@ -104,7 +104,8 @@ int engine_mount_node(Manager *m, uid_t uid, const char *node, dev_t devnum, con
         const char *options, bool read_only, char **ret_mount_point, EngineError *e);
 
 /* Unmounts target (a mount point of loopN's), removes the mount point directory if loopd made it, and
- * releases an autoclear device that has nothing mounted any more. */
+ * releases an autoclear device that has nothing mounted any more: at once, or, when a FUSE server of the
+ * mount outlived loopd's wait for it (and holds the device), once the last of them has exited. */
 int engine_unmount(Manager *m, unsigned number, const char *target, EngineError *e);
 
 /* One mount of an opened image. */

@@ -1,14 +1,17 @@
-/* manager.c: the engine's context: event loop, configuration, the device registry and the watcher. */
+/* manager.c: the engine's context: event loop, configuration, the device registry and the watcher; and the
+ * release of an autoclear device whose FUSE servers outlived its last unmount. */
 #include "manager.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 
 #include "image-reader.h"
 #include "log.h"
 #include "loop.h"
 #include "mount.h"
+#include "process-util.h"
 #include "registry.h"
 #include "watcher.h"
 
@@ -41,11 +44,130 @@ void manager_stop(Manager *m)
         m->watcher = watcher_free(m->watcher);
 }
 
+/* An unmount's FUSE servers that outlived unmount_filesystem()'s wait: a driver still writing back to a
+ * slow image, or one whose read of a hung image waits. They hold the device, so an autoclear device's
+ * release after its last unmount was Busy; it is tried again once the last of them has exited. */
+typedef struct ServerWait {
+        Manager *manager;
+        unsigned number;
+        uint64_t diskseq;
+        MountServers servers; /* the one watched is the last */
+        sd_event_source *exit_source;
+        struct ServerWait *next;
+} ServerWait;
+
+static void server_wait_free(ServerWait *w)
+{
+        sd_event_source_disable_unref(w->exit_source);
+        for (size_t i = 0; i < w->servers.n; i++)
+                safe_close(w->servers.pidfds[i]);
+        free(w);
+}
+
+static void server_wait_unlink(ServerWait *w)
+{
+        for (ServerWait **p = &w->manager->server_waits; *p; p = &(*p)->next)
+                if (*p == w) {
+                        *p = w->next;
+                        return;
+                }
+}
+
+static int server_wait_on_exit(sd_event_source *s, int fd, uint32_t revents, void *userdata)
+{
+        ServerWait *w = userdata;
+        Manager *m = w->manager;
+        unsigned number = w->number;
+        uint64_t diskseq = w->diskseq;
+        size_t n = w->servers.n;
+
+        /* The others may have gone meanwhile: the next one still running is watched, if any (the source
+         * moves to it before the pidfds of those that exited are closed). */
+        while (n > 0 && pidfd_wait_until(w->servers.pidfds[n - 1], 0))
+                n--;
+        if (n > 0) {
+                int r = sd_event_source_set_io_fd(s, w->servers.pidfds[n - 1]);
+
+                if (r < 0)
+                        return log_warning_errno(r,
+                                "Failed to watch the FUSE servers of loop%u, it stays attached: %m", number);
+                while (w->servers.n > n)
+                        safe_close(w->servers.pidfds[--w->servers.n]);
+                return 0;
+        }
+
+        server_wait_unlink(w);
+        server_wait_free(w);
+        /* Only the device the unmount was of (its number may be another's by now), and not while a Format or
+         * a mount of it is under way: those decide for themselves, as a Detach would be Busy then. */
+        if (!registry_find_device(m->registry, number, diskseq) ||
+                registry_is_formatting(m->registry, number) || mount_in_progress_on_device(number))
+                return 0;
+        log_info("The FUSE servers of loop%u's last unmount have exited", number);
+        (void)registry_release_if_autoclear(m->registry, number);
+        if (m->watcher)
+                watcher_update_device(m->watcher, number);
+        return 0;
+}
+
+void manager_release_after_servers(Manager *m, unsigned number, uint64_t diskseq, MountServers *servers)
+{
+        ServerWait *w;
+        int r;
+
+        /* One wait a device: an unmount of it while an earlier one's servers still run adds its own to it
+         * (the earlier ones among them again, as long as there is room; one left out only means a retry
+         * that finds the device Busy). */
+        for (w = m->server_waits; w; w = w->next)
+                if (w->number == number && w->diskseq == diskseq) {
+                        int *fds = w->servers.pidfds;
+                        size_t watched = w->servers.n - 1;
+                        int fd;
+
+                        while (servers->n > 0 && w->servers.n < ELEMENTSOF(w->servers.pidfds))
+                                fds[w->servers.n++] = servers->pidfds[--servers->n];
+                        /* The watched one stays the last. */
+                        fd = fds[watched];
+                        fds[watched] = fds[w->servers.n - 1];
+                        fds[w->servers.n - 1] = fd;
+                        return;
+                }
+
+        w = calloc(1, sizeof(ServerWait));
+        if (!w) {
+                log_warning("Out of memory: loop%u stays attached after its last unmount", number);
+                return; /* the caller closes the pidfds */
+        }
+        *w = (ServerWait){ .manager = m, .number = number, .diskseq = diskseq, .servers = *servers };
+        servers->n = 0;
+        r = sd_event_add_io(m->event, &w->exit_source, w->servers.pidfds[w->servers.n - 1], EPOLLIN,
+                server_wait_on_exit, w);
+        if (r < 0) {
+                log_warning_errno(
+                        r, "Failed to watch the FUSE servers of loop%u, it stays attached: %m", number);
+                server_wait_free(w);
+                return;
+        }
+        w->next = m->server_waits;
+        m->server_waits = w;
+}
+
+static void server_waits_free(Manager *m)
+{
+        while (m->server_waits) {
+                ServerWait *w = m->server_waits;
+
+                m->server_waits = w->next;
+                server_wait_free(w);
+        }
+}
+
 Manager *manager_free(Manager *m)
 {
         if (!m)
                 return NULL;
         manager_stop(m);
+        server_waits_free(m);
         registry_free(m->registry);
         image_reader_free(m->image_reader);
         sd_event_unref(m->event);

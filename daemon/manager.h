@@ -11,6 +11,7 @@
 #include "macro.h"
 
 typedef struct ImageReader ImageReader;
+typedef struct MountServers MountServers;
 typedef struct Registry Registry;
 typedef struct Watcher Watcher;
 
@@ -28,6 +29,7 @@ typedef struct Manager {
         uint64_t io_timeout_usec; /* how long reading a caller's image may take before Timeout */
         char *qsd_path; /* qemu-storage-daemon, for virtual disks; NULL: VDISK_QSD_PATH */
         ImageReader *image_reader; /* NULL: each image is read in a worker forked then */
+        struct ServerWait *server_waits; /* manager_release_after_servers() */
 } Manager;
 
 int manager_new(Manager **ret);
@@ -43,5 +45,9 @@ void manager_stop(Manager *m);
 /* Nothing of loopd's to keep it running: no device it set up still bound, no wait for udev. */
 bool manager_is_idle(Manager *m);
 
+/* After an Unmount of loopN (diskseq) whose FUSE servers outlived unmount_filesystem()'s wait and hold the
+ * device (its autoclear release was Busy): takes the servers' pidfds and, once the last has exited, releases
+ * the device (registry_release_if_autoclear()). */
+void manager_release_after_servers(Manager *m, unsigned number, uint64_t diskseq, MountServers *servers);
 /* Removes a mount point directory if loopd made it (it lies in the media dir). */
 void manager_remove_mount_point(Manager *m, const char *path);

@@ -398,15 +398,20 @@ size_t mount_fuse_servers_of(dev_t rdev, int *pidfds, size_t max)
         return n;
 }
 
-void mount_fuse_servers_wait(int *pidfds, size_t n, bool wait)
+void mount_fuse_servers_wait(int *pidfds, size_t n, bool wait, MountServers *ret_left)
 {
         /* Without a superblock the helper gets ENODEV from /dev/fuse, flushes and exits; the device is
          * only consistent once it has. */
         int64_t deadline = now_ms() + HELPER_EXIT_TIMEOUT_MS;
 
+        if (ret_left)
+                ret_left->n = 0;
         for (size_t i = 0; i < n; i++) {
-                if (wait)
-                        (void)pidfd_wait_until(pidfds[i], deadline);
-                safe_close(pidfds[i]);
+                bool exited = wait && pidfd_wait_until(pidfds[i], deadline);
+
+                if (!exited && ret_left && ret_left->n < ELEMENTSOF(ret_left->pidfds))
+                        ret_left->pidfds[ret_left->n++] = pidfds[i];
+                else
+                        safe_close(pidfds[i]);
         }
 }

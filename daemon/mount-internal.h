@@ -59,5 +59,6 @@ int mount_wait_served(const char *target, const char *node, int timeout_ms);
 /* pidfds of the FUSE helper processes that have the block device rdev open (at most max): the servers of
  * FUSE mounts of it. */
 size_t mount_fuse_servers_of(dev_t rdev, int *pidfds, size_t max);
-/* Closes the pidfds, waiting first (bounded) for their processes to exit when wait is true. */
-void mount_fuse_servers_wait(int *pidfds, size_t n, bool wait);
+/* Waits (bounded) for the processes of the pidfds to exit when wait is true, and closes the pidfds; those
+ * still running go to *ret_left instead when it is not NULL. */
+void mount_fuse_servers_wait(int *pidfds, size_t n, bool wait, MountServers *ret_left);

@@ -604,14 +604,16 @@ int mount_filesystem_named(const char *node, const char *target, const char *fst
 
 /* ---- unmounting ---- */
 
-int unmount_filesystem(const char *target)
+int unmount_filesystem(const char *target, MountServers *ret_left)
 {
         _cleanup_(mount_table_unrefp) MountTable *tb = NULL;
         _cleanup_free_ char *source = NULL;
-        int pidfds[8];
+        int pidfds[MOUNT_SERVERS_MAX];
         size_t n_pidfds = 0;
         int r = 0;
 
+        if (ret_left)
+                ret_left->n = 0;
         if (isempty(target) || target[0] != '/')
                 return -EINVAL;
 
@@ -628,7 +630,7 @@ int unmount_filesystem(const char *target)
         /* Unmounting writes back what the filesystem holds: bounded as mounting is. One finished after
          * loopd stopped waiting is what was asked for. */
         r = kernel_unmount(target, source ?: target);
-        mount_fuse_servers_wait(pidfds, n_pidfds, r == 0);
+        mount_fuse_servers_wait(pidfds, n_pidfds, r == 0, r == 0 ? ret_left : NULL);
         /* umount2() is not libmount's umount: the entry it would have dropped goes here. Not a failure of
          * the unmount when it cannot (the next mount at target, or the removal of the mount point, tries
          * again). */

@@ -138,13 +138,22 @@ int mount_userspace_options(const char *fstype, const char *name, char **ret);
 int mount_filesystem_named(const char *node, const char *target, const char *fstype, const char *options,
         bool fuse, const char *name);
 
+/* The FUSE servers of an unmounted filesystem that were still running when unmount_filesystem() stopped
+ * waiting for them: pidfds, the caller's to close. */
+#define MOUNT_SERVERS_MAX 8
+typedef struct MountServers {
+        int pidfds[MOUNT_SERVERS_MAX];
+        size_t n;
+} MountServers;
+
 /* Unmounts target: umount2() without MNT_DETACH and without following a symlink; -EBUSY when in use,
  * -EINVAL when target is not a mount point. For a FUSE mount it then waits (at most 10 s) until the
- * helper that served it has exited, so its last writes have reached the device when this returns. Once
- * nothing is mounted at target any more, its /run/mount/utab entries go too (mount_utab_forget()).
- * -ETIMEDOUT: umount2() did not return in time (mount_set_timeout()); -EINPROGRESS: an earlier mount or
- * unmount of its node still waits in the kernel. */
-int unmount_filesystem(const char *target);
+ * helper that served it has exited, so its last writes have reached the device when this returns; those
+ * still running then go to *ret_left (NULL: closed; n is 0 after a failure). Once nothing is mounted at
+ * target any more, its /run/mount/utab entries go too (mount_utab_forget()). -ETIMEDOUT: umount2() did not
+ * return in time (mount_set_timeout()); -EINPROGRESS: an earlier mount or unmount of its node still waits in
+ * the kernel. */
+int unmount_filesystem(const char *target, MountServers *ret_left);
 
 /* Drops every /run/mount/utab entry for target, unless something is still mounted there: what a mount
  * unmounted without libmount (umount2(), a FUSE server's death, `umount -n`) leaves behind, which libmount

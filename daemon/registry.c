@@ -486,7 +486,7 @@ void registry_arm_autoclear(Registry *reg, unsigned number, uint64_t diskseq, bo
                         number);
 }
 
-void registry_release_if_autoclear(Registry *reg, unsigned number)
+int registry_release_if_autoclear(Registry *reg, unsigned number)
 {
         _cleanup_(loop_info_freep) LoopInfo *info = NULL;
         _cleanup_strv_free_ char **mounts = NULL;
@@ -497,17 +497,20 @@ void registry_release_if_autoclear(Registry *reg, unsigned number)
          * so, and the kernel's flag (another tool's LOOP_CLR_FD sets it) is read alone. */
         ManagedDevice *d = registry_find_number(reg, number);
         if (!d || (!d->autoclear && loop_autoclear_of(number, d->diskseq) <= 0))
-                return;
+                return 0;
         if (loop_get_identity(number, &info) < 0 || info->diskseq != d->diskseq)
-                return;
+                return 0;
         if (registry_device_mounts(info, &mounts) < 0 || (mounts && mounts[0]))
-                return;
+                return 0;
 
         /* The kernel clears an autoclear device when its last user closes it (loopd's lock is one); do it
          * here, so that its partitions are deleted before it is unbound and no dead node is left behind. */
         r = registry_detach_device(reg, number, info->diskseq);
-        if (r < 0 && r != -ENXIO && r != -ESTALE)
+        if (r < 0 && r != -ENXIO && r != -ESTALE) {
                 log_debug_errno(r, "Failed to detach autoclear loop%u after its last unmount: %m", number);
+                return r;
+        }
+        return 1;
 }
 
 bool registry_is_formatting(Registry *reg, unsigned number)

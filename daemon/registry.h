@@ -62,8 +62,9 @@ int registry_device_mounts(const LoopInfo *info, char ***ret);
 /* After a mount: a device attached with autoclear (or force) gets the kernel's autoclear flag, so that it
  * goes away with its last mount even if loopd is not running. */
 void registry_arm_autoclear(Registry *reg, unsigned number, uint64_t diskseq, bool force);
-/* After an unmount: an autoclear device with nothing of it mounted any more is detached. */
-void registry_release_if_autoclear(Registry *reg, unsigned number);
+/* After an unmount: an autoclear device with nothing of it mounted any more is detached. 1: it was, 0:
+ * nothing to do, else loop_detach()'s -errno (-EBUSY: someone else still holds it). */
+int registry_release_if_autoclear(Registry *reg, unsigned number);
 
 /* A Format runs on loopN (the whole device or a partition of it): Mount, Detach and another Format of the
  * device are Busy until it is unmarked. -EBUSY when it is marked already. */

@@ -286,7 +286,7 @@ void watcher_update_mounts(Watcher *w)
                 Tracked *t = watcher_find(w, touched[i]);
 
                 if (t && registry_device_autoclear(w->registry, t->info)) {
-                        registry_release_if_autoclear(w->registry, touched[i]);
+                        (void)registry_release_if_autoclear(w->registry, touched[i]);
                         for (size_t j = 0; j < n_refreshed; j++)
                                 if (refreshed[j] == touched[i]) {
                                         refreshed[j] = refreshed[--n_refreshed];

@@ -164,7 +164,7 @@ void test_fuse_ext4_via_fuse2fs_writes_reach_the_device(Fixture *f, gconstpointe
 
         /* fuse2fs writes its caches back only after the kernel let go of the mount: once
          * unmount_filesystem() returns, that must have happened. */
-        g_assert_cmpint(unmount_filesystem(target), ==, 0);
+        g_assert_cmpint(unmount_filesystem(target, NULL), ==, 0);
         for (guint i = 0; i < pids->len; i++)
                 g_assert_true(process_exited(g_array_index(pids, pid_t, i)));
         out = test_sh("e2fsck -fn %s >/dev/null 2>&1 && debugfs -R 'cat /big' %s 2>/dev/null | sha256sum",

@@ -200,7 +200,7 @@ void assert_not_in_mount_table(const char *node, const char *target)
 
 void unmount_and_remove(Fixture *f, const char *target)
 {
-        g_assert_cmpint(unmount_filesystem(target), ==, 0);
+        g_assert_cmpint(unmount_filesystem(target, NULL), ==, 0);
         g_assert_false(is_mountpoint(target));
         g_assert_cmpint(mount_point_remove(f->media, target), ==, 0);
         g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
@@ -288,7 +288,7 @@ void fuse_unmount_and_check_helper(Fixture *f, const char *target)
         g_autoptr(GArray) pids = helpers_serving(target);
 
         g_assert_cmpuint(pids->len, ==, 1);
-        g_assert_cmpint(unmount_filesystem(target), ==, 0);
+        g_assert_cmpint(unmount_filesystem(target, NULL), ==, 0);
         for (guint i = 0; i < pids->len; i++)
                 g_assert_true(process_exited(g_array_index(pids, pid_t, i)));
         g_assert_false(is_mountpoint(target));

@@ -697,6 +697,106 @@ out:
         hang_release(h, a, &hang, device, fd);
 }
 
+/* Writes 4 MiB to a new file under mount_point (no sync: the page cache, or the FUSE driver, holds it),
+ * stops hang's server from answering anything, then Unmounts mount_point as c, waiting up to limit_ms + 1 s;
+ * *ret_ms is how long the Unmount took. */
+static GVariant *unmount_with_unwritten_data(GDBusConnection *c, HarnessHang *hang, const char *mount_point,
+        gint64 limit_ms, gint64 *ret_ms, GError **error)
+{
+        g_autofree char *file = g_build_filename(mount_point, "unwritten", NULL);
+        g_autofree char *bytes = g_malloc0(4 * MiB);
+        GVariant *reply;
+        gint64 t0;
+
+        g_assert_true(g_file_set_contents(file, bytes, 4 * MiB, error));
+        harness_hang_freeze(hang);
+        t0 = g_get_monotonic_time();
+        reply = g_dbus_connection_call_sync(c, LOOPD_BUS_NAME, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE,
+                "Unmount", g_variant_new("(s@a{sv})", mount_point, harness_empty_options()), NULL,
+                G_DBUS_CALL_FLAGS_NONE, (gint)limit_ms + 1000, NULL, error);
+        *ret_ms = (g_get_monotonic_time() - t0) / 1000;
+        g_test_message("Unmount of %s answered after %" G_GINT64_FORMAT " ms: %s", mount_point, *ret_ms,
+                *error ? (*error)->message : "success");
+        return reply;
+}
+
+/* A FUSE driver that outlives loopd's wait after the unmount. MountImage (writable) of an exFAT image,
+ * mounted through its FUSE driver (this kernel has no exfat), and a file written through the mount; then the
+ * image stops answering.
+ * The Unmount succeeds, but the driver's write-back waits for the device in the kernel and it cannot exit:
+ * loopd stops waiting for it (10 s), and the device, asked to go with its last mount, is still held by
+ * it then. It goes once the driver has exited (here: the server killed, the write failed), on its own,
+ * without another call. */
+static void test_slow_fuse_driver_releases_later(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        g_autofree char *exfat = harness_image_path(h, "exfat-later.img");
+        GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
+        g_autoptr(GPtrArray) bound = NULL, left = NULL;
+        g_autofree char *device = NULL, *mount_point = NULL, *fstype = NULL, *why = NULL;
+        g_autoptr(GVariant) reply = NULL, mounts = NULL, unmounted = NULL;
+        g_autoptr(GError) error = NULL;
+        g_autoptr(GUnixFDList) fds = g_unix_fd_list_new();
+        /* umount2() bounded by twice --io-timeout, then loopd's wait for the driver */
+        const gint64 limit_ms = 2 * IO_TIMEOUT_S * 1000 + 10 * 1000 + TIMEOUT_SLACK_MS;
+        HarnessHang hang = { 0 };
+        gint64 ms;
+        int fd = -1;
+
+        (void)data;
+        harness_allow_all(h);
+        REQUIRE_NONNULL(a);
+        image_create(exfat, 32 * MiB);
+        g_free(image_mkfs_at(exfat, 0, 32 * MiB, "exfat", "LATER"));
+        hang.source = exfat;
+        if (!harness_hang_start(h, &hang))
+                goto out;
+        fd = open(hang.file, O_RDWR | O_CLOEXEC);
+        g_assert_cmpint(fd, >=, 0);
+        g_unix_fd_list_append(fds, fd, NULL);
+        reply = g_dbus_connection_call_with_unix_fd_list_sync(a, LOOPD_BUS_NAME, LOOPD_MANAGER_PATH,
+                LOOPD_MANAGER_INTERFACE, "MountImage",
+                g_variant_new("(h@a{sv})", 0, g_variant_new_parsed("{'writable': <true>}")), NULL,
+                G_DBUS_CALL_FLAGS_NONE, CALL_BOUND_MS, fds, NULL, NULL, &error);
+        if (!expect_ok("MountImage of the exFAT image", error))
+                goto out;
+        device = device_of_reply(reply);
+        mounts = g_variant_get_child_value(reply, 1);
+        g_assert_cmpuint(g_variant_n_children(mounts), ==, 1);
+        g_variant_get_child(mounts, 0, "(ss)", NULL, &mount_point);
+        fstype = g_strstrip(test_sh("findmnt -n -o FSTYPE --mountpoint %s", mount_point));
+        if (!g_str_has_prefix(fstype, "fuse")) {
+                /* A kernel with exfat mounts it itself: what this is about does not happen then. */
+                why = g_strdup_printf("exfat is mounted by the kernel (%s), not by a FUSE driver", fstype);
+                if (g_strcmp0(g_getenv("CI"), "true") == 0)
+                        harness_fail("cannot run (and CI=true must not skip): %s", why);
+                else
+                        g_test_skip(why);
+                goto out;
+        }
+
+        /* Written through the mount, not yet to the image: the driver writes it back as the mount goes, and
+         * waits, for the image answers nothing now. */
+        unmounted = unmount_with_unwritten_data(a, &hang, mount_point, limit_ms, &ms, &error);
+        if (!expect_ok("Unmount while the driver waits for the device", error))
+                goto out;
+        g_assert_cmpint(ms, <=, limit_ms);
+        bound = oracle_loops_backed_by(hang.mountpoint);
+        g_test_message("%u device(s) still bound after the Unmount", bound->len);
+        g_assert_cmpuint(bound->len, ==, 1);
+
+        /* The driver's read fails, it exits, and the device goes with it. */
+        harness_hang_kill(&hang);
+        left = loops_under_after(hang.mountpoint, SETTLE_MS);
+        if (left->len > 0)
+                fail_listing("still bound once the driver had exited", left);
+        else
+                g_clear_pointer(&device, g_free);
+
+out:
+        hang_release(h, a, &hang, device, fd);
+}
+
 /* An unmount that hangs in the kernel times out too. The image's filesystem is mounted and written to, then
  * its FUSE server stops answering anything: umount2() waits in the kernel to write the data back. loopd
  * answers Timeout within twice --io-timeout and goes on serving (the mount left the table as umount2()
@@ -706,13 +806,12 @@ static void test_hung_unmount_times_out(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
         g_autofree char *ext4 = harness_image_path(h, "hangs-later.img");
-        g_autofree char *device = NULL, *mount_point = NULL, *file = NULL;
+        g_autofree char *device = NULL, *mount_point = NULL;
         GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A),
                         *b = harness_connect_as(h, HARNESS_USER_B);
         const gint64 limit_ms = 2 * IO_TIMEOUT_S * 1000 + TIMEOUT_SLACK_MS;
         g_autoptr(GVariant) listed = NULL, unmounted = NULL;
         g_autoptr(GError) error = NULL;
-        g_autofree char *bytes = g_malloc0(4 * MiB);
         HarnessHang hang = { 0 };
         gint64 t0, ms;
         int fd = -1;
@@ -727,18 +826,7 @@ static void test_hung_unmount_times_out(Harness *h, gconstpointer data)
         if (!expect_ok("Mount of the image that hangs later", error))
                 goto out;
         /* Data only in the page cache (no sync), then nothing answers any more. */
-        file = g_build_filename(mount_point, "unwritten", NULL);
-        g_assert_true(g_file_set_contents(file, bytes, 4 * MiB, &error));
-        harness_hang_freeze(&hang);
-
-        t0 = g_get_monotonic_time();
-        unmounted =
-                g_dbus_connection_call_sync(a, LOOPD_BUS_NAME, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE,
-                        "Unmount", g_variant_new("(s@a{sv})", mount_point, harness_empty_options()), NULL,
-                        G_DBUS_CALL_FLAGS_NONE, (gint)limit_ms + 1000, NULL, &error);
-        ms = (g_get_monotonic_time() - t0) / 1000;
-        g_test_message("Unmount of %s answered after %" G_GINT64_FORMAT " ms: %s", mount_point, ms,
-                error ? error->message : "success");
+        unmounted = unmount_with_unwritten_data(a, &hang, mount_point, limit_ms, &ms, &error);
         if (!unmounted && g_error_matches(error, G_IO_ERROR, G_IO_ERROR_TIMED_OUT)) {
                 harness_fail("loopd did not answer the Unmount within %" G_GINT64_FORMAT " ms", limit_ms);
                 goto out;
@@ -1288,6 +1376,8 @@ int main(int argc, char **argv)
         harness_add("/loopd/robust/hung-fuse-mount-image-stays-attached", test_hung_fuse_mount_image_stays,
                 &opts_hung_attach);
         harness_add("/loopd/robust/hung-unmount-times-out", test_hung_unmount_times_out, &opts_hung_attach);
+        harness_add("/loopd/robust/slow-fuse-driver-releases-the-device-later",
+                test_slow_fuse_driver_releases_later, &opts_hung_attach);
         harness_add("/loopd/robust/hung-mount-image-mount-times-out", test_hung_mount_image_mount_times_out,
                 &opts_hung_attach);
         harness_add("/loopd/robust/hung-getattr-keeps-serving", test_hung_getattr_keeps_serving,
