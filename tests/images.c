@@ -37,6 +37,14 @@ gboolean test_require_privileges(void)
         return FALSE;
 }
 
+void test_cannot_run(const char *why)
+{
+        if (g_strcmp0(g_getenv("CI"), "true") == 0)
+                g_test_fail_printf("cannot run (and CI=true must not skip): %s", why);
+        else
+                g_test_skip(why);
+}
+
 char *test_tmpdir_new(void)
 {
         /* Under TMPDIR when set: tools/test gives each run its own, so that what a run leaves behind can be

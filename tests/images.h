@@ -10,6 +10,8 @@
 /* TRUE when the suite can touch the kernel (root and /dev/loop-control). Otherwise it skips the test,
  * or fails it when CI=true: CI is root with loop devices, so a skip there hides a broken suite. */
 gboolean test_require_privileges(void);
+/* A test that cannot run (why) skips, or fails under CI=true. */
+void test_cannot_run(const char *why);
 
 /* A fresh directory under /tmp for one test; test_tmpdir_remove() deletes it and all it holds. */
 char *test_tmpdir_new(void);

@@ -14,15 +14,6 @@
 
 static const VdiskCase default_case = { .format = "qcow2" };
 
-/* A suite that cannot run skips, or fails under CI=true. */
-static void cannot(const char *what)
-{
-        if (g_strcmp0(g_getenv("CI"), "true") == 0)
-                g_test_fail_printf("cannot run (and CI=true must not skip): %s", what);
-        else
-                g_test_skip(what);
-}
-
 static bool have_tools(void)
 {
         static const char *const tools[] = { "qemu-img", "mkfs.ext4", "mkfs.vfat", "mcopy", "debugfs",
@@ -32,12 +23,12 @@ static bool have_tools(void)
                 g_autofree char *path = g_find_program_in_path(*t);
                 if (!path) {
                         g_autofree char *why = g_strdup_printf("%s is not installed", *t);
-                        cannot(why);
+                        test_cannot_run(why);
                         return false;
                 }
         }
         if (access(QSD_PATH, X_OK) < 0) {
-                cannot(QSD_PATH " is not installed (Debian: qemu-system-common)");
+                test_cannot_run(QSD_PATH " is not installed (Debian: qemu-system-common)");
                 return false;
         }
         return true;
