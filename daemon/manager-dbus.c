@@ -410,7 +410,8 @@ static void image_call_on_export(int result, const void *data, void *userdata)
         image_call_free(c);
 }
 
-/* A virtual disk: its export started, the call goes on in image_call_on_export() once it answers. */
+/* A virtual disk: its export started, the call goes on in image_call_on_export() once it answers (1); or
+ * answered (0), or the error to answer (< 0). */
 static int image_call_serve(ImageCall *c, const ImageProbe *probe, sd_bus_error *error)
 {
         Manager *m = c->bus->manager;
@@ -421,9 +422,12 @@ static int image_call_serve(ImageCall *c, const ImageProbe *probe, sd_bus_error 
          * true), whatever the fd: writing one goes through qemu, which must be fit for it. */
         if (!c->req.read_only_set)
                 c->req.read_only = true;
-        /* Opened again: the device it is open on serves it, no second export. */
-        if (c->mount_image && engine_image_is_open(m, &c->st, c->uid))
-                return image_call_finish(c, 0, probe, error);
+        /* Opened again: the device it is open on serves it, no second export. Answered then: the 1 of the
+         * reply's sd_bus_send() is not "goes on", which would keep the call waiting for good. */
+        if (c->mount_image && engine_image_is_open(m, &c->st, c->uid)) {
+                r = image_call_finish(c, 0, probe, error);
+                return MIN(r, 0);
+        }
         r = engine_vdisk_start(m, c->fd, &c->req, c->uid, probe, c->backing, &c->export, &e);
         if (r < 0)
                 return bus_error_from_engine(error, r, &e);

@@ -370,6 +370,8 @@ int main(int argc, char **argv)
         vdisk_add("/loopd/vdisk/open/vhdx-mounts-the-raw-disks-files", test_open_same_files, &open_vhdx);
         vdisk_add("/loopd/vdisk/open/vpc-mounts-the-raw-disks-files", test_open_same_files, &open_vpc);
         vdisk_add("/loopd/vdisk/open/read-only-by-default", test_open_read_only_by_default, &open_qcow2);
+        vdisk_add(
+                "/loopd/vdisk/open/again-many-times-keeps-no-call", test_open_again_many_times, &open_qcow2);
         vdisk_add("/loopd/vdisk/attach/readable-through-a-group", test_attach_through_group, &open_qcow2);
         vdisk_add("/loopd/vdisk/attach/read-only-unless-read-write-asked",
                 test_attach_read_only_unless_asked, &open_qcow2);

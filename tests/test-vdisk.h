@@ -139,6 +139,7 @@ int run_as(Harness *h, const char *user, char **ret_out, const char *const *argv
 /* vdisk-open.c */
 void test_open_same_files(Vdisk *v, gconstpointer data);
 void test_open_read_only_by_default(Vdisk *v, gconstpointer data);
+void test_open_again_many_times(Vdisk *v, gconstpointer data);
 void test_attach_through_group(Vdisk *v, gconstpointer data);
 void test_attach_read_only_unless_asked(Vdisk *v, gconstpointer data);
 

@@ -125,6 +125,46 @@ void test_open_read_only_by_default(Vdisk *v, gconstpointer data)
         g_assert_cmpstr(after, ==, before);
 }
 
+/* loopd's default --max-pending-per-user: how many calls of one user may wait at once. */
+#define MAX_PENDING_PER_USER 16
+
+/* `loopctl open` of an open virtual disk, more times than one user may have calls waiting: each one gives
+ * the same device and mounts back (no second export), and none keeps a call of the user's waiting in loopd
+ * (each answered open used to: the user was refused with LimitExceeded from then on); `loopctl close` then
+ * leaves nothing. */
+void test_open_again_many_times(Vdisk *v, gconstpointer data)
+{
+        VDISK_REQUIRE(v);
+        Harness *h = &v->h;
+        g_autofree char *disk = NULL, *image = NULL, *device = NULL, *mp1 = NULL, *mp2 = NULL;
+        g_autoptr(GArray) servers = NULL;
+
+        harness_allow_all(h);
+        disk = make_disk(h, "disk.img");
+        image = convert_disk(h, disk, "qcow2", "image.qcow2");
+        give_to(image, HARNESS_USER_A);
+        device = open_image(h, HARNESS_USER_A, image, false, &mp1, &mp2);
+        REQUIRE_NONNULL(device);
+
+        for (guint i = 0; i <= MAX_PENDING_PER_USER; i++) {
+                g_autofree char *again = NULL, *again1 = NULL, *again2 = NULL;
+
+                again = open_image(h, HARNESS_USER_A, image, false, &again1, &again2);
+                if (!again) {
+                        harness_fail("open %u of the open image failed", i + 2);
+                        break;
+                }
+                g_assert_cmpstr(again, ==, device);
+                g_assert_cmpstr(again1, ==, mp1);
+                g_assert_cmpstr(again2, ==, mp2);
+        }
+        servers = vdisk_servers(h);
+        g_assert_cmpuint(servers->len, ==, 1);
+
+        harness_loopctl_ok(h, HARNESS_USER_A, "close", image, NULL);
+        check_nothing_left(h, device);
+}
+
 /* Attaches image as how says, checks the device's read-only flag, detaches it and checks nothing is left. */
 static void attach_check_ro(Harness *h, GDBusConnection *a, const char *image, const char *how, int want_ro)
 {
