@@ -259,8 +259,9 @@ unsigned registry_count_devices_of(Registry *reg, uid_t uid)
 /* Attaches a killed loopd left half done: the device was bound (maybe with only some of its partitions) but
  * never recorded, and its caller never got an answer. They are rolled back as loop_attach() would have
  * rolled them back had loopd lived: a device nobody was told about, owned by nobody, would otherwise stay
- * bound until root removed it. A bound device is the one of a note when it has no record and the note's
- * backing file and offset. */
+ * bound until root removed it. A bound device is the one of a note when it has no record, the note's
+ * backing file and offset, and loopd's udev mark (made before the bind): another tool's binding of the same
+ * image has none. */
 static void registry_roll_back_pending(Registry *reg, int boot)
 {
         ManagedDevice *pending = NULL;
@@ -292,7 +293,8 @@ static void registry_roll_back_pending(Registry *reg, int boot)
                         const LoopInfo *info = infos[i];
 
                         if (registry_find_device(reg, info->number, info->diskseq) ||
-                                info->offset != p->offset)
+                                info->offset != p->offset ||
+                                !state_udev_marked(reg->state_dir, info->number))
                                 continue;
                         r = loop_backing_is(info->number, info->diskseq, p->backing_dev, p->backing_inode,
                                 reg->io_timeout_usec);
@@ -409,7 +411,9 @@ void registry_load(Registry *reg)
                         log_info("Dropped the record of loop%u: %s", d->number,
                                 boot == 0 ? "it is of an earlier boot"
                                           : "the device was detached or re-used");
-                        (void)state_remove_device(reg->state_dir, d->number);
+                        /* Its udev mark stays until state_prune_udev_marks(), after the roll back: an attach
+                         * on the number since, which a killed loopd left half done, has it too. */
+                        (void)state_remove_record(reg->state_dir, d->number);
                         vdisk_stop(d->vdisk);
                         free(d);
                 }

@@ -151,16 +151,21 @@ int state_save_device(const char *state_dir, const ManagedDevice *d)
         return state_write_file(dir, name, contents);
 }
 
-int state_remove_device(const char *state_dir, unsigned number)
+int state_remove_record(const char *state_dir, unsigned number)
 {
         _cleanup_free_ char *path = NULL;
 
-        (void)state_mark_udev(state_dir, number, false);
         if (asprintf(&path, "%s/devices/loop%u", state_dir, number) < 0)
                 return -ENOMEM;
         if (unlink(path) < 0 && errno != ENOENT)
                 return negative_errno();
         return 0;
+}
+
+int state_remove_device(const char *state_dir, unsigned number)
+{
+        (void)state_mark_udev(state_dir, number, false);
+        return state_remove_record(state_dir, number);
 }
 
 int state_mark_udev(const char *state_dir, unsigned number, bool mark)
@@ -186,6 +191,15 @@ int state_mark_udev(const char *state_dir, unsigned number, bool mark)
                 return negative_errno();
         close(fd);
         return 0;
+}
+
+bool state_udev_marked(const char *state_dir, unsigned number)
+{
+        _cleanup_free_ char *path = NULL;
+
+        if (asprintf(&path, "%s/udev/loop%u", state_dir, number) < 0)
+                return true; /* not a no */
+        return access(path, F_OK) == 0 || errno != ENOENT;
 }
 
 void state_prune_udev_marks(const char *state_dir)

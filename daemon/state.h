@@ -11,14 +11,19 @@
  * directory. A reader (loopd after a crash) sees the old contents or the new, never a part. */
 int state_write_file(const char *dir, const char *name, const char *contents);
 
-/* Writes (atomically: temp file + rename) or removes the record of one device in state_dir/devices/. */
+/* Writes (atomically: temp file + rename) or removes the record of one device in state_dir/devices/, and
+ * with it its udev mark; state_remove_record() leaves the mark. */
 int state_save_device(const char *state_dir, const ManagedDevice *d);
 int state_remove_device(const char *state_dir, unsigned number);
+int state_remove_record(const char *state_dir, unsigned number);
 
 /* The mark loopd's udev rule looks for (it sets UDISKS_IGNORE=1 on the device and its partitions, so that
  * udisks2 does not show them a second time): an empty file state_dir/udev/loopN, made before loopN is bound
  * and removed with its record (state_remove_device()). */
 int state_mark_udev(const char *state_dir, unsigned number, bool mark);
+/* Whether loopN has its mark: loopd chose that number for a device of its own (and, with no record, did not
+ * finish the attach). */
+bool state_udev_marked(const char *state_dir, unsigned number);
 /* Makes state_dir/udev/ and removes the marks of devices that have no record (a loopd that died between
  * binding and recording). */
 void state_prune_udev_marks(const char *state_dir);

@@ -441,7 +441,8 @@ static bool wait_until_stalled(pid_t pid, guint timeout_ms)
  * partitions added but not yet recorded (its record write is made to block); else while it adds 128
  * partitions (wherever the signal lands). A restarted loopd must either own the device for its caller
  * (managed, that owner: the caller can find and detach it) or have rolled the attach back; an unmanaged
- * device that nobody but root can remove is a leak. */
+ * device that nobody but root can remove is a leak. A device root bound to the same image meanwhile is not
+ * loopd's, and stays. */
 void test_loopd_killed_during_attach(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
@@ -453,7 +454,7 @@ void test_loopd_killed_during_attach(Harness *h, gconstpointer data)
         g_autoptr(GError) error = NULL;
         g_autoptr(GPtrArray) used = g_ptr_array_new_with_free_func(g_free);
         g_autoptr(GPtrArray) fifos = NULL;
-        g_autofree char *device = NULL;
+        g_autofree char *device = NULL, *qimage = NULL, *others = NULL, *others_backing = NULL;
         GDBusConnection *user = connect_allowed_user(h);
         guint n_done = 0;
         Pending p = { .connection = user, .who = "A", .n_done = &n_done };
@@ -506,8 +507,19 @@ void test_loopd_killed_during_attach(Harness *h, gconstpointer data)
         }
         g_clear_error(&p.error);
 
+        /* Root binds the same image too, read-only at the same offset, while loopd is down: not loopd's,
+         * whatever the restart rolls back. */
+        qimage = g_shell_quote(image);
+        others = g_strstrip(test_sh("losetup -f --show -r %s", qimage));
+        g_test_message("root bound %s to the image meanwhile", others);
+
         /* The restart. */
         g_assert_true(harness_start_loopd(h));
+        others_backing = test_read_sysfs("/sys/block/%s/loop/backing_file", others + strlen("/dev/"));
+        if (g_strcmp0(others_backing, image) != 0)
+                g_test_fail_printf("the restart detached %s, which root had bound to the image", others);
+        else
+                g_free(test_sh("losetup -d %s", others));
         g_autoptr(GVariant) list = harness_list_devices(user, &error);
         harness_assert_no_error(error);
         g_clear_error(&error);
