@@ -398,6 +398,12 @@ size_t mount_fuse_servers_of(dev_t rdev, int *pidfds, size_t max)
         return n;
 }
 
+void mount_fuse_servers_holding(dev_t rdev, MountServers *servers)
+{
+        servers->n += mount_fuse_servers_of(
+                rdev, servers->pidfds + servers->n, ELEMENTSOF(servers->pidfds) - servers->n);
+}
+
 void mount_fuse_servers_wait(int *pidfds, size_t n, bool wait, MountServers *ret_left)
 {
         /* Without a superblock the helper gets ENODEV from /dev/fuse, flushes and exits; the device is

@@ -726,7 +726,7 @@ static GVariant *unmount_with_unwritten_data(GDBusConnection *c, HarnessHang *ha
  * The Unmount succeeds, but the driver's write-back waits for the device in the kernel and it cannot exit:
  * loopd stops waiting for it (10 s), and the device, asked to go with its last mount, is still held by
  * it then. It goes once the driver has exited (here: the server killed, the write failed), on its own,
- * without another call. */
+ * without another call. data "restart": loopd is restarted before that, and the new one does it. */
 static void test_slow_fuse_driver_releases_later(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
@@ -743,7 +743,6 @@ static void test_slow_fuse_driver_releases_later(Harness *h, gconstpointer data)
         gint64 ms;
         int fd = -1;
 
-        (void)data;
         harness_allow_all(h);
         REQUIRE_NONNULL(a);
         image_create(exfat, 32 * MiB);
@@ -781,6 +780,10 @@ static void test_slow_fuse_driver_releases_later(Harness *h, gconstpointer data)
         bound = oracle_loops_backed_by(hang.mountpoint);
         g_test_message("%u device(s) still bound after the Unmount", bound->len);
         g_assert_cmpuint(bound->len, ==, 1);
+        if (g_strcmp0(h->options->data, "restart") == 0) {
+                g_assert_true(harness_stop_loopd(h));
+                g_assert_true(harness_start_loopd(h));
+        }
 
         /* The driver's read fails, it exits, and the device goes with it. */
         harness_hang_kill(&hang);
@@ -1347,6 +1350,7 @@ static void test_mount_image_prompts_once(Harness *h, gconstpointer data)
 static const char *const io_timeout_args[] = { "--io-timeout", G_STRINGIFY(IO_TIMEOUT_S), NULL };
 static const HarnessOptions opts_hung_attach = { .loopd_args = io_timeout_args, .data = "Attach" };
 static const HarnessOptions opts_hung_mount_image = { .loopd_args = io_timeout_args, .data = "MountImage" };
+static const HarnessOptions opts_hung_restart = { .loopd_args = io_timeout_args, .data = "restart" };
 
 static const PromptCase prompt_both = { FAKE_AUTH_INTERACTIVE, ACTION_OPEN_IMAGE };
 static const PromptCase prompt_mount_only = { FAKE_AUTH_ALLOW, LOOPD_ACTION_MOUNT };
@@ -1375,6 +1379,8 @@ int main(int argc, char **argv)
         harness_add("/loopd/robust/hung-unmount-times-out", test_hung_unmount_times_out, &opts_hung_attach);
         harness_add("/loopd/robust/slow-fuse-driver-releases-the-device-later",
                 test_slow_fuse_driver_releases_later, &opts_hung_attach);
+        harness_add("/loopd/robust/slow-fuse-driver-releases-the-device-after-a-restart",
+                test_slow_fuse_driver_releases_later, &opts_hung_restart);
         harness_add("/loopd/robust/hung-mount-image-mount-times-out", test_hung_mount_image_mount_times_out,
                 &opts_hung_attach);
         harness_add("/loopd/robust/hung-getattr-keeps-serving", test_hung_getattr_keeps_serving,
