@@ -10,6 +10,7 @@
 #include "bus-calls.h"
 #include "log.h"
 #include "loopd-bus.h"
+#include "strv.h"
 
 #define POLKIT_BUS_NAME "org.freedesktop.PolicyKit1"
 #define POLKIT_PATH "/org/freedesktop/PolicyKit1/Authority"
@@ -22,6 +23,7 @@
 
 typedef struct AuthAnswer {
         char *action;
+        char **details; /* what polkit was told of it: a rule may decide by them */
         bool quiet; /* asked without interaction (AUTH_QUIET) */
         char cancel_id[48]; /* what CancelCheckAuthorization names it by */
         int result; /* 1 allowed, 0 pending, < 0 denied (error holds why) */
@@ -84,6 +86,7 @@ static void auth_answer_free_all(AuthAnswer *a)
         while (a) {
                 AuthAnswer *next = a->next;
                 free(a->action);
+                strv_free(a->details);
                 sd_bus_error_free(&a->error);
                 free(a);
                 a = next;
@@ -524,6 +527,17 @@ static int auth_get_query(Auth *a, sd_bus_message *message, AuthQuery **ret)
         return 0;
 }
 
+/* Whether the answer was to these details: key and value after key and value, the same. */
+static bool answer_details_are(const AuthAnswer *ans, const char *const *details)
+{
+        size_t i = 0;
+
+        for (; ans->details && ans->details[i] && details && details[i]; i++)
+                if (!streq(ans->details[i], details[i]))
+                        return false;
+        return !(ans->details && ans->details[i]) && !(details && details[i]);
+}
+
 int auth_check(Auth *a, sd_bus_message *message, uid_t uid, const char *action, const char *const *details,
         AuthFlags flags, sd_bus_error *error)
 {
@@ -535,8 +549,11 @@ int auth_check(Auth *a, sd_bus_message *message, uid_t uid, const char *action, 
                 return 1;
 
         q = auth_find_query(a, message);
+        /* An answer is to its details too: the handler, run again once polkit answered, reads the device
+         * again, and one that is not the same any more (its number bound anew meanwhile, another image) is
+         * asked about again. */
         for (AuthAnswer *ans = q ? q->answers : NULL; ans; ans = ans->next) {
-                if (!streq(ans->action, action) || ans->quiet != quiet)
+                if (!streq(ans->action, action) || ans->quiet != quiet || !answer_details_are(ans, details))
                         continue;
                 if (ans->result > 0)
                         return 1;
@@ -561,8 +578,13 @@ int auth_check(Auth *a, sd_bus_message *message, uid_t uid, const char *action, 
         if (!answer)
                 return -ENOMEM;
         answer->action = strdup(action);
+        for (size_t i = 0; answer->action && details && details[i]; i++)
+                if (strv_consume(&answer->details, strdup(details[i])) < 0) {
+                        answer->action = mfree(answer->action);
+                        break;
+                }
         if (!answer->action) {
-                free(answer);
+                auth_answer_free_all(answer);
                 return -ENOMEM;
         }
         answer->quiet = quiet;

@@ -155,7 +155,23 @@ int bus_authorize_node(Bus *b, sd_bus_message *message, unsigned number, const c
         if (d && d->owner == uid)
                 action = own_action;
 
-        r = auth_check(b->auth, message, uid, action, details, 0, error);
+        /* And what the device is bound to: for rules, and so that an answer holds for this binding only
+         * (auth_check() asks again when the number was bound anew meanwhile). polkit's details are D-Bus
+         * strings; sysfs has the name's bytes as they are. */
+        const char *all[32];
+        size_t n = 0;
+
+        r = utf8_make_valid(&info->backing_file);
+        if (r < 0)
+                return r;
+        for (; details && details[n]; n++) {
+                assert(n + 3 < ELEMENTSOF(all));
+                all[n] = details[n];
+        }
+        all[n++] = "backing_file";
+        all[n++] = registry_device_image(b->manager->registry, info, NULL);
+        all[n] = NULL;
+        r = auth_check(b->auth, message, uid, action, all, 0, error);
         if (r <= 0)
                 return r;
         *ret_uid = uid;

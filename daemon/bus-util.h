@@ -29,8 +29,9 @@ char *device_object_path(unsigned number);
 
 /* The polkit check of a call on loopN: the caller's own device (loopd's record of loopN, same incarnation)
  * needs own_action (Mount/Unmount: mount; Format, CreatePartition, DeletePartition: modify), anything else
- * manage-others. Returns 1 to go on, with *ret_uid the caller; 0 when the question waits for polkit or for
- * the bus to say who the caller is (the handler must then return 1 at once: the message comes back to it
- * with the answer); < 0 with error set when denied or loopN is not attached (NotFound). */
+ * manage-others. polkit gets details and the device's backing_file. Returns 1 to go on, with *ret_uid the
+ * caller; 0 when the question waits for polkit or for the bus to say who the caller is (the handler must
+ * then return 1 at once: the message comes back to it with the answer); < 0 with error set when denied or
+ * loopN is not attached (NotFound). */
 int bus_authorize_node(Bus *b, sd_bus_message *message, unsigned number, const char *own_action,
         const char *const *details, uid_t *ret_uid, sd_bus_error *error);

@@ -385,3 +385,75 @@ void test_per_user_limit(Harness *h, gconstpointer data)
                 g_free(devices[i]);
         }
 }
+
+/* An answer is to what polkit was told. B's Detach (data: or another method on a device, "Mount") of A's
+ * device waits for manage-others; meanwhile A detaches it and attaches another image, which gets the same
+ * number: when polkit has answered, the call finds another device, and loopd asks polkit again, with that
+ * device's details (a rule may decide by the backing file), instead of taking the yes about the first one
+ * for it. */
+void test_asks_again_for_a_rebound_device(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        const char *method = h->options->data ? h->options->data : "Detach";
+        g_autofree char *first = image_new(h, "first.img", 32 * MiB, HARNESS_USER_A);
+        g_autofree char *second = image_new(h, "second.img", 32 * MiB, HARNESS_USER_A);
+        g_autofree char *device = NULL, *again = NULL;
+        g_autoptr(GMainContext) context = g_main_context_new();
+        g_autoptr(GPtrArray) calls = NULL;
+        g_autoptr(GError) error = NULL;
+        GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
+        GDBusConnection *b = harness_connect_as(h, HARNESS_USER_B);
+        guint n_done = 0;
+        Overlap call = { .what = method, .n_done = &n_done };
+        guint n_others = 0;
+
+        if (!a || !b)
+                return;
+        fake_authority_set(h->authority, LOOPD_ACTION_ATTACH, FAKE_AUTH_ALLOW, 0);
+        /* Long enough for A's Detach and Attach meanwhile, under memcheck too. */
+        fake_authority_set(h->authority, LOOPD_ACTION_MANAGE_OTHERS, FAKE_AUTH_ALLOW, 4000);
+        device = attach_as(a, first, O_RDWR, G_DBUS_CALL_FLAGS_NONE, &error);
+        harness_assert_no_error(error);
+        if (!device)
+                return;
+
+        fake_authority_clear_calls(h->authority);
+        g_main_context_push_thread_default(context);
+        /* The second image has a filesystem, for a Mount to find. */
+        g_free(image_mkfs_at(second, 0, 32 * MiB, "ext4", "second"));
+        overlap_start(&call, b, method, g_variant_new("(s@a{sv})", device, harness_empty_options()), NULL);
+        g_assert_true(fake_authority_wait_calls(h->authority, 1, HARNESS_TIMEOUT_MS));
+        g_assert_true(detach_as(a, device, G_DBUS_CALL_FLAGS_NONE, &error));
+        harness_assert_no_error(error);
+        again = attach_as(a, second, O_RDWR, G_DBUS_CALL_FLAGS_NONE, &error);
+        harness_assert_no_error(error);
+        while (n_done < 1)
+                g_main_context_iteration(context, TRUE);
+        g_main_context_pop_thread_default(context);
+        if (g_strcmp0(again, device) != 0) {
+                harness_fail("the second image got %s, not %s: nothing was bound anew under the question",
+                        again ? again : "no device", device);
+                goto out;
+        }
+
+        calls = fake_authority_calls(h->authority);
+        print_calls(calls);
+        for (guint i = 0; i < calls->len; i++) {
+                const FakeAuthCall *c = call_at(calls, i);
+
+                if (!g_str_equal(c->action_id, LOOPD_ACTION_MANAGE_OTHERS))
+                        continue;
+                assert_detail(c, "backing_file", n_others == 0 ? first : second);
+                n_others++;
+        }
+        g_assert_cmpuint(n_others, ==, 2);
+        /* Asked about the second image too (and allowed here): done to it. */
+        harness_assert_no_error(call.error);
+        if (g_str_equal(method, "Detach"))
+                assert_bound(second, NULL);
+
+out:
+        overlap_clear(&call);
+        if (again)
+                cleanup_device(h, second, again);
+}

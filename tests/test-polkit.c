@@ -350,6 +350,7 @@ int main(int argc, char **argv)
 {
         static const char *const limit_args[] = { "--max-devices-per-user", "2", NULL };
         static const HarnessOptions fake = { .polkit = HARNESS_POLKIT_FAKE };
+        static const HarnessOptions fake_mount = { .polkit = HARNESS_POLKIT_FAKE, .data = "Mount" };
         static const HarnessOptions none = { .polkit = HARNESS_POLKIT_NONE };
         static const HarnessOptions limit = { .polkit = HARNESS_POLKIT_FAKE, .loopd_args = limit_args };
         static const HarnessOptions real = { .polkit = HARNESS_POLKIT_REAL, .polkit_rules = rules_grant_a };
@@ -374,6 +375,10 @@ int main(int argc, char **argv)
         harness_add("/loopd/polkit/root-allowed-without-asking", test_root_allowed_without_asking, &fake);
         harness_add("/loopd/polkit/detach-others-device-needs-manage-others",
                 test_detach_others_device_needs_manage_others, &fake);
+        harness_add("/loopd/polkit/detach-asks-again-for-a-device-bound-anew",
+                test_asks_again_for_a_rebound_device, &fake);
+        harness_add("/loopd/polkit/mount-asks-again-for-a-device-bound-anew",
+                test_asks_again_for_a_rebound_device, &fake_mount);
         harness_add("/loopd/polkit/mount-others-device-needs-manage-others",
                 test_mount_others_device_needs_manage_others, &fake);
         harness_add("/loopd/polkit/unmanaged-device-needs-manage-others",

@@ -89,6 +89,7 @@ void test_root_allowed_without_asking(Harness *h, gconstpointer data);
 
 /* polkit-others.c */
 void test_detach_others_device_needs_manage_others(Harness *h, gconstpointer data);
+void test_asks_again_for_a_rebound_device(Harness *h, gconstpointer data);
 void test_mount_others_device_needs_manage_others(Harness *h, gconstpointer data);
 void test_unmanaged_device_needs_manage_others(Harness *h, gconstpointer data);
 void test_reading_is_open_to_all(Harness *h, gconstpointer data);
