@@ -432,6 +432,9 @@ int format_spawn(const FormatType *t, const FormatRequest *req, dev_t rdev, int 
                 /* A label is UTF-8, whatever loopd's locale. */
                 .utf8_locale = true,
                 .node = &device,
+                /* Bounded by loopd's job only, which a loopd killed takes with it; and a restarted one
+                 * would not know of it (CreatePartition would write the table under it). */
+                .dies_with_loopd = true,
         };
         return sandbox_spawn(&spec, ret_pid, ret_pidfd);
 }

@@ -423,6 +423,9 @@ static _Noreturn void child_run(const SandboxSpec *spec, const SandboxShared *sh
         child_check(setsid(), "setsid");
         child_root(spec);
         child_credentials(spec);
+        /* After the ids changed, which clears it. */
+        if (spec->dies_with_loopd)
+                child_check(prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0), "the parent-death signal");
         /* Last: the filter refuses what the steps above did (mount, unshare). prctl(), not seccomp(2), which
          * valgrind (the tests run loopd under memcheck) does not know. */
         child_check(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, shared->filter, 0, 0), "seccomp");

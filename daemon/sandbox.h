@@ -49,6 +49,9 @@ typedef struct SandboxSpec {
         /* PID 1 is a reaper that runs the program as its child and exits when its last child did: for
          * programs that daemonize (the namespace would die with its first process). */
         bool reaper;
+        /* Killed (SIGKILL) when loopd dies, whatever kills it: for a program whose only bound is loopd's
+         * (a mkfs), not for one that outlives it on purpose (a FUSE driver, a qemu-storage-daemon). */
+        bool dies_with_loopd;
 } SandboxSpec;
 
 /* Starts the program in new mount, PID and UTS namespaces (it is PID 1 of its own), in the empty network and

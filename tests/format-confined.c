@@ -491,57 +491,6 @@ static void test_partition_of_mounted_disk(Harness *h, gconstpointer data)
         harness_assert_no_error(error);
 }
 
-/* The ids a mkfs runs as (format-fs.c). */
-#define MKFS_ID_BASE 0x7a6e0000u
-#define MKFS_ID_SPAN 0x10000u
-
-/* The pid of the mkfs now formatting device (ext2: mke2fs), past its execve, or 0. It runs as the device's
- * own mkfs uid, so that another run's mkfs on this machine is left alone. Between the sandbox's setresuid()
- * and its execve() the child already has that uid, and loopd, which made it with CLONE_VFORK, waits for the
- * execve: a child stopped there would hold loopd's event loop (only root or that uid can stop it). Until
- * the execve the child has loopd's name. */
-static pid_t find_mkfs(dev_t device)
-{
-        g_autoptr(GDir) proc = g_dir_open("/proc", 0, NULL);
-        const guint64 want = MKFS_ID_BASE + minor(device) % MKFS_ID_SPAN;
-
-        for (const char *e; proc && (e = g_dir_read_name(proc));) {
-                pid_t pid = (pid_t)g_ascii_strtoull(e, NULL, 10);
-                g_autofree char *name = NULL, *uid = NULL;
-
-                if (pid <= 0)
-                        continue;
-                name = test_proc_status(pid, "Name");
-                if (g_strcmp0(name, "mke2fs") != 0)
-                        continue;
-                uid = test_proc_status(pid, "Uid");
-                if (uid && g_ascii_strtoull(uid, NULL, 10) == want)
-                        return pid;
-        }
-        return 0;
-}
-
-/* Stops pid and waits until the kernel says it is stopped: false when it had exited already (a zombie that
- * loopd has not reaped yet takes the signal too, and is not a running mkfs). */
-static bool stop_running(pid_t pid)
-{
-        gint64 deadline = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
-
-        if (kill(pid, SIGSTOP) < 0)
-                return false;
-        while (g_get_monotonic_time() < deadline) {
-                g_autofree char *state = test_proc_status(pid, "State");
-
-                if (!state || state[0] == 'Z' || state[0] == 'X')
-                        return false;
-                if (state[0] == 'T')
-                        return true;
-                g_usleep(1000);
-        }
-        (void)kill(pid, SIGCONT);
-        return false;
-}
-
 typedef struct FormatThread {
         GDBusConnection *connection;
         const char *device;
@@ -585,8 +534,8 @@ static void test_busy_while_formatting(Harness *h, gconstpointer data)
                 pid_t pid = 0;
 
                 while (!pid && !g_atomic_int_get(&t.done) && g_get_monotonic_time() < deadline) {
-                        pid = find_mkfs(rdev);
-                        if (pid && !stop_running(pid))
+                        pid = test_find_mkfs(rdev, "mke2fs");
+                        if (pid && !test_stop_running(pid))
                                 pid = 0; /* it was done already */
                 }
                 if (pid) {

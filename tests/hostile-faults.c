@@ -669,3 +669,98 @@ void test_full_disk_under_sparse_image(Harness *h, gconstpointer data)
 }
 
 /* ---------------------------------------------------------------------------------------------------- */
+
+/* ---- loopd killed during a Format ---- */
+
+typedef struct FormatCall {
+        GDBusConnection *connection;
+        const char *node;
+        GError *error;
+        gint done;
+} FormatCall;
+
+static gpointer format_call_thread(gpointer data)
+{
+        FormatCall *f = data;
+        g_autoptr(GVariant) reply = g_dbus_connection_call_sync(f->connection, LOOPD_BUS_NAME,
+                LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, "Format",
+                g_variant_new("(ss@a{sv})", f->node, "ext2", harness_empty_options()), NULL,
+                G_DBUS_CALL_FLAGS_NONE, HARNESS_TIMEOUT_MS, NULL, &f->error);
+
+        g_atomic_int_set(&f->done, 1);
+        return NULL;
+}
+
+/* Whether pid has exited (gone, or a zombie its new parent has not reaped), waiting up to timeout_ms. */
+static bool process_ended(pid_t pid, guint timeout_ms)
+{
+        gint64 deadline = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+
+        for (;;) {
+                g_autofree char *state = test_proc_status(pid, "State");
+
+                if (!state || state[0] == 'Z' || state[0] == 'X')
+                        return true;
+                if (g_get_monotonic_time() >= deadline)
+                        return false;
+                g_usleep(10 * 1000);
+        }
+}
+
+/* loopd is killed -9 while a Format's mkfs runs (held stopped here, so that it still runs then): the mkfs
+ * goes with loopd. Nothing but loopd bounded it, and a restarted loopd would not know of it (a
+ * CreatePartition of the device would write the table under it). The restarted loopd still has the device
+ * for its owner, who can detach it. */
+void test_loopd_killed_during_format(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        g_autofree char *image = harness_image_path(h, "formatted.img");
+        g_autofree char *own_log = g_build_filename(h->tmpdir, "own-loopd.log", NULL);
+        g_autoptr(GPtrArray) used = g_ptr_array_new_with_free_func(g_free);
+        g_autoptr(GSubprocess) own = NULL;
+        g_autoptr(GError) error = NULL;
+        g_autofree char *device = NULL;
+        GDBusConnection *user = connect_allowed_user(h);
+        FormatCall call = { 0 };
+        GThread *thread;
+        gint64 deadline;
+        struct stat st;
+        pid_t mkfs = 0;
+
+        if (!user)
+                return;
+        /* ext2 writes every inode table: on 16 GiB its mkfs runs long enough to be caught. */
+        image_create(image, 16384 * MiB);
+        own = harness_start_own_loopd(h, own_log);
+        if (!own)
+                return;
+        g_assert_true(harness_attach_path(user, image, O_RDWR, NULL, &device, &error));
+        harness_assert_no_error(error);
+        g_ptr_array_add(used, g_strdup(device));
+        g_assert_cmpint(stat(device, &st), ==, 0);
+
+        call = (FormatCall){ .connection = user, .node = device };
+        thread = g_thread_new("format", format_call_thread, &call);
+        deadline = g_get_monotonic_time() + 30 * G_USEC_PER_SEC;
+        while (!mkfs && !g_atomic_int_get(&call.done) && g_get_monotonic_time() < deadline) {
+                mkfs = test_find_mkfs(st.st_rdev, "mke2fs");
+                if (mkfs && !test_stop_running(mkfs))
+                        mkfs = 0;
+        }
+        kill_and_reap(own);
+        g_thread_join(thread);
+        g_test_message("the Format got: %s", call.error ? call.error->message : "a reply");
+        g_clear_error(&call.error);
+        if (!mkfs)
+                g_test_fail_printf("never saw the mkfs of %s running", device);
+        else if (!process_ended(mkfs, 5000)) {
+                g_test_fail_printf("the mkfs (pid %d) outlived loopd", (int)mkfs);
+                (void)kill(mkfs, SIGKILL);
+        }
+
+        g_assert_true(harness_start_loopd(h));
+        g_assert_true(harness_detach(user, device, NULL, &error));
+        harness_assert_no_error(error);
+        cleanup_device(h, device);
+        check_nothing_left(h, used);
+}

@@ -119,6 +119,7 @@ void test_polkit_vanishes_mid_call(Harness *h, gconstpointer data);
 void test_backing_file_deleted(Harness *h, gconstpointer data);
 void test_udevd_killed_mid_run(Harness *h, gconstpointer data);
 void test_loopd_killed_during_attach(Harness *h, gconstpointer data);
+void test_loopd_killed_during_format(Harness *h, gconstpointer data);
 void test_full_disk_under_sparse_image(Harness *h, gconstpointer data);
 /* harness_setup() with systemd-udevd started for the test (LOOPD_TEST_UDEV=1 just for it). */
 void setup_with_udev(Harness *h, gconstpointer options);

@@ -582,3 +582,54 @@ void test_cleanup_loops_under(const char *dir)
                 (void)test_sh_status(NULL, "partx -d %s 2>/dev/null; losetup -d %s", q, q);
         }
 }
+
+/* The ids a mkfs runs as (format-fs.c). */
+#define MKFS_ID_BASE 0x7a6e0000u
+#define MKFS_ID_SPAN 0x10000u
+
+/* The pid of the mkfs named name (mke2fs for ext2) now formatting device, past its execve, or 0. It runs as
+ * the device's own mkfs uid, so that another run's mkfs on this machine is left alone. Between the sandbox's
+ * setresuid() and its execve() the child already has that uid, and loopd, which made it with CLONE_VFORK,
+ * waits for the execve: a child stopped there would hold loopd's event loop (only root or that uid can stop
+ * it). Until the execve the child has loopd's name. */
+pid_t test_find_mkfs(dev_t device, const char *name)
+{
+        g_autoptr(GDir) proc = g_dir_open("/proc", 0, NULL);
+        const guint64 want = MKFS_ID_BASE + minor(device) % MKFS_ID_SPAN;
+
+        for (const char *e; proc && (e = g_dir_read_name(proc));) {
+                pid_t pid = (pid_t)g_ascii_strtoull(e, NULL, 10);
+                g_autofree char *comm = NULL, *uid = NULL;
+
+                if (pid <= 0)
+                        continue;
+                comm = test_proc_status(pid, "Name");
+                if (g_strcmp0(comm, name) != 0)
+                        continue;
+                uid = test_proc_status(pid, "Uid");
+                if (uid && g_ascii_strtoull(uid, NULL, 10) == want)
+                        return pid;
+        }
+        return 0;
+}
+
+/* Stops pid and waits until the kernel says it is stopped: false when it had exited already (a zombie that
+ * loopd has not reaped yet takes the signal too, and is not a running mkfs). */
+bool test_stop_running(pid_t pid)
+{
+        gint64 deadline = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
+
+        if (kill(pid, SIGSTOP) < 0)
+                return false;
+        while (g_get_monotonic_time() < deadline) {
+                g_autofree char *state = test_proc_status(pid, "State");
+
+                if (!state || state[0] == 'Z' || state[0] == 'X')
+                        return false;
+                if (state[0] == 'T')
+                        return true;
+                g_usleep(1000);
+        }
+        (void)kill(pid, SIGCONT);
+        return false;
+}

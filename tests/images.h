@@ -4,12 +4,18 @@
 
 #include <glib.h>
 #include <json-glib/json-glib.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
 /* TRUE when the suite can touch the kernel (root and /dev/loop-control). Otherwise it skips the test,
  * or fails it when CI=true: CI is root with loop devices, so a skip there hides a broken suite. */
 gboolean test_require_privileges(void);
+/* The pid of the mkfs named name (mke2fs for ext2) formatting device (loopd's: its mkfs uid for the
+ * device), past its execve, or 0. */
+pid_t test_find_mkfs(dev_t device, const char *name);
+/* Stops pid and waits until the kernel says it is stopped: false when it had exited already. */
+bool test_stop_running(pid_t pid);
 /* A test that cannot run (why) skips, or fails under CI=true. */
 void test_cannot_run(const char *why);
 

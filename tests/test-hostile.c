@@ -694,6 +694,8 @@ int main(int argc, char **argv)
                 test_loopd_killed_during_attach, &no_loopd);
         harness_add("/loopd/hostile/fault/loopd-killed-before-recording-attach",
                 test_loopd_killed_during_attach, &no_loopd_stall);
+        harness_add("/loopd/hostile/fault/loopd-killed-during-format-takes-its-mkfs",
+                test_loopd_killed_during_format, &no_loopd);
         harness_add("/loopd/hostile/fault/full-disk-under-sparse-image", test_full_disk_under_sparse_image,
                 &fake);
 
