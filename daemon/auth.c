@@ -578,14 +578,12 @@ int auth_check(Auth *a, sd_bus_message *message, uid_t uid, const char *action, 
         if (!answer)
                 return -ENOMEM;
         answer->action = strdup(action);
-        for (size_t i = 0; answer->action && details && details[i]; i++)
-                if (strv_consume(&answer->details, strdup(details[i])) < 0) {
-                        answer->action = mfree(answer->action);
-                        break;
-                }
-        if (!answer->action) {
+        r = answer->action ? 0 : -ENOMEM;
+        for (size_t i = 0; r >= 0 && details && details[i]; i++)
+                r = strv_consume(&answer->details, strdup(details[i]));
+        if (r < 0) {
                 auth_answer_free_all(answer);
-                return -ENOMEM;
+                return r;
         }
         answer->quiet = quiet;
         snprintf(answer->cancel_id, sizeof(answer->cancel_id), "loopd-%" PRIu64, ++a->n_asked);

@@ -155,9 +155,9 @@ int bus_authorize_node(Bus *b, sd_bus_message *message, unsigned number, const c
         if (d && d->owner == uid)
                 action = own_action;
 
-        /* And what the device is bound to: for rules, and so that an answer holds for this binding only
-         * (auth_check() asks again when the number was bound anew meanwhile). polkit's details are D-Bus
-         * strings; sysfs has the name's bytes as they are. */
+        /* And what the device is bound to: for rules, and so that an answer does not hold for another image
+         * the number was bound to meanwhile (auth_check() asks again). polkit's details are D-Bus strings;
+         * sysfs has the name's bytes as they are. */
         const char *all[32];
         size_t n = 0;
 
@@ -165,7 +165,7 @@ int bus_authorize_node(Bus *b, sd_bus_message *message, unsigned number, const c
         if (r < 0)
                 return r;
         for (; details && details[n]; n++) {
-                assert(n + 3 < ELEMENTSOF(all));
+                assert(n + 2 < ELEMENTSOF(all));
                 all[n] = details[n];
         }
         all[n++] = "backing_file";

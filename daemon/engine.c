@@ -168,7 +168,8 @@ bool engine_image_is_open(Manager *m, const struct stat *st, uid_t uid)
 /* ---- attach ---- */
 
 /* loopN marked as loopd's for the udev rule before its first uevent, unmarked if it was not bound after all.
- * A failure only costs the mark (udisks2 would show the device too): never the attach. */
+ * A failure costs the mark (udisks2 shows the device too, and a loopd killed before recording it cannot roll
+ * it back: registry_roll_back_pending()), never the attach. */
 static int mark_for_udev(unsigned number, bool claimed, void *userdata)
 {
         Manager *m = userdata;

@@ -91,9 +91,13 @@ static int server_wait_on_exit(sd_event_source *s, int fd, uint32_t revents, voi
         if (n > 0) {
                 int r = sd_event_source_set_io_fd(s, w->servers.pidfds[n - 1]);
 
-                if (r < 0)
-                        return log_warning_errno(r,
+                if (r < 0) {
+                        log_warning_errno(r,
                                 "Failed to watch the FUSE servers of loop%u, it stays attached: %m", number);
+                        server_wait_unlink(w);
+                        server_wait_free(w);
+                        return 0;
+                }
                 while (w->servers.n > n)
                         safe_close(w->servers.pidfds[--w->servers.n]);
                 return 0;

@@ -12,6 +12,7 @@
 
 typedef struct ImageReader ImageReader;
 typedef struct MountServers MountServers;
+typedef struct ServerWait ServerWait;
 typedef struct Registry Registry;
 typedef struct Watcher Watcher;
 
@@ -29,7 +30,7 @@ typedef struct Manager {
         uint64_t io_timeout_usec; /* how long reading a caller's image may take before Timeout */
         char *qsd_path; /* qemu-storage-daemon, for virtual disks; NULL: VDISK_QSD_PATH */
         ImageReader *image_reader; /* NULL: each image is read in a worker forked then */
-        struct ServerWait *server_waits; /* manager_release_after_servers() */
+        ServerWait *server_waits; /* manager_release_after_servers() */
 } Manager;
 
 int manager_new(Manager **ret);

@@ -11,8 +11,8 @@
  * directory. A reader (loopd after a crash) sees the old contents or the new, never a part. */
 int state_write_file(const char *dir, const char *name, const char *contents);
 
-/* Writes (atomically: temp file + rename) or removes the record of one device in state_dir/devices/, and
- * with it its udev mark; state_remove_record() leaves the mark. */
+/* Writes (atomically: temp file + rename) the record of one device in state_dir/devices/;
+ * state_remove_device() removes it and its udev mark, state_remove_record() the record alone. */
 int state_save_device(const char *state_dir, const ManagedDevice *d);
 int state_remove_device(const char *state_dir, unsigned number);
 int state_remove_record(const char *state_dir, unsigned number);

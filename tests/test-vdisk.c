@@ -344,6 +344,8 @@ static const VdiskCase write_dbus_vpc = { .format = "vpc", .data = "dbus" };
 static const char *const qsd_false[] = { "--qemu-storage-daemon=/usr/bin/false", NULL };
 static const char *const qsd_true[] = { "--qemu-storage-daemon=/usr/bin/true", NULL };
 static const VdiskCase stand_in_false = { .format = "qcow2", .loopd_args = qsd_false };
+static const char *const pending_2[] = { "--max-pending-per-user", "2", NULL };
+static const VdiskCase open_qcow2_pending_2 = { .format = "qcow2", .loopd_args = pending_2 };
 static const VdiskCase stand_in_true = { .format = "qcow2", .loopd_args = qsd_true };
 
 #define REFUSAL(name) static const VdiskCase case_##name = { .data = &refuse_##name }
@@ -370,8 +372,8 @@ int main(int argc, char **argv)
         vdisk_add("/loopd/vdisk/open/vhdx-mounts-the-raw-disks-files", test_open_same_files, &open_vhdx);
         vdisk_add("/loopd/vdisk/open/vpc-mounts-the-raw-disks-files", test_open_same_files, &open_vpc);
         vdisk_add("/loopd/vdisk/open/read-only-by-default", test_open_read_only_by_default, &open_qcow2);
-        vdisk_add(
-                "/loopd/vdisk/open/again-many-times-keeps-no-call", test_open_again_many_times, &open_qcow2);
+        vdisk_add("/loopd/vdisk/open/again-many-times-keeps-no-call", test_open_again_many_times,
+                &open_qcow2_pending_2);
         vdisk_add("/loopd/vdisk/attach/readable-through-a-group", test_attach_through_group, &open_qcow2);
         vdisk_add("/loopd/vdisk/attach/read-only-unless-read-write-asked",
                 test_attach_read_only_unless_asked, &open_qcow2);
