@@ -210,8 +210,7 @@ int engine_unmount(Manager *m, unsigned number, const char *target, EngineError 
                 log_info("A FUSE server of %s still runs: loop%u goes once it has exited", target, number);
                 manager_release_after_servers(m, number, diskseq, &left);
         }
-        for (size_t i = 0; i < left.n; i++)
-                safe_close(left.pidfds[i]);
+        mount_servers_close(&left);
         if (m->watcher)
                 watcher_update_mounts(m->watcher);
         return 0;

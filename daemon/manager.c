@@ -15,7 +15,6 @@
 #include "partition.h"
 #include "process-util.h"
 #include "registry.h"
-#include "strv.h"
 #include "watcher.h"
 
 int manager_new(Manager **ret)
@@ -62,8 +61,7 @@ typedef struct ServerWait {
 static void server_wait_free(ServerWait *w)
 {
         sd_event_source_disable_unref(w->exit_source);
-        for (size_t i = 0; i < w->servers.n; i++)
-                safe_close(w->servers.pidfds[i]);
+        mount_servers_close(&w->servers);
         free(w);
 }
 
@@ -137,13 +135,15 @@ void manager_release_after_servers(Manager *m, unsigned number, uint64_t diskseq
                         fd = fds[watched];
                         fds[watched] = fds[w->servers.n - 1];
                         fds[w->servers.n - 1] = fd;
+                        mount_servers_close(servers);
                         return;
                 }
 
         w = calloc(1, sizeof(ServerWait));
         if (!w) {
                 log_warning("Out of memory: loop%u stays attached after its last unmount", number);
-                return; /* the caller closes the pidfds */
+                mount_servers_close(servers);
+                return;
         }
         *w = (ServerWait){ .manager = m, .number = number, .diskseq = diskseq, .servers = *servers };
         servers->n = 0;
@@ -185,18 +185,17 @@ Manager *manager_free(Manager *m)
         return NULL;
 }
 
-/* At start: a device that goes with its last mount, mounted once (loopd set the kernel's flag) and with
- * nothing mounted now, was left by a loopd that stopped while its release waited for the FUSE servers of
- * that last unmount (manager_release_after_servers() keeps them in memory only). It goes now, or once the
- * servers that still hold it (or one of its partitions) have exited. */
+/* At start, once the watcher has read the mount table: a device that goes with its last mount, mounted once
+ * (loopd set the kernel's flag) and with nothing mounted now, was left by a loopd that stopped while its
+ * release waited for the FUSE servers of that last unmount (manager_release_after_servers() keeps them in
+ * memory only). It goes now, or once the servers that still hold it (or one of its partitions) have
+ * exited. */
 static void manager_release_unmounted(Manager *m)
 {
         ManagedDevice *next;
 
         for (ManagedDevice *d = m->registry->devices; d; d = next) {
-                _cleanup_(loop_info_freep) LoopInfo *info = NULL;
                 _cleanup_free_ KernelPartition *parts = NULL;
-                _cleanup_strv_free_ char **mounts = NULL;
                 MountServers servers = { 0 };
                 unsigned number = d->number;
                 uint64_t diskseq = d->diskseq;
@@ -204,23 +203,20 @@ static void manager_release_unmounted(Manager *m)
                 struct stat st;
 
                 next = d->next; /* d goes if it is released */
-                if (!d->autoclear_armed || d->lock_fd < 0 || fstat(d->lock_fd, &st) < 0 ||
-                        loop_get_identity(number, &info) < 0 || info->diskseq != diskseq ||
-                        registry_device_mounts(info, &mounts) < 0 || (mounts && mounts[0]))
+                if (!d->autoclear_armed || d->lock_fd < 0 || watcher_knows_mount_of(m->watcher, number) ||
+                        fstat(d->lock_fd, &st) < 0)
                         continue;
                 /* Its servers first: while one holds it, a release would wait for them (seconds) in vain. */
                 mount_fuse_servers_holding(st.st_rdev, &servers);
                 if (partition_list_kernel(number, &parts, &n_parts) >= 0)
                         for (size_t i = 0; i < n_parts; i++)
                                 mount_fuse_servers_holding(parts[i].devnum, &servers);
-                if (servers.n == 0) {
-                        (void)registry_release_if_autoclear(m->registry, number);
-                        continue;
-                }
-                log_info("A FUSE server still holds loop%u: it goes once the server has exited", number);
-                manager_release_after_servers(m, number, diskseq, &servers);
-                for (size_t i = 0; i < servers.n; i++)
-                        safe_close(servers.pidfds[i]);
+                if (servers.n > 0) {
+                        log_info("A FUSE server still holds loop%u: it goes once the server has exited",
+                                number);
+                        manager_release_after_servers(m, number, diskseq, &servers);
+                } else if (registry_release_if_autoclear(m->registry, number) > 0)
+                        watcher_update_device(m->watcher, number);
         }
 }
 
@@ -233,7 +229,6 @@ int manager_start(Manager *m)
                 return log_error_errno(r, "Failed to set up the device registry: %m");
         /* The records first: the watcher's first look at the devices takes their owners from them. */
         registry_load(m->registry);
-        manager_release_unmounted(m);
 
         WatcherConfig config = {
                 .event = m->event,
@@ -247,6 +242,7 @@ int manager_start(Manager *m)
         r = watcher_new(&config, &m->watcher);
         if (r < 0)
                 return log_error_errno(r, "Failed to watch block devices: %m");
+        manager_release_unmounted(m);
         return 0;
 }
 

@@ -47,8 +47,8 @@ void manager_stop(Manager *m);
 bool manager_is_idle(Manager *m);
 
 /* After an Unmount of loopN (diskseq) whose FUSE servers outlived unmount_filesystem()'s wait and hold the
- * device (its autoclear release was Busy): takes the servers' pidfds and, once the last has exited, releases
- * the device (registry_release_if_autoclear()). */
+ * device (its autoclear release was Busy): takes the servers' pidfds (servers is empty after) and, once the
+ * last has exited, releases the device (registry_release_if_autoclear()). */
 void manager_release_after_servers(Manager *m, unsigned number, uint64_t diskseq, MountServers *servers);
 /* Removes a mount point directory if loopd made it (it lies in the media dir). */
 void manager_remove_mount_point(Manager *m, const char *path);

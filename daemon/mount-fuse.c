@@ -398,6 +398,12 @@ size_t mount_fuse_servers_of(dev_t rdev, int *pidfds, size_t max)
         return n;
 }
 
+void mount_servers_close(MountServers *servers)
+{
+        while (servers->n > 0)
+                safe_close(servers->pidfds[--servers->n]);
+}
+
 void mount_fuse_servers_holding(dev_t rdev, MountServers *servers)
 {
         servers->n += mount_fuse_servers_of(

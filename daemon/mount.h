@@ -154,6 +154,8 @@ typedef struct MountServers {
  * return in time (mount_set_timeout()); -EINPROGRESS: an earlier mount or unmount of its node still waits in
  * the kernel. */
 int unmount_filesystem(const char *target, MountServers *ret_left);
+/* Closes the pidfds; servers is empty after. */
+void mount_servers_close(MountServers *servers);
 /* Adds to *servers the FUSE servers that hold the block device rdev open (a driver still exiting after its
  * unmount), as long as there is room: pidfds, the caller's to close. */
 void mount_fuse_servers_holding(dev_t rdev, MountServers *servers);

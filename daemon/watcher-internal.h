@@ -130,8 +130,6 @@ void watcher_close_mounts(Watcher *w);
 /* Compares the mount table (table, or the one now when NULL) with the last look and, with announce, says
  * what changed. only_removals: new mounts are left for the next look. */
 void watcher_rescan_mounts(Watcher *w, MountTable *table, bool announce, bool only_removals);
-/* Is a device or partition of loopN mounted, as far as the watcher's last look at the mount table knows? */
-bool watcher_knows_mount_of(Watcher *w, unsigned number);
 /* At start: the mount points loopd made before that are no longer mounted go. */
 void watcher_adopt_mounts(Watcher *w);
 

@@ -69,6 +69,8 @@ void watcher_update_mounts(Watcher *w);
 /* Could loopN (or a partition of it) be mounted, as far as the watcher can tell without reading the mount
  * table? False only when the watcher has read every change of the mount table and knows no mount of it. */
 bool watcher_may_have_mounts(Watcher *w, unsigned number);
+/* Is a device or partition of loopN mounted, as far as the watcher's last look at the mount table knows? */
+bool watcher_knows_mount_of(Watcher *w, unsigned number);
 /* Reads loopN from the kernel as watcher_update_device() does, then probes what is on it now (it opens the
  * device and its partitions), keeps it, and reports Partitions when it changed. -ENXIO when loopN is not
  * bound. */
