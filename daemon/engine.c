@@ -8,7 +8,6 @@
 #include <grp.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -185,20 +184,17 @@ static int mark_for_udev(unsigned number, bool claimed, void *userdata)
 /* The image's own group, when the user database makes the caller a member of it and it is not their primary
  * group (a VM's disk, 0640 root:kvm): the one supplementary group the export gets. qemu reopens the image by
  * its path, which the kernel checks against the process's ids: this group lets it do to this file what the
- * caller's membership lets them, and no more groups give it anything of other files'. *ret_set false: none
- * (also for a caller without a passwd entry, or with more groups than the kernel takes). */
-static int image_group_of(uid_t uid, int fd, gid_t *ret_group, bool *ret_set)
+ * caller's membership lets them, and no more groups give it anything of other files'. user and gid: the
+ * caller's name and primary group, as engine_user_of() gives them. *ret_set false: none (also for a name
+ * that is a number, which engine_user_of() gives a caller without a usable passwd entry: another account may
+ * have that name; and for more groups than the kernel takes). */
+static int image_group_of(const char *user, gid_t gid, int fd, gid_t *ret_group, bool *ret_set)
 {
-        struct passwd pw, *result = NULL;
-        char buf[4096];
         struct stat st;
         bool member = false;
-        int size = 64, r;
+        int size = 64;
 
-        r = getpwuid_r(uid, &pw, buf, sizeof(buf), &result);
-        if (r != 0)
-                return -r;
-        if (!result || fd_stat_cached(fd, &st) < 0 || st.st_gid == result->pw_gid) {
+        if (user[strspn(user, "0123456789")] == '\0' || fd_stat_cached(fd, &st) < 0 || st.st_gid == gid) {
                 *ret_set = false;
                 return 0;
         }
@@ -208,7 +204,7 @@ static int image_group_of(uid_t uid, int fd, gid_t *ret_group, bool *ret_set)
 
                 if (!list)
                         return -ENOMEM;
-                if (getgrouplist(result->pw_name, result->pw_gid, list, &n) >= 0) {
+                if (getgrouplist(user, gid, list, &n) >= 0) {
                         for (int i = 0; i < n; i++)
                                 member = member || list[i] == st.st_gid;
                         break;
@@ -274,7 +270,7 @@ int engine_vdisk_start(Manager *m, int fd, const AttachRequest *req, uid_t uid, 
          * group when the caller is in it: a VM's disk is often theirs to read through one (kvm, libvirt). */
         r = engine_user_of(uid, &user, &gid);
         if (r >= 0)
-                r = image_group_of(uid, fd, &group, &grouped);
+                r = image_group_of(user, gid, fd, &group, &grouped);
         if (r < 0)
                 return engine_error_errno(e, r, "Failed to look up the caller");
         r = vdisk_start(m->event, m->state_dir, m->qsd_path, fd, probe->format, !req->read_only,
