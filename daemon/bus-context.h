@@ -2,6 +2,7 @@
  * device-dbus.c). The engine's Manager is below it; nothing below includes this. */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <systemd/sd-bus.h>
 
@@ -23,6 +24,8 @@ typedef struct Bus {
         uint64_t exit_on_idle_usec; /* 0: never */
         uint64_t last_activity_usec;
         sd_event_source *idle_timer;
+        sd_bus_slot *release_slot; /* the ReleaseName of an exit on idle, until its reply */
+        bool name_released; /* exits once the calls that came before the release are answered */
 } Bus;
 
 /* The Manager's ListDevices and ListPartitions (list-dbus.c), in manager-dbus.c's vtable. */

@@ -40,12 +40,16 @@ Bus *bus_free(Bus *b)
                 return NULL;
         bus_cancel_calls(b);
         sd_event_source_disable_unref(b->idle_timer);
+        sd_bus_slot_unref(b->release_slot);
         auth_free(b->auth);
         bus_calls_free(b->calls);
         sd_bus_flush_close_unref(b->bus);
         free(b);
         return NULL;
 }
+
+/* How often loopd looks again, once its name went back, whether the calls that came before are answered. */
+#define BUS_EXIT_CHECK_USEC (100 * UINT64_C(1000))
 
 /* Idle means: no message for the idle time, nothing waiting (polkit, an image, udev), and nothing of the
  * engine's to keep: devices and mounts keep loopd alive, because their owners live only in its memory and
@@ -59,25 +63,66 @@ static bool bus_is_idle(Bus *b, uint64_t now)
         return manager_is_idle(b->manager);
 }
 
+static int bus_arm_idle_timer(Bus *b, uint64_t usec)
+{
+        /* A timer source is one-shot: arm it again. */
+        int r = sd_event_source_set_time(b->idle_timer, usec);
+        if (r < 0)
+                return r;
+        return sd_event_source_set_enabled(b->idle_timer, SD_EVENT_ONESHOT);
+}
+
+/* After the name went back: the calls that came before are answered (those that wait for polkit, an image or
+ * udev included), then loopd exits. What they set up (an Attach that came just then) keeps its record: the
+ * next loopd, which waits for this one (manager_start()), takes it over. */
+static int bus_exit_when_answered(Bus *b, uint64_t now)
+{
+        if (bus_calls_count(b->calls) == 0 && !auth_busy(b->auth))
+                return sd_event_exit(b->manager->event, 0);
+        return bus_arm_idle_timer(b, now + BUS_EXIT_CHECK_USEC);
+}
+
+static int bus_on_name_released(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error)
+{
+        Bus *b = userdata;
+        const sd_bus_error *e = sd_bus_message_get_error(reply);
+        uint64_t now;
+
+        b->release_slot = sd_bus_slot_unref(b->release_slot);
+        (void)sd_event_now(b->manager->event, CLOCK_MONOTONIC, &now);
+        if (e) {
+                log_warning("Failed to give back the bus name, not exiting: %s", e->message);
+                return bus_arm_idle_timer(b, now + b->exit_on_idle_usec);
+        }
+        /* The bus sent this reply after every call it routed to loopd under the name, and sd-bus dispatches
+         * in order: those calls have all been taken. A later one starts a new loopd by activation. */
+        b->name_released = true;
+        return bus_exit_when_answered(b, now);
+}
+
 static int bus_on_idle_timer(sd_event_source *s, uint64_t usec, void *userdata)
 {
         Bus *b = userdata;
-        sd_event *event = b->manager->event;
         uint64_t now;
+        int r;
 
-        (void)sd_event_now(event, CLOCK_MONOTONIC, &now);
-        if (bus_is_idle(b, now)) {
-                log_info("Idle for %" PRIu64 " s with nothing attached, exiting",
-                        b->exit_on_idle_usec / 1000000);
-                /* Give the name back first: a call that arrives now starts a new loopd by activation. */
-                (void)sd_bus_release_name(b->bus, LOOPD_BUS_NAME);
-                return sd_event_exit(event, 0);
+        (void)sd_event_now(b->manager->event, CLOCK_MONOTONIC, &now);
+        if (b->name_released)
+                return bus_exit_when_answered(b, now);
+        if (!bus_is_idle(b, now))
+                return bus_arm_idle_timer(b, MAX(now, b->last_activity_usec) + b->exit_on_idle_usec);
+
+        log_info("Idle for %" PRIu64 " s with nothing attached, exiting", b->exit_on_idle_usec / 1000000);
+        /* Give the name back first, and not by a call that waits for the reply: the calls the bus routes
+         * to loopd until it has taken the name back would be read into sd-bus's queue meanwhile and dropped
+         * with the connection, their callers told NoReply. They are answered as usual instead, and loopd
+         * exits after (bus_on_name_released()). */
+        r = sd_bus_release_name_async(b->bus, &b->release_slot, LOOPD_BUS_NAME, bus_on_name_released, b);
+        if (r < 0) {
+                log_warning_errno(r, "Failed to give back the bus name, not exiting: %m");
+                return bus_arm_idle_timer(b, now + b->exit_on_idle_usec);
         }
-        /* A timer source is one-shot: arm it again for when the quiet period would end. */
-        int r = sd_event_source_set_time(s, MAX(now, b->last_activity_usec) + b->exit_on_idle_usec);
-        if (r < 0)
-                return r;
-        return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        return 0;
 }
 
 /* Every incoming message, before it is dispatched: it counts as activity, and a question about the devices

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -122,6 +123,52 @@ int state_note_boot(const char *state_dir)
                 return negative_errno();
         strcat(current, "\n");
         return state_write_file(state_dir, "boot-id", current);
+}
+
+int state_lock_open(const char *state_dir, int *ret_fd)
+{
+        _cleanup_free_ char *path = NULL;
+        int fd;
+
+        if (mkdir(state_dir, 0755) < 0 && errno != EEXIST)
+                return negative_errno();
+        if (asprintf(&path, "%s/lock", state_dir) < 0)
+                return -ENOMEM;
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
+        if (fd < 0)
+                return negative_errno();
+        *ret_fd = fd;
+        return 0;
+}
+
+/* The pid of the lock's holder, for the next one's message only. */
+static void lock_note_holder(int fd)
+{
+        char text[16];
+        int n = snprintf(text, sizeof(text), "%d\n", (int)getpid());
+
+        if (ftruncate(fd, 0) < 0 || pwrite(fd, text, (size_t)n, 0) != n)
+                return; /* the lock is held all the same: the next one's message misses the pid */
+}
+
+int state_lock_try(int fd, pid_t *ret_holder)
+{
+        char text[16];
+        ssize_t n;
+
+        *ret_holder = 0;
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+                lock_note_holder(fd);
+                return 0;
+        }
+        if (errno != EWOULDBLOCK)
+                return negative_errno();
+        n = pread(fd, text, sizeof(text) - 1, 0);
+        if (n > 0) {
+                text[n] = '\0';
+                *ret_holder = (pid_t)strtol(text, NULL, 10);
+        }
+        return -EWOULDBLOCK;
 }
 
 /* A record in the state dir's key=value format. */

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <sys/types.h>
 
 #include "macro.h"
 #include "record.h"
@@ -35,6 +36,15 @@ void state_prune_udev_marks(const char *state_dir);
  * note), other -errno. */
 int state_boot_is_current(const char *state_dir);
 int state_note_boot(const char *state_dir);
+
+/* loopd's lock on its state dir: one loopd a state dir at a time. A loopd that exits when idle gives its bus
+ * name back, then still answers the calls that came before the bus took it, and the bus may meanwhile start
+ * the next loopd for a later call: that one must not load the records, roll back attaches or stop exports
+ * while the first still makes them. state_lock_open() opens (makes) state_dir/lock; state_lock_try() takes
+ * an exclusive BSD lock on it without waiting, held for as long as fd is open, and writes the caller's pid
+ * there: 0, or -EWOULDBLOCK while another process holds it (*ret_holder: the pid it wrote, 0 if unknown). */
+int state_lock_open(const char *state_dir, int *ret_fd);
+int state_lock_try(int fd, pid_t *ret_holder);
 
 /* Reads every record. Records that do not parse are skipped (and removed). */
 int state_load_devices(const char *state_dir, ManagedDevice **ret_list);

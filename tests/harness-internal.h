@@ -41,7 +41,6 @@ void harness_stop_exports(Harness *h);
 /* Waits until name has an owner on c; fails the test when p exits first or on the timeout. */
 bool harness_process_wait_for_name(GDBusConnection *c, const char *name, HarnessProcess *p);
 char *harness_describe_wait_status(int status);
-bool harness_text_has_sanitizer_report(const char *text);
 void harness_print_log_tail(const char *title, const char *path, guint max_lines);
 /* loopd's log, once per test: whoever notices a problem first prints it. */
 void harness_print_loopd_log(HarnessPrivate *p);

@@ -150,6 +150,11 @@ bool harness_start_loopd(Harness *h)
         return true;
 }
 
+GPid harness_bus_pid(Harness *h)
+{
+        return h->priv ? h->priv->dbus.pid : 0;
+}
+
 GPid harness_loopd_pid(Harness *h)
 {
         if (!h->priv)
@@ -214,9 +219,10 @@ static void own_loopd_child_setup(gpointer user_data)
         (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
 }
 
-GSubprocess *harness_start_own_loopd(Harness *h, const char *log_path)
+GSubprocess *harness_spawn_own_loopd(Harness *h, const char *log_path, const char *const *args)
 {
         g_autoptr(GSubprocessLauncher) launcher = g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_NONE);
+        g_autoptr(GPtrArray) argv = g_ptr_array_new();
         g_autoptr(GError) error = NULL;
         const char *binary = g_getenv("LOOPD_BINARY");
         GSubprocess *loopd;
@@ -239,13 +245,25 @@ GSubprocess *harness_start_own_loopd(Harness *h, const char *log_path)
         g_subprocess_launcher_set_cwd(launcher, "/");
         /* A test that crashes takes it along, as the harness's own processes. */
         g_subprocess_launcher_set_child_setup(launcher, own_loopd_child_setup, NULL, NULL);
-        loopd = g_subprocess_launcher_spawn(
-                launcher, &error, binary, "--state-dir", h->state_dir, "--media-dir", h->media_dir, NULL);
-        if (!loopd) {
+        g_ptr_array_add(argv, (gpointer)binary);
+        g_ptr_array_add(argv, (gpointer) "--state-dir");
+        g_ptr_array_add(argv, h->state_dir);
+        g_ptr_array_add(argv, (gpointer) "--media-dir");
+        g_ptr_array_add(argv, h->media_dir);
+        for (size_t i = 0; args && args[i]; i++)
+                g_ptr_array_add(argv, (gpointer)args[i]);
+        g_ptr_array_add(argv, NULL);
+        loopd = g_subprocess_launcher_spawnv(launcher, (const char *const *)argv->pdata, &error);
+        if (!loopd)
                 g_test_fail_printf("cannot start the test's own loopd: %s", error->message);
-                return NULL;
-        }
-        if (!harness_wait_for_name(h->bus, LOOPD_BUS_NAME, true, HARNESS_TIMEOUT_MS)) {
+        return loopd;
+}
+
+GSubprocess *harness_start_own_loopd(Harness *h, const char *log_path, const char *const *args)
+{
+        GSubprocess *loopd = harness_spawn_own_loopd(h, log_path, args);
+
+        if (loopd && !harness_wait_for_name(h->bus, LOOPD_BUS_NAME, true, HARNESS_TIMEOUT_MS)) {
                 g_test_fail_printf("the test's own loopd did not own %s within %d ms", LOOPD_BUS_NAME,
                         HARNESS_TIMEOUT_MS);
                 g_subprocess_send_signal(loopd, SIGKILL);

@@ -178,15 +178,21 @@ void harness_hang_kill(HarnessHang *hang);
 /* Kills the server if it still runs, detaches what is bound to the file, unmounts it. */
 void harness_hang_clear(HarnessHang *hang);
 
+/* The private bus's dbus-daemon's pid (0 when it is not running): to stop it for a moment. */
+GPid harness_bus_pid(Harness *h);
 /* loopd's pid (0 when it is not running): for /proc/PID/fd and the like. */
 GPid harness_loopd_pid(Harness *h);
 /* loopd's stderr so far. */
 char *harness_loopd_log(Harness *h);
 /* A second loopd of the test's own, for tests that kill it (the harness's must exit cleanly): same bus,
- * state and media directories, stdout and stderr appended to log_path, killed when the test process dies.
- * Returns it once it owns org.loopd1; NULL (and the test failed) when it did not. Only one loopd can own
- * the name: such tests set HarnessOptions.no_loopd. */
-GSubprocess *harness_start_own_loopd(Harness *h, const char *log_path);
+ * state and media directories, then args (NULL-terminated; NULL: none), stdout and stderr appended to
+ * log_path, killed when the test process dies. Returns it once it owns org.loopd1; NULL (and the test
+ * failed) when it did not. Only one loopd can own the name: such tests set HarnessOptions.no_loopd.
+ * harness_spawn_own_loopd() returns it at once, without waiting for the name. */
+GSubprocess *harness_start_own_loopd(Harness *h, const char *log_path, const char *const *args);
+GSubprocess *harness_spawn_own_loopd(Harness *h, const char *log_path, const char *const *args);
+/* Whether a process's log (text) has an AddressSanitizer or UndefinedBehaviorSanitizer report. */
+bool harness_text_has_sanitizer_report(const char *text);
 /* Waits until name has an owner on c (owned) or has none (!owned), at most timeout_ms; returns whether it
  * did. Does not fail the test. */
 bool harness_wait_for_name(GDBusConnection *c, const char *name, bool owned, guint timeout_ms);

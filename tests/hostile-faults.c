@@ -467,7 +467,7 @@ void test_loopd_killed_during_attach(Harness *h, gconstpointer data)
                 parts[i] = (GptPart){ 2048 + i * 256, 2048 + i * 256 + 255 };
         gpt_write(image, 32 * MiB / 512, 32 * MiB, parts, G_N_ELEMENTS(parts));
 
-        own = harness_start_own_loopd(h, own_log);
+        own = harness_start_own_loopd(h, own_log, NULL);
         if (!own)
                 return;
         if (stall)
@@ -731,7 +731,7 @@ void test_loopd_killed_during_format(Harness *h, gconstpointer data)
                 return;
         /* ext2 writes every inode table: on 16 GiB its mkfs runs long enough to be caught. */
         image_create(image, 16384 * MiB);
-        own = harness_start_own_loopd(h, own_log);
+        own = harness_start_own_loopd(h, own_log, NULL);
         if (!own)
                 return;
         g_assert_true(harness_attach_path(user, image, O_RDWR, NULL, &device, &error));

@@ -501,6 +501,12 @@ int main(int argc, char **argv)
                 test_restart_removes_mount_point_unmounted_while_down, &own_start);
         harness_add(
                 "/loopd/watcher/stale-state-records-dropped", test_stale_state_records_dropped, &own_start);
+        harness_add("/loopd/watcher/exit-on-idle-not-while-attached", test_exit_on_idle_not_while_attached,
+                &own_start);
+        harness_add("/loopd/watcher/exit-on-idle-answers-calls-that-came-meanwhile",
+                test_exit_on_idle_answers_calls_that_came_meanwhile, &own_start);
+        harness_add("/loopd/watcher/second-loopd-waits-for-the-first", test_second_loopd_waits_for_the_first,
+                &own_start);
 
         return g_test_run();
 }

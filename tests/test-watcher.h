@@ -97,5 +97,10 @@ void test_restart_keeps_owners_and_mounts(Harness *h, gconstpointer data);
 void test_restart_removes_mount_point_unmounted_while_down(Harness *h, gconstpointer data);
 void test_stale_state_records_dropped(Harness *h, gconstpointer data);
 
+/* watcher-lifetime.c */
+void test_exit_on_idle_not_while_attached(Harness *h, gconstpointer data);
+void test_exit_on_idle_answers_calls_that_came_meanwhile(Harness *h, gconstpointer data);
+void test_second_loopd_waits_for_the_first(Harness *h, gconstpointer data);
+
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(DeviceEntry, device_entry_clear)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(EventLog, event_log_free)

@@ -242,7 +242,7 @@ void test_loopd_killed_export_adopted(Vdisk *v, gconstpointer data)
         disk = make_disk(h, "disk.img");
         image = convert_disk(h, disk, "qcow2", "image.qcow2");
         g_assert_true(harness_stop_loopd(h));
-        own = harness_start_own_loopd(h, own_log);
+        own = harness_start_own_loopd(h, own_log, NULL);
         REQUIRE_NONNULL(own);
         device = open_image(h, HARNESS_USER_A, image, false, &mp1, &mp2);
         REQUIRE_NONNULL(device);

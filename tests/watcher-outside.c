@@ -13,7 +13,7 @@ typedef struct OwnLoopd {
 static bool own_loopd_start(Harness *h, OwnLoopd *l)
 {
         l->log_path = g_build_filename(h->tmpdir, "loopd-killed.log", NULL);
-        l->process = harness_start_own_loopd(h, l->log_path);
+        l->process = harness_start_own_loopd(h, l->log_path, NULL);
         return l->process != NULL;
 }
 

@@ -1,0 +1,294 @@
+/* watcher-lifetime.c: loopd's own life, as the packaged service runs it (--exit-on-idle, started by the
+ * bus): it exits when idle and not while a device of its own is bound, it answers the calls that reached it
+ * while it gave its name back, and a second loopd on the same state dir waits until the first has exited
+ * before it touches anything. */
+#include "test-watcher.h"
+
+/* --exit-on-idle for these tests, in seconds. */
+#define IDLE_S 2
+#define IDLE_ARGS ((const char *const[]){ "--exit-on-idle", G_STRINGIFY(IDLE_S), NULL })
+/* What loopd logs when it decides to exit (bus-service.c). */
+#define IDLE_LOG "Idle for " G_STRINGIFY(IDLE_S) " s with nothing attached, exiting"
+/* What a second loopd logs while the first holds the state dir (manager.c). */
+#define WAITING_LOG "Waiting for the loopd that still uses"
+/* How often the race test tries before it concludes that the bus never routed its call to loopd in time. */
+#define RACE_ATTEMPTS 3
+
+/* A loopd of the test's own, and whether it has exited (reaped by GLib). */
+typedef struct Own {
+        GSubprocess *process;
+        char *log_path;
+        bool exited;
+} Own;
+
+static void own_on_exit(GObject *source, GAsyncResult *result, gpointer data)
+{
+        *(bool *)data = true;
+}
+
+static bool own_watch(Own *o)
+{
+        if (o->process)
+                g_subprocess_wait_async(o->process, NULL, own_on_exit, &o->exited);
+        return o->process != NULL;
+}
+
+static bool own_start(Harness *h, Own *o, const char *name, const char *const *args)
+{
+        o->log_path = g_strdup_printf("%s/%s.log", h->tmpdir, name);
+        o->process = harness_start_own_loopd(h, o->log_path, args);
+        return own_watch(o);
+}
+
+static bool own_has_exited(gconstpointer data)
+{
+        return ((const Own *)data)->exited;
+}
+
+/* Waits until o has exited on its own, at most timeout_ms; fails the test unless it exited with 0. */
+static void own_check_exits_cleanly(Own *o, int timeout_ms)
+{
+        if (!wait_until(own_has_exited, o, timeout_ms)) {
+                g_test_fail_printf("loopd (%s) did not exit within %d ms", o->log_path, timeout_ms);
+                return;
+        }
+        if (!g_subprocess_get_if_exited(o->process) || g_subprocess_get_exit_status(o->process) != 0)
+                g_test_fail_printf("loopd (%s) did not exit with 0", o->log_path);
+}
+
+static void own_stop(Own *o)
+{
+        g_subprocess_send_signal(o->process, SIGTERM);
+        own_check_exits_cleanly(o, HARNESS_TIMEOUT_MS);
+}
+
+static void own_clear(Own *o)
+{
+        if (o->process && !o->exited) {
+                g_subprocess_force_exit(o->process);
+                (void)wait_until(own_has_exited, o, HARNESS_TIMEOUT_MS);
+        }
+        g_clear_object(&o->process);
+        if (o->log_path) {
+                g_autofree char *log = NULL;
+                if (g_file_get_contents(o->log_path, &log, NULL, NULL)) {
+                        if (harness_text_has_sanitizer_report(log))
+                                g_test_fail_printf("%s has a sanitizer report", o->log_path);
+                        if (g_test_failed())
+                                g_test_message("%s:\n%s", o->log_path, log);
+                }
+        }
+        g_clear_pointer(&o->log_path, g_free);
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Own, own_clear)
+
+static bool log_has(const char *path, const char *needle)
+{
+        g_autofree char *log = NULL;
+
+        return g_file_get_contents(path, &log, NULL, NULL) && strstr(log, needle);
+}
+
+/* Waits until the log at path has needle, at most timeout_ms. */
+static bool log_wait(const char *path, const char *needle, int timeout_ms)
+{
+        gint64 deadline = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+
+        while (!log_has(path, needle)) {
+                if (g_get_monotonic_time() > deadline)
+                        return false;
+                g_usleep(20 * 1000);
+        }
+        return true;
+}
+
+/* Who owns the name now (NULL: nobody). */
+static char *name_owner(Harness *h)
+{
+        g_autoptr(GVariant) reply =
+                g_dbus_connection_call_sync(h->bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                        "org.freedesktop.DBus", "GetNameOwner", g_variant_new("(s)", LOOPD_BUS_NAME),
+                        G_VARIANT_TYPE("(s)"), G_DBUS_CALL_FLAGS_NONE, HARNESS_TIMEOUT_MS, NULL, NULL);
+        char *owner = NULL;
+
+        if (reply)
+                g_variant_get(reply, "(s)", &owner);
+        return owner;
+}
+
+/* Idle with nothing attached, loopd exits (0) and gives its name back; with a device of its own bound it
+ * stays, however long it waits. */
+void test_exit_on_idle_not_while_attached(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        harness_allow_all(h);
+        g_autofree char *image = make_ext4_image(h, "idle.img", "IDLE");
+        g_auto(Own) own = { 0 };
+        g_autoptr(GError) error = NULL;
+        g_autofree char *device = NULL;
+
+        REQUIRE(own_start(h, &own, "loopd-idle", IDLE_ARGS));
+        GDBusConnection *owner = harness_connect_as(h, HARNESS_USER_A);
+        REQUIRE(owner);
+        REQUIRE((device = attach(owner, image)));
+
+        /* Three idle times with the device bound and no call: it stays. */
+        g_usleep(3 * IDLE_S * G_USEC_PER_SEC);
+        g_assert_false(own.exited);
+        g_assert_false(log_has(own.log_path, IDLE_LOG));
+        g_autofree char *before = name_owner(h);
+        g_assert_nonnull(before);
+
+        g_assert_true(harness_detach(owner, device, NULL, &error));
+        harness_assert_no_error(error);
+        own_check_exits_cleanly(&own, IDLE_S * 1000 + HARNESS_TIMEOUT_MS);
+        g_assert_true(log_has(own.log_path, IDLE_LOG));
+        g_assert_true(harness_wait_for_name(h->bus, LOOPD_BUS_NAME, false, HARNESS_TIMEOUT_MS));
+}
+
+typedef struct CallResult {
+        bool done;
+        GVariant *reply;
+        GError *error;
+} CallResult;
+
+static void call_on_reply(GObject *source, GAsyncResult *result, gpointer data)
+{
+        CallResult *r = data;
+
+        r->reply = g_dbus_connection_call_finish(G_DBUS_CONNECTION(source), result, &r->error);
+        r->done = true;
+}
+
+static bool call_done(gconstpointer data)
+{
+        return ((const CallResult *)data)->done;
+}
+
+/* One try at the race: loopd decides to exit while a call to it is on its way. dbus-daemon is stopped
+ * (SIGSTOP) so that the call waits in its socket while loopd decides it is idle and sends its ReleaseName;
+ * once it runs again it reads the call first (it came first) and routes it to loopd, which still owns the
+ * name. Returns 1 when loopd answered, 0 when the bus took the name back first (the call went nowhere:
+ * this bus starts no loopd by activation), -1 after failing the test. */
+static int try_call_while_giving_the_name_back(Harness *h, guint attempt)
+{
+        g_autofree char *name = g_strdup_printf("loopd-idle-race-%u", attempt);
+        g_auto(Own) own = { 0 };
+        CallResult result = { 0 };
+        GPid bus = harness_bus_pid(h);
+        bool decided;
+
+        if (bus <= 0) {
+                g_test_fail_printf("no dbus-daemon pid");
+                return -1;
+        }
+        GDBusConnection *c = harness_connect_as(h, HARNESS_USER_A);
+        if (!c || !own_start(h, &own, name, IDLE_ARGS))
+                return -1;
+
+        /* From here to SIGCONT without a return: the bus must run again whatever happens. */
+        g_assert_cmpint(kill(bus, SIGSTOP), ==, 0);
+        g_dbus_connection_call(c, LOOPD_BUS_NAME, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, "ListDevices",
+                NULL, NULL, G_DBUS_CALL_FLAGS_NONE, HARNESS_TIMEOUT_MS, NULL, call_on_reply, &result);
+        g_usleep(300 * 1000); /* GDBus's thread writes the call */
+        decided = log_wait(own.log_path, IDLE_LOG, IDLE_S * 1000 + HARNESS_TIMEOUT_MS);
+        g_usleep(300 * 1000); /* loopd writes its ReleaseName right after the log line */
+        g_assert_cmpint(kill(bus, SIGCONT), ==, 0);
+
+        if (!decided) {
+                g_test_fail_printf("loopd never decided to exit (%s)", own.log_path);
+                return -1;
+        }
+        if (!wait_until(call_done, &result, HARNESS_TIMEOUT_MS)) {
+                g_test_fail_printf("ListDevices got no answer at all");
+                return -1;
+        }
+        g_autoptr(GVariant) reply = result.reply;
+        g_autoptr(GError) error = result.error;
+        int answered = 1;
+        if (error && g_dbus_error_is_remote_error(error)) {
+                g_autofree char *remote = g_dbus_error_get_remote_error(error);
+                if (g_str_equal(remote, "org.freedesktop.DBus.Error.ServiceUnknown") ||
+                        g_str_equal(remote, "org.freedesktop.DBus.Error.NameHasNoOwner")) {
+                        g_test_message(
+                                "attempt %u: the bus took the name back before it routed the call", attempt);
+                        answered = 0;
+                }
+        }
+        if (answered && error) {
+                /* NoReply: loopd read the call and exited without answering it. */
+                g_test_fail_printf(
+                        "a call that reached loopd as it gave its name back failed: %s", error->message);
+                return -1;
+        }
+        own_check_exits_cleanly(&own, HARNESS_TIMEOUT_MS);
+        return g_test_failed() ? -1 : answered;
+}
+
+/* A call that reached loopd while it gave its name back (it had decided to exit) is answered before it
+ * exits: not dropped with the connection, its caller told NoReply. */
+void test_exit_on_idle_answers_calls_that_came_meanwhile(Harness *h, gconstpointer data)
+{
+        int r = 0;
+
+        HARNESS_REQUIRE(h);
+        harness_allow_all(h);
+        for (guint attempt = 1; attempt <= RACE_ATTEMPTS && r == 0; attempt++)
+                r = try_call_while_giving_the_name_back(h, attempt);
+        if (r == 0)
+                g_test_fail_printf(
+                        "in %d attempts the bus never routed the call to loopd as it left", RACE_ATTEMPTS);
+}
+
+/* A second loopd on the same state dir (the bus starts one for a call that came after the first gave its
+ * name back, while the first still answers what came before) waits until the first has exited, then takes
+ * over its devices; it does not load, roll back or stop anything while the first runs. */
+void test_second_loopd_waits_for_the_first(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        harness_allow_all(h);
+        g_autofree char *image = make_ext4_image(h, "kept.img", "KEPT");
+        g_auto(Own) first = { 0 };
+        g_auto(Own) second = { 0 };
+        g_autoptr(GError) error = NULL;
+        g_autofree char *device = NULL, *first_owner = NULL, *second_owner = NULL;
+        g_auto(DeviceEntry) entry = { 0 };
+
+        REQUIRE(own_start(h, &first, "loopd-first", NULL));
+        GDBusConnection *owner = harness_connect_as(h, HARNESS_USER_A);
+        REQUIRE(owner);
+        REQUIRE((device = attach(owner, image)));
+        first_owner = name_owner(h);
+        REQUIRE(first_owner);
+
+        second.log_path = g_strdup_printf("%s/loopd-second.log", h->tmpdir);
+        second.process = harness_spawn_own_loopd(h, second.log_path, NULL);
+        REQUIRE(own_watch(&second));
+        g_assert_true(log_wait(second.log_path, WAITING_LOG, HARNESS_TIMEOUT_MS));
+        /* It keeps waiting: it neither gave up nor started on the first one's state. */
+        g_usleep(500 * 1000);
+        g_assert_false(second.exited);
+        g_assert_false(log_has(second.log_path, "Re-adopted"));
+        g_autofree char *still = name_owner(h);
+        g_assert_cmpstr(still, ==, first_owner);
+
+        own_stop(&first);
+        /* The second takes over once the first has exited: the name, and the first one's device. */
+        gint64 deadline = g_get_monotonic_time() + (gint64)HARNESS_TIMEOUT_MS * 1000;
+        while (g_get_monotonic_time() < deadline && !second.exited) {
+                g_free(second_owner);
+                second_owner = name_owner(h);
+                if (second_owner && !g_str_equal(second_owner, first_owner))
+                        break;
+                g_usleep(50 * 1000);
+        }
+        REQUIRE(second_owner && !g_str_equal(second_owner, first_owner));
+        g_assert_true(log_has(second.log_path, "Re-adopted"));
+        list_device(owner, device, &entry);
+        g_assert_true(entry.found);
+        g_assert_true(entry.managed);
+        g_assert_cmpuint(entry.owner_uid, ==, harness_uid_of(HARNESS_USER_A));
+        g_assert_true(harness_detach(owner, device, NULL, &error));
+        harness_assert_no_error(error);
+        own_stop(&second);
+}
