@@ -125,6 +125,11 @@ static int bus_on_idle_timer(sd_event_source *s, uint64_t usec, void *userdata)
         return 0;
 }
 
+bool bus_is_leaving(Bus *b)
+{
+        return b->release_slot || b->name_released;
+}
+
 /* Every incoming message, before it is dispatched: it counts as activity, and a question about the devices
  * finds the watcher's table up to date. */
 static int bus_on_message(sd_bus_message *message, void *userdata, sd_bus_error *error)

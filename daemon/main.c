@@ -198,13 +198,27 @@ static int on_sigchld(sd_event_source *s, const struct signalfd_siginfo *si, voi
 }
 
 /* SIGTERM and SIGINT end the event loop, before anything else that is pending: a flood of uevents keeps the
- * watcher busy, and it must not keep loopd from exiting when asked. */
-static int add_exit_signal(sd_event *e, int sig)
+ * watcher busy, and it must not keep loopd from exiting when asked. Except a SIGTERM while loopd gives its
+ * name back to exit on idle: systemd sends it as soon as a Type=dbus service's name goes, and the calls that
+ * reached loopd before are answered first (loopd exits right after them; systemd's stop timeout bounds
+ * that). */
+static int on_exit_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
+{
+        Bus *b = userdata;
+
+        if (si->ssi_signo == SIGTERM && bus_is_leaving(b)) {
+                log_info("SIGTERM while exiting on idle: the calls that came before are answered first");
+                return 0;
+        }
+        return sd_event_exit(sd_event_source_get_event(s), 0);
+}
+
+static int add_exit_signal(sd_event *e, int sig, Bus *b)
 {
         sd_event_source *s = NULL;
         int r;
 
-        r = sd_event_add_signal(e, &s, sig, NULL, NULL);
+        r = sd_event_add_signal(e, &s, sig, on_exit_signal, b);
         if (r < 0)
                 return r;
         r = sd_event_source_set_priority(s, SD_EVENT_PRIORITY_IMPORTANT);
@@ -276,9 +290,9 @@ static int run(int argc, char *argv[])
         sigaddset(&mask, SIGCHLD);
         if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
                 return log_error_errno(errno, "Failed to block signals: %m");
-        r = add_exit_signal(m->event, SIGTERM);
+        r = add_exit_signal(m->event, SIGTERM, b);
         if (r >= 0)
-                r = add_exit_signal(m->event, SIGINT);
+                r = add_exit_signal(m->event, SIGINT, b);
         if (r >= 0)
                 r = sd_event_add_signal(m->event, NULL, SIGCHLD, on_sigchld, NULL);
         if (r < 0)

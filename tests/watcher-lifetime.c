@@ -49,11 +49,11 @@ static bool own_has_exited(gconstpointer data)
 static void own_check_exits_cleanly(Own *o, int timeout_ms)
 {
         if (!wait_until(own_has_exited, o, timeout_ms)) {
-                g_test_fail_printf("loopd (%s) did not exit within %d ms", o->log_path, timeout_ms);
+                harness_fail("loopd (%s) did not exit within %d ms", o->log_path, timeout_ms);
                 return;
         }
         if (!g_subprocess_get_if_exited(o->process) || g_subprocess_get_exit_status(o->process) != 0)
-                g_test_fail_printf("loopd (%s) did not exit with 0", o->log_path);
+                harness_fail("loopd (%s) did not exit with 0", o->log_path);
 }
 
 static void own_stop(Own *o)
@@ -73,7 +73,7 @@ static void own_clear(Own *o)
                 g_autofree char *log = NULL;
                 if (g_file_get_contents(o->log_path, &log, NULL, NULL)) {
                         if (harness_text_has_sanitizer_report(log))
-                                g_test_fail_printf("%s has a sanitizer report", o->log_path);
+                                harness_fail("%s has a sanitizer report", o->log_path);
                         if (g_test_failed())
                                 g_test_message("%s:\n%s", o->log_path, log);
                 }
@@ -152,11 +152,19 @@ typedef struct CallResult {
         GError *error;
 } CallResult;
 
+static void call_result_clear(CallResult *r)
+{
+        g_clear_pointer(&r->reply, g_variant_unref);
+        g_clear_error(&r->error);
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(CallResult, call_result_clear)
+
 static void call_on_reply(GObject *source, GAsyncResult *result, gpointer data)
 {
         CallResult *r = data;
 
-        r->reply = g_dbus_connection_call_finish(G_DBUS_CONNECTION(source), result, &r->error);
+        r->reply = g_dbus_connection_call_with_unix_fd_list_finish(
+                G_DBUS_CONNECTION(source), NULL, result, &r->error);
         r->done = true;
 }
 
@@ -165,64 +173,73 @@ static bool call_done(gconstpointer data)
         return ((const CallResult *)data)->done;
 }
 
-/* One try at the race: loopd decides to exit while a call to it is on its way. dbus-daemon is stopped
- * (SIGSTOP) so that the call waits in its socket while loopd decides it is idle and sends its ReleaseName;
- * once it runs again it reads the call first (it came first) and routes it to loopd, which still owns the
- * name. Returns 1 when loopd answered, 0 when the bus took the name back first (the call went nowhere:
- * this bus starts no loopd by activation), -1 after failing the test. */
-static int try_call_while_giving_the_name_back(Harness *h, guint attempt)
+/* The race of these tests: loopd decides to exit while a call to it is on its way. dbus-daemon is stopped
+ * (SIGSTOP) so that the call (method, params, fds, on c) waits in its socket while loopd decides it is idle
+ * and sends its ReleaseName; once it runs again it reads the call first (it came first) and routes it to
+ * loopd, which still owns the name. Returns whether loopd decided to exit (the test failed otherwise). */
+static bool call_while_loopd_leaves(Harness *h, Own *own, GDBusConnection *c, const char *method,
+        GVariant *params, GUnixFDList *fds, CallResult *result)
 {
-        g_autofree char *name = g_strdup_printf("loopd-idle-race-%u", attempt);
-        g_auto(Own) own = { 0 };
-        CallResult result = { 0 };
         GPid bus = harness_bus_pid(h);
         bool decided;
 
         if (bus <= 0) {
-                g_test_fail_printf("no dbus-daemon pid");
-                return -1;
+                harness_fail("no dbus-daemon pid");
+                return false;
         }
-        GDBusConnection *c = harness_connect_as(h, HARNESS_USER_A);
-        if (!c || !own_start(h, &own, name, IDLE_ARGS))
-                return -1;
-
         /* From here to SIGCONT without a return: the bus must run again whatever happens. */
         g_assert_cmpint(kill(bus, SIGSTOP), ==, 0);
-        g_dbus_connection_call(c, LOOPD_BUS_NAME, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, "ListDevices",
-                NULL, NULL, G_DBUS_CALL_FLAGS_NONE, HARNESS_TIMEOUT_MS, NULL, call_on_reply, &result);
+        g_dbus_connection_call_with_unix_fd_list(c, LOOPD_BUS_NAME, LOOPD_MANAGER_PATH,
+                LOOPD_MANAGER_INTERFACE, method, params, NULL, G_DBUS_CALL_FLAGS_NONE, HARNESS_TIMEOUT_MS,
+                fds, NULL, call_on_reply, result);
         g_usleep(300 * 1000); /* GDBus's thread writes the call */
-        decided = log_wait(own.log_path, IDLE_LOG, IDLE_S * 1000 + HARNESS_TIMEOUT_MS);
+        decided = log_wait(own->log_path, IDLE_LOG, IDLE_S * 1000 + HARNESS_TIMEOUT_MS);
         g_usleep(300 * 1000); /* loopd writes its ReleaseName right after the log line */
         g_assert_cmpint(kill(bus, SIGCONT), ==, 0);
+        if (!decided)
+                harness_fail("loopd never decided to exit (%s)", own->log_path);
+        return decided;
+}
 
-        if (!decided) {
-                g_test_fail_printf("loopd never decided to exit (%s)", own.log_path);
+/* The call's outcome: 1 when loopd answered it, 0 when the bus had taken the name back before it routed
+ * the call (it went nowhere: this bus starts no loopd by activation), -1 after failing the test. */
+static int call_outcome(CallResult *result, guint attempt)
+{
+        if (!wait_until(call_done, result, HARNESS_TIMEOUT_MS)) {
+                harness_fail("the call got no answer at all");
                 return -1;
         }
-        if (!wait_until(call_done, &result, HARNESS_TIMEOUT_MS)) {
-                g_test_fail_printf("ListDevices got no answer at all");
-                return -1;
-        }
-        g_autoptr(GVariant) reply = result.reply;
-        g_autoptr(GError) error = result.error;
-        int answered = 1;
-        if (error && g_dbus_error_is_remote_error(error)) {
-                g_autofree char *remote = g_dbus_error_get_remote_error(error);
+        if (!result->error)
+                return 1;
+        if (g_dbus_error_is_remote_error(result->error)) {
+                g_autofree char *remote = g_dbus_error_get_remote_error(result->error);
                 if (g_str_equal(remote, "org.freedesktop.DBus.Error.ServiceUnknown") ||
                         g_str_equal(remote, "org.freedesktop.DBus.Error.NameHasNoOwner")) {
                         g_test_message(
                                 "attempt %u: the bus took the name back before it routed the call", attempt);
-                        answered = 0;
+                        return 0;
                 }
         }
-        if (answered && error) {
-                /* NoReply: loopd read the call and exited without answering it. */
-                g_test_fail_printf(
-                        "a call that reached loopd as it gave its name back failed: %s", error->message);
+        /* NoReply: loopd read the call and exited without answering it. */
+        harness_fail(
+                "a call that reached loopd as it gave its name back failed: %s", result->error->message);
+        return -1;
+}
+
+static int try_list_while_loopd_leaves(Harness *h, guint attempt)
+{
+        g_autofree char *name = g_strdup_printf("loopd-idle-race-%u", attempt);
+        g_auto(Own) own = { 0 };
+        g_auto(CallResult) result = { 0 };
+        GDBusConnection *c = harness_connect_as(h, HARNESS_USER_A);
+        int r;
+
+        if (!c || !own_start(h, &own, name, IDLE_ARGS) ||
+                !call_while_loopd_leaves(h, &own, c, "ListDevices", NULL, NULL, &result))
                 return -1;
-        }
+        r = call_outcome(&result, attempt);
         own_check_exits_cleanly(&own, HARNESS_TIMEOUT_MS);
-        return g_test_failed() ? -1 : answered;
+        return g_test_failed() ? -1 : r;
 }
 
 /* A call that reached loopd while it gave its name back (it had decided to exit) is answered before it
@@ -234,10 +251,80 @@ void test_exit_on_idle_answers_calls_that_came_meanwhile(Harness *h, gconstpoint
         HARNESS_REQUIRE(h);
         harness_allow_all(h);
         for (guint attempt = 1; attempt <= RACE_ATTEMPTS && r == 0; attempt++)
-                r = try_call_while_giving_the_name_back(h, attempt);
+                r = try_list_while_loopd_leaves(h, attempt);
         if (r == 0)
-                g_test_fail_printf(
+                harness_fail(
                         "in %d attempts the bus never routed the call to loopd as it left", RACE_ATTEMPTS);
+}
+
+static int try_attach_while_loopd_leaves(Harness *h, const char *image, guint attempt, char **ret_device)
+{
+        g_autofree char *name = g_strdup_printf("loopd-idle-attach-%u", attempt);
+        g_autoptr(GUnixFDList) fds = g_unix_fd_list_new();
+        g_auto(Own) own = { 0 };
+        g_auto(CallResult) result = { 0 };
+        GDBusConnection *c = harness_connect_as(h, HARNESS_USER_A);
+        int fd = open(image, O_RDWR | O_CLOEXEC), r;
+
+        if (fd < 0 || g_unix_fd_list_append(fds, fd, NULL) != 0) {
+                harness_fail("cannot pass %s", image);
+                if (fd >= 0)
+                        close(fd);
+                return -1;
+        }
+        close(fd);
+        if (!c || !own_start(h, &own, name, IDLE_ARGS) ||
+                !call_while_loopd_leaves(h, &own, c, "Attach",
+                        g_variant_new("(h@a{sv})", 0, harness_empty_options()), fds, &result))
+                return -1;
+        /* As systemd does once a Type=dbus service's name is gone, while the call waits for polkit. */
+        if (!harness_wait_for_name(h->bus, LOOPD_BUS_NAME, false, HARNESS_TIMEOUT_MS)) {
+                harness_fail("loopd kept its name");
+                return -1;
+        }
+        g_subprocess_send_signal(own.process, SIGTERM);
+        r = call_outcome(&result, attempt);
+        own_check_exits_cleanly(&own, HARNESS_TIMEOUT_MS);
+        if (r > 0) {
+                g_variant_get(result.reply, "(so)", ret_device, NULL);
+                g_assert_true(log_has(own.log_path, "SIGTERM while exiting on idle"));
+        }
+        return g_test_failed() ? -1 : r;
+}
+
+/* An Attach that reached loopd as it gave its name back, still waiting for polkit when systemd sends SIGTERM
+ * (it does once a Type=dbus service's name goes), is carried out and answered before loopd exits; the next
+ * loopd adopts the device. */
+void test_exit_on_idle_finishes_attach_despite_sigterm(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        harness_allow_all(h);
+        fake_authority_set(h->authority, "org.loopd1.attach", FAKE_AUTH_ALLOW, 1500);
+        g_autofree char *image = make_ext4_image(h, "late.img", "LATE");
+        g_autofree char *device = NULL;
+        g_auto(Own) next = { 0 };
+        g_auto(DeviceEntry) entry = { 0 };
+        g_autoptr(GError) error = NULL;
+        int r = 0;
+
+        for (guint attempt = 1; attempt <= RACE_ATTEMPTS && r == 0; attempt++)
+                r = try_attach_while_loopd_leaves(h, image, attempt, &device);
+        if (r == 0)
+                harness_fail(
+                        "in %d attempts the bus never routed the call to loopd as it left", RACE_ATTEMPTS);
+        REQUIRE(r > 0 && device);
+
+        /* Bound, with its record: the next loopd takes it over, owner and all. */
+        GDBusConnection *owner = harness_connect_as(h, HARNESS_USER_A);
+        REQUIRE(owner);
+        REQUIRE(own_start(h, &next, "loopd-next", NULL));
+        list_device(owner, device, &entry);
+        g_assert_true(entry.found);
+        g_assert_true(entry.managed);
+        g_assert_cmpuint(entry.owner_uid, ==, harness_uid_of(HARNESS_USER_A));
+        g_assert_true(harness_detach(owner, device, NULL, &error));
+        harness_assert_no_error(error);
+        own_stop(&next);
 }
 
 /* A second loopd on the same state dir (the bus starts one for a call that came after the first gave its
