@@ -190,6 +190,18 @@ Manager *manager_free(Manager *m)
         return NULL;
 }
 
+/* Adds the FUSE servers that hold loopN (rdev) or one of its partitions open to *servers. */
+static void manager_servers_holding(unsigned number, dev_t rdev, MountServers *servers)
+{
+        _cleanup_free_ KernelPartition *parts = NULL;
+        size_t n_parts = 0;
+
+        mount_fuse_servers_holding(rdev, servers);
+        if (partition_list_kernel(number, &parts, &n_parts) >= 0)
+                for (size_t i = 0; i < n_parts; i++)
+                        mount_fuse_servers_holding(parts[i].devnum, servers);
+}
+
 /* At start, once the watcher has read the mount table: a device that goes with its last mount, mounted once
  * (loopd set the kernel's flag) and with nothing mounted now, was left by a loopd that stopped while its
  * release waited for the FUSE servers of that last unmount (manager_release_after_servers() keeps them in
@@ -200,11 +212,9 @@ static void manager_release_unmounted(Manager *m)
         ManagedDevice *next;
 
         for (ManagedDevice *d = m->registry->devices; d; d = next) {
-                _cleanup_free_ KernelPartition *parts = NULL;
                 MountServers servers = { 0 };
                 unsigned number = d->number;
                 uint64_t diskseq = d->diskseq;
-                size_t n_parts = 0;
                 struct stat st;
 
                 next = d->next; /* d goes if it is released */
@@ -212,10 +222,7 @@ static void manager_release_unmounted(Manager *m)
                         fstat(d->lock_fd, &st) < 0)
                         continue;
                 /* Its servers first: while one holds it, a release would wait for them (seconds) in vain. */
-                mount_fuse_servers_holding(st.st_rdev, &servers);
-                if (partition_list_kernel(number, &parts, &n_parts) >= 0)
-                        for (size_t i = 0; i < n_parts; i++)
-                                mount_fuse_servers_holding(parts[i].devnum, &servers);
+                manager_servers_holding(number, st.st_rdev, &servers);
                 if (servers.n > 0) {
                         log_info("A FUSE server still holds loop%u: it goes once the server has exited",
                                 number);
@@ -223,6 +230,23 @@ static void manager_release_unmounted(Manager *m)
                 } else if (registry_release_if_autoclear(m->registry, number) > 0)
                         watcher_update_device(m->watcher, number);
         }
+}
+
+/* The watcher's, when root unmounted an autoclear device's last mount behind loopd's back and the device
+ * was still held then: by that mount's FUSE driver, still writing back (umount(8) does not wait for it to
+ * exit, as Unmount does), the device goes once it has exited. */
+static void manager_on_release_busy(const LoopInfo *info, void *userdata)
+{
+        Manager *m = userdata;
+        MountServers servers = { 0 };
+
+        manager_servers_holding(info->number, info->devnum, &servers);
+        if (servers.n == 0)
+                return;
+        log_info(
+                "A FUSE server still holds loop%u after its last unmount: it goes once the server has exited",
+                info->number);
+        manager_release_after_servers(m, info->number, info->diskseq, &servers);
 }
 
 /* One loopd a state dir (state_lock_open()): a second one waits for the first to exit. */
@@ -272,6 +296,8 @@ int manager_start(Manager *m)
                 .media_dir = m->media_dir,
                 .on_change = m->on_change,
                 .on_change_userdata = m->on_change_userdata,
+                .on_release_busy = manager_on_release_busy,
+                .on_release_busy_userdata = m,
         };
         r = watcher_new(&config, &m->watcher);
         if (r < 0)

@@ -286,7 +286,9 @@ void watcher_update_mounts(Watcher *w)
                 Tracked *t = watcher_find(w, touched[i]);
 
                 if (t && registry_device_autoclear(w->registry, t->info)) {
-                        (void)registry_release_if_autoclear(w->registry, touched[i]);
+                        r = registry_release_if_autoclear(w->registry, touched[i]);
+                        if (r == -EBUSY && w->on_release_busy)
+                                w->on_release_busy(t->info, w->on_release_busy_userdata);
                         for (size_t j = 0; j < n_refreshed; j++)
                                 if (refreshed[j] == touched[i]) {
                                         refreshed[j] = refreshed[--n_refreshed];

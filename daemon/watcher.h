@@ -32,6 +32,11 @@ typedef struct WatcherConfig {
         const char *media_dir;
         ChangeHandler on_change;
         void *on_change_userdata;
+        /* An autoclear device of loopd's whose last mount went behind loopd's back (root's umount) and that
+         * could not be released then: something still holds it (that mount's FUSE driver, still writing
+         * back). NULL: nothing is done, it stays. */
+        void (*on_release_busy)(const LoopInfo *info, void *userdata);
+        void *on_release_busy_userdata;
 } WatcherConfig;
 
 int watcher_new(const WatcherConfig *config, Watcher **ret);

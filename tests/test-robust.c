@@ -697,19 +697,41 @@ out:
         hang_release(h, a, &hang, device, fd);
 }
 
-/* Writes 4 MiB to a new file under mount_point (no sync: the page cache, or the FUSE driver, holds it),
- * stops hang's server from answering anything, then Unmounts mount_point as c, waiting up to limit_ms + 1 s;
- * *ret_ms is how long the Unmount took. */
-static GVariant *unmount_with_unwritten_data(GDBusConnection *c, HarnessHang *hang, const char *mount_point,
-        gint64 limit_ms, gint64 *ret_ms, GError **error)
+/* Waits until nothing is at path any more, at most timeout_ms; returns whether it went. */
+static bool wait_for_path_gone(const char *path, int timeout_ms)
+{
+        gint64 deadline = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+
+        while (g_file_test(path, G_FILE_TEST_EXISTS)) {
+                if (g_get_monotonic_time() > deadline)
+                        return false;
+                g_usleep(20 * 1000);
+        }
+        return true;
+}
+
+/* Writes 4 MiB to a new file under mount_point (no sync: the page cache, or the FUSE driver, holds it), then
+ * stops hang's server from answering anything. */
+static void write_then_freeze(HarnessHang *hang, const char *mount_point)
 {
         g_autofree char *file = g_build_filename(mount_point, "unwritten", NULL);
         g_autofree char *bytes = g_malloc0(4 * MiB);
+        g_autoptr(GError) error = NULL;
+
+        g_assert_true(g_file_set_contents(file, bytes, 4 * MiB, &error));
+        harness_assert_no_error(error);
+        harness_hang_freeze(hang);
+}
+
+/* write_then_freeze(), then Unmounts mount_point as c, waiting up to limit_ms + 1 s; *ret_ms is how long the
+ * Unmount took. */
+static GVariant *unmount_with_unwritten_data(GDBusConnection *c, HarnessHang *hang, const char *mount_point,
+        gint64 limit_ms, gint64 *ret_ms, GError **error)
+{
         GVariant *reply;
         gint64 t0;
 
-        g_assert_true(g_file_set_contents(file, bytes, 4 * MiB, error));
-        harness_hang_freeze(hang);
+        write_then_freeze(hang, mount_point);
         t0 = g_get_monotonic_time();
         reply = g_dbus_connection_call_sync(c, LOOPD_BUS_NAME, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE,
                 "Unmount", g_variant_new("(s@a{sv})", mount_point, harness_empty_options()), NULL,
@@ -726,7 +748,8 @@ static GVariant *unmount_with_unwritten_data(GDBusConnection *c, HarnessHang *ha
  * The Unmount succeeds, but the driver's write-back waits for the device in the kernel and it cannot exit:
  * loopd stops waiting for it (10 s), and the device, asked to go with its last mount, is still held by
  * it then. It goes once the driver has exited (here: the server killed, the write failed), on its own,
- * without another call. data "restart": loopd is restarted before that, and the new one does it. */
+ * without another call. data "restart": loopd is restarted before that, and the new one does it; "outside":
+ * root unmounts it with umount(8), which does not wait for the driver, behind loopd's back. */
 static void test_slow_fuse_driver_releases_later(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
@@ -773,10 +796,22 @@ static void test_slow_fuse_driver_releases_later(Harness *h, gconstpointer data)
 
         /* Written through the mount, not yet to the image: the driver writes it back as the mount goes, and
          * waits, for the image answers nothing now. */
-        unmounted = unmount_with_unwritten_data(a, &hang, mount_point, limit_ms, &ms, &error);
-        if (!expect_ok("Unmount while the driver waits for the device", error))
-                goto out;
-        g_assert_cmpint(ms, <=, limit_ms);
+        if (g_strcmp0(h->options->data, "outside") == 0) {
+                g_autofree char *q = g_shell_quote(mount_point);
+                write_then_freeze(&hang, mount_point);
+                g_assert_cmpint(test_sh_status(NULL, "timeout 60 umount %s", q), ==, 0);
+                g_assert_cmpint(test_sh_status(NULL, "findmnt --mountpoint %s >/dev/null", q), !=, 0);
+                /* loopd saw it go (it removes the mount point then) and tried to release the device, which
+                 * the driver still held (loopd waits up to 2 s for that to end): from now on nothing of
+                 * loopd's is under way. */
+                g_assert_true(wait_for_path_gone(mount_point, SETTLE_MS));
+                g_usleep(3 * G_USEC_PER_SEC);
+        } else {
+                unmounted = unmount_with_unwritten_data(a, &hang, mount_point, limit_ms, &ms, &error);
+                if (!expect_ok("Unmount while the driver waits for the device", error))
+                        goto out;
+                g_assert_cmpint(ms, <=, limit_ms);
+        }
         bound = oracle_loops_backed_by(hang.mountpoint);
         g_test_message("%u device(s) still bound after the Unmount", bound->len);
         g_assert_cmpuint(bound->len, ==, 1);
@@ -1351,6 +1386,7 @@ static const char *const io_timeout_args[] = { "--io-timeout", G_STRINGIFY(IO_TI
 static const HarnessOptions opts_hung_attach = { .loopd_args = io_timeout_args, .data = "Attach" };
 static const HarnessOptions opts_hung_mount_image = { .loopd_args = io_timeout_args, .data = "MountImage" };
 static const HarnessOptions opts_hung_restart = { .loopd_args = io_timeout_args, .data = "restart" };
+static const HarnessOptions opts_hung_outside = { .loopd_args = io_timeout_args, .data = "outside" };
 
 static const PromptCase prompt_both = { FAKE_AUTH_INTERACTIVE, ACTION_OPEN_IMAGE };
 static const PromptCase prompt_mount_only = { FAKE_AUTH_ALLOW, LOOPD_ACTION_MOUNT };
@@ -1381,6 +1417,8 @@ int main(int argc, char **argv)
                 test_slow_fuse_driver_releases_later, &opts_hung_attach);
         harness_add("/loopd/robust/slow-fuse-driver-releases-the-device-after-a-restart",
                 test_slow_fuse_driver_releases_later, &opts_hung_restart);
+        harness_add("/loopd/robust/slow-fuse-driver-releases-the-device-after-umount-8",
+                test_slow_fuse_driver_releases_later, &opts_hung_outside);
         harness_add("/loopd/robust/hung-mount-image-mount-times-out", test_hung_mount_image_mount_times_out,
                 &opts_hung_attach);
         harness_add("/loopd/robust/hung-getattr-keeps-serving", test_hung_getattr_keeps_serving,
