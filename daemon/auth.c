@@ -347,6 +347,17 @@ int auth_caller(Auth *a, sd_bus_message *message, uid_t *ret_uid, sd_bus_error *
         return 0;
 }
 
+void auth_cancel_queries(Auth *a)
+{
+        while (a && a->queries) {
+                AuthQuery *q = a->queries;
+
+                (void)sd_bus_reply_method_errorf(
+                        q->request, LOOPD_ERROR_FAILED, "loopd is exiting; nothing was done (call again)");
+                auth_query_abandon(q);
+        }
+}
+
 bool auth_busy(Auth *a)
 {
         return a && a->queries;

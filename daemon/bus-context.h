@@ -26,6 +26,7 @@ typedef struct Bus {
         sd_event_source *idle_timer;
         sd_bus_slot *release_slot; /* the ReleaseName of an exit on idle, until its reply */
         bool name_released; /* exits once the calls that came before the release are answered */
+        bool exit_deferred; /* a SIGTERM came while leaving (bus_defer_exit()) */
 } Bus;
 
 /* The Manager's ListDevices and ListPartitions (list-dbus.c), in manager-dbus.c's vtable. */

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdlib.h>
 
 #include "auth.h"
@@ -12,6 +13,7 @@
 #include "log.h"
 #include "loopd-bus.h"
 #include "manager-dbus.h"
+#include "process-util.h"
 
 int bus_new(Manager *m, Bus **ret)
 {
@@ -48,6 +50,9 @@ Bus *bus_free(Bus *b)
         return NULL;
 }
 
+/* How long loopd tries to take its name while another connection still owns it (bus_start()). */
+#define BUS_NAME_WAIT_MS 5000
+
 /* How often loopd looks again, once its name went back, whether the calls that came before are answered. */
 #define BUS_EXIT_CHECK_USEC (100 * UINT64_C(1000))
 
@@ -74,7 +79,7 @@ static int bus_arm_idle_timer(Bus *b, uint64_t usec)
 
 /* After the name went back: the calls that came before are answered (those that wait for polkit, an image or
  * udev included), then loopd exits. What they set up (an Attach that came just then) keeps its record: the
- * next loopd, which waits for this one (manager_start()), takes it over. */
+ * next loopd, which waits for this one (main.c's lock of the state dir), takes it over. */
 static int bus_exit_when_answered(Bus *b, uint64_t now)
 {
         if (bus_calls_count(b->calls) == 0 && !auth_busy(b->auth))
@@ -90,12 +95,12 @@ static int bus_on_name_released(sd_bus_message *reply, void *userdata, sd_bus_er
 
         b->release_slot = sd_bus_slot_unref(b->release_slot);
         (void)sd_event_now(b->manager->event, CLOCK_MONOTONIC, &now);
-        if (e) {
-                log_warning("Failed to give back the bus name, not exiting: %s", e->message);
-                return bus_arm_idle_timer(b, now + b->exit_on_idle_usec);
-        }
         /* The bus sent this reply after every call it routed to loopd under the name, and sd-bus dispatches
-         * in order: those calls have all been taken. A later one starts a new loopd by activation. */
+         * in order: those calls have all been taken. A later one starts a new loopd by activation. An error
+         * (the bus refused, or sd-bus gave up waiting) changes nothing: the name goes with the connection,
+         * and a SIGTERM may have been put off for this already (bus_defer_exit()). */
+        if (e)
+                log_warning("Failed to give back the bus name, exiting all the same: %s", e->message);
         b->name_released = true;
         return bus_exit_when_answered(b, now);
 }
@@ -125,9 +130,12 @@ static int bus_on_idle_timer(sd_event_source *s, uint64_t usec, void *userdata)
         return 0;
 }
 
-bool bus_is_leaving(Bus *b)
+bool bus_defer_exit(Bus *b)
 {
-        return b->release_slot || b->name_released;
+        if (!(b->release_slot || b->name_released) || b->exit_deferred)
+                return false;
+        b->exit_deferred = true;
+        return true;
 }
 
 /* Every incoming message, before it is dispatched: it counts as activity, and a question about the devices
@@ -154,6 +162,7 @@ static int bus_setup_idle_exit(Bus *b)
 
 int bus_start(Bus *b)
 {
+        int64_t deadline;
         int r;
 
         bus_calls_set_max(b->calls, b->max_pending_per_user);
@@ -174,6 +183,10 @@ int bus_start(Bus *b)
          * quiet, and a client's question brings the part of its table the question is about up to date first
          * (device_dbus_before_dispatch()). */
         r = sd_bus_attach_event(b->bus, b->manager->event, SD_EVENT_PRIORITY_IMPORTANT);
+        if (r >= 0)
+                /* Not closed as the loop ends: the calls still waiting are answered after it (main.c), then
+                 * bus_free() flushes and closes. */
+                r = sd_bus_set_close_on_exit(b->bus, false);
         if (r < 0)
                 return log_error_errno(r, "Failed to attach the bus to the event loop: %m");
 
@@ -181,8 +194,12 @@ int bus_start(Bus *b)
         if (r < 0)
                 return log_error_errno(r, "Failed to set up exiting when idle: %m");
 
-        /* The name last: a client that sees it can use everything. */
-        r = sd_bus_request_name(b->bus, LOOPD_BUS_NAME, 0);
+        /* The name last: a client that sees it can use everything. The loopd before this one may still own
+         * it for a moment: it lets go of the state dir after closing its connection, and the bus gives the
+         * name up once it has read that hangup. */
+        deadline = now_ms() + BUS_NAME_WAIT_MS;
+        while ((r = sd_bus_request_name(b->bus, LOOPD_BUS_NAME, 0)) == -EEXIST && now_ms() < deadline)
+                (void)poll(NULL, 0, 20);
         if (r < 0)
                 return log_error_errno(r, "Failed to acquire the bus name " LOOPD_BUS_NAME ": %m");
         return 0;

@@ -11,5 +11,7 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Bus *, bus_free);
 
 /* Connects to the system bus, exports the objects, sets up exiting when idle and requests the name. */
 int bus_start(Bus *b);
-/* Whether loopd is giving its name back to exit on idle (or gave it back, and answers what came before). */
-bool bus_is_leaving(Bus *b);
+/* A SIGTERM: true when it is put off, because loopd is giving its name back to exit on idle (or gave it
+ * back, and answers the calls that came before; it exits right after them). Once only: a second SIGTERM is
+ * not. */
+bool bus_defer_exit(Bus *b);

@@ -19,7 +19,9 @@
 #include "manager-dbus.h"
 #include "manager.h"
 #include "mount.h"
+#include "process-util.h"
 #include "runner.h"
+#include "state.h"
 #include "vdisk.h"
 
 static void help(void)
@@ -198,15 +200,15 @@ static int on_sigchld(sd_event_source *s, const struct signalfd_siginfo *si, voi
 }
 
 /* SIGTERM and SIGINT end the event loop, before anything else that is pending: a flood of uevents keeps the
- * watcher busy, and it must not keep loopd from exiting when asked. Except a SIGTERM while loopd gives its
- * name back to exit on idle: systemd sends it as soon as a Type=dbus service's name goes, and the calls that
- * reached loopd before are answered first (loopd exits right after them; systemd's stop timeout bounds
- * that). */
+ * watcher busy, and it must not keep loopd from exiting when asked. Except a first SIGTERM while loopd gives
+ * its name back to exit on idle: systemd sends it as soon as a Type=dbus service's name goes, and the calls
+ * that reached loopd before are answered first (loopd exits right after them; systemd's stop timeout, or a
+ * second SIGTERM, bounds that). */
 static int on_exit_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
 {
         Bus *b = userdata;
 
-        if (si->ssi_signo == SIGTERM && bus_is_leaving(b)) {
+        if (si->ssi_signo == SIGTERM && bus_defer_exit(b)) {
                 log_info("SIGTERM while exiting on idle: the calls that came before are answered first");
                 return 0;
         }
@@ -226,6 +228,51 @@ static int add_exit_signal(sd_event *e, int sig, Bus *b)
                 r = sd_event_source_set_floating(s, true);
         sd_event_source_unref(s);
         return r;
+}
+
+/* How long loopd waits for another loopd to let go of the state dir (lock_state_dir()). */
+#define STATE_LOCK_WAIT_MS (90 * 1000)
+
+/* One loopd a state dir (state_lock_try()): a second one waits for the first to exit, as one started by bus
+ * activation must while the one that exits on idle still answers its last calls. A SIGTERM or SIGINT
+ * meanwhile (blocked: they are taken here) ends the wait: -ECANCELED. */
+static int lock_state_dir(const char *state_dir, int *ret_fd)
+{
+        _cleanup_close_ int fd = -EBADF;
+        int64_t deadline = now_ms() + STATE_LOCK_WAIT_MS;
+        const struct timespec step = { .tv_nsec = 50 * 1000 * 1000 };
+        sigset_t stop;
+        pid_t holder;
+        int r;
+
+        r = state_lock_open(state_dir, &fd);
+        if (r < 0)
+                return log_error_errno(r, "Failed to open the lock of %s: %m", state_dir);
+        r = state_lock_try(fd, &holder);
+        if (r == -EWOULDBLOCK) {
+                if (holder > 0)
+                        log_info("Waiting for the loopd that still uses %s (pid %d) to exit", state_dir,
+                                (int)holder);
+                else
+                        log_info("Waiting for the loopd that still uses %s to exit", state_dir);
+        }
+        sigemptyset(&stop);
+        sigaddset(&stop, SIGTERM);
+        sigaddset(&stop, SIGINT);
+        while (r == -EWOULDBLOCK && now_ms() < deadline) {
+                if (sigtimedwait(&stop, NULL, &step) >= 0) {
+                        log_info("Stopped while waiting for %s", state_dir);
+                        return -ECANCELED;
+                }
+                r = state_lock_try(fd, &holder);
+        }
+        if (r == -EWOULDBLOCK)
+                return log_error_errno(-EBUSY, "Another loopd still uses %s after %d s, exiting", state_dir,
+                        STATE_LOCK_WAIT_MS / 1000);
+        if (r < 0)
+                return log_error_errno(r, "Failed to lock %s: %m", state_dir);
+        *ret_fd = TAKE_FD(fd);
+        return 0;
 }
 
 /* Everything loopd runs in a child of its runner (runner.h): what the kernel may hold for as long as a
@@ -252,7 +299,9 @@ static void raise_fd_limit(void)
 static int run(int argc, char *argv[])
 {
         /* Freed in the reverse order: the engine first (stopping the watcher answers the Attach calls still
-         * waiting for udev, through the face), then the face. */
+         * waiting for udev, through the face), then the face, then the state dir's lock: a loopd waiting for
+         * it finds the bus name gone with this one's connection. */
+        _cleanup_close_ int state_lock = -EBADF;
         _cleanup_(bus_freep) Bus *b = NULL;
         _cleanup_(manager_freep) Manager *m = NULL;
         sigset_t mask;
@@ -302,6 +351,11 @@ static int run(int argc, char *argv[])
                 log_warning_errno(
                         errno, "Failed to become a subreaper, FUSE helpers will be reaped by init: %m");
 
+        r = lock_state_dir(m->state_dir, &state_lock);
+        if (r == -ECANCELED)
+                return 0;
+        if (r < 0)
+                return r;
         r = manager_start(m);
         if (r < 0)
                 return r;

@@ -330,6 +330,7 @@ static ImageCall *image_call_free(ImageCall *c)
 
 void bus_cancel_calls(Bus *b)
 {
+        auth_cancel_queries(b->auth);
         format_cancel_calls(b);
         while (b->image_calls) {
                 ImageCall *c = b->image_calls;

@@ -12,5 +12,6 @@
 
 /* Exports org.loopd1.Manager (and the ObjectManager) on b's bus. */
 int manager_dbus_register(Bus *b);
-/* Answers the calls still reading their images (loopd is exiting) and lets go of them. */
+/* loopd is exiting: answers the calls still waiting for polkit, for their mkfs or reading their images, and
+ * lets go of them. */
 void bus_cancel_calls(Bus *b);

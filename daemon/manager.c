@@ -3,7 +3,6 @@
 #include "manager.h"
 
 #include <errno.h>
-#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -16,7 +15,6 @@
 #include "partition.h"
 #include "process-util.h"
 #include "registry.h"
-#include "state.h"
 #include "watcher.h"
 
 int manager_new(Manager **ret)
@@ -30,7 +28,6 @@ int manager_new(Manager **ret)
         m->max_devices_per_user = 32;
         m->partition_timeout_usec = 30ULL * 1000000ULL;
         m->io_timeout_usec = 10ULL * 1000000ULL;
-        m->state_lock_fd = -EBADF;
         m->state_dir = strdup("/run/loopd");
         m->media_dir = strdup("/run/media");
         if (!m->state_dir || !m->media_dir)
@@ -184,8 +181,6 @@ Manager *manager_free(Manager *m)
         free(m->state_dir);
         free(m->media_dir);
         free(m->qsd_path);
-        /* Last: the next loopd may start on the state dir once nothing of this one's touches it. */
-        safe_close(m->state_lock_fd);
         free(m);
         return NULL;
 }
@@ -249,39 +244,10 @@ static void manager_on_release_busy(const LoopInfo *info, void *userdata)
         manager_release_after_servers(m, info->number, info->diskseq, &servers);
 }
 
-/* One loopd a state dir (state_lock_open()): a second one waits for the first to exit. */
-static int manager_lock_state(Manager *m)
-{
-        int64_t deadline = now_ms() + MANAGER_LOCK_WAIT_MS;
-        pid_t holder;
-        int r;
-
-        r = state_lock_open(m->state_dir, &m->state_lock_fd);
-        if (r < 0)
-                return log_error_errno(r, "Failed to open the lock of %s: %m", m->state_dir);
-        r = state_lock_try(m->state_lock_fd, &holder);
-        if (r == -EWOULDBLOCK)
-                log_info("Waiting for the loopd that still uses %s (pid %d) to exit", m->state_dir,
-                        (int)holder);
-        while (r == -EWOULDBLOCK && now_ms() < deadline) {
-                (void)poll(NULL, 0, 50);
-                r = state_lock_try(m->state_lock_fd, &holder);
-        }
-        if (r == -EWOULDBLOCK)
-                return log_error_errno(-EBUSY, "Another loopd (pid %d) still uses %s after %d s, exiting",
-                        (int)holder, m->state_dir, MANAGER_LOCK_WAIT_MS / 1000);
-        if (r < 0)
-                return log_error_errno(r, "Failed to lock %s: %m", m->state_dir);
-        return 0;
-}
-
 int manager_start(Manager *m)
 {
         int r;
 
-        r = manager_lock_state(m);
-        if (r < 0)
-                return r;
         r = registry_new(m->event, m->state_dir, m->io_timeout_usec, &m->registry);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the device registry: %m");

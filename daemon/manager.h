@@ -31,17 +31,14 @@ typedef struct Manager {
         char *qsd_path; /* qemu-storage-daemon, for virtual disks; NULL: VDISK_QSD_PATH */
         ImageReader *image_reader; /* NULL: each image is read in a worker forked then */
         ServerWait *server_waits; /* manager_release_after_servers() */
-        int state_lock_fd; /* state_lock_try()'s, held from manager_start() until loopd exits */
 } Manager;
 
 int manager_new(Manager **ret);
 Manager *manager_free(Manager *m);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Manager *, manager_free);
 
-/* Takes the state dir's lock, waiting up to MANAGER_LOCK_WAIT_MS for a loopd that still holds it (one that
- * gave its bus name back as it exits when idle, and still answers what came before); then loads the
- * persisted records and starts watching devices and mounts. */
-#define MANAGER_LOCK_WAIT_MS (90 * 1000)
+/* Loads the persisted records and starts watching devices and mounts. The caller holds the state dir's
+ * lock (state_lock_try()). */
 int manager_start(Manager *m);
 /* Stops the watcher: Attach calls still waiting for udev are answered (their callbacks roll them back).
  * Called while whoever answers them (the bus) is still there. */

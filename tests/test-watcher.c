@@ -507,6 +507,8 @@ int main(int argc, char **argv)
                 test_exit_on_idle_answers_calls_that_came_meanwhile, &own_start);
         harness_add("/loopd/watcher/exit-on-idle-finishes-attach-despite-sigterm",
                 test_exit_on_idle_finishes_attach_despite_sigterm, &own_start);
+        harness_add("/loopd/watcher/sigterm-answers-calls-waiting-for-polkit",
+                test_sigterm_answers_calls_waiting_for_polkit, &own_start);
         harness_add("/loopd/watcher/second-loopd-waits-for-the-first", test_second_loopd_waits_for_the_first,
                 &own_start);
 

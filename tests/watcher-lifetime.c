@@ -45,6 +45,17 @@ static bool own_has_exited(gconstpointer data)
         return ((const Own *)data)->exited;
 }
 
+static bool never(gconstpointer data)
+{
+        return false;
+}
+
+/* Runs the default main context for ms (an Own's exit is noted there). */
+static void run_for(int ms)
+{
+        (void)wait_until(never, NULL, ms);
+}
+
 /* Waits until o has exited on its own, at most timeout_ms; fails the test unless it exited with 0. */
 static void own_check_exits_cleanly(Own *o, int timeout_ms)
 {
@@ -133,7 +144,7 @@ void test_exit_on_idle_not_while_attached(Harness *h, gconstpointer data)
         REQUIRE((device = attach(owner, image)));
 
         /* Three idle times with the device bound and no call: it stays. */
-        g_usleep(3 * IDLE_S * G_USEC_PER_SEC);
+        run_for(3 * IDLE_S * 1000);
         g_assert_false(own.exited);
         g_assert_false(log_has(own.log_path, IDLE_LOG));
         g_autofree char *before = name_owner(h);
@@ -257,9 +268,31 @@ void test_exit_on_idle_answers_calls_that_came_meanwhile(Harness *h, gconstpoint
                         "in %d attempts the bus never routed the call to loopd as it left", RACE_ATTEMPTS);
 }
 
-static int try_attach_while_loopd_leaves(Harness *h, const char *image, guint attempt, char **ret_device)
+/* Waits until a loopd other than the one that was first_owner owns the name (or o exited); returns it. */
+static char *wait_for_new_owner(Harness *h, Own *o, const char *first_owner)
+{
+        gint64 deadline = g_get_monotonic_time() + (gint64)HARNESS_TIMEOUT_MS * 1000;
+        char *owner = NULL;
+
+        while (g_get_monotonic_time() < deadline && !o->exited) {
+                g_free(owner);
+                owner = name_owner(h);
+                if (owner && !g_str_equal(owner, first_owner))
+                        return owner;
+                run_for(50);
+        }
+        g_free(owner);
+        return NULL;
+}
+
+/* One try of the Attach race (see the test below); 1, 0 or -1 as call_outcome(). *next is the loopd started
+ * meanwhile: on 1 it has taken over, else it is stopped. */
+static int try_attach_while_loopd_leaves(
+        Harness *h, const char *image, guint attempt, char **ret_device, Own *next)
 {
         g_autofree char *name = g_strdup_printf("loopd-idle-attach-%u", attempt);
+        g_autofree char *next_name = g_strdup_printf("%s/loopd-next-%u.log", h->tmpdir, attempt);
+        g_autofree char *first_owner = NULL, *new_owner = NULL;
         g_autoptr(GUnixFDList) fds = g_unix_fd_list_new();
         g_auto(Own) own = { 0 };
         g_auto(CallResult) result = { 0 };
@@ -273,33 +306,48 @@ static int try_attach_while_loopd_leaves(Harness *h, const char *image, guint at
                 return -1;
         }
         close(fd);
-        if (!c || !own_start(h, &own, name, IDLE_ARGS) ||
+        if (!c || !own_start(h, &own, name, IDLE_ARGS) || !(first_owner = name_owner(h)) ||
                 !call_while_loopd_leaves(h, &own, c, "Attach",
                         g_variant_new("(h@a{sv})", 0, harness_empty_options()), fds, &result))
                 return -1;
-        /* As systemd does once a Type=dbus service's name is gone, while the call waits for polkit. */
         if (!harness_wait_for_name(h->bus, LOOPD_BUS_NAME, false, HARNESS_TIMEOUT_MS)) {
                 harness_fail("loopd kept its name");
                 return -1;
         }
+        /* As systemd does once a Type=dbus service's name is gone, while the call waits for polkit; and the
+         * bus starts the next loopd for a later call meanwhile. */
         g_subprocess_send_signal(own.process, SIGTERM);
+        next->log_path = g_steal_pointer(&next_name);
+        next->process = harness_spawn_own_loopd(h, next->log_path, NULL);
+        if (!own_watch(next))
+                return -1;
         r = call_outcome(&result, attempt);
-        own_check_exits_cleanly(&own, HARNESS_TIMEOUT_MS);
-        if (r > 0) {
-                g_variant_get(result.reply, "(so)", ret_device, NULL);
-                g_assert_true(log_has(own.log_path, "SIGTERM while exiting on idle"));
+        if (r <= 0) {
+                own_clear(next);
+                return r;
         }
-        return g_test_failed() ? -1 : r;
+
+        g_variant_get(result.reply, "(so)", ret_device, NULL);
+        own_check_exits_cleanly(&own, HARNESS_TIMEOUT_MS);
+        g_assert_true(log_has(own.log_path, "SIGTERM while exiting on idle"));
+        /* The next one waited for the first, then took over. */
+        g_assert_true(log_has(next->log_path, WAITING_LOG));
+        new_owner = wait_for_new_owner(h, next, first_owner);
+        if (!new_owner) {
+                harness_fail("the next loopd did not take the name (%s)", next->log_path);
+                return -1;
+        }
+        return g_test_failed() ? -1 : 1;
 }
 
 /* An Attach that reached loopd as it gave its name back, still waiting for polkit when systemd sends SIGTERM
- * (it does once a Type=dbus service's name goes), is carried out and answered before loopd exits; the next
- * loopd adopts the device. */
+ * (it does once a Type=dbus service's name goes), is carried out and answered before loopd exits; the loopd
+ * the bus starts meanwhile waits for the first, then adopts the device. */
 void test_exit_on_idle_finishes_attach_despite_sigterm(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
         harness_allow_all(h);
-        fake_authority_set(h->authority, "org.loopd1.attach", FAKE_AUTH_ALLOW, 1500);
+        fake_authority_set(h->authority, "org.loopd1.attach", FAKE_AUTH_ALLOW, 3000);
         g_autofree char *image = make_ext4_image(h, "late.img", "LATE");
         g_autofree char *device = NULL;
         g_auto(Own) next = { 0 };
@@ -308,16 +356,15 @@ void test_exit_on_idle_finishes_attach_despite_sigterm(Harness *h, gconstpointer
         int r = 0;
 
         for (guint attempt = 1; attempt <= RACE_ATTEMPTS && r == 0; attempt++)
-                r = try_attach_while_loopd_leaves(h, image, attempt, &device);
+                r = try_attach_while_loopd_leaves(h, image, attempt, &device, &next);
         if (r == 0)
                 harness_fail(
                         "in %d attempts the bus never routed the call to loopd as it left", RACE_ATTEMPTS);
-        REQUIRE(r > 0 && device);
+        REQUIRE(r > 0 && device && next.process);
 
-        /* Bound, with its record: the next loopd takes it over, owner and all. */
         GDBusConnection *owner = harness_connect_as(h, HARNESS_USER_A);
         REQUIRE(owner);
-        REQUIRE(own_start(h, &next, "loopd-next", NULL));
+        g_assert_true(log_has(next.log_path, "Re-adopted"));
         list_device(owner, device, &entry);
         g_assert_true(entry.found);
         g_assert_true(entry.managed);
@@ -325,6 +372,36 @@ void test_exit_on_idle_finishes_attach_despite_sigterm(Harness *h, gconstpointer
         g_assert_true(harness_detach(owner, device, NULL, &error));
         harness_assert_no_error(error);
         own_stop(&next);
+}
+
+/* A SIGTERM (not while exiting on idle) ends loopd at once; a call still waiting for polkit is answered
+ * Failed, nothing of it done, not left to the bus's NoReply. */
+void test_sigterm_answers_calls_waiting_for_polkit(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        harness_allow_all(h);
+        fake_authority_set(h->authority, "org.loopd1.attach", FAKE_AUTH_ALLOW, 5000);
+        g_autofree char *image = make_ext4_image(h, "stopped.img", "STOPPED");
+        g_autoptr(GUnixFDList) fds = g_unix_fd_list_new();
+        g_auto(Own) own = { 0 };
+        g_auto(CallResult) result = { 0 };
+        GDBusConnection *c = harness_connect_as(h, HARNESS_USER_A);
+        int fd = open(image, O_RDWR | O_CLOEXEC);
+
+        REQUIRE(c);
+        REQUIRE(fd >= 0);
+        g_assert_cmpint(g_unix_fd_list_append(fds, fd, NULL), ==, 0);
+        close(fd);
+        REQUIRE(own_start(h, &own, "loopd-stopped", NULL));
+        g_dbus_connection_call_with_unix_fd_list(c, LOOPD_BUS_NAME, LOOPD_MANAGER_PATH,
+                LOOPD_MANAGER_INTERFACE, "Attach", g_variant_new("(h@a{sv})", 0, harness_empty_options()),
+                NULL, G_DBUS_CALL_FLAGS_NONE, HARNESS_TIMEOUT_MS, fds, NULL, call_on_reply, &result);
+        REQUIRE(fake_authority_wait_calls(h->authority, 1, HARNESS_TIMEOUT_MS));
+        own_stop(&own);
+        REQUIRE(wait_until(call_done, &result, HARNESS_TIMEOUT_MS));
+        harness_assert_dbus_error(result.error, LOOPD_ERROR_FAILED, "loopd is exiting");
+        g_autoptr(GPtrArray) bound = oracle_loops_backed_by(h->image_dir);
+        g_assert_cmpuint(bound->len, ==, 0);
 }
 
 /* A second loopd on the same state dir (the bus starts one for a call that came after the first gave its
@@ -353,7 +430,7 @@ void test_second_loopd_waits_for_the_first(Harness *h, gconstpointer data)
         REQUIRE(own_watch(&second));
         g_assert_true(log_wait(second.log_path, WAITING_LOG, HARNESS_TIMEOUT_MS));
         /* It keeps waiting: it neither gave up nor started on the first one's state. */
-        g_usleep(500 * 1000);
+        run_for(500);
         g_assert_false(second.exited);
         g_assert_false(log_has(second.log_path, "Re-adopted"));
         g_autofree char *still = name_owner(h);
@@ -367,7 +444,7 @@ void test_second_loopd_waits_for_the_first(Harness *h, gconstpointer data)
                 second_owner = name_owner(h);
                 if (second_owner && !g_str_equal(second_owner, first_owner))
                         break;
-                g_usleep(50 * 1000);
+                run_for(50);
         }
         REQUIRE(second_owner && !g_str_equal(second_owner, first_owner));
         g_assert_true(log_has(second.log_path, "Re-adopted"));
