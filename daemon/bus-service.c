@@ -187,6 +187,9 @@ int bus_start(Bus *b)
                 /* Not closed as the loop ends: the calls still waiting are answered after it (main.c), then
                  * bus_free() flushes and closes. */
                 r = sd_bus_set_close_on_exit(b->bus, false);
+        if (r >= 0)
+                /* sd-bus then ends the loop with EXIT_FAILURE (BUS_EXIT_DISCONNECTED). */
+                r = sd_bus_set_exit_on_disconnect(b->bus, true);
         if (r < 0)
                 return log_error_errno(r, "Failed to attach the bus to the event loop: %m");
 

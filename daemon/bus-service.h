@@ -1,6 +1,8 @@
 /* bus-service.h: the D-Bus face's life on the system bus. main.c wires it to the engine. */
 #pragma once
 
+#include <stdlib.h>
+
 #include "bus-context.h"
 #include "macro.h"
 
@@ -8,6 +10,10 @@
 int bus_new(Manager *m, Bus **ret);
 Bus *bus_free(Bus *b);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Bus *, bus_free);
+
+/* sd_event_loop()'s result once the bus connection was lost: loopd exits then (nobody could reach it, and
+ * it would keep the state dir from the loopd the bus starts once it is back). */
+#define BUS_EXIT_DISCONNECTED EXIT_FAILURE
 
 /* Connects to the system bus, exports the objects, sets up exiting when idle and requests the name. */
 int bus_start(Bus *b);

@@ -367,6 +367,8 @@ static int run(int argc, char *argv[])
         r = sd_event_loop(m->event);
         if (r < 0)
                 log_error_errno(r, "Event loop failed: %m");
+        else if (r == BUS_EXIT_DISCONNECTED)
+                log_error("Lost the connection to the system bus, exiting");
         else
                 log_info("Exiting");
         /* Calls still waiting are answered while the bus is there: those reading their images, then the
@@ -374,6 +376,8 @@ static int run(int argc, char *argv[])
          * too: a Format's job freed with the face would touch the engine's registry, freed before it. */
         bus_cancel_calls(b);
         manager_stop(m);
+        if (r == BUS_EXIT_DISCONNECTED)
+                return -ECONNRESET;
         return r < 0 ? r : 0;
 }
 

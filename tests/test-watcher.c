@@ -509,6 +509,7 @@ int main(int argc, char **argv)
                 test_exit_on_idle_finishes_attach_despite_sigterm, &own_start);
         harness_add("/loopd/watcher/sigterm-answers-calls-waiting-for-polkit",
                 test_sigterm_answers_calls_waiting_for_polkit, &own_start);
+        harness_add("/loopd/watcher/exits-when-the-bus-goes", test_exits_when_the_bus_goes, &own_start);
         harness_add("/loopd/watcher/second-loopd-waits-for-the-first", test_second_loopd_waits_for_the_first,
                 &own_start);
 

@@ -456,3 +456,23 @@ void test_second_loopd_waits_for_the_first(Harness *h, gconstpointer data)
         harness_assert_no_error(error);
         own_stop(&second);
 }
+
+/* loopd exits (1) when its bus goes: nobody could reach it any more, and it would keep the state dir from
+ * the loopd started once the bus is back. */
+void test_exits_when_the_bus_goes(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        g_auto(Own) own = { 0 };
+        GPid bus = harness_bus_pid(h);
+
+        REQUIRE(bus > 0);
+        REQUIRE(own_start(h, &own, "loopd-busless", NULL));
+        g_assert_cmpint(kill(bus, SIGTERM), ==, 0);
+        if (!wait_until(own_has_exited, &own, HARNESS_TIMEOUT_MS)) {
+                harness_fail("loopd kept running without its bus (%s)", own.log_path);
+                return;
+        }
+        g_assert_true(g_subprocess_get_if_exited(own.process));
+        g_assert_cmpint(g_subprocess_get_exit_status(own.process), ==, 1);
+        g_assert_true(log_has(own.log_path, "Lost the connection to the system bus"));
+}
