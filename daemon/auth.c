@@ -1,6 +1,7 @@
 /* auth.c: may the sender of a method call do this? polkit's CheckAuthorization, asked asynchronously. */
 #include "auth.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -349,6 +350,8 @@ int auth_caller(Auth *a, sd_bus_message *message, uid_t *ret_uid, sd_bus_error *
 
 void auth_cancel_queries(Auth *a)
 {
+        /* Not from a handler that a query's answer runs (auth_redispatch() frees that query after it). */
+        assert(!a || !a->redispatching);
         while (a && a->queries) {
                 AuthQuery *q = a->queries;
 

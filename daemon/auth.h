@@ -34,7 +34,8 @@ int auth_check(Auth *a, sd_bus_message *message, uid_t uid, const char *action, 
 /* Is a question with polkit still unanswered? */
 bool auth_busy(Auth *a);
 /* loopd exits: every call still waiting for polkit (or for its caller's uid) is answered Failed, nothing of
- * it having been done, and its question withdrawn at polkit. */
+ * it having been done (every handler asks all its questions before it does anything), and its question
+ * withdrawn at polkit. Not from a handler. */
 void auth_cancel_queries(Auth *a);
 
 /* The caller's uid, from the bus (never from /proc). Returns 1 with *ret_uid; 0 when the bus is being asked

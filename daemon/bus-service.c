@@ -130,6 +130,15 @@ static int bus_on_idle_timer(sd_event_source *s, uint64_t usec, void *userdata)
         return 0;
 }
 
+void bus_leave(Bus *b)
+{
+        if (!b->bus || b->release_slot || b->name_released)
+                return;
+        b->name_released = true;
+        /* Not waited for: bus_free() flushes it with the answers. */
+        (void)sd_bus_release_name_async(b->bus, NULL, LOOPD_BUS_NAME, NULL, NULL);
+}
+
 bool bus_defer_exit(Bus *b)
 {
         if (!(b->release_slot || b->name_released) || b->exit_deferred)

@@ -17,6 +17,10 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Bus *, bus_free);
 
 /* Connects to the system bus, exports the objects, sets up exiting when idle and requests the name. */
 int bus_start(Bus *b);
+/* The loop ended (a SIGTERM, SIGINT): gives the name back at once, so that calls from now on start the next
+ * loopd by activation instead of waiting in a queue nobody reads while this one answers what still waits
+ * and stops. */
+void bus_leave(Bus *b);
 /* A SIGTERM: true when it is put off, because loopd is giving its name back to exit on idle (or gave it
  * back, and answers the calls that came before; it exits right after them). Once only: a second SIGTERM is
  * not. */

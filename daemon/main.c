@@ -300,7 +300,8 @@ static int run(int argc, char *argv[])
 {
         /* Freed in the reverse order: the engine first (stopping the watcher answers the Attach calls still
          * waiting for udev, through the face), then the face, then the state dir's lock: a loopd waiting for
-         * it finds the bus name gone with this one's connection. */
+         * it starts once this one's connection is closed (the bus frees the name once it has read that,
+         * which bus_start() waits for). */
         _cleanup_close_ int state_lock = -EBADF;
         _cleanup_(bus_freep) Bus *b = NULL;
         _cleanup_(manager_freep) Manager *m = NULL;
@@ -371,9 +372,11 @@ static int run(int argc, char *argv[])
                 log_error("Lost the connection to the system bus, exiting");
         else
                 log_info("Exiting");
-        /* Calls still waiting are answered while the bus is there: those reading their images, then the
-         * Attach calls waiting for udev (stopping the watcher rolls them back). On an error of the loop
-         * too: a Format's job freed with the face would touch the engine's registry, freed before it. */
+        /* Calls still waiting are answered while the bus is there: those waiting for polkit or reading their
+         * images, then the Attach calls waiting for udev (stopping the watcher rolls them back). On an error
+         * of the loop too: a Format's job freed with the face would touch the engine's registry, freed
+         * before it. */
+        bus_leave(b);
         bus_cancel_calls(b);
         manager_stop(m);
         if (r == BUS_EXIT_DISCONNECTED)

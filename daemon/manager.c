@@ -234,14 +234,22 @@ static void manager_on_release_busy(const LoopInfo *info, void *userdata)
 {
         Manager *m = userdata;
         MountServers servers = { 0 };
+        ManagedDevice *d = registry_find_number(m->registry, info->number);
 
-        manager_servers_holding(info->number, info->devnum, &servers);
+        /* Only loopd's device (the record's incarnation), and not again when an Unmount of it handed its
+         * servers over already. */
+        if (!d || d->diskseq != info->diskseq)
+                return;
+        for (ServerWait *w = m->server_waits; w; w = w->next)
+                if (w->number == d->number && w->diskseq == d->diskseq)
+                        return;
+        manager_servers_holding(d->number, info->devnum, &servers);
         if (servers.n == 0)
                 return;
         log_info(
                 "A FUSE server still holds loop%u after its last unmount: it goes once the server has exited",
-                info->number);
-        manager_release_after_servers(m, info->number, info->diskseq, &servers);
+                d->number);
+        manager_release_after_servers(m, d->number, d->diskseq, &servers);
 }
 
 int manager_start(Manager *m)

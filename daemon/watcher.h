@@ -32,9 +32,9 @@ typedef struct WatcherConfig {
         const char *media_dir;
         ChangeHandler on_change;
         void *on_change_userdata;
-        /* An autoclear device of loopd's whose last mount went behind loopd's back (root's umount) and that
-         * could not be released then: something still holds it (that mount's FUSE driver, still writing
-         * back). NULL: nothing is done, it stays. */
+        /* An autoclear device of loopd's whose last mount went (root's umount(8) behind loopd's back, or an
+         * Unmount) and that could not be released then: something still holds it (that mount's FUSE driver,
+         * still writing back). NULL: nothing is done, it stays. */
         void (*on_release_busy)(const LoopInfo *info, void *userdata);
         void *on_release_busy_userdata;
 } WatcherConfig;

@@ -697,17 +697,20 @@ out:
         hang_release(h, a, &hang, device, fd);
 }
 
-/* Waits until nothing is at path any more, at most timeout_ms; returns whether it went. */
-static bool wait_for_path_gone(const char *path, int timeout_ms)
+/* Waits until loopd's log has needle, at most timeout_ms; returns whether it did. */
+static bool wait_for_loopd_log(Harness *h, const char *needle, int timeout_ms)
 {
         gint64 deadline = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
 
-        while (g_file_test(path, G_FILE_TEST_EXISTS)) {
+        for (;;) {
+                g_autofree char *log = harness_loopd_log(h);
+
+                if (strstr(log, needle))
+                        return true;
                 if (g_get_monotonic_time() > deadline)
                         return false;
-                g_usleep(20 * 1000);
+                g_usleep(50 * 1000);
         }
-        return true;
 }
 
 /* Writes 4 MiB to a new file under mount_point (no sync: the page cache, or the FUSE driver, holds it), then
@@ -801,11 +804,9 @@ static void test_slow_fuse_driver_releases_later(Harness *h, gconstpointer data)
                 write_then_freeze(&hang, mount_point);
                 g_assert_cmpint(test_sh_status(NULL, "timeout 60 umount %s", q), ==, 0);
                 g_assert_cmpint(test_sh_status(NULL, "findmnt --mountpoint %s >/dev/null", q), !=, 0);
-                /* loopd saw it go (it removes the mount point then) and tried to release the device, which
-                 * the driver still held (loopd waits up to 2 s for that to end): from now on nothing of
-                 * loopd's is under way. */
-                g_assert_true(wait_for_path_gone(mount_point, SETTLE_MS));
-                g_usleep(3 * G_USEC_PER_SEC);
+                /* loopd saw it go and tried to release the device, which the driver still held: it waits
+                 * for the driver now (without that, its lock held the device from then on). */
+                g_assert_true(wait_for_loopd_log(h, "A FUSE server still holds loop", 2 * SETTLE_MS));
         } else {
                 unmounted = unmount_with_unwritten_data(a, &hang, mount_point, limit_ms, &ms, &error);
                 if (!expect_ok("Unmount while the driver waits for the device", error))

@@ -9,7 +9,7 @@
 #define IDLE_ARGS ((const char *const[]){ "--exit-on-idle", G_STRINGIFY(IDLE_S), NULL })
 /* What loopd logs when it decides to exit (bus-service.c). */
 #define IDLE_LOG "Idle for " G_STRINGIFY(IDLE_S) " s with nothing attached, exiting"
-/* What a second loopd logs while the first holds the state dir (manager.c). */
+/* What a second loopd logs while the first holds the state dir (main.c). */
 #define WAITING_LOG "Waiting for the loopd that still uses"
 /* How often the race test tries before it concludes that the bus never routed its call to loopd in time. */
 #define RACE_ATTEMPTS 3
@@ -157,14 +157,33 @@ void test_exit_on_idle_not_while_attached(Harness *h, gconstpointer data)
         g_assert_true(harness_wait_for_name(h->bus, LOOPD_BUS_NAME, false, HARNESS_TIMEOUT_MS));
 }
 
+/* An asynchronous call's result; call_result_start() before the call, whose cancellable is cancel. */
 typedef struct CallResult {
         bool done;
         GVariant *reply;
         GError *error;
+        GCancellable *cancel;
 } CallResult;
 
+static bool call_done(gconstpointer data)
+{
+        return ((const CallResult *)data)->done;
+}
+
+static CallResult *call_result_start(CallResult *r)
+{
+        r->cancel = g_cancellable_new();
+        return r;
+}
+
+/* A call still under way is cancelled, and its callback run, before r goes. */
 static void call_result_clear(CallResult *r)
 {
+        if (r->cancel && !r->done) {
+                g_cancellable_cancel(r->cancel);
+                (void)wait_until(call_done, r, HARNESS_TIMEOUT_MS);
+        }
+        g_clear_object(&r->cancel);
         g_clear_pointer(&r->reply, g_variant_unref);
         g_clear_error(&r->error);
 }
@@ -177,11 +196,6 @@ static void call_on_reply(GObject *source, GAsyncResult *result, gpointer data)
         r->reply = g_dbus_connection_call_with_unix_fd_list_finish(
                 G_DBUS_CONNECTION(source), NULL, result, &r->error);
         r->done = true;
-}
-
-static bool call_done(gconstpointer data)
-{
-        return ((const CallResult *)data)->done;
 }
 
 /* The race of these tests: loopd decides to exit while a call to it is on its way. dbus-daemon is stopped
@@ -202,7 +216,7 @@ static bool call_while_loopd_leaves(Harness *h, Own *own, GDBusConnection *c, co
         g_assert_cmpint(kill(bus, SIGSTOP), ==, 0);
         g_dbus_connection_call_with_unix_fd_list(c, LOOPD_BUS_NAME, LOOPD_MANAGER_PATH,
                 LOOPD_MANAGER_INTERFACE, method, params, NULL, G_DBUS_CALL_FLAGS_NONE, HARNESS_TIMEOUT_MS,
-                fds, NULL, call_on_reply, result);
+                fds, call_result_start(result)->cancel, call_on_reply, result);
         g_usleep(300 * 1000); /* GDBus's thread writes the call */
         decided = log_wait(own->log_path, IDLE_LOG, IDLE_S * 1000 + HARNESS_TIMEOUT_MS);
         g_usleep(300 * 1000); /* loopd writes its ReleaseName right after the log line */
@@ -298,6 +312,7 @@ static int try_attach_while_loopd_leaves(
         g_auto(CallResult) result = { 0 };
         GDBusConnection *c = harness_connect_as(h, HARNESS_USER_A);
         int fd = open(image, O_RDWR | O_CLOEXEC), r;
+        bool waited;
 
         if (fd < 0 || g_unix_fd_list_append(fds, fd, NULL) != 0) {
                 harness_fail("cannot pass %s", image);
@@ -321,17 +336,21 @@ static int try_attach_while_loopd_leaves(
         next->process = harness_spawn_own_loopd(h, next->log_path, NULL);
         if (!own_watch(next))
                 return -1;
+        /* While the first still waits for polkit's answer (5 s after it asked). */
+        waited = log_wait(next->log_path, WAITING_LOG, 4000);
         r = call_outcome(&result, attempt);
+        own_check_exits_cleanly(&own, HARNESS_TIMEOUT_MS);
         if (r <= 0) {
                 own_clear(next);
+                g_assert_true(harness_wait_for_name(h->bus, LOOPD_BUS_NAME, false, HARNESS_TIMEOUT_MS));
                 return r;
         }
 
         g_variant_get(result.reply, "(so)", ret_device, NULL);
-        own_check_exits_cleanly(&own, HARNESS_TIMEOUT_MS);
         g_assert_true(log_has(own.log_path, "SIGTERM while exiting on idle"));
         /* The next one waited for the first, then took over. */
-        g_assert_true(log_has(next->log_path, WAITING_LOG));
+        if (!waited)
+                harness_fail("the next loopd did not wait for the first (%s)", next->log_path);
         new_owner = wait_for_new_owner(h, next, first_owner);
         if (!new_owner) {
                 harness_fail("the next loopd did not take the name (%s)", next->log_path);
@@ -347,7 +366,7 @@ void test_exit_on_idle_finishes_attach_despite_sigterm(Harness *h, gconstpointer
 {
         HARNESS_REQUIRE(h);
         harness_allow_all(h);
-        fake_authority_set(h->authority, "org.loopd1.attach", FAKE_AUTH_ALLOW, 3000);
+        fake_authority_set(h->authority, "org.loopd1.attach", FAKE_AUTH_ALLOW, 5000);
         g_autofree char *image = make_ext4_image(h, "late.img", "LATE");
         g_autofree char *device = NULL;
         g_auto(Own) next = { 0 };
@@ -395,11 +414,20 @@ void test_sigterm_answers_calls_waiting_for_polkit(Harness *h, gconstpointer dat
         REQUIRE(own_start(h, &own, "loopd-stopped", NULL));
         g_dbus_connection_call_with_unix_fd_list(c, LOOPD_BUS_NAME, LOOPD_MANAGER_PATH,
                 LOOPD_MANAGER_INTERFACE, "Attach", g_variant_new("(h@a{sv})", 0, harness_empty_options()),
-                NULL, G_DBUS_CALL_FLAGS_NONE, HARNESS_TIMEOUT_MS, fds, NULL, call_on_reply, &result);
+                NULL, G_DBUS_CALL_FLAGS_NONE, HARNESS_TIMEOUT_MS, fds, call_result_start(&result)->cancel,
+                call_on_reply, &result);
         REQUIRE(fake_authority_wait_calls(h->authority, 1, HARNESS_TIMEOUT_MS));
         own_stop(&own);
         REQUIRE(wait_until(call_done, &result, HARNESS_TIMEOUT_MS));
         harness_assert_dbus_error(result.error, LOOPD_ERROR_FAILED, "loopd is exiting");
+        /* Its question was withdrawn at polkit (the authority reads that in a thread of its own). */
+        g_autoptr(GPtrArray) cancelled = fake_authority_cancellations(h->authority);
+        for (int waited = 0; cancelled->len == 0 && waited < HARNESS_TIMEOUT_MS; waited += 20) {
+                g_usleep(20 * 1000);
+                g_ptr_array_unref(cancelled);
+                cancelled = fake_authority_cancellations(h->authority);
+        }
+        g_assert_cmpuint(cancelled->len, ==, 1);
         g_autoptr(GPtrArray) bound = oracle_loops_backed_by(h->image_dir);
         g_assert_cmpuint(bound->len, ==, 0);
 }
