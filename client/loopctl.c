@@ -59,7 +59,7 @@ static const char help_attach[] =
         "Attach IMAGE to a free loop device and list its partitions.\n"
         "\n"
         "Options:\n"
-        "  --read-only               Attach it read-only (the default when IMAGE is not writable)\n"
+        "  --read-only               Attach it read-only (needed when IMAGE is not writable)\n"
         "  --offset N                Start N bytes into IMAGE\n"
         "  --size N                  Use at most N bytes of it\n"
         "  --sector-size N           Logical sector size: 512, 1024, 2048 or 4096 (0: detect)\n"

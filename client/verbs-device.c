@@ -9,6 +9,7 @@
 #include "loop-name.h"
 #include "loopctl.h"
 #include "loopd-bus.h"
+#include "utf8.h"
 
 static const char *const partition_headers[] = {
         "NAME",
@@ -564,13 +565,15 @@ int verb_list(Context *c)
 }
 
 /* DEVICE|IMAGE of detach, close and partition add: a loop device by name, or the one device an image is
- * attached to. Several devices backed by the same file are refused rather than all detached: the user names
+ * attached to: the caller's own, if it has one (another user's device of the same file is theirs to close),
+ * else any. Several devices backed by the same file are refused rather than all detached: the user names
  * one. */
 int resolve_device(Context *c, const char *what, char **ret)
 {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        _cleanup_free_ char *path = NULL, *found = NULL;
+        _cleanup_free_ char *path = NULL, *said = NULL, *found = NULL;
         unsigned n_found = 0, number;
+        bool found_own = false;
         DeviceEntry d;
         struct stat st;
         int r;
@@ -589,12 +592,26 @@ int resolve_device(Context *c, const char *what, char **ret)
                 return 0;
         }
 
+        /* loopd says a file's name in UTF-8, each byte that is not part of it as U+FFFD: a name that is not
+         * UTF-8 is compared as loopd says it. */
+        said = strdup(path);
+        if (!said || utf8_make_valid(&said) < 0)
+                return log_error_errno(-ENOMEM, "cannot %s %s", what, c->arg);
+
         r = list_devices(c, NULL, NULL, &reply);
         if (r < 0)
                 return r;
         while ((r = read_device(reply, &d)) > 0) {
-                if (!streq(d.backing_file, path))
+                bool own = d.managed && d.owner_uid == (uint32_t)getuid();
+
+                if (!streq(d.backing_file, said) || (found_own && !own))
                         continue;
+                if (own && !found_own) {
+                        /* The first of the caller's own: the others' found so far do not count. */
+                        found = mfree(found);
+                        n_found = 0;
+                        found_own = true;
+                }
                 char *list;
                 if (asprintf(&list, "%s%s%s", strempty(found), found ? ", " : "", d.device) < 0)
                         return log_error_errno(-ENOMEM, "cannot %s %s", what, c->arg);

@@ -405,26 +405,92 @@ void test_detach_image_resolved_to_its_device(Mock *m, gconstpointer data)
         assert_options(c, 1, "{'unmount': <true>}");
 }
 
+/* Several devices of the caller's own on the image: refused (which one?). Several of nobody's or of other
+ * users' (and none of the caller's): refused too, naming them all. */
 void test_detach_image_on_several_devices_refused(Mock *m, gconstpointer data)
 {
         RunOptions o = mock_bus(m);
+        guint32 me = (guint32)getuid(), other = me + 1000;
 
         if (!m->address)
                 return;
         g_autofree char *img = make_file(m->dir, "disk.img", 4096);
         g_autofree char *text = g_strdup_printf(
                 "[('/dev/loop5', objectpath '/org/loopd1/device/loop5', '%s', uint64 0, uint64 0, uint32 512, "
-                "false, false, true, uint32 0), "
+                "false, false, true, uint32 %u), "
                 "('/dev/loop6', objectpath '/org/loopd1/device/loop6', '%s', uint64 0, uint64 0, uint32 512, "
-                "true, false, true, uint32 0), "
+                "true, false, true, uint32 %u), "
                 "('/dev/loop9', objectpath '/org/loopd1/device/loop9', '%s', uint64 0, uint64 0, uint32 512, "
                 "true, false, false, uint32 0)]",
-                img, img, img);
+                img, me, img, me, img);
         mock_set_devices(m, text);
         g_autoptr(Run) r = run_loopctl(&o, "detach", img, NULL);
 
-        assert_error_line(r, 1, "it is attached to /dev/loop5, /dev/loop6, /dev/loop9; name the device");
+        assert_error_line(r, 1, "it is attached to /dev/loop5, /dev/loop6; name the device");
         g_assert_cmpuint(mock_count(m, "Detach"), ==, 0);
+
+        g_free(text);
+        text = g_strdup_printf(
+                "[('/dev/loop5', objectpath '/org/loopd1/device/loop5', '%s', uint64 0, uint64 0, uint32 512, "
+                "false, false, true, uint32 %u), "
+                "('/dev/loop9', objectpath '/org/loopd1/device/loop9', '%s', uint64 0, uint64 0, uint32 512, "
+                "true, false, false, uint32 0)]",
+                img, other, img);
+        mock_set_devices(m, text);
+        g_autoptr(Run) others = run_loopctl(&o, "close", img, NULL);
+
+        assert_error_line(others, 1, "it is attached to /dev/loop5, /dev/loop9; name the device");
+        g_assert_cmpuint(mock_count(m, "Detach"), ==, 0);
+}
+
+/* Another user's device of the same image (a shared ISO) is theirs: close IMAGE closes the caller's own. */
+void test_detach_image_prefers_own_device(Mock *m, gconstpointer data)
+{
+        RunOptions o = mock_bus(m);
+        guint32 me = (guint32)getuid(), other = me + 1000;
+
+        if (!m->address)
+                return;
+        g_autofree char *img = make_file(m->dir, "shared.iso", 4096);
+        g_autofree char *text = g_strdup_printf(
+                "[('/dev/loop5', objectpath '/org/loopd1/device/loop5', '%s', uint64 0, uint64 0, uint32 512, "
+                "true, true, true, uint32 %u), "
+                "('/dev/loop6', objectpath '/org/loopd1/device/loop6', '%s', uint64 0, uint64 0, uint32 512, "
+                "true, true, true, uint32 %u), "
+                "('/dev/loop7', objectpath '/org/loopd1/device/loop7', '%s', uint64 0, uint64 0, uint32 512, "
+                "true, false, false, uint32 0)]",
+                img, other, img, me, img);
+        mock_set_devices(m, text);
+        g_autoptr(Run) r = run_loopctl(&o, "close", img, NULL);
+
+        g_assert_cmpint(r->status, ==, 0);
+        g_assert_cmpstr(r->err, ==, "");
+        MockCall *c = mock_call(m, "Detach");
+        g_assert_cmpstr(call_string(c, 0), ==, "/dev/loop6");
+        assert_options(c, 1, "{'unmount': <true>}");
+}
+
+/* An image whose name is not UTF-8: loopd says it with U+FFFD for the byte that is not, and close IMAGE
+ * still finds its device. */
+void test_detach_image_not_utf8(Mock *m, gconstpointer data)
+{
+        RunOptions o = mock_bus(m);
+
+        if (!m->address)
+                return;
+        g_autofree char *img = make_file(m->dir, "caf\xe9.img", 4096);
+        g_autofree char *said = g_strdup_printf("%s/caf\xef\xbf\xbd.img", m->dir);
+        g_autofree char *text = g_strdup_printf(
+                "[('/dev/loop5', objectpath '/org/loopd1/device/loop5', '%s', uint64 0, uint64 0, uint32 512, "
+                "false, false, true, uint32 %u)]",
+                said, (guint32)getuid());
+        mock_set_devices(m, text);
+        g_autoptr(Run) r = run_loopctl(&o, "close", img, NULL);
+
+        g_assert_cmpint(r->status, ==, 0);
+        g_assert_cmpstr(r->err, ==, "");
+        MockCall *c = mock_call(m, "Detach");
+        g_assert_cmpstr(call_string(c, 0), ==, "/dev/loop5");
 }
 
 void test_detach_image_not_attached(Mock *m, gconstpointer data)
@@ -614,4 +680,32 @@ void test_auth_error_passed_through(Mock *m, gconstpointer data)
         g_autoptr(Run) r = run_loopctl(&o, "--no-ask-password", "mount", "loop3p1", NULL);
         assert_error_line(
                 r, 1, "loopctl: cannot mount /dev/loop3p1: Interactive authentication required.\n");
+}
+
+/* umount.loopd's exit status, as umount(8) reads it: 32 when loopd refused, 2 when loopd never answered
+ * (here: it went away before it did, and the bus said NoReply), each with one line on stderr. */
+void test_umount_helper_exit_status(Mock *m, gconstpointer data)
+{
+        RunOptions o = mock_bus(m);
+        g_autofree char *helper =
+                g_build_filename(g_getenv("LOOPD_BUILD_ROOT"), "umount", "umount.loopd", NULL);
+        const char *target = "/run/media/tester/DATA";
+
+        if (!m->address)
+                return;
+        o.binary = helper;
+        m->fail_method = "Unmount";
+        m->fail_name = "org.loopd1.Error.Busy";
+        m->fail_message = "it is in use";
+        g_autoptr(Run) refused = run_loopctl(&o, target, NULL);
+        g_assert_cmpint(refused->status, ==, 32);
+        g_assert_true(g_str_has_prefix(refused->err, "umount.loopd: /run/media/tester/DATA: "));
+        g_assert_nonnull(strstr(refused->err, "it is in use"));
+
+        m->fail_method = NULL;
+        m->vanish_method = "Unmount";
+        g_autoptr(Run) gone = run_loopctl(&o, target, NULL);
+        g_assert_cmpint(gone->status, ==, 2);
+        g_assert_true(g_str_has_prefix(gone->err, "umount.loopd: /run/media/tester/DATA: "));
+        g_assert_true(strchr(gone->err, '\n') == gone->err + strlen(gone->err) - 1); /* one line */
 }

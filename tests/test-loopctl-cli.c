@@ -106,12 +106,12 @@ static GSubprocessLauncher *launcher_new(const RunOptions *o, GSubprocessFlags f
         return l;
 }
 
-static GPtrArray *argv_new(va_list ap)
+static GPtrArray *argv_new(const RunOptions *o, va_list ap)
 {
         GPtrArray *argv = g_ptr_array_new();
         const char *a;
 
-        g_ptr_array_add(argv, (char *)loopctl_binary());
+        g_ptr_array_add(argv, (char *)(o->binary ? o->binary : loopctl_binary()));
         while ((a = va_arg(ap, const char *)))
                 g_ptr_array_add(argv, (char *)a);
         g_ptr_array_add(argv, NULL);
@@ -152,7 +152,7 @@ G_GNUC_NULL_TERMINATED Run *run_loopctl(const RunOptions *o, ...)
         va_list ap;
 
         va_start(ap, o);
-        argv = argv_new(ap);
+        argv = argv_new(o, ap);
         va_end(ap);
 
         p = g_subprocess_launcher_spawnv(l, (const char *const *)argv->pdata, &error);
@@ -306,6 +306,11 @@ static void mock_method_call(GDBusConnection *conn, const char *sender, const ch
                 g_assert_cmpint(kill((pid_t)caller, SIGINT), ==, 0);
         }
 
+        if (m->vanish_method && g_str_equal(m->vanish_method, method)) {
+                /* The bus answers NoReply: loopd went away before it answered. */
+                g_dbus_connection_close(m->conn, NULL, NULL, NULL);
+                return;
+        }
         if ((m->fail_method && g_str_equal(m->fail_method, method)) ||
                 (m->also_fail_method && g_str_equal(m->also_fail_method, method))) {
                 g_dbus_method_invocation_return_dbus_error(inv, m->fail_name, m->fail_message);
@@ -567,7 +572,7 @@ void assert_usage_error(const char *what, ...)
         va_list ap;
 
         va_start(ap, what);
-        argv = argv_new(ap);
+        argv = argv_new(&no_bus, ap);
         va_end(ap);
         p = g_subprocess_launcher_spawnv(l, (const char *const *)argv->pdata, &error);
         g_assert_no_error(error);
@@ -638,6 +643,9 @@ int main(int argc, char **argv)
         ADD_MOCK("/loopctl/detach/image-on-several-devices-refused",
                 test_detach_image_on_several_devices_refused);
         ADD_MOCK("/loopctl/detach/image-not-attached-refused", test_detach_image_not_attached);
+        ADD_MOCK("/loopctl/detach/image-prefers-own-device", test_detach_image_prefers_own_device);
+        ADD_MOCK("/loopctl/detach/image-not-utf8", test_detach_image_not_utf8);
+        ADD_MOCK("/loopctl/umount-helper/exit-status", test_umount_helper_exit_status);
         ADD_MOCK("/loopctl/detach/busy-error-is-one-line", test_detach_busy_error);
         ADD_MOCK("/loopctl/mount/option-keys-and-json", test_mount_option_keys_and_json);
         ADD_MOCK("/loopctl/unmount/mount-points-and-nodes", test_unmount_targets);

@@ -33,6 +33,7 @@ typedef struct RunOptions {
         const char *path_prepend;
         const char *agent_log;
         gboolean as_nobody; /* when the test runs as root */
+        const char *binary; /* NULL: loopctl */
 } RunOptions;
 
 typedef struct MockCall {
@@ -57,6 +58,7 @@ typedef struct Mock {
         const char *fail_method;
         const char *also_fail_method; /* with the same error */
         const char *interrupt_method; /* sends the caller SIGINT before it answers */
+        const char *vanish_method; /* closes the mock's connection instead of answering */
         const char *fail_name;
         const char *fail_message;
 } Mock;
@@ -129,6 +131,9 @@ void test_detach_device_names(Mock *m, gconstpointer data);
 void test_detach_image_resolved_to_its_device(Mock *m, gconstpointer data);
 void test_detach_image_on_several_devices_refused(Mock *m, gconstpointer data);
 void test_detach_image_not_attached(Mock *m, gconstpointer data);
+void test_detach_image_prefers_own_device(Mock *m, gconstpointer data);
+void test_detach_image_not_utf8(Mock *m, gconstpointer data);
+void test_umount_helper_exit_status(Mock *m, gconstpointer data);
 void test_detach_busy_error(Mock *m, gconstpointer data);
 void test_mount_option_keys_and_json(Mock *m, gconstpointer data);
 void test_unmount_targets(Mock *m, gconstpointer data);

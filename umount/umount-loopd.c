@@ -144,8 +144,12 @@ int main(int argc, char *argv[])
                 if (sd_bus_error_has_names(
                             &error, SD_BUS_ERROR_SERVICE_UNKNOWN, SD_BUS_ERROR_NAME_HAS_NO_OWNER))
                         return fail(EXIT_FAIL, args.target, "loopd is not running: %s", why);
-                /* No answer from loopd at all (a timeout, a broken connection): not its refusal. */
-                if (!sd_bus_error_is_set(&error))
+                /* No answer from loopd at all (a timeout, a broken connection, loopd gone before it
+                 * answered): not its refusal. sd-bus names these errors too. */
+                if (!sd_bus_error_is_set(&error) ||
+                        sd_bus_error_has_names(&error, SD_BUS_ERROR_NO_REPLY, SD_BUS_ERROR_TIMEOUT,
+                                SD_BUS_ERROR_DISCONNECTED) ||
+                        startswith(error.name, "System.Error."))
                         return fail(EXIT_SYSERR, args.target, "%s", why);
                 return fail(EXIT_FAIL, args.target, "%s", why);
         }
