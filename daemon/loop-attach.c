@@ -306,7 +306,6 @@ static int read_bound_info(int devfd, unsigned number, uint64_t diskseq, uint64_
 {
         _cleanup_(loop_info_freep) LoopInfo *info = NULL;
         _cleanup_close_ int sysfd = -EBADF;
-        char buf[4096 + 16];
         struct stat st;
         int r;
 
@@ -330,16 +329,13 @@ static int read_bound_info(int devfd, unsigned number, uint64_t diskseq, uint64_
         sysfd = sysfs_open_loop(number, 0);
         if (sysfd < 0)
                 return sysfd;
-        r = sysfs_read(sysfd, "loop", "backing_file", buf, sizeof(buf));
+        r = loop_read_backing_file(sysfd, "loop", "backing_file", &info->backing_file);
         if (r >= 0)
                 r = sysfs_read_bool(sysfd, "loop", "partscan", &info->partscan);
         if (r >= 0)
                 r = sysfs_read_bool(sysfd, "loop", "dio", &info->direct_io);
         if (r < 0)
                 return r == -ENOENT || r == -ENODEV ? -EIO : r;
-        info->backing_file = strdup(buf);
-        if (!info->backing_file)
-                return -ENOMEM;
         *ret = TAKE_PTR(info);
         return 0;
 }

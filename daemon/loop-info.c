@@ -84,7 +84,6 @@ static int unbound_if_gone(int r)
 static int read_identity_sysfs(int sysfd, unsigned number, LoopInfo **ret)
 {
         _cleanup_(loop_info_freep) LoopInfo *info = NULL;
-        char buf[4096 + 16];
         uint64_t v;
         int r;
 
@@ -95,12 +94,9 @@ static int read_identity_sysfs(int sysfd, unsigned number, LoopInfo **ret)
 
         if (sysfs_read_u64(sysfd, NULL, "diskseq", &v) >= 0)
                 info->diskseq = v;
-        r = sysfs_read(sysfd, "loop", "backing_file", buf, sizeof(buf));
+        r = loop_read_backing_file(sysfd, "loop", "backing_file", &info->backing_file);
         if (r < 0)
                 return unbound_if_gone(r);
-        info->backing_file = strdup(buf);
-        if (!info->backing_file)
-                return -ENOMEM;
         r = sysfs_read_devnum(sysfd, NULL, "dev", &info->devnum);
         if (r < 0)
                 return unbound_if_gone(r);
@@ -149,7 +145,6 @@ static int read_info_sysfs_brief(int blockfd, const char *name, unsigned number,
 {
         _cleanup_(loop_info_freep) LoopInfo *info = NULL;
         uint64_t autoclear = 0, ro = 0, v;
-        char buf[4096 + 16];
         int r;
 
         info = calloc(1, sizeof(LoopInfo));
@@ -157,12 +152,9 @@ static int read_info_sysfs_brief(int blockfd, const char *name, unsigned number,
                 return -ENOMEM;
         info->number = number;
 
-        r = sysfs_read(blockfd, name, "loop/backing_file", buf, sizeof(buf));
+        r = loop_read_backing_file(blockfd, name, "loop/backing_file", &info->backing_file);
         if (r < 0)
                 return r == -ENOENT ? -ENXIO : r;
-        info->backing_file = strdup(buf);
-        if (!info->backing_file)
-                return -ENOMEM;
 
         r = sysfs_read_u64(blockfd, name, "loop/offset", &info->offset);
         if (r >= 0)

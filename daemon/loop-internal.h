@@ -31,6 +31,11 @@ int loop_open_any(unsigned number);
 int loop_open_checked(unsigned number, uint64_t expected_diskseq);
 /* The device's diskseq (BLKGETDISKSEQ, else sysfs); 0 if the kernel has none. */
 uint64_t loop_device_diskseq(int devfd, unsigned number);
+/* The attribute dir/attr of dirfd that is a loop device's backing_file, strdup()ed into *ret: "" when the
+ * kernel cannot say the path (longer than its page: a file moved into a deep enough directory after it was
+ * bound), rather than an error that would hide the device, or every device of a listing. sysfs_read()'s
+ * errors otherwise. */
+int loop_read_backing_file(int dirfd, const char *dir, const char *attr, char **ret);
 
 /* ---- loop-attach.c ---- */
 

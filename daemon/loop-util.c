@@ -26,6 +26,20 @@ void loop_backoff_sleep(uint64_t *step_usec)
         loop_sleep_usec(*step_usec);
 }
 
+int loop_read_backing_file(int dirfd, const char *dir, const char *attr, char **ret)
+{
+        char buf[4096 + 16];
+        int r;
+
+        r = sysfs_read(dirfd, dir, attr, buf, sizeof(buf));
+        if (r == -ENAMETOOLONG)
+                buf[0] = '\0';
+        else if (r < 0)
+                return r;
+        *ret = strdup(buf);
+        return *ret ? 0 : -ENOMEM;
+}
+
 uint64_t loop_size_for(uint64_t file_size, uint64_t offset, uint64_t size_limit)
 {
         uint64_t size = file_size > offset ? file_size - offset : 0;

@@ -510,6 +510,8 @@ int main(int argc, char **argv)
         harness_add("/loopd/watcher/sigterm-answers-calls-waiting-for-polkit",
                 test_sigterm_answers_calls_waiting_for_polkit, &own_start);
         harness_add("/loopd/watcher/exits-when-the-bus-goes", test_exits_when_the_bus_goes, &own_start);
+        harness_add("/loopd/watcher/starts-with-a-device-whose-path-is-too-long",
+                test_starts_with_a_device_whose_path_is_too_long, &own_start);
         harness_add("/loopd/watcher/second-loopd-waits-for-the-first", test_second_loopd_waits_for_the_first,
                 &own_start);
 

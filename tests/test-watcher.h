@@ -103,6 +103,7 @@ void test_exit_on_idle_answers_calls_that_came_meanwhile(Harness *h, gconstpoint
 void test_exit_on_idle_finishes_attach_despite_sigterm(Harness *h, gconstpointer data);
 void test_sigterm_answers_calls_waiting_for_polkit(Harness *h, gconstpointer data);
 void test_exits_when_the_bus_goes(Harness *h, gconstpointer data);
+void test_starts_with_a_device_whose_path_is_too_long(Harness *h, gconstpointer data);
 void test_second_loopd_waits_for_the_first(Harness *h, gconstpointer data);
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(DeviceEntry, device_entry_clear)

@@ -504,3 +504,81 @@ void test_exits_when_the_bus_goes(Harness *h, gconstpointer data)
         g_assert_cmpint(g_subprocess_get_exit_status(own.process), ==, 1);
         g_assert_true(log_has(own.log_path, "Lost the connection to the system bus"));
 }
+
+/* Makes a chain of directories under dir whose path is longer than a page (the kernel's limit for a
+ * backing file's path in sysfs); returns an fd of the deepest, or -1 (the test failed). */
+static int make_deep_dir(const char *dir)
+{
+        char name[201];
+        int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+        memset(name, 'd', sizeof(name) - 1);
+        name[sizeof(name) - 1] = '\0';
+        for (int i = 0; fd >= 0 && i < 25; i++) {
+                int next = -1;
+
+                if (mkdirat(fd, name, 0755) == 0)
+                        next = openat(fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                close(fd);
+                fd = next;
+        }
+        if (fd < 0)
+                harness_fail("cannot make a deep directory under %s: %s", dir, g_strerror(errno));
+        return fd;
+}
+
+/* A device whose backing file was moved where its path is longer than a page: the kernel cannot say the
+ * path (sysfs answers ENAMETOOLONG). Any user can do that to an image of theirs. A loopd starting then still
+ * starts, adopts that device (its BackingFile is empty) and lists the others. */
+void test_starts_with_a_device_whose_path_is_too_long(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        harness_allow_all(h);
+        g_autofree char *image = make_ext4_image(h, "moved.img", "MOVED");
+        g_autofree char *other = make_ext4_image(h, "other.img", "OTHER");
+        g_autofree char *device = NULL, *other_device = NULL, *moved_back = NULL;
+        g_auto(Own) first = { 0 };
+        g_auto(Own) second = { 0 };
+        g_auto(DeviceEntry) entry = { 0 };
+        g_auto(DeviceEntry) other_entry = { 0 };
+        g_autoptr(GError) error = NULL;
+        int deep;
+
+        REQUIRE(own_start(h, &first, "loopd-before-move", NULL));
+        GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
+        GDBusConnection *b = harness_connect_as(h, HARNESS_USER_B);
+        REQUIRE(a && b);
+        REQUIRE((device = attach(a, image)));
+        REQUIRE((other_device = attach(b, other)));
+        own_stop(&first);
+
+        deep = make_deep_dir(h->tmpdir);
+        REQUIRE(deep >= 0);
+        REQUIRE(renameat(AT_FDCWD, image, deep, "moved.img") == 0);
+        g_autofree char *sysfs =
+                g_strdup_printf("/sys/block/%s/loop/backing_file", device + strlen("/dev/"));
+        g_autofree char *text = NULL;
+        g_autoptr(GError) sysfs_error = NULL;
+        g_assert_false(g_file_get_contents(sysfs, &text, NULL, &sysfs_error)); /* the kernel cannot say it */
+
+        bool started = own_start(h, &second, "loopd-after-move", NULL);
+        if (started) {
+                list_device(a, device, &entry);
+                g_assert_true(entry.found);
+                g_assert_cmpstr(entry.backing_file, ==, "");
+                g_assert_true(entry.managed);
+                g_assert_cmpuint(entry.owner_uid, ==, harness_uid_of(HARNESS_USER_A));
+                list_device(b, other_device, &other_entry);
+                g_assert_true(other_entry.found);
+                g_assert_cmpstr(other_entry.backing_file, ==, other);
+        }
+        /* Back where the harness finds it, whatever happened. */
+        g_assert_cmpint(renameat(deep, "moved.img", AT_FDCWD, image), ==, 0);
+        close(deep);
+        REQUIRE(started);
+        g_assert_true(harness_detach(a, device, NULL, &error));
+        harness_assert_no_error(error);
+        g_assert_true(harness_detach(b, other_device, NULL, &error));
+        harness_assert_no_error(error);
+        own_stop(&second);
+}
