@@ -503,6 +503,11 @@ int engine_detach(Manager *m, const LoopInfo *info, bool unmount, EngineError *e
         if (r == -EBUSY)
                 return engine_error(e, r, ENGINE_BUSY,
                         "loop%u is in use by another process; it was not detached", number);
+        if (r == -EINPROGRESS)
+                return engine_error(e, -EBUSY, ENGINE_BUSY,
+                        "I/O of loop%u is still in flight (its image may be hung); it was not detached, and "
+                        "can be once its image answers",
+                        number);
         /* Gone already is what was asked: an autoclear device goes with its last unmount above, and a number
          * re-used since (-ESTALE) means the device the caller named no longer exists. */
         if (r < 0 && r != -ENXIO && r != -ENODEV && r != -ESTALE)

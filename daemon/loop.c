@@ -23,6 +23,32 @@
  * after LOOP_CLR_FD. */
 #define DETACH_LOCK_WAIT_USEC (2 * 1000 * 1000)
 #define DETACH_RELEASE_WAIT_USEC (2 * 1000 * 1000)
+/* How long loop_detach() waits for the device's I/O in flight to end (loop_wait_io_done()). */
+#define LOOP_DETACH_IO_WAIT_USEC (500 * 1000)
+
+int loop_wait_io_done(unsigned number, uint64_t timeout_usec)
+{
+        _cleanup_close_ int sysfd = sysfs_open_loop(number, 0);
+        uint64_t deadline = loop_now_usec() + timeout_usec, step = 0;
+
+        if (sysfd < 0)
+                return sysfd == -ENOENT ? -ENXIO : sysfd;
+        for (;;) {
+                char buf[64];
+                unsigned reads, writes;
+                int r = sysfs_read(sysfd, NULL, "inflight", buf, sizeof(buf));
+
+                if (r < 0)
+                        return r == -ENOENT || r == -ENODEV ? -ENXIO : r;
+                if (sscanf(buf, "%u %u", &reads, &writes) != 2)
+                        return -EINVAL;
+                if (reads == 0 && writes == 0)
+                        return 0;
+                if (loop_now_usec() >= deadline)
+                        return -EINPROGRESS;
+                loop_backoff_sleep(&step);
+        }
+}
 
 int loop_detach(unsigned number, uint64_t expected_diskseq)
 {
@@ -39,6 +65,10 @@ int loop_detach(unsigned number, uint64_t expected_diskseq)
         diskseq = loop_device_diskseq(devfd, number);
         if (expected_diskseq != 0 && diskseq != expected_diskseq)
                 return -ESTALE;
+        /* Each close below may be the device's last, which waits for what is in flight. */
+        r = loop_wait_io_done(number, LOOP_DETACH_IO_WAIT_USEC);
+        if (r == -EINPROGRESS)
+                return r;
 
         /* A mount of the device or of one of its partitions holds the whole disk exclusively: then say so
          * and touch nothing (LOOP_CLR_FD would only turn on autoclear, and partitions would get

@@ -833,6 +833,92 @@ out:
         hang_release(h, a, &hang, device, fd);
 }
 
+/* Reads of loopN's queue that have not come back: /sys/block/loopN/inflight's first number (-1 if
+ * unreadable). */
+static int reads_in_flight(const char *device)
+{
+        g_autofree char *path = g_strdup_printf("/sys/block/%s/inflight", device + strlen("/dev/"));
+        g_autofree char *text = NULL;
+
+        if (!g_file_get_contents(path, &text, NULL, NULL))
+                return -1;
+        return atoi(text);
+}
+
+typedef struct AsyncCall {
+        bool done;
+        GVariant *reply;
+        GError *error;
+} AsyncCall;
+
+static void async_call_done(GObject *source, GAsyncResult *result, gpointer data)
+{
+        AsyncCall *c = data;
+
+        c->reply = g_dbus_connection_call_finish(G_DBUS_CONNECTION(source), result, &c->error);
+        c->done = true;
+}
+
+/* A probe of a device whose image stopped answering times out and its child is killed, but the read it
+ * started stays in flight in the loop driver. The device's last close would wait for that read in the
+ * kernel, uninterruptibly: a Detach then must not make that close in loopd (nobody else would be served
+ * until the image answers). It is Busy, at once, and loopd goes on serving; once the image answers (here:
+ * its server killed, the read fails), the Detach goes through. */
+static void test_detach_with_reads_in_flight(Harness *h, gconstpointer data)
+{
+        HARNESS_REQUIRE(h);
+        g_autofree char *ext4 = harness_image_path(h, "in-flight.img");
+        g_autofree char *device = NULL;
+        GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A),
+                        *b = harness_connect_as(h, HARNESS_USER_B);
+        g_autoptr(GVariant) parts = NULL, listed = NULL;
+        g_autoptr(GError) error = NULL;
+        AsyncCall detach = { 0 };
+        HarnessHang hang = { 0 };
+        gint64 t0, ms;
+        int fd = -1;
+
+        harness_allow_all(h);
+        REQUIRE_NONNULL(a);
+        REQUIRE_NONNULL(b);
+        device = hang_attach_ext4(h, a, &hang, ext4, 64 * MiB, "INFLIGHT", &fd);
+        if (!device)
+                goto out;
+        harness_hang_freeze(&hang);
+        /* ListPartitions probes the device again, from its image: the probe times out. */
+        parts = harness_list_partitions(b, device, &error);
+        g_test_message("ListPartitions: %s", error ? error->message : "answered");
+        g_clear_error(&error);
+        g_test_message("reads in flight on %s: %d", device, reads_in_flight(device));
+        if (reads_in_flight(device) <= 0) {
+                harness_fail("no read of %s is in flight after the probe timed out", device);
+                goto out;
+        }
+
+        t0 = g_get_monotonic_time();
+        g_dbus_connection_call(a, LOOPD_BUS_NAME, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, "Detach",
+                g_variant_new("(s@a{sv})", device, harness_empty_options()), NULL, G_DBUS_CALL_FLAGS_NONE,
+                CALL_BOUND_MS, NULL, async_call_done, &detach);
+        /* Everyone else is served meanwhile. */
+        listed = g_dbus_connection_call_sync(b, LOOPD_BUS_NAME, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE,
+                "ListDevices", NULL, NULL, G_DBUS_CALL_FLAGS_NONE, PROMPT_MS, NULL, &error);
+        expect_ok("ListDevices while a Detach meets reads in flight", error);
+        g_clear_error(&error);
+        while (!detach.done)
+                g_main_context_iteration(NULL, TRUE);
+        ms = (g_get_monotonic_time() - t0) / 1000;
+        g_test_message("Detach answered after %" G_GINT64_FORMAT " ms: %s", ms,
+                detach.error ? detach.error->message : "success");
+        harness_assert_dbus_error(detach.error, LOOPD_ERROR_BUSY, "in flight");
+        g_assert_cmpint(ms, <, PROMPT_MS);
+        g_assert_true(harness_loopd_alive(h));
+
+out:
+        g_clear_error(&detach.error);
+        g_clear_pointer(&detach.reply, g_variant_unref);
+        hang_release(h, a, &hang, device, fd);
+}
+
 /* An unmount that hangs in the kernel times out too. The image's filesystem is mounted and written to, then
  * its FUSE server stops answering anything: umount2() waits in the kernel to write the data back. loopd
  * answers Timeout within twice --io-timeout and goes on serving (the mount left the table as umount2()
@@ -1414,6 +1500,8 @@ int main(int argc, char **argv)
         harness_add("/loopd/robust/hung-fuse-mount-image-stays-attached", test_hung_fuse_mount_image_stays,
                 &opts_hung_attach);
         harness_add("/loopd/robust/hung-unmount-times-out", test_hung_unmount_times_out, &opts_hung_attach);
+        harness_add("/loopd/robust/detach-with-reads-in-flight-is-busy", test_detach_with_reads_in_flight,
+                &opts_hung_attach);
         harness_add("/loopd/robust/slow-fuse-driver-releases-the-device-later",
                 test_slow_fuse_driver_releases_later, &opts_hung_attach);
         harness_add("/loopd/robust/slow-fuse-driver-releases-the-device-after-a-restart",
