@@ -405,6 +405,33 @@ void test_detach_image_resolved_to_its_device(Mock *m, gconstpointer data)
         assert_options(c, 1, "{'unmount': <true>}");
 }
 
+/* One ListDevices entry, as the mock's text: /dev/loopN backed by backing, 512-byte sectors, owned by uid
+ * when managed. */
+static char *device_entry(unsigned number, const char *backing, bool read_only, bool managed, guint32 uid)
+{
+        return g_strdup_printf(
+                "('/dev/loop%u', objectpath '/org/loopd1/device/loop%u', '%s', uint64 0, uint64 0, "
+                "uint32 512, %s, false, %s, uint32 %u)",
+                number, number, backing, read_only ? "true" : "false", managed ? "true" : "false", uid);
+}
+
+/* The mock's ListDevices: the entries (device_entry(), taken), NULL-terminated. */
+static void mock_set_entries(Mock *m, ...)
+{
+        g_autoptr(GPtrArray) entries = g_ptr_array_new_with_free_func(g_free);
+        va_list ap;
+        char *e;
+
+        va_start(ap, m);
+        while ((e = va_arg(ap, char *)))
+                g_ptr_array_add(entries, e);
+        va_end(ap);
+        g_ptr_array_add(entries, NULL);
+        g_autofree char *joined = g_strjoinv(", ", (char **)entries->pdata);
+        g_autofree char *text = g_strdup_printf("[%s]", joined);
+        mock_set_devices(m, text);
+}
+
 /* Several devices of the caller's own on the image: refused (which one?). Several of nobody's or of other
  * users' (and none of the caller's): refused too, naming them all. */
 void test_detach_image_on_several_devices_refused(Mock *m, gconstpointer data)
@@ -415,82 +442,57 @@ void test_detach_image_on_several_devices_refused(Mock *m, gconstpointer data)
         if (!m->address)
                 return;
         g_autofree char *img = make_file(m->dir, "disk.img", 4096);
-        g_autofree char *text = g_strdup_printf(
-                "[('/dev/loop5', objectpath '/org/loopd1/device/loop5', '%s', uint64 0, uint64 0, uint32 512, "
-                "false, false, true, uint32 %u), "
-                "('/dev/loop6', objectpath '/org/loopd1/device/loop6', '%s', uint64 0, uint64 0, uint32 512, "
-                "true, false, true, uint32 %u), "
-                "('/dev/loop9', objectpath '/org/loopd1/device/loop9', '%s', uint64 0, uint64 0, uint32 512, "
-                "true, false, false, uint32 0)]",
-                img, me, img, me, img);
-        mock_set_devices(m, text);
+        mock_set_entries(m, device_entry(5, img, false, true, me), device_entry(6, img, true, true, me),
+                device_entry(9, img, true, false, 0), NULL);
         g_autoptr(Run) r = run_loopctl(&o, "detach", img, NULL);
 
         assert_error_line(r, 1, "it is attached to /dev/loop5, /dev/loop6; name the device");
         g_assert_cmpuint(mock_count(m, "Detach"), ==, 0);
 
-        g_free(text);
-        text = g_strdup_printf(
-                "[('/dev/loop5', objectpath '/org/loopd1/device/loop5', '%s', uint64 0, uint64 0, uint32 512, "
-                "false, false, true, uint32 %u), "
-                "('/dev/loop9', objectpath '/org/loopd1/device/loop9', '%s', uint64 0, uint64 0, uint32 512, "
-                "true, false, false, uint32 0)]",
-                img, other, img);
-        mock_set_devices(m, text);
+        mock_set_entries(
+                m, device_entry(5, img, false, true, other), device_entry(9, img, true, false, 0), NULL);
         g_autoptr(Run) others = run_loopctl(&o, "close", img, NULL);
 
         assert_error_line(others, 1, "it is attached to /dev/loop5, /dev/loop9; name the device");
         g_assert_cmpuint(mock_count(m, "Detach"), ==, 0);
 }
 
-/* Another user's device of the same image (a shared ISO) is theirs: close IMAGE closes the caller's own. */
-void test_detach_image_prefers_own_device(Mock *m, gconstpointer data)
+/* Closes img, which must reach the mock as a Detach of device with the unmount option. */
+static void check_close_detaches(Mock *m, const char *img, const char *device)
 {
         RunOptions o = mock_bus(m);
-        guint32 me = (guint32)getuid(), other = me + 1000;
-
-        if (!m->address)
-                return;
-        g_autofree char *img = make_file(m->dir, "shared.iso", 4096);
-        g_autofree char *text = g_strdup_printf(
-                "[('/dev/loop5', objectpath '/org/loopd1/device/loop5', '%s', uint64 0, uint64 0, uint32 512, "
-                "true, true, true, uint32 %u), "
-                "('/dev/loop6', objectpath '/org/loopd1/device/loop6', '%s', uint64 0, uint64 0, uint32 512, "
-                "true, true, true, uint32 %u), "
-                "('/dev/loop7', objectpath '/org/loopd1/device/loop7', '%s', uint64 0, uint64 0, uint32 512, "
-                "true, false, false, uint32 0)]",
-                img, other, img, me, img);
-        mock_set_devices(m, text);
         g_autoptr(Run) r = run_loopctl(&o, "close", img, NULL);
 
         g_assert_cmpint(r->status, ==, 0);
         g_assert_cmpstr(r->err, ==, "");
         MockCall *c = mock_call(m, "Detach");
-        g_assert_cmpstr(call_string(c, 0), ==, "/dev/loop6");
+        g_assert_cmpstr(call_string(c, 0), ==, device);
         assert_options(c, 1, "{'unmount': <true>}");
+}
+
+/* Another user's device of the same image (a shared ISO) is theirs: close IMAGE closes the caller's own. */
+void test_detach_image_prefers_own_device(Mock *m, gconstpointer data)
+{
+        guint32 me = (guint32)getuid(), other = me + 1000;
+
+        if (!m->address)
+                return;
+        g_autofree char *img = make_file(m->dir, "shared.iso", 4096);
+        mock_set_entries(m, device_entry(5, img, true, true, other), device_entry(6, img, true, true, me),
+                device_entry(7, img, true, false, 0), NULL);
+        check_close_detaches(m, img, "/dev/loop6");
 }
 
 /* An image whose name is not UTF-8: loopd says it with U+FFFD for the byte that is not, and close IMAGE
  * still finds its device. */
 void test_detach_image_not_utf8(Mock *m, gconstpointer data)
 {
-        RunOptions o = mock_bus(m);
-
         if (!m->address)
                 return;
         g_autofree char *img = make_file(m->dir, "caf\xe9.img", 4096);
         g_autofree char *said = g_strdup_printf("%s/caf\xef\xbf\xbd.img", m->dir);
-        g_autofree char *text = g_strdup_printf(
-                "[('/dev/loop5', objectpath '/org/loopd1/device/loop5', '%s', uint64 0, uint64 0, uint32 512, "
-                "false, false, true, uint32 %u)]",
-                said, (guint32)getuid());
-        mock_set_devices(m, text);
-        g_autoptr(Run) r = run_loopctl(&o, "close", img, NULL);
-
-        g_assert_cmpint(r->status, ==, 0);
-        g_assert_cmpstr(r->err, ==, "");
-        MockCall *c = mock_call(m, "Detach");
-        g_assert_cmpstr(call_string(c, 0), ==, "/dev/loop5");
+        mock_set_entries(m, device_entry(5, said, false, true, (guint32)getuid()), NULL);
+        check_close_detaches(m, img, "/dev/loop5");
 }
 
 void test_detach_image_not_attached(Mock *m, gconstpointer data)

@@ -299,6 +299,23 @@ static char *wait_for_new_owner(Harness *h, Own *o, const char *first_owner)
         return NULL;
 }
 
+/* The loopd that took over (next) adopted device, the owner's (on owner): then the owner detaches it and
+ * next is stopped. */
+static void check_adopted_then_detach(Harness *h, Own *next, GDBusConnection *owner, const char *device)
+{
+        g_auto(DeviceEntry) entry = { 0 };
+        g_autoptr(GError) error = NULL;
+
+        g_assert_true(log_has(next->log_path, "Re-adopted"));
+        list_device(owner, device, &entry);
+        g_assert_true(entry.found);
+        g_assert_true(entry.managed);
+        g_assert_cmpuint(entry.owner_uid, ==, harness_uid_of(HARNESS_USER_A));
+        g_assert_true(harness_detach(owner, device, NULL, &error));
+        harness_assert_no_error(error);
+        own_stop(next);
+}
+
 /* One try of the Attach race (see the test below); 1, 0 or -1 as call_outcome(). *next is the loopd started
  * meanwhile: on 1 it has taken over, else it is stopped. */
 static int try_attach_while_loopd_leaves(
@@ -370,8 +387,6 @@ void test_exit_on_idle_finishes_attach_despite_sigterm(Harness *h, gconstpointer
         g_autofree char *image = make_ext4_image(h, "late.img", "LATE");
         g_autofree char *device = NULL;
         g_auto(Own) next = { 0 };
-        g_auto(DeviceEntry) entry = { 0 };
-        g_autoptr(GError) error = NULL;
         int r = 0;
 
         for (guint attempt = 1; attempt <= RACE_ATTEMPTS && r == 0; attempt++)
@@ -383,14 +398,7 @@ void test_exit_on_idle_finishes_attach_despite_sigterm(Harness *h, gconstpointer
 
         GDBusConnection *owner = harness_connect_as(h, HARNESS_USER_A);
         REQUIRE(owner);
-        g_assert_true(log_has(next.log_path, "Re-adopted"));
-        list_device(owner, device, &entry);
-        g_assert_true(entry.found);
-        g_assert_true(entry.managed);
-        g_assert_cmpuint(entry.owner_uid, ==, harness_uid_of(HARNESS_USER_A));
-        g_assert_true(harness_detach(owner, device, NULL, &error));
-        harness_assert_no_error(error);
-        own_stop(&next);
+        check_adopted_then_detach(h, &next, owner, device);
 }
 
 /* A SIGTERM (not while exiting on idle) ends loopd at once; a call still waiting for polkit is answered
@@ -442,9 +450,7 @@ void test_second_loopd_waits_for_the_first(Harness *h, gconstpointer data)
         g_autofree char *image = make_ext4_image(h, "kept.img", "KEPT");
         g_auto(Own) first = { 0 };
         g_auto(Own) second = { 0 };
-        g_autoptr(GError) error = NULL;
         g_autofree char *device = NULL, *first_owner = NULL, *second_owner = NULL;
-        g_auto(DeviceEntry) entry = { 0 };
 
         REQUIRE(own_start(h, &first, "loopd-first", NULL));
         GDBusConnection *owner = harness_connect_as(h, HARNESS_USER_A);
@@ -466,23 +472,9 @@ void test_second_loopd_waits_for_the_first(Harness *h, gconstpointer data)
 
         own_stop(&first);
         /* The second takes over once the first has exited: the name, and the first one's device. */
-        gint64 deadline = g_get_monotonic_time() + (gint64)HARNESS_TIMEOUT_MS * 1000;
-        while (g_get_monotonic_time() < deadline && !second.exited) {
-                g_free(second_owner);
-                second_owner = name_owner(h);
-                if (second_owner && !g_str_equal(second_owner, first_owner))
-                        break;
-                run_for(50);
-        }
-        REQUIRE(second_owner && !g_str_equal(second_owner, first_owner));
-        g_assert_true(log_has(second.log_path, "Re-adopted"));
-        list_device(owner, device, &entry);
-        g_assert_true(entry.found);
-        g_assert_true(entry.managed);
-        g_assert_cmpuint(entry.owner_uid, ==, harness_uid_of(HARNESS_USER_A));
-        g_assert_true(harness_detach(owner, device, NULL, &error));
-        harness_assert_no_error(error);
-        own_stop(&second);
+        second_owner = wait_for_new_owner(h, &second, first_owner);
+        REQUIRE(second_owner);
+        check_adopted_then_detach(h, &second, owner, device);
 }
 
 /* loopd exits (1) when its bus goes: nobody could reach it any more, and it would keep the state dir from
