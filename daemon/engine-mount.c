@@ -206,8 +206,7 @@ int engine_unmount(Manager *m, unsigned number, const char *target, EngineError 
         log_info("Unmounted %s", target);
 
         r = registry_release_if_autoclear(m->registry, number);
-        /* Held by the servers, or by their write-back still in flight (to an image that does not answer). */
-        if ((r == -EBUSY || r == -EINPROGRESS) && left.n > 0) {
+        if (r == -EBUSY && left.n > 0) {
                 log_info("A FUSE server of %s still runs: loop%u goes once it has exited", target, number);
                 manager_release_after_servers(m, number, diskseq, &left);
         }

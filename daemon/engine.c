@@ -459,6 +459,9 @@ int engine_attach(Manager *m, int fd, const AttachRequest *req, const struct sta
 
 /* ---- detach ---- */
 
+/* How long Detach waits for I/O of the device in flight that does not move (loop_wait_io_done()). */
+#define DETACH_IO_STALL_USEC (500 * UINT64_C(1000))
+
 int engine_detach(Manager *m, const LoopInfo *info, bool unmount, EngineError *e)
 {
         _cleanup_strv_free_ char **mounts = NULL;
@@ -499,15 +502,19 @@ int engine_detach(Manager *m, const LoopInfo *info, bool unmount, EngineError *e
                 manager_remove_mount_point(m, *t);
         }
 
-        r = registry_detach_device(m->registry, number, info->diskseq);
-        if (r == -EBUSY)
-                return engine_error(e, r, ENGINE_BUSY,
-                        "loop%u is in use by another process; it was not detached", number);
+        /* loopd's close of the device (its lock, then the detach's own fd) is its last, which waits for the
+         * I/O in flight: one its image never answers (a probe that timed out left its reads there) would
+         * hold loopd in the kernel until the image answers. */
+        r = loop_wait_io_done(number, DETACH_IO_STALL_USEC);
         if (r == -EINPROGRESS)
                 return engine_error(e, -EBUSY, ENGINE_BUSY,
                         "I/O of loop%u is still in flight (its image may be hung); it was not detached, and "
                         "can be once its image answers",
                         number);
+        r = registry_detach_device(m->registry, number, info->diskseq);
+        if (r == -EBUSY)
+                return engine_error(e, r, ENGINE_BUSY,
+                        "loop%u is in use by another process; it was not detached", number);
         /* Gone already is what was asked: an autoclear device goes with its last unmount above, and a number
          * re-used since (-ESTALE) means the device the caller named no longer exists. */
         if (r < 0 && r != -ENXIO && r != -ENODEV && r != -ESTALE)

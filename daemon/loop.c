@@ -4,6 +4,7 @@
  * partitions). */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <linux/loop.h>
 #include <stdbool.h>
 #include <string.h>
@@ -23,29 +24,57 @@
  * after LOOP_CLR_FD. */
 #define DETACH_LOCK_WAIT_USEC (2 * 1000 * 1000)
 #define DETACH_RELEASE_WAIT_USEC (2 * 1000 * 1000)
-/* How long loop_detach() waits for the device's I/O in flight to end (loop_wait_io_done()). */
-#define LOOP_DETACH_IO_WAIT_USEC (500 * 1000)
 
-int loop_wait_io_done(unsigned number, uint64_t timeout_usec)
+/* I/O of loopN now: requests in flight, and requests completed so far (reads and writes: fields 1 and 5 of
+ * its stat). */
+static int io_counts(int sysfd, unsigned *ret_in_flight, uint64_t *ret_completed)
+{
+        char buf[256];
+        unsigned reads, writes;
+        uint64_t done_reads, done_writes;
+        int r;
+
+        r = sysfs_read(sysfd, NULL, "inflight", buf, sizeof(buf));
+        if (r < 0)
+                return r;
+        if (sscanf(buf, "%u %u", &reads, &writes) != 2)
+                return -EINVAL;
+        r = sysfs_read(sysfd, NULL, "stat", buf, sizeof(buf));
+        if (r < 0)
+                return r;
+        if (sscanf(buf, "%" SCNu64 " %*u %*u %*u %" SCNu64, &done_reads, &done_writes) != 2)
+                return -EINVAL;
+        *ret_in_flight = reads + writes;
+        *ret_completed = done_reads + done_writes;
+        return 0;
+}
+
+int loop_wait_io_done(unsigned number, uint64_t stall_usec)
 {
         _cleanup_close_ int sysfd = sysfs_open_loop(number, 0);
-        uint64_t deadline = loop_now_usec() + timeout_usec, step = 0;
+        uint64_t now = loop_now_usec(), moved_at = now, end = now + 4 * stall_usec, completed = 0, step = 0;
 
         if (sysfd < 0)
-                return sysfd == -ENOENT ? -ENXIO : sysfd;
-        for (;;) {
-                char buf[64];
-                unsigned reads, writes;
-                int r = sysfs_read(sysfd, NULL, "inflight", buf, sizeof(buf));
+                return sysfd == -ENOENT || sysfd == -ENODEV ? -ENXIO : sysfd;
+        for (bool first = true;; first = false) {
+                unsigned in_flight;
+                uint64_t c;
+                int r = io_counts(sysfd, &in_flight, &c);
 
                 if (r < 0)
                         return r == -ENOENT || r == -ENODEV ? -ENXIO : r;
-                if (sscanf(buf, "%u %u", &reads, &writes) != 2)
-                        return -EINVAL;
-                if (reads == 0 && writes == 0)
+                if (in_flight == 0)
                         return 0;
-                if (loop_now_usec() >= deadline)
+                now = loop_now_usec();
+                if (!first && c != completed)
+                        moved_at = now;
+                completed = c;
+                /* Nothing completed for a while: what is in flight waits for an image that does not answer.
+                 * Slow but alive (a network filesystem): the caller goes on as before, past a bound. */
+                if (now >= moved_at + stall_usec)
                         return -EINPROGRESS;
+                if (now >= end)
+                        return 0;
                 loop_backoff_sleep(&step);
         }
 }
@@ -65,10 +94,6 @@ int loop_detach(unsigned number, uint64_t expected_diskseq)
         diskseq = loop_device_diskseq(devfd, number);
         if (expected_diskseq != 0 && diskseq != expected_diskseq)
                 return -ESTALE;
-        /* Each close below may be the device's last, which waits for what is in flight. */
-        r = loop_wait_io_done(number, LOOP_DETACH_IO_WAIT_USEC);
-        if (r == -EINPROGRESS)
-                return r;
 
         /* A mount of the device or of one of its partitions holds the whole disk exclusively: then say so
          * and touch nothing (LOOP_CLR_FD would only turn on autoclear, and partitions would get

@@ -134,15 +134,15 @@ int loop_list_brief(LoopInfo ***ret, size_t *ret_n);
  * kernel turns LOOP_CLR_FD into "autoclear": the device then goes away by itself when the last holder closes
  * it; loop_detach() waits up to 2 s for that (transient openers such as blkid or udevd) and returns -EBUSY
  * if it is still bound then. Waits up to 2 s for udevd's lock, too. -ENXIO if not bound, -ENODEV if there is
- * no such device; -EINPROGRESS, touching nothing, while I/O of the device stays in flight (its image does
- * not answer: loop_wait_io_done()), which its closes would wait for. A number it unbound is
- * loop_attach()'s first choice next (see there). */
+ * no such device. A number it unbound is loop_attach()'s first choice next (see there). */
 int loop_detach(unsigned number, uint64_t expected_diskseq);
-/* Waits up to timeout_usec until no read or write of loopN is in flight (/sys/block/loopN/inflight): 0, or
- * -EINPROGRESS while one still is then. One its image never answers (a probe that timed out, a FUSE image
- * that stopped) stays in flight, and the device's last close waits for it in the kernel, uninterruptibly:
- * the caller must not make that close. -ENXIO when there is no such device. */
-int loop_wait_io_done(unsigned number, uint64_t timeout_usec);
+/* Waits until no read or write of loopN is in flight (/sys/block/loopN/inflight, which needs the queue's
+ * iostats, on by default): 0 then. -EINPROGRESS when I/O stays in flight and none completes for stall_usec:
+ * it waits for an image that does not answer (a probe that timed out, a FUSE image that stopped), and the
+ * device's last close would wait for it in the kernel, uninterruptibly, so the caller must not make that
+ * close. 0 as well past 4 × stall_usec of I/O that keeps completing (slow, not hung). -ENXIO when there is
+ * no such device. Dirty pages not yet written are not seen here (the last close writes them back too). */
+int loop_wait_io_done(unsigned number, uint64_t stall_usec);
 /* Does anyone hold loopN or a partition of it exclusively (a kernel filesystem's mount does, and so do
  * transient claimers such as mkfs or udevd's re-read)? True also when that cannot be told (an open failed).
  * FUSE mounts claim nothing: they are not seen here. */

@@ -198,12 +198,6 @@ int registry_detach_device(Registry *reg, unsigned number, uint64_t diskseq)
         ManagedDevice *d = registry_find_device(reg, number, diskseq);
         int r;
 
-        /* Closing loopd's lock is the device's last close here, which waits for what is still in flight: a
-         * read its image never answers (a probe that timed out) would hold loopd in the kernel until the
-         * image answers. What other processes have in flight ends in a moment. */
-        r = loop_wait_io_done(number, REGISTRY_IO_WAIT_USEC);
-        if (r == -EINPROGRESS)
-                return r;
         if (d) {
                 d->lock_fd = safe_close(d->lock_fd);
                 d->image_fd = safe_close(d->image_fd);

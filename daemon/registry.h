@@ -46,10 +46,7 @@ int registry_add_device(Registry *reg, const ManagedDevice *d);
 /* Drops the record of loopN and what it holds. */
 void registry_forget_device(Registry *reg, unsigned number);
 /* loop_detach() of a device loopd may hold locked: lets go of the lock first (it would make the detach a
- * mere autoclear), and takes it again when the device stays. Forgets the record once the device is gone.
- * -EINPROGRESS, touching nothing, while I/O of the device is still in flight after REGISTRY_IO_WAIT_USEC
- * (loop_wait_io_done(): its image does not answer). */
-#define REGISTRY_IO_WAIT_USEC (500 * UINT64_C(1000))
+ * mere autoclear), and takes it again when the device stays. Forgets the record once the device is gone. */
 int registry_detach_device(Registry *reg, unsigned number, uint64_t diskseq);
 /* Hands over the image fd noted for loopN with diskseq (the watcher's first probe reads it instead of the
  * device): -ENOENT when there is none. */
@@ -66,8 +63,7 @@ int registry_device_mounts(const LoopInfo *info, char ***ret);
  * goes away with its last mount even if loopd is not running. */
 void registry_arm_autoclear(Registry *reg, unsigned number, uint64_t diskseq, bool force);
 /* After an unmount: an autoclear device with nothing of it mounted any more is detached. 1: it was, 0:
- * nothing to do, else loop_detach()'s -errno (-EBUSY: someone else still holds it; -EINPROGRESS: its I/O
- * is still in flight). */
+ * nothing to do, else loop_detach()'s -errno (-EBUSY: someone else still holds it). */
 int registry_release_if_autoclear(Registry *reg, unsigned number);
 
 /* A Format runs on loopN (the whole device or a partition of it): Mount, Detach and another Format of the

@@ -287,7 +287,7 @@ void watcher_update_mounts(Watcher *w)
 
                 if (t && registry_device_autoclear(w->registry, t->info)) {
                         r = registry_release_if_autoclear(w->registry, touched[i]);
-                        if ((r == -EBUSY || r == -EINPROGRESS) && w->on_release_busy)
+                        if (r == -EBUSY && w->on_release_busy)
                                 w->on_release_busy(t->info, w->on_release_busy_userdata);
                         for (size_t j = 0; j < n_refreshed; j++)
                                 if (refreshed[j] == touched[i]) {

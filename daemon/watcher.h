@@ -33,8 +33,8 @@ typedef struct WatcherConfig {
         ChangeHandler on_change;
         void *on_change_userdata;
         /* An autoclear device of loopd's whose last mount went (root's umount(8) behind loopd's back, or an
-         * Unmount) and that could not be released then: something still holds it, or its I/O is still in
-         * flight (that mount's FUSE driver, still writing back). NULL: nothing is done, it stays. */
+         * Unmount) and that could not be released then: something still holds it (that mount's FUSE driver,
+         * still writing back). NULL: nothing is done, it stays. */
         void (*on_release_busy)(const LoopInfo *info, void *userdata);
         void *on_release_busy_userdata;
 } WatcherConfig;
