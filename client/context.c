@@ -192,6 +192,37 @@ int resolve_node(const char *what, const char *arg, char **ret)
         return 0;
 }
 
+int resolve_unmount_target(const char *arg, char **ret)
+{
+        _cleanup_free_ char *copy = strdup(arg), *dir = NULL;
+        const char *base;
+        char *slash, *p;
+
+        if (!copy)
+                return log_error_errno(-ENOMEM, "cannot unmount %s", arg);
+        /* A node (loopN..., /dev/...), or a name that only the whole path resolves ("mnt/", ".", ".."). */
+        slash = strrchr(copy, '/');
+        base = slash ? slash + 1 : copy;
+        if ((startswith(arg, "loop") && loop_parse_node(arg, NULL, NULL) >= 0) || startswith(arg, "/dev/") ||
+                isempty(base) || streq(base, ".") || streq(base, ".."))
+                return resolve_node("unmount", arg, ret);
+
+        /* A mount point itself is not looked at: its stat() waits for a FUSE driver that hangs, and fails
+         * once that driver died, when the user wants it unmounted most. Its directory is resolved. */
+        if (slash)
+                *slash = '\0';
+        dir = realpath(slash ? (slash == copy ? "/" : copy) : ".", NULL);
+        if (!dir && arg[0] == '/')
+                /* As resolve_node() has it: the daemon knows best whether it names something. */
+                dir = strdup(copy);
+        if (!dir)
+                return log_error_errno(-errno, "cannot unmount %s", arg);
+        if (asprintf(&p, "%s%s%s", dir, streq(dir, "/") ? "" : "/", base) < 0)
+                return log_error_errno(-ENOMEM, "cannot unmount %s", arg);
+        *ret = p;
+        return 0;
+}
+
 static const char *file_type_name(mode_t mode)
 {
         switch (mode & S_IFMT) {

@@ -100,6 +100,9 @@ int log_reply_error(int r, const char *member);
 
 /* A node or mount point as the daemon wants it: absolute, symlinks resolved, "loop3p1" in /dev. */
 int resolve_node(const char *what, const char *arg, char **ret);
+/* Unmount's NODE|MOUNTPOINT: a node as resolve_node() has it; a mount point made absolute, its directory
+ * resolved (symlinks too), the mount point itself never stat()ed. */
+int resolve_unmount_target(const char *arg, char **ret);
 /* Opens IMAGE as the calling user; only regular files. hint follows a permission error. */
 int open_image(const char *what, const char *path, bool writable, const char *hint, int *ret_fd);
 

@@ -1,5 +1,6 @@
 /* verbs-device.c: the loop device commands: attach, detach, close, list, partitions. */
 #include <fcntl.h>
+#include <limits.h>
 #include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -470,7 +471,8 @@ static void format_size(
         if (blockfd < 0)
                 return;
         snprintf(name, sizeof(name), "loop%u", number);
-        if (read_sysfs_line(blockfd, name, "loop/backing_file", backing, sizeof(backing)) < 0 ||
+        /* Still bound (loop/backing_file can fail for a path longer than a page: not that). */
+        if (read_sysfs_line(blockfd, name, "loop/offset", backing, sizeof(backing)) < 0 ||
                 read_sysfs_line(blockfd, name, "size", sectors, sizeof(sectors)) < 0 ||
                 sscanf(sectors, "%" SCNu64, &n) != 1)
                 return;
@@ -564,6 +566,20 @@ int verb_list(Context *c)
         return output_emit(&out);
 }
 
+/* Whether the kernel names path as device's backing file, byte for byte (or cannot say): ListDevices' name
+ * is made UTF-8, so caf\xe9.img and caf\xe8.img look the same there. */
+static bool backing_is(const char *device, const char *path)
+{
+        _cleanup_close_ int blockfd = open("/sys/block", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        _cleanup_free_ char *raw = malloc(PATH_MAX + 16);
+        const char *name = startswith(device, "/dev/") ? device + strlen("/dev/") : device;
+
+        if (blockfd < 0 || !raw ||
+                read_sysfs_line(blockfd, name, "loop/backing_file", raw, PATH_MAX + 16) < 0)
+                return true;
+        return streq(raw, path);
+}
+
 /* DEVICE|IMAGE of detach, close and partition add: a loop device by name, or the one device an image is
  * attached to: the caller's own, if it has one (another user's device of the same file is theirs to close),
  * else any. Several devices backed by the same file are refused rather than all detached: the user names
@@ -602,9 +618,11 @@ int resolve_device(Context *c, const char *what, char **ret)
         if (r < 0)
                 return r;
         while ((r = read_device(reply, &d)) > 0) {
-                bool own = d.managed && d.owner_uid == (uint32_t)getuid();
+                /* loopd records the caller's effective uid. */
+                bool own = d.managed && d.owner_uid == (uint32_t)geteuid();
 
-                if (!streq(d.backing_file, said) || (found_own && !own))
+                if (!streq(d.backing_file, said) || (found_own && !own) ||
+                        (!streq(said, path) && !backing_is(d.device, path)))
                         continue;
                 if (own && !found_own) {
                         /* The first of the caller's own: the others' found so far do not count. */

@@ -152,7 +152,7 @@ int verb_unmount(Context *c)
         _cleanup_free_ char *target = NULL;
         int r;
 
-        r = resolve_node("unmount", c->arg, &target);
+        r = resolve_unmount_target(c->arg, &target);
         if (r < 0)
                 return r;
 

@@ -212,8 +212,15 @@ static int status_op(const void *request, size_t size, const int *fds, size_t n_
         devfd = loop_open_checked(q.number, q.diskseq);
         if (devfd < 0)
                 return devfd;
-        if (q.kind == STATUS_SET)
+        if (q.kind == STATUS_SET) {
+                /* No name to give (the kernel could not say the path in sysfs): the device keeps its own. */
+                if (q.info.lo_file_name[0] == '\0') {
+                        if (ioctl(devfd, LOOP_GET_STATUS64, &li) < 0)
+                                return negative_errno();
+                        memcpy(q.info.lo_file_name, li.lo_file_name, sizeof(q.info.lo_file_name));
+                }
                 return ioctl(devfd, LOOP_SET_STATUS64, &q.info) < 0 ? negative_errno() : 0;
+        }
         if (q.kind != STATUS_COMPARE_BACKING)
                 return -EINVAL;
         if (ioctl(devfd, LOOP_GET_STATUS64, &li) < 0)

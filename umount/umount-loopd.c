@@ -148,8 +148,8 @@ int main(int argc, char *argv[])
                  * answered): not its refusal. sd-bus names these errors too. */
                 if (!sd_bus_error_is_set(&error) ||
                         sd_bus_error_has_names(&error, SD_BUS_ERROR_NO_REPLY, SD_BUS_ERROR_TIMEOUT,
-                                SD_BUS_ERROR_DISCONNECTED) ||
-                        startswith(error.name, "System.Error."))
+                                SD_BUS_ERROR_DISCONNECTED, "System.Error.ECONNRESET",
+                                "System.Error.ENOTCONN", "System.Error.EPIPE", "System.Error.ETIMEDOUT"))
                         return fail(EXIT_SYSERR, args.target, "%s", why);
                 return fail(EXIT_FAIL, args.target, "%s", why);
         }
