@@ -553,6 +553,9 @@ int main(int argc, char **argv)
         log_set_usage(false);
         if (r < 0)
                 return 2;
+        /* From here on what getopt made of the words decides: "--js" is --json, and a "--json" that was an
+         * option's value (a label) is not. */
+        log_set_json(c.json);
         if (r > 0)
                 r = verb->run(&c);
 

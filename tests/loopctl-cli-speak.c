@@ -136,6 +136,13 @@ void test_speak_json_local_errors(void)
         assert_json_error(missing, 1, "ENOENT", "cannot attach /nonexistent/disk.img");
         g_autoptr(Run) bus = run_loopctl(&no_bus, "list", "--json", NULL);
         assert_json_error(bus, 1, "ENOENT", "cannot connect to the system bus");
+        /* What getopt made of the words decides: an abbreviation is --json, a label that reads "--json"
+         * is not. */
+        g_autoptr(Run) abbreviated = run_loopctl(&no_bus, "--js", "list", NULL);
+        assert_json_error(abbreviated, 1, "ENOENT", "cannot connect to the system bus");
+        g_autoptr(Run) label = run_loopctl(&no_bus, "format", "--label", "--json", "loop3p1", "vfat", NULL);
+        assert_error_line(label, 1, "loopctl: ");
+        g_assert_false(g_str_has_prefix(label->err, "{"));
 }
 
 void test_speak_json_bus_errors(Mock *m, gconstpointer data)
