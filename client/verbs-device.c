@@ -595,6 +595,11 @@ int resolve_device(Context *c, const char *what, char **ret)
         int r;
 
         if (loop_parse_name(c->arg, &number) >= 0) {
+                /* An image of that name here would be as good a reading: the user says which. */
+                if (!strchr(c->arg, '/') && lstat(c->arg, &st) == 0 && S_ISREG(st.st_mode))
+                        return log_error(-ENOTUNIQ,
+                                "cannot %s %s: it names both /dev/%s and the file ./%s; say which", what,
+                                c->arg, c->arg, c->arg);
                 *ret = loop_node_new(number, 0);
                 return *ret ? 0 : log_error_errno(-ENOMEM, "cannot %s %s", what, c->arg);
         }

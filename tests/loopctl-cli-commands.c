@@ -496,6 +496,29 @@ void test_detach_image_not_utf8(Mock *m, gconstpointer data)
         check_close_detaches(m, img, "/dev/loop4000");
 }
 
+/* "loop3" where an image file is named loop3: the device or the file? The user says which. */
+void test_detach_name_of_device_and_file(Mock *m, gconstpointer data)
+{
+        RunOptions o = mock_bus(m);
+
+        if (!m->address)
+                return;
+        g_autofree char *img = make_file(m->dir, "loop3", 4096);
+        mock_set_entries(m, device_entry(7, img, false, true, (guint32)geteuid()), NULL);
+        o.cwd = m->dir;
+        g_autoptr(Run) r = run_loopctl(&o, "close", "loop3", NULL);
+        assert_error_line(r, 1, "it names both /dev/loop3 and the file ./loop3; say which");
+        g_assert_cmpuint(mock_count(m, "Detach"), ==, 0);
+
+        g_autoptr(Run) file = run_loopctl(&o, "close", "./loop3", NULL);
+        g_assert_cmpint(file->status, ==, 0);
+        g_assert_cmpstr(call_string(mock_call(m, "Detach"), 0), ==, "/dev/loop7");
+        g_ptr_array_set_size(m->calls, 0);
+        g_autoptr(Run) device = run_loopctl(&o, "close", "/dev/loop3", NULL);
+        g_assert_cmpint(device->status, ==, 0);
+        g_assert_cmpstr(call_string(mock_call(m, "Detach"), 0), ==, "/dev/loop3");
+}
+
 void test_detach_image_not_attached(Mock *m, gconstpointer data)
 {
         RunOptions o = mock_bus(m);

@@ -645,6 +645,7 @@ int main(int argc, char **argv)
         ADD_MOCK("/loopctl/detach/image-not-attached-refused", test_detach_image_not_attached);
         ADD_MOCK("/loopctl/detach/image-prefers-own-device", test_detach_image_prefers_own_device);
         ADD_MOCK("/loopctl/detach/image-not-utf8", test_detach_image_not_utf8);
+        ADD_MOCK("/loopctl/detach/name-of-device-and-file", test_detach_name_of_device_and_file);
         ADD_MOCK("/loopctl/umount-helper/exit-status", test_umount_helper_exit_status);
         ADD_MOCK("/loopctl/detach/busy-error-is-one-line", test_detach_busy_error);
         ADD_MOCK("/loopctl/mount/option-keys-and-json", test_mount_option_keys_and_json);

@@ -133,6 +133,7 @@ void test_detach_image_on_several_devices_refused(Mock *m, gconstpointer data);
 void test_detach_image_not_attached(Mock *m, gconstpointer data);
 void test_detach_image_prefers_own_device(Mock *m, gconstpointer data);
 void test_detach_image_not_utf8(Mock *m, gconstpointer data);
+void test_detach_name_of_device_and_file(Mock *m, gconstpointer data);
 void test_umount_helper_exit_status(Mock *m, gconstpointer data);
 void test_detach_busy_error(Mock *m, gconstpointer data);
 void test_mount_option_keys_and_json(Mock *m, gconstpointer data);
