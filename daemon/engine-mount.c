@@ -205,11 +205,12 @@ int engine_unmount(Manager *m, unsigned number, const char *target, EngineError 
         manager_remove_mount_point(m, target);
         log_info("Unmounted %s", target);
 
-        r = registry_release_if_autoclear(m->registry, number);
-        if (r == -EBUSY && left.n > 0) {
+        /* While its FUSE servers still hold the device, a release would wait for them in vain. */
+        if (left.n > 0 && d && (d->autoclear || loop_autoclear_of(number, diskseq) > 0)) {
                 log_info("A FUSE server of %s still runs: loop%u goes once it has exited", target, number);
                 manager_release_after_servers(m, number, diskseq, &left);
-        }
+        } else
+                (void)registry_release_if_autoclear(m->registry, number);
         mount_servers_close(&left);
         if (m->watcher)
                 watcher_update_mounts(m->watcher);

@@ -115,29 +115,36 @@ static int server_wait_on_exit(sd_event_source *s, int fd, uint32_t revents, voi
         return 0;
 }
 
+static ServerWait *server_wait_find(Manager *m, unsigned number, uint64_t diskseq)
+{
+        for (ServerWait *w = m->server_waits; w; w = w->next)
+                if (w->number == number && w->diskseq == diskseq)
+                        return w;
+        return NULL;
+}
+
 void manager_release_after_servers(Manager *m, unsigned number, uint64_t diskseq, MountServers *servers)
 {
-        ServerWait *w;
+        ServerWait *w = server_wait_find(m, number, diskseq);
         int r;
 
         /* One wait a device: an unmount of it while an earlier one's servers still run adds its own to it
          * (the earlier ones among them again, as long as there is room; one left out only means a retry
          * that finds the device Busy). */
-        for (w = m->server_waits; w; w = w->next)
-                if (w->number == number && w->diskseq == diskseq) {
-                        int *fds = w->servers.pidfds;
-                        size_t watched = w->servers.n - 1;
-                        int fd;
+        if (w) {
+                int *fds = w->servers.pidfds;
+                size_t watched = w->servers.n - 1;
+                int fd;
 
-                        while (servers->n > 0 && w->servers.n < ELEMENTSOF(w->servers.pidfds))
-                                fds[w->servers.n++] = servers->pidfds[--servers->n];
-                        /* The watched one stays the last. */
-                        fd = fds[watched];
-                        fds[watched] = fds[w->servers.n - 1];
-                        fds[w->servers.n - 1] = fd;
-                        mount_servers_close(servers);
-                        return;
-                }
+                while (servers->n > 0 && w->servers.n < ELEMENTSOF(w->servers.pidfds))
+                        fds[w->servers.n++] = servers->pidfds[--servers->n];
+                /* The watched one stays the last. */
+                fd = fds[watched];
+                fds[watched] = fds[w->servers.n - 1];
+                fds[w->servers.n - 1] = fd;
+                mount_servers_close(servers);
+                return;
+        }
 
         w = calloc(1, sizeof(ServerWait));
         if (!w) {
@@ -227,29 +234,28 @@ static void manager_release_unmounted(Manager *m)
         }
 }
 
-/* The watcher's, when root unmounted an autoclear device's last mount behind loopd's back and the device
- * was still held then: by that mount's FUSE driver, still writing back (umount(8) does not wait for it to
- * exit, as Unmount does), the device goes once it has exited. */
-static void manager_on_release_busy(const LoopInfo *info, void *userdata)
+/* The watcher's, before it releases an autoclear device of loopd's whose last mount went (root's umount(8),
+ * which does not wait for a FUSE driver to exit as Unmount does): while FUSE servers of that mount still
+ * hold the device, a release would wait for them in vain; the device goes once they have exited. */
+static bool manager_release_held(const LoopInfo *info, void *userdata)
 {
         Manager *m = userdata;
         MountServers servers = { 0 };
         ManagedDevice *d = registry_find_number(m->registry, info->number);
 
-        /* Only loopd's device (the record's incarnation), and not again when an Unmount of it handed its
-         * servers over already. */
+        /* Only loopd's device (the record's incarnation); already waited for after an Unmount of it. */
         if (!d || d->diskseq != info->diskseq)
-                return;
-        for (ServerWait *w = m->server_waits; w; w = w->next)
-                if (w->number == d->number && w->diskseq == d->diskseq)
-                        return;
+                return false;
+        if (server_wait_find(m, d->number, d->diskseq))
+                return true;
         manager_servers_holding(d->number, info->devnum, &servers);
         if (servers.n == 0)
-                return;
+                return false;
         log_info(
                 "A FUSE server still holds loop%u after its last unmount: it goes once the server has exited",
                 d->number);
         manager_release_after_servers(m, d->number, d->diskseq, &servers);
+        return true;
 }
 
 int manager_start(Manager *m)
@@ -270,8 +276,8 @@ int manager_start(Manager *m)
                 .media_dir = m->media_dir,
                 .on_change = m->on_change,
                 .on_change_userdata = m->on_change_userdata,
-                .on_release_busy = manager_on_release_busy,
-                .on_release_busy_userdata = m,
+                .release_held = manager_release_held,
+                .release_held_userdata = m,
         };
         r = watcher_new(&config, &m->watcher);
         if (r < 0)

@@ -65,8 +65,8 @@ struct Watcher {
         char *media_dir;
         ChangeHandler on_change;
         void *on_change_userdata;
-        void (*on_release_busy)(const LoopInfo *info, void *userdata);
-        void *on_release_busy_userdata;
+        bool (*release_held)(const LoopInfo *info, void *userdata);
+        void *release_held_userdata;
         struct udev *udev;
         struct udev_monitor *monitor;
         sd_event_source *io;

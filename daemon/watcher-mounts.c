@@ -286,9 +286,8 @@ void watcher_update_mounts(Watcher *w)
                 Tracked *t = watcher_find(w, touched[i]);
 
                 if (t && registry_device_autoclear(w->registry, t->info)) {
-                        r = registry_release_if_autoclear(w->registry, touched[i]);
-                        if (r == -EBUSY && w->on_release_busy)
-                                w->on_release_busy(t->info, w->on_release_busy_userdata);
+                        if (!w->release_held || !w->release_held(t->info, w->release_held_userdata))
+                                (void)registry_release_if_autoclear(w->registry, touched[i]);
                         for (size_t j = 0; j < n_refreshed; j++)
                                 if (refreshed[j] == touched[i]) {
                                         refreshed[j] = refreshed[--n_refreshed];

@@ -591,8 +591,8 @@ int watcher_new(const WatcherConfig *config, Watcher **ret)
         w->image_reader = config->image_reader;
         w->on_change = config->on_change;
         w->on_change_userdata = config->on_change_userdata;
-        w->on_release_busy = config->on_release_busy;
-        w->on_release_busy_userdata = config->on_release_busy_userdata;
+        w->release_held = config->release_held;
+        w->release_held_userdata = config->release_held_userdata;
         w->state_dir = strdup(config->state_dir);
         w->media_dir = strdup(config->media_dir);
         w->udev = udev_new();

@@ -32,11 +32,11 @@ typedef struct WatcherConfig {
         const char *media_dir;
         ChangeHandler on_change;
         void *on_change_userdata;
-        /* An autoclear device of loopd's whose last mount went (root's umount(8) behind loopd's back, or an
-         * Unmount) and that could not be released then: something still holds it (that mount's FUSE driver,
-         * still writing back). NULL: nothing is done, it stays. */
-        void (*on_release_busy)(const LoopInfo *info, void *userdata);
-        void *on_release_busy_userdata;
+        /* Before the watcher releases an autoclear device of loopd's whose last mount went: true when the
+         * engine releases it itself, later (that mount's FUSE driver still holds it, writing back). NULL:
+         * the watcher always releases. */
+        bool (*release_held)(const LoopInfo *info, void *userdata);
+        void *release_held_userdata;
 } WatcherConfig;
 
 int watcher_new(const WatcherConfig *config, Watcher **ret);
