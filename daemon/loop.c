@@ -52,23 +52,15 @@ static int io_counts(int sysfd, unsigned *ret_in_flight, uint64_t *ret_completed
 int loop_wait_io_done(unsigned number, uint64_t stall_usec)
 {
         _cleanup_close_ int sysfd = sysfs_open_loop(number, 0);
-        uint64_t now = loop_now_usec(), moved_at = now, end = now + 4 * stall_usec, completed = 0, step = 0;
+        uint64_t now = loop_now_usec(), moved_at = now, end = now + 4 * stall_usec, completed, step = 0;
+        unsigned in_flight;
+        int r;
 
         if (sysfd < 0)
                 return sysfd == -ENOENT || sysfd == -ENODEV ? -ENXIO : sysfd;
-        for (bool first = true;; first = false) {
-                unsigned in_flight;
+        for (r = io_counts(sysfd, &in_flight, &completed); r >= 0 && in_flight > 0;) {
                 uint64_t c;
-                int r = io_counts(sysfd, &in_flight, &c);
 
-                if (r < 0)
-                        return r == -ENOENT || r == -ENODEV ? -ENXIO : r;
-                if (in_flight == 0)
-                        return 0;
-                now = loop_now_usec();
-                if (!first && c != completed)
-                        moved_at = now;
-                completed = c;
                 /* Nothing completed for a while: what is in flight waits for an image that does not answer.
                  * Slow but alive (a network filesystem): the caller goes on as before, past a bound. */
                 if (now >= moved_at + stall_usec)
@@ -76,7 +68,15 @@ int loop_wait_io_done(unsigned number, uint64_t stall_usec)
                 if (now >= end)
                         return 0;
                 loop_backoff_sleep(&step);
+                r = io_counts(sysfd, &in_flight, &c);
+                if (r < 0)
+                        break;
+                now = loop_now_usec();
+                if (c != completed)
+                        moved_at = now;
+                completed = c;
         }
+        return r == -ENOENT || r == -ENODEV ? -ENXIO : MIN(r, 0);
 }
 
 int loop_detach(unsigned number, uint64_t expected_diskseq)
