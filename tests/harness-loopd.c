@@ -162,6 +162,26 @@ GPid harness_loopd_pid(Harness *h)
         return h->priv->daemon_pidfd >= 0 ? h->priv->daemon_pid : h->priv->loopd.pid;
 }
 
+bool harness_wait_for_log(const char *path, const char *needle, guint timeout_ms)
+{
+        gint64 deadline = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+
+        for (;;) {
+                g_autofree char *log = NULL;
+
+                if (g_file_get_contents(path, &log, NULL, NULL) && strstr(log, needle))
+                        return true;
+                if (g_get_monotonic_time() > deadline)
+                        return false;
+                g_usleep(20 * 1000);
+        }
+}
+
+const char *harness_loopd_log_path(Harness *h)
+{
+        return h->priv && h->priv->loopd.log_path ? h->priv->loopd.log_path : "";
+}
+
 char *harness_loopd_log(Harness *h)
 {
         char *contents = NULL;

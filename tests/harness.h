@@ -182,8 +182,12 @@ void harness_hang_clear(HarnessHang *hang);
 GPid harness_bus_pid(Harness *h);
 /* loopd's pid (0 when it is not running): for /proc/PID/fd and the like. */
 GPid harness_loopd_pid(Harness *h);
-/* loopd's stderr so far. */
+/* Waits until the log at path has needle, at most timeout_ms; returns whether it did. Does not fail the
+ * test. */
+bool harness_wait_for_log(const char *path, const char *needle, guint timeout_ms);
+/* loopd's stderr so far, and the file it goes to ("" before setup). */
 char *harness_loopd_log(Harness *h);
+const char *harness_loopd_log_path(Harness *h);
 /* A second loopd of the test's own, for tests that kill it (the harness's must exit cleanly): same bus,
  * state and media directories, then args (NULL-terminated; NULL: none), stdout and stderr appended to
  * log_path, killed when the test process dies. Returns it once it owns org.loopd1; NULL (and the test

@@ -725,12 +725,21 @@ void test_auth_error_passed_through(Mock *m, gconstpointer data)
 
 /* umount.loopd's exit status, as umount(8) reads it: 32 when loopd refused, 2 when loopd never answered
  * (here: it went away before it did, and the bus said NoReply), each with one line on stderr. */
+/* umount.loopd's answer: status, and one line on stderr that starts with prefix and has what. */
+static void check_helper_line(const Run *r, int status, const char *prefix, const char *what)
+{
+        g_assert_cmpint(r->status, ==, status);
+        g_assert_true(g_str_has_prefix(r->err, prefix));
+        g_assert_nonnull(strstr(r->err, what));
+        g_assert_true(g_str_has_suffix(r->err, "\n") && !strchr(r->err, '\n')[1]); /* one line */
+}
+
 void test_umount_helper_exit_status(Mock *m, gconstpointer data)
 {
         RunOptions o = mock_bus(m);
         g_autofree char *helper =
-                g_build_filename(g_getenv("LOOPD_BUILD_ROOT"), "umount", "umount.loopd", NULL);
-        const char *target = "/run/media/tester/DATA";
+                g_build_filename(g_getenv("LOOPD_BUILD_ROOT") ?: ".", "umount", "umount.loopd", NULL);
+        const char *target = "/run/media/tester/DATA", *prefix = "umount.loopd: /run/media/tester/DATA: ";
 
         if (!m->address)
                 return;
@@ -739,14 +748,10 @@ void test_umount_helper_exit_status(Mock *m, gconstpointer data)
         m->fail_name = "org.loopd1.Error.Busy";
         m->fail_message = "it is in use";
         g_autoptr(Run) refused = run_loopctl(&o, target, NULL);
-        g_assert_cmpint(refused->status, ==, 32);
-        g_assert_true(g_str_has_prefix(refused->err, "umount.loopd: /run/media/tester/DATA: "));
-        g_assert_nonnull(strstr(refused->err, "it is in use"));
+        check_helper_line(refused, 32, prefix, "it is in use");
 
         m->fail_method = NULL;
         m->vanish_method = "Unmount";
         g_autoptr(Run) gone = run_loopctl(&o, target, NULL);
-        g_assert_cmpint(gone->status, ==, 2);
-        g_assert_true(g_str_has_prefix(gone->err, "umount.loopd: /run/media/tester/DATA: "));
-        g_assert_true(strchr(gone->err, '\n') == gone->err + strlen(gone->err) - 1); /* one line */
+        check_helper_line(gone, 2, prefix, "");
 }

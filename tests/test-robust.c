@@ -697,22 +697,6 @@ out:
         hang_release(h, a, &hang, device, fd);
 }
 
-/* Waits until loopd's log has needle, at most timeout_ms; returns whether it did. */
-static bool wait_for_loopd_log(Harness *h, const char *needle, int timeout_ms)
-{
-        gint64 deadline = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
-
-        for (;;) {
-                g_autofree char *log = harness_loopd_log(h);
-
-                if (strstr(log, needle))
-                        return true;
-                if (g_get_monotonic_time() > deadline)
-                        return false;
-                g_usleep(50 * 1000);
-        }
-}
-
 /* Writes 4 MiB to a new file under mount_point (no sync: the page cache, or the FUSE driver, holds it), then
  * stops hang's server from answering anything. */
 static void write_then_freeze(HarnessHang *hang, const char *mount_point)
@@ -806,7 +790,8 @@ static void test_slow_fuse_driver_releases_later(Harness *h, gconstpointer data)
                 g_assert_cmpint(test_sh_status(NULL, "findmnt --mountpoint %s >/dev/null", q), !=, 0);
                 /* loopd saw it go and tried to release the device, which the driver still held: it waits
                  * for the driver now (without that, its lock held the device from then on). */
-                g_assert_true(wait_for_loopd_log(h, "A FUSE server still holds loop", 2 * SETTLE_MS));
+                g_assert_true(harness_wait_for_log(
+                        harness_loopd_log_path(h), "A FUSE server still holds loop", 2 * SETTLE_MS));
         } else {
                 unmounted = unmount_with_unwritten_data(a, &hang, mount_point, limit_ms, &ms, &error);
                 if (!expect_ok("Unmount while the driver waits for the device", error))
@@ -837,12 +822,9 @@ out:
  * unreadable). */
 static int reads_in_flight(const char *device)
 {
-        g_autofree char *path = g_strdup_printf("/sys/block/%s/inflight", device + strlen("/dev/"));
-        g_autofree char *text = NULL;
+        g_autofree char *text = test_read_sysfs("/sys/block/%s/inflight", device + strlen("/dev/"));
 
-        if (!g_file_get_contents(path, &text, NULL, NULL))
-                return -1;
-        return atoi(text);
+        return text ? atoi(text) : -1;
 }
 
 typedef struct AsyncCall {
@@ -876,7 +858,7 @@ static void test_detach_with_reads_in_flight(Harness *h, gconstpointer data)
         AsyncCall detach = { 0 };
         HarnessHang hang = { 0 };
         gint64 t0, ms;
-        int fd = -1;
+        int fd = -1, in_flight;
 
         harness_allow_all(h);
         REQUIRE_NONNULL(a);
@@ -889,8 +871,9 @@ static void test_detach_with_reads_in_flight(Harness *h, gconstpointer data)
         parts = harness_list_partitions(b, device, &error);
         g_test_message("ListPartitions: %s", error ? error->message : "answered");
         g_clear_error(&error);
-        g_test_message("reads in flight on %s: %d", device, reads_in_flight(device));
-        if (reads_in_flight(device) <= 0) {
+        in_flight = reads_in_flight(device);
+        g_test_message("reads in flight on %s: %d", device, in_flight);
+        if (in_flight <= 0) {
                 harness_fail("no read of %s is in flight after the probe timed out", device);
                 goto out;
         }

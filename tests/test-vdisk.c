@@ -344,7 +344,7 @@ static const VdiskCase write_dbus_vpc = { .format = "vpc", .data = "dbus" };
 static const char *const qsd_false[] = { "--qemu-storage-daemon=/usr/bin/false", NULL };
 static const char *const qsd_true[] = { "--qemu-storage-daemon=/usr/bin/true", NULL };
 static const VdiskCase stand_in_false = { .format = "qcow2", .loopd_args = qsd_false };
-static const char *const pending_2[] = { "--max-pending-per-user", "2", NULL };
+static const char *const pending_2[] = { "--max-pending-per-user", G_STRINGIFY(MAX_PENDING_PER_USER), NULL };
 static const VdiskCase open_qcow2_pending_2 = { .format = "qcow2", .loopd_args = pending_2 };
 static const VdiskCase stand_in_true = { .format = "qcow2", .loopd_args = qsd_true };
 

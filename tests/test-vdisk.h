@@ -18,6 +18,9 @@
 #include "loopd-bus.h"
 
 #define MiB (UINT64_C(1024) * 1024)
+/* --max-pending-per-user of the open case that counts pending calls: how many of one user may wait at once.
+ */
+#define MAX_PENDING_PER_USER 2
 /* How long loopd may take to let an autoclear device, its export and its process go after the call that
  * ended them returned. */
 #define SETTLE_MS 10000

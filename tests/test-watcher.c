@@ -156,6 +156,82 @@ bool wait_until(Predicate pred, gconstpointer data, int timeout_ms)
 }
 
 /* ---------------------------------------------------------------------------------------------------- */
+/* A loopd of the test's own */
+
+static void own_loopd_on_exit(GObject *source, GAsyncResult *result, gpointer data)
+{
+        *(bool *)data = true;
+}
+
+bool own_loopd_watch(OwnLoopd *l)
+{
+        if (l->process)
+                g_subprocess_wait_async(l->process, NULL, own_loopd_on_exit, &l->exited);
+        return l->process != NULL;
+}
+
+bool own_loopd_start(Harness *h, OwnLoopd *l, const char *name, const char *const *args)
+{
+        l->log_path = g_strdup_printf("%s/%s.log", h->tmpdir, name);
+        l->process = harness_start_own_loopd(h, l->log_path, args);
+        return own_loopd_watch(l);
+}
+
+bool own_loopd_has_exited(gconstpointer l)
+{
+        return ((const OwnLoopd *)l)->exited;
+}
+
+void own_loopd_check_exits_cleanly(OwnLoopd *l, int timeout_ms)
+{
+        if (!wait_until(own_loopd_has_exited, l, timeout_ms)) {
+                harness_fail("loopd (%s) did not exit within %d ms", l->log_path, timeout_ms);
+                return;
+        }
+        if (!g_subprocess_get_if_exited(l->process) || g_subprocess_get_exit_status(l->process) != 0)
+                harness_fail("loopd (%s) did not exit with 0", l->log_path);
+}
+
+void own_loopd_stop(OwnLoopd *l)
+{
+        g_subprocess_send_signal(l->process, SIGTERM);
+        own_loopd_check_exits_cleanly(l, HARNESS_TIMEOUT_MS);
+}
+
+bool own_loopd_kill(Harness *h, OwnLoopd *l)
+{
+        if (!l->process)
+                return false;
+        g_subprocess_send_signal(l->process, SIGKILL);
+        g_assert_true(wait_until(own_loopd_has_exited, l, HARNESS_TIMEOUT_MS));
+        g_assert_true(g_subprocess_get_if_signaled(l->process));
+        g_assert_cmpint(g_subprocess_get_term_sig(l->process), ==, SIGKILL);
+        if (harness_wait_for_name(h->bus, LOOPD_BUS_NAME, false, HARNESS_TIMEOUT_MS))
+                return true;
+        g_test_fail_printf("%s did not go away within %d ms", LOOPD_BUS_NAME, HARNESS_TIMEOUT_MS);
+        return false;
+}
+
+void own_loopd_clear(OwnLoopd *l)
+{
+        if (l->process && !l->exited) {
+                g_subprocess_force_exit(l->process);
+                (void)wait_until(own_loopd_has_exited, l, HARNESS_TIMEOUT_MS);
+        }
+        g_clear_object(&l->process);
+        if (l->log_path) {
+                g_autofree char *log = NULL;
+                if (g_file_get_contents(l->log_path, &log, NULL, NULL)) {
+                        if (harness_text_has_sanitizer_report(log))
+                                harness_fail("%s has a sanitizer report", l->log_path);
+                        if (g_test_failed())
+                                g_test_message("%s:\n%s", l->log_path, log);
+                }
+        }
+        g_clear_pointer(&l->log_path, g_free);
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
 /* What loopd says on the bus, as one client's signal subscription receives it */
 
 static void event_free(gpointer p)

@@ -58,6 +58,14 @@ typedef struct EventLog {
         char *image; /* see event_log_scope() */
 } EventLog;
 
+/* A loopd of the test's own (the harness's must end with a clean SIGTERM): its log in the test's directory,
+ * and whether it has exited (noted in the default main context: wait_until() runs it). */
+typedef struct OwnLoopd {
+        GSubprocess *process;
+        char *log_path;
+        bool exited;
+} OwnLoopd;
+
 /* test-watcher.c */
 char *object_path_of(const char *device);
 char *make_gpt_image(Harness *h, const char *name, const char *label);
@@ -70,6 +78,18 @@ void losetup_detach_and_wait(const char *device);
 void device_entry_clear(DeviceEntry *e);
 void list_device(GDBusConnection *c, const char *device, DeviceEntry *ret);
 bool wait_until(Predicate pred, gconstpointer data, int timeout_ms);
+/* Starts one (log <tmpdir>/<name>.log, args after the harness's) and waits until it owns the name; notes its
+ * exit once it has one (own_loopd_watch(), for one spawned otherwise). */
+bool own_loopd_start(Harness *h, OwnLoopd *l, const char *name, const char *const *args);
+bool own_loopd_watch(OwnLoopd *l);
+bool own_loopd_has_exited(gconstpointer l);
+/* Fails the test unless it exits with 0 within timeout_ms; own_loopd_stop() sends SIGTERM first. */
+void own_loopd_check_exits_cleanly(OwnLoopd *l, int timeout_ms);
+void own_loopd_stop(OwnLoopd *l);
+/* kill -9; returns once the bus has seen it go. */
+bool own_loopd_kill(Harness *h, OwnLoopd *l);
+/* Kills it if it still runs; fails the test on a sanitizer report in its log, prints the log on failure. */
+void own_loopd_clear(OwnLoopd *l);
 EventLog *event_log_new(GDBusConnection *c);
 void event_log_free(EventLog *log);
 void event_log_mark(EventLog *log);
@@ -107,4 +127,5 @@ void test_starts_with_a_device_whose_path_is_too_long(Harness *h, gconstpointer 
 void test_second_loopd_waits_for_the_first(Harness *h, gconstpointer data);
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(DeviceEntry, device_entry_clear)
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(OwnLoopd, own_loopd_clear)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(EventLog, event_log_free)

@@ -125,9 +125,6 @@ void test_open_read_only_by_default(Vdisk *v, gconstpointer data)
         g_assert_cmpstr(after, ==, before);
 }
 
-/* The case's --max-pending-per-user: how many calls of one user may wait at once. */
-#define MAX_PENDING_PER_USER 2
-
 /* `loopctl open` of an open virtual disk, more times than one user may have calls waiting: each one gives
  * the same device and mounts back (no second export), and none keeps a call of the user's waiting in loopd
  * (each answered open used to: the user was refused with LimitExceeded from then on); `loopctl close` then

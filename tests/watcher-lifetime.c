@@ -14,103 +14,22 @@
 /* How often the race test tries before it concludes that the bus never routed its call to loopd in time. */
 #define RACE_ATTEMPTS 3
 
-/* A loopd of the test's own, and whether it has exited (reaped by GLib). */
-typedef struct Own {
-        GSubprocess *process;
-        char *log_path;
-        bool exited;
-} Own;
-
-static void own_on_exit(GObject *source, GAsyncResult *result, gpointer data)
-{
-        *(bool *)data = true;
-}
-
-static bool own_watch(Own *o)
-{
-        if (o->process)
-                g_subprocess_wait_async(o->process, NULL, own_on_exit, &o->exited);
-        return o->process != NULL;
-}
-
-static bool own_start(Harness *h, Own *o, const char *name, const char *const *args)
-{
-        o->log_path = g_strdup_printf("%s/%s.log", h->tmpdir, name);
-        o->process = harness_start_own_loopd(h, o->log_path, args);
-        return own_watch(o);
-}
-
-static bool own_has_exited(gconstpointer data)
-{
-        return ((const Own *)data)->exited;
-}
-
 static bool never(gconstpointer data)
 {
         return false;
 }
 
-/* Runs the default main context for ms (an Own's exit is noted there). */
+/* Runs the default main context for ms (an OwnLoopd's exit is noted there). */
 static void run_for(int ms)
 {
         (void)wait_until(never, NULL, ms);
 }
-
-/* Waits until o has exited on its own, at most timeout_ms; fails the test unless it exited with 0. */
-static void own_check_exits_cleanly(Own *o, int timeout_ms)
-{
-        if (!wait_until(own_has_exited, o, timeout_ms)) {
-                harness_fail("loopd (%s) did not exit within %d ms", o->log_path, timeout_ms);
-                return;
-        }
-        if (!g_subprocess_get_if_exited(o->process) || g_subprocess_get_exit_status(o->process) != 0)
-                harness_fail("loopd (%s) did not exit with 0", o->log_path);
-}
-
-static void own_stop(Own *o)
-{
-        g_subprocess_send_signal(o->process, SIGTERM);
-        own_check_exits_cleanly(o, HARNESS_TIMEOUT_MS);
-}
-
-static void own_clear(Own *o)
-{
-        if (o->process && !o->exited) {
-                g_subprocess_force_exit(o->process);
-                (void)wait_until(own_has_exited, o, HARNESS_TIMEOUT_MS);
-        }
-        g_clear_object(&o->process);
-        if (o->log_path) {
-                g_autofree char *log = NULL;
-                if (g_file_get_contents(o->log_path, &log, NULL, NULL)) {
-                        if (harness_text_has_sanitizer_report(log))
-                                harness_fail("%s has a sanitizer report", o->log_path);
-                        if (g_test_failed())
-                                g_test_message("%s:\n%s", o->log_path, log);
-                }
-        }
-        g_clear_pointer(&o->log_path, g_free);
-}
-G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Own, own_clear)
 
 static bool log_has(const char *path, const char *needle)
 {
         g_autofree char *log = NULL;
 
         return g_file_get_contents(path, &log, NULL, NULL) && strstr(log, needle);
-}
-
-/* Waits until the log at path has needle, at most timeout_ms. */
-static bool log_wait(const char *path, const char *needle, int timeout_ms)
-{
-        gint64 deadline = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
-
-        while (!log_has(path, needle)) {
-                if (g_get_monotonic_time() > deadline)
-                        return false;
-                g_usleep(20 * 1000);
-        }
-        return true;
 }
 
 /* Who owns the name now (NULL: nobody). */
@@ -134,11 +53,11 @@ void test_exit_on_idle_not_while_attached(Harness *h, gconstpointer data)
         HARNESS_REQUIRE(h);
         harness_allow_all(h);
         g_autofree char *image = make_ext4_image(h, "idle.img", "IDLE");
-        g_auto(Own) own = { 0 };
+        g_auto(OwnLoopd) own = { 0 };
         g_autoptr(GError) error = NULL;
         g_autofree char *device = NULL;
 
-        REQUIRE(own_start(h, &own, "loopd-idle", IDLE_ARGS));
+        REQUIRE(own_loopd_start(h, &own, "loopd-idle", IDLE_ARGS));
         GDBusConnection *owner = harness_connect_as(h, HARNESS_USER_A);
         REQUIRE(owner);
         REQUIRE((device = attach(owner, image)));
@@ -152,7 +71,7 @@ void test_exit_on_idle_not_while_attached(Harness *h, gconstpointer data)
 
         g_assert_true(harness_detach(owner, device, NULL, &error));
         harness_assert_no_error(error);
-        own_check_exits_cleanly(&own, IDLE_S * 1000 + HARNESS_TIMEOUT_MS);
+        own_loopd_check_exits_cleanly(&own, IDLE_S * 1000 + HARNESS_TIMEOUT_MS);
         g_assert_true(log_has(own.log_path, IDLE_LOG));
         g_assert_true(harness_wait_for_name(h->bus, LOOPD_BUS_NAME, false, HARNESS_TIMEOUT_MS));
 }
@@ -202,7 +121,7 @@ static void call_on_reply(GObject *source, GAsyncResult *result, gpointer data)
  * (SIGSTOP) so that the call (method, params, fds, on c) waits in its socket while loopd decides it is idle
  * and sends its ReleaseName; once it runs again it reads the call first (it came first) and routes it to
  * loopd, which still owns the name. Returns whether loopd decided to exit (the test failed otherwise). */
-static bool call_while_loopd_leaves(Harness *h, Own *own, GDBusConnection *c, const char *method,
+static bool call_while_loopd_leaves(Harness *h, OwnLoopd *own, GDBusConnection *c, const char *method,
         GVariant *params, GUnixFDList *fds, CallResult *result)
 {
         GPid bus = harness_bus_pid(h);
@@ -218,7 +137,7 @@ static bool call_while_loopd_leaves(Harness *h, Own *own, GDBusConnection *c, co
                 LOOPD_MANAGER_INTERFACE, method, params, NULL, G_DBUS_CALL_FLAGS_NONE, HARNESS_TIMEOUT_MS,
                 fds, call_result_start(result)->cancel, call_on_reply, result);
         g_usleep(300 * 1000); /* GDBus's thread writes the call */
-        decided = log_wait(own->log_path, IDLE_LOG, IDLE_S * 1000 + HARNESS_TIMEOUT_MS);
+        decided = harness_wait_for_log(own->log_path, IDLE_LOG, IDLE_S * 1000 + HARNESS_TIMEOUT_MS);
         g_usleep(300 * 1000); /* loopd writes its ReleaseName right after the log line */
         g_assert_cmpint(kill(bus, SIGCONT), ==, 0);
         if (!decided)
@@ -254,16 +173,16 @@ static int call_outcome(CallResult *result, guint attempt)
 static int try_list_while_loopd_leaves(Harness *h, guint attempt)
 {
         g_autofree char *name = g_strdup_printf("loopd-idle-race-%u", attempt);
-        g_auto(Own) own = { 0 };
+        g_auto(OwnLoopd) own = { 0 };
         g_auto(CallResult) result = { 0 };
         GDBusConnection *c = harness_connect_as(h, HARNESS_USER_A);
         int r;
 
-        if (!c || !own_start(h, &own, name, IDLE_ARGS) ||
+        if (!c || !own_loopd_start(h, &own, name, IDLE_ARGS) ||
                 !call_while_loopd_leaves(h, &own, c, "ListDevices", NULL, NULL, &result))
                 return -1;
         r = call_outcome(&result, attempt);
-        own_check_exits_cleanly(&own, HARNESS_TIMEOUT_MS);
+        own_loopd_check_exits_cleanly(&own, HARNESS_TIMEOUT_MS);
         return g_test_failed() ? -1 : r;
 }
 
@@ -283,7 +202,7 @@ void test_exit_on_idle_answers_calls_that_came_meanwhile(Harness *h, gconstpoint
 }
 
 /* Waits until a loopd other than the one that was first_owner owns the name (or o exited); returns it. */
-static char *wait_for_new_owner(Harness *h, Own *o, const char *first_owner)
+static char *wait_for_new_owner(Harness *h, OwnLoopd *o, const char *first_owner)
 {
         gint64 deadline = g_get_monotonic_time() + (gint64)HARNESS_TIMEOUT_MS * 1000;
         char *owner = NULL;
@@ -301,7 +220,7 @@ static char *wait_for_new_owner(Harness *h, Own *o, const char *first_owner)
 
 /* The loopd that took over (next) adopted device, the owner's (on owner): then the owner detaches it and
  * next is stopped. */
-static void check_adopted_then_detach(Harness *h, Own *next, GDBusConnection *owner, const char *device)
+static void check_adopted_then_detach(Harness *h, OwnLoopd *next, GDBusConnection *owner, const char *device)
 {
         g_auto(DeviceEntry) entry = { 0 };
         g_autoptr(GError) error = NULL;
@@ -313,19 +232,19 @@ static void check_adopted_then_detach(Harness *h, Own *next, GDBusConnection *ow
         g_assert_cmpuint(entry.owner_uid, ==, harness_uid_of(HARNESS_USER_A));
         g_assert_true(harness_detach(owner, device, NULL, &error));
         harness_assert_no_error(error);
-        own_stop(next);
+        own_loopd_stop(next);
 }
 
 /* One try of the Attach race (see the test below); 1, 0 or -1 as call_outcome(). *next is the loopd started
  * meanwhile: on 1 it has taken over, else it is stopped. */
 static int try_attach_while_loopd_leaves(
-        Harness *h, const char *image, guint attempt, char **ret_device, Own *next)
+        Harness *h, const char *image, guint attempt, char **ret_device, OwnLoopd *next)
 {
         g_autofree char *name = g_strdup_printf("loopd-idle-attach-%u", attempt);
         g_autofree char *next_name = g_strdup_printf("%s/loopd-next-%u.log", h->tmpdir, attempt);
         g_autofree char *first_owner = NULL, *new_owner = NULL;
         g_autoptr(GUnixFDList) fds = g_unix_fd_list_new();
-        g_auto(Own) own = { 0 };
+        g_auto(OwnLoopd) own = { 0 };
         g_auto(CallResult) result = { 0 };
         GDBusConnection *c = harness_connect_as(h, HARNESS_USER_A);
         int fd = open(image, O_RDWR | O_CLOEXEC), r;
@@ -338,7 +257,7 @@ static int try_attach_while_loopd_leaves(
                 return -1;
         }
         close(fd);
-        if (!c || !own_start(h, &own, name, IDLE_ARGS) || !(first_owner = name_owner(h)) ||
+        if (!c || !own_loopd_start(h, &own, name, IDLE_ARGS) || !(first_owner = name_owner(h)) ||
                 !call_while_loopd_leaves(h, &own, c, "Attach",
                         g_variant_new("(h@a{sv})", 0, harness_empty_options()), fds, &result))
                 return -1;
@@ -351,14 +270,14 @@ static int try_attach_while_loopd_leaves(
         g_subprocess_send_signal(own.process, SIGTERM);
         next->log_path = g_steal_pointer(&next_name);
         next->process = harness_spawn_own_loopd(h, next->log_path, NULL);
-        if (!own_watch(next))
+        if (!own_loopd_watch(next))
                 return -1;
-        /* While the first still waits for polkit's answer (5 s after it asked). */
-        waited = log_wait(next->log_path, WAITING_LOG, 4000);
+        /* While the first still waits for polkit's answer (10 s after it asked). */
+        waited = harness_wait_for_log(next->log_path, WAITING_LOG, 9000);
         r = call_outcome(&result, attempt);
-        own_check_exits_cleanly(&own, HARNESS_TIMEOUT_MS);
+        own_loopd_check_exits_cleanly(&own, HARNESS_TIMEOUT_MS);
         if (r <= 0) {
-                own_clear(next);
+                own_loopd_clear(next);
                 g_assert_true(harness_wait_for_name(h->bus, LOOPD_BUS_NAME, false, HARNESS_TIMEOUT_MS));
                 return r;
         }
@@ -383,10 +302,10 @@ void test_exit_on_idle_finishes_attach_despite_sigterm(Harness *h, gconstpointer
 {
         HARNESS_REQUIRE(h);
         harness_allow_all(h);
-        fake_authority_set(h->authority, "org.loopd1.attach", FAKE_AUTH_ALLOW, 5000);
+        fake_authority_set(h->authority, "org.loopd1.attach", FAKE_AUTH_ALLOW, 10000);
         g_autofree char *image = make_ext4_image(h, "late.img", "LATE");
         g_autofree char *device = NULL;
-        g_auto(Own) next = { 0 };
+        g_auto(OwnLoopd) next = { 0 };
         int r = 0;
 
         for (guint attempt = 1; attempt <= RACE_ATTEMPTS && r == 0; attempt++)
@@ -401,6 +320,13 @@ void test_exit_on_idle_finishes_attach_despite_sigterm(Harness *h, gconstpointer
         check_adopted_then_detach(h, &next, owner, device);
 }
 
+static bool polkit_check_cancelled(gconstpointer authority)
+{
+        g_autoptr(GPtrArray) cancelled = fake_authority_cancellations((FakeAuthority *)authority);
+
+        return cancelled->len > 0;
+}
+
 /* A SIGTERM (not while exiting on idle) ends loopd at once; a call still waiting for polkit is answered
  * Failed, nothing of it done, not left to the bus's NoReply. */
 void test_sigterm_answers_calls_waiting_for_polkit(Harness *h, gconstpointer data)
@@ -410,7 +336,7 @@ void test_sigterm_answers_calls_waiting_for_polkit(Harness *h, gconstpointer dat
         fake_authority_set(h->authority, "org.loopd1.attach", FAKE_AUTH_ALLOW, 5000);
         g_autofree char *image = make_ext4_image(h, "stopped.img", "STOPPED");
         g_autoptr(GUnixFDList) fds = g_unix_fd_list_new();
-        g_auto(Own) own = { 0 };
+        g_auto(OwnLoopd) own = { 0 };
         g_auto(CallResult) result = { 0 };
         GDBusConnection *c = harness_connect_as(h, HARNESS_USER_A);
         int fd = open(image, O_RDWR | O_CLOEXEC);
@@ -419,22 +345,18 @@ void test_sigterm_answers_calls_waiting_for_polkit(Harness *h, gconstpointer dat
         REQUIRE(fd >= 0);
         g_assert_cmpint(g_unix_fd_list_append(fds, fd, NULL), ==, 0);
         close(fd);
-        REQUIRE(own_start(h, &own, "loopd-stopped", NULL));
+        REQUIRE(own_loopd_start(h, &own, "loopd-stopped", NULL));
         g_dbus_connection_call_with_unix_fd_list(c, LOOPD_BUS_NAME, LOOPD_MANAGER_PATH,
                 LOOPD_MANAGER_INTERFACE, "Attach", g_variant_new("(h@a{sv})", 0, harness_empty_options()),
                 NULL, G_DBUS_CALL_FLAGS_NONE, HARNESS_TIMEOUT_MS, fds, call_result_start(&result)->cancel,
                 call_on_reply, &result);
         REQUIRE(fake_authority_wait_calls(h->authority, 1, HARNESS_TIMEOUT_MS));
-        own_stop(&own);
+        own_loopd_stop(&own);
         REQUIRE(wait_until(call_done, &result, HARNESS_TIMEOUT_MS));
         harness_assert_dbus_error(result.error, LOOPD_ERROR_FAILED, "loopd is exiting");
         /* Its question was withdrawn at polkit (the authority reads that in a thread of its own). */
+        g_assert_true(wait_until(polkit_check_cancelled, h->authority, HARNESS_TIMEOUT_MS));
         g_autoptr(GPtrArray) cancelled = fake_authority_cancellations(h->authority);
-        for (int waited = 0; cancelled->len == 0 && waited < HARNESS_TIMEOUT_MS; waited += 20) {
-                g_usleep(20 * 1000);
-                g_ptr_array_unref(cancelled);
-                cancelled = fake_authority_cancellations(h->authority);
-        }
         g_assert_cmpuint(cancelled->len, ==, 1);
         g_autoptr(GPtrArray) bound = oracle_loops_backed_by(h->image_dir);
         g_assert_cmpuint(bound->len, ==, 0);
@@ -448,11 +370,11 @@ void test_second_loopd_waits_for_the_first(Harness *h, gconstpointer data)
         HARNESS_REQUIRE(h);
         harness_allow_all(h);
         g_autofree char *image = make_ext4_image(h, "kept.img", "KEPT");
-        g_auto(Own) first = { 0 };
-        g_auto(Own) second = { 0 };
+        g_auto(OwnLoopd) first = { 0 };
+        g_auto(OwnLoopd) second = { 0 };
         g_autofree char *device = NULL, *first_owner = NULL, *second_owner = NULL;
 
-        REQUIRE(own_start(h, &first, "loopd-first", NULL));
+        REQUIRE(own_loopd_start(h, &first, "loopd-first", NULL));
         GDBusConnection *owner = harness_connect_as(h, HARNESS_USER_A);
         REQUIRE(owner);
         REQUIRE((device = attach(owner, image)));
@@ -461,8 +383,8 @@ void test_second_loopd_waits_for_the_first(Harness *h, gconstpointer data)
 
         second.log_path = g_strdup_printf("%s/loopd-second.log", h->tmpdir);
         second.process = harness_spawn_own_loopd(h, second.log_path, NULL);
-        REQUIRE(own_watch(&second));
-        g_assert_true(log_wait(second.log_path, WAITING_LOG, HARNESS_TIMEOUT_MS));
+        REQUIRE(own_loopd_watch(&second));
+        g_assert_true(harness_wait_for_log(second.log_path, WAITING_LOG, HARNESS_TIMEOUT_MS));
         /* It keeps waiting: it neither gave up nor started on the first one's state. */
         run_for(500);
         g_assert_false(second.exited);
@@ -470,7 +392,7 @@ void test_second_loopd_waits_for_the_first(Harness *h, gconstpointer data)
         g_autofree char *still = name_owner(h);
         g_assert_cmpstr(still, ==, first_owner);
 
-        own_stop(&first);
+        own_loopd_stop(&first);
         /* The second takes over once the first has exited: the name, and the first one's device. */
         second_owner = wait_for_new_owner(h, &second, first_owner);
         REQUIRE(second_owner);
@@ -482,13 +404,13 @@ void test_second_loopd_waits_for_the_first(Harness *h, gconstpointer data)
 void test_exits_when_the_bus_goes(Harness *h, gconstpointer data)
 {
         HARNESS_REQUIRE(h);
-        g_auto(Own) own = { 0 };
+        g_auto(OwnLoopd) own = { 0 };
         GPid bus = harness_bus_pid(h);
 
         REQUIRE(bus > 0);
-        REQUIRE(own_start(h, &own, "loopd-busless", NULL));
+        REQUIRE(own_loopd_start(h, &own, "loopd-busless", NULL));
         g_assert_cmpint(kill(bus, SIGTERM), ==, 0);
-        if (!wait_until(own_has_exited, &own, HARNESS_TIMEOUT_MS)) {
+        if (!wait_until(own_loopd_has_exited, &own, HARNESS_TIMEOUT_MS)) {
                 harness_fail("loopd kept running without its bus (%s)", own.log_path);
                 return;
         }
@@ -528,32 +450,33 @@ void test_starts_with_a_device_whose_path_is_too_long(Harness *h, gconstpointer 
         harness_allow_all(h);
         g_autofree char *image = make_ext4_image(h, "moved.img", "MOVED");
         g_autofree char *other = make_ext4_image(h, "other.img", "OTHER");
-        g_autofree char *device = NULL, *other_device = NULL, *moved_back = NULL;
-        g_auto(Own) first = { 0 };
-        g_auto(Own) second = { 0 };
+        g_autofree char *device = NULL, *other_device = NULL, *name = NULL;
+        g_auto(OwnLoopd) first = { 0 };
+        g_auto(OwnLoopd) second = { 0 };
         g_auto(DeviceEntry) entry = { 0 };
         g_auto(DeviceEntry) other_entry = { 0 };
         g_autoptr(GError) error = NULL;
         int deep;
 
-        REQUIRE(own_start(h, &first, "loopd-before-move", NULL));
+        REQUIRE(own_loopd_start(h, &first, "loopd-before-move", NULL));
         GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
         GDBusConnection *b = harness_connect_as(h, HARNESS_USER_B);
         REQUIRE(a && b);
         REQUIRE((device = attach(a, image)));
         REQUIRE((other_device = attach(b, other)));
-        own_stop(&first);
+        own_loopd_stop(&first);
 
         deep = make_deep_dir(h->tmpdir);
         REQUIRE(deep >= 0);
-        REQUIRE(renameat(AT_FDCWD, image, deep, "moved.img") == 0);
-        g_autofree char *sysfs =
-                g_strdup_printf("/sys/block/%s/loop/backing_file", device + strlen("/dev/"));
-        g_autofree char *text = NULL;
-        g_autoptr(GError) sysfs_error = NULL;
-        g_assert_false(g_file_get_contents(sysfs, &text, NULL, &sysfs_error)); /* the kernel cannot say it */
+        if (renameat(AT_FDCWD, image, deep, "moved.img") < 0) {
+                harness_fail("cannot move %s: %s", image, g_strerror(errno));
+                close(deep);
+                return;
+        }
+        name = test_read_sysfs("/sys/block/%s/loop/backing_file", device + strlen("/dev/"));
+        g_assert_null(name); /* the kernel cannot say it */
 
-        bool started = own_start(h, &second, "loopd-after-move", NULL);
+        bool started = own_loopd_start(h, &second, "loopd-after-move", NULL);
         if (started) {
                 list_device(a, device, &entry);
                 g_assert_true(entry.found);
@@ -572,5 +495,5 @@ void test_starts_with_a_device_whose_path_is_too_long(Harness *h, gconstpointer 
         harness_assert_no_error(error);
         g_assert_true(harness_detach(b, other_device, NULL, &error));
         harness_assert_no_error(error);
-        own_stop(&second);
+        own_loopd_stop(&second);
 }

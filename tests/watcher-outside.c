@@ -2,53 +2,6 @@
  * restarted (kill -9) with its state. */
 #include "test-watcher.h"
 
-/* ---------------------------------------------------------------------------------------------------- */
-/* A loopd of the test's own, for kill -9 (the harness's loopd must end with a clean SIGTERM) */
-
-typedef struct OwnLoopd {
-        GSubprocess *process;
-        char *log_path;
-} OwnLoopd;
-
-static bool own_loopd_start(Harness *h, OwnLoopd *l)
-{
-        l->log_path = g_build_filename(h->tmpdir, "loopd-killed.log", NULL);
-        l->process = harness_start_own_loopd(h, l->log_path, NULL);
-        return l->process != NULL;
-}
-
-/* kill -9, reaped; returns once the bus has seen it go. */
-static bool own_loopd_kill(Harness *h, OwnLoopd *l)
-{
-        if (!l->process)
-                return false;
-        g_subprocess_send_signal(l->process, SIGKILL);
-        g_assert_true(g_subprocess_wait(l->process, NULL, NULL));
-        g_assert_true(g_subprocess_get_if_signaled(l->process));
-        g_assert_cmpint(g_subprocess_get_term_sig(l->process), ==, SIGKILL);
-        g_clear_object(&l->process);
-        if (harness_wait_for_name(h->bus, LOOPD_BUS_NAME, false, HARNESS_TIMEOUT_MS))
-                return true;
-        g_test_fail_printf("%s did not go away within %d ms", LOOPD_BUS_NAME, HARNESS_TIMEOUT_MS);
-        return false;
-}
-
-static void own_loopd_clear(OwnLoopd *l)
-{
-        if (l->process) {
-                g_subprocess_force_exit(l->process);
-                (void)g_subprocess_wait(l->process, NULL, NULL);
-                g_clear_object(&l->process);
-        }
-        if (l->log_path && g_test_failed()) {
-                g_autofree char *log = NULL;
-                if (g_file_get_contents(l->log_path, &log, NULL, NULL))
-                        g_test_message("log of the loopd that was killed:\n%s", log);
-        }
-        g_clear_pointer(&l->log_path, g_free);
-}
-G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(OwnLoopd, own_loopd_clear)
-
 static char *state_record_path(Harness *h, const char *device)
 {
         return g_strdup_printf("%s/devices/%s", h->state_dir, device + strlen("/dev/"));
@@ -217,7 +170,7 @@ void test_restart_keeps_owners_and_mounts(Harness *h, gconstpointer data)
 
         image_create(image_b, 16 * MiB);
         harness_allow_all(h);
-        REQUIRE(own_loopd_start(h, &first));
+        REQUIRE(own_loopd_start(h, &first, "loopd-killed", NULL));
         {
                 GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
                 GDBusConnection *b = harness_connect_as(h, HARNESS_USER_B);
@@ -309,7 +262,7 @@ void test_restart_removes_mount_point_unmounted_while_down(Harness *h, gconstpoi
         g_autofree char *device = NULL, *mount_point = NULL, *qmp = NULL;
 
         harness_allow_all(h);
-        REQUIRE(own_loopd_start(h, &first));
+        REQUIRE(own_loopd_start(h, &first, "loopd-killed", NULL));
         {
                 GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
                 REQUIRE(a);
@@ -364,7 +317,7 @@ void test_stale_state_records_dropped(Harness *h, gconstpointer data)
         image_create(image_y, 8 * MiB);
         image_create(image_z, 8 * MiB);
         harness_allow_all(h);
-        REQUIRE(own_loopd_start(h, &first));
+        REQUIRE(own_loopd_start(h, &first, "loopd-killed", NULL));
         {
                 GDBusConnection *a = harness_connect_as(h, HARNESS_USER_A);
                 REQUIRE(a);
